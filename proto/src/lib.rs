@@ -1,0 +1,36 @@
+//! Meridian's contract between the control plane and its agents.
+//!
+//! # Layout
+//!
+//! - [`pb`]: the gRPC messages and services generated from `proto/meridian/v1/*.proto` by
+//!   `build.rs` (tonic + prost; `protoc` is vendored).
+//! - [`convert`]: conversions between `pb` messages and the domain types below, with errors
+//!   that name the field.
+//! - [`schedule`]: a schedule's id and spec (cron, time zone, start, end, catch-up).
+//! - [`calendar`]: the pure fire-time calendar: `expression` parses Quartz and Unix cron (with
+//!   croner), `zone` maps wall-clock time to instants with the DST rules, and `Calendar` yields
+//!   fire times and the 50-record window.
+//! - [`fire_record`]: a fire record and its id, derived only from (schedule, fire instant).
+//! - [`catch_up`]: the catch-up policy, deciding which missed records to run.
+//!
+//! Data moves one way: a `ScheduleSpec` is validated into a `Calendar`; the calendar turns
+//! "after this instant" into `FireRecord`s; after downtime, `CatchUpPolicy::decide` picks which
+//! of the missed records run. Both sides of the wire link this crate, so the plane and the
+//! agents compute the same fire times and the same ids.
+
+pub mod calendar;
+pub mod catch_up;
+pub mod convert;
+pub mod fire_record;
+pub mod schedule;
+
+/// Generated gRPC code for package `meridian.v1`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("meridian.v1");
+}
+
+pub use calendar::{Calendar, CalendarError, WINDOW};
+pub use catch_up::{CatchUpPlan, CatchUpPolicy};
+pub use fire_record::{FireId, FireRecord};
+pub use schedule::{ScheduleId, ScheduleSpec};
