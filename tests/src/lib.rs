@@ -1,1 +1,31 @@
+//! End-to-end tests of Meridian over real processes.
+//!
+//! # Layout
+//!
+//! - [`binary`]: finds the `meridian` and `meridian-agent` executables that `tests/run` built
+//!   next to the test binaries, so tests run exactly what a user deploys.
+//! - `tests/*.rs`: the scenarios. Today: the agent binary's config handling. Coming with issues
+//!   #3–#6: an in-process plane cluster harness (`Cluster::start(3)`, `leader()`, `kill(id)`,
+//!   `partition(a, b)`), the three-DC lab in network namespaces, fault scenarios and the run
+//!   history checker (no fire record lost, none run twice).
 
+use std::path::PathBuf;
+
+/// The path of a workspace binary built into the same target directory as this test.
+///
+/// Panics with what to run when it is missing, rather than letting a test fail obscurely.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its own path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binaries live in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (tests/run does)",
+        path.display()
+    );
+    path
+}

@@ -8,6 +8,8 @@
 //! with the DST rules, is `zone`'s job.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use croner::Cron;
@@ -45,6 +47,7 @@ pub struct CronExpression {
     dialect: Dialect,
     cron: Cron,
     times: TimesOfDay,
+    days: Arc<DayMasks>,
 }
 
 impl fmt::Debug for CronExpression {
@@ -89,6 +92,7 @@ impl CronExpression {
             dialect,
             cron,
             times,
+            days: Arc::default(),
         };
         // An expression that names no real date (`0 0 0 30 2 ?`) would otherwise be accepted
         // and never fire; say so now rather than leave a schedule silently idle.
@@ -114,40 +118,45 @@ impl CronExpression {
     /// The first wall-clock time strictly after `wall` (to the second) that the expression
     /// matches, or `None` if there is none before the year 5000.
     ///
-    /// This walks days with croner's own date predicates (which carry `L`, `W`, `#` and the
-    /// day-of-month/day-of-week rules) and picks the time of day from the precomputed sets of
-    /// matching hours, minutes and seconds. It gives the same answers as croner's
+    /// This walks months, finds the matching days of each with croner's own day predicate
+    /// (which carries `L`, `W`, `#` and the day-of-month/day-of-week rules; see [`DayMasks`]),
+    /// and picks the time of day from the precomputed sets of matching hours, minutes and
+    /// seconds. It gives the same answers as croner's
     /// `find_next_occurrence` (a property test holds it to that) at a fraction of the cost,
     /// which the 50-record window for 100,000 schedules needs.
     pub fn next_wall_after(&self, wall: NaiveDateTime) -> Option<NaiveDateTime> {
         let pattern = &self.cron.pattern;
+        let midnight = Some((0, 0, 0));
         let mut date = wall.date();
-        let mut from = Some(wall.time().with_nanosecond(0)?).and_then(|t| {
-            let (h, m, s) = (t.hour(), t.minute(), t.second());
-            next_second(h, m, s)
-        });
+        let mut from = next_second(wall.hour(), wall.minute(), wall.second());
         while date.year() <= LAST_YEAR {
             if !pattern.year_match(date.year()).unwrap_or(false) {
                 date = NaiveDate::from_ymd_opt(date.year() + 1, 1, 1)?;
-                from = Some((0, 0, 0));
+                from = midnight;
                 continue;
             }
             if !pattern.month_match(date.month()).unwrap_or(false) {
                 date = first_of_next_month(date)?;
-                from = Some((0, 0, 0));
+                from = midnight;
                 continue;
             }
-            let weekday = Weekday::from_days_from_sunday(date.weekday().num_days_from_sunday());
-            let day_matches = pattern
-                .day_match(date.year(), date.month(), date.day(), weekday)
-                .unwrap_or(false);
-            if day_matches
-                && let Some((h, m, s)) = from.and_then(|(h, m, s)| self.times.first_from(h, m, s))
-            {
+            // Matching days from today to the end of the month, today in bit 0.
+            let days = self.days.of_month(pattern, date) >> (date.day() - 1);
+            if days == 0 {
+                date = first_of_next_month(date)?;
+                from = midnight;
+                continue;
+            }
+            let skip = days.trailing_zeros();
+            if skip > 0 {
+                date = date + chrono::Days::new(skip.into());
+                from = midnight;
+            }
+            if let Some((h, m, s)) = from.and_then(|(h, m, s)| self.times.first_from(h, m, s)) {
                 return date.and_hms_opt(h, m, s);
             }
             date = date.succ_opt()?;
-            from = Some((0, 0, 0));
+            from = midnight;
         }
         None
     }
@@ -203,10 +212,55 @@ impl TimesOfDay {
     }
 }
 
+/// Which days of a month an expression matches, cached by the only things croner's day
+/// predicate depends on: the month's length and the weekday of its 1st. That makes 28 kinds of
+/// month; each is worked out (31 predicate calls) the first time it is met, after which finding
+/// the next matching day is a bit scan. A monthly schedule (`6L`) went from ~1.4 µs to well
+/// under one per fire time with this.
+#[derive(Debug, Default)]
+struct DayMasks {
+    /// Bit 32 marks a computed entry; bits 0–30 are days 1–31.
+    kinds: [AtomicU64; 28],
+}
+
+const COMPUTED: u64 = 1 << 32;
+
+impl DayMasks {
+    fn of_month(&self, pattern: &croner::CronPattern, date: NaiveDate) -> u32 {
+        // Cheap on purpose: this runs once per fire time.
+        let length = month_length(date.year(), date.month());
+        let first_weekday = (date.weekday().num_days_from_sunday() + 35 - (date.day() - 1)) % 7;
+        let slot = &self.kinds[(length as usize - 28) * 7 + first_weekday as usize];
+        let cached = slot.load(Ordering::Relaxed);
+        if cached & COMPUTED != 0 {
+            return cached as u32;
+        }
+        let mut mask = 0u32;
+        for day in 1..=length {
+            let weekday = Weekday::from_days_from_sunday(first_weekday + day - 1);
+            if pattern
+                .day_match(date.year(), date.month(), day, weekday)
+                .unwrap_or(false)
+            {
+                mask |= 1 << (day - 1);
+            }
+        }
+        // Racing threads compute the same value; either store wins.
+        slot.store(u64::from(mask) | COMPUTED, Ordering::Relaxed);
+        mask
+    }
+}
+
 /// The time of day one second after `h:m:s`, or `None` at the end of the day.
 fn next_second(h: u32, m: u32, s: u32) -> Option<(u32, u32, u32)> {
     let total = h * 3600 + m * 60 + s + 1;
     (total < 86_400).then(|| (total / 3600, total / 60 % 60, total % 60))
+}
+
+fn month_length(year: i32, month: u32) -> u32 {
+    const LENGTHS: [u32; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    LENGTHS[month as usize - 1] + u32::from(month == 2 && leap)
 }
 
 fn first_of_next_month(date: NaiveDate) -> Option<NaiveDate> {
@@ -416,6 +470,17 @@ pub(crate) mod tests {
                     }
                     None => break,
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn month_lengths_agree_with_the_calendar_for_four_centuries() {
+        for year in 2000..2400 {
+            for month in 1..=12 {
+                let first = NaiveDate::from_ymd_opt(year, month, 1).unwrap();
+                let next = first_of_next_month(first).unwrap();
+                assert_eq!(month_length(year, month), (next - first).num_days() as u32);
             }
         }
     }
