@@ -79,7 +79,9 @@ impl AgentConfig {
         if let Some(bad) = config.plane.iter().find(|p| !has_port(p)) {
             return Err(invalid(
                 "plane",
-                &format!("`{bad}` is not \"hostname:port\" (for example \"plane-1.dc-a.example:7443\")"),
+                &format!(
+                    "`{bad}` is not \"hostname:port\" (for example \"plane-1.dc-a.example:7443\")"
+                ),
             ));
         }
         Ok(config)
@@ -135,6 +137,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(no_port.contains("field `plane`: `plane-1` is not"), "{no_port}");
+        assert!(
+            no_port.contains("field `plane`: `plane-1` is not"),
+            "{no_port}"
+        );
     }
 }

@@ -47,7 +47,10 @@ fn count_defaults_to_ten() {
 fn invalid_input_exits_2_with_the_field_on_stderr_and_nothing_on_stdout() {
     let cases: [(&[&str], &str); 5] = [
         (&["--cron", "0 61 * * * ?"], "minute field `61`"),
-        (&["--cron", "0 * * * *", "--tz", "Mars/Base"], "time_zone: `Mars/Base`"),
+        (
+            &["--cron", "0 * * * *", "--tz", "Mars/Base"],
+            "time_zone: `Mars/Base`",
+        ),
         (&["--cron", "0 * * * *", "--from", "yesterday"], "--from"),
         (&["--cron", "0 * * * *", "--count", "0"], "--count"),
         (&["--cron", "* * *"], "has 3 fields"),

@@ -13,8 +13,15 @@ fn run_with_config(text: &str) -> (Option<i32>, String) {
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "nothing on stdout");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "nothing on stdout"
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -34,7 +41,10 @@ fn a_missing_config_file_is_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("reading agent config /nonexistent/agent.toml"), "{stderr}");
+    assert!(
+        stderr.contains("reading agent config /nonexistent/agent.toml"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -43,5 +53,8 @@ fn a_valid_config_is_accepted_and_the_missing_runtime_is_said_plainly() {
         "hostname = \"agent-1.dc-a.example\"\ncluster = \"dc-a-main\"\nplane = [\"plane-1.dc-a.example:7443\"]\n",
     );
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("agent agent-1.dc-a.example (cluster dc-a-main) has a valid config"), "{stderr}");
+    assert!(
+        stderr.contains("agent agent-1.dc-a.example (cluster dc-a-main) has a valid config"),
+        "{stderr}"
+    );
 }

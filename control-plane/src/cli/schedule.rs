@@ -80,9 +80,14 @@ mod tests {
 
     #[test]
     fn without_from_the_preview_starts_at_now() {
-        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:30Z").unwrap().to_utc();
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:30Z")
+            .unwrap()
+            .to_utc();
         let p = preview(&args("0 * * * * ?", "UTC", None, 2), now).unwrap();
-        assert_eq!(p.fire_times, ["2026-01-01T00:01:00+00:00", "2026-01-01T00:02:00+00:00"]);
+        assert_eq!(
+            p.fire_times,
+            ["2026-01-01T00:01:00+00:00", "2026-01-01T00:02:00+00:00"]
+        );
         assert!(!p.ended);
     }
 
