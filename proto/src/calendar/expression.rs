@@ -254,7 +254,7 @@ impl DayMasks {
 /// The time of day one second after `h:m:s`, or `None` at the end of the day.
 fn next_second(h: u32, m: u32, s: u32) -> Option<(u32, u32, u32)> {
     let total = h * 3600 + m * 60 + s + 1;
-    (total < 86_400).then(|| (total / 3600, total / 60 % 60, total % 60))
+    (total < 86_400).then_some((total / 3600, total / 60 % 60, total % 60))
 }
 
 fn month_length(year: i32, month: u32) -> u32 {
