@@ -36,37 +36,24 @@ fn gap_end(zone: Tz, wall: NaiveDateTime) -> NaiveDateTime {
     let valid = |t: NaiveDateTime| !matches!(zone.from_local_datetime(&t), LocalResult::None);
     let minute = TimeDelta::minutes(1);
     let mut invalid = wall;
-    let mut ok = wall + minute;
     // 48 h bounds the walk even for a corrupt zone table; no real gap is longer than a day.
     for _ in 0..48 * 60 {
-        if valid(ok) {
+        if valid(invalid + minute) {
             break;
         }
-        invalid = ok;
-        ok += minute;
+        invalid += minute;
     }
-    // Invariant: `invalid` is in the gap, `ok` is valid, and they are at most a minute apart.
-    while ok - invalid > TimeDelta::seconds(1) {
-        let mid = invalid + (ok - invalid) / 2;
-        let mid = mid.with_nanosecond_floor();
-        if valid(mid) {
-            ok = mid;
+    // `invalid` is in the gap and `invalid + 60 s` is valid: binary-search the seconds between.
+    let (mut lo, mut hi) = (0, 60);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if valid(invalid + TimeDelta::seconds(mid)) {
+            hi = mid;
         } else {
-            invalid = mid;
+            lo = mid;
         }
     }
-    ok
-}
-
-trait FloorToSecond {
-    fn with_nanosecond_floor(self) -> Self;
-}
-
-impl FloorToSecond for NaiveDateTime {
-    fn with_nanosecond_floor(self) -> Self {
-        use chrono::Timelike;
-        self.with_nanosecond(0).unwrap_or(self)
-    }
+    invalid + TimeDelta::seconds(hi)
 }
 
 #[cfg(test)]
