@@ -8,6 +8,10 @@
 //! - `cli::schedule`: `meridian schedule preview`, the "cron check" view: a cron expression and
 //!   zone turned into concrete fire times with `meridian_proto::calendar`.
 //!
+//! - [`model`]: the replicated model — entities, the versioned `Command` enum wrapped in a
+//!   `Proposal`, the `processor` that applies one to SQLite (validate, write, audit, or refuse
+//!   and change nothing), and `query` for reads. SQL schema: `migrations/sqlite/`.
+//!
 //! Still to come (see the issues): the Raft node (log store, state machine, network), the
 //! replicated model (data centers, clusters, environments, tenants, grants, workflows,
 //! schedules, leases, runs), the gRPC services for agents and peers, the REST API and UI, and
@@ -15,3 +19,4 @@
 //! agents through `AgentLink`.
 
 pub mod cli;
+pub mod model;

@@ -12,6 +12,7 @@
 //!   fire times and the 50-record window.
 //! - [`fire_record`]: a fire record and its id, derived only from (schedule, fire instant).
 //! - [`catch_up`]: the catch-up policy, deciding which missed records to run.
+//! - [`workflow`]: workflow definitions (a DAG of shell and HTTP tasks) and their validation.
 //!
 //! Data moves one way: a `ScheduleSpec` is validated into a `Calendar`; the calendar turns
 //! "after this instant" into `FireRecord`s; after downtime, `CatchUpPolicy::decide` picks which
@@ -23,6 +24,7 @@ pub mod catch_up;
 pub mod convert;
 pub mod fire_record;
 pub mod schedule;
+pub mod workflow;
 
 /// Generated gRPC code for package `meridian.v1`.
 pub mod pb {
@@ -33,4 +35,4 @@ pub mod pb {
 pub use calendar::{Calendar, CalendarError, WINDOW};
 pub use catch_up::{CatchUpPlan, CatchUpPolicy};
 pub use fire_record::{FireId, FireRecord};
-pub use schedule::{ScheduleId, ScheduleSpec};
+pub use schedule::{OverlapPolicy, ScheduleId, ScheduleSpec};

@@ -145,3 +145,20 @@ mod tests {
         assert_eq!(back, spec);
     }
 }
+
+/// What a schedule does when a fire comes while its previous run is still going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapPolicy {
+    /// Record the new fire as skipped (the default, as in Temporal).
+    #[default]
+    Skip,
+    /// Keep at most one fire waiting; later ones while it waits are skipped.
+    BufferOne,
+    /// Queue every fire and run them one after another.
+    BufferAll,
+    /// Kill the running one and start the new fire.
+    CancelOlder,
+    /// Start the new fire alongside the running one.
+    AllowAll,
+}

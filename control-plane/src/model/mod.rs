@@ -1,0 +1,361 @@
+//! The replicated model: what the plane knows about the federation, and the one command enum
+//! that changes it.
+//!
+//! - This module: the entities (data centers, clusters, environments, tenants, grants,
+//!   workflows, schedules), [`Name`], and [`Command`] wrapped in a versioned [`Proposal`].
+//! - [`processor`]: applies one proposal to the SQLite state: validates, writes, audits, or
+//!   refuses and changes nothing. It knows nothing about Raft, so recovery and tests drive it
+//!   directly; the Raft state machine only wraps it.
+//! - [`query`]: reads for the API, CLI and UI.
+//!
+//! Proposals carry their author and time, stamped once by the node that accepted the write,
+//! so every replica applies exactly the same thing and the audit trail agrees everywhere.
+
+pub mod processor;
+pub mod query;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use meridian_proto::workflow::WorkflowDefinition;
+use meridian_proto::{OverlapPolicy, ScheduleSpec};
+use serde::{Deserialize, Serialize};
+
+/// The model's schema, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Opens (creating if needed) the model database at `path` and brings its schema up to date.
+///
+/// WAL with `synchronous = NORMAL`: a crash may lose the last transactions but never leaves a
+/// half-applied one, and the Raft log (fsync'd) replays whatever the database lost.
+pub async fn open(path: &Path) -> sqlx::Result<SqlitePool> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// A name of a data center, cluster, environment, tenant, workflow or schedule: 1–63 ASCII
+/// letters, digits, `_` or `-`, starting with a letter or digit. No `.` or `@`, so
+/// `<tenant>.<schedule>` is an unambiguous schedule id and fire-record ids stay parseable.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Name(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("name `{name}`: {problem}")]
+pub struct NameError {
+    pub name: String,
+    pub problem: &'static str,
+}
+
+impl Name {
+    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
+        let name = name.into();
+        let problem = if name.is_empty() {
+            Some("must not be empty")
+        } else if name.len() > 63 {
+            Some("must be at most 63 characters")
+        } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            Some("must start with a letter or digit")
+        } else if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            Some("may only contain letters, digits, `_` and `-`")
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => Err(NameError { name, problem }),
+            None => Ok(Self(name)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Name {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        Self::new(s)
+    }
+}
+
+impl From<Name> for String {
+    fn from(n: Name) -> String {
+        n.0
+    }
+}
+
+/// A data center: a site with its own private network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataCenter {
+    pub name: Name,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Whether a cluster runs its own schedules or stands by for another's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterRole {
+    #[default]
+    Active,
+    Backup,
+}
+
+/// A compute cluster inside a data center; its agents run the work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: Name,
+    /// The data center it is in.
+    pub dc: Name,
+    #[serde(default)]
+    pub role: ClusterRole,
+    /// The cluster that takes this one's partitions when all its agents are gone.
+    #[serde(default)]
+    pub backup: Option<Name>,
+    /// How many partitions its schedules are hashed into (the unit of leasing).
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// Lease duration: how long a cut-off data center keeps firing on its own (the
+    /// "autonomy horizon").
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u32,
+}
+
+fn default_partitions() -> u32 {
+    16
+}
+
+fn default_lease_seconds() -> u32 {
+    30
+}
+
+/// A cluster plus the settings runs there get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    pub name: Name,
+    pub cluster: Name,
+    /// Environment variables every task run in this environment gets.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Base directory for run working directories on the agents.
+    #[serde(default)]
+    pub work_dir: Option<String>,
+    /// Queue (slot pool) name on the cluster, for operators who split capacity.
+    #[serde(default)]
+    pub queue: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    pub name: Name,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Lets a tenant run on an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub tenant: Name,
+    pub environment: Name,
+    /// How many of the tenant's runs may be going at once in this environment.
+    #[serde(default = "default_max_concurrent_runs")]
+    pub max_concurrent_runs: u32,
+}
+
+fn default_max_concurrent_runs() -> u32 {
+    10
+}
+
+/// A tenant's workflow. Applying one with an existing name makes a new version; runs
+/// already going keep the version they started with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workflow {
+    pub tenant: Name,
+    pub name: Name,
+    /// Environment for "run now" when none is given; must be granted to the tenant.
+    #[serde(default)]
+    pub environment: Option<Name>,
+    pub definition: WorkflowDefinition,
+}
+
+/// A stored workflow version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowVersion {
+    pub version: u64,
+    #[serde(flatten)]
+    pub workflow: Workflow,
+}
+
+/// When a tenant's workflow runs, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub tenant: Name,
+    pub name: Name,
+    pub workflow: Name,
+    /// Must be granted to the tenant.
+    pub environment: Name,
+    pub spec: ScheduleSpec,
+    #[serde(default)]
+    pub overlap: OverlapPolicy,
+}
+
+impl Schedule {
+    /// `<tenant>.<name>`: the id fire records are derived from.
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.tenant, self.name)
+    }
+}
+
+/// Every change to the model. One enum, applied by one exhaustive `match` in `processor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    CreateDataCenter(DataCenter),
+    DeleteDataCenter { name: Name },
+    CreateCluster(Cluster),
+    DeleteCluster { name: Name },
+    CreateEnvironment(Environment),
+    DeleteEnvironment { name: Name },
+    CreateTenant(Tenant),
+    DeleteTenant { name: Name },
+    CreateGrant(Grant),
+    DeleteGrant { tenant: Name, environment: Name },
+    ApplyWorkflow(Workflow),
+    DeleteWorkflow { tenant: Name, name: Name },
+    CreateSchedule(Schedule),
+    DeleteSchedule { tenant: Name, name: Name },
+}
+
+impl Command {
+    /// A short operation name for the audit trail (`create_cluster`).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::CreateDataCenter(_) => "create_data_center",
+            Self::DeleteDataCenter { .. } => "delete_data_center",
+            Self::CreateCluster(_) => "create_cluster",
+            Self::DeleteCluster { .. } => "delete_cluster",
+            Self::CreateEnvironment(_) => "create_environment",
+            Self::DeleteEnvironment { .. } => "delete_environment",
+            Self::CreateTenant(_) => "create_tenant",
+            Self::DeleteTenant { .. } => "delete_tenant",
+            Self::CreateGrant(_) => "create_grant",
+            Self::DeleteGrant { .. } => "delete_grant",
+            Self::ApplyWorkflow(_) => "apply_workflow",
+            Self::DeleteWorkflow { .. } => "delete_workflow",
+            Self::CreateSchedule(_) => "create_schedule",
+            Self::DeleteSchedule { .. } => "delete_schedule",
+        }
+    }
+}
+
+/// A command as replicated: who asked, when (stamped once, by the accepting node), and what.
+///
+/// Serialised as JSON bytes inside whatever envelope carries it (the Raft log, peer RPCs), so
+/// the model's serde shapes (tagged enums, defaults) never meet a binary codec that cannot
+/// represent them, and the version tag lets a rolling upgrade read the previous shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub enum Proposal {
+    #[serde(rename = "1")]
+    V1 {
+        actor: String,
+        at_ms: i64,
+        command: Command,
+    },
+}
+
+impl Proposal {
+    pub fn new(actor: impl Into<String>, at_ms: i64, command: Command) -> Self {
+        Self::V1 {
+            actor: actor.into(),
+            at_ms,
+            command,
+        }
+    }
+
+    pub fn command(&self) -> &Command {
+        match self {
+            Self::V1 { command, .. } => command,
+        }
+    }
+
+    pub fn actor(&self) -> &str {
+        match self {
+            Self::V1 { actor, .. } => actor,
+        }
+    }
+
+    pub fn at_ms(&self) -> i64 {
+        match self {
+            Self::V1 { at_ms, .. } => *at_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(Name::new("prod-nj_2").is_ok());
+        assert_eq!(
+            Name::new("a.b").unwrap_err().to_string(),
+            "name `a.b`: may only contain letters, digits, `_` and `-`"
+        );
+        assert!(Name::new("-x").is_err());
+        assert!(Name::new("").is_err());
+        assert!(Name::new("x".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn proposals_are_versioned_json() {
+        let p = Proposal::new(
+            "admin",
+            1,
+            Command::DeleteTenant {
+                name: Name::new("ads").unwrap(),
+            },
+        );
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(
+            json,
+            r#"{"v":"1","actor":"admin","at_ms":1,"command":{"delete_tenant":{"name":"ads"}}}"#
+        );
+        assert_eq!(serde_json::from_str::<Proposal>(&json).unwrap(), p);
+    }
+}

@@ -1,0 +1,624 @@
+//! Applies proposals to the model's SQLite state.
+//!
+//! One exhaustive `match` over [`Command`]. Each arm first decides (reads what it must check,
+//! refuses with a message naming what is wrong) and then writes. Everything happens inside a
+//! nested transaction (a savepoint when the caller already holds one), so a refused command
+//! leaves no trace and the caller — the Raft state machine — can still record the log index
+//! as applied in its own transaction.
+
+use sqlx::{Connection, Row, SqliteConnection};
+
+use super::{Command, Name, Proposal};
+use meridian_proto::ScheduleId;
+
+/// Why a command was refused. Messages say what was being attempted and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{doing}: {kind} `{name}` does not exist")]
+    Missing {
+        doing: String,
+        kind: &'static str,
+        name: String,
+    },
+    #[error("{doing}: {kind} `{name}` already exists")]
+    Exists {
+        doing: String,
+        kind: &'static str,
+        name: String,
+    },
+    #[error("{doing}: it is still used by {users}; delete or move those first")]
+    InUse { doing: String, users: String },
+    #[error("{doing}: environment `{environment}` is not granted to tenant `{tenant}`")]
+    NotGranted {
+        doing: String,
+        environment: String,
+        tenant: String,
+    },
+    #[error("{doing}: {field}: {problem}")]
+    Invalid {
+        doing: String,
+        field: String,
+        problem: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The database failed; the command's effect is unknown to the caller and must not be
+    /// acknowledged. (Distinct from a refusal, which is a deterministic outcome.)
+    #[error("model storage: {0}")]
+    Storage(#[from] sqlx::Error),
+}
+
+/// What an applied command did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Applied {
+    /// What was changed, e.g. `cluster nj-main` or `workflow ads/etl`.
+    pub subject: String,
+    /// The new version, for versioned things (workflows, schedules).
+    pub version: Option<u64>,
+}
+
+/// Applies `proposal`, which is the Raft log entry at `index`. On refusal nothing changes.
+pub async fn apply(
+    conn: &mut SqliteConnection,
+    index: u64,
+    proposal: &Proposal,
+) -> Result<Applied, ApplyError> {
+    let mut tx = conn.begin().await?;
+    match execute(&mut tx, proposal.command()).await {
+        Ok(applied) => {
+            sqlx::query(
+                "INSERT INTO audit (log_index, actor, at_ms, op, subject, command) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(index as i64)
+            .bind(proposal.actor())
+            .bind(proposal.at_ms())
+            .bind(proposal.command().op())
+            .bind(&applied.subject)
+            .bind(json(proposal.command()))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(applied)
+        }
+        Err(err) => {
+            tx.rollback().await?;
+            Err(err)
+        }
+    }
+}
+
+async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied, ApplyError> {
+    match command {
+        Command::CreateDataCenter(dc) => {
+            let doing = format!("creating data center `{}`", dc.name);
+            absent(tx, Table::DataCenters, &dc.name, &doing).await?;
+            sqlx::query("INSERT INTO data_centers (name, doc) VALUES (?, ?)")
+                .bind(dc.name.as_str())
+                .bind(json(dc))
+                .execute(&mut *tx)
+                .await?;
+            Ok(subject(format!("data center {}", dc.name)))
+        }
+        Command::DeleteDataCenter { name } => {
+            let doing = format!("deleting data center `{name}`");
+            present(tx, Table::DataCenters, name, &doing).await?;
+            let clusters = names(tx, "SELECT name FROM clusters WHERE dc = ?", &[name]).await?;
+            unused(&doing, &[("cluster", clusters)])?;
+            delete(tx, "DELETE FROM data_centers WHERE name = ?", &[name]).await?;
+            Ok(subject(format!("data center {name}")))
+        }
+        Command::CreateCluster(c) => {
+            let doing = format!("creating cluster `{}`", c.name);
+            present(tx, Table::DataCenters, &c.dc, &doing).await?;
+            if let Some(backup) = &c.backup {
+                if backup == &c.name {
+                    return Err(invalid(&doing, "backup", "a cluster cannot back itself up"));
+                }
+                present(tx, Table::Clusters, backup, &doing).await?;
+            }
+            if !(1..=4096).contains(&c.partitions) {
+                return Err(invalid(&doing, "partitions", "must be between 1 and 4096"));
+            }
+            if c.lease_seconds == 0 {
+                return Err(invalid(&doing, "lease_seconds", "must be at least 1"));
+            }
+            absent(tx, Table::Clusters, &c.name, &doing).await?;
+            sqlx::query("INSERT INTO clusters (name, dc, backup, doc) VALUES (?, ?, ?, ?)")
+                .bind(c.name.as_str())
+                .bind(c.dc.as_str())
+                .bind(c.backup.as_ref().map(Name::as_str))
+                .bind(json(c))
+                .execute(&mut *tx)
+                .await?;
+            Ok(subject(format!("cluster {}", c.name)))
+        }
+        Command::DeleteCluster { name } => {
+            let doing = format!("deleting cluster `{name}`");
+            present(tx, Table::Clusters, name, &doing).await?;
+            let envs = names(
+                tx,
+                "SELECT name FROM environments WHERE cluster = ?",
+                &[name],
+            )
+            .await?;
+            let backed = names(tx, "SELECT name FROM clusters WHERE backup = ?", &[name]).await?;
+            unused(
+                &doing,
+                &[("environment", envs), ("cluster (as backup)", backed)],
+            )?;
+            delete(tx, "DELETE FROM clusters WHERE name = ?", &[name]).await?;
+            Ok(subject(format!("cluster {name}")))
+        }
+        Command::CreateEnvironment(e) => {
+            let doing = format!("creating environment `{}`", e.name);
+            present(tx, Table::Clusters, &e.cluster, &doing).await?;
+            if let Some(bad) = e.vars.keys().find(|k| !is_env_var_name(k)) {
+                return Err(invalid(
+                    &doing,
+                    "vars",
+                    &format!("`{bad}` is not a valid environment variable name"),
+                ));
+            }
+            absent(tx, Table::Environments, &e.name, &doing).await?;
+            sqlx::query("INSERT INTO environments (name, cluster, doc) VALUES (?, ?, ?)")
+                .bind(e.name.as_str())
+                .bind(e.cluster.as_str())
+                .bind(json(e))
+                .execute(&mut *tx)
+                .await?;
+            Ok(subject(format!("environment {}", e.name)))
+        }
+        Command::DeleteEnvironment { name } => {
+            let doing = format!("deleting environment `{name}`");
+            present(tx, Table::Environments, name, &doing).await?;
+            let grants = names(
+                tx,
+                "SELECT tenant FROM grants WHERE environment = ?",
+                &[name],
+            )
+            .await?;
+            let schedules = names(
+                tx,
+                "SELECT tenant || '/' || name FROM schedules WHERE environment = ?",
+                &[name],
+            )
+            .await?;
+            let workflows = names(
+                tx,
+                "SELECT DISTINCT tenant || '/' || name FROM workflows \
+                 WHERE environment = ? AND deleted = 0",
+                &[name],
+            )
+            .await?;
+            unused(
+                &doing,
+                &[
+                    ("grant to tenant", grants),
+                    ("schedule", schedules),
+                    ("workflow", workflows),
+                ],
+            )?;
+            delete(tx, "DELETE FROM environments WHERE name = ?", &[name]).await?;
+            Ok(subject(format!("environment {name}")))
+        }
+        Command::CreateTenant(t) => {
+            let doing = format!("creating tenant `{}`", t.name);
+            absent(tx, Table::Tenants, &t.name, &doing).await?;
+            sqlx::query("INSERT INTO tenants (name, doc) VALUES (?, ?)")
+                .bind(t.name.as_str())
+                .bind(json(t))
+                .execute(&mut *tx)
+                .await?;
+            Ok(subject(format!("tenant {}", t.name)))
+        }
+        Command::DeleteTenant { name } => {
+            let doing = format!("deleting tenant `{name}`");
+            present(tx, Table::Tenants, name, &doing).await?;
+            let grants = names(
+                tx,
+                "SELECT environment FROM grants WHERE tenant = ?",
+                &[name],
+            )
+            .await?;
+            let workflows = names(
+                tx,
+                "SELECT DISTINCT name FROM workflows WHERE tenant = ? AND deleted = 0",
+                &[name],
+            )
+            .await?;
+            let schedules =
+                names(tx, "SELECT name FROM schedules WHERE tenant = ?", &[name]).await?;
+            unused(
+                &doing,
+                &[
+                    ("grant of environment", grants),
+                    ("workflow", workflows),
+                    ("schedule", schedules),
+                ],
+            )?;
+            delete(tx, "DELETE FROM workflows WHERE tenant = ?", &[name]).await?;
+            delete(tx, "DELETE FROM tenants WHERE name = ?", &[name]).await?;
+            Ok(subject(format!("tenant {name}")))
+        }
+        Command::CreateGrant(g) => {
+            let doing = format!(
+                "granting environment `{}` to tenant `{}`",
+                g.environment, g.tenant
+            );
+            present(tx, Table::Tenants, &g.tenant, &doing).await?;
+            present(tx, Table::Environments, &g.environment, &doing).await?;
+            if g.max_concurrent_runs == 0 {
+                return Err(invalid(&doing, "max_concurrent_runs", "must be at least 1"));
+            }
+            if granted(tx, &g.tenant, &g.environment).await? {
+                return Err(Refusal::Exists {
+                    doing,
+                    kind: "grant",
+                    name: format!("{}/{}", g.tenant, g.environment),
+                }
+                .into());
+            }
+            sqlx::query("INSERT INTO grants (tenant, environment, doc) VALUES (?, ?, ?)")
+                .bind(g.tenant.as_str())
+                .bind(g.environment.as_str())
+                .bind(json(g))
+                .execute(&mut *tx)
+                .await?;
+            Ok(subject(format!("grant {}/{}", g.tenant, g.environment)))
+        }
+        Command::DeleteGrant {
+            tenant,
+            environment,
+        } => {
+            let doing = format!("revoking environment `{environment}` from tenant `{tenant}`");
+            if !granted(tx, tenant, environment).await? {
+                return Err(Refusal::Missing {
+                    doing,
+                    kind: "grant",
+                    name: format!("{tenant}/{environment}"),
+                }
+                .into());
+            }
+            let schedules = names(
+                tx,
+                "SELECT name FROM schedules WHERE tenant = ? AND environment = ?",
+                &[tenant, environment],
+            )
+            .await?;
+            let workflows = names(
+                tx,
+                "SELECT DISTINCT name FROM workflows \
+                 WHERE tenant = ? AND environment = ? AND deleted = 0",
+                &[tenant, environment],
+            )
+            .await?;
+            unused(&doing, &[("schedule", schedules), ("workflow", workflows)])?;
+            delete(
+                tx,
+                "DELETE FROM grants WHERE tenant = ? AND environment = ?",
+                &[tenant, environment],
+            )
+            .await?;
+            Ok(subject(format!("grant {tenant}/{environment}")))
+        }
+        Command::ApplyWorkflow(w) => {
+            let doing = format!("applying workflow `{}` of tenant `{}`", w.name, w.tenant);
+            present(tx, Table::Tenants, &w.tenant, &doing).await?;
+            w.definition
+                .validate()
+                .map_err(|e| invalid(&doing, "definition", &e.to_string()))?;
+            if let Some(env) = &w.environment {
+                present(tx, Table::Environments, env, &doing).await?;
+                must_be_granted(tx, &w.tenant, env, &doing).await?;
+            }
+            // Versions never repeat, even across a delete and re-create, so a run's recorded
+            // version always names exactly one definition.
+            let version: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM workflows WHERE tenant = ? AND name = ?",
+            )
+            .bind(w.tenant.as_str())
+            .bind(w.name.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO workflows (tenant, name, version, environment, deleted, doc) \
+                 VALUES (?, ?, ?, ?, 0, ?)",
+            )
+            .bind(w.tenant.as_str())
+            .bind(w.name.as_str())
+            .bind(version)
+            .bind(w.environment.as_ref().map(Name::as_str))
+            .bind(json(w))
+            .execute(&mut *tx)
+            .await?;
+            Ok(Applied {
+                subject: format!("workflow {}/{}", w.tenant, w.name),
+                version: Some(version as u64),
+            })
+        }
+        Command::DeleteWorkflow { tenant, name } => {
+            let doing = format!("deleting workflow `{name}` of tenant `{tenant}`");
+            if !workflow_exists(tx, tenant, name).await? {
+                return Err(Refusal::Missing {
+                    doing,
+                    kind: "workflow",
+                    name: format!("{tenant}/{name}"),
+                }
+                .into());
+            }
+            let schedules = names(
+                tx,
+                "SELECT name FROM schedules WHERE tenant = ? AND workflow = ?",
+                &[tenant, name],
+            )
+            .await?;
+            unused(&doing, &[("schedule", schedules)])?;
+            // Versions are kept (runs refer to them) but hidden.
+            sqlx::query("UPDATE workflows SET deleted = 1 WHERE tenant = ? AND name = ?")
+                .bind(tenant.as_str())
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await?;
+            Ok(subject(format!("workflow {tenant}/{name}")))
+        }
+        Command::CreateSchedule(s) => {
+            let doing = format!("creating schedule `{}` of tenant `{}`", s.name, s.tenant);
+            present(tx, Table::Tenants, &s.tenant, &doing).await?;
+            if !workflow_exists(tx, &s.tenant, &s.workflow).await? {
+                return Err(Refusal::Missing {
+                    doing,
+                    kind: "workflow",
+                    name: format!("{}/{}", s.tenant, s.workflow),
+                }
+                .into());
+            }
+            present(tx, Table::Environments, &s.environment, &doing).await?;
+            must_be_granted(tx, &s.tenant, &s.environment, &doing).await?;
+            s.spec.calendar().map_err(|e| Refusal::Invalid {
+                doing: doing.clone(),
+                field: format!("spec.{}", e.field()),
+                problem: e.to_string(),
+            })?;
+            ScheduleId::new(s.id()).map_err(|e| invalid(&doing, "name", &e.to_string()))?;
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM schedules WHERE tenant = ? AND name = ?)",
+            )
+            .bind(s.tenant.as_str())
+            .bind(s.name.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            if exists {
+                return Err(Refusal::Exists {
+                    doing,
+                    kind: "schedule",
+                    name: format!("{}/{}", s.tenant, s.name),
+                }
+                .into());
+            }
+            sqlx::query(
+                "INSERT INTO schedules (tenant, name, workflow, environment, version, doc) \
+                 VALUES (?, ?, ?, ?, 1, ?)",
+            )
+            .bind(s.tenant.as_str())
+            .bind(s.name.as_str())
+            .bind(s.workflow.as_str())
+            .bind(s.environment.as_str())
+            .bind(json(s))
+            .execute(&mut *tx)
+            .await?;
+            Ok(Applied {
+                subject: format!("schedule {}/{}", s.tenant, s.name),
+                version: Some(1),
+            })
+        }
+        Command::DeleteSchedule { tenant, name } => {
+            let doing = format!("deleting schedule `{name}` of tenant `{tenant}`");
+            let deleted = sqlx::query("DELETE FROM schedules WHERE tenant = ? AND name = ?")
+                .bind(tenant.as_str())
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await?;
+            if deleted.rows_affected() == 0 {
+                return Err(Refusal::Missing {
+                    doing,
+                    kind: "schedule",
+                    name: format!("{tenant}/{name}"),
+                }
+                .into());
+            }
+            Ok(subject(format!("schedule {tenant}/{name}")))
+        }
+    }
+}
+
+/// Tables keyed by a single `name` column. Table names are constants, never user input.
+#[derive(Clone, Copy)]
+enum Table {
+    DataCenters,
+    Clusters,
+    Environments,
+    Tenants,
+}
+
+impl Table {
+    fn sql_name(self) -> &'static str {
+        match self {
+            Self::DataCenters => "data_centers",
+            Self::Clusters => "clusters",
+            Self::Environments => "environments",
+            Self::Tenants => "tenants",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Self::DataCenters => "data center",
+            Self::Clusters => "cluster",
+            Self::Environments => "environment",
+            Self::Tenants => "tenant",
+        }
+    }
+}
+
+async fn exists(tx: &mut SqliteConnection, table: Table, name: &Name) -> sqlx::Result<bool> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE name = ?)",
+        table.sql_name()
+    );
+    sqlx::query_scalar(&sql)
+        .bind(name.as_str())
+        .fetch_one(&mut *tx)
+        .await
+}
+
+async fn present(
+    tx: &mut SqliteConnection,
+    table: Table,
+    name: &Name,
+    doing: &str,
+) -> Result<(), ApplyError> {
+    if exists(tx, table, name).await? {
+        Ok(())
+    } else {
+        Err(Refusal::Missing {
+            doing: doing.to_owned(),
+            kind: table.kind(),
+            name: name.to_string(),
+        }
+        .into())
+    }
+}
+
+async fn absent(
+    tx: &mut SqliteConnection,
+    table: Table,
+    name: &Name,
+    doing: &str,
+) -> Result<(), ApplyError> {
+    if exists(tx, table, name).await? {
+        Err(Refusal::Exists {
+            doing: doing.to_owned(),
+            kind: table.kind(),
+            name: name.to_string(),
+        }
+        .into())
+    } else {
+        Ok(())
+    }
+}
+
+async fn granted(tx: &mut SqliteConnection, tenant: &Name, env: &Name) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM grants WHERE tenant = ? AND environment = ?)")
+        .bind(tenant.as_str())
+        .bind(env.as_str())
+        .fetch_one(&mut *tx)
+        .await
+}
+
+async fn must_be_granted(
+    tx: &mut SqliteConnection,
+    tenant: &Name,
+    env: &Name,
+    doing: &str,
+) -> Result<(), ApplyError> {
+    if granted(tx, tenant, env).await? {
+        Ok(())
+    } else {
+        Err(Refusal::NotGranted {
+            doing: doing.to_owned(),
+            environment: env.to_string(),
+            tenant: tenant.to_string(),
+        }
+        .into())
+    }
+}
+
+async fn workflow_exists(
+    tx: &mut SqliteConnection,
+    tenant: &Name,
+    name: &Name,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM workflows WHERE tenant = ? AND name = ? AND deleted = 0)",
+    )
+    .bind(tenant.as_str())
+    .bind(name.as_str())
+    .fetch_one(&mut *tx)
+    .await
+}
+
+/// The first column of every row of `sql`, sorted, for "still used by" messages.
+async fn names(tx: &mut SqliteConnection, sql: &str, binds: &[&Name]) -> sqlx::Result<Vec<String>> {
+    let mut query = sqlx::query(sql);
+    for b in binds {
+        query = query.bind(b.as_str());
+    }
+    let mut names: Vec<String> = query
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| row.get::<String, _>(0))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+async fn delete(tx: &mut SqliteConnection, sql: &str, binds: &[&Name]) -> sqlx::Result<()> {
+    let mut query = sqlx::query(sql);
+    for b in binds {
+        query = query.bind(b.as_str());
+    }
+    query.execute(&mut *tx).await.map(|_| ())
+}
+
+/// Refuses when any of the `(kind, names)` lists is non-empty, naming every user.
+fn unused(doing: &str, users: &[(&str, Vec<String>)]) -> Result<(), Refusal> {
+    let described: Vec<String> = users
+        .iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(kind, names)| {
+            let plural = if names.len() == 1 { "" } else { "s" };
+            let list: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            format!("{kind}{plural} {}", list.join(", "))
+        })
+        .collect();
+    if described.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::InUse {
+            doing: doing.to_owned(),
+            users: described.join("; "),
+        })
+    }
+}
+
+fn invalid(doing: &str, field: &str, problem: &str) -> ApplyError {
+    Refusal::Invalid {
+        doing: doing.to_owned(),
+        field: field.to_owned(),
+        problem: problem.to_owned(),
+    }
+    .into()
+}
+
+fn subject(subject: String) -> Applied {
+    Applied {
+        subject,
+        version: None,
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("model types always serialise to JSON")
+}
+
+fn is_env_var_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
