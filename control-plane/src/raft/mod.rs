@@ -1,0 +1,162 @@
+//! The plane's Raft group, on openraft.
+//!
+//! - This module: the type configuration — node ids derived from hostnames, the node record
+//!   (its hostname), the request (a model [`Proposal`]) and the response ([`Outcome`]).
+//! - [`log_store`]: the Raft log and vote in redb, fsync'd before openraft is told an append
+//!   is durable.
+//! - [`state_machine`]: the model's SQLite database; applying an entry is running the model
+//!   processor on it, and a snapshot is a consistent copy of the database file.
+//!
+//! Nodes are known by hostname everywhere a person looks (membership, config, certificates);
+//! openraft needs a small `Copy` id, so the id is a stable hash of the hostname.
+
+pub mod log_store;
+pub mod state_machine;
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::model::Proposal;
+use crate::model::processor::Applied;
+
+pub type NodeId = u64;
+
+/// A plane node as recorded in the Raft membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The node's hostname: its identity, the name in its certificate, and the key of every
+    /// hosts map that says how to reach it.
+    pub hostname: String,
+}
+
+impl Node {
+    pub fn new(hostname: impl Into<String>) -> Self {
+        Self {
+            hostname: hostname.into(),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        node_id(&self.hostname)
+    }
+}
+
+/// The Raft id of the node with this hostname: FNV-1a over the lower-cased hostname. Stable
+/// across versions and platforms; every node and the CLI compute the same id.
+pub fn node_id(hostname: &str) -> NodeId {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in hostname.trim().to_ascii_lowercase().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The application data of a log entry: one model proposal.
+///
+/// It travels inside openraft's own structures, which the plane encodes with a binary codec;
+/// the proposal itself is written as JSON bytes so its serde shape (tagged enums, defaults) is
+/// never asked of that codec, and its version tag survives into the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request(pub Proposal);
+
+impl Serialize for Request {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let json = serde_json::to_vec(&self.0).map_err(serde::ser::Error::custom)?;
+        s.serialize_bytes(&json)
+    }
+}
+
+impl<'de> Deserialize<'de> for Request {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let json = Vec::<u8>::deserialize(d)?;
+        serde_json::from_slice(&json)
+            .map(Request)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What applying one log entry did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// A proposal that changed the model.
+    Applied(Applied),
+    /// A proposal the model refused; nothing changed. The message names what was wrong.
+    Refused(String),
+    /// A blank or membership entry: Raft's own bookkeeping.
+    #[default]
+    Internal,
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Request,
+        R = Outcome,
+        NodeId = NodeId,
+        Node = Node,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+        Responder = openraft::impls::OneshotResponder<TypeConfig>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+
+/// Encodes openraft's structures for the log and the wire (postcard: compact, no schema).
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_stdvec(value)
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Command, DataCenter, Name};
+
+    #[test]
+    fn node_ids_are_stable_and_ignore_case() {
+        assert_eq!(
+            node_id("plane-1.dc-a.example"),
+            node_id("Plane-1.DC-A.example")
+        );
+        assert_ne!(
+            node_id("plane-1.dc-a.example"),
+            node_id("plane-2.dc-a.example")
+        );
+        // Pinned (FNV-1a 64, checked independently): changing it would orphan every membership.
+        assert_eq!(node_id("plane-1"), 0x1f76_1a1b_e212_62bb);
+    }
+
+    #[test]
+    fn entries_with_proposals_survive_the_binary_codec() {
+        let proposal = Proposal::new(
+            "admin",
+            7,
+            Command::CreateDataCenter(DataCenter {
+                name: Name::new("nj").unwrap(),
+                description: String::new(),
+            }),
+        );
+        let entry = Entry {
+            log_id: openraft::testing::log_id(3, 1, 42),
+            payload: openraft::EntryPayload::Normal(Request(proposal)),
+        };
+        let back: Entry = decode(&encode(&entry).unwrap()).unwrap();
+        assert_eq!(back.log_id, entry.log_id);
+        match (back.payload, entry.payload) {
+            (openraft::EntryPayload::Normal(a), openraft::EntryPayload::Normal(b)) => {
+                assert_eq!(a, b)
+            }
+            _ => panic!("payload kind changed"),
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The Raft state machine: the model's SQLite database.
+//!
+//! Applying a batch of entries is one SQLite transaction: each proposal goes through the model
+//! processor (in its own savepoint, so a refusal changes nothing), and the last applied log id
+//! and membership are written in the same transaction. After a crash the database therefore
+//! says exactly which entry to replay from.
+//!
+//! A snapshot is `VACUUM INTO` a new file: a consistent copy of the database as of one
+//! transaction, taken while applies go on, with the Raft progress inside it (so the snapshot's
+//! metadata is read from the copy itself and always matches its contents). Snapshots live in
+//! `<dir>/snapshots/` as `<id>.db` plus `<id>.json` (the metadata); only the newest is kept.
+//! Installing one copies every table of the received file into the live database in one
+//! transaction, so readers sharing the connection pool never see a half-installed state.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+
+use super::{Entry, LogId, Outcome, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::model::processor::{self, ApplyError};
+
+/// The state machine; clones share the database and the snapshot directory.
+#[derive(Clone)]
+pub struct StateMachine {
+    pool: SqlitePool,
+    snapshots: PathBuf,
+    /// Serialises snapshot building and installing with each other (not with applies).
+    snapshot_lock: Arc<tokio::sync::Mutex<()>>,
+    counter: Arc<AtomicU64>,
+}
+
+impl StateMachine {
+    /// Opens the model database in `dir` (`model.db`) and its snapshot directory.
+    pub async fn open(dir: &Path) -> Result<Self, sqlx::Error> {
+        let snapshots = dir.join("snapshots");
+        std::fs::create_dir_all(&snapshots)?;
+        // Leftovers of a snapshot build or install cut short by a crash.
+        for entry in std::fs::read_dir(&snapshots)?.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let pool = crate::model::open(&dir.join("model.db")).await?;
+        Ok(Self {
+            pool,
+            snapshots,
+            snapshot_lock: Arc::default(),
+            counter: Arc::default(),
+        })
+    }
+
+    /// The model database, for reads (API, CLI, UI).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn progress(
+        conn: &mut SqliteConnection,
+    ) -> sqlx::Result<(Option<LogId>, StoredMembership)> {
+        let rows = sqlx::query("SELECT key, value FROM raft_state")
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut applied = None;
+        let mut membership = StoredMembership::default();
+        for row in rows {
+            let value: String = row.get("value");
+            let decode = |e| sqlx::Error::Decode(Box::new(e));
+            match row.get::<String, _>("key").as_str() {
+                "last_applied" => applied = serde_json::from_str(&value).map_err(decode)?,
+                "membership" => membership = serde_json::from_str(&value).map_err(decode)?,
+                _ => {}
+            }
+        }
+        Ok((applied, membership))
+    }
+
+    async fn save_progress(
+        conn: &mut SqliteConnection,
+        applied: &Option<LogId>,
+        membership: &StoredMembership,
+    ) -> sqlx::Result<()> {
+        for (key, value) in [
+            ("last_applied", serde_json::to_string(applied)),
+            ("membership", serde_json::to_string(membership)),
+        ] {
+            let value = value.map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            sqlx::query(
+                "INSERT INTO raft_state (key, value) VALUES (?, ?) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn paths(&self, id: &str) -> (PathBuf, PathBuf) {
+        (
+            self.snapshots.join(format!("{id}.db")),
+            self.snapshots.join(format!("{id}.json")),
+        )
+    }
+
+    /// Makes `id` the only kept snapshot: writes its metadata last (its presence marks the
+    /// snapshot complete) and removes older ones.
+    fn keep_only(&self, id: &str, meta: &SnapshotMeta) -> std::io::Result<()> {
+        let (_, meta_path) = self.paths(id);
+        let tmp = meta_path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(meta)?)?;
+        std::fs::rename(&tmp, &meta_path)?;
+        for entry in std::fs::read_dir(&self.snapshots)?.flatten() {
+            let path = entry.path();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            if stem != id {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest complete snapshot on disk.
+    fn current(&self) -> std::io::Result<Option<(SnapshotMeta, PathBuf)>> {
+        let mut best: Option<(SnapshotMeta, PathBuf)> = None;
+        for entry in std::fs::read_dir(&self.snapshots)?.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let meta: SnapshotMeta = serde_json::from_slice(&std::fs::read(&path)?)?;
+            let db = path.with_extension("db");
+            if db.exists()
+                && best
+                    .as_ref()
+                    .is_none_or(|(b, _)| meta.last_log_id > b.last_log_id)
+            {
+                best = Some((meta, db));
+            }
+        }
+        Ok(best)
+    }
+}
+
+fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+fn snap_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_snapshot(None, &e).into()
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let _guard = self.snapshot_lock.lock().await;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .snapshots
+            .join(format!("building-{}-{n}.tmp", std::process::id()));
+        sqlx::query("VACUUM INTO ?")
+            .bind(tmp.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(snap_err)?;
+        // Read the Raft progress from the copy itself: it is exactly what the copy contains.
+        let mut copy = sqlx::SqliteConnection::connect_with(
+            &sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&tmp)
+                .read_only(true),
+        )
+        .await
+        .map_err(snap_err)?;
+        let (last_applied, membership) = Self::progress(&mut copy).await.map_err(snap_err)?;
+        copy.close().await.map_err(snap_err)?;
+        let snapshot_id = match last_applied {
+            Some(log) => format!("{}-{}-{n}", log.leader_id, log.index),
+            None => format!("none-{n}"),
+        }
+        .replace(['/', ' ', ':'], "_");
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id: snapshot_id.clone(),
+        };
+        let (db_path, _) = self.paths(&snapshot_id);
+        std::fs::rename(&tmp, &db_path).map_err(snap_err)?;
+        self.keep_only(&snapshot_id, &meta).map_err(snap_err)?;
+        let data = std::fs::read(&db_path).map_err(snap_err)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let mut conn = self.pool.acquire().await.map_err(sm_err)?;
+        Self::progress(&mut conn).await.map_err(sm_err)
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut conn = self.pool.acquire().await.map_err(sm_err)?;
+        let mut tx = conn.begin().await.map_err(sm_err)?;
+        let (mut applied, mut membership) = Self::progress(&mut tx).await.map_err(sm_err)?;
+        let mut outcomes = Vec::new();
+        for entry in entries {
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Outcome::Internal,
+                EntryPayload::Normal(request) => {
+                    match processor::apply(&mut tx, entry.log_id.index, &request.0).await {
+                        Ok(done) => Outcome::Applied(done),
+                        Err(ApplyError::Refused(refusal)) => Outcome::Refused(refusal.to_string()),
+                        Err(ApplyError::Storage(e)) => {
+                            return Err(StorageIOError::apply(entry.log_id, &e).into());
+                        }
+                    }
+                }
+                EntryPayload::Membership(m) => {
+                    membership = StoredMembership::new(Some(entry.log_id), m);
+                    Outcome::Internal
+                }
+            };
+            applied = Some(entry.log_id);
+            outcomes.push(outcome);
+        }
+        Self::save_progress(&mut tx, &applied, &membership)
+            .await
+            .map_err(sm_err)?;
+        tx.commit().await.map_err(sm_err)?;
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let _guard = self.snapshot_lock.lock().await;
+        let id = meta.snapshot_id.replace(['/', ' ', ':'], "_");
+        let (db_path, _) = self.paths(&id);
+        let tmp = db_path.with_extension("db.tmp");
+        std::fs::write(&tmp, snapshot.into_inner()).map_err(snap_err)?;
+        std::fs::rename(&tmp, &db_path).map_err(snap_err)?;
+
+        // Replace every table's rows with the snapshot's, in one transaction.
+        let mut conn = self.pool.acquire().await.map_err(snap_err)?;
+        sqlx::query("ATTACH DATABASE ? AS snapshot")
+            .bind(db_path.to_string_lossy().into_owned())
+            .execute(&mut *conn)
+            .await
+            .map_err(snap_err)?;
+        let copied = async {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM main.sqlite_master WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx_%'",
+            )
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut tx = conn.begin().await?;
+            sqlx::query("PRAGMA defer_foreign_keys = ON")
+                .execute(&mut *tx)
+                .await?;
+            for table in &tables {
+                sqlx::query(&format!("DELETE FROM main.\"{table}\""))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(&format!(
+                    "INSERT INTO main.\"{table}\" SELECT * FROM snapshot.\"{table}\""
+                ))
+                .execute(&mut *tx)
+                .await?;
+            }
+            Self::save_progress(&mut tx, &meta.last_log_id, &meta.last_membership).await?;
+            tx.commit().await
+        }
+        .await;
+        let detached = sqlx::query("DETACH DATABASE snapshot")
+            .execute(&mut *conn)
+            .await;
+        copied.map_err(snap_err)?;
+        detached.map_err(snap_err)?;
+        self.keep_only(&id, meta).map_err(snap_err)?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some((meta, path)) = self.current().map_err(snap_err)? else {
+            return Ok(None);
+        };
+        let data = std::fs::read(&path).map_err(snap_err)?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
