@@ -18,6 +18,7 @@
 //! `meridian dev`. Data will flow: API/CLI → command → Raft log → state machine (SQLite) →
 //! agents through `AgentLink`.
 
+pub mod certs;
 pub mod cli;
 pub mod model;
 pub mod raft;

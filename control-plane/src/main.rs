@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use meridian_plane::cli::schedule::{self, ScheduleCommand};
-use meridian_plane::cli::{Cli, Command};
+use meridian_plane::cli::{Cli, Command, certs};
 
 /// Exit code for input the command refuses (clap uses the same for usage errors).
 const BAD_INPUT: u8 = 2;
@@ -13,6 +13,16 @@ const BAD_INPUT: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Certs(command) => match certs::run(&command) {
+            Ok(message) => {
+                println!("{message}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(BAD_INPUT)
+            }
+        },
         Command::Schedule(ScheduleCommand::Preview(args)) => {
             match schedule::preview(&args, chrono::Utc::now()) {
                 Ok(preview) => {

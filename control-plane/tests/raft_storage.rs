@@ -74,7 +74,7 @@ async fn a_snapshot_carries_the_model_to_another_node() {
     let (_a_dir, _a_log, mut a) = Builder.build().await.unwrap();
     let members = Membership::new(
         vec![[1u64].into()],
-        BTreeMap::from([(1u64, Node::new("plane-1"))]),
+        BTreeMap::from([(1u64, Node::new("plane-1", 7443))]),
     );
     a.apply([
         Entry {

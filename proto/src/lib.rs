@@ -12,6 +12,7 @@
 //!   fire times and the 50-record window.
 //! - [`fire_record`]: a fire record and its id, derived only from (schedule, fire instant).
 //! - [`catch_up`]: the catch-up policy, deciding which missed records to run.
+//! - [`transport`]: hosts maps, mutual-TLS material, dialling by hostname, peer identities.
 //! - [`workflow`]: workflow definitions (a DAG of shell and HTTP tasks) and their validation.
 //!
 //! Data moves one way: a `ScheduleSpec` is validated into a `Calendar`; the calendar turns
@@ -24,6 +25,7 @@ pub mod catch_up;
 pub mod convert;
 pub mod fire_record;
 pub mod schedule;
+pub mod transport;
 pub mod workflow;
 
 /// Generated gRPC code for package `meridian.v1`.

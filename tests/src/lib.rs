@@ -4,10 +4,14 @@
 //!
 //! - [`binary`]: finds the `meridian` and `meridian-agent` executables that `tests/run` built
 //!   next to the test binaries, so tests run exactly what a user deploys.
-//! - `tests/*.rs`: the scenarios. Today: the agent binary's config handling. Coming with issues
-//!   #3–#6: an in-process plane cluster harness (`Cluster::start(3)`, `leader()`, `kill(id)`,
-//!   `partition(a, b)`), the three-DC lab in network namespaces, fault scenarios and the run
-//!   history checker (no fire record lost, none run twice).
+//! - [`cluster`]: an in-process plane cluster over real mutual TLS on loopback
+//!   (`Cluster::start(3)`, `leader()`, `kill(i)`, `restart(i)`, `wait_for_leader()`).
+//! - `tests/*.rs`: the scenarios: the plane cluster (replication, failover, snapshots, TLS
+//!   refusals) and the agent binary's config handling. Coming with issues #4–#6: network
+//!   partitions, the three-DC lab in network namespaces, fault scenarios and the run history
+//!   checker (no fire record lost, none run twice).
+
+pub mod cluster;
 
 use std::path::PathBuf;
 

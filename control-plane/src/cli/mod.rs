@@ -1,5 +1,6 @@
 //! The `meridian` command line. Flags follow kubectl/nomad habits: `meridian <noun> <verb>`.
 
+pub mod certs;
 pub mod schedule;
 
 use clap::{Parser, Subcommand};
@@ -17,4 +18,7 @@ pub enum Command {
     /// Work with schedules.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// Create the federation's CA and issue node certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }

@@ -6,11 +6,19 @@
 //!   is durable.
 //! - [`state_machine`]: the model's SQLite database; applying an entry is running the model
 //!   processor on it, and a snapshot is a consistent copy of the database file.
+//! - [`network`]: openraft's RPCs to peers over the `PlanePeer` gRPC service, mutual TLS,
+//!   dialled by hostname through the hosts map; and forwarding a write to the leader.
+//! - [`peer_service`]: the server side of `PlanePeer`, open to plane certificates only.
+//! - [`node`]: one plane node: stores, Raft, the gRPC server, and writes that go to whoever
+//!   leads.
 //!
 //! Nodes are known by hostname everywhere a person looks (membership, config, certificates);
 //! openraft needs a small `Copy` id, so the id is a stable hash of the hostname.
 
 pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod peer_service;
 pub mod state_machine;
 
 use std::io::Cursor;
@@ -28,13 +36,21 @@ pub struct Node {
     /// The node's hostname: its identity, the name in its certificate, and the key of every
     /// hosts map that says how to reach it.
     pub hostname: String,
+    /// The port its peer and agent gRPC service listens on.
+    pub port: u16,
 }
 
 impl Node {
-    pub fn new(hostname: impl Into<String>) -> Self {
+    pub fn new(hostname: impl Into<String>, port: u16) -> Self {
         Self {
             hostname: hostname.into(),
+            port,
         }
+    }
+
+    /// `hostname:port`, what peers dial (through their hosts maps).
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.hostname, self.port)
     }
 
     pub fn id(&self) -> NodeId {

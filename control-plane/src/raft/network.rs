@@ -1,0 +1,232 @@
+//! openraft's network: each RPC is one unary `PlanePeer` call carrying the postcard-encoded
+//! openraft request; the reply carries the encoded `Result` the peer's Raft returned.
+//!
+//! Channels are opened lazily, cached per peer, and dial the peer's hostname through this
+//! node's hosts map; TLS verifies the peer's certificate against that hostname.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meridian_proto::pb::RaftPayload;
+use meridian_proto::pb::plane_peer_client::PlanePeerClient;
+use meridian_proto::transport::{HostsMap, TlsMaterial, dial};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::Channel;
+
+use super::{Node, NodeId, TypeConfig, decode, encode};
+
+/// Encoding version of `RaftPayload.data`.
+pub const PAYLOAD_VERSION: u32 = 1;
+
+/// Limit for one peer message: above the snapshot chunk size and a full AppendEntries batch.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Dials peers; shared by the Raft network and write forwarding.
+#[derive(Clone)]
+pub struct Peers {
+    tls: TlsMaterial,
+    hosts: Arc<HostsMap>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer {endpoint}: {source}")]
+    Dial {
+        endpoint: String,
+        source: meridian_proto::transport::TransportError,
+    },
+    #[error("peer {endpoint}: {status}")]
+    Call {
+        endpoint: String,
+        status: tonic::Status,
+    },
+    #[error("peer {endpoint}: decoding its reply: {source}")]
+    Decode {
+        endpoint: String,
+        source: postcard::Error,
+    },
+    #[error("peer {endpoint}: replied with payload version {version}, expected {PAYLOAD_VERSION}")]
+    Version { endpoint: String, version: u32 },
+}
+
+impl PeerError {
+    /// Whether the peer could not be reached at all (as opposed to a failed exchange).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Dial { .. } => true,
+            Self::Call { status, .. } => status.code() == tonic::Code::Unavailable,
+            _ => false,
+        }
+    }
+}
+
+/// Which `PlanePeer` method to call.
+#[derive(Debug, Clone, Copy)]
+pub enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    Forward,
+}
+
+impl Peers {
+    pub fn new(tls: TlsMaterial, hosts: HostsMap) -> Self {
+        Self {
+            tls,
+            hosts: Arc::new(hosts),
+            channels: Arc::default(),
+        }
+    }
+
+    fn channel(&self, endpoint: &str) -> Result<Channel, PeerError> {
+        let mut channels = self.channels.lock().expect("channel cache lock");
+        if let Some(channel) = channels.get(endpoint) {
+            return Ok(channel.clone());
+        }
+        let channel = dial(
+            endpoint,
+            &self.tls,
+            self.hosts.clone(),
+            Duration::from_secs(3),
+        )
+        .map_err(|source| PeerError::Dial {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?;
+        channels.insert(endpoint.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Sends `request` to `node` and decodes the reply as `Reply`.
+    pub async fn call<Req: Serialize, Reply: DeserializeOwned>(
+        &self,
+        node: &Node,
+        rpc: Rpc,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Reply, PeerError> {
+        let endpoint = node.endpoint();
+        let data = encode(request).map_err(|source| PeerError::Decode {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
+        let mut client = PlanePeerClient::new(self.channel(&endpoint)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut req = tonic::Request::new(RaftPayload {
+            version: PAYLOAD_VERSION,
+            data,
+        });
+        req.set_timeout(timeout);
+        let reply = match rpc {
+            Rpc::AppendEntries => client.append_entries(req).await,
+            Rpc::Vote => client.vote(req).await,
+            Rpc::InstallSnapshot => client.install_snapshot(req).await,
+            Rpc::Forward => client.forward(req).await,
+        }
+        .map_err(|status| PeerError::Call {
+            endpoint: endpoint.clone(),
+            status,
+        })?
+        .into_inner();
+        if reply.version != PAYLOAD_VERSION {
+            return Err(PeerError::Version {
+                endpoint,
+                version: reply.version,
+            });
+        }
+        decode(&reply.data).map_err(|source| PeerError::Decode { endpoint, source })
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Peers {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerLink {
+        PeerLink {
+            peers: self.clone(),
+            target,
+            node: node.clone(),
+        }
+    }
+}
+
+/// The Raft network to one peer.
+pub struct PeerLink {
+    peers: Peers,
+    target: NodeId,
+    node: Node,
+}
+
+impl PeerLink {
+    async fn send<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let reply: Result<Resp, RaftError<NodeId, E>> = self
+            .peers
+            .call(&self.node, rpc, request, option.hard_ttl())
+            .await
+            .map_err(|e| {
+                if e.is_unreachable() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        reply.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+        self.send(Rpc::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.send(Rpc::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
+        self.send(Rpc::Vote, &rpc, &option).await
+    }
+}

@@ -1,0 +1,89 @@
+//! The server side of `PlanePeer`: hands openraft's RPCs from peers to the local Raft, and
+//! takes writes forwarded by followers when this node leads.
+//!
+//! Every agent also holds a certificate from the federation CA, so TLS alone would let an
+//! agent speak Raft; each method therefore checks that the caller's certificate says `plane`.
+
+use meridian_proto::pb::RaftPayload;
+use meridian_proto::pb::plane_peer_server::PlanePeer;
+use meridian_proto::transport::{PeerIdentity, Role};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::{Request, Response, Status};
+
+use super::network::PAYLOAD_VERSION;
+use super::{Node, NodeId, Outcome, Raft, TypeConfig, decode, encode};
+
+/// What a forwarded write returns: the outcome, or the leader's refusal to lead.
+pub type ForwardReply = Result<Outcome, RaftError<NodeId, ClientWriteError<NodeId, Node>>>;
+
+pub struct PeerService {
+    raft: Raft,
+}
+
+impl PeerService {
+    pub fn new(raft: Raft) -> Self {
+        Self { raft }
+    }
+}
+
+fn open<T: DeserializeOwned>(request: Request<RaftPayload>) -> Result<T, Status> {
+    let caller = PeerIdentity::of_request(&request)?;
+    if caller.role != Role::Plane {
+        return Err(Status::permission_denied(format!(
+            "{} holds a {:?} certificate; only plane nodes may call PlanePeer",
+            caller.hostname, caller.role
+        )));
+    }
+    let payload = request.into_inner();
+    if payload.version != PAYLOAD_VERSION {
+        return Err(Status::invalid_argument(format!(
+            "payload version {} is not {PAYLOAD_VERSION}: upgrade this node",
+            payload.version
+        )));
+    }
+    decode(&payload.data).map_err(|e| Status::invalid_argument(format!("decoding payload: {e}")))
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
+    let data = encode(value).map_err(|e| Status::internal(format!("encoding reply: {e}")))?;
+    Ok(Response::new(RaftPayload {
+        version: PAYLOAD_VERSION,
+        data,
+    }))
+}
+
+#[tonic::async_trait]
+impl PlanePeer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = open(request)?;
+        reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: VoteRequest<NodeId> = open(request)?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = open(request)?;
+        reply(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn forward(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let write: super::Request = open(request)?;
+        let result: ForwardReply = self.raft.client_write(write).await.map(|r| r.data);
+        reply(&result)
+    }
+}

@@ -1,0 +1,193 @@
+//! An in-process plane cluster over real mutual TLS on loopback: every node has its own
+//! certificate from a fresh CA, its own data directory and port, and reaches the others by
+//! hostname through its hosts map.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use meridian_plane::certs::{self, Pem};
+use meridian_plane::raft::node::{NodeConfig, PlaneNode, Timing, bind};
+use meridian_proto::transport::{HostsMap, Role, TlsMaterial};
+use openraft::ServerState;
+use tempfile::TempDir;
+
+pub struct Cluster {
+    pub dir: TempDir,
+    pub ca: Pem,
+    configs: Vec<NodeConfig>,
+    nodes: Vec<Option<PlaneNode>>,
+    pub timing: Timing,
+}
+
+pub fn hostname(i: usize) -> String {
+    format!("plane-{}.test", i + 1)
+}
+
+impl Cluster {
+    /// Starts `n` nodes with default timings and forms one plane of them.
+    pub async fn start(n: usize) -> Self {
+        Self::start_with(n, Timing::default()).await
+    }
+
+    pub async fn start_with(n: usize, timing: Timing) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = certs::new_ca("test federation CA").expect("CA");
+        let mut listeners = Vec::new();
+        let mut hosts = BTreeMap::new();
+        for i in 0..n {
+            let listener = bind("127.0.0.1:0".parse::<SocketAddr>().unwrap())
+                .await
+                .expect("bind");
+            hosts.insert(hostname(i), "127.0.0.1".to_string());
+            listeners.push(listener);
+        }
+        let mut configs = Vec::new();
+        for (i, listener) in listeners.iter().enumerate() {
+            let leaf = certs::issue(&ca, &hostname(i), Role::Plane, None).expect("certificate");
+            configs.push(NodeConfig {
+                hostname: hostname(i),
+                port: listener.local_addr().unwrap().port(),
+                data_dir: dir.path().join(hostname(i)),
+                tls: TlsMaterial {
+                    ca: ca.cert.clone().into_bytes(),
+                    cert: leaf.cert.into_bytes(),
+                    key: leaf.key.into_bytes(),
+                },
+                hosts: HostsMap(hosts.clone()),
+                timing,
+            });
+        }
+        let mut nodes = Vec::new();
+        for (config, listener) in configs.iter().zip(listeners) {
+            nodes.push(Some(
+                PlaneNode::start(config.clone(), listener)
+                    .await
+                    .expect("start node"),
+            ));
+        }
+        let cluster = Self {
+            dir,
+            ca,
+            configs,
+            nodes,
+            timing,
+        };
+        cluster.node(0).initialize().await.expect("initialise");
+        cluster.wait_for_leader().await;
+        for i in 1..n {
+            let node = cluster.node(i).node.clone();
+            cluster
+                .node(cluster.leader().await)
+                .add_voter(node)
+                .await
+                .expect("add voter");
+        }
+        cluster
+    }
+
+    /// Node `i`; panics if it was killed.
+    pub fn node(&self, i: usize) -> &PlaneNode {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|i| self.nodes[*i].is_some())
+    }
+
+    /// The index of the node that leads, waiting (up to 10 s) until a running node does.
+    pub async fn leader(&self) -> usize {
+        self.wait_for_leader().await
+    }
+
+    pub async fn wait_for_leader(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            for i in self.running() {
+                let metrics = self.node(i).raft.metrics().borrow().clone();
+                if metrics.state == ServerState::Leader {
+                    return i;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader among the running nodes after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops node `i` abruptly (no graceful handover).
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            node.abort().await;
+        }
+    }
+
+    /// Starts node `i` again on its port and data directory.
+    pub async fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node {i} is still running");
+        let config = self.configs[i].clone();
+        let addr: SocketAddr = format!("127.0.0.1:{}", config.port).parse().unwrap();
+        // The killed server's socket may take a moment to be released.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut listener = loop {
+            match bind(addr).await {
+                Ok(l) => break l,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("rebinding {addr}: {e}"),
+            }
+        };
+        // Replication tasks of the stopped Raft may hold the log file a little longer.
+        let node = loop {
+            match PlaneNode::start(config.clone(), listener).await {
+                Ok(node) => break node,
+                Err(e)
+                    if tokio::time::Instant::now() < deadline
+                        && e.to_string().contains("already open") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    listener = bind(addr).await.expect("rebind");
+                }
+                Err(e) => panic!("restarting {}: {e}", hostname(i)),
+            }
+        };
+        self.nodes[i] = Some(node);
+    }
+
+    /// Waits until every running node has applied at least `index`.
+    pub async fn wait_applied(&self, index: u64) {
+        for i in self.running() {
+            self.node(i)
+                .raft
+                .wait(Some(Duration::from_secs(15)))
+                .applied_index_at_least(Some(index), "catching up")
+                .await
+                .unwrap_or_else(|e| panic!("{} did not apply {index}: {e}", hostname(i)));
+        }
+    }
+
+    /// The TLS material of a node, for tests that dial like a peer.
+    pub fn tls(&self, i: usize) -> TlsMaterial {
+        self.configs[i].tls.clone()
+    }
+
+    pub fn hosts(&self) -> HostsMap {
+        self.configs[0].hosts.clone()
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            if let Some(node) = self.nodes[i].take() {
+                node.shutdown().await;
+            }
+        }
+    }
+}

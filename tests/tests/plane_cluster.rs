@@ -1,0 +1,292 @@
+//! The plane as a replicated service: three nodes over mutual TLS on loopback.
+
+use std::time::{Duration, Instant};
+
+use meridian_plane::certs;
+use meridian_plane::model::{Command, DataCenter, Name, Proposal, query};
+use meridian_plane::raft::Outcome;
+use meridian_plane::raft::node::Timing;
+use meridian_proto::pb::RaftPayload;
+use meridian_proto::pb::plane_peer_client::PlanePeerClient;
+use meridian_proto::transport::{Role, TlsMaterial, dial};
+use meridian_tests::cluster::{Cluster, hostname};
+
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn create_dc(name: &str) -> Proposal {
+    Proposal::new(
+        "test",
+        0,
+        Command::CreateDataCenter(DataCenter {
+            name: Name::new(name).unwrap(),
+            description: String::new(),
+        }),
+    )
+}
+
+async fn dc_names(cluster: &Cluster, i: usize) -> Vec<String> {
+    query::data_centers(cluster.node(i).state.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name.to_string())
+        .collect()
+}
+
+fn last_applied(cluster: &Cluster, i: usize) -> u64 {
+    let metrics = cluster.node(i).raft.metrics().borrow().clone();
+    metrics.last_applied.map_or(0, |l| l.index)
+}
+
+async fn highest_applied(cluster: &Cluster) -> u64 {
+    cluster
+        .running()
+        .map(|i| last_applied(cluster, i))
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_a_follower_reaches_every_node() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let outcome = cluster
+        .node(follower)
+        .write(create_dc("nj"), WRITE_TIMEOUT)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Applied(ref a) if a.subject == "data center nj"));
+    cluster.wait_applied(highest_applied(&cluster).await).await;
+    for i in 0..3 {
+        assert_eq!(dc_names(&cluster, i).await, ["nj"], "{}", hostname(i));
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_leaves_no_trace_on_any_node() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let outcome = cluster
+        .node(leader)
+        .write(
+            Proposal::new(
+                "test",
+                0,
+                Command::DeleteDataCenter {
+                    name: Name::new("nowhere").unwrap(),
+                },
+            ),
+            WRITE_TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Refused(
+            "deleting data center `nowhere`: data center `nowhere` does not exist".into()
+        )
+    );
+    cluster.wait_applied(highest_applied(&cluster).await).await;
+    for i in 0..3 {
+        let pool = cluster.node(i).state.pool();
+        assert!(query::data_centers(pool).await.unwrap().is_empty());
+        assert!(query::audit(pool, 0, 10).await.unwrap().is_empty());
+    }
+    cluster.shutdown().await;
+}
+
+/// Writes keep coming from a follower while the leader is killed: every write that was
+/// acknowledged is on every surviving node afterwards, and a new leader takes writes quickly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_the_leader_being_killed() {
+    let mut cluster = Cluster::start(3).await;
+    let old_leader = cluster.leader().await;
+    let writer = (old_leader + 1) % 3;
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let name = format!("before-{i}");
+        cluster
+            .node(writer)
+            .write(create_dc(&name), WRITE_TIMEOUT)
+            .await
+            .unwrap();
+        acknowledged.push(name);
+    }
+    cluster.kill(old_leader).await;
+    let killed_at = Instant::now();
+    let mut first_after: Option<Duration> = None;
+    for i in 0..20 {
+        let name = format!("after-{i}");
+        let outcome = cluster
+            .node(writer)
+            .write(create_dc(&name), WRITE_TIMEOUT)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, Outcome::Applied(_)), "{outcome:?}");
+        first_after.get_or_insert(killed_at.elapsed());
+        acknowledged.push(name);
+    }
+    let failover = first_after.unwrap();
+    println!("leader killed -> first write committed by the new leader: {failover:?}");
+    assert_ne!(cluster.leader().await, old_leader);
+    cluster.wait_applied(highest_applied(&cluster).await).await;
+    acknowledged.sort();
+    for i in cluster.running().collect::<Vec<_>>() {
+        assert_eq!(dc_names(&cluster, i).await, acknowledged, "{}", hostname(i));
+    }
+    cluster.shutdown().await;
+}
+
+/// A node down while many entries commit (and the log is compacted behind a snapshot)
+/// catches up from a snapshot when it returns; a restarted node serves the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_compacted_entries_catches_up_by_snapshot() {
+    let timing = Timing {
+        snapshot_every: 20,
+        ..Timing::default()
+    };
+    let mut cluster = Cluster::start_with(3, timing).await;
+    let leader = cluster.leader().await;
+    let down = (leader + 1) % 3;
+    cluster.kill(down).await;
+    for i in 0..80 {
+        cluster
+            .node(leader)
+            .write(create_dc(&format!("dc-{i:03}")), WRITE_TIMEOUT)
+            .await
+            .unwrap();
+    }
+    // Make sure the leader compacted its log past what the down node has.
+    cluster
+        .node(leader)
+        .raft
+        .trigger()
+        .snapshot()
+        .await
+        .unwrap();
+    cluster
+        .node(leader)
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= 80),
+            "leader snapshot",
+        )
+        .await
+        .unwrap();
+    cluster
+        .node(leader)
+        .raft
+        .trigger()
+        .purge_log(80)
+        .await
+        .unwrap();
+
+    cluster.restart(down).await;
+    cluster.wait_applied(highest_applied(&cluster).await).await;
+    let metrics = cluster.node(down).raft.metrics().borrow().clone();
+    assert!(
+        metrics.snapshot.is_some(),
+        "the returning node installed a snapshot: {metrics:?}"
+    );
+    let expected = dc_names(&cluster, leader).await;
+    assert_eq!(expected.len(), 80);
+    assert_eq!(dc_names(&cluster, down).await, expected);
+
+    // And after a crash-restart it serves exactly the same state, from its own disk.
+    cluster.kill(down).await;
+    cluster.restart(down).await;
+    cluster.wait_applied(highest_applied(&cluster).await).await;
+    assert_eq!(dc_names(&cluster, down).await, expected);
+    cluster.shutdown().await;
+}
+
+async fn call_vote(
+    cluster: &Cluster,
+    tls: &TlsMaterial,
+    server: usize,
+) -> Result<(), tonic::Status> {
+    let endpoint = format!("{}:{}", hostname(server), cluster.node(server).node.port);
+    let channel = dial(
+        &endpoint,
+        tls,
+        std::sync::Arc::new(cluster.hosts()),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    PlanePeerClient::new(channel)
+        .vote(RaftPayload {
+            version: 1,
+            data: vec![],
+        })
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_without_a_federation_plane_certificate_are_refused() {
+    let cluster = Cluster::start(1).await;
+
+    // A certificate from another CA: the TLS handshake fails.
+    let other_ca = certs::new_ca("someone else").unwrap();
+    let stranger = certs::issue(&other_ca, "plane-9.test", Role::Plane, None).unwrap();
+    let tls = TlsMaterial {
+        ca: cluster.ca.cert.clone().into_bytes(),
+        cert: stranger.cert.into_bytes(),
+        key: stranger.key.into_bytes(),
+    };
+    let err = call_vote(&cluster, &tls, 0).await.unwrap_err();
+    assert!(
+        !matches!(err.code(), tonic::Code::Ok | tonic::Code::InvalidArgument),
+        "a stranger's certificate got through: {err:?}"
+    );
+
+    // An agent certificate from the right CA: TLS passes, PlanePeer refuses.
+    let agent = certs::issue(&cluster.ca, "agent-1.test", Role::Agent, Some("c")).unwrap();
+    let tls = TlsMaterial {
+        ca: cluster.ca.cert.clone().into_bytes(),
+        cert: agent.cert.into_bytes(),
+        key: agent.key.into_bytes(),
+    };
+    let err = call_vote(&cluster, &tls, 0).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+
+    // A real plane certificate gets as far as decoding the (empty) payload.
+    let err = call_vote(&cluster, &cluster.tls(0), 0).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_certificate_for_another_hostname_is_refused_by_the_client() {
+    let cluster = Cluster::start(1).await;
+    // Dial plane-1's port under the name plane-2.test: the certificate it presents says
+    // plane-1.test, so verification against the dialled hostname fails.
+    let mut hosts = cluster.hosts();
+    hosts.0.insert("plane-2.test".into(), "127.0.0.1".into());
+    let endpoint = format!("plane-2.test:{}", cluster.node(0).node.port);
+    let channel = dial(
+        &endpoint,
+        &cluster.tls(0),
+        std::sync::Arc::new(hosts),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    let err = PlanePeerClient::new(channel)
+        .vote(RaftPayload {
+            version: 1,
+            data: vec![],
+        })
+        .await
+        .unwrap_err();
+    let mut chain = format!("{err:?}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        chain.push_str(&format!(" <- {s}"));
+        source = s.source();
+    }
+    assert!(chain.contains("not valid for name"), "{chain}");
+    cluster.shutdown().await;
+}
