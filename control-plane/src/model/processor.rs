@@ -107,8 +107,13 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
         Command::DeleteDataCenter { name } => {
             let doing = format!("deleting data center `{name}`");
             present(tx, Table::DataCenters, name, &doing).await?;
-            let clusters = names(tx, "SELECT name FROM clusters WHERE dc = ?", &[name]).await?;
-            unused(&doing, &[("cluster", clusters)])?;
+            refuse_if_used(
+                tx,
+                &doing,
+                &[name],
+                &[("cluster", "SELECT name FROM clusters WHERE dc = ?")],
+            )
+            .await?;
             delete(tx, "DELETE FROM data_centers WHERE name = ?", &[name]).await?;
             Ok(subject(format!("data center {name}")))
         }
@@ -140,17 +145,22 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
         Command::DeleteCluster { name } => {
             let doing = format!("deleting cluster `{name}`");
             present(tx, Table::Clusters, name, &doing).await?;
-            let envs = names(
+            refuse_if_used(
                 tx,
-                "SELECT name FROM environments WHERE cluster = ?",
+                &doing,
                 &[name],
+                &[
+                    (
+                        "environment",
+                        "SELECT name FROM environments WHERE cluster = ?",
+                    ),
+                    (
+                        "cluster (as backup)",
+                        "SELECT name FROM clusters WHERE backup = ?",
+                    ),
+                ],
             )
             .await?;
-            let backed = names(tx, "SELECT name FROM clusters WHERE backup = ?", &[name]).await?;
-            unused(
-                &doing,
-                &[("environment", envs), ("cluster (as backup)", backed)],
-            )?;
             delete(tx, "DELETE FROM clusters WHERE name = ?", &[name]).await?;
             Ok(subject(format!("cluster {name}")))
         }
@@ -176,33 +186,27 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
         Command::DeleteEnvironment { name } => {
             let doing = format!("deleting environment `{name}`");
             present(tx, Table::Environments, name, &doing).await?;
-            let grants = names(
+            refuse_if_used(
                 tx,
-                "SELECT tenant FROM grants WHERE environment = ?",
-                &[name],
-            )
-            .await?;
-            let schedules = names(
-                tx,
-                "SELECT tenant || '/' || name FROM schedules WHERE environment = ?",
-                &[name],
-            )
-            .await?;
-            let workflows = names(
-                tx,
-                "SELECT DISTINCT tenant || '/' || name FROM workflows \
-                 WHERE environment = ? AND deleted = 0",
-                &[name],
-            )
-            .await?;
-            unused(
                 &doing,
+                &[name],
                 &[
-                    ("grant to tenant", grants),
-                    ("schedule", schedules),
-                    ("workflow", workflows),
+                    (
+                        "grant to tenant",
+                        "SELECT tenant FROM grants WHERE environment = ?",
+                    ),
+                    (
+                        "schedule",
+                        "SELECT tenant || '/' || name FROM schedules WHERE environment = ?",
+                    ),
+                    (
+                        "workflow",
+                        "SELECT DISTINCT tenant || '/' || name FROM workflows \
+                 WHERE environment = ? AND deleted = 0",
+                    ),
                 ],
-            )?;
+            )
+            .await?;
             delete(tx, "DELETE FROM environments WHERE name = ?", &[name]).await?;
             Ok(subject(format!("environment {name}")))
         }
@@ -219,28 +223,23 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
         Command::DeleteTenant { name } => {
             let doing = format!("deleting tenant `{name}`");
             present(tx, Table::Tenants, name, &doing).await?;
-            let grants = names(
+            refuse_if_used(
                 tx,
-                "SELECT environment FROM grants WHERE tenant = ?",
-                &[name],
-            )
-            .await?;
-            let workflows = names(
-                tx,
-                "SELECT DISTINCT name FROM workflows WHERE tenant = ? AND deleted = 0",
-                &[name],
-            )
-            .await?;
-            let schedules =
-                names(tx, "SELECT name FROM schedules WHERE tenant = ?", &[name]).await?;
-            unused(
                 &doing,
+                &[name],
                 &[
-                    ("grant of environment", grants),
-                    ("workflow", workflows),
-                    ("schedule", schedules),
+                    (
+                        "grant of environment",
+                        "SELECT environment FROM grants WHERE tenant = ?",
+                    ),
+                    (
+                        "workflow",
+                        "SELECT DISTINCT name FROM workflows WHERE tenant = ? AND deleted = 0",
+                    ),
+                    ("schedule", "SELECT name FROM schedules WHERE tenant = ?"),
                 ],
-            )?;
+            )
+            .await?;
             delete(tx, "DELETE FROM workflows WHERE tenant = ?", &[name]).await?;
             delete(tx, "DELETE FROM tenants WHERE name = ?", &[name]).await?;
             Ok(subject(format!("tenant {name}")))
@@ -284,20 +283,23 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
                 }
                 .into());
             }
-            let schedules = names(
+            refuse_if_used(
                 tx,
-                "SELECT name FROM schedules WHERE tenant = ? AND environment = ?",
+                &doing,
                 &[tenant, environment],
-            )
-            .await?;
-            let workflows = names(
-                tx,
-                "SELECT DISTINCT name FROM workflows \
+                &[
+                    (
+                        "schedule",
+                        "SELECT name FROM schedules WHERE tenant = ? AND environment = ?",
+                    ),
+                    (
+                        "workflow",
+                        "SELECT DISTINCT name FROM workflows \
                  WHERE tenant = ? AND environment = ? AND deleted = 0",
-                &[tenant, environment],
+                    ),
+                ],
             )
             .await?;
-            unused(&doing, &[("schedule", schedules), ("workflow", workflows)])?;
             delete(
                 tx,
                 "DELETE FROM grants WHERE tenant = ? AND environment = ?",
@@ -351,13 +353,16 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
                 }
                 .into());
             }
-            let schedules = names(
+            refuse_if_used(
                 tx,
-                "SELECT name FROM schedules WHERE tenant = ? AND workflow = ?",
+                &doing,
                 &[tenant, name],
+                &[(
+                    "schedule",
+                    "SELECT name FROM schedules WHERE tenant = ? AND workflow = ?",
+                )],
             )
             .await?;
-            unused(&doing, &[("schedule", schedules)])?;
             // Versions are kept (runs refer to them) but hidden.
             sqlx::query("UPDATE workflows SET deleted = 1 WHERE tenant = ? AND name = ?")
                 .bind(tenant.as_str())
@@ -574,6 +579,21 @@ async fn delete(tx: &mut SqliteConnection, sql: &str, binds: &[&Name]) -> sqlx::
         query = query.bind(b.as_str());
     }
     query.execute(&mut *tx).await.map(|_| ())
+}
+
+/// Refuses when any of the `(kind, query)` queries, run with `binds`, finds a row: the thing
+/// being deleted is still used, and the refusal names every user.
+async fn refuse_if_used(
+    tx: &mut SqliteConnection,
+    doing: &str,
+    binds: &[&Name],
+    users: &[(&str, &str)],
+) -> Result<(), ApplyError> {
+    let mut found = Vec::with_capacity(users.len());
+    for (kind, sql) in users {
+        found.push((*kind, names(tx, sql, binds).await?));
+    }
+    Ok(unused(doing, &found)?)
 }
 
 /// Refuses when any of the `(kind, names)` lists is non-empty, naming every user.
