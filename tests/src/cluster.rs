@@ -174,6 +174,25 @@ impl Cluster {
         }
     }
 
+    /// Waits until every running node has applied everything the leader has committed, so
+    /// every acknowledged write is visible on every node. (Metrics lag behind acknowledgements,
+    /// so they cannot say what "everything" is; the leader's read index can.)
+    pub async fn wait_converged(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let committed = loop {
+            let leader = self.wait_for_leader().await;
+            match self.node(leader).raft.ensure_linearizable().await {
+                Ok(read) => break read.map_or(0, |l| l.index),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("no read index from the leader: {e}"),
+            }
+        };
+        self.wait_applied(committed).await;
+    }
+
     /// The TLS material of a node, for tests that dial like a peer.
     pub fn tls(&self, i: usize) -> TlsMaterial {
         self.configs[i].tls.clone()

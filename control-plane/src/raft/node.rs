@@ -36,6 +36,9 @@ pub struct Timing {
     pub election_max_ms: u64,
     /// Build a snapshot after this many entries since the last one.
     pub snapshot_every: u64,
+    /// Log entries kept after they are in a snapshot, so a briefly lagging peer can catch up
+    /// from the log instead of a whole snapshot.
+    pub keep_after_snapshot: u64,
 }
 
 impl Default for Timing {
@@ -45,6 +48,7 @@ impl Default for Timing {
             election_min_ms: 500,
             election_max_ms: 1000,
             snapshot_every: 5000,
+            keep_after_snapshot: 1000,
         }
     }
 }
@@ -130,7 +134,7 @@ impl PlaneNode {
             install_snapshot_timeout: 10_000,
             snapshot_max_chunk_size: 1024 * 1024,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: t.keep_after_snapshot,
             purge_batch_size: 256,
             ..Default::default()
         }
