@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use meridian_plane::certs::{self, Pem};
-use meridian_plane::raft::node::{NodeConfig, PlaneNode, Timing, bind};
+use meridian_plane::raft::node::{NodeConfig, PlaneNode, Timing};
 use meridian_proto::transport::{HostsMap, Role, TlsMaterial};
 use openraft::ServerState;
 use tempfile::TempDir;
+use tokio::net::TcpListener;
 
 pub struct Cluster {
     pub dir: TempDir,
@@ -36,7 +37,7 @@ impl Cluster {
         let mut listeners = Vec::new();
         let mut hosts = BTreeMap::new();
         for i in 0..n {
-            let listener = bind("127.0.0.1:0".parse::<SocketAddr>().unwrap())
+            let listener = TcpListener::bind("127.0.0.1:0".parse::<SocketAddr>().unwrap())
                 .await
                 .expect("bind");
             hosts.insert(hostname(i), "127.0.0.1".to_string());
@@ -136,7 +137,7 @@ impl Cluster {
         // The killed server's socket may take a moment to be released.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let mut listener = loop {
-            match bind(addr).await {
+            match TcpListener::bind(addr).await {
                 Ok(l) => break l,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     let _ = e;
@@ -154,7 +155,7 @@ impl Cluster {
                         && e.to_string().contains("already open") =>
                 {
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    listener = bind(addr).await.expect("rebind");
+                    listener = TcpListener::bind(addr).await.expect("rebind");
                 }
                 Err(e) => panic!("restarting {}: {e}", hostname(i)),
             }

@@ -5,7 +5,6 @@
 //! leads.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -200,11 +199,11 @@ impl PlaneNode {
         self.raft
             .add_learner(id, node, true)
             .await
-            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+            .map_err(membership)?;
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
-            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+            .map_err(membership)?;
         Ok(())
     }
 
@@ -214,11 +213,11 @@ impl PlaneNode {
         self.raft
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
             .await
-            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+            .map_err(membership)?;
         self.raft
             .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
             .await
-            .map_err(|e| MembershipError::Raft(e.to_string()))?;
+            .map_err(membership)?;
         Ok(())
     }
 
@@ -293,11 +292,10 @@ impl PlaneNode {
         let _ = self.raft.shutdown().await;
         self.state.pool().close().await;
     }
+}
 
-    /// Where the gRPC server listens, for callers that bound port 0.
-    pub fn endpoint(&self) -> String {
-        self.node.endpoint()
-    }
+fn membership(e: impl std::fmt::Display) -> MembershipError {
+    MembershipError::Raft(e.to_string())
 }
 
 fn forward_to_leader(e: &RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> bool {
@@ -306,9 +304,4 @@ fn forward_to_leader(e: &RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> b
 
 fn stopped(e: &RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> bool {
     matches!(e, RaftError::Fatal(openraft::error::Fatal::Stopped))
-}
-
-/// Binds the gRPC listener for a node.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

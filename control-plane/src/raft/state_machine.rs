@@ -150,6 +150,11 @@ impl StateMachine {
     }
 }
 
+/// A snapshot id as a safe file name (ids embed leader ids, which may contain `:`).
+fn file_stem(snapshot_id: &str) -> String {
+    snapshot_id.replace(['/', ' ', ':'], "_")
+}
+
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
 }
@@ -180,11 +185,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         .map_err(snap_err)?;
         let (last_applied, membership) = Self::progress(&mut copy).await.map_err(snap_err)?;
         copy.close().await.map_err(snap_err)?;
-        let snapshot_id = match last_applied {
+        let snapshot_id = file_stem(&match last_applied {
             Some(log) => format!("{}-{}-{n}", log.leader_id, log.index),
             None => format!("none-{n}"),
-        }
-        .replace(['/', ' ', ':'], "_");
+        });
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership,
@@ -259,7 +263,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let _guard = self.snapshot_lock.lock().await;
-        let id = meta.snapshot_id.replace(['/', ' ', ':'], "_");
+        let id = file_stem(&meta.snapshot_id);
         let (db_path, _) = self.paths(&id);
         let tmp = db_path.with_extension("db.tmp");
         std::fs::write(&tmp, snapshot.into_inner()).map_err(snap_err)?;
