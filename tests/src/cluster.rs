@@ -2,7 +2,7 @@
 //! certificate from a fresh CA, its own data directory and port, and reaches the others by
 //! hostname through its hosts map.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,8 +18,13 @@ pub struct Cluster {
     pub ca: Pem,
     configs: Vec<NodeConfig>,
     nodes: Vec<Option<PlaneNode>>,
+    /// Links cut by `partition`, re-applied to a node when it restarts.
+    cuts: BTreeSet<(usize, usize)>,
     pub timing: Timing,
 }
+
+/// How long harness helpers wait for the plane to do something before failing the test.
+pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub fn hostname(i: usize) -> String {
     format!("plane-{}.test", i + 1)
@@ -72,6 +77,7 @@ impl Cluster {
             ca,
             configs,
             nodes,
+            cuts: BTreeSet::new(),
             timing,
         };
         cluster.node(0).initialize().await.expect("initialise");
@@ -80,7 +86,7 @@ impl Cluster {
             let node = cluster.node(i).node.clone();
             cluster
                 .node(cluster.leader().await)
-                .add_voter(node)
+                .add_voter(node, PATIENCE)
                 .await
                 .expect("add voter");
         }
@@ -106,9 +112,16 @@ impl Cluster {
     }
 
     pub async fn wait_for_leader(&self) -> usize {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let all: Vec<usize> = self.running().collect();
+        self.wait_for_leader_among(&all).await
+    }
+
+    /// Waits until one of `nodes` leads. After a partition the old leader may still think it
+    /// leads on its side, so tests name the side they expect the leader on.
+    pub async fn wait_for_leader_among(&self, nodes: &[usize]) -> usize {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            for i in self.running() {
+            for &i in nodes.iter().filter(|i| self.nodes[**i].is_some()) {
                 let metrics = self.node(i).raft.metrics().borrow().clone();
                 if metrics.state == ServerState::Leader {
                     return i;
@@ -119,6 +132,36 @@ impl Cluster {
                 "no leader among the running nodes after 10 s"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Cuts the link between nodes `a` and `b`, both ways.
+    pub fn partition(&mut self, a: usize, b: usize) {
+        self.cuts.insert((a, b));
+        self.cuts.insert((b, a));
+        self.apply_cuts();
+    }
+
+    /// Cuts node `i` off from every other node.
+    pub fn isolate(&mut self, i: usize) {
+        for j in (0..self.size()).filter(|j| *j != i) {
+            self.partition(i, j);
+        }
+    }
+
+    /// Restores every cut link.
+    pub fn heal(&mut self) {
+        self.cuts.clear();
+        for i in self.running() {
+            self.node(i).links().heal_all();
+        }
+    }
+
+    fn apply_cuts(&self) {
+        for &(from, to) in &self.cuts {
+            if let Some(node) = &self.nodes[from] {
+                node.links().cut(&hostname(to));
+            }
         }
     }
 
@@ -161,6 +204,7 @@ impl Cluster {
             }
         };
         self.nodes[i] = Some(node);
+        self.apply_cuts();
     }
 
     /// Waits until every running node has applied at least `index`.
@@ -179,7 +223,7 @@ impl Cluster {
     /// every acknowledged write is visible on every node. (Metrics lag behind acknowledgements,
     /// so they cannot say what "everything" is; the leader's read index can.)
     pub async fn wait_converged(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         let committed = loop {
             let leader = self.wait_for_leader().await;
             match self.node(leader).raft.ensure_linearizable().await {

@@ -274,3 +274,127 @@ async fn a_server_certificate_for_another_hostname_is_refused_by_the_client() {
     assert!(chain.contains("not valid for name"), "{chain}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_is_replaced_and_catches_up_when_healed() {
+    let mut cluster = Cluster::start(3).await;
+    let old = cluster.leader().await;
+    cluster.isolate(old);
+    let majority: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let new = cluster.wait_for_leader_among(&majority).await;
+    assert_ne!(new, old);
+    cluster
+        .node(new)
+        .write(create_dc("during-partition"), WRITE_TIMEOUT)
+        .await
+        .unwrap();
+    // The cut-off node cannot commit anything: a write through it finds no reachable leader.
+    let cut_off = cluster
+        .node(old)
+        .write(create_dc("minority"), Duration::from_millis(1500))
+        .await;
+    assert!(cut_off.is_err(), "a minority node committed {cut_off:?}");
+    assert!(
+        !dc_names(&cluster, old)
+            .await
+            .contains(&"during-partition".to_string())
+    );
+
+    cluster.heal();
+    cluster.wait_converged().await;
+    for i in 0..3 {
+        assert_eq!(
+            dc_names(&cluster, i).await,
+            ["during-partition"],
+            "{}",
+            hostname(i)
+        );
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_barrier_on_a_lagging_follower_waits_for_the_leaders_writes() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let lagging = (leader + 1) % 3;
+    // The follower hears nothing from the leader, but the leader still has a quorum.
+    cluster.partition(leader, lagging);
+    cluster
+        .node(leader)
+        .write(create_dc("fresh"), WRITE_TIMEOUT)
+        .await
+        .unwrap();
+    assert!(dc_names(&cluster, lagging).await.is_empty(), "not lagging");
+    // The barrier must fail while the follower cannot learn the read index...
+    let blocked = cluster
+        .node(lagging)
+        .read_barrier(Duration::from_millis(300))
+        .await;
+    assert!(blocked.is_err(), "{blocked:?}");
+    // ...and once it can, it returns only after the write is applied locally.
+    cluster.heal();
+    cluster
+        .node(lagging)
+        .read_barrier(WRITE_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(dc_names(&cluster, lagging).await, ["fresh"]);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_every_member_and_marks_a_dead_one_unreachable() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let dead = (leader + 1) % 3;
+    let asker = (leader + 2) % 3;
+    cluster.kill(dead).await;
+    let status = cluster
+        .node(asker)
+        .plane_status(Duration::from_secs(2))
+        .await;
+    assert_eq!(status.len(), 3);
+    for s in &status {
+        let i = (0..3).find(|i| hostname(*i) == s.hostname).unwrap();
+        assert!(s.voter, "{s:?}");
+        if i == dead {
+            assert!(!s.reachable && s.role == "unknown", "{s:?}");
+        } else {
+            assert!(s.reachable, "{s:?}");
+            assert_eq!(s.leader.as_deref(), Some(hostname(leader).as_str()));
+            assert_eq!(s.role, if i == leader { "leader" } else { "follower" });
+            assert!(s.term >= 1 && s.applied_index.is_some(), "{s:?}");
+        }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_removed_through_a_follower_leaves_the_membership() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let removed = (leader + 2) % 3;
+    cluster
+        .node(follower)
+        .remove(&hostname(removed), WRITE_TIMEOUT)
+        .await
+        .unwrap();
+    let members: Vec<String> = cluster
+        .node(leader)
+        .status()
+        .members
+        .into_iter()
+        .map(|n| n.hostname)
+        .collect();
+    assert!(!members.contains(&hostname(removed)), "{members:?}");
+    assert_eq!(members.len(), 2);
+    let again = cluster
+        .node(follower)
+        .remove(&hostname(removed), WRITE_TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("not a member"), "{again}");
+    cluster.shutdown().await;
+}

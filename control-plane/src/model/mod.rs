@@ -240,6 +240,30 @@ impl Schedule {
     }
 }
 
+/// What a token's holder may do. Only `admin` exists yet; tenant-scoped roles come later, and
+/// the token already records the tenant it would be scoped to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRole {
+    /// Everything, in every tenant.
+    #[default]
+    Admin,
+}
+
+/// An API token as stored: never the secret, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Public handle; the actor in the audit trail.
+    pub name: Name,
+    pub role: TokenRole,
+    /// The tenant a tenant-scoped token acts for (none: all tenants).
+    #[serde(default)]
+    pub tenant: Option<Name>,
+    /// Lower-case hex SHA-256 of the secret.
+    pub hash: String,
+}
+
 /// Every change to the model. One enum, applied by one exhaustive `match` in `processor`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -258,6 +282,8 @@ pub enum Command {
     DeleteWorkflow { tenant: Name, name: Name },
     CreateSchedule(Schedule),
     DeleteSchedule { tenant: Name, name: Name },
+    CreateToken(ApiToken),
+    DeleteToken { name: Name },
 }
 
 impl Command {
@@ -278,6 +304,19 @@ impl Command {
             Self::DeleteWorkflow { .. } => "delete_workflow",
             Self::CreateSchedule(_) => "create_schedule",
             Self::DeleteSchedule { .. } => "delete_schedule",
+            Self::CreateToken(_) => "create_token",
+            Self::DeleteToken { .. } => "delete_token",
+        }
+    }
+
+    /// The command as the audit trail records it: secrets' hashes left out.
+    pub fn redacted(&self) -> Command {
+        match self {
+            Self::CreateToken(token) => Self::CreateToken(ApiToken {
+                hash: "(redacted)".into(),
+                ..token.clone()
+            }),
+            other => other.clone(),
         }
     }
 }

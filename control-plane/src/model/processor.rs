@@ -79,7 +79,7 @@ pub async fn apply(
             .bind(proposal.at_ms())
             .bind(proposal.command().op())
             .bind(&applied.subject)
-            .bind(json(proposal.command()))
+            .bind(json(&proposal.command().redacted()))
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -438,6 +438,29 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
             }
             Ok(subject(format!("schedule {tenant}/{name}")))
         }
+        Command::CreateToken(token) => {
+            let doing = format!("creating token `{}`", token.name);
+            if let Some(tenant) = &token.tenant {
+                present(tx, Table::Tenants, tenant, &doing).await?;
+            }
+            if token.hash.len() != 64 || !token.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(&doing, "hash", "must be a hex SHA-256 digest"));
+            }
+            absent(tx, Table::Tokens, &token.name, &doing).await?;
+            sqlx::query("INSERT INTO tokens (name, hash, doc) VALUES (?, ?, ?)")
+                .bind(token.name.as_str())
+                .bind(token.hash.to_ascii_lowercase())
+                .bind(json(token))
+                .execute(&mut *tx)
+                .await?;
+            Ok(subject(format!("token {}", token.name)))
+        }
+        Command::DeleteToken { name } => {
+            let doing = format!("deleting token `{name}`");
+            present(tx, Table::Tokens, name, &doing).await?;
+            delete(tx, "DELETE FROM tokens WHERE name = ?", &[name]).await?;
+            Ok(subject(format!("token {name}")))
+        }
     }
 }
 
@@ -448,6 +471,7 @@ enum Table {
     Clusters,
     Environments,
     Tenants,
+    Tokens,
 }
 
 impl Table {
@@ -457,6 +481,7 @@ impl Table {
             Self::Clusters => "clusters",
             Self::Environments => "environments",
             Self::Tenants => "tenants",
+            Self::Tokens => "tokens",
         }
     }
 
@@ -466,6 +491,7 @@ impl Table {
             Self::Clusters => "cluster",
             Self::Environments => "environment",
             Self::Tenants => "tenant",
+            Self::Tokens => "token",
         }
     }
 }

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Cluster, DataCenter, Environment, Grant, Name, Schedule, Tenant, Workflow, WorkflowVersion,
+    ApiToken, Cluster, DataCenter, Environment, Grant, Name, Schedule, Tenant, Workflow,
+    WorkflowVersion,
 };
 
 async fn docs<T: DeserializeOwned>(
@@ -256,4 +257,14 @@ pub async fn audit(pool: &SqlitePool, since_ms: i64, limit: u32) -> sqlx::Result
         })
     })
     .collect()
+}
+
+/// The token whose secret hashes to `hash` (lower-case hex SHA-256).
+pub async fn token_by_hash(pool: &SqlitePool, hash: &str) -> sqlx::Result<Option<ApiToken>> {
+    one(pool, "SELECT doc FROM tokens WHERE hash = ?", &[hash]).await
+}
+
+/// Every token, without a way back to its secret.
+pub async fn tokens(pool: &SqlitePool) -> sqlx::Result<Vec<ApiToken>> {
+    docs(pool, "SELECT doc FROM tokens ORDER BY name", &[]).await
 }

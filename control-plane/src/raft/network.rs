@@ -4,7 +4,7 @@
 //! Channels are opened lazily, cached per peer, and dial the peer's hostname through this
 //! node's hosts map; TLS verifies the peer's certificate against that hostname.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +37,42 @@ pub struct Peers {
     tls: TlsMaterial,
     hosts: Arc<HostsMap>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    links: Links,
+}
+
+/// Which peers this node currently may not reach: fault injection for partition tests and
+/// drills. A cut link fails like an unreachable host, before any bytes are sent.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    cut: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Links {
+    /// Stops talking to `hostname` until healed.
+    pub fn cut(&self, hostname: &str) {
+        self.cut
+            .lock()
+            .expect("links lock")
+            .insert(hostname.to_ascii_lowercase());
+    }
+
+    pub fn heal(&self, hostname: &str) {
+        self.cut
+            .lock()
+            .expect("links lock")
+            .remove(&hostname.to_ascii_lowercase());
+    }
+
+    pub fn heal_all(&self) {
+        self.cut.lock().expect("links lock").clear();
+    }
+
+    pub fn is_cut(&self, hostname: &str) -> bool {
+        self.cut
+            .lock()
+            .expect("links lock")
+            .contains(&hostname.to_ascii_lowercase())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,13 +94,21 @@ pub enum PeerError {
     },
     #[error("peer {endpoint}: replied with payload version {version}, expected {PAYLOAD_VERSION}")]
     Version { endpoint: String, version: u32 },
+    #[error("peer {endpoint}: the link is cut")]
+    Cut { endpoint: String },
 }
 
 impl PeerError {
+    /// Whether the call was sent but its answer did not come in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Call { status, .. }
+            if matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled))
+    }
+
     /// Whether the peer could not be reached at all (as opposed to a failed exchange).
     pub fn is_unreachable(&self) -> bool {
         match self {
-            Self::Dial { .. } => true,
+            Self::Dial { .. } | Self::Cut { .. } => true,
             Self::Call { status, .. } => status.code() == tonic::Code::Unavailable,
             _ => false,
         }
@@ -86,7 +130,12 @@ impl Peers {
             tls,
             hosts: Arc::new(hosts),
             channels: Arc::default(),
+            links: Links::default(),
         }
+    }
+
+    pub fn links(&self) -> &Links {
+        &self.links
     }
 
     fn channel(&self, endpoint: &str) -> Result<Channel, PeerError> {
@@ -117,6 +166,9 @@ impl Peers {
         timeout: Duration,
     ) -> Result<Reply, PeerError> {
         let endpoint = node.endpoint();
+        if self.links.is_cut(&node.hostname) {
+            return Err(PeerError::Cut { endpoint });
+        }
         let data = encode(request).map_err(|source| PeerError::Decode {
             endpoint: endpoint.clone(),
             source,

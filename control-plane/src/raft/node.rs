@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use meridian_proto::pb::plane_peer_server::PlanePeerServer;
 use meridian_proto::transport::{HostsMap, TlsMaterial};
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::{ChangeMembers, Config, SnapshotPolicy};
+use openraft::error::{InitializeError, RaftError};
+use openraft::{ChangeMembers, Config, SnapshotPolicy, TryAsRef};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::log_store::LogStore;
-use super::network::{MAX_MESSAGE_BYTES, Peers, Rpc};
-use super::peer_service::{ForwardReply, PeerService};
+use super::network::{Links, MAX_MESSAGE_BYTES, Peers, Rpc};
+use super::peer_service::PeerService;
 use super::state_machine::StateMachine;
 use super::{Node, NodeId, Outcome, Raft, Request};
 use crate::model::Proposal;
@@ -77,22 +78,6 @@ pub enum NodeError {
     Raft(String),
     #[error("gRPC server: {0}")]
     Server(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error("no plane leader could be reached within {0:?}; check `meridian plane status`")]
-    NoLeader(Duration),
-    #[error("the write failed: {0}")]
-    Failed(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum MembershipError {
-    #[error("{0}")]
-    Raft(String),
-    #[error(transparent)]
-    Write(#[from] WriteError),
 }
 
 /// A running plane node.
@@ -184,92 +169,137 @@ impl PlaneNode {
 
     /// Makes this node a one-member plane. Idempotent: a node already initialised is left
     /// as it is.
-    pub async fn initialize(&self) -> Result<(), MembershipError> {
+    pub async fn initialize(&self) -> Result<(), AskError> {
         let members = BTreeMap::from([(self.id(), self.node.clone())]);
         match self.raft.initialize(members).await {
             Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
-            Err(e) => Err(MembershipError::Raft(e.to_string())),
+            Err(e) => Err(AskError::Failed(format!("initialising the plane: {e}"))),
         }
     }
 
-    /// Adds `node` as a learner, waits for it to catch up, then promotes it to voter. Must run
-    /// on the leader.
-    pub async fn add_voter(&self, node: Node) -> Result<(), MembershipError> {
-        let id = node.id();
-        self.raft
-            .add_learner(id, node, true)
+    /// Adds `node` as a learner, waits for it to catch up, then promotes it to voter. Any node
+    /// may be asked; the work is done by the leader.
+    pub async fn add_voter(&self, node: Node, timeout: Duration) -> Result<(), AskError> {
+        self.ask_leader(Ask::AddVoter(node), timeout)
             .await
-            .map_err(membership)?;
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(membership)?;
-        Ok(())
+            .map(drop)
     }
 
-    /// Removes the node with `hostname` from the plane. Must run on the leader.
-    pub async fn remove(&self, hostname: &str) -> Result<(), MembershipError> {
-        let id = super::node_id(hostname);
-        self.raft
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+    /// Removes the node with `hostname` from the plane. Any node may be asked.
+    pub async fn remove(&self, hostname: &str, timeout: Duration) -> Result<(), AskError> {
+        self.ask_leader(Ask::Remove(hostname.to_owned()), timeout)
             .await
-            .map_err(membership)?;
-        self.raft
-            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-            .await
-            .map_err(membership)?;
-        Ok(())
+            .map(drop)
     }
 
     /// Commits `proposal` through whichever node leads, and returns what applying it did.
+    pub async fn write(&self, proposal: Proposal, timeout: Duration) -> Result<Outcome, AskError> {
+        match self
+            .ask_leader(Ask::Write(Request(proposal)), timeout)
+            .await?
+        {
+            Answer::Written(outcome) => Ok(outcome),
+            other => Err(AskError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Waits until this node's state machine holds everything committed before the call: asks
+    /// the leader for its read index (the leader first confirms with a quorum that it still
+    /// leads), then waits for the local apply to reach it. A read after this is linearizable.
+    pub async fn read_barrier(&self, timeout: Duration) -> Result<(), AskError> {
+        let Answer::ReadIndex(index) = self.ask_leader(Ask::ReadIndex, timeout).await? else {
+            return Err(AskError::Failed(
+                "the leader answered a read barrier oddly".into(),
+            ));
+        };
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map_err(|e| AskError::Failed(format!("waiting to apply the read index: {e}")))?;
+        Ok(())
+    }
+
+    /// This node's own view: role, term, log and apply progress, leader, members.
+    pub fn status(&self) -> NodeStatus {
+        local_status(&self.raft)
+    }
+
+    /// Every member's status as it reports it; members that do not answer within `timeout`
+    /// are listed from the membership, marked unreachable.
+    pub async fn plane_status(&self, timeout: Duration) -> Vec<NodeStatus> {
+        let me = self.status();
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let mut all = Vec::new();
+        for member in &me.members {
+            if member.hostname == self.node.hostname {
+                all.push(me.clone());
+                continue;
+            }
+            let asked = self
+                .peers
+                .call::<_, AskReply>(member, Rpc::Forward, &Ask::Status, timeout)
+                .await;
+            match asked {
+                Ok(Ok(Answer::Status(status))) => all.push(status),
+                _ => all.push(NodeStatus::unreachable(
+                    member,
+                    membership
+                        .membership()
+                        .voter_ids()
+                        .any(|v| v == member.id()),
+                )),
+            }
+        }
+        all
+    }
+
+    /// Runs `ask` on the leader: here if this node leads, else forwarded to the leader.
     ///
-    /// Retries only where the write cannot have been applied: while there is no leader, or
-    /// when the node it went to was not (or no longer) the leader and said so.
-    pub async fn write(
-        &self,
-        proposal: Proposal,
-        timeout: Duration,
-    ) -> Result<Outcome, WriteError> {
+    /// Retries only where the ask cannot have taken effect: while there is no leader, or when
+    /// the node it went to was not (or no longer) the leader and said so.
+    pub async fn ask_leader(&self, ask: Ask, timeout: Duration) -> Result<Answer, AskError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let request = Request(proposal);
         loop {
-            let local: ForwardReply = self
-                .raft
-                .client_write(request.clone())
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // A leader cut off from its quorum keeps the ask until it learns it no longer
+            // leads, which may be never; the caller's deadline bounds the wait.
+            let local = tokio::time::timeout(remaining, answer(&self.raft, ask.clone()))
                 .await
-                .map(|r| r.data);
-            let refusal = match local {
-                Ok(outcome) => return Ok(outcome),
-                Err(e) => e,
+                .map_err(|_| AskError::Timeout(timeout))?;
+            let leader = match local {
+                Ok(done) => return Ok(done),
+                Err(AskRefusal::NotLeader(leader)) => leader,
+                Err(AskRefusal::Failed(e)) => return Err(AskError::Failed(e)),
+                Err(AskRefusal::Stopped) => return Err(AskError::Stopped),
             };
-            let Some(forward) = refusal.forward_to_leader() else {
-                return Err(WriteError::Failed(refusal.to_string()));
-            };
-            if let Some(leader) = forward
-                .leader_node
-                .clone()
-                .filter(|l| l.hostname != self.node.hostname)
-            {
+            if let Some(leader) = leader.filter(|l| l.hostname != self.node.hostname) {
                 let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
                 match self
                     .peers
-                    .call::<_, ForwardReply>(&leader, Rpc::Forward, &request, remaining)
+                    .call::<_, AskReply>(&leader, Rpc::Forward, &ask, remaining)
                     .await
                 {
-                    Ok(Ok(outcome)) => return Ok(outcome),
+                    Ok(Ok(done)) => return Ok(done),
                     // Not the leader (any more), or its Raft already stopped (a crashed
-                    // node whose connections linger): the write was not taken; try again.
-                    Ok(Err(e)) if forward_to_leader(&e) || stopped(&e) => {}
-                    Ok(Err(e)) => return Err(WriteError::Failed(e.to_string())),
+                    // node whose connections linger): the ask was not taken; try again.
+                    Ok(Err(AskRefusal::NotLeader(_) | AskRefusal::Stopped)) => {}
+                    Ok(Err(AskRefusal::Failed(e))) => return Err(AskError::Failed(e)),
                     Err(e) if e.is_unreachable() => {}
-                    Err(e) => return Err(WriteError::Failed(e.to_string())),
+                    Err(e) if e.is_timeout() => return Err(AskError::Timeout(timeout)),
+                    Err(e) => return Err(AskError::Failed(e.to_string())),
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(WriteError::NoLeader(timeout));
+                return Err(AskError::NoLeader(timeout));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Cuts and heals this node's links to peers (fault injection for tests and drills).
+    pub fn links(&self) -> &Links {
+        self.peers.links()
     }
 
     /// Stops serving and shuts Raft down.
@@ -294,14 +324,168 @@ impl PlaneNode {
     }
 }
 
-fn membership(e: impl std::fmt::Display) -> MembershipError {
-    MembershipError::Raft(e.to_string())
+/// What one node may ask another over `PlanePeer.Forward`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Ask {
+    /// Commit a proposal (leader only).
+    Write(Request),
+    /// Add a learner, wait for it to catch up, promote it (leader only).
+    AddVoter(Node),
+    /// Remove a node by hostname (leader only).
+    Remove(String),
+    /// Confirm leadership with a quorum and return the index a linearizable read must wait
+    /// for (leader only).
+    ReadIndex,
+    /// This node's own status (any node).
+    Status,
 }
 
-fn forward_to_leader(e: &RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> bool {
-    e.forward_to_leader().is_some()
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Answer {
+    Written(Outcome),
+    Done,
+    ReadIndex(u64),
+    Status(NodeStatus),
 }
 
-fn stopped(e: &RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> bool {
-    matches!(e, RaftError::Fatal(openraft::error::Fatal::Stopped))
+/// Why an ask was not done. `NotLeader` and `Stopped` mean it had no effect and may be sent
+/// elsewhere.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AskRefusal {
+    NotLeader(Option<Node>),
+    Stopped,
+    Failed(String),
+}
+
+pub type AskReply = Result<Answer, AskRefusal>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AskError {
+    #[error("no plane leader could be reached within {0:?}; check `meridian plane status`")]
+    NoLeader(Duration),
+    /// Sent, but not confirmed in time: it may yet take effect.
+    #[error(
+        "not confirmed within {0:?}; it may still take effect, so check before retrying \
+         (`meridian plane status` shows whether the plane has a leader)"
+    )]
+    Timeout(Duration),
+    #[error("this plane node is shutting down")]
+    Stopped,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Does `ask` on this node's Raft. Leader-only asks on a follower come back `NotLeader` with
+/// the leader it knows of.
+pub async fn answer(raft: &Raft, ask: Ask) -> AskReply {
+    match ask {
+        Ask::Write(request) => raft
+            .client_write(request)
+            .await
+            .map(|r| Answer::Written(r.data))
+            .map_err(refusal),
+        Ask::AddVoter(node) => {
+            let id = node.id();
+            raft.add_learner(id, node, true).await.map_err(refusal)?;
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(refusal)?;
+            Ok(Answer::Done)
+        }
+        Ask::Remove(hostname) => {
+            let id = super::node_id(&hostname);
+            let stored = raft.metrics().borrow().membership_config.clone();
+            let members = stored.membership();
+            if members.nodes().all(|(n, _)| *n != id) {
+                return Err(AskRefusal::Failed(format!(
+                    "removing `{hostname}`: it is not a member of the plane"
+                )));
+            }
+            if members.voter_ids().any(|v| v == id) {
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(refusal)?;
+            }
+            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(refusal)?;
+            Ok(Answer::Done)
+        }
+        Ask::ReadIndex => {
+            let read = raft.ensure_linearizable().await.map_err(refusal)?;
+            Ok(Answer::ReadIndex(read.map_or(0, |id| id.index)))
+        }
+        Ask::Status => Ok(Answer::Status(local_status(raft))),
+    }
+}
+
+fn refusal<E>(e: RaftError<NodeId, E>) -> AskRefusal
+where
+    E: std::error::Error + TryAsRef<openraft::error::ForwardToLeader<NodeId, Node>>,
+{
+    if let Some(forward) = e.forward_to_leader::<Node>() {
+        return AskRefusal::NotLeader(forward.leader_node.clone());
+    }
+    match e {
+        RaftError::Fatal(openraft::error::Fatal::Stopped) => AskRefusal::Stopped,
+        other => AskRefusal::Failed(other.to_string()),
+    }
+}
+
+/// One node as `meridian plane status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub hostname: String,
+    pub port: u16,
+    /// `leader`, `follower`, `candidate`, `learner`, `shutdown`, or `unknown` when unreachable.
+    pub role: String,
+    pub voter: bool,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// The leader this node knows of.
+    pub leader: Option<String>,
+    pub reachable: bool,
+    /// The membership as this node has it.
+    pub members: Vec<Node>,
+}
+
+impl NodeStatus {
+    fn unreachable(member: &Node, voter: bool) -> Self {
+        Self {
+            hostname: member.hostname.clone(),
+            port: member.port,
+            role: "unknown".into(),
+            voter,
+            term: 0,
+            last_log_index: None,
+            applied_index: None,
+            leader: None,
+            reachable: false,
+            members: Vec::new(),
+        }
+    }
+}
+
+fn local_status(raft: &Raft) -> NodeStatus {
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let members: Vec<Node> = membership.nodes().map(|(_, n)| n.clone()).collect();
+    let me = membership.get_node(&m.id).cloned().unwrap_or_default();
+    let leader = m
+        .current_leader
+        .and_then(|l| membership.get_node(&l))
+        .map(|n| n.hostname.clone());
+    NodeStatus {
+        hostname: me.hostname,
+        port: me.port,
+        role: format!("{:?}", m.state).to_ascii_lowercase(),
+        voter: membership.voter_ids().any(|v| v == m.id),
+        term: m.current_term,
+        last_log_index: m.last_log_index,
+        applied_index: m.last_applied.map(|l| l.index),
+        leader,
+        reachable: true,
+        members,
+    }
 }

@@ -1,5 +1,6 @@
 //! The server side of `PlanePeer`: hands openraft's RPCs from peers to the local Raft, and
-//! takes writes forwarded by followers when this node leads.
+//! answers [`Ask`]s — writes, membership changes and read barriers forwarded to the leader,
+//! and status questions any node answers for itself.
 //!
 //! Every agent also holds a certificate from the federation CA, so TLS alone would let an
 //! agent speak Raft; each method therefore checks that the caller's certificate says `plane`.
@@ -7,17 +8,14 @@
 use meridian_proto::pb::RaftPayload;
 use meridian_proto::pb::plane_peer_server::PlanePeer;
 use meridian_proto::transport::{PeerIdentity, Role};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use super::network::PAYLOAD_VERSION;
-use super::{Node, NodeId, Outcome, Raft, TypeConfig, decode, encode};
-
-/// What a forwarded write returns: the outcome, or the leader's refusal to lead.
-pub type ForwardReply = Result<Outcome, RaftError<NodeId, ClientWriteError<NodeId, Node>>>;
+use super::node::{Ask, answer};
+use super::{NodeId, Raft, TypeConfig, decode, encode};
 
 pub struct PeerService {
     raft: Raft,
@@ -82,8 +80,7 @@ impl PlanePeer for PeerService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let write: super::Request = open(request)?;
-        let result: ForwardReply = self.raft.client_write(write).await.map(|r| r.data);
-        reply(&result)
+        let ask: Ask = open(request)?;
+        reply(&answer(&self.raft, ask).await)
     }
 }
