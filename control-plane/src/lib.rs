@@ -18,7 +18,10 @@
 //! `meridian dev`. Data will flow: API/CLI → command → Raft log → state machine (SQLite) →
 //! agents through `AgentLink`.
 
+pub mod api;
 pub mod certs;
 pub mod cli;
+pub mod config;
 pub mod model;
 pub mod raft;
+pub mod server;

@@ -4,6 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use meridian_plane::cli::client::{Client, ClientError};
+use meridian_plane::cli::model::{self, CLUSTER, DC, ENV, GRANT, SCHEDULE, TENANT, WORKFLOW};
+use meridian_plane::cli::plane::{self, PlaneCommand};
 use meridian_plane::cli::schedule::{self, ScheduleCommand};
 use meridian_plane::cli::{Cli, Command, certs};
 
@@ -12,40 +15,115 @@ const BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Certs(command) => match certs::run(&command) {
-            Ok(message) => {
-                println!("{message}");
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::from(BAD_INPUT)
-            }
-        },
-        Command::Schedule(ScheduleCommand::Preview(args)) => {
-            match schedule::preview(&args, chrono::Utc::now()) {
-                Ok(preview) => {
-                    let mut out = std::io::stdout().lock();
-                    for line in &preview.fire_times {
-                        if writeln!(out, "{line}").is_err() {
-                            // The reader went away (`| head`); nothing left to say.
-                            return ExitCode::SUCCESS;
-                        }
-                    }
-                    if preview.ended {
-                        eprintln!(
-                            "note: the schedule has no fire times after the {} shown",
-                            preview.fire_times.len()
-                        );
+    match &cli.command {
+        Command::Certs(command) => finish(certs::run(command).map_err(|e| e.to_string())),
+        Command::Schedule(ScheduleCommand::Preview(args)) => preview(args),
+        _ => {
+            init_tracing();
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: starting the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(&cli)) {
+                Ok(out) => {
+                    if !out.is_empty() {
+                        println!("{out}");
                     }
                     ExitCode::SUCCESS
                 }
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    ExitCode::from(BAD_INPUT)
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code())
                 }
             }
+        }
+    }
+}
+
+fn finish(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(BAD_INPUT)
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG`-style filtering is not wired yet, so only warnings and
+/// errors are shown.
+fn init_tracing() {
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing::Level::WARN)
+            .finish(),
+    );
+}
+
+async fn run(cli: &Cli) -> Result<String, ClientError> {
+    let client = || Client::new(&cli.target);
+    let config = || {
+        cli.target.config.as_deref().ok_or_else(|| {
+            ClientError::Refused("--config plane.toml is required: the node's config file".into())
+        })
+    };
+    match &cli.command {
+        Command::Dev(args) => plane::dev(args, &cli.target.data_dir).await,
+        Command::Plane(PlaneCommand::Serve) => plane::serve(config()?).await,
+        Command::Plane(PlaneCommand::Init) => plane::init(config()?).await,
+        Command::Plane(PlaneCommand::Add { node }) => plane::add(&client()?, node).await,
+        Command::Plane(PlaneCommand::Remove { hostname }) => {
+            plane::remove(&client()?, hostname).await
+        }
+        Command::Plane(PlaneCommand::Status) => plane::status(&client()?).await,
+        Command::Dc(verb) => model::run(&client()?, &DC, verb).await,
+        Command::Cluster(verb) => model::run(&client()?, &CLUSTER, verb).await,
+        Command::Env(verb) => model::run(&client()?, &ENV, verb).await,
+        Command::Tenant(verb) => model::run(&client()?, &TENANT, verb).await,
+        Command::Grant(verb) => model::run(&client()?, &GRANT, verb).await,
+        Command::Workflow(verb) => model::run(&client()?, &WORKFLOW, verb).await,
+        Command::Schedule(ScheduleCommand::Model(verb)) => {
+            model::run(&client()?, &SCHEDULE, verb).await
+        }
+        Command::Token(command) => model::token(&client()?, command).await,
+        Command::Audit(args) => model::audit(&client()?, args).await,
+        Command::Certs(_) | Command::Schedule(ScheduleCommand::Preview(_)) => {
+            unreachable!("handled without a runtime")
+        }
+    }
+}
+
+fn preview(args: &schedule::PreviewArgs) -> ExitCode {
+    match schedule::preview(args, chrono::Utc::now()) {
+        Ok(preview) => {
+            let mut out = std::io::stdout().lock();
+            for line in &preview.fire_times {
+                if writeln!(out, "{line}").is_err() {
+                    // The reader went away (`| head`); nothing left to say.
+                    return ExitCode::SUCCESS;
+                }
+            }
+            if preview.ended {
+                eprintln!(
+                    "note: the schedule has no fire times after the {} shown",
+                    preview.fire_times.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(BAD_INPUT)
         }
     }
 }

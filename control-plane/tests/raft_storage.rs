@@ -59,7 +59,10 @@ async fn proposals_apply_through_the_model_and_refusals_are_outcomes() {
     assert!(matches!(&outcomes[0], Outcome::Applied(a) if a.subject == "data center nj"));
     assert_eq!(
         outcomes[1],
-        Outcome::Refused("creating data center `nj`: data center `nj` already exists".into())
+        Outcome::Refused(meridian_plane::model::processor::Rejection {
+            kind: meridian_plane::model::processor::RefusalKind::Exists,
+            message: "creating data center `nj`: data center `nj` already exists".into()
+        })
     );
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(

@@ -11,6 +11,7 @@
 //!   croner), `zone` maps wall-clock time to instants with the DST rules, and `Calendar` yields
 //!   fire times and the 50-record window.
 //! - [`fire_record`]: a fire record and its id, derived only from (schedule, fire instant).
+//! - [`clock`]: the time as an argument ([`Clock`]): the system clock, or a manual one in tests.
 //! - [`catch_up`]: the catch-up policy, deciding which missed records to run.
 //! - [`transport`]: hosts maps, mutual-TLS material, dialling by hostname, peer identities.
 //! - [`workflow`]: workflow definitions (a DAG of shell and HTTP tasks) and their validation.
@@ -22,6 +23,7 @@
 
 pub mod calendar;
 pub mod catch_up;
+pub mod clock;
 pub mod convert;
 pub mod fire_record;
 pub mod schedule;
@@ -36,5 +38,6 @@ pub mod pb {
 
 pub use calendar::{Calendar, CalendarError, WINDOW};
 pub use catch_up::{CatchUpPlan, CatchUpPolicy};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use fire_record::{FireId, FireRecord};
 pub use schedule::{OverlapPolicy, ScheduleId, ScheduleSpec};

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use meridian_plane::certs;
+use meridian_plane::model::processor::{RefusalKind, Rejection};
 use meridian_plane::model::{Command, DataCenter, Name, Proposal, query};
 use meridian_plane::raft::Outcome;
 use meridian_plane::raft::node::Timing;
@@ -71,9 +72,10 @@ async fn a_refused_write_leaves_no_trace_on_any_node() {
         .unwrap();
     assert_eq!(
         outcome,
-        Outcome::Refused(
-            "deleting data center `nowhere`: data center `nowhere` does not exist".into()
-        )
+        Outcome::Refused(Rejection {
+            kind: RefusalKind::Missing,
+            message: "deleting data center `nowhere`: data center `nowhere` does not exist".into()
+        })
     );
     cluster.wait_converged().await;
     for i in 0..3 {

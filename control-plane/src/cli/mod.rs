@@ -1,24 +1,66 @@
 //! The `meridian` command line. Flags follow kubectl/nomad habits: `meridian <noun> <verb>`.
 
 pub mod certs;
+pub mod client;
+pub mod model;
+pub mod plane;
 pub mod schedule;
 
 use clap::{Parser, Subcommand};
 
 /// Meridian: a federated job and workflow scheduler.
 #[derive(Debug, Parser)]
-#[command(name = "meridian", version, about, propagate_version = true)]
+#[command(name = "meridian", version, about)]
 pub struct Cli {
+    #[command(flatten)]
+    pub target: client::Target,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Work with schedules.
+    /// Run a one-node plane with an example federation on local defaults.
+    Dev(plane::DevArgs),
+    /// Run and manage plane nodes (the Raft group holding every definition).
+    #[command(subcommand)]
+    Plane(plane::PlaneCommand),
+    /// Data centers.
+    #[command(subcommand)]
+    Dc(model::Verb<model::DcCreate>),
+    /// Compute clusters in data centers.
+    #[command(subcommand)]
+    Cluster(model::Verb<model::ClusterCreate>),
+    /// Environments: a cluster plus settings for the runs there.
+    #[command(subcommand)]
+    Env(model::Verb<model::EnvCreate>),
+    /// Tenants.
+    #[command(subcommand)]
+    Tenant(model::Verb<model::TenantCreate>),
+    /// Grants of environments to tenants.
+    #[command(subcommand)]
+    Grant(model::Verb<model::GrantCreate>),
+    /// Workflows (versioned; creating an existing one makes a new version).
+    #[command(subcommand)]
+    Workflow(model::Verb<model::WorkflowCreate>),
+    /// Schedules; `schedule preview` checks a cron expression offline.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(model::TokenCommand),
+    /// The audit trail: every applied change, who and when.
+    Audit(model::AuditArgs),
     /// Create the federation's CA and issue node certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -11,6 +11,8 @@ pub enum ScheduleCommand {
     /// Both formats are accepted: Quartz (6 or 7 fields, seconds first, e.g.
     /// `0 0/5 * * * ? *`) and Unix (5 fields, e.g. `*/15 9-17 * * MON-FRI`).
     Preview(PreviewArgs),
+    #[command(flatten)]
+    Model(super::model::Verb<super::model::ScheduleCreate>),
 }
 
 #[derive(Debug, Args)]

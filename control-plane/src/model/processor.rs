@@ -42,6 +42,46 @@ pub enum Refusal {
     },
 }
 
+/// What sort of refusal, so callers can answer with the right status without parsing text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalKind {
+    Missing,
+    Exists,
+    InUse,
+    NotGranted,
+    Invalid,
+}
+
+impl Refusal {
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            Self::Missing { .. } => RefusalKind::Missing,
+            Self::Exists { .. } => RefusalKind::Exists,
+            Self::InUse { .. } => RefusalKind::InUse,
+            Self::NotGranted { .. } => RefusalKind::NotGranted,
+            Self::Invalid { .. } => RefusalKind::Invalid,
+        }
+    }
+}
+
+/// A refusal as it travels back to the client: its kind and its message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    pub kind: RefusalKind,
+    pub message: String,
+}
+
+impl From<Refusal> for Rejection {
+    fn from(refusal: Refusal) -> Self {
+        Self {
+            kind: refusal.kind(),
+            message: refusal.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error(transparent)]

@@ -26,7 +26,7 @@ use std::io::Cursor;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::model::Proposal;
-use crate::model::processor::Applied;
+use crate::model::processor::{Applied, Rejection};
 
 pub type NodeId = u64;
 
@@ -99,7 +99,7 @@ pub enum Outcome {
     /// A proposal that changed the model.
     Applied(Applied),
     /// A proposal the model refused; nothing changed. The message names what was wrong.
-    Refused(String),
+    Refused(Rejection),
     /// A blank or membership entry: Raft's own bookkeeping.
     #[default]
     Internal,

@@ -27,7 +27,7 @@ use crate::model::Proposal;
 
 /// Raft timings. Defaults suit one data center or a fast WAN; raise them for slow links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Timing {
     /// How often the leader sends heartbeats, in milliseconds.
     pub heartbeat_ms: u64,
@@ -86,8 +86,8 @@ pub struct PlaneNode {
     pub state: StateMachine,
     pub node: Node,
     peers: Peers,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
+    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    server: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl PlaneNode {
@@ -158,8 +158,8 @@ impl PlaneNode {
             state,
             node,
             peers,
-            stop: Some(stop),
-            server: Some(server),
+            stop: std::sync::Mutex::new(Some(stop)),
+            server: std::sync::Mutex::new(Some(server)),
         })
     }
 
@@ -303,11 +303,12 @@ impl PlaneNode {
     }
 
     /// Stops serving and shuts Raft down.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
+    pub async fn shutdown(&self) {
+        if let Some(stop) = self.stop.lock().expect("stop lock").take() {
             let _ = stop.send(());
         }
-        if let Some(server) = self.server.take() {
+        let server = self.server.lock().expect("server lock").take();
+        if let Some(server) = server {
             let _ = server.await;
         }
         let _ = self.raft.shutdown().await;
@@ -315,8 +316,8 @@ impl PlaneNode {
 
     /// Stops abruptly, as a crash would: the server stops answering at once and Raft stops
     /// without handing leadership over. Returns once the node's files are released.
-    pub async fn abort(mut self) {
-        if let Some(server) = self.server.take() {
+    pub async fn abort(&self) {
+        if let Some(server) = self.server.lock().expect("server lock").take() {
             server.abort();
         }
         let _ = self.raft.shutdown().await;

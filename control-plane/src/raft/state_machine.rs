@@ -228,7 +228,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(request) => {
                     match processor::apply(&mut tx, entry.log_id.index, &request.0).await {
                         Ok(done) => Outcome::Applied(done),
-                        Err(ApplyError::Refused(refusal)) => Outcome::Refused(refusal.to_string()),
+                        Err(ApplyError::Refused(refusal)) => Outcome::Refused(refusal.into()),
                         Err(ApplyError::Storage(e)) => {
                             return Err(StorageIOError::apply(entry.log_id, &e).into());
                         }

@@ -1,0 +1,372 @@
+//! The OpenAPI 3.1 document for `/api/v1`, built from [`ROUTES`]. A test walks `ROUTES`
+//! against the live router, so the document cannot list a route the server lacks.
+
+use serde_json::{Value, json};
+
+/// One operation of the API.
+pub struct Route {
+    pub method: &'static str,
+    /// Path under `/api/v1`, with `{param}` placeholders as in the router.
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Schema of the JSON body, if any (a name under `components.schemas`).
+    pub body: Option<&'static str>,
+    /// Schema of the success response, and its status.
+    pub reply: (u16, &'static str),
+    /// Query parameters: (name, schema type, description).
+    pub query: &'static [(&'static str, &'static str, &'static str)],
+}
+
+const STALE: (&str, &str, &str) = (
+    "stale",
+    "boolean",
+    "Read this node's copy without a leader round trip (default: linearizable).",
+);
+const TENANT: (&str, &str, &str) = ("tenant", "string", "Only this tenant's.");
+
+const fn list(path: &'static str, summary: &'static str, item: &'static str) -> Route {
+    Route {
+        method: "get",
+        path,
+        summary,
+        body: None,
+        reply: (200, item),
+        query: &[STALE],
+    }
+}
+
+const fn create(path: &'static str, summary: &'static str, body: &'static str) -> Route {
+    Route {
+        method: "post",
+        path,
+        summary,
+        body: Some(body),
+        reply: (201, "WriteReply"),
+        query: &[],
+    }
+}
+
+const fn read(path: &'static str, summary: &'static str, item: &'static str) -> Route {
+    Route {
+        method: "get",
+        path,
+        summary,
+        body: None,
+        reply: (200, item),
+        query: &[STALE],
+    }
+}
+
+const fn delete(path: &'static str, summary: &'static str) -> Route {
+    Route {
+        method: "delete",
+        path,
+        summary,
+        body: None,
+        reply: (200, "WriteReply"),
+        query: &[],
+    }
+}
+
+/// Every operation the router serves. A list reply is named `[Item]`.
+pub const ROUTES: &[Route] = &[
+    list("/dcs", "List data centers", "[DataCenter]"),
+    create("/dcs", "Create a data center", "DataCenter"),
+    read("/dcs/{name}", "Get a data center", "DataCenter"),
+    delete(
+        "/dcs/{name}",
+        "Delete a data center (refused while clusters use it)",
+    ),
+    list("/clusters", "List clusters", "[Cluster]"),
+    create("/clusters", "Create a cluster", "Cluster"),
+    read("/clusters/{name}", "Get a cluster", "Cluster"),
+    delete(
+        "/clusters/{name}",
+        "Delete a cluster (refused while in use)",
+    ),
+    list("/environments", "List environments", "[Environment]"),
+    create("/environments", "Create an environment", "Environment"),
+    read("/environments/{name}", "Get an environment", "Environment"),
+    delete(
+        "/environments/{name}",
+        "Delete an environment (refused while in use)",
+    ),
+    list("/tenants", "List tenants", "[Tenant]"),
+    create("/tenants", "Create a tenant", "Tenant"),
+    read("/tenants/{name}", "Get a tenant", "Tenant"),
+    delete("/tenants/{name}", "Delete a tenant (refused while in use)"),
+    Route {
+        query: &[STALE, TENANT],
+        ..list("/grants", "List grants", "[Grant]")
+    },
+    create("/grants", "Grant an environment to a tenant", "Grant"),
+    read("/grants/{tenant}/{environment}", "Get a grant", "Grant"),
+    delete("/grants/{tenant}/{environment}", "Revoke a grant"),
+    Route {
+        query: &[STALE, TENANT],
+        ..list(
+            "/workflows",
+            "List workflows (newest versions)",
+            "[WorkflowVersion]",
+        )
+    },
+    create(
+        "/workflows",
+        "Apply a workflow (a new version if it exists)",
+        "Workflow",
+    ),
+    Route {
+        query: &[
+            STALE,
+            ("version", "integer", "This version (default: the newest)."),
+        ],
+        ..read(
+            "/workflows/{tenant}/{name}",
+            "Get a workflow",
+            "WorkflowVersion",
+        )
+    },
+    delete("/workflows/{tenant}/{name}", "Delete a workflow"),
+    Route {
+        query: &[STALE, TENANT],
+        ..list("/schedules", "List schedules", "[Schedule]")
+    },
+    create("/schedules", "Create a schedule", "Schedule"),
+    read("/schedules/{tenant}/{name}", "Get a schedule", "Schedule"),
+    delete("/schedules/{tenant}/{name}", "Delete a schedule"),
+    Route {
+        query: &[
+            STALE,
+            (
+                "since_ms",
+                "integer",
+                "Only entries at or after this time (ms since the epoch).",
+            ),
+            (
+                "limit",
+                "integer",
+                "At most this many, newest first (1–1000, default 100).",
+            ),
+        ],
+        ..list(
+            "/audit",
+            "The audit trail: every applied command, who and when",
+            "[AuditEntry]",
+        )
+    },
+    list(
+        "/tokens",
+        "List API tokens (never their secrets)",
+        "[Token]",
+    ),
+    Route {
+        reply: (201, "CreatedToken"),
+        ..create(
+            "/tokens",
+            "Create an API token; the secret is in this reply only",
+            "NewToken",
+        )
+    },
+    delete("/tokens/{name}", "Delete an API token"),
+    Route {
+        query: &[],
+        ..read(
+            "/plane/status",
+            "Every plane node: role, term, log, applied, reachable",
+            "[NodeStatus]",
+        )
+    },
+    Route {
+        reply: (201, "WriteReply"),
+        ..create(
+            "/plane/nodes",
+            "Add a node: learner first, promoted to voter once caught up",
+            "NewNode",
+        )
+    },
+    delete("/plane/nodes/{hostname}", "Remove a node from the plane"),
+    Route {
+        query: &[],
+        ..read("/openapi.json", "This document", "OpenApi")
+    },
+];
+
+fn schema_ref(name: &str) -> Value {
+    match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(item) => json!({"type": "array", "items": schema_ref(item)}),
+        None if name == "OpenApi" => json!({"type": "object"}),
+        None => json!({"$ref": format!("#/components/schemas/{name}")}),
+    }
+}
+
+fn operation(route: &Route) -> Value {
+    let mut parameters: Vec<Value> = route
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    parameters.extend(route.query.iter().map(|(name, ty, description)| {
+        json!({"name": name, "in": "query", "required": false,
+               "description": description, "schema": {"type": ty}})
+    }));
+    let error = json!({"description": "Refused; `error` says what was wrong and names the field",
+        "content": {"application/json": {"schema": schema_ref("Error")}}});
+    let mut op = json!({
+        "summary": route.summary,
+        "parameters": parameters,
+        "responses": {
+            route.reply.0.to_string(): {
+                "description": "Done",
+                "content": {"application/json": {"schema": schema_ref(route.reply.1)}}
+            },
+            "400": error.clone(),
+            "401": error.clone(),
+            "404": error.clone(),
+            "409": error.clone(),
+            "503": error,
+        }
+    });
+    if let Some(body) = route.body {
+        op["requestBody"] = json!({"required": true,
+            "content": {"application/json": {"schema": schema_ref(body)}}});
+    }
+    op
+}
+
+fn object(required: &[&str], properties: Value) -> Value {
+    json!({"type": "object", "additionalProperties": false,
+           "required": required, "properties": properties})
+}
+
+fn schemas() -> Value {
+    let name = json!({"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"});
+    let opt_name =
+        json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"});
+    json!({
+        "Error": {"type": "object", "required": ["error", "kind"], "properties": {
+            "error": {"type": "string"},
+            "kind": {"type": "string", "enum": ["invalid", "missing", "exists", "in_use",
+                "not_granted", "unauthorized", "unavailable", "internal"]}}},
+        "WriteReply": {"type": "object", "required": ["subject"], "properties": {
+            "subject": {"type": "string"}, "version": {"type": "integer"}}},
+        "DataCenter": object(&["name"], json!({"name": name, "description": {"type": "string"}})),
+        "Cluster": object(&["name", "dc"], json!({
+            "name": name, "dc": name,
+            "role": {"type": "string", "enum": ["active", "backup"], "default": "active"},
+            "backup": opt_name,
+            "partitions": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 16},
+            "lease_seconds": {"type": "integer", "minimum": 1, "default": 30}})),
+        "Environment": object(&["name", "cluster"], json!({
+            "name": name, "cluster": name,
+            "vars": {"type": "object", "additionalProperties": {"type": "string"}},
+            "work_dir": {"type": ["string", "null"]},
+            "queue": {"type": ["string", "null"]}})),
+        "Tenant": object(&["name"], json!({"name": name, "description": {"type": "string"}})),
+        "Grant": object(&["tenant", "environment"], json!({
+            "tenant": name, "environment": name,
+            "max_concurrent_runs": {"type": "integer", "minimum": 1, "default": 10}})),
+        "Task": object(&["name", "kind"], json!({
+            "name": {"type": "string"},
+            "kind": {"oneOf": [
+                object(&["shell"], json!({"shell": object(&["script"], json!({"script": {"type": "string"}}))})),
+                object(&["http"], json!({"http": object(&["method", "url"], json!({
+                    "method": {"type": "string"}, "url": {"type": "string"},
+                    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "body": {"type": ["string", "null"]},
+                    "expect_status": {"type": "integer", "default": 200}}))}))]},
+            "depends_on": {"type": "array", "items": {"type": "string"}},
+            "timeout_seconds": {"type": ["integer", "null"]},
+            "retries": {"type": "integer", "default": 0}})),
+        "Workflow": object(&["tenant", "name", "definition"], json!({
+            "tenant": name, "name": name, "environment": opt_name,
+            "definition": object(&["tasks"], json!({"tasks": {"type": "array", "items": schema_ref("Task")}}))})),
+        "WorkflowVersion": {"allOf": [schema_ref("Workflow"),
+            {"type": "object", "required": ["version"], "properties": {"version": {"type": "integer"}}}]},
+        "Schedule": object(&["tenant", "name", "workflow", "environment", "spec"], json!({
+            "tenant": name, "name": name, "workflow": name, "environment": name,
+            "spec": object(&["cron"], json!({
+                "cron": {"type": "string", "description": "Quartz (6–7 fields) or Unix (5 fields)"},
+                "time_zone": {"type": "string", "default": "UTC"},
+                "start": {"type": ["string", "null"], "format": "date-time"},
+                "end": {"type": ["string", "null"], "format": "date-time"},
+                "catch_up": {"type": "object", "required": ["policy"], "properties": {
+                    "policy": {"type": "string", "enum": ["none", "latest", "all"]},
+                    "window_seconds": {"type": "integer"}, "max": {"type": "integer"}}}})),
+            "overlap": {"type": "string",
+                "enum": ["skip", "buffer_one", "buffer_all", "cancel_older", "allow_all"]}})),
+        "AuditEntry": {"type": "object", "properties": {
+            "log_index": {"type": "integer"}, "actor": {"type": "string"},
+            "at_ms": {"type": "integer"}, "op": {"type": "string"},
+            "subject": {"type": "string"}, "command": {"type": "object"}}},
+        "Token": {"type": "object", "required": ["name", "role"], "properties": {
+            "name": name, "role": {"type": "string", "enum": ["admin"]}, "tenant": name}},
+        "NewToken": object(&["name"], json!({
+            "name": name, "role": {"type": "string", "enum": ["admin"], "default": "admin"},
+            "tenant": opt_name})),
+        "CreatedToken": {"type": "object", "required": ["name", "token"], "properties": {
+            "name": name, "token": {"type": "string", "description": "Shown only here"}}},
+        "NewNode": object(&["hostname"], json!({
+            "hostname": {"type": "string"},
+            "port": {"type": "integer", "default": super::DEFAULT_PEER_PORT}})),
+        "NodeStatus": {"type": "object", "properties": {
+            "hostname": {"type": "string"}, "port": {"type": "integer"},
+            "role": {"type": "string", "enum": ["leader", "follower", "candidate", "learner",
+                "shutdown", "unknown"]},
+            "voter": {"type": "boolean"}, "term": {"type": "integer"},
+            "last_log_index": {"type": ["integer", "null"]},
+            "applied_index": {"type": ["integer", "null"]},
+            "leader": {"type": ["string", "null"]}, "reachable": {"type": "boolean"},
+            "members": {"type": "array", "items": {"type": "object"}}}},
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for route in ROUTES {
+        let entry = paths
+            .entry(format!("/api/v1{}", route.path))
+            .or_insert_with(|| json!({}));
+        entry[route.method] = operation(route);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Meridian control plane",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Every call needs `Authorization: Bearer <token>`. Writes go to \
+                any plane node and are forwarded to the leader. Reads are linearizable unless \
+                `?stale=true`. Errors are `{\"error\", \"kind\"}` and name the field at fault."
+        },
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_referenced_schema_is_defined() {
+        let doc = document();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for piece in text.split("#/components/schemas/").skip(1) {
+            let name: String = piece.chars().take_while(|c| c.is_alphanumeric()).collect();
+            assert!(
+                schemas.contains_key(&name),
+                "schema {name} is referenced, not defined"
+            );
+        }
+        assert_eq!(
+            doc["paths"]["/api/v1/grants/{tenant}/{environment}"]["get"]["parameters"][1]["name"],
+            "environment"
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! How CLI commands reach a plane: the REST API, a bearer token, and (over HTTPS) the
+//! federation CA as the only trusted root.
+//!
+//! Where to go and with what token, in order: `--config plane.toml` (that node's API address,
+//! CA and data directory), else `--addr`/`MERIDIAN_ADDR` and `--ca`/`MERIDIAN_CA`; the token
+//! from `MERIDIAN_TOKEN`, else `<data-dir>/admin.token` (`--data-dir`/`MERIDIAN_DATA_DIR`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use reqwest::{Method, StatusCode};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::ErrorBody;
+use crate::config::PlaneConfig;
+use crate::server::ADMIN_TOKEN_FILE;
+
+/// Flags every API command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// Base URL of any plane node's API.
+    #[arg(
+        long,
+        env = "MERIDIAN_ADDR",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub addr: String,
+    /// CA certificate (PEM) that signed the API's certificate, for https.
+    #[arg(long, env = "MERIDIAN_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Data directory whose `admin.token` is used when MERIDIAN_TOKEN is not set.
+    #[arg(
+        long,
+        env = "MERIDIAN_DATA_DIR",
+        default_value = "meridian-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// A node's plane.toml: talk to that node's API with its CA and data directory.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The input was refused (by the CLI or the API): exit code 2.
+    #[error("{0}")]
+    Refused(String),
+    /// Anything else: unreachable plane, server error: exit code 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ClientError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Refused(_) => 2,
+            Self::Failed(_) => 1,
+        }
+    }
+}
+
+/// A connected API client.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    pub fn new(target: &Target) -> Result<Self, ClientError> {
+        let (base, ca, data_dir, resolve) = match &target.config {
+            Some(path) => {
+                let config =
+                    PlaneConfig::load(path).map_err(|e| ClientError::Refused(e.to_string()))?;
+                let scheme = if config.http.tls { "https" } else { "http" };
+                let port = config.http.listen.port();
+                // Dial the node by its hostname (what its certificate names), at the address
+                // it listens on, or loopback when it listens on every interface.
+                let ip = if config.http.listen.ip().is_unspecified() {
+                    [127, 0, 0, 1].into()
+                } else {
+                    config.http.listen.ip()
+                };
+                (
+                    format!("{scheme}://{}:{port}", config.hostname),
+                    config.http.tls.then(|| config.tls.ca.clone()),
+                    config.data_dir.clone(),
+                    Some((config.hostname.clone(), SocketAddr::new(ip, port))),
+                )
+            }
+            None => (
+                target.addr.trim_end_matches('/').to_owned(),
+                target.ca.clone(),
+                target.data_dir.clone(),
+                None,
+            ),
+        };
+        let token = token(&data_dir)?;
+        let mut builder = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .use_preconfigured_tls(tls(ca.as_deref())?);
+        if let Some((host, addr)) = resolve {
+            builder = builder.resolve(&host, addr);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ClientError::Failed(format!("building the HTTP client: {e}")))?;
+        Ok(Self { http, base, token })
+    }
+
+    /// Calls `method path` with an optional JSON body and decodes the JSON reply.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            ClientError::Failed(format!(
+                "calling {method} {url}: {}; is the plane running there? (`--addr`, MERIDIAN_ADDR)",
+                error_chain(&e)
+            ))
+        })?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| ClientError::Failed(format!("reading the reply from {url}: {e}")))?;
+        if status.is_success() {
+            return serde_json::from_str(&text).map_err(|e| {
+                ClientError::Failed(format!(
+                    "the reply from {url} is not what was expected: {e}"
+                ))
+            });
+        }
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.error)
+            .unwrap_or(text);
+        if status.is_client_error() && status != StatusCode::UNAUTHORIZED {
+            Err(ClientError::Refused(message))
+        } else {
+            Err(ClientError::Failed(format!("{status}: {message}")))
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn token(data_dir: &Path) -> Result<String, ClientError> {
+    if let Ok(t) = std::env::var("MERIDIAN_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Ok(t.trim().to_owned());
+    }
+    let file = data_dir.join(ADMIN_TOKEN_FILE);
+    std::fs::read_to_string(&file)
+        .map(|t| t.trim().to_owned())
+        .map_err(|e| {
+            ClientError::Refused(format!(
+                "no API token: MERIDIAN_TOKEN is not set and {} cannot be read ({e}); \
+                 set MERIDIAN_TOKEN or point --data-dir at the plane's data directory",
+                file.display()
+            ))
+        })
+}
+
+/// TLS for the client: trust only `ca` (none given: no roots, so https fails clearly).
+fn tls(ca: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).map_err(|e| {
+            ClientError::Refused(format!("reading the CA certificate {}: {e}", ca.display()))
+        })?;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| {
+                ClientError::Refused(format!("CA certificate {}: {e}", ca.display()))
+            })?;
+            roots.add(cert).map_err(|e| {
+                ClientError::Refused(format!("CA certificate {}: {e}", ca.display()))
+            })?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ClientError::Failed(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}

@@ -1,0 +1,583 @@
+//! `meridian dc|cluster|env|tenant|grant|workflow|schedule create|list|get|delete`, `meridian
+//! token` and `meridian audit`: the model through the REST API.
+//!
+//! Every noun takes the same verbs. `create` builds the JSON document from flags, or takes it
+//! whole from `-f FILE` (JSON, or TOML when the name ends in `.toml`); the plane validates it
+//! and its errors name the field. `get` and `list` print JSON.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::client::{Client, ClientError};
+use crate::api::{CreatedToken, TokenView, WriteReply};
+
+/// One noun's verbs; `C` is its `create` flags.
+#[derive(Debug, Subcommand)]
+pub enum Verb<C: Args> {
+    /// Create one, from flags or from `-f FILE`.
+    Create(C),
+    /// List them (JSON).
+    List(ListArgs),
+    /// Show one (JSON).
+    Get(KeyArgs),
+    /// Delete one. Refused while something still uses it; the error names the users.
+    Delete(KeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this tenant's (grants, workflows, schedules).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Read the node's local copy without asking the leader (may be slightly behind).
+    #[arg(long)]
+    pub stale: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// NAME; or TENANT NAME for workflows and schedules; or TENANT ENVIRONMENT for grants.
+    #[arg(required = true, num_args = 1..=2)]
+    pub keys: Vec<String>,
+    /// A workflow version (get only; default: the newest).
+    #[arg(long)]
+    pub version: Option<u64>,
+    #[arg(long)]
+    pub stale: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FileArg {
+    /// The whole document, JSON (or TOML if the name ends in `.toml`), as the API takes it.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DcCreate {
+    pub name: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    #[command(flatten)]
+    pub file: FileArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ClusterRoleArg {
+    Active,
+    Backup,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterCreate {
+    pub name: Option<String>,
+    /// The data center it is in.
+    #[arg(long)]
+    pub dc: Option<String>,
+    #[arg(long, value_enum)]
+    pub role: Option<ClusterRoleArg>,
+    /// The cluster that takes over this one's schedules when all its agents are gone.
+    #[arg(long)]
+    pub backup: Option<String>,
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    #[arg(long)]
+    pub lease_seconds: Option<u32>,
+    #[command(flatten)]
+    pub file: FileArg,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvCreate {
+    pub name: Option<String>,
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// An environment variable for every run here, `KEY=VALUE` (repeatable).
+    #[arg(long = "var")]
+    pub vars: Vec<String>,
+    #[arg(long)]
+    pub work_dir: Option<String>,
+    #[arg(long)]
+    pub queue: Option<String>,
+    #[command(flatten)]
+    pub file: FileArg,
+}
+
+#[derive(Debug, Args)]
+pub struct TenantCreate {
+    pub name: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    #[command(flatten)]
+    pub file: FileArg,
+}
+
+#[derive(Debug, Args)]
+pub struct GrantCreate {
+    pub tenant: Option<String>,
+    pub environment: Option<String>,
+    #[arg(long)]
+    pub max_concurrent_runs: Option<u32>,
+    #[command(flatten)]
+    pub file: FileArg,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkflowCreate {
+    pub tenant: Option<String>,
+    pub name: Option<String>,
+    /// A one-task workflow running this shell script (for more, use `-f`).
+    #[arg(long)]
+    pub shell: Option<String>,
+    /// Default environment for "run now".
+    #[arg(long = "env")]
+    pub environment: Option<String>,
+    #[arg(long)]
+    pub timeout_seconds: Option<u64>,
+    #[arg(long)]
+    pub retries: Option<u32>,
+    #[command(flatten)]
+    pub file: FileArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleCreate {
+    pub tenant: Option<String>,
+    pub name: Option<String>,
+    #[arg(long)]
+    pub workflow: Option<String>,
+    #[arg(long = "env")]
+    pub environment: Option<String>,
+    /// Quartz (6–7 fields) or Unix (5 fields) cron expression.
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// IANA time zone the expression is read in (default UTC).
+    #[arg(long)]
+    pub time_zone: Option<String>,
+    /// No fire before this instant (RFC 3339).
+    #[arg(long)]
+    pub start: Option<String>,
+    /// No fire after this instant (RFC 3339).
+    #[arg(long)]
+    pub end: Option<String>,
+    /// skip, buffer_one, buffer_all, cancel_older or allow_all.
+    #[arg(long)]
+    pub overlap: Option<String>,
+    #[command(flatten)]
+    pub file: FileArg,
+}
+
+/// A noun of the model and where the API keeps it.
+pub struct Noun {
+    /// As the CLI says it.
+    pub word: &'static str,
+    pub path: &'static str,
+    /// Names of the keys in `get`/`delete` (one or two).
+    pub keys: &'static [&'static str],
+}
+
+pub const DC: Noun = Noun {
+    word: "dc",
+    path: "/dcs",
+    keys: &["NAME"],
+};
+pub const CLUSTER: Noun = Noun {
+    word: "cluster",
+    path: "/clusters",
+    keys: &["NAME"],
+};
+pub const ENV: Noun = Noun {
+    word: "env",
+    path: "/environments",
+    keys: &["NAME"],
+};
+pub const TENANT: Noun = Noun {
+    word: "tenant",
+    path: "/tenants",
+    keys: &["NAME"],
+};
+pub const GRANT: Noun = Noun {
+    word: "grant",
+    path: "/grants",
+    keys: &["TENANT", "ENVIRONMENT"],
+};
+pub const WORKFLOW: Noun = Noun {
+    word: "workflow",
+    path: "/workflows",
+    keys: &["TENANT", "NAME"],
+};
+pub const SCHEDULE: Noun = Noun {
+    word: "schedule",
+    path: "/schedules",
+    keys: &["TENANT", "NAME"],
+};
+
+/// Builds the JSON document a `create` sends.
+pub trait CreateBody {
+    fn file(&self) -> &FileArg;
+    /// The document from flags; `Err` names a missing flag or argument.
+    fn from_flags(&self) -> Result<Value, ClientError>;
+
+    fn body(&self) -> Result<Value, ClientError> {
+        match &self.file().file {
+            Some(path) => {
+                let flags = self.from_flags().ok().filter(|v| v != &json!({}));
+                if flags.is_some() {
+                    return Err(ClientError::Refused(
+                        "give either -f FILE or flags, not both".into(),
+                    ));
+                }
+                read_document(path)
+            }
+            None => self.from_flags(),
+        }
+    }
+}
+
+fn read_document(path: &PathBuf) -> Result<Value, ClientError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ClientError::Refused(format!("reading {}: {e}", path.display())))?;
+    let parsed = if path.extension().is_some_and(|e| e == "toml") {
+        toml::from_str::<Value>(&text).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_str::<Value>(&text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|e| ClientError::Refused(format!("{}: {e}", path.display())))
+}
+
+/// Collects set fields; `need` fails naming the argument when a required one is missing.
+#[derive(Default)]
+struct Doc(Map<String, Value>);
+
+impl Doc {
+    fn need(&mut self, key: &str, arg: &str, value: &Option<String>) -> Result<(), ClientError> {
+        match value {
+            Some(v) => {
+                self.0.insert(key.into(), json!(v));
+                Ok(())
+            }
+            None => Err(ClientError::Refused(format!(
+                "{arg} is required (or give the whole document with -f FILE)"
+            ))),
+        }
+    }
+
+    fn opt(&mut self, key: &str, value: Option<Value>) {
+        if let Some(v) = value {
+            self.0.insert(key.into(), v);
+        }
+    }
+
+    fn done(self) -> Value {
+        Value::Object(self.0)
+    }
+}
+
+impl CreateBody for DcCreate {
+    fn file(&self) -> &FileArg {
+        &self.file
+    }
+    fn from_flags(&self) -> Result<Value, ClientError> {
+        let mut d = Doc::default();
+        d.need("name", "NAME", &self.name)?;
+        d.opt("description", self.description.as_ref().map(|v| json!(v)));
+        Ok(d.done())
+    }
+}
+
+impl CreateBody for ClusterCreate {
+    fn file(&self) -> &FileArg {
+        &self.file
+    }
+    fn from_flags(&self) -> Result<Value, ClientError> {
+        let mut d = Doc::default();
+        d.need("name", "NAME", &self.name)?;
+        d.need("dc", "--dc", &self.dc)?;
+        d.opt(
+            "role",
+            self.role.map(|r| match r {
+                ClusterRoleArg::Active => json!("active"),
+                ClusterRoleArg::Backup => json!("backup"),
+            }),
+        );
+        d.opt("backup", self.backup.as_ref().map(|v| json!(v)));
+        d.opt("partitions", self.partitions.map(|v| json!(v)));
+        d.opt("lease_seconds", self.lease_seconds.map(|v| json!(v)));
+        Ok(d.done())
+    }
+}
+
+impl CreateBody for EnvCreate {
+    fn file(&self) -> &FileArg {
+        &self.file
+    }
+    fn from_flags(&self) -> Result<Value, ClientError> {
+        let mut d = Doc::default();
+        d.need("name", "NAME", &self.name)?;
+        d.need("cluster", "--cluster", &self.cluster)?;
+        let mut vars = Map::new();
+        for var in &self.vars {
+            let (k, v) = var.split_once('=').ok_or_else(|| {
+                ClientError::Refused(format!("--var `{var}`: expected KEY=VALUE"))
+            })?;
+            vars.insert(k.to_owned(), json!(v));
+        }
+        if !vars.is_empty() {
+            d.opt("vars", Some(Value::Object(vars)));
+        }
+        d.opt("work_dir", self.work_dir.as_ref().map(|v| json!(v)));
+        d.opt("queue", self.queue.as_ref().map(|v| json!(v)));
+        Ok(d.done())
+    }
+}
+
+impl CreateBody for TenantCreate {
+    fn file(&self) -> &FileArg {
+        &self.file
+    }
+    fn from_flags(&self) -> Result<Value, ClientError> {
+        let mut d = Doc::default();
+        d.need("name", "NAME", &self.name)?;
+        d.opt("description", self.description.as_ref().map(|v| json!(v)));
+        Ok(d.done())
+    }
+}
+
+impl CreateBody for GrantCreate {
+    fn file(&self) -> &FileArg {
+        &self.file
+    }
+    fn from_flags(&self) -> Result<Value, ClientError> {
+        let mut d = Doc::default();
+        d.need("tenant", "TENANT", &self.tenant)?;
+        d.need("environment", "ENVIRONMENT", &self.environment)?;
+        d.opt(
+            "max_concurrent_runs",
+            self.max_concurrent_runs.map(|v| json!(v)),
+        );
+        Ok(d.done())
+    }
+}
+
+impl CreateBody for WorkflowCreate {
+    fn file(&self) -> &FileArg {
+        &self.file
+    }
+    fn from_flags(&self) -> Result<Value, ClientError> {
+        let mut d = Doc::default();
+        d.need("tenant", "TENANT", &self.tenant)?;
+        d.need("name", "NAME", &self.name)?;
+        let Some(script) = &self.shell else {
+            return Err(ClientError::Refused(
+                "--shell SCRIPT is required (or give the whole document with -f FILE)".into(),
+            ));
+        };
+        let mut task = Doc::default();
+        task.opt("name", Some(json!("main")));
+        task.opt("kind", Some(json!({"shell": {"script": script}})));
+        task.opt("timeout_seconds", self.timeout_seconds.map(|v| json!(v)));
+        task.opt("retries", self.retries.map(|v| json!(v)));
+        d.opt("definition", Some(json!({"tasks": [task.done()]})));
+        d.opt("environment", self.environment.as_ref().map(|v| json!(v)));
+        Ok(d.done())
+    }
+}
+
+impl CreateBody for ScheduleCreate {
+    fn file(&self) -> &FileArg {
+        &self.file
+    }
+    fn from_flags(&self) -> Result<Value, ClientError> {
+        let mut d = Doc::default();
+        d.need("tenant", "TENANT", &self.tenant)?;
+        d.need("name", "NAME", &self.name)?;
+        d.need("workflow", "--workflow", &self.workflow)?;
+        d.need("environment", "--env", &self.environment)?;
+        let mut spec = Doc::default();
+        spec.need("cron", "--cron", &self.cron)?;
+        spec.opt("time_zone", self.time_zone.as_ref().map(|v| json!(v)));
+        spec.opt("start", self.start.as_ref().map(|v| json!(v)));
+        spec.opt("end", self.end.as_ref().map(|v| json!(v)));
+        d.opt("spec", Some(spec.done()));
+        d.opt("overlap", self.overlap.as_ref().map(|v| json!(v)));
+        Ok(d.done())
+    }
+}
+
+/// Runs one noun's verb; returns what to print.
+pub async fn run<C: Args + CreateBody>(
+    client: &Client,
+    noun: &Noun,
+    verb: &Verb<C>,
+) -> Result<String, ClientError> {
+    match verb {
+        Verb::Create(args) => {
+            let body = args.body()?;
+            let reply: WriteReply = client.call(Method::POST, noun.path, Some(&body)).await?;
+            Ok(match reply.version {
+                Some(v) => format!("created {} (version {v})", reply.subject),
+                None => format!("created {}", reply.subject),
+            })
+        }
+        Verb::List(args) => {
+            let mut query = vec![];
+            if let Some(t) = &args.tenant {
+                query.push(format!("tenant={}", encode(t)));
+            }
+            if args.stale {
+                query.push("stale=true".into());
+            }
+            let path = with_query(noun.path, &query);
+            let list: Value = client.call(Method::GET, &path, None::<&()>).await?;
+            Ok(pretty(&list))
+        }
+        Verb::Get(args) => {
+            let mut query = vec![];
+            if let Some(v) = args.version {
+                query.push(format!("version={v}"));
+            }
+            if args.stale {
+                query.push("stale=true".into());
+            }
+            let path = with_query(&key_path(noun, &args.keys)?, &query);
+            let one: Value = client.call(Method::GET, &path, None::<&()>).await?;
+            Ok(pretty(&one))
+        }
+        Verb::Delete(args) => {
+            let reply: WriteReply = client
+                .call(Method::DELETE, &key_path(noun, &args.keys)?, None::<&()>)
+                .await?;
+            Ok(format!("deleted {}", reply.subject))
+        }
+    }
+}
+
+fn key_path(noun: &Noun, keys: &[String]) -> Result<String, ClientError> {
+    if keys.len() != noun.keys.len() {
+        return Err(ClientError::Refused(format!(
+            "`meridian {}` takes {} (got {} argument{})",
+            noun.word,
+            noun.keys.join(" "),
+            keys.len(),
+            if keys.len() == 1 { "" } else { "s" }
+        )));
+    }
+    let mut path = noun.path.to_owned();
+    for k in keys {
+        path.push('/');
+        path.push_str(&encode(k));
+    }
+    Ok(path)
+}
+
+fn with_query(path: &str, query: &[String]) -> String {
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
+/// Percent-encodes a path segment or query value (names are plain, but input may not be).
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).expect("JSON values always print")
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token; its secret is printed once and cannot be shown again.
+    Create {
+        name: String,
+        /// The tenant a tenant-scoped token acts for (roles are coming; today every token is
+        /// an admin token).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List tokens (names and roles, never secrets).
+    List,
+    /// Delete a token; it stops working at once.
+    Delete { name: String },
+}
+
+pub async fn token(client: &Client, command: &TokenCommand) -> Result<String, ClientError> {
+    match command {
+        TokenCommand::Create { name, tenant } => {
+            let body = json!({"name": name, "tenant": tenant});
+            let created: CreatedToken = client.call(Method::POST, "/tokens", Some(&body)).await?;
+            Ok(format!(
+                "created token {}; its secret (shown only now):\n{}",
+                created.name, created.token
+            ))
+        }
+        TokenCommand::List => {
+            let tokens: Vec<TokenView> = client.call(Method::GET, "/tokens", None::<&()>).await?;
+            Ok(tokens
+                .iter()
+                .map(|t| match &t.tenant {
+                    Some(tenant) => format!("{}\t{:?}\ttenant {tenant}", t.name, t.role),
+                    None => format!("{}\t{:?}", t.name, t.role),
+                })
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+        TokenCommand::Delete { name } => {
+            let reply: WriteReply = client
+                .call(
+                    Method::DELETE,
+                    &format!("/tokens/{}", encode(name)),
+                    None::<&()>,
+                )
+                .await?;
+            Ok(format!("deleted {}", reply.subject))
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only entries at or after this instant (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+pub async fn audit(client: &Client, args: &AuditArgs) -> Result<String, ClientError> {
+    let since_ms = match &args.since {
+        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map_err(|e| ClientError::Refused(format!("--since `{s}`: {e} (want RFC 3339)")))?
+            .timestamp_millis(),
+        None => 0,
+    };
+    let path = format!("/audit?since_ms={since_ms}&limit={}", args.limit);
+    let entries: Vec<crate::model::query::AuditEntry> =
+        client.call(Method::GET, &path, None::<&()>).await?;
+    Ok(entries
+        .iter()
+        .map(|e| {
+            let at = chrono::DateTime::from_timestamp_millis(e.at_ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_else(|| e.at_ms.to_string());
+            format!(
+                "{}\t{at}\t{}\t{}\t{}",
+                e.log_index, e.actor, e.op, e.subject
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}

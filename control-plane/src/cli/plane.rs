@@ -1,0 +1,375 @@
+//! `meridian plane serve|init|add|remove|status` and `meridian dev`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use meridian_proto::transport::HostsMap;
+use meridian_proto::{Clock, SystemClock};
+use reqwest::Method;
+use serde_json::json;
+
+use super::client::{Client, ClientError};
+use crate::api::{DEFAULT_PEER_PORT, WriteReply};
+use crate::certs;
+use crate::config::PlaneConfig;
+use crate::model::{Cluster, ClusterRole, Command, DataCenter, Environment, Grant, Name, Tenant};
+use crate::raft::node::{NodeConfig, NodeStatus, Timing};
+use crate::server::{self, Server};
+
+#[derive(Debug, Subcommand)]
+pub enum PlaneCommand {
+    /// Run the node whose plane.toml `--config` names: Raft, the peer/agent service, and the
+    /// REST API.
+    Serve,
+    /// Make the `--config` node a one-member plane and create the admin token (printed once,
+    /// kept in <data_dir>/admin.token). Run once, on the first node, before its first `serve`.
+    Init,
+    /// Add a node (HOSTNAME or HOSTNAME:PORT, default port 7443): it joins as a learner,
+    /// catches up, then becomes a voter. Start it with `plane serve` first.
+    Add { node: String },
+    /// Remove a node from the plane.
+    Remove { hostname: String },
+    /// Every node: role, term, last log index, applied index, reachable.
+    Status,
+}
+
+fn node_config(config: &PlaneConfig) -> Result<NodeConfig, ClientError> {
+    let tls = config
+        .tls
+        .load()
+        .map_err(|e| ClientError::Refused(format!("plane config field `tls`: {e}")))?;
+    Ok(NodeConfig {
+        hostname: config.hostname.clone(),
+        port: config.peer_port(),
+        data_dir: config.data_dir.clone(),
+        tls,
+        hosts: config.hosts.clone(),
+        timing: config.timing,
+    })
+}
+
+fn failed(e: impl ToString) -> ClientError {
+    ClientError::Failed(e.to_string())
+}
+
+/// `plane serve`: runs until Ctrl-C or SIGTERM.
+pub async fn serve(path: &Path) -> Result<String, ClientError> {
+    let config = PlaneConfig::load(path).map_err(|e| ClientError::Refused(e.to_string()))?;
+    let node_config = node_config(&config)?;
+    let peer = server::bind_peer(config.listen).await.map_err(failed)?;
+    let http = server::bind_http(config.http.listen).map_err(failed)?;
+    let server = Server::start(
+        node_config,
+        peer,
+        http,
+        config.http.tls,
+        Arc::new(SystemClock),
+    )
+    .await
+    .map_err(|e| match e {
+        server::ServeError::Node(n) if n.to_string().contains("already open") => {
+            ClientError::Failed(format!(
+                "{n}: is another `meridian plane serve` using {}?",
+                config.data_dir.display()
+            ))
+        }
+        other => failed(other),
+    })?;
+    let scheme = if config.http.tls { "https" } else { "http" };
+    eprintln!(
+        "plane node {} serving peers and agents on {}, the API on {scheme}://{}/api/v1",
+        config.hostname, config.listen, server.http_addr
+    );
+    if !server::is_initialized(&server.node) {
+        eprintln!(
+            "not part of a plane yet: run `meridian plane init` (first node) or \
+             `meridian plane add {}:{}` against a member",
+            config.hostname,
+            config.peer_port()
+        );
+    }
+    shutdown_signal().await;
+    eprintln!("stopping");
+    server.shutdown().await;
+    Ok(String::new())
+}
+
+/// `plane init`: starts the node privately (no peer can reach it, no API), makes it a plane of
+/// one, creates the admin token, and stops.
+pub async fn init(path: &Path) -> Result<String, ClientError> {
+    let config = PlaneConfig::load(path).map_err(|e| ClientError::Refused(e.to_string()))?;
+    let node_config = node_config(&config)?;
+    let peer = server::bind_peer(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(failed)?;
+    let node = crate::raft::node::PlaneNode::start(node_config, peer)
+        .await
+        .map_err(|e| {
+            ClientError::Failed(format!(
+                "{e}; is `meridian plane serve` running on {}? stop it first",
+                config.data_dir.display()
+            ))
+        })?;
+    if server::is_initialized(&node) && config.data_dir.join(server::ADMIN_TOKEN_FILE).exists() {
+        node.shutdown().await;
+        return Err(ClientError::Refused(format!(
+            "{} is already part of a plane (its admin token is in {})",
+            config.hostname,
+            config.data_dir.join(server::ADMIN_TOKEN_FILE).display()
+        )));
+    }
+    let done = server::bootstrap(&node, &config.data_dir, &SystemClock).await;
+    node.shutdown().await;
+    let done = done.map_err(failed)?;
+    let mut out = format!(
+        "initialised a one-node plane on {}; start it with `meridian plane serve --config {}`",
+        config.hostname,
+        path.display()
+    );
+    if let Some(secret) = done.admin_token {
+        out.push_str(&format!(
+            "\nadmin token (shown once; also in {}):\n{secret}",
+            done.token_file.display()
+        ));
+    }
+    Ok(out)
+}
+
+pub async fn add(client: &Client, node: &str) -> Result<String, ClientError> {
+    let (hostname, port) = match node.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>().map_err(|_| {
+                ClientError::Refused(format!("`{node}`: the port `{p}` is not a number"))
+            })?,
+        ),
+        None => (node, DEFAULT_PEER_PORT),
+    };
+    let body = json!({"hostname": hostname, "port": port});
+    let reply: WriteReply = client
+        .call(Method::POST, "/plane/nodes", Some(&body))
+        .await?;
+    Ok(format!("added {} as a voter", reply.subject))
+}
+
+pub async fn remove(client: &Client, hostname: &str) -> Result<String, ClientError> {
+    let reply: WriteReply = client
+        .call(
+            Method::DELETE,
+            &format!("/plane/nodes/{hostname}"),
+            None::<&()>,
+        )
+        .await?;
+    Ok(format!("removed {}", reply.subject))
+}
+
+pub async fn status(client: &Client) -> Result<String, ClientError> {
+    let nodes: Vec<NodeStatus> = client
+        .call(Method::GET, "/plane/status", None::<&()>)
+        .await?;
+    Ok(status_table(&nodes))
+}
+
+/// The status table, one row per node.
+pub fn status_table(nodes: &[NodeStatus]) -> String {
+    let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    let mut rows = vec![[
+        "NODE".to_owned(),
+        "ROLE".into(),
+        "VOTER".into(),
+        "TERM".into(),
+        "LAST LOG".into(),
+        "APPLIED".into(),
+        "REACHABLE".into(),
+    ]];
+    for n in nodes {
+        rows.push([
+            format!("{}:{}", n.hostname, n.port),
+            n.role.clone(),
+            if n.voter { "yes" } else { "no" }.into(),
+            if n.reachable {
+                n.term.to_string()
+            } else {
+                "-".into()
+            },
+            opt(n.last_log_index),
+            opt(n.applied_index),
+            if n.reachable { "yes" } else { "no" }.into(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the REST API listens. (`--data-dir`, default `meridian-data`, is where the plane
+    /// keeps its state; a restart with the same directory keeps everything.)
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+}
+
+/// The hostname the dev node calls itself (its certificate is issued for it).
+pub const DEV_HOSTNAME: &str = "localhost";
+
+/// `meridian dev`: a one-node plane on local defaults with an example federation.
+pub async fn dev(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
+    std::fs::create_dir_all(dir).map_err(|e| failed(format!("creating {}: {e}", dir.display())))?;
+    let tls = dev_certificates(&dir.join("certs"))?;
+    // Peers never dial a one-node plane; the port only fills the membership record.
+    let peer = server::bind_peer(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(failed)?;
+    let http = server::bind_http(args.http).map_err(failed)?;
+    let port = peer.local_addr().map_err(failed)?.port();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let server = Server::start(
+        NodeConfig {
+            hostname: DEV_HOSTNAME.into(),
+            port,
+            data_dir: dir.join("plane"),
+            tls,
+            hosts: HostsMap::default(),
+            timing: Timing::default(),
+        },
+        peer,
+        http,
+        false,
+        clock.clone(),
+    )
+    .await
+    .map_err(|e| {
+        failed(format!(
+            "{e}; is another `meridian dev` using {}?",
+            dir.display()
+        ))
+    })?;
+    let boot = server::bootstrap(&server.node, dir, clock.as_ref())
+        .await
+        .map_err(failed)?;
+    for command in examples() {
+        server::ensure(&server.node, clock.as_ref(), command)
+            .await
+            .map_err(failed)?;
+    }
+    let url = format!("http://{}", server.http_addr);
+    eprintln!(
+        "Meridian dev: a one-node plane with its state in {}",
+        dir.display()
+    );
+    eprintln!("  REST API  {url}/api/v1   (OpenAPI: {url}/api/v1/openapi.json)");
+    match &boot.admin_token {
+        Some(secret) => eprintln!(
+            "  admin token (shown once; also in {}):\n    {secret}",
+            boot.token_file.display()
+        ),
+        None => eprintln!("  admin token in {}", boot.token_file.display()),
+    }
+    eprintln!(
+        "  try: meridian --data-dir {} env list      (Ctrl-C stops; state is kept)",
+        dir.display()
+    );
+    eprintln!("  not yet: the embedded agent and the web UI (issues #4 and later)");
+    shutdown_signal().await;
+    eprintln!("stopping");
+    server.shutdown().await;
+    Ok(String::new())
+}
+
+/// A CA and a plane certificate for `localhost` in `dir`, made on first start.
+fn dev_certificates(dir: &Path) -> Result<meridian_proto::transport::TlsMaterial, ClientError> {
+    let node_cert = dir.join(format!("{DEV_HOSTNAME}.pem"));
+    if !node_cert.exists() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+        let ca = match certs::read_ca(dir) {
+            Ok(ca) => ca,
+            Err(_) => {
+                let ca = certs::new_ca("Meridian dev CA").map_err(failed)?;
+                certs::write(dir, "ca", &ca).map_err(failed)?;
+                ca
+            }
+        };
+        let leaf = certs::issue(
+            &ca,
+            DEV_HOSTNAME,
+            meridian_proto::transport::Role::Plane,
+            None,
+        )
+        .map_err(failed)?;
+        // A crash between the two files leaves a key without a certificate; start over.
+        let _ = std::fs::remove_file(dir.join(format!("{DEV_HOSTNAME}.key")));
+        certs::write(dir, DEV_HOSTNAME, &leaf).map_err(failed)?;
+    }
+    meridian_proto::transport::TlsFiles {
+        ca: dir.join(certs::CA_CERT),
+        cert: node_cert,
+        key: dir.join(format!("{DEV_HOSTNAME}.key")),
+    }
+    .load()
+    .map_err(failed)
+}
+
+/// The example federation `meridian dev` starts with.
+fn examples() -> Vec<Command> {
+    let n = |s: &str| Name::new(s).expect("example names are valid");
+    vec![
+        Command::CreateDataCenter(DataCenter {
+            name: n("local"),
+            description: "This machine".into(),
+        }),
+        Command::CreateCluster(Cluster {
+            name: n("local"),
+            dc: n("local"),
+            role: ClusterRole::Active,
+            backup: None,
+            partitions: 16,
+            lease_seconds: 30,
+        }),
+        Command::CreateEnvironment(Environment {
+            name: n("dev"),
+            cluster: n("local"),
+            vars: [("MERIDIAN_ENV".to_owned(), "dev".to_owned())].into(),
+            work_dir: None,
+            queue: None,
+        }),
+        Command::CreateTenant(Tenant {
+            name: n("demo"),
+            description: "Example tenant".into(),
+        }),
+        Command::CreateGrant(Grant {
+            tenant: n("demo"),
+            environment: n("dev"),
+            max_concurrent_runs: 10,
+        }),
+    ]
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,279 @@
+//! A plane node as a running service: the Raft node, its REST API, and the first-start
+//! bootstrap (`meridian plane init`, `meridian dev`).
+//!
+//! Bootstrap is crash-safe: the admin secret is written to `admin.token.new` before the token
+//! is proposed, and renamed to `admin.token` only once the plane has committed it; a restart
+//! after a crash in between finds the pending file and finishes the job.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_proto::Clock;
+use meridian_proto::transport::TlsMaterial;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+use crate::api::{self, Api, token};
+use crate::model::processor::RefusalKind;
+use crate::model::{ApiToken, Command, Name, Proposal, TokenRole, query};
+use crate::raft::Outcome;
+use crate::raft::node::{NodeConfig, PlaneNode};
+
+/// The admin token's file name in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// How long a write through the API may wait for the plane.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("starting the plane node: {0}")]
+    Node(#[from] crate::raft::node::NodeError),
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTPS certificate: {0}")]
+    Tls(String),
+    #[error("{doing}: {problem}")]
+    Bootstrap { doing: String, problem: String },
+}
+
+fn bootstrap_error(doing: &str, problem: impl ToString) -> ServeError {
+    ServeError::Bootstrap {
+        doing: doing.to_owned(),
+        problem: problem.to_string(),
+    }
+}
+
+/// A running node with its API.
+pub struct Server {
+    pub node: Arc<PlaneNode>,
+    pub http_addr: SocketAddr,
+    http: axum_server::Handle,
+    http_task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Starts the node on `peer_listener` and the API on `http_listener` (HTTPS with the
+    /// node's certificate when `https`).
+    pub async fn start(
+        config: NodeConfig,
+        peer_listener: TcpListener,
+        http_listener: std::net::TcpListener,
+        https: bool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServeError> {
+        let tls = config.tls.clone();
+        let node = Arc::new(PlaneNode::start(config, peer_listener).await?);
+        let app = api::router(Api {
+            node: node.clone(),
+            clock,
+            timeout: WRITE_TIMEOUT,
+        });
+        http_listener
+            .set_nonblocking(true)
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+        let handle = axum_server::Handle::new();
+        let service = app.into_make_service();
+        let http_task = if https {
+            let rustls =
+                axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(https_config(&tls)?));
+            let server = axum_server::from_tcp_rustls(http_listener, rustls).handle(handle.clone());
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(service).await {
+                    tracing::error!("REST API stopped: {e}");
+                }
+            })
+        } else {
+            let server = axum_server::from_tcp(http_listener).handle(handle.clone());
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(service).await {
+                    tracing::error!("REST API stopped: {e}");
+                }
+            })
+        };
+        Ok(Self {
+            node,
+            http_addr,
+            http: handle,
+            http_task,
+        })
+    }
+
+    /// Stops the API (letting requests in flight finish) and then the node.
+    pub async fn shutdown(self) {
+        self.http.graceful_shutdown(Some(Duration::from_secs(5)));
+        let _ = self.http_task.await;
+        self.node.shutdown().await;
+    }
+}
+
+/// HTTPS for the API: this node's certificate; clients are not asked for one (they bring a
+/// bearer token instead).
+fn https_config(tls: &TlsMaterial) -> Result<rustls::ServerConfig, ServeError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&tls.cert)
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServeError::Tls(format!("reading the certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(&tls.key)
+        .map_err(|e| ServeError::Tls(format!("reading the private key: {e}")))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServeError::Tls(e.to_string()))
+}
+
+/// Binds a std listener for the API (std, so it can be handed to the HTTP server as is).
+pub fn bind_http(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind {
+        what: "the REST API",
+        addr,
+        source,
+    })
+}
+
+pub async fn bind_peer(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: "the peer and agent service",
+            addr,
+            source,
+        })
+}
+
+/// Whether this node has ever been part of a plane (has a membership).
+pub fn is_initialized(node: &PlaneNode) -> bool {
+    node.raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .nodes()
+        .next()
+        .is_some()
+}
+
+/// What [`bootstrap`] did.
+#[derive(Debug)]
+pub struct Bootstrapped {
+    /// The new admin secret, when one was created now (print it once).
+    pub admin_token: Option<String>,
+    pub token_file: PathBuf,
+}
+
+/// Makes `node` a one-member plane if it is not part of one, and makes sure an admin token
+/// exists with its secret in `<data_dir>/admin.token` (mode 0600).
+pub async fn bootstrap(
+    node: &PlaneNode,
+    data_dir: &Path,
+    clock: &dyn Clock,
+) -> Result<Bootstrapped, ServeError> {
+    if !is_initialized(node) {
+        node.initialize()
+            .await
+            .map_err(|e| bootstrap_error("initialising the plane", e))?;
+    }
+    let token_file = data_dir.join(ADMIN_TOKEN_FILE);
+    let pending = data_dir.join(format!("{ADMIN_TOKEN_FILE}.new"));
+    if token_file.exists() {
+        return Ok(Bootstrapped {
+            admin_token: None,
+            token_file,
+        });
+    }
+    let doing = "creating the admin token";
+    let secret = match std::fs::read_to_string(&pending) {
+        Ok(s) => s.trim().to_owned(),
+        Err(_) => {
+            let s = token::generate().map_err(|e| bootstrap_error(doing, e))?;
+            write_private(&pending, &s).map_err(|e| bootstrap_error(doing, e))?;
+            s
+        }
+    };
+    let proposal = Proposal::new(
+        "bootstrap",
+        clock.now_ms(),
+        Command::CreateToken(ApiToken {
+            name: Name::new("admin").expect("valid name"),
+            role: TokenRole::Admin,
+            tenant: None,
+            hash: token::hash(&secret),
+        }),
+    );
+    match node.write(proposal, WRITE_TIMEOUT).await {
+        Ok(Outcome::Applied(_)) => {}
+        Ok(Outcome::Refused(r)) if r.kind == RefusalKind::Exists => {
+            // Committed before a crash, or another admin token exists: only adopt the pending
+            // secret if it is the one the plane holds.
+            node.read_barrier(WRITE_TIMEOUT)
+                .await
+                .map_err(|e| bootstrap_error(doing, e))?;
+            let held = query::token_by_hash(node.state.pool(), &token::hash(&secret))
+                .await
+                .map_err(|e| bootstrap_error(doing, e))?;
+            if held.is_none() {
+                return Err(bootstrap_error(
+                    doing,
+                    "the plane already has an `admin` token and its secret is not in this data \
+                     directory; use that token, or delete it with `meridian token delete admin`",
+                ));
+            }
+        }
+        Ok(other) => return Err(bootstrap_error(doing, format!("{other:?}"))),
+        Err(e) => return Err(bootstrap_error(doing, e)),
+    }
+    std::fs::rename(&pending, &token_file).map_err(|e| bootstrap_error(doing, e))?;
+    Ok(Bootstrapped {
+        admin_token: Some(secret),
+        token_file,
+    })
+}
+
+/// Writes `text` to a new file only its owner can read.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// Proposes `command` unless the model already has it: refusals of kind "exists" are fine.
+/// For seeding examples, where a restart after a partial seed must not fail.
+pub async fn ensure(
+    node: &PlaneNode,
+    clock: &dyn Clock,
+    command: Command,
+) -> Result<(), ServeError> {
+    let doing = format!("seeding {}", command.op());
+    match node
+        .write(
+            Proposal::new("bootstrap", clock.now_ms(), command),
+            WRITE_TIMEOUT,
+        )
+        .await
+    {
+        Ok(Outcome::Applied(_)) => Ok(()),
+        Ok(Outcome::Refused(r)) if r.kind == RefusalKind::Exists => Ok(()),
+        Ok(Outcome::Refused(r)) => Err(bootstrap_error(&doing, r)),
+        Ok(Outcome::Internal) => Ok(()),
+        Err(e) => Err(bootstrap_error(&doing, e)),
+    }
+}

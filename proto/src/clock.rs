@@ -1,0 +1,67 @@
+//! The time, as something passed in: runtimes take a [`Clock`] so tests set the time instead
+//! of sleeping.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64 {
+        self.now().timestamp_millis()
+    }
+}
+
+/// The machine's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that only moves when told to; clones share the same time.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl ManualClock {
+    pub fn at(start: DateTime<Utc>) -> Self {
+        Self(Arc::new(Mutex::new(start)))
+    }
+
+    pub fn set(&self, to: DateTime<Utc>) {
+        *self.0.lock().expect("clock lock") = to;
+    }
+
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().expect("clock lock") += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("clock lock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told_and_clones_share_it() {
+        let t0 = DateTime::parse_from_rfc3339("2026-03-08T06:59:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let clock = ManualClock::at(t0);
+        let other = clock.clone();
+        assert_eq!(clock.now(), t0);
+        other.advance(Duration::minutes(2));
+        assert_eq!(clock.now(), t0 + Duration::minutes(2));
+        assert_eq!(clock.now_ms(), t0.timestamp_millis() + 120_000);
+    }
+}
