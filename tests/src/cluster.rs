@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_plane::certs::{self, Pem};
@@ -17,7 +18,7 @@ pub struct Cluster {
     pub dir: TempDir,
     pub ca: Pem,
     configs: Vec<NodeConfig>,
-    nodes: Vec<Option<PlaneNode>>,
+    nodes: Vec<Option<Arc<PlaneNode>>>,
     /// Links cut by `partition`, re-applied to a node when it restarts.
     cuts: BTreeSet<(usize, usize)>,
     pub timing: Timing,
@@ -66,11 +67,11 @@ impl Cluster {
         }
         let mut nodes = Vec::new();
         for (config, listener) in configs.iter().zip(listeners) {
-            nodes.push(Some(
+            nodes.push(Some(Arc::new(
                 PlaneNode::start(config.clone(), listener)
                     .await
                     .expect("start node"),
-            ));
+            )));
         }
         let cluster = Self {
             dir,
@@ -96,6 +97,11 @@ impl Cluster {
     /// Node `i`; panics if it was killed.
     pub fn node(&self, i: usize) -> &PlaneNode {
         self.nodes[i].as_ref().expect("node is running")
+    }
+
+    /// Node `i`, shared (for servers built on it, such as the REST API).
+    pub fn shared(&self, i: usize) -> Arc<PlaneNode> {
+        self.nodes[i].clone().expect("node is running")
     }
 
     pub fn size(&self) -> usize {
@@ -203,7 +209,7 @@ impl Cluster {
                 Err(e) => panic!("restarting {}: {e}", hostname(i)),
             }
         };
-        self.nodes[i] = Some(node);
+        self.nodes[i] = Some(Arc::new(node));
         self.apply_cuts();
     }
 

@@ -1,0 +1,363 @@
+//! The REST API on a three-node plane: every node serves it, writes go through any node,
+//! reads are linearizable, bad input is refused with the field named, and every call needs a
+//! token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_plane::api::openapi::ROUTES;
+use meridian_plane::api::{Api, router};
+use meridian_plane::server;
+use meridian_proto::{ManualClock, SystemClock};
+use meridian_tests::cluster::{Cluster, hostname};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Plane {
+    cluster: Cluster,
+    /// Base URL of each node's API.
+    urls: Vec<String>,
+    token: String,
+    http: reqwest::Client,
+}
+
+async fn serve(node: Arc<meridian_plane::raft::node::PlaneNode>, clock: ManualClock) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v1", listener.local_addr().unwrap());
+    let app = router(Api {
+        node,
+        clock: Arc::new(clock),
+        timeout: Duration::from_secs(10),
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+impl Plane {
+    async fn start(clock: ManualClock) -> Self {
+        let cluster = Cluster::start(3).await;
+        let dir = cluster.dir.path().to_owned();
+        let boot = server::bootstrap(cluster.node(0), &dir, &SystemClock)
+            .await
+            .unwrap();
+        let token = boot.admin_token.expect("a fresh plane gets an admin token");
+        let mut urls = Vec::new();
+        for i in 0..3 {
+            urls.push(serve(cluster.shared(i), clock.clone()).await);
+        }
+        // Authentication reads each node's own copy: let the token reach every node.
+        cluster.wait_converged().await;
+        Self {
+            cluster,
+            urls,
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        node: usize,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_as(&self.token.clone(), node, method, path, body)
+            .await
+    }
+
+    async fn call_as(
+        &self,
+        token: &str,
+        node: usize,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.urls[node]))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Creates a small federation through node `via`.
+    async fn seed(&self, via: usize) {
+        for (path, body) in [
+            ("/dcs", json!({"name": "nj"})),
+            ("/clusters", json!({"name": "nj-main", "dc": "nj"})),
+            (
+                "/environments",
+                json!({"name": "prod-nj", "cluster": "nj-main", "vars": {"A": "1"}}),
+            ),
+            (
+                "/environments",
+                json!({"name": "test-nj", "cluster": "nj-main"}),
+            ),
+            ("/tenants", json!({"name": "ads"})),
+            (
+                "/grants",
+                json!({"tenant": "ads", "environment": "prod-nj", "max_concurrent_runs": 3}),
+            ),
+            (
+                "/workflows",
+                json!({"tenant": "ads", "name": "etl", "definition":
+                {"tasks": [{"name": "main", "kind": {"shell": {"script": "echo hi"}}}]}}),
+            ),
+            (
+                "/schedules",
+                json!({"tenant": "ads", "name": "hourly", "workflow": "etl",
+                "environment": "prod-nj", "spec": {"cron": "0 0 * * * ?", "time_zone": "America/New_York"}}),
+            ),
+        ] {
+            let (status, reply) = self.call(via, Method::POST, path, Some(body)).await;
+            assert_eq!(status, StatusCode::CREATED, "POST {path}: {reply}");
+        }
+    }
+}
+
+fn t0() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z")
+        .unwrap()
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_one_node_are_read_at_once_through_another() {
+    let plane = Plane::start(ManualClock::at(t0())).await;
+    let leader = plane.cluster.leader().await;
+    let (writer, reader) = ((leader + 1) % 3, (leader + 2) % 3);
+    plane.seed(writer).await;
+    // No waiting: a linearizable read on another follower must already see every write.
+    let (status, schedule) = plane
+        .call(reader, Method::GET, "/schedules/ads/hourly", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{schedule}");
+    assert_eq!(schedule["spec"]["time_zone"], "America/New_York");
+    let (_, envs) = plane.call(reader, Method::GET, "/environments", None).await;
+    assert_eq!(envs.as_array().unwrap().len(), 2);
+    let (_, grants) = plane
+        .call(reader, Method::GET, "/grants?tenant=ads", None)
+        .await;
+    assert_eq!(grants[0]["max_concurrent_runs"], 3);
+    let (_, wf) = plane
+        .call(reader, Method::GET, "/workflows/ads/etl", None)
+        .await;
+    assert_eq!(wf["version"], 1);
+    // Applying a workflow again makes a new version; the old one stays readable.
+    let (status, reply) = plane
+        .call(leader, Method::POST, "/workflows", Some(json!({"tenant": "ads", "name": "etl",
+            "definition": {"tasks": [{"name": "main", "kind": {"shell": {"script": "echo v2"}}}]}})))
+        .await;
+    assert_eq!(
+        (status, reply["version"].clone()),
+        (StatusCode::CREATED, json!(2))
+    );
+    let (_, v1) = plane
+        .call(reader, Method::GET, "/workflows/ads/etl?version=1", None)
+        .await;
+    assert_eq!(
+        v1["definition"]["tasks"][0]["kind"]["shell"]["script"],
+        "echo hi"
+    );
+    // A stale read is allowed and answers from the local copy.
+    let (status, _) = plane
+        .call(reader, Method::GET, "/dcs?stale=true", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    plane.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
+    let plane = Plane::start(ManualClock::at(t0())).await;
+    plane.seed(0).await;
+    let (_, before) = plane.call(1, Method::GET, "/audit?limit=1000", None).await;
+    let cases = [
+        (
+            "/clusters",
+            json!({"name": "x", "dc": "nj", "partitions": "many"}),
+            StatusCode::BAD_REQUEST,
+            "partitions",
+        ),
+        (
+            "/clusters",
+            json!({"name": "x", "dc": "nj", "colour": "red"}),
+            StatusCode::BAD_REQUEST,
+            "unknown field `colour`",
+        ),
+        (
+            "/clusters",
+            json!({"name": "x", "dc": "nj", "partitions": 0}),
+            StatusCode::BAD_REQUEST,
+            "partitions: must be between 1 and 4096",
+        ),
+        (
+            "/dcs",
+            json!({"name": "a.b"}),
+            StatusCode::BAD_REQUEST,
+            "name `a.b`",
+        ),
+        (
+            "/schedules",
+            json!({"tenant": "ads", "name": "bad", "workflow": "etl", "environment": "prod-nj",
+            "spec": {"cron": "0 0 25 * * ?"}}),
+            StatusCode::BAD_REQUEST,
+            "cron.hour",
+        ),
+        (
+            "/schedules",
+            json!({"tenant": "ads", "name": "s2", "workflow": "etl", "environment": "test-nj",
+            "spec": {"cron": "0 0 * * * ?"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "environment `test-nj` is not granted to tenant `ads`",
+        ),
+        (
+            "/dcs",
+            json!({"name": "nj"}),
+            StatusCode::CONFLICT,
+            "data center `nj` already exists",
+        ),
+    ];
+    for (path, body, status, needle) in cases {
+        let (got, reply) = plane.call(1, Method::POST, path, Some(body.clone())).await;
+        assert_eq!(got, status, "POST {path} {body}: {reply}");
+        let error = reply["error"].as_str().unwrap();
+        assert!(
+            error.contains(needle),
+            "POST {path} {body}: `{error}` lacks `{needle}`"
+        );
+    }
+    let (status, reply) = plane
+        .call(2, Method::DELETE, "/clusters/nj-main", None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let error = reply["error"].as_str().unwrap();
+    assert!(
+        error.contains("environment") && error.contains("prod-nj") && error.contains("test-nj"),
+        "{error}"
+    );
+    let (status, reply) = plane.call(2, Method::GET, "/clusters/a.b", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("path parameter `name`"),
+        "{reply}"
+    );
+    let (status, _) = plane.call(2, Method::GET, "/audit?limit=0", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = plane.call(2, Method::GET, "/tenants/nobody", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Nothing above changed the model: the audit trail is as it was.
+    let (_, after) = plane.call(1, Method::GET, "/audit?limit=1000", None).await;
+    assert_eq!(before, after);
+    plane.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_needs_a_valid_token_and_the_audit_names_its_holder() {
+    let clock = ManualClock::at(t0());
+    let plane = Plane::start(clock.clone()).await;
+    for (token, path) in [
+        ("", "/dcs"),
+        ("mrd_wrong", "/dcs"),
+        ("mrd_wrong", "/openapi.json"),
+        ("", "/plane/status"),
+    ] {
+        let (status, reply) = plane.call_as(token, 0, Method::GET, path, None).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{path} with `{token}`: {reply}"
+        );
+    }
+    let no_header = plane
+        .http
+        .get(format!("{}/dcs", plane.urls[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_header.status(), StatusCode::UNAUTHORIZED);
+
+    let (status, created) = plane
+        .call(1, Method::POST, "/tokens", Some(json!({"name": "ci"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["token"].as_str().unwrap().to_owned();
+    plane.cluster.wait_converged().await;
+    clock.advance(chrono::Duration::seconds(90));
+    let (status, reply) = plane
+        .call_as(
+            &secret,
+            2,
+            Method::POST,
+            "/dcs",
+            Some(json!({"name": "sg"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let (_, audit) = plane.call(0, Method::GET, "/audit?limit=1", None).await;
+    assert_eq!(audit[0]["actor"], "ci");
+    assert_eq!(audit[0]["op"], "create_data_center");
+    assert_eq!(
+        audit[0]["at_ms"],
+        (t0() + chrono::Duration::seconds(90)).timestamp_millis()
+    );
+    // The token's hash is never shown: not in the list, not in the audit trail.
+    let (_, tokens) = plane.call(0, Method::GET, "/tokens", None).await;
+    assert_eq!(
+        tokens,
+        json!([{"name": "admin", "role": "admin"}, {"name": "ci", "role": "admin"}])
+    );
+    let (_, all) = plane.call(0, Method::GET, "/audit?limit=1000", None).await;
+    let hash = meridian_plane::api::token::hash(&secret);
+    assert!(!all.to_string().contains(&hash));
+
+    let (status, _) = plane.call(0, Method::DELETE, "/tokens/ci", None).await;
+    assert_eq!(status, StatusCode::OK);
+    plane.cluster.wait_converged().await;
+    for node in 0..3 {
+        let (status, _) = plane
+            .call_as(&secret, node, Method::GET, "/dcs", None)
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", hostname(node));
+    }
+    plane.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_is_served() {
+    let plane = Plane::start(ManualClock::at(t0())).await;
+    let (status, doc) = plane.call(0, Method::GET, "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for route in ROUTES {
+        let path = route
+            .path
+            .replace("{tenant}", "nobody")
+            .replace("{environment}", "nowhere")
+            .replace("{hostname}", "nohost.test")
+            .replace("{name}", "nothing");
+        let method = Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
+        assert!(doc["paths"][format!("/api/v1{}", route.path)][route.method].is_object());
+        // Bodies are deliberately empty objects: the route must exist (no fallback 404, no
+        // 405) even where the input is refused.
+        let body = route.body.map(|_| json!({}));
+        let (status, reply) = plane.call(1, method.clone(), &path, body).await;
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        let text = reply.to_string();
+        assert!(!text.contains("no API route"), "{method} {path}: {text}");
+    }
+    plane.cluster.shutdown().await;
+}
