@@ -152,16 +152,10 @@ pub async fn bind_peer(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         })
 }
 
-/// Whether this node has ever been part of a plane (has a membership).
-pub fn is_initialized(node: &PlaneNode) -> bool {
-    node.raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .nodes()
-        .next()
-        .is_some()
+/// Whether this node has ever been part of a plane (asks Raft itself: its metrics may not
+/// have caught up with the stored state right after a start).
+pub async fn is_initialized(node: &PlaneNode) -> bool {
+    node.raft.is_initialized().await.unwrap_or(false)
 }
 
 /// What [`bootstrap`] did.
@@ -179,7 +173,7 @@ pub async fn bootstrap(
     data_dir: &Path,
     clock: &dyn Clock,
 ) -> Result<Bootstrapped, ServeError> {
-    if !is_initialized(node) {
+    if !is_initialized(node).await {
         node.initialize()
             .await
             .map_err(|e| bootstrap_error("initialising the plane", e))?;

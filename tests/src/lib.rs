@@ -6,12 +6,15 @@
 //!   next to the test binaries, so tests run exactly what a user deploys.
 //! - [`cluster`]: an in-process plane cluster over real mutual TLS on loopback
 //!   (`Cluster::start(3)`, `leader()`, `kill(i)`, `restart(i)`, `wait_for_leader()`).
+//! - [`process`]: real `meridian` processes: daemons (`meridian dev`, `plane serve`) stopped
+//!   by signal, one-shot CLI calls, free ports.
 //! - `tests/*.rs`: the scenarios: the plane cluster (replication, failover, snapshots, TLS
 //!   refusals) and the agent binary's config handling. Coming with issues #4–#6: network
 //!   partitions, the three-DC lab in network namespaces, fault scenarios and the run history
 //!   checker (no fire record lost, none run twice).
 
 pub mod cluster;
+pub mod process;
 
 use std::path::PathBuf;
 

@@ -82,7 +82,7 @@ pub async fn serve(path: &Path) -> Result<String, ClientError> {
         "plane node {} serving peers and agents on {}, the API on {scheme}://{}/api/v1",
         config.hostname, config.listen, server.http_addr
     );
-    if !server::is_initialized(&server.node) {
+    if !server::is_initialized(&server.node).await {
         eprintln!(
             "not part of a plane yet: run `meridian plane init` (first node) or \
              `meridian plane add {}:{}` against a member",
@@ -112,7 +112,9 @@ pub async fn init(path: &Path) -> Result<String, ClientError> {
                 config.data_dir.display()
             ))
         })?;
-    if server::is_initialized(&node) && config.data_dir.join(server::ADMIN_TOKEN_FILE).exists() {
+    if server::is_initialized(&node).await
+        && config.data_dir.join(server::ADMIN_TOKEN_FILE).exists()
+    {
         node.shutdown().await;
         return Err(ClientError::Refused(format!(
             "{} is already part of a plane (its admin token is in {})",

@@ -1,0 +1,116 @@
+//! Real `meridian` processes: long-running ones ([`Daemon`]) and one-shot CLI calls
+//! ([`meridian`]).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::binary;
+
+/// A free TCP port on loopback (bound and released; fine for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What a one-shot command did.
+#[derive(Debug)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `meridian ARGS` with extra environment variables and waits for it.
+pub fn meridian(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(binary("meridian"));
+    cmd.args(args)
+        .env_remove("MERIDIAN_TOKEN")
+        .env_remove("MERIDIAN_ADDR")
+        .env_remove("MERIDIAN_CA")
+        .env_remove("MERIDIAN_DATA_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running meridian");
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A `meridian` process that keeps running (a plane node, `meridian dev`); killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    /// Starts `meridian ARGS`, its stderr going to `log`.
+    pub fn start(args: &[&str], log: &Path) -> Self {
+        let err = std::fs::File::create(log).expect("log file");
+        let child = Command::new(binary("meridian"))
+            .args(args)
+            .env_remove("MERIDIAN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("starting meridian");
+        Self {
+            child: Some(child),
+            log: log.to_owned(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`, failing with the log after `patience`.
+    pub fn wait_for_log(&mut self, needle: &str, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        loop {
+            if self.log().contains(needle) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "meridian exited ({status}) before saying `{needle}`:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "meridian did not say `{needle}` within {patience:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `signal` (e.g. `INT`, `KILL`) and waits for the process to exit; returns its code.
+    pub fn signal(&mut self, signal: &str) -> Option<i32> {
+        let mut child = self.child.take().expect("still running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} failed");
+        child.wait().expect("waiting for meridian").code()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

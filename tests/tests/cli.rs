@@ -1,0 +1,315 @@
+//! The `meridian` binary as a user drives it: `meridian dev`, the model CLI against it, and a
+//! two-node plane from `certs`, `plane init`, `plane serve`, `plane add` and `plane status`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use meridian_tests::process::{Daemon, Output, free_port, meridian};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn ok(out: Output) -> String {
+    assert_eq!(out.code, Some(0), "{out:?}");
+    out.stdout
+}
+
+fn refused(out: Output, needle: &str) {
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains(needle),
+        "stderr lacks `{needle}`: {out:?}"
+    );
+}
+
+#[test]
+fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let addr = format!("http://{http}");
+    let start = |log: &str| {
+        let mut dev = Daemon::start(
+            &["--data-dir", data, "dev", "--http", &http],
+            &dir.path().join(log),
+        );
+        dev.wait_for_log("REST API", PATIENCE);
+        dev
+    };
+    let mut dev = start("dev-1.log");
+    let token_file = dir.path().join("data/admin.token");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        dev.log().contains(&token),
+        "the first start prints the token once"
+    );
+
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--addr", addr.as_str(), "--data-dir", data];
+        all.extend_from_slice(args);
+        meridian(&all, &[])
+    };
+    let envs = ok(cli(&["env", "list"]));
+    assert!(
+        envs.contains("\"dev\"") && envs.contains("\"local\""),
+        "{envs}"
+    );
+    assert_eq!(
+        ok(cli(&["grant", "list", "--tenant", "demo"]))
+            .matches("\"dev\"")
+            .count(),
+        1
+    );
+    assert_eq!(
+        ok(cli(&[
+            "cluster",
+            "create",
+            "edge",
+            "--dc",
+            "local",
+            "--partitions",
+            "4"
+        ]))
+        .trim(),
+        "created cluster edge"
+    );
+    let got: serde_json::Value =
+        serde_json::from_str(&ok(cli(&["cluster", "get", "edge"]))).unwrap();
+    assert_eq!(got["partitions"], 4);
+    refused(
+        cli(&[
+            "cluster",
+            "create",
+            "bad",
+            "--dc",
+            "local",
+            "--partitions",
+            "0",
+        ]),
+        "partitions: must be between 1 and 4096",
+    );
+    refused(cli(&["env", "delete", "dev"]), "grant to tenant `demo`");
+    refused(cli(&["grant", "get", "demo"]), "takes TENANT ENVIRONMENT");
+    assert!(
+        ok(cli(&[
+            "workflow", "create", "demo", "hello", "--shell", "echo hi"
+        ]))
+        .contains("version 1")
+    );
+    refused(
+        cli(&[
+            "schedule",
+            "create",
+            "demo",
+            "every5",
+            "--workflow",
+            "hello",
+            "--env",
+            "dev",
+            "--cron",
+            "0 */5 * * * ? *",
+            "--time-zone",
+            "Mars/Olympus",
+        ]),
+        "time_zone",
+    );
+    ok(cli(&[
+        "schedule",
+        "create",
+        "demo",
+        "every5",
+        "--workflow",
+        "hello",
+        "--env",
+        "dev",
+        "--cron",
+        "0 */5 * * * ?",
+    ]));
+    let audit = ok(cli(&["audit", "--limit", "3"]));
+    assert!(
+        audit.contains("admin\tcreate_schedule\tschedule demo/every5"),
+        "{audit}"
+    );
+
+    // A wrong token is refused before anything happens.
+    let wrong = meridian(
+        &["--addr", &addr, "dc", "list"],
+        &[("MERIDIAN_TOKEN", "mrd_nope")],
+    );
+    assert_eq!(wrong.code, Some(1), "{wrong:?}");
+    assert!(wrong.stderr.contains("not valid"), "{wrong:?}");
+
+    assert_eq!(
+        dev.signal("INT"),
+        Some(0),
+        "Ctrl-C stops cleanly:\n{}",
+        dev.log()
+    );
+    let dev2 = start("dev-2.log");
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
+    assert!(
+        !dev2.log().contains(&token),
+        "a restart does not print the token again"
+    );
+    let clusters = ok(cli(&["cluster", "list"]));
+    assert!(clusters.contains("\"edge\""), "{clusters}");
+    assert!(ok(cli(&["schedule", "get", "demo", "every5"])).contains("0 */5 * * * ?"));
+}
+
+fn write_config(dir: &std::path::Path, n: usize, peer: u16, http: u16, hosts: &str) -> String {
+    let path = dir.join(format!("plane-{n}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "hostname = \"plane-{n}.test\"\ndata_dir = \"data-{n}\"\nlisten = \"127.0.0.1:{peer}\"\n\
+             [http]\nlisten = \"127.0.0.1:{http}\"\n\
+             [tls]\nca = \"certs/ca.pem\"\ncert = \"certs/plane-{n}.test.pem\"\nkey = \"certs/plane-{n}.test.key\"\n\
+             [hosts]\n{hosts}\n[timing]\nheartbeat_ms = 100\nelection_min_ms = 300\nelection_max_ms = 600\n"
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_two_node_plane_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let certs = certs.to_str().unwrap();
+    ok(meridian(&["certs", "init", "--dir", certs], &[]));
+    for n in 1..=2 {
+        let host = format!("plane-{n}.test");
+        ok(meridian(
+            &[
+                "certs",
+                "issue",
+                "--dir",
+                certs,
+                "--hostname",
+                &host,
+                "--role",
+                "plane",
+            ],
+            &[],
+        ));
+    }
+    let (p1, p2, h1, h2) = (free_port(), free_port(), free_port(), free_port());
+    let hosts = "\"plane-1.test\" = \"127.0.0.1\"\n\"plane-2.test\" = \"127.0.0.1\"";
+    let c1 = write_config(dir.path(), 1, p1, h1, hosts);
+    let c2 = write_config(dir.path(), 2, p2, h2, hosts);
+
+    // A config with a mistake is refused, naming the field, before anything starts.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&c1)
+            .unwrap()
+            .replace("data_dir", "datadir"),
+    )
+    .unwrap();
+    refused(
+        meridian(&["--config", bad.to_str().unwrap(), "plane", "serve"], &[]),
+        "unknown field `datadir`",
+    );
+
+    let init = ok(meridian(&["--config", &c1, "plane", "init"], &[]));
+    let token = init.lines().last().unwrap().trim().to_owned();
+    assert!(token.starts_with("mrd_"), "{init}");
+    refused(
+        meridian(&["--config", &c1, "plane", "init"], &[]),
+        "already part of a plane",
+    );
+
+    let mut one = Daemon::start(
+        &["--config", &c1, "plane", "serve"],
+        &dir.path().join("one.log"),
+    );
+    one.wait_for_log("serving peers", PATIENCE);
+    let mut two = Daemon::start(
+        &["--config", &c2, "plane", "serve"],
+        &dir.path().join("two.log"),
+    );
+    two.wait_for_log("not part of a plane yet", PATIENCE);
+
+    let added = ok(meridian(
+        &[
+            "--config",
+            &c1,
+            "plane",
+            "add",
+            &format!("plane-2.test:{p2}"),
+        ],
+        &[],
+    ));
+    assert!(added.contains("plane node plane-2.test"), "{added}");
+
+    // Node 2 has no admin.token of its own: the token comes from the environment. Its API is
+    // HTTPS, verified against the federation CA by hostname.
+    let via_two = |args: &[&str]| {
+        let mut all = vec!["--config", c2.as_str()];
+        all.extend_from_slice(args);
+        meridian(&all, &[("MERIDIAN_TOKEN", &token)])
+    };
+    ok(via_two(&["dc", "create", "nj"]));
+    assert!(ok(meridian(&["--config", &c1, "dc", "list"], &[])).contains("\"nj\""));
+
+    let status = ok(via_two(&["plane", "status"]));
+    let rows: Vec<&str> = status.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{status}");
+    assert_eq!(
+        rows.iter().filter(|r| r.contains(" leader ")).count(),
+        1,
+        "{status}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.contains(" yes ") && r.ends_with("yes")),
+        "{status}"
+    );
+
+    // Plain HTTP to an HTTPS API, or HTTPS without the CA, fails with a message.
+    let no_ca = meridian(
+        &["--addr", &format!("https://127.0.0.1:{h1}"), "dc", "list"],
+        &[("MERIDIAN_TOKEN", &token)],
+    );
+    assert_eq!(no_ca.code, Some(1), "{no_ca:?}");
+    assert!(
+        no_ca.stderr.contains("is the plane running there"),
+        "{no_ca:?}"
+    );
+
+    two.signal("KILL");
+    let status = ok(meridian(&["--config", &c1, "plane", "status"], &[]));
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("plane-2.test"))
+        .unwrap();
+    assert!(row.ends_with("no") && row.contains("unknown"), "{status}");
+    // Removing needs a quorum of the two-node plane: bring node 2 back first. It restarts
+    // from its own files, already a member.
+    let mut two = Daemon::start(
+        &["--config", &c2, "plane", "serve"],
+        &dir.path().join("two-again.log"),
+    );
+    two.wait_for_log("serving peers", PATIENCE);
+    assert!(!two.log().contains("not part of a plane"), "{}", two.log());
+    let removed = ok(meridian(
+        &["--config", &c1, "plane", "remove", "plane-2.test"],
+        &[],
+    ));
+    assert!(
+        removed.contains("removed plane node plane-2.test"),
+        "{removed}"
+    );
+    let status = ok(meridian(&["--config", &c1, "plane", "status"], &[]));
+    assert_eq!(status.lines().count(), 2, "{status}");
+    assert_eq!(two.signal("TERM"), Some(0), "{}", two.log());
+    assert_eq!(one.signal("TERM"), Some(0), "{}", one.log());
+}
