@@ -46,11 +46,26 @@ impl Model {
 
     async fn refused(&mut self, command: Command) -> String {
         let before = self.dump().await;
-        let err = match self.apply(command).await {
+        let err = match self.apply(command.clone()).await {
             Err(ApplyError::Refused(r)) => r.to_string(),
             other => panic!("expected a refusal, got {other:?}"),
         };
         assert_eq!(self.dump().await, before, "a refused command changed state");
+        // Inside a batch (no savepoint per command) the same refusal must leave no trace
+        // either: only the batch's own audit row is new.
+        let in_batch = self.ok(Command::Batch(vec![command])).await;
+        assert_eq!(in_batch.items.len(), 1);
+        assert_eq!(in_batch.items[0].clone().unwrap_err().message, err);
+        let without_batches = |rows: Vec<String>| -> Vec<String> {
+            rows.into_iter()
+                .filter(|row| !row.starts_with("audit") || !row.contains("| batch |"))
+                .collect()
+        };
+        assert_eq!(
+            without_batches(self.dump().await),
+            without_batches(before),
+            "a refused command in a batch changed state"
+        );
         err
     }
 
@@ -437,4 +452,49 @@ async fn a_refusal_inside_an_outer_transaction_undoes_only_itself() {
     outer.commit().await.unwrap();
     assert_eq!(query::data_centers(&m.pool).await.unwrap().len(), 1);
     assert_eq!(query::audit(&m.pool, 0, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_batch_applies_each_command_on_its_own_and_is_audited_once() {
+    let mut m = Model::new().await;
+    let dc = |name: &str| {
+        Command::CreateDataCenter(DataCenter {
+            name: n(name),
+            description: String::new(),
+        })
+    };
+    let applied = m
+        .ok(Command::Batch(vec![
+            dc("nj"),
+            dc("nj"),
+            Command::Batch(vec![dc("inner")]),
+            dc("sg"),
+        ]))
+        .await;
+    assert_eq!(applied.subject, "batch of 4 (2 refused)");
+    let outcomes: Vec<Result<String, String>> = applied
+        .items
+        .iter()
+        .map(|r| r.clone().map(|a| a.subject).map_err(|e| e.message))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            Ok("data center nj".into()),
+            Err("creating data center `nj`: data center `nj` already exists".into()),
+            Err("batch: a batch may not contain a batch".into()),
+            Ok("data center sg".into()),
+        ]
+    );
+    let names: Vec<String> = query::data_centers(&m.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name.to_string())
+        .collect();
+    assert_eq!(names, ["nj", "sg"]);
+    let audit = query::audit(&m.pool, 0, 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].op, "batch");
+    assert_eq!(audit[0].command["batch"].as_array().unwrap().len(), 4);
 }

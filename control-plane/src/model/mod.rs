@@ -284,6 +284,9 @@ pub enum Command {
     DeleteSchedule { tenant: Name, name: Name },
     CreateToken(ApiToken),
     DeleteToken { name: Name },
+    /// Several commands in one log entry, as a client that batches sends them (an agent's
+    /// reports). Each is applied or refused on its own, in order; the outcome lists each.
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -306,6 +309,7 @@ impl Command {
             Self::DeleteSchedule { .. } => "delete_schedule",
             Self::CreateToken(_) => "create_token",
             Self::DeleteToken { .. } => "delete_token",
+            Self::Batch(_) => "batch",
         }
     }
 
@@ -316,6 +320,7 @@ impl Command {
                 hash: "(redacted)".into(),
                 ..token.clone()
             }),
+            Self::Batch(items) => Self::Batch(items.iter().map(Command::redacted).collect()),
             other => other.clone(),
         }
     }

@@ -1,7 +1,8 @@
 //! Applies proposals to the model's SQLite state.
 //!
 //! One exhaustive `match` over [`Command`]. Each arm first decides (reads what it must check,
-//! refuses with a message naming what is wrong) and then writes. Everything happens inside a
+//! refuses with a message naming what is wrong) and then writes; no arm refuses after it has
+//! written anything, which lets a batch skip per-command savepoints. Everything happens inside a
 //! nested transaction (a savepoint when the caller already holds one), so a refused command
 //! leaves no trace and the caller — the Raft state machine — can still record the log index
 //! as applied in its own transaction.
@@ -99,6 +100,8 @@ pub struct Applied {
     pub subject: String,
     /// The new version, for versioned things (workflows, schedules).
     pub version: Option<u64>,
+    /// For a batch: each command's own outcome, in order (empty otherwise).
+    pub items: Vec<Result<Applied, Rejection>>,
 }
 
 /// Applies `proposal`, which is the Raft log entry at `index`. On refusal nothing changes.
@@ -381,6 +384,7 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
             Ok(Applied {
                 subject: format!("workflow {}/{}", w.tenant, w.name),
                 version: Some(version as u64),
+                items: Vec::new(),
             })
         }
         Command::DeleteWorkflow { tenant, name } => {
@@ -459,6 +463,7 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
             Ok(Applied {
                 subject: format!("schedule {}/{}", s.tenant, s.name),
                 version: Some(1),
+                items: Vec::new(),
             })
         }
         Command::DeleteSchedule { tenant, name } => {
@@ -477,6 +482,33 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
                 .into());
             }
             Ok(subject(format!("schedule {tenant}/{name}")))
+        }
+        Command::Batch(items) => {
+            let mut results = Vec::with_capacity(items.len());
+            for item in items {
+                if matches!(item, Command::Batch(_)) {
+                    results.push(Err(Rejection {
+                        kind: RefusalKind::Invalid,
+                        message: "batch: a batch may not contain a batch".into(),
+                    }));
+                    continue;
+                }
+                // No savepoint per command: every arm decides before it writes (a refusal
+                // comes before any change), so a refused command has nothing to undo. This
+                // halves the statements a batch costs; `tests/model.rs` re-runs every refusal
+                // inside a batch to hold the arms to it.
+                match Box::pin(execute(tx, item)).await {
+                    Ok(applied) => results.push(Ok(applied)),
+                    Err(ApplyError::Refused(refusal)) => results.push(Err(refusal.into())),
+                    Err(storage) => return Err(storage),
+                }
+            }
+            let refused = results.iter().filter(|r| r.is_err()).count();
+            Ok(Applied {
+                subject: format!("batch of {} ({refused} refused)", results.len()),
+                version: None,
+                items: results,
+            })
         }
         Command::CreateToken(token) => {
             let doing = format!("creating token `{}`", token.name);
@@ -696,6 +728,7 @@ fn subject(subject: String) -> Applied {
     Applied {
         subject,
         version: None,
+        items: Vec::new(),
     }
 }
 

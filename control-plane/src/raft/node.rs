@@ -26,6 +26,11 @@ use super::{Node, NodeId, Outcome, Raft, Request};
 use crate::model::Proposal;
 
 /// Raft timings. Defaults suit one data center or a fast WAN; raise them for slow links.
+///
+/// A leader's loss is noticed after `election_max_ms` at most (openraft also uses it as the
+/// leader lease, during which followers refuse to vote), and an election takes one more
+/// randomised timeout, so a plane without its leader writes again after about
+/// `election_max_ms` + `election_min_ms`…`election_max_ms` (see BENCHMARKS.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timing {
@@ -44,9 +49,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 150,
-            election_min_ms: 500,
-            election_max_ms: 1000,
+            heartbeat_ms: 100,
+            election_min_ms: 300,
+            election_max_ms: 600,
             snapshot_every: 5000,
             keep_after_snapshot: 1000,
         }
