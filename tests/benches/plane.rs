@@ -143,7 +143,10 @@ async fn bench() {
             }
         }
         let took = killed.elapsed();
-        println!("  round {round}: a new leader accepted a write {:.0} ms after the kill", took.as_secs_f64() * 1e3);
+        println!(
+            "  round {round}: a new leader accepted a write {:.0} ms after the kill",
+            took.as_secs_f64() * 1e3
+        );
         recoveries.push(took);
         cluster.restart(leader).await;
     }

@@ -219,12 +219,12 @@ pub const SCHEDULE: Noun = Noun {
 pub trait CreateBody {
     fn file(&self) -> &FileArg;
     /// The document from flags; `Err` names a missing flag or argument.
-    fn from_flags(&self) -> Result<Value, ClientError>;
+    fn flags_document(&self) -> Result<Value, ClientError>;
 
     fn body(&self) -> Result<Value, ClientError> {
         match &self.file().file {
             Some(path) => {
-                let flags = self.from_flags().ok().filter(|v| v != &json!({}));
+                let flags = self.flags_document().ok().filter(|v| v != &json!({}));
                 if flags.is_some() {
                     return Err(ClientError::Refused(
                         "give either -f FILE or flags, not both".into(),
@@ -232,7 +232,7 @@ pub trait CreateBody {
                 }
                 read_document(path)
             }
-            None => self.from_flags(),
+            None => self.flags_document(),
         }
     }
 }
@@ -280,7 +280,7 @@ impl CreateBody for DcCreate {
     fn file(&self) -> &FileArg {
         &self.file
     }
-    fn from_flags(&self) -> Result<Value, ClientError> {
+    fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("name", "NAME", &self.name)?;
         d.opt("description", self.description.as_ref().map(|v| json!(v)));
@@ -292,7 +292,7 @@ impl CreateBody for ClusterCreate {
     fn file(&self) -> &FileArg {
         &self.file
     }
-    fn from_flags(&self) -> Result<Value, ClientError> {
+    fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("name", "NAME", &self.name)?;
         d.need("dc", "--dc", &self.dc)?;
@@ -314,7 +314,7 @@ impl CreateBody for EnvCreate {
     fn file(&self) -> &FileArg {
         &self.file
     }
-    fn from_flags(&self) -> Result<Value, ClientError> {
+    fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("name", "NAME", &self.name)?;
         d.need("cluster", "--cluster", &self.cluster)?;
@@ -338,7 +338,7 @@ impl CreateBody for TenantCreate {
     fn file(&self) -> &FileArg {
         &self.file
     }
-    fn from_flags(&self) -> Result<Value, ClientError> {
+    fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("name", "NAME", &self.name)?;
         d.opt("description", self.description.as_ref().map(|v| json!(v)));
@@ -350,7 +350,7 @@ impl CreateBody for GrantCreate {
     fn file(&self) -> &FileArg {
         &self.file
     }
-    fn from_flags(&self) -> Result<Value, ClientError> {
+    fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("tenant", "TENANT", &self.tenant)?;
         d.need("environment", "ENVIRONMENT", &self.environment)?;
@@ -366,7 +366,7 @@ impl CreateBody for WorkflowCreate {
     fn file(&self) -> &FileArg {
         &self.file
     }
-    fn from_flags(&self) -> Result<Value, ClientError> {
+    fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("tenant", "TENANT", &self.tenant)?;
         d.need("name", "NAME", &self.name)?;
@@ -390,7 +390,7 @@ impl CreateBody for ScheduleCreate {
     fn file(&self) -> &FileArg {
         &self.file
     }
-    fn from_flags(&self) -> Result<Value, ClientError> {
+    fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("tenant", "TENANT", &self.tenant)?;
         d.need("name", "NAME", &self.name)?;

@@ -269,21 +269,40 @@ pub struct ApiToken {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     CreateDataCenter(DataCenter),
-    DeleteDataCenter { name: Name },
+    DeleteDataCenter {
+        name: Name,
+    },
     CreateCluster(Cluster),
-    DeleteCluster { name: Name },
+    DeleteCluster {
+        name: Name,
+    },
     CreateEnvironment(Environment),
-    DeleteEnvironment { name: Name },
+    DeleteEnvironment {
+        name: Name,
+    },
     CreateTenant(Tenant),
-    DeleteTenant { name: Name },
+    DeleteTenant {
+        name: Name,
+    },
     CreateGrant(Grant),
-    DeleteGrant { tenant: Name, environment: Name },
+    DeleteGrant {
+        tenant: Name,
+        environment: Name,
+    },
     ApplyWorkflow(Workflow),
-    DeleteWorkflow { tenant: Name, name: Name },
+    DeleteWorkflow {
+        tenant: Name,
+        name: Name,
+    },
     CreateSchedule(Schedule),
-    DeleteSchedule { tenant: Name, name: Name },
+    DeleteSchedule {
+        tenant: Name,
+        name: Name,
+    },
     CreateToken(ApiToken),
-    DeleteToken { name: Name },
+    DeleteToken {
+        name: Name,
+    },
     /// Several commands in one log entry, as a client that batches sends them (an agent's
     /// reports). Each is applied or refused on its own, in order; the outcome lists each.
     Batch(Vec<Command>),
