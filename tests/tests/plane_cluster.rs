@@ -180,6 +180,12 @@ async fn a_node_that_missed_compacted_entries_catches_up() {
     let expected = dc_names(&cluster, leader).await;
     assert_eq!(expected.len(), 80);
     assert_eq!(dc_names(&cluster, down).await, expected);
+    // The entries it missed were purged on the leader: it can only have them from a snapshot.
+    let installed = cluster.node(down).raft.metrics().borrow().snapshot;
+    assert!(
+        installed.is_some_and(|s| s.index >= 80),
+        "no snapshot installed on the restarted node: {installed:?}"
+    );
 
     // And after a crash-restart it serves exactly the same state, from its own disk.
     cluster.kill(down).await;

@@ -139,12 +139,15 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
     match command {
         Command::CreateDataCenter(dc) => {
             let doing = format!("creating data center `{}`", dc.name);
-            absent(tx, Table::DataCenters, &dc.name, &doing).await?;
-            sqlx::query("INSERT INTO data_centers (name, doc) VALUES (?, ?)")
-                .bind(dc.name.as_str())
-                .bind(json(dc))
-                .execute(&mut *tx)
-                .await?;
+            insert_new(
+                tx,
+                Table::DataCenters,
+                &dc.name,
+                "INSERT INTO data_centers (name, doc) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                &[Some(dc.name.as_str()), Some(&json(dc))],
+                &doing,
+            )
+            .await?;
             Ok(subject(format!("data center {}", dc.name)))
         }
         Command::DeleteDataCenter { name } => {
@@ -175,14 +178,21 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
             if c.lease_seconds == 0 {
                 return Err(invalid(&doing, "lease_seconds", "must be at least 1"));
             }
-            absent(tx, Table::Clusters, &c.name, &doing).await?;
-            sqlx::query("INSERT INTO clusters (name, dc, backup, doc) VALUES (?, ?, ?, ?)")
-                .bind(c.name.as_str())
-                .bind(c.dc.as_str())
-                .bind(c.backup.as_ref().map(Name::as_str))
-                .bind(json(c))
-                .execute(&mut *tx)
-                .await?;
+            insert_new(
+                tx,
+                Table::Clusters,
+                &c.name,
+                "INSERT INTO clusters (name, dc, backup, doc) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+                &[
+                    Some(c.name.as_str()),
+                    Some(c.dc.as_str()),
+                    c.backup.as_ref().map(Name::as_str),
+                    Some(&json(c)),
+                ],
+                &doing,
+            )
+            .await?;
             Ok(subject(format!("cluster {}", c.name)))
         }
         Command::DeleteCluster { name } => {
@@ -217,13 +227,16 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
                     &format!("`{bad}` is not a valid environment variable name"),
                 ));
             }
-            absent(tx, Table::Environments, &e.name, &doing).await?;
-            sqlx::query("INSERT INTO environments (name, cluster, doc) VALUES (?, ?, ?)")
-                .bind(e.name.as_str())
-                .bind(e.cluster.as_str())
-                .bind(json(e))
-                .execute(&mut *tx)
-                .await?;
+            insert_new(
+                tx,
+                Table::Environments,
+                &e.name,
+                "INSERT INTO environments (name, cluster, doc) VALUES (?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+                &[Some(e.name.as_str()), Some(e.cluster.as_str()), Some(&json(e))],
+                &doing,
+            )
+            .await?;
             Ok(subject(format!("environment {}", e.name)))
         }
         Command::DeleteEnvironment { name } => {
@@ -255,12 +268,15 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
         }
         Command::CreateTenant(t) => {
             let doing = format!("creating tenant `{}`", t.name);
-            absent(tx, Table::Tenants, &t.name, &doing).await?;
-            sqlx::query("INSERT INTO tenants (name, doc) VALUES (?, ?)")
-                .bind(t.name.as_str())
-                .bind(json(t))
-                .execute(&mut *tx)
-                .await?;
+            insert_new(
+                tx,
+                Table::Tenants,
+                &t.name,
+                "INSERT INTO tenants (name, doc) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                &[Some(t.name.as_str()), Some(&json(t))],
+                &doing,
+            )
+            .await?;
             Ok(subject(format!("tenant {}", t.name)))
         }
         Command::DeleteTenant { name } => {
@@ -518,13 +534,21 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
             if token.hash.len() != 64 || !token.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(invalid(&doing, "hash", "must be a hex SHA-256 digest"));
             }
-            absent(tx, Table::Tokens, &token.name, &doing).await?;
-            sqlx::query("INSERT INTO tokens (name, hash, doc) VALUES (?, ?, ?)")
-                .bind(token.name.as_str())
-                .bind(token.hash.to_ascii_lowercase())
-                .bind(json(token))
-                .execute(&mut *tx)
-                .await?;
+            // A clash on the hash (two equal random secrets) is refused like a clash on the
+            // name: the insert does nothing either way.
+            insert_new(
+                tx,
+                Table::Tokens,
+                &token.name,
+                "INSERT INTO tokens (name, hash, doc) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                &[
+                    Some(token.name.as_str()),
+                    Some(&token.hash.to_ascii_lowercase()),
+                    Some(&json(token)),
+                ],
+                &doing,
+            )
+            .await?;
             Ok(subject(format!("token {}", token.name)))
         }
         Command::DeleteToken { name } => {
@@ -597,22 +621,30 @@ async fn present(
     }
 }
 
-async fn absent(
+/// Inserts the row of a new `name` with `sql` (an `INSERT … ON CONFLICT DO NOTHING`), or
+/// refuses when the name is taken. The insert is the uniqueness check: one statement instead
+/// of a lookup and an insert, and a refusal writes nothing.
+async fn insert_new(
     tx: &mut SqliteConnection,
     table: Table,
     name: &Name,
+    sql: &str,
+    binds: &[Option<&str>],
     doing: &str,
 ) -> Result<(), ApplyError> {
-    if exists(tx, table, name).await? {
-        Err(Refusal::Exists {
+    let mut query = sqlx::query(sql);
+    for b in binds {
+        query = query.bind(*b);
+    }
+    if query.execute(&mut *tx).await?.rows_affected() == 0 {
+        return Err(Refusal::Exists {
             doing: doing.to_owned(),
             kind: table.kind(),
             name: name.to_string(),
         }
-        .into())
-    } else {
-        Ok(())
+        .into());
     }
+    Ok(())
 }
 
 async fn granted(tx: &mut SqliteConnection, tenant: &Name, env: &Name) -> sqlx::Result<bool> {
