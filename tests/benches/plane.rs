@@ -5,7 +5,7 @@
 //!
 //! Run by hand (figures go to BENCHMARKS.md):
 //!   cargo bench -p meridian-tests --bench plane
-//! Knobs: BENCH_CLIENTS (default 32), BENCH_BATCH (commands per proposal, default 100),
+//! Knobs: BENCH_CLIENTS (default 2), BENCH_BATCH (commands per proposal, default 250),
 //! BENCH_SECONDS (default 10), BENCH_FAILOVERS (default 5).
 
 use std::sync::Arc;
@@ -44,8 +44,8 @@ fn main() {
 }
 
 async fn bench() {
-    let clients = knob("BENCH_CLIENTS", 32);
-    let batch = knob("BENCH_BATCH", 100);
+    let clients = knob("BENCH_CLIENTS", 2);
+    let batch = knob("BENCH_BATCH", 250);
     let seconds = knob("BENCH_SECONDS", 10);
     let failovers = knob("BENCH_FAILOVERS", 5);
     let timing = Timing::default();
