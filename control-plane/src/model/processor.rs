@@ -233,7 +233,11 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
                 &e.name,
                 "INSERT INTO environments (name, cluster, doc) VALUES (?, ?, ?) \
                  ON CONFLICT DO NOTHING",
-                &[Some(e.name.as_str()), Some(e.cluster.as_str()), Some(&json(e))],
+                &[
+                    Some(e.name.as_str()),
+                    Some(e.cluster.as_str()),
+                    Some(&json(e)),
+                ],
                 &doing,
             )
             .await?;
