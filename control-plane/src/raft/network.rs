@@ -181,17 +181,28 @@ impl Peers {
             data,
         });
         req.set_timeout(timeout);
-        let reply = match rpc {
-            Rpc::AppendEntries => client.append_entries(req).await,
-            Rpc::Vote => client.vote(req).await,
-            Rpc::InstallSnapshot => client.install_snapshot(req).await,
-            Rpc::Forward => client.forward(req).await,
-        }
-        .map_err(|status| PeerError::Call {
-            endpoint: endpoint.clone(),
-            status,
-        })?
-        .into_inner();
+        let call = async {
+            match rpc {
+                Rpc::AppendEntries => client.append_entries(req).await,
+                Rpc::Vote => client.vote(req).await,
+                Rpc::InstallSnapshot => client.install_snapshot(req).await,
+                Rpc::Forward => client.forward(req).await,
+            }
+        };
+        // `grpc-timeout` only asks the server to give up; a peer that died with its
+        // connection open never answers, so the client enforces the deadline itself.
+        let reply = tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "no answer within {timeout:?}"
+                )))
+            })
+            .map_err(|status| PeerError::Call {
+                endpoint: endpoint.clone(),
+                status,
+            })?
+            .into_inner();
         if reply.version != PAYLOAD_VERSION {
             return Err(PeerError::Version {
                 endpoint,

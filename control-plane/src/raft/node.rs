@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
 
 use super::log_store::LogStore;
 use super::network::{Links, MAX_MESSAGE_BYTES, Peers, Rpc};
@@ -27,10 +29,10 @@ use crate::model::Proposal;
 
 /// Raft timings. Defaults suit one data center or a fast WAN; raise them for slow links.
 ///
-/// A leader's loss is noticed after `election_max_ms` at most (openraft also uses it as the
-/// leader lease, during which followers refuse to vote), and an election takes one more
-/// randomised timeout, so a plane without its leader writes again after about
-/// `election_max_ms` + `election_min_ms`…`election_max_ms` (see BENCHMARKS.md).
+/// openraft uses `election_max_ms` as the leader lease (followers refuse to vote for that long
+/// after the last heartbeat) and a survivor then waits out its own timeout, so a plane that
+/// lost its leader elects another after about twice `election_max_ms` (measured: 1.0 s with
+/// the defaults; see BENCHMARKS.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timing {
@@ -49,9 +51,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 100,
-            election_min_ms: 300,
-            election_max_ms: 600,
+            heartbeat_ms: 80,
+            election_min_ms: 250,
+            election_max_ms: 500,
             snapshot_every: 5000,
             keep_after_snapshot: 1000,
         }
@@ -91,6 +93,7 @@ pub struct PlaneNode {
     pub state: StateMachine,
     pub node: Node,
     peers: Peers,
+    connections: Connections,
     stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     server: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -150,7 +153,15 @@ impl PlaneNode {
             .map_err(|e| NodeError::Server(e.to_string()))?
             .add_service(service);
         let (stop, stopped) = oneshot::channel::<()>();
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let connections = Connections::default();
+        let tracked = connections.clone();
+        let incoming = TcpListenerStream::new(listener).map(move |accepted| {
+            if let Ok(tcp) = &accepted {
+                let _ = tcp.set_nodelay(true);
+                tracked.track(tcp);
+            }
+            accepted
+        });
         let server = tokio::spawn(async move {
             let _ = router
                 .serve_with_incoming_shutdown(incoming, async {
@@ -163,6 +174,7 @@ impl PlaneNode {
             state,
             node,
             peers,
+            connections,
             stop: std::sync::Mutex::new(Some(stop)),
             server: std::sync::Mutex::new(Some(server)),
         })
@@ -325,8 +337,35 @@ impl PlaneNode {
         if let Some(server) = self.server.lock().expect("server lock").take() {
             server.abort();
         }
+        // Connections already accepted are served by their own tasks, which outlive the
+        // server task; close their sockets so peers see the node gone, as after a crash.
+        self.connections.cut_all();
         let _ = self.raft.shutdown().await;
         self.state.pool().close().await;
+    }
+}
+
+/// The sockets of accepted connections (duplicated descriptors), so [`PlaneNode::abort`] can
+/// close them.
+#[derive(Clone, Default)]
+struct Connections(Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>);
+
+impl Connections {
+    fn track(&self, tcp: &tokio::net::TcpStream) {
+        use std::os::fd::AsFd;
+        let Ok(fd) = tcp.as_fd().try_clone_to_owned() else {
+            return;
+        };
+        let mut all = self.0.lock().expect("connections lock");
+        // Forget sockets whose connection is gone, so the list stays as long as the live ones.
+        all.retain(|s| s.peer_addr().is_ok());
+        all.push(std::net::TcpStream::from(fd));
+    }
+
+    fn cut_all(&self) {
+        for socket in self.0.lock().expect("connections lock").drain(..) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
