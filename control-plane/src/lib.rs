@@ -2,21 +2,24 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the `meridian` command line: argument types (clap) and one module per command
-//!   group. Commands decide in pure functions (which take the time as an argument) and only
-//!   `main.rs` prints and picks the exit code.
-//! - `cli::schedule`: `meridian schedule preview`, the "cron check" view: a cron expression and
-//!   zone turned into concrete fire times with `meridian_proto::calendar`.
-//!
 //! - [`model`]: the replicated model — entities, the versioned `Command` enum wrapped in a
 //!   `Proposal`, the `processor` that applies one to SQLite (validate, write, audit, or refuse
 //!   and change nothing), and `query` for reads. SQL schema: `migrations/sqlite/`.
+//! - [`raft`]: the plane's Raft group on openraft — redb log store, SQLite state machine
+//!   wrapping the processor, the `PlanePeer` network and service over mutual TLS, and
+//!   `node::PlaneNode` with its `Ask`s (writes, membership, read barriers, status) that any
+//!   node forwards to the leader.
+//! - [`api`]: the REST API under `/api/v1` (axum): bearer tokens, linearizable or stale reads,
+//!   writes as commands, the OpenAPI document.
+//! - [`server`]: a node with its API as a running service, and the crash-safe bootstrap
+//!   (`plane init`, `dev`): one-member plane and the admin token.
+//! - [`config`]: `plane.toml`.
+//! - [`certs`]: the federation CA and node certificates (rcgen).
+//! - [`cli`]: the `meridian` command line — `dev`, `plane`, the model nouns through the API
+//!   (`client`), `certs`, `schedule preview`. Only `main.rs` prints and picks exit codes.
 //!
-//! Still to come (see the issues): the Raft node (log store, state machine, network), the
-//! replicated model (data centers, clusters, environments, tenants, grants, workflows,
-//! schedules, leases, runs), the gRPC services for agents and peers, the REST API and UI, and
-//! `meridian dev`. Data will flow: API/CLI → command → Raft log → state machine (SQLite) →
-//! agents through `AgentLink`.
+//! Data flows: CLI/API → `Command` → `PlaneNode::write` (forwarded to the leader) → Raft log →
+//! every node's state machine (SQLite) → reads through `query`; agents arrive with issue #4.
 
 pub mod api;
 pub mod certs;

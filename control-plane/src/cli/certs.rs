@@ -45,7 +45,7 @@ pub struct IssueArgs {
     /// unless --out is given.
     #[arg(long, default_value = "certs")]
     pub dir: PathBuf,
-    /// Where to write <hostname>.pem and <hostname>.key.
+    /// Where to write `<hostname>.pem` and `<hostname>.key`.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
