@@ -13,7 +13,7 @@
 //!   writes as commands, the OpenAPI document.
 //! - [`server`]: a node with its API as a running service, and the crash-safe bootstrap
 //!   (`plane init`, `dev`): one-member plane and the admin token.
-//! - [`config`]: `plane.toml`.
+//! - [`config`]: the `plane.toml` file of a node, strict and documented.
 //! - [`certs`]: the federation CA and node certificates (rcgen).
 //! - [`cli`]: the `meridian` command line — `dev`, `plane`, the model nouns through the API
 //!   (`client`), `certs`, `schedule preview`. Only `main.rs` prints and picks exit codes.
