@@ -287,6 +287,7 @@ impl PlaneNode {
             let leader = match local {
                 Ok(done) => return Ok(done),
                 Err(AskRefusal::NotLeader(leader)) => leader,
+                Err(AskRefusal::Busy) => None,
                 Err(AskRefusal::Failed(e)) => return Err(AskError::Failed(e)),
                 Err(AskRefusal::Stopped) => return Err(AskError::Stopped),
             };
@@ -300,7 +301,7 @@ impl PlaneNode {
                     Ok(Ok(done)) => return Ok(done),
                     // Not the leader (any more), or its Raft already stopped (a crashed
                     // node whose connections linger): the ask was not taken; try again.
-                    Ok(Err(AskRefusal::NotLeader(_) | AskRefusal::Stopped)) => {}
+                    Ok(Err(AskRefusal::NotLeader(_) | AskRefusal::Busy | AskRefusal::Stopped)) => {}
                     Ok(Err(AskRefusal::Failed(e))) => return Err(AskError::Failed(e)),
                     Err(e) if e.is_unreachable() => {}
                     Err(e) if e.is_timeout() => return Err(AskError::Timeout(timeout)),
@@ -398,6 +399,8 @@ pub enum Answer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AskRefusal {
     NotLeader(Option<Node>),
+    /// Another membership change is still committing.
+    Busy,
     Stopped,
     Failed(String),
 }
@@ -431,10 +434,12 @@ pub async fn answer(raft: &Raft, ask: Ask) -> AskReply {
             .map_err(refusal),
         Ask::AddVoter(node) => {
             let id = node.id();
-            raft.add_learner(id, node, true).await.map_err(refusal)?;
+            raft.add_learner(id, node, true)
+                .await
+                .map_err(membership_refusal)?;
             raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                 .await
-                .map_err(refusal)?;
+                .map_err(membership_refusal)?;
             Ok(Answer::Done)
         }
         Ask::Remove(hostname) => {
@@ -449,11 +454,11 @@ pub async fn answer(raft: &Raft, ask: Ask) -> AskReply {
             if members.voter_ids().any(|v| v == id) {
                 raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
                     .await
-                    .map_err(refusal)?;
+                    .map_err(membership_refusal)?;
             }
             raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
                 .await
-                .map_err(refusal)?;
+                .map_err(membership_refusal)?;
             Ok(Answer::Done)
         }
         Ask::ReadIndex => {
@@ -474,6 +479,20 @@ where
     match e {
         RaftError::Fatal(openraft::error::Fatal::Stopped) => AskRefusal::Stopped,
         other => AskRefusal::Failed(other.to_string()),
+    }
+}
+
+/// Like [`refusal`], but a change refused because another is still committing is `Busy`: it
+/// had no effect and can be tried again in a moment.
+fn membership_refusal(
+    e: RaftError<NodeId, openraft::error::ClientWriteError<NodeId, Node>>,
+) -> AskRefusal {
+    use openraft::error::{ChangeMembershipError, ClientWriteError};
+    match &e {
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(_),
+        )) => AskRefusal::Busy,
+        _ => refusal(e),
     }
 }
 
