@@ -158,9 +158,24 @@ async fn bench() {
                 break;
             }
             if std::env::var("BENCH_TRACE").is_ok() {
+                let views: Vec<String> = others
+                    .iter()
+                    .map(|i| {
+                        let m = cluster.node(*i).raft.metrics().borrow().clone();
+                        format!(
+                            "{i}:{:?} t{} log{:?} app{:?} ldr{}",
+                            m.state,
+                            m.current_term,
+                            m.last_log_index,
+                            m.last_applied.map(|l| l.index),
+                            m.current_leader.is_some()
+                        )
+                    })
+                    .collect();
                 println!(
-                    "    {:>5} ms attempt {attempt}: {write:?}",
-                    killed.elapsed().as_millis()
+                    "    {:>5} ms attempt {attempt}: {write:?} [{}]",
+                    killed.elapsed().as_millis(),
+                    views.join(" | ")
                 );
             }
         }

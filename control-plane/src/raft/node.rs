@@ -36,7 +36,9 @@ use crate::model::Proposal;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timing {
-    /// How often the leader sends heartbeats, in milliseconds.
+    /// How often the leader sends heartbeats, in milliseconds. openraft also gives up on an
+    /// AppendEntries after this long, so it must cover a loaded follower's fsync'd append: at
+    /// 80 ms, appends timed out under load and a new leader stalled for seconds.
     pub heartbeat_ms: u64,
     /// A follower that hears nothing for a random time between these starts an election.
     pub election_min_ms: u64,
@@ -51,8 +53,8 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 80,
-            election_min_ms: 250,
+            heartbeat_ms: 150,
+            election_min_ms: 300,
             election_max_ms: 500,
             snapshot_every: 5000,
             keep_after_snapshot: 1000,
