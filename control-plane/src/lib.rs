@@ -15,6 +15,8 @@
 //!   (`plane init`, `dev`): one-member plane and the admin token.
 //! - [`config`]: the `plane.toml` file of a node, strict and documented.
 //! - [`certs`]: the federation CA and node certificates (rcgen).
+//! - [`lease`]: pure partition-lease placement (who fires which slice of a cluster's
+//!   schedules), to be driven by agent heartbeats (issue #4).
 //! - [`cli`]: the `meridian` command line — `dev`, `plane`, the model nouns through the API
 //!   (`client`), `certs`, `schedule preview`. Only `main.rs` prints and picks exit codes.
 //!
@@ -25,6 +27,7 @@ pub mod api;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod lease;
 pub mod model;
 pub mod raft;
 pub mod server;

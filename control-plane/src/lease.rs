@@ -1,0 +1,353 @@
+//! Partition leases: which agent fires which slice of a cluster's schedules (issue #4).
+//!
+//! Pure deciding, no I/O: [`plan`] takes one cluster's leases, the agents that are connected
+//! and the time, and returns the changes to make. The plane's leader runs it on every agent
+//! heartbeat and replicates the changes as commands, so every node holds the same leases.
+//!
+//! The rules, each held by a test:
+//! - A partition has at most one holder, and moves only once its lease has expired or its
+//!   holder released it: two agents never fire the same schedule at once.
+//! - Every grant or move bumps the partition's epoch; reports carrying an older epoch are
+//!   refused, so a holder that lost its lease while cut off cannot double-report.
+//! - Sticky: a live holder renews what it holds. Balanced: free partitions go to the
+//!   least-loaded agents, and a holder above its fair share is asked to release the excess
+//!   (it does so on its next heartbeat), so a new agent gets work without any lease being
+//!   taken away early.
+//! - When no agent of the cluster is connected, its partitions go to the agents of its backup
+//!   cluster, if it has one; they come back the same way (release, then grant).
+
+use std::collections::BTreeMap;
+
+/// A partition's lease as the plane records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Lease {
+    pub partition: u32,
+    /// The agent (hostname) holding it; none when free.
+    pub holder: Option<String>,
+    /// Bumped on every grant to a new holder; reports must carry the current one.
+    pub epoch: u64,
+    /// When the lease runs out unless renewed (ms since the epoch).
+    pub expires_ms: i64,
+}
+
+/// An agent the plane currently hears from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub hostname: String,
+    /// Whether it belongs to the cluster itself (else to its backup).
+    pub own_cluster: bool,
+}
+
+/// One change [`plan`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseChange {
+    /// Extend the holder's lease to `expires_ms`.
+    Renew {
+        partition: u32,
+        holder: String,
+        expires_ms: i64,
+    },
+    /// Give a free or expired partition to `holder` with a new epoch.
+    Grant {
+        partition: u32,
+        holder: String,
+        epoch: u64,
+        expires_ms: i64,
+    },
+    /// Ask the holder to let the partition go (it stays leased until the holder confirms or
+    /// the lease expires).
+    AskRelease { partition: u32, holder: String },
+}
+
+/// Decides one cluster's lease changes at `now_ms`. `leases` has one entry per partition;
+/// `agents` are the connected agents of the cluster and of its backup; `lease_ms` is the
+/// cluster's lease duration.
+pub fn plan(leases: &[Lease], agents: &[Agent], now_ms: i64, lease_ms: i64) -> Vec<LeaseChange> {
+    // Own agents first; the backup's only when the cluster has none.
+    let eligible: Vec<&Agent> = if agents.iter().any(|a| a.own_cluster) {
+        agents.iter().filter(|a| a.own_cluster).collect()
+    } else {
+        agents.iter().collect()
+    };
+    let expires_ms = now_ms + lease_ms;
+    let mut changes = Vec::new();
+    let mut load: BTreeMap<&str, usize> =
+        eligible.iter().map(|a| (a.hostname.as_str(), 0)).collect();
+    let mut free = Vec::new();
+    let mut held_by_ineligible = Vec::new();
+    for lease in leases {
+        match &lease.holder {
+            Some(holder) if lease.expires_ms > now_ms => {
+                if let Some(n) = load.get_mut(holder.as_str()) {
+                    *n += 1;
+                    changes.push(LeaseChange::Renew {
+                        partition: lease.partition,
+                        holder: holder.clone(),
+                        expires_ms,
+                    });
+                } else if agents.iter().any(|a| &a.hostname == holder) {
+                    // Connected but no longer eligible (a backup agent once the cluster's own
+                    // are back): ask it to hand the partition back; it keeps it until then.
+                    held_by_ineligible.push(lease);
+                }
+                // Held by an agent that is not connected: untouchable until it expires.
+            }
+            _ => free.push(lease),
+        }
+    }
+    for lease in &held_by_ineligible {
+        if let Some(holder) = &lease.holder {
+            changes.push(LeaseChange::AskRelease {
+                partition: lease.partition,
+                holder: holder.clone(),
+            });
+        }
+    }
+    if eligible.is_empty() {
+        return changes;
+    }
+    for lease in free {
+        let (least, _) = load
+            .iter()
+            .min_by_key(|(host, n)| (**n, *host))
+            .map(|(h, n)| (h.to_string(), *n))
+            .expect("eligible agents exist");
+        *load.get_mut(least.as_str()).expect("known agent") += 1;
+        changes.push(LeaseChange::Grant {
+            partition: lease.partition,
+            holder: least,
+            epoch: lease.epoch + 1,
+            expires_ms,
+        });
+    }
+    // Balance: nobody keeps more than its fair share while another agent has less.
+    let total: usize = load.values().sum();
+    let ceiling = total.div_ceil(load.len());
+    let min = load.values().copied().min().unwrap_or(0);
+    if min + 1 < ceiling || load.values().any(|n| *n > ceiling) {
+        for (host, n) in &load {
+            let excess = n.saturating_sub(ceiling.max(min + 1));
+            let mut asked = 0;
+            for lease in leases.iter().rev() {
+                if asked == excess {
+                    break;
+                }
+                if lease.holder.as_deref() == Some(*host) && lease.expires_ms > now_ms {
+                    changes.push(LeaseChange::AskRelease {
+                        partition: lease.partition,
+                        holder: host.to_string(),
+                    });
+                    asked += 1;
+                }
+            }
+        }
+    }
+    changes
+}
+
+/// Applies `changes` to `leases` (what the replicated command does), for tests and the plane.
+pub fn apply(leases: &mut [Lease], changes: &[LeaseChange]) {
+    for change in changes {
+        match change {
+            LeaseChange::Renew {
+                partition,
+                holder,
+                expires_ms,
+            } => {
+                if let Some(l) = leases.iter_mut().find(|l| l.partition == *partition)
+                    && l.holder.as_ref() == Some(holder)
+                {
+                    l.expires_ms = *expires_ms;
+                }
+            }
+            LeaseChange::Grant {
+                partition,
+                holder,
+                epoch,
+                expires_ms,
+            } => {
+                if let Some(l) = leases.iter_mut().find(|l| l.partition == *partition) {
+                    l.holder = Some(holder.clone());
+                    l.epoch = *epoch;
+                    l.expires_ms = *expires_ms;
+                }
+            }
+            LeaseChange::AskRelease { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn free(n: u32) -> Vec<Lease> {
+        (0..n)
+            .map(|partition| Lease {
+                partition,
+                holder: None,
+                epoch: 0,
+                expires_ms: 0,
+            })
+            .collect()
+    }
+
+    /// Plans and applies, as the plane does on a heartbeat.
+    fn step(
+        leases: &mut [Lease],
+        agents: &[Agent],
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Vec<LeaseChange> {
+        let changes = plan(leases, agents, now_ms, lease_ms);
+        apply(leases, &changes);
+        changes
+    }
+
+    fn agent(h: &str, own: bool) -> Agent {
+        Agent {
+            hostname: h.into(),
+            own_cluster: own,
+        }
+    }
+
+    fn holders(leases: &[Lease]) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for l in leases {
+            if let Some(h) = &l.holder {
+                *m.entry(h.clone()).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn free_partitions_are_spread_evenly_with_new_epochs() {
+        let mut leases = free(16);
+        let agents = [agent("a", true), agent("b", true), agent("c", true)];
+        let changes = plan(&leases, &agents, 1_000, 30_000);
+        apply(&mut leases, &changes);
+        let counts: Vec<usize> = holders(&leases).into_values().collect();
+        assert_eq!(counts, [6, 5, 5]);
+        assert!(
+            leases
+                .iter()
+                .all(|l| l.epoch == 1 && l.expires_ms == 31_000)
+        );
+    }
+
+    #[test]
+    fn a_lease_of_a_vanished_agent_moves_only_after_it_expires() {
+        let mut leases = free(4);
+        step(
+            &mut leases,
+            &[agent("a", true), agent("b", true)],
+            0,
+            30_000,
+        );
+        // `a` disappears; `b` stays.
+        let only_b = [agent("b", true)];
+        let early = plan(&leases, &only_b, 29_999, 30_000);
+        assert!(
+            early
+                .iter()
+                .all(|c| !matches!(c, LeaseChange::Grant { .. })),
+            "{early:?}"
+        );
+        let late = plan(&leases, &only_b, 30_000, 30_000);
+        apply(&mut leases, &late);
+        assert!(leases.iter().all(|l| l.holder.as_deref() == Some("b")));
+        assert!(
+            leases.iter().any(|l| l.epoch == 2),
+            "moved leases get a new epoch"
+        );
+    }
+
+    #[test]
+    fn a_new_agent_gets_work_through_releases_not_early_moves() {
+        let mut leases = free(6);
+        step(&mut leases, &[agent("a", true)], 0, 30_000);
+        let both = [agent("a", true), agent("b", true)];
+        let changes = plan(&leases, &both, 1_000, 30_000);
+        let asked = changes
+            .iter()
+            .filter(|c| matches!(c, LeaseChange::AskRelease { holder, .. } if holder == "a"))
+            .count();
+        assert_eq!(asked, 3);
+        assert!(
+            !changes
+                .iter()
+                .any(|c| matches!(c, LeaseChange::Grant { .. }))
+        );
+    }
+
+    #[test]
+    fn the_backup_takes_over_only_when_no_own_agent_is_left_and_hands_back() {
+        let mut leases = free(4);
+        step(
+            &mut leases,
+            &[agent("own", true), agent("bk", false)],
+            0,
+            10,
+        );
+        assert!(leases.iter().all(|l| l.holder.as_deref() == Some("own")));
+        // `own` is gone: after expiry the backup gets everything.
+        step(&mut leases, &[agent("bk", false)], 10, 10);
+        assert!(leases.iter().all(|l| l.holder.as_deref() == Some("bk")));
+        // `own` is back: the backup is asked to release, nothing is granted early.
+        let back = plan(&leases, &[agent("own", true), agent("bk", false)], 12, 10);
+        assert_eq!(
+            back.iter()
+                .filter(|c| matches!(c, LeaseChange::AskRelease { .. }))
+                .count(),
+            4
+        );
+        assert!(!back.iter().any(|c| matches!(c, LeaseChange::Grant { .. })));
+    }
+
+    proptest! {
+        /// Whatever agents come and go, a partition never changes holder before its lease ran
+        /// out, epochs only grow, and with stable agents the load ends up within one.
+        #[test]
+        fn leases_never_overlap_and_end_balanced(
+            steps in proptest::collection::vec(proptest::collection::btree_set(0u8..4, 0..4), 1..30),
+            partitions in 1u32..24,
+        ) {
+            let lease_ms = 100;
+            let mut leases = free(partitions);
+            let mut now = 0i64;
+            for present in &steps {
+                let agents: Vec<Agent> =
+                    present.iter().map(|i| agent(&format!("a{i}"), true)).collect();
+                let before = leases.clone();
+                step(&mut leases, &agents, now, lease_ms);
+                for (b, a) in before.iter().zip(&leases) {
+                    prop_assert!(a.epoch >= b.epoch);
+                    if b.holder.is_some() && b.holder != a.holder {
+                        prop_assert!(b.expires_ms <= now, "moved before expiry: {b:?} -> {a:?}");
+                        prop_assert!(a.epoch > b.epoch);
+                    }
+                }
+                now += 60;
+            }
+            // Then a stable set of agents, honouring every release request, settles evenly.
+            let agents = [agent("x", true), agent("y", true), agent("z", true)];
+            for _ in 0..10 {
+                let changes = plan(&leases, &agents, now, lease_ms);
+                apply(&mut leases, &changes);
+                for c in &changes {
+                    if let LeaseChange::AskRelease { partition, .. } = c {
+                        let l = leases.iter_mut().find(|l| l.partition == *partition).unwrap();
+                        l.holder = None;
+                    }
+                }
+                now += 60;
+            }
+            let counts = holders(&leases);
+            prop_assert_eq!(counts.values().sum::<usize>(), partitions as usize);
+            let (lo, hi) = (counts.values().min().unwrap(), counts.values().max().unwrap());
+            prop_assert!(hi - lo <= 1, "{counts:?}");
+        }
+    }
+}
