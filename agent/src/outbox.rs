@@ -1,0 +1,149 @@
+//! The outbox: every run event and log chunk is written here, durably, before anything else
+//! happens, and leaves only once the plane has committed it.
+//!
+//! Entries are keyed (`<fire id>/<event>`…), so recording the same event twice (a restart
+//! replaying what it already wrote) keeps one entry, and the plane can recognise an entry it
+//! has already applied when a batch is re-sent after a lost acknowledgement. Order is the
+//! order of recording (`seq`), which is the order the plane sees.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("the agent's outbox at {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("the agent's outbox: {0}")]
+    Storage(#[from] sqlx::Error),
+}
+
+/// One entry waiting for the plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: i64,
+    pub key: String,
+    pub at_ms: i64,
+    /// The event as JSON (its shape belongs to the run protocol).
+    pub payload: String,
+}
+
+#[derive(Clone)]
+pub struct Outbox {
+    pool: SqlitePool,
+}
+
+impl Outbox {
+    /// Opens (creating) the agent's database at `path`. `synchronous = FULL`: an entry that
+    /// `record` returned for survives a power cut, not only a crash.
+    pub async fn open(path: &Path) -> Result<Self, OutboxError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let open = |source| OutboxError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(open)?;
+        MIGRATOR.run(&pool).await.map_err(|e| open(e.into()))?;
+        Ok(Self { pool })
+    }
+
+    /// Records an entry durably. Recording a key already waiting is a no-op (returns false).
+    pub async fn record(&self, key: &str, at_ms: i64, payload: &str) -> Result<bool, OutboxError> {
+        let done = sqlx::query(
+            "INSERT INTO outbox (key, at_ms, payload) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(at_ms)
+        .bind(payload)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The oldest `limit` entries, in recording order: the next batch to send.
+    pub async fn pending(&self, limit: u32) -> Result<Vec<Entry>, OutboxError> {
+        let rows = sqlx::query("SELECT seq, key, at_ms, payload FROM outbox ORDER BY seq LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Entry {
+                seq: r.get("seq"),
+                key: r.get("key"),
+                at_ms: r.get("at_ms"),
+                payload: r.get("payload"),
+            })
+            .collect())
+    }
+
+    /// Drops every entry up to and including `seq`: the plane has committed them.
+    pub async fn acknowledge(&self, seq: i64) -> Result<u64, OutboxError> {
+        Ok(sqlx::query("DELETE FROM outbox WHERE seq <= ?")
+            .bind(seq)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// How many entries are waiting.
+    pub async fn len(&self) -> Result<u64, OutboxError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    pub async fn is_empty(&self) -> Result<bool, OutboxError> {
+        Ok(self.len().await? == 0)
+    }
+
+    /// Closes the database (waits for writes in flight).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn entries_wait_in_order_until_acknowledged_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.db");
+        let outbox = Outbox::open(&path).await.unwrap();
+        assert!(outbox.record("a.s@1/started", 1, "{}").await.unwrap());
+        assert!(outbox.record("a.s@1/succeeded", 2, "{}").await.unwrap());
+        assert!(
+            !outbox.record("a.s@1/started", 3, "{}").await.unwrap(),
+            "same key twice"
+        );
+        outbox.close().await;
+
+        let outbox = Outbox::open(&path).await.unwrap();
+        let batch = outbox.pending(10).await.unwrap();
+        let keys: Vec<&str> = batch.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["a.s@1/started", "a.s@1/succeeded"]);
+        assert_eq!(batch[0].at_ms, 1, "the first recording wins");
+        assert_eq!(outbox.acknowledge(batch[0].seq).await.unwrap(), 1);
+        let rest = outbox.pending(10).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].key, "a.s@1/succeeded");
+        outbox.acknowledge(rest[0].seq).await.unwrap();
+        assert!(outbox.is_empty().await.unwrap());
+    }
+}
