@@ -174,6 +174,15 @@ async fn a_node_that_missed_compacted_entries_catches_up() {
         .purge_log(80)
         .await
         .unwrap();
+    // The trigger only queues the purge; restart the node once it has happened, or the node
+    // could still be fed from the log.
+    cluster
+        .node(leader)
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.purged.is_some_and(|p| p.index >= 80), "leader purge")
+        .await
+        .unwrap();
 
     cluster.restart(down).await;
     cluster.wait_converged().await;
@@ -181,9 +190,18 @@ async fn a_node_that_missed_compacted_entries_catches_up() {
     assert_eq!(expected.len(), 80);
     assert_eq!(dc_names(&cluster, down).await, expected);
     // The entries it missed were purged on the leader: it can only have them from a snapshot.
-    let installed = cluster.node(down).raft.metrics().borrow().snapshot;
+    // (Metrics trail the state machine, so wait for them rather than read them once.)
+    let installed = cluster
+        .node(down)
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= 80),
+            "snapshot installed",
+        )
+        .await;
     assert!(
-        installed.is_some_and(|s| s.index >= 80),
+        installed.is_ok(),
         "no snapshot installed on the restarted node: {installed:?}"
     );
 
