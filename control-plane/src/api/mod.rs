@@ -19,17 +19,14 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
 use meridian_proto::Clock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::model::processor::{Applied, RefusalKind, Rejection};
-use crate::model::{
-    ApiToken, Cluster, Command, DataCenter, Environment, Grant, Name, Proposal, Schedule, Tenant,
-    TokenRole, Workflow, query,
-};
+use crate::model::{ApiToken, Command, Name, Proposal, TokenRole, query};
 use crate::raft::node::{AskError, PlaneNode};
 use crate::raft::{Node, Outcome};
 
@@ -111,6 +108,7 @@ impl From<AskError> for ApiError {
     fn from(e: AskError) -> Self {
         match e {
             AskError::Failed(m) => Self::internal(m),
+            AskError::Missing(m) => Self::not_found(m),
             other => Self::unavailable(other.to_string()),
         }
     }
@@ -325,6 +323,37 @@ fn created(reply: WriteReply) -> Created {
     (StatusCode::CREATED, Json(reply))
 }
 
+/// `POST`: the body is the entity; `command` turns it into its create command.
+fn create<T: DeserializeOwned + Send + 'static>(command: fn(T) -> Command) -> MethodRouter<Api> {
+    post(
+        move |State(api): State<Api>, Extension(c): Extension<Caller>, Body(v): Body<T>| async move {
+            api.propose(&c, command(v)).await.map(created)
+        },
+    )
+}
+
+/// `DELETE /{name}`.
+fn delete_one(command: fn(Name) -> Command) -> MethodRouter<Api> {
+    axum::routing::delete(
+        move |State(api): State<Api>, Extension(c): Extension<Caller>, Path(n): Path<String>| async move {
+            let key = name("name", n)?;
+            api.propose(&c, command(key)).await.map(Json)
+        },
+    )
+}
+
+/// `DELETE /{a}/{b}`; `params` names the two path parameters for error messages.
+fn delete_two(params: [&'static str; 2], command: fn(Name, Name) -> Command) -> MethodRouter<Api> {
+    axum::routing::delete(
+        move |State(api): State<Api>,
+              Extension(c): Extension<Caller>,
+              Path((a, b)): Path<(String, String)>| async move {
+            let (a, b) = (name(params[0], a)?, name(params[1], b)?);
+            api.propose(&c, command(a, b)).await.map(Json)
+        },
+    )
+}
+
 /// Builds the `/api/v1` router.
 pub fn router(api: Api) -> Router {
     let v1 = Router::new()
@@ -335,15 +364,7 @@ pub fn router(api: Api) -> Router {
                     Ok(Json(query::data_centers(api.fresh(o.stale).await?).await?))
                 },
             )
-            .post(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Body(dc): Body<DataCenter>| {
-                    api.propose(&c, Command::CreateDataCenter(dc))
-                        .await
-                        .map(created)
-                },
-            ),
+            .merge(create(Command::CreateDataCenter)),
         )
         .route(
             "/dcs/{name}",
@@ -359,16 +380,7 @@ pub fn router(api: Api) -> Router {
                     )
                 },
             )
-            .delete(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Path(n): Path<String>| {
-                    let name = name("name", n)?;
-                    api.propose(&c, Command::DeleteDataCenter { name })
-                        .await
-                        .map(Json)
-                },
-            ),
+            .merge(delete_one(|name| Command::DeleteDataCenter { name })),
         )
         .route(
             "/clusters",
@@ -377,15 +389,7 @@ pub fn router(api: Api) -> Router {
                     Ok(Json(query::clusters(api.fresh(o.stale).await?).await?))
                 },
             )
-            .post(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Body(v): Body<Cluster>| {
-                    api.propose(&c, Command::CreateCluster(v))
-                        .await
-                        .map(created)
-                },
-            ),
+            .merge(create(Command::CreateCluster)),
         )
         .route(
             "/clusters/{name}",
@@ -398,16 +402,7 @@ pub fn router(api: Api) -> Router {
                     found(&format!("cluster `{n}`"), query::cluster(pool, &n).await?)
                 },
             )
-            .delete(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Path(n): Path<String>| {
-                    let name = name("name", n)?;
-                    api.propose(&c, Command::DeleteCluster { name })
-                        .await
-                        .map(Json)
-                },
-            ),
+            .merge(delete_one(|name| Command::DeleteCluster { name })),
         )
         .route(
             "/environments",
@@ -416,15 +411,7 @@ pub fn router(api: Api) -> Router {
                     Ok(Json(query::environments(api.fresh(o.stale).await?).await?))
                 },
             )
-            .post(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Body(v): Body<Environment>| {
-                    api.propose(&c, Command::CreateEnvironment(v))
-                        .await
-                        .map(created)
-                },
-            ),
+            .merge(create(Command::CreateEnvironment)),
         )
         .route(
             "/environments/{name}",
@@ -440,16 +427,7 @@ pub fn router(api: Api) -> Router {
                     )
                 },
             )
-            .delete(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Path(n): Path<String>| {
-                    let name = name("name", n)?;
-                    api.propose(&c, Command::DeleteEnvironment { name })
-                        .await
-                        .map(Json)
-                },
-            ),
+            .merge(delete_one(|name| Command::DeleteEnvironment { name })),
         )
         .route(
             "/tenants",
@@ -458,13 +436,7 @@ pub fn router(api: Api) -> Router {
                     Ok(Json(query::tenants(api.fresh(o.stale).await?).await?))
                 },
             )
-            .post(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Body(v): Body<Tenant>| {
-                    api.propose(&c, Command::CreateTenant(v)).await.map(created)
-                },
-            ),
+            .merge(create(Command::CreateTenant)),
         )
         .route(
             "/tenants/{name}",
@@ -477,16 +449,7 @@ pub fn router(api: Api) -> Router {
                     found(&format!("tenant `{n}`"), query::tenant(pool, &n).await?)
                 },
             )
-            .delete(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Path(n): Path<String>| {
-                    let name = name("name", n)?;
-                    api.propose(&c, Command::DeleteTenant { name })
-                        .await
-                        .map(Json)
-                },
-            ),
+            .merge(delete_one(|name| Command::DeleteTenant { name })),
         )
         .route(
             "/grants",
@@ -497,13 +460,7 @@ pub fn router(api: Api) -> Router {
                     Ok(Json(query::grants(pool, tenant.as_ref()).await?))
                 },
             )
-            .post(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Body(v): Body<Grant>| {
-                    api.propose(&c, Command::CreateGrant(v)).await.map(created)
-                },
-            ),
+            .merge(create(Command::CreateGrant)),
         )
         .route(
             "/grants/{tenant}/{environment}",
@@ -519,22 +476,13 @@ pub fn router(api: Api) -> Router {
                     )
                 },
             )
-            .delete(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Path((t, e)): Path<(String, String)>| {
-                    let (tenant, environment) = (name("tenant", t)?, name("environment", e)?);
-                    api.propose(
-                        &c,
-                        Command::DeleteGrant {
-                            tenant,
-                            environment,
-                        },
-                    )
-                    .await
-                    .map(Json)
+            .merge(delete_two(
+                ["tenant", "environment"],
+                |tenant, environment| Command::DeleteGrant {
+                    tenant,
+                    environment,
                 },
-            ),
+            )),
         )
         .route(
             "/workflows",
@@ -545,15 +493,7 @@ pub fn router(api: Api) -> Router {
                     Ok(Json(query::workflows(pool, tenant.as_ref()).await?))
                 },
             )
-            .post(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Body(v): Body<Workflow>| {
-                    api.propose(&c, Command::ApplyWorkflow(v))
-                        .await
-                        .map(created)
-                },
-            ),
+            .merge(create(Command::ApplyWorkflow)),
         )
         .route(
             "/workflows/{tenant}/{name}",
@@ -570,16 +510,9 @@ pub fn router(api: Api) -> Router {
                     found(&what, query::workflow(pool, &t, &n, o.version).await?)
                 },
             )
-            .delete(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Path((t, n)): Path<(String, String)>| {
-                    let (tenant, name) = (name("tenant", t)?, name("name", n)?);
-                    api.propose(&c, Command::DeleteWorkflow { tenant, name })
-                        .await
-                        .map(Json)
-                },
-            ),
+            .merge(delete_two(["tenant", "name"], |tenant, name| {
+                Command::DeleteWorkflow { tenant, name }
+            })),
         )
         .route(
             "/schedules",
@@ -590,15 +523,7 @@ pub fn router(api: Api) -> Router {
                     Ok(Json(query::schedules(pool, tenant.as_ref()).await?))
                 },
             )
-            .post(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Body(v): Body<Schedule>| {
-                    api.propose(&c, Command::CreateSchedule(v))
-                        .await
-                        .map(created)
-                },
-            ),
+            .merge(create(Command::CreateSchedule)),
         )
         .route(
             "/schedules/{tenant}/{name}",
@@ -614,16 +539,9 @@ pub fn router(api: Api) -> Router {
                     )
                 },
             )
-            .delete(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Path((t, n)): Path<(String, String)>| {
-                    let (tenant, name) = (name("tenant", t)?, name("name", n)?);
-                    api.propose(&c, Command::DeleteSchedule { tenant, name })
-                        .await
-                        .map(Json)
-                },
-            ),
+            .merge(delete_two(["tenant", "name"], |tenant, name| {
+                Command::DeleteSchedule { tenant, name }
+            })),
         )
         .route(
             "/audit",
@@ -675,16 +593,7 @@ pub fn router(api: Api) -> Router {
         )
         .route(
             "/tokens/{name}",
-            axum::routing::delete(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Path(n): Path<String>| {
-                    let name = name("name", n)?;
-                    api.propose(&c, Command::DeleteToken { name })
-                        .await
-                        .map(Json)
-                },
-            ),
+            delete_one(|name| Command::DeleteToken { name }),
         )
         .route(
             "/plane/status",
@@ -721,15 +630,7 @@ pub fn router(api: Api) -> Router {
             "/plane/nodes/{hostname}",
             axum::routing::delete(
                 async |State(api): State<Api>, Path(h): Path<String>| -> ApiResult<_> {
-                    api.node
-                        .remove(&h, api.timeout)
-                        .await
-                        .map_err(|e| match e {
-                            AskError::Failed(m) if m.contains("not a member") => {
-                                ApiError::not_found(m)
-                            }
-                            other => other.into(),
-                        })?;
+                    api.node.remove(&h, api.timeout).await?;
                     Ok(Json(WriteReply {
                         subject: format!("plane node {h}"),
                         version: None,

@@ -24,7 +24,8 @@ const STALE: (&str, &str, &str) = (
 );
 const TENANT: (&str, &str, &str) = ("tenant", "string", "Only this tenant's.");
 
-const fn list(path: &'static str, summary: &'static str, item: &'static str) -> Route {
+/// A `GET` of a list or of one item, answering `item`.
+const fn get(path: &'static str, summary: &'static str, item: &'static str) -> Route {
     Route {
         method: "get",
         path,
@@ -46,17 +47,6 @@ const fn create(path: &'static str, summary: &'static str, body: &'static str) -
     }
 }
 
-const fn read(path: &'static str, summary: &'static str, item: &'static str) -> Route {
-    Route {
-        method: "get",
-        path,
-        summary,
-        body: None,
-        reply: (200, item),
-        query: &[STALE],
-    }
-}
-
 const fn delete(path: &'static str, summary: &'static str) -> Route {
     Route {
         method: "delete",
@@ -70,41 +60,41 @@ const fn delete(path: &'static str, summary: &'static str) -> Route {
 
 /// Every operation the router serves. A list reply is named `[Item]`.
 pub const ROUTES: &[Route] = &[
-    list("/dcs", "List data centers", "[DataCenter]"),
+    get("/dcs", "List data centers", "[DataCenter]"),
     create("/dcs", "Create a data center", "DataCenter"),
-    read("/dcs/{name}", "Get a data center", "DataCenter"),
+    get("/dcs/{name}", "Get a data center", "DataCenter"),
     delete(
         "/dcs/{name}",
         "Delete a data center (refused while clusters use it)",
     ),
-    list("/clusters", "List clusters", "[Cluster]"),
+    get("/clusters", "List clusters", "[Cluster]"),
     create("/clusters", "Create a cluster", "Cluster"),
-    read("/clusters/{name}", "Get a cluster", "Cluster"),
+    get("/clusters/{name}", "Get a cluster", "Cluster"),
     delete(
         "/clusters/{name}",
         "Delete a cluster (refused while in use)",
     ),
-    list("/environments", "List environments", "[Environment]"),
+    get("/environments", "List environments", "[Environment]"),
     create("/environments", "Create an environment", "Environment"),
-    read("/environments/{name}", "Get an environment", "Environment"),
+    get("/environments/{name}", "Get an environment", "Environment"),
     delete(
         "/environments/{name}",
         "Delete an environment (refused while in use)",
     ),
-    list("/tenants", "List tenants", "[Tenant]"),
+    get("/tenants", "List tenants", "[Tenant]"),
     create("/tenants", "Create a tenant", "Tenant"),
-    read("/tenants/{name}", "Get a tenant", "Tenant"),
+    get("/tenants/{name}", "Get a tenant", "Tenant"),
     delete("/tenants/{name}", "Delete a tenant (refused while in use)"),
     Route {
         query: &[STALE, TENANT],
-        ..list("/grants", "List grants", "[Grant]")
+        ..get("/grants", "List grants", "[Grant]")
     },
     create("/grants", "Grant an environment to a tenant", "Grant"),
-    read("/grants/{tenant}/{environment}", "Get a grant", "Grant"),
+    get("/grants/{tenant}/{environment}", "Get a grant", "Grant"),
     delete("/grants/{tenant}/{environment}", "Revoke a grant"),
     Route {
         query: &[STALE, TENANT],
-        ..list(
+        ..get(
             "/workflows",
             "List workflows (newest versions)",
             "[WorkflowVersion]",
@@ -120,7 +110,7 @@ pub const ROUTES: &[Route] = &[
             STALE,
             ("version", "integer", "This version (default: the newest)."),
         ],
-        ..read(
+        ..get(
             "/workflows/{tenant}/{name}",
             "Get a workflow",
             "WorkflowVersion",
@@ -129,10 +119,10 @@ pub const ROUTES: &[Route] = &[
     delete("/workflows/{tenant}/{name}", "Delete a workflow"),
     Route {
         query: &[STALE, TENANT],
-        ..list("/schedules", "List schedules", "[Schedule]")
+        ..get("/schedules", "List schedules", "[Schedule]")
     },
     create("/schedules", "Create a schedule", "Schedule"),
-    read("/schedules/{tenant}/{name}", "Get a schedule", "Schedule"),
+    get("/schedules/{tenant}/{name}", "Get a schedule", "Schedule"),
     delete("/schedules/{tenant}/{name}", "Delete a schedule"),
     Route {
         query: &[
@@ -148,13 +138,13 @@ pub const ROUTES: &[Route] = &[
                 "At most this many, newest first (1–1000, default 100).",
             ),
         ],
-        ..list(
+        ..get(
             "/audit",
             "The audit trail: every applied command, who and when",
             "[AuditEntry]",
         )
     },
-    list(
+    get(
         "/tokens",
         "List API tokens (never their secrets)",
         "[Token]",
@@ -170,7 +160,7 @@ pub const ROUTES: &[Route] = &[
     delete("/tokens/{name}", "Delete an API token"),
     Route {
         query: &[],
-        ..read(
+        ..get(
             "/plane/status",
             "Every plane node: role, term, log, applied, reachable",
             "[NodeStatus]",
@@ -187,7 +177,7 @@ pub const ROUTES: &[Route] = &[
     delete("/plane/nodes/{hostname}", "Remove a node from the plane"),
     Route {
         query: &[],
-        ..read("/openapi.json", "This document", "OpenApi")
+        ..get("/openapi.json", "This document", "OpenApi")
     },
 ];
 

@@ -291,6 +291,7 @@ impl PlaneNode {
                 Err(AskRefusal::NotLeader(leader)) => leader,
                 Err(AskRefusal::Busy) => None,
                 Err(AskRefusal::Failed(e)) => return Err(AskError::Failed(e)),
+                Err(AskRefusal::Missing(e)) => return Err(AskError::Missing(e)),
                 Err(AskRefusal::Stopped) => return Err(AskError::Stopped),
             };
             if let Some(leader) = leader.filter(|l| l.hostname != self.node.hostname) {
@@ -305,6 +306,7 @@ impl PlaneNode {
                     // node whose connections linger): the ask was not taken; try again.
                     Ok(Err(AskRefusal::NotLeader(_) | AskRefusal::Busy | AskRefusal::Stopped)) => {}
                     Ok(Err(AskRefusal::Failed(e))) => return Err(AskError::Failed(e)),
+                    Ok(Err(AskRefusal::Missing(e))) => return Err(AskError::Missing(e)),
                     Err(e) if e.is_unreachable() => {}
                     Err(e) if e.is_timeout() => return Err(AskError::Timeout(timeout)),
                     Err(e) => return Err(AskError::Failed(e.to_string())),
@@ -403,6 +405,8 @@ pub enum AskRefusal {
     NotLeader(Option<Node>),
     /// Another membership change is still committing.
     Busy,
+    /// What it names does not exist (e.g. removing a node that is not a member).
+    Missing(String),
     Stopped,
     Failed(String),
 }
@@ -419,6 +423,9 @@ pub enum AskError {
          (`meridian plane status` shows whether the plane has a leader)"
     )]
     Timeout(Duration),
+    /// What it names does not exist; the message says what.
+    #[error("{0}")]
+    Missing(String),
     #[error("this plane node is shutting down")]
     Stopped,
     #[error("{0}")]
@@ -449,7 +456,7 @@ pub async fn answer(raft: &Raft, ask: Ask) -> AskReply {
             let stored = raft.metrics().borrow().membership_config.clone();
             let members = stored.membership();
             if members.nodes().all(|(n, _)| *n != id) {
-                return Err(AskRefusal::Failed(format!(
+                return Err(AskRefusal::Missing(format!(
                     "removing `{hostname}`: it is not a member of the plane"
                 )));
             }
