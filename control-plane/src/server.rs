@@ -38,6 +38,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("the REST API's listener: {0}")]
+    Listener(std::io::Error),
     #[error("HTTPS certificate: {0}")]
     Tls(String),
     #[error("{doing}: {problem}")]
@@ -69,24 +71,24 @@ impl Server {
         https: bool,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServeError> {
-        let tls = config.tls.clone();
+        // The certificate is checked before anything starts, so a bad one changes nothing.
+        let rustls = if https {
+            Some(axum_server::tls_rustls::RustlsConfig::from_config(
+                Arc::new(https_config(&config.tls)?),
+            ))
+        } else {
+            None
+        };
+        let http_addr = http_listener.local_addr().map_err(ServeError::Listener)?;
         let node = Arc::new(PlaneNode::start(config, peer_listener).await?);
         let app = api::router(Api {
             node: node.clone(),
             clock,
             timeout: WRITE_TIMEOUT,
         });
-        http_listener
-            .set_nonblocking(true)
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
-        let http_addr = http_listener
-            .local_addr()
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
         let handle = axum_server::Handle::new();
         let service = app.into_make_service();
-        let http_task = if https {
-            let rustls =
-                axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(https_config(&tls)?));
+        let http_task = if let Some(rustls) = rustls {
             let server = axum_server::from_tcp_rustls(http_listener, rustls).handle(handle.clone());
             tokio::spawn(async move {
                 if let Err(e) = server.serve(service).await {
@@ -135,11 +137,15 @@ fn https_config(tls: &TlsMaterial) -> Result<rustls::ServerConfig, ServeError> {
 
 /// Binds a std listener for the API (std, so it can be handed to the HTTP server as is).
 pub fn bind_http(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
-    std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind {
-        what: "the REST API",
-        addr,
-        source,
-    })
+    let bound = std::net::TcpListener::bind(addr);
+    // The async server needs a non-blocking socket.
+    bound
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| ServeError::Bind {
+            what: "the REST API",
+            addr,
+            source,
+        })
 }
 
 pub async fn bind_peer(addr: SocketAddr) -> Result<TcpListener, ServeError> {
