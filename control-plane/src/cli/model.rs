@@ -18,13 +18,22 @@ use crate::api::{CreatedToken, TokenView, WriteReply};
 #[derive(Debug, Subcommand)]
 pub enum Verb<C: Args> {
     /// Create one, from flags or from `-f FILE`.
-    Create(C),
+    Create(Create<C>),
     /// List them (JSON).
     List(ListArgs),
     /// Show one (JSON).
     Get(KeyArgs),
     /// Delete one. Refused while something still uses it; the error names the users.
     Delete(KeyArgs),
+}
+
+/// `create`: a noun's flags, or the whole document from a file.
+#[derive(Debug, Args)]
+pub struct Create<C: Args> {
+    #[command(flatten)]
+    pub flags: C,
+    #[command(flatten)]
+    pub file: FileArg,
 }
 
 #[derive(Debug, Args)]
@@ -61,8 +70,6 @@ pub struct DcCreate {
     pub name: Option<String>,
     #[arg(long)]
     pub description: Option<String>,
-    #[command(flatten)]
-    pub file: FileArg,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -86,8 +93,6 @@ pub struct ClusterCreate {
     pub partitions: Option<u32>,
     #[arg(long)]
     pub lease_seconds: Option<u32>,
-    #[command(flatten)]
-    pub file: FileArg,
 }
 
 #[derive(Debug, Args)]
@@ -102,8 +107,6 @@ pub struct EnvCreate {
     pub work_dir: Option<String>,
     #[arg(long)]
     pub queue: Option<String>,
-    #[command(flatten)]
-    pub file: FileArg,
 }
 
 #[derive(Debug, Args)]
@@ -111,8 +114,6 @@ pub struct TenantCreate {
     pub name: Option<String>,
     #[arg(long)]
     pub description: Option<String>,
-    #[command(flatten)]
-    pub file: FileArg,
 }
 
 #[derive(Debug, Args)]
@@ -121,8 +122,6 @@ pub struct GrantCreate {
     pub environment: Option<String>,
     #[arg(long)]
     pub max_concurrent_runs: Option<u32>,
-    #[command(flatten)]
-    pub file: FileArg,
 }
 
 #[derive(Debug, Args)]
@@ -139,8 +138,6 @@ pub struct WorkflowCreate {
     pub timeout_seconds: Option<u64>,
     #[arg(long)]
     pub retries: Option<u32>,
-    #[command(flatten)]
-    pub file: FileArg,
 }
 
 #[derive(Debug, Args)]
@@ -166,8 +163,6 @@ pub struct ScheduleCreate {
     /// skip, buffer_one, buffer_all, cancel_older or allow_all.
     #[arg(long)]
     pub overlap: Option<String>,
-    #[command(flatten)]
-    pub file: FileArg,
 }
 
 /// A noun of the model and where the API keeps it.
@@ -217,14 +212,15 @@ pub const SCHEDULE: Noun = Noun {
 
 /// Builds the JSON document a `create` sends.
 pub trait CreateBody {
-    fn file(&self) -> &FileArg;
     /// The document from flags; `Err` names a missing flag or argument.
     fn flags_document(&self) -> Result<Value, ClientError>;
+}
 
+impl<C: Args + CreateBody> Create<C> {
     fn body(&self) -> Result<Value, ClientError> {
-        match &self.file().file {
+        match &self.file.file {
             Some(path) => {
-                let flags = self.flags_document().ok().filter(|v| v != &json!({}));
+                let flags = self.flags.flags_document().ok().filter(|v| v != &json!({}));
                 if flags.is_some() {
                     return Err(ClientError::Refused(
                         "give either -f FILE or flags, not both".into(),
@@ -232,7 +228,7 @@ pub trait CreateBody {
                 }
                 read_document(path)
             }
-            None => self.flags_document(),
+            None => self.flags.flags_document(),
         }
     }
 }
@@ -277,9 +273,6 @@ impl Doc {
 }
 
 impl CreateBody for DcCreate {
-    fn file(&self) -> &FileArg {
-        &self.file
-    }
     fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("name", "NAME", &self.name)?;
@@ -289,9 +282,6 @@ impl CreateBody for DcCreate {
 }
 
 impl CreateBody for ClusterCreate {
-    fn file(&self) -> &FileArg {
-        &self.file
-    }
     fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("name", "NAME", &self.name)?;
@@ -311,9 +301,6 @@ impl CreateBody for ClusterCreate {
 }
 
 impl CreateBody for EnvCreate {
-    fn file(&self) -> &FileArg {
-        &self.file
-    }
     fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("name", "NAME", &self.name)?;
@@ -335,9 +322,6 @@ impl CreateBody for EnvCreate {
 }
 
 impl CreateBody for TenantCreate {
-    fn file(&self) -> &FileArg {
-        &self.file
-    }
     fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("name", "NAME", &self.name)?;
@@ -347,9 +331,6 @@ impl CreateBody for TenantCreate {
 }
 
 impl CreateBody for GrantCreate {
-    fn file(&self) -> &FileArg {
-        &self.file
-    }
     fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("tenant", "TENANT", &self.tenant)?;
@@ -363,9 +344,6 @@ impl CreateBody for GrantCreate {
 }
 
 impl CreateBody for WorkflowCreate {
-    fn file(&self) -> &FileArg {
-        &self.file
-    }
     fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("tenant", "TENANT", &self.tenant)?;
@@ -387,9 +365,6 @@ impl CreateBody for WorkflowCreate {
 }
 
 impl CreateBody for ScheduleCreate {
-    fn file(&self) -> &FileArg {
-        &self.file
-    }
     fn flags_document(&self) -> Result<Value, ClientError> {
         let mut d = Doc::default();
         d.need("tenant", "TENANT", &self.tenant)?;
