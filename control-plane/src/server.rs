@@ -69,7 +69,6 @@ impl Server {
         peer_listener: TcpListener,
         http_listener: std::net::TcpListener,
         https: bool,
-        clock: Arc<dyn Clock>,
     ) -> Result<Self, ServeError> {
         // The certificate is checked before anything starts, so a bad one changes nothing.
         let rustls = if https {
@@ -80,6 +79,7 @@ impl Server {
             None
         };
         let http_addr = http_listener.local_addr().map_err(ServeError::Listener)?;
+        let clock = config.clock.clone();
         let node = Arc::new(PlaneNode::start(config, peer_listener).await?);
         let app = api::router(Api {
             node: node.clone(),

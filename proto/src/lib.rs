@@ -14,6 +14,8 @@
 //! - [`clock`]: the time as an argument ([`Clock`]): the system clock, or a manual one in tests.
 //! - [`catch_up`]: the catch-up policy, deciding which missed records to run.
 //! - [`transport`]: hosts maps, mutual-TLS material, dialling by hostname, peer identities.
+//! - [`run`]: jobs and assignments an agent is given, and the reports (run events, task
+//!   attempts, log chunks) it sends back, as the JSON its outbox and the plane's log hold.
 //! - [`workflow`]: workflow definitions (a DAG of shell and HTTP tasks) and their validation.
 //!
 //! Data moves one way: a `ScheduleSpec` is validated into a `Calendar`; the calendar turns
@@ -26,6 +28,7 @@ pub mod catch_up;
 pub mod clock;
 pub mod convert;
 pub mod fire_record;
+pub mod run;
 pub mod schedule;
 pub mod transport;
 pub mod workflow;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use meridian_plane::certs::{self, Pem};
 use meridian_plane::raft::node::{NodeConfig, PlaneNode, Timing};
 use meridian_proto::transport::{HostsMap, Role, TlsMaterial};
+use meridian_proto::{Clock, SystemClock};
 use openraft::ServerState;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -38,6 +39,12 @@ impl Cluster {
     }
 
     pub async fn start_with(n: usize, timing: Timing) -> Self {
+        Self::start_on(n, timing, Arc::new(SystemClock)).await
+    }
+
+    /// Starts `n` nodes that stamp agents' heartbeats and reports with `clock` (share a
+    /// `ManualClock` with the agents to drive leases and firing from the test).
+    pub async fn start_on(n: usize, timing: Timing, clock: Arc<dyn Clock>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = certs::new_ca("test federation CA").expect("CA");
         let mut listeners = Vec::new();
@@ -63,6 +70,7 @@ impl Cluster {
                 },
                 hosts: HostsMap(hosts.clone()),
                 timing,
+                clock: clock.clone(),
             });
         }
         let mut nodes = Vec::new();

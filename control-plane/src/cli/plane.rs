@@ -47,6 +47,7 @@ fn node_config(config: &PlaneConfig) -> Result<NodeConfig, ClientError> {
         tls,
         hosts: config.hosts.clone(),
         timing: config.timing,
+        clock: Arc::new(SystemClock),
     })
 }
 
@@ -60,23 +61,17 @@ pub async fn serve(path: &Path) -> Result<String, ClientError> {
     let node_config = node_config(&config)?;
     let peer = server::bind_peer(config.listen).await.map_err(failed)?;
     let http = server::bind_http(config.http.listen).map_err(failed)?;
-    let server = Server::start(
-        node_config,
-        peer,
-        http,
-        config.http.tls,
-        Arc::new(SystemClock),
-    )
-    .await
-    .map_err(|e| match e {
-        server::ServeError::Node(n) if n.to_string().contains("already open") => {
-            ClientError::Failed(format!(
-                "{n}: is another `meridian plane serve` using {}?",
-                config.data_dir.display()
-            ))
-        }
-        other => failed(other),
-    })?;
+    let server = Server::start(node_config, peer, http, config.http.tls)
+        .await
+        .map_err(|e| match e {
+            server::ServeError::Node(n) if n.to_string().contains("already open") => {
+                ClientError::Failed(format!(
+                    "{n}: is another `meridian plane serve` using {}?",
+                    config.data_dir.display()
+                ))
+            }
+            other => failed(other),
+        })?;
     let scheme = if config.http.tls { "https" } else { "http" };
     eprintln!(
         "plane node {} serving peers and agents on {}, the API on {scheme}://{}/api/v1",
@@ -248,11 +243,11 @@ pub async fn dev(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
             tls,
             hosts: HostsMap::default(),
             timing: Timing::default(),
+            clock: clock.clone(),
         },
         peer,
         http,
         false,
-        clock.clone(),
     )
     .await
     .map_err(|e| {

@@ -7,10 +7,16 @@
 //!   refuses and changes nothing. It knows nothing about Raft, so recovery and tests drive it
 //!   directly; the Raft state machine only wraps it.
 //! - [`query`]: reads for the API, CLI and UI.
+//! - [`leasing`]: the processor's part for agent heartbeats — agents, partition leases (the
+//!   pure plan is [`crate::lease`]) and the commands waiting for each agent.
+//! - [`history`]: the processor's part for agent reports — run history, task attempts, logs,
+//!   with the epoch fencing that keeps a fire record from counting twice.
 //!
 //! Proposals carry their author and time, stamped once by the node that accepted the write,
 //! so every replica applies exactly the same thing and the audit trail agrees everywhere.
 
+pub mod history;
+pub mod leasing;
 pub mod processor;
 pub mod query;
 
@@ -264,6 +270,58 @@ pub struct ApiToken {
     pub hash: String,
 }
 
+/// An agent's heartbeat as replicated. `agent` and `cluster` come from its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub agent: String,
+    pub cluster: Name,
+    #[serde(default)]
+    pub free_slots: u32,
+    /// Graceful shutdown: give every partition back and stop counting as connected.
+    #[serde(default)]
+    pub releasing: bool,
+    /// Partitions the agent stopped firing and gives back.
+    #[serde(default)]
+    pub released: Vec<PartitionRef>,
+}
+
+/// A partition of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionRef {
+    pub cluster: Name,
+    pub partition: u32,
+}
+
+/// Outbox entries from one agent. `agent` and `cluster` come from its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentReport {
+    pub agent: String,
+    pub cluster: Name,
+    pub entries: Vec<ReportEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportEntry {
+    /// The agent's outbox sequence number.
+    pub seq: u64,
+    pub report: meridian_proto::run::Report,
+}
+
+/// A "run now" request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    pub tenant: Name,
+    pub workflow: Name,
+    /// Where to run (none: the workflow's default environment).
+    #[serde(default)]
+    pub environment: Option<Name>,
+}
+
 /// Every change to the model. One enum, applied by one exhaustive `match` in `processor`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -303,6 +361,21 @@ pub enum Command {
     DeleteToken {
         name: Name,
     },
+    /// A changed schedule: a new version, effective from the agents' next record.
+    UpdateSchedule(Schedule),
+    /// An agent's heartbeat: its liveness and releases; the leader's lease plan for the
+    /// agent's cluster (and the clusters it backs up) is decided while applying it, at the
+    /// proposal's time, so every replica computes the same leases.
+    AgentHeartbeat(Heartbeat),
+    /// A batch from an agent's outbox: run events, task attempts, log chunks.
+    AgentReport(AgentReport),
+    /// "Run now": a run of a workflow, taken by the next agent of the environment's cluster
+    /// that heartbeats. Its id is derived from the log index, so every replica agrees on it.
+    RequestRun(RunRequest),
+    /// Kill a run: its agent is told on its next heartbeat.
+    KillRun {
+        run_id: String,
+    },
     /// Several commands in one log entry, as a client that batches sends them (an agent's
     /// reports). Each is applied or refused on its own, in order; the outcome lists each.
     Batch(Vec<Command>),
@@ -328,7 +401,37 @@ impl Command {
             Self::DeleteSchedule { .. } => "delete_schedule",
             Self::CreateToken(_) => "create_token",
             Self::DeleteToken { .. } => "delete_token",
+            Self::UpdateSchedule(_) => "update_schedule",
+            Self::AgentHeartbeat(_) => "agent_heartbeat",
+            Self::AgentReport(_) => "agent_report",
+            Self::RequestRun(_) => "request_run",
+            Self::KillRun { .. } => "kill_run",
             Self::Batch(_) => "batch",
+        }
+    }
+
+    /// Whether the audit trail records it. Agents' heartbeats and reports are machine traffic
+    /// many times a second; their effect is in the leases and the run history.
+    pub fn audited(&self) -> bool {
+        !matches!(self, Self::AgentHeartbeat(_) | Self::AgentReport(_))
+    }
+
+    /// Whether it changes what agents run, so they must fetch their schedules again.
+    pub fn changes_definitions(&self) -> bool {
+        match self {
+            Self::CreateCluster(_)
+            | Self::DeleteCluster { .. }
+            | Self::CreateEnvironment(_)
+            | Self::DeleteEnvironment { .. }
+            | Self::CreateGrant(_)
+            | Self::DeleteGrant { .. }
+            | Self::ApplyWorkflow(_)
+            | Self::DeleteWorkflow { .. }
+            | Self::CreateSchedule(_)
+            | Self::UpdateSchedule(_)
+            | Self::DeleteSchedule { .. } => true,
+            Self::Batch(items) => items.iter().any(Command::changes_definitions),
+            _ => false,
         }
     }
 

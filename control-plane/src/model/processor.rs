@@ -102,6 +102,18 @@ pub struct Applied {
     pub version: Option<u64>,
     /// For a batch: each command's own outcome, in order (empty otherwise).
     pub items: Vec<Result<Applied, Rejection>>,
+    /// What the command's caller needs back beyond the subject (an agent's leases after a
+    /// heartbeat, which report entries were refused, a requested run's id), as JSON text:
+    /// outcomes cross the peer link in a binary codec that cannot carry a free-form value.
+    pub detail: Option<String>,
+}
+
+/// The log entry being applied: its index and the proposal's stamped time, for commands that
+/// decide with the time (leases) or derive ids from the position in the log (run-now ids).
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    pub index: u64,
+    pub at_ms: i64,
 }
 
 /// Applies `proposal`, which is the Raft log entry at `index`. On refusal nothing changes.
@@ -111,8 +123,25 @@ pub async fn apply(
     proposal: &Proposal,
 ) -> Result<Applied, ApplyError> {
     let mut tx = conn.begin().await?;
-    match execute(&mut tx, proposal.command()).await {
+    let context = Context {
+        index,
+        at_ms: proposal.at_ms(),
+    };
+    match execute(&mut tx, context, proposal.command()).await {
         Ok(applied) => {
+            if proposal.command().changes_definitions() {
+                sqlx::query(
+                    "INSERT INTO counters (name, value) VALUES ('definitions', ?) \
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                )
+                .bind(index as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if !proposal.command().audited() {
+                tx.commit().await?;
+                return Ok(applied);
+            }
             sqlx::query(
                 "INSERT INTO audit (log_index, actor, at_ms, op, subject, command) \
                  VALUES (?, ?, ?, ?, ?, ?)",
@@ -135,7 +164,11 @@ pub async fn apply(
     }
 }
 
-async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied, ApplyError> {
+async fn execute(
+    tx: &mut SqliteConnection,
+    context: Context,
+    command: &Command,
+) -> Result<Applied, ApplyError> {
     match command {
         Command::CreateDataCenter(dc) => {
             let doing = format!("creating data center `{}`", dc.name);
@@ -214,6 +247,7 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
                 ],
             )
             .await?;
+            delete(tx, "DELETE FROM leases WHERE cluster = ?", &[name]).await?;
             delete(tx, "DELETE FROM clusters WHERE name = ?", &[name]).await?;
             Ok(subject(format!("cluster {name}")))
         }
@@ -402,9 +436,8 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
             .execute(&mut *tx)
             .await?;
             Ok(Applied {
-                subject: format!("workflow {}/{}", w.tenant, w.name),
                 version: Some(version as u64),
-                items: Vec::new(),
+                ..subject(format!("workflow {}/{}", w.tenant, w.name))
             })
         }
         Command::DeleteWorkflow { tenant, name } => {
@@ -437,31 +470,8 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
         }
         Command::CreateSchedule(s) => {
             let doing = format!("creating schedule `{}` of tenant `{}`", s.name, s.tenant);
-            present(tx, Table::Tenants, &s.tenant, &doing).await?;
-            if !workflow_exists(tx, &s.tenant, &s.workflow).await? {
-                return Err(Refusal::Missing {
-                    doing,
-                    kind: "workflow",
-                    name: format!("{}/{}", s.tenant, s.workflow),
-                }
-                .into());
-            }
-            present(tx, Table::Environments, &s.environment, &doing).await?;
-            must_be_granted(tx, &s.tenant, &s.environment, &doing).await?;
-            s.spec.calendar().map_err(|e| Refusal::Invalid {
-                doing: doing.clone(),
-                field: format!("spec.{}", e.field()),
-                problem: e.to_string(),
-            })?;
-            ScheduleId::new(s.id()).map_err(|e| invalid(&doing, "name", &e.to_string()))?;
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM schedules WHERE tenant = ? AND name = ?)",
-            )
-            .bind(s.tenant.as_str())
-            .bind(s.name.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-            if exists {
+            let placed = check_schedule(tx, s, &doing).await?;
+            if schedule_version(tx, s).await?.is_some() {
                 return Err(Refusal::Exists {
                     doing,
                     kind: "schedule",
@@ -470,22 +480,61 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
                 .into());
             }
             sqlx::query(
-                "INSERT INTO schedules (tenant, name, workflow, environment, version, doc) \
-                 VALUES (?, ?, ?, ?, 1, ?)",
+                "INSERT INTO schedules \
+                 (tenant, name, workflow, environment, version, doc, cluster, partition, created_ms) \
+                 VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)",
             )
             .bind(s.tenant.as_str())
             .bind(s.name.as_str())
             .bind(s.workflow.as_str())
             .bind(s.environment.as_str())
             .bind(json(s))
+            .bind(&placed.cluster)
+            .bind(placed.partition)
+            .bind(context.at_ms)
             .execute(&mut *tx)
             .await?;
             Ok(Applied {
-                subject: format!("schedule {}/{}", s.tenant, s.name),
                 version: Some(1),
-                items: Vec::new(),
+                ..subject(format!("schedule {}/{}", s.tenant, s.name))
             })
         }
+        Command::UpdateSchedule(s) => {
+            let doing = format!("updating schedule `{}` of tenant `{}`", s.name, s.tenant);
+            let placed = check_schedule(tx, s, &doing).await?;
+            let Some(version) = schedule_version(tx, s).await? else {
+                return Err(Refusal::Missing {
+                    doing,
+                    kind: "schedule",
+                    name: format!("{}/{}", s.tenant, s.name),
+                }
+                .into());
+            };
+            sqlx::query(
+                "UPDATE schedules SET workflow = ?, environment = ?, version = ?, doc = ?, \
+                 cluster = ?, partition = ? WHERE tenant = ? AND name = ?",
+            )
+            .bind(s.workflow.as_str())
+            .bind(s.environment.as_str())
+            .bind(version + 1)
+            .bind(json(s))
+            .bind(&placed.cluster)
+            .bind(placed.partition)
+            .bind(s.tenant.as_str())
+            .bind(s.name.as_str())
+            .execute(&mut *tx)
+            .await?;
+            Ok(Applied {
+                version: Some(version as u64 + 1),
+                ..subject(format!("schedule {}/{}", s.tenant, s.name))
+            })
+        }
+        Command::AgentHeartbeat(heartbeat) => {
+            super::leasing::heartbeat(tx, context, heartbeat).await
+        }
+        Command::AgentReport(report) => super::history::report(tx, context, report).await,
+        Command::RequestRun(request) => super::history::request_run(tx, context, request).await,
+        Command::KillRun { run_id } => super::history::kill_run(tx, context, run_id).await,
         Command::DeleteSchedule { tenant, name } => {
             let doing = format!("deleting schedule `{name}` of tenant `{tenant}`");
             let deleted = sqlx::query("DELETE FROM schedules WHERE tenant = ? AND name = ?")
@@ -517,7 +566,7 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
                 // comes before any change), so a refused command has nothing to undo. This
                 // halves the statements a batch costs; `tests/model.rs` re-runs every refusal
                 // inside a batch to hold the arms to it.
-                match Box::pin(execute(tx, item)).await {
+                match Box::pin(execute(tx, context, item)).await {
                     Ok(applied) => results.push(Ok(applied)),
                     Err(ApplyError::Refused(refusal)) => results.push(Err(refusal.into())),
                     Err(storage) => return Err(storage),
@@ -528,6 +577,7 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
                 subject: format!("batch of {} ({refused} refused)", results.len()),
                 version: None,
                 items: results,
+                detail: None,
             })
         }
         Command::CreateToken(token) => {
@@ -566,7 +616,7 @@ async fn execute(tx: &mut SqliteConnection, command: &Command) -> Result<Applied
 
 /// Tables keyed by a single `name` column. Table names are constants, never user input.
 #[derive(Clone, Copy)]
-enum Table {
+pub(super) enum Table {
     DataCenters,
     Clusters,
     Environments,
@@ -607,7 +657,7 @@ async fn exists(tx: &mut SqliteConnection, table: Table, name: &Name) -> sqlx::R
         .await
 }
 
-async fn present(
+pub(super) async fn present(
     tx: &mut SqliteConnection,
     table: Table,
     name: &Name,
@@ -651,7 +701,11 @@ async fn insert_new(
     Ok(())
 }
 
-async fn granted(tx: &mut SqliteConnection, tenant: &Name, env: &Name) -> sqlx::Result<bool> {
+pub(super) async fn granted(
+    tx: &mut SqliteConnection,
+    tenant: &Name,
+    env: &Name,
+) -> sqlx::Result<bool> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM grants WHERE tenant = ? AND environment = ?)")
         .bind(tenant.as_str())
         .bind(env.as_str())
@@ -659,7 +713,7 @@ async fn granted(tx: &mut SqliteConnection, tenant: &Name, env: &Name) -> sqlx::
         .await
 }
 
-async fn must_be_granted(
+pub(super) async fn must_be_granted(
     tx: &mut SqliteConnection,
     tenant: &Name,
     env: &Name,
@@ -677,7 +731,7 @@ async fn must_be_granted(
     }
 }
 
-async fn workflow_exists(
+pub(super) async fn workflow_exists(
     tx: &mut SqliteConnection,
     tenant: &Name,
     name: &Name,
@@ -751,7 +805,7 @@ fn unused(doing: &str, users: &[(&str, Vec<String>)]) -> Result<(), Refusal> {
     }
 }
 
-fn invalid(doing: &str, field: &str, problem: &str) -> ApplyError {
+pub(super) fn invalid(doing: &str, field: &str, problem: &str) -> ApplyError {
     Refusal::Invalid {
         doing: doing.to_owned(),
         field: field.to_owned(),
@@ -760,15 +814,72 @@ fn invalid(doing: &str, field: &str, problem: &str) -> ApplyError {
     .into()
 }
 
-fn subject(subject: String) -> Applied {
+pub(super) fn subject(subject: String) -> Applied {
     Applied {
         subject,
         version: None,
         items: Vec::new(),
+        detail: None,
     }
 }
 
-fn json<T: serde::Serialize>(value: &T) -> String {
+/// Where a schedule's records are fired: its environment's cluster and its partition there.
+struct Placement {
+    cluster: String,
+    partition: u32,
+}
+
+/// Checks everything a created or updated schedule must satisfy; writes nothing.
+async fn check_schedule(
+    tx: &mut SqliteConnection,
+    s: &super::Schedule,
+    doing: &str,
+) -> Result<Placement, ApplyError> {
+    let doing = doing.to_owned();
+    present(tx, Table::Tenants, &s.tenant, &doing).await?;
+    if !workflow_exists(tx, &s.tenant, &s.workflow).await? {
+        return Err(Refusal::Missing {
+            doing,
+            kind: "workflow",
+            name: format!("{}/{}", s.tenant, s.workflow),
+        }
+        .into());
+    }
+    present(tx, Table::Environments, &s.environment, &doing).await?;
+    must_be_granted(tx, &s.tenant, &s.environment, &doing).await?;
+    s.spec.calendar().map_err(|e| Refusal::Invalid {
+        doing: doing.clone(),
+        field: format!("spec.{}", e.field()),
+        problem: e.to_string(),
+    })?;
+    let id = ScheduleId::new(s.id()).map_err(|e| invalid(&doing, "name", &e.to_string()))?;
+    let row = sqlx::query(
+        "SELECT c.name, c.doc FROM environments e JOIN clusters c ON c.name = e.cluster \
+         WHERE e.name = ?",
+    )
+    .bind(s.environment.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    let cluster: super::Cluster = serde_json::from_str(&row.get::<String, _>("doc"))
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(Placement {
+        cluster: row.get("name"),
+        partition: meridian_proto::run::partition_of(&id, cluster.partitions),
+    })
+}
+
+async fn schedule_version(
+    tx: &mut SqliteConnection,
+    s: &super::Schedule,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT version FROM schedules WHERE tenant = ? AND name = ?")
+        .bind(s.tenant.as_str())
+        .bind(s.name.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+}
+
+pub(super) fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("model types always serialise to JSON")
 }
 

@@ -268,3 +268,351 @@ pub async fn token_by_hash(pool: &SqlitePool, hash: &str) -> sqlx::Result<Option
 pub async fn tokens(pool: &SqlitePool) -> sqlx::Result<Vec<ApiToken>> {
     docs(pool, "SELECT doc FROM tokens ORDER BY name", &[]).await
 }
+
+/// A partition an agent says it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedLease {
+    pub cluster: String,
+    pub partition: u32,
+    pub epoch: u64,
+}
+
+/// The schedules of the partitions `agent` (of `agent_cluster`) holds, as it would run them.
+/// Claims that do not match the lease table (another holder, another epoch) are ignored, so
+/// an agent can never fetch its way into a partition it was not granted. A partition of a
+/// cluster the agent backs up runs each tenant's schedules in the first environment of the
+/// agent's own cluster granted to that tenant; tenants without one are left out.
+pub async fn assignments(
+    pool: &SqlitePool,
+    agent: &str,
+    agent_cluster: &str,
+    claims: &[ClaimedLease],
+) -> sqlx::Result<Vec<meridian_proto::run::Assignment>> {
+    let mut conn = pool.acquire().await?;
+    let mut out = Vec::new();
+    for claim in claims {
+        let held: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM leases WHERE cluster = ? AND partition = ? \
+             AND holder = ? AND epoch = ?)",
+        )
+        .bind(&claim.cluster)
+        .bind(i64::from(claim.partition))
+        .bind(agent)
+        .bind(claim.epoch as i64)
+        .fetch_one(&mut *conn)
+        .await?;
+        if !held {
+            continue;
+        }
+        let rows = sqlx::query(
+            "SELECT s.doc, s.version, s.created_ms, c.fire_ms FROM schedules s \
+             LEFT JOIN schedule_cursors c ON c.schedule_id = s.tenant || '.' || s.name \
+             WHERE s.cluster = ? AND s.partition = ? ORDER BY s.tenant, s.name",
+        )
+        .bind(&claim.cluster)
+        .bind(i64::from(claim.partition))
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let schedule: Schedule = decode(row.get("doc"))?;
+            let environment = if claim.cluster == agent_cluster {
+                Some(schedule.environment.clone())
+            } else {
+                let env: Option<String> = sqlx::query_scalar(
+                    "SELECT e.name FROM environments e JOIN grants g ON g.environment = e.name \
+                     WHERE e.cluster = ? AND g.tenant = ? ORDER BY e.name LIMIT 1",
+                )
+                .bind(agent_cluster)
+                .bind(schedule.tenant.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+                env.and_then(|e| Name::new(e).ok())
+            };
+            let Some(environment) = environment else {
+                continue;
+            };
+            let workflow = sqlx::query(
+                "SELECT version, doc FROM workflows WHERE tenant = ? AND name = ? \
+                 AND deleted = 0 ORDER BY version DESC LIMIT 1",
+            )
+            .bind(schedule.tenant.as_str())
+            .bind(schedule.workflow.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(workflow) = workflow else {
+                continue;
+            };
+            let version: i64 = workflow.get("version");
+            let definition: Workflow = decode(workflow.get("doc"))?;
+            let job = super::history::job_for(&mut conn, &definition, version as u64, &environment)
+                .await?;
+            let Ok(id) = meridian_proto::ScheduleId::new(schedule.id()) else {
+                continue;
+            };
+            let cursor: Option<i64> = row.get("fire_ms");
+            out.push(meridian_proto::run::Assignment {
+                schedule: id,
+                cluster: claim.cluster.clone(),
+                partition: claim.partition,
+                epoch: claim.epoch,
+                // The workflow's version is part of what runs: a new workflow version is a new
+                // assignment version too.
+                version: (row.get::<i64, _>("version") as u64) << 32 | version as u64,
+                spec: schedule.spec.clone(),
+                overlap: schedule.overlap,
+                after_ms: cursor.unwrap_or(row.get("created_ms")),
+                job,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The `definitions` counter (see the `counters` table).
+pub async fn definitions(pool: &SqlitePool) -> sqlx::Result<u64> {
+    let value: Option<i64> =
+        sqlx::query_scalar("SELECT value FROM counters WHERE name = 'definitions'")
+            .fetch_optional(pool)
+            .await?;
+    Ok(value.unwrap_or(0) as u64)
+}
+
+/// A run as the history holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub tenant: String,
+    pub workflow: String,
+    pub workflow_version: u64,
+    pub schedule: Option<String>,
+    pub fire_ms: Option<i64>,
+    pub environment: String,
+    pub cluster: String,
+    pub dc: String,
+    pub state: String,
+    pub agent: Option<String>,
+    pub epoch: u64,
+    pub requested_ms: Option<i64>,
+    pub queued_ms: Option<i64>,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    /// Start − fire time, for scheduled runs that started.
+    pub lateness_ms: Option<i64>,
+    pub message: String,
+    /// How many agents reported starting it: more than one is a fire record run twice.
+    pub starts: u32,
+}
+
+/// What `runs list` filters by; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunFilter {
+    pub dc: Option<String>,
+    pub cluster: Option<String>,
+    pub tenant: Option<String>,
+    pub workflow: Option<String>,
+    pub schedule: Option<String>,
+    pub state: Option<String>,
+    /// Runs fired, requested or updated at or after this (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// At most this many, newest first (default 100, at most 100 000).
+    pub limit: Option<u32>,
+}
+
+const RUN_COLUMNS: &str = "run_id, tenant, workflow, workflow_version, schedule, fire_ms, \
+     environment, cluster, dc, state, agent, epoch, requested_ms, queued_ms, started_ms, \
+     finished_ms, message, starts";
+
+fn run_record(row: &sqlx::sqlite::SqliteRow) -> RunRecord {
+    let fire_ms: Option<i64> = row.get("fire_ms");
+    let started_ms: Option<i64> = row.get("started_ms");
+    RunRecord {
+        run_id: row.get("run_id"),
+        tenant: row.get("tenant"),
+        workflow: row.get("workflow"),
+        workflow_version: row.get::<i64, _>("workflow_version") as u64,
+        schedule: row.get("schedule"),
+        fire_ms,
+        environment: row.get("environment"),
+        cluster: row.get("cluster"),
+        dc: row.get("dc"),
+        state: row.get("state"),
+        agent: row.get("agent"),
+        epoch: row.get::<i64, _>("epoch") as u64,
+        requested_ms: row.get("requested_ms"),
+        queued_ms: row.get("queued_ms"),
+        started_ms,
+        finished_ms: row.get("finished_ms"),
+        lateness_ms: fire_ms.zip(started_ms).map(|(f, s)| s - f),
+        message: row.get("message"),
+        starts: row.get::<i64, _>("starts") as u32,
+    }
+}
+
+/// Runs matching `filter`, newest first (by fire or request time).
+pub async fn runs(pool: &SqlitePool, filter: &RunFilter) -> sqlx::Result<Vec<RunRecord>> {
+    let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+    let mut binds: Vec<String> = Vec::new();
+    for (column, value) in [
+        ("dc", &filter.dc),
+        ("cluster", &filter.cluster),
+        ("tenant", &filter.tenant),
+        ("workflow", &filter.workflow),
+        ("schedule", &filter.schedule),
+        ("state", &filter.state),
+    ] {
+        if let Some(value) = value {
+            sql.push_str(&format!(" AND {column} = ?"));
+            binds.push(value.clone());
+        }
+    }
+    if let Some(since) = filter.since_ms {
+        sql.push_str(" AND COALESCE(fire_ms, requested_ms, updated_ms) >= ?");
+        binds.push(since.to_string());
+    }
+    sql.push_str(" ORDER BY COALESCE(fire_ms, requested_ms, updated_ms) DESC, run_id DESC LIMIT ?");
+    let limit = filter.limit.unwrap_or(100).clamp(1, 100_000);
+    let mut query = sqlx::query(&sql);
+    for b in &binds {
+        query = query.bind(b);
+    }
+    Ok(query
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(run_record)
+        .collect())
+}
+
+pub async fn run(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<RunRecord>> {
+    Ok(
+        sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"))
+            .bind(run_id)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(run_record),
+    )
+}
+
+/// One attempt of one task of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskAttempt {
+    pub task: String,
+    pub attempt: u32,
+    pub outcome: String,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub message: String,
+}
+
+pub async fn attempts(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<TaskAttempt>> {
+    Ok(sqlx::query(
+        "SELECT task, attempt, outcome, started_ms, finished_ms, exit_code, message \
+         FROM task_attempts WHERE run_id = ? ORDER BY COALESCE(started_ms, finished_ms), task, attempt",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| TaskAttempt {
+        task: row.get("task"),
+        attempt: row.get::<i64, _>("attempt") as u32,
+        outcome: row.get("outcome"),
+        started_ms: row.get("started_ms"),
+        finished_ms: row.get("finished_ms"),
+        exit_code: row.get("exit_code"),
+        message: row.get("message"),
+    })
+    .collect())
+}
+
+/// One task attempt's log, as far as it has arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptLog {
+    pub task: String,
+    pub attempt: u32,
+    pub text: String,
+}
+
+pub async fn logs(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<AttemptLog>> {
+    let rows = sqlx::query(
+        "SELECT task, attempt, data FROM run_logs WHERE run_id = ? \
+         ORDER BY task, attempt, offset",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?;
+    let mut logs: Vec<AttemptLog> = Vec::new();
+    for row in rows {
+        let task: String = row.get("task");
+        let attempt = row.get::<i64, _>("attempt") as u32;
+        let data: String = row.get("data");
+        match logs.last_mut() {
+            Some(last) if last.task == task && last.attempt == attempt => last.text.push_str(&data),
+            _ => logs.push(AttemptLog {
+                task,
+                attempt,
+                text: data,
+            }),
+        }
+    }
+    Ok(logs)
+}
+
+/// A partition lease, for status pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub cluster: String,
+    pub partition: u32,
+    pub holder: Option<String>,
+    pub epoch: u64,
+    pub expires_ms: i64,
+}
+
+pub async fn leases(pool: &SqlitePool) -> sqlx::Result<Vec<LeaseRecord>> {
+    Ok(sqlx::query(
+        "SELECT cluster, partition, holder, epoch, expires_ms FROM leases ORDER BY cluster, partition",
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| LeaseRecord {
+        cluster: row.get("cluster"),
+        partition: row.get::<i64, _>("partition") as u32,
+        holder: row.get("holder"),
+        epoch: row.get::<i64, _>("epoch") as u64,
+        expires_ms: row.get("expires_ms"),
+    })
+    .collect())
+}
+
+/// An agent the plane has heard from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub hostname: String,
+    pub cluster: String,
+    pub last_seen_ms: i64,
+    pub free_slots: u32,
+    /// Shut down gracefully (gave its partitions back).
+    pub gone: bool,
+}
+
+pub async fn agents(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRecord>> {
+    Ok(sqlx::query(
+        "SELECT hostname, cluster, last_seen_ms, free_slots, gone FROM agents ORDER BY hostname",
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| AgentRecord {
+        hostname: row.get("hostname"),
+        cluster: row.get("cluster"),
+        last_seen_ms: row.get("last_seen_ms"),
+        free_slots: row.get::<i64, _>("free_slots") as u32,
+        gone: row.get::<i64, _>("gone") != 0,
+    })
+    .collect())
+}

@@ -9,12 +9,15 @@
 //! - [`network`]: openraft's RPCs to peers over the `PlanePeer` gRPC service, mutual TLS,
 //!   dialled by hostname through the hosts map; and forwarding a write to the leader.
 //! - [`peer_service`]: the server side of `PlanePeer`, open to plane certificates only.
+//! - [`agent_service`]: the server side of `AgentLink`: agents' heartbeats and reports become
+//!   commands; schedule fetches read the local copy after a read barrier.
 //! - [`node`]: one plane node: stores, Raft, the gRPC server, and writes that go to whoever
 //!   leads.
 //!
 //! Nodes are known by hostname everywhere a person looks (membership, config, certificates);
 //! openraft needs a small `Copy` id, so the id is a stable hash of the hostname.
 
+pub mod agent_service;
 pub mod log_store;
 pub mod network;
 pub mod node;

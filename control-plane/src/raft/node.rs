@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meridian_proto::Clock;
+use meridian_proto::pb::agent_link_server::AgentLinkServer;
 use meridian_proto::pb::plane_peer_server::PlanePeerServer;
 use meridian_proto::transport::{HostsMap, TlsMaterial};
 use openraft::error::{InitializeError, RaftError};
@@ -20,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use super::agent_service::AgentService;
 use super::log_store::LogStore;
 use super::network::{Links, MAX_MESSAGE_BYTES, Peers, Rpc};
 use super::peer_service::PeerService;
@@ -73,6 +76,8 @@ pub struct NodeConfig {
     pub tls: TlsMaterial,
     pub hosts: HostsMap,
     pub timing: Timing,
+    /// Stamps agents' heartbeats and reports (lease expiries are decided at that time).
+    pub clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,12 +94,18 @@ pub enum NodeError {
     Server(String),
 }
 
-/// A running plane node.
-pub struct PlaneNode {
+/// What every part of a node that reads or writes the plane shares: Raft, the local state
+/// machine, and the peers writes are forwarded to. The agent service holds one too.
+pub struct Core {
     pub raft: Raft,
     pub state: StateMachine,
     pub node: Node,
     peers: Peers,
+}
+
+/// A running plane node.
+pub struct PlaneNode {
+    core: Arc<Core>,
     connections: Connections,
     stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     server: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -146,14 +157,24 @@ impl PlaneNode {
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
 
+        let core = Arc::new(Core {
+            raft: raft.clone(),
+            state,
+            node,
+            peers,
+        });
         let tls = config.tls.server();
         let service = PlanePeerServer::new(PeerService::new(raft.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let agents = AgentLinkServer::new(AgentService::new(core.clone(), config.clock.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let router = tonic::transport::Server::builder()
             .tls_config(tls)
             .map_err(|e| NodeError::Server(e.to_string()))?
-            .add_service(service);
+            .add_service(service)
+            .add_service(agents);
         let (stop, stopped) = oneshot::channel::<()>();
         let connections = Connections::default();
         let tracked = connections.clone();
@@ -172,18 +193,16 @@ impl PlaneNode {
                 .await;
         });
         Ok(Self {
-            raft,
-            state,
-            node,
-            peers,
+            core,
             connections,
             stop: std::sync::Mutex::new(Some(stop)),
             server: std::sync::Mutex::new(Some(server)),
         })
     }
 
-    pub fn id(&self) -> NodeId {
-        self.node.id()
+    /// The shared part, for services that outlive a borrow of the node.
+    pub fn core(&self) -> Arc<Core> {
+        self.core.clone()
     }
 
     /// Makes this node a one-member plane. Idempotent: a node already initialised is left
@@ -194,6 +213,19 @@ impl PlaneNode {
             Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(AskError::Failed(format!("initialising the plane: {e}"))),
         }
+    }
+}
+
+impl std::ops::Deref for PlaneNode {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl Core {
+    pub fn id(&self) -> NodeId {
+        self.node.id()
     }
 
     /// Adds `node` as a learner, waits for it to catch up, then promotes it to voter. Any node
@@ -323,7 +355,9 @@ impl PlaneNode {
     pub fn links(&self) -> &Links {
         self.peers.links()
     }
+}
 
+impl PlaneNode {
     /// Stops serving and shuts Raft down.
     pub async fn shutdown(&self) {
         if let Some(stop) = self.stop.lock().expect("stop lock").take() {

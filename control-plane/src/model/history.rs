@@ -1,0 +1,539 @@
+//! Applying agents' reports to the run history, and the user's "run now" and "kill".
+//!
+//! Each outbox entry is decided on its own (accepted or refused for good) and is idempotent,
+//! because an agent re-sends a batch whose acknowledgement it never saw:
+//! - a run's *first* event from an agent (queued, started or skipped — the fire record taken)
+//!   must carry an epoch of the agent's current tenure of the partition; an agent that lost
+//!   the partition to another is fenced off. Later events of a run it started are accepted
+//!   whatever happened to the lease since, so a run that began legitimately can finish.
+//! - the same event again changes nothing; a final state is never left.
+//! - a `started` from a *second* agent for the same run is not applied but counted
+//!   (`runs.starts`): the history keeps the evidence that a record ran twice.
+//! - log chunks are keyed by their byte offset.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{Row, SqliteConnection};
+
+use super::processor::{
+    Applied, ApplyError, Context, Refusal, Table, json, must_be_granted, present, subject,
+};
+use super::{AgentReport, Name, RunRequest, Workflow};
+use meridian_proto::FireId;
+use meridian_proto::run::{
+    AttemptEvent, AttemptOutcome, Job, LogChunk, Report, ReportItem, RunEvent, RunState,
+};
+
+/// What a report did: the entries refused for good, with why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportOutcome {
+    pub refused: Vec<(u64, String)>,
+}
+
+pub async fn report(
+    tx: &mut SqliteConnection,
+    context: Context,
+    report: &AgentReport,
+) -> Result<Applied, ApplyError> {
+    let mut outcome = ReportOutcome::default();
+    let dc: Option<String> = sqlx::query_scalar("SELECT dc FROM clusters WHERE name = ?")
+        .bind(report.cluster.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    for entry in &report.entries {
+        let decided = match &dc {
+            None => Err(format!(
+                "agent `{}`: its cluster `{}` does not exist",
+                report.agent, report.cluster
+            )),
+            Some(dc) => apply_entry(tx, context, report, dc, &entry.report).await?,
+        };
+        if let Err(reason) = decided {
+            outcome.refused.push((entry.seq, reason));
+        }
+    }
+    Ok(Applied {
+        detail: Some(json(&outcome)),
+        ..subject(format!(
+            "report of agent {} ({} entries, {} refused)",
+            report.agent,
+            report.entries.len(),
+            outcome.refused.len()
+        ))
+    })
+}
+
+/// Decides one entry and, if accepted, applies it. `Err(reason)` is a refusal for good.
+async fn apply_entry(
+    tx: &mut SqliteConnection,
+    context: Context,
+    report: &AgentReport,
+    dc: &str,
+    entry: &Report,
+) -> Result<Result<(), String>, ApplyError> {
+    let Report::V1 {
+        cluster,
+        partition,
+        epoch,
+        item,
+    } = entry;
+    let agent = report.agent.as_str();
+    // An agent acts for its own cluster, or for a cluster it is the backup of.
+    if cluster != report.cluster.as_str() {
+        let backup: Option<Option<String>> =
+            sqlx::query_scalar("SELECT backup FROM clusters WHERE name = ?")
+                .bind(cluster)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if backup.flatten().as_deref() != Some(report.cluster.as_str()) {
+            return Ok(Err(format!(
+                "agent `{agent}` of cluster `{}` may not report for cluster `{cluster}`",
+                report.cluster
+            )));
+        }
+    }
+    let run = current_run(tx, item.run_id()).await?;
+    match item {
+        ReportItem::Run(event) => {
+            let first_from_agent = run.as_ref().is_none_or(|r| r.agent.is_none());
+            if let Some(schedule) = &event.schedule {
+                let Some(fire_ms) = event.fire_ms else {
+                    return Ok(Err(format!("run `{}`: fire_ms is missing", event.run_id)));
+                };
+                let Some(fire_at) = chrono::DateTime::from_timestamp_millis(fire_ms) else {
+                    return Ok(Err(format!(
+                        "run `{}`: fire_ms is out of range",
+                        event.run_id
+                    )));
+                };
+                if FireId::derive(schedule, fire_at).as_str() != event.run_id {
+                    return Ok(Err(format!(
+                        "run `{}`: not the id of schedule `{schedule}` at {fire_ms} ms",
+                        event.run_id
+                    )));
+                }
+                let Some(partition) = partition else {
+                    return Ok(Err(format!("run `{}`: partition is missing", event.run_id)));
+                };
+                let mine = run
+                    .as_ref()
+                    .is_some_and(|r| r.agent.as_deref() == Some(agent));
+                if !mine {
+                    let tenure: Option<(Option<String>, i64)> = sqlx::query_as(
+                        "SELECT tenure_holder, tenure_epoch FROM leases \
+                         WHERE cluster = ? AND partition = ?",
+                    )
+                    .bind(cluster)
+                    .bind(i64::from(*partition))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let fenced = match &tenure {
+                        Some((Some(holder), since)) => holder != agent || (*epoch as i64) < *since,
+                        _ => true,
+                    };
+                    if fenced {
+                        return Ok(Err(format!(
+                            "run `{}`: stale lease: partition {partition} of cluster \
+                             `{cluster}` is no longer held by `{agent}` under epoch {epoch}",
+                            event.run_id
+                        )));
+                    }
+                }
+            } else if run.is_none() {
+                return Ok(Err(format!(
+                    "run `{}` was never requested from the plane",
+                    event.run_id
+                )));
+            }
+            match run {
+                None => insert_run(tx, context, agent, &report.cluster, dc, *epoch, event).await?,
+                Some(run) if first_from_agent || run.agent.as_deref() == Some(agent) => {
+                    advance_run(tx, context, agent, &report.cluster, dc, *epoch, &run, event)
+                        .await?
+                }
+                Some(_) => {
+                    // Another agent already ran this record: keep the evidence, change nothing
+                    // else.
+                    if event.state == RunState::Started {
+                        sqlx::query(
+                            "UPDATE runs SET starts = starts + 1, updated_ms = ? WHERE run_id = ?",
+                        )
+                        .bind(context.at_ms)
+                        .bind(&event.run_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+            }
+            if let (Some(schedule), Some(fire_ms)) = (&event.schedule, event.fire_ms)
+                && event.state.takes_the_record()
+            {
+                sqlx::query(
+                    "INSERT INTO schedule_cursors (schedule_id, fire_ms) VALUES (?, ?) \
+                     ON CONFLICT (schedule_id) DO UPDATE SET \
+                     fire_ms = MAX(fire_ms, excluded.fire_ms)",
+                )
+                .bind(schedule.as_str())
+                .bind(fire_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(Ok(()))
+        }
+        ReportItem::Attempt(attempt) => {
+            if !run
+                .as_ref()
+                .is_some_and(|r| r.agent.as_deref() == Some(agent))
+            {
+                return Ok(Err(format!(
+                    "run `{}` is not running on agent `{agent}`",
+                    attempt.run_id
+                )));
+            }
+            record_attempt(tx, attempt).await?;
+            Ok(Ok(()))
+        }
+        ReportItem::Log(chunk) => {
+            if !run
+                .as_ref()
+                .is_some_and(|r| r.agent.as_deref() == Some(agent))
+            {
+                return Ok(Err(format!(
+                    "run `{}` is not running on agent `{agent}`",
+                    chunk.run_id
+                )));
+            }
+            record_log(tx, chunk).await?;
+            Ok(Ok(()))
+        }
+    }
+}
+
+struct CurrentRun {
+    state: RunState,
+    agent: Option<String>,
+    starts: i64,
+}
+
+async fn current_run(tx: &mut SqliteConnection, run_id: &str) -> sqlx::Result<Option<CurrentRun>> {
+    let row = sqlx::query("SELECT state, agent, starts FROM runs WHERE run_id = ?")
+        .bind(run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(row.map(|row| CurrentRun {
+        state: RunState::parse(row.get::<String, _>("state").as_str()).unwrap_or(RunState::Failed),
+        agent: row.get("agent"),
+        starts: row.get("starts"),
+    }))
+}
+
+async fn insert_run(
+    tx: &mut SqliteConnection,
+    context: Context,
+    agent: &str,
+    cluster: &Name,
+    dc: &str,
+    epoch: u64,
+    e: &RunEvent,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO runs (run_id, tenant, workflow, workflow_version, schedule, fire_ms, \
+         environment, cluster, dc, state, agent, epoch, queued_ms, started_ms, finished_ms, \
+         message, starts, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&e.run_id)
+    .bind(&e.tenant)
+    .bind(&e.workflow)
+    .bind(e.workflow_version as i64)
+    .bind(e.schedule.as_ref().map(|s| s.as_str()))
+    .bind(e.fire_ms)
+    .bind(&e.environment)
+    .bind(cluster.as_str())
+    .bind(dc)
+    .bind(e.state.as_str())
+    .bind(agent)
+    .bind(epoch as i64)
+    .bind((e.state == RunState::Queued).then_some(e.at_ms))
+    .bind((e.state == RunState::Started).then_some(e.at_ms))
+    .bind(e.state.is_final().then_some(e.at_ms))
+    .bind(&e.message)
+    .bind(i64::from(e.state == RunState::Started))
+    .bind(context.at_ms)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves a run this agent owns (or is taking: a requested run-now) forward. Never leaves a
+/// final state; a repeated event changes nothing.
+#[allow(clippy::too_many_arguments)]
+async fn advance_run(
+    tx: &mut SqliteConnection,
+    context: Context,
+    agent: &str,
+    cluster: &Name,
+    dc: &str,
+    epoch: u64,
+    run: &CurrentRun,
+    e: &RunEvent,
+) -> sqlx::Result<()> {
+    if run.state.is_final() || rank(e.state) <= rank(run.state) {
+        return Ok(());
+    }
+    let column = match e.state {
+        RunState::Queued => Some("queued_ms"),
+        RunState::Started => Some("started_ms"),
+        RunState::Requested => None,
+        _ => Some("finished_ms"),
+    };
+    let starts = if e.state == RunState::Started && run.starts == 0 {
+        1
+    } else {
+        run.starts
+    };
+    // A run-now taken by this agent: it now belongs to the agent's cluster and data center.
+    let sql = format!(
+        "UPDATE runs SET state = ?, agent = ?, cluster = ?, dc = ?, epoch = ?, message = ?, \
+         starts = ?, updated_ms = ?{} WHERE run_id = ?",
+        column.map(|c| format!(", {c} = ?")).unwrap_or_default()
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(e.state.as_str())
+        .bind(agent)
+        .bind(cluster.as_str())
+        .bind(dc)
+        .bind(epoch as i64)
+        .bind(&e.message)
+        .bind(starts)
+        .bind(context.at_ms);
+    if column.is_some() {
+        query = query.bind(e.at_ms);
+    }
+    query.bind(&e.run_id).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// The order of states; a report can only move a run forward.
+fn rank(state: RunState) -> u8 {
+    match state {
+        RunState::Requested => 0,
+        RunState::Queued => 1,
+        RunState::Started => 2,
+        RunState::Succeeded | RunState::Failed | RunState::Killed | RunState::Skipped => 3,
+    }
+}
+
+async fn record_attempt(tx: &mut SqliteConnection, a: &AttemptEvent) -> sqlx::Result<()> {
+    if a.outcome == AttemptOutcome::Started {
+        sqlx::query(
+            "INSERT INTO task_attempts (run_id, task, attempt, outcome, started_ms) \
+             VALUES (?, ?, ?, 'started', ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&a.run_id)
+        .bind(&a.task)
+        .bind(i64::from(a.attempt))
+        .bind(a.at_ms)
+        .execute(&mut *tx)
+        .await?;
+    } else {
+        sqlx::query(
+            "INSERT INTO task_attempts (run_id, task, attempt, outcome, finished_ms, exit_code, \
+             message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (run_id, task, attempt) \
+             DO UPDATE SET outcome = ?4, finished_ms = ?5, exit_code = ?6, message = ?7",
+        )
+        .bind(&a.run_id)
+        .bind(&a.task)
+        .bind(i64::from(a.attempt))
+        .bind(a.outcome.as_str())
+        .bind(a.at_ms)
+        .bind(a.exit_code)
+        .bind(&a.message)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn record_log(tx: &mut SqliteConnection, chunk: &LogChunk) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO run_logs (run_id, task, attempt, offset, data) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&chunk.run_id)
+    .bind(&chunk.task)
+    .bind(i64::from(chunk.attempt))
+    .bind(chunk.offset as i64)
+    .bind(&chunk.data)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// What "run now" gives back: the new run's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestedRun {
+    pub run_id: String,
+}
+
+pub async fn request_run(
+    tx: &mut SqliteConnection,
+    context: Context,
+    request: &RunRequest,
+) -> Result<Applied, ApplyError> {
+    let doing = format!(
+        "running workflow `{}` of tenant `{}`",
+        request.workflow, request.tenant
+    );
+    present(tx, Table::Tenants, &request.tenant, &doing).await?;
+    let row = sqlx::query(
+        "SELECT version, doc FROM workflows WHERE tenant = ? AND name = ? AND deleted = 0 \
+         ORDER BY version DESC LIMIT 1",
+    )
+    .bind(request.tenant.as_str())
+    .bind(request.workflow.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Err(Refusal::Missing {
+            doing,
+            kind: "workflow",
+            name: format!("{}/{}", request.tenant, request.workflow),
+        }
+        .into());
+    };
+    let version: i64 = row.get("version");
+    let workflow: Workflow = serde_json::from_str(&row.get::<String, _>("doc"))
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let Some(environment) = request.environment.clone().or(workflow.environment.clone()) else {
+        return Err(Refusal::Invalid {
+            doing,
+            field: "environment".into(),
+            problem: "give one: the workflow has no default environment".into(),
+        }
+        .into());
+    };
+    present(tx, Table::Environments, &environment, &doing).await?;
+    must_be_granted(tx, &request.tenant, &environment, &doing).await?;
+    let job = job_for(tx, &workflow, version as u64, &environment).await?;
+    let cluster: String = sqlx::query_scalar("SELECT cluster FROM environments WHERE name = ?")
+        .bind(environment.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    let dc: String = sqlx::query_scalar("SELECT dc FROM clusters WHERE name = ?")
+        .bind(&cluster)
+        .fetch_one(&mut *tx)
+        .await?;
+    // Derived from the log position: unique, and the same on every replica.
+    let run_id = format!(
+        "{}.{}@manual-{}",
+        request.tenant, request.workflow, context.index
+    );
+    sqlx::query(
+        "INSERT INTO runs (run_id, tenant, workflow, workflow_version, environment, cluster, dc, \
+         state, requested_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, 'requested', ?, ?)",
+    )
+    .bind(&run_id)
+    .bind(request.tenant.as_str())
+    .bind(request.workflow.as_str())
+    .bind(version)
+    .bind(environment.as_str())
+    .bind(&cluster)
+    .bind(&dc)
+    .bind(context.at_ms)
+    .bind(context.at_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO agent_commands (kind, run_id, cluster, job, created_ms) \
+         VALUES ('run_now', ?, ?, ?, ?)",
+    )
+    .bind(&run_id)
+    .bind(&cluster)
+    .bind(json(&job))
+    .bind(context.at_ms)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Applied {
+        detail: Some(json(&RequestedRun {
+            run_id: run_id.clone(),
+        })),
+        ..subject(format!("run {run_id}"))
+    })
+}
+
+/// The job an agent runs for `workflow` in `environment`.
+pub(crate) async fn job_for(
+    tx: &mut SqliteConnection,
+    workflow: &Workflow,
+    version: u64,
+    environment: &Name,
+) -> sqlx::Result<Job> {
+    let doc: String = sqlx::query_scalar("SELECT doc FROM environments WHERE name = ?")
+        .bind(environment.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    let env: super::Environment =
+        serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(Job {
+        tenant: workflow.tenant.to_string(),
+        workflow: workflow.name.to_string(),
+        workflow_version: version,
+        definition: workflow.definition.clone(),
+        environment: environment.to_string(),
+        vars: env.vars,
+        work_dir: env.work_dir,
+    })
+}
+
+pub async fn kill_run(
+    tx: &mut SqliteConnection,
+    context: Context,
+    run_id: &str,
+) -> Result<Applied, ApplyError> {
+    let doing = format!("killing run `{run_id}`");
+    let Some(run) = current_run(tx, run_id).await? else {
+        return Err(Refusal::Missing {
+            doing,
+            kind: "run",
+            name: run_id.to_owned(),
+        }
+        .into());
+    };
+    if run.state.is_final() {
+        return Err(Refusal::Invalid {
+            doing,
+            field: "state".into(),
+            problem: format!("the run has already ended ({})", run.state),
+        }
+        .into());
+    }
+    match &run.agent {
+        // Nobody has taken it yet: it ends here.
+        None => {
+            sqlx::query(
+                "UPDATE runs SET state = 'killed', finished_ms = ?1, updated_ms = ?1, \
+                 message = 'killed before an agent took it' WHERE run_id = ?2",
+            )
+            .bind(context.at_ms)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Some(agent) => {
+            let cluster: String = sqlx::query_scalar("SELECT cluster FROM runs WHERE run_id = ?")
+                .bind(run_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO agent_commands (kind, run_id, cluster, agent, created_ms) \
+                 VALUES ('kill', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(run_id)
+            .bind(&cluster)
+            .bind(agent)
+            .bind(context.at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(subject(format!("run {run_id}")))
+}

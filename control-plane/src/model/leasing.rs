@@ -1,0 +1,306 @@
+//! Applying an agent's heartbeat: record the agent as connected, take back what it released,
+//! run the lease plan ([`crate::lease::plan`]) for its cluster and for every cluster it backs
+//! up, hand it waiting "run now" requests, and answer with its leases and commands.
+//!
+//! The plan is decided here, inside the state machine, at the proposal's stamped time: every
+//! replica applies the same heartbeat to the same leases at the same time and gets the same
+//! result, so no separate "lease manager" on the leader has to be kept in step with the log.
+//!
+//! A heartbeat renews only the heartbeating agent's own leases. An agent that stops
+//! heartbeating therefore loses its leases exactly `lease_seconds` after its last heartbeat
+//! (the plane's clock), while the agent itself stops firing `lease_seconds` after it *sent*
+//! that heartbeat (its own clock), which is earlier: the two never overlap.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{Row, SqliteConnection};
+
+use super::processor::{Applied, ApplyError, Context, Refusal, Table, json, present, subject};
+use super::{Cluster, Heartbeat};
+use crate::lease::{self, LeaseChange};
+use meridian_proto::run::Job;
+
+/// What a heartbeat gives the agent back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatOutcome {
+    /// The plane time the leases were computed at; expiries are relative to it.
+    pub now_ms: i64,
+    /// Every partition the agent now holds.
+    pub leases: Vec<HeldLease>,
+    /// Partitions it is asked to give back.
+    pub release: Vec<HeldLease>,
+    pub commands: Vec<AgentOrder>,
+    /// The `definitions` counter: re-fetch schedules when it moves.
+    pub definitions: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldLease {
+    pub cluster: String,
+    pub partition: u32,
+    pub epoch: u64,
+    pub expires_ms: i64,
+}
+
+/// Something the plane wants the agent to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentOrder {
+    RunNow { run_id: String, job: Job },
+    Kill { run_id: String },
+}
+
+pub async fn heartbeat(
+    tx: &mut SqliteConnection,
+    context: Context,
+    hb: &Heartbeat,
+) -> Result<Applied, ApplyError> {
+    let doing = format!("heartbeat of agent `{}`", hb.agent);
+    present(tx, Table::Clusters, &hb.cluster, &doing).await?;
+    if hb.agent.trim().is_empty() {
+        return Err(Refusal::Invalid {
+            doing,
+            field: "agent".into(),
+            problem: "must not be empty".into(),
+        }
+        .into());
+    }
+    let now = context.at_ms;
+    sqlx::query(
+        "INSERT INTO agents (hostname, cluster, last_seen_ms, free_slots, gone) \
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT (hostname) DO UPDATE SET cluster = excluded.cluster, \
+         last_seen_ms = excluded.last_seen_ms, free_slots = excluded.free_slots, \
+         gone = excluded.gone",
+    )
+    .bind(&hb.agent)
+    .bind(hb.cluster.as_str())
+    .bind(now)
+    .bind(i64::from(hb.free_slots))
+    .bind(hb.releasing)
+    .execute(&mut *tx)
+    .await?;
+    for released in &hb.released {
+        sqlx::query(
+            "UPDATE leases SET holder = NULL, expires_ms = 0 \
+             WHERE cluster = ? AND partition = ? AND holder = ?",
+        )
+        .bind(released.cluster.as_str())
+        .bind(i64::from(released.partition))
+        .bind(&hb.agent)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if hb.releasing {
+        sqlx::query("UPDATE leases SET holder = NULL, expires_ms = 0 WHERE holder = ?")
+            .bind(&hb.agent)
+            .execute(&mut *tx)
+            .await?;
+    }
+
+    // The agent's own cluster, and every cluster it stands by for.
+    let clusters: Vec<Cluster> =
+        sqlx::query("SELECT doc FROM clusters WHERE name = ? OR backup = ? ORDER BY name")
+            .bind(hb.cluster.as_str())
+            .bind(hb.cluster.as_str())
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| decode(row.get("doc")))
+            .collect::<sqlx::Result<_>>()?;
+    let mut release = Vec::new();
+    for cluster in &clusters {
+        release.extend(plan_cluster(tx, cluster, &hb.agent, now).await?);
+    }
+
+    if !hb.releasing {
+        // Waiting "run now" requests of the agent's cluster go to the first agent that asks.
+        sqlx::query(
+            "UPDATE agent_commands SET agent = ? \
+             WHERE kind = 'run_now' AND agent IS NULL AND cluster = ?",
+        )
+        .bind(&hb.agent)
+        .bind(hb.cluster.as_str())
+        .execute(&mut *tx)
+        .await?;
+    }
+    let outcome = HeartbeatOutcome {
+        now_ms: now,
+        leases: held_by(tx, &hb.agent, now).await?,
+        release,
+        commands: orders_for(tx, &hb.agent).await?,
+        definitions: definitions(tx).await?,
+    };
+    Ok(Applied {
+        detail: Some(json(&outcome)),
+        ..subject(format!("agent {}", hb.agent))
+    })
+}
+
+/// Plans one cluster's leases at `now` and writes the changes. Renewals apply only to the
+/// heartbeating agent; returns the releases asked of it.
+async fn plan_cluster(
+    tx: &mut SqliteConnection,
+    cluster: &Cluster,
+    agent: &str,
+    now: i64,
+) -> Result<Vec<HeldLease>, ApplyError> {
+    for partition in 0..cluster.partitions {
+        sqlx::query(
+            "INSERT INTO leases (cluster, partition, holder, epoch, expires_ms) \
+             VALUES (?, ?, NULL, 0, 0) ON CONFLICT DO NOTHING",
+        )
+        .bind(cluster.name.as_str())
+        .bind(i64::from(partition))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let leases: Vec<lease::Lease> = sqlx::query(
+        "SELECT partition, holder, epoch, expires_ms FROM leases WHERE cluster = ? \
+         ORDER BY partition",
+    )
+    .bind(cluster.name.as_str())
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|row| lease::Lease {
+        partition: row.get::<i64, _>("partition") as u32,
+        holder: row.get("holder"),
+        epoch: row.get::<i64, _>("epoch") as u64,
+        expires_ms: row.get("expires_ms"),
+    })
+    .collect();
+    let lease_ms = i64::from(cluster.lease_seconds) * 1000;
+    let backup = cluster.backup.as_ref().map(|b| b.as_str()).unwrap_or("");
+    let agents: Vec<lease::Agent> = sqlx::query(
+        "SELECT hostname, cluster FROM agents WHERE (cluster = ? OR cluster = ?) AND gone = 0 \
+         AND last_seen_ms > ? ORDER BY hostname",
+    )
+    .bind(cluster.name.as_str())
+    .bind(backup)
+    .bind(now - lease_ms)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|row| lease::Agent {
+        hostname: row.get("hostname"),
+        own_cluster: row.get::<String, _>("cluster") == cluster.name.as_str(),
+    })
+    .collect();
+    let mut release = Vec::new();
+    for change in lease::plan(&leases, &agents, now, lease_ms) {
+        match change {
+            LeaseChange::Renew {
+                partition,
+                holder,
+                expires_ms,
+            } if holder == agent => {
+                sqlx::query(
+                    "UPDATE leases SET expires_ms = ? WHERE cluster = ? AND partition = ? \
+                     AND holder = ?",
+                )
+                .bind(expires_ms)
+                .bind(cluster.name.as_str())
+                .bind(i64::from(partition))
+                .bind(&holder)
+                .execute(&mut *tx)
+                .await?;
+            }
+            LeaseChange::Renew { .. } => {}
+            LeaseChange::Grant {
+                partition,
+                holder,
+                epoch,
+                expires_ms,
+            } => {
+                // The tenure continues when the same agent gets the partition back with nobody
+                // in between (a lapse while it was cut off): its reports from before stay valid.
+                sqlx::query(
+                    "UPDATE leases SET holder = ?1, epoch = ?2, expires_ms = ?3, \
+                     tenure_epoch = CASE WHEN tenure_holder = ?1 THEN tenure_epoch ELSE ?2 END, \
+                     tenure_holder = ?1 WHERE cluster = ?4 AND partition = ?5",
+                )
+                .bind(&holder)
+                .bind(epoch as i64)
+                .bind(expires_ms)
+                .bind(cluster.name.as_str())
+                .bind(i64::from(partition))
+                .execute(&mut *tx)
+                .await?;
+            }
+            LeaseChange::AskRelease { partition, holder } if holder == agent => {
+                let epoch = leases
+                    .iter()
+                    .find(|l| l.partition == partition)
+                    .map_or(0, |l| l.epoch);
+                release.push(HeldLease {
+                    cluster: cluster.name.to_string(),
+                    partition,
+                    epoch,
+                    expires_ms: 0,
+                });
+            }
+            LeaseChange::AskRelease { .. } => {}
+        }
+    }
+    Ok(release)
+}
+
+async fn held_by(tx: &mut SqliteConnection, agent: &str, now: i64) -> sqlx::Result<Vec<HeldLease>> {
+    Ok(sqlx::query(
+        "SELECT cluster, partition, epoch, expires_ms FROM leases \
+         WHERE holder = ? AND expires_ms > ? ORDER BY cluster, partition",
+    )
+    .bind(agent)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|row| HeldLease {
+        cluster: row.get("cluster"),
+        partition: row.get::<i64, _>("partition") as u32,
+        epoch: row.get::<i64, _>("epoch") as u64,
+        expires_ms: row.get("expires_ms"),
+    })
+    .collect())
+}
+
+/// Commands for `agent` whose runs have not reported yet (run now) or not finished (kill).
+async fn orders_for(tx: &mut SqliteConnection, agent: &str) -> sqlx::Result<Vec<AgentOrder>> {
+    let rows = sqlx::query(
+        "SELECT c.kind, c.run_id, c.job, r.state FROM agent_commands c \
+         JOIN runs r ON r.run_id = c.run_id WHERE c.agent = ? ORDER BY c.id",
+    )
+    .bind(agent)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut orders = Vec::new();
+    for row in rows {
+        let run_id: String = row.get("run_id");
+        let state: String = row.get("state");
+        match row.get::<String, _>("kind").as_str() {
+            "run_now" if state == "requested" => {
+                let job: Option<String> = row.get("job");
+                let job: Job = decode(job.unwrap_or_default())?;
+                orders.push(AgentOrder::RunNow { run_id, job });
+            }
+            "kill" if !is_final(&state) => orders.push(AgentOrder::Kill { run_id }),
+            _ => {}
+        }
+    }
+    Ok(orders)
+}
+
+fn is_final(state: &str) -> bool {
+    meridian_proto::run::RunState::parse(state).is_some_and(|s| s.is_final())
+}
+
+pub(super) async fn definitions(tx: &mut SqliteConnection) -> sqlx::Result<u64> {
+    let value: Option<i64> =
+        sqlx::query_scalar("SELECT value FROM counters WHERE name = 'definitions'")
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(value.unwrap_or(0) as u64)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(doc: String) -> sqlx::Result<T> {
+    serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}

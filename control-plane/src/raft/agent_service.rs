@@ -1,0 +1,267 @@
+//! The server side of `AgentLink`: what agents call, on any plane node.
+//!
+//! Who the agent is comes from its verified client certificate only: the hostname and the one
+//! cluster it may act for. A request naming another agent or cluster is refused before anything
+//! is written. Heartbeats and reports become replicated commands (forwarded to the leader like
+//! any write); schedule fetches are answered from this node's copy after a read barrier, so an
+//! agent never sees less than the heartbeat that granted its leases.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_proto::Clock;
+use meridian_proto::pb;
+use meridian_proto::pb::agent_link_server::AgentLink;
+use meridian_proto::transport::{PeerIdentity, Role};
+use tonic::{Request, Response, Status};
+
+use super::Outcome;
+use super::node::{AskError, Core};
+use crate::model::history::ReportOutcome;
+use crate::model::leasing::{AgentOrder, HeartbeatOutcome, HeldLease};
+use crate::model::query::{self, ClaimedLease};
+use crate::model::{AgentReport, Command, Heartbeat, Name, PartitionRef, Proposal, ReportEntry};
+
+/// How long an agent's call may wait for the plane (a leader election included).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct AgentService {
+    core: Arc<Core>,
+    clock: Arc<dyn Clock>,
+}
+
+impl AgentService {
+    pub fn new(core: Arc<Core>, clock: Arc<dyn Clock>) -> Self {
+        Self { core, clock }
+    }
+
+    async fn write(
+        &self,
+        agent: &str,
+        command: Command,
+    ) -> Result<crate::model::processor::Applied, Status> {
+        let proposal = Proposal::new(format!("agent:{agent}"), self.clock.now_ms(), command);
+        match self.core.write(proposal, CALL_TIMEOUT).await {
+            Ok(Outcome::Applied(applied)) => Ok(applied),
+            Ok(Outcome::Refused(rejection)) => Err(Status::failed_precondition(rejection.message)),
+            Ok(Outcome::Internal) => Err(Status::internal("the write was not applied")),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+fn unavailable(e: AskError) -> Status {
+    match e {
+        AskError::Missing(m) => Status::not_found(m),
+        AskError::Failed(m) => Status::internal(m),
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+/// The calling agent's hostname and cluster, from its certificate; `claimed` (the hostname
+/// and cluster in the request) must match.
+fn agent_of<T>(
+    request: &Request<T>,
+    claimed: (&str, Option<&str>),
+) -> Result<(String, Name), Status> {
+    let who = PeerIdentity::of_request(request)?;
+    if who.role != Role::Agent {
+        return Err(Status::permission_denied(format!(
+            "{} holds a {:?} certificate; only agents may call AgentLink",
+            who.hostname, who.role
+        )));
+    }
+    let Some(cluster) = who.cluster else {
+        return Err(Status::permission_denied(format!(
+            "the certificate of agent {} names no cluster",
+            who.hostname
+        )));
+    };
+    if claimed.0 != who.hostname {
+        return Err(Status::permission_denied(format!(
+            "agent: the request says `{}` but the certificate is for `{}`",
+            claimed.0, who.hostname
+        )));
+    }
+    if let Some(c) = claimed.1
+        && c != cluster
+    {
+        return Err(Status::permission_denied(format!(
+            "cluster: agent {} may only act for cluster `{cluster}` (its certificate), not `{c}`",
+            who.hostname
+        )));
+    }
+    let cluster = Name::new(cluster).map_err(|e| Status::permission_denied(e.to_string()))?;
+    Ok((who.hostname, cluster))
+}
+
+fn lease_pb(l: &HeldLease) -> pb::Lease {
+    pb::Lease {
+        partition: l.partition,
+        epoch: l.epoch,
+        expires_at_ms: l.expires_ms,
+        cluster: l.cluster.clone(),
+    }
+}
+
+fn detail<T: serde::de::DeserializeOwned>(detail: Option<String>) -> Result<T, Status> {
+    serde_json::from_str(&detail.unwrap_or_default())
+        .map_err(|e| Status::internal(format!("reading the command's outcome: {e}")))
+}
+
+#[tonic::async_trait]
+impl AgentLink for AgentService {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        let (agent, cluster) = {
+            let r = request.get_ref();
+            agent_of(&request, (&r.agent, Some(&r.cluster)))?
+        };
+        let r = request.into_inner();
+        let mut released = Vec::new();
+        for l in &r.released {
+            let cluster = Name::new(l.cluster.clone())
+                .map_err(|e| Status::invalid_argument(format!("released.cluster: {e}")))?;
+            released.push(PartitionRef {
+                cluster,
+                partition: l.partition,
+            });
+        }
+        let applied = self
+            .write(
+                &agent,
+                Command::AgentHeartbeat(Heartbeat {
+                    agent: agent.clone(),
+                    cluster,
+                    free_slots: r.free_slots,
+                    releasing: r.releasing,
+                    released,
+                }),
+            )
+            .await?;
+        let outcome: HeartbeatOutcome = detail(applied.detail)?;
+        let leader = self.core.status().leader.map(|l| l).unwrap_or_default();
+        Ok(Response::new(pb::HeartbeatReply {
+            leases: outcome.leases.iter().map(lease_pb).collect(),
+            leader,
+            now_ms: outcome.now_ms,
+            release: outcome.release.iter().map(lease_pb).collect(),
+            commands: outcome
+                .commands
+                .iter()
+                .map(|order| pb::AgentCommand {
+                    command: Some(match order {
+                        AgentOrder::RunNow { run_id, job } => {
+                            pb::agent_command::Command::RunNow(pb::RunNow {
+                                run_id: run_id.clone(),
+                                job_json: serde_json::to_string(job).expect("jobs serialise"),
+                            })
+                        }
+                        AgentOrder::Kill { run_id } => pb::agent_command::Command::Kill(pb::Kill {
+                            run_id: run_id.clone(),
+                        }),
+                    }),
+                })
+                .collect(),
+            definitions: outcome.definitions,
+        }))
+    }
+
+    async fn fetch_schedules(
+        &self,
+        request: Request<pb::FetchSchedulesRequest>,
+    ) -> Result<Response<pb::FetchSchedulesReply>, Status> {
+        let (agent, cluster) = {
+            let r = request.get_ref();
+            agent_of(&request, (&r.agent, None))?
+        };
+        let claims: Vec<ClaimedLease> = request
+            .into_inner()
+            .leases
+            .into_iter()
+            .map(|l| ClaimedLease {
+                cluster: l.cluster,
+                partition: l.partition,
+                epoch: l.epoch,
+            })
+            .collect();
+        self.core
+            .read_barrier(CALL_TIMEOUT)
+            .await
+            .map_err(unavailable)?;
+        let assignments =
+            query::assignments(self.core.state.pool(), &agent, cluster.as_str(), &claims)
+                .await
+                .map_err(|e| Status::internal(format!("reading schedules: {e}")))?;
+        Ok(Response::new(pb::FetchSchedulesReply {
+            schedules: assignments
+                .iter()
+                .map(|a| pb::ScheduleAssignment {
+                    schedule_id: a.schedule.to_string(),
+                    cluster: a.cluster.clone(),
+                    partition: a.partition,
+                    epoch: a.epoch,
+                    version: a.version,
+                    spec: Some((&a.spec).into()),
+                    overlap: serde_json::to_value(a.overlap)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    after_ms: a.after_ms,
+                    job_json: serde_json::to_string(&a.job).expect("jobs serialise"),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportReply>, Status> {
+        let (agent, cluster) = {
+            let r = request.get_ref();
+            agent_of(&request, (&r.agent, None))?
+        };
+        let r = request.into_inner();
+        let Some(last) = r.entries.iter().map(|e| e.seq).max() else {
+            return Ok(Response::new(pb::ReportReply::default()));
+        };
+        let mut entries = Vec::with_capacity(r.entries.len());
+        let mut unreadable = Vec::new();
+        for e in r.entries {
+            match serde_json::from_str(&e.report_json) {
+                Ok(report) => entries.push(ReportEntry { seq: e.seq, report }),
+                // An entry this plane cannot read will never become readable: refuse it for
+                // good rather than block the agent's outbox behind it.
+                Err(err) => unreadable.push(pb::Refused {
+                    seq: e.seq,
+                    reason: format!("entry `{}`: unreadable report: {err}", e.key),
+                }),
+            }
+        }
+        let applied = self
+            .write(
+                &agent,
+                Command::AgentReport(AgentReport {
+                    agent: agent.clone(),
+                    cluster,
+                    entries,
+                }),
+            )
+            .await?;
+        let outcome: ReportOutcome = detail(applied.detail)?;
+        let mut refused = unreadable;
+        refused.extend(
+            outcome
+                .refused
+                .into_iter()
+                .map(|(seq, reason)| pb::Refused { seq, reason }),
+        );
+        Ok(Response::new(pb::ReportReply {
+            committed_seq: last,
+            refused,
+        }))
+    }
+}

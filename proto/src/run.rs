@@ -1,0 +1,277 @@
+//! Runs as both sides see them: what an agent is asked to run ([`Job`], [`Assignment`]) and
+//! what it reports back ([`Report`]).
+//!
+//! These are serde types, not `pb` messages: a report is written to the agent's outbox as JSON
+//! the moment it happens, sent as that same JSON, and replicated in the plane's Raft log inside
+//! a command, so one shape is the contract from the agent's disk to the plane's history.
+//! Everything here carries a `v` tag so a rolling upgrade can read the previous shape.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::{OverlapPolicy, ScheduleId, ScheduleSpec};
+use crate::workflow::WorkflowDefinition;
+
+/// What to run and with which settings: a workflow version in an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub tenant: String,
+    pub workflow: String,
+    pub workflow_version: u64,
+    pub definition: WorkflowDefinition,
+    pub environment: String,
+    /// The environment's variables, given to every task.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Base directory for the run's working directory (none: the agent's default).
+    #[serde(default)]
+    pub work_dir: Option<String>,
+}
+
+/// One schedule of a partition the agent holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub schedule: ScheduleId,
+    pub cluster: String,
+    pub partition: u32,
+    pub epoch: u64,
+    /// The schedule definition's version; records generated under an older one are replaced.
+    pub version: u64,
+    pub spec: ScheduleSpec,
+    pub overlap: OverlapPolicy,
+    /// Generate records strictly after this instant (ms): the last acknowledged fire.
+    pub after_ms: i64,
+    pub job: Job,
+}
+
+/// A run's state as the plane records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Asked for ("run now") and not yet picked up by an agent.
+    Requested,
+    /// Fired, waiting (overlap policy, catch-up rate limit).
+    Queued,
+    Started,
+    Succeeded,
+    Failed,
+    Killed,
+    /// Not run, by policy (catch-up, overlap); the message says which.
+    Skipped,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 7] = [
+        Self::Requested,
+        Self::Queued,
+        Self::Started,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Killed,
+        Self::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Queued => "queued",
+            Self::Started => "started",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Killed => "killed",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// No further state follows.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Killed | Self::Skipped
+        )
+    }
+
+    /// The fire record has been taken care of (started, queued or skipped): the plane's
+    /// acknowledged fire time may move past it.
+    pub fn takes_the_record(self) -> bool {
+        !matches!(self, Self::Requested)
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one attempt of one task went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Started,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Killed,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Killed => "killed",
+        }
+    }
+}
+
+/// A run changed state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunEvent {
+    /// For a scheduled run, its fire record's id; for "run now", the id the plane assigned.
+    pub run_id: String,
+    /// The schedule and fire time of a scheduled run (the plane re-derives the id from them).
+    #[serde(default)]
+    pub schedule: Option<ScheduleId>,
+    #[serde(default)]
+    pub fire_ms: Option<i64>,
+    pub tenant: String,
+    pub workflow: String,
+    pub workflow_version: u64,
+    pub environment: String,
+    pub state: RunState,
+    pub at_ms: i64,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A task attempt started or ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptEvent {
+    pub run_id: String,
+    pub task: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub outcome: AttemptOutcome,
+    pub at_ms: i64,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A piece of a task attempt's output (stdout and stderr interleaved as they came).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub run_id: String,
+    pub task: String,
+    pub attempt: u32,
+    /// Byte offset of `data` in the attempt's log: a re-sent chunk lands on the same place.
+    pub offset: u64,
+    pub data: String,
+}
+
+/// What an agent reports, with the lease it acted under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "v")]
+pub enum Report {
+    #[serde(rename = "1")]
+    V1 {
+        /// The cluster whose partition the run belongs to (the agent's own or one it backs up).
+        cluster: String,
+        /// The partition and epoch the agent held when it fired; none for "run now".
+        #[serde(default)]
+        partition: Option<u32>,
+        #[serde(default)]
+        epoch: u64,
+        item: ReportItem,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportItem {
+    Run(RunEvent),
+    Attempt(AttemptEvent),
+    Log(LogChunk),
+}
+
+impl ReportItem {
+    /// The idempotency key: the same happening always gets the same key.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Run(e) => format!("{}/{}", e.run_id, e.state),
+            Self::Attempt(a) => format!(
+                "{}/{}/{}/{}",
+                a.run_id,
+                a.task,
+                a.attempt,
+                a.outcome.as_str()
+            ),
+            Self::Log(l) => format!("{}/{}/{}/log/{}", l.run_id, l.task, l.attempt, l.offset),
+        }
+    }
+
+    pub fn run_id(&self) -> &str {
+        match self {
+            Self::Run(e) => &e.run_id,
+            Self::Attempt(a) => &a.run_id,
+            Self::Log(l) => &l.run_id,
+        }
+    }
+}
+
+/// The partition a schedule belongs to: FNV-1a of its id, modulo the cluster's partitions.
+/// Stable across versions and platforms, since the plane's replicas must all agree.
+pub fn partition_of(schedule: &ScheduleId, partitions: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in schedule.as_str().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(partitions.max(1))) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_are_versioned_json_with_stable_keys() {
+        let report = Report::V1 {
+            cluster: "nj".into(),
+            partition: Some(3),
+            epoch: 2,
+            item: ReportItem::Log(LogChunk {
+                run_id: "ads.etl@20260101T000000Z".into(),
+                task: "load".into(),
+                attempt: 1,
+                offset: 4096,
+                data: "done\n".into(),
+            }),
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.starts_with(r#"{"v":"1","cluster":"nj""#), "{json}");
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), report);
+        let Report::V1 { item, .. } = report;
+        assert_eq!(item.key(), "ads.etl@20260101T000000Z/load/1/log/4096");
+    }
+
+    #[test]
+    fn partitions_are_stable_and_in_range() {
+        let id = ScheduleId::new("ads.nightly").unwrap();
+        assert_eq!(partition_of(&id, 16), partition_of(&id, 16));
+        assert!(partition_of(&id, 16) < 16);
+        assert_eq!(partition_of(&id, 1), 0);
+        // Pinned: replicas of different versions must agree on where a schedule lives.
+        assert_eq!(partition_of(&id, 1024), 882);
+    }
+}
