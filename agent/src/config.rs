@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use meridian_proto::transport::{HostsMap, TlsFiles};
 use serde::Deserialize;
 
 /// `agent.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// This agent's hostname. It is the agent's identity: its certificate is issued for it.
@@ -20,6 +21,48 @@ pub struct AgentConfig {
     /// Where the agent keeps its fire-record buffer, outbox and resource cache.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// The federation CA, and this agent's certificate and key (issued with
+    /// `meridian certs issue --role agent --cluster <cluster>`): the certificate's cluster is
+    /// the only one the plane lets the agent act for.
+    pub tls: TlsFiles,
+    /// Plane hostname → address as seen from this data center: a plane node in the same data
+    /// center by its internal address, others by their public one. Unlisted names use DNS.
+    #[serde(default)]
+    pub hosts: HostsMap,
+    /// How many runs may go at once; fires beyond it wait.
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+    /// How fast missed fire records are started after downtime (runs per second), so recovery
+    /// does not start a storm.
+    #[serde(default = "default_catch_up_rate")]
+    pub catch_up_rate: f64,
+    /// How long a killed or timed-out task gets between TERM and KILL.
+    #[serde(default = "default_kill_grace_seconds")]
+    pub kill_grace_seconds: u64,
+    /// How often the agent heartbeats (renewing its leases). Keep it well under the clusters'
+    /// `lease_seconds`.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// Base directory for runs' working directories when the environment names none
+    /// (default: `<data_dir>/runs`).
+    #[serde(default)]
+    pub work_dir: Option<PathBuf>,
+}
+
+fn default_slots() -> u32 {
+    64
+}
+
+fn default_catch_up_rate() -> f64 {
+    10.0
+}
+
+fn default_kill_grace_seconds() -> u64 {
+    10
+}
+
+fn default_heartbeat_ms() -> u64 {
+    1000
 }
 
 fn default_data_dir() -> PathBuf {
@@ -55,10 +98,27 @@ impl AgentConfig {
 
     /// Parses and validates `text`, read from `path` (used in messages only).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.message().to_owned(),
         })?;
+        // Relative paths are relative to the config file, wherever the agent is started from.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.data_dir,
+            &mut config.tls.ca,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(w) = &mut config.work_dir
+            && w.is_relative()
+        {
+            *w = base.join(&*w);
+        }
         let invalid = |field, problem: &str| ConfigError::Invalid {
             path: path.to_owned(),
             field,
@@ -84,7 +144,26 @@ impl AgentConfig {
                 ),
             ));
         }
+        if config.slots == 0 {
+            return Err(invalid("slots", "must be at least 1"));
+        }
+        if !(config.catch_up_rate > 0.0 && config.catch_up_rate.is_finite()) {
+            return Err(invalid(
+                "catch_up_rate",
+                "must be a positive number of runs per second",
+            ));
+        }
+        if config.heartbeat_ms < 50 {
+            return Err(invalid("heartbeat_ms", "must be at least 50"));
+        }
         Ok(config)
+    }
+
+    /// Where runs' working directories go when their environment names none.
+    pub fn work_dir(&self) -> PathBuf {
+        self.work_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("runs"))
     }
 }
 
@@ -109,10 +188,17 @@ mod tests {
             hostname = "agent-1.dc-a.example"
             cluster = "dc-a-main"
             plane = ["plane-1.dc-a.example:7443"]
+            tls = { ca = "ca.pem", cert = "agent.pem", key = "agent.key" }
             "#,
         )
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("meridian-agent-data"));
+        assert_eq!(
+            c.tls.ca,
+            PathBuf::from("ca.pem"),
+            "relative to the config's directory"
+        );
+        assert_eq!(c.slots, 64);
     }
 
     #[test]
@@ -133,7 +219,8 @@ mod tests {
         let no_port = parse(
             r#"hostname = "a"
                cluster = "c"
-               plane = ["plane-1"]"#,
+               plane = ["plane-1"]
+               tls = { ca = "a", cert = "b", key = "c" }"#,
         )
         .unwrap_err()
         .to_string();

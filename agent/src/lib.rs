@@ -4,15 +4,30 @@
 //!
 //! - [`config`]: the agent's one config file (`agent.toml`), read strictly: an unknown or
 //!   missing field is an error that names it.
-//! - [`outbox`]: run events and log chunks, durable in the agent's SQLite database from the
-//!   moment they happen until the plane has committed them; keyed so nothing counts twice.
+//! - [`store`]: the agent's SQLite database; [`outbox`] and [`buffer`] are tables in it, so
+//!   taking a fire record and writing its outbox entry are one transaction.
+//! - [`outbox`]: run events and log chunks, durable from the moment they happen until the
+//!   plane has committed them; keyed so nothing counts twice.
+//! - [`buffer`]: the next 50 fire records of every schedule this agent holds, the cursor of
+//!   what it has taken, and the runs it has going.
+//! - [`lease`]: the partitions held, with deadlines on the agent's own clock (pure).
+//! - [`firing`]: on time, catch-up or skip; and the overlap policy (pure).
+//! - [`link`]: mutual TLS to any plane node through the hosts map, moving on when one fails.
+//! - [`task`]: one attempt of a shell or HTTP task; [`runner`]: a whole run, its DAG, retries
+//!   and logs.
+//! - [`agent`]: the runtime — heartbeat, firing and reporting loops over the parts above.
 //!
-//! Still to come (issue #4 and later): `hosts_map` (which address a plane hostname is dialled
-//! at), `link` (the mutual-TLS connection to any plane node), `lease` (the partitions this
-//! agent holds and their epochs), `buffer` (the 50 pre-generated fire records per schedule, in
-//! SQLite), `runner` and `task` (running workflows: shell, HTTP) and `resource_cache` (S3 objects,
-//! re-fetched only when they change). Data will flow: leases → buffer (from
-//! `meridian_proto::calendar`) → runner at fire time → outbox → plane.
+//! Data flows: heartbeat → leases → fetch → buffer (records from `meridian_proto::calendar`)
+//! → firing at fire time → runner → outbox → report → plane. The resource cache (S3) is
+//! issue #5.
 
+pub mod agent;
+pub mod buffer;
 pub mod config;
+pub mod firing;
+pub mod lease;
+pub mod link;
 pub mod outbox;
+pub mod runner;
+pub mod store;
+pub mod task;

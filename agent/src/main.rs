@@ -2,9 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
+use meridian_agent::agent::Agent;
 use meridian_agent::config::AgentConfig;
+use meridian_proto::SystemClock;
 
 /// Meridian's data-center agent: runs the scheduled work of one cluster.
 #[derive(Debug, Parser)]
@@ -24,12 +27,50 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Connecting to the plane, leases, firing and the outbox are issue #4; until then the
-    // agent validates its config and says plainly that it cannot run yet.
-    eprintln!(
-        "error: agent {} (cluster {}) has a valid config, but this build cannot connect to the \
-         plane yet (issue #4)",
-        config.hostname, config.cluster
-    );
-    ExitCode::FAILURE
+    let tls = match config.tls.load() {
+        Ok(tls) => tls,
+        Err(err) => {
+            eprintln!("error: agent config field `tls`: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let agent = match Agent::start(&config, &tls, Arc::new(SystemClock)).await {
+            Ok(agent) => agent,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!(
+            "agent {} (cluster {}) running; plane: {}",
+            config.hostname,
+            config.cluster,
+            config.plane.join(", ")
+        );
+        shutdown_signal().await;
+        eprintln!("stopping: finishing runs, flushing the outbox, giving partitions back");
+        agent.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

@@ -6,21 +6,10 @@
 //! has already applied when a batch is re-sent after a lost acknowledgement. Order is the
 //! order of recording (`seq`), which is the order the plane sees.
 
-use std::path::Path;
-use std::time::Duration;
-
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+use std::path::Path;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
-
-#[derive(Debug, thiserror::Error)]
-pub enum OutboxError {
-    #[error("the agent's outbox at {path}: {source}")]
-    Open { path: String, source: sqlx::Error },
-    #[error("the agent's outbox: {0}")]
-    Storage(#[from] sqlx::Error),
-}
+pub use crate::store::StoreError as OutboxError;
 
 /// One entry waiting for the plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,26 +27,32 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Opens (creating) the agent's database at `path`. `synchronous = FULL`: an entry that
-    /// `record` returned for survives a power cut, not only a crash.
+    /// Opens (creating) the agent's database at `path`.
     pub async fn open(path: &Path) -> Result<Self, OutboxError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
-        let open = |source| OutboxError::Open {
-            path: path.display().to_string(),
-            source,
-        };
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(options)
-            .await
-            .map_err(open)?;
-        MIGRATOR.run(&pool).await.map_err(|e| open(e.into()))?;
-        Ok(Self { pool })
+        Ok(Self::new(crate::store::open(path).await?))
+    }
+
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// Records an entry inside the caller's transaction (taking a fire record and reporting
+    /// it are one step). Returns false if the key was already waiting.
+    pub async fn record_in(
+        tx: &mut sqlx::SqliteConnection,
+        key: &str,
+        at_ms: i64,
+        payload: &str,
+    ) -> Result<bool, OutboxError> {
+        let done = sqlx::query(
+            "INSERT INTO outbox (key, at_ms, payload) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(at_ms)
+        .bind(payload)
+        .execute(&mut *tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Records an entry durably. Recording a key already waiting is a no-op (returns false).

@@ -29,6 +29,16 @@ pub struct TaskSpec {
     /// Attempts after the first failure.
     #[serde(default)]
     pub retries: u32,
+    /// Wait before the first retry; doubles with each further retry.
+    #[serde(default = "one_second")]
+    pub retry_delay_seconds: u64,
+    /// No retry starts after this long since the first attempt started (none: no limit).
+    #[serde(default)]
+    pub retry_max_seconds: Option<u64>,
+}
+
+fn one_second() -> u64 {
+    1
 }
 
 /// What a task does.
@@ -87,6 +97,8 @@ impl WorkflowDefinition {
                 depends_on: vec![],
                 timeout_seconds: None,
                 retries: 0,
+                retry_delay_seconds: 1,
+                retry_max_seconds: None,
             }],
         }
     }

@@ -257,6 +257,11 @@ impl Cluster {
         self.configs[i].tls.clone()
     }
 
+    /// The peer (and agent) port of node `i`.
+    pub fn port(&self, i: usize) -> u16 {
+        self.configs[i].port
+    }
+
     pub fn hosts(&self) -> HostsMap {
         self.configs[0].hosts.clone()
     }

@@ -14,6 +14,7 @@
 //!   checker (no fire record lost, none run twice).
 
 pub mod cluster;
+pub mod federation;
 pub mod process;
 
 use std::path::PathBuf;

@@ -27,7 +27,7 @@ fn run_with_config(text: &str) -> (Option<i32>, String) {
 #[test]
 fn a_config_with_an_unknown_field_is_refused_naming_it() {
     let (code, stderr) = run_with_config(
-        "hostname = \"agent-1\"\ncluster = \"c\"\nplane = [\"plane-1:7443\"]\nhostmap = {}\n",
+        "hostname = \"agent-1\"\ncluster = \"c\"\nplane = [\"plane-1:7443\"]\ntls = { ca = \"a\", cert = \"b\", key = \"c\" }\nhostmap = {}\n",
     );
     assert_eq!(code, Some(2));
     assert!(stderr.contains("unknown field `hostmap`"), "{stderr}");
@@ -48,13 +48,11 @@ fn a_missing_config_file_is_named() {
 }
 
 #[test]
-fn a_valid_config_is_accepted_and_the_missing_runtime_is_said_plainly() {
+fn a_config_whose_certificate_files_are_missing_names_the_field() {
     let (code, stderr) = run_with_config(
-        "hostname = \"agent-1.dc-a.example\"\ncluster = \"dc-a-main\"\nplane = [\"plane-1.dc-a.example:7443\"]\n",
+        "hostname = \"agent-1.dc-a.example\"\ncluster = \"dc-a-main\"\nplane = [\"plane-1.dc-a.example:7443\"]\ntls = { ca = \"nope/ca.pem\", cert = \"nope/a.pem\", key = \"nope/a.key\" }\n",
     );
-    assert_eq!(code, Some(1));
-    assert!(
-        stderr.contains("agent agent-1.dc-a.example (cluster dc-a-main) has a valid config"),
-        "{stderr}"
-    );
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("agent config field `tls`"), "{stderr}");
+    assert!(stderr.contains("nope/ca.pem"), "{stderr}");
 }

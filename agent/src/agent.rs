@@ -1,0 +1,825 @@
+//! The agent runtime: three loops over shared state, each doing what the pure parts decide.
+//!
+//! - heartbeat: renews leases ([`crate::lease`]), gives back what the plane asks for, fetches
+//!   schedules when leases or definitions change ([`crate::buffer`]), takes "run now" and kill
+//!   commands.
+//! - firing: takes due records from the buffer, classifies them ([`crate::firing`]) and starts,
+//!   queues or skips them; missed records are started through a rate-limited catch-up queue.
+//! - reporting: sends the outbox to the plane in batches and drops what the plane committed.
+//!
+//! Runs are tasks of their own ([`crate::runner`]); a slot semaphore bounds how many go at once.
+//! Time comes from an injected [`Clock`]: tests drive firing and leases by moving it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::DateTime;
+use meridian_proto::pb;
+use meridian_proto::run::{Assignment, Job, Report, ReportItem, RunEvent, RunState};
+use meridian_proto::transport::TlsMaterial;
+use meridian_proto::{Clock, FireRecord};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::buffer::{Buffer, LocalRun};
+use crate::config::AgentConfig;
+use crate::firing::{self, Fate, Overlap};
+use crate::lease::{Granted, Leases, Partition};
+use crate::link::Link;
+use crate::outbox::Outbox;
+use crate::runner::Runner;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("agent TLS: {0}")]
+    Tls(String),
+}
+
+/// How many due records one pass of the firing loop takes.
+const FIRE_BATCH: u32 = 20_000;
+/// The firing loop looks at the clock at least this often (an injected clock may jump).
+const FIRE_TICK: Duration = Duration::from_millis(100);
+/// Outbox entries per report.
+const REPORT_BATCH: u32 = 2_000;
+
+/// A run going on this agent.
+struct Going {
+    schedule: Option<String>,
+    kill: watch::Sender<bool>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+#[derive(Default)]
+struct Runs {
+    going: HashMap<String, Going>,
+    /// Per schedule: fires waiting for the previous run (overlap `buffer_one`/`buffer_all`).
+    waiting: HashMap<String, VecDeque<LocalRun>>,
+    /// Missed records to start, in fire order, at the catch-up rate.
+    catch_up: VecDeque<LocalRun>,
+}
+
+impl Runs {
+    fn going_for(&self, schedule: &str) -> usize {
+        self.going
+            .values()
+            .filter(|g| g.schedule.as_deref() == Some(schedule))
+            .count()
+    }
+}
+
+struct Shared {
+    hostname: String,
+    cluster: String,
+    heartbeat: Duration,
+    catch_up_rate: f64,
+    drain: Duration,
+    clock: Arc<dyn Clock>,
+    link: Link,
+    buffer: Buffer,
+    outbox: Outbox,
+    runner: Runner,
+    leases: Mutex<Leases>,
+    released: Mutex<Vec<pb::Lease>>,
+    runs: Mutex<Runs>,
+    slots: Arc<Semaphore>,
+    wake: Notify,
+    reported: Arc<Notify>,
+    definitions: AtomicU64,
+    stopping: AtomicBool,
+    stop: watch::Sender<bool>,
+}
+
+/// A running agent.
+pub struct Agent {
+    shared: Arc<Shared>,
+    loops: Vec<JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Opens the agent's database in `config.data_dir`, recovers what a previous process left
+    /// (runs it had started are recorded failed; queued ones start again), and starts the
+    /// loops.
+    pub async fn start(
+        config: &AgentConfig,
+        tls: &TlsMaterial,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AgentError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Open {
+            path: config.data_dir.display().to_string(),
+            source: e.into(),
+        })?;
+        let pool = crate::store::open(&config.data_dir.join("agent.db")).await?;
+        let outbox = Outbox::new(pool.clone());
+        let buffer = Buffer::new(pool);
+        let link = Link::new(&config.plane, tls, config.hosts.clone())
+            .map_err(|e| AgentError::Tls(e.to_string()))?;
+        let http = http_client().map_err(AgentError::Tls)?;
+        let reported = Arc::new(Notify::new());
+        let (stop, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            hostname: config.hostname.clone(),
+            cluster: config.cluster.clone(),
+            heartbeat: Duration::from_millis(config.heartbeat_ms),
+            catch_up_rate: config.catch_up_rate,
+            drain: Duration::from_secs(config.kill_grace_seconds),
+            clock: clock.clone(),
+            link,
+            buffer,
+            outbox: outbox.clone(),
+            runner: Runner {
+                outbox,
+                clock,
+                work_dir: config.work_dir(),
+                grace: Duration::from_secs(config.kill_grace_seconds),
+                http,
+                reported: reported.clone(),
+            },
+            leases: Mutex::new(Leases::default()),
+            released: Mutex::new(Vec::new()),
+            runs: Mutex::new(Runs::default()),
+            slots: Arc::new(Semaphore::new(config.slots as usize)),
+            wake: Notify::new(),
+            reported,
+            definitions: AtomicU64::new(u64::MAX),
+            stopping: AtomicBool::new(false),
+            stop,
+        });
+        shared.recover().await?;
+        let loops = vec![
+            tokio::spawn(shared.clone().heartbeat_loop()),
+            tokio::spawn(shared.clone().fire_loop()),
+            tokio::spawn(shared.clone().report_loop()),
+        ];
+        Ok(Self { shared, loops })
+    }
+
+    /// Graceful stop: no new fires; runs going get `kill_grace_seconds` to finish, then are
+    /// killed; the outbox is flushed (for as long again); the partitions are given back.
+    pub async fn shutdown(self) {
+        let s = &self.shared;
+        s.stopping.store(true, Ordering::SeqCst);
+        s.wake.notify_one();
+        let deadline = tokio::time::Instant::now() + s.drain;
+        while !s.runs.lock().expect("runs").going.is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for going in s.runs.lock().expect("runs").going.values() {
+            let _ = going.kill.send(true);
+        }
+        let deadline = tokio::time::Instant::now() + s.drain * 2;
+        while tokio::time::Instant::now() < deadline {
+            let idle = s.runs.lock().expect("runs").going.is_empty();
+            if idle && s.outbox.is_empty().await.unwrap_or(true) {
+                break;
+            }
+            s.reported.notify_one();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = s.stop.send(true);
+        for l in &self.loops {
+            l.abort();
+        }
+        s.release_all().await;
+        s.outbox.close().await;
+    }
+
+    /// Stops at once, as a crash would: loops and runs are dropped mid-step (a shell task's
+    /// process is killed with its run task). What was written to the database stays.
+    pub async fn abort(self) {
+        let _ = self.shared.stop.send(true);
+        for l in &self.loops {
+            l.abort();
+        }
+        let runs: Vec<_> = self
+            .shared
+            .runs
+            .lock()
+            .expect("runs")
+            .going
+            .values_mut()
+            .filter_map(|g| g.task.take())
+            .collect();
+        for r in runs {
+            r.abort();
+        }
+        for l in self.loops {
+            let _ = l.await;
+        }
+        self.shared.outbox.close().await;
+    }
+
+    /// The partitions held now (for tests and status).
+    pub fn held(&self) -> Vec<(Partition, u64)> {
+        let now = self.shared.clock.now_ms();
+        let leases = self.shared.leases.lock().expect("leases");
+        leases
+            .all()
+            .filter(|(p, _)| leases.valid(p, now).is_some())
+            .map(|(p, h)| (p.clone(), h.epoch))
+            .collect()
+    }
+
+    /// Entries waiting in the outbox.
+    pub async fn outbox_len(&self) -> u64 {
+        self.shared.outbox.len().await.unwrap_or(0)
+    }
+
+    pub fn buffer(&self) -> &Buffer {
+        &self.shared.buffer
+    }
+}
+
+fn http_client() -> Result<reqwest::Client, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    // HTTP tasks reach services inside the data center; trust the system's roots if present.
+    if let Ok(pem) = std::fs::read("/etc/ssl/certs/ca-certificates.crt") {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+            let _ = roots.add(cert);
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn event(run: &LocalRun, state: RunState, at_ms: i64, message: &str) -> Report {
+    Report::V1 {
+        cluster: run.cluster.clone(),
+        partition: run.partition,
+        epoch: run.epoch,
+        item: ReportItem::Run(RunEvent {
+            run_id: run.run_id.clone(),
+            schedule: run.schedule.clone(),
+            fire_ms: run.fire_ms,
+            tenant: run.job.tenant.clone(),
+            workflow: run.job.workflow.clone(),
+            workflow_version: run.job.workflow_version,
+            environment: run.job.environment.clone(),
+            state,
+            at_ms,
+            message: message.to_owned(),
+        }),
+    }
+}
+
+fn local_run(a: &Assignment, record: &FireRecord, state: RunState) -> LocalRun {
+    LocalRun {
+        run_id: record.id.to_string(),
+        schedule: Some(a.schedule.clone()),
+        fire_ms: Some(record.fire_at.timestamp_millis()),
+        cluster: a.cluster.clone(),
+        partition: Some(a.partition),
+        epoch: a.epoch,
+        state: state.as_str().to_owned(),
+        job: a.job.clone(),
+    }
+}
+
+impl Shared {
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
+        for run in self.buffer.runs().await? {
+            if run.state == RunState::Queued.as_str() {
+                self.runs.lock().expect("runs").catch_up.push_back(run);
+            } else {
+                // It was going when the agent stopped; what it did is unknown, so it is not run
+                // again (it may have had effects) but recorded as failed.
+                let report = event(
+                    &run,
+                    RunState::Failed,
+                    self.now(),
+                    "the agent stopped while the run was going",
+                );
+                self.buffer
+                    .advance(&run.run_id, RunState::Failed.as_str(), true, &report)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    // ----- heartbeat -----
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            if let Err(e) = self.heartbeat_once().await {
+                tracing::warn!("heartbeat to {}: {e}", self.link.current());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.heartbeat) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn heartbeat_once(self: &Arc<Self>) -> Result<(), String> {
+        let sent = self.now();
+        let held: Vec<pb::Lease> = {
+            let leases = self.leases.lock().expect("leases");
+            leases
+                .all()
+                .map(|((cluster, partition), h)| pb::Lease {
+                    partition: *partition,
+                    epoch: h.epoch,
+                    expires_at_ms: 0,
+                    cluster: cluster.clone(),
+                })
+                .collect()
+        };
+        let released = self.released.lock().expect("released").clone();
+        let request = pb::HeartbeatRequest {
+            agent: self.hostname.clone(),
+            cluster: self.cluster.clone(),
+            held,
+            free_slots: self.slots.available_permits() as u32,
+            releasing: false,
+            released: released.clone(),
+        };
+        let reply = self
+            .link
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.heartbeat(r).await }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        self.released
+            .lock()
+            .expect("released")
+            .retain(|r| !released.contains(r));
+        let granted: Vec<Granted> = reply
+            .leases
+            .iter()
+            .map(|l| Granted {
+                cluster: l.cluster.clone(),
+                partition: l.partition,
+                epoch: l.epoch,
+                expires_ms: l.expires_at_ms,
+            })
+            .collect();
+        let change = {
+            let mut leases = self.leases.lock().expect("leases");
+            let change = leases.renew(sent, reply.now_ms, &granted);
+            // Asked to give partitions back: stop firing them now, say so next heartbeat.
+            let give_back: Vec<Partition> = reply
+                .release
+                .iter()
+                .map(|l| (l.cluster.clone(), l.partition))
+                .collect();
+            leases.release(&give_back);
+            self.released
+                .lock()
+                .expect("released")
+                .extend(reply.release.iter().cloned());
+            change
+        };
+        let definitions_moved =
+            self.definitions.swap(reply.definitions, Ordering::SeqCst) != reply.definitions;
+        if !change.is_empty() || definitions_moved || !reply.release.is_empty() {
+            self.fetch().await?;
+        }
+        for command in reply.commands {
+            match command.command {
+                Some(pb::agent_command::Command::RunNow(r)) => self.run_now(r).await?,
+                Some(pb::agent_command::Command::Kill(k)) => self.kill(&k.run_id),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches the schedules of every held partition and syncs the buffer with them.
+    async fn fetch(self: &Arc<Self>) -> Result<(), String> {
+        let leases: Vec<pb::Lease> = {
+            let leases = self.leases.lock().expect("leases");
+            leases
+                .all()
+                .map(|((cluster, partition), h)| pb::Lease {
+                    partition: *partition,
+                    epoch: h.epoch,
+                    expires_at_ms: 0,
+                    cluster: cluster.clone(),
+                })
+                .collect()
+        };
+        let request = pb::FetchSchedulesRequest {
+            agent: self.hostname.clone(),
+            leases,
+        };
+        let reply = self
+            .link
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.fetch_schedules(r).await }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut assignments = Vec::with_capacity(reply.schedules.len());
+        for s in reply.schedules {
+            match assignment(&s) {
+                Ok(a) => assignments.push(a),
+                Err(e) => tracing::warn!("schedule {}: {e}", s.schedule_id),
+            }
+        }
+        self.buffer
+            .sync(&assignments)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    async fn run_now(self: &Arc<Self>, r: pb::RunNow) -> Result<(), String> {
+        let job: Job = serde_json::from_str(&r.job_json).map_err(|e| e.to_string())?;
+        let run = LocalRun {
+            run_id: r.run_id.clone(),
+            schedule: None,
+            fire_ms: None,
+            cluster: self.cluster.clone(),
+            partition: None,
+            epoch: 0,
+            state: RunState::Queued.as_str().into(),
+            job,
+        };
+        let report = event(&run, RunState::Queued, self.now(), "run now");
+        if self
+            .buffer
+            .take_manual(&run, &report)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            self.reported.notify_one();
+            self.launch(run, None);
+        }
+        Ok(())
+    }
+
+    fn kill(&self, run_id: &str) {
+        if let Some(going) = self.runs.lock().expect("runs").going.get(run_id) {
+            let _ = going.kill.send(true);
+        }
+    }
+
+    async fn release_all(&self) {
+        let request = pb::HeartbeatRequest {
+            agent: self.hostname.clone(),
+            cluster: self.cluster.clone(),
+            held: Vec::new(),
+            free_slots: 0,
+            releasing: true,
+            released: Vec::new(),
+        };
+        if let Err(e) = self
+            .link
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.heartbeat(r).await }
+            })
+            .await
+        {
+            tracing::warn!("giving the partitions back: {e}; they move when the leases expire");
+        }
+    }
+
+    // ----- firing -----
+
+    async fn fire_loop(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        let mut last_catch_up = tokio::time::Instant::now();
+        let mut tokens = 1.0f64;
+        loop {
+            if !self.stopping.load(Ordering::SeqCst) {
+                if let Err(e) = self.fire_due().await {
+                    tracing::error!("firing: {e}");
+                }
+                // Catch-up: a token bucket at `catch_up_rate`, at most one second's worth saved.
+                let elapsed = last_catch_up.elapsed().as_secs_f64();
+                last_catch_up = tokio::time::Instant::now();
+                tokens = (tokens + elapsed * self.catch_up_rate).min(self.catch_up_rate.max(1.0));
+                while tokens >= 1.0 {
+                    let next = self.runs.lock().expect("runs").catch_up.pop_front();
+                    let Some(run) = next else { break };
+                    tokens -= 1.0;
+                    self.launch(run, None);
+                }
+            }
+            let now = self.now();
+            let next = self.buffer.next_fire_ms().await.ok().flatten();
+            let mut wait = FIRE_TICK;
+            if let Some(next) = next {
+                wait = wait.min(Duration::from_millis((next - now).max(0) as u64));
+            }
+            if !self.runs.lock().expect("runs").catch_up.is_empty() {
+                wait = wait.min(Duration::from_secs_f64(1.0 / self.catch_up_rate));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn fire_due(self: &Arc<Self>) -> Result<(), StoreError> {
+        let now = self.now();
+        let due = self.buffer.due(now, FIRE_BATCH).await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut by_schedule: BTreeMap<String, (Assignment, Vec<FireRecord>)> = BTreeMap::new();
+        for (a, record) in due {
+            by_schedule
+                .entry(a.schedule.to_string())
+                .or_insert_with(|| (a, Vec::new()))
+                .1
+                .push(record);
+        }
+        let now_at = DateTime::from_timestamp_millis(now).unwrap_or_default();
+        for (schedule, (mut a, records)) in by_schedule {
+            let held = self
+                .leases
+                .lock()
+                .expect("leases")
+                .valid(&(a.cluster.clone(), a.partition), now);
+            // No valid lease: paused (the autonomy horizon passed, or the partition moved).
+            let Some(held) = held else { continue };
+            a.epoch = held.epoch;
+            for (record, fate) in
+                firing::classify(&records, held.since_ms, &a.spec.catch_up, now_at)
+            {
+                match fate {
+                    Fate::Skip => {
+                        self.skip(
+                            &a,
+                            &record,
+                            "missed while nothing could run it; the catch-up policy skips it",
+                        )
+                        .await?
+                    }
+                    Fate::CatchUp => {
+                        let run = local_run(&a, &record, RunState::Queued);
+                        let report = event(&run, RunState::Queued, self.now(), "catching up");
+                        self.buffer
+                            .take(&a, &record, RunState::Queued.as_str(), &report)
+                            .await?;
+                        self.runs.lock().expect("runs").catch_up.push_back(run);
+                    }
+                    Fate::OnTime => self.fire(&a, &record).await?,
+                }
+            }
+            self.buffer.refill(&schedule).await?;
+        }
+        self.reported.notify_one();
+        Ok(())
+    }
+
+    async fn skip(&self, a: &Assignment, record: &FireRecord, why: &str) -> Result<(), StoreError> {
+        let run = local_run(a, record, RunState::Skipped);
+        let report = event(&run, RunState::Skipped, self.now(), why);
+        self.buffer
+            .take(a, record, RunState::Skipped.as_str(), &report)
+            .await
+    }
+
+    /// Fires an on-time record under the schedule's overlap policy.
+    async fn fire(self: &Arc<Self>, a: &Assignment, record: &FireRecord) -> Result<(), StoreError> {
+        let schedule = a.schedule.to_string();
+        let (going, waiting) = {
+            let runs = self.runs.lock().expect("runs");
+            (
+                runs.going_for(&schedule),
+                runs.waiting.get(&schedule).map_or(0, VecDeque::len),
+            )
+        };
+        match firing::on_fire(a.overlap, going, waiting) {
+            Overlap::Skip => {
+                self.skip(
+                    a,
+                    record,
+                    "the previous run is still going (overlap policy)",
+                )
+                .await
+            }
+            Overlap::Queue => {
+                let run = local_run(a, record, RunState::Queued);
+                let report = event(
+                    &run,
+                    RunState::Queued,
+                    self.now(),
+                    "waiting for the previous run",
+                );
+                self.buffer
+                    .take(a, record, RunState::Queued.as_str(), &report)
+                    .await?;
+                self.runs
+                    .lock()
+                    .expect("runs")
+                    .waiting
+                    .entry(schedule)
+                    .or_default()
+                    .push_back(run);
+                Ok(())
+            }
+            decision @ (Overlap::Start | Overlap::CancelThenStart) => {
+                if decision == Overlap::CancelThenStart {
+                    for going in self.runs.lock().expect("runs").going.values() {
+                        if going.schedule.as_deref() == Some(schedule.as_str()) {
+                            let _ = going.kill.send(true);
+                        }
+                    }
+                }
+                // Started at once if a slot is free, else queued for one.
+                let permit = self.slots.clone().try_acquire_owned().ok();
+                let state = if permit.is_some() {
+                    RunState::Started
+                } else {
+                    RunState::Queued
+                };
+                let run = local_run(a, record, state);
+                let report = event(&run, state, self.now(), "");
+                self.buffer.take(a, record, state.as_str(), &report).await?;
+                self.launch(run, permit);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts `run` in a task of its own: waits for a slot (recording `started` once it has
+    /// one, unless it already was), runs it, records the end, then starts the schedule's next
+    /// waiting fire.
+    fn launch(self: &Arc<Self>, run: LocalRun, permit: Option<OwnedSemaphorePermit>) {
+        let (kill, killed) = watch::channel(false);
+        let run_id = run.run_id.clone();
+        let schedule = run.schedule.as_ref().map(|s| s.to_string());
+        self.runs.lock().expect("runs").going.insert(
+            run_id.clone(),
+            Going {
+                schedule: schedule.clone(),
+                kill,
+                task: None,
+            },
+        );
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let _permit = match permit {
+                Some(p) => p,
+                None => match this.slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            if run.state != RunState::Started.as_str() {
+                let report = event(&run, RunState::Started, this.now(), "");
+                if let Err(e) = this
+                    .buffer
+                    .advance(&run.run_id, RunState::Started.as_str(), false, &report)
+                    .await
+                {
+                    tracing::error!("recording the start of {}: {e}", run.run_id);
+                }
+                this.reported.notify_one();
+            }
+            let (state, message) = this.runner.run(&run, killed).await;
+            let report = event(&run, state, this.now(), &message);
+            if let Err(e) = this
+                .buffer
+                .advance(&run.run_id, state.as_str(), true, &report)
+                .await
+            {
+                tracing::error!("recording the end of {}: {e}", run.run_id);
+            }
+            this.reported.notify_one();
+            let next = {
+                let mut runs = this.runs.lock().expect("runs");
+                runs.going.remove(&run.run_id);
+                schedule
+                    .as_ref()
+                    .and_then(|s| runs.waiting.get_mut(s))
+                    .and_then(VecDeque::pop_front)
+            };
+            if let Some(next) = next {
+                this.launch(next, None);
+            }
+            this.wake.notify_one();
+        });
+        if let Some(going) = self.runs.lock().expect("runs").going.get_mut(&run_id) {
+            going.task = Some(task.abort_handle());
+        }
+    }
+
+    // ----- reporting -----
+
+    async fn report_loop(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let sent = match self.report_once().await {
+                Ok(n) => {
+                    backoff = Duration::from_millis(100);
+                    n
+                }
+                Err(e) => {
+                    tracing::warn!("reporting to {}: {e}", self.link.current());
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if sent < REPORT_BATCH as usize {
+                tokio::select! {
+                    _ = self.reported.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    }
+
+    /// Sends one batch; returns how many entries it held.
+    async fn report_once(&self) -> Result<usize, String> {
+        let batch = self
+            .outbox
+            .pending(REPORT_BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let request = pb::ReportRequest {
+            agent: self.hostname.clone(),
+            entries: batch
+                .iter()
+                .map(|e| pb::OutboxEntry {
+                    seq: e.seq as u64,
+                    key: e.key.clone(),
+                    report_json: e.payload.clone(),
+                })
+                .collect(),
+        };
+        let reply = self
+            .link
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.report(r).await }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        for refused in &reply.refused {
+            tracing::warn!(
+                "the plane refused outbox entry {}: {}",
+                refused.seq,
+                refused.reason
+            );
+        }
+        self.outbox
+            .acknowledge(reply.committed_seq as i64)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(batch.len())
+    }
+}
+
+fn assignment(s: &pb::ScheduleAssignment) -> Result<Assignment, String> {
+    let spec = s
+        .spec
+        .as_ref()
+        .ok_or("spec is missing")?
+        .try_into()
+        .map_err(|e: meridian_proto::convert::ConvertError| e.to_string())?;
+    Ok(Assignment {
+        schedule: meridian_proto::ScheduleId::new(s.schedule_id.clone())
+            .map_err(|e| e.to_string())?,
+        cluster: s.cluster.clone(),
+        partition: s.partition,
+        epoch: s.epoch,
+        version: s.version,
+        spec,
+        overlap: serde_json::from_value(serde_json::Value::String(s.overlap.clone()))
+            .map_err(|e| format!("overlap: {e}"))?,
+        after_ms: s.after_ms,
+        job: serde_json::from_str(&s.job_json).map_err(|e| format!("job: {e}"))?,
+    })
+}

@@ -1,0 +1,283 @@
+//! Running one workflow run: its tasks in dependency order (independent ones at once), each
+//! with its timeout and retries, every attempt and every piece of output written to the
+//! outbox as it happens.
+//!
+//! A task runs once every task it depends on has succeeded. When a task fails for good (its
+//! retries spent, or the retry budget `retry_max_seconds` gone), no further task starts, the
+//! ones already going finish, and the run fails. A kill stops every attempt going (TERM, grace,
+//! KILL) and ends the run `killed`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_proto::Clock;
+use meridian_proto::run::{AttemptEvent, AttemptOutcome, LogChunk, Report, ReportItem, RunState};
+use meridian_proto::workflow::TaskSpec;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::buffer::LocalRun;
+use crate::outbox::Outbox;
+use crate::task::{self, Attempt, Log};
+
+/// What every run shares.
+#[derive(Clone)]
+pub struct Runner {
+    pub outbox: Outbox,
+    pub clock: Arc<dyn Clock>,
+    /// Base of runs' working directories when the environment names none.
+    pub work_dir: PathBuf,
+    pub grace: Duration,
+    pub http: reqwest::Client,
+    /// Wakes the reporter when there is something new in the outbox.
+    pub reported: Arc<tokio::sync::Notify>,
+}
+
+/// A log is cut into a chunk at this size, or when this long has passed since the first
+/// unsent byte.
+const CHUNK_BYTES: usize = 32 * 1024;
+const CHUNK_DELAY: Duration = Duration::from_millis(200);
+
+impl Runner {
+    /// Writes `item` to the outbox under `run`'s lease.
+    pub async fn report(&self, run: &LocalRun, item: ReportItem) {
+        let report = Report::V1 {
+            cluster: run.cluster.clone(),
+            partition: run.partition,
+            epoch: run.epoch,
+            item,
+        };
+        let Report::V1 { item, .. } = &report;
+        let payload = serde_json::to_string(&report).expect("reports serialise");
+        // The outbox is the only record of what happened; if the disk refuses, retrying is
+        // all there is to do.
+        loop {
+            match self
+                .outbox
+                .record(&item.key(), self.clock.now_ms(), &payload)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!("writing to the outbox: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        self.reported.notify_one();
+    }
+
+    /// Runs `run` to its end. Returns the final state and a message.
+    pub async fn run(&self, run: &LocalRun, kill: watch::Receiver<bool>) -> (RunState, String) {
+        let tasks = &run.job.definition.tasks;
+        let dir = run
+            .job
+            .work_dir
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.work_dir.clone())
+            .join(safe_dir_name(&run.run_id));
+        let mut succeeded: BTreeSet<String> = BTreeSet::new();
+        let mut started: BTreeSet<String> = BTreeSet::new();
+        let mut failed: Option<String> = None;
+        let mut going = JoinSet::new();
+        loop {
+            if failed.is_none() && !*kill.borrow() {
+                for t in tasks {
+                    if !started.contains(&t.name)
+                        && t.depends_on.iter().all(|d| succeeded.contains(d))
+                    {
+                        started.insert(t.name.clone());
+                        let this = self.clone();
+                        let run = run.clone();
+                        let task = t.clone();
+                        let dir = dir.clone();
+                        let kill = kill.clone();
+                        going.spawn(async move {
+                            let ok = this.task(&run, &task, dir, kill).await;
+                            (task.name, ok)
+                        });
+                    }
+                }
+            }
+            let Some(joined) = going.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok((name, true)) => {
+                    succeeded.insert(name);
+                }
+                Ok((name, false)) => {
+                    failed.get_or_insert(name);
+                }
+                Err(e) => {
+                    failed.get_or_insert(format!("(a task panicked: {e})"));
+                }
+            }
+        }
+        if *kill.borrow() {
+            (RunState::Killed, "killed".into())
+        } else if let Some(task) = failed {
+            (RunState::Failed, format!("task `{task}` failed"))
+        } else if succeeded.len() == tasks.len() {
+            (RunState::Succeeded, String::new())
+        } else {
+            (RunState::Failed, "some tasks could not run".into())
+        }
+    }
+
+    /// Runs one task with its retries; true if an attempt succeeded.
+    async fn task(
+        &self,
+        run: &LocalRun,
+        spec: &TaskSpec,
+        dir: PathBuf,
+        mut kill: watch::Receiver<bool>,
+    ) -> bool {
+        let first_start = tokio::time::Instant::now();
+        let vars = run_vars(run);
+        let mut delay = Duration::from_secs(spec.retry_delay_seconds);
+        for attempt in 1..=spec.retries.saturating_add(1) {
+            self.report(
+                run,
+                ReportItem::Attempt(AttemptEvent {
+                    run_id: run.run_id.clone(),
+                    task: spec.name.clone(),
+                    attempt,
+                    outcome: AttemptOutcome::Started,
+                    at_ms: self.clock.now_ms(),
+                    exit_code: None,
+                    message: String::new(),
+                }),
+            )
+            .await;
+            let (log, drained) = self.log_drain(run, &spec.name, attempt);
+            let ended = task::run(
+                &spec.kind,
+                Attempt {
+                    env: &vars,
+                    dir: &dir,
+                    timeout: spec.timeout_seconds.map(Duration::from_secs),
+                    grace: self.grace,
+                    kill: kill.clone(),
+                    http: &self.http,
+                },
+                &log,
+            )
+            .await;
+            drop(log);
+            let _ = drained.await;
+            self.report(
+                run,
+                ReportItem::Attempt(AttemptEvent {
+                    run_id: run.run_id.clone(),
+                    task: spec.name.clone(),
+                    attempt,
+                    outcome: ended.outcome,
+                    at_ms: self.clock.now_ms(),
+                    exit_code: ended.exit_code,
+                    message: ended.message,
+                }),
+            )
+            .await;
+            match ended.outcome {
+                AttemptOutcome::Succeeded => return true,
+                AttemptOutcome::Killed => return false,
+                _ => {}
+            }
+            if attempt > spec.retries {
+                break;
+            }
+            if let Some(max) = spec.retry_max_seconds
+                && first_start.elapsed() + delay > Duration::from_secs(max)
+            {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = kill.wait_for(|k| *k) => return false,
+            }
+            delay = delay.saturating_mul(2);
+        }
+        false
+    }
+
+    /// A log for one attempt, and the task that turns what is written to it into outbox
+    /// chunks (it ends once the log is dropped and everything is written).
+    fn log_drain(
+        &self,
+        run: &LocalRun,
+        task: &str,
+        attempt: u32,
+    ) -> (Log, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let this = self.clone();
+        let run = run.clone();
+        let task = task.to_owned();
+        let drain = tokio::spawn(async move {
+            let mut offset = 0u64;
+            let mut pending: Vec<u8> = Vec::new();
+            let flush = |pending: &mut Vec<u8>, offset: &mut u64| {
+                let data = String::from_utf8_lossy(pending).into_owned();
+                let chunk = LogChunk {
+                    run_id: run.run_id.clone(),
+                    task: task.clone(),
+                    attempt,
+                    offset: *offset,
+                    data,
+                };
+                *offset += pending.len() as u64;
+                pending.clear();
+                chunk
+            };
+            loop {
+                let next = if pending.is_empty() {
+                    rx.recv().await
+                } else {
+                    match tokio::time::timeout(CHUNK_DELAY, rx.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            let chunk = flush(&mut pending, &mut offset);
+                            this.report(&run, ReportItem::Log(chunk)).await;
+                            continue;
+                        }
+                    }
+                };
+                match next {
+                    Some(data) => {
+                        pending.extend_from_slice(&data);
+                        if pending.len() >= CHUNK_BYTES {
+                            let chunk = flush(&mut pending, &mut offset);
+                            this.report(&run, ReportItem::Log(chunk)).await;
+                        }
+                    }
+                    None => {
+                        if !pending.is_empty() {
+                            let chunk = flush(&mut pending, &mut offset);
+                            this.report(&run, ReportItem::Log(chunk)).await;
+                        }
+                        break;
+                    }
+                }
+            }
+        });
+        (Log(tx), drain)
+    }
+}
+
+/// A run id as a directory name (`@` and `:` are fine on Linux, `/` is not).
+fn safe_dir_name(run_id: &str) -> String {
+    run_id.replace('/', "_")
+}
+
+/// Environment variables a run's tasks get on top of the environment's own.
+pub fn run_vars(run: &LocalRun) -> BTreeMap<String, String> {
+    let mut vars = run.job.vars.clone();
+    vars.insert("MERIDIAN_RUN_ID".into(), run.run_id.clone());
+    if let Some(fire) = run.fire_ms {
+        vars.insert("MERIDIAN_FIRE_MS".into(), fire.to_string());
+    }
+    vars
+}

@@ -1,0 +1,340 @@
+//! A plane with clusters, schedules and real agents, in process, on one injected clock: the
+//! harness for the agent's tests, and the history checker every fault test ends with.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use meridian_agent::agent::Agent;
+use meridian_agent::config::AgentConfig;
+use meridian_plane::certs;
+use meridian_plane::model::query::{self, RunFilter, RunRecord};
+use meridian_plane::model::{
+    Cluster as ClusterDef, ClusterRole, Command, DataCenter, Environment, Grant, Name, Proposal,
+    Schedule, Tenant, Workflow,
+};
+use meridian_plane::raft::Outcome;
+use meridian_plane::raft::node::Timing;
+use meridian_proto::transport::{Role, TlsFiles, TlsMaterial};
+use meridian_proto::workflow::WorkflowDefinition;
+use meridian_proto::{Clock, ManualClock, OverlapPolicy, ScheduleSpec};
+
+use crate::cluster::{Cluster, PATIENCE, hostname};
+
+pub struct Federation {
+    pub plane: Cluster,
+    pub clock: ManualClock,
+    agents: BTreeMap<String, Agent>,
+}
+
+/// The instant every federation test starts at: a whole minute, so cron fires line up.
+pub fn epoch() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 - 1_800_000_000 % 60, 0).unwrap()
+}
+
+pub fn name(s: &str) -> Name {
+    Name::new(s).unwrap()
+}
+
+impl Federation {
+    /// A plane of `nodes` nodes on a manual clock at [`epoch`], with data center `dc-a`,
+    /// cluster `main` (16 partitions, `lease_seconds`), environment `prod`, tenant `ads`
+    /// granted `prod`.
+    pub async fn start(nodes: usize, lease_seconds: u32) -> Self {
+        let clock = ManualClock::at(epoch());
+        let plane = Cluster::start_on(nodes, Timing::default(), Arc::new(clock.clone())).await;
+        let mut f = Self {
+            plane,
+            clock,
+            agents: BTreeMap::new(),
+        };
+        f.write(Command::CreateDataCenter(DataCenter {
+            name: name("dc-a"),
+            description: String::new(),
+        }))
+        .await;
+        f.add_cluster("main", lease_seconds, None).await;
+        f.write(Command::CreateEnvironment(Environment {
+            name: name("prod"),
+            cluster: name("main"),
+            vars: BTreeMap::from([("GREETING".into(), "hello".into())]),
+            work_dir: None,
+            queue: None,
+        }))
+        .await;
+        f.write(Command::CreateTenant(Tenant {
+            name: name("ads"),
+            description: String::new(),
+        }))
+        .await;
+        f.write(Command::CreateGrant(Grant {
+            tenant: name("ads"),
+            environment: name("prod"),
+            max_concurrent_runs: 10,
+        }))
+        .await;
+        f.agents.clear();
+        f
+    }
+
+    pub async fn add_cluster(&mut self, cluster: &str, lease_seconds: u32, backup: Option<&str>) {
+        self.write(Command::CreateCluster(ClusterDef {
+            name: name(cluster),
+            dc: name("dc-a"),
+            role: ClusterRole::Active,
+            backup: backup.map(name),
+            partitions: 16,
+            lease_seconds,
+        }))
+        .await;
+    }
+
+    /// Commits `command` (through any node) and panics if it is refused.
+    pub async fn write(&self, command: Command) -> meridian_plane::model::processor::Applied {
+        let leader = self.plane.leader().await;
+        let proposal = Proposal::new("test", self.clock.now_ms(), command);
+        match self.plane.node(leader).write(proposal, PATIENCE).await {
+            Ok(Outcome::Applied(applied)) => applied,
+            other => panic!("write failed: {other:?}"),
+        }
+    }
+
+    /// A workflow `name` of tenant `ads` running `script`, and a schedule of it named `name`.
+    pub async fn schedule(&self, name_: &str, cron: &str, script: &str, overlap: OverlapPolicy) {
+        self.schedule_spec(name_, ScheduleSpec::cron(cron), script, overlap)
+            .await
+    }
+
+    pub async fn schedule_spec(
+        &self,
+        name_: &str,
+        spec: ScheduleSpec,
+        script: &str,
+        overlap: OverlapPolicy,
+    ) {
+        self.write(Command::ApplyWorkflow(Workflow {
+            tenant: name("ads"),
+            name: name(name_),
+            environment: Some(name("prod")),
+            definition: WorkflowDefinition::shell("main", script),
+        }))
+        .await;
+        self.write(Command::CreateSchedule(Schedule {
+            tenant: name("ads"),
+            name: name(name_),
+            workflow: name(name_),
+            environment: name("prod"),
+            spec,
+            overlap,
+        }))
+        .await;
+    }
+
+    fn agent_dir(&self, agent: &str) -> PathBuf {
+        self.plane.dir.path().join("agents").join(agent)
+    }
+
+    /// Starts (or restarts, on the same data directory) agent `agent` of `cluster`.
+    pub async fn start_agent(&mut self, agent: &str, cluster: &str) {
+        let leaf = certs::issue(&self.plane.ca, agent, Role::Agent, Some(cluster)).unwrap();
+        let tls = TlsMaterial {
+            ca: self.plane.ca.cert.clone().into_bytes(),
+            cert: leaf.cert.into_bytes(),
+            key: leaf.key.into_bytes(),
+        };
+        let dir = self.agent_dir(agent);
+        let config = AgentConfig {
+            hostname: agent.into(),
+            cluster: cluster.into(),
+            plane: (0..self.plane.size())
+                .map(|i| format!("{}:{}", hostname(i), self.plane.port(i)))
+                .collect(),
+            data_dir: dir.clone(),
+            tls: TlsFiles {
+                ca: dir.join("unused"),
+                cert: dir.join("unused"),
+                key: dir.join("unused"),
+            },
+            hosts: self.plane.hosts(),
+            slots: 64,
+            catch_up_rate: 20.0,
+            kill_grace_seconds: 2,
+            heartbeat_ms: 200,
+            work_dir: None,
+        };
+        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
+        let started = Agent::start(&config, &tls, clock)
+            .await
+            .expect("agent starts");
+        self.agents.insert(agent.into(), started);
+    }
+
+    pub fn agent(&self, agent: &str) -> &Agent {
+        &self.agents[agent]
+    }
+
+    /// Crashes agent `agent` (no graceful release).
+    pub async fn kill_agent(&mut self, agent: &str) {
+        if let Some(a) = self.agents.remove(agent) {
+            a.abort().await;
+        }
+    }
+
+    /// Waits until `agent` holds `n` partitions.
+    pub async fn wait_for_partitions(&self, agent: &str, n: usize) {
+        self.wait_until(&format!("{agent} to hold {n} partitions"), || async {
+            self.agents[agent].held().len() == n
+        })
+        .await;
+    }
+
+    /// Polls `check` every 50 ms until it holds, or panics after 20 s naming `what`.
+    pub async fn wait_until<F, Fut>(&self, what: &str, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !check().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waited 20 s for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The run history of schedule `ads.<name>` as a running plane node holds it (after a read
+    /// barrier), oldest fire first.
+    pub async fn history(&self, schedule: &str) -> Vec<RunRecord> {
+        let leader = self.plane.leader().await;
+        let node = self.plane.node(leader);
+        node.read_barrier(PATIENCE).await.expect("read barrier");
+        let mut runs = query::runs(
+            node.state.pool(),
+            &RunFilter {
+                schedule: Some(format!("ads.{schedule}")),
+                limit: Some(100_000),
+                ..RunFilter::default()
+            },
+        )
+        .await
+        .expect("runs");
+        runs.reverse();
+        runs
+    }
+
+    /// Waits until every run of `schedule` due up to now has reached a final state on the
+    /// plane and there are at least `at_least` of them.
+    pub async fn wait_for_history(&self, schedule: &str, at_least: usize) -> Vec<RunRecord> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let runs = self.history(schedule).await;
+            let done = runs.iter().filter(|r| is_final(&r.state)).count();
+            if runs.len() >= at_least && done == runs.len() {
+                return runs;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waited 30 s for {at_least} finished runs of {schedule}; have {}: {:#?}",
+                runs.len(),
+                runs.iter()
+                    .map(|r| (&r.run_id, &r.state))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Moves the clock forward `by`, in steps of at most `step`, letting the agents act after
+    /// each step (a jump would look like downtime).
+    pub async fn advance(&self, by: Duration, step: Duration) {
+        let mut left = by;
+        while !left.is_zero() {
+            let s = left.min(step);
+            self.clock
+                .advance(chrono::TimeDelta::from_std(s).expect("small step"));
+            left -= s;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        for (_, a) in std::mem::take(&mut self.agents) {
+            a.abort().await;
+        }
+        self.plane.shutdown().await;
+    }
+}
+
+fn is_final(state: &str) -> bool {
+    matches!(state, "succeeded" | "failed" | "killed" | "skipped")
+}
+
+/// What the checker found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub due: usize,
+    pub ran: usize,
+    pub skipped: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "due {}, ran {}, skipped {}, lost {}, duplicated {}",
+            self.due, self.ran, self.skipped, self.lost, self.duplicated
+        )
+    }
+}
+
+/// Checks a schedule's history against its calendar: every fire time in `(after, until]` must
+/// have exactly one run (ran or skipped); no run may have been started by more than one agent
+/// or appear for a time the calendar does not have. Prints a one-line summary.
+pub fn check(
+    label: &str,
+    cron: &str,
+    after: DateTime<Utc>,
+    until: DateTime<Utc>,
+    runs: &[RunRecord],
+) -> Summary {
+    let calendar = ScheduleSpec::cron(cron).calendar().unwrap();
+    let due: Vec<i64> = calendar
+        .fire_times(after)
+        .take_while(|t| *t <= until)
+        .map(|t| t.timestamp_millis())
+        .collect();
+    let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut duplicated = 0;
+    for r in runs {
+        let fire = r.fire_ms.expect("scheduled runs have a fire time");
+        *seen.entry(fire).or_default() += 1;
+        if r.starts > 1 {
+            duplicated += r.starts as usize - 1;
+        }
+    }
+    duplicated += seen
+        .values()
+        .filter(|n| **n > 1)
+        .map(|n| n - 1)
+        .sum::<usize>();
+    let lost = due.iter().filter(|t| !seen.contains_key(t)).count();
+    let in_window: Vec<&RunRecord> = runs
+        .iter()
+        .filter(|r| due.contains(&r.fire_ms.unwrap_or(-1)))
+        .collect();
+    let summary = Summary {
+        due: due.len(),
+        ran: in_window.iter().filter(|r| r.state != "skipped").count(),
+        skipped: in_window.iter().filter(|r| r.state == "skipped").count(),
+        lost,
+        duplicated,
+    };
+    println!("history check [{label}]: {summary}");
+    summary
+}
