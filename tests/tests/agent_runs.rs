@@ -64,3 +64,134 @@ async fn scheduled_runs_fire_on_time_once_each_with_their_logs() {
     assert_eq!(attempts[0].exit_code, Some(0));
     f.shutdown().await;
 }
+
+const EVERY_20S: &str = "0/20 * * * * ?";
+
+fn secs(s: i64) -> chrono::DateTime<chrono::Utc> {
+    epoch() + chrono::TimeDelta::seconds(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restarted_mid_run_records_that_run_failed_and_runs_nothing_twice() {
+    let mut f = Federation::start(1, 30).await;
+    let marker = f.plane.dir.path().join("first-run");
+    let script = format!(
+        "if [ ! -e {m} ]; then touch {m}; sleep 60; fi; echo done",
+        m = marker.display()
+    );
+    f.schedule("slow", EVERY_10S, &script, OverlapPolicy::AllowAll)
+        .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(10), Duration::from_secs(10))
+        .await;
+    f.wait_until("the first run to start", || async {
+        f.history("slow").await.iter().any(|r| r.state == "started")
+    })
+    .await;
+
+    f.kill_agent("agent-1.test").await;
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(30), Duration::from_secs(2))
+        .await;
+    let runs = f.wait_for_history("slow", 4).await;
+    let summary = check("agent restart mid-run", EVERY_10S, epoch(), secs(40), &runs);
+    assert_eq!(
+        (summary.due, summary.lost, summary.duplicated),
+        (4, 0, 0),
+        "{runs:#?}"
+    );
+    assert_eq!(runs[0].state, "failed");
+    assert!(
+        runs[0].message.contains("agent stopped"),
+        "{}",
+        runs[0].message
+    );
+    assert!(
+        runs[1..].iter().all(|r| r.state == "succeeded"),
+        "{runs:#?}"
+    );
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_three_minute_plane_outage_every_missed_record_runs_once_in_order() {
+    let mut f = Federation::start(1, 30).await;
+    f.schedule("every20", EVERY_20S, "echo ran", OverlapPolicy::Skip)
+        .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(40), Duration::from_secs(5))
+        .await;
+    f.wait_for_history("every20", 2).await;
+
+    // The whole plane is down for three minutes. The agent keeps firing until its lease runs
+    // out (the autonomy horizon), then pauses.
+    f.plane.kill(0).await;
+    f.advance(Duration::from_secs(180), Duration::from_secs(5))
+        .await;
+    f.plane.restart(0).await;
+
+    let runs = f.wait_for_history("every20", 11).await;
+    let summary = check(
+        "3-minute plane outage",
+        EVERY_20S,
+        epoch(),
+        secs(220),
+        &runs,
+    );
+    assert_eq!(
+        (summary.due, summary.ran, summary.lost, summary.duplicated),
+        (11, 11, 0, 0),
+        "{runs:#?}"
+    );
+    // Fired on time while the lease held; the rest caught up after the outage, in fire order.
+    let starts: Vec<i64> = runs.iter().map(|r| r.started_ms.unwrap()).collect();
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{starts:?}");
+    assert!(
+        runs.iter().any(|r| r.lateness_ms.unwrap() >= 60_000),
+        "some records ran late, after the outage: {runs:#?}"
+    );
+    f.wait_until("the outbox to drain", || async {
+        f.agent("agent-1.test").outbox_len().await == 0
+    })
+    .await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agents_partitions_move_after_the_lease_and_nothing_is_lost_or_doubled() {
+    let mut f = Federation::start(1, 10).await;
+    f.schedule("moving", EVERY_10S, "echo ran", OverlapPolicy::Skip)
+        .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.start_agent("agent-2.test", "main").await;
+    f.wait_until("both agents to hold 8 partitions", || async {
+        f.agent("agent-1.test").held().len() == 8 && f.agent("agent-2.test").held().len() == 8
+    })
+    .await;
+    f.advance(Duration::from_secs(10), Duration::from_secs(10))
+        .await;
+    let first = f.wait_for_history("moving", 1).await;
+    let owner = first[0].agent.clone().unwrap();
+    let survivor = if owner == "agent-1.test" {
+        "agent-2.test"
+    } else {
+        "agent-1.test"
+    };
+
+    f.kill_agent(&owner).await;
+    f.advance(Duration::from_secs(40), Duration::from_secs(1))
+        .await;
+    f.wait_for_partitions(survivor, 16).await;
+    let runs = f.wait_for_history("moving", 5).await;
+    let summary = check("agent killed", EVERY_10S, epoch(), secs(50), &runs);
+    assert_eq!(
+        (summary.due, summary.lost, summary.duplicated),
+        (5, 0, 0),
+        "{runs:#?}"
+    );
+    assert_eq!(runs.last().unwrap().agent.as_deref(), Some(survivor));
+    f.shutdown().await;
+}
