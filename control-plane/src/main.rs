@@ -97,6 +97,7 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
         }
         Command::Token(command) => model::token(&client()?, command).await,
         Command::Audit(args) => model::audit(&client()?, args).await,
+        Command::Runs(command) => meridian_plane::cli::runs::runs(&client()?, command).await,
         Command::Certs(_) | Command::Schedule(ScheduleCommand::Preview(_)) => {
             unreachable!("handled without a runtime")
         }

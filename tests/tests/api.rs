@@ -348,7 +348,8 @@ async fn every_documented_route_is_served() {
             .replace("{tenant}", "nobody")
             .replace("{environment}", "nowhere")
             .replace("{hostname}", "nohost.test")
-            .replace("{name}", "nothing");
+            .replace("{name}", "nothing")
+            .replace("{run_id}", "nothing");
         let method = Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
         assert!(doc["paths"][format!("/api/v1{}", route.path)][route.method].is_object());
         // Bodies are deliberately empty objects: the route must exist (no fallback 404, no

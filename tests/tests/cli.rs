@@ -56,6 +56,33 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
         all.extend_from_slice(args);
         meridian(&all, &[])
     };
+    // The embedded agent runs the example workflow on demand.
+    let run = ok(cli(&["runs", "now", "demo", "hello"])).trim().to_owned();
+    assert!(run.starts_with("demo.hello@manual-"), "{run}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let detail = ok(cli(&["runs", "get", &run]));
+        if detail.contains("\"succeeded\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run never succeeded: {detail}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let logs = ok(cli(&["runs", "logs", &run]));
+    assert!(logs.contains(&format!("hello from {run} in dev")), "{logs}");
+    let listed = ok(cli(&[
+        "runs",
+        "list",
+        "--dc",
+        "local",
+        "--state",
+        "succeeded",
+    ]));
+    assert!(listed.contains(&run), "{listed}");
+
     let envs = ok(cli(&["env", "list"]));
     assert!(
         envs.contains("\"dev\"") && envs.contains("\"local\""),
@@ -101,7 +128,8 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
         ok(cli(&[
             "workflow", "create", "demo", "hello", "--shell", "echo hi"
         ]))
-        .contains("version 1")
+        .contains("version 2"),
+        "dev applied version 1 of the example"
     );
     refused(
         cli(&[

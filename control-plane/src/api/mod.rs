@@ -19,7 +19,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, post, put};
 use axum::{Extension, Json, Router};
 use meridian_proto::Clock;
 use serde::de::DeserializeOwned;
@@ -216,6 +216,9 @@ pub struct WriteReply {
     /// The new version, for versioned things (workflows).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// What else the write gives back (a requested run's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
 }
 
 impl From<Applied> for WriteReply {
@@ -223,8 +226,56 @@ impl From<Applied> for WriteReply {
         Self {
             subject: a.subject,
             version: a.version,
+            detail: a.detail.and_then(|d| serde_json::from_str(&d).ok()),
         }
     }
+}
+
+/// `GET /runs` filters. Spelled out rather than flattening [`query::RunFilter`]: a flattened
+/// struct makes the query-string decoder see every value as a string, and numbers fail.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunOptions {
+    pub stale: bool,
+    pub dc: Option<String>,
+    pub cluster: Option<String>,
+    pub tenant: Option<String>,
+    pub workflow: Option<String>,
+    pub schedule: Option<String>,
+    pub state: Option<String>,
+    pub since_ms: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+impl RunOptions {
+    fn filter(self) -> ApiResult<query::RunFilter> {
+        if let Some(state) = &self.state
+            && meridian_proto::run::RunState::parse(state).is_none()
+        {
+            return Err(ApiError::bad_input(format!(
+                "query `state`: `{state}` is not one of requested, queued, started, succeeded, \
+                 failed, killed, skipped"
+            )));
+        }
+        Ok(query::RunFilter {
+            dc: self.dc,
+            cluster: self.cluster,
+            tenant: self.tenant,
+            workflow: self.workflow,
+            schedule: self.schedule,
+            state: self.state,
+            since_ms: self.since_ms,
+            limit: self.limit,
+        })
+    }
+}
+
+/// A run with its task attempts.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: query::RunRecord,
+    pub attempts: Vec<query::TaskAttempt>,
 }
 
 /// A token's public record.
@@ -541,7 +592,93 @@ pub fn router(api: Api) -> Router {
             )
             .merge(delete_two(["tenant", "name"], |tenant, name| {
                 Command::DeleteSchedule { tenant, name }
-            })),
+            }))
+            .merge(put(
+                async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
+                       Path((t, n)): Path<(String, String)>,
+                       Body(s): Body<crate::model::Schedule>| {
+                    let (t, n) = (name("tenant", t)?, name("name", n)?);
+                    if s.tenant != t || s.name != n {
+                        return Err(ApiError::bad_input(format!(
+                            "body: names schedule `{}` of tenant `{}`, but the path is `{t}/{n}`",
+                            s.name, s.tenant
+                        )));
+                    }
+                    api.propose(&c, Command::UpdateSchedule(s)).await.map(Json)
+                },
+            )),
+        )
+        .route(
+            "/runs",
+            get(
+                async |State(api): State<Api>, Params(o): Params<RunOptions>| -> ApiResult<_> {
+                    let pool = api.fresh(o.stale).await?;
+                    let filter = o.filter()?;
+                    Ok(Json(query::runs(pool, &filter).await?))
+                },
+            )
+            .merge(create(Command::RequestRun)),
+        )
+        .route(
+            "/runs/{run_id}",
+            get(
+                async |State(api): State<Api>,
+                       Path(id): Path<String>,
+                       Params(o): Params<ReadOptions>|
+                       -> ApiResult<_> {
+                    let pool = api.fresh(o.stale).await?;
+                    let run = query::run(pool, &id).await?;
+                    let attempts = query::attempts(pool, &id).await?;
+                    found(
+                        &format!("run `{id}`"),
+                        run.map(|run| RunDetail { run, attempts }),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/runs/{run_id}/logs",
+            get(
+                async |State(api): State<Api>,
+                       Path(id): Path<String>,
+                       Params(o): Params<ReadOptions>|
+                       -> ApiResult<_> {
+                    let pool = api.fresh(o.stale).await?;
+                    if query::run(pool, &id).await?.is_none() {
+                        return Err(ApiError::not_found(format!("run `{id}` does not exist")));
+                    }
+                    Ok(Json(query::logs(pool, &id).await?))
+                },
+            ),
+        )
+        .route(
+            "/runs/{run_id}/kill",
+            post(
+                async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
+                       Path(id): Path<String>| {
+                    api.propose(&c, Command::KillRun { run_id: id })
+                        .await
+                        .map(Json)
+                },
+            ),
+        )
+        .route(
+            "/agents",
+            get(
+                async |State(api): State<Api>, Params(o): Params<ReadOptions>| -> ApiResult<_> {
+                    Ok(Json(query::agents(api.fresh(o.stale).await?).await?))
+                },
+            ),
+        )
+        .route(
+            "/leases",
+            get(
+                async |State(api): State<Api>, Params(o): Params<ReadOptions>| -> ApiResult<_> {
+                    Ok(Json(query::leases(api.fresh(o.stale).await?).await?))
+                },
+            ),
         )
         .route(
             "/audit",
@@ -621,6 +758,7 @@ pub fn router(api: Api) -> Router {
                         Json(WriteReply {
                             subject: format!("plane node {hostname}"),
                             version: None,
+                            detail: None,
                         }),
                     ))
                 },
@@ -634,6 +772,7 @@ pub fn router(api: Api) -> Router {
                     Ok(Json(WriteReply {
                         subject: format!("plane node {h}"),
                         version: None,
+                        detail: None,
                     }))
                 },
             ),

@@ -125,6 +125,70 @@ pub const ROUTES: &[Route] = &[
     get("/schedules/{tenant}/{name}", "Get a schedule", "Schedule"),
     delete("/schedules/{tenant}/{name}", "Delete a schedule"),
     Route {
+        method: "put",
+        reply: (200, "WriteReply"),
+        ..create(
+            "/schedules/{tenant}/{name}",
+            "Change a schedule (a new version, effective from the agents' next record)",
+            "Schedule",
+        )
+    },
+    Route {
+        query: &[
+            STALE,
+            ("dc", "string", "Only runs in this data center."),
+            ("cluster", "string", "Only runs on this cluster."),
+            ("tenant", "string", "Only this tenant's runs."),
+            ("workflow", "string", "Only runs of this workflow."),
+            (
+                "schedule",
+                "string",
+                "Only runs of this schedule (`tenant.name`).",
+            ),
+            (
+                "state",
+                "string",
+                "requested, queued, started, succeeded, failed, killed or skipped.",
+            ),
+            (
+                "since_ms",
+                "integer",
+                "Only runs fired or requested at or after this (ms since the epoch).",
+            ),
+            (
+                "limit",
+                "integer",
+                "At most this many, newest first (default 100).",
+            ),
+        ],
+        ..get("/runs", "The run history across data centers", "[Run]")
+    },
+    Route {
+        reply: (201, "WriteReply"),
+        ..create(
+            "/runs",
+            "Run a workflow now, on an agent of its environment's cluster",
+            "RunRequest",
+        )
+    },
+    get(
+        "/runs/{run_id}",
+        "A run with its task attempts",
+        "RunDetail",
+    ),
+    get("/runs/{run_id}/logs", "A run's task logs", "[AttemptLog]"),
+    Route {
+        body: None,
+        reply: (200, "WriteReply"),
+        ..create(
+            "/runs/{run_id}/kill",
+            "Kill a run (its agent is told on its next heartbeat)",
+            "",
+        )
+    },
+    get("/agents", "Agents the plane has heard from", "[Agent]"),
+    get("/leases", "Partition leases of every cluster", "[Lease]"),
+    Route {
         query: &[
             STALE,
             (
@@ -289,6 +353,47 @@ fn schemas() -> Value {
             "log_index": {"type": "integer"}, "actor": {"type": "string"},
             "at_ms": {"type": "integer"}, "op": {"type": "string"},
             "subject": {"type": "string"}, "command": {"type": "object"}}},
+        "RunRequest": object(&["tenant", "workflow"], json!({
+            "tenant": name, "workflow": name, "environment": opt_name})),
+        "Run": {"type": "object", "required": ["run_id", "tenant", "workflow", "state"],
+            "properties": {
+            "run_id": {"type": "string"}, "tenant": {"type": "string"},
+            "workflow": {"type": "string"}, "workflow_version": {"type": "integer"},
+            "schedule": {"type": ["string", "null"]}, "fire_ms": {"type": ["integer", "null"]},
+            "environment": {"type": "string"}, "cluster": {"type": "string"},
+            "dc": {"type": "string"},
+            "state": {"type": "string", "enum": ["requested", "queued", "started", "succeeded",
+                "failed", "killed", "skipped"]},
+            "agent": {"type": ["string", "null"]}, "epoch": {"type": "integer"},
+            "requested_ms": {"type": ["integer", "null"]},
+            "queued_ms": {"type": ["integer", "null"]},
+            "started_ms": {"type": ["integer", "null"]},
+            "finished_ms": {"type": ["integer", "null"]},
+            "lateness_ms": {"type": ["integer", "null"], "description": "start - fire time"},
+            "message": {"type": "string"},
+            "starts": {"type": "integer",
+                "description": "agents that reported starting it; more than 1 is a double run"}}},
+        "TaskAttempt": {"type": "object", "properties": {
+            "task": {"type": "string"}, "attempt": {"type": "integer"},
+            "outcome": {"type": "string", "enum": ["started", "succeeded", "failed",
+                "timed_out", "killed"]},
+            "started_ms": {"type": ["integer", "null"]},
+            "finished_ms": {"type": ["integer", "null"]},
+            "exit_code": {"type": ["integer", "null"]}, "message": {"type": "string"}}},
+        "RunDetail": {"allOf": [{"$ref": "#/components/schemas/Run"},
+            {"type": "object", "properties": {"attempts": {"type": "array",
+                "items": {"$ref": "#/components/schemas/TaskAttempt"}}}}]},
+        "AttemptLog": {"type": "object", "properties": {
+            "task": {"type": "string"}, "attempt": {"type": "integer"},
+            "text": {"type": "string"}}},
+        "Agent": {"type": "object", "properties": {
+            "hostname": {"type": "string"}, "cluster": {"type": "string"},
+            "last_seen_ms": {"type": "integer"}, "free_slots": {"type": "integer"},
+            "gone": {"type": "boolean"}}},
+        "Lease": {"type": "object", "properties": {
+            "cluster": {"type": "string"}, "partition": {"type": "integer"},
+            "holder": {"type": ["string", "null"]}, "epoch": {"type": "integer"},
+            "expires_ms": {"type": "integer"}}},
         "Token": {"type": "object", "required": ["name", "role"], "properties": {
             "name": name, "role": {"type": "string", "enum": ["admin"]}, "tenant": name}},
         "NewToken": object(&["name"], json!({

@@ -4,6 +4,7 @@ pub mod certs;
 pub mod client;
 pub mod model;
 pub mod plane;
+pub mod runs;
 pub mod schedule;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,9 @@ pub enum Command {
     /// Schedules; `schedule preview` checks a cron expression offline.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// The run history across data centers, logs, run now, kill.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
     /// API tokens.
     #[command(subcommand)]
     Token(model::TokenCommand),

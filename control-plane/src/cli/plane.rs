@@ -264,9 +264,34 @@ pub async fn dev(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
             .await
             .map_err(failed)?;
     }
+    // An example workflow, applied once (applying again would make a new version).
+    let demo = Name::new("demo").expect("valid");
+    let hello = Name::new("hello").expect("valid");
+    if crate::model::query::workflow(server.node.state.pool(), &demo, &hello, None)
+        .await
+        .map_err(failed)?
+        .is_none()
+    {
+        server::ensure(
+            &server.node,
+            clock.as_ref(),
+            Command::ApplyWorkflow(crate::model::Workflow {
+                tenant: demo,
+                name: hello,
+                environment: Some(Name::new("dev").expect("valid")),
+                definition: meridian_proto::workflow::WorkflowDefinition::shell(
+                    "greet",
+                    "echo \"hello from $MERIDIAN_RUN_ID in $MERIDIAN_ENV\"",
+                ),
+            }),
+        )
+        .await
+        .map_err(failed)?;
+    }
+    let agent = dev_agent(dir, port, clock.clone()).await?;
     let url = format!("http://{}", server.http_addr);
     eprintln!(
-        "Meridian dev: a one-node plane with its state in {}",
+        "Meridian dev: a one-node plane and an agent (cluster `local`) with state in {}",
         dir.display()
     );
     eprintln!("  REST API  {url}/api/v1   (OpenAPI: {url}/api/v1/openapi.json)");
@@ -278,14 +303,67 @@ pub async fn dev(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
         None => eprintln!("  admin token in {}", boot.token_file.display()),
     }
     eprintln!(
-        "  try: meridian --data-dir {} env list      (Ctrl-C stops; state is kept)",
+        "  try: meridian --data-dir {} runs now demo hello      (Ctrl-C stops; state is kept)",
         dir.display()
     );
-    eprintln!("  not yet: the embedded agent and the web UI (issues #4 and later)");
+    eprintln!("  not yet: the web UI (a later issue)");
     shutdown_signal().await;
     eprintln!("stopping");
+    agent.shutdown().await;
     server.shutdown().await;
     Ok(String::new())
+}
+
+/// The embedded agent's hostname (its certificate names it and cluster `local`).
+pub const DEV_AGENT: &str = "agent.localhost";
+
+/// Starts the embedded agent of `meridian dev`: cluster `local`, dialling the plane on
+/// `localhost:<port>`, its state in `<dir>/agent`.
+async fn dev_agent(
+    dir: &Path,
+    port: u16,
+    clock: Arc<dyn Clock>,
+) -> Result<meridian_agent::agent::Agent, ClientError> {
+    let certs_dir = dir.join("certs");
+    let cert = certs_dir.join(format!("{DEV_AGENT}.pem"));
+    let key = certs_dir.join(format!("{DEV_AGENT}.key"));
+    if !cert.exists() {
+        let ca = certs::read_ca(&certs_dir).map_err(failed)?;
+        let leaf = certs::issue(
+            &ca,
+            DEV_AGENT,
+            meridian_proto::transport::Role::Agent,
+            Some("local"),
+        )
+        .map_err(failed)?;
+        let _ = std::fs::remove_file(&key);
+        certs::write(&certs_dir, DEV_AGENT, &leaf).map_err(failed)?;
+    }
+    let tls = meridian_proto::transport::TlsFiles {
+        ca: certs_dir.join(certs::CA_CERT),
+        cert,
+        key,
+    };
+    let config = meridian_agent::config::AgentConfig {
+        hostname: DEV_AGENT.into(),
+        cluster: "local".into(),
+        plane: vec![format!("{DEV_HOSTNAME}:{port}")],
+        data_dir: dir.join("agent"),
+        tls: tls.clone(),
+        hosts: HostsMap(std::collections::BTreeMap::from([(
+            DEV_HOSTNAME.to_owned(),
+            "127.0.0.1".to_owned(),
+        )])),
+        slots: 16,
+        catch_up_rate: 10.0,
+        kill_grace_seconds: 10,
+        heartbeat_ms: 1000,
+        work_dir: None,
+    };
+    let material = tls.load().map_err(failed)?;
+    meridian_agent::agent::Agent::start(&config, &material, clock)
+        .await
+        .map_err(failed)
 }
 
 /// A CA and a plane certificate for `localhost` in `dir`, made on first start.
