@@ -41,7 +41,7 @@ pub fn classify(
         .chain(plan.run.into_iter().map(|r| (r, Fate::CatchUp)))
         .chain(on_time.into_iter().map(|r| (r, Fate::OnTime)))
         .collect();
-    out.sort_by(|a, b| a.0.fire_at.cmp(&b.0.fire_at));
+    out.sort_by_key(|(r, _)| r.fire_at);
     out
 }
 

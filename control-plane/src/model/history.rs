@@ -180,9 +180,9 @@ async fn apply_entry(
             Ok(Ok(()))
         }
         ReportItem::Attempt(attempt) => {
-            if !run
+            if run
                 .as_ref()
-                .is_some_and(|r| r.agent.as_deref() == Some(agent))
+                .is_none_or(|r| r.agent.as_deref() != Some(agent))
             {
                 return Ok(Err(format!(
                     "run `{}` is not running on agent `{agent}`",
@@ -193,9 +193,9 @@ async fn apply_entry(
             Ok(Ok(()))
         }
         ReportItem::Log(chunk) => {
-            if !run
+            if run
                 .as_ref()
-                .is_some_and(|r| r.agent.as_deref() == Some(agent))
+                .is_none_or(|r| r.agent.as_deref() != Some(agent))
             {
                 return Ok(Err(format!(
                     "run `{}` is not running on agent `{agent}`",

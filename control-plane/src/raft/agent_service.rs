@@ -142,7 +142,7 @@ impl AgentLink for AgentService {
             )
             .await?;
         let outcome: HeartbeatOutcome = detail(applied.detail)?;
-        let leader = self.core.status().leader.map(|l| l).unwrap_or_default();
+        let leader = self.core.status().leader.unwrap_or_default();
         Ok(Response::new(pb::HeartbeatReply {
             leases: outcome.leases.iter().map(lease_pb).collect(),
             leader,
