@@ -332,20 +332,24 @@ impl Shared {
         }
     }
 
+    /// Every held partition (valid or lapsed) as the plane is told of it.
+    fn held_leases(&self) -> Vec<pb::Lease> {
+        self.leases
+            .lock()
+            .expect("leases")
+            .all()
+            .map(|((cluster, partition), h)| pb::Lease {
+                partition: *partition,
+                epoch: h.epoch,
+                expires_at_ms: 0,
+                cluster: cluster.clone(),
+            })
+            .collect()
+    }
+
     async fn heartbeat_once(self: &Arc<Self>) -> Result<(), String> {
         let sent = self.now();
-        let held: Vec<pb::Lease> = {
-            let leases = self.leases.lock().expect("leases");
-            leases
-                .all()
-                .map(|((cluster, partition), h)| pb::Lease {
-                    partition: *partition,
-                    epoch: h.epoch,
-                    expires_at_ms: 0,
-                    cluster: cluster.clone(),
-                })
-                .collect()
-        };
+        let held = self.held_leases();
         let released = self.released.lock().expect("released").clone();
         let request = pb::HeartbeatRequest {
             agent: self.hostname.clone(),
@@ -410,18 +414,7 @@ impl Shared {
 
     /// Fetches the schedules of every held partition and syncs the buffer with them.
     async fn fetch(self: &Arc<Self>) -> Result<(), String> {
-        let leases: Vec<pb::Lease> = {
-            let leases = self.leases.lock().expect("leases");
-            leases
-                .all()
-                .map(|((cluster, partition), h)| pb::Lease {
-                    partition: *partition,
-                    epoch: h.epoch,
-                    expires_at_ms: 0,
-                    cluster: cluster.clone(),
-                })
-                .collect()
-        };
+        let leases = self.held_leases();
         let request = pb::FetchSchedulesRequest {
             agent: self.hostname.clone(),
             leases,

@@ -179,30 +179,22 @@ async fn apply_entry(
             }
             Ok(Ok(()))
         }
-        ReportItem::Attempt(attempt) => {
+        ReportItem::Attempt(_) | ReportItem::Log(_) => {
+            // Attempts and logs belong to a run this agent has already taken.
             if run
                 .as_ref()
                 .is_none_or(|r| r.agent.as_deref() != Some(agent))
             {
                 return Ok(Err(format!(
                     "run `{}` is not running on agent `{agent}`",
-                    attempt.run_id
+                    item.run_id()
                 )));
             }
-            record_attempt(tx, attempt).await?;
-            Ok(Ok(()))
-        }
-        ReportItem::Log(chunk) => {
-            if run
-                .as_ref()
-                .is_none_or(|r| r.agent.as_deref() != Some(agent))
-            {
-                return Ok(Err(format!(
-                    "run `{}` is not running on agent `{agent}`",
-                    chunk.run_id
-                )));
+            match item {
+                ReportItem::Attempt(attempt) => record_attempt(tx, attempt).await?,
+                ReportItem::Log(chunk) => record_log(tx, chunk).await?,
+                ReportItem::Run(_) => unreachable!("matched above"),
             }
-            record_log(tx, chunk).await?;
             Ok(Ok(()))
         }
     }
@@ -384,15 +376,9 @@ pub async fn request_run(
         request.workflow, request.tenant
     );
     present(tx, Table::Tenants, &request.tenant, &doing).await?;
-    let row = sqlx::query(
-        "SELECT version, doc FROM workflows WHERE tenant = ? AND name = ? AND deleted = 0 \
-         ORDER BY version DESC LIMIT 1",
-    )
-    .bind(request.tenant.as_str())
-    .bind(request.workflow.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
+    let Some((version, workflow)) =
+        latest_workflow(tx, request.tenant.as_str(), request.workflow.as_str()).await?
+    else {
         return Err(Refusal::Missing {
             doing,
             kind: "workflow",
@@ -400,9 +386,6 @@ pub async fn request_run(
         }
         .into());
     };
-    let version: i64 = row.get("version");
-    let workflow: Workflow = serde_json::from_str(&row.get::<String, _>("doc"))
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     let Some(environment) = request.environment.clone().or(workflow.environment.clone()) else {
         return Err(Refusal::Invalid {
             doing,
@@ -413,7 +396,7 @@ pub async fn request_run(
     };
     present(tx, Table::Environments, &environment, &doing).await?;
     must_be_granted(tx, &request.tenant, &environment, &doing).await?;
-    let job = job_for(tx, &workflow, version as u64, &environment).await?;
+    let job = job_for(tx, &workflow, version, &environment).await?;
     let cluster: String = sqlx::query_scalar("SELECT cluster FROM environments WHERE name = ?")
         .bind(environment.as_str())
         .fetch_one(&mut *tx)
@@ -434,7 +417,7 @@ pub async fn request_run(
     .bind(&run_id)
     .bind(request.tenant.as_str())
     .bind(request.workflow.as_str())
-    .bind(version)
+    .bind(version as i64)
     .bind(environment.as_str())
     .bind(&cluster)
     .bind(&dc)
@@ -458,6 +441,28 @@ pub async fn request_run(
         })),
         ..subject(format!("run {run_id}"))
     })
+}
+
+/// The newest version of a workflow that is not deleted.
+pub(crate) async fn latest_workflow(
+    tx: &mut SqliteConnection,
+    tenant: &str,
+    name: &str,
+) -> sqlx::Result<Option<(u64, Workflow)>> {
+    let row = sqlx::query(
+        "SELECT version, doc FROM workflows WHERE tenant = ? AND name = ? AND deleted = 0 \
+         ORDER BY version DESC LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    row.map(|row| {
+        let workflow = serde_json::from_str(&row.get::<String, _>("doc"))
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        Ok((row.get::<i64, _>("version") as u64, workflow))
+    })
+    .transpose()
 }
 
 /// The job an agent runs for `workflow` in `environment`.

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
 use super::processor::{Applied, ApplyError, Context, Refusal, Table, json, present, subject};
+use super::query::decode;
 use super::{Cluster, Heartbeat};
 use crate::lease::{self, LeaseChange};
 use meridian_proto::run::Job;
@@ -293,14 +294,10 @@ fn is_final(state: &str) -> bool {
     meridian_proto::run::RunState::parse(state).is_some_and(|s| s.is_final())
 }
 
-pub(super) async fn definitions(tx: &mut SqliteConnection) -> sqlx::Result<u64> {
+async fn definitions(tx: &mut SqliteConnection) -> sqlx::Result<u64> {
     let value: Option<i64> =
         sqlx::query_scalar("SELECT value FROM counters WHERE name = 'definitions'")
             .fetch_optional(&mut *tx)
             .await?;
     Ok(value.unwrap_or(0) as u64)
-}
-
-fn decode<T: serde::de::DeserializeOwned>(doc: String) -> sqlx::Result<T> {
-    serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }

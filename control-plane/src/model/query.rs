@@ -27,7 +27,7 @@ async fn docs<T: DeserializeOwned>(
         .collect()
 }
 
-fn decode<T: DeserializeOwned>(doc: String) -> sqlx::Result<T> {
+pub(super) fn decode<T: DeserializeOwned>(doc: String) -> sqlx::Result<T> {
     serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
@@ -331,21 +331,17 @@ pub async fn assignments(
             let Some(environment) = environment else {
                 continue;
             };
-            let workflow = sqlx::query(
-                "SELECT version, doc FROM workflows WHERE tenant = ? AND name = ? \
-                 AND deleted = 0 ORDER BY version DESC LIMIT 1",
+            let Some((version, definition)) = super::history::latest_workflow(
+                &mut conn,
+                schedule.tenant.as_str(),
+                schedule.workflow.as_str(),
             )
-            .bind(schedule.tenant.as_str())
-            .bind(schedule.workflow.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-            let Some(workflow) = workflow else {
+            .await?
+            else {
                 continue;
             };
-            let version: i64 = workflow.get("version");
-            let definition: Workflow = decode(workflow.get("doc"))?;
-            let job = super::history::job_for(&mut conn, &definition, version as u64, &environment)
-                .await?;
+            let job =
+                super::history::job_for(&mut conn, &definition, version, &environment).await?;
             let Ok(id) = meridian_proto::ScheduleId::new(schedule.id()) else {
                 continue;
             };
@@ -357,7 +353,7 @@ pub async fn assignments(
                 epoch: claim.epoch,
                 // The workflow's version is part of what runs: a new workflow version is a new
                 // assignment version too.
-                version: (row.get::<i64, _>("version") as u64) << 32 | version as u64,
+                version: (row.get::<i64, _>("version") as u64) << 32 | version,
                 spec: schedule.spec.clone(),
                 overlap: schedule.overlap,
                 after_ms: cursor.unwrap_or(row.get("created_ms")),
@@ -366,15 +362,6 @@ pub async fn assignments(
         }
     }
     Ok(out)
-}
-
-/// The `definitions` counter (see the `counters` table).
-pub async fn definitions(pool: &SqlitePool) -> sqlx::Result<u64> {
-    let value: Option<i64> =
-        sqlx::query_scalar("SELECT value FROM counters WHERE name = 'definitions'")
-            .fetch_optional(pool)
-            .await?;
-    Ok(value.unwrap_or(0) as u64)
 }
 
 /// A run as the history holds it.
