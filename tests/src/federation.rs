@@ -22,11 +22,14 @@ use meridian_proto::workflow::WorkflowDefinition;
 use meridian_proto::{Clock, ManualClock, OverlapPolicy, ScheduleSpec};
 
 use crate::cluster::{Cluster, PATIENCE, hostname};
+use crate::proxy::Proxy;
 
 pub struct Federation {
     pub plane: Cluster,
     pub clock: ManualClock,
     agents: BTreeMap<String, Agent>,
+    /// Per agent started behind a link: one cuttable relay per plane node.
+    links: BTreeMap<String, Vec<Proxy>>,
 }
 
 /// The instant every federation test starts at: a whole minute, so cron fires line up.
@@ -44,19 +47,42 @@ impl Federation {
     /// cluster `main` (16 partitions, `lease_seconds`), environment `prod`, tenant `ads`
     /// granted `prod`.
     pub async fn start(nodes: usize, lease_seconds: u32) -> Self {
+        Self::start_inner(nodes, lease_seconds, false).await
+    }
+
+    /// As [`Federation::start`], and `main` has a backup cluster `spare` (same lease) with an
+    /// environment `standby` granted to `ads`. Tenant `solo` is granted `prod` only.
+    pub async fn start_with_backup(nodes: usize, lease_seconds: u32) -> Self {
+        Self::start_inner(nodes, lease_seconds, true).await
+    }
+
+    async fn start_inner(nodes: usize, lease_seconds: u32, backup: bool) -> Self {
         let clock = ManualClock::at(epoch());
         let plane = Cluster::start_on(nodes, Timing::default(), Arc::new(clock.clone())).await;
         let mut f = Self {
             plane,
             clock,
             agents: BTreeMap::new(),
+            links: BTreeMap::new(),
         };
         f.write(Command::CreateDataCenter(DataCenter {
             name: name("dc-a"),
             description: String::new(),
         }))
         .await;
-        f.add_cluster("main", lease_seconds, None).await;
+        if backup {
+            f.write(Command::CreateCluster(ClusterDef {
+                name: name("spare"),
+                dc: name("dc-a"),
+                role: ClusterRole::Backup,
+                backup: None,
+                partitions: 16,
+                lease_seconds,
+            }))
+            .await;
+        }
+        f.add_cluster("main", lease_seconds, backup.then_some("spare"))
+            .await;
         f.write(Command::CreateEnvironment(Environment {
             name: name("prod"),
             cluster: name("main"),
@@ -76,7 +102,33 @@ impl Federation {
             max_concurrent_runs: 10,
         }))
         .await;
-        f.agents.clear();
+        if backup {
+            f.write(Command::CreateEnvironment(Environment {
+                name: name("standby"),
+                cluster: name("spare"),
+                vars: BTreeMap::from([("GREETING".into(), "hello from the backup".into())]),
+                work_dir: None,
+                queue: None,
+            }))
+            .await;
+            f.write(Command::CreateGrant(Grant {
+                tenant: name("ads"),
+                environment: name("standby"),
+                max_concurrent_runs: 10,
+            }))
+            .await;
+            f.write(Command::CreateTenant(Tenant {
+                name: name("solo"),
+                description: String::new(),
+            }))
+            .await;
+            f.write(Command::CreateGrant(Grant {
+                tenant: name("solo"),
+                environment: name("prod"),
+                max_concurrent_runs: 10,
+            }))
+            .await;
+        }
         f
     }
 
@@ -115,15 +167,27 @@ impl Federation {
         script: &str,
         overlap: OverlapPolicy,
     ) {
+        self.schedule_for("ads", name_, spec, script, overlap).await
+    }
+
+    /// As [`Federation::schedule_spec`], for tenant `tenant` (environment `prod`).
+    pub async fn schedule_for(
+        &self,
+        tenant: &str,
+        name_: &str,
+        spec: ScheduleSpec,
+        script: &str,
+        overlap: OverlapPolicy,
+    ) {
         self.write(Command::ApplyWorkflow(Workflow {
-            tenant: name("ads"),
+            tenant: name(tenant),
             name: name(name_),
             environment: Some(name("prod")),
             definition: WorkflowDefinition::shell("main", script),
         }))
         .await;
         self.write(Command::CreateSchedule(Schedule {
-            tenant: name("ads"),
+            tenant: name(tenant),
             name: name(name_),
             workflow: name(name_),
             environment: name("prod"),
@@ -137,8 +201,44 @@ impl Federation {
         self.plane.dir.path().join("agents").join(agent)
     }
 
-    /// Starts (or restarts, on the same data directory) agent `agent` of `cluster`.
+    /// Starts (or restarts, on the same data directory) agent `agent` of `cluster`, dialling
+    /// the plane nodes directly.
     pub async fn start_agent(&mut self, agent: &str, cluster: &str) {
+        let plane = (0..self.plane.size())
+            .map(|i| format!("{}:{}", hostname(i), self.plane.port(i)))
+            .collect();
+        self.start_agent_on(agent, cluster, plane).await
+    }
+
+    /// Starts (or restarts) agent `agent` of `cluster` behind a link the test can cut
+    /// ([`Federation::cut_link`]): it reaches every plane node, by hostname, through a relay.
+    pub async fn start_agent_behind_link(&mut self, agent: &str, cluster: &str) {
+        if !self.links.contains_key(agent) {
+            let mut relays = Vec::new();
+            for i in 0..self.plane.size() {
+                let target = format!("127.0.0.1:{}", self.plane.port(i)).parse().unwrap();
+                relays.push(Proxy::start(target).await);
+            }
+            self.links.insert(agent.into(), relays);
+        }
+        let plane = self.links[agent]
+            .iter()
+            .enumerate()
+            .map(|(i, relay)| format!("{}:{}", hostname(i), relay.port()))
+            .collect();
+        self.start_agent_on(agent, cluster, plane).await
+    }
+
+    /// Cuts agent `agent`'s link to the plane (it must have been started behind one).
+    pub fn cut_link(&self, agent: &str) {
+        self.links[agent].iter().for_each(Proxy::cut);
+    }
+
+    pub fn heal_link(&self, agent: &str) {
+        self.links[agent].iter().for_each(Proxy::heal);
+    }
+
+    async fn start_agent_on(&mut self, agent: &str, cluster: &str, plane: Vec<String>) {
         let leaf = certs::issue(&self.plane.ca, agent, Role::Agent, Some(cluster)).unwrap();
         let tls = TlsMaterial {
             ca: self.plane.ca.cert.clone().into_bytes(),
@@ -149,9 +249,7 @@ impl Federation {
         let config = AgentConfig {
             hostname: agent.into(),
             cluster: cluster.into(),
-            plane: (0..self.plane.size())
-                .map(|i| format!("{}:{}", hostname(i), self.plane.port(i)))
-                .collect(),
+            plane,
             data_dir: dir.clone(),
             tls: TlsFiles {
                 ca: dir.join("unused"),
@@ -183,6 +281,15 @@ impl Federation {
         }
     }
 
+    /// How many partitions of `cluster` `agent` holds.
+    pub fn holding(&self, agent: &str, cluster: &str) -> usize {
+        self.agents[agent]
+            .held()
+            .iter()
+            .filter(|((c, _), _)| c == cluster)
+            .count()
+    }
+
     /// Waits until `agent` holds `n` partitions.
     pub async fn wait_for_partitions(&self, agent: &str, n: usize) {
         self.wait_until(&format!("{agent} to hold {n} partitions"), || async {
@@ -210,13 +317,18 @@ impl Federation {
     /// The run history of schedule `ads.<name>` as a running plane node holds it (after a read
     /// barrier), oldest fire first.
     pub async fn history(&self, schedule: &str) -> Vec<RunRecord> {
+        self.history_of(&format!("ads.{schedule}")).await
+    }
+
+    /// The run history of schedule `<tenant>.<name>`, oldest fire first.
+    pub async fn history_of(&self, schedule: &str) -> Vec<RunRecord> {
         let leader = self.plane.leader().await;
         let node = self.plane.node(leader);
         node.read_barrier(PATIENCE).await.expect("read barrier");
         let mut runs = query::runs(
             node.state.pool(),
             &RunFilter {
-                schedule: Some(format!("ads.{schedule}")),
+                schedule: Some(schedule.to_string()),
                 limit: Some(100_000),
                 ..RunFilter::default()
             },
@@ -230,9 +342,15 @@ impl Federation {
     /// Waits until every run of `schedule` due up to now has reached a final state on the
     /// plane and there are at least `at_least` of them.
     pub async fn wait_for_history(&self, schedule: &str, at_least: usize) -> Vec<RunRecord> {
+        self.wait_for_history_of(&format!("ads.{schedule}"), at_least)
+            .await
+    }
+
+    /// As [`Federation::wait_for_history`] for schedule `<tenant>.<name>`.
+    pub async fn wait_for_history_of(&self, schedule: &str, at_least: usize) -> Vec<RunRecord> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let runs = self.history(schedule).await;
+            let runs = self.history_of(schedule).await;
             let done = runs.iter().filter(|r| is_final(&r.state)).count();
             if runs.len() >= at_least && done == runs.len() {
                 return runs;
@@ -266,6 +384,7 @@ impl Federation {
         for (_, a) in std::mem::take(&mut self.agents) {
             a.abort().await;
         }
+        self.links.clear();
         self.plane.shutdown().await;
     }
 }

@@ -16,6 +16,7 @@
 pub mod cluster;
 pub mod federation;
 pub mod process;
+pub mod proxy;
 
 use std::path::PathBuf;
 

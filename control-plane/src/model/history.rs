@@ -8,7 +8,10 @@
 //!   whatever happened to the lease since, so a run that began legitimately can finish.
 //! - the same event again changes nothing; a final state is never left.
 //! - a `started` from a *second* agent for the same run is not applied but counted
-//!   (`runs.starts`): the history keeps the evidence that a record ran twice.
+//!   (`runs.starts`): the history keeps the evidence that a record ran twice. So is a
+//!   `started` refused because the agent had been fenced off (`fenced_starts`): it ran there
+//!   all the same, typically while the agent was cut off and its lease ran out, and the
+//!   agent that took the partition over may run the record again.
 //! - log chunks are keyed by their byte offset.
 
 use serde::{Deserialize, Serialize};
@@ -131,6 +134,19 @@ async fn apply_entry(
                         _ => true,
                     };
                     if fenced {
+                        if event.state == RunState::Started {
+                            // Refused, but it ran: keep the evidence for the history.
+                            sqlx::query(
+                                "INSERT INTO fenced_starts (run_id, agent, epoch, at_ms) \
+                                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                            )
+                            .bind(&event.run_id)
+                            .bind(agent)
+                            .bind(*epoch as i64)
+                            .bind(context.at_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                         return Ok(Err(format!(
                             "run `{}`: stale lease: partition {partition} of cluster \
                              `{cluster}` is no longer held by `{agent}` under epoch {epoch}",

@@ -386,7 +386,8 @@ pub struct RunRecord {
     /// Start − fire time, for scheduled runs that started.
     pub lateness_ms: Option<i64>,
     pub message: String,
-    /// How many agents reported starting it: more than one is a fire record run twice.
+    /// How many agents reported starting it (including starts refused because the agent had
+    /// lost the partition): more than one is a fire record run twice.
     pub starts: u32,
 }
 
@@ -408,7 +409,8 @@ pub struct RunFilter {
 
 const RUN_COLUMNS: &str = "run_id, tenant, workflow, workflow_version, schedule, fire_ms, \
      environment, cluster, dc, state, agent, epoch, requested_ms, queued_ms, started_ms, \
-     finished_ms, message, starts";
+     finished_ms, message, starts + (SELECT COUNT(*) FROM fenced_starts f \
+     WHERE f.run_id = runs.run_id) AS starts";
 
 fn run_record(row: &sqlx::sqlite::SqliteRow) -> RunRecord {
     let fire_ms: Option<i64> = row.get("fire_ms");

@@ -1,0 +1,349 @@
+//! The agent through the failures the issue names: the plane's leader killed while an agent
+//! reports, the agent's link cut for longer than its lease, a takeover while the old holder is
+//! cut off, the active cluster lost to its backup; and the overlap policies with runs that
+//! outlast their schedule's period. Every scenario ends with the history checker.
+
+use std::time::Duration;
+
+use meridian_plane::model::query;
+use meridian_proto::{OverlapPolicy, ScheduleSpec};
+use meridian_tests::federation::{Federation, check, epoch};
+
+const EVERY_10S: &str = "0/10 * * * * ?";
+
+fn secs(s: i64) -> chrono::DateTime<chrono::Utc> {
+    epoch() + chrono::TimeDelta::seconds(s)
+}
+
+fn ms(s: i64) -> i64 {
+    secs(s).timestamp_millis()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_plane_leader_while_an_agent_reports_loses_no_event_and_no_log_byte() {
+    let mut f = Federation::start(3, 30).await;
+    // About a second of output in several chunks, so the leader dies mid-stream.
+    let script = "for i in $(seq 1 40); do echo \"line $i of $MERIDIAN_RUN_ID\"; sleep 0.02; done";
+    f.schedule("chatty", EVERY_10S, script, OverlapPolicy::AllowAll)
+        .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(20), Duration::from_secs(2))
+        .await;
+    f.wait_for_history("chatty", 2).await;
+
+    f.advance(Duration::from_secs(10), Duration::from_secs(10))
+        .await;
+    f.wait_until("the run at 0:30 to be reporting", || async {
+        f.history("chatty")
+            .await
+            .iter()
+            .any(|r| r.fire_ms == Some(ms(30)) && r.state == "started")
+    })
+    .await;
+    let old = f.plane.leader().await;
+    f.plane.kill(old).await;
+    f.advance(Duration::from_secs(30), Duration::from_secs(2))
+        .await;
+    f.plane.restart(old).await;
+    f.advance(Duration::from_secs(30), Duration::from_secs(2))
+        .await;
+
+    let runs = f.wait_for_history("chatty", 9).await;
+    let summary = check("plane leader killed", EVERY_10S, epoch(), secs(90), &runs);
+    assert_eq!(
+        (summary.due, summary.ran, summary.lost, summary.duplicated),
+        (9, 9, 0, 0),
+        "{runs:#?}"
+    );
+    let leader = f.plane.leader().await;
+    let pool = f.plane.node(leader).state.pool().clone();
+    for r in &runs {
+        assert_eq!(r.state, "succeeded", "{r:?}");
+        let text: String = query::logs(&pool, &r.run_id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|chunk| chunk.text.as_str())
+            .collect();
+        let expected: String = (1..=40)
+            .map(|i| format!("line {i} of {}\n", r.run_id))
+            .collect();
+        assert_eq!(text, expected, "the log of {} is whole", r.run_id);
+        assert_eq!(query::attempts(&pool, &r.run_id).await.unwrap().len(), 1);
+    }
+    f.wait_until("the outbox to drain", || async {
+        f.agent("agent-1.test").outbox_len().await == 0
+    })
+    .await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_agent_fires_up_to_its_lease_horizon_then_pauses_and_catches_up_once() {
+    let mut f = Federation::start(1, 20).await;
+    f.schedule("autonomous", EVERY_10S, "echo ran", OverlapPolicy::Skip)
+        .await;
+    f.start_agent_behind_link("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(20), Duration::from_secs(2))
+        .await;
+    f.wait_for_history("autonomous", 2).await;
+
+    // Cut for 60 s, three times the 20-second lease.
+    f.cut_link("agent-1.test");
+    f.advance(Duration::from_secs(60), Duration::from_secs(2))
+        .await;
+    let agent = f.agent("agent-1.test");
+    assert!(agent.held().is_empty(), "the lease ran out while cut off");
+    assert!(
+        agent.outbox_len().await > 0,
+        "what it ran while cut off waits in the outbox"
+    );
+    assert_eq!(
+        f.history("autonomous").await.len(),
+        2,
+        "nothing reached the plane"
+    );
+
+    f.heal_link("agent-1.test");
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(20), Duration::from_secs(2))
+        .await;
+    let runs = f.wait_for_history("autonomous", 10).await;
+    let summary = check("link cut > lease", EVERY_10S, epoch(), secs(100), &runs);
+    assert_eq!(
+        (summary.due, summary.ran, summary.lost, summary.duplicated),
+        (10, 10, 0, 0),
+        "{runs:#?}"
+    );
+    // Autonomy: the record at 0:30 fired on time while the link was cut.
+    let at_30 = runs.iter().find(|r| r.fire_ms == Some(ms(30))).unwrap();
+    assert!(at_30.lateness_ms.unwrap() < 2_000, "{at_30:?}");
+    // Past the horizon it paused: 0:50 to 1:20 ran only once the link was back (at 1:20).
+    for r in runs
+        .iter()
+        .filter(|r| (ms(50)..=ms(80)).contains(&r.fire_ms.unwrap()))
+    {
+        assert!(r.started_ms.unwrap() >= ms(80), "{r:?} ran while paused");
+    }
+    assert!(
+        runs.iter()
+            .all(|r| r.agent.as_deref() == Some("agent-1.test"))
+    );
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_while_the_holder_is_cut_off_runs_nothing_twice_outside_its_lease() {
+    // The one window where a record can run twice: the old holder, cut off, fires what falls
+    // due before its lease runs out; the plane cannot tell it from a dead agent, so the agent
+    // taking over runs those records too. The history must show them as run twice, and
+    // nothing outside that window may be.
+    let mut f = Federation::start(1, 20).await;
+    f.schedule("contested", EVERY_10S, "echo ran", OverlapPolicy::Skip)
+        .await;
+    f.start_agent_behind_link("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(20), Duration::from_secs(2))
+        .await;
+    f.wait_for_history("contested", 2).await;
+
+    f.cut_link("agent-1.test");
+    f.start_agent("agent-2.test", "main").await;
+    f.advance(Duration::from_secs(40), Duration::from_secs(2))
+        .await;
+    f.wait_for_partitions("agent-2.test", 16).await;
+    f.heal_link("agent-1.test");
+    f.advance(Duration::from_secs(20), Duration::from_secs(2))
+        .await;
+    f.wait_for_history("contested", 8).await;
+    f.wait_until("agent-1's outbox to drain", || async {
+        f.agent("agent-1.test").outbox_len().await == 0
+    })
+    .await;
+    let runs = f.history("contested").await;
+    let summary = check(
+        "takeover of a cut-off holder",
+        EVERY_10S,
+        epoch(),
+        secs(80),
+        &runs,
+    );
+    assert_eq!((summary.due, summary.lost), (8, 0), "{runs:#?}");
+    // The cut came at 0:20 and the lease was 20 s: only records up to 0:40 are in doubt.
+    for r in runs.iter().filter(|r| r.starts > 1) {
+        assert!(
+            r.fire_ms.unwrap() <= ms(40),
+            "ran twice outside the lease: {r:?}"
+        );
+    }
+    assert!(
+        summary.duplicated >= 1,
+        "the record the cut-off agent ran at 0:30 shows as run twice: {runs:#?}"
+    );
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_active_cluster_is_lost_its_backup_runs_the_tenants_granted_there() {
+    let mut f = Federation::start_with_backup(1, 10).await;
+    f.schedule(
+        "shared",
+        EVERY_10S,
+        "echo \"$GREETING\"",
+        OverlapPolicy::Skip,
+    )
+    .await;
+    f.schedule_for(
+        "solo",
+        "alone",
+        ScheduleSpec::cron(EVERY_10S),
+        "echo alone",
+        OverlapPolicy::Skip,
+    )
+    .await;
+    f.start_agent("main-1.test", "main").await;
+    f.start_agent("spare-1.test", "spare").await;
+    f.wait_for_partitions("main-1.test", 16).await;
+    f.advance(Duration::from_secs(20), Duration::from_secs(2))
+        .await;
+    f.wait_for_history("shared", 2).await;
+    assert_eq!(f.holding("spare-1.test", "main"), 0);
+
+    // Every agent of `main` is gone: after the lease, `spare` takes its partitions.
+    f.kill_agent("main-1.test").await;
+    f.advance(Duration::from_secs(40), Duration::from_secs(1))
+        .await;
+    f.wait_until("spare to hold main's partitions", || async {
+        f.holding("spare-1.test", "main") == 16
+    })
+    .await;
+    let runs = f.wait_for_history("shared", 6).await;
+    let summary = check("failover to backup", EVERY_10S, epoch(), secs(60), &runs);
+    assert_eq!(
+        (summary.due, summary.ran, summary.lost, summary.duplicated),
+        (6, 6, 0, 0),
+        "{runs:#?}"
+    );
+    let on_spare: Vec<_> = runs
+        .iter()
+        .filter(|r| r.agent.as_deref() == Some("spare-1.test"))
+        .collect();
+    assert!(!on_spare.is_empty(), "{runs:#?}");
+    let leader = f.plane.leader().await;
+    let pool = f.plane.node(leader).state.pool().clone();
+    let logs = query::logs(&pool, &on_spare[0].run_id).await.unwrap();
+    assert_eq!(
+        logs[0].text, "hello from the backup\n",
+        "the backup's environment"
+    );
+    // `solo` has no grant on the backup: its schedule is not handed to `spare` at all.
+    assert_eq!(
+        f.agent("spare-1.test")
+            .buffer()
+            .count("solo.alone")
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        f.history_of("solo.alone")
+            .await
+            .iter()
+            .all(|r| r.agent.as_deref() == Some("main-1.test"))
+    );
+
+    // `main` comes back: the partitions return, and `solo` catches up what it missed.
+    f.start_agent("main-1.test", "main").await;
+    f.wait_until("the partitions to return to main", || async {
+        f.holding("main-1.test", "main") == 16 && f.holding("spare-1.test", "main") == 0
+    })
+    .await;
+    f.advance(Duration::from_secs(20), Duration::from_secs(2))
+        .await;
+    let solo = f.wait_for_history_of("solo.alone", 8).await;
+    let summary = check("solo after failback", EVERY_10S, epoch(), secs(80), &solo);
+    assert_eq!((summary.due, summary.lost, summary.duplicated), (8, 0, 0));
+    let shared = f.wait_for_history("shared", 8).await;
+    let summary = check(
+        "shared after failback",
+        EVERY_10S,
+        epoch(),
+        secs(80),
+        &shared,
+    );
+    assert_eq!((summary.due, summary.lost, summary.duplicated), (8, 0, 0));
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_policies_decide_what_a_fire_does_while_the_previous_run_is_going() {
+    let mut f = Federation::start(1, 30).await;
+    let gate = f.plane.dir.path().join("gate");
+    let script = format!(
+        "while [ ! -e {g} ]; do sleep 0.05; done; echo done",
+        g = gate.display()
+    );
+    let policies = [
+        ("skip", OverlapPolicy::Skip),
+        ("buffer-one", OverlapPolicy::BufferOne),
+        ("buffer-all", OverlapPolicy::BufferAll),
+        ("cancel-older", OverlapPolicy::CancelOlder),
+        ("allow-all", OverlapPolicy::AllowAll),
+    ];
+    for (name, policy) in policies {
+        f.schedule(name, EVERY_10S, &script, policy).await;
+    }
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    // Fires at 0:10, 0:20 and 0:30 while the first run of each is held at the gate.
+    f.advance(Duration::from_secs(30), Duration::from_secs(10))
+        .await;
+    f.wait_until("every policy to have decided all three fires", || async {
+        let mut decided = true;
+        for (name, _) in policies {
+            decided &= f.history(name).await.len() == 3;
+        }
+        decided
+    })
+    .await;
+    let states = |runs: &[query::RunRecord]| -> Vec<String> {
+        runs.iter().map(|r| r.state.clone()).collect::<Vec<_>>()
+    };
+    // While the gate is closed.
+    assert_eq!(
+        states(&f.history("allow-all").await),
+        ["started", "started", "started"]
+    );
+    f.wait_until("cancel-older to have killed the two older runs", || async {
+        states(&f.history("cancel-older").await) == ["killed", "killed", "started"]
+    })
+    .await;
+
+    std::fs::write(&gate, "").unwrap();
+    let mut finals = Vec::new();
+    for (name, _) in policies {
+        let runs = f.wait_for_history(name, 3).await;
+        let summary = check(name, EVERY_10S, epoch(), secs(30), &runs);
+        assert_eq!((summary.lost, summary.duplicated), (0, 0), "{name}");
+        finals.push((name, states(&runs)));
+    }
+    assert_eq!(
+        finals,
+        [
+            ("skip", vec!["succeeded", "skipped", "skipped"]),
+            ("buffer-one", vec!["succeeded", "succeeded", "skipped"]),
+            ("buffer-all", vec!["succeeded", "succeeded", "succeeded"]),
+            ("cancel-older", vec!["killed", "killed", "succeeded"]),
+            ("allow-all", vec!["succeeded", "succeeded", "succeeded"]),
+        ]
+        .map(|(n, s)| (n, s.into_iter().map(String::from).collect::<Vec<_>>()))
+    );
+    // buffer-all ran its queue one after another.
+    let queue = f.history("buffer-all").await;
+    for w in queue.windows(2) {
+        assert!(w[1].started_ms >= w[0].finished_ms, "{queue:#?}");
+    }
+    f.shutdown().await;
+}
