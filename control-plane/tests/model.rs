@@ -1,13 +1,20 @@
 //! The command processor over a real SQLite file: validation, refusals that change nothing,
-//! versions, the audit trail.
+//! versions, the audit trail; agents' heartbeats (partition leases, decided at each proposal's
+//! time) and reports (the run history, with epoch fencing).
 
+use meridian_plane::model::history::ReportOutcome;
+use meridian_plane::model::leasing::{HeartbeatOutcome, HeldLease};
 use meridian_plane::model::processor::{self, ApplyError, Refusal};
+use meridian_plane::model::query::{ClaimedLease, LeaseRecord, RunFilter};
 use meridian_plane::model::{
-    Cluster, ClusterRole, Command, DataCenter, Environment, Grant, Name, Proposal, Schedule,
-    Tenant, Workflow, query,
+    AgentReport, Cluster, ClusterRole, Command, DataCenter, Environment, Grant, Heartbeat, Name,
+    PartitionRef, Proposal, ReportEntry, Schedule, Tenant, Workflow, query,
 };
-use meridian_proto::ScheduleSpec;
+use meridian_proto::run::{
+    AttemptEvent, AttemptOutcome, LogChunk, Report, ReportItem, RunEvent, RunState, partition_of,
+};
 use meridian_proto::workflow::WorkflowDefinition;
+use meridian_proto::{FireId, ScheduleId, ScheduleSpec};
 use sqlx::{Row, SqlitePool};
 
 struct Model {
@@ -34,8 +41,18 @@ impl Model {
     }
 
     async fn apply(&mut self, command: Command) -> Result<processor::Applied, ApplyError> {
+        self.apply_at(1_700_000_000_000 + self.index as i64 + 1, command)
+            .await
+    }
+
+    /// Applies `command` as a proposal stamped `at_ms`: the time the lease plan decides with.
+    async fn apply_at(
+        &mut self,
+        at_ms: i64,
+        command: Command,
+    ) -> Result<processor::Applied, ApplyError> {
         self.index += 1;
-        let proposal = Proposal::new("alice", 1_700_000_000_000 + self.index as i64, command);
+        let proposal = Proposal::new("alice", at_ms, command);
         let mut conn = self.pool.acquire().await.unwrap();
         processor::apply(&mut conn, self.index, &proposal).await
     }
@@ -71,8 +88,7 @@ impl Model {
 
     /// Every row of every table, to prove a refusal left no trace.
     async fn dump(&self) -> Vec<String> {
-        let mut out = vec![];
-        for table in [
+        self.dump_tables(&[
             "data_centers",
             "clusters",
             "environments",
@@ -81,7 +97,20 @@ impl Model {
             "workflows",
             "schedules",
             "audit",
-        ] {
+        ])
+        .await
+    }
+
+    /// Every row of the run history, to prove a refused report left no trace. (A refused
+    /// `started` is kept aside in `fenced_starts`, which is left out here.)
+    async fn history(&self) -> Vec<String> {
+        self.dump_tables(&["runs", "task_attempts", "run_logs", "schedule_cursors"])
+            .await
+    }
+
+    async fn dump_tables(&self, tables: &[&str]) -> Vec<String> {
+        let mut out = vec![];
+        for table in tables {
             let rows = sqlx::query(&format!("SELECT * FROM {table}"))
                 .fetch_all(&self.pool)
                 .await
@@ -497,4 +526,1102 @@ async fn a_batch_applies_each_command_on_its_own_and_is_audited_once() {
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].op, "batch");
     assert_eq!(audit[0].command["batch"].as_array().unwrap().len(), 4);
+}
+
+// Agents: heartbeats (partition leases) and reports (run history with epoch fencing).
+
+/// A plane time well after every proposal `Model::apply` stamps, so lease tests choose each
+/// heartbeat's time exactly.
+const T0: i64 = 1_800_000_000_000;
+/// `lease_seconds` of the clusters built by [`cluster`], in ms.
+const LEASE_MS: i64 = 30_000;
+
+impl Model {
+    /// Applies `hb` as a heartbeat proposed at `at_ms` and returns what the agent is told.
+    async fn heartbeat(&mut self, at_ms: i64, hb: Heartbeat) -> HeartbeatOutcome {
+        let applied = self
+            .apply_at(at_ms, Command::AgentHeartbeat(hb))
+            .await
+            .expect("heartbeat applies");
+        serde_json::from_str(&applied.detail.expect("a heartbeat has an outcome")).unwrap()
+    }
+
+    /// A plain heartbeat of `agent` of `cluster` at `at_ms`.
+    async fn beat(&mut self, at_ms: i64, agent: &str, cluster: &str) -> HeartbeatOutcome {
+        self.heartbeat(at_ms, heartbeat(agent, cluster)).await
+    }
+
+    /// Sends `reports` as one outbox batch of `agent` (seq 1, 2, …); returns the refused seqs
+    /// with their reasons.
+    async fn report(
+        &mut self,
+        agent: &str,
+        cluster: &str,
+        reports: Vec<Report>,
+    ) -> Vec<(u64, String)> {
+        let entries = reports
+            .into_iter()
+            .zip(1..)
+            .map(|(report, seq)| ReportEntry { seq, report })
+            .collect();
+        let applied = self
+            .ok(Command::AgentReport(AgentReport {
+                agent: agent.into(),
+                cluster: n(cluster),
+                entries,
+            }))
+            .await;
+        let outcome: ReportOutcome =
+            serde_json::from_str(&applied.detail.expect("a report has an outcome")).unwrap();
+        outcome.refused
+    }
+
+    /// Reports that must all be refused, and leave the history as it was.
+    async fn report_refused(&mut self, agent: &str, cluster: &str, reports: Vec<Report>) {
+        let count = reports.len();
+        let before = self.history().await;
+        let refused = self.report(agent, cluster, reports).await;
+        assert_eq!(
+            refused.len(),
+            count,
+            "expected every entry refused: {refused:?}"
+        );
+        assert_eq!(
+            self.history().await,
+            before,
+            "a refused report changed the history"
+        );
+    }
+
+    /// Reports that must all be accepted.
+    async fn report_ok(&mut self, agent: &str, cluster: &str, reports: Vec<Report>) {
+        let refused = self.report(agent, cluster, reports).await;
+        assert!(refused.is_empty(), "refused: {refused:?}");
+    }
+
+    /// Starts refused or not applied, kept as evidence: (run, agent).
+    async fn fenced_starts(&self) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT run_id, agent FROM fenced_starts ORDER BY run_id, agent")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn leases_of(&self, cluster: &str) -> Vec<LeaseRecord> {
+        query::leases(&self.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.cluster == cluster)
+            .collect()
+    }
+
+    async fn lease(&self, cluster: &str, partition: u32) -> LeaseRecord {
+        self.leases_of(cluster)
+            .await
+            .into_iter()
+            .find(|l| l.partition == partition)
+            .expect("the partition has a lease row")
+    }
+
+    async fn run(&self, run_id: &str) -> query::RunRecord {
+        query::run(&self.pool, run_id)
+            .await
+            .unwrap()
+            .expect("the run is recorded")
+    }
+
+    /// Two agents of a 16-partition cluster, balanced 8/8 the way the plane does it: `a`
+    /// heartbeats first and gets everything, `b` joins, `a` is asked to give half back and
+    /// does. `a` last heartbeats at `at + 3`, `b` at `at + 4`.
+    async fn balanced(&mut self, at: i64, a: &str, b: &str, cluster: &str) {
+        assert_eq!(self.beat(at, a, cluster).await.leases.len(), 16);
+        assert!(self.beat(at + 1, b, cluster).await.leases.is_empty());
+        let asked = self.beat(at + 2, a, cluster).await.release;
+        assert_eq!(asked.len(), 8);
+        let released = self.heartbeat(at + 3, released(a, cluster, &asked)).await;
+        assert_eq!(released.leases.len(), 8);
+        assert_eq!(self.beat(at + 4, b, cluster).await.leases.len(), 8);
+    }
+
+    /// The federation, a workflow and schedule `ads/nightly` on `prod-nj`; returns the
+    /// schedule's partition in `nj-main`.
+    async fn scheduled(&mut self) -> u32 {
+        self.federation().await;
+        self.ok(Command::ApplyWorkflow(workflow("ads", "etl", "true")))
+            .await;
+        self.ok(Command::CreateSchedule(schedule(
+            "ads",
+            "nightly",
+            "etl",
+            "prod-nj",
+            "0 0 2 * * ?",
+        )))
+        .await;
+        partition_of(&ScheduleId::new("ads.nightly").unwrap(), 16)
+    }
+}
+
+fn heartbeat(agent: &str, cluster: &str) -> Heartbeat {
+    Heartbeat {
+        agent: agent.into(),
+        cluster: n(cluster),
+        free_slots: 4,
+        releasing: false,
+        released: vec![],
+    }
+}
+
+/// A heartbeat giving back `leases`.
+fn released(agent: &str, cluster: &str, leases: &[HeldLease]) -> Heartbeat {
+    Heartbeat {
+        released: leases
+            .iter()
+            .map(|l| PartitionRef {
+                cluster: n(&l.cluster),
+                partition: l.partition,
+            })
+            .collect(),
+        ..heartbeat(agent, cluster)
+    }
+}
+
+fn partitions(leases: &[HeldLease]) -> Vec<u32> {
+    leases.iter().map(|l| l.partition).collect()
+}
+
+/// 2026-01-01T02:00:00Z plus `hours`: fire times of `ads/nightly`'s records.
+fn fire_ms(hours: i64) -> i64 {
+    1_767_232_800_000 + hours * 3_600_000
+}
+
+/// The id of `schedule`'s fire record at `fire_ms`.
+fn record(schedule: &str, fire_ms: i64) -> String {
+    FireId::derive(
+        &ScheduleId::new(schedule).unwrap(),
+        chrono::DateTime::from_timestamp_millis(fire_ms).unwrap(),
+    )
+    .to_string()
+}
+
+/// `ads/nightly`'s record at `fire` reaching `state` at `at_ms`, reported from partition
+/// `partition` of `nj-main` under `epoch`.
+fn event(partition: u32, epoch: u64, fire: i64, state: RunState, at_ms: i64) -> Report {
+    event_in("nj-main", partition, epoch, fire, state, at_ms)
+}
+
+/// [`event`], reported as of a partition of `cluster`.
+fn event_in(
+    cluster: &str,
+    partition: u32,
+    epoch: u64,
+    fire: i64,
+    state: RunState,
+    at_ms: i64,
+) -> Report {
+    Report::V1 {
+        cluster: cluster.into(),
+        partition: Some(partition),
+        epoch,
+        item: ReportItem::Run(RunEvent {
+            run_id: record("ads.nightly", fire),
+            schedule: Some(ScheduleId::new("ads.nightly").unwrap()),
+            fire_ms: Some(fire),
+            tenant: "ads".into(),
+            workflow: "etl".into(),
+            workflow_version: 1,
+            environment: "prod-nj".into(),
+            state,
+            at_ms,
+            message: String::new(),
+        }),
+    }
+}
+
+/// A report of something else about a run (an attempt, a log chunk).
+fn about_run(partition: u32, epoch: u64, item: ReportItem) -> Report {
+    Report::V1 {
+        cluster: "nj-main".into(),
+        partition: Some(partition),
+        epoch,
+        item,
+    }
+}
+
+#[tokio::test]
+async fn two_agents_share_a_clusters_partitions_and_keep_them() {
+    let mut m = Model::new().await;
+    m.federation().await;
+
+    // The first agent to heartbeat gets every partition, each with a first epoch.
+    let a = m.beat(T0, "a", "nj-main").await;
+    assert_eq!(a.now_ms, T0);
+    assert_eq!(partitions(&a.leases), (0..16).collect::<Vec<_>>());
+    assert!(
+        a.leases
+            .iter()
+            .all(|l| l.cluster == "nj-main" && l.epoch == 1 && l.expires_ms == T0 + LEASE_MS),
+        "{:?}",
+        a.leases
+    );
+    // A second agent gets nothing taken away early: `a` is asked (on its own heartbeat) to
+    // give back the excess, and once it does, `b` has it at once, long before `a`'s leases
+    // would have run out.
+    let b = m.beat(T0 + 1, "b", "nj-main").await;
+    assert!(b.leases.is_empty() && b.release.is_empty(), "{b:?}");
+    let a = m.beat(T0 + 2, "a", "nj-main").await;
+    assert_eq!(a.leases.len(), 16);
+    let mut asked = partitions(&a.release);
+    asked.sort();
+    assert_eq!(asked, (8..16).collect::<Vec<_>>());
+    let a = m
+        .heartbeat(T0 + 3, released("a", "nj-main", &a.release))
+        .await;
+    assert_eq!(partitions(&a.leases), (0..8).collect::<Vec<_>>());
+    assert!(a.release.is_empty());
+    let b = m.beat(T0 + 4, "b", "nj-main").await;
+    assert_eq!(partitions(&b.leases), (8..16).collect::<Vec<_>>());
+    assert!(
+        b.leases
+            .iter()
+            .all(|l| l.epoch == 2 && l.expires_ms == T0 + 4 + LEASE_MS),
+        "a moved partition gets a new epoch: {:?}",
+        b.leases
+    );
+
+    // Heartbeats from then on are sticky: the same partitions and epochs, the expiry renewed
+    // from each heartbeat's time, nothing asked back.
+    for round in 1..=3 {
+        let at = T0 + round * 10_000;
+        let a = m.beat(at, "a", "nj-main").await;
+        let b = m.beat(at + 1, "b", "nj-main").await;
+        assert_eq!(partitions(&a.leases), (0..8).collect::<Vec<_>>());
+        assert_eq!(partitions(&b.leases), (8..16).collect::<Vec<_>>());
+        assert!(
+            a.leases
+                .iter()
+                .all(|l| l.epoch == 1 && l.expires_ms == at + LEASE_MS)
+        );
+        assert!(
+            b.leases
+                .iter()
+                .all(|l| l.epoch == 2 && l.expires_ms == at + 1 + LEASE_MS)
+        );
+        assert!(a.release.is_empty() && b.release.is_empty());
+    }
+    // The lease table says the same.
+    let table = m.leases_of("nj-main").await;
+    assert_eq!(table.len(), 16);
+    for l in &table {
+        let (holder, epoch) = if l.partition < 8 { ("a", 1) } else { ("b", 2) };
+        assert_eq!(
+            (l.holder.as_deref(), l.epoch),
+            (Some(holder), epoch),
+            "{l:?}"
+        );
+    }
+    // Heartbeats are machine traffic: not in the audit trail.
+    assert!(
+        query::audit(&m.pool, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.op != "agent_heartbeat")
+    );
+}
+
+#[tokio::test]
+async fn a_silent_agent_keeps_its_leases_for_exactly_lease_seconds() {
+    let mut m = Model::new().await;
+    m.federation().await;
+    m.balanced(T0, "a", "b", "nj-main").await;
+    let a_last = T0 + 3;
+
+    // One millisecond before `a`'s leases run out, `b` still gets none of them.
+    let b = m.beat(a_last + LEASE_MS - 1, "b", "nj-main").await;
+    assert_eq!(partitions(&b.leases), (8..16).collect::<Vec<_>>());
+    for l in m
+        .leases_of("nj-main")
+        .await
+        .iter()
+        .filter(|l| l.partition < 8)
+    {
+        assert_eq!(l.holder.as_deref(), Some("a"));
+        assert_eq!((l.epoch, l.expires_ms), (1, a_last + LEASE_MS));
+    }
+
+    // At exactly `lease_seconds` after `a`'s last heartbeat they are `b`'s, under a new epoch.
+    let at = a_last + LEASE_MS;
+    let before = m.leases_of("nj-main").await;
+    let b = m.beat(at, "b", "nj-main").await;
+    assert_eq!(partitions(&b.leases), (0..16).collect::<Vec<_>>());
+    for (l, was) in b.leases.iter().zip(&before) {
+        assert_eq!(l.expires_ms, at + LEASE_MS, "{l:?}");
+        if l.partition < 8 {
+            assert!(
+                l.epoch > was.epoch,
+                "moved without a new epoch: {was:?} -> {l:?}"
+            );
+        } else {
+            assert_eq!(
+                l.epoch, was.epoch,
+                "kept, yet a new epoch: {was:?} -> {l:?}"
+            );
+        }
+    }
+    for l in m.leases_of("nj-main").await {
+        assert_eq!(l.holder.as_deref(), Some("b"));
+    }
+
+    // `a` coming back takes nothing early: `b` is asked to give half back.
+    let a = m.beat(at + 1, "a", "nj-main").await;
+    assert!(a.leases.is_empty(), "{a:?}");
+    let b = m.beat(at + 2, "b", "nj-main").await;
+    assert_eq!(b.leases.len(), 16);
+    assert_eq!(b.release.len(), 8);
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_hands_partitions_over_at_once() {
+    let mut m = Model::new().await;
+    m.federation().await;
+    m.balanced(T0, "a", "b", "nj-main").await;
+
+    let at = T0 + 5_000;
+    let a = m
+        .heartbeat(
+            at,
+            Heartbeat {
+                releasing: true,
+                ..heartbeat("a", "nj-main")
+            },
+        )
+        .await;
+    assert!(a.leases.is_empty(), "{a:?}");
+    let agents = query::agents(&m.pool).await.unwrap();
+    assert!(agents.iter().any(|r| r.hostname == "a" && r.gone));
+    // `a`'s leases had 25 seconds left; `b` has them now, with new epochs.
+    let b = m.beat(at + 1, "b", "nj-main").await;
+    assert_eq!(partitions(&b.leases), (0..16).collect::<Vec<_>>());
+    assert!(b.leases.iter().all(|l| l.epoch == 2), "{:?}", b.leases);
+    assert!(
+        m.leases_of("nj-main")
+            .await
+            .iter()
+            .all(|l| l.holder.as_deref() == Some("b"))
+    );
+}
+
+#[tokio::test]
+async fn an_agent_gets_nothing_of_a_cluster_it_neither_belongs_to_nor_backs_up() {
+    let mut m = Model::new().await;
+    m.federation().await;
+    m.ok(Command::CreateDataCenter(DataCenter {
+        name: n("sg"),
+        description: String::new(),
+    }))
+    .await;
+    m.ok(Command::CreateCluster(cluster("sg-main", "sg", None)))
+        .await;
+    m.ok(Command::CreateEnvironment(env("prod-sg", "sg-main")))
+        .await;
+    m.ok(Command::CreateGrant(Grant {
+        tenant: n("ads"),
+        environment: n("prod-sg"),
+        max_concurrent_runs: 1,
+    }))
+    .await;
+    m.ok(Command::ApplyWorkflow(workflow("ads", "etl", "true")))
+        .await;
+    m.ok(Command::CreateSchedule(schedule(
+        "ads",
+        "sg-job",
+        "etl",
+        "prod-sg",
+        "0 0 2 * * ?",
+    )))
+    .await;
+
+    let s = m.beat(T0, "s1", "sg-main").await;
+    assert_eq!(s.leases.len(), 16);
+    let sg_before = m.leases_of("sg-main").await;
+
+    // `a` of nj-main: only nj-main's partitions, even once sg-main's leases have run out and
+    // nobody of sg-main is left to take them.
+    let a = m.beat(T0 + 1, "a", "nj-main").await;
+    assert_eq!(a.leases.len(), 16);
+    assert!(a.leases.iter().all(|l| l.cluster == "nj-main"));
+    let a = m.beat(T0 + LEASE_MS, "a", "nj-main").await;
+    assert_eq!(a.leases.len(), 16);
+    assert!(a.leases.iter().all(|l| l.cluster == "nj-main"), "{a:?}");
+    assert_eq!(m.leases_of("sg-main").await, sg_before);
+
+    // `s1` is back (its own expired leases again, same epochs' tenure); `a` giving back
+    // partitions of another cluster, which it does not hold, changes nothing.
+    let s = m.beat(T0 + LEASE_MS + 1, "s1", "sg-main").await;
+    assert_eq!(s.leases.len(), 16);
+    let sg_before = m.leases_of("sg-main").await;
+    m.heartbeat(T0 + LEASE_MS + 2, released("a", "nj-main", &s.leases))
+        .await;
+    assert_eq!(m.leases_of("sg-main").await, sg_before);
+
+    // Claiming another cluster's partitions (even with the right epochs) fetches nothing.
+    let claims: Vec<ClaimedLease> = s
+        .leases
+        .iter()
+        .map(|l| ClaimedLease {
+            cluster: l.cluster.clone(),
+            partition: l.partition,
+            epoch: l.epoch,
+        })
+        .collect();
+    assert!(
+        query::assignments(&m.pool, "a", "nj-main", &claims)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        query::assignments(&m.pool, "a", "sg-main", &claims)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The holder itself gets its schedule: the claims were good, just not `a`'s.
+    assert_eq!(
+        query::assignments(&m.pool, "s1", "sg-main", &claims)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A heartbeat for a cluster that does not exist is refused.
+    let err = m
+        .refused(Command::AgentHeartbeat(heartbeat("a", "tokyo")))
+        .await;
+    assert_eq!(
+        err,
+        "heartbeat of agent `a`: cluster `tokyo` does not exist"
+    );
+
+    // The model takes the heartbeat's cluster as given (the gRPC layer checks it against the
+    // certificate): `a` heartbeating as sg-main's is not handed any lease sg-main's agent
+    // holds; `s1` is only asked, on its own heartbeat, to give half back.
+    let a = m.beat(T0 + LEASE_MS + 3, "a", "sg-main").await;
+    assert!(
+        a.leases.iter().all(|l| l.cluster == "nj-main"),
+        "{:?}",
+        a.leases
+    );
+    assert_eq!(m.leases_of("sg-main").await, sg_before);
+    let s = m.beat(T0 + LEASE_MS + 4, "s1", "sg-main").await;
+    assert_eq!((s.leases.len(), s.release.len()), (16, 8));
+}
+
+#[tokio::test]
+async fn a_fire_record_is_taken_only_under_the_partitions_current_tenure() {
+    let mut m = Model::new().await;
+    let p = m.scheduled().await;
+    m.balanced(T0, "a", "b", "nj-main").await;
+    let lease = m.lease("nj-main", p).await;
+    let holder = lease.holder.clone().unwrap();
+    let other = if holder == "a" { "b" } else { "a" };
+    let epoch = lease.epoch;
+    let first = record("ads.nightly", fire_ms(0));
+
+    // Not the holder, under the holder's very epoch: refused, nothing recorded, the schedule's
+    // cursor unmoved.
+    m.report_refused(
+        other,
+        "nj-main",
+        vec![event(p, epoch, fire_ms(0), RunState::Queued, fire_ms(0))],
+    )
+    .await;
+    // The holder under an epoch older than its tenure: refused.
+    m.report_refused(
+        &holder,
+        "nj-main",
+        vec![event(
+            p,
+            epoch - 1,
+            fire_ms(0),
+            RunState::Queued,
+            fire_ms(0),
+        )],
+    )
+    .await;
+    // Reporting a partition of a cluster the agent neither belongs to nor backs up: refused.
+    let refused = m
+        .report(
+            &holder,
+            "nj-main",
+            vec![event_in(
+                "sg-main",
+                p,
+                epoch,
+                fire_ms(0),
+                RunState::Started,
+                fire_ms(0),
+            )],
+        )
+        .await;
+    assert!(
+        refused[0]
+            .1
+            .contains("may not report for cluster `sg-main`"),
+        "{refused:?}"
+    );
+    assert!(m.history().await.is_empty());
+    assert!(m.fenced_starts().await.is_empty());
+
+    // The holder under its epoch: accepted. Sent again (a lost acknowledgement), it counts once.
+    let queued = event(p, epoch, fire_ms(0), RunState::Queued, fire_ms(0) + 500);
+    let started = event(p, epoch, fire_ms(0), RunState::Started, fire_ms(0) + 1_500);
+    m.report_ok(&holder, "nj-main", vec![queued.clone(), started.clone()])
+        .await;
+    let history = m.history().await;
+    m.report_ok(&holder, "nj-main", vec![queued, started.clone(), started])
+        .await;
+    assert_eq!(
+        m.history().await,
+        history,
+        "a repeated event changed the history"
+    );
+    let run = m.run(&first).await;
+    assert_eq!(
+        (
+            run.state.as_str(),
+            run.agent.as_deref(),
+            run.epoch,
+            run.starts
+        ),
+        ("started", Some(holder.as_str()), epoch, 1)
+    );
+    assert_eq!(
+        (run.queued_ms, run.started_ms),
+        (Some(fire_ms(0) + 500), Some(fire_ms(0) + 1_500))
+    );
+    assert_eq!(
+        query::runs(&m.pool, &RunFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The holder goes silent; at its leases' expiry the other agent takes the partition.
+    m.beat(T0 + 10, &holder, "nj-main").await;
+    m.beat(T0 + 10, other, "nj-main").await;
+    let takeover = T0 + 10 + LEASE_MS;
+    let o = m.beat(takeover, other, "nj-main").await;
+    let new_epoch = o
+        .leases
+        .iter()
+        .find(|l| l.partition == p)
+        .expect("the other agent took the partition")
+        .epoch;
+    assert!(new_epoch > epoch);
+
+    // The old holder's first report of a new record is fenced off: no run, no cursor move.
+    // (A refused `started` is kept aside as evidence that the record ran there.)
+    let second = record("ads.nightly", fire_ms(24));
+    m.report_refused(
+        &holder,
+        "nj-main",
+        vec![
+            event(p, epoch, fire_ms(24), RunState::Queued, fire_ms(24)),
+            event(p, epoch, fire_ms(24), RunState::Started, fire_ms(24)),
+        ],
+    )
+    .await;
+    assert_eq!(m.fenced_starts().await, [(second.clone(), holder.clone())]);
+    assert!(query::run(&m.pool, &second).await.unwrap().is_none());
+
+    // A second agent starting the record already started is evidence, not a new run:
+    // `starts` counts it, nothing else changes.
+    m.report_ok(
+        other,
+        "nj-main",
+        vec![event(
+            p,
+            new_epoch,
+            fire_ms(0),
+            RunState::Started,
+            takeover + 10,
+        )],
+    )
+    .await;
+    let run = m.run(&first).await;
+    assert_eq!(
+        (
+            run.state.as_str(),
+            run.agent.as_deref(),
+            run.epoch,
+            run.starts
+        ),
+        ("started", Some(holder.as_str()), epoch, 2)
+    );
+    assert_eq!(run.started_ms, Some(fire_ms(0) + 1_500));
+    // Its attempts and logs are not the run's either.
+    let refused = m
+        .report(
+            other,
+            "nj-main",
+            vec![about_run(
+                p,
+                new_epoch,
+                ReportItem::Log(LogChunk {
+                    run_id: first.clone(),
+                    task: "main".into(),
+                    attempt: 1,
+                    offset: 0,
+                    data: "from the wrong agent\n".into(),
+                }),
+            )],
+        )
+        .await;
+    assert!(
+        refused[0].1.contains("is not running on agent"),
+        "{refused:?}"
+    );
+    assert!(query::logs(&m.pool, &first).await.unwrap().is_empty());
+
+    // The old holder can still finish the run it started under its old lease.
+    m.report_ok(
+        &holder,
+        "nj-main",
+        vec![event(
+            p,
+            epoch,
+            fire_ms(0),
+            RunState::Succeeded,
+            takeover + 20,
+        )],
+    )
+    .await;
+    let run = m.run(&first).await;
+    assert_eq!(
+        (run.state.as_str(), run.finished_ms, run.starts),
+        ("succeeded", Some(takeover + 20), 2)
+    );
+    // A final state is never left.
+    m.report_ok(
+        &holder,
+        "nj-main",
+        vec![event(
+            p,
+            epoch,
+            fire_ms(0),
+            RunState::Started,
+            takeover + 30,
+        )],
+    )
+    .await;
+    assert_eq!(m.run(&first).await.state, "succeeded");
+
+    // The new holder takes the new record; the old holder's fenced-off start of it shows as
+    // the record having run twice.
+    m.report_ok(
+        other,
+        "nj-main",
+        vec![event(
+            p,
+            new_epoch,
+            fire_ms(24),
+            RunState::Started,
+            fire_ms(24) + 1,
+        )],
+    )
+    .await;
+    let run = m.run(&second).await;
+    assert_eq!(
+        (
+            run.state.as_str(),
+            run.agent.as_deref(),
+            run.epoch,
+            run.starts
+        ),
+        ("started", Some(other), new_epoch, 2)
+    );
+
+    // Now the other agent goes silent and the first one gets the partition back: a new
+    // tenure, so a record it reports under its first tenure's epoch is refused although it
+    // holds the partition again.
+    let back_at = takeover + LEASE_MS;
+    let back = m.beat(back_at, &holder, "nj-main").await;
+    let third_epoch = back
+        .leases
+        .iter()
+        .find(|l| l.partition == p)
+        .expect("the first agent got the partition back")
+        .epoch;
+    assert!(third_epoch > new_epoch);
+    m.report_refused(
+        &holder,
+        "nj-main",
+        vec![event(p, epoch, fire_ms(48), RunState::Queued, fire_ms(48))],
+    )
+    .await;
+    // A lapse with nobody else in between keeps the tenure: after its lease ran out and it
+    // got the partition back under yet another epoch, the agent's records from before the
+    // lapse are still its own.
+    let lapsed = m.beat(back_at + 2 * LEASE_MS, &holder, "nj-main").await;
+    let fourth_epoch = lapsed
+        .leases
+        .iter()
+        .find(|l| l.partition == p)
+        .unwrap()
+        .epoch;
+    assert!(fourth_epoch > third_epoch);
+    m.report_ok(
+        &holder,
+        "nj-main",
+        vec![event(
+            p,
+            third_epoch,
+            fire_ms(48),
+            RunState::Queued,
+            fire_ms(48),
+        )],
+    )
+    .await;
+    assert_eq!(
+        m.run(&record("ads.nightly", fire_ms(48))).await.epoch,
+        third_epoch
+    );
+}
+
+#[tokio::test]
+async fn a_second_agents_start_is_counted_once_however_often_it_is_sent() {
+    let mut m = Model::new().await;
+    let p = m.scheduled().await;
+    m.balanced(T0, "a", "b", "nj-main").await;
+    let lease = m.lease("nj-main", p).await;
+    let holder = lease.holder.clone().unwrap();
+    let other = if holder == "a" { "b" } else { "a" };
+    m.report_ok(
+        &holder,
+        "nj-main",
+        vec![event(
+            p,
+            lease.epoch,
+            fire_ms(0),
+            RunState::Started,
+            fire_ms(0),
+        )],
+    )
+    .await;
+    let o = m.beat(T0 + 4 + LEASE_MS, other, "nj-main").await;
+    let new_epoch = o.leases.iter().find(|l| l.partition == p).unwrap().epoch;
+    let second_start = event(p, new_epoch, fire_ms(0), RunState::Started, fire_ms(0) + 5);
+    m.report_ok(other, "nj-main", vec![second_start.clone()])
+        .await;
+    assert_eq!(m.run(&record("ads.nightly", fire_ms(0))).await.starts, 2);
+    // The other agent's outbox re-sends the same entry (its acknowledgement was lost).
+    m.report_ok(other, "nj-main", vec![second_start]).await;
+    assert_eq!(
+        m.run(&record("ads.nightly", fire_ms(0))).await.starts,
+        2,
+        "`starts` counts agents that started the record, not deliveries of one report"
+    );
+}
+
+#[tokio::test]
+async fn the_backup_cluster_takes_over_only_when_every_agent_is_gone() {
+    let mut m = Model::new().await;
+    // sg-main backs up nj-main. `ads` is granted an environment on both; `web` only on nj.
+    for dc in ["nj", "sg"] {
+        m.ok(Command::CreateDataCenter(DataCenter {
+            name: n(dc),
+            description: String::new(),
+        }))
+        .await;
+    }
+    m.ok(Command::CreateCluster(cluster("sg-main", "sg", None)))
+        .await;
+    m.ok(Command::CreateCluster(cluster(
+        "nj-main",
+        "nj",
+        Some("sg-main"),
+    )))
+    .await;
+    for (e, c) in [("prod-nj", "nj-main"), ("prod-sg", "sg-main")] {
+        m.ok(Command::CreateEnvironment(env(e, c))).await;
+    }
+    for (tenant, environments) in [("ads", &["prod-nj", "prod-sg"][..]), ("web", &["prod-nj"])] {
+        m.ok(Command::CreateTenant(Tenant {
+            name: n(tenant),
+            description: String::new(),
+        }))
+        .await;
+        for e in environments {
+            m.ok(Command::CreateGrant(Grant {
+                tenant: n(tenant),
+                environment: n(e),
+                max_concurrent_runs: 2,
+            }))
+            .await;
+        }
+        m.ok(Command::ApplyWorkflow(workflow(tenant, "etl", "true")))
+            .await;
+        m.ok(Command::CreateSchedule(schedule(
+            tenant,
+            "nightly",
+            "etl",
+            "prod-nj",
+            "0 0 2 * * ?",
+        )))
+        .await;
+    }
+    let nj_claims = |leases: &[HeldLease]| -> Vec<ClaimedLease> {
+        leases
+            .iter()
+            .filter(|l| l.cluster == "nj-main")
+            .map(|l| ClaimedLease {
+                cluster: l.cluster.clone(),
+                partition: l.partition,
+                epoch: l.epoch,
+            })
+            .collect()
+    };
+
+    // nj has two agents, sg one. While any nj agent heartbeats, sg's gets none of nj's
+    // partitions, even after the other nj agent's leases ran out.
+    m.balanced(T0, "nj1", "nj2", "nj-main").await;
+    let s = m.beat(T0 + 5, "sg1", "sg-main").await;
+    assert!(s.leases.iter().all(|l| l.cluster == "sg-main"));
+    assert_eq!(s.leases.len(), 16);
+    let mut nj2_last = T0 + 4;
+    for at in [T0 + 20_000, T0 + 40_000, T0 + 60_000] {
+        m.beat(at, "nj2", "nj-main").await;
+        nj2_last = at;
+        let s = m.beat(at + 1, "sg1", "sg-main").await;
+        assert!(
+            s.leases.iter().all(|l| l.cluster == "sg-main"),
+            "{:?}",
+            s.leases
+        );
+    }
+    // nj1 went silent at T0 + 3: nj2 has everything now.
+    assert!(
+        m.leases_of("nj-main")
+            .await
+            .iter()
+            .all(|l| l.holder.as_deref() == Some("nj2"))
+    );
+    let nj2_claims = nj_claims(&m.beat(nj2_last + 2, "nj2", "nj-main").await.leases);
+    nj2_last += 2;
+    assert_eq!(nj2_claims.len(), 16);
+
+    // nj2 goes silent too. Just before its leases run out, sg1 still gets nothing of nj.
+    let s = m.beat(nj2_last + LEASE_MS - 1, "sg1", "sg-main").await;
+    assert!(s.leases.iter().all(|l| l.cluster == "sg-main"));
+    let at = nj2_last + LEASE_MS;
+    let s = m.beat(at, "sg1", "sg-main").await;
+    let taken = nj_claims(&s.leases);
+    assert_eq!(taken.len(), 16, "{:?}", s.leases);
+    for (took, had) in taken.iter().zip(&nj2_claims) {
+        assert!(took.epoch > had.epoch, "{had:?} -> {took:?}");
+    }
+
+    // sg1 runs only the schedules of tenants granted an environment of its own cluster, in
+    // that environment.
+    let assigned = query::assignments(&m.pool, "sg1", "sg-main", &taken)
+        .await
+        .unwrap();
+    let assigned: Vec<(String, String)> = assigned
+        .iter()
+        .map(|a| (a.schedule.to_string(), a.job.environment.clone()))
+        .collect();
+    assert_eq!(
+        assigned,
+        [("ads.nightly".to_string(), "prod-sg".to_string())]
+    );
+    // nj2, with its old epochs, fetches nothing any more.
+    assert!(
+        query::assignments(&m.pool, "nj2", "nj-main", &nj2_claims)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A record fired by sg1 for nj's partition is accepted: it backs nj up.
+    let p = partition_of(&ScheduleId::new("ads.nightly").unwrap(), 16);
+    let epoch = taken.iter().find(|c| c.partition == p).unwrap().epoch;
+    let mut started = event(p, epoch, fire_ms(0), RunState::Started, fire_ms(0));
+    if let Report::V1 {
+        item: ReportItem::Run(e),
+        ..
+    } = &mut started
+    {
+        e.environment = "prod-sg".into();
+    }
+    m.report_ok("sg1", "sg-main", vec![started]).await;
+    let run = m.run(&record("ads.nightly", fire_ms(0))).await;
+    assert_eq!(
+        (run.cluster.as_str(), run.dc.as_str(), run.agent.as_deref()),
+        ("sg-main", "sg", Some("sg1"))
+    );
+
+    // nj1 comes back: nothing is taken from sg1 early; sg1 is asked to hand everything back
+    // and, once it does, nj1 has it.
+    let back = m.beat(at + 10, "nj1", "nj-main").await;
+    assert!(back.leases.is_empty(), "{:?}", back.leases);
+    let s = m.beat(at + 11, "sg1", "sg-main").await;
+    assert_eq!(nj_claims(&s.release).len(), 16);
+    m.heartbeat(at + 12, released("sg1", "sg-main", &s.release))
+        .await;
+    let back = m.beat(at + 13, "nj1", "nj-main").await;
+    assert_eq!(nj_claims(&back.leases).len(), 16);
+}
+
+#[tokio::test]
+async fn run_history_keeps_lateness_attempts_and_logs() {
+    let mut m = Model::new().await;
+    let p = m.scheduled().await;
+    let a = m.beat(T0, "a", "nj-main").await;
+    let epoch = a.leases.iter().find(|l| l.partition == p).unwrap().epoch;
+    let fire = fire_ms(0);
+    let run_id = record("ads.nightly", fire);
+    let attempt = |n: u32, outcome: AttemptOutcome, at_ms: i64, exit_code: Option<i32>| {
+        about_run(
+            p,
+            epoch,
+            ReportItem::Attempt(AttemptEvent {
+                run_id: run_id.clone(),
+                task: "main".into(),
+                attempt: n,
+                outcome,
+                at_ms,
+                exit_code,
+                message: String::new(),
+            }),
+        )
+    };
+    let log = |n: u32, offset: u64, data: &str| {
+        about_run(
+            p,
+            epoch,
+            ReportItem::Log(LogChunk {
+                run_id: run_id.clone(),
+                task: "main".into(),
+                attempt: n,
+                offset,
+                data: data.into(),
+            }),
+        )
+    };
+
+    // Attempts and logs of a run the plane has not heard of are refused.
+    m.report_refused("a", "nj-main", vec![log(1, 0, "early\n")])
+        .await;
+
+    m.report_ok(
+        "a",
+        "nj-main",
+        vec![
+            event(p, epoch, fire, RunState::Queued, fire + 100),
+            event(p, epoch, fire, RunState::Started, fire + 2_500),
+            attempt(1, AttemptOutcome::Started, fire + 2_600, None),
+            // Chunks may arrive out of order; the offset puts them in place.
+            log(1, 6, "world\n"),
+            log(1, 0, "hello "),
+            attempt(1, AttemptOutcome::Failed, fire + 3_000, Some(2)),
+            attempt(2, AttemptOutcome::Started, fire + 4_000, None),
+            log(2, 0, "retry\n"),
+            attempt(2, AttemptOutcome::Succeeded, fire + 5_000, Some(0)),
+            event(p, epoch, fire, RunState::Succeeded, fire + 5_100),
+        ],
+    )
+    .await;
+    // Re-sent (a lost acknowledgement), and a chunk at a known offset with other bytes: the
+    // first copy stands.
+    let history = m.history().await;
+    m.report_ok(
+        "a",
+        "nj-main",
+        vec![
+            log(1, 0, "hello "),
+            log(1, 6, "WORLD\n"),
+            attempt(1, AttemptOutcome::Failed, fire + 3_000, Some(2)),
+        ],
+    )
+    .await;
+    assert_eq!(m.history().await, history);
+
+    let run = m.run(&run_id).await;
+    assert_eq!(run.state, "succeeded");
+    assert_eq!(run.fire_ms, Some(fire));
+    assert_eq!(
+        (run.queued_ms, run.started_ms, run.finished_ms),
+        (Some(fire + 100), Some(fire + 2_500), Some(fire + 5_100))
+    );
+    assert_eq!(run.lateness_ms, Some(2_500));
+    assert_eq!((run.cluster.as_str(), run.dc.as_str()), ("nj-main", "nj"));
+
+    let attempts: Vec<_> = query::attempts(&m.pool, &run_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| {
+            (
+                a.attempt,
+                a.outcome,
+                a.started_ms,
+                a.finished_ms,
+                a.exit_code,
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (
+                1,
+                "failed".into(),
+                Some(fire + 2_600),
+                Some(fire + 3_000),
+                Some(2)
+            ),
+            (
+                2,
+                "succeeded".into(),
+                Some(fire + 4_000),
+                Some(fire + 5_000),
+                Some(0)
+            ),
+        ]
+    );
+    let logs: Vec<_> = query::logs(&m.pool, &run_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.attempt, l.text))
+        .collect();
+    assert_eq!(
+        logs,
+        [(1, "hello world\n".to_string()), (2, "retry\n".to_string())]
+    );
+
+    // The runs list finds it by its data center and state, and not by another state.
+    let by = |dc: &str, state: &str| RunFilter {
+        dc: Some(dc.into()),
+        state: Some(state.into()),
+        ..RunFilter::default()
+    };
+    let found = query::runs(&m.pool, &by("nj", "succeeded")).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].lateness_ms, Some(2_500));
+    assert!(
+        query::runs(&m.pool, &by("nj", "failed"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        query::runs(&m.pool, &by("sg", "succeeded"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -7,11 +7,11 @@
 //!   the partition to another is fenced off. Later events of a run it started are accepted
 //!   whatever happened to the lease since, so a run that began legitimately can finish.
 //! - the same event again changes nothing; a final state is never left.
-//! - a `started` from a *second* agent for the same run is not applied but counted
-//!   (`runs.starts`): the history keeps the evidence that a record ran twice. So is a
-//!   `started` refused because the agent had been fenced off (`fenced_starts`): it ran there
-//!   all the same, typically while the agent was cut off and its lease ran out, and the
-//!   agent that took the partition over may run the record again.
+//! - a `started` from a *second* agent for the same run is not applied but counted, once per
+//!   agent (`fenced_starts`, added into `starts` by the queries): the history keeps the
+//!   evidence that a record ran twice. So is a `started` refused because the agent had been
+//!   fenced off: it ran there all the same, typically while the agent was cut off and its
+//!   lease ran out, and the agent that took the partition over may run the record again.
 //! - log chunks are keyed by their byte offset.
 
 use serde::{Deserialize, Serialize};
@@ -168,15 +168,26 @@ async fn apply_entry(
                 }
                 Some(_) => {
                     // Another agent already ran this record: keep the evidence, change nothing
-                    // else.
+                    // else. Kept with the fenced-off starts, one row per agent (counted into
+                    // `starts` by the queries): a re-sent report must not count twice.
                     if event.state == RunState::Started {
-                        sqlx::query(
-                            "UPDATE runs SET starts = starts + 1, updated_ms = ? WHERE run_id = ?",
+                        let kept = sqlx::query(
+                            "INSERT INTO fenced_starts (run_id, agent, epoch, at_ms) \
+                             VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         )
-                        .bind(context.at_ms)
                         .bind(&event.run_id)
+                        .bind(agent)
+                        .bind(*epoch as i64)
+                        .bind(context.at_ms)
                         .execute(&mut *tx)
                         .await?;
+                        if kept.rows_affected() > 0 {
+                            sqlx::query("UPDATE runs SET updated_ms = ? WHERE run_id = ?")
+                                .bind(context.at_ms)
+                                .bind(&event.run_id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
                     }
                 }
             }
