@@ -45,6 +45,7 @@ pub struct Attempt<'a> {
 pub async fn run(kind: &TaskKind, attempt: Attempt<'_>, log: &Log) -> AttemptEnd {
     match kind {
         TaskKind::Shell { script } => shell(script, attempt, log).await,
+        TaskKind::Noop {} => end(AttemptOutcome::Succeeded, None, ""),
         TaskKind::Http {
             method,
             url,
@@ -119,11 +120,21 @@ async fn shell(script: &str, mut a: Attempt<'_>, log: &Log) -> AttemptEnd {
     let (mut out_open, mut err_open) = (true, true);
     let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut stopping: Option<(AttemptOutcome, &'static str)> = None;
+    // Fixed when TERM is sent: a timer made afresh each time round the loop would start over
+    // with every piece of output, and a script that ignores TERM and keeps printing would
+    // never get its KILL.
+    let mut kill_at: Option<tokio::time::Instant> = None;
     let status = loop {
         let timeout = async {
             match deadline {
                 Some(d) if stopping.is_none() => tokio::time::sleep_until(d).await,
                 _ => std::future::pending().await,
+            }
+        };
+        let grace_over = async {
+            match kill_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -138,13 +149,16 @@ async fn shell(script: &str, mut a: Attempt<'_>, log: &Log) -> AttemptEnd {
             status = child.wait() => break status,
             _ = timeout => {
                 stopping = Some((AttemptOutcome::TimedOut, "timed out"));
+                kill_at = Some(tokio::time::Instant::now() + a.grace);
                 signal_group(pid, libc::SIGTERM);
             }
             _ = a.kill.wait_for(|k| *k), if stopping.is_none() => {
                 stopping = Some((AttemptOutcome::Killed, "killed"));
+                kill_at = Some(tokio::time::Instant::now() + a.grace);
                 signal_group(pid, libc::SIGTERM);
             }
-            _ = tokio::time::sleep(a.grace), if stopping.is_some() => {
+            _ = grace_over => {
+                kill_at = None;
                 signal_group(pid, libc::SIGKILL);
             }
         }
@@ -253,8 +267,24 @@ async fn http(
                 }
             }
             Err(e) if e.is_timeout() => end(AttemptOutcome::TimedOut, None, format!("{method} {url}: timed out")),
-            Err(e) => end(AttemptOutcome::Failed, None, format!("{method} {url}: {e}")),
+            Err(e) => end(AttemptOutcome::Failed, None, format!("{method} {url}: {}", why(e))),
         },
         _ = a.kill.wait_for(|k| *k) => end(AttemptOutcome::Killed, None, "killed"),
+    }
+}
+
+/// A failed request in a few words: what failed and its deepest cause ("error sending request:
+/// Connection refused (os error 111)"). reqwest's own message names only the step and repeats
+/// the URL, which leaves out why.
+fn why(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    if std::ptr::addr_eq(cause, &e) {
+        e.to_string()
+    } else {
+        format!("{e}: {cause}")
     }
 }

@@ -18,7 +18,7 @@ pub struct WorkflowDefinition {
 pub struct TaskSpec {
     /// Unique within the workflow; other tasks name it in `depends_on`.
     pub name: String,
-    /// What the task does: `{"shell": {...}}` or `{"http": {...}}`.
+    /// What the task does: `{"shell": {...}}`, `{"http": {...}}` or `{"noop": {}}`.
     pub kind: TaskKind,
     /// Tasks that must succeed before this one starts.
     #[serde(default)]
@@ -58,6 +58,9 @@ pub enum TaskKind {
         #[serde(default = "ok_status")]
         expect_status: u16,
     },
+    /// Does nothing and succeeds: a join point or placeholder in a DAG (Airflow's
+    /// `EmptyOperator`), and the task the scheduling benchmarks run. `{"noop": {}}`.
+    Noop {},
 }
 
 fn ok_status() -> u16 {
@@ -268,5 +271,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("retry"), "{err}");
+        let noop: WorkflowDefinition =
+            serde_json::from_str(r#"{"tasks":[{"name":"join","kind":{"noop":{}}}]}"#).unwrap();
+        assert_eq!(noop.tasks[0].kind, TaskKind::Noop {});
+        assert_eq!(noop.validate(), Ok(()));
     }
 }
