@@ -1624,4 +1624,17 @@ async fn run_history_keeps_lateness_attempts_and_logs() {
             .unwrap()
             .is_empty()
     );
+    // `since` compares times as numbers: the run fired at `fire` is found from `fire` on,
+    // not from a millisecond later.
+    let since = |ms: i64| RunFilter {
+        since_ms: Some(ms),
+        ..RunFilter::default()
+    };
+    assert_eq!(query::runs(&m.pool, &since(fire)).await.unwrap().len(), 1);
+    assert!(
+        query::runs(&m.pool, &since(fire + 1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -455,15 +455,19 @@ pub async fn runs(pool: &SqlitePool, filter: &RunFilter) -> sqlx::Result<Vec<Run
             binds.push(value.clone());
         }
     }
-    if let Some(since) = filter.since_ms {
+    // Bound as a number below: an expression has no column affinity, so a text bound here
+    // would compare as text (every integer is "less" than any text) and match nothing.
+    if filter.since_ms.is_some() {
         sql.push_str(" AND COALESCE(fire_ms, requested_ms, updated_ms) >= ?");
-        binds.push(since.to_string());
     }
     sql.push_str(" ORDER BY COALESCE(fire_ms, requested_ms, updated_ms) DESC, run_id DESC LIMIT ?");
     let limit = filter.limit.unwrap_or(100).clamp(1, 100_000);
     let mut query = sqlx::query(&sql);
     for b in &binds {
         query = query.bind(b);
+    }
+    if let Some(since) = filter.since_ms {
+        query = query.bind(since);
     }
     Ok(query
         .bind(i64::from(limit))
