@@ -10,7 +10,7 @@
 //! Runs are tasks of their own ([`crate::runner`]); a slot semaphore bounds how many go at once.
 //! Time comes from an injected [`Clock`]: tests drive firing and leases by moving it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,7 +30,7 @@ use crate::lease::{Granted, Leases, Partition};
 use crate::link::Link;
 use crate::outbox::Outbox;
 use crate::runner::Runner;
-use crate::store::StoreError;
+use crate::store::{StoreError, Taken};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -57,6 +57,8 @@ struct Going {
 #[derive(Default)]
 struct Runs {
     going: HashMap<String, Going>,
+    /// How many of `going` each schedule has (the overlap policy asks for every fire).
+    going_per_schedule: HashMap<String, usize>,
     /// Per schedule: fires waiting for the previous run (overlap `buffer_one`/`buffer_all`).
     waiting: HashMap<String, VecDeque<LocalRun>>,
     /// Missed records to start, in fire order, at the catch-up rate.
@@ -65,10 +67,33 @@ struct Runs {
 
 impl Runs {
     fn going_for(&self, schedule: &str) -> usize {
-        self.going
-            .values()
-            .filter(|g| g.schedule.as_deref() == Some(schedule))
-            .count()
+        self.going_per_schedule.get(schedule).copied().unwrap_or(0)
+    }
+
+    fn start(&mut self, run_id: String, going: Going) {
+        if let Some(s) = &going.schedule {
+            *self.going_per_schedule.entry(s.clone()).or_default() += 1;
+        }
+        if let Some(old) = self.going.insert(run_id, going) {
+            self.forget(&old);
+        }
+    }
+
+    fn end(&mut self, run_id: &str) {
+        if let Some(old) = self.going.remove(run_id) {
+            self.forget(&old);
+        }
+    }
+
+    fn forget(&mut self, going: &Going) {
+        if let Some(s) = &going.schedule
+            && let Some(n) = self.going_per_schedule.get_mut(s)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.going_per_schedule.remove(s);
+            }
+        }
     }
 }
 
@@ -115,7 +140,7 @@ impl Agent {
         })?;
         let pool = crate::store::open(&config.data_dir.join("agent.db")).await?;
         let outbox = Outbox::new(pool.clone());
-        let buffer = Buffer::new(pool);
+        let buffer = Buffer::open(pool, outbox.writer()).await?;
         let link = Link::new(&config.plane, tls, config.hosts.clone())
             .map_err(|e| AgentError::Tls(e.to_string()))?;
         let http = http_client().map_err(AgentError::Tls)?;
@@ -288,6 +313,50 @@ fn local_run(a: &Assignment, record: &FireRecord, state: RunState) -> LocalRun {
         epoch: a.epoch,
         state: state.as_str().to_owned(),
         job: a.job.clone(),
+    }
+}
+
+/// What one pass of the firing loop decided: the records it takes (written in one
+/// transaction), then what to do with each run once they are written.
+#[derive(Default)]
+struct Pass {
+    taken: Vec<Taken>,
+    then: Vec<Then>,
+    /// Per schedule: runs this pass starts and queues (the overlap policy counts them).
+    planned: HashMap<String, (usize, usize)>,
+}
+
+enum Then {
+    Launch {
+        run: LocalRun,
+        permit: Option<OwnedSemaphorePermit>,
+        /// Kill the schedule's runs going first (overlap `cancel_older`).
+        cancel_older: bool,
+    },
+    Wait(String, LocalRun),
+    CatchUp(LocalRun),
+}
+
+impl Pass {
+    fn take(
+        &mut self,
+        a: &Arc<Assignment>,
+        record: &FireRecord,
+        run: Option<LocalRun>,
+        report: &Report,
+    ) {
+        self.taken.push(Taken {
+            assignment: a.clone(),
+            fire_ms: record.fire_at.timestamp_millis(),
+            run,
+            entry: crate::buffer::entry(report),
+        });
+    }
+
+    fn skip(&mut self, a: &Arc<Assignment>, record: &FireRecord, now: i64, why: &str) {
+        let run = local_run(a, record, RunState::Skipped);
+        let report = event(&run, RunState::Skipped, now, why);
+        self.take(a, record, None, &report);
     }
 }
 
@@ -533,22 +602,30 @@ impl Shared {
         }
     }
 
+    /// Takes every due record (up to [`FIRE_BATCH`]) in one transaction, then starts, queues
+    /// or holds back the runs as decided.
     async fn fire_due(self: &Arc<Self>) -> Result<(), StoreError> {
         let now = self.now();
         let due = self.buffer.due(now, FIRE_BATCH).await?;
         if due.is_empty() {
             return Ok(());
         }
-        let mut by_schedule: BTreeMap<String, (Assignment, Vec<FireRecord>)> = BTreeMap::new();
+        let mut by_schedule: HashMap<String, (Arc<Assignment>, Vec<FireRecord>)> = HashMap::new();
+        let mut order = Vec::new();
         for (a, record) in due {
             by_schedule
                 .entry(a.schedule.to_string())
-                .or_insert_with(|| (a, Vec::new()))
+                .or_insert_with(|| {
+                    order.push(a.schedule.to_string());
+                    (a, Vec::new())
+                })
                 .1
                 .push(record);
         }
         let now_at = DateTime::from_timestamp_millis(now).unwrap_or_default();
-        for (schedule, (mut a, records)) in by_schedule {
+        let mut pass = Pass::default();
+        for schedule in order {
+            let (a, records) = by_schedule.remove(&schedule).expect("grouped");
             let held = self
                 .leases
                 .lock()
@@ -556,46 +633,77 @@ impl Shared {
                 .valid(&(a.cluster.clone(), a.partition), now);
             // No valid lease: paused (the autonomy horizon passed, or the partition moved).
             let Some(held) = held else { continue };
-            a.epoch = held.epoch;
+            let a = if a.epoch == held.epoch {
+                a
+            } else {
+                Arc::new(Assignment {
+                    epoch: held.epoch,
+                    ..(*a).clone()
+                })
+            };
             for (record, fate) in
                 firing::classify(&records, held.since_ms, &a.spec.catch_up, now_at)
             {
                 match fate {
-                    Fate::Skip => {
-                        self.skip(
-                            &a,
-                            &record,
-                            "missed while nothing could run it; the catch-up policy skips it",
-                        )
-                        .await?
-                    }
+                    Fate::Skip => pass.skip(
+                        &a,
+                        &record,
+                        now,
+                        "missed while nothing could run it; the catch-up policy skips it",
+                    ),
                     Fate::CatchUp => {
                         let run = local_run(&a, &record, RunState::Queued);
-                        let report = event(&run, RunState::Queued, self.now(), "catching up");
-                        self.buffer
-                            .take(&a, &record, RunState::Queued.as_str(), &report)
-                            .await?;
-                        self.runs.lock().expect("runs").catch_up.push_back(run);
+                        let report = event(&run, RunState::Queued, now, "catching up");
+                        pass.take(&a, &record, Some(run.clone()), &report);
+                        pass.then.push(Then::CatchUp(run));
                     }
-                    Fate::OnTime => self.fire(&a, &record).await?,
+                    Fate::OnTime => self.decide(&a, &record, now, &mut pass),
                 }
             }
-            self.buffer.refill(&schedule).await?;
+        }
+        self.buffer.take_all(pass.taken).await?;
+        for then in pass.then {
+            match then {
+                Then::Launch {
+                    run,
+                    permit,
+                    cancel_older,
+                } => {
+                    if cancel_older {
+                        for going in self.runs.lock().expect("runs").going.values() {
+                            if going.schedule.as_deref()
+                                == run.schedule.as_ref().map(|s| s.as_str())
+                            {
+                                let _ = going.kill.send(true);
+                            }
+                        }
+                    }
+                    self.launch(run, permit);
+                }
+                Then::Wait(schedule, run) => self
+                    .runs
+                    .lock()
+                    .expect("runs")
+                    .waiting
+                    .entry(schedule)
+                    .or_default()
+                    .push_back(run),
+                Then::CatchUp(run) => self.runs.lock().expect("runs").catch_up.push_back(run),
+            }
         }
         self.reported.notify_one();
         Ok(())
     }
 
-    async fn skip(&self, a: &Assignment, record: &FireRecord, why: &str) -> Result<(), StoreError> {
-        let run = local_run(a, record, RunState::Skipped);
-        let report = event(&run, RunState::Skipped, self.now(), why);
-        self.buffer
-            .take(a, record, RunState::Skipped.as_str(), &report)
-            .await
-    }
-
-    /// Fires an on-time record under the schedule's overlap policy.
-    async fn fire(self: &Arc<Self>, a: &Assignment, record: &FireRecord) -> Result<(), StoreError> {
+    /// Decides an on-time record under the schedule's overlap policy, counting what this pass
+    /// has already decided for the schedule.
+    fn decide(
+        self: &Arc<Self>,
+        a: &Arc<Assignment>,
+        record: &FireRecord,
+        now: i64,
+        pass: &mut Pass,
+    ) {
         let schedule = a.schedule.to_string();
         let (going, waiting) = {
             let runs = self.runs.lock().expect("runs");
@@ -604,43 +712,24 @@ impl Shared {
                 runs.waiting.get(&schedule).map_or(0, VecDeque::len),
             )
         };
+        let planned = pass.planned.entry(schedule.clone()).or_default();
+        let (going, waiting) = (going + planned.0, waiting + planned.1);
         match firing::on_fire(a.overlap, going, waiting) {
-            Overlap::Skip => {
-                self.skip(
-                    a,
-                    record,
-                    "the previous run is still going (overlap policy)",
-                )
-                .await
-            }
+            Overlap::Skip => pass.skip(
+                a,
+                record,
+                now,
+                "the previous run is still going (overlap policy)",
+            ),
             Overlap::Queue => {
+                planned.1 += 1;
                 let run = local_run(a, record, RunState::Queued);
-                let report = event(
-                    &run,
-                    RunState::Queued,
-                    self.now(),
-                    "waiting for the previous run",
-                );
-                self.buffer
-                    .take(a, record, RunState::Queued.as_str(), &report)
-                    .await?;
-                self.runs
-                    .lock()
-                    .expect("runs")
-                    .waiting
-                    .entry(schedule)
-                    .or_default()
-                    .push_back(run);
-                Ok(())
+                let report = event(&run, RunState::Queued, now, "waiting for the previous run");
+                pass.take(a, record, Some(run.clone()), &report);
+                pass.then.push(Then::Wait(schedule, run));
             }
             decision @ (Overlap::Start | Overlap::CancelThenStart) => {
-                if decision == Overlap::CancelThenStart {
-                    for going in self.runs.lock().expect("runs").going.values() {
-                        if going.schedule.as_deref() == Some(schedule.as_str()) {
-                            let _ = going.kill.send(true);
-                        }
-                    }
-                }
+                planned.0 += 1;
                 // Started at once if a slot is free, else queued for one.
                 let permit = self.slots.clone().try_acquire_owned().ok();
                 let state = if permit.is_some() {
@@ -649,10 +738,13 @@ impl Shared {
                     RunState::Queued
                 };
                 let run = local_run(a, record, state);
-                let report = event(&run, state, self.now(), "");
-                self.buffer.take(a, record, state.as_str(), &report).await?;
-                self.launch(run, permit);
-                Ok(())
+                let report = event(&run, state, now, "");
+                pass.take(a, record, Some(run.clone()), &report);
+                pass.then.push(Then::Launch {
+                    run,
+                    permit,
+                    cancel_older: decision == Overlap::CancelThenStart,
+                });
             }
         }
     }
@@ -664,7 +756,7 @@ impl Shared {
         let (kill, killed) = watch::channel(false);
         let run_id = run.run_id.clone();
         let schedule = run.schedule.as_ref().map(|s| s.to_string());
-        self.runs.lock().expect("runs").going.insert(
+        self.runs.lock().expect("runs").start(
             run_id.clone(),
             Going {
                 schedule: schedule.clone(),
@@ -704,7 +796,7 @@ impl Shared {
             this.reported.notify_one();
             let next = {
                 let mut runs = this.runs.lock().expect("runs");
-                runs.going.remove(&run.run_id);
+                runs.end(&run.run_id);
                 schedule
                     .as_ref()
                     .and_then(|s| runs.waiting.get_mut(s))

@@ -1,28 +1,33 @@
 //! The fire-record buffer: for every schedule of the partitions this agent holds, the next
-//! [`WINDOW`] fire records, pre-generated from the calendar and kept in SQLite so firing goes
+//! [`WINDOW`](meridian_proto::WINDOW) fire records, pre-generated from the calendar and kept in SQLite so firing goes
 //! on while the plane is unreachable.
 //!
 //! - [`Buffer::sync`] takes the plane's assignments: a new schedule, or a new version of one,
 //!   gets its records (re)generated after `max(plane's acknowledged fire, own cursor)`; a
 //!   schedule no longer assigned is dropped with its records. A change therefore takes effect
 //!   from the next record, and a record already taken is never generated again.
-//! - [`Buffer::take`] consumes a record: deletes it, moves the schedule's cursor, remembers
-//!   the run and writes the outbox entry, in one transaction.
-//! - [`Buffer::refill`] tops a schedule up to [`WINDOW`] records after the last one buffered.
+//! - [`Buffer::take_all`] consumes records: deletes them, moves their schedules' cursors,
+//!   remembers the runs, writes the outbox entries and tops the schedules up to [`WINDOW`](meridian_proto::WINDOW)
+//!   again, in one transaction.
+//!
+//! The assignments are also kept in memory (parsed once, shared), so finding what is due reads
+//! only the records table.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use chrono::DateTime;
-use meridian_proto::run::{Assignment, Job, Report};
-use meridian_proto::{FireRecord, ScheduleId, WINDOW};
+use meridian_proto::run::{Assignment, Job, Report, ReportItem};
+use meridian_proto::{FireRecord, ScheduleId};
 use sqlx::{Row, SqlitePool};
 
-use crate::outbox::Outbox;
-use crate::store::StoreError;
+use crate::store::{NewEntry, StoreError, Taken, Write, Writer};
 
 #[derive(Clone)]
 pub struct Buffer {
     pool: SqlitePool,
+    writer: Writer,
+    assignments: Arc<RwLock<HashMap<String, Arc<Assignment>>>>,
 }
 
 /// A run this agent has taken and not finished.
@@ -45,104 +50,48 @@ fn corrupt(what: &'static str, e: impl ToString) -> StoreError {
     }
 }
 
-impl Buffer {
-    pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+/// The outbox entry of `report`.
+pub fn entry(report: &Report) -> NewEntry {
+    let Report::V1 { item, .. } = report;
+    let at_ms = match item {
+        ReportItem::Run(e) => e.at_ms,
+        ReportItem::Attempt(a) => a.at_ms,
+        ReportItem::Log(_) => 0,
+    };
+    NewEntry {
+        key: item.key(),
+        at_ms,
+        payload: serde_json::to_string(report).expect("reports serialise"),
     }
+}
 
-    /// A write transaction that takes the write lock at once. A deferred one that reads first
-    /// cannot upgrade once another connection has written (SQLite answers "busy" without
-    /// waiting), which silently failed refills while runs were reporting.
-    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+impl Buffer {
+    /// The buffer in the database behind `pool`, written through `writer`.
+    pub async fn open(pool: SqlitePool, writer: Writer) -> Result<Self, StoreError> {
+        let mut assignments = HashMap::new();
+        for row in sqlx::query("SELECT schedule_id, doc FROM assignments")
+            .fetch_all(&pool)
+            .await?
+        {
+            let a: Assignment = serde_json::from_str(&row.get::<String, _>("doc"))
+                .map_err(|e| corrupt("assignment", e))?;
+            assignments.insert(row.get("schedule_id"), Arc::new(a));
+        }
+        Ok(Self {
+            pool,
+            writer,
+            assignments: Arc::new(RwLock::new(assignments)),
+        })
     }
 
     /// Replaces the assignments with `assignments` (every schedule of every held partition).
     pub async fn sync(&self, assignments: &[Assignment]) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let current: BTreeMap<String, i64> =
-            sqlx::query("SELECT schedule_id, version FROM assignments")
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| (r.get("schedule_id"), r.get("version")))
-                .collect();
-        for gone in current.keys().filter(|id| {
-            !assignments
-                .iter()
-                .any(|a| a.schedule.as_str() == id.as_str())
-        }) {
-            sqlx::query("DELETE FROM assignments WHERE schedule_id = ?")
-                .bind(gone)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM records WHERE schedule_id = ?")
-                .bind(gone)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for a in assignments {
-            let id = a.schedule.as_str();
-            let doc = serde_json::to_string(a).expect("assignments serialise");
-            let same_version = current.get(id) == Some(&(a.version as i64));
-            sqlx::query(
-                "INSERT INTO assignments (schedule_id, cluster, partition, version, doc) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (schedule_id) DO UPDATE SET \
-                 cluster = ?2, partition = ?3, version = ?4, doc = ?5",
-            )
-            .bind(id)
-            .bind(&a.cluster)
-            .bind(i64::from(a.partition))
-            .bind(a.version as i64)
-            .bind(&doc)
-            .execute(&mut *tx)
-            .await?;
-            if same_version {
-                continue;
-            }
-            // New or changed: regenerate from the later of the plane's and our own cursor.
-            let fired: Option<i64> =
-                sqlx::query_scalar("SELECT fired_ms FROM cursors WHERE schedule_id = ?")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let after = fired.map_or(a.after_ms, |f| f.max(a.after_ms));
-            sqlx::query("DELETE FROM records WHERE schedule_id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            insert_window(&mut tx, a, after, WINDOW).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Tops `schedule` up to [`WINDOW`] records.
-    pub async fn refill(&self, schedule: &str) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        let Some(a) = assignment_in(&mut tx, schedule).await? else {
-            return Ok(());
-        };
-        let (count, last): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MAX(fire_ms) FROM records WHERE schedule_id = ?")
-                .bind(schedule)
-                .fetch_one(&mut *tx)
-                .await?;
-        if count as usize >= WINDOW {
-            return Ok(());
-        }
-        let fired: Option<i64> =
-            sqlx::query_scalar("SELECT fired_ms FROM cursors WHERE schedule_id = ?")
-                .bind(schedule)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let after = [Some(a.after_ms), fired, last]
+        let shared: Vec<Arc<Assignment>> = assignments.iter().cloned().map(Arc::new).collect();
+        self.writer.write(Write::Sync(shared.clone())).await?;
+        *self.assignments.write().expect("assignments") = shared
             .into_iter()
-            .flatten()
-            .max()
-            .unwrap_or(a.after_ms);
-        insert_window(&mut tx, &a, after, WINDOW - count as usize).await?;
-        tx.commit().await?;
+            .map(|a| (a.schedule.to_string(), a))
+            .collect();
         Ok(())
     }
 
@@ -151,33 +100,25 @@ impl Buffer {
         &self,
         now_ms: i64,
         limit: u32,
-    ) -> Result<Vec<(Assignment, FireRecord)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.schedule_id, r.fire_ms, a.doc FROM records r \
-             JOIN assignments a ON a.schedule_id = r.schedule_id \
-             WHERE r.fire_ms <= ? ORDER BY r.fire_ms, r.schedule_id LIMIT ?",
+    ) -> Result<Vec<(Arc<Assignment>, FireRecord)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT schedule_id, fire_ms FROM records WHERE fire_ms <= ? \
+             ORDER BY fire_ms, schedule_id LIMIT ?",
         )
         .bind(now_ms)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
+        let assignments = self.assignments.read().expect("assignments");
         let mut out = Vec::with_capacity(rows.len());
-        let mut docs: BTreeMap<String, Assignment> = BTreeMap::new();
-        for row in rows {
-            let id: String = row.get("schedule_id");
-            let a = match docs.get(&id) {
-                Some(a) => a.clone(),
-                None => {
-                    let a: Assignment = serde_json::from_str(&row.get::<String, _>("doc"))
-                        .map_err(|e| corrupt("assignment", e))?;
-                    docs.insert(id.clone(), a.clone());
-                    a
-                }
+        for (id, fire_ms) in rows {
+            // Records of a schedule dropped a moment ago: nothing to fire.
+            let Some(a) = assignments.get(&id) else {
+                continue;
             };
-            let at = DateTime::from_timestamp_millis(row.get("fire_ms"))
+            let at = DateTime::from_timestamp_millis(fire_ms)
                 .ok_or_else(|| corrupt("fire time", "out of range"))?;
-            let record = FireRecord::new(a.schedule.clone(), at);
-            out.push((a, record));
+            out.push((a.clone(), FireRecord::new(a.schedule.clone(), at)));
         }
         Ok(out)
     }
@@ -189,65 +130,42 @@ impl Buffer {
             .await?)
     }
 
-    /// Takes `record`: removes it from the buffer, moves the cursor, remembers the run (unless
-    /// it ends here, skipped) and writes `report` to the outbox — one transaction.
+    /// Takes records (see [`Taken`]) in one transaction, and tops their schedules up.
+    pub async fn take_all(&self, taken: Vec<Taken>) -> Result<(), StoreError> {
+        if taken.is_empty() {
+            return Ok(());
+        }
+        self.writer.write(Write::Take(taken)).await?;
+        Ok(())
+    }
+
+    /// Takes one record: `run` is the run it starts or queues (none when skipped).
     pub async fn take(
         &self,
-        a: &Assignment,
+        a: &Arc<Assignment>,
         record: &FireRecord,
-        state: &str,
+        run: Option<LocalRun>,
         report: &Report,
     ) -> Result<(), StoreError> {
-        let fire_ms = record.fire_at.timestamp_millis();
-        let mut tx = self.write().await?;
-        sqlx::query("DELETE FROM records WHERE schedule_id = ? AND fire_ms = ?")
-            .bind(a.schedule.as_str())
-            .bind(fire_ms)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO cursors (schedule_id, fired_ms) VALUES (?, ?) ON CONFLICT (schedule_id) \
-             DO UPDATE SET fired_ms = MAX(fired_ms, excluded.fired_ms)",
-        )
-        .bind(a.schedule.as_str())
-        .bind(fire_ms)
-        .execute(&mut *tx)
-        .await?;
-        if state != "skipped" {
-            insert_run(
-                &mut tx,
-                &LocalRun {
-                    run_id: record.id.to_string(),
-                    schedule: Some(a.schedule.clone()),
-                    fire_ms: Some(fire_ms),
-                    cluster: a.cluster.clone(),
-                    partition: Some(a.partition),
-                    epoch: a.epoch,
-                    state: state.to_owned(),
-                    job: a.job.clone(),
-                },
-            )
-            .await?;
-        }
-        record_report(&mut tx, report).await?;
-        tx.commit().await?;
-        Ok(())
+        self.take_all(vec![Taken {
+            assignment: a.clone(),
+            fire_ms: record.fire_at.timestamp_millis(),
+            run,
+            entry: entry(report),
+        }])
+        .await
     }
 
     /// Takes a "run now" run (recognising one already taken: returns false).
     pub async fn take_manual(&self, run: &LocalRun, report: &Report) -> Result<bool, StoreError> {
-        let mut tx = self.write().await?;
-        let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = ?)")
-            .bind(&run.run_id)
-            .fetch_one(&mut *tx)
+        let taken = self
+            .writer
+            .write(Write::TakeManual {
+                run: run.clone(),
+                entry: entry(report),
+            })
             .await?;
-        if known {
-            return Ok(false);
-        }
-        insert_run(&mut tx, run).await?;
-        record_report(&mut tx, report).await?;
-        tx.commit().await?;
-        Ok(true)
+        Ok(taken == 1)
     }
 
     /// Moves a taken run to `state` and writes `report`; a final state forgets the run.
@@ -258,21 +176,14 @@ impl Buffer {
         is_final: bool,
         report: &Report,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        if is_final {
-            sqlx::query("DELETE FROM runs WHERE run_id = ?")
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            sqlx::query("UPDATE runs SET state = ? WHERE run_id = ?")
-                .bind(state)
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        record_report(&mut tx, report).await?;
-        tx.commit().await?;
+        self.writer
+            .write(Write::Advance {
+                run_id: run_id.to_owned(),
+                state: state.to_owned(),
+                is_final,
+                entry: entry(report),
+            })
+            .await?;
         Ok(())
     }
 
@@ -314,6 +225,14 @@ impl Buffer {
         Ok(n as u64)
     }
 
+    /// How many records are buffered in all.
+    pub async fn total(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM records")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
     /// The buffered fire times of `schedule`, in order.
     pub async fn records(&self, schedule: &str) -> Result<Vec<i64>, StoreError> {
         Ok(
@@ -327,85 +246,12 @@ impl Buffer {
     }
 }
 
-async fn assignment_in(
-    tx: &mut sqlx::SqliteConnection,
-    schedule: &str,
-) -> Result<Option<Assignment>, StoreError> {
-    let doc: Option<String> =
-        sqlx::query_scalar("SELECT doc FROM assignments WHERE schedule_id = ?")
-            .bind(schedule)
-            .fetch_optional(&mut *tx)
-            .await?;
-    doc.map(|d| serde_json::from_str(&d).map_err(|e| corrupt("assignment", e)))
-        .transpose()
-}
-
-async fn insert_window(
-    tx: &mut sqlx::SqliteConnection,
-    a: &Assignment,
-    after_ms: i64,
-    n: usize,
-) -> Result<(), StoreError> {
-    let calendar = a.spec.calendar();
-    let Ok(calendar) = calendar else {
-        // The plane validated it; a spec this agent cannot read (a newer version's) fires
-        // nothing rather than something wrong.
-        return Ok(());
-    };
-    let after = DateTime::from_timestamp_millis(after_ms)
-        .ok_or_else(|| corrupt("fire time", "out of range"))?;
-    for record in calendar.window(&a.schedule, after, n) {
-        sqlx::query(
-            "INSERT INTO records (schedule_id, fire_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(a.schedule.as_str())
-        .bind(record.fire_at.timestamp_millis())
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(())
-}
-
-async fn insert_run(tx: &mut sqlx::SqliteConnection, run: &LocalRun) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO runs (run_id, schedule_id, fire_ms, cluster, partition, epoch, state, job) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO NOTHING",
-    )
-    .bind(&run.run_id)
-    .bind(run.schedule.as_ref().map(|s| s.as_str()))
-    .bind(run.fire_ms)
-    .bind(&run.cluster)
-    .bind(run.partition.map(i64::from))
-    .bind(run.epoch as i64)
-    .bind(&run.state)
-    .bind(serde_json::to_string(&run.job).expect("jobs serialise"))
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-/// Writes `report` to the outbox inside `tx`.
-pub async fn record_report(
-    tx: &mut sqlx::SqliteConnection,
-    report: &Report,
-) -> Result<(), StoreError> {
-    let Report::V1 { item, .. } = report;
-    let at_ms = match item {
-        meridian_proto::run::ReportItem::Run(e) => e.at_ms,
-        meridian_proto::run::ReportItem::Attempt(a) => a.at_ms,
-        meridian_proto::run::ReportItem::Log(_) => 0,
-    };
-    let payload = serde_json::to_string(report).expect("reports serialise");
-    Outbox::record_in(tx, &item.key(), at_ms, &payload).await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use meridian_proto::run::{ReportItem, RunEvent, RunState};
     use meridian_proto::workflow::WorkflowDefinition;
-    use meridian_proto::{OverlapPolicy, ScheduleSpec};
+    use meridian_proto::{OverlapPolicy, ScheduleSpec, WINDOW};
 
     fn assignment(version: u64, cron: &str) -> Assignment {
         Assignment {
@@ -452,20 +298,21 @@ mod tests {
     #[tokio::test]
     async fn the_window_is_kept_full_and_a_change_applies_from_the_next_record() {
         let dir = tempfile::tempdir().unwrap();
-        let buffer = Buffer::new(crate::store::open(&dir.path().join("a.db")).await.unwrap());
+        let pool = crate::store::open(&dir.path().join("a.db")).await.unwrap();
+        let writer = crate::store::Writer::start(pool.clone());
+        let buffer = Buffer::open(pool, writer).await.unwrap();
         let a = assignment(1, "0/10 * * * * ?");
         buffer.sync(std::slice::from_ref(&a)).await.unwrap();
         assert_eq!(buffer.count("ads.s").await.unwrap(), WINDOW as u64);
         let first = buffer.records("ads.s").await.unwrap();
         assert_eq!(first[0], a.after_ms + 10_000);
 
-        // Take three records, refill: still 50, continuing after the last buffered one.
+        // Take three records: topped up to 50 again, continuing after the last buffered one.
         let due = buffer.due(a.after_ms + 30_000, 100).await.unwrap();
         assert_eq!(due.len(), 3);
         for (a, r) in &due {
-            buffer.take(a, r, "skipped", &skipped(a, r)).await.unwrap();
+            buffer.take(a, r, None, &skipped(a, r)).await.unwrap();
         }
-        buffer.refill("ads.s").await.unwrap();
         let now = buffer.records("ads.s").await.unwrap();
         assert_eq!(now.len(), WINDOW);
         assert_eq!(now[0], a.after_ms + 40_000);

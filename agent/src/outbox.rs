@@ -9,6 +9,8 @@
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 
+use crate::store::{NewEntry, Write, Writer};
+
 pub use crate::store::StoreError as OutboxError;
 
 /// One entry waiting for the plane.
@@ -24,6 +26,7 @@ pub struct Entry {
 #[derive(Clone)]
 pub struct Outbox {
     pool: SqlitePool,
+    writer: Writer,
 }
 
 impl Outbox {
@@ -32,40 +35,29 @@ impl Outbox {
         Ok(Self::new(crate::store::open(path).await?))
     }
 
+    /// The outbox of the database behind `pool`, with the database's one writer (share it
+    /// through [`Outbox::writer`]).
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        let writer = Writer::start(pool.clone());
+        Self { pool, writer }
     }
 
-    /// Records an entry inside the caller's transaction (taking a fire record and reporting
-    /// it are one step). Returns false if the key was already waiting.
-    pub async fn record_in(
-        tx: &mut sqlx::SqliteConnection,
-        key: &str,
-        at_ms: i64,
-        payload: &str,
-    ) -> Result<bool, OutboxError> {
-        let done = sqlx::query(
-            "INSERT INTO outbox (key, at_ms, payload) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(at_ms)
-        .bind(payload)
-        .execute(&mut *tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
+    /// The database's writer, for everything else that writes to it.
+    pub fn writer(&self) -> Writer {
+        self.writer.clone()
     }
 
     /// Records an entry durably. Recording a key already waiting is a no-op (returns false).
     pub async fn record(&self, key: &str, at_ms: i64, payload: &str) -> Result<bool, OutboxError> {
-        let done = sqlx::query(
-            "INSERT INTO outbox (key, at_ms, payload) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(at_ms)
-        .bind(payload)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let written = self
+            .writer
+            .write(Write::Record(NewEntry {
+                key: key.to_owned(),
+                at_ms,
+                payload: payload.to_owned(),
+            }))
+            .await?;
+        Ok(written == 1)
     }
 
     /// The oldest `limit` entries, in recording order: the next batch to send.
@@ -87,11 +79,7 @@ impl Outbox {
 
     /// Drops every entry up to and including `seq`: the plane has committed them.
     pub async fn acknowledge(&self, seq: i64) -> Result<u64, OutboxError> {
-        Ok(sqlx::query("DELETE FROM outbox WHERE seq <= ?")
-            .bind(seq)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        self.writer.write(Write::Acknowledge(seq)).await
     }
 
     /// How many entries are waiting.

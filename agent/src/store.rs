@@ -1,12 +1,28 @@
 //! The agent's one SQLite database (`<data_dir>/agent.db`): the outbox, the fire-record
 //! buffer and the runs it has taken, in one file so that taking a fire record and writing its
 //! outbox entry are one transaction.
+//!
+//! Every write goes through one [`Writer`]: a task that takes whatever writes are waiting,
+//! applies them in one transaction (a few multi-row statements, whatever the number of writes)
+//! and answers each caller once the transaction is durable. Under load many writes share one
+//! `fsync` (group commit); alone, a write costs what it did before. A caller that has its answer
+//! knows its write survives a crash; one that was interrupted before it does not know, and the
+//! write is either wholly there or wholly absent.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use chrono::DateTime;
+use meridian_proto::WINDOW;
+use meridian_proto::run::Assignment;
+use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::buffer::LocalRun;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -18,6 +34,9 @@ pub enum StoreError {
     Storage(#[from] sqlx::Error),
     #[error("the agent's database holds an unreadable {what}: {problem}")]
     Corrupt { what: &'static str, problem: String },
+    /// A write shared a transaction that failed (the message is that failure's).
+    #[error("the agent's database: a write failed: {0}")]
+    Write(String),
 }
 
 /// Opens (creating) the database and brings its schema up to date. WAL with
@@ -40,4 +59,492 @@ pub async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
         .map_err(failed)?;
     MIGRATOR.run(&pool).await.map_err(|e| failed(e.into()))?;
     Ok(pool)
+}
+
+/// An outbox entry to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    pub key: String,
+    pub at_ms: i64,
+    /// The report as JSON.
+    pub payload: String,
+}
+
+/// A fire record taken: removed from the buffer, the schedule's cursor moved to it, its run
+/// remembered (none when it ends here, skipped), its report written.
+#[derive(Debug, Clone)]
+pub struct Taken {
+    pub assignment: Arc<Assignment>,
+    pub fire_ms: i64,
+    pub run: Option<LocalRun>,
+    pub entry: NewEntry,
+}
+
+/// Every kind of write, applied by [`apply`].
+#[derive(Debug)]
+pub enum Write {
+    /// Replace the assignments (every schedule of every held partition); new and changed
+    /// schedules get their window regenerated after the later of the plane's and the agent's
+    /// cursor; schedules no longer assigned lose their records.
+    Sync(Vec<Arc<Assignment>>),
+    /// Fire records taken; the schedules they belong to are topped up to [`WINDOW`].
+    Take(Vec<Taken>),
+    /// A "run now" run taken, unless it already was (answers 0 then).
+    TakeManual { run: LocalRun, entry: NewEntry },
+    /// A run moved to `state` (forgotten when final), with its report.
+    Advance {
+        run_id: String,
+        state: String,
+        is_final: bool,
+        entry: NewEntry,
+    },
+    /// An outbox entry (answers 0 when its key is already waiting).
+    Record(NewEntry),
+    /// The plane committed every entry up to `seq` (answers how many left).
+    Acknowledge(i64),
+}
+
+type Reply = oneshot::Sender<Result<u64, String>>;
+
+/// The handle to the database's one writing task.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::UnboundedSender<(Write, Reply)>,
+}
+
+/// At most this many writes share a transaction.
+const GROUP: usize = 50_000;
+/// Rows per multi-row statement (keeps each statement's JSON argument modest).
+const ROWS: usize = 20_000;
+
+impl Writer {
+    /// Starts the writing task on `pool` (it ends when every handle is dropped).
+    pub fn start(pool: SqlitePool) -> Self {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(pool, waiting));
+        Self { queue }
+    }
+
+    /// Applies `write` and waits until it is durable.
+    pub async fn write(&self, write: Write) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((write, reply))
+            .map_err(|_| StoreError::Write("the database is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Write("the database is closed".into()))?
+            .map_err(StoreError::Write)
+    }
+}
+
+async fn write_loop(pool: SqlitePool, mut waiting: mpsc::UnboundedReceiver<(Write, Reply)>) {
+    while let Some(first) = waiting.recv().await {
+        let mut group = vec![first];
+        while group.len() < GROUP {
+            match waiting.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let (writes, replies): (Vec<Write>, Vec<Reply>) = group.into_iter().unzip();
+        match apply(&pool, &writes).await {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Rows gathered from a group of writes, written table by table.
+#[derive(Default)]
+struct Rows {
+    sync: Option<Vec<Arc<Assignment>>>,
+    taken_records: Vec<serde_json::Value>,
+    cursors: BTreeMap<String, i64>,
+    new_runs: Vec<serde_json::Value>,
+    run_states: Vec<serde_json::Value>,
+    finished_runs: Vec<String>,
+    /// Entries in the order their writes came.
+    entries: Vec<(usize, NewEntry)>,
+    refill: BTreeMap<String, Arc<Assignment>>,
+    acknowledge: Option<i64>,
+}
+
+fn run_row(run: &LocalRun) -> serde_json::Value {
+    json!([
+        run.run_id,
+        run.schedule.as_ref().map(|s| s.as_str()),
+        run.fire_ms,
+        run.cluster,
+        run.partition,
+        run.epoch as i64,
+        run.state,
+        serde_json::to_string(&run.job).expect("jobs serialise"),
+    ])
+}
+
+/// Applies a group of writes in one transaction; one answer per write.
+async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut answers = vec![0u64; writes.len()];
+    let mut rows = Rows::default();
+    // "Run now" runs already taken are recognised first: their writes do nothing.
+    let manual: Vec<&str> = writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::TakeManual { run, .. } => Some(run.run_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let known: HashSet<String> = if manual.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_scalar(
+            "SELECT run_id FROM runs WHERE run_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json!(manual).to_string())
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    for (i, write) in writes.iter().enumerate() {
+        match write {
+            Write::Sync(assignments) => rows.sync = Some(assignments.clone()),
+            Write::Take(taken) => {
+                for t in taken {
+                    let schedule = t.assignment.schedule.as_str();
+                    rows.taken_records.push(json!([schedule, t.fire_ms]));
+                    let cursor = rows.cursors.entry(schedule.to_owned()).or_insert(t.fire_ms);
+                    *cursor = (*cursor).max(t.fire_ms);
+                    if let Some(run) = &t.run {
+                        rows.new_runs.push(run_row(run));
+                    }
+                    rows.entries.push((i, t.entry.clone()));
+                    rows.refill
+                        .insert(schedule.to_owned(), t.assignment.clone());
+                }
+            }
+            Write::TakeManual { run, entry } => {
+                if !known.contains(&run.run_id) {
+                    rows.new_runs.push(run_row(run));
+                    rows.entries.push((i, entry.clone()));
+                    answers[i] = 1;
+                }
+            }
+            Write::Advance {
+                run_id,
+                state,
+                is_final,
+                entry,
+            } => {
+                if *is_final {
+                    rows.finished_runs.push(run_id.clone());
+                } else {
+                    rows.run_states.push(json!([run_id, state]));
+                }
+                rows.entries.push((i, entry.clone()));
+            }
+            Write::Record(entry) => rows.entries.push((i, entry.clone())),
+            Write::Acknowledge(seq) => {
+                rows.acknowledge = Some(rows.acknowledge.map_or(*seq, |s| s.max(*seq)))
+            }
+        }
+    }
+    if let Some(assignments) = &rows.sync {
+        sync(&mut tx, assignments).await?;
+    }
+    for chunk in rows.taken_records.chunks(ROWS) {
+        sqlx::query(
+            "DELETE FROM records WHERE (schedule_id, fire_ms) IN \
+             (SELECT value->>0, value->>1 FROM json_each(?))",
+        )
+        .bind(json!(chunk).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    let cursors: Vec<serde_json::Value> = rows.cursors.iter().map(|(s, f)| json!([s, f])).collect();
+    for chunk in cursors.chunks(ROWS) {
+        sqlx::query(
+            "INSERT INTO cursors (schedule_id, fired_ms) \
+             SELECT value->>0, value->>1 FROM json_each(?) WHERE true \
+             ON CONFLICT (schedule_id) DO UPDATE SET fired_ms = MAX(fired_ms, excluded.fired_ms)",
+        )
+        .bind(json!(chunk).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    for chunk in rows.new_runs.chunks(ROWS) {
+        sqlx::query(
+            "INSERT INTO runs (run_id, schedule_id, fire_ms, cluster, partition, epoch, state, job) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, \
+             value->>7 FROM json_each(?) WHERE true ON CONFLICT (run_id) DO NOTHING",
+        )
+        .bind(json!(chunk).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    for chunk in rows.run_states.chunks(ROWS) {
+        sqlx::query(
+            "UPDATE runs SET state = j.value->>1 FROM json_each(?) AS j \
+             WHERE runs.run_id = j.value->>0",
+        )
+        .bind(json!(chunk).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    for chunk in rows.finished_runs.chunks(ROWS) {
+        sqlx::query("DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?))")
+            .bind(json!(chunk).to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    record(&mut tx, &rows.entries, &mut answers).await?;
+    refill(&mut tx, &rows.refill).await?;
+    if let Some(seq) = rows.acknowledge {
+        let gone = sqlx::query("DELETE FROM outbox WHERE seq <= ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        for (i, w) in writes.iter().enumerate() {
+            if matches!(w, Write::Acknowledge(_)) {
+                answers[i] = gone;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(answers)
+}
+
+/// Writes outbox entries in order; a key already waiting (or earlier in the group) keeps its
+/// first entry, and a plain [`Write::Record`] of it answers 0.
+async fn record(
+    tx: &mut SqliteConnection,
+    entries: &[(usize, NewEntry)],
+    answers: &mut [u64],
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = entries.iter().map(|(_, e)| e.key.as_str()).collect();
+    let mut waiting: HashSet<String> = HashSet::new();
+    for chunk in keys.chunks(ROWS) {
+        waiting.extend(
+            sqlx::query_scalar::<_, String>(
+                "SELECT key FROM outbox WHERE key IN (SELECT value FROM json_each(?))",
+            )
+            .bind(json!(chunk).to_string())
+            .fetch_all(&mut *tx)
+            .await?,
+        );
+    }
+    let mut fresh = Vec::with_capacity(entries.len());
+    for (i, e) in entries {
+        if waiting.insert(e.key.clone()) {
+            answers[*i] = answers[*i].max(1);
+            fresh.push(json!([e.key, e.at_ms, e.payload]));
+        }
+    }
+    for chunk in fresh.chunks(ROWS) {
+        sqlx::query(
+            "INSERT INTO outbox (key, at_ms, payload) \
+             SELECT value->>0, value->>1, value->>2 FROM json_each(?) WHERE true \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(json!(chunk).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn corrupt(what: &'static str, e: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        problem: e.to_string(),
+    }
+}
+
+/// The buffered count and last fire time, and the cursor, of each of `schedules`.
+async fn positions(
+    tx: &mut SqliteConnection,
+    schedules: &[&str],
+) -> Result<HashMap<String, (i64, Option<i64>, Option<i64>)>, StoreError> {
+    let mut out: HashMap<String, (i64, Option<i64>, Option<i64>)> = HashMap::new();
+    for chunk in schedules.chunks(ROWS) {
+        let ids = json!(chunk).to_string();
+        for row in sqlx::query(
+            "SELECT schedule_id, COUNT(*) AS n, MAX(fire_ms) AS last FROM records \
+             WHERE schedule_id IN (SELECT value FROM json_each(?)) GROUP BY schedule_id",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let entry = out.entry(row.get("schedule_id")).or_default();
+            entry.0 = row.get("n");
+            entry.1 = row.get("last");
+        }
+        for row in sqlx::query(
+            "SELECT schedule_id, fired_ms FROM cursors \
+             WHERE schedule_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            out.entry(row.get("schedule_id")).or_default().2 = row.get("fired_ms");
+        }
+    }
+    Ok(out)
+}
+
+/// Tops each schedule up to [`WINDOW`] records after the last one buffered (or its cursor).
+async fn refill(
+    tx: &mut SqliteConnection,
+    schedules: &BTreeMap<String, Arc<Assignment>>,
+) -> Result<(), StoreError> {
+    if schedules.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = schedules.keys().map(String::as_str).collect();
+    let at = positions(tx, &ids).await?;
+    let mut records = Vec::new();
+    for (id, a) in schedules {
+        let (count, last, fired) = at.get(id).copied().unwrap_or_default();
+        if count as usize >= WINDOW {
+            continue;
+        }
+        let after = [Some(a.after_ms), fired, last]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(a.after_ms);
+        window(a, after, WINDOW - count as usize, &mut records)?;
+    }
+    insert_records(tx, &records).await
+}
+
+/// Appends `n` fire records of `a` after `after_ms` to `out`.
+fn window(
+    a: &Assignment,
+    after_ms: i64,
+    n: usize,
+    out: &mut Vec<serde_json::Value>,
+) -> Result<(), StoreError> {
+    // The plane validated the spec; one this agent cannot read (a newer version's) fires
+    // nothing rather than something wrong.
+    let Ok(calendar) = a.spec.calendar() else {
+        return Ok(());
+    };
+    let after = DateTime::from_timestamp_millis(after_ms)
+        .ok_or_else(|| corrupt("fire time", "out of range"))?;
+    for record in calendar.window(&a.schedule, after, n) {
+        out.push(json!([
+            a.schedule.as_str(),
+            record.fire_at.timestamp_millis()
+        ]));
+    }
+    Ok(())
+}
+
+async fn insert_records(
+    tx: &mut SqliteConnection,
+    records: &[serde_json::Value],
+) -> Result<(), StoreError> {
+    for chunk in records.chunks(ROWS) {
+        sqlx::query(
+            "INSERT INTO records (schedule_id, fire_ms) \
+             SELECT value->>0, value->>1 FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
+        )
+        .bind(json!(chunk).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn sync(
+    tx: &mut SqliteConnection,
+    assignments: &[Arc<Assignment>],
+) -> Result<(), StoreError> {
+    let current: HashMap<String, i64> = sqlx::query("SELECT schedule_id, version FROM assignments")
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| (r.get("schedule_id"), r.get("version")))
+        .collect();
+    let assigned: HashSet<&str> = assignments.iter().map(|a| a.schedule.as_str()).collect();
+    let gone: Vec<&str> = current
+        .keys()
+        .map(String::as_str)
+        .filter(|id| !assigned.contains(id))
+        .collect();
+    for chunk in gone.chunks(ROWS) {
+        let ids = json!(chunk).to_string();
+        for table in ["assignments", "records"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE schedule_id IN (SELECT value FROM json_each(?))"
+            ))
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    let docs: Vec<serde_json::Value> = assignments
+        .iter()
+        .map(|a| {
+            json!([
+                a.schedule.as_str(),
+                a.cluster,
+                a.partition,
+                a.version as i64,
+                serde_json::to_string(a.as_ref()).expect("assignments serialise"),
+            ])
+        })
+        .collect();
+    for chunk in docs.chunks(ROWS) {
+        sqlx::query(
+            "INSERT INTO assignments (schedule_id, cluster, partition, version, doc) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?) \
+             WHERE true ON CONFLICT (schedule_id) DO UPDATE SET cluster = excluded.cluster, \
+             partition = excluded.partition, version = excluded.version, doc = excluded.doc",
+        )
+        .bind(json!(chunk).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    // New or changed: regenerate from the later of the plane's and our own cursor.
+    let changed: Vec<&Arc<Assignment>> = assignments
+        .iter()
+        .filter(|a| current.get(a.schedule.as_str()) != Some(&(a.version as i64)))
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = changed.iter().map(|a| a.schedule.as_str()).collect();
+    let at = positions(tx, &ids).await?;
+    for chunk in ids.chunks(ROWS) {
+        sqlx::query("DELETE FROM records WHERE schedule_id IN (SELECT value FROM json_each(?))")
+            .bind(json!(chunk).to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut records = Vec::new();
+    for a in changed {
+        let fired = at.get(a.schedule.as_str()).and_then(|p| p.2);
+        let after = fired.map_or(a.after_ms, |f| f.max(a.after_ms));
+        window(a, after, WINDOW, &mut records)?;
+    }
+    insert_records(tx, &records).await
 }

@@ -19,14 +19,20 @@ use meridian_plane::raft::Outcome;
 use meridian_plane::raft::node::Timing;
 use meridian_proto::transport::{Role, TlsFiles, TlsMaterial};
 use meridian_proto::workflow::WorkflowDefinition;
-use meridian_proto::{Clock, ManualClock, OverlapPolicy, ScheduleSpec};
+use meridian_proto::{Clock, ManualClock, OverlapPolicy, ScheduleSpec, SystemClock};
 
 use crate::cluster::{Cluster, PATIENCE, hostname};
 use crate::proxy::Proxy;
 
 pub struct Federation {
     pub plane: Cluster,
+    /// The clock tests move (unused by a federation on the system clock).
     pub clock: ManualClock,
+    /// The clock the plane and the agents read: `clock`, or the system's.
+    time: Arc<dyn Clock>,
+    /// Agent settings tests and benchmarks may change before starting agents.
+    pub slots: u32,
+    pub catch_up_rate: f64,
     agents: BTreeMap<String, Agent>,
     /// Per agent started behind a link: one cuttable relay per plane node.
     links: BTreeMap<String, Vec<Proxy>>,
@@ -47,21 +53,36 @@ impl Federation {
     /// cluster `main` (16 partitions, `lease_seconds`), environment `prod`, tenant `ads`
     /// granted `prod`.
     pub async fn start(nodes: usize, lease_seconds: u32) -> Self {
-        Self::start_inner(nodes, lease_seconds, false).await
+        Self::start_inner(nodes, lease_seconds, false, None).await
+    }
+
+    /// As [`Federation::start`], on the system clock (for benchmarks: time is not moved by
+    /// the test, [`Federation::advance`] must not be used).
+    pub async fn start_on_system_clock(nodes: usize, lease_seconds: u32) -> Self {
+        Self::start_inner(nodes, lease_seconds, false, Some(Arc::new(SystemClock))).await
     }
 
     /// As [`Federation::start`], and `main` has a backup cluster `spare` (same lease) with an
     /// environment `standby` granted to `ads`. Tenant `solo` is granted `prod` only.
     pub async fn start_with_backup(nodes: usize, lease_seconds: u32) -> Self {
-        Self::start_inner(nodes, lease_seconds, true).await
+        Self::start_inner(nodes, lease_seconds, true, None).await
     }
 
-    async fn start_inner(nodes: usize, lease_seconds: u32, backup: bool) -> Self {
+    async fn start_inner(
+        nodes: usize,
+        lease_seconds: u32,
+        backup: bool,
+        time: Option<Arc<dyn Clock>>,
+    ) -> Self {
         let clock = ManualClock::at(epoch());
-        let plane = Cluster::start_on(nodes, Timing::default(), Arc::new(clock.clone())).await;
+        let time = time.unwrap_or_else(|| Arc::new(clock.clone()));
+        let plane = Cluster::start_on(nodes, Timing::default(), time.clone()).await;
         let mut f = Self {
             plane,
             clock,
+            time,
+            slots: 64,
+            catch_up_rate: 20.0,
             agents: BTreeMap::new(),
             links: BTreeMap::new(),
         };
@@ -147,7 +168,7 @@ impl Federation {
     /// Commits `command` (through any node) and panics if it is refused.
     pub async fn write(&self, command: Command) -> meridian_plane::model::processor::Applied {
         let leader = self.plane.leader().await;
-        let proposal = Proposal::new("test", self.clock.now_ms(), command);
+        let proposal = Proposal::new("test", self.time.now_ms(), command);
         match self.plane.node(leader).write(proposal, PATIENCE).await {
             Ok(Outcome::Applied(applied)) => applied,
             other => panic!("write failed: {other:?}"),
@@ -257,14 +278,13 @@ impl Federation {
                 key: dir.join("unused"),
             },
             hosts: self.plane.hosts(),
-            slots: 64,
-            catch_up_rate: 20.0,
+            slots: self.slots,
+            catch_up_rate: self.catch_up_rate,
             kill_grace_seconds: 2,
             heartbeat_ms: 200,
             work_dir: None,
         };
-        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
-        let started = Agent::start(&config, &tls, clock)
+        let started = Agent::start(&config, &tls, self.time.clone())
             .await
             .expect("agent starts");
         self.agents.insert(agent.into(), started);
