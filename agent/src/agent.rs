@@ -111,6 +111,8 @@ struct Shared {
     leases: Mutex<Leases>,
     released: Mutex<Vec<pb::Lease>>,
     runs: Mutex<Runs>,
+    /// Schedules whose records were taken and not yet topped up.
+    refill: Mutex<HashMap<String, Arc<Assignment>>>,
     slots: Arc<Semaphore>,
     wake: Notify,
     reported: Arc<Notify>,
@@ -167,6 +169,7 @@ impl Agent {
             leases: Mutex::new(Leases::default()),
             released: Mutex::new(Vec::new()),
             runs: Mutex::new(Runs::default()),
+            refill: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(config.slots as usize)),
             wake: Notify::new(),
             reported,
@@ -606,10 +609,18 @@ impl Shared {
     /// or holds back the runs as decided.
     async fn fire_due(self: &Arc<Self>) -> Result<(), StoreError> {
         let now = self.now();
+        let began = std::time::Instant::now();
         let due = self.buffer.due(now, FIRE_BATCH).await?;
         if due.is_empty() {
-            return Ok(());
+            // Nothing (more) due: top up what the last passes took.
+            let refill: Vec<Arc<Assignment>> =
+                std::mem::take(&mut *self.refill.lock().expect("refill"))
+                    .into_values()
+                    .collect();
+            return self.buffer.refill(refill).await;
         }
+        let records = due.len();
+        let read = began.elapsed();
         let mut by_schedule: HashMap<String, (Arc<Assignment>, Vec<FireRecord>)> = HashMap::new();
         let mut order = Vec::new();
         for (a, record) in due {
@@ -661,7 +672,17 @@ impl Shared {
                 }
             }
         }
+        let decided = began.elapsed();
+        {
+            let mut refill = self.refill.lock().expect("refill");
+            for t in &pass.taken {
+                refill
+                    .entry(t.assignment.schedule.to_string())
+                    .or_insert_with(|| t.assignment.clone());
+            }
+        }
         self.buffer.take_all(pass.taken).await?;
+        let written = began.elapsed();
         for then in pass.then {
             match then {
                 Then::Launch {
@@ -692,6 +713,14 @@ impl Shared {
             }
         }
         self.reported.notify_one();
+        tracing::debug!(
+            records,
+            read_ms = read.as_millis() as u64,
+            decided_ms = decided.as_millis() as u64,
+            written_ms = written.as_millis() as u64,
+            launched_ms = began.elapsed().as_millis() as u64,
+            "firing pass"
+        );
         Ok(())
     }
 

@@ -7,8 +7,9 @@
 //!   schedule no longer assigned is dropped with its records. A change therefore takes effect
 //!   from the next record, and a record already taken is never generated again.
 //! - [`Buffer::take_all`] consumes records: deletes them, moves their schedules' cursors,
-//!   remembers the runs, writes the outbox entries and tops the schedules up to [`WINDOW`](meridian_proto::WINDOW)
-//!   again, in one transaction.
+//!   remembers the runs and writes the outbox entries, in one transaction.
+//! - [`Buffer::refill`] tops schedules up to [`WINDOW`](meridian_proto::WINDOW) records again
+//!   (the firing loop does it once nothing more is due, off the way to starting runs).
 //!
 //! The assignments are also kept in memory (parsed once, shared), so finding what is due reads
 //! only the records table.
@@ -136,6 +137,15 @@ impl Buffer {
             return Ok(());
         }
         self.writer.write(Write::Take(taken)).await?;
+        Ok(())
+    }
+
+    /// Tops the schedules of `assignments` up to [`WINDOW`](meridian_proto::WINDOW) records.
+    pub async fn refill(&self, assignments: Vec<Arc<Assignment>>) -> Result<(), StoreError> {
+        if assignments.is_empty() {
+            return Ok(());
+        }
+        self.writer.write(Write::Refill(assignments)).await?;
         Ok(())
     }
 
@@ -313,6 +323,8 @@ mod tests {
         for (a, r) in &due {
             buffer.take(a, r, None, &skipped(a, r)).await.unwrap();
         }
+        assert_eq!(buffer.count("ads.s").await.unwrap(), WINDOW as u64 - 3);
+        buffer.refill(vec![due[0].0.clone()]).await.unwrap();
         let now = buffer.records("ads.s").await.unwrap();
         assert_eq!(now.len(), WINDOW);
         assert_eq!(now[0], a.after_ms + 40_000);

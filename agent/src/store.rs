@@ -87,8 +87,11 @@ pub enum Write {
     /// schedules get their window regenerated after the later of the plane's and the agent's
     /// cursor; schedules no longer assigned lose their records.
     Sync(Vec<Arc<Assignment>>),
-    /// Fire records taken; the schedules they belong to are topped up to [`WINDOW`].
+    /// Fire records taken.
     Take(Vec<Taken>),
+    /// Top these schedules up to [`WINDOW`] records (after takes, once the firing pass has
+    /// nothing more due: generating records is not on the way to starting runs).
+    Refill(Vec<Arc<Assignment>>),
     /// A "run now" run taken, unless it already was (answers 0 then).
     TakeManual { run: LocalRun, entry: NewEntry },
     /// A run moved to `state` (forgotten when final), with its report.
@@ -194,6 +197,8 @@ fn run_row(run: &LocalRun) -> serde_json::Value {
 
 /// Applies a group of writes in one transaction; one answer per write.
 async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreError> {
+    let began = std::time::Instant::now();
+    let mut lap: Vec<(&str, Duration)> = Vec::new();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut answers = vec![0u64; writes.len()];
     let mut rows = Rows::default();
@@ -230,8 +235,11 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
                         rows.new_runs.push(run_row(run));
                     }
                     rows.entries.push((i, t.entry.clone()));
-                    rows.refill
-                        .insert(schedule.to_owned(), t.assignment.clone());
+                }
+            }
+            Write::Refill(assignments) => {
+                for a in assignments {
+                    rows.refill.insert(a.schedule.to_string(), a.clone());
                 }
             }
             Write::TakeManual { run, entry } => {
@@ -260,9 +268,11 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
             }
         }
     }
+    lap.push(("prepared", began.elapsed()));
     if let Some(assignments) = &rows.sync {
         sync(&mut tx, assignments).await?;
     }
+    lap.push(("synced", began.elapsed()));
     for chunk in rows.taken_records.chunks(ROWS) {
         sqlx::query(
             "DELETE FROM records WHERE (schedule_id, fire_ms) IN \
@@ -272,6 +282,7 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
         .execute(&mut *tx)
         .await?;
     }
+    lap.push(("records", began.elapsed()));
     let cursors: Vec<serde_json::Value> = rows.cursors.iter().map(|(s, f)| json!([s, f])).collect();
     for chunk in cursors.chunks(ROWS) {
         sqlx::query(
@@ -283,6 +294,7 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
         .execute(&mut *tx)
         .await?;
     }
+    lap.push(("cursors", began.elapsed()));
     for chunk in rows.new_runs.chunks(ROWS) {
         sqlx::query(
             "INSERT INTO runs (run_id, schedule_id, fire_ms, cluster, partition, epoch, state, job) \
@@ -293,6 +305,7 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
         .execute(&mut *tx)
         .await?;
     }
+    lap.push(("runs", began.elapsed()));
     for chunk in rows.run_states.chunks(ROWS) {
         sqlx::query(
             "UPDATE runs SET state = j.value->>1 FROM json_each(?) AS j \
@@ -308,8 +321,11 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
             .execute(&mut *tx)
             .await?;
     }
+    lap.push(("states", began.elapsed()));
     record(&mut tx, &rows.entries, &mut answers).await?;
+    lap.push(("outbox", began.elapsed()));
     refill(&mut tx, &rows.refill).await?;
+    lap.push(("refill", began.elapsed()));
     if let Some(seq) = rows.acknowledge {
         let gone = sqlx::query("DELETE FROM outbox WHERE seq <= ?")
             .bind(seq)
@@ -322,7 +338,12 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
             }
         }
     }
+    lap.push(("acknowledged", began.elapsed()));
     tx.commit().await?;
+    lap.push(("committed", began.elapsed()));
+    if began.elapsed() > Duration::from_millis(200) {
+        tracing::debug!(writes = writes.len(), "slow write group: {lap:?}");
+    }
     Ok(answers)
 }
 
@@ -418,9 +439,26 @@ async fn refill(
         return Ok(());
     }
     let ids: Vec<&str> = schedules.keys().map(String::as_str).collect();
+    // Only schedules still assigned, at the version the caller saw (a sync in between has
+    // already regenerated or dropped the others).
+    let mut current: HashMap<String, i64> = HashMap::new();
+    for chunk in ids.chunks(ROWS) {
+        current.extend(
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT schedule_id, version FROM assignments \
+                 WHERE schedule_id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(json!(chunk).to_string())
+            .fetch_all(&mut *tx)
+            .await?,
+        );
+    }
     let at = positions(tx, &ids).await?;
     let mut records = Vec::new();
     for (id, a) in schedules {
+        if current.get(id) != Some(&(a.version as i64)) {
+            continue;
+        }
         let (count, last, fired) = at.get(id).copied().unwrap_or_default();
         if count as usize >= WINDOW {
             continue;
