@@ -171,7 +171,7 @@ impl Buffer {
         let taken = self
             .writer
             .write(Write::TakeManual {
-                run: run.clone(),
+                run: Box::new(run.clone()),
                 entry: entry(report),
             })
             .await?;

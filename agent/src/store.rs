@@ -93,7 +93,7 @@ pub enum Write {
     /// nothing more due: generating records is not on the way to starting runs).
     Refill(Vec<Arc<Assignment>>),
     /// A "run now" run taken, unless it already was (answers 0 then).
-    TakeManual { run: LocalRun, entry: NewEntry },
+    TakeManual { run: Box<LocalRun>, entry: NewEntry },
     /// A run moved to `state` (forgotten when final), with its report.
     Advance {
         run_id: String,
