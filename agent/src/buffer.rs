@@ -340,8 +340,30 @@ mod tests {
         assert_eq!(changed[0], a.after_ms + 40_000);
         assert_eq!(changed[1], a.after_ms + 60_000);
 
-        // No longer assigned: gone.
+        // A refill decided before that change (with the old version) adds nothing; one with
+        // the new version tops up on the new calendar.
+        let next = buffer.due(a.after_ms + 40_000, 100).await.unwrap();
+        assert_eq!(next.len(), 1);
+        buffer
+            .take(
+                &next[0].0,
+                &next[0].1,
+                None,
+                &skipped(&next[0].0, &next[0].1),
+            )
+            .await
+            .unwrap();
+        buffer.refill(vec![due[0].0.clone()]).await.unwrap();
+        assert_eq!(buffer.records("ads.s").await.unwrap(), changed[1..]);
+        buffer.refill(vec![next[0].0.clone()]).await.unwrap();
+        let topped = buffer.records("ads.s").await.unwrap();
+        assert_eq!(topped.len(), WINDOW);
+        assert_eq!(topped[WINDOW - 1] - topped[WINDOW - 2], 20_000);
+
+        // No longer assigned: gone, and a late refill does not bring it back.
         buffer.sync(&[]).await.unwrap();
+        assert_eq!(buffer.count("ads.s").await.unwrap(), 0);
+        buffer.refill(vec![due[0].0.clone()]).await.unwrap();
         assert_eq!(buffer.count("ads.s").await.unwrap(), 0);
     }
 }
