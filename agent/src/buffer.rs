@@ -44,13 +44,6 @@ pub struct LocalRun {
     pub job: Job,
 }
 
-fn corrupt(what: &'static str, e: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        what,
-        problem: e.to_string(),
-    }
-}
-
 /// The outbox entry of `report`.
 pub fn entry(report: &Report) -> NewEntry {
     let Report::V1 { item, .. } = report;
@@ -75,7 +68,7 @@ impl Buffer {
             .await?
         {
             let a: Assignment = serde_json::from_str(&row.get::<String, _>("doc"))
-                .map_err(|e| corrupt("assignment", e))?;
+                .map_err(|e| StoreError::corrupt("assignment", e))?;
             assignments.insert(row.get("schedule_id"), Arc::new(a));
         }
         Ok(Self {
@@ -118,7 +111,7 @@ impl Buffer {
                 continue;
             };
             let at = DateTime::from_timestamp_millis(fire_ms)
-                .ok_or_else(|| corrupt("fire time", "out of range"))?;
+                .ok_or_else(|| StoreError::corrupt("fire time", "out of range"))?;
             out.push((a.clone(), FireRecord::new(a.schedule.clone(), at)));
         }
         Ok(out)
@@ -213,14 +206,14 @@ impl Buffer {
                     .get::<Option<String>, _>("schedule_id")
                     .map(ScheduleId::new)
                     .transpose()
-                    .map_err(|e| corrupt("schedule id", e))?,
+                    .map_err(|e| StoreError::corrupt("schedule id", e))?,
                 fire_ms: row.get("fire_ms"),
                 cluster: row.get("cluster"),
                 partition: row.get::<Option<i64>, _>("partition").map(|p| p as u32),
                 epoch: row.get::<i64, _>("epoch") as u64,
                 state: row.get("state"),
                 job: serde_json::from_str(&row.get::<String, _>("job"))
-                    .map_err(|e| corrupt("job", e))?,
+                    .map_err(|e| StoreError::corrupt("job", e))?,
             })
         })
         .collect()

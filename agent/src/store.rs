@@ -39,6 +39,16 @@ pub enum StoreError {
     Write(String),
 }
 
+impl StoreError {
+    /// Something read back from the database that cannot be understood.
+    pub fn corrupt(what: &'static str, e: impl ToString) -> Self {
+        Self::Corrupt {
+            what,
+            problem: e.to_string(),
+        }
+    }
+}
+
 /// Opens (creating) the database and brings its schema up to date. WAL with
 /// `synchronous = FULL`: what a write returned for survives a power cut, not only a crash.
 pub async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
@@ -169,15 +179,15 @@ async fn write_loop(pool: SqlitePool, mut waiting: mpsc::UnboundedReceiver<(Writ
 
 /// Rows gathered from a group of writes, written table by table.
 #[derive(Default)]
-struct Rows {
-    sync: Option<Vec<Arc<Assignment>>>,
+struct Rows<'a> {
+    sync: Option<&'a [Arc<Assignment>]>,
     taken_records: Vec<serde_json::Value>,
     cursors: BTreeMap<String, i64>,
     new_runs: Vec<serde_json::Value>,
     run_states: Vec<serde_json::Value>,
     finished_runs: Vec<String>,
     /// Entries in the order their writes came.
-    entries: Vec<(usize, NewEntry)>,
+    entries: Vec<(usize, &'a NewEntry)>,
     refill: BTreeMap<String, Arc<Assignment>>,
     acknowledge: Option<i64>,
 }
@@ -224,7 +234,7 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
     };
     for (i, write) in writes.iter().enumerate() {
         match write {
-            Write::Sync(assignments) => rows.sync = Some(assignments.clone()),
+            Write::Sync(assignments) => rows.sync = Some(assignments),
             Write::Take(taken) => {
                 for t in taken {
                     let schedule = t.assignment.schedule.as_str();
@@ -234,7 +244,7 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
                     if let Some(run) = &t.run {
                         rows.new_runs.push(run_row(run));
                     }
-                    rows.entries.push((i, t.entry.clone()));
+                    rows.entries.push((i, &t.entry));
                 }
             }
             Write::Refill(assignments) => {
@@ -245,7 +255,7 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
             Write::TakeManual { run, entry } => {
                 if !known.contains(&run.run_id) {
                     rows.new_runs.push(run_row(run));
-                    rows.entries.push((i, entry.clone()));
+                    rows.entries.push((i, entry));
                     answers[i] = 1;
                 }
             }
@@ -260,16 +270,16 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
                 } else {
                     rows.run_states.push(json!([run_id, state]));
                 }
-                rows.entries.push((i, entry.clone()));
+                rows.entries.push((i, entry));
             }
-            Write::Record(entry) => rows.entries.push((i, entry.clone())),
+            Write::Record(entry) => rows.entries.push((i, entry)),
             Write::Acknowledge(seq) => {
                 rows.acknowledge = Some(rows.acknowledge.map_or(*seq, |s| s.max(*seq)))
             }
         }
     }
     lap.push(("prepared", began.elapsed()));
-    if let Some(assignments) = &rows.sync {
+    if let Some(assignments) = rows.sync {
         sync(&mut tx, assignments).await?;
     }
     lap.push(("synced", began.elapsed()));
@@ -351,7 +361,7 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
 /// first entry, and a plain [`Write::Record`] of it answers 0.
 async fn record(
     tx: &mut SqliteConnection,
-    entries: &[(usize, NewEntry)],
+    entries: &[(usize, &NewEntry)],
     answers: &mut [u64],
 ) -> Result<(), StoreError> {
     if entries.is_empty() {
@@ -387,13 +397,6 @@ async fn record(
         .await?;
     }
     Ok(())
-}
-
-fn corrupt(what: &'static str, e: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        what,
-        problem: e.to_string(),
-    }
 }
 
 /// The buffered count and last fire time, and the cursor, of each of `schedules`.
@@ -486,7 +489,7 @@ fn window(
         return Ok(());
     };
     let after = DateTime::from_timestamp_millis(after_ms)
-        .ok_or_else(|| corrupt("fire time", "out of range"))?;
+        .ok_or_else(|| StoreError::corrupt("fire time", "out of range"))?;
     for record in calendar.window(&a.schedule, after, n) {
         out.push(json!([
             a.schedule.as_str(),

@@ -65,6 +65,28 @@ pub async fn report(
     })
 }
 
+/// Keeps a start that is not applied (`fenced_starts`, once per run and agent; the run
+/// queries count it into `starts`). True if it was not kept already.
+async fn keep_start(
+    tx: &mut SqliteConnection,
+    context: Context,
+    agent: &str,
+    epoch: u64,
+    run_id: &str,
+) -> Result<bool, ApplyError> {
+    let kept = sqlx::query(
+        "INSERT INTO fenced_starts (run_id, agent, epoch, at_ms) \
+         VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(run_id)
+    .bind(agent)
+    .bind(epoch as i64)
+    .bind(context.at_ms)
+    .execute(&mut *tx)
+    .await?;
+    Ok(kept.rows_affected() > 0)
+}
+
 /// Decides one entry and, if accepted, applies it. `Err(reason)` is a refusal for good.
 async fn apply_entry(
     tx: &mut SqliteConnection,
@@ -136,16 +158,7 @@ async fn apply_entry(
                     if fenced {
                         if event.state == RunState::Started {
                             // Refused, but it ran: keep the evidence for the history.
-                            sqlx::query(
-                                "INSERT INTO fenced_starts (run_id, agent, epoch, at_ms) \
-                                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                            )
-                            .bind(&event.run_id)
-                            .bind(agent)
-                            .bind(*epoch as i64)
-                            .bind(context.at_ms)
-                            .execute(&mut *tx)
-                            .await?;
+                            keep_start(tx, context, agent, *epoch, &event.run_id).await?;
                         }
                         return Ok(Err(format!(
                             "run `{}`: stale lease: partition {partition} of cluster \
@@ -170,24 +183,14 @@ async fn apply_entry(
                     // Another agent already ran this record: keep the evidence, change nothing
                     // else. Kept with the fenced-off starts, one row per agent (counted into
                     // `starts` by the queries): a re-sent report must not count twice.
-                    if event.state == RunState::Started {
-                        let kept = sqlx::query(
-                            "INSERT INTO fenced_starts (run_id, agent, epoch, at_ms) \
-                             VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(&event.run_id)
-                        .bind(agent)
-                        .bind(*epoch as i64)
-                        .bind(context.at_ms)
-                        .execute(&mut *tx)
-                        .await?;
-                        if kept.rows_affected() > 0 {
-                            sqlx::query("UPDATE runs SET updated_ms = ? WHERE run_id = ?")
-                                .bind(context.at_ms)
-                                .bind(&event.run_id)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
+                    if event.state == RunState::Started
+                        && keep_start(tx, context, agent, *epoch, &event.run_id).await?
+                    {
+                        sqlx::query("UPDATE runs SET updated_ms = ? WHERE run_id = ?")
+                            .bind(context.at_ms)
+                            .bind(&event.run_id)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
             }
