@@ -1495,6 +1495,7 @@ async fn run_history_keeps_lateness_attempts_and_logs() {
                 at_ms,
                 exit_code,
                 message: String::new(),
+                warning: String::new(),
             }),
         )
     };

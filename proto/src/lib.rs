@@ -16,6 +16,7 @@
 //! - [`transport`]: hosts maps, mutual-TLS material, dialling by hostname, peer identities.
 //! - [`run`]: jobs and assignments an agent is given, and the reports (run events, task
 //!   attempts, log chunks) it sends back, as the JSON its outbox and the plane's log hold.
+//! - [`resource`]: resource keys in the shared S3 bucket, each under its tenant's prefix.
 //! - [`workflow`]: workflow definitions (a DAG of shell and HTTP tasks) and their validation.
 //!
 //! Data moves one way: a `ScheduleSpec` is validated into a `Calendar`; the calendar turns
@@ -28,6 +29,7 @@ pub mod catch_up;
 pub mod clock;
 pub mod convert;
 pub mod fire_record;
+pub mod resource;
 pub mod run;
 pub mod schedule;
 pub mod transport;

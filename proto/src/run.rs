@@ -166,6 +166,10 @@ pub struct AttemptEvent {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub message: String,
+    /// Something the run should know but that did not stop it, such as a stale resource used
+    /// because S3 was unreachable. Set on `started`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub warning: String,
 }
 
 /// A piece of a task attempt's output (stdout and stderr interleaved as they came).

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::resource::{self, ResourceKey};
+
 /// A workflow's tasks. A single task is a workflow of one; `depends_on` makes it a DAG.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +37,11 @@ pub struct TaskSpec {
     /// No retry starts after this long since the first attempt started (none: no limit).
     #[serde(default)]
     pub retry_max_seconds: Option<u64>,
+    /// Resources the task needs, from the tenant's part of the S3 bucket: resource key → name
+    /// in the run's working directory (`{"etl/load.sql": "load.sql"}`). The agent links each
+    /// into place from its cache before the first attempt.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<ResourceKey, String>,
 }
 
 fn one_second() -> u64 {
@@ -102,6 +109,7 @@ impl WorkflowDefinition {
                 retries: 0,
                 retry_delay_seconds: 1,
                 retry_max_seconds: None,
+                resources: BTreeMap::new(),
             }],
         }
     }
@@ -173,6 +181,18 @@ impl TaskSpec {
                 "timeout_seconds",
                 "must be at least 1 (omit it for no limit)",
             ));
+        }
+        let mut names = BTreeSet::new();
+        for (key, name) in &self.resources {
+            if let Err(e) = resource::check_relative(name) {
+                return Err(field("resources", &format!("key `{key}`: the name {e}")));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(field(
+                    "resources",
+                    &format!("key `{key}`: the name `{name}` is given to another resource too"),
+                ));
+            }
         }
         match &self.kind {
             TaskKind::Shell { script } if script.trim().is_empty() => {
@@ -275,5 +295,35 @@ mod tests {
             serde_json::from_str(r#"{"tasks":[{"name":"join","kind":{"noop":{}}}]}"#).unwrap();
         assert_eq!(noop.tasks[0].kind, TaskKind::Noop {});
         assert_eq!(noop.validate(), Ok(()));
+    }
+
+    #[test]
+    fn resources_map_keys_to_names_inside_the_working_directory() {
+        let parse = |resources: &str| {
+            serde_json::from_str::<WorkflowDefinition>(&format!(
+                r#"{{"tasks":[{{"name":"load","kind":{{"shell":{{"script":"sh run.sh"}}}},"resources":{resources}}}]}}"#
+            ))
+        };
+        let ok = parse(r#"{"etl/run.sh": "run.sh", "jars/app.jar": "lib/app.jar"}"#).unwrap();
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.tasks[0].resources.len(), 2);
+        let bad_key = parse(r#"{"../other/x": "x"}"#).unwrap_err().to_string();
+        assert!(bad_key.contains("`..` segment"), "{bad_key}");
+        assert_eq!(
+            parse(r#"{"a": "../../etc/cron.d/x"}"#)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string(),
+            "tasks.load.resources: key `a`: the name `../../etc/cron.d/x` has an empty, `.` or `..` segment"
+        );
+        assert_eq!(
+            parse(r#"{"a": "x", "b": "x"}"#)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string(),
+            "tasks.load.resources: key `b`: the name `x` is given to another resource too"
+        );
     }
 }

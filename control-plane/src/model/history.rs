@@ -347,13 +347,15 @@ fn rank(state: RunState) -> u8 {
 async fn record_attempt(tx: &mut SqliteConnection, a: &AttemptEvent) -> sqlx::Result<()> {
     if a.outcome == AttemptOutcome::Started {
         sqlx::query(
-            "INSERT INTO task_attempts (run_id, task, attempt, outcome, started_ms) \
-             VALUES (?, ?, ?, 'started', ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO task_attempts (run_id, task, attempt, outcome, started_ms, warning) \
+             VALUES (?1, ?2, ?3, 'started', ?4, ?5) ON CONFLICT DO UPDATE SET warning = ?5 \
+             WHERE ?5 != ''",
         )
         .bind(&a.run_id)
         .bind(&a.task)
         .bind(i64::from(a.attempt))
         .bind(a.at_ms)
+        .bind(&a.warning)
         .execute(&mut *tx)
         .await?;
     } else {

@@ -499,11 +499,14 @@ pub struct TaskAttempt {
     pub finished_ms: Option<i64>,
     pub exit_code: Option<i32>,
     pub message: String,
+    /// Set when the attempt started despite a problem (a stale resource used: S3 was down).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub warning: String,
 }
 
 pub async fn attempts(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<TaskAttempt>> {
     Ok(sqlx::query(
-        "SELECT task, attempt, outcome, started_ms, finished_ms, exit_code, message \
+        "SELECT task, attempt, outcome, started_ms, finished_ms, exit_code, message, warning \
          FROM task_attempts WHERE run_id = ? ORDER BY COALESCE(started_ms, finished_ms), task, attempt",
     )
     .bind(run_id)
@@ -518,6 +521,7 @@ pub async fn attempts(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<TaskA
         finished_ms: row.get("finished_ms"),
         exit_code: row.get("exit_code"),
         message: row.get("message"),
+        warning: row.get("warning"),
     })
     .collect())
 }
