@@ -23,12 +23,14 @@ use meridian_proto::{Clock, FireRecord};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use crate::bucket::Bucket;
 use crate::buffer::{Buffer, LocalRun};
 use crate::config::AgentConfig;
 use crate::firing::{self, Fate, Overlap};
 use crate::lease::{Granted, Leases, Partition};
 use crate::link::Link;
 use crate::outbox::Outbox;
+use crate::resources::ResourceCache;
 use crate::runner::Runner;
 use crate::store::{StoreError, Taken};
 
@@ -38,6 +40,12 @@ pub enum AgentError {
     Store(#[from] StoreError),
     #[error("agent TLS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Bucket(#[from] crate::bucket::BucketError),
+    #[error(transparent)]
+    Resources(#[from] crate::resources::OpenError),
+    #[error("metrics: listening on {0}: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
 }
 
 /// How many due records one pass of the firing loop takes.
@@ -146,6 +154,13 @@ impl Agent {
         let link = Link::new(&config.plane, tls, config.hosts.clone())
             .map_err(|e| AgentError::Tls(e.to_string()))?;
         let http = http_client().map_err(AgentError::Tls)?;
+        let bucket = config.bucket.as_ref().map(Bucket::new).transpose()?;
+        let resources = ResourceCache::open(
+            &config.data_dir.join("resources"),
+            bucket,
+            config.resources.clone(),
+            clock.clone(),
+        )?;
         let reported = Arc::new(Notify::new());
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -165,6 +180,7 @@ impl Agent {
                 grace: Duration::from_secs(config.kill_grace_seconds),
                 http,
                 reported: reported.clone(),
+                resources: resources.clone(),
             },
             leases: Mutex::new(Leases::default()),
             released: Mutex::new(Vec::new()),
@@ -178,12 +194,23 @@ impl Agent {
             stop,
         });
         shared.recover().await?;
-        let loops = vec![
+        let mut loops = vec![
             tokio::spawn(shared.clone().heartbeat_loop()),
             tokio::spawn(shared.clone().fire_loop()),
             tokio::spawn(shared.clone().report_loop()),
         ];
+        if let Some(listen) = config.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| AgentError::Metrics(listen, e))?;
+            loops.push(tokio::spawn(serve_metrics(listener, resources)));
+        }
         Ok(Self { shared, loops })
+    }
+
+    /// The resource cache (its metrics, for status and tests).
+    pub fn resources(&self) -> &ResourceCache {
+        &self.shared.runner.resources
     }
 
     /// Graceful stop: no new fires; runs going get `kill_grace_seconds` to finish, then are
@@ -936,4 +963,23 @@ fn assignment(s: &pb::ScheduleAssignment) -> Result<Assignment, String> {
         after_ms: s.after_ms,
         job: serde_json::from_str(&s.job_json).map_err(|e| format!("job: {e}"))?,
     })
+}
+
+/// `GET /metrics`: the Prometheus text exposition of the agent's figures.
+async fn serve_metrics(listener: tokio::net::TcpListener, resources: ResourceCache) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(async move || {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                )],
+                resources.metrics().prometheus(),
+            )
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("metrics endpoint stopped: {e}");
+    }
 }

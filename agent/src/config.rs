@@ -3,8 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+use std::net::SocketAddr;
+
 use meridian_proto::transport::{HostsMap, TlsFiles};
 use serde::Deserialize;
+
+use crate::bucket::BucketConfig;
+use crate::resources::CacheConfig;
 
 /// `agent.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -47,6 +52,16 @@ pub struct AgentConfig {
     /// (default: `<data_dir>/runs`).
     #[serde(default)]
     pub work_dir: Option<PathBuf>,
+    /// The S3 bucket tasks' resources come from (none: tasks that declare resources fail,
+    /// saying so).
+    #[serde(default)]
+    pub bucket: Option<BucketConfig>,
+    /// The resource cache in `<data_dir>/resources`.
+    #[serde(default)]
+    pub resources: CacheConfig,
+    /// Serve Prometheus metrics (`GET /metrics`, plain HTTP) on this address.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn default_slots() -> u32 {
@@ -82,7 +97,7 @@ pub enum ConfigError {
     #[error("agent config {path}: field `{field}`: {problem}")]
     Invalid {
         path: PathBuf,
-        field: &'static str,
+        field: String,
         problem: String,
     },
 }
@@ -119,9 +134,9 @@ impl AgentConfig {
         {
             *w = base.join(&*w);
         }
-        let invalid = |field, problem: &str| ConfigError::Invalid {
+        let invalid = |field: &str, problem: &str| ConfigError::Invalid {
             path: path.to_owned(),
-            field,
+            field: field.to_owned(),
             problem: problem.to_owned(),
         };
         if config.hostname.trim().is_empty() {
@@ -155,6 +170,14 @@ impl AgentConfig {
         }
         if config.heartbeat_ms < 50 {
             return Err(invalid("heartbeat_ms", "must be at least 50"));
+        }
+        if let Some(bucket) = &config.bucket
+            && let Err((field, problem)) = bucket.check()
+        {
+            return Err(invalid(&format!("bucket.{field}"), &problem));
+        }
+        if config.resources.disk_limit_mb == 0 {
+            return Err(invalid("resources.disk_limit_mb", "must be at least 1"));
         }
         Ok(config)
     }
@@ -228,5 +251,50 @@ mod tests {
             no_port.contains("field `plane`: `plane-1` is not"),
             "{no_port}"
         );
+
+        let bad_endpoint = parse(
+            r#"hostname = "a"
+               cluster = "c"
+               plane = ["p:1"]
+               tls = { ca = "a", cert = "b", key = "c" }
+               [bucket]
+               endpoint = "minio:9000"
+               bucket = "meridian""#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad_endpoint.contains("field `bucket.endpoint`: `minio:9000` must start with http"),
+            "{bad_endpoint}"
+        );
+    }
+
+    #[test]
+    fn bucket_and_cache_settings_are_read() {
+        let c = parse(
+            r#"
+            hostname = "a"
+            cluster = "c"
+            plane = ["p:1"]
+            tls = { ca = "a", cert = "b", key = "c" }
+            metrics_listen = "127.0.0.1:9464"
+            [bucket]
+            endpoint = "http://minio.dc-a:9000"
+            bucket = "meridian"
+            access_key_id = "id"
+            secret_access_key = "secret"
+            [resources]
+            disk_limit_mb = 512
+            stale_if_error = false
+            link = "hardlink"
+            "#,
+        )
+        .unwrap();
+        let bucket = c.bucket.unwrap();
+        assert!(bucket.path_style && bucket.region == "us-east-1");
+        assert_eq!(c.resources.disk_limit_mb, 512);
+        assert!(!c.resources.stale_if_error);
+        assert_eq!(c.resources.link, crate::resources::LinkKind::Hardlink);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
     }
 }

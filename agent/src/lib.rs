@@ -15,19 +15,23 @@
 //! - [`link`]: mutual TLS to any plane node through the hosts map, moving on when one fails.
 //! - [`task`]: one attempt of a shell or HTTP task; [`runner`]: a whole run, its DAG, retries
 //!   and logs.
+//! - [`bucket`]: the S3 bucket's settings and client; [`resources`]: the cache of the
+//!   objects tasks need (revalidated with HEAD, downloaded only when changed, one flight per
+//!   object, a byte budget that never removes a file in use).
 //! - [`agent`]: the runtime — heartbeat, firing and reporting loops over the parts above.
 //!
 //! Data flows: heartbeat → leases → fetch → buffer (records from `meridian_proto::calendar`)
-//! → firing at fire time → runner → outbox → report → plane. The resource cache (S3) is
-//! issue #5.
+//! → firing at fire time → runner (resources from the cache) → outbox → report → plane.
 
 pub mod agent;
+pub mod bucket;
 pub mod buffer;
 pub mod config;
 pub mod firing;
 pub mod lease;
 pub mod link;
 pub mod outbox;
+pub mod resources;
 pub mod runner;
 pub mod store;
 pub mod task;

@@ -20,7 +20,8 @@ use tokio::task::JoinSet;
 
 use crate::buffer::LocalRun;
 use crate::outbox::Outbox;
-use crate::task::{self, Attempt, Log};
+use crate::resources::{Prepared, ResourceCache};
+use crate::task::{self, Attempt, AttemptEnd, Log};
 
 /// What every run shares.
 #[derive(Clone)]
@@ -33,6 +34,8 @@ pub struct Runner {
     pub http: reqwest::Client,
     /// Wakes the reporter when there is something new in the outbox.
     pub reported: Arc<tokio::sync::Notify>,
+    /// Where tasks' resources come from.
+    pub resources: ResourceCache,
 }
 
 /// A log is cut into a chunk at this size, or when this long has passed since the first
@@ -140,6 +143,19 @@ impl Runner {
         let vars = run_vars(run);
         let mut delay = Duration::from_secs(spec.retry_delay_seconds);
         for attempt in 1..=spec.retries.saturating_add(1) {
+            // Resources first, on every attempt: a retry after S3 was down tries again.
+            let prepared = if spec.resources.is_empty() {
+                Ok(Prepared::default())
+            } else {
+                tokio::select! {
+                    p = self.resources.prepare(&run.job.tenant, &spec.resources, &dir) => p.map_err(|e| e.to_string()),
+                    _ = kill.wait_for(|k| *k) => Err("killed while preparing resources".to_owned()),
+                }
+            };
+            let warning = match &prepared {
+                Ok(p) => p.warnings.join("; "),
+                Err(_) => String::new(),
+            };
             self.report(
                 run,
                 ReportItem::Attempt(AttemptEvent {
@@ -150,23 +166,43 @@ impl Runner {
                     at_ms: self.clock.now_ms(),
                     exit_code: None,
                     message: String::new(),
+                    warning: warning.clone(),
                 }),
             )
             .await;
             let (log, drained) = self.log_drain(run, &spec.name, attempt);
-            let ended = task::run(
-                &spec.kind,
-                Attempt {
-                    env: &vars,
-                    dir: &dir,
-                    timeout: spec.timeout_seconds.map(Duration::from_secs),
-                    grace: self.grace,
-                    kill: kill.clone(),
-                    http: &self.http,
+            let ended = match prepared {
+                Err(message) => AttemptEnd {
+                    outcome: if *kill.borrow() {
+                        AttemptOutcome::Killed
+                    } else {
+                        AttemptOutcome::Failed
+                    },
+                    exit_code: None,
+                    message,
                 },
-                &log,
-            )
-            .await;
+                Ok(prepared) => {
+                    if !warning.is_empty() {
+                        log.write(format!("meridian: warning: {warning}\n").as_bytes());
+                    }
+                    let ended = task::run(
+                        &spec.kind,
+                        Attempt {
+                            env: &vars,
+                            dir: &dir,
+                            timeout: spec.timeout_seconds.map(Duration::from_secs),
+                            grace: self.grace,
+                            kill: kill.clone(),
+                            http: &self.http,
+                        },
+                        &log,
+                    )
+                    .await;
+                    // The files stay pinned (not evicted) until the attempt is over.
+                    drop(prepared.pins);
+                    ended
+                }
+            };
             drop(log);
             let _ = drained.await;
             self.report(
@@ -179,6 +215,7 @@ impl Runner {
                     at_ms: self.clock.now_ms(),
                     exit_code: ended.exit_code,
                     message: ended.message,
+                    warning: String::new(),
                 }),
             )
             .await;

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 pub struct Log(pub tokio::sync::mpsc::UnboundedSender<Vec<u8>>);
 
 impl Log {
-    fn write(&self, data: &[u8]) {
+    pub fn write(&self, data: &[u8]) {
         let _ = self.0.send(data.to_vec());
     }
 }

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use meridian_agent::buffer::LocalRun;
 use meridian_agent::outbox::Outbox;
+use meridian_agent::resources::ResourceCache;
 use meridian_agent::runner::Runner;
 use meridian_agent::task::{self, Attempt, AttemptEnd, Log};
 use meridian_proto::SystemClock;
@@ -427,6 +428,13 @@ impl Agent {
             grace: LONG_GRACE,
             http: http_client(),
             reported: Arc::new(Notify::new()),
+            resources: ResourceCache::open(
+                &dir.path().join("resources"),
+                None,
+                Default::default(),
+                Arc::new(SystemClock),
+            )
+            .unwrap(),
         };
         Self { _dir: dir, runner }
     }

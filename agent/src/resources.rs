@@ -1,0 +1,697 @@
+//! The resource cache: S3 objects a task needs, kept on the agent's disk and downloaded again
+//! only when they changed.
+//!
+//! - **Revalidate, then maybe download.** A cached object costs one HEAD per use; it is
+//!   downloaded again only when its ETag, Last-Modified or size differ (Last-Modified alone
+//!   has whole-second resolution, so an overwrite within the second shows only in the ETag).
+//! - **Never a half-written file.** A download goes to `tmp/` and is synced, then renamed into
+//!   `objects/` under a fresh generation name; a changed object gets a new file, so a task
+//!   still reading the old one keeps it. Its metadata is written next to it afterwards, so a
+//!   file without metadata is an interrupted download and is removed on open.
+//! - **One download per object at a time.** Runs needing the same object at once share one
+//!   flight (HEAD and, if needed, GET).
+//! - **A byte budget, but never under a running task.** The index is a moka cache weighed in
+//!   KiB with LRU eviction. A task pins what it links; an entry evicted (or replaced) while
+//!   pinned leaves the index at once but its file stays until the last pin is dropped. So the
+//!   disk may briefly hold more than the limit, never less than what is in use.
+//! - **Survives restarts.** The index is rebuilt from `objects/*.json` on open.
+//! - **S3 down.** With `stale_if_error` a cached copy is used and the run gets a warning that
+//!   says which copy; without it, or with nothing cached, the task fails naming the key and
+//!   the endpoint.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use meridian_proto::Clock;
+use meridian_proto::resource::{ResourceKey, object_key};
+use moka::notification::RemovalCause;
+use moka::policy::EvictionPolicy;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use crate::bucket::{Bucket, BucketError, ObjectMeta};
+
+/// `[resources]` in `agent.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// The most the cache keeps on disk, in MiB. Files in use by a running task are never
+    /// removed, even when that means going over for a while.
+    #[serde(default = "default_disk_limit_mb")]
+    pub disk_limit_mb: u64,
+    /// When S3 cannot be reached, run with the cached copy (and record a warning on the run)
+    /// rather than fail.
+    #[serde(default = "yes")]
+    pub stale_if_error: bool,
+    /// How a resource appears in the run's working directory: `symlink` to the cached file,
+    /// or `hardlink` (same file system only).
+    #[serde(default)]
+    pub link: LinkKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkKind {
+    #[default]
+    Symlink,
+    Hardlink,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            disk_limit_mb: default_disk_limit_mb(),
+            stale_if_error: true,
+            link: LinkKind::Symlink,
+        }
+    }
+}
+
+fn default_disk_limit_mb() -> u64 {
+    10 * 1024
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Why a task's resources could not be prepared. Cloneable: runs sharing a flight share its
+/// outcome.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PrepareError {
+    #[error(
+        "resource `{key}`: this agent has no [bucket] in its config, so it cannot fetch resources"
+    )]
+    NoBucket { key: String },
+    #[error("resource `{key}`: {source}")]
+    Bucket { key: String, source: BucketError },
+    #[error(
+        "resource `{key}` is {size} bytes, more than the cache's whole disk limit ({limit} bytes)"
+    )]
+    TooBig { key: String, size: u64, limit: u64 },
+    #[error("resource `{key}`: {message}")]
+    Local { key: String, message: String },
+}
+
+/// Why the cache could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("resource cache {path}: {source}")]
+pub struct OpenError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// The cache's counters since the agent started.
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    revalidations: AtomicU64,
+    changed: AtomicU64,
+    stale: AtomicU64,
+    errors: AtomicU64,
+    downloads: AtomicU64,
+    bytes_downloaded: AtomicU64,
+    download_micros: AtomicU64,
+}
+
+/// A snapshot of the cache's counters and size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Metrics {
+    /// Uses served from the cache after a HEAD said the copy is current.
+    pub hits: u64,
+    /// Uses of an object not in the cache (downloaded).
+    pub misses: u64,
+    /// HEAD requests made to check a cached copy.
+    pub revalidations: u64,
+    /// Revalidations that found a new version (downloaded).
+    pub changed: u64,
+    /// Uses of a cached copy that could not be checked because S3 was unreachable.
+    pub stale: u64,
+    /// Uses that failed.
+    pub errors: u64,
+    pub downloads: u64,
+    pub bytes_downloaded: u64,
+    /// Total time spent downloading, in ms.
+    pub download_ms: u64,
+    /// Objects and bytes in the index now.
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of these figures.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+            out.push_str(&format!(
+                "# HELP meridian_resource_{name} {help}\n# TYPE meridian_resource_{name} {kind}\n\
+                 meridian_resource_{name} {value}\n"
+            ));
+        };
+        metric(
+            "cache_hits_total",
+            "counter",
+            "Uses served from the cache after a HEAD found the copy current.",
+            self.hits as f64,
+        );
+        metric(
+            "cache_misses_total",
+            "counter",
+            "Uses of an object that was not cached.",
+            self.misses as f64,
+        );
+        metric(
+            "cache_revalidations_total",
+            "counter",
+            "HEAD requests checking a cached copy.",
+            self.revalidations as f64,
+        );
+        metric(
+            "cache_changed_total",
+            "counter",
+            "Revalidations that found a new version.",
+            self.changed as f64,
+        );
+        metric(
+            "cache_stale_total",
+            "counter",
+            "Uses of a cached copy while S3 was unreachable.",
+            self.stale as f64,
+        );
+        metric(
+            "cache_errors_total",
+            "counter",
+            "Uses that failed.",
+            self.errors as f64,
+        );
+        metric(
+            "downloads_total",
+            "counter",
+            "Objects downloaded.",
+            self.downloads as f64,
+        );
+        metric(
+            "downloaded_bytes_total",
+            "counter",
+            "Bytes downloaded from S3.",
+            self.bytes_downloaded as f64,
+        );
+        metric(
+            "download_seconds_total",
+            "counter",
+            "Time spent downloading.",
+            self.download_ms as f64 / 1000.0,
+        );
+        metric(
+            "cache_objects",
+            "gauge",
+            "Objects in the cache index.",
+            self.objects as f64,
+        );
+        metric(
+            "cache_bytes",
+            "gauge",
+            "Bytes in the cache index.",
+            self.bytes as f64,
+        );
+        out
+    }
+}
+
+/// What the cache knows about one cached file: its sidecar `<file>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Sidecar {
+    meta: ObjectMeta,
+    fetched_ms: i64,
+}
+
+/// One cached file.
+#[derive(Debug)]
+struct Cached {
+    file: PathBuf,
+    meta: ObjectMeta,
+    fetched_ms: i64,
+    pins: Mutex<PinState>,
+}
+
+#[derive(Debug, Default)]
+struct PinState {
+    pins: usize,
+    /// Out of the index: the file goes when the last pin does.
+    doomed: bool,
+}
+
+impl Cached {
+    /// A pin, unless the entry has already left the index.
+    fn pin(self: &Arc<Self>) -> Option<Pin> {
+        let mut state = self.pins.lock().expect("pins");
+        if state.doomed {
+            return None;
+        }
+        state.pins += 1;
+        Some(Pin(self.clone()))
+    }
+
+    fn doom(&self) {
+        let mut state = self.pins.lock().expect("pins");
+        state.doomed = true;
+        if state.pins == 0 {
+            self.remove_files();
+        }
+    }
+
+    fn remove_files(&self) {
+        let _ = std::fs::remove_file(sidecar_path(&self.file));
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Keeps a cached file on disk while a task uses it.
+#[derive(Debug)]
+pub struct Pin(Arc<Cached>);
+
+impl Pin {
+    pub fn file(&self) -> &Path {
+        &self.0.file
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut state = self.0.pins.lock().expect("pins");
+        state.pins -= 1;
+        if state.pins == 0 && state.doomed {
+            self.0.remove_files();
+        }
+    }
+}
+
+/// A task's resources, linked into its working directory.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// Hold these while the task runs.
+    pub pins: Vec<Pin>,
+    /// Things the run should know (a stale copy used).
+    pub warnings: Vec<String>,
+}
+
+/// One flight's outcome: the entry, and a warning if it is a stale copy.
+type Flight = Result<(Arc<Cached>, Option<String>), PrepareError>;
+
+/// The cache. Cheap to clone.
+#[derive(Clone)]
+pub struct ResourceCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bucket: Option<Bucket>,
+    objects: PathBuf,
+    tmp: PathBuf,
+    index: moka::sync::Cache<String, Arc<Cached>>,
+    limit_bytes: u64,
+    flights: Mutex<HashMap<String, Arc<OnceCell<Flight>>>>,
+    config: CacheConfig,
+    counters: Counters,
+    generation: AtomicU64,
+    clock: Arc<dyn Clock>,
+}
+
+fn sidecar_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".json");
+    PathBuf::from(name)
+}
+
+/// The file-name stem of an object key: its SHA-256, so any key makes a safe, flat name.
+fn stem(object_key: &str) -> String {
+    Sha256::digest(object_key.as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl ResourceCache {
+    /// Opens the cache in `dir` (created if missing) and rebuilds its index from the files
+    /// there; interrupted downloads and superseded copies are removed.
+    pub fn open(
+        dir: &Path,
+        bucket: Option<Bucket>,
+        config: CacheConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, OpenError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| OpenError { path, source }
+        };
+        let objects = dir.join("objects");
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&objects).map_err(io(&objects))?;
+        // Anything in tmp/ is a download a previous process did not finish.
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        // Links in working directories must not depend on where the agent was started.
+        let objects = objects.canonicalize().map_err(io(&objects))?;
+        let tmp = tmp.canonicalize().map_err(io(&tmp))?;
+        let limit_bytes = config.disk_limit_mb.saturating_mul(1024 * 1024);
+        let index = moka::sync::Cache::builder()
+            .max_capacity(limit_bytes / 1024)
+            .weigher(|_: &String, c: &Arc<Cached>| {
+                u32::try_from(c.meta.size.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
+            })
+            .eviction_policy(EvictionPolicy::lru())
+            .eviction_listener(|_key: Arc<String>, c: Arc<Cached>, _cause: RemovalCause| c.doom())
+            .build();
+        let cache = Self {
+            inner: Arc::new(Inner {
+                bucket,
+                objects,
+                tmp,
+                index,
+                limit_bytes,
+                flights: Mutex::new(HashMap::new()),
+                config,
+                counters: Counters::default(),
+                generation: AtomicU64::new(0),
+                clock,
+            }),
+        };
+        cache.rebuild().map_err(io(dir))?;
+        Ok(cache)
+    }
+
+    /// Reads every sidecar; keeps the newest complete copy of each object, oldest use first so
+    /// LRU order roughly survives; removes the rest.
+    fn rebuild(&self) -> std::io::Result<()> {
+        let inner = &self.inner;
+        let mut found: Vec<(PathBuf, Sidecar)> = Vec::new();
+        let mut files: Vec<PathBuf> = Vec::new();
+        for entry in std::fs::read_dir(&inner.objects)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let file = path.with_extension("");
+                let sidecar = std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Sidecar>(&b).ok());
+                match sidecar {
+                    Some(s) if std::fs::metadata(&file).is_ok_and(|m| m.len() == s.meta.size) => {
+                        found.push((file, s));
+                    }
+                    _ => {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            } else {
+                files.push(path);
+            }
+        }
+        found.sort_by_key(|(_, s)| s.fetched_ms);
+        let mut newest: HashMap<String, (PathBuf, Sidecar)> = HashMap::new();
+        for (file, s) in found {
+            if let Some((old, _)) = newest.insert(s.meta.key.clone(), (file, s)) {
+                let _ = std::fs::remove_file(sidecar_path(&old));
+                let _ = std::fs::remove_file(&old);
+            }
+        }
+        let mut kept: Vec<(PathBuf, Sidecar)> = newest.into_values().collect();
+        kept.sort_by_key(|(_, s)| s.fetched_ms);
+        let keep: std::collections::HashSet<PathBuf> =
+            kept.iter().map(|(f, _)| f.clone()).collect();
+        for file in files {
+            if !keep.contains(&file) {
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+        for (file, s) in kept {
+            let key = s.meta.key.clone();
+            inner.index.insert(
+                key,
+                Arc::new(Cached {
+                    file,
+                    meta: s.meta,
+                    fetched_ms: s.fetched_ms,
+                    pins: Mutex::new(PinState::default()),
+                }),
+            );
+        }
+        inner.index.run_pending_tasks();
+        Ok(())
+    }
+
+    /// The counters and the index's size now.
+    pub fn metrics(&self) -> Metrics {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.inner.index.run_pending_tasks();
+        Metrics {
+            hits: get(&c.hits),
+            misses: get(&c.misses),
+            revalidations: get(&c.revalidations),
+            changed: get(&c.changed),
+            stale: get(&c.stale),
+            errors: get(&c.errors),
+            downloads: get(&c.downloads),
+            bytes_downloaded: get(&c.bytes_downloaded),
+            download_ms: get(&c.download_micros) / 1000,
+            objects: self.inner.index.entry_count(),
+            bytes: self.inner.index.iter().map(|(_, c)| c.meta.size).sum(),
+        }
+    }
+
+    /// Makes `resources` (key → name) of `tenant` available in `dir`: each fetched or
+    /// revalidated, then linked as `dir/<name>`. All or nothing: the first failure is returned.
+    pub async fn prepare(
+        &self,
+        tenant: &str,
+        resources: &BTreeMap<ResourceKey, String>,
+        dir: &Path,
+    ) -> Result<Prepared, PrepareError> {
+        let mut prepared = Prepared::default();
+        for (key, name) in resources {
+            let (pin, warning) = match self.fetch(tenant, key).await {
+                Ok(fetched) => fetched,
+                Err(e) => {
+                    self.inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            self.link(pin.file(), &dir.join(name))
+                .map_err(|e| PrepareError::Local {
+                    key: key.to_string(),
+                    message: format!("linking it as {}: {e}", dir.join(name).display()),
+                })?;
+            prepared.warnings.extend(warning);
+            prepared.pins.push(pin);
+        }
+        Ok(prepared)
+    }
+
+    /// One object, pinned: from the cache if a HEAD says it is current, else downloaded; one
+    /// flight per object at a time.
+    pub async fn fetch(
+        &self,
+        tenant: &str,
+        key: &ResourceKey,
+    ) -> Result<(Pin, Option<String>), PrepareError> {
+        let inner = &self.inner;
+        let Some(bucket) = &inner.bucket else {
+            return Err(PrepareError::NoBucket {
+                key: key.to_string(),
+            });
+        };
+        let object = object_key(bucket.root(), tenant, key);
+        // An entry can leave the index between its flight and the pin (evicted to make room);
+        // then fly again. Three times unlucky means the cache is far too small.
+        for _ in 0..3 {
+            let cell = inner
+                .flights
+                .lock()
+                .expect("flights")
+                .entry(object.clone())
+                .or_default()
+                .clone();
+            let outcome = cell
+                .get_or_init(|| self.resolve(bucket, key, &object))
+                .await
+                .clone();
+            {
+                let mut flights = inner.flights.lock().expect("flights");
+                if flights.get(&object).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    flights.remove(&object);
+                }
+            }
+            let (cached, warning) = outcome?;
+            if let Some(pin) = cached.pin() {
+                return Ok((pin, warning));
+            }
+        }
+        Err(PrepareError::Local {
+            key: key.to_string(),
+            message: format!(
+                "evicted again before it could be used: the cache's disk limit ({} MiB) is too \
+                 small for the resources in use",
+                inner.config.disk_limit_mb
+            ),
+        })
+    }
+
+    /// The flight itself: revalidate a cached copy, or download.
+    async fn resolve(&self, bucket: &Bucket, key: &ResourceKey, object: &str) -> Flight {
+        let inner = &self.inner;
+        let counters = &inner.counters;
+        let cached = inner
+            .index
+            .get(object)
+            .filter(|c| std::fs::metadata(&c.file).is_ok_and(|m| m.len() == c.meta.size));
+        let Some(cached) = cached else {
+            counters.misses.fetch_add(1, Ordering::Relaxed);
+            return self.download(bucket, key, object).await.map(|c| (c, None));
+        };
+        counters.revalidations.fetch_add(1, Ordering::Relaxed);
+        match bucket.head(object).await {
+            Ok(now) if now == cached.meta => {
+                counters.hits.fetch_add(1, Ordering::Relaxed);
+                Ok((cached, None))
+            }
+            Ok(_) => {
+                counters.changed.fetch_add(1, Ordering::Relaxed);
+                self.download(bucket, key, object).await.map(|c| (c, None))
+            }
+            Err(e) if e.is_unreachable() && inner.config.stale_if_error => {
+                counters.stale.fetch_add(1, Ordering::Relaxed);
+                let warning = format!(
+                    "resource `{key}`: S3 at {} could not be reached, so the copy cached at {} \
+                     (ETag {}, {} bytes) was used unchecked",
+                    bucket.endpoint(),
+                    chrono::DateTime::from_timestamp_millis(cached.fetched_ms)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| cached.fetched_ms.to_string()),
+                    cached.meta.etag,
+                    cached.meta.size,
+                );
+                tracing::warn!("{warning}");
+                Ok((cached, Some(warning)))
+            }
+            Err(e) => {
+                if matches!(e, BucketError::NotFound { .. }) {
+                    // Deleted from the bucket: the copy must not be used again.
+                    inner.index.invalidate(object);
+                }
+                Err(PrepareError::Bucket {
+                    key: key.to_string(),
+                    source: e,
+                })
+            }
+        }
+    }
+
+    /// GET into tmp/, then rename into objects/ under a fresh name, then the sidecar, then
+    /// the index.
+    async fn download(
+        &self,
+        bucket: &Bucket,
+        key: &ResourceKey,
+        object: &str,
+    ) -> Result<Arc<Cached>, PrepareError> {
+        let inner = &self.inner;
+        let local = |message: String| PrepareError::Local {
+            key: key.to_string(),
+            message,
+        };
+        let name = format!(
+            "{}.{}-{}",
+            stem(object),
+            inner.clock.now_ms(),
+            inner.generation.fetch_add(1, Ordering::Relaxed)
+        );
+        let tmp = inner.tmp.join(&name);
+        let file = inner.objects.join(&name);
+        let started = Instant::now();
+        let meta = match bucket.download(object, &tmp).await {
+            Ok(meta) => meta,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(PrepareError::Bucket {
+                    key: key.to_string(),
+                    source: e,
+                });
+            }
+        };
+        let counters = &inner.counters;
+        counters.downloads.fetch_add(1, Ordering::Relaxed);
+        counters
+            .bytes_downloaded
+            .fetch_add(meta.size, Ordering::Relaxed);
+        counters
+            .download_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if meta.size > inner.limit_bytes {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(PrepareError::TooBig {
+                key: key.to_string(),
+                size: meta.size,
+                limit: inner.limit_bytes,
+            });
+        }
+        // Read-only: every run links the same file, and none may change it for the others.
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))
+            .await
+            .map_err(|e| local(format!("{}: {e}", tmp.display())))?;
+        tokio::fs::rename(&tmp, &file)
+            .await
+            .map_err(|e| local(format!("moving {} into the cache: {e}", tmp.display())))?;
+        let sidecar = Sidecar {
+            meta: meta.clone(),
+            fetched_ms: inner.clock.now_ms(),
+        };
+        let sidecar_tmp = inner.tmp.join(format!("{name}.json"));
+        let bytes = serde_json::to_vec(&sidecar).expect("sidecars serialise");
+        write_synced(&sidecar_tmp, &bytes)
+            .await
+            .and(tokio::fs::rename(&sidecar_tmp, sidecar_path(&file)).await)
+            .map_err(|e| local(format!("writing {}: {e}", sidecar_path(&file).display())))?;
+        let cached = Arc::new(Cached {
+            file,
+            meta,
+            fetched_ms: sidecar.fetched_ms,
+            pins: Mutex::new(PinState::default()),
+        });
+        inner.index.insert(object.to_owned(), cached.clone());
+        inner.index.run_pending_tasks();
+        Ok(cached)
+    }
+
+    /// Links `file` as `at`, replacing whatever link a previous attempt left there.
+    fn link(&self, file: &Path, at: &Path) -> std::io::Result<()> {
+        if let Some(parent) = at.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::symlink_metadata(at) {
+            Ok(m) if m.is_dir() => {
+                return Err(std::io::Error::other(
+                    "a directory of that name is in the way",
+                ));
+            }
+            Ok(_) => std::fs::remove_file(at)?,
+            Err(_) => {}
+        }
+        match self.inner.config.link {
+            LinkKind::Symlink => std::os::unix::fs::symlink(file, at),
+            LinkKind::Hardlink => std::fs::hard_link(file, at),
+        }
+    }
+}
+
+async fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut f = tokio::fs::File::create(path).await?;
+    f.write_all(bytes).await?;
+    f.sync_all().await
+}
