@@ -40,6 +40,10 @@ pub struct PlaneConfig {
     /// Raft timings; the defaults suit one data center or a fast WAN.
     #[serde(default)]
     pub timing: Timing,
+    /// The S3 bucket of the resource center (`meridian resources`); none: the resource API
+    /// answers 503 saying so.
+    #[serde(default)]
+    pub bucket: Option<meridian_agent::bucket::BucketConfig>,
 }
 
 /// `[http]`.
@@ -88,7 +92,7 @@ pub enum ConfigError {
     #[error("plane config {path}: field `{field}`: {problem}")]
     Invalid {
         path: PathBuf,
-        field: &'static str,
+        field: String,
         problem: String,
     },
 }
@@ -108,9 +112,9 @@ impl PlaneConfig {
             path: path.to_owned(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
-        let invalid = |field, problem: &str| ConfigError::Invalid {
+        let invalid = |field: &str, problem: &str| ConfigError::Invalid {
             path: path.to_owned(),
-            field,
+            field: field.to_owned(),
             problem: problem.to_owned(),
         };
         let host = config.hostname.trim();
@@ -148,6 +152,11 @@ impl PlaneConfig {
                 "timing.election_max_ms",
                 "must be above election_min_ms",
             ));
+        }
+        if let Some(bucket) = &config.bucket
+            && let Err((field, problem)) = bucket.check()
+        {
+            return Err(invalid(&format!("bucket.{field}"), &problem));
         }
         let base = path.parent().unwrap_or(Path::new("."));
         let anchor = |p: &mut PathBuf| {
@@ -216,6 +225,13 @@ key = "/etc/meridian/plane-1.key"
         assert!(e.contains("field `hostname`: is an IP address"), "{e}");
         let e = error(&format!("listen = \"nowhere\"\n{GOOD}"));
         assert!(e.contains("listen"), "{e}");
+        let e = error(&format!(
+            "{GOOD}\n[bucket]\nendpoint = \"http://s3\"\nbucket = \"m\"\nroot = \"/x\"\n"
+        ));
+        assert!(
+            e.contains("field `bucket.root`: `/x` must be empty or a relative prefix"),
+            "{e}"
+        );
         let e = error(&GOOD.replace("[tls]", "[http]\ntls = \"yes\"\n[tls]"));
         assert!(e.contains("tls") && e.contains("invalid type"), "{e}");
     }

@@ -96,6 +96,7 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
             model::run(&client()?, &SCHEDULE, verb).await
         }
         Command::Token(command) => model::token(&client()?, command).await,
+        Command::Resources(args) => meridian_plane::cli::resources::run(&client()?, args).await,
         Command::Audit(args) => model::audit(&client()?, args).await,
         Command::Runs(command) => meridian_plane::cli::runs::runs(&client()?, command).await,
         Command::Certs(_) | Command::Schedule(ScheduleCommand::Preview(_)) => {

@@ -69,6 +69,7 @@ impl Server {
         peer_listener: TcpListener,
         http_listener: std::net::TcpListener,
         https: bool,
+        bucket: Option<meridian_agent::bucket::Bucket>,
     ) -> Result<Self, ServeError> {
         // The certificate is checked before anything starts, so a bad one changes nothing.
         let rustls = if https {
@@ -85,6 +86,7 @@ impl Server {
             node: node.clone(),
             clock,
             timeout: WRITE_TIMEOUT,
+            bucket,
         });
         let handle = axum_server::Handle::new();
         let service = app.into_make_service();

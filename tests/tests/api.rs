@@ -28,6 +28,7 @@ async fn serve(node: Arc<meridian_plane::raft::node::PlaneNode>, clock: ManualCl
         node,
         clock: Arc::new(clock),
         timeout: Duration::from_secs(10),
+        bucket: None,
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
@@ -349,7 +350,8 @@ async fn every_documented_route_is_served() {
             .replace("{environment}", "nowhere")
             .replace("{hostname}", "nohost.test")
             .replace("{name}", "nothing")
-            .replace("{run_id}", "nothing");
+            .replace("{run_id}", "nothing")
+            .replace("{key}", "etl/x.sh");
         let method = Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
         assert!(doc["paths"][format!("/api/v1{}", route.path)][route.method].is_object());
         // Bodies are deliberately empty objects: the route must exist (no fallback 404, no

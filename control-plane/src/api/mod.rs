@@ -5,10 +5,12 @@
 //!   HTTP statuses. Writes become one [`Command`] each and go through [`PlaneNode::write`], so
 //!   any node takes them; reads are linearizable unless the caller asks for `?stale=true`.
 //! - [`token`]: generating secrets and hashing them (only the hash is replicated).
+//! - [`resources`]: the resource center, each tenant's files in the S3 bucket.
 //! - [`openapi`]: the OpenAPI 3.1 document served at `/api/v1/openapi.json`, built from the
 //!   same route table the router is checked against.
 
 pub mod openapi;
+pub mod resources;
 pub mod token;
 
 use std::sync::Arc;
@@ -37,6 +39,8 @@ pub struct Api {
     pub clock: Arc<dyn Clock>,
     /// How long a write or a read barrier may wait for the plane.
     pub timeout: Duration,
+    /// The resource center's bucket (none: `/resources` answers 503).
+    pub bucket: Option<meridian_agent::bucket::Bucket>,
 }
 
 /// The authenticated caller, from its token.
@@ -777,6 +781,8 @@ pub fn router(api: Api) -> Router {
                 },
             ),
         )
+        .route("/resources/{tenant}", resources::list())
+        .route("/resources/{tenant}/{*key}", resources::one())
         .route("/openapi.json", get(async || Json(openapi::document())))
         .fallback(async |uri: axum::http::Uri| {
             ApiError::not_found(format!(

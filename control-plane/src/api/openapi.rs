@@ -240,10 +240,44 @@ pub const ROUTES: &[Route] = &[
     },
     delete("/plane/nodes/{hostname}", "Remove a node from the plane"),
     Route {
+        query: &[("prefix", "string", "Only keys starting with this.")],
+        ..get(
+            "/resources/{tenant}",
+            "List a tenant's resources in the S3 bucket",
+            "[Resource]",
+        )
+    },
+    Route {
+        method: "put",
+        reply: (201, "Resource"),
+        ..create(
+            "/resources/{tenant}/{key}",
+            "Upload a resource (the body is the file; `key` may contain `/`)",
+            "Binary",
+        )
+    },
+    Route {
+        query: &[],
+        ..get("/resources/{tenant}/{key}", "Download a resource", "Binary")
+    },
+    Route {
+        reply: (200, "Resource"),
+        ..delete("/resources/{tenant}/{key}", "Delete a resource")
+    },
+    Route {
         query: &[],
         ..get("/openapi.json", "This document", "OpenApi")
     },
 ];
+
+/// The media type of a body or reply: raw bytes for `Binary`, JSON otherwise.
+fn content(name: &str) -> Value {
+    if name == "Binary" {
+        json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}})
+    } else {
+        json!({"application/json": {"schema": schema_ref(name)}})
+    }
+}
 
 fn schema_ref(name: &str) -> Value {
     match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
@@ -272,18 +306,18 @@ fn operation(route: &Route) -> Value {
         "responses": {
             route.reply.0.to_string(): {
                 "description": "Done",
-                "content": {"application/json": {"schema": schema_ref(route.reply.1)}}
+                "content": content(route.reply.1)
             },
             "400": error.clone(),
             "401": error.clone(),
+            "403": error.clone(),
             "404": error.clone(),
             "409": error.clone(),
             "503": error,
         }
     });
     if let Some(body) = route.body {
-        op["requestBody"] = json!({"required": true,
-            "content": {"application/json": {"schema": schema_ref(body)}}});
+        op["requestBody"] = json!({"required": true, "content": content(body)});
     }
     op
 }
@@ -301,7 +335,7 @@ fn schemas() -> Value {
         "Error": {"type": "object", "required": ["error", "kind"], "properties": {
             "error": {"type": "string"},
             "kind": {"type": "string", "enum": ["invalid", "missing", "exists", "in_use",
-                "not_granted", "unauthorized", "unavailable", "internal"]}}},
+                "not_granted", "unauthorized", "forbidden", "unavailable", "internal"]}}},
         "WriteReply": {"type": "object", "required": ["subject"], "properties": {
             "subject": {"type": "string"}, "version": {"type": "integer"}}},
         "DataCenter": object(&["name"], json!({"name": name, "description": {"type": "string"}})),
@@ -330,6 +364,8 @@ fn schemas() -> Value {
                     "body": {"type": ["string", "null"]},
                     "expect_status": {"type": "integer", "default": 200}}))}))]},
             "depends_on": {"type": "array", "items": {"type": "string"}},
+            "resources": {"type": "object", "additionalProperties": {"type": "string"},
+                "description": "resource key → file name in the run's working directory"},
             "timeout_seconds": {"type": ["integer", "null"]},
             "retries": {"type": "integer", "default": 0}})),
         "Workflow": object(&["tenant", "name", "definition"], json!({
@@ -379,7 +415,12 @@ fn schemas() -> Value {
                 "timed_out", "killed"]},
             "started_ms": {"type": ["integer", "null"]},
             "finished_ms": {"type": ["integer", "null"]},
-            "exit_code": {"type": ["integer", "null"]}, "message": {"type": "string"}}},
+            "exit_code": {"type": ["integer", "null"]}, "message": {"type": "string"},
+            "warning": {"type": "string",
+                "description": "set when it started despite a problem (a stale resource)"}}},
+        "Resource": {"type": "object", "required": ["key", "size", "etag", "last_modified_ms"],
+            "properties": {"key": {"type": "string"}, "size": {"type": "integer"},
+            "etag": {"type": "string"}, "last_modified_ms": {"type": "integer"}}},
         "RunDetail": {"allOf": [{"$ref": "#/components/schemas/Run"},
             {"type": "object", "properties": {"attempts": {"type": "array",
                 "items": {"$ref": "#/components/schemas/TaskAttempt"}}}}]},

@@ -122,32 +122,87 @@ impl Client {
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T, ClientError> {
+        let (url, request) = self.request(method, path);
+        let request = match body {
+            Some(body) => request.json(body),
+            None => request,
+        };
+        let text = self.send(&url, request).await?;
+        serde_json::from_str(&text).map_err(|e| {
+            ClientError::Failed(format!(
+                "the reply from {url} is not what was expected: {e}"
+            ))
+        })
+    }
+
+    /// Sends `body` as is (`application/octet-stream`) and decodes the JSON reply.
+    pub async fn upload<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: reqwest::Body,
+    ) -> Result<T, ClientError> {
+        let (url, request) = self.request(method, path);
+        let request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        let text = self.send(&url, request).await?;
+        serde_json::from_str(&text).map_err(|e| {
+            ClientError::Failed(format!(
+                "the reply from {url} is not what was expected: {e}"
+            ))
+        })
+    }
+
+    /// `GET path`, the reply's bytes as they are.
+    pub async fn download(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let (url, request) = self.request(Method::GET, path);
+        let response = self.response(&url, request).await?;
+        response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| ClientError::Failed(format!("reading the reply from {url}: {e}")))
+    }
+
+    fn request(&self, method: Method, path: &str) -> (String, reqwest::RequestBuilder) {
         let url = format!("{}/api/v1{path}", self.base);
-        let mut request = self
-            .http
-            .request(method.clone(), &url)
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
+        let request = self.http.request(method, &url).bearer_auth(&self.token);
+        (url, request)
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<String, ClientError> {
+        self.response(url, request)
+            .await?
+            .text()
+            .await
+            .map_err(|e| ClientError::Failed(format!("reading the reply from {url}: {e}")))
+    }
+
+    /// Sends; a success status gives the response, anything else the error it carries.
+    async fn response(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let response = request.send().await.map_err(|e| {
             ClientError::Failed(format!(
-                "calling {method} {url}: {}; is the plane running there? (`--addr`, MERIDIAN_ADDR)",
+                "calling {url}: {}; is the plane running there? (`--addr`, MERIDIAN_ADDR)",
                 error_chain(&e)
             ))
         })?;
         let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
         let text = response
             .text()
             .await
             .map_err(|e| ClientError::Failed(format!("reading the reply from {url}: {e}")))?;
-        if status.is_success() {
-            return serde_json::from_str(&text).map_err(|e| {
-                ClientError::Failed(format!(
-                    "the reply from {url} is not what was expected: {e}"
-                ))
-            });
-        }
         let message = serde_json::from_str::<ErrorBody>(&text)
             .map(|b| b.error)
             .unwrap_or(text);

@@ -4,6 +4,7 @@ pub mod certs;
 pub mod client;
 pub mod model;
 pub mod plane;
+pub mod resources;
 pub mod runs;
 pub mod schedule;
 
@@ -50,6 +51,8 @@ pub enum Command {
     /// The run history across data centers, logs, run now, kill.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
+    /// The resource center: a tenant's files in the S3 bucket (upload, ls, get, rm).
+    Resources(resources::ResourcesArgs),
     /// API tokens.
     #[command(subcommand)]
     Token(model::TokenCommand),

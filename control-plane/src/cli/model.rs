@@ -138,6 +138,10 @@ pub struct WorkflowCreate {
     pub timeout_seconds: Option<u64>,
     #[arg(long)]
     pub retries: Option<u32>,
+    /// A resource the task needs, as `KEY=NAME`: the tenant's resource KEY linked as NAME in
+    /// the working directory (or just `KEY`: named after its last segment). Repeatable.
+    #[arg(long = "resource", value_name = "KEY=NAME")]
+    pub resources: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +362,17 @@ impl CreateBody for WorkflowCreate {
         task.opt("kind", Some(json!({"shell": {"script": script}})));
         task.opt("timeout_seconds", self.timeout_seconds.map(|v| json!(v)));
         task.opt("retries", self.retries.map(|v| json!(v)));
+        if !self.resources.is_empty() {
+            let map: serde_json::Map<String, Value> = self
+                .resources
+                .iter()
+                .map(|r| match r.split_once('=') {
+                    Some((key, name)) => (key.to_owned(), json!(name)),
+                    None => (r.clone(), json!(r.rsplit('/').next().unwrap_or(r))),
+                })
+                .collect();
+            task.opt("resources", Some(Value::Object(map)));
+        }
         d.opt("definition", Some(json!({"tasks": [task.done()]})));
         d.opt("environment", self.environment.as_ref().map(|v| json!(v)));
         Ok(d.done())

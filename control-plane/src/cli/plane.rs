@@ -60,8 +60,14 @@ pub async fn serve(path: &Path) -> Result<String, ClientError> {
     let config = PlaneConfig::load(path).map_err(|e| ClientError::Refused(e.to_string()))?;
     let node_config = node_config(&config)?;
     let peer = server::bind_peer(config.listen).await.map_err(failed)?;
+    let bucket = config
+        .bucket
+        .as_ref()
+        .map(meridian_agent::bucket::Bucket::new)
+        .transpose()
+        .map_err(|e| ClientError::Refused(format!("plane config {}: {e}", path.display())))?;
     let http = server::bind_http(config.http.listen).map_err(failed)?;
-    let server = Server::start(node_config, peer, http, config.http.tls)
+    let server = Server::start(node_config, peer, http, config.http.tls, bucket)
         .await
         .map_err(|e| match e {
             server::ServeError::Node(n) if n.to_string().contains("already open") => {
@@ -219,6 +225,25 @@ pub struct DevArgs {
     /// keeps its state; a restart with the same directory keeps everything.)
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
+    /// An S3 endpoint for resources (`http://127.0.0.1:9000`); credentials from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. Without it, resources are off.
+    #[arg(long, env = "MERIDIAN_S3_ENDPOINT", requires = "s3_bucket")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket at `--s3-endpoint`.
+    #[arg(long, env = "MERIDIAN_S3_BUCKET", requires = "s3_endpoint")]
+    pub s3_bucket: Option<String>,
+}
+
+impl DevArgs {
+    fn bucket(&self) -> Option<meridian_agent::bucket::BucketConfig> {
+        match (&self.s3_endpoint, &self.s3_bucket) {
+            (Some(endpoint), Some(bucket)) => Some(meridian_agent::bucket::BucketConfig::new(
+                endpoint.clone(),
+                bucket.clone(),
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// The hostname the dev node calls itself (its certificate is issued for it).
@@ -232,6 +257,12 @@ pub async fn dev(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
     let peer = server::bind_peer(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(failed)?;
+    let bucket_config = args.bucket();
+    let bucket = bucket_config
+        .as_ref()
+        .map(meridian_agent::bucket::Bucket::new)
+        .transpose()
+        .map_err(|e| ClientError::Refused(format!("--s3-endpoint: {e}")))?;
     let http = server::bind_http(args.http).map_err(failed)?;
     let port = peer.local_addr().map_err(failed)?.port();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -248,6 +279,7 @@ pub async fn dev(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
         peer,
         http,
         false,
+        bucket,
     )
     .await
     .map_err(|e| {
@@ -288,7 +320,7 @@ pub async fn dev(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
         .await
         .map_err(failed)?;
     }
-    let agent = dev_agent(dir, port, clock.clone()).await?;
+    let agent = dev_agent(dir, port, clock.clone(), bucket_config).await?;
     let url = format!("http://{}", server.http_addr);
     eprintln!(
         "Meridian dev: a one-node plane and an agent (cluster `local`) with state in {}",
@@ -323,6 +355,7 @@ async fn dev_agent(
     dir: &Path,
     port: u16,
     clock: Arc<dyn Clock>,
+    bucket: Option<meridian_agent::bucket::BucketConfig>,
 ) -> Result<meridian_agent::agent::Agent, ClientError> {
     let certs_dir = dir.join("certs");
     let cert = certs_dir.join(format!("{DEV_AGENT}.pem"));
@@ -359,6 +392,9 @@ async fn dev_agent(
         kill_grace_seconds: 10,
         heartbeat_ms: 1000,
         work_dir: None,
+        bucket,
+        resources: Default::default(),
+        metrics_listen: None,
     };
     let material = tls.load().map_err(failed)?;
     meridian_agent::agent::Agent::start(&config, &material, clock)

@@ -1,0 +1,198 @@
+//! The resource center: `/api/v1/resources/{tenant}[/{key}]` — upload, list, download and
+//! delete a tenant's scripts, jars and SQL files in the federation's S3 bucket.
+//!
+//! Keys are relative to the tenant's prefix (`<root>tenants/<tenant>/`), so no key can name
+//! another tenant's object, and a tenant-scoped token may only touch its own tenant.
+//! Uploads stream to a temporary file first (never whole into memory) and go to S3 in one PUT.
+
+use axum::body::Body as RawBody;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{MethodRouter, get};
+use axum::{Extension, Json};
+use meridian_agent::bucket::{Bucket, BucketError, ObjectMeta};
+use meridian_proto::resource::{ResourceKey, object_key, tenant_prefix};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio_stream::StreamExt;
+
+use super::{Api, ApiError, ApiResult, Caller, Params, name};
+use crate::model::{Name, query};
+
+/// The largest object one PUT may carry (S3's own limit).
+pub const MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// A resource as listed: its key relative to the tenant, and what S3 says about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resource {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified_ms: i64,
+}
+
+/// `GET /resources/{tenant}` parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListOptions {
+    /// Only keys starting with this.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+impl From<BucketError> for ApiError {
+    fn from(e: BucketError) -> Self {
+        let status = match &e {
+            BucketError::NotFound { .. } => StatusCode::NOT_FOUND,
+            BucketError::Unreachable { .. } | BucketError::Config(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            BucketError::Refused { .. } => StatusCode::BAD_GATEWAY,
+            BucketError::Local { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let kind = match status {
+            StatusCode::NOT_FOUND => "missing",
+            StatusCode::INTERNAL_SERVER_ERROR => "internal",
+            _ => "unavailable",
+        };
+        ApiError::new(status, kind, e.to_string())
+    }
+}
+
+/// The bucket, the checked tenant and the caller's right to it.
+async fn scope<'a>(api: &'a Api, caller: &Caller, tenant: String) -> ApiResult<(&'a Bucket, Name)> {
+    let tenant = name("tenant", tenant)?;
+    if let Some(own) = &caller.tenant
+        && own != &tenant
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token `{}` acts for tenant `{own}`, not `{tenant}`",
+                caller.name
+            ),
+        ));
+    }
+    let Some(bucket) = &api.bucket else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the resource center needs a [bucket] section in this node's plane.toml",
+        ));
+    };
+    if query::tenant(api.node.state.pool(), &tenant)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "tenant `{tenant}` does not exist"
+        )));
+    }
+    Ok((bucket, tenant))
+}
+
+fn key(value: String) -> ApiResult<ResourceKey> {
+    ResourceKey::new(value).map_err(|e| ApiError::bad_input(format!("path parameter `key`: {e}")))
+}
+
+fn view(prefix: &str, meta: ObjectMeta) -> Resource {
+    Resource {
+        key: meta
+            .key
+            .strip_prefix(prefix)
+            .unwrap_or(&meta.key)
+            .to_owned(),
+        size: meta.size,
+        etag: meta.etag,
+        last_modified_ms: meta.last_modified_ms,
+    }
+}
+
+/// `/resources/{tenant}`: list.
+pub fn list() -> MethodRouter<Api> {
+    get(
+        async |State(api): State<Api>,
+               Extension(c): Extension<Caller>,
+               Path(tenant): Path<String>,
+               Params(o): Params<ListOptions>|
+               -> ApiResult<Json<Vec<Resource>>> {
+            let (bucket, tenant) = scope(&api, &c, tenant).await?;
+            let prefix = tenant_prefix(bucket.root(), tenant.as_str());
+            let under = format!("{prefix}{}", o.prefix.unwrap_or_default());
+            let objects = bucket.list(&under).await?;
+            Ok(Json(
+                objects.into_iter().map(|m| view(&prefix, m)).collect(),
+            ))
+        },
+    )
+}
+
+/// `/resources/{tenant}/{*key}`: upload (PUT), download (GET), delete (DELETE).
+pub fn one() -> MethodRouter<Api> {
+    get(
+        async |State(api): State<Api>,
+               Extension(c): Extension<Caller>,
+               Path((tenant, k)): Path<(String, String)>|
+               -> ApiResult<Vec<u8>> {
+            let (bucket, tenant) = scope(&api, &c, tenant).await?;
+            let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
+            let file = tempfile::NamedTempFile::new()
+                .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
+            bucket.download(&object, file.path()).await?;
+            tokio::fs::read(file.path())
+                .await
+                .map_err(|e| ApiError::internal(format!("reading the download back: {e}")))
+        },
+    )
+    .put(
+        async |State(api): State<Api>,
+               Extension(c): Extension<Caller>,
+               Path((tenant, k)): Path<(String, String)>,
+               body: RawBody|
+               -> ApiResult<(StatusCode, Json<Resource>)> {
+            let (bucket, tenant) = scope(&api, &c, tenant).await?;
+            let prefix = tenant_prefix(bucket.root(), tenant.as_str());
+            let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
+            let file = tempfile::NamedTempFile::new()
+                .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
+            let mut out = tokio::fs::File::create(file.path())
+                .await
+                .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
+            let mut stream = body.into_data_stream();
+            let mut size = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| ApiError::bad_input(format!("request body: {e}")))?;
+                size += chunk.len() as u64;
+                if size > MAX_UPLOAD_BYTES {
+                    return Err(ApiError::bad_input(format!(
+                        "request body: more than {MAX_UPLOAD_BYTES} bytes, S3's limit for one PUT"
+                    )));
+                }
+                out.write_all(&chunk)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
+            }
+            out.flush()
+                .await
+                .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
+            let meta = bucket.upload(&object, file.path()).await?;
+            tracing::info!(actor = %c.name, object, size, "resource uploaded");
+            Ok((StatusCode::CREATED, Json(view(&prefix, meta))))
+        },
+    )
+    .delete(
+        async |State(api): State<Api>,
+               Extension(c): Extension<Caller>,
+               Path((tenant, k)): Path<(String, String)>|
+               -> ApiResult<Json<Resource>> {
+            let (bucket, tenant) = scope(&api, &c, tenant).await?;
+            let prefix = tenant_prefix(bucket.root(), tenant.as_str());
+            let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
+            let meta = bucket.head(&object).await?;
+            bucket.delete(&object).await?;
+            tracing::info!(actor = %c.name, object, "resource deleted");
+            Ok(Json(view(&prefix, meta)))
+        },
+    )
+}
