@@ -75,6 +75,7 @@ fn definition(kind: TaskKind) -> WorkflowDefinition {
             retries: 0,
             retry_delay_seconds: 1,
             retry_max_seconds: None,
+            resources: Default::default(),
         }],
     }
 }

@@ -33,6 +33,9 @@ pub struct Federation {
     /// Agent settings tests and benchmarks may change before starting agents.
     pub slots: u32,
     pub catch_up_rate: f64,
+    /// The bucket agents take resources from, and their cache settings.
+    pub bucket: Option<meridian_agent::bucket::BucketConfig>,
+    pub resources: meridian_agent::resources::CacheConfig,
     agents: BTreeMap<String, Agent>,
     /// Per agent started behind a link: one cuttable relay per plane node.
     links: BTreeMap<String, Vec<Proxy>>,
@@ -82,6 +85,8 @@ impl Federation {
             clock,
             time,
             slots: 64,
+            bucket: None,
+            resources: Default::default(),
             catch_up_rate: 20.0,
             agents: BTreeMap::new(),
             links: BTreeMap::new(),
@@ -283,6 +288,9 @@ impl Federation {
             kill_grace_seconds: 2,
             heartbeat_ms: 200,
             work_dir: None,
+            bucket: self.bucket.clone(),
+            resources: self.resources.clone(),
+            metrics_listen: None,
         };
         let started = Agent::start(&config, &tls, self.time.clone())
             .await

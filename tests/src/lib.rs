@@ -8,6 +8,8 @@
 //!   (`Cluster::start(3)`, `leader()`, `kill(i)`, `restart(i)`, `wait_for_leader()`).
 //! - [`process`]: real `meridian` processes: daemons (`meridian dev`, `plane serve`) stopped
 //!   by signal, one-shot CLI calls, free ports.
+//! - [`s3`]: a real S3-compatible server (moto, installed by `tests/run`) on loopback that
+//!   records every request, so tests can count the HEADs and GETs the code under test sent.
 //! - `tests/*.rs`: the scenarios: the plane cluster (replication, failover, snapshots, TLS
 //!   refusals) and the agent binary's config handling. Coming with issues #4–#6: network
 //!   partitions, the three-DC lab in network namespaces, fault scenarios and the run history
@@ -17,6 +19,7 @@ pub mod cluster;
 pub mod federation;
 pub mod process;
 pub mod proxy;
+pub mod s3;
 
 use std::path::PathBuf;
 

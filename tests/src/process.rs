@@ -52,10 +52,16 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `meridian ARGS`, its stderr going to `log`.
     pub fn start(args: &[&str], log: &Path) -> Self {
+        Self::start_with_env(args, &[], log)
+    }
+
+    /// Starts `meridian ARGS` with `env` added to its environment.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)], log: &Path) -> Self {
         let err = std::fs::File::create(log).expect("log file");
         let child = Command::new(binary("meridian"))
             .args(args)
             .env_remove("MERIDIAN_TOKEN")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)

@@ -3,10 +3,13 @@
 //! Cutting closes every relayed connection at once and refuses new ones (accepted, then closed
 //! straight away, as a dead route behind a firewall that resets would); healing lets new
 //! connections through again. The bytes are relayed untouched, so mutual TLS runs end to end
-//! through it.
+//! through it, and counted, so a benchmark can say what crossed the link.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -15,6 +18,8 @@ pub struct Proxy {
     port: u16,
     cut: watch::Sender<bool>,
     accept: JoinHandle<()>,
+    /// Bytes relayed towards the target, and back.
+    counted: Arc<[AtomicU64; 2]>,
 }
 
 impl Proxy {
@@ -23,6 +28,8 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("local address").port();
         let (cut, cut_rx) = watch::channel(false);
+        let counted: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let counters = counted.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((inbound, _)) = listener.accept().await else {
@@ -32,10 +39,23 @@ impl Proxy {
                     drop(inbound);
                     continue;
                 }
-                tokio::spawn(relay(inbound, target, cut_rx.clone()));
+                tokio::spawn(relay(inbound, target, cut_rx.clone(), counters.clone()));
             }
         });
-        Self { port, cut, accept }
+        Self {
+            port,
+            cut,
+            accept,
+            counted,
+        }
+    }
+
+    /// Bytes relayed so far: (towards the target, back from it).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.counted[0].load(Ordering::Relaxed),
+            self.counted[1].load(Ordering::Relaxed),
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -59,12 +79,42 @@ impl Drop for Proxy {
     }
 }
 
-async fn relay(mut inbound: TcpStream, target: SocketAddr, mut cut: watch::Receiver<bool>) {
+async fn relay(
+    mut inbound: TcpStream,
+    target: SocketAddr,
+    mut cut: watch::Receiver<bool>,
+    counted: Arc<[AtomicU64; 2]>,
+) {
     let Ok(mut outbound) = TcpStream::connect(target).await else {
         return;
     };
+    let (mut in_read, mut in_write) = inbound.split();
+    let (mut out_read, mut out_write) = outbound.split();
+    let up = pump(&mut in_read, &mut out_write, &counted[0]);
+    let down = pump(&mut out_read, &mut in_write, &counted[1]);
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+        _ = async { tokio::join!(up, down) } => {}
         _ = cut.wait_for(|c| *c) => {}
     }
+}
+
+/// Copies until EOF or an error, counting; passes the EOF on.
+async fn pump(
+    from: &mut (impl AsyncReadExt + Unpin),
+    to: &mut (impl AsyncWriteExt + Unpin),
+    counter: &AtomicU64,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    let _ = to.shutdown().await;
 }
