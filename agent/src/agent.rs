@@ -983,3 +983,43 @@ async fn serve_metrics(listener: tokio::net::TcpListener, resources: ResourceCac
         tracing::error!("metrics endpoint stopped: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn metrics_are_served_in_the_prometheus_text_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ResourceCache::open(
+            dir.path(),
+            None,
+            Default::default(),
+            Arc::new(meridian_proto::SystemClock),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(serve_metrics(listener, cache));
+        let response = http_client()
+            .unwrap()
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        let text = response.text().await.unwrap();
+        assert!(
+            text.contains("# TYPE meridian_resource_cache_hits_total counter\n")
+                && text.contains("meridian_resource_cache_objects 0\n"),
+            "{text}"
+        );
+        served.abort();
+    }
+}

@@ -17,8 +17,8 @@ use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-/// `[bucket]`: where resources live.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `[bucket]`: where resources live. `Debug` leaves the secrets out.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BucketConfig {
     /// The S3 endpoint, `http(s)://host[:port]` (AWS: `https://s3.<region>.amazonaws.com`).
@@ -40,8 +40,10 @@ pub struct BucketConfig {
     /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` are read from the environment.
     #[serde(default)]
     pub access_key_id: Option<String>,
+    /// The secret key matching `access_key_id`.
     #[serde(default)]
     pub secret_access_key: Option<String>,
+    /// A temporary session's token, with temporary keys.
     #[serde(default)]
     pub session_token: Option<String>,
     /// Give up connecting after this long.
@@ -54,6 +56,25 @@ pub struct BucketConfig {
     /// Attempts per request, the first included.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
+}
+
+impl std::fmt::Debug for BucketConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<hidden>");
+        f.debug_struct("BucketConfig")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("path_style", &self.path_style)
+            .field("root", &self.root)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &hidden(&self.secret_access_key))
+            .field("session_token", &hidden(&self.session_token))
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
 }
 
 fn default_region() -> String {
@@ -170,6 +191,8 @@ pub enum BucketError {
         endpoint: String,
         message: String,
     },
+    #[error("object `{key}` is {size} bytes, more than the {limit} allowed here")]
+    TooBig { key: String, size: u64, limit: u64 },
     #[error("{what} {path}: {message}")]
     Local {
         what: &'static str,
@@ -277,13 +300,28 @@ impl Bucket {
         &self.root
     }
 
-    fn failed<E, R>(&self, operation: &'static str, key: &str, e: SdkError<E, R>) -> BucketError
+    fn failed<E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> BucketError
     where
         E: std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
     {
         let message = DisplayErrorContext(&e).to_string();
+        // A server error, a timeout or throttling says as little about the object as no
+        // answer at all: S3 (or a proxy on the way) is not serving it now.
+        let overloaded = e
+            .raw_response()
+            .map(|r| r.status().as_u16())
+            .is_some_and(|s| s >= 500 || s == 408 || s == 429);
         match &e {
+            _ if overloaded => BucketError::Unreachable {
+                key: key.into(),
+                endpoint: self.endpoint.clone(),
+                message,
+            },
             SdkError::DispatchFailure(_)
             | SdkError::TimeoutError(_)
             | SdkError::ResponseError(_) => BucketError::Unreachable {
@@ -332,8 +370,14 @@ impl Bucket {
     }
 
     /// GET into `path` (created or truncated, synced before returning). The size written is
-    /// checked against Content-Length.
-    pub async fn download(&self, key: &str, path: &Path) -> Result<ObjectMeta, BucketError> {
+    /// checked against Content-Length; an object over `max_bytes` is refused before any of it
+    /// is written.
+    pub async fn download(
+        &self,
+        key: &str,
+        path: &Path,
+        max_bytes: u64,
+    ) -> Result<ObjectMeta, BucketError> {
         let object = match self
             .client
             .get_object()
@@ -354,6 +398,13 @@ impl Bucket {
             object.e_tag.as_deref(),
             object.last_modified.as_ref(),
         );
+        if meta.size > max_bytes {
+            return Err(BucketError::TooBig {
+                key: key.into(),
+                size: meta.size,
+                limit: max_bytes,
+            });
+        }
         let local = |what, e: std::io::Error| BucketError::Local {
             what,
             path: path.to_owned(),
@@ -506,6 +557,11 @@ mod tests {
         };
         let bucket = Bucket::new(&config).unwrap();
         assert_eq!(bucket.endpoint(), "http://127.0.0.1:1");
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("secret\"") && shown.contains("<hidden>"),
+            "{shown}"
+        );
     }
 
     #[tokio::test]

@@ -9,7 +9,8 @@
 //!   still reading the old one keeps it. Its metadata is written next to it afterwards, so a
 //!   file without metadata is an interrupted download and is removed on open.
 //! - **One download per object at a time.** Runs needing the same object at once share one
-//!   flight (HEAD and, if needed, GET).
+//!   flight (HEAD and, if needed, GET), which runs in its own task: a run killed while waiting
+//!   does not abort it.
 //! - **A byte budget, but never under a running task.** The index is a moka cache weighed in
 //!   KiB with LRU eviction. A task pins what it links; an entry evicted (or replaced) while
 //!   pinned leaves the index at once but its file stays until the last pin is dropped. So the
@@ -31,7 +32,7 @@ use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 use crate::bucket::{Bucket, BucketError, ObjectMeta};
 
@@ -119,20 +120,21 @@ struct Counters {
     download_micros: AtomicU64,
 }
 
-/// A snapshot of the cache's counters and size.
+/// A snapshot of the cache's counters and size. Counted per flight: runs that need one
+/// object at the same moment share a flight, and count once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Metrics {
-    /// Uses served from the cache after a HEAD said the copy is current.
+    /// Flights served from the cache after a HEAD said the copy is current.
     pub hits: u64,
-    /// Uses of an object not in the cache (downloaded).
+    /// Flights for an object not in the cache (downloaded).
     pub misses: u64,
     /// HEAD requests made to check a cached copy.
     pub revalidations: u64,
     /// Revalidations that found a new version (downloaded).
     pub changed: u64,
-    /// Uses of a cached copy that could not be checked because S3 was unreachable.
+    /// Flights that used a cached copy unchecked because S3 was unreachable.
     pub stale: u64,
-    /// Uses that failed.
+    /// Preparations that failed.
     pub errors: u64,
     pub downloads: u64,
     pub bytes_downloaded: u64,
@@ -226,8 +228,21 @@ impl Metrics {
 /// What the cache knows about one cached file: its sidecar `<file>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Sidecar {
+    /// The sidecar format; a file of another version is dropped (downloaded again).
+    v: u32,
     meta: ObjectMeta,
     fetched_ms: i64,
+}
+
+const SIDECAR_VERSION: u32 = 1;
+
+/// Whether a cached copy is still the object S3 has: same ETag, Last-Modified and size.
+/// Last-Modified has whole-second resolution, so an overwrite within the second differs only
+/// in the ETag; the ETag alone could repeat across stores that compute it oddly.
+fn is_current(cached: &ObjectMeta, now: &ObjectMeta) -> bool {
+    cached.etag == now.etag
+        && cached.last_modified_ms == now.last_modified_ms
+        && cached.size == now.size
 }
 
 /// One cached file.
@@ -315,7 +330,7 @@ struct Inner {
     tmp: PathBuf,
     index: moka::sync::Cache<String, Arc<Cached>>,
     limit_bytes: u64,
-    flights: Mutex<HashMap<String, Arc<OnceCell<Flight>>>>,
+    flights: Mutex<HashMap<String, watch::Receiver<Option<Flight>>>>,
     config: CacheConfig,
     counters: Counters,
     generation: AtomicU64,
@@ -378,7 +393,14 @@ impl ResourceCache {
                 flights: Mutex::new(HashMap::new()),
                 config,
                 counters: Counters::default(),
-                generation: AtomicU64::new(0),
+                // A uniqueness token, not a time: names must not repeat across restarts even
+                // when the injected clock does.
+                generation: AtomicU64::new(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(0),
+                ),
                 clock,
             }),
         };
@@ -400,7 +422,10 @@ impl ResourceCache {
                     .ok()
                     .and_then(|b| serde_json::from_slice::<Sidecar>(&b).ok());
                 match sidecar {
-                    Some(s) if std::fs::metadata(&file).is_ok_and(|m| m.len() == s.meta.size) => {
+                    Some(s)
+                        if s.v == SIDECAR_VERSION
+                            && std::fs::metadata(&file).is_ok_and(|m| m.len() == s.meta.size) =>
+                    {
                         found.push((file, s));
                     }
                     _ => {
@@ -481,7 +506,7 @@ impl ResourceCache {
                     return Err(e);
                 }
             };
-            self.link(pin.file(), &dir.join(name))
+            self.link(pin.file(), dir, name)
                 .map_err(|e| PrepareError::Local {
                     key: key.to_string(),
                     message: format!("linking it as {}: {e}", dir.join(name).display()),
@@ -509,23 +534,30 @@ impl ResourceCache {
         // An entry can leave the index between its flight and the pin (evicted to make room);
         // then fly again. Three times unlucky means the cache is far too small.
         for _ in 0..3 {
-            let cell = inner
-                .flights
-                .lock()
-                .expect("flights")
-                .entry(object.clone())
-                .or_default()
-                .clone();
-            let outcome = cell
-                .get_or_init(|| self.resolve(bucket, key, &object))
+            let mut landed = self.flight(key, &object);
+            // The flight runs in its own task and owns the sender: a run killed while waiting
+            // (dropping this future) neither aborts a download others wait for nor leaves half
+            // of it behind.
+            let waited = landed
+                .wait_for(Option::is_some)
                 .await
-                .clone();
-            {
-                let mut flights = inner.flights.lock().expect("flights");
-                if flights.get(&object).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                    flights.remove(&object);
+                .map(|outcome| outcome.clone().expect("waited for it"));
+            let outcome = match waited {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    let mut flights = inner.flights.lock().expect("flights");
+                    if flights
+                        .get(&object)
+                        .is_some_and(|f| f.same_channel(&landed))
+                    {
+                        flights.remove(&object);
+                    }
+                    Err(PrepareError::Local {
+                        key: key.to_string(),
+                        message: "the download task ended without an outcome".into(),
+                    })
                 }
-            }
+            };
             let (cached, warning) = outcome?;
             if let Some(pin) = cached.pin() {
                 return Ok((pin, warning));
@@ -541,9 +573,30 @@ impl ResourceCache {
         })
     }
 
+    /// The flight for `object`: the one under way, or a new one started in its own task.
+    fn flight(&self, key: &ResourceKey, object: &str) -> watch::Receiver<Option<Flight>> {
+        let mut flights = self.inner.flights.lock().expect("flights");
+        if let Some(under_way) = flights.get(object) {
+            return under_way.clone();
+        }
+        let (landed, waiting) = watch::channel(None);
+        flights.insert(object.to_owned(), waiting.clone());
+        let this = self.clone();
+        let (key, object) = (key.clone(), object.to_owned());
+        tokio::spawn(async move {
+            let outcome = this.resolve(&key, &object).await;
+            // Out of the map first: a caller arriving after this starts a fresh flight (a
+            // HEAD) rather than take an outcome it might find stale.
+            this.inner.flights.lock().expect("flights").remove(&object);
+            landed.send_replace(Some(outcome));
+        });
+        waiting
+    }
+
     /// The flight itself: revalidate a cached copy, or download.
-    async fn resolve(&self, bucket: &Bucket, key: &ResourceKey, object: &str) -> Flight {
+    async fn resolve(&self, key: &ResourceKey, object: &str) -> Flight {
         let inner = &self.inner;
+        let bucket = inner.bucket.as_ref().expect("fetch checked the bucket");
         let counters = &inner.counters;
         let cached = inner
             .index
@@ -555,7 +608,7 @@ impl ResourceCache {
         };
         counters.revalidations.fetch_add(1, Ordering::Relaxed);
         match bucket.head(object).await {
-            Ok(now) if now == cached.meta => {
+            Ok(now) if is_current(&cached.meta, &now) => {
                 counters.hits.fetch_add(1, Ordering::Relaxed);
                 Ok((cached, None))
             }
@@ -613,13 +666,20 @@ impl ResourceCache {
         let tmp = inner.tmp.join(&name);
         let file = inner.objects.join(&name);
         let started = Instant::now();
-        let meta = match bucket.download(object, &tmp).await {
+        let meta = match bucket.download(object, &tmp, inner.limit_bytes).await {
             Ok(meta) => meta,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(PrepareError::Bucket {
-                    key: key.to_string(),
-                    source: e,
+                return Err(match e {
+                    BucketError::TooBig { size, limit, .. } => PrepareError::TooBig {
+                        key: key.to_string(),
+                        size,
+                        limit,
+                    },
+                    e => PrepareError::Bucket {
+                        key: key.to_string(),
+                        source: e,
+                    },
                 });
             }
         };
@@ -631,32 +691,36 @@ impl ResourceCache {
         counters
             .download_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        if meta.size > inner.limit_bytes {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(PrepareError::TooBig {
-                key: key.to_string(),
-                size: meta.size,
-                limit: inner.limit_bytes,
-            });
-        }
-        // Read-only: every run links the same file, and none may change it for the others.
-        use std::os::unix::fs::PermissionsExt;
-        tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))
-            .await
-            .map_err(|e| local(format!("{}: {e}", tmp.display())))?;
-        tokio::fs::rename(&tmp, &file)
-            .await
-            .map_err(|e| local(format!("moving {} into the cache: {e}", tmp.display())))?;
         let sidecar = Sidecar {
+            v: SIDECAR_VERSION,
             meta: meta.clone(),
             fetched_ms: inner.clock.now_ms(),
         };
         let sidecar_tmp = inner.tmp.join(format!("{name}.json"));
-        let bytes = serde_json::to_vec(&sidecar).expect("sidecars serialise");
-        write_synced(&sidecar_tmp, &bytes)
-            .await
-            .and(tokio::fs::rename(&sidecar_tmp, sidecar_path(&file)).await)
-            .map_err(|e| local(format!("writing {}: {e}", sidecar_path(&file).display())))?;
+        let committed = async {
+            // Read-only: every run links the same file, and none may change it for the others.
+            use std::os::unix::fs::PermissionsExt;
+            tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444)).await?;
+            // A link, not a rename: it fails rather than replace a file of the same name.
+            tokio::fs::hard_link(&tmp, &file).await?;
+            tokio::fs::remove_file(&tmp).await?;
+            write_synced(
+                &sidecar_tmp,
+                &serde_json::to_vec(&sidecar).expect("sidecars serialise"),
+            )
+            .await?;
+            tokio::fs::rename(&sidecar_tmp, sidecar_path(&file)).await
+        }
+        .await;
+        if let Err(e) = committed {
+            for leftover in [&tmp, &sidecar_tmp, &sidecar_path(&file), &file] {
+                let _ = tokio::fs::remove_file(leftover).await;
+            }
+            return Err(local(format!(
+                "putting the download into the cache as {}: {e}",
+                file.display()
+            )));
+        }
         let cached = Arc::new(Cached {
             file,
             meta,
@@ -668,24 +732,44 @@ impl ResourceCache {
         Ok(cached)
     }
 
-    /// Links `file` as `at`, replacing whatever link a previous attempt left there.
-    fn link(&self, file: &Path, at: &Path) -> std::io::Result<()> {
-        if let Some(parent) = at.parent() {
-            std::fs::create_dir_all(parent)?;
+    /// Links `file` as `dir/name`, replacing whatever link was there in one rename (a task
+    /// of the same run using the old link never finds the name missing). The link's directory
+    /// must resolve inside `dir`: a symlink a task planted on the way cannot redirect it.
+    fn link(&self, file: &Path, dir: &Path, name: &str) -> std::io::Result<()> {
+        let at = dir.join(name);
+        let parent = at.parent().unwrap_or(dir);
+        std::fs::create_dir_all(parent)?;
+        if !parent.canonicalize()?.starts_with(dir.canonicalize()?) {
+            return Err(std::io::Error::other(
+                "its directory leads outside the working directory (through a symlink)",
+            ));
         }
-        match std::fs::symlink_metadata(at) {
-            Ok(m) if m.is_dir() => {
-                return Err(std::io::Error::other(
-                    "a directory of that name is in the way",
-                ));
-            }
-            Ok(_) => std::fs::remove_file(at)?,
-            Err(_) => {}
+        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+            return Err(std::io::Error::other(
+                "a directory of that name is in the way",
+            ));
         }
-        match self.inner.config.link {
-            LinkKind::Symlink => std::os::unix::fs::symlink(file, at),
-            LinkKind::Hardlink => std::fs::hard_link(file, at),
-        }
+        let staged = parent.join(format!(
+            ".meridian-link-{}",
+            self.inner.generation.fetch_add(1, Ordering::Relaxed)
+        ));
+        let made = match self.inner.config.link {
+            LinkKind::Symlink => std::os::unix::fs::symlink(file, &staged),
+            LinkKind::Hardlink => std::fs::hard_link(file, &staged).map_err(|e| {
+                if e.raw_os_error() == Some(libc::EXDEV) {
+                    std::io::Error::other(format!(
+                        "{e}: hard links need the working directory on the cache's file \
+                         system; use link = \"symlink\" or move work_dir"
+                    ))
+                } else {
+                    e
+                }
+            }),
+        };
+        made.and_then(|()| std::fs::rename(&staged, &at))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&staged);
+            })
     }
 }
 
@@ -694,4 +778,62 @@ async fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = tokio::fs::File::create(path).await?;
     f.write_all(bytes).await?;
     f.sync_all().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(etag: &str, last_modified_ms: i64, size: u64) -> ObjectMeta {
+        ObjectMeta {
+            key: "tenants/ads/etl/run.sh".into(),
+            size,
+            etag: etag.into(),
+            last_modified_ms,
+        }
+    }
+
+    #[test]
+    fn a_copy_is_current_only_if_etag_time_and_size_all_match() {
+        let cached = meta("abc", 1_000, 8);
+        assert!(is_current(&cached, &meta("abc", 1_000, 8)));
+        // Overwritten within the same second with the same size: only the ETag tells.
+        assert!(!is_current(&cached, &meta("def", 1_000, 8)));
+        assert!(!is_current(&cached, &meta("abc", 2_000, 8)));
+        assert!(!is_current(&cached, &meta("abc", 1_000, 9)));
+    }
+
+    #[test]
+    fn a_link_cannot_be_redirected_outside_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ResourceCache::open(
+            &dir.path().join("cache"),
+            None,
+            CacheConfig::default(),
+            Arc::new(meridian_proto::SystemClock),
+        )
+        .unwrap();
+        let file = dir.path().join("object");
+        std::fs::write(&file, b"x").unwrap();
+        let run = dir.path().join("run");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, run.join("lib")).unwrap();
+        let e = cache.link(&file, &run, "lib/app.jar").unwrap_err();
+        assert!(
+            e.to_string().contains("outside the working directory"),
+            "{e}"
+        );
+        assert!(!outside.join("app.jar").exists());
+        // An ordinary name is linked, and linking again replaces it.
+        cache.link(&file, &run, "conf/app.jar").unwrap();
+        cache.link(&file, &run, "conf/app.jar").unwrap();
+        assert_eq!(std::fs::read(run.join("conf/app.jar")).unwrap(), b"x");
+        assert_eq!(
+            std::fs::read_dir(run.join("conf")).unwrap().count(),
+            1,
+            "no staged leftovers"
+        );
+    }
 }

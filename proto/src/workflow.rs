@@ -140,6 +140,27 @@ impl WorkflowDefinition {
             }
             task.validate_fields()?;
         }
+        // Tasks of a run share its working directory: one name, one resource.
+        let mut linked: BTreeMap<&str, (&ResourceKey, &str)> = BTreeMap::new();
+        for task in &self.tasks {
+            for (key, name) in &task.resources {
+                match linked.get(name.as_str()) {
+                    Some((other, by)) if *other != key => {
+                        return Err(WorkflowError::Field {
+                            task: task.name.clone(),
+                            field: "resources",
+                            problem: format!(
+                                "key `{key}`: the name `{name}` is already `{other}` in task \
+                                 `{by}` (a run's tasks share one working directory)"
+                            ),
+                        });
+                    }
+                    _ => {
+                        linked.insert(name, (key, &task.name));
+                    }
+                }
+            }
+        }
         self.topological_order().map(|_| ())
     }
 
@@ -324,6 +345,27 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "tasks.load.resources: key `b`: the name `x` is given to another resource too"
+        );
+        let two_tasks = |second: &str| {
+            serde_json::from_str::<WorkflowDefinition>(&format!(
+                r#"{{"tasks":[
+                    {{"name":"a","kind":{{"noop":{{}}}},"resources":{{"etl/x.sh":"x.sh"}}}},
+                    {{"name":"b","kind":{{"noop":{{}}}},"resources":{second}}}]}}"#
+            ))
+            .unwrap()
+            .validate()
+        };
+        assert_eq!(
+            two_tasks(r#"{"etl/x.sh": "x.sh"}"#),
+            Ok(()),
+            "same key, same name"
+        );
+        assert_eq!(
+            two_tasks(r#"{"etl/y.sh": "x.sh"}"#)
+                .unwrap_err()
+                .to_string(),
+            "tasks.b.resources: key `etl/y.sh`: the name `x.sh` is already `etl/x.sh` in task \
+             `a` (a run's tasks share one working directory)"
         );
     }
 }

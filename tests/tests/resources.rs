@@ -377,11 +377,11 @@ async fn a_missing_object_fails_naming_the_key_and_bucket() {
         e.contains("nope.sh") && e.contains("does not exist") && e.contains(BUCKET),
         "{e}"
     );
-    // Tenants are prefixes: `ads` cannot name `media`'s object.
-    server
-        .put(BUCKET, "tenants/media/secret.sh", b"x".to_vec())
-        .await
-        .unwrap();
+    // Tenants are prefixes: `ads` cannot name `media`'s object, nor one at the bucket's root.
+    for other in ["tenants/media/secret.sh", "secret.sh"] {
+        server.put(BUCKET, other, b"x".to_vec()).await.unwrap();
+    }
+    server.reset_requests().await.unwrap();
     let e = cache
         .prepare(
             "ads",
@@ -392,4 +392,57 @@ async fn a_missing_object_fails_naming_the_key_and_bucket() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("does not exist"), "{e}");
+    let asked: Vec<String> = server
+        .requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        asked,
+        ["/meridian/tenants/ads/secret.sh"],
+        "only ads's own key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_mid_download_neither_aborts_the_download_nor_leaves_files_behind() {
+    let server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = (0..24 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
+    server
+        .put(BUCKET, &object("jars/big.jar"), body.clone())
+        .await
+        .unwrap();
+    server.reset_requests().await.unwrap();
+    let cache = open(&dir.path().join("cache"), &server, CacheConfig::default());
+    let want = wants(&[("jars/big.jar", "big.jar")]);
+    let killed = {
+        let (cache, want, run) = (cache.clone(), want.clone(), dir.path().join("killed"));
+        tokio::spawn(async move { cache.prepare("ads", &want, &run).await.map(drop) })
+    };
+    // Kill it once its GET has reached the server (moto records a request before serving it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gets_and_heads(&server, "jars/big.jar").await.0 == 0 {
+        assert!(std::time::Instant::now() < deadline, "the GET never came");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    killed.abort();
+    let run = dir.path().join("next");
+    let prepared = cache.prepare("ads", &want, &run).await.unwrap();
+    assert!(std::fs::read(run.join("big.jar")).unwrap() == body);
+    assert_eq!(
+        gets_and_heads(&server, "jars/big.jar").await.0,
+        1,
+        "the next run got the download the killed one started"
+    );
+    drop(prepared);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("cache/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "nothing half-written left in tmp/"
+    );
 }

@@ -48,6 +48,7 @@ impl From<BucketError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             BucketError::Refused { .. } => StatusCode::BAD_GATEWAY,
+            BucketError::TooBig { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BucketError::Local { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let kind = match status {
@@ -139,7 +140,9 @@ pub fn one() -> MethodRouter<Api> {
             let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
             let file = tempfile::NamedTempFile::new()
                 .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
-            bucket.download(&object, file.path()).await?;
+            bucket
+                .download(&object, file.path(), MAX_UPLOAD_BYTES)
+                .await?;
             tokio::fs::read(file.path())
                 .await
                 .map_err(|e| ApiError::internal(format!("reading the download back: {e}")))
