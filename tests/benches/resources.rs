@@ -2,6 +2,8 @@
 //! MiB resource cold (not cached: one GET) and warm (cached: one HEAD), and the bytes that
 //! crossed the link in each case, counted by a TCP relay between the cache and a real S3
 //! server (moto, as in the tests). `BENCH_ROUNDS` (default 5) of each; medians and ranges.
+//! Twice: over loopback, and with the relay limited to `BENCH_LINK_MBIT` (default 100) Mbit/s
+//! each way, standing for a thin inter-DC link.
 //!
 //! Run by hand (figures go to BENCHMARKS.md):
 //!   cargo bench -p meridian-tests --bench resources
@@ -59,13 +61,46 @@ async fn bench() {
     let want: BTreeMap<ResourceKey, String> =
         BTreeMap::from([(ResourceKey::new("jars/app.jar").unwrap(), "app.jar".into())]);
     let dir = tempfile::tempdir().unwrap();
+    let mbit = knob("BENCH_LINK_MBIT", 100);
+    for (label, rate) in [
+        ("loopback".to_owned(), 0),
+        (format!("{mbit} Mbit/s link"), mbit * 1_000_000 / 8),
+    ] {
+        link.limit_rate(rate);
+        rounds_over(
+            &label,
+            rounds,
+            mib,
+            &server,
+            &link,
+            &config,
+            &want,
+            dir.path(),
+            object,
+        )
+        .await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn rounds_over(
+    label: &str,
+    rounds: usize,
+    mib: u64,
+    server: &S3Server,
+    link: &Proxy,
+    config: &BucketConfig,
+    want: &BTreeMap<ResourceKey, String>,
+    dir: &std::path::Path,
+    object: &str,
+) {
     let mut cold = Vec::new();
     let mut warm = Vec::new();
     for round in 0..rounds {
         // A fresh cache each round: the first prepare is cold, the second warm.
         let cache = ResourceCache::open(
-            &dir.path().join(format!("cache-{round}")),
-            Some(Bucket::new(&config).unwrap()),
+            &dir.join(format!("cache-{label}-{round}")),
+            Some(Bucket::new(config).unwrap()),
             CacheConfig::default(),
             Arc::new(SystemClock),
         )
@@ -73,9 +108,9 @@ async fn bench() {
         for (which, samples) in [("cold", &mut cold), ("warm", &mut warm)] {
             server.reset_requests().await.unwrap();
             let before = link.bytes();
-            let run = dir.path().join(format!("run-{round}-{which}"));
+            let run = dir.join(format!("run-{label}-{round}-{which}"));
             let started = Instant::now();
-            let prepared = cache.prepare("bench", &want, &run).await.unwrap();
+            let prepared = cache.prepare("bench", want, &run).await.unwrap();
             let took = started.elapsed();
             let after = link.bytes();
             drop(prepared);
@@ -88,7 +123,7 @@ async fn bench() {
             });
         }
     }
-    println!("prepare one {mib} MiB resource, {rounds} rounds, through a counting relay:");
+    println!("prepare one {mib} MiB resource, {rounds} rounds, {label}:");
     for (which, samples) in [("cold", &mut cold), ("warm", &mut warm)] {
         samples.sort_by_key(|s| s.took);
         let median = &samples[samples.len() / 2];

@@ -20,6 +20,9 @@ pub struct Proxy {
     accept: JoinHandle<()>,
     /// Bytes relayed towards the target, and back.
     counted: Arc<[AtomicU64; 2]>,
+    /// Bytes per second each direction of each connection may carry (0: no limit), to stand
+    /// for a thin inter-DC link.
+    rate: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -30,6 +33,8 @@ impl Proxy {
         let (cut, cut_rx) = watch::channel(false);
         let counted: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         let counters = counted.clone();
+        let rate = Arc::new(AtomicU64::new(0));
+        let limit = rate.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((inbound, _)) = listener.accept().await else {
@@ -39,7 +44,13 @@ impl Proxy {
                     drop(inbound);
                     continue;
                 }
-                tokio::spawn(relay(inbound, target, cut_rx.clone(), counters.clone()));
+                tokio::spawn(relay(
+                    inbound,
+                    target,
+                    cut_rx.clone(),
+                    counters.clone(),
+                    limit.load(Ordering::Relaxed),
+                ));
             }
         });
         Self {
@@ -47,7 +58,13 @@ impl Proxy {
             cut,
             accept,
             counted,
+            rate,
         }
+    }
+
+    /// Limits new connections to `bytes_per_second` in each direction (0: unlimited).
+    pub fn limit_rate(&self, bytes_per_second: u64) {
+        self.rate.store(bytes_per_second, Ordering::Relaxed);
     }
 
     /// Bytes relayed so far: (towards the target, back from it).
@@ -84,28 +101,37 @@ async fn relay(
     target: SocketAddr,
     mut cut: watch::Receiver<bool>,
     counted: Arc<[AtomicU64; 2]>,
+    rate: u64,
 ) {
     let Ok(mut outbound) = TcpStream::connect(target).await else {
         return;
     };
     let (mut in_read, mut in_write) = inbound.split();
     let (mut out_read, mut out_write) = outbound.split();
-    let up = pump(&mut in_read, &mut out_write, &counted[0]);
-    let down = pump(&mut out_read, &mut in_write, &counted[1]);
+    let up = pump(&mut in_read, &mut out_write, &counted[0], rate);
+    let down = pump(&mut out_read, &mut in_write, &counted[1], rate);
     tokio::select! {
         _ = async { tokio::join!(up, down) } => {}
         _ = cut.wait_for(|c| *c) => {}
     }
 }
 
-/// Copies until EOF or an error, counting; passes the EOF on.
+/// Copies until EOF or an error, counting, at most `rate` bytes/s (0: unlimited); passes the
+/// EOF on.
 async fn pump(
     from: &mut (impl AsyncReadExt + Unpin),
     to: &mut (impl AsyncWriteExt + Unpin),
     counter: &AtomicU64,
+    rate: u64,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 16 * 1024];
+    let started = tokio::time::Instant::now();
+    let mut sent = 0u64;
     loop {
+        if rate > 0 {
+            let due = started + std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+            tokio::time::sleep_until(due).await;
+        }
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
@@ -113,6 +139,7 @@ async fn pump(
                     break;
                 }
                 counter.fetch_add(n as u64, Ordering::Relaxed);
+                sent += n as u64;
             }
         }
     }
