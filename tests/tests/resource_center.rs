@@ -93,6 +93,21 @@ async fn resources_uploaded_by_a_tenant_reach_its_tasks_and_no_other_tenant() {
         ])),
         "echo \"greetings from a cached script\"\n"
     );
+    let copy = dir.path().join("copy.sh");
+    let saved = ok(admin(&[
+        "resources",
+        "--tenant",
+        "demo",
+        "get",
+        "etl/greet.sh",
+        "-o",
+        copy.to_str().unwrap(),
+    ]));
+    assert!(saved.starts_with("38 bytes to "), "{saved}");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(script).unwrap()
+    );
     refused(
         admin(&[
             "resources",

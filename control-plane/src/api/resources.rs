@@ -3,7 +3,8 @@
 //!
 //! Keys are relative to the tenant's prefix (`<root>tenants/<tenant>/`), so no key can name
 //! another tenant's object, and a tenant-scoped token may only touch its own tenant.
-//! Uploads stream to a temporary file first (never whole into memory) and go to S3 in one PUT.
+//! Uploads stream to a temporary file first (never whole into memory) and go to S3 in one PUT;
+//! downloads stream from a temporary file.
 
 use axum::body::Body as RawBody;
 use axum::extract::{Path, State};
@@ -135,7 +136,7 @@ pub fn one() -> MethodRouter<Api> {
         async |State(api): State<Api>,
                Extension(c): Extension<Caller>,
                Path((tenant, k)): Path<(String, String)>|
-               -> ApiResult<Vec<u8>> {
+               -> ApiResult<RawBody> {
             let (bucket, tenant) = scope(&api, &c, tenant).await?;
             let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
             let file = tempfile::NamedTempFile::new()
@@ -143,9 +144,14 @@ pub fn one() -> MethodRouter<Api> {
             bucket
                 .download(&object, file.path(), MAX_UPLOAD_BYTES)
                 .await?;
-            tokio::fs::read(file.path())
+            // Streamed from the open file, which outlives its (already removed) name.
+            let open = tokio::fs::File::open(file.path())
                 .await
-                .map_err(|e| ApiError::internal(format!("reading the download back: {e}")))
+                .map_err(|e| ApiError::internal(format!("reading the download back: {e}")))?;
+            drop(file);
+            Ok(RawBody::from_stream(tokio_util::io::ReaderStream::new(
+                open,
+            )))
         },
     )
     .put(

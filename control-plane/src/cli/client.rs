@@ -154,15 +154,29 @@ impl Client {
         })
     }
 
-    /// `GET path`, the reply's bytes as they are.
-    pub async fn download(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+    /// `GET path`, the reply's bytes as they are, written to `out` as they come.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        use tokio_stream::StreamExt;
         let (url, request) = self.request(Method::GET, path);
-        let response = self.response(&url, request).await?;
-        response
-            .bytes()
+        let mut body = self.response(&url, request).await?.bytes_stream();
+        let mut written = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk
+                .map_err(|e| ClientError::Failed(format!("reading the reply from {url}: {e}")))?;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| ClientError::Failed(format!("writing the download: {e}")))?;
+            written += chunk.len() as u64;
+        }
+        out.flush()
             .await
-            .map(|b| b.to_vec())
-            .map_err(|e| ClientError::Failed(format!("reading the reply from {url}: {e}")))
+            .map_err(|e| ClientError::Failed(format!("writing the download: {e}")))?;
+        Ok(written)
     }
 
     fn request(&self, method: Method, path: &str) -> (String, reqwest::RequestBuilder) {

@@ -72,14 +72,15 @@ pub async fn run(client: &Client, args: &ResourcesArgs) -> Result<String, Client
     match &args.command {
         ResourcesCommand::Upload { local, key } => {
             let key = checked(key)?;
-            let bytes = tokio::fs::read(local)
+            // Streamed from the file, not read into memory.
+            let file = tokio::fs::File::open(local)
                 .await
                 .map_err(|e| ClientError::Refused(format!("reading {}: {e}", local.display())))?;
             let r: Resource = client
                 .upload(
                     Method::PUT,
                     &format!("/resources/{tenant}/{key}"),
-                    bytes.into(),
+                    file.into(),
                 )
                 .await?;
             Ok(format!(
@@ -102,21 +103,17 @@ pub async fn run(client: &Client, args: &ResourcesArgs) -> Result<String, Client
             Ok(list.iter().map(line).collect::<Vec<_>>().join("\n"))
         }
         ResourcesCommand::Get { key, output } => {
-            let bytes = client
-                .download(&format!("/resources/{tenant}/{}", checked(key)?))
-                .await?;
+            let path = format!("/resources/{tenant}/{}", checked(key)?);
             match output {
-                Some(path) => {
-                    tokio::fs::write(path, &bytes).await.map_err(|e| {
-                        ClientError::Failed(format!("writing {}: {e}", path.display()))
+                Some(file) => {
+                    let mut out = tokio::fs::File::create(file).await.map_err(|e| {
+                        ClientError::Failed(format!("creating {}: {e}", file.display()))
                     })?;
-                    Ok(format!("{} bytes to {}", bytes.len(), path.display()))
+                    let written = client.download(&path, &mut out).await?;
+                    Ok(format!("{written} bytes to {}", file.display()))
                 }
                 None => {
-                    use std::io::Write;
-                    std::io::stdout()
-                        .write_all(&bytes)
-                        .map_err(|e| ClientError::Failed(format!("writing stdout: {e}")))?;
+                    client.download(&path, &mut tokio::io::stdout()).await?;
                     Ok(String::new())
                 }
             }
