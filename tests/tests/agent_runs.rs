@@ -118,7 +118,7 @@ async fn an_agent_restarted_mid_run_records_that_run_failed_and_runs_nothing_twi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_three_minute_plane_outage_every_missed_record_runs_once_in_order() {
     let mut f = Federation::start(1, 30).await;
-    f.schedule("every20", EVERY_20S, "echo ran", OverlapPolicy::Skip)
+    f.schedule("every20", EVERY_20S, "echo ran", OverlapPolicy::AllowAll)
         .await;
     f.start_agent("agent-1.test", "main").await;
     f.wait_for_partitions("agent-1.test", 16).await;
@@ -163,7 +163,7 @@ async fn after_a_three_minute_plane_outage_every_missed_record_runs_once_in_orde
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agents_partitions_move_after_the_lease_and_nothing_is_lost_or_doubled() {
     let mut f = Federation::start(1, 10).await;
-    f.schedule("moving", EVERY_10S, "echo ran", OverlapPolicy::Skip)
+    f.schedule("moving", EVERY_10S, "echo ran", OverlapPolicy::AllowAll)
         .await;
     f.start_agent("agent-1.test", "main").await;
     f.start_agent("agent-2.test", "main").await;
