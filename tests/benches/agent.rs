@@ -25,13 +25,7 @@ use meridian_proto::workflow::{TaskKind, TaskSpec, WorkflowDefinition};
 use meridian_proto::{Clock, OverlapPolicy, ScheduleSpec, SystemClock};
 use meridian_tests::cluster::PATIENCE;
 use meridian_tests::federation::{Federation, name};
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use meridian_tests::knob;
 
 fn main() {
     // BENCH_LOG=debug shows the agent's firing passes (and everything else at that level).

@@ -17,13 +17,7 @@ use meridian_plane::model::{Command, Name, Proposal, Tenant};
 use meridian_plane::raft::Outcome;
 use meridian_plane::raft::node::Timing;
 use meridian_tests::cluster::Cluster;
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use meridian_tests::knob;
 
 fn tenant(name: String) -> Command {
     Command::CreateTenant(Tenant {

@@ -16,15 +16,9 @@ use meridian_agent::bucket::{Bucket, BucketConfig};
 use meridian_agent::resources::{CacheConfig, ResourceCache};
 use meridian_proto::SystemClock;
 use meridian_proto::resource::ResourceKey;
+use meridian_tests::knob;
 use meridian_tests::proxy::Proxy;
 use meridian_tests::s3::S3Server;
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Sample {
     took: Duration,

@@ -23,6 +23,14 @@ pub mod s3;
 
 use std::path::PathBuf;
 
+/// A benchmark's knob: the environment variable `name` as a number, or `default`.
+pub fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The path of a workspace binary built into the same target directory as this test.
 ///
 /// Panics with what to run when it is missing, rather than letting a test fail obscurely.

@@ -43,6 +43,42 @@ pub fn meridian(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
 }
 
+/// The stdout of a call that must succeed (exit 0); panics with the whole output otherwise.
+pub fn ok(out: Output) -> String {
+    assert_eq!(out.code, Some(0), "{out:?}");
+    out.stdout
+}
+
+/// Asserts a call was refused as bad input (exit 2) with `needle` in its message.
+pub fn refused(out: Output, needle: &str) {
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains(needle),
+        "stderr lacks `{needle}`: {out:?}"
+    );
+}
+
+/// Polls `runs get RUN` through `cli` until the run has succeeded and returns its JSON;
+/// panics if it fails or takes longer than `patience`.
+pub fn wait_until_succeeded(
+    cli: &dyn Fn(&[&str]) -> Output,
+    run: &str,
+    patience: Duration,
+) -> String {
+    let deadline = Instant::now() + patience;
+    loop {
+        let detail = ok(cli(&["runs", "get", run]));
+        if detail.contains("\"succeeded\"") {
+            return detail;
+        }
+        assert!(
+            !detail.contains("\"failed\"") && Instant::now() < deadline,
+            "run {run} did not succeed: {detail}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A `meridian` process that keeps running (a plane node, `meridian dev`); killed on drop.
 pub struct Daemon {
     child: Option<Child>,

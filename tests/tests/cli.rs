@@ -4,22 +4,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use meridian_tests::process::{Daemon, Output, free_port, meridian};
+use meridian_tests::process::{Daemon, free_port, meridian, ok, refused, wait_until_succeeded};
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn ok(out: Output) -> String {
-    assert_eq!(out.code, Some(0), "{out:?}");
-    out.stdout
-}
-
-fn refused(out: Output, needle: &str) {
-    assert_eq!(out.code, Some(2), "{out:?}");
-    assert!(
-        out.stderr.contains(needle),
-        "stderr lacks `{needle}`: {out:?}"
-    );
-}
 
 #[test]
 fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
@@ -59,18 +46,7 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
     // The embedded agent runs the example workflow on demand.
     let run = ok(cli(&["runs", "now", "demo", "hello"])).trim().to_owned();
     assert!(run.starts_with("demo.hello@manual-"), "{run}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let detail = ok(cli(&["runs", "get", &run]));
-        if detail.contains("\"succeeded\"") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run never succeeded: {detail}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_succeeded(&cli, &run, PATIENCE);
     let logs = ok(cli(&["runs", "logs", &run]));
     assert!(logs.contains(&format!("hello from {run} in dev")), "{logs}");
     let listed = ok(cli(&[

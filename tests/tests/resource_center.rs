@@ -2,9 +2,9 @@
 //! `meridian resources upload/ls/get/rm`, a workflow whose task declares a resource, the
 //! embedded agent running it from its cache, and tenants kept apart.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use meridian_tests::process::{Daemon, Output, free_port, meridian};
+use meridian_tests::process::{Daemon, free_port, meridian, ok, refused, wait_until_succeeded};
 use meridian_tests::s3::S3Server;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -12,19 +12,6 @@ const CREDENTIALS: [(&str, &str); 2] = [
     ("AWS_ACCESS_KEY_ID", "test"),
     ("AWS_SECRET_ACCESS_KEY", "test"),
 ];
-
-fn ok(out: Output) -> String {
-    assert_eq!(out.code, Some(0), "{out:?}");
-    out.stdout
-}
-
-fn refused(out: Output, needle: &str) {
-    assert_eq!(out.code, Some(2), "{out:?}");
-    assert!(
-        out.stderr.contains(needle),
-        "stderr lacks `{needle}`: {out:?}"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_uploaded_by_a_tenant_reach_its_tasks_and_no_other_tenant() {
@@ -138,18 +125,7 @@ async fn resources_uploaded_by_a_tenant_reach_its_tasks_and_no_other_tenant() {
         let run = ok(admin(&["runs", "now", "demo", "greet"]))
             .trim()
             .to_owned();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let detail = ok(admin(&["runs", "get", &run]));
-            if detail.contains("\"succeeded\"") {
-                break;
-            }
-            assert!(
-                !detail.contains("\"failed\"") && Instant::now() < deadline,
-                "run did not succeed: {detail}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_until_succeeded(&admin, &run, PATIENCE);
         let logs = ok(admin(&["runs", "logs", &run]));
         assert!(logs.contains("greetings from a cached script"), "{logs}");
     }
@@ -237,18 +213,7 @@ async fn resources_uploaded_by_a_tenant_reach_its_tasks_and_no_other_tenant() {
     let run = ok(admin(&["runs", "now", "demo", "greet"]))
         .trim()
         .to_owned();
-    let deadline = Instant::now() + PATIENCE;
-    let detail = loop {
-        let detail = ok(admin(&["runs", "get", &run]));
-        if detail.contains("\"succeeded\"") {
-            break detail;
-        }
-        assert!(
-            !detail.contains("\"failed\"") && Instant::now() < deadline,
-            "run did not succeed on the cached copy: {detail}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let detail = wait_until_succeeded(&admin, &run, PATIENCE);
     let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
     let warning = detail["attempts"][0]["warning"]
         .as_str()
