@@ -490,9 +490,9 @@ impl Bucket {
         Ok(objects)
     }
 
-    /// Deletes `key`; an error if it does not exist.
-    pub async fn delete(&self, key: &str) -> Result<(), BucketError> {
-        self.head(key).await?;
+    /// Deletes `key` and returns what it was; an error if it does not exist.
+    pub async fn delete(&self, key: &str) -> Result<ObjectMeta, BucketError> {
+        let meta = self.head(key).await?;
         self.client
             .delete_object()
             .bucket(&self.name)
@@ -500,7 +500,7 @@ impl Bucket {
             .send()
             .await
             .map_err(|e| self.failed("DELETE", key, e))?;
-        Ok(())
+        Ok(meta)
     }
 }
 

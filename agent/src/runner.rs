@@ -156,20 +156,17 @@ impl Runner {
                 Ok(p) => p.warnings.join("; "),
                 Err(_) => String::new(),
             };
-            self.report(
-                run,
-                ReportItem::Attempt(AttemptEvent {
-                    run_id: run.run_id.clone(),
-                    task: spec.name.clone(),
-                    attempt,
-                    outcome: AttemptOutcome::Started,
-                    at_ms: self.clock.now_ms(),
-                    exit_code: None,
-                    message: String::new(),
-                    warning: warning.clone(),
-                }),
-            )
-            .await;
+            let started = AttemptEvent {
+                run_id: run.run_id.clone(),
+                task: spec.name.clone(),
+                attempt,
+                outcome: AttemptOutcome::Started,
+                at_ms: self.clock.now_ms(),
+                exit_code: None,
+                message: String::new(),
+                warning: warning.clone(),
+            };
+            self.report(run, ReportItem::Attempt(started.clone())).await;
             let (log, drained) = self.log_drain(run, &spec.name, attempt);
             let ended = match prepared {
                 Err(message) => AttemptEnd {
@@ -208,14 +205,12 @@ impl Runner {
             self.report(
                 run,
                 ReportItem::Attempt(AttemptEvent {
-                    run_id: run.run_id.clone(),
-                    task: spec.name.clone(),
-                    attempt,
                     outcome: ended.outcome,
                     at_ms: self.clock.now_ms(),
                     exit_code: ended.exit_code,
                     message: ended.message,
                     warning: String::new(),
+                    ..started
                 }),
             )
             .await;

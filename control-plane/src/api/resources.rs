@@ -198,8 +198,7 @@ pub fn one() -> MethodRouter<Api> {
             let (bucket, tenant) = scope(&api, &c, tenant).await?;
             let prefix = tenant_prefix(bucket.root(), tenant.as_str());
             let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
-            let meta = bucket.head(&object).await?;
-            bucket.delete(&object).await?;
+            let meta = bucket.delete(&object).await?;
             tracing::info!(actor = %c.name, object, "resource deleted");
             Ok(Json(view(&prefix, meta)))
         },

@@ -127,12 +127,7 @@ impl Client {
             Some(body) => request.json(body),
             None => request,
         };
-        let text = self.send(&url, request).await?;
-        serde_json::from_str(&text).map_err(|e| {
-            ClientError::Failed(format!(
-                "the reply from {url} is not what was expected: {e}"
-            ))
-        })
+        self.send(&url, request).await
     }
 
     /// Sends `body` as is (`application/octet-stream`) and decodes the JSON reply.
@@ -146,12 +141,7 @@ impl Client {
         let request = request
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(body);
-        let text = self.send(&url, request).await?;
-        serde_json::from_str(&text).map_err(|e| {
-            ClientError::Failed(format!(
-                "the reply from {url} is not what was expected: {e}"
-            ))
-        })
+        self.send(&url, request).await
     }
 
     /// `GET path`, the reply's bytes as they are, written to `out` as they come.
@@ -185,18 +175,24 @@ impl Client {
         (url, request)
     }
 
-    async fn send(
+    /// Sends and decodes the JSON reply.
+    async fn send<T: DeserializeOwned>(
         &self,
         url: &str,
         request: reqwest::RequestBuilder,
-    ) -> Result<String, ClientError> {
-        self.response(url, request)
+    ) -> Result<T, ClientError> {
+        let text = self
+            .response(url, request)
             .await?
             .text()
             .await
-            .map_err(|e| ClientError::Failed(format!("reading the reply from {url}: {e}")))
+            .map_err(|e| ClientError::Failed(format!("reading the reply from {url}: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| {
+            ClientError::Failed(format!(
+                "the reply from {url} is not what was expected: {e}"
+            ))
+        })
     }
-
     /// Sends; a success status gives the response, anything else the error it carries.
     async fn response(
         &self,
