@@ -98,6 +98,8 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
         Command::Token(command) => model::token(&client()?, command).await,
         Command::Resources(args) => meridian_plane::cli::resources::run(&client()?, args).await,
         Command::Audit(args) => model::audit(&client()?, args).await,
+        Command::Agents => meridian_plane::cli::agents::agents(&client()?).await,
+        Command::Leases(args) => meridian_plane::cli::agents::leases(&client()?, args).await,
         Command::Runs(command) => meridian_plane::cli::runs::runs(&client()?, command).await,
         Command::Certs(_) | Command::Schedule(ScheduleCommand::Preview(_)) => {
             unreachable!("handled without a runtime")

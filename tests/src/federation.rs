@@ -471,7 +471,16 @@ pub fn check(
         .filter(|n| **n > 1)
         .map(|n| n - 1)
         .sum::<usize>();
-    let lost = due.iter().filter(|t| !seen.contains_key(t)).count();
+    let lost_times: Vec<String> = due
+        .iter()
+        .filter(|t| !seen.contains_key(t))
+        .filter_map(|t| DateTime::from_timestamp_millis(*t))
+        .map(|t| t.format("%H:%M:%S%.3f").to_string())
+        .collect();
+    if !lost_times.is_empty() {
+        println!("history check [{label}]: no run for {lost_times:?}");
+    }
+    let lost = lost_times.len();
     let in_window: Vec<&RunRecord> = runs
         .iter()
         .filter(|r| due.contains(&r.fire_ms.unwrap_or(-1)))

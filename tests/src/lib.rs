@@ -17,6 +17,7 @@
 
 pub mod cluster;
 pub mod federation;
+pub mod lab;
 pub mod process;
 pub mod proxy;
 pub mod s3;

@@ -45,6 +45,40 @@ pub struct Target {
     /// A node's plane.toml: talk to that node's API with its CA and data directory.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// Dial HOST at ADDR (`ip:port`) instead of looking it up, as curl's `--resolve`: TLS
+    /// still verifies HOST. Repeatable; `MERIDIAN_RESOLVE` takes a comma-separated list.
+    #[arg(
+        long = "resolve",
+        env = "MERIDIAN_RESOLVE",
+        value_name = "HOST=ADDR",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub resolve: Vec<String>,
+}
+
+/// Parses `--resolve` entries (`HOST=IP:PORT`).
+pub fn resolve_entries(entries: &[String]) -> Result<Vec<(String, SocketAddr)>, ClientError> {
+    entries
+        .iter()
+        .filter(|e| !e.trim().is_empty())
+        .map(|entry| {
+            let (host, addr) = entry.trim().split_once('=').ok_or_else(|| {
+                ClientError::Refused(format!("--resolve `{entry}`: want HOST=IP:PORT"))
+            })?;
+            let addr = addr.parse().map_err(|e| {
+                ClientError::Refused(format!(
+                    "--resolve `{entry}`: `{addr}` is not IP:PORT ({e})"
+                ))
+            })?;
+            if host.is_empty() {
+                return Err(ClientError::Refused(format!(
+                    "--resolve `{entry}`: the host name is empty"
+                )));
+            }
+            Ok((host.to_owned(), addr))
+        })
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +141,9 @@ impl Client {
             .timeout(std::time::Duration::from_secs(60))
             .use_preconfigured_tls(tls(ca.as_deref())?);
         if let Some((host, addr)) = resolve {
+            builder = builder.resolve(&host, addr);
+        }
+        for (host, addr) in resolve_entries(&target.resolve)? {
             builder = builder.resolve(&host, addr);
         }
         let http = builder
@@ -276,4 +313,29 @@ fn tls(ca: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
     .map_err(|e| ClientError::Failed(e.to_string()))?
     .with_root_certificates(roots)
     .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_entries_name_what_is_wrong() {
+        let ok = resolve_entries(&["plane-1.dc-a.example=203.0.113.11:8443".into()]).unwrap();
+        assert_eq!(
+            ok,
+            [(
+                "plane-1.dc-a.example".to_owned(),
+                "203.0.113.11:8443".parse().unwrap()
+            )]
+        );
+        for (bad, says) in [
+            ("plane-1.dc-a.example", "want HOST=IP:PORT"),
+            ("plane-1=203.0.113.11", "is not IP:PORT"),
+            ("=10.0.0.1:1", "host name is empty"),
+        ] {
+            let err = resolve_entries(&[bad.into()]).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains(bad), "{bad}: {err}");
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The `meridian` command line. Flags follow kubectl/nomad habits: `meridian <noun> <verb>`.
 
+pub mod agents;
 pub mod certs;
 pub mod client;
 pub mod model;
@@ -53,6 +54,10 @@ pub enum Command {
     Runs(runs::RunsCommand),
     /// The resource center: a tenant's files in the S3 bucket (upload, ls, get, rm).
     Resources(resources::ResourcesArgs),
+    /// Agents the plane knows, and the partitions each holds.
+    Agents,
+    /// Partition leases: holder, epoch, expiry.
+    Leases(agents::LeasesArgs),
     /// API tokens.
     #[command(subcommand)]
     Token(model::TokenCommand),

@@ -1,0 +1,302 @@
+//! Fault scenarios in the three-DC lab (`infra/lab`, release binaries, network namespaces).
+//! Each one runs schedules throughout, breaks something on purpose, and ends with the history
+//! checker reading the run history through the API: every fire record due in the scenario's
+//! window ran exactly once, none twice, and every write the plane acknowledged is still there.
+//!
+//! Leases are 6 s and schedules fire every 2 s (20 s for the plane outage), so each scenario
+//! takes seconds, not hours. The lab's nodes are real processes on the real clock: the pauses
+//! below are how long a fault lasts, and every wait for an outcome is a poll with a deadline.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use meridian_tests::federation::Summary;
+use meridian_tests::lab::{LAB_DIR, Lab, Scheduled};
+
+const LEASE_SECONDS: u64 = 6;
+const EVERY_2S: &str = "*/2 * * * * ?";
+
+fn lease() -> Duration {
+    Duration::from_secs(LEASE_SECONDS)
+}
+
+async fn pause(d: Duration) {
+    tokio::time::sleep(d).await
+}
+
+/// Two schedules on dc-a's cluster, one on dc-b's, one on dc-c's.
+fn schedules(lab: &mut Lab, cron: &str) -> Vec<Scheduled> {
+    vec![
+        lab.schedule("a-one", "a-prod", cron),
+        lab.schedule("a-two", "a-prod", cron),
+        lab.schedule("b-one", "b-prod", cron),
+        lab.schedule("c-one", "c-prod", cron),
+    ]
+}
+
+/// The history checker over every schedule (records due up to now), the acknowledged writes,
+/// and the lab's address check; prints the scenario's one-line summary.
+async fn finish(lab: &Lab, scenario: &str, schedules: &[Scheduled]) -> Summary {
+    let until = Utc::now() - chrono::Duration::seconds(1);
+    let mut total = Summary {
+        due: 0,
+        ran: 0,
+        skipped: 0,
+        lost: 0,
+        duplicated: 0,
+    };
+    for s in schedules {
+        let one = lab.check(scenario, s, until, Duration::from_secs(90)).await;
+        total.due += one.due;
+        total.ran += one.ran;
+        total.skipped += one.skipped;
+        total.lost += one.lost;
+        total.duplicated += one.duplicated;
+    }
+    println!("scenario [{scenario}]: {total}");
+    assert!(total.due > 0, "[{scenario}] nothing was due: {total}");
+    assert_eq!(
+        (total.lost, total.duplicated),
+        (0, 0),
+        "[{scenario}] fire records lost or run twice: {total}"
+    );
+    assert_eq!(total.ran + total.skipped, total.due, "[{scenario}] {total}");
+    lab.assert_acknowledged_writes_kept().await;
+    lab.ok(&["check"]);
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plane_leader_killed_then_restarted() {
+    let mut lab = Lab::up(&[]);
+    let s = schedules(&mut lab, EVERY_2S);
+    pause(Duration::from_secs(4)).await;
+    let leader = lab.leader().await;
+    let writer = lab.start_writer("while-leaderless");
+    lab.ok(&["kill", &leader]);
+    pause(Duration::from_secs(8)).await;
+    let next = lab.leader().await;
+    assert_ne!(next, leader, "a new leader was elected among the other two");
+    lab.ok(&["start", &leader]);
+    lab.wait_for_plane(Duration::from_secs(60)).await;
+    pause(Duration::from_secs(4)).await;
+    lab.finish_writer(writer);
+    finish(&lab, "plane leader killed, restarted", &s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_its_partitions_move_within_its_cluster() {
+    let mut lab = Lab::up(&[]);
+    let s = schedules(&mut lab, EVERY_2S);
+    lab.wait_for_holders("a-main", &["agent-a1", "agent-a2"], lease() * 3)
+        .await;
+    pause(Duration::from_secs(4)).await;
+    lab.ok(&["kill", "agent-a1"]);
+    lab.wait_for_holders("a-main", &["agent-a2"], lease() * 4)
+        .await;
+    pause(Duration::from_secs(4)).await;
+    finish(&lab, "agent killed", &s).await;
+    let ran_by_a2 = lab.runs("a-one").await.unwrap();
+    assert!(
+        ran_by_a2
+            .iter()
+            .chain(lab.runs("a-two").await.unwrap().iter())
+            .any(|r| r.agent.as_deref() == Some("agent-a2.dc-a.example")),
+        "agent-a2 ran dc-a's schedules after agent-a1 died"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dc_public_link_cut_longer_then_shorter_than_the_lease() {
+    let mut lab = Lab::up(&[]);
+    let s = schedules(&mut lab, EVERY_2S);
+    pause(Duration::from_secs(4)).await;
+
+    // Longer than the lease: dc-b fires up to its horizon, pauses, catches up after the heal.
+    // dc-b's cluster has no backup, so nobody else may take its partitions meanwhile.
+    let cut = Utc::now();
+    lab.ok(&["cut", "b"]);
+    pause(lease() * 2 + Duration::from_secs(4)).await;
+    for lease in lab.leases().await.iter().filter(|l| l.cluster == "b-main") {
+        assert!(
+            lease
+                .holder
+                .as_deref()
+                .is_none_or(|h| h == "agent-b1.dc-b.example"),
+            "b-main's partitions stay with agent-b1 or nobody: {lease:?}"
+        );
+    }
+    lab.ok(&["heal", "b"]);
+    let healed = std::time::Instant::now();
+    let so_far = lab
+        .check(
+            "after the long cut",
+            &s[2],
+            Utc::now(),
+            Duration::from_secs(90),
+        )
+        .await;
+    println!(
+        "dc-b caught up {:.1} s after the heal: {so_far}",
+        healed.elapsed().as_secs_f64()
+    );
+    let b = lab.runs("b-one").await.unwrap();
+    let caught_up = b
+        .iter()
+        .filter(|r| r.fire_ms.unwrap() > cut.timestamp_millis())
+        .filter(|r| r.lateness_ms.unwrap_or(0) > (LEASE_SECONDS as i64) * 1000 / 2)
+        .count();
+    assert!(
+        caught_up > 0,
+        "records due after dc-b's horizon ran late, on catch-up: {b:?}"
+    );
+
+    // Shorter than the lease: dc-b keeps firing on time; its reports arrive after the heal.
+    let cut = Utc::now();
+    lab.ok(&["cut", "b"]);
+    pause(lease() / 2).await;
+    lab.ok(&["heal", "b"]);
+    let healed = Utc::now();
+    pause(Duration::from_secs(6)).await;
+    finish(&lab, "dc-b cut beyond, then within, its lease", &s).await;
+    let during: Vec<_> = lab
+        .runs("b-one")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| {
+            let fire = r.fire_ms.unwrap();
+            fire > cut.timestamp_millis() && fire <= healed.timestamp_millis()
+        })
+        .collect();
+    assert!(!during.is_empty(), "records fell due during the short cut");
+    for r in &during {
+        assert!(
+            r.lateness_ms.unwrap() < 1500,
+            "a cut within the lease does not delay firing: {r:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_plane_node_stopped_for_three_minutes() {
+    let outage = Duration::from_secs(meridian_tests::knob("LAB_OUTAGE_SECONDS", 180));
+    let mut lab = Lab::up(&[]);
+    let s = schedules(&mut lab, "*/20 * * * * ?");
+    pause(Duration::from_secs(22)).await;
+    for node in ["plane-1", "plane-2", "plane-3"] {
+        lab.ok(&["stop", node]);
+    }
+    pause(outage).await;
+    for node in ["plane-1", "plane-2", "plane-3"] {
+        lab.ok(&["start", node]);
+    }
+    lab.wait_for_plane(Duration::from_secs(60)).await;
+    pause(Duration::from_secs(4)).await;
+    finish(&lab, "plane stopped for the outage", &s).await;
+    // Caught up in fire order: dispatched (queued) in fire order; runs dispatched together
+    // (the catch-up rate allows a second's worth at once) share a queued time.
+    for one in &s {
+        let mut runs = lab.runs(&one.name).await.unwrap();
+        runs.sort_by_key(|r| r.fire_ms);
+        let dispatched: Vec<i64> = runs
+            .iter()
+            .filter_map(|r| r.queued_ms.or(r.started_ms))
+            .collect();
+        assert_eq!(dispatched.len(), runs.len(), "every run started: {runs:?}");
+        assert!(
+            dispatched.windows(2).all(|w| w[0] <= w[1]),
+            "{} ran its records in fire order: {runs:?}",
+            one.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_of_every_plane_node() {
+    let mut lab = Lab::up(&[]);
+    let s = schedules(&mut lab, EVERY_2S);
+    pause(Duration::from_secs(4)).await;
+    let writer = lab.start_writer("while-rolling");
+    for node in ["plane-1", "plane-2", "plane-3"] {
+        lab.ok(&["stop", node]);
+        pause(Duration::from_secs(2)).await;
+        lab.ok(&["start", node]);
+        lab.wait_for_plane(Duration::from_secs(60)).await;
+    }
+    pause(Duration::from_secs(4)).await;
+    lab.finish_writer(writer);
+    finish(&lab, "rolling restart of the plane", &s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_cluster_lost_backup_takes_over_and_hands_back() {
+    let mut lab = Lab::up(&[]);
+    let s = schedules(&mut lab, EVERY_2S);
+    pause(Duration::from_secs(4)).await;
+    lab.ok(&["kill", "agent-a1"]);
+    lab.ok(&["kill", "agent-a2"]);
+    lab.wait_for_holders("a-main", &["agent-b2"], lease() * 4)
+        .await;
+    pause(Duration::from_secs(6)).await;
+    lab.ok(&["start", "agent-a1"]);
+    lab.ok(&["start", "agent-a2"]);
+    lab.wait_for_holders("a-main", &["agent-a1", "agent-a2"], lease() * 4)
+        .await;
+    pause(Duration::from_secs(4)).await;
+    finish(&lab, "active cluster lost", &s).await;
+    let a = lab.runs("a-one").await.unwrap();
+    assert!(
+        a.iter()
+            .any(|r| r.agent.as_deref() == Some("agent-b2.dc-b.example")),
+        "the backup cluster's agent ran dc-a's schedule: {a:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_dialling_a_same_dc_plane_node_by_its_public_address_is_a_config_error() {
+    let mut lab = Lab::up(&[]);
+    let s = schedules(&mut lab, EVERY_2S);
+    let config = format!("{LAB_DIR}/agent-b1/agent.toml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    // plane-2 is in dc-b: name it by its public address, and dial it first.
+    let bad = good
+        .replace(
+            "\"plane-2.dc-b.example\" = \"10.2.0.12\"",
+            "\"plane-2.dc-b.example\" = \"203.0.113.12\"",
+        )
+        .replace(
+            "plane = [\"plane-1.dc-a.example:7443\", \"plane-2.dc-b.example:7443\"",
+            "plane = [\"plane-2.dc-b.example:7443\", \"plane-1.dc-a.example:7443\"",
+        );
+    assert_ne!(bad, good, "the example config has the expected lines");
+    std::fs::write(&config, &bad).unwrap();
+    lab.ok(&["stop", "agent-b1"]);
+    lab.ok(&["start", "agent-b1"]);
+    lab.wait_for_holders("b-main", &["agent-b1"], lease() * 3)
+        .await;
+    // Both the config and the live connection are reported.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let out = meridian_tests::lab::lab(&["check"]);
+        if out.stderr.contains("is connected to") || std::time::Instant::now() > deadline {
+            break out;
+        }
+        pause(Duration::from_millis(500)).await;
+    };
+    assert_eq!(found.code, Some(1), "{found:?}");
+    for needle in [
+        "configuration error: agent-b1 (agent-b1.dc-b.example, dc-b): hosts maps plane-2.dc-b.example (dc-b) to 203.0.113.12, its public address; it must be 10.2.0.12",
+        "configuration error: agent-b1 (agent-b1.dc-b.example, dc-b) is connected to plane-2.dc-b.example at its public address 203.0.113.12 from inside dc-b; it must dial 10.2.0.12",
+    ] {
+        assert!(found.stderr.contains(needle), "lacks `{needle}`: {found:?}");
+    }
+    // Mended, the check passes again.
+    std::fs::write(&config, &good).unwrap();
+    lab.ok(&["stop", "agent-b1"]);
+    lab.ok(&["start", "agent-b1"]);
+    lab.wait_for_holders("b-main", &["agent-b1"], lease() * 3)
+        .await;
+    pause(Duration::from_secs(2)).await;
+    finish(&lab, "same-DC public address", &s).await;
+}
