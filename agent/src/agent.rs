@@ -105,6 +105,42 @@ impl Runs {
     }
 }
 
+/// A partition given back, waiting for its reports to be committed before the plane is told.
+struct Releasing {
+    lease: pb::Lease,
+    /// Passes completed when it was given back.
+    passes: u64,
+    /// The outbox's last entry once no pass that could have taken its records is running:
+    /// every entry up to it must be committed before the release is reported.
+    mark: Option<i64>,
+}
+
+/// Decides which given-back partitions may be reported released: a release gets its mark (the
+/// outbox's `last` entry's seq, 0 when empty) once a firing pass ended after it (`passes` moved
+/// past its count), and is ready once the outbox's `first` waiting entry is past the mark
+/// (seqs never repeat). Removes and returns the ready ones.
+fn ready_to_report(
+    releasing: &mut Vec<Releasing>,
+    passes: u64,
+    last: Option<i64>,
+    first: Option<i64>,
+) -> Vec<pb::Lease> {
+    let mut ready = Vec::new();
+    releasing.retain_mut(|r| {
+        if r.mark.is_none() && passes > r.passes {
+            r.mark = Some(last.unwrap_or(0));
+        }
+        match r.mark {
+            Some(mark) if first.is_none_or(|f| f > mark) => {
+                ready.push(r.lease.clone());
+                false
+            }
+            _ => true,
+        }
+    });
+    ready
+}
+
 struct Shared {
     hostname: String,
     cluster: String,
@@ -117,7 +153,14 @@ struct Shared {
     outbox: Outbox,
     runner: Runner,
     leases: Mutex<Leases>,
+    /// Partitions the plane asked back, not yet reported released: they wait until every
+    /// report about them is committed (see [`Shared::ready_releases`]).
+    releasing: Mutex<Vec<Releasing>>,
+    /// Released partitions to report in the next heartbeat.
     released: Mutex<Vec<pb::Lease>>,
+    /// Firing passes completed (a pass that began before a release has taken its records
+    /// once this moves past the count seen at the release).
+    passes: AtomicU64,
     runs: Mutex<Runs>,
     /// Schedules whose records were taken and not yet topped up.
     refill: Mutex<HashMap<String, Arc<Assignment>>>,
@@ -183,7 +226,9 @@ impl Agent {
                 resources: resources.clone(),
             },
             leases: Mutex::new(Leases::default()),
+            releasing: Mutex::new(Vec::new()),
             released: Mutex::new(Vec::new()),
+            passes: AtomicU64::new(0),
             runs: Mutex::new(Runs::default()),
             refill: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(config.slots as usize)),
@@ -449,6 +494,7 @@ impl Shared {
     async fn heartbeat_once(self: &Arc<Self>) -> Result<(), String> {
         let sent = self.now();
         let held = self.held_leases();
+        self.ready_releases().await;
         let released = self.released.lock().expect("released").clone();
         let request = pb::HeartbeatRequest {
             agent: self.hostname.clone(),
@@ -490,12 +536,26 @@ impl Shared {
                 .map(|l| (l.cluster.clone(), l.partition))
                 .collect();
             leases.release(&give_back);
-            self.released
-                .lock()
-                .expect("released")
-                .extend(reply.release.iter().cloned());
+            // The plane renews a partition it asked back until told: a second ask for the
+            // same lease keeps the first one's progress.
+            let passes = self.passes.load(Ordering::SeqCst);
+            let mut releasing = self.releasing.lock().expect("releasing");
+            for lease in &reply.release {
+                if !releasing.iter().any(|r| r.lease == *lease) {
+                    releasing.push(Releasing {
+                        lease: lease.clone(),
+                        passes,
+                        mark: None,
+                    });
+                }
+            }
+            drop(releasing);
             change
         };
+        if !reply.release.is_empty() {
+            // A pass now marks where the partitions' last takes are.
+            self.wake.notify_one();
+        }
         let definitions_moved =
             self.definitions.swap(reply.definitions, Ordering::SeqCst) != reply.definitions;
         if !change.is_empty() || definitions_moved || !reply.release.is_empty() {
@@ -509,6 +569,48 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Moves given-back partitions to `released` once the plane has every report about them.
+    ///
+    /// The plane hands a released partition to another agent, which fires from the plane's
+    /// last acknowledged fire time: reporting the release before the records this agent took
+    /// are committed would let the next holder run them again. So a release waits for a firing
+    /// pass to end after it (no take of the partition can still be in flight), marks the
+    /// outbox's last entry, and is reported once the outbox has nothing up to that mark.
+    async fn ready_releases(&self) {
+        let passes = self.passes.load(Ordering::SeqCst);
+        let need_mark = self
+            .releasing
+            .lock()
+            .expect("releasing")
+            .iter()
+            .any(|r| r.mark.is_none() && passes > r.passes);
+        let last = if need_mark {
+            match self.outbox.last_seq().await {
+                Ok(last) => last,
+                Err(e) => {
+                    tracing::warn!("reading the outbox: {e}");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let first = match self.outbox.first_seq().await {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::warn!("reading the outbox: {e}");
+                return;
+            }
+        };
+        let ready = ready_to_report(
+            &mut self.releasing.lock().expect("releasing"),
+            passes,
+            last,
+            first,
+        );
+        self.released.lock().expect("released").extend(ready);
     }
 
     /// Fetches the schedules of every held partition and syncs the buffer with them.
@@ -615,6 +717,7 @@ impl Shared {
                     self.launch(run, None);
                 }
             }
+            self.passes.fetch_add(1, Ordering::SeqCst);
             let now = self.now();
             let next = self.buffer.next_fire_ms().await.ok().flatten();
             let mut wait = FIRE_TICK;
@@ -987,6 +1090,42 @@ async fn serve_metrics(listener: tokio::net::TcpListener, resources: ResourceCac
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_release_is_reported_only_once_its_reports_are_committed() {
+        let lease = |partition| pb::Lease {
+            partition,
+            epoch: 3,
+            expires_at_ms: 0,
+            cluster: "main".into(),
+        };
+        let mut releasing = vec![Releasing {
+            lease: lease(1),
+            passes: 7,
+            mark: None,
+        }];
+        // A pass that began before the release may still be taking its records: no mark yet,
+        // even with an empty outbox.
+        assert!(ready_to_report(&mut releasing, 7, None, None).is_empty());
+        assert_eq!(releasing[0].mark, None);
+        // A pass ended: the mark is the outbox's last entry, which still waits.
+        assert!(ready_to_report(&mut releasing, 8, Some(40), Some(12)).is_empty());
+        assert_eq!(releasing[0].mark, Some(40));
+        // Later entries do not hold it back; entries up to the mark do.
+        assert!(ready_to_report(&mut releasing, 9, Some(55), Some(40)).is_empty());
+        assert_eq!(
+            ready_to_report(&mut releasing, 9, Some(55), Some(41)),
+            [lease(1)]
+        );
+        assert!(releasing.is_empty());
+        // Nothing waiting at all once a pass ended: ready at once.
+        let mut releasing = vec![Releasing {
+            lease: lease(2),
+            passes: 0,
+            mark: None,
+        }];
+        assert_eq!(ready_to_report(&mut releasing, 1, None, None), [lease(2)]);
+    }
 
     #[tokio::test]
     async fn metrics_are_served_in_the_prometheus_text_format() {

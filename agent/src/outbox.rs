@@ -90,6 +90,20 @@ impl Outbox {
         Ok(n as u64)
     }
 
+    /// The newest entry's `seq`, if any waits.
+    pub async fn last_seq(&self) -> Result<Option<i64>, OutboxError> {
+        Ok(sqlx::query_scalar("SELECT MAX(seq) FROM outbox")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// The oldest waiting entry's `seq`, if any waits.
+    pub async fn first_seq(&self) -> Result<Option<i64>, OutboxError> {
+        Ok(sqlx::query_scalar("SELECT MIN(seq) FROM outbox")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     pub async fn is_empty(&self) -> Result<bool, OutboxError> {
         Ok(self.len().await? == 0)
     }

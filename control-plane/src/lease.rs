@@ -63,6 +63,25 @@ pub enum LeaseChange {
 /// `agents` are the connected agents of the cluster and of its backup; `lease_ms` is the
 /// cluster's lease duration.
 pub fn plan(leases: &[Lease], agents: &[Agent], now_ms: i64, lease_ms: i64) -> Vec<LeaseChange> {
+    plan_reserving(leases, agents, now_ms, lease_ms, false)
+}
+
+/// As [`plan`]; with `reserved`, an expired lease goes back only to the agent that held it
+/// (and stays free while that agent is not connected).
+///
+/// The plane reserves a cluster's leases for one lease period after it has heard nothing from
+/// any of the cluster's agents for longer than a lease — the plane itself was down or cut off,
+/// so every lease lapsed at once and the holders' silence says nothing about them. A holder
+/// fired its records up to its horizon, and its reports of them may still be on their way:
+/// given to another agent, the partition's records since the plane's last acknowledged fire
+/// time would run twice. Given back to its holder, the tenure continues and the reports count.
+pub fn plan_reserving(
+    leases: &[Lease],
+    agents: &[Agent],
+    now_ms: i64,
+    lease_ms: i64,
+    reserved: bool,
+) -> Vec<LeaseChange> {
     // Own agents first; the backup's only when the cluster has none.
     let eligible: Vec<&Agent> = if agents.iter().any(|a| a.own_cluster) {
         agents.iter().filter(|a| a.own_cluster).collect()
@@ -107,6 +126,18 @@ pub fn plan(leases: &[Lease], agents: &[Agent], now_ms: i64, lease_ms: i64) -> V
         return changes;
     }
     for lease in free {
+        if reserved && let Some(holder) = &lease.holder {
+            if let Some(n) = load.get_mut(holder.as_str()) {
+                *n += 1;
+                changes.push(LeaseChange::Grant {
+                    partition: lease.partition,
+                    holder: holder.clone(),
+                    epoch: lease.epoch + 1,
+                    expires_ms,
+                });
+            }
+            continue;
+        }
         let (least, _) = load
             .iter()
             .min_by_key(|(host, n)| (**n, *host))
@@ -220,6 +251,44 @@ mod tests {
             }
         }
         m
+    }
+
+    #[test]
+    fn after_the_plane_heard_nobody_expired_leases_wait_for_their_holders() {
+        // a held 0–3, b held 4–7; every lease lapsed while the plane was down.
+        let mut leases = free(8);
+        for l in leases.iter_mut() {
+            l.holder = Some(if l.partition < 4 { "a" } else { "b" }.into());
+            l.epoch = 1;
+            l.expires_ms = 10_000;
+        }
+        // b is heard first: it gets its own partitions back, a's wait for a.
+        let only_b = [agent("b", true)];
+        let changes = plan_reserving(&leases, &only_b, 200_000, 6_000, true);
+        apply(&mut leases, &changes);
+        assert_eq!(holders(&leases)["b"], 8 - 4, "{changes:?}");
+        assert!(
+            leases[..4].iter().all(|l| l.holder.as_deref() == Some("a")
+                && l.expires_ms == 10_000
+                && l.epoch == 1),
+            "a's partitions stay free for a: {leases:?}"
+        );
+        // a is heard: it gets them back, its tenure continuing.
+        let both = [agent("a", true), agent("b", true)];
+        let changes = plan_reserving(&leases, &both, 200_500, 6_000, true);
+        apply(&mut leases, &changes);
+        assert_eq!(
+            holders(&leases),
+            BTreeMap::from([("a".into(), 4), ("b".into(), 4)])
+        );
+        // Without the reservation b would have taken them all.
+        let mut unreserved = free(8);
+        for l in unreserved.iter_mut() {
+            l.holder = Some(if l.partition < 4 { "a" } else { "b" }.into());
+            l.expires_ms = 10_000;
+        }
+        step(&mut unreserved, &only_b, 200_000, 6_000);
+        assert_eq!(holders(&unreserved)["b"], 8);
     }
 
     #[test]

@@ -412,6 +412,54 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Two schedules on dc-a's cluster, one on dc-b's, one on dc-c's: `a-one`, `a-two`,
+    /// `b-one`, `c-one`.
+    pub fn schedules(&mut self, cron: &str) -> Vec<Scheduled> {
+        vec![
+            self.schedule("a-one", "a-prod", cron),
+            self.schedule("a-two", "a-prod", cron),
+            self.schedule("b-one", "b-prod", cron),
+            self.schedule("c-one", "c-prod", cron),
+        ]
+    }
+
+    /// Ends a scenario: the history checker over every schedule (records due up to now), the
+    /// acknowledged writes, and the lab's address check; prints the scenario's one-line
+    /// summary and fails on any lost or duplicated fire record.
+    pub async fn finish(&self, scenario: &str, schedules: &[Scheduled]) -> Summary {
+        let until = Utc::now() - chrono::Duration::seconds(1);
+        let mut total = Summary {
+            due: 0,
+            ran: 0,
+            skipped: 0,
+            lost: 0,
+            duplicated: 0,
+        };
+        for s in schedules {
+            let one = self
+                .check(scenario, s, until, Duration::from_secs(90))
+                .await;
+            total.due += one.due;
+            total.ran += one.ran;
+            total.skipped += one.skipped;
+            total.lost += one.lost;
+            total.duplicated += one.duplicated;
+        }
+        println!("scenario [{scenario}]: {total}");
+        assert!(total.due > 0, "[{scenario}] nothing was due: {total}");
+        assert_eq!(
+            (total.lost, total.duplicated),
+            (0, 0),
+            "[{scenario}] fire records lost or run twice: {total}"
+        );
+        assert_eq!(total.ran + total.skipped, total.due, "[{scenario}] {total}");
+        self.assert_acknowledged_writes_kept().await;
+        self.ok(&["check"]);
+        total
+    }
+}
+
 fn is_final(state: &str) -> bool {
     matches!(state, "succeeded" | "failed" | "killed" | "skipped")
 }

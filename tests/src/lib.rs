@@ -20,6 +20,7 @@ pub mod federation;
 pub mod lab;
 pub mod process;
 pub mod proxy;
+pub mod runbook;
 pub mod s3;
 
 use std::path::PathBuf;

@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use meridian_tests::federation::Summary;
 use meridian_tests::lab::{LAB_DIR, Lab, Scheduled};
 
 const LEASE_SECONDS: u64 = 6;
@@ -24,46 +23,8 @@ async fn pause(d: Duration) {
     tokio::time::sleep(d).await
 }
 
-/// Two schedules on dc-a's cluster, one on dc-b's, one on dc-c's.
 fn schedules(lab: &mut Lab, cron: &str) -> Vec<Scheduled> {
-    vec![
-        lab.schedule("a-one", "a-prod", cron),
-        lab.schedule("a-two", "a-prod", cron),
-        lab.schedule("b-one", "b-prod", cron),
-        lab.schedule("c-one", "c-prod", cron),
-    ]
-}
-
-/// The history checker over every schedule (records due up to now), the acknowledged writes,
-/// and the lab's address check; prints the scenario's one-line summary.
-async fn finish(lab: &Lab, scenario: &str, schedules: &[Scheduled]) -> Summary {
-    let until = Utc::now() - chrono::Duration::seconds(1);
-    let mut total = Summary {
-        due: 0,
-        ran: 0,
-        skipped: 0,
-        lost: 0,
-        duplicated: 0,
-    };
-    for s in schedules {
-        let one = lab.check(scenario, s, until, Duration::from_secs(90)).await;
-        total.due += one.due;
-        total.ran += one.ran;
-        total.skipped += one.skipped;
-        total.lost += one.lost;
-        total.duplicated += one.duplicated;
-    }
-    println!("scenario [{scenario}]: {total}");
-    assert!(total.due > 0, "[{scenario}] nothing was due: {total}");
-    assert_eq!(
-        (total.lost, total.duplicated),
-        (0, 0),
-        "[{scenario}] fire records lost or run twice: {total}"
-    );
-    assert_eq!(total.ran + total.skipped, total.due, "[{scenario}] {total}");
-    lab.assert_acknowledged_writes_kept().await;
-    lab.ok(&["check"]);
-    total
+    lab.schedules(cron)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,12 +42,14 @@ async fn plane_leader_killed_then_restarted() {
     lab.wait_for_plane(Duration::from_secs(60)).await;
     pause(Duration::from_secs(4)).await;
     lab.finish_writer(writer);
-    finish(&lab, "plane leader killed, restarted", &s).await;
+    lab.finish("plane leader killed, restarted", &s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_its_partitions_move_within_its_cluster() {
-    let mut lab = Lab::up(&[]);
+    // The central layout (every plane node in dc-a): dc-b's and dc-c's agents reach the plane
+    // only by public addresses, dc-a's only by internal ones.
+    let mut lab = Lab::up(&["--planes", "central"]);
     let s = schedules(&mut lab, EVERY_2S);
     lab.wait_for_holders("a-main", &["agent-a1", "agent-a2"], lease() * 3)
         .await;
@@ -95,7 +58,7 @@ async fn agent_killed_its_partitions_move_within_its_cluster() {
     lab.wait_for_holders("a-main", &["agent-a2"], lease() * 4)
         .await;
     pause(Duration::from_secs(4)).await;
-    finish(&lab, "agent killed", &s).await;
+    lab.finish("agent killed", &s).await;
     let ran_by_a2 = lab.runs("a-one").await.unwrap();
     assert!(
         ran_by_a2
@@ -158,7 +121,8 @@ async fn dc_public_link_cut_longer_then_shorter_than_the_lease() {
     lab.ok(&["heal", "b"]);
     let healed = Utc::now();
     pause(Duration::from_secs(6)).await;
-    finish(&lab, "dc-b cut beyond, then within, its lease", &s).await;
+    lab.finish("dc-b cut beyond, then within, its lease", &s)
+        .await;
     let during: Vec<_> = lab
         .runs("b-one")
         .await
@@ -193,7 +157,7 @@ async fn every_plane_node_stopped_for_three_minutes() {
     }
     lab.wait_for_plane(Duration::from_secs(60)).await;
     pause(Duration::from_secs(4)).await;
-    finish(&lab, "plane stopped for the outage", &s).await;
+    lab.finish("plane stopped for the outage", &s).await;
     // Caught up in fire order: dispatched (queued) in fire order; runs dispatched together
     // (the catch-up rate allows a second's worth at once) share a queued time.
     for one in &s {
@@ -226,7 +190,7 @@ async fn rolling_restart_of_every_plane_node() {
     }
     pause(Duration::from_secs(4)).await;
     lab.finish_writer(writer);
-    finish(&lab, "rolling restart of the plane", &s).await;
+    lab.finish("rolling restart of the plane", &s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +208,7 @@ async fn active_cluster_lost_backup_takes_over_and_hands_back() {
     lab.wait_for_holders("a-main", &["agent-a1", "agent-a2"], lease() * 4)
         .await;
     pause(Duration::from_secs(4)).await;
-    finish(&lab, "active cluster lost", &s).await;
+    lab.finish("active cluster lost", &s).await;
     let a = lab.runs("a-one").await.unwrap();
     assert!(
         a.iter()
@@ -298,5 +262,5 @@ async fn an_agent_dialling_a_same_dc_plane_node_by_its_public_address_is_a_confi
     lab.wait_for_holders("b-main", &["agent-b1"], lease() * 3)
         .await;
     pause(Duration::from_secs(2)).await;
-    finish(&lab, "same-DC public address", &s).await;
+    lab.finish("same-DC public address", &s).await;
 }

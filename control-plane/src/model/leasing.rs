@@ -186,8 +186,30 @@ async fn plan_cluster(
         own_cluster: row.get::<String, _>("cluster") == cluster.name.as_str(),
     })
     .collect();
+    // Heard nothing from the cluster's agents for longer than a lease: the plane (or its link to
+    // them) was down. For one lease from now, expired leases wait for their holders.
+    let activity: Option<(i64, i64)> =
+        sqlx::query_as("SELECT last_heard_ms, resumed_ms FROM cluster_activity WHERE cluster = ?")
+            .bind(cluster.name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let resumed = match activity {
+        Some((last, resumed)) if now - last <= lease_ms => resumed,
+        _ => now,
+    };
+    sqlx::query(
+        "INSERT INTO cluster_activity (cluster, last_heard_ms, resumed_ms) VALUES (?, ?, ?) \
+         ON CONFLICT (cluster) DO UPDATE SET last_heard_ms = excluded.last_heard_ms, \
+         resumed_ms = excluded.resumed_ms",
+    )
+    .bind(cluster.name.as_str())
+    .bind(now)
+    .bind(resumed)
+    .execute(&mut *tx)
+    .await?;
+    let reserved = now < resumed + lease_ms;
     let mut release = Vec::new();
-    for change in lease::plan(&leases, &agents, now, lease_ms) {
+    for change in lease::plan_reserving(&leases, &agents, now, lease_ms, reserved) {
         match change {
             LeaseChange::Renew {
                 partition,
