@@ -446,7 +446,9 @@ impl Lab {
             total.lost += one.lost;
             total.duplicated += one.duplicated;
         }
-        println!("scenario [{scenario}]: {total}");
+        // Straight to stderr, past the test harness's capture: CI shows one line per scenario.
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "scenario [{scenario}]: {total}");
         assert!(total.due > 0, "[{scenario}] nothing was due: {total}");
         assert_eq!(
             (total.lost, total.duplicated),
