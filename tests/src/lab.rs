@@ -176,6 +176,17 @@ impl Lab {
     /// catch-up starts missed records a few per second, and the scenarios are about leases
     /// and history, not overlap), remembering both as acknowledged writes.
     pub fn schedule(&mut self, name: &str, env: &str, cron: &str) -> Scheduled {
+        self.schedule_with(name, env, cron, "all")
+    }
+
+    /// As [`Lab::schedule`], with the catch-up policy `catch_up` (none, latest or all).
+    pub fn schedule_with(
+        &mut self,
+        name: &str,
+        env: &str,
+        cron: &str,
+        catch_up: &str,
+    ) -> Scheduled {
         for args in [
             vec![
                 "workflow",
@@ -200,6 +211,8 @@ impl Lab {
                 cron,
                 "--overlap",
                 "allow_all",
+                "--catch-up",
+                catch_up,
             ],
         ] {
             let out = self.cli(&args);

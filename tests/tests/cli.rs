@@ -124,6 +124,23 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
         ]),
         "time_zone",
     );
+    refused(
+        cli(&[
+            "schedule",
+            "create",
+            "demo",
+            "every5",
+            "--workflow",
+            "hello",
+            "--env",
+            "dev",
+            "--cron",
+            "0 */5 * * * ?",
+            "--catch-up",
+            "sometimes",
+        ]),
+        "catch_up",
+    );
     ok(cli(&[
         "schedule",
         "create",
@@ -135,7 +152,13 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
         "dev",
         "--cron",
         "0 */5 * * * ?",
+        "--catch-up",
+        "none",
     ]));
+    assert!(
+        ok(cli(&["schedule", "get", "demo", "every5"])).contains("\"policy\": \"none\""),
+        "--catch-up none is the schedule's policy"
+    );
     let audit = ok(cli(&["audit", "--limit", "3"]));
     assert!(
         audit.contains("admin\tcreate_schedule\tschedule demo/every5"),

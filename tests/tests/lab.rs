@@ -146,22 +146,46 @@ async fn dc_public_link_cut_longer_then_shorter_than_the_lease() {
 async fn every_plane_node_stopped_for_three_minutes() {
     let outage = Duration::from_secs(meridian_tests::knob("LAB_OUTAGE_SECONDS", 180));
     let mut lab = Lab::up(&[]);
-    let s = schedules(&mut lab, "*/20 * * * * ?");
+    let mut s = schedules(&mut lab, "*/20 * * * * ?");
+    // Catch-up `none`: what falls due while dc-b's agent is paused is recorded as skipped.
+    s.push(lab.schedule_with("b-none", "b-prod", "*/20 * * * * ?", "none"));
     pause(Duration::from_secs(22)).await;
+    let stopped = Utc::now();
     for node in ["plane-1", "plane-2", "plane-3"] {
         lab.ok(&["stop", node]);
     }
     pause(outage).await;
+    let restarted = Utc::now();
     for node in ["plane-1", "plane-2", "plane-3"] {
         lab.ok(&["start", node]);
     }
     lab.wait_for_plane(Duration::from_secs(60)).await;
     pause(Duration::from_secs(4)).await;
-    lab.finish("plane stopped for the outage", &s).await;
+    let summary = lab.finish("plane stopped for the outage", &s).await;
+    // Skipped exactly as `none` says: every record of b-none due after the agent's horizon and
+    // before the plane was back, and nothing due before the outage.
+    let none = lab.runs("b-none").await.unwrap();
+    let horizon = stopped.timestamp_millis() + (LEASE_SECONDS as i64) * 1000;
+    for r in &none {
+        let fire = r.fire_ms.unwrap();
+        if fire > horizon && fire <= restarted.timestamp_millis() {
+            assert_eq!(r.state, "skipped", "missed while paused: {r:?}");
+        }
+        if fire <= stopped.timestamp_millis() || fire > restarted.timestamp_millis() + 30_000 {
+            assert_ne!(r.state, "skipped", "due while an agent held it: {r:?}");
+        }
+    }
+    let skipped = none.iter().filter(|r| r.state == "skipped").count();
+    let paused = (outage.as_secs() as usize).saturating_sub(LEASE_SECONDS as usize) / 20;
+    assert!(
+        skipped >= paused.saturating_sub(1) && summary.skipped == skipped,
+        "the outage skipped b-none's records ({skipped}, about {paused} expected): {summary}"
+    );
     // Caught up in fire order: dispatched (queued) in fire order; runs dispatched together
     // (the catch-up rate allows a second's worth at once) share a queued time.
     for one in &s {
         let mut runs = lab.runs(&one.name).await.unwrap();
+        runs.retain(|r| r.state != "skipped");
         runs.sort_by_key(|r| r.fire_ms);
         let dispatched: Vec<i64> = runs
             .iter()

@@ -167,6 +167,11 @@ pub struct ScheduleCreate {
     /// skip, buffer_one, buffer_all, cancel_older or allow_all.
     #[arg(long)]
     pub overlap: Option<String>,
+    /// What to do with records missed while nothing could fire them: none (skip them all),
+    /// latest (run the most recent) or all (run them, oldest first; default, within an hour,
+    /// at most 50). Finer settings: `-f`.
+    #[arg(long)]
+    pub catch_up: Option<String>,
 }
 
 /// A noun of the model and where the API keeps it.
@@ -391,6 +396,14 @@ impl CreateBody for ScheduleCreate {
         spec.opt("time_zone", self.time_zone.as_ref().map(|v| json!(v)));
         spec.opt("start", self.start.as_ref().map(|v| json!(v)));
         spec.opt("end", self.end.as_ref().map(|v| json!(v)));
+        spec.opt(
+            "catch_up",
+            self.catch_up.as_deref().map(|v| match v {
+                // `all` alone means the default window and maximum.
+                "all" => json!(meridian_proto::CatchUpPolicy::default()),
+                other => json!({ "policy": other }),
+            }),
+        );
         d.opt("spec", Some(spec.done()));
         d.opt("overlap", self.overlap.as_ref().map(|v| json!(v)));
         Ok(d.done())
