@@ -107,8 +107,8 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
         .contains("version 2"),
         "dev applied version 1 of the example"
     );
-    refused(
-        cli(&[
+    let create_every5 = |extra: &[&str]| {
+        let mut args = vec![
             "schedule",
             "create",
             "demo",
@@ -117,39 +117,19 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
             "hello",
             "--env",
             "dev",
-            "--cron",
-            "0 */5 * * * ? *",
-            "--time-zone",
-            "Mars/Olympus",
-        ]),
+        ];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    refused(
+        create_every5(&["--cron", "0 */5 * * * ? *", "--time-zone", "Mars/Olympus"]),
         "time_zone",
     );
     refused(
-        cli(&[
-            "schedule",
-            "create",
-            "demo",
-            "every5",
-            "--workflow",
-            "hello",
-            "--env",
-            "dev",
-            "--cron",
-            "0 */5 * * * ?",
-            "--catch-up",
-            "sometimes",
-        ]),
+        create_every5(&["--cron", "0 */5 * * * ?", "--catch-up", "sometimes"]),
         "catch_up",
     );
-    ok(cli(&[
-        "schedule",
-        "create",
-        "demo",
-        "every5",
-        "--workflow",
-        "hello",
-        "--env",
-        "dev",
+    ok(create_every5(&[
         "--cron",
         "0 */5 * * * ?",
         "--catch-up",
