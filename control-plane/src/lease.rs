@@ -126,27 +126,24 @@ pub fn plan_reserving(
         return changes;
     }
     for lease in free {
-        if reserved && let Some(holder) = &lease.holder {
-            if let Some(n) = load.get_mut(holder.as_str()) {
-                *n += 1;
-                changes.push(LeaseChange::Grant {
-                    partition: lease.partition,
-                    holder: holder.clone(),
-                    epoch: lease.epoch + 1,
-                    expires_ms,
-                });
+        let holder = match &lease.holder {
+            // Reserved: back to its holder if it is here, else it waits.
+            Some(holder) if reserved => {
+                if !load.contains_key(holder.as_str()) {
+                    continue;
+                }
+                holder.clone()
             }
-            continue;
-        }
-        let (least, _) = load
-            .iter()
-            .min_by_key(|(host, n)| (**n, *host))
-            .map(|(h, n)| (h.to_string(), *n))
-            .expect("eligible agents exist");
-        *load.get_mut(least.as_str()).expect("known agent") += 1;
+            _ => load
+                .iter()
+                .min_by_key(|(host, n)| (**n, *host))
+                .map(|(h, _)| h.to_string())
+                .expect("eligible agents exist"),
+        };
+        *load.get_mut(holder.as_str()).expect("known agent") += 1;
         changes.push(LeaseChange::Grant {
             partition: lease.partition,
-            holder: least,
+            holder,
             epoch: lease.epoch + 1,
             expires_ms,
         });
