@@ -580,12 +580,16 @@ impl Shared {
     /// outbox's last entry, and is reported once the outbox has nothing up to that mark.
     async fn ready_releases(&self) {
         let passes = self.passes.load(Ordering::SeqCst);
-        let need_mark = self
-            .releasing
-            .lock()
-            .expect("releasing")
-            .iter()
-            .any(|r| r.mark.is_none() && passes > r.passes);
+        let need_mark = {
+            let releasing = self.releasing.lock().expect("releasing");
+            if releasing.is_empty() {
+                // The usual heartbeat: nothing given back, no outbox to read.
+                return;
+            }
+            releasing
+                .iter()
+                .any(|r| r.mark.is_none() && passes > r.passes)
+        };
         let last = if need_mark {
             match self.outbox.last_seq().await {
                 Ok(last) => last,
