@@ -417,7 +417,8 @@ impl Federation {
     }
 }
 
-fn is_final(state: &str) -> bool {
+/// A run state nothing follows.
+pub fn is_final(state: &str) -> bool {
     matches!(state, "succeeded" | "failed" | "killed" | "skipped")
 }
 
@@ -441,6 +442,17 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// The fire times (ms) of `cron` in `(after, until]`.
+pub fn due_times(cron: &str, after: DateTime<Utc>, until: DateTime<Utc>) -> Vec<i64> {
+    ScheduleSpec::cron(cron)
+        .calendar()
+        .unwrap()
+        .fire_times(after)
+        .take_while(|t| *t <= until)
+        .map(|t| t.timestamp_millis())
+        .collect()
+}
+
 /// Checks a schedule's history against its calendar: every fire time in `(after, until]` must
 /// have exactly one run (ran or skipped); no run may have been started by more than one agent
 /// or appear for a time the calendar does not have. Prints a one-line summary.
@@ -451,12 +463,7 @@ pub fn check(
     until: DateTime<Utc>,
     runs: &[RunRecord],
 ) -> Summary {
-    let calendar = ScheduleSpec::cron(cron).calendar().unwrap();
-    let due: Vec<i64> = calendar
-        .fire_times(after)
-        .take_while(|t| *t <= until)
-        .map(|t| t.timestamp_millis())
-        .collect();
+    let due = due_times(cron, after, until);
     let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
     let mut duplicated = 0;
     for r in runs {

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use meridian_plane::model::query::{LeaseRecord, RunRecord};
 use serde_json::Value;
 
-use crate::federation::{Summary, check};
+use crate::federation::{Summary, check, due_times, is_final};
 use crate::process::Output;
 
 static ONE_LAB: Mutex<()> = Mutex::new(());
@@ -40,13 +40,10 @@ pub fn release_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("MERIDIAN_LAB_BIN") {
         return PathBuf::from(dir);
     }
-    let exe = std::env::current_exe().expect("the test binary knows its own path");
-    let target = exe
+    let dir = crate::profile_dir()
         .parent()
-        .and_then(|deps| deps.parent())
-        .and_then(|profile| profile.parent())
-        .expect("test binaries live in target/<profile>/deps");
-    let dir = target.join("release");
+        .expect("target/<profile> is in target/")
+        .join("release");
     for name in ["meridian", "meridian-agent"] {
         assert!(
             dir.join(name).is_file(),
@@ -123,10 +120,12 @@ impl Lab {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        let pem = std::fs::read(&vars["MERIDIAN_CA"]).expect("the lab's CA");
+        // TLS trusting only the lab's CA, as the CLI builds it.
+        let tls = meridian_plane::cli::client::tls(Some(Path::new(&vars["MERIDIAN_CA"])))
+            .expect("the lab's CA");
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
-            .use_preconfigured_tls(crate_tls(&pem));
+            .use_preconfigured_tls(tls);
         let mut planes = Vec::new();
         for entry in vars["MERIDIAN_RESOLVE"].split(',') {
             let (host, addr) = entry.split_once('=').unwrap();
@@ -390,14 +389,7 @@ impl Lab {
         until: DateTime<Utc>,
         patience: Duration,
     ) -> Summary {
-        let calendar = meridian_proto::ScheduleSpec::cron(&s.cron)
-            .calendar()
-            .unwrap();
-        let due: Vec<i64> = calendar
-            .fire_times(s.created)
-            .take_while(|t| *t <= until)
-            .map(|t| t.timestamp_millis())
-            .collect();
+        let due = due_times(&s.cron, s.created, until);
         let deadline = Instant::now() + patience;
         let runs = loop {
             let runs = self.runs(&s.name).await;
@@ -473,27 +465,6 @@ impl Lab {
         self.ok(&["check"]);
         total
     }
-}
-
-fn is_final(state: &str) -> bool {
-    matches!(state, "succeeded" | "failed" | "killed" | "skipped")
-}
-
-/// TLS trusting only the lab's CA.
-fn crate_tls(pem: &[u8]) -> rustls::ClientConfig {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth()
 }
 
 /// The last lines of every node's log.

@@ -37,17 +37,20 @@ pub fn knob(name: &str, default: u64) -> u64 {
 ///
 /// Panics with what to run when it is missing, rather than letting a test fail obscurely.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary knows its own path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binaries live in target/<profile>/deps");
-    let path = dir.join(name);
+    let path = profile_dir().join(name);
     assert!(
         path.is_file(),
         "{} is missing: build the binaries first with `cargo build --workspace --bins` (tests/run does)",
         path.display()
     );
     path
+}
+
+/// `target/<profile>` of this test binary (`target/<profile>/deps/<test>`).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its own path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binaries live in target/<profile>/deps")
+        .to_owned()
 }

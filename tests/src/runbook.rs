@@ -68,20 +68,22 @@ pub fn parse(markdown: &str) -> Vec<Step> {
     steps
 }
 
-fn bash(script: &str, cwd: &Path, prefix: &[&str]) -> (bool, String) {
+/// Runs `script` under `bash -euo pipefail` in `cwd`, through `wrapper` (e.g. `infra/lab exec
+/// NODE`) when one is given.
+fn bash(script: &str, cwd: &Path, wrapper: &[&str]) -> (bool, String) {
     let path = format!(
         "{}:{}",
         release_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut cmd = Command::new(prefix.first().copied().unwrap_or("bash"));
-    let rest: Vec<&str> = prefix.iter().skip(1).copied().collect();
     let full = format!("set -euo pipefail\n{script}");
-    if prefix.is_empty() {
-        cmd.args(["-c", &full]);
-    } else {
-        cmd.args(rest).args(["bash", "-c", &full]);
-    }
+    let argv: Vec<&str> = wrapper
+        .iter()
+        .copied()
+        .chain(["bash", "-c", full.as_str()])
+        .collect();
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..]);
     let out = cmd
         .current_dir(cwd)
         .env("PATH", path)

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use meridian_tests::lab::{LAB_DIR, Lab, Scheduled};
+use meridian_tests::lab::{LAB_DIR, Lab};
 
 const LEASE_SECONDS: u64 = 6;
 const EVERY_2S: &str = "*/2 * * * * ?";
@@ -23,14 +23,10 @@ async fn pause(d: Duration) {
     tokio::time::sleep(d).await
 }
 
-fn schedules(lab: &mut Lab, cron: &str) -> Vec<Scheduled> {
-    lab.schedules(cron)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plane_leader_killed_then_restarted() {
     let mut lab = Lab::up(&[]);
-    let s = schedules(&mut lab, EVERY_2S);
+    let s = lab.schedules(EVERY_2S);
     pause(Duration::from_secs(4)).await;
     let leader = lab.leader().await;
     let writer = lab.start_writer("while-leaderless");
@@ -50,7 +46,7 @@ async fn agent_killed_its_partitions_move_within_its_cluster() {
     // The central layout (every plane node in dc-a): dc-b's and dc-c's agents reach the plane
     // only by public addresses, dc-a's only by internal ones.
     let mut lab = Lab::up(&["--planes", "central"]);
-    let s = schedules(&mut lab, EVERY_2S);
+    let s = lab.schedules(EVERY_2S);
     lab.wait_for_holders("a-main", &["agent-a1", "agent-a2"], lease() * 3)
         .await;
     pause(Duration::from_secs(4)).await;
@@ -72,7 +68,7 @@ async fn agent_killed_its_partitions_move_within_its_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dc_public_link_cut_longer_then_shorter_than_the_lease() {
     let mut lab = Lab::up(&[]);
-    let s = schedules(&mut lab, EVERY_2S);
+    let s = lab.schedules(EVERY_2S);
     pause(Duration::from_secs(4)).await;
 
     // Longer than the lease: dc-b fires up to its horizon, pauses, catches up after the heal.
@@ -146,7 +142,7 @@ async fn dc_public_link_cut_longer_then_shorter_than_the_lease() {
 async fn every_plane_node_stopped_for_three_minutes() {
     let outage = Duration::from_secs(meridian_tests::knob("LAB_OUTAGE_SECONDS", 180));
     let mut lab = Lab::up(&[]);
-    let mut s = schedules(&mut lab, "*/20 * * * * ?");
+    let mut s = lab.schedules("*/20 * * * * ?");
     // Catch-up `none`: what falls due while dc-b's agent is paused is recorded as skipped.
     s.push(lab.schedule_with("b-none", "b-prod", "*/20 * * * * ?", "none"));
     pause(Duration::from_secs(22)).await;
@@ -203,7 +199,7 @@ async fn every_plane_node_stopped_for_three_minutes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_of_every_plane_node() {
     let mut lab = Lab::up(&[]);
-    let s = schedules(&mut lab, EVERY_2S);
+    let s = lab.schedules(EVERY_2S);
     pause(Duration::from_secs(4)).await;
     let writer = lab.start_writer("while-rolling");
     for node in ["plane-1", "plane-2", "plane-3"] {
@@ -220,7 +216,7 @@ async fn rolling_restart_of_every_plane_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_cluster_lost_backup_takes_over_and_hands_back() {
     let mut lab = Lab::up(&[]);
-    let s = schedules(&mut lab, EVERY_2S);
+    let s = lab.schedules(EVERY_2S);
     pause(Duration::from_secs(4)).await;
     lab.ok(&["kill", "agent-a1"]);
     lab.ok(&["kill", "agent-a2"]);
@@ -244,7 +240,7 @@ async fn active_cluster_lost_backup_takes_over_and_hands_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_dialling_a_same_dc_plane_node_by_its_public_address_is_a_config_error() {
     let mut lab = Lab::up(&[]);
-    let s = schedules(&mut lab, EVERY_2S);
+    let s = lab.schedules(EVERY_2S);
     let config = format!("{LAB_DIR}/agent-b1/agent.toml");
     let good = std::fs::read_to_string(&config).unwrap();
     // plane-2 is in dc-b: name it by its public address, and dial it first.

@@ -291,7 +291,7 @@ fn token(data_dir: &Path) -> Result<String, ClientError> {
 }
 
 /// TLS for the client: trust only `ca` (none given: no roots, so https fails clearly).
-fn tls(ca: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+pub fn tls(ca: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     if let Some(ca) = ca {
         let pem = std::fs::read(ca).map_err(|e| {
