@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use meridian_plane::cli::client::{Client, ClientError};
 use meridian_plane::cli::model::{self, CLUSTER, DC, ENV, GRANT, SCHEDULE, TENANT, WORKFLOW};
-use meridian_plane::cli::plane::{self, PlaneCommand};
+use meridian_plane::cli::plane::{self, PlaneCommand, SnapshotCommand};
 use meridian_plane::cli::schedule::{self, ScheduleCommand};
 use meridian_plane::cli::{Cli, Command, certs};
 
@@ -86,6 +86,16 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
             plane::remove(&client()?, hostname).await
         }
         Command::Plane(PlaneCommand::Status) => plane::status(&client()?).await,
+        Command::Plane(PlaneCommand::Snapshot(SnapshotCommand::Save { file, stale })) => {
+            plane::snapshot_save(&client()?, file, *stale).await
+        }
+        Command::Plane(PlaneCommand::Snapshot(SnapshotCommand::Export { file })) => {
+            plane::snapshot_export(config()?, file).await
+        }
+        Command::Plane(PlaneCommand::Snapshot(SnapshotCommand::Inspect { file })) => {
+            plane::snapshot_inspect(file).await
+        }
+        Command::Plane(PlaneCommand::Restore { file }) => plane::restore(config()?, file).await,
         Command::Dc(verb) => model::run(&client()?, &DC, verb).await,
         Command::Cluster(verb) => model::run(&client()?, &CLUSTER, verb).await,
         Command::Env(verb) => model::run(&client()?, &ENV, verb).await,

@@ -1,5 +1,6 @@
 //! The `meridian` binary as a user drives it: `meridian dev`, the model CLI against it, and a
-//! two-node plane from `certs`, `plane init`, `plane serve`, `plane add` and `plane status`.
+//! two-node plane from `certs`, `plane init`, `plane serve`, `plane add` and `plane status`;
+//! a plane saved to a snapshot file and restored from it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -185,13 +186,13 @@ fn write_config(dir: &std::path::Path, n: usize, peer: u16, http: u16, hosts: &s
     path.to_str().unwrap().to_owned()
 }
 
-#[test]
-fn a_two_node_plane_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
+/// A federation CA in `dir/certs` and certificates for plane nodes `plane-1.test` ..
+/// `plane-<nodes>.test`.
+fn plane_certs(dir: &std::path::Path, nodes: usize) {
+    let certs = dir.join("certs");
     let certs = certs.to_str().unwrap();
     ok(meridian(&["certs", "init", "--dir", certs], &[]));
-    for n in 1..=2 {
+    for n in 1..=nodes {
         let host = format!("plane-{n}.test");
         ok(meridian(
             &[
@@ -207,6 +208,12 @@ fn a_two_node_plane_from_the_command_line() {
             &[],
         ));
     }
+}
+
+#[test]
+fn a_two_node_plane_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    plane_certs(dir.path(), 2);
     let (p1, p2, h1, h2) = (free_port(), free_port(), free_port(), free_port());
     let hosts = "\"plane-1.test\" = \"127.0.0.1\"\n\"plane-2.test\" = \"127.0.0.1\"";
     let c1 = write_config(dir.path(), 1, p1, h1, hosts);
@@ -319,4 +326,151 @@ fn a_two_node_plane_from_the_command_line() {
     assert_eq!(status.lines().count(), 2, "{status}");
     assert_eq!(two.signal("TERM"), Some(0), "{}", two.log());
     assert_eq!(one.signal("TERM"), Some(0), "{}", one.log());
+}
+
+#[test]
+fn a_plane_saved_to_a_snapshot_file_and_restored_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    plane_certs(dir.path(), 2);
+    let (p1, p2, h1, h2) = (free_port(), free_port(), free_port(), free_port());
+    let hosts = "\"plane-1.test\" = \"127.0.0.1\"\n\"plane-2.test\" = \"127.0.0.1\"";
+    let c1 = write_config(dir.path(), 1, p1, h1, hosts);
+    let c2 = write_config(dir.path(), 2, p2, h2, hosts);
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (saved, exported) = (file("saved.snapshot"), file("exported.snapshot"));
+
+    let init = ok(meridian(&["--config", &c1, "plane", "init"], &[]));
+    let token = init.lines().last().unwrap().trim().to_owned();
+    let mut one = Daemon::start(
+        &["--config", &c1, "plane", "serve"],
+        &dir.path().join("one.log"),
+    );
+    one.wait_for_log("serving peers", PATIENCE);
+    ok(meridian(&["--config", &c1, "dc", "create", "nj"], &[]));
+    ok(meridian(
+        &["--config", &c1, "tenant", "create", "acme"],
+        &[],
+    ));
+
+    let out = ok(meridian(
+        &["--config", &c1, "plane", "snapshot", "save", &saved],
+        &[],
+    ));
+    assert!(out.starts_with(&format!("saved {saved}: index ")), "{out}");
+    assert!(out.contains(" 1 tenants,"), "{out}");
+    let out = ok(meridian(&["plane", "snapshot", "inspect", &saved], &[]));
+    assert!(out.contains(&format!("members plane-1.test:{p1}")), "{out}");
+    assert!(
+        !dir.path().join("saved.part").exists(),
+        "the partial download is renamed"
+    );
+    refused(
+        meridian(&["plane", "snapshot", "inspect", &c1], &[]),
+        "not a Meridian plane snapshot",
+    );
+
+    // Written after the snapshot: not in a restore of it, in a restore of an export.
+    ok(meridian(&["--config", &c1, "dc", "create", "late"], &[]));
+    let running = meridian(
+        &["--config", &c1, "plane", "snapshot", "export", &exported],
+        &[],
+    );
+    assert!(
+        running.code == Some(1) && running.stderr.contains("stop it first"),
+        "{running:?}"
+    );
+    assert_eq!(one.signal("TERM"), Some(0), "{}", one.log());
+    let out = ok(meridian(
+        &["--config", &c1, "plane", "snapshot", "export", &exported],
+        &[],
+    ));
+    assert!(
+        out.starts_with(&format!("exported {exported} from ")),
+        "{out}"
+    );
+
+    // Seeding needs an empty data directory, and changes nothing when it has none.
+    refused(
+        meridian(&["--config", &c1, "plane", "restore", &saved], &[]),
+        "already holds a plane node (raft.redb exists)",
+    );
+    refused(
+        meridian(&["--config", &c2, "plane", "restore", &c1], &[]),
+        "not a Meridian plane snapshot",
+    );
+    assert!(
+        !dir.path().join("data-2").exists(),
+        "a refused restore writes nothing"
+    );
+
+    let restored = ok(meridian(
+        &["--config", &c2, "plane", "restore", &saved],
+        &[],
+    ));
+    assert!(
+        restored.contains("one-node plane of plane-2.test"),
+        "{restored}"
+    );
+    let via_two = |args: &[&str]| {
+        let mut all = vec!["--config", c2.as_str()];
+        all.extend_from_slice(args);
+        ok(meridian(&all, &[("MERIDIAN_TOKEN", &token)]))
+    };
+    let mut two = Daemon::start(
+        &["--config", &c2, "plane", "serve"],
+        &dir.path().join("two.log"),
+    );
+    two.wait_for_log("serving peers", PATIENCE);
+    assert!(!two.log().contains("not part of a plane"), "{}", two.log());
+    until_ok(&["--config", &c2, "dc", "list"], &token);
+    // The old plane's token still works: tokens are part of the state.
+    let dcs = via_two(&["dc", "list"]);
+    assert!(dcs.contains("\"nj\"") && !dcs.contains("\"late\""), "{dcs}");
+    assert!(via_two(&["tenant", "list"]).contains("\"acme\""));
+    let status = via_two(&["plane", "status"]);
+    let rows: Vec<&str> = status.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{status}");
+    assert!(
+        rows[0].starts_with("plane-2.test") && rows[0].contains(" leader "),
+        "{status}"
+    );
+    // It writes: the new plane's log goes on after the snapshot's entries.
+    ok(meridian(
+        &["--config", &c2, "dc", "create", "after"],
+        &[("MERIDIAN_TOKEN", &token)],
+    ));
+    refused(
+        meridian(&["--config", &c2, "plane", "restore", &saved], &[]),
+        "already holds a plane node",
+    );
+    assert_eq!(two.signal("TERM"), Some(0), "{}", two.log());
+
+    // The export holds what was written after the saved snapshot too.
+    std::fs::remove_dir_all(dir.path().join("data-2")).unwrap();
+    ok(meridian(
+        &["--config", &c2, "plane", "restore", &exported],
+        &[],
+    ));
+    let mut two = Daemon::start(
+        &["--config", &c2, "plane", "serve"],
+        &dir.path().join("two-again.log"),
+    );
+    two.wait_for_log("serving peers", PATIENCE);
+    until_ok(&["--config", &c2, "dc", "list"], &token);
+    let dcs = via_two(&["dc", "list"]);
+    assert!(dcs.contains("\"nj\"") && dcs.contains("\"late\""), "{dcs}");
+    assert_eq!(two.signal("TERM"), Some(0), "{}", two.log());
+}
+
+/// Repeats `meridian ARGS` (with `token`) until it succeeds, for [`PATIENCE`].
+fn until_ok(args: &[&str], token: &str) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let out = meridian(args, &[("MERIDIAN_TOKEN", token)]);
+        if out.code == Some(0) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{args:?}: {out:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

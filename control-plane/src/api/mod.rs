@@ -743,6 +743,20 @@ pub fn router(api: Api) -> Router {
             }),
         )
         .route(
+            "/plane/snapshot",
+            get(
+                async |State(api): State<Api>,
+                       Params(o): Params<ReadOptions>|
+                       -> ApiResult<axum::body::Body> {
+                    api.fresh(o.stale).await?;
+                    let file = api.node.state.copy().await?;
+                    Ok(axum::body::Body::from_stream(
+                        tokio_util::io::ReaderStream::new(file),
+                    ))
+                },
+            ),
+        )
+        .route(
             "/plane/nodes",
             post(
                 async |State(api): State<Api>, Body(v): Body<NewNode>| -> ApiResult<_> {

@@ -239,6 +239,11 @@ pub const ROUTES: &[Route] = &[
         )
     },
     delete("/plane/nodes/{hostname}", "Remove a node from the plane"),
+    get(
+        "/plane/snapshot",
+        "A snapshot file of the whole plane (SQLite; `meridian plane snapshot save`)",
+        "Binary",
+    ),
     Route {
         query: &[("prefix", "string", "Only keys starting with this.")],
         ..get(

@@ -1,7 +1,7 @@
 //! `meridian plane serve|init|add|remove|status` and `meridian dev`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
@@ -15,6 +15,8 @@ use crate::api::{DEFAULT_PEER_PORT, WriteReply};
 use crate::certs;
 use crate::config::PlaneConfig;
 use crate::model::{Cluster, ClusterRole, Command, DataCenter, Environment, Grant, Name, Tenant};
+use crate::raft::Node;
+use crate::raft::backup::{self, BackupError};
 use crate::raft::node::{NodeConfig, NodeStatus, Timing};
 use crate::server::{self, Server};
 
@@ -33,6 +35,29 @@ pub enum PlaneCommand {
     Remove { hostname: String },
     /// Every node: role, term, last log index, applied index, reachable.
     Status,
+    /// Snapshot files of the whole plane: backups, and what `plane restore` starts from.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Make the `--config` node a one-node plane holding FILE's state (from `plane snapshot
+    /// save` or `export`). Its data_dir must hold no node yet; no partition is leased for one
+    /// lease after the restore. Then start it and `plane add` the others, empty.
+    Restore { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Write a snapshot of the running plane to FILE: every write acknowledged before it.
+    Save {
+        file: PathBuf,
+        /// This node's copy as it is, without asking the leader (a plane without quorum).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Write a snapshot of the *stopped* `--config` node to FILE, with every entry of its log
+    /// applied: for a plane that lost a majority of its nodes (runbooks/restore-from-snapshot.md).
+    Export { file: PathBuf },
+    /// What a snapshot file holds: applied index, members, counts.
+    Inspect { file: PathBuf },
 }
 
 fn node_config(config: &PlaneConfig) -> Result<NodeConfig, ClientError> {
@@ -155,6 +180,82 @@ pub async fn add(client: &Client, node: &str) -> Result<String, ClientError> {
         .call(Method::POST, "/plane/nodes", Some(&body))
         .await?;
     Ok(format!("added {} as a voter", reply.subject))
+}
+
+/// `plane snapshot save`: downloads beside `file`, checks what came, then renames.
+pub async fn snapshot_save(
+    client: &Client,
+    file: &Path,
+    stale: bool,
+) -> Result<String, ClientError> {
+    let part = file.with_extension("part");
+    let mut out = tokio::fs::File::create(&part)
+        .await
+        .map_err(|e| ClientError::Failed(format!("{}: {e}", part.display())))?;
+    let path = if stale {
+        "/plane/snapshot?stale=true"
+    } else {
+        "/plane/snapshot"
+    };
+    let saved = async {
+        client.download(path, &mut out).await?;
+        out.sync_all()
+            .await
+            .map_err(|e| ClientError::Failed(format!("{}: {e}", part.display())))?;
+        let summary = backup::inspect(&part).await.map_err(failed)?;
+        std::fs::rename(&part, file)
+            .map_err(|e| ClientError::Failed(format!("{}: {e}", file.display())))?;
+        Ok(summary)
+    }
+    .await;
+    if saved.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    Ok(format!("saved {}: {}", file.display(), saved?))
+}
+
+/// `plane snapshot export`: from the stopped node's data directory.
+pub async fn snapshot_export(path: &Path, file: &Path) -> Result<String, ClientError> {
+    let config = PlaneConfig::load(path).map_err(|e| ClientError::Refused(e.to_string()))?;
+    let summary = backup::export(&config.data_dir, file)
+        .await
+        .map_err(|e| match e {
+            BackupError::NoNode { .. } => ClientError::Refused(e.to_string()),
+            e => failed(e),
+        })?;
+    Ok(format!(
+        "exported {} from {}: {summary}",
+        file.display(),
+        config.data_dir.display()
+    ))
+}
+
+pub async fn snapshot_inspect(file: &Path) -> Result<String, ClientError> {
+    let summary = backup::inspect(file)
+        .await
+        .map_err(|e| ClientError::Refused(e.to_string()))?;
+    Ok(format!("{}: {summary}", file.display()))
+}
+
+/// `plane restore`: seeds the config's data directory from `file`.
+pub async fn restore(path: &Path, file: &Path) -> Result<String, ClientError> {
+    let config = PlaneConfig::load(path).map_err(|e| ClientError::Refused(e.to_string()))?;
+    let node = Node::new(config.hostname.clone(), config.peer_port());
+    let summary = backup::restore(file, &config.data_dir, &node, SystemClock.now_ms())
+        .await
+        .map_err(|e| match e {
+            BackupError::Io { .. } => failed(e),
+            e => ClientError::Refused(e.to_string()),
+        })?;
+    Ok(format!(
+        "restored {} into {} as a one-node plane of {}: {summary}\n\
+         start it with `meridian plane serve --config {}`, then `plane add` the other nodes \
+         (started with empty data directories); no partition is leased for one lease",
+        file.display(),
+        config.data_dir.display(),
+        config.hostname,
+        path.display()
+    ))
 }
 
 pub async fn remove(client: &Client, hostname: &str) -> Result<String, ClientError> {

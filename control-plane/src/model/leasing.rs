@@ -186,6 +186,14 @@ async fn plan_cluster(
         own_cluster: row.get::<String, _>("cluster") == cluster.name.as_str(),
     })
     .collect();
+    // Seeded from a snapshot less than a lease ago: a lease granted in the timeline the restore
+    // rolled back may still be running on some agent. Nobody gets anything until it has run out.
+    let restored: Option<i64> = sqlx::query_scalar("SELECT MAX(restored_ms) FROM plane_restores")
+        .fetch_one(&mut *tx)
+        .await?;
+    if restored.is_some_and(|at| now < at + lease_ms) {
+        return Ok(Vec::new());
+    }
     // Heard nothing from the cluster's agents for longer than a lease: the plane (or its link to
     // them) was down. For one lease from now, expired leases wait for their holders.
     let activity: Option<(i64, i64)> =

@@ -41,6 +41,26 @@ impl LogStore {
         Ok(Self { db: Arc::new(db) })
     }
 
+    /// Creates the log of a restored node at `path`: empty, purged up to `last` (which the
+    /// state machine has applied already, so that is where the log goes on), committed up to
+    /// it too, with `vote` as the node's vote. Fails if `path` exists.
+    pub fn seed(path: &Path, last: LogId, vote: &Vote<NodeId>) -> Result<(), BoxError> {
+        if path.exists() {
+            return Err(format!("{} exists", path.display()).into());
+        }
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(LOG)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(PURGED, encode(&Some(last))?.as_slice())?;
+            meta.insert(COMMITTED, encode(&Some(last))?.as_slice())?;
+            meta.insert(VOTE, encode(vote)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Runs `f` on the blocking pool with the database; a failure becomes a storage error
     /// about `what`.
     async fn blocking<T, F>(&self, what: Io, f: F) -> Result<T, StorageError>
@@ -89,7 +109,7 @@ impl LogStore {
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a failed blocking call was doing, for openraft's error subject.
 #[derive(Clone, Copy)]

@@ -11,6 +11,8 @@
 //! - [`peer_service`]: the server side of `PlanePeer`, open to plane certificates only.
 //! - [`agent_service`]: the server side of `AgentLink`: agents' heartbeats and reports become
 //!   commands; schedule fetches read the local copy after a read barrier.
+//! - [`backup`]: snapshot files an operator keeps (save, export, inspect) and a new plane
+//!   seeded from one (restore).
 //! - [`node`]: one plane node: stores, Raft, the gRPC server, and writes that go to whoever
 //!   leads.
 //!
@@ -18,6 +20,7 @@
 //! openraft needs a small `Copy` id, so the id is a stable hash of the hostname.
 
 pub mod agent_service;
+pub mod backup;
 pub mod log_store;
 pub mod network;
 pub mod node;

@@ -59,7 +59,23 @@ impl StateMachine {
         &self.pool
     }
 
-    async fn progress(
+    /// A consistent copy of the database as of the last applied entry — a snapshot file
+    /// (`raft::backup`) — opened for reading and already unlinked, so it vanishes once read.
+    pub async fn copy(&self) -> Result<tokio::fs::File, sqlx::Error> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .snapshots
+            .join(format!("copy-{}-{n}.tmp", std::process::id()));
+        sqlx::query("VACUUM INTO ?")
+            .bind(tmp.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await?;
+        let file = tokio::fs::File::open(&tmp).await;
+        let _ = std::fs::remove_file(&tmp);
+        Ok(file?)
+    }
+
+    pub(super) async fn progress(
         conn: &mut SqliteConnection,
     ) -> sqlx::Result<(Option<LogId>, StoredMembership)> {
         let rows = sqlx::query("SELECT key, value FROM raft_state")
@@ -79,7 +95,7 @@ impl StateMachine {
         Ok((applied, membership))
     }
 
-    async fn save_progress(
+    pub(super) async fn save_progress(
         conn: &mut SqliteConnection,
         applied: &Option<LogId>,
         membership: &StoredMembership,

@@ -1,0 +1,289 @@
+//! Plane backups: snapshot files an operator keeps, and a new plane seeded from one.
+//!
+//! A snapshot file is the model database as of one applied log entry (`VACUUM INTO`), with
+//! its Raft progress inside (`raft_state`): the same thing the plane ships to a lagging node.
+//! - A running plane writes one on request ([`StateMachine::copy`], `GET /plane/snapshot`,
+//!   after a read barrier, so it holds every write acknowledged before the request).
+//! - [`export`] writes one from a *stopped* node's data directory with every entry of that
+//!   node's log applied, committed or not: the most a survivor knows when the plane has lost a
+//!   majority of its nodes and can commit nothing (etcd's `--force-new-cluster` makes the same
+//!   choice).
+//! - [`restore`] turns an empty data directory into a one-node plane holding a file's state:
+//!   the membership becomes that node alone, every lease epoch jumps past any the rolled-back
+//!   timeline can have issued, and for one lease no partition is granted or renewed
+//!   (`plane_restores`), so a lease still running on some agent from before runs out first.
+//!   The other nodes then join empty, with `plane add`, and catch up by snapshot.
+//! - [`inspect`] says what a file holds, and refuses anything that is not a snapshot.
+//!
+//! [`StateMachine::copy`]: super::state_machine::StateMachine::copy
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{Membership, RaftLogReader, Vote};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, SqliteConnection};
+
+use super::log_store::LogStore;
+use super::state_machine::StateMachine;
+use super::{LogId, Node, StoredMembership};
+
+/// The Raft log's file in a node's data directory.
+pub const LOG_FILE: &str = "raft.redb";
+/// The model database's file in a node's data directory.
+pub const MODEL_FILE: &str = "model.db";
+
+/// How far [`restore`] moves every lease epoch: more grants than the rolled-back timeline can
+/// have made since the snapshot, so no restored epoch equals one an agent still carries.
+const EPOCH_GAP: i64 = 1 << 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{path}: not a Meridian plane snapshot: {reason}")]
+    NotASnapshot { path: PathBuf, reason: String },
+    #[error(
+        "{path} already holds a plane node ({file} exists); `plane restore` seeds an empty \
+         data directory: move the old one away first"
+    )]
+    NotEmpty { path: PathBuf, file: &'static str },
+    #[error("{path} holds no plane node (no {file})")]
+    NoNode { path: PathBuf, file: &'static str },
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+}
+
+impl BackupError {
+    fn io(path: &Path, e: impl fmt::Display) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// What a snapshot file holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// The last log entry applied into it.
+    pub index: u64,
+    pub term: u64,
+    /// The plane's voters as recorded in it (`hostname:port`).
+    pub members: Vec<String>,
+    pub tenants: i64,
+    pub workflows: i64,
+    pub schedules: i64,
+    pub runs: i64,
+    pub bytes: u64,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "index {} (term {}), {} bytes: {} tenants, {} workflows, {} schedules, {} runs; \
+             members {}",
+            self.index,
+            self.term,
+            self.bytes,
+            self.tenants,
+            self.workflows,
+            self.schedules,
+            self.runs,
+            self.members.join(", ")
+        )
+    }
+}
+
+/// Reads what the snapshot file at `path` holds; an error names what makes it no snapshot.
+pub async fn inspect(path: &Path) -> Result<Summary, BackupError> {
+    let not = |reason: String| BackupError::NotASnapshot {
+        path: path.to_owned(),
+        reason,
+    };
+    let bytes = std::fs::metadata(path)
+        .map_err(|e| BackupError::io(path, e))?
+        .len();
+    let mut conn = SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .immutable(true),
+    )
+    .await
+    .map_err(|e| not(e.to_string()))?;
+    let read = async {
+        let (applied, membership) = StateMachine::progress(&mut conn)
+            .await
+            .map_err(|e| not(format!("no Raft progress in it ({e})")))?;
+        let applied = applied.ok_or_else(|| not("it records no applied log entry".into()))?;
+        let mut count = async |table: &str| -> Result<i64, BackupError> {
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| not(format!("table `{table}`: {e}")))
+        };
+        Ok(Summary {
+            index: applied.index,
+            term: applied.leader_id.term,
+            members: membership
+                .membership()
+                .nodes()
+                .map(|(_, node)| format!("{}:{}", node.hostname, node.port))
+                .collect(),
+            tenants: count("tenants").await?,
+            workflows: count("workflows").await?,
+            schedules: count("schedules").await?,
+            runs: count("runs").await?,
+            bytes,
+        })
+    }
+    .await;
+    let _ = conn.close().await;
+    read
+}
+
+/// Writes to `file` a snapshot of the stopped node whose data directory is `data_dir`, with
+/// every entry in its log applied.
+pub async fn export(data_dir: &Path, file: &Path) -> Result<Summary, BackupError> {
+    for name in [LOG_FILE, MODEL_FILE] {
+        if !data_dir.join(name).exists() {
+            return Err(BackupError::NoNode {
+                path: data_dir.to_owned(),
+                file: name,
+            });
+        }
+    }
+    let log_path = data_dir.join(LOG_FILE);
+    let mut log = LogStore::open(&log_path).map_err(|e| {
+        BackupError::io(
+            &log_path,
+            format!("{e}; is `meridian plane serve` running on it? stop it first"),
+        )
+    })?;
+    // Work in a directory beside `file`: a copy of the model, then the log applied to it.
+    let work = file.with_extension("export.tmp");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| BackupError::io(&work, e))?;
+    let done = async {
+        let model = data_dir.join(MODEL_FILE);
+        let mut source = SqliteConnection::connect_with(
+            &SqliteConnectOptions::new().filename(&model).read_only(true),
+        )
+        .await
+        .map_err(|e| BackupError::io(&model, e))?;
+        let copy = work.join(MODEL_FILE);
+        let vacuum = sqlx::query("VACUUM INTO ?")
+            .bind(copy.to_string_lossy().into_owned())
+            .execute(&mut source)
+            .await;
+        let _ = source.close().await;
+        vacuum.map_err(|e| BackupError::io(&model, e))?;
+        let mut state = StateMachine::open(&work)
+            .await
+            .map_err(|e| BackupError::io(&copy, e))?;
+        let (applied, _) = state
+            .applied_state()
+            .await
+            .map_err(|e| BackupError::io(&copy, e))?;
+        let from = applied.map_or(0, |l| l.index + 1);
+        let entries = log
+            .try_get_log_entries(from..)
+            .await
+            .map_err(|e| BackupError::io(&log_path, e))?;
+        if let Some(first) = entries.first()
+            && first.log_id.index != from
+        {
+            return Err(BackupError::io(
+                &log_path,
+                format!(
+                    "the log starts at entry {} but the model has applied only up to {}",
+                    first.log_id.index,
+                    from.saturating_sub(1)
+                ),
+            ));
+        }
+        state
+            .apply(entries)
+            .await
+            .map_err(|e| BackupError::io(&copy, e))?;
+        state.pool().close().await;
+        std::fs::rename(&copy, file).map_err(|e| BackupError::io(file, e))
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&work);
+    done?;
+    inspect(file).await
+}
+
+/// Seeds the empty data directory `data_dir` from the snapshot file `file`, as the only member
+/// of a new plane: `node`. `now_ms` is when the restore is made (the lease fence counts from
+/// it).
+pub async fn restore(
+    file: &Path,
+    data_dir: &Path,
+    node: &Node,
+    now_ms: i64,
+) -> Result<Summary, BackupError> {
+    let summary = inspect(file).await?;
+    let log_path = data_dir.join(LOG_FILE);
+    if log_path.exists() {
+        return Err(BackupError::NotEmpty {
+            path: data_dir.to_owned(),
+            file: LOG_FILE,
+        });
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| BackupError::io(data_dir, e))?;
+    // A restore cut short left a model but no log (the log is written last): start over.
+    let model = data_dir.join(MODEL_FILE);
+    for leftover in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(data_dir.join(format!("{MODEL_FILE}{leftover}")));
+    }
+    let _ = std::fs::remove_dir_all(data_dir.join("snapshots"));
+    std::fs::copy(file, &model).map_err(|e| BackupError::io(&model, e))?;
+    // Opening runs the migrations: a snapshot of an older version comes up to this one.
+    let pool = crate::model::open(&model)
+        .await
+        .map_err(|e| BackupError::io(&model, e))?;
+    let reseated = async {
+        let mut tx = pool.begin().await?;
+        let (applied, _) = StateMachine::progress(&mut tx).await?;
+        let membership = StoredMembership::new(
+            applied,
+            Membership::new(
+                vec![BTreeSet::from([node.id()])],
+                BTreeMap::from([(node.id(), node.clone())]),
+            ),
+        );
+        StateMachine::save_progress(&mut tx, &applied, &membership).await?;
+        sqlx::query("UPDATE leases SET epoch = epoch + ?, expires_ms = MIN(expires_ms, ?)")
+            .bind(EPOCH_GAP)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM cluster_activity")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO plane_restores (restored_ms, from_index, node) VALUES (?, ?, ?)")
+            .bind(now_ms)
+            .bind(summary.index as i64)
+            .bind(&node.hostname)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(applied)
+    }
+    .await;
+    pool.close().await;
+    let applied: Option<LogId> = reseated.map_err(|e| BackupError::io(&model, e))?;
+    let applied = applied.expect("inspect checked that the file records an applied entry");
+    // The vote carries the snapshot's term, so this node's first term as leader comes after
+    // every entry it holds.
+    let vote = Vote::new(applied.leader_id.term, node.id());
+    LogStore::seed(&log_path, applied, &vote).map_err(|e| BackupError::io(&log_path, e))?;
+    inspect(&model).await.map(|restored| Summary {
+        bytes: summary.bytes,
+        ..restored
+    })
+}
