@@ -10,6 +10,7 @@ use meridian_plane::model::{
     AgentReport, Cluster, ClusterRole, Command, DataCenter, Environment, Grant, Heartbeat, Name,
     PartitionRef, Proposal, ReportEntry, Schedule, Tenant, Workflow, query,
 };
+use meridian_plane::raft::backup;
 use meridian_proto::run::{
     AttemptEvent, AttemptOutcome, LogChunk, Report, ReportItem, RunEvent, RunState, partition_of,
 };
@@ -607,6 +608,36 @@ impl Model {
             .unwrap()
     }
 
+    /// This model saved as a snapshot file (with the Raft progress a state machine keeps:
+    /// entry 42 of term 3) and restored at `at_ms` as a one-node plane of `plane-9.test`.
+    async fn restored(&self, at_ms: i64) -> (Model, backup::Summary) {
+        let dir = tempfile::tempdir().unwrap();
+        let applied = openraft::LogId::new(openraft::CommittedLeaderId::new(3, 7), 42);
+        sqlx::query("INSERT INTO raft_state (key, value) VALUES ('last_applied', ?)")
+            .bind(serde_json::to_string(&Some(applied)).unwrap())
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        let file = dir.path().join("plane.snapshot");
+        sqlx::query("VACUUM INTO ?")
+            .bind(file.to_str().unwrap())
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        let data = dir.path().join("data");
+        let node = meridian_plane::raft::Node::new("plane-9.test", 7443);
+        let summary = backup::restore(&file, &data, &node, at_ms).await.unwrap();
+        let pool = meridian_plane::model::open(&data.join("model.db"))
+            .await
+            .unwrap();
+        let model = Model {
+            pool,
+            index: self.index,
+            _dir: dir,
+        };
+        (model, summary)
+    }
+
     async fn leases_of(&self, cluster: &str) -> Vec<LeaseRecord> {
         query::leases(&self.pool)
             .await
@@ -879,6 +910,38 @@ async fn a_silent_agent_keeps_its_leases_for_exactly_lease_seconds() {
     let b = m.beat(at + 2, "b", "nj-main").await;
     assert_eq!(b.leases.len(), 16);
     assert_eq!(b.release.len(), 8);
+}
+
+#[tokio::test]
+async fn a_restored_plane_leases_nothing_for_a_lease_then_gives_holders_back_their_partitions() {
+    let mut m = Model::new().await;
+    m.federation().await;
+    m.balanced(T0, "a", "b", "nj-main").await;
+    let before = m.leases_of("nj-main").await;
+    let at = T0 + 10;
+    let (mut r, summary) = m.restored(at).await;
+    assert_eq!((summary.index, summary.term), (42, 3));
+    assert_eq!(summary.members, ["plane-9.test:7443"]);
+
+    // Every epoch is past anything the old timeline can have issued; nothing outlives `at`.
+    for (l, was) in r.leases_of("nj-main").await.iter().zip(&before) {
+        assert_eq!(l.holder, was.holder);
+        assert!(l.epoch >= was.epoch + (1 << 32), "{was:?} -> {l:?}");
+        assert!(l.expires_ms <= at, "{l:?}");
+    }
+    // For one lease, nobody is given anything, holders included.
+    for (t, agent) in [(at, "a"), (at + 1, "b"), (at + LEASE_MS - 1, "a")] {
+        let beat = r.beat(t, agent, "nj-main").await;
+        assert!(beat.leases.is_empty(), "{agent} at +{}: {beat:?}", t - at);
+    }
+    // Then each holder gets back what it held, under a new epoch, and nobody else does.
+    let a = r.beat(at + LEASE_MS, "a", "nj-main").await;
+    assert_eq!(partitions(&a.leases), (0..8).collect::<Vec<_>>());
+    let b = r.beat(at + LEASE_MS + 1, "b", "nj-main").await;
+    assert_eq!(partitions(&b.leases), (8..16).collect::<Vec<_>>());
+    for (l, was) in a.leases.iter().chain(&b.leases).zip(&before) {
+        assert!(l.epoch > was.epoch + (1 << 32), "{was:?} -> {l:?}");
+    }
 }
 
 #[tokio::test]

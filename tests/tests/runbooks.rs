@@ -36,6 +36,11 @@ async fn recover_after_a_plane_outage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_the_plane_from_a_snapshot() {
+    around("restore-from-snapshot.md").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_certificates() {
     let mut lab = Lab::up(&[]);
     let schedules = lab.schedules(EVERY_2S);

@@ -124,14 +124,16 @@ pub async fn inspect(path: &Path) -> Result<Summary, BackupError> {
                 .await
                 .map_err(|e| not(format!("table `{table}`: {e}")))
         };
+        let mut members: Vec<String> = membership
+            .membership()
+            .nodes()
+            .map(|(_, node)| format!("{}:{}", node.hostname, node.port))
+            .collect();
+        members.sort();
         Ok(Summary {
             index: applied.index,
             term: applied.leader_id.term,
-            members: membership
-                .membership()
-                .nodes()
-                .map(|(_, node)| format!("{}:{}", node.hostname, node.port))
-                .collect(),
+            members,
             tenants: count("tenants").await?,
             workflows: count("workflows").await?,
             schedules: count("schedules").await?,
