@@ -126,6 +126,9 @@ impl TlsMaterial {
 /// A lazily connecting channel to `hostname:port`, reached through `hosts`, verified against
 /// `hostname`. The connection is opened on first use and re-opened after failures; note that
 /// under TLS 1.3 a refused client certificate only shows on the first call.
+/// How often an idle or busy connection is pinged, and how long the answer may take.
+const KEEP_ALIVE: Duration = Duration::from_secs(3);
+
 pub fn dial(
     endpoint: &str,
     tls: &TlsMaterial,
@@ -146,6 +149,12 @@ pub fn dial(
         })?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
+        // A connection whose peer went silent (a cut link, a machine gone) is found dead by
+        // an unanswered HTTP/2 ping and dropped, so the next call dials afresh instead of
+        // waiting out its whole timeout on it.
+        .http2_keep_alive_interval(KEEP_ALIVE)
+        .keep_alive_timeout(KEEP_ALIVE)
+        .keep_alive_while_idle(true)
         .connect_with_connector_lazy(tower::service_fn(move |uri: tonic::codegen::http::Uri| {
             let hosts = hosts.clone();
             async move {
