@@ -1,10 +1,12 @@
 //! The plane's Raft storage (redb log store, SQLite state machine) against openraft's own
 //! storage test suite, plus what the suite cannot check: proposals applied through the model,
-//! refusals recorded as outcomes, and snapshots carrying the model to another node.
+//! refusals recorded as outcomes, snapshots carrying the model to another node, and a stopped
+//! node exported to a snapshot file with its whole log applied.
 
 use std::collections::BTreeMap;
 
 use meridian_plane::model::{Command, DataCenter, Name, Proposal, query};
+use meridian_plane::raft::backup;
 use meridian_plane::raft::log_store::LogStore;
 use meridian_plane::raft::state_machine::StateMachine;
 use meridian_plane::raft::{Entry, Node, Outcome, Request, StorageError, TypeConfig};
@@ -133,4 +135,50 @@ async fn the_log_survives_reopening() {
     let mut log = LogStore::open(&path).unwrap();
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id, Some(log_id(1, 1, 2)));
+}
+
+#[tokio::test]
+async fn an_export_applies_the_whole_log_and_refuses_a_log_that_does_not_join_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        std::fs::create_dir_all(&data).unwrap();
+        let mut log = LogStore::open(&data.join("raft.redb")).unwrap();
+        let mut sm = StateMachine::open(&data).await.unwrap();
+        let entries: Vec<Entry> = ["a", "b", "c", "d"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| normal(i as u64 + 1, create_dc(name)))
+            .collect();
+        log.blocking_append(entries.clone()).await.unwrap();
+        // The model applied two of the four entries the log holds.
+        sm.apply(entries[..2].to_vec()).await.unwrap();
+        sm.pool().close().await;
+    }
+    let file = dir.path().join("export.snapshot");
+    let summary = backup::export(&data, &file).await.unwrap();
+    assert_eq!(summary.index, 4);
+    let conn = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", file.display()))
+        .await
+        .unwrap();
+    let dcs: Vec<String> = sqlx::query_scalar("SELECT name FROM data_centers ORDER BY name")
+        .fetch_all(&conn)
+        .await
+        .unwrap();
+    assert_eq!(dcs, ["a", "b", "c", "d"]);
+
+    // Purged past what the model applied: entries would be missing, so no file is written.
+    let mut log = LogStore::open(&data.join("raft.redb")).unwrap();
+    log.purge(log_id(1, 1, 3)).await.unwrap();
+    drop(log);
+    let refused = dir.path().join("refused.snapshot");
+    let err = backup::export(&data, &refused)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not go on from the model's last applied entry"),
+        "{err}"
+    );
+    assert!(!refused.exists());
 }

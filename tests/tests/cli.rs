@@ -402,6 +402,25 @@ fn a_plane_saved_to_a_snapshot_file_and_restored_from_it() {
         !dir.path().join("data-2").exists(),
         "a refused restore writes nothing"
     );
+    // A model without a log (a damaged node, a restore cut short) is not overwritten, and
+    // `serve` will not start from it.
+    let data2 = dir.path().join("data-2");
+    std::fs::create_dir_all(&data2).unwrap();
+    std::fs::copy(&exported, data2.join("model.db")).unwrap();
+    refused(
+        meridian(&["--config", &c2, "plane", "restore", &saved], &[]),
+        "already holds a plane node (model.db exists)",
+    );
+    assert_eq!(
+        std::fs::read(data2.join("model.db")).unwrap(),
+        std::fs::read(&exported).unwrap()
+    );
+    let serve = meridian(&["--config", &c2, "plane", "serve"], &[]);
+    assert!(
+        serve.code == Some(1) && serve.stderr.contains("but no Raft log (raft.redb)"),
+        "{serve:?}"
+    );
+    std::fs::remove_dir_all(&data2).unwrap();
 
     let restored = ok(meridian(
         &["--config", &c2, "plane", "restore", &saved],

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use openraft::storage::RaftStateMachine;
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{Membership, RaftLogReader, Vote};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
@@ -190,22 +190,43 @@ pub async fn export(data_dir: &Path, file: &Path) -> Result<Summary, BackupError
             .await
             .map_err(|e| BackupError::io(&copy, e))?;
         let from = applied.map_or(0, |l| l.index + 1);
-        let entries = log
-            .try_get_log_entries(from..)
+        let purged = log
+            .get_log_state()
+            .await
+            .map_err(|e| BackupError::io(&log_path, e))?
+            .last_purged_log_id;
+        // The log must go on exactly where the model stops: the applied entry itself (same
+        // term) or its purge mark, then every entry after it.
+        let mut entries = log
+            .try_get_log_entries(from.saturating_sub(1)..)
             .await
             .map_err(|e| BackupError::io(&log_path, e))?;
-        if let Some(first) = entries.first()
-            && first.log_id.index != from
-        {
+        let joins = match (applied, entries.first()) {
+            // Nothing applied yet: nothing may have been purged either.
+            (None, _) => purged.is_none(),
+            // The applied entry is still in the log: it must be the same entry.
+            (Some(applied), Some(first)) if first.log_id.index == applied.index => {
+                first.log_id == applied
+            }
+            // Later entries only: the log must be purged exactly up to the applied one.
+            (Some(applied), Some(_)) => purged == Some(applied),
+            // The model is as far as the log, or further: nothing to apply.
+            (Some(_), None) => true,
+        };
+        if !joins {
             return Err(BackupError::io(
                 &log_path,
                 format!(
-                    "the log starts at entry {} but the model has applied only up to {}",
-                    first.log_id.index,
-                    from.saturating_sub(1)
+                    "the log ({} .. {}) does not go on from the model's last applied entry {}",
+                    purged.map_or("start".into(), |p| p.to_string()),
+                    entries
+                        .last()
+                        .map_or("empty".into(), |e| e.log_id.to_string()),
+                    applied.map_or("(none)".into(), |a| a.to_string()),
                 ),
             ));
         }
+        entries.retain(|e| e.log_id.index >= from);
         state
             .apply(entries)
             .await
@@ -229,25 +250,71 @@ pub async fn restore(
     now_ms: i64,
 ) -> Result<Summary, BackupError> {
     let summary = inspect(file).await?;
-    let log_path = data_dir.join(LOG_FILE);
-    if log_path.exists() {
-        return Err(BackupError::NotEmpty {
-            path: data_dir.to_owned(),
-            file: LOG_FILE,
-        });
+    for name in [LOG_FILE, MODEL_FILE] {
+        if data_dir.join(name).exists() {
+            return Err(BackupError::NotEmpty {
+                path: data_dir.to_owned(),
+                file: name,
+            });
+        }
     }
     std::fs::create_dir_all(data_dir).map_err(|e| BackupError::io(data_dir, e))?;
-    // A restore cut short left a model but no log (the log is written last): start over.
-    let model = data_dir.join(MODEL_FILE);
-    for leftover in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(data_dir.join(format!("{MODEL_FILE}{leftover}")));
-    }
+    // Both files are built under staging names and renamed into place, the log last: a
+    // restore cut short leaves no node (`plane serve` refuses a model without a log), and a
+    // rerun starts over.
+    let staged_model = data_dir.join(format!("{MODEL_FILE}{STAGED}"));
+    let staged_log = data_dir.join(format!("{LOG_FILE}{STAGED}"));
+    let clear = || {
+        for leftover in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{leftover}", staged_model.display()));
+        }
+        let _ = std::fs::remove_file(&staged_log);
+    };
+    clear();
     let _ = std::fs::remove_dir_all(data_dir.join("snapshots"));
-    std::fs::copy(file, &model).map_err(|e| BackupError::io(&model, e))?;
-    // Opening runs the migrations: a snapshot of an older version comes up to this one.
-    let pool = crate::model::open(&model)
+    let staged = stage(file, &staged_model, &staged_log, &summary, node, now_ms).await;
+    let placed = staged.and_then(|()| {
+        for (from, to) in [(&staged_model, MODEL_FILE), (&staged_log, LOG_FILE)] {
+            let to = data_dir.join(to);
+            std::fs::rename(from, &to).map_err(|e| BackupError::io(&to, e))?;
+        }
+        std::fs::File::open(data_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| BackupError::io(data_dir, e))
+    });
+    if let Err(e) = placed {
+        clear();
+        return Err(e);
+    }
+    inspect(&data_dir.join(MODEL_FILE))
         .await
-        .map_err(|e| BackupError::io(&model, e))?;
+        .map(|restored| Summary {
+            bytes: summary.bytes,
+            ..restored
+        })
+}
+
+/// The suffix of files a restore is still building.
+const STAGED: &str = ".restoring";
+
+/// Writes the restored model to `model` (a copy of `file`, brought up to this version's
+/// schema, reseated on `node` alone, leases fenced) and its log to `log`.
+async fn stage(
+    file: &Path,
+    model: &Path,
+    log: &Path,
+    summary: &Summary,
+    node: &Node,
+    now_ms: i64,
+) -> Result<(), BackupError> {
+    std::fs::copy(file, model).map_err(|e| BackupError::io(model, e))?;
+    // Opening runs the migrations: a snapshot of an older version comes up to this one.
+    let pool = crate::model::open(model).await.map_err(|e| {
+        BackupError::io(
+            file,
+            format!("bringing it to this version's schema: {e} (made by a newer meridian?)"),
+        )
+    })?;
     let reseated = async {
         let mut tx = pool.begin().await?;
         let (applied, _) = StateMachine::progress(&mut tx).await?;
@@ -278,14 +345,10 @@ pub async fn restore(
     }
     .await;
     pool.close().await;
-    let applied: Option<LogId> = reseated.map_err(|e| BackupError::io(&model, e))?;
+    let applied: Option<LogId> = reseated.map_err(|e| BackupError::io(model, e))?;
     let applied = applied.expect("inspect checked that the file records an applied entry");
     // The vote carries the snapshot's term, so this node's first term as leader comes after
     // every entry it holds.
     let vote = Vote::new(applied.leader_id.term, node.id());
-    LogStore::seed(&log_path, applied, &vote).map_err(|e| BackupError::io(&log_path, e))?;
-    inspect(&model).await.map(|restored| Summary {
-        bytes: summary.bytes,
-        ..restored
-    })
+    LogStore::seed(log, applied, &vote).map_err(|e| BackupError::io(log, e))
 }

@@ -23,6 +23,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use super::agent_service::AgentService;
+use super::backup;
 use super::log_store::LogStore;
 use super::network::{Links, MAX_MESSAGE_BYTES, Peers, Rpc};
 use super::peer_service::PeerService;
@@ -86,6 +87,11 @@ pub enum NodeError {
     Log { path: PathBuf, source: redb::Error },
     #[error("opening the model database in {path}: {source}")]
     Model { path: PathBuf, source: sqlx::Error },
+    #[error(
+        "{0} holds a model (model.db) but no Raft log (raft.redb): a `plane restore` was cut \
+         short or the log is lost; move the directory away and restore into an empty one"
+    )]
+    NoLog(PathBuf),
     #[error("Raft configuration: {0}")]
     Config(String),
     #[error("starting Raft: {0}")]
@@ -119,7 +125,10 @@ impl PlaneNode {
             path: config.data_dir.clone(),
             source: e.into(),
         })?;
-        let log_path = config.data_dir.join("raft.redb");
+        let log_path = config.data_dir.join(backup::LOG_FILE);
+        if !log_path.exists() && config.data_dir.join(backup::MODEL_FILE).exists() {
+            return Err(NodeError::NoLog(config.data_dir.clone()));
+        }
         let log = LogStore::open(&log_path).map_err(|source| NodeError::Log {
             path: log_path,
             source,

@@ -62,6 +62,8 @@ impl StateMachine {
     /// A consistent copy of the database as of the last applied entry — a snapshot file
     /// (`raft::backup`) — opened for reading and already unlinked, so it vanishes once read.
     pub async fn copy(&self) -> Result<tokio::fs::File, sqlx::Error> {
+        // Snapshot builds and installs clear the directory of everything but their snapshot.
+        let _guard = self.snapshot_lock.lock().await;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self
             .snapshots
