@@ -232,6 +232,7 @@ pub async fn export(data_dir: &Path, file: &Path) -> Result<Summary, BackupError
             .await
             .map_err(|e| BackupError::io(&copy, e))?;
         state.pool().close().await;
+        seal(&copy).await?;
         std::fs::rename(&copy, file).map_err(|e| BackupError::io(file, e))
     }
     .await;
@@ -346,9 +347,44 @@ async fn stage(
     .await;
     pool.close().await;
     let applied: Option<LogId> = reseated.map_err(|e| BackupError::io(model, e))?;
+    seal(model).await?;
     let applied = applied.expect("inspect checked that the file records an applied entry");
     // The vote carries the snapshot's term, so this node's first term as leader comes after
     // every entry it holds.
     let vote = Vote::new(applied.leader_id.term, node.id());
     LogStore::seed(log, applied, &vote).map_err(|e| BackupError::io(log, e))
+}
+
+/// Makes the database at `path` one self-contained file, its write-ahead log folded in and
+/// gone, so that it can be renamed or copied on its own: a pool's last connection may still be
+/// closing (holding the log) when `close` returns, and a log left behind under the old name
+/// would take the last writes with it.
+async fn seal(path: &Path) -> Result<(), BackupError> {
+    let mut conn = SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(std::time::Duration::from_secs(10)),
+    )
+    .await
+    .map_err(|e| BackupError::io(path, e))?;
+    // Leaving WAL mode needs the database to itself; SQLite answers with the mode it is in.
+    let mut mode = String::new();
+    for _ in 0..100 {
+        mode = sqlx::query_scalar("PRAGMA journal_mode = DELETE")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| BackupError::io(path, e))?;
+        if mode.eq_ignore_ascii_case("delete") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    conn.close().await.map_err(|e| BackupError::io(path, e))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(BackupError::io(
+            path,
+            format!("still in journal mode `{mode}`: another process has it open"),
+        ));
+    }
+    Ok(())
 }
