@@ -186,13 +186,23 @@ fn write_config(dir: &std::path::Path, n: usize, peer: u16, http: u16, hosts: &s
     path.to_str().unwrap().to_owned()
 }
 
-/// A federation CA in `dir/certs` and certificates for plane nodes `plane-1.test` ..
-/// `plane-<nodes>.test`.
-fn plane_certs(dir: &std::path::Path, nodes: usize) {
+/// Two plane nodes' configs on loopback in `dir`, with a federation CA in `dir/certs` and the
+/// nodes' certificates (`plane-1.test`, `plane-2.test`).
+struct TwoNodes {
+    /// Node 1's and node 2's peer ports, node 1's API port.
+    p1: u16,
+    p2: u16,
+    h1: u16,
+    /// `plane-1.toml`, `plane-2.toml`.
+    c1: String,
+    c2: String,
+}
+
+fn two_nodes(dir: &std::path::Path) -> TwoNodes {
     let certs = dir.join("certs");
     let certs = certs.to_str().unwrap();
     ok(meridian(&["certs", "init", "--dir", certs], &[]));
-    for n in 1..=nodes {
+    for n in 1..=2 {
         let host = format!("plane-{n}.test");
         ok(meridian(
             &[
@@ -208,16 +218,21 @@ fn plane_certs(dir: &std::path::Path, nodes: usize) {
             &[],
         ));
     }
+    let (p1, p2, h1, h2) = (free_port(), free_port(), free_port(), free_port());
+    let hosts = "\"plane-1.test\" = \"127.0.0.1\"\n\"plane-2.test\" = \"127.0.0.1\"";
+    TwoNodes {
+        p1,
+        p2,
+        h1,
+        c1: write_config(dir, 1, p1, h1, hosts),
+        c2: write_config(dir, 2, p2, h2, hosts),
+    }
 }
 
 #[test]
 fn a_two_node_plane_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    plane_certs(dir.path(), 2);
-    let (p1, p2, h1, h2) = (free_port(), free_port(), free_port(), free_port());
-    let hosts = "\"plane-1.test\" = \"127.0.0.1\"\n\"plane-2.test\" = \"127.0.0.1\"";
-    let c1 = write_config(dir.path(), 1, p1, h1, hosts);
-    let c2 = write_config(dir.path(), 2, p2, h2, hosts);
+    let TwoNodes { p2, h1, c1, c2, .. } = two_nodes(dir.path());
 
     // A config with a mistake is refused, naming the field, before anything starts.
     let bad = dir.path().join("bad.toml");
@@ -331,11 +346,7 @@ fn a_two_node_plane_from_the_command_line() {
 #[test]
 fn a_plane_saved_to_a_snapshot_file_and_restored_from_it() {
     let dir = tempfile::tempdir().unwrap();
-    plane_certs(dir.path(), 2);
-    let (p1, p2, h1, h2) = (free_port(), free_port(), free_port(), free_port());
-    let hosts = "\"plane-1.test\" = \"127.0.0.1\"\n\"plane-2.test\" = \"127.0.0.1\"";
-    let c1 = write_config(dir.path(), 1, p1, h1, hosts);
-    let c2 = write_config(dir.path(), 2, p2, h2, hosts);
+    let TwoNodes { p1, c1, c2, .. } = two_nodes(dir.path());
     let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let (saved, exported) = (file("saved.snapshot"), file("exported.snapshot"));
 

@@ -45,7 +45,7 @@ impl StateMachine {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        let pool = crate::model::open(&dir.join("model.db")).await?;
+        let pool = crate::model::open(&dir.join(super::backup::MODEL_FILE)).await?;
         Ok(Self {
             pool,
             snapshots,
@@ -64,17 +64,25 @@ impl StateMachine {
     pub async fn copy(&self) -> Result<tokio::fs::File, sqlx::Error> {
         // Snapshot builds and installs clear the directory of everything but their snapshot.
         let _guard = self.snapshot_lock.lock().await;
+        let (tmp, _) = self.vacuum_into_tmp("copy").await?;
+        let file = tokio::fs::File::open(&tmp).await;
+        let _ = std::fs::remove_file(&tmp);
+        Ok(file?)
+    }
+
+    /// `VACUUM INTO` a new `<kind>-<pid>-<n>.tmp` file in the snapshot directory (where a
+    /// crash's leftovers are cleared at open); returns it and its `n`, unique in this process.
+    /// The caller holds the snapshot lock.
+    async fn vacuum_into_tmp(&self, kind: &str) -> Result<(PathBuf, u64), sqlx::Error> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self
             .snapshots
-            .join(format!("copy-{}-{n}.tmp", std::process::id()));
+            .join(format!("{kind}-{}-{n}.tmp", std::process::id()));
         sqlx::query("VACUUM INTO ?")
             .bind(tmp.to_string_lossy().into_owned())
             .execute(&self.pool)
             .await?;
-        let file = tokio::fs::File::open(&tmp).await;
-        let _ = std::fs::remove_file(&tmp);
-        Ok(file?)
+        Ok((tmp, n))
     }
 
     pub(super) async fn progress(
@@ -184,15 +192,7 @@ fn snap_err(e: impl std::error::Error + 'static) -> StorageError {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let _guard = self.snapshot_lock.lock().await;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .snapshots
-            .join(format!("building-{}-{n}.tmp", std::process::id()));
-        sqlx::query("VACUUM INTO ?")
-            .bind(tmp.to_string_lossy().into_owned())
-            .execute(&self.pool)
-            .await
-            .map_err(snap_err)?;
+        let (tmp, n) = self.vacuum_into_tmp("building").await.map_err(snap_err)?;
         // Read the Raft progress from the copy itself: it is exactly what the copy contains.
         let mut copy = sqlx::SqliteConnection::connect_with(
             &sqlx::sqlite::SqliteConnectOptions::new()
