@@ -441,6 +441,12 @@ fn a_plane_saved_to_a_snapshot_file_and_restored_from_it() {
         restored.contains("one-node plane of plane-2.test"),
         "{restored}"
     );
+    let mut files: Vec<String> = std::fs::read_dir(dir.path().join("data-2"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["model.db", "raft.redb"], "nothing staged is left");
     let via_two = |args: &[&str]| {
         let mut all = vec!["--config", c2.as_str()];
         all.extend_from_slice(args);

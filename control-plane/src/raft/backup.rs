@@ -231,9 +231,11 @@ pub async fn export(data_dir: &Path, file: &Path) -> Result<Summary, BackupError
             .apply(entries)
             .await
             .map_err(|e| BackupError::io(&copy, e))?;
+        let out = work.join("export.db");
+        let written = vacuum_into(state.pool(), &out).await;
         state.pool().close().await;
-        seal(&copy).await?;
-        std::fs::rename(&copy, file).map_err(|e| BackupError::io(file, e))
+        written.map_err(|e| BackupError::io(&copy, e))?;
+        std::fs::rename(&out, file).map_err(|e| BackupError::io(file, e))
     }
     .await;
     let _ = std::fs::remove_dir_all(&work);
@@ -266,9 +268,10 @@ pub async fn restore(
     let staged_model = data_dir.join(format!("{MODEL_FILE}{STAGED}"));
     let staged_log = data_dir.join(format!("{LOG_FILE}{STAGED}"));
     let clear = || {
-        for leftover in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{leftover}", staged_model.display()));
+        for work in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{WORK}{work}", staged_model.display()));
         }
+        let _ = std::fs::remove_file(&staged_model);
         let _ = std::fs::remove_file(&staged_log);
     };
     clear();
@@ -283,10 +286,10 @@ pub async fn restore(
             .and_then(|dir| dir.sync_all())
             .map_err(|e| BackupError::io(data_dir, e))
     });
-    if let Err(e) = placed {
-        clear();
-        return Err(e);
-    }
+    // Whatever is left under the staging names (all of it on a failure, the work copy on
+    // success) goes.
+    clear();
+    placed?;
     inspect(&data_dir.join(MODEL_FILE))
         .await
         .map(|restored| Summary {
@@ -297,6 +300,8 @@ pub async fn restore(
 
 /// The suffix of files a restore is still building.
 const STAGED: &str = ".restoring";
+/// The suffix, after [`STAGED`], of the copy a restore changes before writing the staged model.
+const WORK: &str = "-work";
 
 /// Writes the restored model to `model` (a copy of `file`, brought up to this version's
 /// schema, reseated on `node` alone, leases fenced) and its log to `log`.
@@ -308,9 +313,10 @@ async fn stage(
     node: &Node,
     now_ms: i64,
 ) -> Result<(), BackupError> {
-    std::fs::copy(file, model).map_err(|e| BackupError::io(model, e))?;
+    let work = PathBuf::from(format!("{}{WORK}", model.display()));
+    std::fs::copy(file, &work).map_err(|e| BackupError::io(&work, e))?;
     // Opening runs the migrations: a snapshot of an older version comes up to this one.
-    let pool = crate::model::open(model).await.map_err(|e| {
+    let pool = crate::model::open(&work).await.map_err(|e| {
         BackupError::io(
             file,
             format!("bringing it to this version's schema: {e} (made by a newer meridian?)"),
@@ -342,12 +348,12 @@ async fn stage(
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        vacuum_into(&pool, model).await?;
         Ok::<_, sqlx::Error>(applied)
     }
     .await;
     pool.close().await;
-    let applied: Option<LogId> = reseated.map_err(|e| BackupError::io(model, e))?;
-    seal(model).await?;
+    let applied: Option<LogId> = reseated.map_err(|e| BackupError::io(&work, e))?;
     let applied = applied.expect("inspect checked that the file records an applied entry");
     // The vote carries the snapshot's term, so this node's first term as leader comes after
     // every entry it holds.
@@ -355,36 +361,13 @@ async fn stage(
     LogStore::seed(log, applied, &vote).map_err(|e| BackupError::io(log, e))
 }
 
-/// Makes the database at `path` one self-contained file, its write-ahead log folded in and
-/// gone, so that it can be renamed or copied on its own: a pool's last connection may still be
-/// closing (holding the log) when `close` returns, and a log left behind under the old name
-/// would take the last writes with it.
-async fn seal(path: &Path) -> Result<(), BackupError> {
-    let mut conn = SqliteConnection::connect_with(
-        &SqliteConnectOptions::new()
-            .filename(path)
-            .busy_timeout(std::time::Duration::from_secs(10)),
-    )
-    .await
-    .map_err(|e| BackupError::io(path, e))?;
-    // Leaving WAL mode needs the database to itself; SQLite answers with the mode it is in.
-    let mut mode = String::new();
-    for _ in 0..100 {
-        mode = sqlx::query_scalar("PRAGMA journal_mode = DELETE")
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|e| BackupError::io(path, e))?;
-        if mode.eq_ignore_ascii_case("delete") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    conn.close().await.map_err(|e| BackupError::io(path, e))?;
-    if !mode.eq_ignore_ascii_case("delete") {
-        return Err(BackupError::io(
-            path,
-            format!("still in journal mode `{mode}`: another process has it open"),
-        ));
-    }
-    Ok(())
+/// Writes the database behind `pool` to the new file `to` (`VACUUM INTO`): one self-contained
+/// file with every committed write, safe to rename. The pool's own file may not be: its last
+/// connection can still hold the write-ahead log when `close` returns.
+async fn vacuum_into(pool: &sqlx::SqlitePool, to: &Path) -> Result<(), sqlx::Error> {
+    sqlx::query("VACUUM INTO ?")
+        .bind(to.to_string_lossy().into_owned())
+        .execute(pool)
+        .await
+        .map(drop)
 }
