@@ -17,14 +17,14 @@ use std::time::Duration;
 
 use chrono::DateTime;
 use meridian_proto::pb;
-use meridian_proto::run::{Assignment, Job, Report, ReportItem, RunEvent, RunState};
+use meridian_proto::run::{Assignment, Job, RunState};
 use meridian_proto::transport::TlsMaterial;
 use meridian_proto::{Clock, FireRecord};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::bucket::Bucket;
-use crate::buffer::{Buffer, LocalRun};
+use crate::buffer::{Buffer, DueKey, LocalRun, TakeItem, Took, event};
 use crate::config::AgentConfig;
 use crate::firing::{self, Fate, Overlap};
 use crate::lease::{Granted, Leases, Partition};
@@ -32,7 +32,7 @@ use crate::link::Link;
 use crate::outbox::Outbox;
 use crate::resources::ResourceCache;
 use crate::runner::Runner;
-use crate::store::{StoreError, Taken};
+use crate::store::{StoreError, Take};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -49,7 +49,7 @@ pub enum AgentError {
 }
 
 /// How many due records one pass of the firing loop takes.
-const FIRE_BATCH: u32 = 20_000;
+const FIRE_BATCH: u32 = 100_000;
 /// The firing loop looks at the clock at least this often (an injected clock may jump).
 const FIRE_TICK: Duration = Duration::from_millis(100);
 /// Outbox entries per report.
@@ -110,28 +110,43 @@ struct Releasing {
     lease: pb::Lease,
     /// Passes completed when it was given back.
     passes: u64,
-    /// The outbox's last entry once no pass that could have taken its records is running:
-    /// every entry up to it must be committed before the release is reported.
+    /// The last take written once no pass that could have taken its records is running:
+    /// its reports are in the outbox once it is expanded.
+    takes: Option<i64>,
+    /// The outbox's last entry once that take is expanded: every entry up to it must be
+    /// committed before the release is reported.
     mark: Option<i64>,
 }
 
-/// Decides which given-back partitions may be reported released: a release gets its mark (the
-/// outbox's `last` entry's seq, 0 when empty) once a firing pass ended after it (`passes` moved
-/// past its count), and is ready once the outbox's `first` waiting entry is past the mark
-/// (seqs never repeat). Removes and returns the ready ones.
-fn ready_to_report(
-    releasing: &mut Vec<Releasing>,
+/// Where the agent's writes are, as [`ready_to_report`] needs them.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    /// Firing passes completed.
     passes: u64,
+    /// The last take written, and every take up to this one is expanded.
+    take: i64,
+    expanded: i64,
+    /// The outbox's last and first waiting entry (read after `expanded`).
     last: Option<i64>,
     first: Option<i64>,
-) -> Vec<pb::Lease> {
+}
+
+/// Decides which given-back partitions may be reported released. A release notes the last
+/// take written once a firing pass ended after it (`passes` moved past its count); gets its
+/// mark (the outbox's `last` entry's seq, 0 when empty) once that take is expanded; and is
+/// ready once the outbox's `first` waiting entry is past the mark (seqs never repeat). Removes
+/// and returns the ready ones.
+fn ready_to_report(releasing: &mut Vec<Releasing>, w: Written) -> Vec<pb::Lease> {
     let mut ready = Vec::new();
     releasing.retain_mut(|r| {
-        if r.mark.is_none() && passes > r.passes {
-            r.mark = Some(last.unwrap_or(0));
+        if r.takes.is_none() && w.passes > r.passes {
+            r.takes = Some(w.take);
+        }
+        if r.mark.is_none() && r.takes.is_some_and(|t| w.expanded >= t) {
+            r.mark = Some(w.last.unwrap_or(0));
         }
         match r.mark {
-            Some(mark) if first.is_none_or(|f| f > mark) => {
+            Some(mark) if w.first.is_none_or(|f| f > mark) => {
                 ready.push(r.lease.clone());
                 false
             }
@@ -276,7 +291,8 @@ impl Agent {
         let deadline = tokio::time::Instant::now() + s.drain * 2;
         while tokio::time::Instant::now() < deadline {
             let idle = s.runs.lock().expect("runs").going.is_empty();
-            if idle && s.outbox.is_empty().await.unwrap_or(true) {
+            // A take not yet expanded has reports the outbox does not hold yet.
+            if idle && !s.buffer.expanding() && s.outbox.is_empty().await.unwrap_or(true) {
                 break;
             }
             s.reported.notify_one();
@@ -358,44 +374,19 @@ fn http_client() -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
-fn event(run: &LocalRun, state: RunState, at_ms: i64, message: &str) -> Report {
-    Report::V1 {
-        cluster: run.cluster.clone(),
-        partition: run.partition,
-        epoch: run.epoch,
-        item: ReportItem::Run(RunEvent {
-            run_id: run.run_id.clone(),
-            schedule: run.schedule.clone(),
-            fire_ms: run.fire_ms,
-            tenant: run.job.tenant.clone(),
-            workflow: run.job.workflow.clone(),
-            workflow_version: run.job.workflow_version,
-            environment: run.job.environment.clone(),
-            state,
-            at_ms,
-            message: message.to_owned(),
-        }),
-    }
+/// Where the firing loop's reads of due records got to.
+#[derive(Default)]
+struct Reading {
+    reached: Option<DueKey>,
+    /// The last read stopped at its batch.
+    full: bool,
 }
 
-fn local_run(a: &Assignment, record: &FireRecord, state: RunState) -> LocalRun {
-    LocalRun {
-        run_id: record.id.to_string(),
-        schedule: Some(a.schedule.clone()),
-        fire_ms: Some(record.fire_at.timestamp_millis()),
-        cluster: a.cluster.clone(),
-        partition: Some(a.partition),
-        epoch: a.epoch,
-        state: state.as_str().to_owned(),
-        job: a.job.clone(),
-    }
-}
-
-/// What one pass of the firing loop decided: the records it takes (written in one
-/// transaction), then what to do with each run once they are written.
+/// What one pass of the firing loop decided: the records it takes (written as one take),
+/// then what to do with each run once the take is durable.
 #[derive(Default)]
 struct Pass {
-    taken: Vec<Taken>,
+    items: Vec<TakeItem>,
     then: Vec<Then>,
     /// Per schedule: runs this pass starts and queues (the overlap policy counts them).
     planned: HashMap<String, (usize, usize)>,
@@ -413,25 +404,23 @@ enum Then {
 }
 
 impl Pass {
+    /// Takes `record` as `took`; returns its run (none when skipped).
     fn take(
         &mut self,
         a: &Arc<Assignment>,
+        epoch: u64,
         record: &FireRecord,
-        run: Option<LocalRun>,
-        report: &Report,
-    ) {
-        self.taken.push(Taken {
+        took: Took,
+    ) -> Option<LocalRun> {
+        let item = TakeItem {
             assignment: a.clone(),
             fire_ms: record.fire_at.timestamp_millis(),
-            run,
-            entry: crate::buffer::entry(report),
-        });
-    }
-
-    fn skip(&mut self, a: &Arc<Assignment>, record: &FireRecord, now: i64, why: &str) {
-        let run = local_run(a, record, RunState::Skipped);
-        let report = event(&run, RunState::Skipped, now, why);
-        self.take(a, record, None, &report);
+            epoch,
+            took,
+        };
+        let run = item.run();
+        self.items.push(item);
+        run
     }
 }
 
@@ -545,6 +534,7 @@ impl Shared {
                     releasing.push(Releasing {
                         lease: lease.clone(),
                         passes,
+                        takes: None,
                         mark: None,
                     });
                 }
@@ -579,30 +569,23 @@ impl Shared {
     /// pass to end after it (no take of the partition can still be in flight), marks the
     /// outbox's last entry, and is reported once the outbox has nothing up to that mark.
     async fn ready_releases(&self) {
+        if self.releasing.lock().expect("releasing").is_empty() {
+            // The usual heartbeat: nothing given back, no outbox to read.
+            return;
+        }
+        // In this order: a pass counted has written its take; a take counted expanded has its
+        // entries in the outbox.
         let passes = self.passes.load(Ordering::SeqCst);
-        let need_mark = {
-            let releasing = self.releasing.lock().expect("releasing");
-            if releasing.is_empty() {
-                // The usual heartbeat: nothing given back, no outbox to read.
-                return;
-            }
-            releasing
-                .iter()
-                .any(|r| r.mark.is_none() && passes > r.passes)
+        let take = self.buffer.progress().written();
+        let expanded = self.buffer.progress().expanded();
+        let outbox = async {
+            Ok::<_, StoreError>((
+                self.outbox.last_seq().await?,
+                self.outbox.first_seq().await?,
+            ))
         };
-        let last = if need_mark {
-            match self.outbox.last_seq().await {
-                Ok(last) => last,
-                Err(e) => {
-                    tracing::warn!("reading the outbox: {e}");
-                    return;
-                }
-            }
-        } else {
-            None
-        };
-        let first = match self.outbox.first_seq().await {
-            Ok(first) => first,
+        let (last, first) = match outbox.await {
+            Ok(seqs) => seqs,
             Err(e) => {
                 tracing::warn!("reading the outbox: {e}");
                 return;
@@ -610,9 +593,13 @@ impl Shared {
         };
         let ready = ready_to_report(
             &mut self.releasing.lock().expect("releasing"),
-            passes,
-            last,
-            first,
+            Written {
+                passes,
+                take,
+                expanded,
+                last,
+                first,
+            },
         );
         self.released.lock().expect("released").extend(ready);
     }
@@ -705,10 +692,13 @@ impl Shared {
         let mut stop = self.stop.subscribe();
         let mut last_catch_up = tokio::time::Instant::now();
         let mut tokens = 1.0f64;
+        let mut reading = Reading::default();
         loop {
+            let mut more = false;
             if !self.stopping.load(Ordering::SeqCst) {
-                if let Err(e) = self.fire_due().await {
-                    tracing::error!("firing: {e}");
+                match self.fire_due(&mut reading).await {
+                    Ok(full) => more = full,
+                    Err(e) => tracing::error!("firing: {e}"),
                 }
                 // Catch-up: a token bucket at `catch_up_rate`, at most one second's worth saved.
                 let elapsed = last_catch_up.elapsed().as_secs_f64();
@@ -722,8 +712,13 @@ impl Shared {
                 }
             }
             self.passes.fetch_add(1, Ordering::SeqCst);
+            if more {
+                // The pass stopped at its batch: more is due now.
+                tokio::task::yield_now().await;
+                continue;
+            }
             let now = self.now();
-            let next = self.buffer.next_fire_ms().await.ok().flatten();
+            let next = self.buffer.next_fire_ms(now).await.ok().flatten();
             let mut wait = FIRE_TICK;
             if let Some(next) = next {
                 wait = wait.min(Duration::from_millis((next - now).max(0) as u64));
@@ -739,83 +734,111 @@ impl Shared {
         }
     }
 
-    /// Takes every due record (up to [`FIRE_BATCH`]) in one transaction, then starts, queues
-    /// or holds back the runs as decided.
-    async fn fire_due(self: &Arc<Self>) -> Result<(), StoreError> {
+    /// Takes the due records (up to [`FIRE_BATCH`]) as one take, then starts, queues or holds
+    /// back the runs as decided. Returns whether it stopped at the batch.
+    async fn fire_due(self: &Arc<Self>, reading: &mut Reading) -> Result<bool, StoreError> {
         let now = self.now();
         let began = std::time::Instant::now();
-        let due = self.buffer.due(now, FIRE_BATCH).await?;
-        if due.is_empty() {
-            // Nothing (more) due: top up what the last passes took.
-            let refill: Vec<Arc<Assignment>> =
-                std::mem::take(&mut *self.refill.lock().expect("refill"))
-                    .into_values()
-                    .collect();
-            return self.buffer.refill(refill).await;
+        // Reads go on from where the last one got to while records it took may still be
+        // buffered (their take is not expanded yet) or it stopped at its batch; otherwise from
+        // the start, which also finds records a refill or sync put behind that point and ones
+        // left because their partition was not held.
+        if !reading.full && !self.buffer.expanding() {
+            reading.reached = None;
         }
-        let records = due.len();
+        let firing = self.buffer.firing().await;
+        let due = self
+            .buffer
+            .due(now, reading.reached.as_ref(), FIRE_BATCH)
+            .await?;
+        reading.full = due.full;
+        if due.reached.is_some() {
+            reading.reached = due.reached;
+        }
+        if due.records.is_empty() {
+            drop(firing);
+            if !due.full {
+                // Nothing (more) due: top up what the last passes took (it waits for their
+                // takes to be expanded; firing does not wait for it).
+                let refill: Vec<Arc<Assignment>> =
+                    std::mem::take(&mut *self.refill.lock().expect("refill"))
+                        .into_values()
+                        .collect();
+                if !refill.is_empty() {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = this.buffer.refill(refill).await
+                            && !*this.stop.borrow()
+                        {
+                            tracing::error!("topping up the buffer: {e}");
+                        }
+                    });
+                }
+            }
+            return Ok(due.full);
+        }
+        let records = due.records.len();
         let read = began.elapsed();
-        let mut by_schedule: HashMap<String, (Arc<Assignment>, Vec<FireRecord>)> = HashMap::new();
-        let mut order = Vec::new();
-        for (a, record) in due {
-            by_schedule
-                .entry(a.schedule.to_string())
+        // Grouped by schedule (one assignment per schedule: keyed by its address), in the
+        // order the schedules first fall due.
+        let mut by_schedule: HashMap<usize, usize> = HashMap::new();
+        let mut grouped: Vec<(Arc<Assignment>, Vec<FireRecord>)> = Vec::new();
+        for (a, record) in due.records {
+            let at = *by_schedule
+                .entry(Arc::as_ptr(&a) as usize)
                 .or_insert_with(|| {
-                    order.push(a.schedule.to_string());
-                    (a, Vec::new())
-                })
-                .1
-                .push(record);
+                    grouped.push((a, Vec::new()));
+                    grouped.len() - 1
+                });
+            grouped[at].1.push(record);
         }
         let now_at = DateTime::from_timestamp_millis(now).unwrap_or_default();
         let mut pass = Pass::default();
-        for schedule in order {
-            let (a, records) = by_schedule.remove(&schedule).expect("grouped");
-            let held = self
-                .leases
-                .lock()
-                .expect("leases")
-                .valid(&(a.cluster.clone(), a.partition), now);
-            // No valid lease: paused (the autonomy horizon passed, or the partition moved).
-            let Some(held) = held else { continue };
-            let a = if a.epoch == held.epoch {
-                a
-            } else {
-                Arc::new(Assignment {
-                    epoch: held.epoch,
-                    ..(*a).clone()
-                })
-            };
-            for (record, fate) in
-                firing::classify(&records, held.since_ms, &a.spec.catch_up, now_at)
-            {
-                match fate {
-                    Fate::Skip => pass.skip(
-                        &a,
-                        &record,
-                        now,
-                        "missed while nothing could run it; the catch-up policy skips it",
-                    ),
-                    Fate::CatchUp => {
-                        let run = local_run(&a, &record, RunState::Queued);
-                        let report = event(&run, RunState::Queued, now, "catching up");
-                        pass.take(&a, &record, Some(run.clone()), &report);
-                        pass.then.push(Then::CatchUp(run));
+        {
+            let leases = self.leases.lock().expect("leases");
+            let mut partition: (String, u32) = Default::default();
+            for (a, records) in grouped {
+                if partition.0 != a.cluster {
+                    partition.0 = a.cluster.clone();
+                }
+                partition.1 = a.partition;
+                // No valid lease: paused (the autonomy horizon passed, or the partition moved).
+                let Some(held) = leases.valid(&partition, now) else {
+                    continue;
+                };
+                for (record, fate) in
+                    firing::classify(&records, held.since_ms, &a.spec.catch_up, now_at)
+                {
+                    match fate {
+                        Fate::Skip => {
+                            pass.take(&a, held.epoch, &record, Took::Missed);
+                        }
+                        Fate::CatchUp => {
+                            let run = pass.take(&a, held.epoch, &record, Took::CatchingUp);
+                            pass.then.push(Then::CatchUp(run.expect("queued")));
+                        }
+                        Fate::OnTime => self.decide(&a, held.epoch, &record, &mut pass),
                     }
-                    Fate::OnTime => self.decide(&a, &record, now, &mut pass),
                 }
             }
         }
         let decided = began.elapsed();
         {
             let mut refill = self.refill.lock().expect("refill");
-            for t in &pass.taken {
-                refill
-                    .entry(t.assignment.schedule.to_string())
-                    .or_insert_with(|| t.assignment.clone());
+            for item in &pass.items {
+                let schedule = item.assignment.schedule.as_str();
+                if !refill.contains_key(schedule) {
+                    refill.insert(schedule.to_owned(), item.assignment.clone());
+                }
             }
         }
-        self.buffer.take_all(pass.taken).await?;
+        // Stamped now: the runs start as soon as the take is durable.
+        let take = Take {
+            at_ms: self.now(),
+            items: pass.items,
+        };
+        self.buffer.take_all(take).await?;
+        drop(firing);
         let written = began.elapsed();
         for then in pass.then {
             match then {
@@ -855,7 +878,7 @@ impl Shared {
             launched_ms = began.elapsed().as_millis() as u64,
             "firing pass"
         );
-        Ok(())
+        Ok(due.full)
     }
 
     /// Decides an on-time record under the schedule's overlap policy, counting what this pass
@@ -863,48 +886,42 @@ impl Shared {
     fn decide(
         self: &Arc<Self>,
         a: &Arc<Assignment>,
+        epoch: u64,
         record: &FireRecord,
-        now: i64,
         pass: &mut Pass,
     ) {
-        let schedule = a.schedule.to_string();
+        let schedule = a.schedule.as_str();
         let (going, waiting) = {
             let runs = self.runs.lock().expect("runs");
             (
-                runs.going_for(&schedule),
-                runs.waiting.get(&schedule).map_or(0, VecDeque::len),
+                runs.going_for(schedule),
+                runs.waiting.get(schedule).map_or(0, VecDeque::len),
             )
         };
-        let planned = pass.planned.entry(schedule.clone()).or_default();
+        let planned = pass.planned.entry(schedule.to_owned()).or_default();
         let (going, waiting) = (going + planned.0, waiting + planned.1);
         match firing::on_fire(a.overlap, going, waiting) {
-            Overlap::Skip => pass.skip(
-                a,
-                record,
-                now,
-                "the previous run is still going (overlap policy)",
-            ),
+            Overlap::Skip => {
+                pass.take(a, epoch, record, Took::Overlapping);
+            }
             Overlap::Queue => {
                 planned.1 += 1;
-                let run = local_run(a, record, RunState::Queued);
-                let report = event(&run, RunState::Queued, now, "waiting for the previous run");
-                pass.take(a, record, Some(run.clone()), &report);
-                pass.then.push(Then::Wait(schedule, run));
+                let run = pass.take(a, epoch, record, Took::Waiting);
+                pass.then
+                    .push(Then::Wait(schedule.to_owned(), run.expect("queued")));
             }
             decision @ (Overlap::Start | Overlap::CancelThenStart) => {
                 planned.0 += 1;
                 // Started at once if a slot is free, else queued for one.
                 let permit = self.slots.clone().try_acquire_owned().ok();
-                let state = if permit.is_some() {
-                    RunState::Started
+                let took = if permit.is_some() {
+                    Took::Started
                 } else {
-                    RunState::Queued
+                    Took::Queued
                 };
-                let run = local_run(a, record, state);
-                let report = event(&run, state, now, "");
-                pass.take(a, record, Some(run.clone()), &report);
+                let run = pass.take(a, epoch, record, took);
                 pass.then.push(Then::Launch {
-                    run,
+                    run: run.expect("started or queued"),
                     permit,
                     cancel_older: decision == Overlap::CancelThenStart,
                 });
@@ -1103,32 +1120,49 @@ mod tests {
             expires_at_ms: 0,
             cluster: "main".into(),
         };
+        let w = |passes, take, expanded, last, first| Written {
+            passes,
+            take,
+            expanded,
+            last,
+            first,
+        };
         let mut releasing = vec![Releasing {
             lease: lease(1),
             passes: 7,
+            takes: None,
             mark: None,
         }];
-        // A pass that began before the release may still be taking its records: no mark yet,
-        // even with an empty outbox.
-        assert!(ready_to_report(&mut releasing, 7, None, None).is_empty());
-        assert_eq!(releasing[0].mark, None);
-        // A pass ended: the mark is the outbox's last entry, which still waits.
-        assert!(ready_to_report(&mut releasing, 8, Some(40), Some(12)).is_empty());
+        // A pass that began before the release may still be taking its records: nothing
+        // noted yet, even with an empty outbox.
+        assert!(ready_to_report(&mut releasing, w(7, 3, 3, None, None)).is_empty());
+        assert_eq!((releasing[0].takes, releasing[0].mark), (None, None));
+        // A pass ended; its take (5) is written but its reports are not all in the outbox yet
+        // (only take 4 is expanded): no mark, though the outbox is empty.
+        assert!(ready_to_report(&mut releasing, w(8, 5, 4, None, None)).is_empty());
+        assert_eq!((releasing[0].takes, releasing[0].mark), (Some(5), None));
+        // Take 5 expanded (and a later take 6 written, which does not matter): the mark is
+        // the outbox's last entry, which still waits.
+        assert!(ready_to_report(&mut releasing, w(9, 6, 5, Some(40), Some(12))).is_empty());
         assert_eq!(releasing[0].mark, Some(40));
         // Later entries do not hold it back; entries up to the mark do.
-        assert!(ready_to_report(&mut releasing, 9, Some(55), Some(40)).is_empty());
+        assert!(ready_to_report(&mut releasing, w(9, 6, 5, Some(55), Some(40))).is_empty());
         assert_eq!(
-            ready_to_report(&mut releasing, 9, Some(55), Some(41)),
+            ready_to_report(&mut releasing, w(9, 6, 6, Some(55), Some(41))),
             [lease(1)]
         );
         assert!(releasing.is_empty());
-        // Nothing waiting at all once a pass ended: ready at once.
+        // Nothing waiting at all once a pass ended and its take is expanded: ready at once.
         let mut releasing = vec![Releasing {
             lease: lease(2),
             passes: 0,
+            takes: None,
             mark: None,
         }];
-        assert_eq!(ready_to_report(&mut releasing, 1, None, None), [lease(2)]);
+        assert_eq!(
+            ready_to_report(&mut releasing, w(1, 2, 2, None, None)),
+            [lease(2)]
+        );
     }
 
     #[tokio::test]

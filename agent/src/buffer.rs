@@ -6,8 +6,10 @@
 //!   gets its records (re)generated after `max(plane's acknowledged fire, own cursor)`; a
 //!   schedule no longer assigned is dropped with its records. A change therefore takes effect
 //!   from the next record, and a record already taken is never generated again.
-//! - [`Buffer::take_all`] consumes records: deletes them, moves their schedules' cursors,
-//!   remembers the runs and writes the outbox entries, in one transaction.
+//! - [`Buffer::take_all`] consumes records: one durable row says what a firing pass took and
+//!   how ([`Took`]); the records' deletion, the schedules' cursors, the runs and the outbox
+//!   entries are written from it afterwards, off the way to starting runs (see
+//!   [`crate::store`]). Until then the firing loop reads past what it took.
 //! - [`Buffer::refill`] tops schedules up to [`WINDOW`](meridian_proto::WINDOW) records again
 //!   (the firing loop does it once nothing more is due, off the way to starting runs).
 //!
@@ -18,18 +20,135 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use chrono::DateTime;
-use meridian_proto::run::{Assignment, Job, Report, ReportItem};
+use meridian_proto::run::{Assignment, Job, Report, ReportItem, RunEvent, RunState};
 use meridian_proto::{FireRecord, ScheduleId};
+use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};
 
-use crate::store::{NewEntry, StoreError, Taken, Write, Writer};
+use crate::store::{NewEntry, StoreError, Take, Write, Writer};
 
 #[derive(Clone)]
 pub struct Buffer {
     pool: SqlitePool,
     writer: Writer,
     assignments: Arc<RwLock<HashMap<String, Arc<Assignment>>>>,
+    /// A firing pass holds it shared from reading the assignments until its take is durable;
+    /// a sync holds it alone. So every take names assignments the database holds, which is
+    /// what a restart expands an unexpanded take from.
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
+
+/// How a due fire record was taken; its report's state and message follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Took {
+    /// Started at once (a slot was free).
+    Started,
+    /// To start once a slot is free.
+    Queued,
+    /// Waiting for the schedule's previous run (overlap `buffer_one`, `buffer_all`).
+    Waiting,
+    /// Missed, and run by the rate-limited catch-up.
+    CatchingUp,
+    /// Missed, and the catch-up policy skips it.
+    Missed,
+    /// The schedule's previous run is still going, and the overlap policy skips it.
+    Overlapping,
+}
+
+impl Took {
+    pub fn state(self) -> RunState {
+        match self {
+            Took::Started => RunState::Started,
+            Took::Queued | Took::Waiting | Took::CatchingUp => RunState::Queued,
+            Took::Missed | Took::Overlapping => RunState::Skipped,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Took::Started | Took::Queued => "",
+            Took::Waiting => "waiting for the previous run",
+            Took::CatchingUp => "catching up",
+            Took::Missed => "missed while nothing could run it; the catch-up policy skips it",
+            Took::Overlapping => "the previous run is still going (overlap policy)",
+        }
+    }
+}
+
+/// One fire record taken: whose, when, under which lease epoch, and how.
+#[derive(Debug, Clone)]
+pub struct TakeItem {
+    pub assignment: Arc<Assignment>,
+    pub fire_ms: i64,
+    pub epoch: u64,
+    pub took: Took,
+}
+
+impl TakeItem {
+    /// The run it starts or queues (none when skipped).
+    pub fn run(&self) -> Option<LocalRun> {
+        (self.took.state() != RunState::Skipped).then(|| self.local_run())
+    }
+
+    /// Its run as the report sees it, whatever the fate.
+    pub fn local_run(&self) -> LocalRun {
+        let a = &self.assignment;
+        let at = DateTime::from_timestamp_millis(self.fire_ms).unwrap_or_default();
+        LocalRun {
+            run_id: FireRecord::new(a.schedule.clone(), at).id.to_string(),
+            schedule: Some(a.schedule.clone()),
+            fire_ms: Some(self.fire_ms),
+            cluster: a.cluster.clone(),
+            partition: Some(a.partition),
+            epoch: self.epoch,
+            state: self.took.state().as_str().to_owned(),
+            job: a.job.clone(),
+        }
+    }
+
+    /// The report of its taking, stamped `at_ms`.
+    pub fn report(&self, at_ms: i64) -> Report {
+        event(
+            &self.local_run(),
+            self.took.state(),
+            at_ms,
+            self.took.message(),
+        )
+    }
+}
+
+/// The report of `run` moving to `state` at `at_ms`.
+pub fn event(run: &LocalRun, state: RunState, at_ms: i64, message: &str) -> Report {
+    Report::V1 {
+        cluster: run.cluster.clone(),
+        partition: run.partition,
+        epoch: run.epoch,
+        item: ReportItem::Run(RunEvent {
+            run_id: run.run_id.clone(),
+            schedule: run.schedule.clone(),
+            fire_ms: run.fire_ms,
+            tenant: run.job.tenant.clone(),
+            workflow: run.job.workflow.clone(),
+            workflow_version: run.job.workflow_version,
+            environment: run.job.environment.clone(),
+            state,
+            at_ms,
+            message: message.to_owned(),
+        }),
+    }
+}
+
+/// Due records as [`Buffer::due`] read them.
+pub struct Due {
+    pub records: Vec<(Arc<Assignment>, FireRecord)>,
+    pub reached: Option<DueKey>,
+    pub full: bool,
+}
+
+/// Where a firing pass's read of due records got to: `(fire_ms, schedule_id)` of the last
+/// record read.
+pub type DueKey = (i64, String);
 
 /// A run this agent has taken and not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +179,8 @@ pub fn entry(report: &Report) -> NewEntry {
 }
 
 impl Buffer {
-    /// The buffer in the database behind `pool`, written through `writer`.
+    /// The buffer in the database behind `pool`, written through `writer`. Takes a previous
+    /// process wrote and did not finish expanding are expanded before this returns.
     pub async fn open(pool: SqlitePool, writer: Writer) -> Result<Self, StoreError> {
         let mut assignments = HashMap::new();
         for row in sqlx::query("SELECT schedule_id, doc FROM assignments")
@@ -71,16 +191,56 @@ impl Buffer {
                 .map_err(|e| StoreError::corrupt("assignment", e))?;
             assignments.insert(row.get("schedule_id"), Arc::new(a));
         }
+        let mut unfinished = Vec::new();
+        for row in sqlx::query("SELECT id, at_ms, items, expanded FROM takes ORDER BY id")
+            .fetch_all(&pool)
+            .await?
+        {
+            let items: Vec<(String, i64, u64, Took)> =
+                serde_json::from_str(&row.get::<String, _>("items"))
+                    .map_err(|e| StoreError::corrupt("take", e))?;
+            let items = items
+                .into_iter()
+                .map(|(schedule, fire_ms, epoch, took)| {
+                    // A sync waits for every take to be expanded, so the schedules a take
+                    // names are still assigned.
+                    let assignment = assignments.get(&schedule).cloned().ok_or_else(|| {
+                        StoreError::corrupt("take", format!("schedule {schedule} is not assigned"))
+                    })?;
+                    Ok(TakeItem {
+                        assignment,
+                        fire_ms,
+                        epoch,
+                        took,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let take = Take {
+                at_ms: row.get("at_ms"),
+                items,
+            };
+            unfinished.push((row.get("id"), take, row.get::<i64, _>("expanded") as usize));
+        }
+        if !unfinished.is_empty() {
+            tracing::info!(
+                takes = unfinished.len(),
+                "expanding takes a previous run left"
+            );
+            writer.write(Write::Resume(unfinished)).await?;
+            writer.write(Write::Settle).await?;
+        }
         Ok(Self {
             pool,
             writer,
             assignments: Arc::new(RwLock::new(assignments)),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
         })
     }
 
     /// Replaces the assignments with `assignments` (every schedule of every held partition).
     pub async fn sync(&self, assignments: &[Assignment]) -> Result<(), StoreError> {
         let shared: Vec<Arc<Assignment>> = assignments.iter().cloned().map(Arc::new).collect();
+        let _alone = self.gate.write().await;
         self.writer.write(Write::Sync(shared.clone())).await?;
         *self.assignments.write().expect("assignments") = shared
             .into_iter()
@@ -89,22 +249,47 @@ impl Buffer {
         Ok(())
     }
 
-    /// Records due at or before `now_ms`, oldest first, with their schedule's assignment.
+    /// Held by a firing pass from reading due records until its take is durable.
+    pub async fn firing(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().await
+    }
+
+    /// Records due at or before `now_ms`, oldest first, after `after` when given, with their
+    /// schedule's assignment; and where the read got to (the last record read, assigned or
+    /// not), and whether it stopped at `limit`.
     pub async fn due(
         &self,
         now_ms: i64,
+        after: Option<&DueKey>,
         limit: u32,
-    ) -> Result<Vec<(Arc<Assignment>, FireRecord)>, StoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT schedule_id, fire_ms FROM records WHERE fire_ms <= ? \
-             ORDER BY fire_ms, schedule_id LIMIT ?",
+    ) -> Result<Due, StoreError> {
+        let (after_ms, after_id) = after.map_or((i64::MIN, ""), |(f, s)| (*f, s.as_str()));
+        // One row of JSON rather than a row per record: a pass reads tens of thousands, and
+        // each row costs more in the driver than in SQLite.
+        let json: Option<String> = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(schedule_id, fire_ms)) FROM \
+             (SELECT schedule_id, fire_ms FROM records \
+              WHERE fire_ms <= ? AND (fire_ms, schedule_id) > (?, ?) \
+              ORDER BY fire_ms, schedule_id LIMIT ?)",
         )
         .bind(now_ms)
+        .bind(after_ms)
+        .bind(after_id)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
+        let mut rows: Vec<(String, i64)> = match json {
+            Some(json) => {
+                serde_json::from_str(&json).map_err(|e| StoreError::corrupt("records", e))?
+            }
+            None => Vec::new(),
+        };
+        // (An aggregate's input order is SQLite's to choose.)
+        rows.sort_unstable_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        let full = rows.len() == limit as usize;
+        let reached = rows.last().map(|(id, fire_ms)| (*fire_ms, id.clone()));
         let assignments = self.assignments.read().expect("assignments");
-        let mut out = Vec::with_capacity(rows.len());
+        let mut records = Vec::with_capacity(rows.len());
         for (id, fire_ms) in rows {
             // Records of a schedule dropped a moment ago: nothing to fire.
             let Some(a) = assignments.get(&id) else {
@@ -112,24 +297,47 @@ impl Buffer {
             };
             let at = DateTime::from_timestamp_millis(fire_ms)
                 .ok_or_else(|| StoreError::corrupt("fire time", "out of range"))?;
-            out.push((a.clone(), FireRecord::new(a.schedule.clone(), at)));
+            records.push((a.clone(), FireRecord::new(a.schedule.clone(), at)));
         }
-        Ok(out)
+        Ok(Due {
+            records,
+            reached,
+            full,
+        })
     }
 
-    /// The earliest buffered fire time.
-    pub async fn next_fire_ms(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT MIN(fire_ms) FROM records")
-            .fetch_one(&self.pool)
-            .await?)
+    /// The earliest buffered fire time after `now_ms`.
+    pub async fn next_fire_ms(&self, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MIN(fire_ms) FROM records WHERE fire_ms > ?")
+                .bind(now_ms)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
-    /// Takes records (see [`Taken`]) in one transaction, and tops their schedules up.
-    pub async fn take_all(&self, taken: Vec<Taken>) -> Result<(), StoreError> {
-        if taken.is_empty() {
+    /// Takes records: durable once this returns; their rows follow (see [`Take`]).
+    pub async fn take_all(&self, take: Take) -> Result<(), StoreError> {
+        if take.items.is_empty() {
             return Ok(());
         }
-        self.writer.write(Write::Take(taken)).await?;
+        self.writer.write(Write::Take(take)).await?;
+        Ok(())
+    }
+
+    /// Whether a take is not yet wholly expanded (its records may still be buffered).
+    pub fn expanding(&self) -> bool {
+        self.writer.progress().expanding()
+    }
+
+    /// How far takes are written and expanded.
+    pub fn progress(&self) -> &crate::store::Progress {
+        self.writer.progress()
+    }
+
+    /// Waits until every take written so far is expanded.
+    pub async fn settle(&self) -> Result<(), StoreError> {
+        self.writer.write(Write::Settle).await?;
         Ok(())
     }
 
@@ -142,21 +350,25 @@ impl Buffer {
         Ok(())
     }
 
-    /// Takes one record: `run` is the run it starts or queues (none when skipped).
+    /// Takes one record, stamped `at_ms`, and waits until its rows are written.
     pub async fn take(
         &self,
         a: &Arc<Assignment>,
-        record: &FireRecord,
-        run: Option<LocalRun>,
-        report: &Report,
+        fire_ms: i64,
+        took: Took,
+        at_ms: i64,
     ) -> Result<(), StoreError> {
-        self.take_all(vec![Taken {
-            assignment: a.clone(),
-            fire_ms: record.fire_at.timestamp_millis(),
-            run,
-            entry: entry(report),
-        }])
-        .await
+        self.take_all(Take {
+            at_ms,
+            items: vec![TakeItem {
+                assignment: a.clone(),
+                fire_ms,
+                epoch: a.epoch,
+                took,
+            }],
+        })
+        .await?;
+        self.settle().await
     }
 
     /// Takes a "run now" run (recognising one already taken: returns false).
@@ -252,9 +464,10 @@ impl Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meridian_proto::run::{ReportItem, RunEvent, RunState};
+    use meridian_proto::run::RunState;
     use meridian_proto::workflow::WorkflowDefinition;
     use meridian_proto::{OverlapPolicy, ScheduleSpec, WINDOW};
+    use serde_json::json;
 
     fn assignment(version: u64, cron: &str) -> Assignment {
         Assignment {
@@ -278,26 +491,6 @@ mod tests {
         }
     }
 
-    fn skipped(a: &Assignment, r: &FireRecord) -> Report {
-        Report::V1 {
-            cluster: a.cluster.clone(),
-            partition: Some(a.partition),
-            epoch: a.epoch,
-            item: ReportItem::Run(RunEvent {
-                run_id: r.id.to_string(),
-                schedule: Some(a.schedule.clone()),
-                fire_ms: Some(r.fire_at.timestamp_millis()),
-                tenant: "ads".into(),
-                workflow: "w".into(),
-                workflow_version: 1,
-                environment: "prod".into(),
-                state: RunState::Skipped,
-                at_ms: 0,
-                message: String::new(),
-            }),
-        }
-    }
-
     #[tokio::test]
     async fn the_window_is_kept_full_and_a_change_applies_from_the_next_record() {
         let dir = tempfile::tempdir().unwrap();
@@ -311,10 +504,15 @@ mod tests {
         assert_eq!(first[0], a.after_ms + 10_000);
 
         // Take three records: topped up to 50 again, continuing after the last buffered one.
-        let due = buffer.due(a.after_ms + 30_000, 100).await.unwrap();
+        let due = buffer
+            .due(a.after_ms + 30_000, None, 100)
+            .await
+            .unwrap()
+            .records;
         assert_eq!(due.len(), 3);
         for (a, r) in &due {
-            buffer.take(a, r, None, &skipped(a, r)).await.unwrap();
+            let fire_ms = r.fire_at.timestamp_millis();
+            buffer.take(a, fire_ms, Took::Overlapping, 0).await.unwrap();
         }
         assert_eq!(buffer.count("ads.s").await.unwrap(), WINDOW as u64 - 3);
         buffer.refill(vec![due[0].0.clone()]).await.unwrap();
@@ -335,15 +533,15 @@ mod tests {
 
         // A refill decided before that change (with the old version) adds nothing; one with
         // the new version tops up on the new calendar.
-        let next = buffer.due(a.after_ms + 40_000, 100).await.unwrap();
+        let next = buffer
+            .due(a.after_ms + 40_000, None, 100)
+            .await
+            .unwrap()
+            .records;
         assert_eq!(next.len(), 1);
+        let fire_ms = next[0].1.fire_at.timestamp_millis();
         buffer
-            .take(
-                &next[0].0,
-                &next[0].1,
-                None,
-                &skipped(&next[0].0, &next[0].1),
-            )
+            .take(&next[0].0, fire_ms, Took::Overlapping, 0)
             .await
             .unwrap();
         buffer.refill(vec![due[0].0.clone()]).await.unwrap();
@@ -358,5 +556,144 @@ mod tests {
         assert_eq!(buffer.count("ads.s").await.unwrap(), 0);
         buffer.refill(vec![due[0].0.clone()]).await.unwrap();
         assert_eq!(buffer.count("ads.s").await.unwrap(), 0);
+    }
+
+    async fn open(path: &std::path::Path) -> (Buffer, crate::outbox::Outbox, SqlitePool) {
+        let pool = crate::store::open(path).await.unwrap();
+        let outbox = crate::outbox::Outbox::new(pool.clone());
+        let buffer = Buffer::open(pool.clone(), outbox.writer()).await.unwrap();
+        (buffer, outbox, pool)
+    }
+
+    fn keys(entries: &[crate::outbox::Entry]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| e.key.rsplit_once('/').unwrap().1.to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_take_a_crash_left_unexpanded_is_expanded_on_open_from_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let a = assignment(1, "0/10 * * * * ?");
+        let t = |n: i64| a.after_ms + n * 10_000;
+        {
+            let (buffer, outbox, pool) = open(&path).await;
+            buffer.sync(std::slice::from_ref(&a)).await.unwrap();
+            // What a firing pass writes before its runs start, and then nothing more (the
+            // process died): two takes, the second with its first item already expanded.
+            let rows = [
+                (
+                    0,
+                    json!([["ads.s", t(1), 4, "started"], ["ads.s", t(2), 4, "missed"]]),
+                ),
+                (
+                    1,
+                    json!([
+                        ["ads.s", t(3), 4, "catching_up"],
+                        ["ads.s", t(4), 4, "waiting"]
+                    ]),
+                ),
+            ];
+            for (expanded, items) in rows {
+                sqlx::query("INSERT INTO takes (at_ms, items, expanded) VALUES (7, ?, ?)")
+                    .bind(items.to_string())
+                    .bind(expanded)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            // (The first item's own rows, as its chunk left them: its record gone.)
+            sqlx::query("DELETE FROM records WHERE fire_ms = ?")
+                .bind(t(3))
+                .execute(&pool)
+                .await
+                .unwrap();
+            assert!(outbox.is_empty().await.unwrap());
+            outbox.close().await;
+        }
+        let (buffer, outbox, pool) = open(&path).await;
+        // Every item not yet expanded is, once, in take order: its record gone, its report
+        // waiting (stamped when taken, with the take's epoch), its run remembered unless it
+        // was skipped. The item already expanded is not written twice.
+        let entries = outbox.pending(100).await.unwrap();
+        assert_eq!(keys(&entries), ["started", "skipped", "queued"]);
+        assert!(entries.iter().all(|e| e.at_ms == 7));
+        assert!(entries.iter().all(|e| e.payload.contains(r#""epoch":4"#)));
+        let records = buffer.records("ads.s").await.unwrap();
+        assert_eq!(records[0], t(5));
+        assert_eq!(records.len(), WINDOW - 4);
+        let runs: Vec<(i64, String)> = buffer
+            .runs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.fire_ms.unwrap(), r.state))
+            .collect();
+        assert_eq!(runs, [(t(1), "started".into()), (t(4), "queued".into())]);
+        let cursor: i64 =
+            sqlx::query_scalar("SELECT fired_ms FROM cursors WHERE schedule_id = 'ads.s'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(cursor, t(4));
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM takes")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+        assert!(!buffer.expanding());
+    }
+
+    #[tokio::test]
+    async fn a_runs_end_is_written_after_its_take_is_expanded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, outbox, _pool) = open(&dir.path().join("a.db")).await;
+        let a = Arc::new(assignment(1, "0/10 * * * * ?"));
+        buffer.sync(std::slice::from_ref(&*a)).await.unwrap();
+        // Enough items for several chunks: the end arrives while the take is being expanded.
+        let n = 3 * crate::store::EXPAND_CHUNK as i64;
+        let items: Vec<TakeItem> = (1..=n)
+            .map(|n| TakeItem {
+                assignment: a.clone(),
+                fire_ms: a.after_ms + n * 10_000,
+                epoch: 1,
+                took: Took::Started,
+            })
+            .collect();
+        let first = items[0].run().unwrap();
+        // The take is durable when answered; the run starts and ends at once.
+        buffer
+            .take_all(Take {
+                at_ms: 1,
+                items: items.clone(),
+            })
+            .await
+            .unwrap();
+        let end = event(&first, RunState::Succeeded, 2, "");
+        buffer
+            .advance(&first.run_id, "succeeded", true, &end)
+            .await
+            .unwrap();
+        // The end waited for the take's rows: it follows the starts in the outbox, and the
+        // finished run is not left behind as one going.
+        let entries = outbox.pending(n as u32 + 10).await.unwrap();
+        let keys = keys(&entries);
+        assert_eq!(keys.len(), n as usize + 1);
+        assert_eq!(
+            keys.iter().position(|k| k == "succeeded"),
+            Some(n as usize),
+            "the end is written after every start of its take"
+        );
+        let going: Vec<String> = buffer
+            .runs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(going.len(), n as usize - 1);
+        assert!(!going.contains(&first.run_id));
     }
 }

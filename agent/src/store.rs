@@ -1,6 +1,6 @@
 //! The agent's one SQLite database (`<data_dir>/agent.db`): the outbox, the fire-record
-//! buffer and the runs it has taken, in one file so that taking a fire record and writing its
-//! outbox entry are one transaction.
+//! buffer and the runs it has taken, in one file so that taking fire records and writing their
+//! outbox entries cannot come apart.
 //!
 //! Every write goes through one [`Writer`]: a task that takes whatever writes are waiting,
 //! applies them in one transaction (a few multi-row statements, whatever the number of writes)
@@ -8,10 +8,19 @@
 //! `fsync` (group commit); alone, a write costs what it did before. A caller that has its answer
 //! knows its write survives a crash; one that was interrupted before it does not know, and the
 //! write is either wholly there or wholly absent.
+//!
+//! Takes go first. A [`Take`] (what a firing pass took) is written as one row of `takes`, ahead
+//! of every other write waiting, and answered: its runs may start. Its rows in `records`,
+//! `cursors`, `runs` and `outbox` are then written from it a chunk at a time ("expanded"), each
+//! chunk in a transaction that also moves the take's `expanded` count, and a new take may come
+//! between two chunks. Every other write waits until no take is left to expand, so the outbox
+//! holds a run's `started` before its end, and a sync or refill reads cursors that count every
+//! take. A restart expands what is left before anything else ([`Write::Resume`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::DateTime;
@@ -22,7 +31,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::buffer::LocalRun;
+use crate::buffer::{LocalRun, TakeItem};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -80,14 +89,37 @@ pub struct NewEntry {
     pub payload: String,
 }
 
-/// A fire record taken: removed from the buffer, the schedule's cursor moved to it, its run
-/// remembered (none when it ends here, skipped), its report written.
+/// What a firing pass took, stamped when it was taken. Expanding an item removes its record
+/// from the buffer, moves its schedule's cursor to it, remembers its run (none when it ends
+/// here, skipped) and writes its report.
 #[derive(Debug, Clone)]
-pub struct Taken {
-    pub assignment: Arc<Assignment>,
-    pub fire_ms: i64,
-    pub run: Option<LocalRun>,
-    pub entry: NewEntry,
+pub struct Take {
+    pub at_ms: i64,
+    pub items: Vec<TakeItem>,
+}
+
+/// How far takes are written and expanded (take ids grow; takes expand in id order).
+#[derive(Debug, Default)]
+pub struct Progress {
+    written: AtomicI64,
+    expanded: AtomicI64,
+}
+
+impl Progress {
+    /// The id of the last take written.
+    pub fn written(&self) -> i64 {
+        self.written.load(Ordering::SeqCst)
+    }
+
+    /// Every take up to this id is expanded.
+    pub fn expanded(&self) -> i64 {
+        self.expanded.load(Ordering::SeqCst)
+    }
+
+    /// Whether some take written is not yet wholly expanded.
+    pub fn expanding(&self) -> bool {
+        self.expanded() < self.written()
+    }
 }
 
 /// Every kind of write, applied by [`apply`].
@@ -97,8 +129,13 @@ pub enum Write {
     /// schedules get their window regenerated after the later of the plane's and the agent's
     /// cursor; schedules no longer assigned lose their records.
     Sync(Vec<Arc<Assignment>>),
-    /// Fire records taken.
-    Take(Vec<Taken>),
+    /// Fire records taken: durable as one row when answered, expanded afterwards.
+    Take(Take),
+    /// Takes a previous process wrote, with how many items of each it expanded: expanded
+    /// before any other write (answered at once).
+    Resume(Vec<(i64, Take, usize)>),
+    /// Nothing: answered once every take written before it is expanded.
+    Settle,
     /// Top these schedules up to [`WINDOW`] records (after takes, once the firing pass has
     /// nothing more due: generating records is not on the way to starting runs).
     Refill(Vec<Arc<Assignment>>),
@@ -123,19 +160,27 @@ type Reply = oneshot::Sender<Result<u64, String>>;
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::UnboundedSender<(Write, Reply)>,
+    progress: Arc<Progress>,
 }
 
 /// At most this many writes share a transaction.
 const GROUP: usize = 50_000;
 /// Rows per multi-row statement (keeps each statement's JSON argument modest).
 const ROWS: usize = 20_000;
+/// Items of a take expanded per transaction: a take arriving meanwhile waits at most this.
+pub(crate) const EXPAND_CHUNK: usize = 2_000;
 
 impl Writer {
     /// Starts the writing task on `pool` (it ends when every handle is dropped).
     pub fn start(pool: SqlitePool) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(pool, waiting));
-        Self { queue }
+        let progress = Arc::new(Progress::default());
+        tokio::spawn(write_loop(pool, waiting, progress.clone()));
+        Self { queue, progress }
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     /// Applies `write` and waits until it is durable.
@@ -151,29 +196,129 @@ impl Writer {
     }
 }
 
-async fn write_loop(pool: SqlitePool, mut waiting: mpsc::UnboundedReceiver<(Write, Reply)>) {
-    while let Some(first) = waiting.recv().await {
-        let mut group = vec![first];
-        while group.len() < GROUP {
-            match waiting.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
+/// A take being expanded: its id, and how many items are written.
+struct Expanding {
+    id: i64,
+    take: Take,
+    done: usize,
+}
+
+async fn write_loop(
+    pool: SqlitePool,
+    mut waiting: mpsc::UnboundedReceiver<(Write, Reply)>,
+    progress: Arc<Progress>,
+) {
+    let mut takes: Vec<(Write, Reply)> = Vec::new();
+    let mut held: VecDeque<(Write, Reply)> = VecDeque::new();
+    let mut expanding: VecDeque<Expanding> = VecDeque::new();
+    let route = |next: (Write, Reply), takes: &mut Vec<_>, held: &mut VecDeque<_>| match next.0 {
+        Write::Take(_) | Write::Resume(_) => takes.push(next),
+        _ => held.push_back(next),
+    };
+    loop {
+        if held.is_empty() && expanding.is_empty() {
+            match waiting.recv().await {
+                Some(next) => route(next, &mut takes, &mut held),
+                None => return,
             }
         }
-        let (writes, replies): (Vec<Write>, Vec<Reply>) = group.into_iter().unzip();
-        match apply(&pool, &writes).await {
-            Ok(answers) => {
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(answer));
+        while let Ok(next) = waiting.try_recv() {
+            route(next, &mut takes, &mut held);
+        }
+        if !takes.is_empty() {
+            write_takes(&pool, std::mem::take(&mut takes), &mut expanding, &progress).await;
+        } else if let Some(front) = expanding.front_mut() {
+            match expand(&pool, front).await {
+                Ok(()) if front.done == front.take.items.len() => {
+                    progress.expanded.store(front.id, Ordering::SeqCst);
+                    expanding.pop_front();
+                }
+                Ok(()) => {}
+                Err(_) if pool.is_closed() => return,
+                Err(e) => {
+                    // The take is durable; writing its rows is retried until it works.
+                    tracing::error!("expanding take {}: {e}; retrying", front.id);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
-            Err(e) => {
-                let message = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(message.clone()));
-                }
+        } else if !held.is_empty() {
+            let group: Vec<(Write, Reply)> = held.drain(..held.len().min(GROUP)).collect();
+            let (writes, replies): (Vec<Write>, Vec<Reply>) = group.into_iter().unzip();
+            answer(replies, apply(&pool, &writes).await);
+        }
+    }
+}
+
+fn answer(replies: Vec<Reply>, answers: Result<Vec<u64>, StoreError>) {
+    match answers {
+        Ok(answers) => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
             }
         }
+        Err(e) => {
+            let message = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(message.clone()));
+            }
+        }
+    }
+}
+
+/// Writes new takes as one row each, in one transaction, and queues them (and resumed ones)
+/// for expansion.
+async fn write_takes(
+    pool: &SqlitePool,
+    group: Vec<(Write, Reply)>,
+    expanding: &mut VecDeque<Expanding>,
+    progress: &Progress,
+) {
+    let (writes, replies): (Vec<Write>, Vec<Reply>) = group.into_iter().unzip();
+    let written: Result<Vec<Expanding>, StoreError> = async {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut out = Vec::new();
+        for write in writes {
+            match write {
+                Write::Take(take) => {
+                    let items: Vec<(&str, i64, u64, crate::buffer::Took)> = take
+                        .items
+                        .iter()
+                        .map(|i| (i.assignment.schedule.as_str(), i.fire_ms, i.epoch, i.took))
+                        .collect();
+                    let items = serde_json::to_string(&items).expect("takes serialise");
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO takes (at_ms, items) VALUES (?, ?) RETURNING id",
+                    )
+                    .bind(take.at_ms)
+                    .bind(items)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    out.push(Expanding { id, take, done: 0 });
+                }
+                Write::Resume(resumed) => {
+                    out.extend(resumed.into_iter().map(|(id, take, done)| Expanding {
+                        id,
+                        take,
+                        done,
+                    }))
+                }
+                _ => unreachable!("only takes are routed here"),
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+    .await;
+    match written {
+        Ok(written) => {
+            if let Some(last) = written.iter().map(|e| e.id).max() {
+                progress.written.fetch_max(last, Ordering::SeqCst);
+            }
+            expanding.extend(written);
+            let n = replies.len();
+            answer(replies, Ok(vec![1; n]));
+        }
+        Err(e) => answer(replies, Err(e)),
     }
 }
 
@@ -181,8 +326,6 @@ async fn write_loop(pool: SqlitePool, mut waiting: mpsc::UnboundedReceiver<(Writ
 #[derive(Default)]
 struct Rows<'a> {
     sync: Option<&'a [Arc<Assignment>]>,
-    taken_records: Vec<serde_json::Value>,
-    cursors: BTreeMap<String, i64>,
     new_runs: Vec<serde_json::Value>,
     run_states: Vec<serde_json::Value>,
     finished_runs: Vec<String>,
@@ -235,18 +378,8 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
     for (i, write) in writes.iter().enumerate() {
         match write {
             Write::Sync(assignments) => rows.sync = Some(assignments),
-            Write::Take(taken) => {
-                for t in taken {
-                    let schedule = t.assignment.schedule.as_str();
-                    rows.taken_records.push(json!([schedule, t.fire_ms]));
-                    let cursor = rows.cursors.entry(schedule.to_owned()).or_insert(t.fire_ms);
-                    *cursor = (*cursor).max(t.fire_ms);
-                    if let Some(run) = &t.run {
-                        rows.new_runs.push(run_row(run));
-                    }
-                    rows.entries.push((i, &t.entry));
-                }
-            }
+            // Routed to the take lane; a settle only waits for it.
+            Write::Take(_) | Write::Resume(_) | Write::Settle => {}
             Write::Refill(assignments) => {
                 for a in assignments {
                     rows.refill.insert(a.schedule.to_string(), a.clone());
@@ -283,38 +416,7 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
         sync(&mut tx, assignments).await?;
     }
     lap.push(("synced", began.elapsed()));
-    for chunk in rows.taken_records.chunks(ROWS) {
-        sqlx::query(
-            "DELETE FROM records WHERE (schedule_id, fire_ms) IN \
-             (SELECT value->>0, value->>1 FROM json_each(?))",
-        )
-        .bind(json!(chunk).to_string())
-        .execute(&mut *tx)
-        .await?;
-    }
-    lap.push(("records", began.elapsed()));
-    let cursors: Vec<serde_json::Value> = rows.cursors.iter().map(|(s, f)| json!([s, f])).collect();
-    for chunk in cursors.chunks(ROWS) {
-        sqlx::query(
-            "INSERT INTO cursors (schedule_id, fired_ms) \
-             SELECT value->>0, value->>1 FROM json_each(?) WHERE true \
-             ON CONFLICT (schedule_id) DO UPDATE SET fired_ms = MAX(fired_ms, excluded.fired_ms)",
-        )
-        .bind(json!(chunk).to_string())
-        .execute(&mut *tx)
-        .await?;
-    }
-    lap.push(("cursors", began.elapsed()));
-    for chunk in rows.new_runs.chunks(ROWS) {
-        sqlx::query(
-            "INSERT INTO runs (run_id, schedule_id, fire_ms, cluster, partition, epoch, state, job) \
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, \
-             value->>7 FROM json_each(?) WHERE true ON CONFLICT (run_id) DO NOTHING",
-        )
-        .bind(json!(chunk).to_string())
-        .execute(&mut *tx)
-        .await?;
-    }
+    insert_runs(&mut tx, &rows.new_runs).await?;
     lap.push(("runs", began.elapsed()));
     for chunk in rows.run_states.chunks(ROWS) {
         sqlx::query(
@@ -355,6 +457,80 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
         tracing::debug!(writes = writes.len(), "slow write group: {lap:?}");
     }
     Ok(answers)
+}
+
+/// Expands the next chunk of a take: deletes its records, moves its schedules' cursors,
+/// remembers its runs and writes its reports, and counts the chunk in the take's row (the row
+/// goes with the last chunk), in one transaction.
+async fn expand(pool: &SqlitePool, e: &mut Expanding) -> Result<(), StoreError> {
+    let end = (e.done + EXPAND_CHUNK).min(e.take.items.len());
+    let items = &e.take.items[e.done..end];
+    let mut records = Vec::with_capacity(items.len());
+    let mut cursors: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut runs = Vec::new();
+    let mut entries = Vec::with_capacity(items.len());
+    for item in items {
+        let schedule = item.assignment.schedule.as_str();
+        records.push(json!([schedule, item.fire_ms]));
+        let cursor = cursors.entry(schedule).or_insert(item.fire_ms);
+        *cursor = (*cursor).max(item.fire_ms);
+        if let Some(run) = item.run() {
+            runs.push(run_row(&run));
+        }
+        entries.push(crate::buffer::entry(&item.report(e.take.at_ms)));
+    }
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "DELETE FROM records WHERE (schedule_id, fire_ms) IN \
+         (SELECT value->>0, value->>1 FROM json_each(?))",
+    )
+    .bind(serde_json::Value::Array(records).to_string())
+    .execute(&mut *tx)
+    .await?;
+    let cursors: Vec<serde_json::Value> = cursors.iter().map(|(s, f)| json!([s, f])).collect();
+    sqlx::query(
+        "INSERT INTO cursors (schedule_id, fired_ms) \
+         SELECT value->>0, value->>1 FROM json_each(?) WHERE true \
+         ON CONFLICT (schedule_id) DO UPDATE SET fired_ms = MAX(fired_ms, excluded.fired_ms)",
+    )
+    .bind(serde_json::Value::Array(cursors).to_string())
+    .execute(&mut *tx)
+    .await?;
+    insert_runs(&mut tx, &runs).await?;
+    let entries: Vec<(usize, &NewEntry)> = entries.iter().map(|e| (0, e)).collect();
+    record(&mut tx, &entries, &mut [0]).await?;
+    if end == e.take.items.len() {
+        sqlx::query("DELETE FROM takes WHERE id = ?")
+            .bind(e.id)
+            .execute(&mut *tx)
+            .await?;
+    } else {
+        sqlx::query("UPDATE takes SET expanded = ? WHERE id = ?")
+            .bind(end as i64)
+            .bind(e.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    e.done = end;
+    Ok(())
+}
+
+async fn insert_runs(
+    tx: &mut SqliteConnection,
+    runs: &[serde_json::Value],
+) -> Result<(), StoreError> {
+    for chunk in runs.chunks(ROWS) {
+        sqlx::query(
+            "INSERT INTO runs (run_id, schedule_id, fire_ms, cluster, partition, epoch, state, job) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, \
+             value->>7 FROM json_each(?) WHERE true ON CONFLICT (run_id) DO NOTHING",
+        )
+        .bind(json!(chunk).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Writes outbox entries in order; a key already waiting (or earlier in the group) keeps its
