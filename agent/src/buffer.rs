@@ -107,14 +107,13 @@ impl TakeItem {
         }
     }
 
-    /// The report of its taking, stamped `at_ms`.
-    pub fn report(&self, at_ms: i64) -> Report {
-        event(
-            &self.local_run(),
-            self.took.state(),
-            at_ms,
-            self.took.message(),
-        )
+    /// What expanding it writes: its run to remember (none when skipped) and the report of
+    /// its taking, stamped `at_ms`.
+    pub fn expanded(&self, at_ms: i64) -> (Option<LocalRun>, Report) {
+        let run = self.local_run();
+        let report = event(&run, self.took.state(), at_ms, self.took.message());
+        let remembered = (self.took.state() != RunState::Skipped).then_some(run);
+        (remembered, report)
     }
 }
 

@@ -474,10 +474,11 @@ async fn expand(pool: &SqlitePool, e: &mut Expanding) -> Result<(), StoreError> 
         records.push(json!([schedule, item.fire_ms]));
         let cursor = cursors.entry(schedule).or_insert(item.fire_ms);
         *cursor = (*cursor).max(item.fire_ms);
-        if let Some(run) = item.run() {
+        let (run, report) = item.expanded(e.take.at_ms);
+        if let Some(run) = run {
             runs.push(run_row(&run));
         }
-        entries.push(crate::buffer::entry(&item.report(e.take.at_ms)));
+        entries.push(crate::buffer::entry(&report));
     }
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(
