@@ -57,6 +57,9 @@ pub struct HttpConfig {
     /// CA). Turn off only behind a TLS-terminating proxy on the same host.
     #[serde(default = "yes")]
     pub tls: bool,
+    /// How long a web UI sign-in lasts, in hours (then the user signs in again).
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u32,
 }
 
 impl Default for HttpConfig {
@@ -64,6 +67,21 @@ impl Default for HttpConfig {
         Self {
             listen: default_http_listen(),
             tls: true,
+            session_hours: default_session_hours(),
+        }
+    }
+}
+
+fn default_session_hours() -> u32 {
+    12
+}
+
+impl HttpConfig {
+    /// How the API makes sessions: their lifetime, and `Secure` cookies over HTTPS.
+    pub fn sessions(&self) -> crate::api::session::SessionSettings {
+        crate::api::session::SessionSettings {
+            ttl: std::time::Duration::from_secs(u64::from(self.session_hours.max(1)) * 3600),
+            secure: self.tls,
         }
     }
 }

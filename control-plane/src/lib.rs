@@ -15,6 +15,8 @@
 //!   (`plane init`, `dev`): one-member plane and the admin token.
 //! - [`config`]: the `plane.toml` file of a node, strict and documented.
 //! - [`certs`]: the federation CA and node certificates (rcgen).
+//! - [`policy`]: who may do what — roles, bindings, principals, and the one pure function every
+//!   route, list and replicated write asks.
 //! - [`lease`]: pure partition-lease placement (who fires which slice of a cluster's
 //!   schedules), to be driven by agent heartbeats (issue #4).
 //! - [`cli`]: the `meridian` command line — `dev`, `plane`, the model nouns through the API
@@ -29,5 +31,6 @@ pub mod cli;
 pub mod config;
 pub mod lease;
 pub mod model;
+pub mod policy;
 pub mod raft;
 pub mod server;

@@ -105,7 +105,9 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
         Command::Schedule(ScheduleCommand::Model(verb)) => {
             model::run(&client()?, &SCHEDULE, verb).await
         }
-        Command::Token(command) => model::token(&client()?, command).await,
+        Command::Token(command) => meridian_plane::cli::users::token(&client()?, command).await,
+        Command::User(command) => meridian_plane::cli::users::user(&client()?, command).await,
+        Command::Whoami => meridian_plane::cli::users::whoami(&client()?).await,
         Command::Resources(args) => meridian_plane::cli::resources::run(&client()?, args).await,
         Command::Audit(args) => model::audit(&client()?, args).await,
         Command::Agents => meridian_plane::cli::agents::agents(&client()?).await,

@@ -16,9 +16,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
-use crate::api::{self, Api, token};
+use crate::api::session::SessionSettings;
+use crate::api::{self, Api, password, token};
 use crate::model::processor::RefusalKind;
-use crate::model::{ApiToken, Command, Name, Proposal, TokenRole, query};
+use crate::model::{ApiToken, Binding, Command, Name, Proposal, Role, User, query};
 use crate::raft::Outcome;
 use crate::raft::node::{NodeConfig, PlaneNode};
 
@@ -70,6 +71,7 @@ impl Server {
         http_listener: std::net::TcpListener,
         https: bool,
         bucket: Option<meridian_agent::bucket::Bucket>,
+        sessions: SessionSettings,
     ) -> Result<Self, ServeError> {
         // The certificate is checked before anything starts, so a bad one changes nothing.
         let rustls = if https {
@@ -82,14 +84,16 @@ impl Server {
         let http_addr = http_listener.local_addr().map_err(ServeError::Listener)?;
         let clock = config.clock.clone();
         let node = Arc::new(PlaneNode::start(config, peer_listener).await?);
-        let app = api::router(Api {
-            node: node.clone(),
+        let app = api::router(Api::new(
+            node.clone(),
             clock,
-            timeout: WRITE_TIMEOUT,
+            WRITE_TIMEOUT,
             bucket,
-        });
+            sessions,
+        ));
         let handle = axum_server::Handle::new();
-        let service = app.into_make_service();
+        // The client's address: failed sign-ins are limited per address.
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
         let http_task = if let Some(rustls) = rustls {
             let server = axum_server::from_tcp_rustls(http_listener, rustls).handle(handle.clone());
             tokio::spawn(async move {
@@ -169,13 +173,20 @@ pub async fn is_initialized(node: &PlaneNode) -> bool {
 /// What [`bootstrap`] did.
 #[derive(Debug)]
 pub struct Bootstrapped {
-    /// The new admin secret, when one was created now (print it once).
+    /// The new admin token's secret, when one was created now (print it once).
     pub admin_token: Option<String>,
     pub token_file: PathBuf,
+    /// The `admin` user's new password, when the user was created now (print it once).
+    pub admin_password: Option<String>,
+    pub password_file: PathBuf,
 }
 
+/// The admin user's password file's name in the data directory.
+pub const ADMIN_PASSWORD_FILE: &str = "admin.password";
+
 /// Makes `node` a one-member plane if it is not part of one, and makes sure an admin token
-/// exists with its secret in `<data_dir>/admin.token` (mode 0600).
+/// exists with its secret in `<data_dir>/admin.token`, and an `admin` user with its password in
+/// `<data_dir>/admin.password` (both mode 0600).
 pub async fn bootstrap(
     node: &PlaneNode,
     data_dir: &Path,
@@ -186,30 +197,54 @@ pub async fn bootstrap(
             .await
             .map_err(|e| bootstrap_error("initialising the plane", e))?;
     }
+    let (admin_token, token_file) = admin_token(node, data_dir, clock).await?;
+    let (admin_password, password_file) = admin_user(node, data_dir, clock).await?;
+    Ok(Bootstrapped {
+        admin_token,
+        token_file,
+        admin_password,
+        password_file,
+    })
+}
+
+/// The secret in `file`, or (when it is missing) in `file.new` left by a crash, or a fresh one
+/// written to `file.new`: written before the plane is asked, renamed once it has committed.
+fn pending_secret(
+    pending: &Path,
+    doing: &str,
+    fresh: impl FnOnce() -> Result<String, String>,
+) -> Result<String, ServeError> {
+    match std::fs::read_to_string(pending) {
+        Ok(s) => Ok(s.trim().to_owned()),
+        Err(_) => {
+            let s = fresh().map_err(|e| bootstrap_error(doing, e))?;
+            write_private(pending, &s).map_err(|e| bootstrap_error(doing, e))?;
+            Ok(s)
+        }
+    }
+}
+
+async fn admin_token(
+    node: &PlaneNode,
+    data_dir: &Path,
+    clock: &dyn Clock,
+) -> Result<(Option<String>, PathBuf), ServeError> {
     let token_file = data_dir.join(ADMIN_TOKEN_FILE);
     let pending = data_dir.join(format!("{ADMIN_TOKEN_FILE}.new"));
     if token_file.exists() {
-        return Ok(Bootstrapped {
-            admin_token: None,
-            token_file,
-        });
+        return Ok((None, token_file));
     }
     let doing = "creating the admin token";
-    let secret = match std::fs::read_to_string(&pending) {
-        Ok(s) => s.trim().to_owned(),
-        Err(_) => {
-            let s = token::generate().map_err(|e| bootstrap_error(doing, e))?;
-            write_private(&pending, &s).map_err(|e| bootstrap_error(doing, e))?;
-            s
-        }
-    };
+    let secret = pending_secret(&pending, doing, token::generate)?;
     let proposal = Proposal::new(
         "bootstrap",
         clock.now_ms(),
         Command::CreateToken(ApiToken {
             name: Name::new("admin").expect("valid name"),
-            role: TokenRole::Admin,
-            tenant: None,
+            bindings: vec![Binding::global(Role::Admin)],
+            expires_ms: None,
+            created_by: "bootstrap".into(),
+            created_ms: clock.now_ms(),
             hash: token::hash(&secret),
         }),
     );
@@ -236,10 +271,69 @@ pub async fn bootstrap(
         Err(e) => return Err(bootstrap_error(doing, e)),
     }
     std::fs::rename(&pending, &token_file).map_err(|e| bootstrap_error(doing, e))?;
-    Ok(Bootstrapped {
-        admin_token: Some(secret),
-        token_file,
-    })
+    Ok((Some(secret), token_file))
+}
+
+async fn admin_user(
+    node: &PlaneNode,
+    data_dir: &Path,
+    clock: &dyn Clock,
+) -> Result<(Option<String>, PathBuf), ServeError> {
+    let password_file = data_dir.join(ADMIN_PASSWORD_FILE);
+    let pending = data_dir.join(format!("{ADMIN_PASSWORD_FILE}.new"));
+    if password_file.exists() {
+        return Ok((None, password_file));
+    }
+    let doing = "creating the admin user";
+    let secret = pending_secret(&pending, doing, password::generate)?;
+    let name = Name::new("admin").expect("valid name");
+    let phc = {
+        let secret = secret.clone();
+        tokio::task::spawn_blocking(move || password::hash(&secret))
+            .await
+            .map_err(|e| bootstrap_error(doing, e))?
+            .map_err(|e| bootstrap_error(doing, e))?
+    };
+    let proposal = Proposal::new(
+        "bootstrap",
+        clock.now_ms(),
+        Command::CreateUser {
+            user: User {
+                name: name.clone(),
+                bindings: vec![Binding::global(Role::Admin)],
+                created_by: "bootstrap".into(),
+                created_ms: clock.now_ms(),
+            },
+            password: phc,
+        },
+    );
+    match node.write(proposal, WRITE_TIMEOUT).await {
+        Ok(Outcome::Applied(_)) => {}
+        Ok(Outcome::Refused(r)) if r.kind == RefusalKind::Exists => {
+            // Committed before a crash (the pending file holds its password), or an `admin`
+            // user someone made: keep the file only if it opens that user.
+            node.read_barrier(WRITE_TIMEOUT)
+                .await
+                .map_err(|e| bootstrap_error(doing, e))?;
+            let held = query::user_with_password(node.state.pool(), &name)
+                .await
+                .map_err(|e| bootstrap_error(doing, e))?
+                .map(|(_, p)| p)
+                .unwrap_or_default();
+            let secret = secret.clone();
+            let matches = tokio::task::spawn_blocking(move || password::verify(&secret, &held))
+                .await
+                .map_err(|e| bootstrap_error(doing, e))?;
+            if !matches {
+                let _ = std::fs::remove_file(&pending);
+                return Ok((None, password_file));
+            }
+        }
+        Ok(other) => return Err(bootstrap_error(doing, format!("{other:?}"))),
+        Err(e) => return Err(bootstrap_error(doing, e)),
+    }
+    std::fs::rename(&pending, &password_file).map_err(|e| bootstrap_error(doing, e))?;
+    Ok((Some(secret), password_file))
 }
 
 /// Writes `text` to a new file only its owner can read.

@@ -18,6 +18,13 @@ use meridian_proto::workflow::WorkflowDefinition;
 use meridian_proto::{FireId, ScheduleId, ScheduleSpec};
 use sqlx::{Row, SqlitePool};
 
+/// Dumped rows without the audit trail's records of refusals.
+fn without_refusals(rows: Vec<String>) -> Vec<String> {
+    rows.into_iter()
+        .filter(|row| !(row.starts_with("audit") && row.contains("| refused |")))
+        .collect()
+}
+
 struct Model {
     pool: SqlitePool,
     index: u64,
@@ -68,7 +75,26 @@ impl Model {
             Err(ApplyError::Refused(r)) => r.to_string(),
             other => panic!("expected a refusal, got {other:?}"),
         };
-        assert_eq!(self.dump().await, before, "a refused command changed state");
+        // The refusal is in the audit trail (agents' traffic aside), naming who was refused and
+        // why; nothing else is.
+        if command.audited() {
+            let last = query::audit(&self.pool, &query::AuditFilter::recent(1))
+                .await
+                .unwrap();
+            assert_eq!(
+                (
+                    last[0].outcome.as_str(),
+                    last[0].actor.as_str(),
+                    last[0].message.as_str()
+                ),
+                ("refused", "alice", err.as_str())
+            );
+        }
+        assert_eq!(
+            without_refusals(self.dump().await),
+            without_refusals(before.clone()),
+            "a refused command changed state"
+        );
         // Inside a batch (no savepoint per command) the same refusal must leave no trace
         // either: only the batch's own audit row is new.
         let in_batch = self.ok(Command::Batch(vec![command])).await;
@@ -80,14 +106,15 @@ impl Model {
                 .collect()
         };
         assert_eq!(
-            without_batches(self.dump().await),
-            without_batches(before),
+            without_batches(without_refusals(self.dump().await)),
+            without_batches(without_refusals(before)),
             "a refused command in a batch changed state"
         );
         err
     }
 
-    /// Every row of every table, to prove a refusal left no trace.
+    /// Every row of every table (users and their sessions too), to prove a refusal left no
+    /// trace.
     async fn dump(&self) -> Vec<String> {
         self.dump_tables(&[
             "data_centers",
@@ -97,6 +124,9 @@ impl Model {
             "grants",
             "workflows",
             "schedules",
+            "tokens",
+            "users",
+            "sessions",
             "audit",
         ])
         .await
@@ -230,7 +260,9 @@ async fn a_federation_is_defined_queried_and_audited() {
         .unwrap();
     assert_eq!(s.id(), "ads.nightly");
 
-    let audit = query::audit(&m.pool, 0, 100).await.unwrap();
+    let audit = query::audit(&m.pool, &query::AuditFilter::applied(100))
+        .await
+        .unwrap();
     assert_eq!(audit.len(), 7);
     assert_eq!(audit[0].op, "create_schedule");
     assert_eq!(audit[0].actor, "alice");
@@ -481,7 +513,13 @@ async fn a_refusal_inside_an_outer_transaction_undoes_only_itself() {
         .unwrap();
     outer.commit().await.unwrap();
     assert_eq!(query::data_centers(&m.pool).await.unwrap().len(), 1);
-    assert_eq!(query::audit(&m.pool, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        query::audit(&m.pool, &query::AuditFilter::applied(10))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -523,7 +561,9 @@ async fn a_batch_applies_each_command_on_its_own_and_is_audited_once() {
         .map(|d| d.name.to_string())
         .collect();
     assert_eq!(names, ["nj", "sg"]);
-    let audit = query::audit(&m.pool, 0, 10).await.unwrap();
+    let audit = query::audit(&m.pool, &query::AuditFilter::applied(10))
+        .await
+        .unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].op, "batch");
     assert_eq!(audit[0].command["batch"].as_array().unwrap().len(), 4);
@@ -853,7 +893,7 @@ async fn two_agents_share_a_clusters_partitions_and_keep_them() {
     }
     // Heartbeats are machine traffic: not in the audit trail.
     assert!(
-        query::audit(&m.pool, 0, 100)
+        query::audit(&m.pool, &query::AuditFilter::applied(100))
             .await
             .unwrap()
             .iter()
@@ -1700,5 +1740,399 @@ async fn run_history_keeps_lateness_attempts_and_logs() {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+// ---- Access: the policy again at apply time, users, sessions ----
+
+use meridian_plane::model::{ApiToken, Author, Binding, Session, User};
+
+/// A PHC string shaped like the API node's (the model checks the shape, not the password).
+const PHC: &str =
+    "$argon2id$v=19$m=65536,t=3,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+
+fn token_with(name: &str, bindings: &[&str], expires_ms: Option<i64>) -> ApiToken {
+    ApiToken {
+        name: n(name),
+        bindings: bindings.iter().map(|b| b.parse().unwrap()).collect(),
+        expires_ms,
+        created_by: "test".into(),
+        created_ms: 0,
+        hash: format!("{:064x}", name.len() as u64 * 7919 + bindings.len() as u64),
+    }
+}
+
+fn user_with(name: &str, bindings: &[&str]) -> Command {
+    Command::CreateUser {
+        user: User {
+            name: n(name),
+            bindings: bindings.iter().map(|b| b.parse().unwrap()).collect(),
+            created_by: "test".into(),
+            created_ms: 0,
+        },
+        password: PHC.into(),
+    }
+}
+
+impl Model {
+    /// Applies `command` as proposed by `author` (at the usual stamped time).
+    async fn apply_by(
+        &mut self,
+        author: Author,
+        command: Command,
+    ) -> Result<processor::Applied, ApplyError> {
+        self.index += 1;
+        let proposal = Proposal::by(author, 1_700_000_000_000 + self.index as i64, command);
+        let mut conn = self.pool.acquire().await.unwrap();
+        processor::apply(&mut conn, self.index, &proposal).await
+    }
+
+    /// Two tenants on one environment each: `ads` on prod-nj, `bi` on test-nj.
+    async fn two_tenants(&mut self) {
+        self.federation().await;
+        self.ok(Command::CreateEnvironment(env("test-nj", "nj-main")))
+            .await;
+        self.ok(Command::CreateTenant(Tenant {
+            name: n("bi"),
+            description: String::new(),
+        }))
+        .await;
+        self.ok(Command::CreateGrant(Grant {
+            tenant: n("bi"),
+            environment: n("test-nj"),
+            max_concurrent_runs: 5,
+        }))
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn the_plane_asks_the_policy_again_with_the_authors_bindings_at_apply_time() {
+    let mut m = Model::new().await;
+    m.two_tenants().await;
+    m.ok(Command::CreateToken(token_with(
+        "ci",
+        &["developer@ads"],
+        None,
+    )))
+    .await;
+    let ci = Author::Token { name: n("ci") };
+    // Its own tenant: fine.
+    m.apply_by(
+        ci.clone(),
+        Command::ApplyWorkflow(workflow("ads", "etl", "true")),
+    )
+    .await
+    .unwrap();
+    // Another tenant: as if it did not exist, and nothing is stored.
+    let before = without_refusals(m.dump().await);
+    let err = m
+        .apply_by(
+            ci.clone(),
+            Command::ApplyWorkflow(workflow("bi", "etl", "true")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "applying workflow `etl` of tenant `bi`: tenant `bi` does not exist"
+    );
+    // Infrastructure: refused, naming who may.
+    let err = m
+        .apply_by(
+            ci.clone(),
+            Command::CreateDataCenter(DataCenter {
+                name: n("sg"),
+                description: String::new(),
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ApplyError::Refused(Refusal::Forbidden { .. })),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "creating data center `sg`: token:ci may not do this; it needs admin"
+    );
+    // A token cannot mint a token with more than it holds.
+    let err = m
+        .apply_by(
+            ci.clone(),
+            Command::CreateToken(token_with("root", &["admin"], None)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApplyError::Refused(Refusal::Forbidden { .. })),
+        "{err}"
+    );
+    assert_eq!(without_refusals(m.dump().await), before);
+    // Refusals are in the audit trail with who was refused, for the tenant they concern.
+    let refused = query::audit(
+        &m.pool,
+        &query::AuditFilter {
+            outcome: Some("refused".into()),
+            ..query::AuditFilter::recent(10)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.len(), 3);
+    assert!(refused.iter().all(|e| e.actor == "token:ci"));
+    assert_eq!(refused[2].tenant.as_deref(), Some("bi"));
+
+    // Deleted between the API's check and the commit: the write does not slip through.
+    m.ok(Command::DeleteToken { name: n("ci") }).await;
+    let err = m
+        .apply_by(ci, Command::ApplyWorkflow(workflow("ads", "etl", "v2")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApplyError::Refused(Refusal::Unauthenticated { .. })),
+        "{err}"
+    );
+    // An expired token is refused at its expiry, by the proposal's stamped time.
+    m.ok(Command::CreateToken(token_with(
+        "short",
+        &["owner@ads"],
+        Some(1_700_000_000_000 + m.index as i64 + 3),
+    )))
+    .await;
+    let short = Author::Token { name: n("short") };
+    m.apply_by(
+        short.clone(),
+        Command::ApplyWorkflow(workflow("ads", "a", "true")),
+    )
+    .await
+    .unwrap();
+    let err = m
+        .apply_by(short, Command::ApplyWorkflow(workflow("ads", "b", "true")))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("token `short` has expired"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_binding_revoked_before_the_commit_refuses_a_sessions_write() {
+    let mut m = Model::new().await;
+    m.two_tenants().await;
+    m.ok(user_with("alice", &["developer@ads", "viewer@bi"]))
+        .await;
+    let session = Session {
+        hash: "a".repeat(64),
+        user: n("alice"),
+        created_ms: 0,
+        expires_ms: i64::MAX,
+        source: "test".into(),
+    };
+    m.ok(Command::CreateSession(session.clone())).await;
+    let alice = Author::Session {
+        user: n("alice"),
+        session: session.hash.clone(),
+    };
+    m.apply_by(
+        alice.clone(),
+        Command::ApplyWorkflow(workflow("ads", "etl", "true")),
+    )
+    .await
+    .unwrap();
+    // Viewer of bi: sees bi, may not write there.
+    let err = m
+        .apply_by(
+            alice.clone(),
+            Command::ApplyWorkflow(workflow("bi", "etl", "true")),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApplyError::Refused(Refusal::Forbidden { .. })),
+        "{err}"
+    );
+    m.ok(Command::UnbindUser {
+        user: n("alice"),
+        binding: "developer@ads".parse().unwrap(),
+    })
+    .await;
+    let err = m
+        .apply_by(
+            alice.clone(),
+            Command::ApplyWorkflow(workflow("ads", "etl", "v2")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "applying workflow `etl` of tenant `ads`: tenant `ads` does not exist"
+    );
+    // Signing out ends the session: its next write is refused as unauthenticated.
+    m.ok(Command::DeleteSession {
+        hash: session.hash.clone(),
+    })
+    .await;
+    let err = m
+        .apply_by(alice, Command::ApplyWorkflow(workflow("bi", "x", "true")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApplyError::Refused(Refusal::Unauthenticated { .. })),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn users_bindings_passwords_and_sessions() {
+    let mut m = Model::new().await;
+    m.two_tenants().await;
+    m.ok(user_with("alice", &["developer@ads"])).await;
+    assert!(
+        m.refused(user_with("alice", &["viewer@bi"]))
+            .await
+            .contains("already exists")
+    );
+    assert!(
+        m.refused(user_with("bob", &["viewer@nobody"]))
+            .await
+            .contains("tenant `nobody` does not exist")
+    );
+    let bad_role: Binding = serde_json::from_str(r#"{"role": "owner"}"#).unwrap();
+    assert!(
+        m.refused(Command::BindUser {
+            user: n("alice"),
+            binding: bad_role
+        })
+        .await
+        .contains("binding: role `owner` is held for a tenant")
+    );
+    assert!(
+        m.refused(Command::CreateUser {
+            user: User {
+                name: n("carol"),
+                bindings: vec![],
+                created_by: String::new(),
+                created_ms: 0
+            },
+            password: "plain text".into()
+        })
+        .await
+        .contains("password: must be an Argon2id PHC hash")
+    );
+    m.ok(Command::BindUser {
+        user: n("alice"),
+        binding: "viewer@bi".parse().unwrap(),
+    })
+    .await;
+    assert!(
+        m.refused(Command::BindUser {
+            user: n("alice"),
+            binding: "viewer@bi".parse().unwrap(),
+        })
+        .await
+        .contains("binding `viewer@bi` already exists")
+    );
+    let user = query::user(&m.pool, &n("alice")).await.unwrap().unwrap();
+    assert_eq!(
+        user.bindings,
+        vec![
+            "developer@ads".parse().unwrap(),
+            "viewer@bi".parse().unwrap()
+        ]
+    );
+    let session = |hash: char| Session {
+        hash: hash.to_string().repeat(64),
+        user: n("alice"),
+        created_ms: 0,
+        expires_ms: i64::MAX,
+        source: String::new(),
+    };
+    m.ok(Command::CreateSession(session('a'))).await;
+    // A new password ends every session.
+    m.ok(Command::SetPassword {
+        user: n("alice"),
+        password: PHC.into(),
+    })
+    .await;
+    assert!(
+        query::session_by_hash(&m.pool, &"a".repeat(64), 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // So does deleting the user.
+    m.ok(Command::CreateSession(session('b'))).await;
+    assert!(
+        query::session_by_hash(&m.pool, &"b".repeat(64), 0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    m.ok(Command::DeleteUser { name: n("alice") }).await;
+    assert!(
+        query::session_by_hash(&m.pool, &"b".repeat(64), 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The audit trail names the user for a sign-in and never holds a secret's hash.
+    let audit = query::audit(&m.pool, &query::AuditFilter::recent(100))
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&audit).unwrap();
+    assert!(
+        !text.contains(&"b".repeat(64)) && !text.contains("c2FsdHNhbHRzYWx0"),
+        "{text}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.op == "sign_in" && e.actor == "user:alice")
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_takes_its_roles_away_from_users_and_tokens() {
+    let mut m = Model::new().await;
+    m.two_tenants().await;
+    m.ok(Command::CreateTenant(Tenant {
+        name: n("gone"),
+        description: String::new(),
+    }))
+    .await;
+    m.ok(user_with("alice", &["developer@gone", "viewer@bi"]))
+        .await;
+    m.ok(Command::CreateToken(token_with(
+        "only-gone",
+        &["owner@gone"],
+        None,
+    )))
+    .await;
+    m.ok(Command::CreateToken(token_with(
+        "both",
+        &["owner@gone", "viewer@ads"],
+        None,
+    )))
+    .await;
+    m.ok(Command::DeleteTenant { name: n("gone") }).await;
+    // Re-created under the same name, it inherits nobody's roles.
+    m.ok(Command::CreateTenant(Tenant {
+        name: n("gone"),
+        description: String::new(),
+    }))
+    .await;
+    let alice = query::user(&m.pool, &n("alice")).await.unwrap().unwrap();
+    assert_eq!(alice.bindings, vec!["viewer@bi".parse().unwrap()]);
+    let tokens: Vec<(String, Vec<Binding>)> = query::tokens(&m.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name.to_string(), t.bindings))
+        .collect();
+    assert_eq!(
+        tokens,
+        vec![("both".to_owned(), vec!["viewer@ads".parse().unwrap()])]
     );
 }

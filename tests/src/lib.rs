@@ -4,6 +4,8 @@
 //!
 //! - [`binary`]: finds the `meridian` and `meridian-agent` executables that `tests/run` built
 //!   next to the test binaries, so tests run exactly what a user deploys.
+//! - [`api_plane`]: the REST API on every node of a [`cluster::Cluster`], and a client calling
+//!   it as any principal (a token, a signed-in session with its CSRF token, nobody).
 //! - [`cluster`]: an in-process plane cluster over real mutual TLS on loopback
 //!   (`Cluster::start(3)`, `leader()`, `kill(i)`, `restart(i)`, `wait_for_leader()`).
 //! - [`process`]: real `meridian` processes: daemons (`meridian dev`, `plane serve`) stopped
@@ -15,6 +17,7 @@
 //!   partitions, the three-DC lab in network namespaces, fault scenarios and the run history
 //!   checker (no fire record lost, none run twice).
 
+pub mod api_plane;
 pub mod cluster;
 pub mod federation;
 pub mod lab;

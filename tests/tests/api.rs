@@ -2,69 +2,29 @@
 //! reads are linearizable, bad input is refused with the field named, and every call needs a
 //! token.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use meridian_plane::api::openapi::ROUTES;
-use meridian_plane::api::{Api, router};
-use meridian_plane::server;
-use meridian_proto::{ManualClock, SystemClock};
-use meridian_tests::cluster::{Cluster, hostname};
+use meridian_proto::ManualClock;
+use meridian_tests::api_plane::{ApiPlane, Cred};
+use meridian_tests::cluster::hostname;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 struct Plane {
-    cluster: Cluster,
-    /// Base URL of each node's API.
-    urls: Vec<String>,
-    token: String,
-    http: reqwest::Client,
+    inner: ApiPlane,
 }
 
-async fn serve(node: Arc<meridian_plane::raft::node::PlaneNode>, clock: ManualClock) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/v1", listener.local_addr().unwrap());
-    let app = router(Api {
-        node,
-        clock: Arc::new(clock),
-        timeout: Duration::from_secs(10),
-        bucket: None,
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+impl std::ops::Deref for Plane {
+    type Target = ApiPlane;
+    fn deref(&self) -> &ApiPlane {
+        &self.inner
+    }
 }
 
 impl Plane {
     async fn start(clock: ManualClock) -> Self {
-        let cluster = Cluster::start(3).await;
-        let dir = cluster.dir.path().to_owned();
-        let boot = server::bootstrap(cluster.node(0), &dir, &SystemClock)
-            .await
-            .unwrap();
-        let token = boot.admin_token.expect("a fresh plane gets an admin token");
-        let mut urls = Vec::new();
-        for i in 0..3 {
-            urls.push(serve(cluster.shared(i), clock.clone()).await);
-        }
-        // Authentication reads each node's own copy: let the token reach every node.
-        cluster.wait_converged().await;
         Self {
-            cluster,
-            urls,
-            token,
-            http: reqwest::Client::new(),
+            inner: ApiPlane::start(3, clock).await,
         }
-    }
-
-    async fn call(
-        &self,
-        node: usize,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        self.call_as(&self.token.clone(), node, method, path, body)
-            .await
     }
 
     async fn call_as(
@@ -75,20 +35,13 @@ impl Plane {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.urls[node]))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let cred = if token.is_empty() {
+            Cred::Nobody
+        } else {
+            Cred::Token(token.to_owned())
+        };
+        let r = self.inner.call_as(&cred, node, method, path, body).await;
+        (r.status, r.body)
     }
 
     /// Creates a small federation through node `via`.
@@ -175,14 +128,15 @@ async fn writes_through_one_node_are_read_at_once_through_another() {
         .call(reader, Method::GET, "/dcs?stale=true", None)
         .await;
     assert_eq!(status, StatusCode::OK);
-    plane.cluster.shutdown().await;
+    plane.inner.cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     let plane = Plane::start(ManualClock::at(t0())).await;
     plane.seed(0).await;
-    let (_, before) = plane.call(1, Method::GET, "/audit?limit=1000", None).await;
+    let applied = "/audit?limit=1000&outcome=applied";
+    let (_, before) = plane.call(1, Method::GET, applied, None).await;
     let cases = [
         (
             "/clusters",
@@ -260,22 +214,17 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = plane.call(2, Method::GET, "/tenants/nobody", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    // Nothing above changed the model: the audit trail is as it was.
-    let (_, after) = plane.call(1, Method::GET, "/audit?limit=1000", None).await;
+    // Nothing above changed the model: the audit trail's applied entries are as they were.
+    let (_, after) = plane.call(1, Method::GET, applied, None).await;
     assert_eq!(before, after);
-    plane.cluster.shutdown().await;
+    plane.inner.cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_needs_a_valid_token_and_the_audit_names_its_holder() {
     let clock = ManualClock::at(t0());
     let plane = Plane::start(clock.clone()).await;
-    for (token, path) in [
-        ("", "/dcs"),
-        ("mrd_wrong", "/dcs"),
-        ("mrd_wrong", "/openapi.json"),
-        ("", "/plane/status"),
-    ] {
+    for (token, path) in [("", "/dcs"), ("mrd_wrong", "/dcs"), ("", "/plane/status")] {
         let (status, reply) = plane.call_as(token, 0, Method::GET, path, None).await;
         assert_eq!(
             status,
@@ -291,8 +240,18 @@ async fn every_call_needs_a_valid_token_and_the_audit_names_its_holder() {
         .unwrap();
     assert_eq!(no_header.status(), StatusCode::UNAUTHORIZED);
 
+    // The OpenAPI document is not a secret.
+    let (status, _) = plane
+        .call_as("", 0, Method::GET, "/openapi.json", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
     let (status, created) = plane
-        .call(1, Method::POST, "/tokens", Some(json!({"name": "ci"})))
+        .call(
+            1,
+            Method::POST,
+            "/tokens",
+            Some(json!({"name": "ci", "role": "admin"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let secret = created["token"].as_str().unwrap().to_owned();
@@ -309,7 +268,7 @@ async fn every_call_needs_a_valid_token_and_the_audit_names_its_holder() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{reply}");
     let (_, audit) = plane.call(0, Method::GET, "/audit?limit=1", None).await;
-    assert_eq!(audit[0]["actor"], "ci");
+    assert_eq!(audit[0]["actor"], "token:ci");
     assert_eq!(audit[0]["op"], "create_data_center");
     assert_eq!(
         audit[0]["at_ms"],
@@ -317,10 +276,25 @@ async fn every_call_needs_a_valid_token_and_the_audit_names_its_holder() {
     );
     // The token's hash is never shown: not in the list, not in the audit trail.
     let (_, tokens) = plane.call(0, Method::GET, "/tokens", None).await;
+    let listed: Vec<(String, Value)> = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_owned(),
+                t["bindings"].clone(),
+            )
+        })
+        .collect();
     assert_eq!(
-        tokens,
-        json!([{"name": "admin", "role": "admin"}, {"name": "ci", "role": "admin"}])
+        listed,
+        vec![
+            ("admin".to_owned(), json!([{"role": "admin"}])),
+            ("ci".to_owned(), json!([{"role": "admin"}]))
+        ]
     );
+    assert!(!tokens.to_string().contains("hash"), "{tokens}");
     let (_, all) = plane.call(0, Method::GET, "/audit?limit=1000", None).await;
     let hash = meridian_plane::api::token::hash(&secret);
     assert!(!all.to_string().contains(&hash));
@@ -334,7 +308,7 @@ async fn every_call_needs_a_valid_token_and_the_audit_names_its_holder() {
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", hostname(node));
     }
-    plane.cluster.shutdown().await;
+    plane.inner.cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,5 +336,5 @@ async fn every_documented_route_is_served() {
         let text = reply.to_string();
         assert!(!text.contains("no API route"), "{method} {path}: {text}");
     }
-    plane.cluster.shutdown().await;
+    plane.inner.cluster.shutdown().await;
 }

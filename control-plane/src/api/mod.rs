@@ -1,36 +1,56 @@
-//! The REST/JSON API under `/api/v1`: every entity of the model, the audit trail, API tokens
-//! and the plane's membership, behind bearer tokens.
+//! The REST/JSON API under `/api/v1`: every entity of the model, the run history, the audit
+//! trail, users, API tokens, sessions and the plane's membership.
 //!
-//! - This module: the router, authentication, consistency of reads, and how outcomes become
-//!   HTTP statuses. Writes become one [`Command`] each and go through [`PlaneNode::write`], so
-//!   any node takes them; reads are linearizable unless the caller asks for `?stale=true`.
+//! - This module: the router, consistency of reads, how outcomes become HTTP statuses, and the
+//!   one way a handler asks the access policy ([`crate::policy`]): [`Reader::allow`] and
+//!   [`Reader::scope`] for reads, [`Api::propose`] for writes (checked here, then again by the
+//!   plane when it applies the command). Writes become one [`Command`] each and go through
+//!   [`PlaneNode::write`], so any node takes them; reads are linearizable unless the caller
+//!   asks for `?stale=true`.
+//! - [`principal`]: who is calling (bearer token or session cookie, CSRF), resolved from the
+//!   model.
+//! - [`session`]: signing in and out, and the limit on failed sign-ins.
+//! - [`users`]: `/users` and `/tokens`.
+//! - [`password`]: Argon2id password hashes.
 //! - [`token`]: generating secrets and hashing them (only the hash is replicated).
 //! - [`resources`]: the resource center, each tenant's files in the S3 bucket.
 //! - [`openapi`]: the OpenAPI 3.1 document served at `/api/v1/openapi.json`, built from the
-//!   same route table the router is checked against.
+//!   same route table the router is checked against, each route with the roles it needs.
 
 pub mod openapi;
+pub mod password;
+pub mod principal;
 pub mod resources;
+pub mod session;
 pub mod token;
+pub mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use axum::{Extension, Json, Router};
 use meridian_proto::Clock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sqlx::SqlitePool;
 
+use crate::model::authorize::{self, Infra};
 use crate::model::processor::{Applied, RefusalKind, Rejection};
-use crate::model::{ApiToken, Command, Name, Proposal, TokenRole, query};
+use crate::model::{Author, Command, Name, Proposal, RefusalRecord, query};
+use crate::policy::{self, Action, Decision, Kind, Object, Principal, Scope};
 use crate::raft::node::{AskError, PlaneNode};
 use crate::raft::{Node, Outcome};
+use principal::Caller;
+use session::{Logins, SessionSettings};
+
+/// The largest JSON body a request may carry.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -41,14 +61,31 @@ pub struct Api {
     pub timeout: Duration,
     /// The resource center's bucket (none: `/resources` answers 503).
     pub bucket: Option<meridian_agent::bucket::Bucket>,
+    pub sessions: SessionSettings,
+    /// Failed sign-ins, per user and per address.
+    pub logins: Arc<Logins>,
+    /// Password hashes computed at once (each takes [`password::MEMORY_KIB`]).
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
-/// The authenticated caller, from its token.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub name: String,
-    pub role: TokenRole,
-    pub tenant: Option<Name>,
+impl Api {
+    pub fn new(
+        node: Arc<PlaneNode>,
+        clock: Arc<dyn Clock>,
+        timeout: Duration,
+        bucket: Option<meridian_agent::bucket::Bucket>,
+        sessions: SessionSettings,
+    ) -> Self {
+        Self {
+            node,
+            logins: Arc::new(Logins::new(clock.clone())),
+            clock,
+            timeout,
+            bucket,
+            sessions,
+            hashing: Arc::new(tokio::sync::Semaphore::new(password::CONCURRENT)),
+        }
+    }
 }
 
 /// An API error: an HTTP status and a message that says what was wrong.
@@ -78,19 +115,23 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid", message)
     }
 
-    fn not_found(message: impl Into<String>) -> Self {
+    pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "missing", message)
     }
 
-    fn unauthorized(message: impl Into<String>) -> Self {
+    pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
-    fn internal(message: impl Into<String>) -> Self {
+    pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 }
@@ -103,6 +144,8 @@ impl From<Rejection> for ApiError {
             RefusalKind::InUse => (StatusCode::CONFLICT, "in_use"),
             RefusalKind::NotGranted => (StatusCode::UNPROCESSABLE_ENTITY, "not_granted"),
             RefusalKind::Invalid => (StatusCode::BAD_REQUEST, "invalid"),
+            RefusalKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            RefusalKind::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthorized"),
         };
         Self::new(status, kind, r.message)
     }
@@ -152,6 +195,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 }
 
 fn json_error(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "request body: larger than the limit of {} MiB ({MAX_BODY_BYTES} bytes)",
+                MAX_BODY_BYTES / (1024 * 1024)
+            ),
+        );
+    }
     let text = rejection.body_text();
     let text = text
         .strip_prefix("Failed to deserialize the JSON body into the target type: ")
@@ -206,6 +259,21 @@ pub struct AuditOptions {
     /// At most this many, newest first (default 100, at most 1000).
     #[serde(default = "default_audit_limit")]
     pub limit: u32,
+    /// Only entries before this time (ms since the epoch).
+    #[serde(default)]
+    pub until_ms: Option<i64>,
+    /// Only this actor's (`user:alice`, `token:ci`).
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Only entries whose subject contains this.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Only this tenant's.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// `applied` or `refused`.
+    #[serde(default)]
+    pub outcome: Option<String>,
 }
 
 fn default_audit_limit() -> u32 {
@@ -262,6 +330,7 @@ impl RunOptions {
             )));
         }
         Ok(query::RunFilter {
+            within: None,
             dc: self.dc,
             cluster: self.cluster,
             tenant: self.tenant,
@@ -282,43 +351,6 @@ pub struct RunDetail {
     pub attempts: Vec<query::TaskAttempt>,
 }
 
-/// A token's public record.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TokenView {
-    pub name: Name,
-    pub role: TokenRole,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<Name>,
-}
-
-impl From<ApiToken> for TokenView {
-    fn from(t: ApiToken) -> Self {
-        Self {
-            name: t.name,
-            role: t.role,
-            tenant: t.tenant,
-        }
-    }
-}
-
-/// `POST /tokens`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewToken {
-    pub name: Name,
-    #[serde(default)]
-    pub role: TokenRole,
-    #[serde(default)]
-    pub tenant: Option<Name>,
-}
-
-/// The answer to `POST /tokens`: the only time the secret is shown.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CreatedToken {
-    pub name: Name,
-    pub token: String,
-}
-
 /// `POST /plane/nodes`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -335,13 +367,143 @@ fn default_peer_port() -> u16 {
     DEFAULT_PEER_PORT
 }
 
+/// A read's view of the model: the pool, current enough for the read, and the caller as the
+/// model held it then.
+pub struct Reader<'a> {
+    pub pool: &'a SqlitePool,
+    pub principal: Principal,
+}
+
+impl Reader<'_> {
+    /// Asks the policy; `what` names the object as a "does not exist" answer would.
+    pub fn allow(&self, action: Action, object: &Object, what: &str) -> ApiResult<()> {
+        refusal(&self.principal, action, object, what).map_or(Ok(()), Err)
+    }
+
+    /// What of `kind` a list shows; a principal that may see none of them is refused
+    /// (`what`: the list's name).
+    pub fn scope(&self, kind: Kind, what: &str) -> ApiResult<Scope> {
+        match policy::scope(&self.principal, kind) {
+            Scope::Nothing => Err(ApiError::forbidden(format!(
+                "listing {what}: {} may not; it needs {}",
+                self.principal.actor(),
+                match kind {
+                    Kind::Principal => "owner of a tenant, or admin",
+                    Kind::Operations | Kind::Audit => "operator or admin",
+                    _ => "a role in a tenant, operator, or admin",
+                }
+            ))),
+            scope => Ok(scope),
+        }
+    }
+}
+
+/// The API's answer to a refusal of the policy, if it refuses.
+fn refusal(principal: &Principal, action: Action, object: &Object, what: &str) -> Option<ApiError> {
+    match policy::decide(principal, action, object) {
+        Decision::Allow => None,
+        Decision::Hidden => Some(ApiError::not_found(format!("{what} does not exist"))),
+        Decision::Forbidden => Some(ApiError::forbidden(format!(
+            "{what}: {} may not do this; it needs {}",
+            principal.actor(),
+            policy::who_may(action, object)
+        ))),
+    }
+}
+
 impl Api {
-    async fn propose(&self, caller: &Caller, command: Command) -> ApiResult<WriteReply> {
-        let proposal = Proposal::new(caller.name.clone(), self.clock.now_ms(), command);
+    /// Asks the policy whether `caller` may propose `command`, from this node's copy; a refusal
+    /// is recorded in the audit trail and answered.
+    pub async fn precheck(&self, caller: &Caller, command: &Command) -> ApiResult<()> {
+        let mut conn = self.node.state.pool().acquire().await?;
+        match authorize::command(&mut conn, &caller.principal, command).await {
+            Ok(()) => Ok(()),
+            Err(refused) => {
+                self.refused(
+                    caller,
+                    command.op(),
+                    &authorize::doing(command),
+                    command.tenant(),
+                    &refused.to_string(),
+                );
+                Err(crate::model::processor::Rejection::from(refused).into())
+            }
+        }
+    }
+
+    /// Proposes `command` for `caller`: the policy first (here, and again when the plane
+    /// applies it), then the plane.
+    pub async fn propose(&self, caller: &Caller, command: Command) -> ApiResult<WriteReply> {
+        self.precheck(caller, &command).await?;
+        let proposal = Proposal::by(caller.author(), self.clock.now_ms(), command);
+        self.write(proposal).await
+    }
+
+    /// Proposes a command of the plane's own (a sign-in it checked), named `actor`.
+    pub async fn propose_as_plane(&self, actor: &str, command: Command) -> ApiResult<WriteReply> {
+        let proposal = Proposal::by(
+            Author::System {
+                name: actor.to_owned(),
+            },
+            self.clock.now_ms(),
+            command,
+        );
+        self.write(proposal).await
+    }
+
+    async fn write(&self, proposal: Proposal) -> ApiResult<WriteReply> {
         match self.node.write(proposal, self.timeout).await? {
             Outcome::Applied(applied) => Ok(applied.into()),
             Outcome::Refused(rejection) => Err(rejection.into()),
             Outcome::Internal => Err(ApiError::internal("the write was not applied as a command")),
+        }
+    }
+
+    /// Records a refused write in the audit trail, in the background (the answer does not
+    /// wait for the plane, which may have no leader just now).
+    pub fn refused(
+        &self,
+        caller: &Caller,
+        op: &str,
+        subject: &str,
+        tenant: Option<&Name>,
+        message: &str,
+    ) {
+        let record = RefusalRecord {
+            actor: caller.actor(),
+            op: op.to_owned(),
+            subject: subject.to_owned(),
+            tenant: tenant.cloned(),
+            message: message.to_owned(),
+        };
+        let api = self.clone();
+        tokio::spawn(async move { api.record(Command::RecordRefusal(record)).await });
+    }
+
+    /// Proposes a refusal record; failures are logged, not answered.
+    pub async fn record(&self, command: Command) {
+        if let Err(e) = self.propose_as_plane("audit", command).await {
+            tracing::warn!("recording a refusal in the audit trail: {}", e.message);
+        }
+    }
+
+    /// Asks the policy about a write that is not a command (a resource file), recording a
+    /// refusal like [`Api::precheck`] does.
+    pub fn allow_write(
+        &self,
+        caller: &Caller,
+        action: Action,
+        object: &Object,
+        op: &str,
+        what: &str,
+        tenant: &Name,
+    ) -> ApiResult<()> {
+        match refusal(&caller.principal, action, object, what) {
+            None => Ok(()),
+            Some(e) => {
+                self.refused(caller, op, what, Some(tenant), &e.message);
+                Err(e)
+            }
         }
     }
 
@@ -351,6 +513,42 @@ impl Api {
             self.node.read_barrier(self.timeout).await?;
         }
         Ok(self.node.state.pool())
+    }
+
+    /// A read: the local copy made current (unless `stale`), and the caller resolved again
+    /// from it, so a credential or binding revoked before the read began counts on every node.
+    pub async fn reader(&self, caller: &Caller, stale: bool) -> ApiResult<Reader<'_>> {
+        let pool = self.fresh(stale).await?;
+        let principal = if stale {
+            caller.principal.clone()
+        } else {
+            principal::resolve(pool, &caller.credential, self.clock.now_ms()).await?
+        };
+        Ok(Reader { pool, principal })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> ApiResult<T> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ApiError::internal(format!("a password check stopped: {e}")))
+    }
+
+    pub async fn hash_password(&self, plain: String) -> ApiResult<String> {
+        self.blocking(move || password::hash(&plain))
+            .await?
+            .map_err(ApiError::internal)
+    }
+
+    pub async fn verify_password(&self, plain: String, phc: String) -> ApiResult<bool> {
+        self.blocking(move || password::verify(&plain, &phc)).await
     }
 }
 
@@ -366,10 +564,8 @@ fn tenant_filter(options: &ReadOptions) -> ApiResult<Option<Name>> {
         .transpose()
 }
 
-fn found<T>(what: &str, value: Option<T>) -> ApiResult<Json<T>> {
-    value
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("{what} does not exist")))
+fn found<T>(what: &str, value: Option<T>) -> ApiResult<T> {
+    value.ok_or_else(|| ApiError::not_found(format!("{what} does not exist")))
 }
 
 type Created = (StatusCode, Json<WriteReply>);
@@ -409,87 +605,171 @@ fn delete_two(params: [&'static str; 2], command: fn(Name, Name) -> Command) -> 
     )
 }
 
+/// Data centers, clusters and environments: one shape of routes each, seen by a tenant's
+/// members through the grants that name them.
+struct InfraRoutes<T> {
+    kind: Infra,
+    /// As messages name it.
+    word: &'static str,
+    /// What a list is called in a refusal.
+    plural: &'static str,
+    list: fn(&SqlitePool) -> futures_list::ListFuture<'_, T>,
+    one: for<'a> fn(&'a SqlitePool, &'a Name) -> futures_list::OneFuture<'a, T>,
+    name_of: fn(&T) -> &Name,
+}
+
+/// Boxed futures for [`InfraRoutes`]' queries (async fn pointers cannot be named otherwise).
+mod futures_list {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    pub type ListFuture<'a, T> = Pin<Box<dyn Future<Output = sqlx::Result<Vec<T>>> + Send + 'a>>;
+    pub type OneFuture<'a, T> = Pin<Box<dyn Future<Output = sqlx::Result<Option<T>>> + Send + 'a>>;
+}
+
+impl<T: Serialize + Send + Sync + 'static> InfraRoutes<T> {
+    fn list(self: Arc<Self>) -> MethodRouter<Api> {
+        get(
+            async move |State(api): State<Api>,
+                        Extension(c): Extension<Caller>,
+                        Params(o): Params<ReadOptions>|
+                        -> ApiResult<Json<Vec<T>>> {
+                let read = api.reader(&c, o.stale).await?;
+                let scope = read.scope(Kind::Infrastructure, self.plural)?;
+                let all = (self.list)(read.pool).await?;
+                if scope == Scope::All {
+                    return Ok(Json(all));
+                }
+                let mut conn = read.pool.acquire().await?;
+                let mut shown = Vec::new();
+                for item in all {
+                    let granted =
+                        authorize::granted_to(&mut conn, self.kind, (self.name_of)(&item)).await?;
+                    if scope.any(&granted) {
+                        shown.push(item);
+                    }
+                }
+                Ok(Json(shown))
+            },
+        )
+    }
+
+    fn one(self: Arc<Self>) -> MethodRouter<Api> {
+        get(
+            async move |State(api): State<Api>,
+                        Extension(c): Extension<Caller>,
+                        Path(n): Path<String>,
+                        Params(o): Params<ReadOptions>|
+                        -> ApiResult<Json<T>> {
+                let n = name("name", n)?;
+                let read = api.reader(&c, o.stale).await?;
+                let what = format!("{} `{n}`", self.word);
+                let item = found(&what, (self.one)(read.pool, &n).await?)?;
+                let mut conn = read.pool.acquire().await?;
+                let granted_to = authorize::granted_to(&mut conn, self.kind, &n).await?;
+                read.allow(Action::Read, &Object::Infrastructure { granted_to }, &what)?;
+                Ok(Json(item))
+            },
+        )
+    }
+}
+
+/// The routes of the tenant-owned definitions (workflows, schedules) and grants: lists filtered
+/// to the tenants the caller may see.
+fn tenant_list<T: Serialize + Send + 'static>(
+    kind: Kind,
+    plural: &'static str,
+    list: for<'a> fn(&'a SqlitePool, Option<&'a Name>) -> futures_list::ListFuture<'a, T>,
+    tenant_of: fn(&T) -> &Name,
+) -> MethodRouter<Api> {
+    get(
+        async move |State(api): State<Api>,
+                    Extension(c): Extension<Caller>,
+                    Params(o): Params<ReadOptions>|
+                    -> ApiResult<Json<Vec<T>>> {
+            let tenant = tenant_filter(&o)?;
+            let read = api.reader(&c, o.stale).await?;
+            let scope = read.scope(kind, plural)?;
+            let items = list(read.pool, tenant.as_ref()).await?;
+            Ok(Json(
+                items
+                    .into_iter()
+                    .filter(|i| scope.contains(tenant_of(i)))
+                    .collect(),
+            ))
+        },
+    )
+}
+
 /// Builds the `/api/v1` router.
 pub fn router(api: Api) -> Router {
+    let dcs = Arc::new(InfraRoutes {
+        kind: Infra::DataCenter,
+        word: "data center",
+        plural: "data centers",
+        list: |p| Box::pin(query::data_centers(p)),
+        one: |p, n| Box::pin(query::data_center(p, n)),
+        name_of: |d: &crate::model::DataCenter| &d.name,
+    });
+    let clusters = Arc::new(InfraRoutes {
+        kind: Infra::Cluster,
+        word: "cluster",
+        plural: "clusters",
+        list: |p| Box::pin(query::clusters(p)),
+        one: |p, n| Box::pin(query::cluster(p, n)),
+        name_of: |c: &crate::model::Cluster| &c.name,
+    });
+    let environments = Arc::new(InfraRoutes {
+        kind: Infra::Environment,
+        word: "environment",
+        plural: "environments",
+        list: |p| Box::pin(query::environments(p)),
+        one: |p, n| Box::pin(query::environment(p, n)),
+        name_of: |e: &crate::model::Environment| &e.name,
+    });
     let v1 = Router::new()
         .route(
             "/dcs",
-            get(
-                async |State(api): State<Api>, Params(o): Params<ReadOptions>| -> ApiResult<_> {
-                    Ok(Json(query::data_centers(api.fresh(o.stale).await?).await?))
-                },
-            )
-            .merge(create(Command::CreateDataCenter)),
+            dcs.clone().list().merge(create(Command::CreateDataCenter)),
         )
         .route(
             "/dcs/{name}",
-            get(
-                async |State(api): State<Api>,
-                       Path(n): Path<String>,
-                       Params(o): Params<ReadOptions>| {
-                    let n = name("name", n)?;
-                    let pool = api.fresh(o.stale).await?;
-                    found(
-                        &format!("data center `{n}`"),
-                        query::data_center(pool, &n).await?,
-                    )
-                },
-            )
-            .merge(delete_one(|name| Command::DeleteDataCenter { name })),
+            dcs.one()
+                .merge(delete_one(|name| Command::DeleteDataCenter { name })),
         )
         .route(
             "/clusters",
-            get(
-                async |State(api): State<Api>, Params(o): Params<ReadOptions>| -> ApiResult<_> {
-                    Ok(Json(query::clusters(api.fresh(o.stale).await?).await?))
-                },
-            )
-            .merge(create(Command::CreateCluster)),
+            clusters
+                .clone()
+                .list()
+                .merge(create(Command::CreateCluster)),
         )
         .route(
             "/clusters/{name}",
-            get(
-                async |State(api): State<Api>,
-                       Path(n): Path<String>,
-                       Params(o): Params<ReadOptions>| {
-                    let n = name("name", n)?;
-                    let pool = api.fresh(o.stale).await?;
-                    found(&format!("cluster `{n}`"), query::cluster(pool, &n).await?)
-                },
-            )
-            .merge(delete_one(|name| Command::DeleteCluster { name })),
+            clusters
+                .one()
+                .merge(delete_one(|name| Command::DeleteCluster { name })),
         )
         .route(
             "/environments",
-            get(
-                async |State(api): State<Api>, Params(o): Params<ReadOptions>| -> ApiResult<_> {
-                    Ok(Json(query::environments(api.fresh(o.stale).await?).await?))
-                },
-            )
-            .merge(create(Command::CreateEnvironment)),
+            environments
+                .clone()
+                .list()
+                .merge(create(Command::CreateEnvironment)),
         )
         .route(
             "/environments/{name}",
-            get(
-                async |State(api): State<Api>,
-                       Path(n): Path<String>,
-                       Params(o): Params<ReadOptions>| {
-                    let n = name("name", n)?;
-                    let pool = api.fresh(o.stale).await?;
-                    found(
-                        &format!("environment `{n}`"),
-                        query::environment(pool, &n).await?,
-                    )
-                },
-            )
-            .merge(delete_one(|name| Command::DeleteEnvironment { name })),
+            environments
+                .one()
+                .merge(delete_one(|name| Command::DeleteEnvironment { name })),
         )
         .route(
             "/tenants",
-            get(
-                async |State(api): State<Api>, Params(o): Params<ReadOptions>| -> ApiResult<_> {
-                    Ok(Json(query::tenants(api.fresh(o.stale).await?).await?))
-                },
+            tenant_list(
+                Kind::Tenant,
+                "tenants",
+                |p, _| Box::pin(query::tenants(p)),
+                |t: &crate::model::Tenant| &t.name,
             )
             .merge(create(Command::CreateTenant)),
         )
@@ -497,23 +777,26 @@ pub fn router(api: Api) -> Router {
             "/tenants/{name}",
             get(
                 async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
                        Path(n): Path<String>,
-                       Params(o): Params<ReadOptions>| {
+                       Params(o): Params<ReadOptions>|
+                       -> ApiResult<_> {
                     let n = name("name", n)?;
-                    let pool = api.fresh(o.stale).await?;
-                    found(&format!("tenant `{n}`"), query::tenant(pool, &n).await?)
+                    let read = api.reader(&c, o.stale).await?;
+                    let what = format!("tenant `{n}`");
+                    read.allow(Action::Read, &Object::Tenant(n.clone()), &what)?;
+                    Ok(Json(found(&what, query::tenant(read.pool, &n).await?)?))
                 },
             )
             .merge(delete_one(|name| Command::DeleteTenant { name })),
         )
         .route(
             "/grants",
-            get(
-                async |State(api): State<Api>, Params(o): Params<ReadOptions>| -> ApiResult<_> {
-                    let tenant = tenant_filter(&o)?;
-                    let pool = api.fresh(o.stale).await?;
-                    Ok(Json(query::grants(pool, tenant.as_ref()).await?))
-                },
+            tenant_list(
+                Kind::Grant,
+                "grants",
+                |p, t| Box::pin(query::grants(p, t)),
+                |g: &crate::model::Grant| &g.tenant,
             )
             .merge(create(Command::CreateGrant)),
         )
@@ -521,14 +804,15 @@ pub fn router(api: Api) -> Router {
             "/grants/{tenant}/{environment}",
             get(
                 async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
                        Path((t, e)): Path<(String, String)>,
-                       Params(o): Params<ReadOptions>| {
+                       Params(o): Params<ReadOptions>|
+                       -> ApiResult<_> {
                     let (t, e) = (name("tenant", t)?, name("environment", e)?);
-                    let pool = api.fresh(o.stale).await?;
-                    found(
-                        &format!("grant of environment `{e}` to tenant `{t}`"),
-                        query::grant(pool, &t, &e).await?,
-                    )
+                    let read = api.reader(&c, o.stale).await?;
+                    let what = format!("grant of environment `{e}` to tenant `{t}`");
+                    read.allow(Action::Read, &Object::Grant(t.clone()), &what)?;
+                    Ok(Json(found(&what, query::grant(read.pool, &t, &e).await?)?))
                 },
             )
             .merge(delete_two(
@@ -541,12 +825,11 @@ pub fn router(api: Api) -> Router {
         )
         .route(
             "/workflows",
-            get(
-                async |State(api): State<Api>, Params(o): Params<ReadOptions>| -> ApiResult<_> {
-                    let tenant = tenant_filter(&o)?;
-                    let pool = api.fresh(o.stale).await?;
-                    Ok(Json(query::workflows(pool, tenant.as_ref()).await?))
-                },
+            tenant_list(
+                Kind::Definition,
+                "workflows",
+                |p, t| Box::pin(query::workflows(p, t)),
+                |w: &crate::model::WorkflowVersion| &w.workflow.tenant,
             )
             .merge(create(Command::ApplyWorkflow)),
         )
@@ -554,15 +837,21 @@ pub fn router(api: Api) -> Router {
             "/workflows/{tenant}/{name}",
             get(
                 async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
                        Path((t, n)): Path<(String, String)>,
-                       Params(o): Params<ReadOptions>| {
+                       Params(o): Params<ReadOptions>|
+                       -> ApiResult<_> {
                     let (t, n) = (name("tenant", t)?, name("name", n)?);
-                    let pool = api.fresh(o.stale).await?;
+                    let read = api.reader(&c, o.stale).await?;
                     let what = match o.version {
                         Some(v) => format!("version {v} of workflow `{n}` of tenant `{t}`"),
                         None => format!("workflow `{n}` of tenant `{t}`"),
                     };
-                    found(&what, query::workflow(pool, &t, &n, o.version).await?)
+                    read.allow(Action::Read, &Object::Definition(t.clone()), &what)?;
+                    Ok(Json(found(
+                        &what,
+                        query::workflow(read.pool, &t, &n, o.version).await?,
+                    )?))
                 },
             )
             .merge(delete_two(["tenant", "name"], |tenant, name| {
@@ -571,12 +860,11 @@ pub fn router(api: Api) -> Router {
         )
         .route(
             "/schedules",
-            get(
-                async |State(api): State<Api>, Params(o): Params<ReadOptions>| -> ApiResult<_> {
-                    let tenant = tenant_filter(&o)?;
-                    let pool = api.fresh(o.stale).await?;
-                    Ok(Json(query::schedules(pool, tenant.as_ref()).await?))
-                },
+            tenant_list(
+                Kind::Definition,
+                "schedules",
+                |p, t| Box::pin(query::schedules(p, t)),
+                |s: &crate::model::Schedule| &s.tenant,
             )
             .merge(create(Command::CreateSchedule)),
         )
@@ -584,14 +872,18 @@ pub fn router(api: Api) -> Router {
             "/schedules/{tenant}/{name}",
             get(
                 async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
                        Path((t, n)): Path<(String, String)>,
-                       Params(o): Params<ReadOptions>| {
+                       Params(o): Params<ReadOptions>|
+                       -> ApiResult<_> {
                     let (t, n) = (name("tenant", t)?, name("name", n)?);
-                    let pool = api.fresh(o.stale).await?;
-                    found(
-                        &format!("schedule `{n}` of tenant `{t}`"),
-                        query::schedule(pool, &t, &n).await?,
-                    )
+                    let read = api.reader(&c, o.stale).await?;
+                    let what = format!("schedule `{n}` of tenant `{t}`");
+                    read.allow(Action::Read, &Object::Definition(t.clone()), &what)?;
+                    Ok(Json(found(
+                        &what,
+                        query::schedule(read.pool, &t, &n).await?,
+                    )?))
                 },
             )
             .merge(delete_two(["tenant", "name"], |tenant, name| {
@@ -616,10 +908,17 @@ pub fn router(api: Api) -> Router {
         .route(
             "/runs",
             get(
-                async |State(api): State<Api>, Params(o): Params<RunOptions>| -> ApiResult<_> {
-                    let pool = api.fresh(o.stale).await?;
-                    let filter = o.filter()?;
-                    Ok(Json(query::runs(pool, &filter).await?))
+                async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
+                       Params(o): Params<RunOptions>|
+                       -> ApiResult<_> {
+                    let stale = o.stale;
+                    let mut filter = o.filter()?;
+                    let read = api.reader(&c, stale).await?;
+                    if let Scope::Tenants(tenants) = read.scope(Kind::Run, "runs")? {
+                        filter.within = Some(tenants.iter().map(Name::to_string).collect());
+                    }
+                    Ok(Json(query::runs(read.pool, &filter).await?))
                 },
             )
             .merge(create(Command::RequestRun)),
@@ -628,16 +927,14 @@ pub fn router(api: Api) -> Router {
             "/runs/{run_id}",
             get(
                 async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
                        Path(id): Path<String>,
                        Params(o): Params<ReadOptions>|
                        -> ApiResult<_> {
-                    let pool = api.fresh(o.stale).await?;
-                    let run = query::run(pool, &id).await?;
-                    let attempts = query::attempts(pool, &id).await?;
-                    found(
-                        &format!("run `{id}`"),
-                        run.map(|run| RunDetail { run, attempts }),
-                    )
+                    let read = api.reader(&c, o.stale).await?;
+                    let run = readable_run(&read, &id).await?;
+                    let attempts = query::attempts(read.pool, &id).await?;
+                    Ok(Json(RunDetail { run, attempts }))
                 },
             ),
         )
@@ -645,14 +942,13 @@ pub fn router(api: Api) -> Router {
             "/runs/{run_id}/logs",
             get(
                 async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
                        Path(id): Path<String>,
                        Params(o): Params<ReadOptions>|
                        -> ApiResult<_> {
-                    let pool = api.fresh(o.stale).await?;
-                    if query::run(pool, &id).await?.is_none() {
-                        return Err(ApiError::not_found(format!("run `{id}` does not exist")));
-                    }
-                    Ok(Json(query::logs(pool, &id).await?))
+                    let read = api.reader(&c, o.stale).await?;
+                    readable_run(&read, &id).await?;
+                    Ok(Json(query::logs(read.pool, &id).await?))
                 },
             ),
         )
@@ -671,84 +967,108 @@ pub fn router(api: Api) -> Router {
         .route(
             "/agents",
             get(
-                async |State(api): State<Api>, Params(o): Params<ReadOptions>| -> ApiResult<_> {
-                    Ok(Json(query::agents(api.fresh(o.stale).await?).await?))
+                async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
+                       Params(o): Params<ReadOptions>|
+                       -> ApiResult<_> {
+                    let read = api.reader(&c, o.stale).await?;
+                    read.scope(Kind::Operations, "agents")?;
+                    Ok(Json(query::agents(read.pool).await?))
                 },
             ),
         )
         .route(
             "/leases",
             get(
-                async |State(api): State<Api>, Params(o): Params<ReadOptions>| -> ApiResult<_> {
-                    Ok(Json(query::leases(api.fresh(o.stale).await?).await?))
+                async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
+                       Params(o): Params<ReadOptions>|
+                       -> ApiResult<_> {
+                    let read = api.reader(&c, o.stale).await?;
+                    read.scope(Kind::Operations, "leases")?;
+                    Ok(Json(query::leases(read.pool).await?))
                 },
             ),
         )
         .route(
             "/audit",
             get(
-                async |State(api): State<Api>, Params(o): Params<AuditOptions>| -> ApiResult<_> {
+                async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
+                       Params(o): Params<AuditOptions>|
+                       -> ApiResult<_> {
                     if !(1..=1000).contains(&o.limit) {
                         return Err(ApiError::bad_input(
                             "query `limit`: must be between 1 and 1000",
                         ));
                     }
-                    let pool = api.fresh(o.stale).await?;
-                    Ok(Json(query::audit(pool, o.since_ms, o.limit).await?))
-                },
-            ),
-        )
-        .route(
-            "/tokens",
-            get(
-                async |State(api): State<Api>, Params(o): Params<ReadOptions>| -> ApiResult<_> {
-                    let pool = api.fresh(o.stale).await?;
-                    let tokens = query::tokens(pool).await?;
-                    Ok(Json(
-                        tokens.into_iter().map(TokenView::from).collect::<Vec<_>>(),
-                    ))
-                },
-            )
-            .post(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Body(v): Body<NewToken>|
-                       -> ApiResult<_> {
-                    let secret = token::generate().map_err(ApiError::internal)?;
-                    let stored = ApiToken {
-                        name: v.name.clone(),
-                        role: v.role,
-                        tenant: v.tenant,
-                        hash: token::hash(&secret),
+                    if let Some(outcome) = &o.outcome
+                        && !["applied", "refused"].contains(&outcome.as_str())
+                    {
+                        return Err(ApiError::bad_input(format!(
+                            "query `outcome`: `{outcome}` is not `applied` or `refused`"
+                        )));
+                    }
+                    let read = api.reader(&c, o.stale).await?;
+                    let scope = read.scope(Kind::Audit, "the audit trail")?;
+                    let filter = query::AuditFilter {
+                        since_ms: o.since_ms,
+                        until_ms: o.until_ms,
+                        actor: o.actor,
+                        subject: o.subject,
+                        tenant: o.tenant,
+                        outcome: o.outcome,
+                        within: match scope {
+                            Scope::Tenants(ts) => Some(ts.iter().map(Name::to_string).collect()),
+                            _ => None,
+                        },
+                        limit: o.limit,
                     };
-                    api.propose(&c, Command::CreateToken(stored)).await?;
-                    Ok((
-                        StatusCode::CREATED,
-                        Json(CreatedToken {
-                            name: v.name,
-                            token: secret,
-                        }),
-                    ))
+                    Ok(Json(query::audit(read.pool, &filter).await?))
                 },
             ),
         )
+        .route("/users", users::users())
+        .route("/users/{name}", users::user())
+        .route("/users/{name}/password", users::user_password())
+        .route("/users/{name}/bindings", users::user_bindings())
+        .route("/users/{name}/bindings/{binding}", users::user_binding())
+        .route("/tokens", users::tokens())
+        .route("/tokens/{name}", users::token_one())
         .route(
-            "/tokens/{name}",
-            delete_one(|name| Command::DeleteToken { name }),
+            "/session",
+            post(session::sign_in)
+                .get(
+                    async |State(api): State<Api>, Extension(c): Extension<Caller>| {
+                        session::whoami(&c, &api).await.map(Json)
+                    },
+                )
+                .delete(
+                    async |State(api): State<Api>, Extension(c): Extension<Caller>| {
+                        session::sign_out(&c, &api).await
+                    },
+                ),
         )
         .route(
             "/plane/status",
-            get(async |State(api): State<Api>| {
-                Json(api.node.plane_status(Duration::from_secs(2)).await)
-            }),
+            get(
+                async |State(api): State<Api>, Extension(c): Extension<Caller>| -> ApiResult<_> {
+                    // The plane's health must answer when it has no leader: no read barrier.
+                    let read = api.reader(&c, true).await?;
+                    read.allow(Action::Read, &Object::Operations, "the plane's status")?;
+                    Ok(Json(api.node.plane_status(Duration::from_secs(2)).await))
+                },
+            ),
         )
         .route(
             "/plane/snapshot",
             get(
                 async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
                        Params(o): Params<ReadOptions>|
                        -> ApiResult<axum::body::Body> {
-                    api.fresh(o.stale).await?;
+                    let read = api.reader(&c, o.stale).await?;
+                    read.allow(Action::Read, &Object::Plane, "the plane's snapshot")?;
                     let file = api.node.state.copy().await?;
                     Ok(axum::body::Body::from_stream(
                         tokio_util::io::ReaderStream::new(file),
@@ -759,7 +1079,12 @@ pub fn router(api: Api) -> Router {
         .route(
             "/plane/nodes",
             post(
-                async |State(api): State<Api>, Body(v): Body<NewNode>| -> ApiResult<_> {
+                async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
+                       Body(v): Body<NewNode>|
+                       -> ApiResult<_> {
+                    let read = api.reader(&c, true).await?;
+                    read.allow(Action::Change, &Object::Plane, "the plane's membership")?;
                     let hostname = v.hostname.trim().to_ascii_lowercase();
                     if hostname.is_empty() || hostname.contains(['/', ' ', ':']) {
                         return Err(ApiError::bad_input(format!(
@@ -785,7 +1110,12 @@ pub fn router(api: Api) -> Router {
         .route(
             "/plane/nodes/{hostname}",
             axum::routing::delete(
-                async |State(api): State<Api>, Path(h): Path<String>| -> ApiResult<_> {
+                async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
+                       Path(h): Path<String>|
+                       -> ApiResult<_> {
+                    let read = api.reader(&c, true).await?;
+                    read.allow(Action::Change, &Object::Plane, "the plane's membership")?;
                     api.node.remove(&h, api.timeout).await?;
                     Ok(Json(WriteReply {
                         subject: format!("plane node {h}"),
@@ -804,37 +1134,20 @@ pub fn router(api: Api) -> Router {
                 uri.path()
             ))
         })
-        .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
+        .route_layer(middleware::from_fn_with_state(
+            api.clone(),
+            principal::authenticate,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api);
     Router::new().nest("/api/v1", v1)
 }
 
-/// Resolves the bearer token to a [`Caller`], or answers 401 without running the handler.
-async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) -> Response {
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let Some(secret) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return ApiError::unauthorized(
-            "missing `Authorization: Bearer <token>`; the admin token is in <data-dir>/admin.token",
-        )
-        .into_response();
-    };
-    // Tokens are looked up in this node's copy: a token created a moment ago elsewhere may
-    // need a heartbeat to arrive, which beats a leader round trip on every request.
-    match query::token_by_hash(api.node.state.pool(), &token::hash(secret.trim())).await {
-        Ok(Some(t)) => {
-            req.extensions_mut().insert(Caller {
-                name: t.name.to_string(),
-                role: t.role,
-                tenant: t.tenant,
-            });
-            next.run(req).await
-        }
-        Ok(None) => {
-            ApiError::unauthorized("the token is not valid (unknown or deleted)").into_response()
-        }
-        Err(e) => ApiError::from(e).into_response(),
-    }
+/// A run the reader may see, or the answer a missing run gets.
+async fn readable_run(read: &Reader<'_>, id: &str) -> ApiResult<query::RunRecord> {
+    let what = format!("run `{id}`");
+    let run = found(&what, query::run(read.pool, id).await?)?;
+    let tenant = name("run_id", run.tenant.clone())?;
+    read.allow(Action::Read, &Object::Run(tenant), &what)?;
+    Ok(run)
 }

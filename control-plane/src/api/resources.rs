@@ -2,7 +2,8 @@
 //! delete a tenant's scripts, jars and SQL files in the federation's S3 bucket.
 //!
 //! Keys are relative to the tenant's prefix (`<root>tenants/<tenant>/`), so no key can name
-//! another tenant's object, and a tenant-scoped token may only touch its own tenant.
+//! another tenant's object; the policy decides who may read (any role in the tenant) and who
+//! may change (owner, developer) a tenant's files.
 //! Uploads stream to a temporary file first (never whole into memory) and go to S3 in one PUT;
 //! downloads stream from a temporary file.
 
@@ -17,8 +18,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
-use super::{Api, ApiError, ApiResult, Caller, Params, name};
+use super::principal::Caller;
+use super::{Api, ApiError, ApiResult, Params, name};
 use crate::model::{Name, query};
+use crate::policy::{Action, Object};
 
 /// The largest object one PUT may carry (S3's own limit).
 pub const MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024 * 1024;
@@ -61,20 +64,24 @@ impl From<BucketError> for ApiError {
     }
 }
 
-/// The bucket, the checked tenant and the caller's right to it.
-async fn scope<'a>(api: &'a Api, caller: &Caller, tenant: String) -> ApiResult<(&'a Bucket, Name)> {
+/// The bucket and the checked tenant, once the policy allows `action` on the tenant's files
+/// (`op`: what a refused write is recorded as).
+async fn scope<'a>(
+    api: &'a Api,
+    caller: &Caller,
+    tenant: String,
+    action: Action,
+    op: &str,
+) -> ApiResult<(&'a Bucket, Name)> {
     let tenant = name("tenant", tenant)?;
-    if let Some(own) = &caller.tenant
-        && own != &tenant
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "token `{}` acts for tenant `{own}`, not `{tenant}`",
-                caller.name
-            ),
-        ));
+    let what = format!("tenant `{tenant}`");
+    let object = Object::Definition(tenant.clone());
+    if action == Action::Read {
+        api.reader(caller, true)
+            .await?
+            .allow(action, &object, &what)?;
+    } else {
+        api.allow_write(caller, action, &object, op, &what, &tenant)?;
     }
     let Some(bucket) = &api.bucket else {
         return Err(ApiError::new(
@@ -87,9 +94,7 @@ async fn scope<'a>(api: &'a Api, caller: &Caller, tenant: String) -> ApiResult<(
         .await?
         .is_none()
     {
-        return Err(ApiError::not_found(format!(
-            "tenant `{tenant}` does not exist"
-        )));
+        return Err(ApiError::not_found(format!("{what} does not exist")));
     }
     Ok((bucket, tenant))
 }
@@ -119,7 +124,7 @@ pub fn list() -> MethodRouter<Api> {
                Path(tenant): Path<String>,
                Params(o): Params<ListOptions>|
                -> ApiResult<Json<Vec<Resource>>> {
-            let (bucket, tenant) = scope(&api, &c, tenant).await?;
+            let (bucket, tenant) = scope(&api, &c, tenant, Action::Read, "list_resources").await?;
             let prefix = tenant_prefix(bucket.root(), tenant.as_str());
             let under = format!("{prefix}{}", o.prefix.unwrap_or_default());
             let objects = bucket.list(&under).await?;
@@ -137,7 +142,7 @@ pub fn one() -> MethodRouter<Api> {
                Extension(c): Extension<Caller>,
                Path((tenant, k)): Path<(String, String)>|
                -> ApiResult<RawBody> {
-            let (bucket, tenant) = scope(&api, &c, tenant).await?;
+            let (bucket, tenant) = scope(&api, &c, tenant, Action::Read, "get_resource").await?;
             let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
             let file = tempfile::NamedTempFile::new()
                 .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
@@ -160,7 +165,8 @@ pub fn one() -> MethodRouter<Api> {
                Path((tenant, k)): Path<(String, String)>,
                body: RawBody|
                -> ApiResult<(StatusCode, Json<Resource>)> {
-            let (bucket, tenant) = scope(&api, &c, tenant).await?;
+            let (bucket, tenant) =
+                scope(&api, &c, tenant, Action::Create, "upload_resource").await?;
             let prefix = tenant_prefix(bucket.root(), tenant.as_str());
             let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
             let file = tempfile::NamedTempFile::new()
@@ -186,7 +192,7 @@ pub fn one() -> MethodRouter<Api> {
                 .await
                 .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
             let meta = bucket.upload(&object, file.path()).await?;
-            tracing::info!(actor = %c.name, object, size, "resource uploaded");
+            tracing::info!(actor = %c.actor(), object, size, "resource uploaded");
             Ok((StatusCode::CREATED, Json(view(&prefix, meta))))
         },
     )
@@ -195,11 +201,12 @@ pub fn one() -> MethodRouter<Api> {
                Extension(c): Extension<Caller>,
                Path((tenant, k)): Path<(String, String)>|
                -> ApiResult<Json<Resource>> {
-            let (bucket, tenant) = scope(&api, &c, tenant).await?;
+            let (bucket, tenant) =
+                scope(&api, &c, tenant, Action::Change, "delete_resource").await?;
             let prefix = tenant_prefix(bucket.root(), tenant.as_str());
             let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
             let meta = bucket.delete(&object).await?;
-            tracing::info!(actor = %c.name, object, "resource deleted");
+            tracing::info!(actor = %c.actor(), object, "resource deleted");
             Ok(Json(view(&prefix, meta)))
         },
     )

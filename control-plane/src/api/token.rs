@@ -1,16 +1,23 @@
-//! API token secrets: 256 random bits, shown once; only their SHA-256 is kept. A plain hash is
+//! API token and session secrets: 256 random bits, shown once; only their SHA-256 is kept. A plain hash is
 //! enough because the secret is random, not a password: there is nothing to guess.
 
 use sha2::{Digest, Sha256};
 
 /// Prefix that makes a Meridian token recognisable in a leaked-secrets scan.
 pub const PREFIX: &str = "mrd_";
+/// Prefix of a session's secret (the cookie's value).
+pub const SESSION_PREFIX: &str = "mrs_";
 
-/// A fresh secret: `mrd_` and 64 hex digits.
+/// A fresh token secret: `mrd_` and 64 hex digits.
 pub fn generate() -> Result<String, String> {
+    secret(PREFIX)
+}
+
+/// A fresh secret: `prefix` and 256 random bits in hex.
+pub fn secret(prefix: &str) -> Result<String, String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| format!("the OS gave no random bytes: {e}"))?;
-    Ok(format!("{PREFIX}{}", hex(&bytes)))
+    Ok(format!("{prefix}{}", hex(&bytes)))
 }
 
 /// Lower-case hex SHA-256 of `secret`, as stored and looked up.

@@ -8,6 +8,7 @@ pub mod plane;
 pub mod resources;
 pub mod runs;
 pub mod schedule;
+pub mod users;
 
 use clap::{Parser, Subcommand};
 
@@ -58,9 +59,14 @@ pub enum Command {
     Agents,
     /// Partition leases: holder, epoch, expiry.
     Leases(agents::LeasesArgs),
-    /// API tokens.
+    /// Users: people who sign in to the web UI, with their roles.
     #[command(subcommand)]
-    Token(model::TokenCommand),
+    User(users::UserCommand),
+    /// API tokens for automation, with their roles and expiry.
+    #[command(subcommand)]
+    Token(users::TokenCommand),
+    /// Who this CLI acts as: the token's (or session's) name and roles.
+    Whoami,
     /// The audit trail: every applied change, who and when.
     Audit(model::AuditArgs),
     /// Create the federation's CA and issue node certificates.

@@ -1,5 +1,5 @@
-//! `meridian dc|cluster|env|tenant|grant|workflow|schedule create|list|get|delete`, `meridian
-//! token` and `meridian audit`: the model through the REST API.
+//! `meridian dc|cluster|env|tenant|grant|workflow|schedule create|list|get|delete` and
+//! `meridian audit`: the model through the REST API.
 //!
 //! Every noun takes the same verbs. `create` builds the JSON document from flags, or takes it
 //! whole from `-f FILE` (JSON, or TOML when the name ends in `.toml`); the plane validates it
@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use super::client::{Client, ClientError};
-use crate::api::{CreatedToken, TokenView, WriteReply};
+use crate::api::WriteReply;
 
 /// One noun's verbs; `C` is its `create` flags.
 #[derive(Debug, Subcommand)]
@@ -485,7 +485,7 @@ fn with_query(path: &str, query: &[String]) -> String {
 }
 
 /// Percent-encodes a path segment or query value (names are plain, but input may not be).
-fn encode(s: &str) -> String {
+pub fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -500,74 +500,62 @@ pub fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).expect("JSON values always print")
 }
 
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Create an API token; its secret is printed once and cannot be shown again.
-    Create {
-        name: String,
-        /// The tenant a tenant-scoped token acts for (roles are coming; today every token is
-        /// an admin token).
-        #[arg(long)]
-        tenant: Option<String>,
-    },
-    /// List tokens (names and roles, never secrets).
-    List,
-    /// Delete a token; it stops working at once.
-    Delete { name: String },
-}
-
-pub async fn token(client: &Client, command: &TokenCommand) -> Result<String, ClientError> {
-    match command {
-        TokenCommand::Create { name, tenant } => {
-            let body = json!({"name": name, "tenant": tenant});
-            let created: CreatedToken = client.call(Method::POST, "/tokens", Some(&body)).await?;
-            Ok(format!(
-                "created token {}; its secret (shown only now):\n{}",
-                created.name, created.token
-            ))
-        }
-        TokenCommand::List => {
-            let tokens: Vec<TokenView> = client.call(Method::GET, "/tokens", None::<&()>).await?;
-            Ok(tokens
-                .iter()
-                .map(|t| match &t.tenant {
-                    Some(tenant) => format!("{}\t{:?}\ttenant {tenant}", t.name, t.role),
-                    None => format!("{}\t{:?}", t.name, t.role),
-                })
-                .collect::<Vec<_>>()
-                .join("\n"))
-        }
-        TokenCommand::Delete { name } => {
-            let reply: WriteReply = client
-                .call(
-                    Method::DELETE,
-                    &format!("/tokens/{}", encode(name)),
-                    None::<&()>,
-                )
-                .await?;
-            Ok(format!("deleted {}", reply.subject))
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// Only entries at or after this instant (RFC 3339).
     #[arg(long)]
     pub since: Option<String>,
+    /// Only entries before this instant (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this actor's (`user:alice`, `token:ci`).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only entries whose subject contains this.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Only this tenant's.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only refusals.
+    #[arg(long)]
+    pub refused: bool,
     /// At most this many, newest first.
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
 }
 
+fn instant(flag: &str, value: &str) -> Result<i64, ClientError> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| ClientError::Refused(format!("{flag} `{value}`: {e} (want RFC 3339)")))
+}
+
 pub async fn audit(client: &Client, args: &AuditArgs) -> Result<String, ClientError> {
     let since_ms = match &args.since {
-        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .map_err(|e| ClientError::Refused(format!("--since `{s}`: {e} (want RFC 3339)")))?
-            .timestamp_millis(),
+        Some(s) => instant("--since", s)?,
         None => 0,
     };
-    let path = format!("/audit?since_ms={since_ms}&limit={}", args.limit);
+    let mut query = vec![
+        format!("since_ms={since_ms}"),
+        format!("limit={}", args.limit),
+    ];
+    if let Some(u) = &args.until {
+        query.push(format!("until_ms={}", instant("--until", u)?));
+    }
+    for (key, value) in [
+        ("actor", &args.actor),
+        ("subject", &args.subject),
+        ("tenant", &args.tenant),
+    ] {
+        if let Some(v) = value {
+            query.push(format!("{key}={}", encode(v)));
+        }
+    }
+    if args.refused {
+        query.push("outcome=refused".into());
+    }
+    let path = with_query("/audit", &query);
     let entries: Vec<crate::model::query::AuditEntry> =
         client.call(Method::GET, &path, None::<&()>).await?;
     Ok(entries
@@ -576,10 +564,14 @@ pub async fn audit(client: &Client, args: &AuditArgs) -> Result<String, ClientEr
             let at = chrono::DateTime::from_timestamp_millis(e.at_ms)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
                 .unwrap_or_else(|| e.at_ms.to_string());
-            format!(
+            let mut line = format!(
                 "{}\t{at}\t{}\t{}\t{}",
                 e.log_index, e.actor, e.op, e.subject
-            )
+            );
+            if e.outcome == "refused" {
+                line.push_str(&format!("\tREFUSED: {}", e.message));
+            }
+            line
         })
         .collect::<Vec<_>>()
         .join("\n"))

@@ -92,17 +92,24 @@ pub async fn serve(path: &Path) -> Result<String, ClientError> {
         .transpose()
         .map_err(|e| ClientError::Refused(format!("plane config {}: {e}", path.display())))?;
     let http = server::bind_http(config.http.listen).map_err(failed)?;
-    let server = Server::start(node_config, peer, http, config.http.tls, bucket)
-        .await
-        .map_err(|e| match e {
-            server::ServeError::Node(n) if n.to_string().contains("already open") => {
-                ClientError::Failed(format!(
-                    "{n}: is another `meridian plane serve` using {}?",
-                    config.data_dir.display()
-                ))
-            }
-            other => failed(other),
-        })?;
+    let server = Server::start(
+        node_config,
+        peer,
+        http,
+        config.http.tls,
+        bucket,
+        config.http.sessions(),
+    )
+    .await
+    .map_err(|e| match e {
+        server::ServeError::Node(n) if n.to_string().contains("already open") => {
+            ClientError::Failed(format!(
+                "{n}: is another `meridian plane serve` using {}?",
+                config.data_dir.display()
+            ))
+        }
+        other => failed(other),
+    })?;
     let scheme = if config.http.tls { "https" } else { "http" };
     eprintln!(
         "plane node {} serving peers and agents on {}, the API on {scheme}://{}/api/v1",
@@ -160,6 +167,12 @@ pub async fn init(path: &Path) -> Result<String, ClientError> {
         out.push_str(&format!(
             "\nadmin token (shown once; also in {}):\n{secret}",
             done.token_file.display()
+        ));
+    }
+    if let Some(password) = done.admin_password {
+        out.push_str(&format!(
+            "\nuser `admin`, password (shown once; also in {}):\n{password}",
+            done.password_file.display()
         ));
     }
     Ok(out)
@@ -322,9 +335,11 @@ pub fn status_table(nodes: &[NodeStatus]) -> String {
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
-    /// Where the REST API listens. (`--data-dir`, default `meridian-data`, is where the plane
+    /// Where the dev plane serves its REST API. Other `meridian` commands look for it at
+    /// `--addr` (default http://127.0.0.1:8080): when this differs, the `try:` line dev prints
+    /// says the `--addr` to use. (`--data-dir`, default `meridian-data`, is where the plane
     /// keeps its state; a restart with the same directory keeps everything.)
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value = DEFAULT_DEV_HTTP)]
     pub http: SocketAddr,
     /// An S3 endpoint for resources (`http://127.0.0.1:9000`); credentials from
     /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. Without it, resources are off.
@@ -381,6 +396,7 @@ pub async fn dev(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
         http,
         false,
         bucket,
+        crate::api::session::SessionSettings::default(),
     )
     .await
     .map_err(|e| {
@@ -435,9 +451,20 @@ pub async fn dev(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
         ),
         None => eprintln!("  admin token in {}", boot.token_file.display()),
     }
+    match &boot.admin_password {
+        Some(password) => eprintln!(
+            "  user `admin`, password (shown once; also in {}):\n    {password}",
+            boot.password_file.display()
+        ),
+        None if boot.password_file.exists() => eprintln!(
+            "  user `admin`, password in {}",
+            boot.password_file.display()
+        ),
+        None => {}
+    }
     eprintln!(
-        "  try: meridian --data-dir {} runs now demo hello      (Ctrl-C stops; state is kept)",
-        dir.display()
+        "  try: {} runs now demo hello      (Ctrl-C stops; state is kept)",
+        cli_hint(args.http, dir)
     );
     eprintln!("  not yet: the web UI (a later issue)");
     shutdown_signal().await;
@@ -446,6 +473,29 @@ pub async fn dev(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
     server.shutdown().await;
     Ok(String::new())
 }
+
+/// How another shell's `meridian` reaches this dev plane: its data directory (for the token)
+/// and, when the API is not where the CLI looks by default, its address.
+pub fn cli_hint(http: SocketAddr, dir: &Path) -> String {
+    let mut hint = String::from("meridian");
+    if http.to_string() != DEFAULT_DEV_HTTP {
+        // A wildcard address is reached on loopback from this machine.
+        let reach = if http.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], http.port()))
+        } else {
+            http
+        };
+        hint.push_str(&format!(" --addr http://{reach}"));
+    }
+    let dir = dir.display().to_string();
+    if dir != "meridian-data" {
+        hint.push_str(&format!(" --data-dir {dir}"));
+    }
+    hint
+}
+
+/// Where `meridian dev` serves its API unless told otherwise: where the CLI looks by default.
+pub const DEFAULT_DEV_HTTP: &str = "127.0.0.1:8080";
 
 /// The embedded agent's hostname (its certificate names it and cluster `local`).
 pub const DEV_AGENT: &str = "agent.localhost";

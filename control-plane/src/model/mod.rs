@@ -9,16 +9,25 @@
 //! - [`query`]: reads for the API, CLI and UI.
 //! - [`leasing`]: the processor's part for agent heartbeats — agents, partition leases (the
 //!   pure plan is [`crate::lease`]) and the commands waiting for each agent.
+//! - [`access`]: users, API tokens and sign-in sessions with their role bindings, and how a
+//!   proposal's author becomes a principal when it is applied.
+//! - [`authorize`]: what each command asks of the access policy ([`crate::policy`]), with the
+//!   facts it reads; the API asks it before proposing, the processor again when applying.
 //! - [`history`]: the processor's part for agent reports — run history, task attempts, logs,
 //!   with the epoch fencing that keeps a fire record from counting twice.
 //!
 //! Proposals carry their author and time, stamped once by the node that accepted the write,
 //! so every replica applies exactly the same thing and the audit trail agrees everywhere.
 
+pub mod access;
+pub mod authorize;
 pub mod history;
 pub mod leasing;
 pub mod processor;
 pub mod query;
+
+pub use crate::policy::{Binding, Role};
+pub use access::{ApiToken, Session, User};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -246,30 +255,6 @@ impl Schedule {
     }
 }
 
-/// What a token's holder may do. Only `admin` exists yet; tenant-scoped roles come later, and
-/// the token already records the tenant it would be scoped to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenRole {
-    /// Everything, in every tenant.
-    #[default]
-    Admin,
-}
-
-/// An API token as stored: never the secret, only its SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiToken {
-    /// Public handle; the actor in the audit trail.
-    pub name: Name,
-    pub role: TokenRole,
-    /// The tenant a tenant-scoped token acts for (none: all tenants).
-    #[serde(default)]
-    pub tenant: Option<Name>,
-    /// Lower-case hex SHA-256 of the secret.
-    pub hash: String,
-}
-
 /// An agent's heartbeat as replicated. `agent` and `cluster` come from its certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -379,6 +364,51 @@ pub enum Command {
     /// Several commands in one log entry, as a client that batches sends them (an agent's
     /// reports). Each is applied or refused on its own, in order; the outcome lists each.
     Batch(Vec<Command>),
+    /// A new user; `password` is the Argon2id hash the accepting node made.
+    CreateUser {
+        user: User,
+        password: String,
+    },
+    DeleteUser {
+        name: Name,
+    },
+    /// A new password (its hash); signs the user out everywhere.
+    SetPassword {
+        user: Name,
+        password: String,
+    },
+    BindUser {
+        user: Name,
+        binding: Binding,
+    },
+    UnbindUser {
+        user: Name,
+        binding: Binding,
+    },
+    /// A sign-in, made by the node that checked the password.
+    CreateSession(Session),
+    /// A sign-out: the session with this hash ends.
+    DeleteSession {
+        hash: String,
+    },
+    /// A write the policy refused before it became a command (or a failed sign-in), recorded
+    /// so the audit trail names every refusal's principal. Changes nothing else.
+    RecordRefusal(RefusalRecord),
+}
+
+/// An audit entry for a refusal made outside the processor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefusalRecord {
+    /// Who was refused, as the audit trail names principals (`token:ci`, `user:alice`).
+    pub actor: String,
+    /// What was attempted (`create_data_center`, `sign_in`, `upload_resource`).
+    pub op: String,
+    pub subject: String,
+    /// The tenant it concerned, so that tenant's members see it.
+    #[serde(default)]
+    pub tenant: Option<Name>,
+    pub message: String,
 }
 
 impl Command {
@@ -407,6 +437,36 @@ impl Command {
             Self::RequestRun(_) => "request_run",
             Self::KillRun { .. } => "kill_run",
             Self::Batch(_) => "batch",
+            Self::CreateUser { .. } => "create_user",
+            Self::DeleteUser { .. } => "delete_user",
+            Self::SetPassword { .. } => "set_password",
+            Self::BindUser { .. } => "bind_user",
+            Self::UnbindUser { .. } => "unbind_user",
+            Self::CreateSession(_) => "sign_in",
+            Self::DeleteSession { .. } => "sign_out",
+            // The refused operation's own name is in the record's audit row.
+            Self::RecordRefusal(_) => "record_refusal",
+        }
+    }
+
+    /// The tenant the command concerns, for the audit trail (none: the federation).
+    pub fn tenant(&self) -> Option<&Name> {
+        match self {
+            Self::CreateGrant(g) => Some(&g.tenant),
+            Self::ApplyWorkflow(w) => Some(&w.tenant),
+            Self::CreateSchedule(s) | Self::UpdateSchedule(s) => Some(&s.tenant),
+            Self::DeleteTenant { name } => Some(name),
+            Self::DeleteGrant { tenant, .. }
+            | Self::DeleteWorkflow { tenant, .. }
+            | Self::DeleteSchedule { tenant, .. } => Some(tenant),
+            Self::RequestRun(r) => Some(&r.tenant),
+            Self::CreateToken(t) => only_tenant(&t.bindings),
+            Self::CreateUser { user, .. } => only_tenant(&user.bindings),
+            Self::BindUser { binding, .. } | Self::UnbindUser { binding, .. } => {
+                binding.tenant.as_ref()
+            }
+            Self::RecordRefusal(r) => r.tenant.as_ref(),
+            _ => None,
         }
     }
 
@@ -443,7 +503,49 @@ impl Command {
                 ..token.clone()
             }),
             Self::Batch(items) => Self::Batch(items.iter().map(Command::redacted).collect()),
+            Self::CreateUser { user, .. } => Self::CreateUser {
+                user: user.clone(),
+                password: "(redacted)".into(),
+            },
+            Self::SetPassword { user, .. } => Self::SetPassword {
+                user: user.clone(),
+                password: "(redacted)".into(),
+            },
+            Self::CreateSession(session) => Self::CreateSession(Session {
+                hash: "(redacted)".into(),
+                ..session.clone()
+            }),
+            Self::DeleteSession { .. } => Self::DeleteSession {
+                hash: "(redacted)".into(),
+            },
             other => other.clone(),
+        }
+    }
+}
+
+/// Who proposed a command. The processor turns it back into a principal at apply time and
+/// asks the policy again, with the bindings the model holds then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Author {
+    /// The plane itself (bootstrap, seeding, sign-ins it checked): trusted.
+    System { name: String },
+    /// An agent, identified by its certificate; only its own heartbeats and reports.
+    Agent { hostname: String, cluster: Name },
+    /// An API token.
+    Token { name: Name },
+    /// A signed-in user; `session` is the session's hash, which must still be live.
+    Session { user: Name, session: String },
+}
+
+impl Author {
+    /// How the audit trail names it (`token:ci`, `user:alice`, `agent:a1.dc`, `bootstrap`).
+    pub fn actor(&self) -> String {
+        match self {
+            Self::System { name } => name.clone(),
+            Self::Agent { hostname, .. } => format!("agent:{hostname}"),
+            Self::Token { name } => format!("token:{name}"),
+            Self::Session { user, .. } => format!("user:{user}"),
         }
     }
 }
@@ -456,18 +558,31 @@ impl Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "v")]
 pub enum Proposal {
+    /// Before principals: the actor was a token's name and every token was an admin, so a V1
+    /// entry replays as the plane's own (as it was applied when it was written).
     #[serde(rename = "1")]
     V1 {
         actor: String,
         at_ms: i64,
         command: Command,
     },
+    #[serde(rename = "2")]
+    V2 {
+        author: Author,
+        at_ms: i64,
+        command: Command,
+    },
 }
 
 impl Proposal {
+    /// A proposal of the plane's own, named `actor` in the audit trail.
     pub fn new(actor: impl Into<String>, at_ms: i64, command: Command) -> Self {
-        Self::V1 {
-            actor: actor.into(),
+        Self::by(Author::System { name: actor.into() }, at_ms, command)
+    }
+
+    pub fn by(author: Author, at_ms: i64, command: Command) -> Self {
+        Self::V2 {
+            author,
             at_ms,
             command,
         }
@@ -475,21 +590,41 @@ impl Proposal {
 
     pub fn command(&self) -> &Command {
         match self {
-            Self::V1 { command, .. } => command,
+            Self::V1 { command, .. } | Self::V2 { command, .. } => command,
         }
     }
 
-    pub fn actor(&self) -> &str {
+    pub fn author(&self) -> Author {
         match self {
-            Self::V1 { actor, .. } => actor,
+            Self::V1 { actor, .. } => Author::System {
+                name: actor.clone(),
+            },
+            Self::V2 { author, .. } => author.clone(),
+        }
+    }
+
+    /// How the audit trail names whoever proposed it.
+    pub fn actor(&self) -> String {
+        match self {
+            Self::V1 { actor, .. } => actor.clone(),
+            Self::V2 { author, .. } => author.actor(),
         }
     }
 
     pub fn at_ms(&self) -> i64 {
         match self {
-            Self::V1 { at_ms, .. } => *at_ms,
+            Self::V1 { at_ms, .. } | Self::V2 { at_ms, .. } => *at_ms,
         }
     }
+}
+
+/// The tenant of a set of bindings when they all name the same one.
+fn only_tenant(bindings: &[Binding]) -> Option<&Name> {
+    let first = bindings.first()?.tenant.as_ref()?;
+    bindings
+        .iter()
+        .all(|b| b.tenant.as_ref() == Some(first))
+        .then_some(first)
 }
 
 #[cfg(test)]
@@ -520,8 +655,15 @@ mod tests {
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(
             json,
-            r#"{"v":"1","actor":"admin","at_ms":1,"command":{"delete_tenant":{"name":"ads"}}}"#
+            r#"{"v":"2","author":{"kind":"system","name":"admin"},"at_ms":1,"command":{"delete_tenant":{"name":"ads"}}}"#
         );
         assert_eq!(serde_json::from_str::<Proposal>(&json).unwrap(), p);
+        // The shape before principals still reads, as the plane's own.
+        let v1: Proposal = serde_json::from_str(
+            r#"{"v":"1","actor":"ci","at_ms":1,"command":{"delete_tenant":{"name":"ads"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(v1.actor(), "ci");
+        assert_eq!(v1.author(), Author::System { name: "ci".into() });
     }
 }

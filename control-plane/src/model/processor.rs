@@ -9,7 +9,7 @@
 
 use sqlx::{Connection, Row, SqliteConnection};
 
-use super::{Command, Name, Proposal};
+use super::{Author, Command, Name, Proposal};
 use meridian_proto::ScheduleId;
 
 /// Why a command was refused. Messages say what was being attempted and what is wrong.
@@ -41,6 +41,16 @@ pub enum Refusal {
         field: String,
         problem: String,
     },
+    /// The access policy refused: the principal may see the object but not do this.
+    #[error("{doing}: {actor} may not do this; it needs {needs}")]
+    Forbidden {
+        doing: String,
+        actor: String,
+        needs: String,
+    },
+    /// The author's credential was gone by the time the command was applied.
+    #[error("{doing}: {why}")]
+    Unauthenticated { doing: String, why: String },
 }
 
 /// What sort of refusal, so callers can answer with the right status without parsing text.
@@ -52,6 +62,8 @@ pub enum RefusalKind {
     InUse,
     NotGranted,
     Invalid,
+    Forbidden,
+    Unauthenticated,
 }
 
 impl Refusal {
@@ -62,6 +74,8 @@ impl Refusal {
             Self::InUse { .. } => RefusalKind::InUse,
             Self::NotGranted { .. } => RefusalKind::NotGranted,
             Self::Invalid { .. } => RefusalKind::Invalid,
+            Self::Forbidden { .. } => RefusalKind::Forbidden,
+            Self::Unauthenticated { .. } => RefusalKind::Unauthenticated,
         }
     }
 }
@@ -116,20 +130,26 @@ pub struct Context {
     pub at_ms: i64,
 }
 
-/// Applies `proposal`, which is the Raft log entry at `index`. On refusal nothing changes.
+/// Applies `proposal`, which is the Raft log entry at `index`. On refusal nothing changes but
+/// the audit trail, which records the refusal and who was refused.
 pub async fn apply(
     conn: &mut SqliteConnection,
     index: u64,
     proposal: &Proposal,
 ) -> Result<Applied, ApplyError> {
+    let command = proposal.command();
     let mut tx = conn.begin().await?;
     let context = Context {
         index,
         at_ms: proposal.at_ms(),
     };
-    match execute(&mut tx, context, proposal.command()).await {
+    let outcome = match authorize(&mut tx, proposal).await {
+        Ok(()) => execute(&mut tx, context, command).await,
+        Err(refused) => Err(refused),
+    };
+    match outcome {
         Ok(applied) => {
-            if proposal.command().changes_definitions() {
+            if command.changes_definitions() {
                 sqlx::query(
                     "INSERT INTO counters (name, value) VALUES ('definitions', ?) \
                      ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -138,30 +158,119 @@ pub async fn apply(
                 .execute(&mut *tx)
                 .await?;
             }
-            if !proposal.command().audited() {
-                tx.commit().await?;
-                return Ok(applied);
+            if command.audited() {
+                let entry = match command {
+                    Command::RecordRefusal(r) => AuditRow {
+                        actor: r.actor.clone(),
+                        op: &r.op,
+                        subject: r.subject.clone(),
+                        outcome: "refused",
+                        message: r.message.clone(),
+                    },
+                    _ => AuditRow {
+                        actor: audit_actor(proposal),
+                        op: command.op(),
+                        subject: applied.subject.clone(),
+                        outcome: "applied",
+                        message: String::new(),
+                    },
+                };
+                audit(&mut tx, index, proposal, entry).await?;
             }
-            sqlx::query(
-                "INSERT INTO audit (log_index, actor, at_ms, op, subject, command) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(index as i64)
-            .bind(proposal.actor())
-            .bind(proposal.at_ms())
-            .bind(proposal.command().op())
-            .bind(&applied.subject)
-            .bind(json(&proposal.command().redacted()))
-            .execute(&mut *tx)
-            .await?;
             tx.commit().await?;
             Ok(applied)
         }
-        Err(err) => {
+        Err(ApplyError::Refused(refusal)) => {
             tx.rollback().await?;
-            Err(err)
+            if command.audited() {
+                let entry = AuditRow {
+                    actor: audit_actor(proposal),
+                    op: command.op(),
+                    subject: super::authorize::doing(command),
+                    outcome: "refused",
+                    message: refusal.to_string(),
+                };
+                audit(&mut *conn, index, proposal, entry).await?;
+            }
+            Err(refusal.into())
+        }
+        Err(storage) => {
+            tx.rollback().await?;
+            Err(storage)
         }
     }
+}
+
+/// One row of the audit trail.
+struct AuditRow<'a> {
+    actor: String,
+    op: &'a str,
+    subject: String,
+    outcome: &'static str,
+    message: String,
+}
+
+async fn audit(
+    conn: &mut SqliteConnection,
+    index: u64,
+    proposal: &Proposal,
+    row: AuditRow<'_>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit (log_index, actor, at_ms, op, subject, command, tenant, outcome, message) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(index as i64)
+    .bind(row.actor)
+    .bind(proposal.at_ms())
+    .bind(row.op)
+    .bind(row.subject)
+    .bind(json(&proposal.command().redacted()))
+    .bind(proposal.command().tenant().map(Name::as_str))
+    .bind(row.outcome)
+    .bind(row.message)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+}
+
+/// Who the audit trail names: the proposal's author, except for a sign-in, which the plane
+/// proposes on behalf of the user whose password it checked.
+fn audit_actor(proposal: &Proposal) -> String {
+    match proposal.command() {
+        Command::CreateSession(s) => format!("user:{}", s.user),
+        _ => proposal.actor(),
+    }
+}
+
+/// The policy again, at apply time: the author as the model holds it now (a deleted token or
+/// a revoked binding no longer counts), asked about this command.
+async fn authorize(tx: &mut SqliteConnection, proposal: &Proposal) -> Result<(), ApplyError> {
+    let command = proposal.command();
+    let author = proposal.author();
+    if let Author::Agent { hostname, cluster } = &author {
+        let own = match command {
+            Command::AgentHeartbeat(hb) => &hb.cluster == cluster && &hb.agent == hostname,
+            Command::AgentReport(r) => &r.cluster == cluster && &r.agent == hostname,
+            _ => false,
+        };
+        if !own {
+            return Err(Refusal::Forbidden {
+                doing: super::authorize::doing(command),
+                actor: author.actor(),
+                needs: "an agent's own heartbeats and reports only".into(),
+            }
+            .into());
+        }
+        return Ok(());
+    }
+    let doing = super::authorize::doing(command);
+    let Some(principal) = super::access::principal(tx, &author, proposal.at_ms(), &doing).await?
+    else {
+        return Ok(());
+    };
+    super::authorize::command(tx, &principal, command).await?;
+    Ok(())
 }
 
 async fn execute(
@@ -338,6 +447,7 @@ async fn execute(
             )
             .await?;
             delete(tx, "DELETE FROM workflows WHERE tenant = ?", &[name]).await?;
+            super::access::forget_tenant(tx, name).await?;
             delete(tx, "DELETE FROM tenants WHERE name = ?", &[name]).await?;
             Ok(subject(format!("tenant {name}")))
         }
@@ -580,37 +690,25 @@ async fn execute(
                 detail: None,
             })
         }
-        Command::CreateToken(token) => {
-            let doing = format!("creating token `{}`", token.name);
-            if let Some(tenant) = &token.tenant {
-                present(tx, Table::Tenants, tenant, &doing).await?;
-            }
-            if token.hash.len() != 64 || !token.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(invalid(&doing, "hash", "must be a hex SHA-256 digest"));
-            }
-            // A clash on the hash (two equal random secrets) is refused like a clash on the
-            // name: the insert does nothing either way.
-            insert_new(
-                tx,
-                Table::Tokens,
-                &token.name,
-                "INSERT INTO tokens (name, hash, doc) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                &[
-                    Some(token.name.as_str()),
-                    Some(&token.hash.to_ascii_lowercase()),
-                    Some(&json(token)),
-                ],
-                &doing,
-            )
-            .await?;
-            Ok(subject(format!("token {}", token.name)))
+        Command::CreateToken(token) => super::access::create_token(tx, token).await,
+        Command::DeleteToken { name } => super::access::delete_token(tx, name).await,
+        Command::CreateUser { user, password } => {
+            super::access::create_user(tx, user, password).await
         }
-        Command::DeleteToken { name } => {
-            let doing = format!("deleting token `{name}`");
-            present(tx, Table::Tokens, name, &doing).await?;
-            delete(tx, "DELETE FROM tokens WHERE name = ?", &[name]).await?;
-            Ok(subject(format!("token {name}")))
+        Command::DeleteUser { name } => super::access::delete_user(tx, name).await,
+        Command::SetPassword { user, password } => {
+            super::access::set_password(tx, user, password).await
         }
+        Command::BindUser { user, binding } => super::access::bind_user(tx, user, binding).await,
+        Command::UnbindUser { user, binding } => {
+            super::access::unbind_user(tx, user, binding).await
+        }
+        Command::CreateSession(session) => {
+            super::access::create_session(tx, session, context.at_ms).await
+        }
+        Command::DeleteSession { hash } => super::access::delete_session(tx, hash).await,
+        // Its whole effect is its audit row, written by `apply`.
+        Command::RecordRefusal(r) => Ok(subject(r.subject.clone())),
     }
 }
 

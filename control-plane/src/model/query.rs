@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    ApiToken, Cluster, DataCenter, Environment, Grant, Name, Schedule, Tenant, Workflow,
-    WorkflowVersion,
+    ApiToken, Cluster, DataCenter, Environment, Grant, Name, Schedule, Session, Tenant, User,
+    Workflow, WorkflowVersion,
 };
 
 async fn docs<T: DeserializeOwned>(
@@ -224,7 +224,7 @@ pub async fn schedule(
     .await
 }
 
-/// One applied command in the audit trail.
+/// One entry of the audit trail: an applied command, or a refused write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub log_index: u64,
@@ -233,30 +233,109 @@ pub struct AuditEntry {
     pub op: String,
     pub subject: String,
     pub command: serde_json::Value,
+    /// The tenant it concerns (none: the federation).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// `applied` or `refused`.
+    #[serde(default)]
+    pub outcome: String,
+    /// Why it was refused.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
-/// The newest `limit` audit entries at or after `since_ms`, newest first.
-pub async fn audit(pool: &SqlitePool, since_ms: i64, limit: u32) -> sqlx::Result<Vec<AuditEntry>> {
-    sqlx::query(
-        "SELECT log_index, actor, at_ms, op, subject, command FROM audit \
-         WHERE at_ms >= ? ORDER BY log_index DESC LIMIT ?",
-    )
-    .bind(since_ms)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|row| {
-        Ok(AuditEntry {
-            log_index: row.get::<i64, _>("log_index") as u64,
-            actor: row.get("actor"),
-            at_ms: row.get("at_ms"),
-            op: row.get("op"),
-            subject: row.get("subject"),
-            command: decode(row.get::<String, _>("command"))?,
+/// What `audit` filters by.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub since_ms: i64,
+    pub until_ms: Option<i64>,
+    pub actor: Option<String>,
+    /// A part of the subject.
+    pub subject: Option<String>,
+    pub tenant: Option<String>,
+    pub outcome: Option<String>,
+    /// Only entries about these tenants (the reader's scope); none: all.
+    pub within: Option<Vec<String>>,
+    pub limit: u32,
+}
+
+impl AuditFilter {
+    /// The newest `limit` entries, applied or refused.
+    pub fn recent(limit: u32) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// The newest `limit` applied commands.
+    pub fn applied(limit: u32) -> Self {
+        Self {
+            outcome: Some("applied".into()),
+            ..Self::recent(limit)
+        }
+    }
+}
+
+/// The newest `limit` audit entries matching `filter`, newest first.
+pub async fn audit(pool: &SqlitePool, filter: &AuditFilter) -> sqlx::Result<Vec<AuditEntry>> {
+    let mut sql = String::from(
+        "SELECT log_index, actor, at_ms, op, subject, command, tenant, outcome, message \
+         FROM audit WHERE at_ms >= ?",
+    );
+    let mut texts: Vec<String> = Vec::new();
+    if filter.until_ms.is_some() {
+        sql.push_str(" AND at_ms < ?");
+    }
+    for (clause, value) in [
+        (" AND actor = ?", &filter.actor),
+        (" AND instr(subject, ?) > 0", &filter.subject),
+        (" AND tenant = ?", &filter.tenant),
+        (" AND outcome = ?", &filter.outcome),
+    ] {
+        if let Some(v) = value {
+            sql.push_str(clause);
+            texts.push(v.clone());
+        }
+    }
+    if let Some(within) = &filter.within {
+        sql.push_str(&in_list(" AND tenant", within.len()));
+        texts.extend(within.iter().cloned());
+    }
+    sql.push_str(" ORDER BY log_index DESC LIMIT ?");
+    let mut query = sqlx::query(&sql).bind(filter.since_ms);
+    if let Some(until) = filter.until_ms {
+        query = query.bind(until);
+    }
+    for t in &texts {
+        query = query.bind(t);
+    }
+    query
+        .bind(i64::from(filter.limit))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(AuditEntry {
+                log_index: row.get::<i64, _>("log_index") as u64,
+                actor: row.get("actor"),
+                at_ms: row.get("at_ms"),
+                op: row.get("op"),
+                subject: row.get("subject"),
+                command: decode(row.get::<String, _>("command"))?,
+                tenant: row.get("tenant"),
+                outcome: row.get("outcome"),
+                message: row.get("message"),
+            })
         })
-    })
-    .collect()
+        .collect()
+}
+
+/// ` AND <column> IN (?, ?, …)` for `n` values (`IN ()` matches nothing, as an empty scope
+/// should).
+fn in_list(column_clause: &str, n: usize) -> String {
+    let marks = vec!["?"; n].join(", ");
+    format!("{column_clause} IN ({marks})")
 }
 
 /// The token whose secret hashes to `hash` (lower-case hex SHA-256).
@@ -267,6 +346,74 @@ pub async fn token_by_hash(pool: &SqlitePool, hash: &str) -> sqlx::Result<Option
 /// Every token, without a way back to its secret.
 pub async fn tokens(pool: &SqlitePool) -> sqlx::Result<Vec<ApiToken>> {
     docs(pool, "SELECT doc FROM tokens ORDER BY name", &[]).await
+}
+
+/// Every user (their public records, never a password hash).
+pub async fn users(pool: &SqlitePool) -> sqlx::Result<Vec<User>> {
+    sqlx::query("SELECT doc FROM users ORDER BY name")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| super::access::decode_user(row.get("doc")))
+        .collect()
+}
+
+pub async fn user(pool: &SqlitePool, name: &Name) -> sqlx::Result<Option<User>> {
+    let mut conn = pool.acquire().await?;
+    super::access::user(&mut conn, name).await
+}
+
+/// A user with its password hash (for checking a sign-in).
+pub async fn user_with_password(
+    pool: &SqlitePool,
+    name: &Name,
+) -> sqlx::Result<Option<(User, String)>> {
+    sqlx::query("SELECT doc, password FROM users WHERE name = ?")
+        .bind(name.as_str())
+        .fetch_optional(pool)
+        .await?
+        .map(|row| {
+            Ok((
+                super::access::decode_user(row.get("doc"))?,
+                row.get("password"),
+            ))
+        })
+        .transpose()
+}
+
+/// The live session whose secret hashes to `hash`, with its user, at `now_ms`.
+pub async fn session_by_hash(
+    pool: &SqlitePool,
+    hash: &str,
+    now_ms: i64,
+) -> sqlx::Result<Option<(Session, User)>> {
+    let row = sqlx::query(
+        "SELECT s.doc AS session, u.doc AS user FROM sessions s JOIN users u ON u.name = s.user \
+         WHERE s.hash = ? AND s.expires_ms > ?",
+    )
+    .bind(hash)
+    .bind(now_ms)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        Ok((
+            decode(row.get("session"))?,
+            super::access::decode_user(row.get("user"))?,
+        ))
+    })
+    .transpose()
+}
+
+/// The tenant of a run, if the run exists.
+pub async fn run_tenant(
+    conn: &mut sqlx::SqliteConnection,
+    run_id: &str,
+) -> sqlx::Result<Option<Name>> {
+    let tenant: Option<String> = sqlx::query_scalar("SELECT tenant FROM runs WHERE run_id = ?")
+        .bind(run_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(tenant.and_then(|t| Name::new(t).ok()))
 }
 
 /// A partition an agent says it holds.
@@ -405,6 +552,9 @@ pub struct RunFilter {
     pub since_ms: Option<i64>,
     /// At most this many, newest first (default 100, at most 100 000).
     pub limit: Option<u32>,
+    /// Only runs of these tenants (the reader's scope); none: any tenant.
+    #[serde(skip)]
+    pub within: Option<Vec<String>>,
 }
 
 const RUN_COLUMNS: &str = "run_id, tenant, workflow, workflow_version, schedule, fire_ms, \
@@ -454,6 +604,10 @@ pub async fn runs(pool: &SqlitePool, filter: &RunFilter) -> sqlx::Result<Vec<Run
             sql.push_str(&format!(" AND {column} = ?"));
             binds.push(value.clone());
         }
+    }
+    if let Some(within) = &filter.within {
+        sql.push_str(&in_list(" AND tenant", within.len()));
+        binds.extend(within.iter().cloned());
     }
     // Bound as a number below: an expression has no column affinity, so a text bound here
     // would compare as text (every integer is "less" than any text) and match nothing.

@@ -1,0 +1,403 @@
+//! What each command asks of the access policy, and the facts it reads for it.
+//!
+//! The API asks [`command`] before it proposes a write (from its node's copy), and the
+//! processor asks it again while applying the command (from the model as it is at that point of
+//! the log, with the author's bindings as they are then), so a binding revoked in between is
+//! enforced. Both get the same answer for the same state; refusals name what was attempted, and
+//! a refusal the policy hides reads exactly like the object not existing.
+
+use sqlx::SqliteConnection;
+
+use super::processor::Refusal;
+use super::{ApiToken, Command, Name, query};
+use crate::policy::{self, Action, Binding, Decision, Object, Principal};
+
+/// What a command was attempting, in the words the processor's refusals use.
+pub fn doing(command: &Command) -> String {
+    match command {
+        Command::CreateDataCenter(dc) => format!("creating data center `{}`", dc.name),
+        Command::DeleteDataCenter { name } => format!("deleting data center `{name}`"),
+        Command::CreateCluster(c) => format!("creating cluster `{}`", c.name),
+        Command::DeleteCluster { name } => format!("deleting cluster `{name}`"),
+        Command::CreateEnvironment(e) => format!("creating environment `{}`", e.name),
+        Command::DeleteEnvironment { name } => format!("deleting environment `{name}`"),
+        Command::CreateTenant(t) => format!("creating tenant `{}`", t.name),
+        Command::DeleteTenant { name } => format!("deleting tenant `{name}`"),
+        Command::CreateGrant(g) => format!(
+            "granting environment `{}` to tenant `{}`",
+            g.environment, g.tenant
+        ),
+        Command::DeleteGrant {
+            tenant,
+            environment,
+        } => format!("revoking environment `{environment}` from tenant `{tenant}`"),
+        Command::ApplyWorkflow(w) => {
+            format!("applying workflow `{}` of tenant `{}`", w.name, w.tenant)
+        }
+        Command::DeleteWorkflow { tenant, name } => {
+            format!("deleting workflow `{name}` of tenant `{tenant}`")
+        }
+        Command::CreateSchedule(s) => {
+            format!("creating schedule `{}` of tenant `{}`", s.name, s.tenant)
+        }
+        Command::UpdateSchedule(s) => {
+            format!("updating schedule `{}` of tenant `{}`", s.name, s.tenant)
+        }
+        Command::DeleteSchedule { tenant, name } => {
+            format!("deleting schedule `{name}` of tenant `{tenant}`")
+        }
+        Command::CreateToken(t) => format!("creating token `{}`", t.name),
+        Command::DeleteToken { name } => format!("deleting token `{name}`"),
+        Command::AgentHeartbeat(hb) => format!("heartbeat of agent `{}`", hb.agent),
+        Command::AgentReport(r) => format!("report of agent `{}`", r.agent),
+        Command::RequestRun(r) => {
+            format!("running workflow `{}` of tenant `{}`", r.workflow, r.tenant)
+        }
+        Command::KillRun { run_id } => format!("killing run `{run_id}`"),
+        Command::Batch(items) => format!("a batch of {}", items.len()),
+        Command::CreateUser { user, .. } => format!("creating user `{}`", user.name),
+        Command::DeleteUser { name } => format!("deleting user `{name}`"),
+        Command::SetPassword { user, .. } => {
+            format!("changing the password of user `{user}`")
+        }
+        Command::BindUser { user, binding } => {
+            format!("binding `{binding}` to user `{user}`")
+        }
+        Command::UnbindUser { user, binding } => {
+            format!("unbinding `{binding}` from user `{user}`")
+        }
+        Command::CreateSession(s) => format!("signing in user `{}`", s.user),
+        Command::DeleteSession { .. } => "signing out".into(),
+        Command::RecordRefusal(r) => format!("recording a refusal of `{}`", r.op),
+    }
+}
+
+/// One question to the policy: the action, the object's facts, and how a hidden object is
+/// named when the refusal says it does not exist.
+struct Need {
+    action: Action,
+    object: Object,
+    hidden_as: (&'static str, String),
+}
+
+impl Need {
+    fn new(action: Action, object: Object, kind: &'static str, name: impl Into<String>) -> Self {
+        Self {
+            action,
+            object,
+            hidden_as: (kind, name.into()),
+        }
+    }
+}
+
+/// Asks the policy about `command` on behalf of `principal`; `Ok` when every need is allowed.
+pub async fn command(
+    conn: &mut SqliteConnection,
+    principal: &Principal,
+    command: &Command,
+) -> Result<(), Refusal> {
+    // Admins may do anything: skip reading facts.
+    if principal.is_admin() {
+        return Ok(());
+    }
+    let needs = needs(conn, principal, command)
+        .await
+        .map_err(|e| Refusal::Invalid {
+            doing: doing(command),
+            field: "(model)".into(),
+            problem: format!("reading what the access check needs: {e}"),
+        })?;
+    check(principal, &doing(command), &needs)
+}
+
+fn check(principal: &Principal, doing: &str, needs: &[Need]) -> Result<(), Refusal> {
+    // Hidden first: a request touching another tenant reads as if it did not exist, whatever
+    // else is wrong with it.
+    let decisions: Vec<Decision> = needs
+        .iter()
+        .map(|n| policy::decide(principal, n.action, &n.object))
+        .collect();
+    if let Some(need) = needs
+        .iter()
+        .zip(&decisions)
+        .find(|(_, d)| **d == Decision::Hidden)
+        .map(|(n, _)| n)
+    {
+        return Err(Refusal::Missing {
+            doing: doing.to_owned(),
+            kind: need.hidden_as.0,
+            name: need.hidden_as.1.clone(),
+        });
+    }
+    if let Some(need) = needs
+        .iter()
+        .zip(&decisions)
+        .find(|(_, d)| **d == Decision::Forbidden)
+        .map(|(n, _)| n)
+    {
+        return Err(Refusal::Forbidden {
+            doing: doing.to_owned(),
+            actor: principal.actor(),
+            needs: policy::who_may(need.action, &need.object),
+        });
+    }
+    Ok(())
+}
+
+async fn needs(
+    conn: &mut SqliteConnection,
+    principal: &Principal,
+    command: &Command,
+) -> sqlx::Result<Vec<Need>> {
+    use Action::*;
+    let infra_create = |kind: &'static str, name: &Name| {
+        vec![Need::new(
+            Create,
+            Object::Infrastructure { granted_to: vec![] },
+            kind,
+            name.to_string(),
+        )]
+    };
+    Ok(match command {
+        Command::CreateDataCenter(dc) => infra_create("data center", &dc.name),
+        Command::CreateCluster(c) => infra_create("cluster", &c.name),
+        Command::CreateEnvironment(e) => infra_create("environment", &e.name),
+        Command::DeleteDataCenter { name } => vec![Need::new(
+            Change,
+            Object::Infrastructure {
+                granted_to: granted_to(conn, Infra::DataCenter, name).await?,
+            },
+            "data center",
+            name.to_string(),
+        )],
+        Command::DeleteCluster { name } => vec![Need::new(
+            Change,
+            Object::Infrastructure {
+                granted_to: granted_to(conn, Infra::Cluster, name).await?,
+            },
+            "cluster",
+            name.to_string(),
+        )],
+        Command::DeleteEnvironment { name } => vec![Need::new(
+            Change,
+            Object::Infrastructure {
+                granted_to: granted_to(conn, Infra::Environment, name).await?,
+            },
+            "environment",
+            name.to_string(),
+        )],
+        Command::CreateTenant(t) => vec![Need::new(
+            Create,
+            Object::Tenant(t.name.clone()),
+            "tenant",
+            t.name.to_string(),
+        )],
+        Command::DeleteTenant { name } => vec![Need::new(
+            Change,
+            Object::Tenant(name.clone()),
+            "tenant",
+            name.to_string(),
+        )],
+        Command::CreateGrant(g) => vec![Need::new(
+            Create,
+            Object::Grant(g.tenant.clone()),
+            "tenant",
+            g.tenant.to_string(),
+        )],
+        Command::DeleteGrant {
+            tenant,
+            environment,
+        } => vec![Need::new(
+            Change,
+            Object::Grant(tenant.clone()),
+            "grant",
+            format!("{tenant}/{environment}"),
+        )],
+        Command::ApplyWorkflow(w) => vec![Need::new(
+            Create,
+            Object::Definition(w.tenant.clone()),
+            "tenant",
+            w.tenant.to_string(),
+        )],
+        Command::CreateSchedule(s) => vec![Need::new(
+            Create,
+            Object::Definition(s.tenant.clone()),
+            "tenant",
+            s.tenant.to_string(),
+        )],
+        Command::UpdateSchedule(s) => vec![Need::new(
+            Change,
+            Object::Definition(s.tenant.clone()),
+            "schedule",
+            format!("{}/{}", s.tenant, s.name),
+        )],
+        Command::DeleteWorkflow { tenant, name } => vec![Need::new(
+            Change,
+            Object::Definition(tenant.clone()),
+            "workflow",
+            format!("{tenant}/{name}"),
+        )],
+        Command::DeleteSchedule { tenant, name } => vec![Need::new(
+            Change,
+            Object::Definition(tenant.clone()),
+            "schedule",
+            format!("{tenant}/{name}"),
+        )],
+        Command::RequestRun(r) => vec![Need::new(
+            Control,
+            Object::Run(r.tenant.clone()),
+            "workflow",
+            format!("{}/{}", r.tenant, r.workflow),
+        )],
+        Command::KillRun { run_id } => match query::run_tenant(conn, run_id).await? {
+            Some(tenant) => vec![Need::new(Control, Object::Run(tenant), "run", run_id)],
+            // A run that does not exist: the processor says so.
+            None => vec![],
+        },
+        Command::CreateToken(t) => hand_out(&t.bindings),
+        Command::CreateUser { user, .. } => hand_out(&user.bindings),
+        Command::DeleteToken { name } => match token(conn, name).await? {
+            Some(t) => vec![Need::new(
+                Change,
+                Object::Principal {
+                    bindings: t.bindings,
+                    own: false,
+                },
+                "token",
+                name.to_string(),
+            )],
+            None => vec![],
+        },
+        Command::DeleteUser { name } => match user_bindings(conn, name).await? {
+            Some(bindings) => vec![Need::new(
+                Change,
+                Object::Principal {
+                    bindings,
+                    own: false,
+                },
+                "user",
+                name.to_string(),
+            )],
+            None => vec![],
+        },
+        Command::SetPassword { user, .. } => match user_bindings(conn, user).await? {
+            Some(bindings) => vec![Need::new(
+                Change,
+                Object::Password {
+                    bindings,
+                    own: principal.user() == Some(user),
+                },
+                "user",
+                user.to_string(),
+            )],
+            None => vec![],
+        },
+        Command::BindUser { user, binding } | Command::UnbindUser { user, binding } => {
+            let action = if matches!(command, Command::BindUser { .. }) {
+                Create
+            } else {
+                Change
+            };
+            let mut needs = Vec::new();
+            if let Some(bindings) = user_bindings(conn, user).await? {
+                // The user must be one the principal may see at all.
+                needs.push(Need::new(
+                    Read,
+                    Object::Principal {
+                        bindings,
+                        own: principal.user() == Some(user),
+                    },
+                    "user",
+                    user.to_string(),
+                ));
+            }
+            needs.push(binding_need(action, binding));
+            needs
+        }
+        // Made only by the plane's own code, never from a request body: a sign-in the node
+        // checked, a sign-out of the caller's own session, a refusal being recorded.
+        Command::CreateSession(_) | Command::DeleteSession { .. } | Command::RecordRefusal(_) => {
+            vec![]
+        }
+        // Agents' traffic is authorised by their certificates; a person or token never sends it.
+        Command::AgentHeartbeat(_) | Command::AgentReport(_) => vec![Need::new(
+            Change,
+            Object::Operations,
+            "agent",
+            String::new(),
+        )],
+        Command::Batch(items) => {
+            let mut all = Vec::new();
+            for item in items {
+                all.extend(Box::pin(needs(conn, principal, item)).await?);
+            }
+            all
+        }
+    })
+}
+
+/// Handing out bindings: each one must be the principal's to give.
+fn hand_out(bindings: &[Binding]) -> Vec<Need> {
+    bindings
+        .iter()
+        .map(|b| binding_need(Action::Create, b))
+        .collect()
+}
+
+fn binding_need(action: Action, binding: &Binding) -> Need {
+    let (kind, name) = match &binding.tenant {
+        Some(t) => ("tenant", t.to_string()),
+        None => ("role", binding.role.to_string()),
+    };
+    Need::new(action, Object::Binding(binding.clone()), kind, name)
+}
+
+/// Infrastructure, for the grants that reveal it to tenants.
+#[derive(Clone, Copy)]
+pub enum Infra {
+    DataCenter,
+    Cluster,
+    Environment,
+}
+
+/// The tenants whose grants name this data center, cluster or environment (through one of its
+/// environments): who may see it.
+pub async fn granted_to(
+    conn: &mut SqliteConnection,
+    kind: Infra,
+    name: &Name,
+) -> sqlx::Result<Vec<Name>> {
+    let sql = match kind {
+        Infra::DataCenter => {
+            "SELECT DISTINCT g.tenant FROM grants g JOIN environments e ON e.name = g.environment \
+             JOIN clusters c ON c.name = e.cluster WHERE c.dc = ? ORDER BY g.tenant"
+        }
+        Infra::Cluster => {
+            "SELECT DISTINCT g.tenant FROM grants g JOIN environments e ON e.name = g.environment \
+             WHERE e.cluster = ? ORDER BY g.tenant"
+        }
+        Infra::Environment => {
+            "SELECT DISTINCT tenant FROM grants WHERE environment = ? ORDER BY tenant"
+        }
+    };
+    let rows: Vec<String> = sqlx::query_scalar(sql)
+        .bind(name.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.into_iter().filter_map(|t| Name::new(t).ok()).collect())
+}
+
+async fn token(conn: &mut SqliteConnection, name: &Name) -> sqlx::Result<Option<ApiToken>> {
+    let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM tokens WHERE name = ?")
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    doc.map(query::decode).transpose()
+}
+
+async fn user_bindings(
+    conn: &mut SqliteConnection,
+    name: &Name,
+) -> sqlx::Result<Option<Vec<Binding>>> {
+    Ok(super::access::user(conn, name).await?.map(|u| u.bindings))
+}

@@ -1,0 +1,238 @@
+//! The REST API served by every node of an in-process plane ([`Cluster`]), on one injected
+//! clock, and a client that calls it as any principal: a token, a signed-in session (cookie and
+//! CSRF token), or nobody.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_plane::api::session::SessionSettings;
+use meridian_plane::api::{Api, router};
+use meridian_plane::raft::node::PlaneNode;
+use meridian_plane::server;
+use meridian_proto::{ManualClock, SystemClock};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::cluster::Cluster;
+
+/// How a request authenticates.
+#[derive(Debug, Clone)]
+pub enum Cred {
+    Token(String),
+    /// A session: the cookie's value and the CSRF token writes carry.
+    Session {
+        cookie: String,
+        csrf: String,
+    },
+    /// Also a session's cookie, but writes leave the CSRF token out.
+    SessionWithoutCsrf {
+        cookie: String,
+    },
+    Nobody,
+}
+
+pub struct ApiPlane {
+    pub cluster: Cluster,
+    /// Base URL of each node's API (`…/api/v1`).
+    pub urls: Vec<String>,
+    /// The admin token.
+    pub admin: Cred,
+    pub http: reqwest::Client,
+    pub clock: ManualClock,
+}
+
+/// A reply: its status, headers and JSON body (or the text, as a JSON string).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+async fn serve(node: Arc<PlaneNode>, clock: ManualClock) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/v1", listener.local_addr().unwrap());
+    let app = router(Api::new(
+        node,
+        Arc::new(clock),
+        Duration::from_secs(10),
+        None,
+        SessionSettings::default(),
+    ));
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    url
+}
+
+impl ApiPlane {
+    /// `n` plane nodes, each serving the API, with the admin token bootstrapped.
+    pub async fn start(n: usize, clock: ManualClock) -> Self {
+        let cluster = Cluster::start(n).await;
+        let dir = cluster.dir.path().to_owned();
+        let boot = server::bootstrap(cluster.node(0), &dir, &SystemClock)
+            .await
+            .unwrap();
+        let token = boot.admin_token.expect("a fresh plane gets an admin token");
+        let mut urls = Vec::new();
+        for i in 0..n {
+            urls.push(serve(cluster.shared(i), clock.clone()).await);
+        }
+        // Authentication reads each node's own copy: let the token reach every node.
+        cluster.wait_converged().await;
+        Self {
+            cluster,
+            urls,
+            admin: Cred::Token(token),
+            http: reqwest::Client::new(),
+            clock,
+        }
+    }
+
+    /// Calls node `node` as `cred`.
+    pub async fn call_as(
+        &self,
+        cred: &Cred,
+        node: usize,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.urls[node]));
+        req = match cred {
+            Cred::Token(t) => req.bearer_auth(t),
+            Cred::Session { cookie, csrf } => req
+                .header("cookie", format!("meridian_session={cookie}"))
+                .header("x-csrf-token", csrf),
+            Cred::SessionWithoutCsrf { cookie } => {
+                req.header("cookie", format!("meridian_session={cookie}"))
+            }
+            Cred::Nobody => req,
+        };
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    }
+
+    /// Calls as the admin; returns status and body.
+    pub async fn call(
+        &self,
+        node: usize,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let r = self.call_as(&self.admin, node, method, path, body).await;
+        (r.status, r.body)
+    }
+
+    /// As the admin, a write that must succeed.
+    pub async fn must(&self, method: Method, path: &str, body: Value) -> Value {
+        let (status, reply) = self.call(0, method.clone(), path, Some(body)).await;
+        assert!(
+            status.is_success(),
+            "{method} {path} as admin: {status} {reply}"
+        );
+        reply
+    }
+
+    /// A token holding `bindings` (`["developer@ads"]`), created by the admin.
+    pub async fn token(&self, name: &str, bindings: &[&str]) -> Cred {
+        self.token_expiring(name, bindings, None).await
+    }
+
+    pub async fn token_expiring(
+        &self,
+        name: &str,
+        bindings: &[&str],
+        expires_in_seconds: Option<u64>,
+    ) -> Cred {
+        let reply = self
+            .must(
+                Method::POST,
+                "/tokens",
+                json!({"name": name, "bindings": bindings_json(bindings),
+                       "expires_in_seconds": expires_in_seconds}),
+            )
+            .await;
+        Cred::Token(reply["token"].as_str().unwrap().to_owned())
+    }
+
+    /// A user holding `bindings`, with `password`, created by the admin.
+    pub async fn user(&self, name: &str, bindings: &[&str], password: &str) {
+        self.must(
+            Method::POST,
+            "/users",
+            json!({"name": name, "bindings": bindings_json(bindings), "password": password}),
+        )
+        .await;
+    }
+
+    /// Signs `user` in through node `node`; the session's credential.
+    pub async fn sign_in(&self, node: usize, user: &str, password: &str) -> Cred {
+        let r = self
+            .call_as(
+                &Cred::Nobody,
+                node,
+                Method::POST,
+                "/session",
+                Some(json!({"user": user, "password": password})),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "signing in {user}: {}",
+            r.body
+        );
+        let cookie = cookie_value(&r.headers).expect("a session cookie");
+        Cred::Session {
+            cookie,
+            csrf: r.body["csrf_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn converged(&self) {
+        self.cluster.wait_converged().await;
+    }
+}
+
+/// `["developer@ads", "admin"]` as the API's binding objects.
+pub fn bindings_json(bindings: &[&str]) -> Value {
+    Value::Array(
+        bindings
+            .iter()
+            .map(|b| match b.split_once('@') {
+                Some((role, tenant)) => json!({"role": role, "tenant": tenant}),
+                None => json!({"role": b}),
+            })
+            .collect(),
+    )
+}
+
+/// The session cookie a reply sets.
+pub fn cookie_value(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            v.strip_prefix("meridian_session=")
+                .map(|rest| rest.split(';').next().unwrap_or("").to_owned())
+        })
+}
