@@ -1,5 +1,6 @@
-//! The OpenAPI 3.1 document for `/api/v1`, built from [`ROUTES`]. A test walks `ROUTES`
-//! against the live router, so the document cannot list a route the server lacks.
+//! The OpenAPI 3.1 document for `/api/v1`, built from [`ROUTES`]. Tests walk `ROUTES` against
+//! the live router (so the document cannot list a route the server lacks) and with every role
+//! (so no route ships without its rule); each route says who may call it.
 
 use serde_json::{Value, json};
 
@@ -15,7 +16,21 @@ pub struct Route {
     pub reply: (u16, &'static str),
     /// Query parameters: (name, schema type, description).
     pub query: &'static [(&'static str, &'static str, &'static str)],
+    /// Who may call it, in words (the policy in `crate::policy` decides; this says what it
+    /// decides). Lists show each caller what it may read.
+    pub access: &'static str,
 }
+
+/// Every tenant role reads; a list shows each only its tenants' items.
+const READ_TENANT: &str =
+    "admin, operator; owner, developer, viewer of the tenant (lists: only their tenants')";
+const ADMIN: &str = "admin";
+const WRITE_TENANT: &str = "admin; owner, developer of the tenant";
+const CONTROL_RUN: &str = "admin, operator; owner, developer of the run's tenant";
+const OPERATIONS: &str = "admin, operator";
+const MANAGE_PRINCIPALS: &str = "admin; owner of every tenant the user's (token's) roles name";
+const INFRA_READ: &str = "admin, operator; members of a tenant granted an environment it \
+     holds (lists: only those)";
 
 const STALE: (&str, &str, &str) = (
     "stale",
@@ -33,6 +48,7 @@ const fn get(path: &'static str, summary: &'static str, item: &'static str) -> R
         body: None,
         reply: (200, item),
         query: &[STALE],
+        access: READ_TENANT,
     }
 }
 
@@ -44,6 +60,7 @@ const fn create(path: &'static str, summary: &'static str, body: &'static str) -
         body: Some(body),
         reply: (201, "WriteReply"),
         query: &[],
+        access: ADMIN,
     }
 }
 
@@ -55,28 +72,51 @@ const fn delete(path: &'static str, summary: &'static str) -> Route {
         body: None,
         reply: (200, "WriteReply"),
         query: &[],
+        access: ADMIN,
     }
 }
 
 /// Every operation the router serves. A list reply is named `[Item]`.
 pub const ROUTES: &[Route] = &[
-    get("/dcs", "List data centers", "[DataCenter]"),
+    Route {
+        access: INFRA_READ,
+        ..get("/dcs", "List data centers", "[DataCenter]")
+    },
     create("/dcs", "Create a data center", "DataCenter"),
-    get("/dcs/{name}", "Get a data center", "DataCenter"),
+    Route {
+        access: INFRA_READ,
+        ..get("/dcs/{name}", "Get a data center", "DataCenter")
+    },
     delete(
         "/dcs/{name}",
         "Delete a data center (refused while clusters use it)",
     ),
-    get("/clusters", "List clusters", "[Cluster]"),
+    Route {
+        access: INFRA_READ,
+        ..get("/clusters", "List clusters", "[Cluster]")
+    },
     create("/clusters", "Create a cluster", "Cluster"),
-    get("/clusters/{name}", "Get a cluster", "Cluster"),
+    Route {
+        access: INFRA_READ,
+        ..get("/clusters/{name}", "Get a cluster", "Cluster")
+    },
     delete(
         "/clusters/{name}",
         "Delete a cluster (refused while in use)",
     ),
-    get("/environments", "List environments", "[Environment]"),
+    Route {
+        access: INFRA_READ,
+        ..get(
+            "/environments",
+            "List environments (a tenant's members: only those granted to it)",
+            "[Environment]",
+        )
+    },
     create("/environments", "Create an environment", "Environment"),
-    get("/environments/{name}", "Get an environment", "Environment"),
+    Route {
+        access: INFRA_READ,
+        ..get("/environments/{name}", "Get an environment", "Environment")
+    },
     delete(
         "/environments/{name}",
         "Delete an environment (refused while in use)",
@@ -100,11 +140,14 @@ pub const ROUTES: &[Route] = &[
             "[WorkflowVersion]",
         )
     },
-    create(
-        "/workflows",
-        "Apply a workflow (a new version if it exists)",
-        "Workflow",
-    ),
+    Route {
+        access: WRITE_TENANT,
+        ..create(
+            "/workflows",
+            "Apply a workflow (a new version if it exists)",
+            "Workflow",
+        )
+    },
     Route {
         query: &[
             STALE,
@@ -116,17 +159,27 @@ pub const ROUTES: &[Route] = &[
             "WorkflowVersion",
         )
     },
-    delete("/workflows/{tenant}/{name}", "Delete a workflow"),
+    Route {
+        access: WRITE_TENANT,
+        ..delete("/workflows/{tenant}/{name}", "Delete a workflow")
+    },
     Route {
         query: &[STALE, TENANT],
         ..get("/schedules", "List schedules", "[Schedule]")
     },
-    create("/schedules", "Create a schedule", "Schedule"),
+    Route {
+        access: WRITE_TENANT,
+        ..create("/schedules", "Create a schedule", "Schedule")
+    },
     get("/schedules/{tenant}/{name}", "Get a schedule", "Schedule"),
-    delete("/schedules/{tenant}/{name}", "Delete a schedule"),
+    Route {
+        access: WRITE_TENANT,
+        ..delete("/schedules/{tenant}/{name}", "Delete a schedule")
+    },
     Route {
         method: "put",
         reply: (200, "WriteReply"),
+        access: WRITE_TENANT,
         ..create(
             "/schedules/{tenant}/{name}",
             "Change a schedule (a new version, effective from the agents' next record)",
@@ -165,6 +218,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         reply: (201, "WriteReply"),
+        access: CONTROL_RUN,
         ..create(
             "/runs",
             "Run a workflow now, on an agent of its environment's cluster",
@@ -180,14 +234,21 @@ pub const ROUTES: &[Route] = &[
     Route {
         body: None,
         reply: (200, "WriteReply"),
+        access: CONTROL_RUN,
         ..create(
             "/runs/{run_id}/kill",
             "Kill a run (its agent is told on its next heartbeat)",
             "",
         )
     },
-    get("/agents", "Agents the plane has heard from", "[Agent]"),
-    get("/leases", "Partition leases of every cluster", "[Lease]"),
+    Route {
+        access: OPERATIONS,
+        ..get("/agents", "Agents the plane has heard from", "[Agent]")
+    },
+    Route {
+        access: OPERATIONS,
+        ..get("/leases", "Partition leases of every cluster", "[Lease]")
+    },
     Route {
         query: &[
             STALE,
@@ -197,6 +258,23 @@ pub const ROUTES: &[Route] = &[
                 "Only entries at or after this time (ms since the epoch).",
             ),
             (
+                "until_ms",
+                "integer",
+                "Only entries before this time (ms since the epoch).",
+            ),
+            (
+                "actor",
+                "string",
+                "Only this actor's (`user:alice`, `token:ci`).",
+            ),
+            (
+                "subject",
+                "string",
+                "Only entries whose subject contains this.",
+            ),
+            ("tenant", "string", "Only this tenant's."),
+            ("outcome", "string", "`applied` or `refused`."),
+            (
                 "limit",
                 "integer",
                 "At most this many, newest first (1–1000, default 100).",
@@ -204,26 +282,102 @@ pub const ROUTES: &[Route] = &[
         ],
         ..get(
             "/audit",
-            "The audit trail: every applied command, who and when",
+            "The audit trail: every applied command and every refused write, who and when",
             "[AuditEntry]",
         )
     },
-    get(
-        "/tokens",
-        "List API tokens (never their secrets)",
-        "[Token]",
-    ),
+    Route {
+        access: "admin; owner of a tenant (only users holding a role in it, and those roles)",
+        ..get("/users", "List users (never a password hash)", "[User]")
+    },
+    Route {
+        reply: (201, "PasswordReply"),
+        access: "admin; owner of every tenant the new user's roles name",
+        ..create(
+            "/users",
+            "Create a user; without a password one is generated and shown in this reply only",
+            "NewUser",
+        )
+    },
+    Route {
+        access: "admin; owner of a tenant the user holds a role in; the user itself",
+        ..get("/users/{name}", "Get a user", "User")
+    },
+    Route {
+        access: MANAGE_PRINCIPALS,
+        ..delete("/users/{name}", "Delete a user; its sessions end at once")
+    },
+    Route {
+        method: "put",
+        reply: (200, "PasswordReply"),
+        access: "admin; owner of every tenant the user's roles name; the user itself (with \
+             `current_password`)",
+        ..create(
+            "/users/{name}/password",
+            "Set a user's password (generated if none is given); every session of the user ends",
+            "NewPassword",
+        )
+    },
+    Route {
+        access: "admin; owner of the binding's tenant (and of a tenant the user holds a role in)",
+        ..create("/users/{name}/bindings", "Give a user a role", "Binding")
+    },
+    Route {
+        access: "admin; owner of the binding's tenant (and of a tenant the user holds a role in)",
+        ..delete(
+            "/users/{name}/bindings/{binding}",
+            "Take a role from a user (`binding`: ROLE or ROLE@TENANT)",
+        )
+    },
+    Route {
+        access: "admin; owner of a tenant (only tokens holding a role in it, and those roles)",
+        ..get(
+            "/tokens",
+            "List API tokens (never their secrets)",
+            "[Token]",
+        )
+    },
     Route {
         reply: (201, "CreatedToken"),
+        access: "admin; owner of every tenant the new token's roles name (never more than the \
+             caller holds)",
         ..create(
             "/tokens",
             "Create an API token; the secret is in this reply only",
             "NewToken",
         )
     },
-    delete("/tokens/{name}", "Delete an API token"),
+    Route {
+        access: MANAGE_PRINCIPALS,
+        ..delete("/tokens/{name}", "Delete an API token")
+    },
+    Route {
+        reply: (201, "Whoami"),
+        access: "anyone (no credential): the user and password are the credential",
+        ..create(
+            "/session",
+            "Sign in: sets the session cookie (HttpOnly, SameSite=Strict) and returns its CSRF \
+             token",
+            "SignIn",
+        )
+    },
     Route {
         query: &[],
+        access: "any credential",
+        ..get(
+            "/session",
+            "Who is calling: name, roles, and a session's CSRF token",
+            "Whoami",
+        )
+    },
+    Route {
+        reply: (204, "Empty"),
+        access: "a session (its own)",
+        ..delete("/session", "Sign out: the session ends on every node")
+    },
+    Route {
+        query: &[],
+        access: OPERATIONS,
         ..get(
             "/plane/status",
             "Every plane node: role, term, log, applied, reachable",
@@ -232,6 +386,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         reply: (201, "WriteReply"),
+        access: ADMIN,
         ..create(
             "/plane/nodes",
             "Add a node: learner first, promoted to voter once caught up",
@@ -239,11 +394,14 @@ pub const ROUTES: &[Route] = &[
         )
     },
     delete("/plane/nodes/{hostname}", "Remove a node from the plane"),
-    get(
-        "/plane/snapshot",
-        "A snapshot file of the whole plane (SQLite; `meridian plane snapshot save`)",
-        "Binary",
-    ),
+    Route {
+        access: "admin (a snapshot holds every credential's hash)",
+        ..get(
+            "/plane/snapshot",
+            "A snapshot file of the whole plane (SQLite; `meridian plane snapshot save`)",
+            "Binary",
+        )
+    },
     Route {
         query: &[("prefix", "string", "Only keys starting with this.")],
         ..get(
@@ -255,6 +413,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "put",
         reply: (201, "Resource"),
+        access: WRITE_TENANT,
         ..create(
             "/resources/{tenant}/{key}",
             "Upload a resource (the body is the file; `key` may contain `/`)",
@@ -267,17 +426,21 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         reply: (200, "Resource"),
+        access: WRITE_TENANT,
         ..delete("/resources/{tenant}/{key}", "Delete a resource")
     },
     Route {
         query: &[],
+        access: "anyone (no credential)",
         ..get("/openapi.json", "This document", "OpenApi")
     },
 ];
 
 /// The media type of a body or reply: raw bytes for `Binary`, JSON otherwise.
 fn content(name: &str) -> Value {
-    if name == "Binary" {
+    if name == "Empty" {
+        json!({})
+    } else if name == "Binary" {
         json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}})
     } else {
         json!({"application/json": {"schema": schema_ref(name)}})
@@ -307,6 +470,8 @@ fn operation(route: &Route) -> Value {
         "content": {"application/json": {"schema": schema_ref("Error")}}});
     let mut op = json!({
         "summary": route.summary,
+        "description": format!("Who may call it: {}.", route.access),
+        "x-meridian-access": route.access,
         "parameters": parameters,
         "responses": {
             route.reply.0.to_string(): {
@@ -318,11 +483,15 @@ fn operation(route: &Route) -> Value {
             "403": error.clone(),
             "404": error.clone(),
             "409": error.clone(),
+            "413": error.clone(),
             "503": error,
         }
     });
     if let Some(body) = route.body {
         op["requestBody"] = json!({"required": true, "content": content(body)});
+    }
+    if route.access.starts_with("anyone") {
+        op["security"] = json!([]);
     }
     op
 }
@@ -333,14 +502,79 @@ fn object(required: &[&str], properties: Value) -> Value {
 }
 
 fn schemas() -> Value {
-    let name = json!({"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"});
-    let opt_name =
-        json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"});
+    let mut all = model_schemas();
+    let access = access_schemas();
+    if let (Some(all), Some(access)) = (all.as_object_mut(), access.as_object()) {
+        all.extend(access.clone());
+    }
+    all
+}
+
+fn name_schema() -> Value {
+    json!({"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"})
+}
+
+fn opt_name_schema() -> Value {
+    json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"})
+}
+
+/// Users, tokens, sessions and roles.
+fn access_schemas() -> Value {
+    let name = name_schema();
+    let opt_name = opt_name_schema();
+    json!({
+        "Binding": object(&["role"], json!({
+            "role": {"type": "string", "enum": ["admin", "operator", "owner", "developer", "viewer"]},
+            "tenant": {"type": "string", "description": "For owner, developer and viewer: the tenant"}})),
+        "Token": {"type": "object", "required": ["name", "bindings"], "properties": {
+            "name": name, "bindings": {"type": "array", "items": schema_ref("Binding")},
+            "expires_ms": {"type": ["integer", "null"]}, "created_by": {"type": "string"},
+            "created_ms": {"type": "integer"}}},
+        "NewToken": object(&["name"], json!({
+            "name": name,
+            "bindings": {"type": "array", "items": schema_ref("Binding")},
+            "role": {"type": "string", "description": "One binding: its role (with `tenant`)"},
+            "tenant": opt_name,
+            "expires_in_seconds": {"type": ["integer", "null"], "minimum": 1}})),
+        "CreatedToken": {"type": "object", "required": ["name", "token"], "properties": {
+            "name": name, "token": {"type": "string", "description": "Shown only here"},
+            "expires_ms": {"type": ["integer", "null"]}}},
+        "User": {"type": "object", "required": ["name", "bindings"], "properties": {
+            "name": name, "bindings": {"type": "array", "items": schema_ref("Binding")},
+            "created_by": {"type": "string"}, "created_ms": {"type": "integer"}}},
+        "NewUser": object(&["name"], json!({
+            "name": name,
+            "bindings": {"type": "array", "items": schema_ref("Binding")},
+            "role": {"type": "string"}, "tenant": opt_name,
+            "password": {"type": ["string", "null"], "minLength": super::password::MIN_LENGTH,
+                "description": "None: one is generated and shown in the reply only"}})),
+        "NewPassword": object(&[], json!({
+            "password": {"type": ["string", "null"], "minLength": super::password::MIN_LENGTH},
+            "current_password": {"type": ["string", "null"],
+                "description": "Required to change one's own password"}})),
+        "PasswordReply": {"type": "object", "required": ["subject"], "properties": {
+            "subject": {"type": "string"},
+            "password": {"type": "string", "description": "The generated password, shown only here"}}},
+        "SignIn": object(&["user", "password"], json!({
+            "user": {"type": "string"}, "password": {"type": "string"}})),
+        "Whoami": {"type": "object", "required": ["kind", "name", "bindings"], "properties": {
+            "kind": {"type": "string", "enum": ["user", "token"]}, "name": {"type": "string"},
+            "bindings": {"type": "array", "items": schema_ref("Binding")},
+            "csrf_token": {"type": "string",
+                "description": "A session's: send it as `X-CSRF-Token` with every write"},
+            "expires_ms": {"type": ["integer", "null"]}}},
+    })
+}
+
+fn model_schemas() -> Value {
+    let name = name_schema();
+    let opt_name = opt_name_schema();
     json!({
         "Error": {"type": "object", "required": ["error", "kind"], "properties": {
             "error": {"type": "string"},
             "kind": {"type": "string", "enum": ["invalid", "missing", "exists", "in_use",
-                "not_granted", "unauthorized", "forbidden", "unavailable", "internal"]}}},
+                "not_granted", "unauthorized", "forbidden", "rate_limited", "too_large",
+                "unavailable", "internal"]}}},
         "WriteReply": {"type": "object", "required": ["subject"], "properties": {
             "subject": {"type": "string"}, "version": {"type": "integer"}}},
         "DataCenter": object(&["name"], json!({"name": name, "description": {"type": "string"}})),
@@ -393,7 +627,10 @@ fn schemas() -> Value {
         "AuditEntry": {"type": "object", "properties": {
             "log_index": {"type": "integer"}, "actor": {"type": "string"},
             "at_ms": {"type": "integer"}, "op": {"type": "string"},
-            "subject": {"type": "string"}, "command": {"type": "object"}}},
+            "subject": {"type": "string"}, "command": {"type": "object"},
+            "tenant": {"type": ["string", "null"]},
+            "outcome": {"type": "string", "enum": ["applied", "refused"]},
+            "message": {"type": "string", "description": "why it was refused"}}},
         "RunRequest": object(&["tenant", "workflow"], json!({
             "tenant": name, "workflow": name, "environment": opt_name})),
         "Run": {"type": "object", "required": ["run_id", "tenant", "workflow", "state"],
@@ -440,13 +677,6 @@ fn schemas() -> Value {
             "cluster": {"type": "string"}, "partition": {"type": "integer"},
             "holder": {"type": ["string", "null"]}, "epoch": {"type": "integer"},
             "expires_ms": {"type": "integer"}}},
-        "Token": {"type": "object", "required": ["name", "role"], "properties": {
-            "name": name, "role": {"type": "string", "enum": ["admin"]}, "tenant": name}},
-        "NewToken": object(&["name"], json!({
-            "name": name, "role": {"type": "string", "enum": ["admin"], "default": "admin"},
-            "tenant": opt_name})),
-        "CreatedToken": {"type": "object", "required": ["name", "token"], "properties": {
-            "name": name, "token": {"type": "string", "description": "Shown only here"}}},
         "NewNode": object(&["hostname"], json!({
             "hostname": {"type": "string"},
             "port": {"type": "integer", "default": super::DEFAULT_PEER_PORT}})),
@@ -476,15 +706,22 @@ pub fn document() -> Value {
         "info": {
             "title": "Meridian control plane",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Every call needs `Authorization: Bearer <token>`. Writes go to \
-                any plane node and are forwarded to the leader. Reads are linearizable unless \
-                `?stale=true`. Errors are `{\"error\", \"kind\"}` and name the field at fault."
+            "description": "Every call but this document and signing in needs a credential: \
+                `Authorization: Bearer <token>`, or the session cookie of `POST /session` \
+                (then every write carries the session's CSRF token in `X-CSRF-Token`). Each \
+                operation says who may call it; another tenant's objects answer 404. Writes go \
+                to any plane node and are forwarded to the leader. Reads are linearizable \
+                unless `?stale=true`. Errors are `{\"error\", \"kind\"}` and name the field at \
+                fault."
         },
         "components": {
             "schemas": schemas(),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "meridian_session"}
+            }
         },
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"session": []}],
         "paths": paths,
     })
 }

@@ -184,10 +184,20 @@ pub async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) 
             .into_response();
         }
     }
-    // This node's copy: a token created a moment ago elsewhere may need a heartbeat to arrive,
-    // which beats a leader round trip on every request. Reads that are not stale resolve again
-    // after their barrier; writes are checked again at apply.
-    match resolve(api.node.state.pool(), &credential, api.clock.now_ms()).await {
+    // This node's copy, which beats a leader round trip on every request. Reads that are not
+    // stale resolve again after their barrier; writes are checked again at apply. A credential
+    // this node does not know may be one made a moment ago through another node (a sign-in
+    // behind a load balancer): ask once more after catching up with the leader.
+    let pool = api.node.state.pool();
+    let mut resolved = resolve(pool, &credential, api.clock.now_ms()).await;
+    if resolved
+        .as_ref()
+        .is_err_and(|e| e.status == StatusCode::UNAUTHORIZED)
+        && api.node.read_barrier(api.timeout).await.is_ok()
+    {
+        resolved = resolve(pool, &credential, api.clock.now_ms()).await;
+    }
+    match resolved {
         Ok(principal) => {
             req.extensions_mut().insert(Caller {
                 principal,
