@@ -39,13 +39,39 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
         "the first start prints the token once"
     );
 
+    // The admin user's password: printed once, kept 0600 beside the token.
+    let password_file = dir.path().join("data/admin.password");
+    let password = std::fs::read_to_string(&password_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(
+        std::fs::metadata(&password_file)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(dev.log().contains(&password), "{}", dev.log());
+
     let cli = |args: &[&str]| {
         let mut all = vec!["--addr", addr.as_str(), "--data-dir", data];
         all.extend_from_slice(args);
         meridian(&all, &[])
     };
+    // The hint dev prints works as printed: it names the address the API is really on.
+    let log = dev.log();
+    let hint = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("try: "))
+        .and_then(|l| l.split("  (").next())
+        .expect("dev prints a `try:` line")
+        .to_owned();
+    assert!(hint.contains(&format!("--addr {addr}")), "{hint}");
+    let argv: Vec<&str> = hint.split_whitespace().skip(1).collect();
     // The embedded agent runs the example workflow on demand.
-    let run = ok(cli(&["runs", "now", "demo", "hello"])).trim().to_owned();
+    let run = ok(meridian(&argv, &[])).trim().to_owned();
     assert!(run.starts_with("demo.hello@manual-"), "{run}");
     wait_until_succeeded(&cli, &run, PATIENCE);
     let logs = ok(cli(&["runs", "logs", &run]));
@@ -103,7 +129,7 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
     refused(cli(&["grant", "get", "demo"]), "takes TENANT ENVIRONMENT");
     assert!(
         ok(cli(&[
-            "workflow", "create", "demo", "hello", "--shell", "echo hi"
+            "workflow", "create", "demo", "hello", "--shell", "echo hi", "--env", "dev"
         ]))
         .contains("version 2"),
         "dev applied version 1 of the example"
@@ -142,8 +168,73 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
     );
     let audit = ok(cli(&["audit", "--limit", "3"]));
     assert!(
-        audit.contains("admin\tcreate_schedule\tschedule demo/every5"),
+        audit.contains("token:admin\tcreate_schedule\tschedule demo/every5"),
         "{audit}"
+    );
+
+    // Users and scoped tokens from the CLI: a developer of demo, with a token that expires,
+    // may run demo's workflow and nothing of the federation's.
+    let made = ok(cli(&[
+        "token",
+        "create",
+        "ci",
+        "--role",
+        "developer",
+        "--tenant",
+        "demo",
+        "--expires-in",
+        "30d",
+    ]));
+    let ci = made.lines().last().unwrap().trim().to_owned();
+    assert!(ci.starts_with("mrd_"), "{made}");
+    let as_ci = |args: &[&str]| {
+        let mut all = vec!["--addr", addr.as_str()];
+        all.extend_from_slice(args);
+        meridian(&all, &[("MERIDIAN_TOKEN", ci.as_str())])
+    };
+    let me = ok(as_ci(&["whoami"]));
+    assert!(
+        me.contains("token ci") && me.contains("developer@demo"),
+        "{me}"
+    );
+    ok(as_ci(&["runs", "now", "demo", "hello"]));
+    refused(as_ci(&["dc", "create", "mine"]), "needs admin");
+    refused(
+        as_ci(&["token", "create", "root", "--role", "admin"]),
+        "needs admin",
+    );
+    refused(
+        as_ci(&[
+            "user", "create", "eve", "--role", "viewer", "--tenant", "demo",
+        ]),
+        "owner of tenant `demo`",
+    );
+    let list = ok(cli(&["token", "list"]));
+    assert!(list.contains("ci\tdeveloper@demo\texpires 20"), "{list}");
+    let made = ok(cli(&[
+        "user", "create", "alice", "--role", "viewer", "--tenant", "demo",
+    ]));
+    assert!(made.contains("created user alice"), "{made}");
+    ok(cli(&[
+        "user",
+        "bind",
+        "alice",
+        "--role",
+        "developer",
+        "--tenant",
+        "demo",
+    ]));
+    let users = ok(cli(&["user", "list"]));
+    assert!(
+        users.contains("alice\tdeveloper@demo,viewer@demo"),
+        "{users}"
+    );
+    ok(cli(&[
+        "user", "unbind", "alice", "--role", "viewer", "--tenant", "demo",
+    ]));
+    refused(
+        cli(&["user", "create", "bob", "--role", "owner"]),
+        "role `owner` is held for a tenant",
     );
 
     // A wrong token is refused before anything happens.
@@ -249,8 +340,8 @@ fn a_two_node_plane_from_the_command_line() {
     );
 
     let init = ok(meridian(&["--config", &c1, "plane", "init"], &[]));
-    let token = init.lines().last().unwrap().trim().to_owned();
-    assert!(token.starts_with("mrd_"), "{init}");
+    let token = init_token(&init);
+    assert!(init.contains("user `admin`, password"), "{init}");
     refused(
         meridian(&["--config", &c1, "plane", "init"], &[]),
         "already part of a plane",
@@ -351,7 +442,7 @@ fn a_plane_saved_to_a_snapshot_file_and_restored_from_it() {
     let (saved, exported) = (file("saved.snapshot"), file("exported.snapshot"));
 
     let init = ok(meridian(&["--config", &c1, "plane", "init"], &[]));
-    let token = init.lines().last().unwrap().trim().to_owned();
+    let token = init_token(&init);
     let mut one = Daemon::start(
         &["--config", &c1, "plane", "serve"],
         &dir.path().join("one.log"),
@@ -496,6 +587,15 @@ fn a_plane_saved_to_a_snapshot_file_and_restored_from_it() {
     let dcs = via_two(&["dc", "list"]);
     assert!(dcs.contains("\"nj\"") && dcs.contains("\"late\""), "{dcs}");
     assert_eq!(two.signal("TERM"), Some(0), "{}", two.log());
+}
+
+/// The admin token `plane init` printed.
+fn init_token(init: &str) -> String {
+    init.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("mrd_"))
+        .unwrap_or_else(|| panic!("plane init printed no token: {init}"))
+        .to_owned()
 }
 
 /// Repeats `meridian ARGS` (with `token`) until it succeeds, for [`PATIENCE`].

@@ -138,14 +138,22 @@ async fn resources_uploaded_by_a_tenant_reach_its_tasks_and_no_other_tenant() {
         "the agent downloads for the first run and only checks for the second"
     );
 
-    // Another tenant's token sees only its own tenant.
+    // Another tenant's token sees only its own tenant: demo's files are not there for it.
     ok(admin(&["tenant", "create", "media"]));
-    let created = ok(admin(&["token", "create", "media-ci", "--tenant", "media"]));
+    let created = ok(admin(&[
+        "token",
+        "create",
+        "media-ci",
+        "--role",
+        "developer",
+        "--tenant",
+        "media",
+    ]));
     let secret = created.lines().last().unwrap().trim().to_owned();
     let media = |args: &[&str]| cli(args, &[("MERIDIAN_TOKEN", secret.as_str())]);
     refused(
         media(&["resources", "--tenant", "demo", "ls"]),
-        "acts for tenant `media`, not `demo`",
+        "tenant `demo` does not exist",
     );
     refused(
         media(&[
@@ -156,7 +164,7 @@ async fn resources_uploaded_by_a_tenant_reach_its_tasks_and_no_other_tenant() {
             script,
             "etl/greet.sh",
         ]),
-        "acts for tenant `media`, not `demo`",
+        "tenant `demo` does not exist",
     );
     ok(media(&[
         "resources",

@@ -79,9 +79,9 @@ fn bindings_of(
     if let Some(role) = role {
         inputs.push(BindingInput { role, tenant });
     } else if tenant.is_some() {
-        return Err(ApiError::bad_input(format!(
-            "request body: `tenant` needs a `role` (owner, developer or viewer) to go with it"
-        )));
+        return Err(ApiError::bad_input(
+            "request body: `tenant` needs a `role` (owner, developer or viewer) to go with it",
+        ));
     }
     inputs
         .into_iter()

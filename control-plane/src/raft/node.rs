@@ -255,7 +255,7 @@ impl Core {
     /// Commits `proposal` through whichever node leads, and returns what applying it did.
     pub async fn write(&self, proposal: Proposal, timeout: Duration) -> Result<Outcome, AskError> {
         match self
-            .ask_leader(Ask::Write(Request(proposal)), timeout)
+            .ask_leader(Ask::Write(Box::new(Request(proposal))), timeout)
             .await?
         {
             Answer::Written(outcome) => Ok(outcome),
@@ -420,8 +420,9 @@ impl Connections {
 /// What one node may ask another over `PlanePeer.Forward`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Ask {
-    /// Commit a proposal (leader only).
-    Write(Request),
+    /// Commit a proposal (leader only). Boxed: a proposal is far larger than the other asks
+    /// (serde encodes a box as its content, so the wire shape is unchanged).
+    Write(Box<Request>),
     /// Add a learner, wait for it to catch up, promote it (leader only).
     AddVoter(Node),
     /// Remove a node by hostname (leader only).
@@ -480,7 +481,7 @@ pub enum AskError {
 pub async fn answer(raft: &Raft, ask: Ask) -> AskReply {
     match ask {
         Ask::Write(request) => raft
-            .client_write(request)
+            .client_write(*request)
             .await
             .map(|r| Answer::Written(r.data))
             .map_err(refusal),
