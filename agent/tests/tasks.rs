@@ -520,6 +520,10 @@ fn local_run(tasks: Vec<TaskSpec>) -> LocalRun {
             environment: "prod".into(),
             vars: BTreeMap::new(),
             work_dir: None,
+            os_user: None,
+            // These tests run scripts as the test's own user; `isolation.rs` runs them as
+            // others.
+            allow_agent_user: true,
         },
     }
 }
