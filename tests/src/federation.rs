@@ -233,7 +233,8 @@ impl Federation {
         .await;
     }
 
-    fn agent_dir(&self, agent: &str) -> PathBuf {
+    /// Agent `agent`'s data directory.
+    pub fn agent_dir(&self, agent: &str) -> PathBuf {
         self.plane.dir.path().join("agents").join(agent)
     }
 
