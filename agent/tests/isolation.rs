@@ -299,7 +299,7 @@ async fn a_task_runs_as_its_tenants_user_and_reaches_nothing_of_the_agent_or_ano
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines[0], format!("uid={} gid={}", a.uid, a.gid), "{log}");
     // Its own groups, from the host's group database; none of the agent's (root's) left.
-    let expected_groups = std::process::Command::new("id")
+    let expected_groups = os_users::command("id")
         .args(["-G", &a.name])
         .output()
         .unwrap();
@@ -348,7 +348,7 @@ async fn a_task_whose_environment_maps_no_user_or_root_is_refused_saying_what_to
     let agent = Agent::new().await;
     // SAFETY: geteuid cannot fail and touches no memory.
     let me = unsafe { libc::geteuid() };
-    let me = std::process::Command::new("id")
+    let me = os_users::command("id")
         .args(["-un", &me.to_string()])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())

@@ -9,12 +9,14 @@ use std::process::Command;
 
 /// Fails the test unless it can make users and start tasks as them.
 pub fn require_root_and_useradd() {
-    let euid = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    // The effective uid, from the kernel: no tool that could itself be missing.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1));
     assert_eq!(
-        euid.as_deref().ok(),
+        euid,
         Some("0"),
         "this test needs root (it makes throw-away OS users with useradd and starts tasks as \
          them, as an agent running as root does): run it as root, e.g. `sudo -E cargo test \
@@ -22,13 +24,27 @@ pub fn require_root_and_useradd() {
          isolation"
     );
     for tool in ["useradd", "userdel", "groupadd", "groupdel"] {
-        let found = Command::new(tool).arg("--help").output();
         assert!(
-            found.is_ok(),
-            "this test needs `{tool}` on PATH (Debian/Ubuntu: package `passwd`) to make and \
-             remove throw-away OS users: {found:?}"
+            find(tool).is_some(),
+            "this test needs `{tool}` (on PATH, in /usr/sbin or /sbin; Debian/Ubuntu: package \
+             `passwd`) to make and remove throw-away OS users"
         );
     }
+}
+
+/// Where `tool` is: on PATH, or in the system directories (sbin: a non-login root shell may
+/// leave them off PATH).
+fn find(tool: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .map(|dir| std::path::Path::new(dir).join(tool))
+        .find(|candidate| candidate.is_file())
+}
+
+/// `tool`, found as [`find`] does.
+pub fn command(tool: &str) -> Command {
+    Command::new(find(tool).unwrap_or_else(|| tool.into()))
 }
 
 /// OS users and groups that exist until this is dropped.
@@ -90,18 +106,18 @@ impl OsUsers {
 impl Drop for OsUsers {
     fn drop(&mut self) {
         for user in &self.users {
-            let _ = Command::new("userdel").arg(user).output();
+            let _ = command("userdel").arg(user).output();
             // userdel removes the user's own group only where USERGROUPS_ENAB says so.
-            let _ = Command::new("groupdel").arg(user).output();
+            let _ = command("groupdel").arg(user).output();
         }
         for group in &self.groups {
-            let _ = Command::new("groupdel").arg(group).output();
+            let _ = command("groupdel").arg(group).output();
         }
     }
 }
 
 fn run(tool: &str, args: &[&str]) {
-    let out = Command::new(tool)
+    let out = command(tool)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("running {tool}: {e}"));
@@ -113,7 +129,7 @@ fn run(tool: &str, args: &[&str]) {
 }
 
 fn id(args: &[&str]) -> u32 {
-    let out = Command::new("id").args(args).output().unwrap();
+    let out = command("id").args(args).output().unwrap();
     assert!(out.status.success(), "id {args:?}");
     String::from_utf8(out.stdout)
         .unwrap()
