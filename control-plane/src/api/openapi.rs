@@ -332,33 +332,11 @@ fn object(required: &[&str], properties: Value) -> Value {
            "required": required, "properties": properties})
 }
 
-/// A user or group name as `meridian_proto::run::os_name_problem` accepts it.
-const OS_NAME: &str = "^([a-z_][a-z0-9_-]{0,31}|[0-9]+)$";
-
 fn schemas() -> Value {
     let name = json!({"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"});
     let opt_name =
         json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"});
-    // Built apart, and `OsUser` added after: one json! this long exceeds the macro
-    // recursion limit.
-    let run_as = object(
-        &[],
-        json!({
-            "default": {"oneOf": [{"type": "null"}, schema_ref("OsUser")],
-                "description": "the OS user of tenants not in `tenants`"},
-            "tenants": {"type": "object", "additionalProperties": schema_ref("OsUser"),
-                "description": "tenant → the OS user its tasks run as on the agents"},
-            "allow_agent_user": {"type": "boolean", "default": false,
-                "description": "let tasks run as the agent's own user or root (dev, labs)"}}),
-    );
-    let os_user = object(
-        &["user"],
-        json!({
-            "user": {"type": "string", "pattern": OS_NAME},
-            "group": {"type": ["string", "null"], "pattern": OS_NAME,
-                "description": "default: the user's primary group"}}),
-    );
-    let mut schemas = json!({
+    json!({
         "Error": {"type": "object", "required": ["error", "kind"], "properties": {
             "error": {"type": "string"},
             "kind": {"type": "string", "enum": ["invalid", "missing", "exists", "in_use",
@@ -377,7 +355,7 @@ fn schemas() -> Value {
             "vars": {"type": "object", "additionalProperties": {"type": "string"}},
             "work_dir": {"type": ["string", "null"]},
             "queue": {"type": ["string", "null"]},
-            "run_as": run_as})),
+            "run_as": run_as_schema()})),
         "Tenant": object(&["name"], json!({"name": name, "description": {"type": "string"}})),
         "Grant": object(&["tenant", "environment"], json!({
             "tenant": name, "environment": name,
@@ -482,9 +460,7 @@ fn schemas() -> Value {
             "applied_index": {"type": ["integer", "null"]},
             "leader": {"type": ["string", "null"]}, "reachable": {"type": "boolean"},
             "members": {"type": "array", "items": {"type": "object"}}}},
-    });
-    schemas["OsUser"] = os_user;
-    schemas
+    })
 }
 
 /// The whole document.
@@ -512,6 +488,30 @@ pub fn document() -> Value {
         "security": [{"bearer": []}],
         "paths": paths,
     })
+}
+
+/// An environment's `run_as`, with the OS user inline (built apart: the schemas' one json!
+/// is near the macro recursion limit).
+fn run_as_schema() -> Value {
+    // As `meridian_proto::run::os_name_problem` accepts them.
+    let os_name = "^([a-z_][a-z0-9_-]{0,31}|[0-9]+)$";
+    let os_user = object(
+        &["user"],
+        json!({
+            "user": {"type": "string", "pattern": os_name},
+            "group": {"type": ["string", "null"], "pattern": os_name,
+                "description": "default: the user's primary group"}}),
+    );
+    object(
+        &[],
+        json!({
+            "default": {"oneOf": [{"type": "null"}, os_user],
+                "description": "the OS user of tenants not in `tenants`"},
+            "tenants": {"type": "object", "additionalProperties": os_user,
+                "description": "tenant → the OS user its tasks run as on the agents"},
+            "allow_agent_user": {"type": "boolean", "default": false,
+                "description": "let tasks run as the agent's own user or root (dev, labs)"}}),
+    )
 }
 
 #[cfg(test)]
