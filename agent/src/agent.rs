@@ -46,6 +46,8 @@ pub enum AgentError {
     Resources(#[from] crate::resources::OpenError),
     #[error("metrics: listening on {0}: {1}")]
     Metrics(std::net::SocketAddr, std::io::Error),
+    #[error("making the data directory {0} private to the agent: {1}")]
+    DataDir(String, std::io::Error),
 }
 
 /// How many due records one pass of the firing loop takes.
@@ -219,6 +221,9 @@ impl Agent {
             config.resources.clone(),
             clock.clone(),
         )?;
+        // Tasks run as other users from here on: nothing of the agent's may be readable to them.
+        crate::run_dir::secure(&config.data_dir, &config.work_dir(), &config.tls.key)
+            .map_err(|e| AgentError::DataDir(config.data_dir.display().to_string(), e))?;
         let reported = Arc::new(Notify::new());
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -239,6 +244,7 @@ impl Agent {
                 http,
                 reported: reported.clone(),
                 resources: resources.clone(),
+                hostname: config.hostname.clone(),
             },
             leases: Mutex::new(Leases::default()),
             releasing: Mutex::new(Vec::new()),

@@ -486,6 +486,8 @@ mod tests {
                 environment: "prod".into(),
                 vars: Default::default(),
                 work_dir: None,
+                os_user: None,
+                allow_agent_user: false,
             },
         }
     }

@@ -15,23 +15,31 @@
 //! - [`link`]: mutual TLS to any plane node through the hosts map, moving on when one fails.
 //! - [`task`]: one attempt of a shell or HTTP task; [`runner`]: a whole run, its DAG, retries
 //!   and logs.
+//! - [`identity`]: who a run's shell tasks run as — the tenant's OS user from its
+//!   environment's `run_as`, looked up on this host — and the refusal of root or the agent's
+//!   own user (pure decision, then the lookups and the child's setgroups/setgid/setuid).
+//! - [`run_dir`]: run directories (0700, the task user's) and the modes of the agent's own
+//!   data directory, database, cache and key, so no task user can read them.
 //! - [`bucket`]: the S3 bucket's settings and client; [`resources`]: the cache of the
 //!   objects tasks need (revalidated with HEAD, downloaded only when changed, one flight per
 //!   object, a byte budget that never removes a file in use).
 //! - [`agent`]: the runtime — heartbeat, firing and reporting loops over the parts above.
 //!
 //! Data flows: heartbeat → leases → fetch → buffer (records from `meridian_proto::calendar`)
-//! → firing at fire time → runner (resources from the cache) → outbox → report → plane.
+//! → firing at fire time → runner (its OS user from identity, resources from the cache, the
+//! directory from run_dir) → outbox → report → plane.
 
 pub mod agent;
 pub mod bucket;
 pub mod buffer;
 pub mod config;
 pub mod firing;
+pub mod identity;
 pub mod lease;
 pub mod link;
 pub mod outbox;
 pub mod resources;
+pub mod run_dir;
 pub mod runner;
 pub mod store;
 pub mod task;

@@ -19,6 +19,11 @@
 //! - **S3 down.** With `stale_if_error` a cached copy is used and the run gets a warning that
 //!   says which copy; without it, or with nothing cached, the task fails naming the key and
 //!   the endpoint.
+//! - **Only the task's user reads it.** The cache directory is the agent's alone (0700), so a
+//!   task running as another user could not follow a symlink into it: for such a task the file
+//!   is hard-linked into its working directory (0700, its own), or copied there (owned by it,
+//!   mode 0400) when the directory is on another file system. Cached files stay 0444 and the
+//!   agent's, so a hard link gives the task nothing to write.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -35,6 +40,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::bucket::{Bucket, BucketError, ObjectMeta};
+use crate::identity::Owner;
 
 /// `[resources]` in `agent.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -368,6 +374,15 @@ impl ResourceCache {
         let objects = dir.join("objects");
         let tmp = dir.join("tmp");
         std::fs::create_dir_all(&objects).map_err(io(&objects))?;
+        // The agent's alone: tasks of other users get links or copies, never a way in.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                dir,
+                std::fs::Permissions::from_mode(crate::run_dir::PRIVATE_DIR),
+            )
+            .map_err(io(dir))?;
+        }
         // Anything in tmp/ is a download a previous process did not finish.
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
@@ -497,6 +512,18 @@ impl ResourceCache {
         resources: &BTreeMap<ResourceKey, String>,
         dir: &Path,
     ) -> Result<Prepared, PrepareError> {
+        self.prepare_for(tenant, resources, dir, None).await
+    }
+
+    /// [`prepare`](Self::prepare) for a task running as `owner` (none: as the agent): its
+    /// files are hard links or copies it can read, since it cannot enter the cache.
+    pub async fn prepare_for(
+        &self,
+        tenant: &str,
+        resources: &BTreeMap<ResourceKey, String>,
+        dir: &Path,
+        owner: Option<Owner>,
+    ) -> Result<Prepared, PrepareError> {
         let mut prepared = Prepared::default();
         for (key, name) in resources {
             let (pin, warning) = match self.fetch(tenant, key).await {
@@ -506,7 +533,7 @@ impl ResourceCache {
                     return Err(e);
                 }
             };
-            self.link(pin.file(), dir, name)
+            self.link(pin.file(), dir, name, owner)
                 .map_err(|e| PrepareError::Local {
                     key: key.to_string(),
                     message: format!("linking it as {}: {e}", dir.join(name).display()),
@@ -735,10 +762,20 @@ impl ResourceCache {
     /// Links `file` as `dir/name`, replacing whatever link was there in one rename (a task
     /// of the same run using the old link never finds the name missing). The link's directory
     /// must resolve inside `dir`: a symlink a task planted on the way cannot redirect it.
-    fn link(&self, file: &Path, dir: &Path, name: &str) -> std::io::Result<()> {
+    ///
+    /// For a task running as `owner` (another user than the agent) the link is a hard link,
+    /// or a copy of its own (mode 0400) across file systems, and directories made on the way
+    /// are its own; a symlink into the cache would be one it cannot follow.
+    fn link(
+        &self,
+        file: &Path,
+        dir: &Path,
+        name: &str,
+        owner: Option<Owner>,
+    ) -> std::io::Result<()> {
         let at = dir.join(name);
         let parent = at.parent().unwrap_or(dir);
-        std::fs::create_dir_all(parent)?;
+        make_dirs(dir, parent, owner)?;
         if !parent.canonicalize()?.starts_with(dir.canonicalize()?) {
             return Err(std::io::Error::other(
                 "its directory leads outside the working directory (through a symlink)",
@@ -753,9 +790,13 @@ impl ResourceCache {
             ".meridian-link-{}",
             self.inner.generation.fetch_add(1, Ordering::Relaxed)
         ));
-        let made = match self.inner.config.link {
-            LinkKind::Symlink => std::os::unix::fs::symlink(file, &staged),
-            LinkKind::Hardlink => std::fs::hard_link(file, &staged).map_err(|e| {
+        let made = match (owner, self.inner.config.link) {
+            (Some(owner), _) => match std::fs::hard_link(file, &staged) {
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => copy_for(file, &staged, owner),
+                linked => linked,
+            },
+            (None, LinkKind::Symlink) => std::os::unix::fs::symlink(file, &staged),
+            (None, LinkKind::Hardlink) => std::fs::hard_link(file, &staged).map_err(|e| {
                 if e.raw_os_error() == Some(libc::EXDEV) {
                     std::io::Error::other(format!(
                         "{e}: hard links need the working directory on the cache's file \
@@ -771,6 +812,50 @@ impl ResourceCache {
                 let _ = std::fs::remove_file(&staged);
             })
     }
+}
+
+/// Makes `parent` and the directories between `dir` and it; those made are `owner`'s (when
+/// given), so the task can write next to its resources as it could without them.
+fn make_dirs(dir: &Path, parent: &Path, owner: Option<Owner>) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let Ok(below) = parent.strip_prefix(dir) else {
+        return std::fs::create_dir_all(parent);
+    };
+    let mut at = dir.to_owned();
+    for part in below.components() {
+        at.push(part);
+        match std::fs::create_dir(&at) {
+            Ok(()) => {
+                if let Some(owner) = owner {
+                    std::os::unix::fs::lchown(&at, Some(owner.uid), Some(owner.gid))?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Copies the cached `file` to the new name `to` as `owner`'s, read-only (0400). Never opens
+/// an existing name: a symlink planted there does not redirect the copy.
+fn copy_for(file: &Path, to: &Path, owner: Owner) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let copied = (|| {
+        let mut from = std::fs::File::open(file)?;
+        let mut copy = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(to)?;
+        std::io::copy(&mut from, &mut copy)?;
+        std::os::unix::fs::fchown(&copy, Some(owner.uid), Some(owner.gid))?;
+        copy.set_permissions(std::fs::Permissions::from_mode(0o400))
+    })();
+    copied.inspect_err(|_| {
+        let _ = std::fs::remove_file(to);
+    })
 }
 
 async fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -820,15 +905,15 @@ mod tests {
         std::fs::create_dir_all(&run).unwrap();
         std::fs::create_dir_all(&outside).unwrap();
         std::os::unix::fs::symlink(&outside, run.join("lib")).unwrap();
-        let e = cache.link(&file, &run, "lib/app.jar").unwrap_err();
+        let e = cache.link(&file, &run, "lib/app.jar", None).unwrap_err();
         assert!(
             e.to_string().contains("outside the working directory"),
             "{e}"
         );
         assert!(!outside.join("app.jar").exists());
         // An ordinary name is linked, and linking again replaces it.
-        cache.link(&file, &run, "conf/app.jar").unwrap();
-        cache.link(&file, &run, "conf/app.jar").unwrap();
+        cache.link(&file, &run, "conf/app.jar", None).unwrap();
+        cache.link(&file, &run, "conf/app.jar", None).unwrap();
         assert_eq!(std::fs::read(run.join("conf/app.jar")).unwrap(), b"x");
         assert_eq!(
             std::fs::read_dir(run.join("conf")).unwrap().count(),

@@ -6,6 +6,10 @@
 //! retries spent, or the retry budget `retry_max_seconds` gone), no further task starts, the
 //! ones already going finish, and the run fails. A kill stops every attempt going (TERM, grace,
 //! KILL) and ends the run `killed`.
+//!
+//! Who the run's shell tasks run as is decided once per run ([`identity::task_user`]); a shell
+//! task the decision refuses fails on its first attempt without starting anything and is not
+//! retried (the same attempt would be refused the same way), and the run's message says why.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -14,13 +18,15 @@ use std::time::Duration;
 
 use meridian_proto::Clock;
 use meridian_proto::run::{AttemptEvent, AttemptOutcome, LogChunk, Report, ReportItem, RunState};
-use meridian_proto::workflow::TaskSpec;
+use meridian_proto::workflow::{TaskKind, TaskSpec};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::buffer::LocalRun;
+use crate::identity::{self, IdentityError, TaskUser};
 use crate::outbox::Outbox;
 use crate::resources::{Prepared, ResourceCache};
+use crate::run_dir;
 use crate::task::{self, Attempt, AttemptEnd, Log};
 
 /// What every run shares.
@@ -36,6 +42,19 @@ pub struct Runner {
     pub reported: Arc<tokio::sync::Notify>,
     /// Where tasks' resources come from.
     pub resources: ResourceCache,
+    /// This agent's hostname, named when a run's OS user does not exist here.
+    pub hostname: String,
+}
+
+/// Who a run's shell tasks run as, or why they may not start; decided once per run.
+type RunUser = Option<Arc<Result<TaskUser, IdentityError>>>;
+
+/// How a task ended, for the run.
+enum TaskEnd {
+    Succeeded,
+    Failed,
+    /// Refused before anything started; the message says why.
+    Refused(String),
 }
 
 /// A log is cut into a chunk at this size, or when this long has passed since the first
@@ -82,8 +101,10 @@ impl Runner {
             .map(PathBuf::from)
             .unwrap_or_else(|| self.work_dir.clone())
             .join(safe_dir_name(&run.run_id));
+        let user = self.run_user(run).await;
         let mut succeeded: BTreeSet<String> = BTreeSet::new();
         let mut started: BTreeSet<String> = BTreeSet::new();
+        // The run's message once a task failed for good.
         let mut failed: Option<String> = None;
         let mut going = JoinSet::new();
         loop {
@@ -98,9 +119,10 @@ impl Runner {
                         let task = t.clone();
                         let dir = dir.clone();
                         let kill = kill.clone();
+                        let user = user.clone();
                         going.spawn(async move {
-                            let ok = this.task(&run, &task, dir, kill).await;
-                            (task.name, ok)
+                            let ended = this.task(&run, &task, dir, user, kill).await;
+                            (task.name, ended)
                         });
                     }
                 }
@@ -109,21 +131,24 @@ impl Runner {
                 break;
             };
             match joined {
-                Ok((name, true)) => {
+                Ok((name, TaskEnd::Succeeded)) => {
                     succeeded.insert(name);
                 }
-                Ok((name, false)) => {
-                    failed.get_or_insert(name);
+                Ok((name, TaskEnd::Failed)) => {
+                    failed.get_or_insert(format!("task `{name}` failed"));
+                }
+                Ok((name, TaskEnd::Refused(why))) => {
+                    failed.get_or_insert(format!("task `{name}` could not start: {why}"));
                 }
                 Err(e) => {
-                    failed.get_or_insert(format!("(a task panicked: {e})"));
+                    failed.get_or_insert(format!("task `(a task panicked: {e})` failed"));
                 }
             }
         }
         if *kill.borrow() {
             (RunState::Killed, "killed".into())
-        } else if let Some(task) = failed {
-            (RunState::Failed, format!("task `{task}` failed"))
+        } else if let Some(message) = failed {
+            (RunState::Failed, message)
         } else if succeeded.len() == tasks.len() {
             (RunState::Succeeded, String::new())
         } else {
@@ -131,24 +156,66 @@ impl Runner {
         }
     }
 
-    /// Runs one task with its retries; true if an attempt succeeded.
+    /// Who `run`'s shell tasks run as (looked up off the runtime: the user database may be
+    /// on the network); none when it has no shell task, which needs nobody.
+    async fn run_user(&self, run: &LocalRun) -> RunUser {
+        let tasks = &run.job.definition.tasks;
+        if !tasks
+            .iter()
+            .any(|t| matches!(t.kind, TaskKind::Shell { .. }))
+        {
+            return None;
+        }
+        let job = run.job.clone();
+        let host = self.hostname.clone();
+        let decided = tokio::task::spawn_blocking(move || identity::task_user(&job, &host))
+            .await
+            .unwrap_or_else(|e| {
+                Err(IdentityError::Lookup {
+                    what: "the run's OS user".into(),
+                    host: self.hostname.clone(),
+                    message: e.to_string(),
+                })
+            });
+        if let Err(e) = &decided {
+            tracing::warn!("run {}: {e}", run.run_id);
+        }
+        Some(Arc::new(decided))
+    }
+
+    /// Runs one task with its retries.
     async fn task(
         &self,
         run: &LocalRun,
         spec: &TaskSpec,
         dir: PathBuf,
+        user: RunUser,
         mut kill: watch::Receiver<bool>,
-    ) -> bool {
+    ) -> TaskEnd {
         let first_start = tokio::time::Instant::now();
         let vars = run_vars(run);
         let mut delay = Duration::from_secs(spec.retry_delay_seconds);
+        let task_user = match (&spec.kind, user.as_deref()) {
+            (TaskKind::Shell { .. }, Some(Err(refused))) => {
+                return self.refuse(run, spec, refused.to_string()).await;
+            }
+            (_, Some(Ok(user))) => Some(user),
+            _ => None,
+        };
+        // Files made for the task are its user's.
+        let owner = task_user.and_then(TaskUser::owner);
         for attempt in 1..=spec.retries.saturating_add(1) {
             // Resources first, on every attempt: a retry after S3 was down tries again.
             let prepared = if spec.resources.is_empty() {
                 Ok(Prepared::default())
+            } else if let Err(e) = run_dir::make(&dir, owner) {
+                Err(format!(
+                    "creating the working directory {}: {e}",
+                    dir.display()
+                ))
             } else {
                 tokio::select! {
-                    p = self.resources.prepare(&run.job.tenant, &spec.resources, &dir) => p.map_err(|e| e.to_string()),
+                    p = self.resources.prepare_for(&run.job.tenant, &spec.resources, &dir, owner) => p.map_err(|e| e.to_string()),
                     _ = kill.wait_for(|k| *k) => Err("killed while preparing resources".to_owned()),
                 }
             };
@@ -187,6 +254,7 @@ impl Runner {
                         Attempt {
                             env: &vars,
                             dir: &dir,
+                            user: task_user,
                             timeout: spec.timeout_seconds.map(Duration::from_secs),
                             grace: self.grace,
                             kill: kill.clone(),
@@ -215,8 +283,8 @@ impl Runner {
             )
             .await;
             match ended.outcome {
-                AttemptOutcome::Succeeded => return true,
-                AttemptOutcome::Killed => return false,
+                AttemptOutcome::Succeeded => return TaskEnd::Succeeded,
+                AttemptOutcome::Killed => return TaskEnd::Failed,
                 _ => {}
             }
             if attempt > spec.retries {
@@ -229,11 +297,42 @@ impl Runner {
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = kill.wait_for(|k| *k) => return false,
+                _ = kill.wait_for(|k| *k) => return TaskEnd::Failed,
             }
             delay = delay.saturating_mul(2);
         }
-        false
+        TaskEnd::Failed
+    }
+
+    /// Records a task that may not start: its first attempt, started and failed at once with
+    /// `why`, in its log too. No retry: it would be refused the same way.
+    async fn refuse(&self, run: &LocalRun, spec: &TaskSpec, why: String) -> TaskEnd {
+        let started = AttemptEvent {
+            run_id: run.run_id.clone(),
+            task: spec.name.clone(),
+            attempt: 1,
+            outcome: AttemptOutcome::Started,
+            at_ms: self.clock.now_ms(),
+            exit_code: None,
+            message: String::new(),
+            warning: String::new(),
+        };
+        self.report(run, ReportItem::Attempt(started.clone())).await;
+        let (log, drained) = self.log_drain(run, &spec.name, 1);
+        log.write(format!("meridian: {why}\n").as_bytes());
+        drop(log);
+        let _ = drained.await;
+        self.report(
+            run,
+            ReportItem::Attempt(AttemptEvent {
+                outcome: AttemptOutcome::Failed,
+                at_ms: self.clock.now_ms(),
+                message: why.clone(),
+                ..started
+            }),
+        )
+        .await;
+        TaskEnd::Refused(why)
     }
 
     /// A log for one attempt, and the task that turns what is written to it into outbox

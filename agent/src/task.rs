@@ -1,6 +1,10 @@
 //! Running one attempt of one task: a shell script in its own process group, or an HTTP
 //! request. Output goes to a [`LogSink`] as it comes; a timeout or a kill sends TERM to the
 //! whole process group, waits the grace period, then sends KILL.
+//!
+//! A script starts as the run's [`TaskUser`] (groups, gid, uid set in the child when the agent
+//! switches) in its own working directory, with a clean environment: the environment's and the
+//! run's variables and a minimal `PATH`, `HOME`, `USER` and `LOGNAME`, nothing of the agent's.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +15,9 @@ use meridian_proto::run::AttemptOutcome;
 use meridian_proto::workflow::TaskKind;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
+
+use crate::identity::{self, Identity, TaskUser};
+use crate::run_dir;
 
 /// Where an attempt's output goes: a channel the runner drains into outbox log chunks, so a
 /// task never waits for the disk.
@@ -33,8 +40,13 @@ pub struct AttemptEnd {
 
 /// Everything an attempt needs besides the task itself.
 pub struct Attempt<'a> {
+    /// The environment's and the run's variables; a script gets these and nothing of the
+    /// agent's own (see [`task_env`]).
     pub env: &'a BTreeMap<String, String>,
     pub dir: &'a Path,
+    /// Who a script runs as; none: it may not start (the run's user was refused), which only
+    /// HTTP and no-op tasks, running inside the agent, do not mind.
+    pub user: Option<&'a TaskUser>,
     pub timeout: Option<Duration>,
     pub grace: Duration,
     /// Becomes true when the run is killed.
@@ -83,8 +95,38 @@ fn signal_group(pid: u32, signal: libc::c_int) {
     }
 }
 
+/// The `PATH` a script starts with unless its environment sets one.
+pub const TASK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Everything a script's environment holds: a minimal `PATH` and `HOME` (the user's home, or
+/// the working directory if it has none), which `vars` may override; then `vars` (the
+/// environment's variables and the run's `MERIDIAN_*`); then `USER` and `LOGNAME`, which say
+/// who it runs as and are not for the environment to change.
+pub fn task_env(
+    user: &Identity,
+    dir: &Path,
+    vars: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let home = user.home.as_deref().unwrap_or(dir);
+    let mut env = BTreeMap::from([
+        ("PATH".to_owned(), TASK_PATH.to_owned()),
+        ("HOME".to_owned(), home.display().to_string()),
+    ]);
+    env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.insert("USER".into(), user.name.clone());
+    env.insert("LOGNAME".into(), user.name.clone());
+    env
+}
+
 async fn shell(script: &str, mut a: Attempt<'_>, log: &Log) -> AttemptEnd {
-    if let Err(e) = tokio::fs::create_dir_all(a.dir).await {
+    let Some(user) = a.user else {
+        return end(
+            AttemptOutcome::Failed,
+            None,
+            "no OS user to run the script as",
+        );
+    };
+    if let Err(e) = run_dir::make(a.dir, user.owner()) {
         return end(
             AttemptOutcome::Failed,
             None,
@@ -96,14 +138,35 @@ async fn shell(script: &str, mut a: Attempt<'_>, log: &Log) -> AttemptEnd {
         .arg("-c")
         .arg(script)
         .current_dir(a.dir)
-        .envs(a.env)
+        // Nothing of the agent's own: its credentials (AWS_*), config paths and the like.
+        .env_clear()
+        .envs(task_env(&user.identity, a.dir, a.env))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if user.switch {
+        let groups: Vec<libc::gid_t> = user.identity.groups.clone();
+        let (gid, uid) = (user.identity.gid, user.identity.uid);
+        // SAFETY: the closure runs between fork and exec; `become_user` makes only
+        // async-signal-safe system calls on data moved in here, allocated before the fork.
+        unsafe {
+            command.pre_exec(move || identity::become_user(&groups, gid, uid));
+        }
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
+        Err(e) if user.switch => {
+            return end(
+                AttemptOutcome::Failed,
+                None,
+                format!(
+                    "starting /bin/sh as `{}` (uid {}, gid {}): {e}",
+                    user.identity.name, user.identity.uid, user.identity.gid
+                ),
+            );
+        }
         Err(e) => {
             return end(
                 AttemptOutcome::Failed,
@@ -286,5 +349,57 @@ fn why(e: reqwest::Error) -> String {
         e.to_string()
     } else {
         format!("{e}: {cause}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_gets_a_minimal_environment_that_the_environment_may_extend() {
+        let user = Identity {
+            name: "ads-etl".into(),
+            uid: 1001,
+            gid: 1001,
+            groups: vec![1001],
+            home: Some("/home/ads-etl".into()),
+        };
+        let dir = Path::new("/var/lib/meridian-agent/runs/ads.etl@1");
+        let vars = BTreeMap::from([
+            ("JAVA_HOME".to_owned(), "/opt/java".to_owned()),
+            ("MERIDIAN_RUN_ID".to_owned(), "ads.etl@1".to_owned()),
+        ]);
+        let env = task_env(&user, dir, &vars);
+        let expect = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            env,
+            expect(&[
+                ("HOME", "/home/ads-etl"),
+                ("JAVA_HOME", "/opt/java"),
+                ("LOGNAME", "ads-etl"),
+                ("MERIDIAN_RUN_ID", "ads.etl@1"),
+                ("PATH", TASK_PATH),
+                ("USER", "ads-etl"),
+            ])
+        );
+        // No home: the working directory. The environment may set PATH and HOME, not USER.
+        let homeless = Identity { home: None, ..user };
+        let vars = BTreeMap::from([
+            ("PATH".to_owned(), "/opt/tools/bin:/usr/bin:/bin".to_owned()),
+            ("USER".to_owned(), "root".to_owned()),
+        ]);
+        let env = task_env(&homeless, dir, &vars);
+        assert_eq!(env["HOME"], dir.display().to_string());
+        assert_eq!(env["PATH"], "/opt/tools/bin:/usr/bin:/bin");
+        assert_eq!(
+            (env["USER"].as_str(), env["LOGNAME"].as_str()),
+            ("ads-etl", "ads-etl")
+        );
     }
 }

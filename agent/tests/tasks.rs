@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use meridian_agent::buffer::LocalRun;
+use meridian_agent::identity::TaskUser;
 use meridian_agent::outbox::Outbox;
 use meridian_agent::resources::ResourceCache;
 use meridian_agent::runner::Runner;
@@ -54,6 +55,8 @@ struct Fixture {
     env: BTreeMap<String, String>,
     http: reqwest::Client,
     kill: watch::Sender<bool>,
+    /// Scripts run as the test's own user.
+    user: TaskUser,
 }
 
 impl Fixture {
@@ -63,6 +66,7 @@ impl Fixture {
             env: BTreeMap::new(),
             http: http_client(),
             kill: watch::channel(false).0,
+            user: TaskUser::agent().unwrap(),
         }
     }
 
@@ -70,6 +74,7 @@ impl Fixture {
         Attempt {
             env: &self.env,
             dir: self.dir.path(),
+            user: Some(&self.user),
             timeout,
             grace,
             kill: self.kill.subscribe(),
@@ -435,6 +440,7 @@ impl Agent {
                 Arc::new(SystemClock),
             )
             .unwrap(),
+            hostname: "agent-1".into(),
         };
         Self { _dir: dir, runner }
     }
@@ -520,6 +526,10 @@ fn local_run(tasks: Vec<TaskSpec>) -> LocalRun {
             environment: "prod".into(),
             vars: BTreeMap::new(),
             work_dir: None,
+            os_user: None,
+            // These tests run scripts as the test's own user; `isolation.rs` runs them as
+            // others.
+            allow_agent_user: true,
         },
     }
 }

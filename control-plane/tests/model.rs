@@ -8,11 +8,12 @@ use meridian_plane::model::processor::{self, ApplyError, Refusal};
 use meridian_plane::model::query::{ClaimedLease, LeaseRecord, RunFilter};
 use meridian_plane::model::{
     AgentReport, Cluster, ClusterRole, Command, DataCenter, Environment, Grant, Heartbeat, Name,
-    PartitionRef, Proposal, ReportEntry, Schedule, Tenant, Workflow, query,
+    PartitionRef, Proposal, ReportEntry, RunAs, RunRequest, Schedule, Tenant, Workflow, query,
 };
 use meridian_plane::raft::backup;
 use meridian_proto::run::{
-    AttemptEvent, AttemptOutcome, LogChunk, Report, ReportItem, RunEvent, RunState, partition_of,
+    AttemptEvent, AttemptOutcome, Job, LogChunk, OsUser, Report, ReportItem, RunEvent, RunState,
+    partition_of,
 };
 use meridian_proto::workflow::WorkflowDefinition;
 use meridian_proto::{FireId, ScheduleId, ScheduleSpec};
@@ -203,6 +204,7 @@ fn env(name: &str, cluster: &str) -> Environment {
         vars: [("JAVA_HOME".to_string(), "/opt/java".to_string())].into(),
         work_dir: None,
         queue: None,
+        run_as: Default::default(),
     }
 }
 
@@ -444,6 +446,105 @@ async fn invalid_specs_and_definitions_name_the_field() {
     assert!(
         err.contains("spec.cron.minute: cron: minute field `61` is invalid"),
         "{err}"
+    );
+}
+
+fn os_user(user: &str, group: Option<&str>) -> OsUser {
+    OsUser {
+        user: user.into(),
+        group: group.map(Into::into),
+    }
+}
+
+#[tokio::test]
+async fn an_environment_maps_tenants_to_os_users_and_runs_carry_their_tenants() {
+    let mut m = Model::new().await;
+    m.federation().await;
+    let shared = |run_as: RunAs| Environment {
+        run_as,
+        ..env("shared-nj", "nj-main")
+    };
+    let err = m
+        .refused(Command::CreateEnvironment(shared(RunAs {
+            tenants: [(n("ads"), os_user("Ads Team", None))].into(),
+            ..Default::default()
+        })))
+        .await;
+    assert_eq!(
+        err,
+        "creating environment `shared-nj`: run_as.tenants.ads.user: must start with a \
+         lower-case letter or `_` (or be a numeric id)"
+    );
+    let err = m
+        .refused(Command::CreateEnvironment(shared(RunAs {
+            default: Some(os_user("svc", Some("etl;rm"))),
+            ..Default::default()
+        })))
+        .await;
+    assert_eq!(
+        err,
+        "creating environment `shared-nj`: run_as.default.group: may only contain lower-case \
+         letters, digits, `_` and `-`"
+    );
+    let run_as = RunAs {
+        default: Some(os_user("mrd-shared", None)),
+        tenants: [(n("ads"), os_user("ads-etl", Some("etl")))].into(),
+        allow_agent_user: true,
+    };
+    m.ok(Command::CreateEnvironment(shared(run_as.clone())))
+        .await;
+    let stored = query::environment(&m.pool, &n("shared-nj"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.run_as, run_as);
+
+    // `ads` has its own user; `web` gets the default; in `prod-nj`, which maps nothing and
+    // allows nothing, the job says so (the agent refuses it).
+    m.ok(Command::CreateTenant(Tenant {
+        name: n("web"),
+        description: String::new(),
+    }))
+    .await;
+    for (tenant, environment) in [("ads", "shared-nj"), ("web", "shared-nj")] {
+        m.ok(Command::CreateGrant(Grant {
+            tenant: n(tenant),
+            environment: n(environment),
+            max_concurrent_runs: 1,
+        }))
+        .await;
+    }
+    m.ok(Command::ApplyWorkflow(workflow("ads", "etl", "true")))
+        .await;
+    m.ok(Command::ApplyWorkflow(workflow("web", "site", "true")))
+        .await;
+    let mut jobs = Vec::new();
+    for (tenant, workflow, environment) in [
+        ("ads", "etl", "shared-nj"),
+        ("web", "site", "shared-nj"),
+        ("ads", "etl", "prod-nj"),
+    ] {
+        m.ok(Command::RequestRun(RunRequest {
+            tenant: n(tenant),
+            workflow: n(workflow),
+            environment: Some(n(environment)),
+        }))
+        .await;
+        let job: String =
+            sqlx::query_scalar("SELECT job FROM agent_commands ORDER BY id DESC LIMIT 1")
+                .fetch_one(&m.pool)
+                .await
+                .unwrap();
+        let job: Job = serde_json::from_str(&job).unwrap();
+        jobs.push((job.os_user, job.allow_agent_user));
+    }
+    assert_eq!(
+        jobs,
+        [
+            (Some(os_user("ads-etl", Some("etl"))), true),
+            (Some(os_user("mrd-shared", None)), true),
+            (None, false),
+        ]
     );
 }
 

@@ -28,6 +28,72 @@ pub struct Job {
     /// Base directory for the run's working directory (none: the agent's default).
     #[serde(default)]
     pub work_dir: Option<String>,
+    /// The OS user the run's tenant maps to in its environment (`run_as`), as the plane
+    /// resolved it; the agent starts shell tasks as this user. None: the environment maps
+    /// nothing for the tenant, so a task could only run as the agent's own user, which the
+    /// agent refuses unless `allow_agent_user`. Defaulted so jobs written before it read.
+    #[serde(default)]
+    pub os_user: Option<OsUser>,
+    /// The environment lets tasks run as the agent's own user or as root (`meridian dev`, the
+    /// lab). Without it the agent refuses both: such a task could read the agent's key,
+    /// database, credentials and every other tenant's files.
+    #[serde(default)]
+    pub allow_agent_user: bool,
+}
+
+/// An OS identity on an agent's host: a user, and the group its tasks run in.
+///
+/// Strict (`deny_unknown_fields`) on purpose: a misspelt `group` dropped in silence would run
+/// tasks in a group nobody asked for, and an agent that cannot read a field added later should
+/// fail the job rather than ignore part of who it runs as.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OsUser {
+    /// A user name (`[a-z_][a-z0-9_-]*`, at most 32 characters) or a numeric uid, as the
+    /// agent's host knows it.
+    pub user: String,
+    /// The group tasks run in (name or numeric gid); none: the user's primary group.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+impl OsUser {
+    /// What is wrong with it, as (`user` or `group`, the problem); none when both are
+    /// portable names or numeric ids.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if let Some(problem) = os_name_problem(&self.user) {
+            return Some(("user", problem));
+        }
+        self.group
+            .as_deref()
+            .and_then(os_name_problem)
+            .map(|problem| ("group", problem))
+    }
+}
+
+/// Why `name` is not a user or group name every Unix host accepts: the POSIX-portable
+/// `[a-z_][a-z0-9_-]*` of at most 32 characters (what `useradd` takes by default), or a
+/// numeric id. Anything else could mean different users on different hosts, or none.
+pub fn os_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("must not be empty")
+    } else if name.bytes().all(|b| b.is_ascii_digit()) {
+        match name.parse::<u32>() {
+            Ok(id) if id < u32::MAX => None,
+            _ => Some("is not a valid numeric id"),
+        }
+    } else if name.len() > 32 {
+        Some("must be at most 32 characters")
+    } else if !name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_') {
+        Some("must start with a lower-case letter or `_` (or be a numeric id)")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        Some("may only contain lower-case letters, digits, `_` and `-`")
+    } else {
+        None
+    }
 }
 
 /// One schedule of a partition the agent holds.
@@ -267,6 +333,77 @@ mod tests {
         assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), report);
         let Report::V1 { item, .. } = report;
         assert_eq!(item.key(), "ads.etl@20260101T000000Z/load/1/log/4096");
+    }
+
+    #[test]
+    fn os_names_are_portable_names_or_numeric_ids() {
+        for ok in [
+            "ads",
+            "_svc",
+            "etl-runner_2",
+            "a",
+            "1001",
+            "0",
+            &"a".repeat(32),
+        ] {
+            assert_eq!(os_name_problem(ok), None, "{ok}");
+        }
+        for (bad, problem) in [
+            ("", "must not be empty"),
+            (
+                "Ads",
+                "must start with a lower-case letter or `_` (or be a numeric id)",
+            ),
+            (
+                "-x",
+                "must start with a lower-case letter or `_` (or be a numeric id)",
+            ),
+            (
+                "9lives",
+                "must start with a lower-case letter or `_` (or be a numeric id)",
+            ),
+            (
+                "ads.etl",
+                "may only contain lower-case letters, digits, `_` and `-`",
+            ),
+            (
+                "ads user",
+                "may only contain lower-case letters, digits, `_` and `-`",
+            ),
+            (
+                "root:x",
+                "may only contain lower-case letters, digits, `_` and `-`",
+            ),
+            (&"a".repeat(33), "must be at most 32 characters"),
+            // (uid_t)-1 means "no change" to setuid(2).
+            ("4294967295", "is not a valid numeric id"),
+            ("99999999999", "is not a valid numeric id"),
+        ] {
+            assert_eq!(os_name_problem(bad), Some(problem), "{bad:?}");
+        }
+        let user = |user: &str, group: Option<&str>| OsUser {
+            user: user.into(),
+            group: group.map(Into::into),
+        };
+        assert_eq!(user("ads", Some("etl")).problem(), None);
+        assert_eq!(
+            user("Ads", None).problem().map(|(field, _)| field),
+            Some("user")
+        );
+        assert_eq!(
+            user("ads", Some("a b")).problem().map(|(field, _)| field),
+            Some("group")
+        );
+    }
+
+    #[test]
+    fn a_job_written_before_run_as_reads_as_mapping_nothing() {
+        let old = r#"{"tenant":"ads","workflow":"etl","workflow_version":1,
+            "definition":{"tasks":[]},"environment":"prod"}"#;
+        let job: Job = serde_json::from_str(old).unwrap();
+        assert_eq!((job.os_user, job.allow_agent_user), (None, false));
+        let err = serde_json::from_str::<OsUser>(r#"{"user":"ads","gruop":"etl"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `gruop`"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use meridian_plane::certs;
 use meridian_plane::model::query::{self, RunFilter, RunRecord};
 use meridian_plane::model::{
     Cluster as ClusterDef, ClusterRole, Command, DataCenter, Environment, Grant, Name, Proposal,
-    Schedule, Tenant, Workflow,
+    RunAs, Schedule, Tenant, Workflow,
 };
 use meridian_plane::raft::Outcome;
 use meridian_plane::raft::node::Timing;
@@ -115,6 +115,11 @@ impl Federation {
             vars: BTreeMap::from([("GREETING".into(), "hello".into())]),
             work_dir: None,
             queue: None,
+            // The harness's agents run tasks as the test's own user (root in CI, or a developer).
+            run_as: RunAs {
+                allow_agent_user: true,
+                ..Default::default()
+            },
         }))
         .await;
         f.write(Command::CreateTenant(Tenant {
@@ -135,6 +140,11 @@ impl Federation {
                 vars: BTreeMap::from([("GREETING".into(), "hello from the backup".into())]),
                 work_dir: None,
                 queue: None,
+                // The harness's agents run tasks as the test's own user (root in CI, or a developer).
+                run_as: RunAs {
+                    allow_agent_user: true,
+                    ..Default::default()
+                },
             }))
             .await;
             f.write(Command::CreateGrant(Grant {
@@ -223,7 +233,8 @@ impl Federation {
         .await;
     }
 
-    fn agent_dir(&self, agent: &str) -> PathBuf {
+    /// Agent `agent`'s data directory.
+    pub fn agent_dir(&self, agent: &str) -> PathBuf {
         self.plane.dir.path().join("agents").join(agent)
     }
 

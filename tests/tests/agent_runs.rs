@@ -1,11 +1,13 @@
 //! The agent against a real plane, in process, on a manual clock: leases, the 50-record
 //! buffer, firing, shell tasks, the outbox, and the run history they produce.
 
+use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use meridian_plane::model::query;
-use meridian_proto::{OverlapPolicy, WINDOW};
-use meridian_tests::federation::{Federation, check, epoch};
+use meridian_plane::model::{Command, Environment, Grant, Schedule, Workflow, query};
+use meridian_proto::workflow::WorkflowDefinition;
+use meridian_proto::{OverlapPolicy, ScheduleSpec, WINDOW};
+use meridian_tests::federation::{Federation, check, epoch, name};
 
 const EVERY_10S: &str = "0/10 * * * * ?";
 
@@ -62,6 +64,88 @@ async fn scheduled_runs_fire_on_time_once_each_with_their_logs() {
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome, "succeeded");
     assert_eq!(attempts[0].exit_code, Some(0));
+
+    // The agent made its own files private when it started, and each run's directory is the
+    // run's alone.
+    let data = f.agent_dir("agent-1.test");
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&data), 0o711);
+    assert_eq!(mode(&data.join("agent.db")), 0o600);
+    assert_eq!(mode(&data.join("resources")), 0o700);
+    assert_eq!(mode(&data.join("runs")), 0o711);
+    assert_eq!(mode(&data.join("runs").join(&runs[0].run_id)), 0o700);
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_in_an_environment_that_maps_no_os_user_fails_saying_what_to_set() {
+    let mut f = Federation::start(1, 30).await;
+    // Like `prod`, but as an environment is by default: no user for any tenant, and the
+    // agent's own user not allowed.
+    f.write(Command::CreateEnvironment(Environment {
+        name: name("bare"),
+        cluster: name("main"),
+        vars: Default::default(),
+        work_dir: None,
+        queue: None,
+        run_as: Default::default(),
+    }))
+    .await;
+    f.write(Command::CreateGrant(Grant {
+        tenant: name("ads"),
+        environment: name("bare"),
+        max_concurrent_runs: 10,
+    }))
+    .await;
+    f.write(Command::ApplyWorkflow(Workflow {
+        tenant: name("ads"),
+        name: name("bare"),
+        environment: None,
+        definition: WorkflowDefinition {
+            tasks: vec![meridian_proto::workflow::TaskSpec {
+                retries: 3,
+                ..WorkflowDefinition::shell("main", "echo ran")
+                    .tasks
+                    .remove(0)
+            }],
+        },
+    }))
+    .await;
+    f.write(Command::CreateSchedule(Schedule {
+        tenant: name("ads"),
+        name: name("bare"),
+        workflow: name("bare"),
+        environment: name("bare"),
+        spec: ScheduleSpec::cron(EVERY_10S),
+        overlap: OverlapPolicy::AllowAll,
+    }))
+    .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(10), Duration::from_secs(2))
+        .await;
+    let runs = f.wait_for_history("bare", 1).await;
+    let run = &runs[0];
+    assert_eq!(run.state, "failed", "{run:?}");
+    assert!(
+        run.message.starts_with(
+            "task `main` could not start: refusing to run tenant `ads`'s task as the agent's \
+             own user `"
+        ) && run.message.contains(
+            "environment `bare` maps no OS user for the tenant; set run_as.tenants.ads or \
+             run_as.default on the environment"
+        ),
+        "{}",
+        run.message
+    );
+    let leader = f.plane.leader().await;
+    let pool = f.plane.node(leader).state.pool().clone();
+    // One attempt, not retried; nothing ran.
+    let attempts = query::attempts(&pool, &run.run_id).await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].outcome, "failed");
+    let logs = query::logs(&pool, &run.run_id).await.unwrap();
+    assert!(logs.iter().all(|l| !l.text.contains("ran\n")), "{logs:?}");
     f.shutdown().await;
 }
 

@@ -588,7 +588,8 @@ fn model_schemas() -> Value {
             "name": name, "cluster": name,
             "vars": {"type": "object", "additionalProperties": {"type": "string"}},
             "work_dir": {"type": ["string", "null"]},
-            "queue": {"type": ["string", "null"]}})),
+            "queue": {"type": ["string", "null"]},
+            "run_as": run_as_schema()})),
         "Tenant": object(&["name"], json!({"name": name, "description": {"type": "string"}})),
         "Grant": object(&["tenant", "environment"], json!({
             "tenant": name, "environment": name,
@@ -724,6 +725,30 @@ pub fn document() -> Value {
         "security": [{"bearer": []}, {"session": []}],
         "paths": paths,
     })
+}
+
+/// An environment's `run_as`, with the OS user inline (built apart: the schemas' one json!
+/// is near the macro recursion limit).
+fn run_as_schema() -> Value {
+    // As `meridian_proto::run::os_name_problem` accepts them.
+    let os_name = "^([a-z_][a-z0-9_-]{0,31}|[0-9]+)$";
+    let os_user = object(
+        &["user"],
+        json!({
+            "user": {"type": "string", "pattern": os_name},
+            "group": {"type": ["string", "null"], "pattern": os_name,
+                "description": "default: the user's primary group"}}),
+    );
+    object(
+        &[],
+        json!({
+            "default": {"oneOf": [{"type": "null"}, os_user],
+                "description": "the OS user of tenants not in `tenants`"},
+            "tenants": {"type": "object", "additionalProperties": os_user,
+                "description": "tenant → the OS user its tasks run as on the agents"},
+            "allow_agent_user": {"type": "boolean", "default": false,
+                "description": "let tasks run as the agent's own user or root (dev, labs)"}}),
+    )
 }
 
 #[cfg(test)]

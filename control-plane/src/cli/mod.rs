@@ -81,4 +81,50 @@ mod tests {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
     }
+
+    #[test]
+    fn env_create_flags_make_the_run_as_document() {
+        use super::model::CreateBody;
+        use clap::Parser;
+        let args = [
+            "meridian",
+            "env",
+            "create",
+            "shared",
+            "--cluster",
+            "nj-main",
+            "--run-as",
+            "ads=ads-etl:etl",
+            "--run-as",
+            "web=web",
+            "--run-as-default",
+            "mrd-shared",
+            "--allow-agent-user",
+        ];
+        let super::Command::Env(super::model::Verb::Create(create)) =
+            super::Cli::try_parse_from(args).unwrap().command
+        else {
+            panic!("parsed as env create");
+        };
+        assert_eq!(
+            create.flags.flags_document().unwrap(),
+            serde_json::json!({
+                "name": "shared",
+                "cluster": "nj-main",
+                "run_as": {
+                    "default": {"user": "mrd-shared"},
+                    "tenants": {
+                        "ads": {"user": "ads-etl", "group": "etl"},
+                        "web": {"user": "web"},
+                    },
+                    "allow_agent_user": true,
+                },
+            })
+        );
+        let document = serde_json::from_value::<crate::model::Environment>(
+            create.flags.flags_document().unwrap(),
+        )
+        .unwrap();
+        assert!(document.run_as.allow_agent_user);
+    }
 }

@@ -107,6 +107,17 @@ pub struct EnvCreate {
     pub work_dir: Option<String>,
     #[arg(long)]
     pub queue: Option<String>,
+    /// The OS user a tenant's tasks run as on the agents, `TENANT=USER[:GROUP]` (repeatable;
+    /// without GROUP, the user's primary group).
+    #[arg(long = "run-as", value_name = "TENANT=USER[:GROUP]")]
+    pub run_as: Vec<String>,
+    /// The OS user for tenants without a `--run-as` of their own.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub run_as_default: Option<String>,
+    /// Let tasks run as the agent's own user (root, when the agent runs as root): for
+    /// development machines and labs only. Without a user for the tenant, tasks are refused.
+    #[arg(long)]
+    pub allow_agent_user: bool,
 }
 
 #[derive(Debug, Args)]
@@ -326,7 +337,35 @@ impl CreateBody for EnvCreate {
         }
         d.opt("work_dir", self.work_dir.as_ref().map(|v| json!(v)));
         d.opt("queue", self.queue.as_ref().map(|v| json!(v)));
+        let mut run_as = Map::new();
+        let mut tenants = Map::new();
+        for entry in &self.run_as {
+            let (tenant, user) = entry.split_once('=').ok_or_else(|| {
+                ClientError::Refused(format!("--run-as `{entry}`: expected TENANT=USER[:GROUP]"))
+            })?;
+            tenants.insert(tenant.to_owned(), os_user(user));
+        }
+        if let Some(user) = &self.run_as_default {
+            run_as.insert("default".into(), os_user(user));
+        }
+        if !tenants.is_empty() {
+            run_as.insert("tenants".into(), Value::Object(tenants));
+        }
+        if self.allow_agent_user {
+            run_as.insert("allow_agent_user".into(), json!(true));
+        }
+        if !run_as.is_empty() {
+            d.opt("run_as", Some(Value::Object(run_as)));
+        }
         Ok(d.done())
+    }
+}
+
+/// `USER[:GROUP]` as the API's `{"user", "group"}`; the plane checks the names.
+fn os_user(spec: &str) -> Value {
+    match spec.split_once(':') {
+        Some((user, group)) => json!({"user": user, "group": group}),
+        None => json!({"user": spec}),
     }
 }
 

@@ -608,6 +608,12 @@ fn examples() -> Vec<Command> {
             vars: [("MERIDIAN_ENV".to_owned(), "dev".to_owned())].into(),
             work_dir: None,
             queue: None,
+            // `meridian dev` runs tasks as whoever started it: one process on a developer's
+            // machine, with no other user to give them.
+            run_as: crate::model::RunAs {
+                allow_agent_user: true,
+                ..Default::default()
+            },
         }),
         Command::CreateTenant(Tenant {
             name: n("demo"),

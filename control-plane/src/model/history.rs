@@ -516,6 +516,8 @@ pub(crate) async fn job_for(
         workflow_version: version,
         definition: workflow.definition.clone(),
         environment: environment.to_string(),
+        os_user: env.run_as.user_for(&workflow.tenant).cloned(),
+        allow_agent_user: env.run_as.allow_agent_user,
         vars: env.vars,
         work_dir: env.work_dir,
     })

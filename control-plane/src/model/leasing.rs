@@ -46,8 +46,14 @@ pub struct HeldLease {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentOrder {
-    RunNow { run_id: String, job: Job },
-    Kill { run_id: String },
+    /// Boxed: a job is far larger than a kill, and orders are collected in lists.
+    RunNow {
+        run_id: String,
+        job: Box<Job>,
+    },
+    Kill {
+        run_id: String,
+    },
 }
 
 pub async fn heartbeat(
@@ -310,7 +316,7 @@ async fn orders_for(tx: &mut SqliteConnection, agent: &str) -> sqlx::Result<Vec<
         match row.get::<String, _>("kind").as_str() {
             "run_now" if state == "requested" => {
                 let job: Option<String> = row.get("job");
-                let job: Job = decode(job.unwrap_or_default())?;
+                let job: Box<Job> = decode(job.unwrap_or_default())?;
                 orders.push(AgentOrder::RunNow { run_id, job });
             }
             "kill" if !is_final(&state) => orders.push(AgentOrder::Kill { run_id }),

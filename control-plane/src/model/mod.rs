@@ -188,6 +188,57 @@ pub struct Environment {
     /// Queue (slot pool) name on the cluster, for operators who split capacity.
     #[serde(default)]
     pub queue: Option<String>,
+    /// Which OS user each tenant's tasks run as on the agents. Without it a task would run as
+    /// the agent's own user (root in production), able to read the agent's key, database and
+    /// credentials and every other tenant's files; the agent refuses that unless allowed here.
+    #[serde(default)]
+    pub run_as: RunAs,
+}
+
+/// `run_as` of an environment: tenant → OS user on the cluster's agents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunAs {
+    /// The user for granted tenants not listed in `tenants`, so an environment with one
+    /// service account needs no entry per tenant.
+    #[serde(default)]
+    pub default: Option<meridian_proto::run::OsUser>,
+    /// Tenant → user: one user per tenant keeps tenants out of each other's run directories
+    /// and resources.
+    #[serde(default)]
+    pub tenants: BTreeMap<Name, meridian_proto::run::OsUser>,
+    /// Lets tasks run as the agent's own user or root: for `meridian dev` (tasks run as the
+    /// developer) and labs, never for environments shared by tenants who must not see each
+    /// other.
+    #[serde(default)]
+    pub allow_agent_user: bool,
+}
+
+impl RunAs {
+    /// The first user or group name no host would accept, as (its field, e.g.
+    /// `run_as.tenants.ads.user`, the problem).
+    pub fn problem(&self) -> Option<(String, &'static str)> {
+        let named = self
+            .default
+            .iter()
+            .map(|u| ("run_as.default".to_owned(), u))
+            .chain(
+                self.tenants
+                    .iter()
+                    .map(|(t, u)| (format!("run_as.tenants.{t}"), u)),
+            );
+        for (at, user) in named {
+            if let Some((field, problem)) = user.problem() {
+                return Some((format!("{at}.{field}"), problem));
+            }
+        }
+        None
+    }
+
+    /// The user `tenant`'s tasks run as: its own entry, else the default.
+    pub fn user_for(&self, tenant: &Name) -> Option<&meridian_proto::run::OsUser> {
+        self.tenants.get(tenant).or(self.default.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -370,6 +370,9 @@ async fn execute(
                     &format!("`{bad}` is not a valid environment variable name"),
                 ));
             }
+            if let Some((field, problem)) = e.run_as.problem() {
+                return Err(invalid(&doing, &field, problem));
+            }
             insert_new(
                 tx,
                 Table::Environments,
