@@ -2237,3 +2237,36 @@ async fn deleting_a_tenant_takes_its_roles_away_from_users_and_tokens() {
         vec![("both".to_owned(), vec!["viewer@ads".parse().unwrap()])]
     );
 }
+
+#[tokio::test]
+async fn an_environment_is_updated_in_place_but_never_moves_cluster() {
+    let mut m = Model::new().await;
+    m.federation().await;
+    m.ok(Command::CreateCluster(cluster("nj-edge", "nj", None)))
+        .await;
+    let mut changed = env("prod-nj", "nj-main");
+    changed.vars.insert("REGION".into(), "us-east".into());
+    changed.run_as.allow_agent_user = true;
+    m.ok(Command::UpdateEnvironment(changed.clone())).await;
+    assert_eq!(
+        query::environment(&m.pool, &n("prod-nj")).await.unwrap(),
+        Some(changed.clone())
+    );
+    assert!(
+        m.refused(Command::UpdateEnvironment(env("prod-nj", "nj-edge")))
+            .await
+            .contains("cluster: an environment stays on its cluster (`nj-main`)")
+    );
+    assert!(
+        m.refused(Command::UpdateEnvironment(env("nowhere", "nj-main")))
+            .await
+            .contains("environment `nowhere` does not exist")
+    );
+    let mut bad = changed;
+    bad.vars.insert("1BAD".into(), "x".into());
+    assert!(
+        m.refused(Command::UpdateEnvironment(bad))
+            .await
+            .contains("vars: `1BAD` is not a valid environment variable name")
+    );
+}

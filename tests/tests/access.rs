@@ -139,6 +139,7 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Expect> {
         (("post", "/environments"), ADMIN_CREATE),
         (("get", "/environments/{name}"), TENANT_READ),
         (("delete", "/environments/{name}"), INFRA_DELETE),
+        (("put", "/environments/{name}"), INFRA_DELETE),
         (("get", "/tenants"), ALL_200),
         (("post", "/tenants"), ADMIN_CREATE),
         (("get", "/tenants/{name}"), TENANT_READ),
@@ -386,6 +387,19 @@ async fn prepare(plane: &ApiPlane, method: &str, path: &str, n: usize, who: Who)
                 )
                 .await;
             call(format!("/environments/{}", fresh("env")), None)
+        }
+        ("put", "/environments/{name}") => {
+            plane
+                .must(
+                    Method::POST,
+                    "/environments",
+                    json!({"name": fresh("env"), "cluster": "nj-main"}),
+                )
+                .await;
+            call(
+                format!("/environments/{}", fresh("env")),
+                Some(json!({"name": fresh("env"), "cluster": "nj-main", "vars": {"CHANGED": "1"}})),
+            )
         }
         ("post", "/tenants") => Call {
             made: Some(format!("/tenants/{}", fresh("t"))),

@@ -66,6 +66,8 @@ pub struct Api {
     pub logins: Arc<Logins>,
     /// Password hashes computed at once (each takes [`password::MEMORY_KIB`]).
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Callers resolved from this node's model, kept while nothing about access changes.
+    principals: Arc<principal::Principals>,
 }
 
 impl Api {
@@ -84,7 +86,21 @@ impl Api {
             bucket,
             sessions,
             hashing: Arc::new(tokio::sync::Semaphore::new(password::CONCURRENT)),
+            principals: Arc::default(),
         }
+    }
+
+    /// Who `credential` stands for in this node's copy of the model, now.
+    pub async fn resolve(&self, credential: &principal::Credential) -> ApiResult<Principal> {
+        let generation = self.node.state.access_generation();
+        self.principals
+            .resolve(
+                self.node.state.pool(),
+                generation,
+                credential,
+                self.clock.now_ms(),
+            )
+            .await
     }
 }
 
@@ -522,7 +538,7 @@ impl Api {
         let principal = if stale {
             caller.principal.clone()
         } else {
-            principal::resolve(pool, &caller.credential, self.clock.now_ms()).await?
+            self.resolve(&caller.credential).await?
         };
         Ok(Reader { pool, principal })
     }
@@ -761,7 +777,24 @@ pub fn router(api: Api) -> Router {
             "/environments/{name}",
             environments
                 .one()
-                .merge(delete_one(|name| Command::DeleteEnvironment { name })),
+                .merge(delete_one(|name| Command::DeleteEnvironment { name }))
+                .merge(put(
+                    async |State(api): State<Api>,
+                           Extension(c): Extension<Caller>,
+                           Path(n): Path<String>,
+                           Body(e): Body<crate::model::Environment>| {
+                        let n = name("name", n)?;
+                        if e.name != n {
+                            return Err(ApiError::bad_input(format!(
+                                "body: names environment `{}`, but the path is `{n}`",
+                                e.name
+                            )));
+                        }
+                        api.propose(&c, Command::UpdateEnvironment(e))
+                            .await
+                            .map(Json)
+                    },
+                )),
         )
         .route(
             "/tenants",

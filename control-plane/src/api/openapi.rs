@@ -121,6 +121,16 @@ pub const ROUTES: &[Route] = &[
         "/environments/{name}",
         "Delete an environment (refused while in use)",
     ),
+    Route {
+        method: "put",
+        reply: (200, "WriteReply"),
+        ..create(
+            "/environments/{name}",
+            "Change an environment (the whole document; never its cluster), effective from \
+             the agents' next run",
+            "Environment",
+        )
+    },
     get("/tenants", "List tenants", "[Tenant]"),
     create("/tenants", "Create a tenant", "Tenant"),
     get("/tenants/{name}", "Get a tenant", "Tenant"),

@@ -112,6 +112,15 @@ pub async fn resolve(
     credential: &Credential,
     now_ms: i64,
 ) -> Result<Principal, ApiError> {
+    lookup(pool, credential, now_ms).await.map(|(p, _)| p)
+}
+
+/// The principal and when its credential ends.
+async fn lookup(
+    pool: &SqlitePool,
+    credential: &Credential,
+    now_ms: i64,
+) -> Result<(Principal, Option<i64>), ApiError> {
     match credential {
         Credential::Token { hash } => match query::token_by_hash(pool, hash).await? {
             Some(t) if t.expired_at(now_ms) => Err(ApiError::unauthorized(format!(
@@ -119,25 +128,86 @@ pub async fn resolve(
                 t.name,
                 rfc3339(t.expires_ms.unwrap_or_default())
             ))),
-            Some(t) => Ok(Principal {
-                who: Who::Token(t.name),
-                bindings: t.bindings,
-            }),
+            Some(t) => Ok((
+                Principal {
+                    who: Who::Token(t.name),
+                    bindings: t.bindings,
+                },
+                t.expires_ms,
+            )),
             None => Err(ApiError::unauthorized(
                 "the token is not valid (unknown or deleted)",
             )),
         },
-        Credential::Session { hash, .. } => match query::session_by_hash(pool, hash, now_ms).await?
+        Credential::Session { hash, .. } => {
+            match query::session_by_hash(pool, hash, now_ms).await? {
+                Some((session, user)) => Ok((
+                    Principal {
+                        who: Who::User(user.name),
+                        bindings: user.bindings,
+                    },
+                    Some(session.expires_ms),
+                )),
+                None => Err(ApiError::unauthorized(
+                    "the session has ended (signed out, expired, password changed or user \
+                     deleted); sign in again",
+                )),
+            }
+        }
+    }
+}
+
+/// Principals this node resolved, by their credential's hash, with the access generation of
+/// the model they were read from (`StateMachine::access_generation`). An entry is used only
+/// while no credential, binding or session has changed since, and only until its credential
+/// expires: it answers exactly what the model would, without a query.
+#[derive(Default)]
+pub struct Principals {
+    entries: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
+}
+
+struct Cached {
+    generation: u64,
+    principal: Principal,
+    expires_ms: Option<i64>,
+}
+
+/// Entries kept at most; past it the cache starts over (it refills at one query a caller).
+const CACHED_PRINCIPALS: usize = 10_000;
+
+impl Principals {
+    /// Resolves `credential` at `now_ms` from the model in `pool`, whose access generation was
+    /// `generation` when read, before this call.
+    pub async fn resolve(
+        &self,
+        pool: &SqlitePool,
+        generation: u64,
+        credential: &Credential,
+        now_ms: i64,
+    ) -> Result<Principal, ApiError> {
+        let key = match credential {
+            Credential::Token { hash } | Credential::Session { hash, .. } => hash,
+        };
+        if let Some(c) = self.entries.lock().expect("not poisoned").get(key)
+            && c.generation == generation
+            && c.expires_ms.is_none_or(|e| now_ms < e)
         {
-            Some((_, user)) => Ok(Principal {
-                who: Who::User(user.name),
-                bindings: user.bindings,
-            }),
-            None => Err(ApiError::unauthorized(
-                "the session has ended (signed out, expired, password changed or user deleted); \
-                 sign in again",
-            )),
-        },
+            return Ok(c.principal.clone());
+        }
+        let (principal, expires_ms) = lookup(pool, credential, now_ms).await?;
+        let mut entries = self.entries.lock().expect("not poisoned");
+        if entries.len() >= CACHED_PRINCIPALS {
+            entries.clear();
+        }
+        entries.insert(
+            key.clone(),
+            Cached {
+                generation,
+                principal: principal.clone(),
+                expires_ms,
+            },
+        );
+        Ok(principal)
     }
 }
 
@@ -188,14 +258,13 @@ pub async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) 
     // stale resolve again after their barrier; writes are checked again at apply. A credential
     // this node does not know may be one made a moment ago through another node (a sign-in
     // behind a load balancer): ask once more after catching up with the leader.
-    let pool = api.node.state.pool();
-    let mut resolved = resolve(pool, &credential, api.clock.now_ms()).await;
+    let mut resolved = api.resolve(&credential).await;
     if resolved
         .as_ref()
         .is_err_and(|e| e.status == StatusCode::UNAUTHORIZED)
         && api.node.read_barrier(api.timeout).await.is_ok()
     {
-        resolved = resolve(pool, &credential, api.clock.now_ms()).await;
+        resolved = api.resolve(&credential).await;
     }
     match resolved {
         Ok(principal) => {

@@ -25,6 +25,9 @@ pub enum Verb<C: Args> {
     Get(KeyArgs),
     /// Delete one. Refused while something still uses it; the error names the users.
     Delete(KeyArgs),
+    /// Replace one with the document from flags or `-f FILE` (environments and schedules; a
+    /// new version, effective from the agents' next run).
+    Update(Create<C>),
 }
 
 /// `create`: a noun's flags, or the whole document from a file.
@@ -192,42 +195,51 @@ pub struct Noun {
     pub path: &'static str,
     /// Names of the keys in `get`/`delete` (one or two).
     pub keys: &'static [&'static str],
+    /// Whether `update` may replace one (`PUT` on its path).
+    pub updatable: bool,
 }
 
 pub const DC: Noun = Noun {
     word: "dc",
     path: "/dcs",
     keys: &["NAME"],
+    updatable: false,
 };
 pub const CLUSTER: Noun = Noun {
     word: "cluster",
     path: "/clusters",
     keys: &["NAME"],
+    updatable: false,
 };
 pub const ENV: Noun = Noun {
     word: "env",
     path: "/environments",
     keys: &["NAME"],
+    updatable: true,
 };
 pub const TENANT: Noun = Noun {
     word: "tenant",
     path: "/tenants",
     keys: &["NAME"],
+    updatable: false,
 };
 pub const GRANT: Noun = Noun {
     word: "grant",
     path: "/grants",
     keys: &["TENANT", "ENVIRONMENT"],
+    updatable: false,
 };
 pub const WORKFLOW: Noun = Noun {
     word: "workflow",
     path: "/workflows",
     keys: &["TENANT", "NAME"],
+    updatable: false,
 };
 pub const SCHEDULE: Noun = Noun {
     word: "schedule",
     path: "/schedules",
     keys: &["TENANT", "NAME"],
+    updatable: true,
 };
 
 /// Builds the JSON document a `create` sends.
@@ -493,6 +505,33 @@ pub async fn run<C: Args + CreateBody>(
                 .call(Method::DELETE, &key_path(noun, &args.keys)?, None::<&()>)
                 .await?;
             Ok(format!("deleted {}", reply.subject))
+        }
+        Verb::Update(args) => {
+            if !noun.updatable {
+                return Err(ClientError::Refused(format!(
+                    "`meridian {} update` is not supported: delete it and create it again",
+                    noun.word
+                )));
+            }
+            let body = args.body()?;
+            // The document names what it replaces: its tenant (if it has one) and name.
+            let keys: Vec<String> = noun
+                .keys
+                .iter()
+                .map(|k| {
+                    let field = if *k == "TENANT" { "tenant" } else { "name" };
+                    body[field].as_str().map(str::to_owned).ok_or_else(|| {
+                        ClientError::Refused(format!("the document has no `{field}`"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let reply: WriteReply = client
+                .call(Method::PUT, &key_path(noun, &keys)?, Some(&body))
+                .await?;
+            Ok(match reply.version {
+                Some(v) => format!("updated {} (version {v})", reply.subject),
+                None => format!("updated {}", reply.subject),
+            })
         }
     }
 }

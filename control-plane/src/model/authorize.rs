@@ -20,6 +20,7 @@ pub fn doing(command: &Command) -> String {
         Command::CreateCluster(c) => format!("creating cluster `{}`", c.name),
         Command::DeleteCluster { name } => format!("deleting cluster `{name}`"),
         Command::CreateEnvironment(e) => format!("creating environment `{}`", e.name),
+        Command::UpdateEnvironment(e) => format!("updating environment `{}`", e.name),
         Command::DeleteEnvironment { name } => format!("deleting environment `{name}`"),
         Command::CreateTenant(t) => format!("creating tenant `{}`", t.name),
         Command::DeleteTenant { name } => format!("deleting tenant `{name}`"),
@@ -185,6 +186,14 @@ async fn needs(
             },
             "environment",
             name.to_string(),
+        )],
+        Command::UpdateEnvironment(e) => vec![Need::new(
+            Change,
+            Object::Infrastructure {
+                granted_to: granted_to(conn, Infra::Environment, &e.name).await?,
+            },
+            "environment",
+            e.name.to_string(),
         )],
         Command::CreateTenant(t) => vec![Need::new(
             Create,

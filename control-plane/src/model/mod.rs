@@ -371,6 +371,9 @@ pub enum Command {
         name: Name,
     },
     CreateEnvironment(Environment),
+    /// A changed environment (its variables, paths, queue, OS users; never its cluster),
+    /// effective from the agents' next run.
+    UpdateEnvironment(Environment),
     DeleteEnvironment {
         name: Name,
     },
@@ -471,6 +474,7 @@ impl Command {
             Self::CreateCluster(_) => "create_cluster",
             Self::DeleteCluster { .. } => "delete_cluster",
             Self::CreateEnvironment(_) => "create_environment",
+            Self::UpdateEnvironment(_) => "update_environment",
             Self::DeleteEnvironment { .. } => "delete_environment",
             Self::CreateTenant(_) => "create_tenant",
             Self::DeleteTenant { .. } => "delete_tenant",
@@ -527,12 +531,32 @@ impl Command {
         !matches!(self, Self::AgentHeartbeat(_) | Self::AgentReport(_))
     }
 
+    /// Whether it changes who may do what (credentials, bindings, sessions), so resolved
+    /// principals must be looked up again.
+    pub fn changes_access(&self) -> bool {
+        match self {
+            Self::CreateToken(_)
+            | Self::DeleteToken { .. }
+            | Self::CreateUser { .. }
+            | Self::DeleteUser { .. }
+            | Self::SetPassword { .. }
+            | Self::BindUser { .. }
+            | Self::UnbindUser { .. }
+            | Self::CreateSession(_)
+            | Self::DeleteSession { .. }
+            | Self::DeleteTenant { .. } => true,
+            Self::Batch(items) => items.iter().any(Command::changes_access),
+            _ => false,
+        }
+    }
+
     /// Whether it changes what agents run, so they must fetch their schedules again.
     pub fn changes_definitions(&self) -> bool {
         match self {
             Self::CreateCluster(_)
             | Self::DeleteCluster { .. }
             | Self::CreateEnvironment(_)
+            | Self::UpdateEnvironment(_)
             | Self::DeleteEnvironment { .. }
             | Self::CreateGrant(_)
             | Self::DeleteGrant { .. }

@@ -363,16 +363,7 @@ async fn execute(
         Command::CreateEnvironment(e) => {
             let doing = format!("creating environment `{}`", e.name);
             present(tx, Table::Clusters, &e.cluster, &doing).await?;
-            if let Some(bad) = e.vars.keys().find(|k| !is_env_var_name(k)) {
-                return Err(invalid(
-                    &doing,
-                    "vars",
-                    &format!("`{bad}` is not a valid environment variable name"),
-                ));
-            }
-            if let Some((field, problem)) = e.run_as.problem() {
-                return Err(invalid(&doing, &field, problem));
-            }
+            check_environment(e, &doing)?;
             insert_new(
                 tx,
                 Table::Environments,
@@ -387,6 +378,42 @@ async fn execute(
                 &doing,
             )
             .await?;
+            Ok(subject(format!("environment {}", e.name)))
+        }
+        Command::UpdateEnvironment(e) => {
+            let doing = format!("updating environment `{}`", e.name);
+            let cluster: Option<String> =
+                sqlx::query_scalar("SELECT cluster FROM environments WHERE name = ?")
+                    .bind(e.name.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(cluster) = cluster else {
+                return Err(Refusal::Missing {
+                    doing,
+                    kind: "environment",
+                    name: e.name.to_string(),
+                }
+                .into());
+            };
+            if cluster != e.cluster.as_str() {
+                // Its schedules are placed on its cluster's partitions; moving them is a new
+                // environment and new schedules, not an edit.
+                return Err(invalid(
+                    &doing,
+                    "cluster",
+                    &format!(
+                        "an environment stays on its cluster (`{cluster}`); create a new \
+                         environment on `{}` instead",
+                        e.cluster
+                    ),
+                ));
+            }
+            check_environment(e, &doing)?;
+            sqlx::query("UPDATE environments SET doc = ? WHERE name = ?")
+                .bind(json(e))
+                .bind(e.name.as_str())
+                .execute(&mut *tx)
+                .await?;
             Ok(subject(format!("environment {}", e.name)))
         }
         Command::DeleteEnvironment { name } => {
@@ -982,6 +1009,21 @@ async fn schedule_version(
 
 pub(super) fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("model types always serialise to JSON")
+}
+
+/// What a created or updated environment must satisfy (beyond its cluster existing).
+fn check_environment(e: &super::Environment, doing: &str) -> Result<(), ApplyError> {
+    if let Some(bad) = e.vars.keys().find(|k| !is_env_var_name(k)) {
+        return Err(invalid(
+            doing,
+            "vars",
+            &format!("`{bad}` is not a valid environment variable name"),
+        ));
+    }
+    if let Some((field, problem)) = e.run_as.problem() {
+        return Err(invalid(doing, &field, problem));
+    }
+    Ok(())
 }
 
 fn is_env_var_name(name: &str) -> bool {

@@ -32,6 +32,9 @@ pub struct StateMachine {
     /// Serialises snapshot building and installing with each other (not with applies).
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
     counter: Arc<AtomicU64>,
+    /// Bumped after every commit that changed who may do what (a token, user, binding or
+    /// session), so the API's cache of resolved principals knows when to look again.
+    access: Arc<AtomicU64>,
 }
 
 impl StateMachine {
@@ -51,7 +54,13 @@ impl StateMachine {
             snapshots,
             snapshot_lock: Arc::default(),
             counter: Arc::default(),
+            access: Arc::default(),
         })
+    }
+
+    /// How many commits have changed credentials or bindings since this process started.
+    pub fn access_generation(&self) -> u64 {
+        self.access.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The model database, for reads (API, CLI, UI).
@@ -240,12 +249,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut tx = conn.begin().await.map_err(sm_err)?;
         let (mut applied, mut membership) = Self::progress(&mut tx).await.map_err(sm_err)?;
         let mut outcomes = Vec::new();
+        let mut access_changed = false;
         for entry in entries {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Internal,
                 EntryPayload::Normal(request) => {
                     match processor::apply(&mut tx, entry.log_id.index, &request.0).await {
-                        Ok(done) => Outcome::Applied(done),
+                        Ok(done) => {
+                            access_changed |= request.0.command().changes_access();
+                            Outcome::Applied(done)
+                        }
                         Err(ApplyError::Refused(refusal)) => Outcome::Refused(refusal.into()),
                         Err(ApplyError::Storage(e)) => {
                             return Err(StorageIOError::apply(entry.log_id, &e).into());
@@ -264,6 +277,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(sm_err)?;
         tx.commit().await.map_err(sm_err)?;
+        // After the commit: whoever sees the new generation reads the new rows.
+        if access_changed {
+            self.access
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         Ok(outcomes)
     }
 
@@ -322,6 +340,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let detached = sqlx::query("DETACH DATABASE snapshot")
             .execute(&mut *conn)
             .await;
+        // Whatever the snapshot holds, credentials may have changed with it.
+        self.access
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         copied.map_err(snap_err)?;
         detached.map_err(snap_err)?;
         self.keep_only(&id, meta).map_err(snap_err)?;
