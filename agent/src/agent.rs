@@ -358,7 +358,8 @@ impl Agent {
     }
 }
 
-fn http_client() -> Result<reqwest::Client, String> {
+/// The client HTTP tasks are sent with: rustls on ring, the system's roots if the host has them.
+pub fn http_client() -> Result<reqwest::Client, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     // HTTP tasks reach services inside the data center; trust the system's roots if present.

@@ -146,19 +146,9 @@ impl Agent {
     }
 }
 
-/// A client like the agent's: rustls on ring (these runs make no requests).
+/// The client the agent sends HTTP tasks with.
 fn http_client() -> reqwest::Client {
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()
-        .unwrap()
+    meridian_agent::agent::http_client().expect("an HTTP client")
 }
 
 fn set_mode(path: &Path, mode: u32) {

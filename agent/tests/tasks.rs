@@ -27,19 +27,9 @@ const LONG_GRACE: Duration = Duration::from_secs(10);
 /// How long any one wait in these tests may take before the test fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(15);
 
-/// A client like the agent's: rustls on ring, no roots needed for plain HTTP.
+/// The client the agent sends HTTP tasks with.
 fn http_client() -> reqwest::Client {
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()
-        .unwrap()
+    meridian_agent::agent::http_client().expect("an HTTP client")
 }
 
 fn shell(script: &str) -> TaskKind {

@@ -207,21 +207,40 @@ pub async fn bootstrap(
     })
 }
 
-/// The secret in `file`, or (when it is missing) in `file.new` left by a crash, or a fresh one
-/// written to `file.new`: written before the plane is asked, renamed once it has committed.
+/// A bootstrap secret on its way to `<data_dir>/<name>`: written to `<name>.new` before the
+/// plane is asked to hold it, renamed once it has committed.
+struct Pending {
+    secret: String,
+    file: PathBuf,
+    pending: PathBuf,
+}
+
+/// `None` when `<data_dir>/<name>` exists (done before); else the secret a crash left in
+/// `<name>.new`, or a fresh one written there.
 fn pending_secret(
-    pending: &Path,
+    data_dir: &Path,
+    name: &str,
     doing: &str,
     fresh: impl FnOnce() -> Result<String, String>,
-) -> Result<String, ServeError> {
-    match std::fs::read_to_string(pending) {
-        Ok(s) => Ok(s.trim().to_owned()),
+) -> Result<Option<Pending>, ServeError> {
+    let file = data_dir.join(name);
+    let pending = data_dir.join(format!("{name}.new"));
+    if file.exists() {
+        return Ok(None);
+    }
+    let secret = match std::fs::read_to_string(&pending) {
+        Ok(s) => s.trim().to_owned(),
         Err(_) => {
             let s = fresh().map_err(|e| bootstrap_error(doing, e))?;
-            write_private(pending, &s).map_err(|e| bootstrap_error(doing, e))?;
-            Ok(s)
+            write_private(&pending, &s).map_err(|e| bootstrap_error(doing, e))?;
+            s
         }
-    }
+    };
+    Ok(Some(Pending {
+        secret,
+        file,
+        pending,
+    }))
 }
 
 async fn admin_token(
@@ -229,13 +248,15 @@ async fn admin_token(
     data_dir: &Path,
     clock: &dyn Clock,
 ) -> Result<(Option<String>, PathBuf), ServeError> {
-    let token_file = data_dir.join(ADMIN_TOKEN_FILE);
-    let pending = data_dir.join(format!("{ADMIN_TOKEN_FILE}.new"));
-    if token_file.exists() {
-        return Ok((None, token_file));
-    }
     let doing = "creating the admin token";
-    let secret = pending_secret(&pending, doing, token::generate)?;
+    let Some(Pending {
+        secret,
+        file: token_file,
+        pending,
+    }) = pending_secret(data_dir, ADMIN_TOKEN_FILE, doing, token::generate)?
+    else {
+        return Ok((None, data_dir.join(ADMIN_TOKEN_FILE)));
+    };
     let proposal = Proposal::new(
         "bootstrap",
         clock.now_ms(),
@@ -279,13 +300,15 @@ async fn admin_user(
     data_dir: &Path,
     clock: &dyn Clock,
 ) -> Result<(Option<String>, PathBuf), ServeError> {
-    let password_file = data_dir.join(ADMIN_PASSWORD_FILE);
-    let pending = data_dir.join(format!("{ADMIN_PASSWORD_FILE}.new"));
-    if password_file.exists() {
-        return Ok((None, password_file));
-    }
     let doing = "creating the admin user";
-    let secret = pending_secret(&pending, doing, password::generate)?;
+    let Some(Pending {
+        secret,
+        file: password_file,
+        pending,
+    }) = pending_secret(data_dir, ADMIN_PASSWORD_FILE, doing, password::generate)?
+    else {
+        return Ok((None, data_dir.join(ADMIN_PASSWORD_FILE)));
+    };
     let name = Name::new("admin").expect("valid name");
     let phc = {
         let secret = secret.clone();

@@ -1242,6 +1242,19 @@ async fn a_fire_record_is_taken_only_under_the_partitions_current_tenure() {
         vec![event(p, epoch, fire_ms(0), RunState::Queued, fire_ms(0))],
     )
     .await;
+    // The holder, with a run whose tenant is not the one its id names: refused (the access
+    // policy reads a run's tenant from its id).
+    let mut wrong_tenant = event(p, epoch, fire_ms(0), RunState::Queued, fire_ms(0));
+    let Report::V1 {
+        item: ReportItem::Run(e),
+        ..
+    } = &mut wrong_tenant
+    else {
+        unreachable!()
+    };
+    e.tenant = "bi".into();
+    m.report_refused(&holder, "nj-main", vec![wrong_tenant])
+        .await;
     // The holder under an epoch older than its tenure: refused.
     m.report_refused(
         &holder,

@@ -731,14 +731,14 @@ async fn nobody_gets_more_than_they_hold() {
             422,
             "not granted to tenant `ads`",
         ),
-        // A viewer's kill.
+        // A viewer's kill (whether or not the run exists: a viewer kills nothing).
         (
             &viewer,
             Method::POST,
             "/runs/ads.hourly@20261129T120000Z/kill".into(),
             json!(null),
-            404,
-            "does not exist",
+            403,
+            "needs operator, owner or developer of tenant `ads`",
         ),
         // A token written the old way: a tenant without a role.
         (
@@ -767,6 +767,34 @@ async fn nobody_gets_more_than_they_hold() {
             "{method} {path}: `{error}` lacks `{needle}`"
         );
     }
+    // An owner, signed in, giving itself admin (or operator): refused, and it stays an owner.
+    plane.user("olga", &["owner@ads"], PASSWORD).await;
+    let olga = plane.sign_in(0, "olga", PASSWORD).await;
+    for role in ["admin", "operator"] {
+        let r = plane
+            .call_as(
+                &olga,
+                0,
+                Method::POST,
+                "/users/olga/bindings",
+                Some(json!({"role": role})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+        assert!(
+            r.body["error"]
+                .as_str()
+                .unwrap()
+                .contains("user:olga may not"),
+            "{}",
+            r.body
+        );
+    }
+    let r = plane.call_as(&olga, 0, Method::GET, "/session", None).await;
+    assert_eq!(
+        r.body["bindings"],
+        json!([{"role": "owner", "tenant": "ads"}])
+    );
     // A viewer's kill of a run that exists: refused, and the run goes on.
     let id = plane
         .must(
@@ -786,7 +814,8 @@ async fn nobody_gets_more_than_they_hold() {
         .call(0, Method::GET, &format!("/runs/{id}"), None)
         .await;
     assert_eq!(run["state"], "requested");
-    // Nothing above was stored: the applied entries are the admin's run request only.
+    // Nothing above was stored: the applied entries are the admin's user and run request and
+    // the owner's sign-in only.
     let (_, after) = plane
         .call(0, Method::GET, "/audit?outcome=applied&limit=1000", None)
         .await;
@@ -796,8 +825,8 @@ async fn nobody_gets_more_than_they_hold() {
         .iter()
         .filter(|e| !before.as_array().unwrap().contains(e))
         .collect();
-    assert_eq!(new.len(), 1, "{new:?}");
-    assert_eq!(new[0]["op"], "request_run");
+    let ops: Vec<&str> = new.iter().map(|e| e["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["request_run", "sign_in", "create_user"], "{new:?}");
     // What an owner may hand out, it can: a developer token of its tenant, which then works
     // there and nowhere else.
     let r = plane

@@ -160,6 +160,11 @@ pub struct Session {
     pub source: String,
 }
 
+/// A stored document, or a decode error the way the model's reads report one.
+fn decode<T: serde::de::DeserializeOwned>(doc: String) -> sqlx::Result<T> {
+    serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
 /// What every binding list must satisfy.
 fn check_bindings(doing: &str, bindings: &[Binding]) -> Result<(), ApplyError> {
     for (i, b) in bindings.iter().enumerate() {
@@ -279,7 +284,7 @@ pub async fn user(tx: &mut SqliteConnection, name: &Name) -> sqlx::Result<Option
 }
 
 pub(super) fn decode_user(doc: String) -> sqlx::Result<User> {
-    let StoredUser::V1(user) = super::query::decode(doc)?;
+    let StoredUser::V1(user) = decode(doc)?;
     Ok(user)
 }
 
@@ -461,7 +466,7 @@ pub async fn forget_tenant(tx: &mut SqliteConnection, tenant: &Name) -> sqlx::Re
         .fetch_all(&mut *tx)
         .await?;
     for row in tokens {
-        let mut token: ApiToken = super::query::decode(row.get("doc"))?;
+        let mut token: ApiToken = decode(row.get("doc"))?;
         let before = token.bindings.len();
         token.bindings.retain(|b| b.tenant.as_ref() != Some(tenant));
         if token.bindings.len() == before {
@@ -513,7 +518,7 @@ pub async fn principal(
                     format!("token `{name}` was deleted"),
                 ));
             };
-            let token: ApiToken = super::query::decode(doc)?;
+            let token: ApiToken = decode(doc)?;
             if token.expired_at(at_ms) {
                 return Err(unauthenticated(
                     doing,

@@ -258,9 +258,10 @@ async fn needs(
             "workflow",
             format!("{}/{}", r.tenant, r.workflow),
         )],
-        Command::KillRun { run_id } => match query::run_tenant(conn, run_id).await? {
+        // The tenant is in the run's id (`history::tenant_of_run`): no read needed. A run
+        // that does not exist is the processor's to say.
+        Command::KillRun { run_id } => match super::history::tenant_of_run(run_id) {
             Some(tenant) => vec![Need::new(Control, Object::Run(tenant), "run", run_id)],
-            // A run that does not exist: the processor says so.
             None => vec![],
         },
         Command::CreateToken(t) => hand_out(&t.bindings),

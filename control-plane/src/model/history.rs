@@ -136,6 +136,16 @@ async fn apply_entry(
                         event.run_id
                     )));
                 }
+                // The run's tenant is the one its id names (what `tenant_of_run` and so the
+                // access policy rely on).
+                if tenant_of_run(&event.run_id).as_ref().map(Name::as_str)
+                    != Some(event.tenant.as_str())
+                {
+                    return Ok(Err(format!(
+                        "run `{}`: of tenant `{}`, but its id names another",
+                        event.run_id, event.tenant
+                    )));
+                }
                 let Some(partition) = partition else {
                     return Ok(Err(format!("run `{}`: partition is missing", event.run_id)));
                 };
@@ -396,6 +406,14 @@ async fn record_log(tx: &mut SqliteConnection, chunk: &LogChunk) -> sqlx::Result
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestedRun {
     pub run_id: String,
+}
+
+/// The tenant a run belongs to, read from its id: every run id is `<tenant>.<schedule or
+/// workflow>@…` (a fire record's id, or a requested run's), names cannot hold a `.`, and a run
+/// whose tenant differs from its id's is never recorded. `None`: not a run id.
+pub fn tenant_of_run(run_id: &str) -> Option<Name> {
+    let (tenant, _) = run_id.split_once('.')?;
+    Name::new(tenant).ok()
 }
 
 pub async fn request_run(

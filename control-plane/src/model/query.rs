@@ -404,18 +404,6 @@ pub async fn session_by_hash(
     .transpose()
 }
 
-/// The tenant of a run, if the run exists.
-pub async fn run_tenant(
-    conn: &mut sqlx::SqliteConnection,
-    run_id: &str,
-) -> sqlx::Result<Option<Name>> {
-    let tenant: Option<String> = sqlx::query_scalar("SELECT tenant FROM runs WHERE run_id = ?")
-        .bind(run_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(tenant.and_then(|t| Name::new(t).ok()))
-}
-
 /// A partition an agent says it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedLease {
