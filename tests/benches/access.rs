@@ -207,7 +207,7 @@ async fn bench() {
         writing,
     );
     report(
-        "  policy check of a write that reads its object's tenant (kill_run: one SQLite lookup)",
+        "  policy check of a write naming its object (kill_run: the tenant read from the run id)",
         killing,
     );
 
