@@ -92,6 +92,8 @@ pub enum Refusal {
     NoMapping,
     /// The mapped user is root.
     Root,
+    /// The mapped user's group is root's (gid 0): it could read what root's group may.
+    RootGroup,
     /// The mapped user is the agent's own.
     AgentUser,
     /// The mapped user is another, and only root can start a process as another user.
@@ -112,6 +114,9 @@ pub fn decide(target: Option<Ids>, agent: Ids, allow_agent_user: bool) -> Decisi
     };
     if !allow_agent_user && target.uid == 0 {
         return Decision::Refuse(Refusal::Root);
+    }
+    if !allow_agent_user && target.gid == 0 {
+        return Decision::Refuse(Refusal::RootGroup);
     }
     if !allow_agent_user && target.uid == agent.uid {
         return Decision::Refuse(Refusal::AgentUser);
@@ -222,6 +227,20 @@ pub fn task_user(job: &Job, host: &str) -> Result<TaskUser, IdentityError> {
         uid: i.uid,
         gid: i.gid,
     };
+    // Root's group among the supplementary ones counts as much as the primary.
+    if !job.allow_agent_user
+        && let Some(t) = target
+            .as_ref()
+            .filter(|t| t.gid != 0 && t.groups.contains(&0))
+    {
+        return Err(IdentityError::Privileged {
+            tenant: job.tenant.clone(),
+            environment: job.environment.clone(),
+            user: t.name.clone(),
+            uid: t.uid,
+            what: "a member of group root (gid 0)",
+        });
+    }
     match decide(target.as_ref().map(ids), ids(&agent), job.allow_agent_user) {
         Decision::AsAgent => Ok(TaskUser {
             identity: agent,
@@ -248,6 +267,13 @@ pub fn task_user(job: &Job, host: &str) -> Result<TaskUser, IdentityError> {
                     user,
                     uid,
                     what: "root",
+                },
+                Refusal::RootGroup => IdentityError::Privileged {
+                    tenant,
+                    environment,
+                    user,
+                    uid,
+                    what: "in group root (gid 0)",
                 },
                 Refusal::AgentUser => IdentityError::Privileged {
                     tenant,
@@ -513,6 +539,14 @@ mod tests {
             // Mapped to root, or to the agent's own user.
             (Some(ROOT), ROOT, false, Refuse(Root)),
             (Some(ROOT), AGENT, false, Refuse(Root)),
+            // An ordinary uid in root's group: as good as root for what that group may read.
+            (
+                Some(Ids { uid: 1000, gid: 0 }),
+                ROOT,
+                false,
+                Refuse(RootGroup),
+            ),
+            (Some(Ids { uid: 1000, gid: 0 }), ROOT, true, Switch),
             (Some(AGENT), AGENT, false, Refuse(AgentUser)),
             (Some(ROOT), ROOT, true, Switch),
             (Some(AGENT), AGENT, true, AsAgent),

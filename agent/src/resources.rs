@@ -760,8 +760,12 @@ impl ResourceCache {
     }
 
     /// Links `file` as `dir/name`, replacing whatever link was there in one rename (a task
-    /// of the same run using the old link never finds the name missing). The link's directory
-    /// must resolve inside `dir`: a symlink a task planted on the way cannot redirect it.
+    /// of the same run using the old link never finds the name missing).
+    ///
+    /// The run directory and what is in it may be the task's own, and the agent is root: every
+    /// step is taken relative to a directory opened without following symlinks (`openat` with
+    /// `O_NOFOLLOW`, `mkdirat`, `linkat`, `renameat`), so a symlink a task planted anywhere on
+    /// the way makes the placement fail instead of sending root's write elsewhere.
     ///
     /// For a task running as `owner` (another user than the agent) the link is a hard link,
     /// or a copy of its own (mode 0400) across file systems, and directories made on the way
@@ -773,30 +777,39 @@ impl ResourceCache {
         name: &str,
         owner: Option<Owner>,
     ) -> std::io::Result<()> {
-        let at = dir.join(name);
-        let parent = at.parent().unwrap_or(dir);
-        make_dirs(dir, parent, owner)?;
-        if !parent.canonicalize()?.starts_with(dir.canonicalize()?) {
+        let parts: Vec<&str> = name.split('/').collect();
+        if parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+        {
             return Err(std::io::Error::other(
-                "its directory leads outside the working directory (through a symlink)",
+                "a resource's name is a relative path without empty, `.` or `..` parts",
             ));
         }
-        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+        let (last, parents) = parts.split_last().expect("split gives one part at least");
+        std::fs::create_dir_all(dir)?;
+        let mut at = at::open_dir(None, dir.as_os_str())?;
+        for part in parents {
+            at = at::make_dir(&at, part, owner)?;
+        }
+        if at::is_dir(&at, last)? {
             return Err(std::io::Error::other(
                 "a directory of that name is in the way",
             ));
         }
-        let staged = parent.join(format!(
+        let staged = format!(
             ".meridian-link-{}",
             self.inner.generation.fetch_add(1, Ordering::Relaxed)
-        ));
+        );
         let made = match (owner, self.inner.config.link) {
-            (Some(owner), _) => match std::fs::hard_link(file, &staged) {
-                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => copy_for(file, &staged, owner),
+            (Some(owner), _) => match at::hard_link(file, &at, &staged) {
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                    at::copy_for(file, &at, &staged, owner)
+                }
                 linked => linked,
             },
-            (None, LinkKind::Symlink) => std::os::unix::fs::symlink(file, &staged),
-            (None, LinkKind::Hardlink) => std::fs::hard_link(file, &staged).map_err(|e| {
+            (None, LinkKind::Symlink) => at::symlink(file, &at, &staged),
+            (None, LinkKind::Hardlink) => at::hard_link(file, &at, &staged).map_err(|e| {
                 if e.raw_os_error() == Some(libc::EXDEV) {
                     std::io::Error::other(format!(
                         "{e}: hard links need the working directory on the cache's file \
@@ -807,55 +820,181 @@ impl ResourceCache {
                 }
             }),
         };
-        made.and_then(|()| std::fs::rename(&staged, &at))
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&staged);
-            })
+        made.and_then(|()| at::rename(&at, &staged, last))
+            .inspect_err(|_| at::remove(&at, &staged))
     }
 }
 
-/// Makes `parent` and the directories between `dir` and it; those made are `owner`'s (when
-/// given), so the task can write next to its resources as it could without them.
-fn make_dirs(dir: &Path, parent: &Path, owner: Option<Owner>) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let Ok(below) = parent.strip_prefix(dir) else {
-        return std::fs::create_dir_all(parent);
-    };
-    let mut at = dir.to_owned();
-    for part in below.components() {
-        at.push(part);
-        match std::fs::create_dir(&at) {
-            Ok(()) => {
-                if let Some(owner) = owner {
-                    std::os::unix::fs::lchown(&at, Some(owner.uid), Some(owner.gid))?;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+/// File operations relative to an open directory, never following a symlink in the names
+/// they are given: what [`ResourceCache::link`] places inside a directory a task owns.
+mod at {
+    use std::ffi::{CString, OsStr};
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+
+    use crate::identity::Owner;
+
+    fn c(name: &OsStr) -> io::Result<CString> {
+        CString::new(name.as_bytes()).map_err(|_| io::Error::other("a name holds a NUL byte"))
+    }
+
+    fn check(rc: libc::c_int) -> io::Result<()> {
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
         }
     }
-    Ok(())
-}
 
-/// Copies the cached `file` to the new name `to` as `owner`'s, read-only (0400). Never opens
-/// an existing name: a symlink planted there does not redirect the copy.
-fn copy_for(file: &Path, to: &Path, owner: Owner) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let copied = (|| {
-        let mut from = std::fs::File::open(file)?;
-        let mut copy = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(to)?;
-        std::io::copy(&mut from, &mut copy)?;
-        std::os::unix::fs::fchown(&copy, Some(owner.uid), Some(owner.gid))?;
-        copy.set_permissions(std::fs::Permissions::from_mode(0o400))
-    })();
-    copied.inspect_err(|_| {
-        let _ = std::fs::remove_file(to);
-    })
+    /// Opens `name` (in `parent`, or a path when `parent` is none) as a directory; a symlink
+    /// fails (`ELOOP`) instead of being followed.
+    pub fn open_dir(parent: Option<&OwnedFd>, name: &OsStr) -> io::Result<OwnedFd> {
+        let name = c(name)?;
+        let at = parent.map_or(libc::AT_FDCWD, |p| p.as_raw_fd());
+        // SAFETY: a valid C string and directory descriptor; the result is checked.
+        let fd = unsafe {
+            libc::openat(
+                at,
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// The directory `name` in `parent`, made (mode 0700, `owner`'s) if missing.
+    pub fn make_dir(parent: &OwnedFd, name: &str, owner: Option<Owner>) -> io::Result<OwnedFd> {
+        let c_name = c(OsStr::new(name))?;
+        // SAFETY: a valid C string and directory descriptor.
+        let made = unsafe { libc::mkdirat(parent.as_raw_fd(), c_name.as_ptr(), 0o700) };
+        let created = match check(made) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e),
+        };
+        let dir = open_dir(Some(parent), OsStr::new(name)).map_err(|e| {
+            // O_NOFOLLOW with O_DIRECTORY answers ENOTDIR (or ELOOP) for a symlink.
+            if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) {
+                if is_symlink(parent, name) {
+                    io::Error::other(format!(
+                        "`{name}` is a symlink; resources are not placed through one"
+                    ))
+                } else {
+                    io::Error::other(format!("`{name}` is in the way: not a directory"))
+                }
+            } else {
+                e
+            }
+        })?;
+        if created && let Some(owner) = owner {
+            // By descriptor: whatever the name points at now, this is the directory opened.
+            // SAFETY: a valid open descriptor.
+            check(unsafe { libc::fchown(dir.as_raw_fd(), owner.uid, owner.gid) })?;
+        }
+        Ok(dir)
+    }
+
+    fn is_symlink(dir: &OwnedFd, name: &str) -> bool {
+        kind(dir, name).is_ok_and(|k| k == Some(libc::S_IFLNK))
+    }
+
+    /// Whether `name` in `dir` is a directory (not following a symlink).
+    pub fn is_dir(dir: &OwnedFd, name: &str) -> io::Result<bool> {
+        Ok(kind(dir, name)? == Some(libc::S_IFDIR))
+    }
+
+    /// The file type of `name` in `dir` (`S_IFDIR`, `S_IFLNK`, …; none: missing), not
+    /// following a symlink.
+    fn kind(dir: &OwnedFd, name: &str) -> io::Result<Option<libc::mode_t>> {
+        let c_name = c(OsStr::new(name))?;
+        // SAFETY: zeroed plain-old-data, filled by fstatat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid C string, descriptor and out-pointer.
+        let rc = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                c_name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        match check(rc) {
+            Ok(()) => Ok(Some(st.st_mode & libc::S_IFMT)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A hard link to `file` (the agent's cache) named `name` in `dir`.
+    pub fn hard_link(file: &Path, dir: &OwnedFd, name: &str) -> io::Result<()> {
+        let (from, to) = (c(file.as_os_str())?, c(OsStr::new(name))?);
+        // SAFETY: valid C strings and descriptors; flags 0: the source is not followed if a
+        // link, the new name is never followed.
+        check(unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                dir.as_raw_fd(),
+                to.as_ptr(),
+                0,
+            )
+        })
+    }
+
+    pub fn symlink(file: &Path, dir: &OwnedFd, name: &str) -> io::Result<()> {
+        let (target, to) = (c(file.as_os_str())?, c(OsStr::new(name))?);
+        // SAFETY: valid C strings and descriptor.
+        check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), to.as_ptr()) })
+    }
+
+    /// Renames `from` to `to` inside `dir`: a symlink at `to` is replaced, never followed.
+    pub fn rename(dir: &OwnedFd, from: &str, to: &str) -> io::Result<()> {
+        let (a, b) = (c(OsStr::new(from))?, c(OsStr::new(to))?);
+        // SAFETY: valid C strings and descriptor.
+        check(unsafe { libc::renameat(dir.as_raw_fd(), a.as_ptr(), dir.as_raw_fd(), b.as_ptr()) })
+    }
+
+    /// Removes `name` from `dir` (a staged link left by a failure); errors are ignored.
+    pub fn remove(dir: &OwnedFd, name: &str) {
+        if let Ok(n) = c(OsStr::new(name)) {
+            // SAFETY: a valid C string and descriptor.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), 0) };
+        }
+    }
+
+    /// Copies the cached `file` to the new name `name` in `dir`, `owner`'s and read-only
+    /// (0400). The name is created, never opened: a symlink planted there fails the copy.
+    pub fn copy_for(file: &Path, dir: &OwnedFd, name: &str, owner: Owner) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let to = c(OsStr::new(name))?;
+        // SAFETY: a valid C string and descriptor; the result is checked.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                to.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        let mut copy = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let copied = (|| {
+            let mut from = std::fs::File::open(file)?;
+            io::copy(&mut from, &mut copy)?;
+            std::os::unix::fs::fchown(&copy, Some(owner.uid), Some(owner.gid))?;
+            copy.set_permissions(std::fs::Permissions::from_mode(0o400))
+        })();
+        copied.inspect_err(|_| remove(dir, name))
+    }
 }
 
 async fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -906,11 +1045,29 @@ mod tests {
         std::fs::create_dir_all(&outside).unwrap();
         std::os::unix::fs::symlink(&outside, run.join("lib")).unwrap();
         let e = cache.link(&file, &run, "lib/app.jar", None).unwrap_err();
-        assert!(
-            e.to_string().contains("outside the working directory"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("`lib` is a symlink"), "{e}");
         assert!(!outside.join("app.jar").exists());
+        // Nor through a deeper one, nor by making directories through it (as root, making
+        // `x/ssh.service.d` through `x -> /etc/systemd/system` would hand a task root).
+        std::fs::create_dir_all(run.join("a")).unwrap();
+        std::os::unix::fs::symlink(&outside, run.join("a/b")).unwrap();
+        for name in ["a/b/app.jar", "a/b/new/app.jar", "lib/new/deeper/app.jar"] {
+            let e = cache.link(&file, &run, name, None).unwrap_err();
+            assert!(e.to_string().contains("is a symlink"), "{name}: {e}");
+        }
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing was made through a planted symlink"
+        );
+        // A symlink planted as the resource's own name is replaced, not written through.
+        std::fs::write(outside.join("victim"), b"keep").unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), run.join("app.jar")).unwrap();
+        cache.link(&file, &run, "app.jar", None).unwrap();
+        assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"keep");
+        for bad in ["../escape.jar", "a/../b.jar", "/abs.jar", "a//b.jar"] {
+            assert!(cache.link(&file, &run, bad, None).is_err(), "{bad}");
+        }
         // An ordinary name is linked, and linking again replaces it.
         cache.link(&file, &run, "conf/app.jar", None).unwrap();
         cache.link(&file, &run, "conf/app.jar", None).unwrap();

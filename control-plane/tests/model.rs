@@ -1924,13 +1924,12 @@ impl Model {
 async fn the_plane_asks_the_policy_again_with_the_authors_bindings_at_apply_time() {
     let mut m = Model::new().await;
     m.two_tenants().await;
-    m.ok(Command::CreateToken(token_with(
-        "ci",
-        &["developer@ads"],
-        None,
-    )))
-    .await;
-    let ci = Author::Token { name: n("ci") };
+    let ci_token = token_with("ci", &["developer@ads"], None);
+    m.ok(Command::CreateToken(ci_token.clone())).await;
+    let ci = Author::Token {
+        name: n("ci"),
+        token: ci_token.hash.clone(),
+    };
     // Its own tenant: fine.
     m.apply_by(
         ci.clone(),
@@ -1997,8 +1996,23 @@ async fn the_plane_asks_the_policy_again_with_the_authors_bindings_at_apply_time
     assert!(refused.iter().all(|e| e.actor == "token:ci"));
     assert_eq!(refused[2].tenant.as_deref(), Some("bi"));
 
-    // Deleted between the API's check and the commit: the write does not slip through.
+    // Deleted between the API's check and the commit: the write does not slip through, nor
+    // when a token of the same name (another secret, an owner's roles) was made meanwhile.
     m.ok(Command::DeleteToken { name: n("ci") }).await;
+    let err = m
+        .apply_by(
+            ci.clone(),
+            Command::ApplyWorkflow(workflow("ads", "etl", "v2")),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApplyError::Refused(Refusal::Unauthenticated { .. })),
+        "{err}"
+    );
+    let mut again = token_with("ci", &["owner@ads"], None);
+    again.hash = "f".repeat(64);
+    m.ok(Command::CreateToken(again)).await;
     let err = m
         .apply_by(ci, Command::ApplyWorkflow(workflow("ads", "etl", "v2")))
         .await
@@ -2008,13 +2022,16 @@ async fn the_plane_asks_the_policy_again_with_the_authors_bindings_at_apply_time
         "{err}"
     );
     // An expired token is refused at its expiry, by the proposal's stamped time.
-    m.ok(Command::CreateToken(token_with(
+    let short_token = token_with(
         "short",
         &["owner@ads"],
         Some(1_700_000_000_000 + m.index as i64 + 3),
-    )))
-    .await;
-    let short = Author::Token { name: n("short") };
+    );
+    m.ok(Command::CreateToken(short_token.clone())).await;
+    let short = Author::Token {
+        name: n("short"),
+        token: short_token.hash.clone(),
+    };
     m.apply_by(
         short.clone(),
         Command::ApplyWorkflow(workflow("ads", "a", "true")),

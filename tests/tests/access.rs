@@ -1178,7 +1178,102 @@ async fn sessions_cookies_csrf_and_failed_sign_ins() {
     // The lock ends.
     clock.advance(chrono::Duration::minutes(15));
     plane.sign_in(0, "carol", PASSWORD).await;
+
+    // Sent all at once, guesses are still counted one by one: at most five get an answer.
+    plane.user("dora", &["viewer@ads"], PASSWORD).await;
+    let guesses = (0..10).map(|_| {
+        plane.call_as(
+            &Cred::Nobody,
+            0,
+            Method::POST,
+            "/session",
+            Some(json!({"user": "dora", "password": "guess guess guess"})),
+        )
+    });
+    let answers = futures_join_all(guesses).await;
+    let tried = answers
+        .iter()
+        .filter(|r| r.status == StatusCode::UNAUTHORIZED)
+        .count();
+    let limited = answers
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((tried, limited), (5, 5));
+    // A name that is no user name is recorded as such, not copied into the log.
+    let long = "x".repeat(10_000);
+    let r = plane
+        .call_as(
+            &Cred::Nobody,
+            0,
+            Method::POST,
+            "/session",
+            Some(json!({"user": long, "password": "guess guess guess"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let audit = wait_for_audit(
+        &plane,
+        "/audit?actor=user:(not a user name)&limit=10",
+        |e| !e.is_empty(),
+    )
+    .await;
+    assert!(
+        !serde_json::to_string(&audit)
+            .unwrap()
+            .contains(&"x".repeat(100))
+    );
+    // Guessing one's own password through a password change is a sign-in guess too.
+    clock.advance(chrono::Duration::minutes(15));
+    plane.user("erin", &["viewer@ads"], PASSWORD).await;
+    let erin = plane.sign_in(0, "erin", PASSWORD).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = plane
+            .call_as(&erin, 0, Method::PUT, "/users/erin/password",
+                Some(json!({"password": "a brand new password", "current_password": "guess guess guess"})))
+            .await;
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(statuses, [403, 403, 403, 403, 403, 429]);
+    wait_for_audit(
+        &plane,
+        "/audit?actor=user:erin&outcome=refused&limit=10",
+        |e| e.iter().filter(|e| e["op"] == "set_password").count() >= 6,
+    )
+    .await;
     plane.cluster.shutdown().await;
+}
+
+/// Runs the futures together and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let futures: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs = Vec::new();
+    let mut pending: Vec<_> = futures.into_iter().map(Some).collect();
+    // Poll them all concurrently, in one task: a join, without a crate for it.
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for slot in pending.iter_mut() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(out) => {
+                        outputs.push(out);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1312,5 +1407,135 @@ async fn a_revocation_on_the_leader_holds_on_every_node_and_at_apply() {
             r.body
         );
     }
+    plane.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_exists_elsewhere_is_not_told() {
+    let plane = ApiPlane::start(1, ManualClock::at(t0())).await;
+    federation(&plane).await;
+    // An environment both tenants are granted, mapping each to its own OS user.
+    plane
+        .must(
+            Method::POST,
+            "/environments",
+            json!({"name": "shared", "cluster": "nj-main",
+                   "run_as": {"tenants": {"ads": {"user": "ads-etl"}, "bi": {"user": "bi-secret"}}}}),
+        )
+        .await;
+    for tenant in ["ads", "bi"] {
+        plane
+            .must(
+                Method::POST,
+                "/grants",
+                json!({"tenant": tenant, "environment": "shared"}),
+            )
+            .await;
+    }
+    plane.user("bob", &["viewer@bi"], PASSWORD).await;
+    let owner = plane.token("owner-ads", &["owner@ads"]).await;
+    let dev = plane.token("dev-ads", &["developer@ads"]).await;
+    let viewer = plane.token("viewer-ads", &["viewer@ads"]).await;
+    let operator = plane.token("operator", &["operator"]).await;
+
+    // A member sees the shared environment, and only its own tenant's OS user in it.
+    let r = plane
+        .call_as(&viewer, 0, Method::GET, "/environments/shared", None)
+        .await;
+    assert_eq!(
+        r.body["run_as"]["tenants"],
+        json!({"ads": {"user": "ads-etl", "group": null}}),
+        "{}",
+        r.body
+    );
+    let r = plane
+        .call_as(&viewer, 0, Method::GET, "/environments", None)
+        .await;
+    assert!(!r.body.to_string().contains("bi-secret"), "{}", r.body);
+    let (_, all) = plane
+        .call(0, Method::GET, "/environments/shared", None)
+        .await;
+    assert_eq!(all["run_as"]["tenants"]["bi"]["user"], "bi-secret");
+
+    // Users another tenant's and users nobody has read the same: not there.
+    for (cred, method, path, body) in [
+        (
+            &dev,
+            Method::POST,
+            "/users/bob/bindings",
+            Some(json!({"role": "viewer", "tenant": "ads"})),
+        ),
+        (
+            &dev,
+            Method::POST,
+            "/users/nobody/bindings",
+            Some(json!({"role": "viewer", "tenant": "ads"})),
+        ),
+        (&owner, Method::DELETE, "/users/bob", None),
+        (&owner, Method::DELETE, "/users/nobody", None),
+        (&owner, Method::PUT, "/users/bob/password", Some(json!({}))),
+        (
+            &owner,
+            Method::PUT,
+            "/users/nobody/password",
+            Some(json!({})),
+        ),
+        (&owner, Method::DELETE, "/tokens/nothing-here", None),
+    ] {
+        let r = plane.call_as(cred, 0, method.clone(), path, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {}",
+            r.body
+        );
+        let name = path.split('/').nth(2).unwrap();
+        assert!(
+            r.body["error"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("`{name}` does not exist")),
+            "{method} {path}: {}",
+            r.body
+        );
+    }
+    // A user or token with no role is an admin's to make: anyone else's attempt is refused
+    // (a viewer, an operator, an owner) and stores nothing.
+    for cred in [&viewer, &operator, &owner] {
+        let r = plane
+            .call_as(
+                cred,
+                0,
+                Method::POST,
+                "/users",
+                Some(json!({"name": "squatter", "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    }
+    let (status, _) = plane.call(0, Method::GET, "/users/squatter", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // An environment the tenant was not granted, existing or not: the same answer.
+    let mut answers = Vec::new();
+    for env in ["bi-prod", "no-such-env"] {
+        let r = plane
+            .call_as(
+                &dev,
+                0,
+                Method::POST,
+                "/schedules",
+                Some(
+                    json!({"tenant": "ads", "name": "s", "workflow": "etl", "environment": env,
+                            "spec": {"cron": "0 0 * * * ?"}}),
+                ),
+            )
+            .await;
+        answers.push((
+            r.status,
+            r.body["error"].as_str().unwrap().replace(env, "ENV"),
+        ));
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].0, StatusCode::UNPROCESSABLE_ENTITY);
     plane.cluster.shutdown().await;
 }

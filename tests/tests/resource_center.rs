@@ -68,6 +68,17 @@ async fn resources_uploaded_by_a_tenant_reach_its_tasks_and_no_other_tenant() {
         Some(&b"echo \"greetings from a cached script\"\n"[..]),
         "stored under the tenant's prefix"
     );
+    // An upload is a write like any other: in the audit trail, with who made it (recorded in
+    // the background, so looked for until it shows).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let audit = ok(admin(&["audit", "--tenant", "demo", "--limit", "5"]));
+        if audit.contains("token:admin\tupload_resource\tresource demo/etl/greet.sh") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{audit}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let listed = ok(admin(&["resources", "--tenant", "demo", "ls", "etl/"]));
     assert!(listed.contains(" etl/greet.sh"), "{listed}");
     assert_eq!(

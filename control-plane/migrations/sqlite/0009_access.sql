@@ -28,3 +28,11 @@ ALTER TABLE audit ADD COLUMN outcome TEXT NOT NULL DEFAULT 'applied';
 ALTER TABLE audit ADD COLUMN message TEXT NOT NULL DEFAULT '';
 CREATE INDEX audit_tenant ON audit (tenant, log_index);
 CREATE INDEX audit_actor ON audit (actor, log_index);
+
+-- Tokens made before roles that named a tenant read as `owner` of it. One whose tenant was
+-- deleted before this migration would become the owner of a tenant re-created under that name
+-- (deleting a tenant now takes its roles away; it did not then): such tokens go.
+DELETE FROM tokens
+WHERE json_extract(doc, '$.v') IS NULL
+  AND json_extract(doc, '$.tenant') IS NOT NULL
+  AND json_extract(doc, '$.tenant') NOT IN (SELECT name FROM tenants);

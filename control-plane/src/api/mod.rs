@@ -42,7 +42,7 @@ use sqlx::SqlitePool;
 
 use crate::model::authorize::{self, Infra};
 use crate::model::processor::{Applied, RefusalKind, Rejection};
-use crate::model::{Author, Command, Name, Proposal, RefusalRecord, query};
+use crate::model::{AuditOutcome, AuditRecord, Author, Command, Name, Proposal, query};
 use crate::policy::{self, Action, Decision, Kind, Object, Principal, Scope};
 use crate::raft::node::{AskError, PlaneNode};
 use crate::raft::{Node, Outcome};
@@ -485,15 +485,30 @@ impl Api {
         tenant: Option<&Name>,
         message: &str,
     ) {
-        let record = RefusalRecord {
+        self.note(caller, AuditOutcome::Refused, op, subject, tenant, message);
+    }
+
+    /// Records, in the background, a write that is not a command of the model (a resource
+    /// file, the plane's membership) or a refusal of one.
+    pub fn note(
+        &self,
+        caller: &Caller,
+        outcome: AuditOutcome,
+        op: &str,
+        subject: &str,
+        tenant: Option<&Name>,
+        message: &str,
+    ) {
+        let record = AuditRecord {
             actor: caller.actor(),
+            outcome,
             op: op.to_owned(),
             subject: subject.to_owned(),
             tenant: tenant.cloned(),
             message: message.to_owned(),
         };
         let api = self.clone();
-        tokio::spawn(async move { api.record(Command::RecordRefusal(record)).await });
+        tokio::spawn(async move { api.record(Command::Record(record)).await });
     }
 
     /// Proposes a refusal record; failures are logged, not answered.
@@ -547,14 +562,20 @@ impl Api {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> ApiResult<T> {
-        let _permit = self
+        // The permit goes with the work: a client that hangs up does not free it while the
+        // hash goes on, so at most `CONCURRENT` hashes run whatever clients do.
+        let permit = self
             .hashing
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| ApiError::internal(format!("a password check stopped: {e}")))
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("a password check stopped: {e}")))
     }
 
     pub async fn hash_password(&self, plain: String) -> ApiResult<String> {
@@ -632,6 +653,9 @@ struct InfraRoutes<T> {
     list: fn(&SqlitePool) -> futures_list::ListFuture<'_, T>,
     one: for<'a> fn(&'a SqlitePool, &'a Name) -> futures_list::OneFuture<'a, T>,
     name_of: fn(&T) -> &Name,
+    /// What of an item a reader limited to some tenants may see (an environment's OS users of
+    /// other tenants are not theirs to know).
+    redact: fn(T, &Scope) -> T,
 }
 
 /// Boxed futures for [`InfraRoutes`]' queries (async fn pointers cannot be named otherwise).
@@ -662,7 +686,7 @@ impl<T: Serialize + Send + Sync + 'static> InfraRoutes<T> {
                     let granted =
                         authorize::granted_to(&mut conn, self.kind, (self.name_of)(&item)).await?;
                     if scope.any(&granted) {
-                        shown.push(item);
+                        shown.push((self.redact)(item, &scope));
                     }
                 }
                 Ok(Json(shown))
@@ -684,7 +708,8 @@ impl<T: Serialize + Send + Sync + 'static> InfraRoutes<T> {
                 let mut conn = read.pool.acquire().await?;
                 let granted_to = authorize::granted_to(&mut conn, self.kind, &n).await?;
                 read.allow(Action::Read, &Object::Infrastructure { granted_to }, &what)?;
-                Ok(Json(item))
+                let scope = policy::scope(&read.principal, Kind::Infrastructure);
+                Ok(Json((self.redact)(item, &scope)))
             },
         )
     }
@@ -726,6 +751,7 @@ pub fn router(api: Api) -> Router {
         list: |p| Box::pin(query::data_centers(p)),
         one: |p, n| Box::pin(query::data_center(p, n)),
         name_of: |d: &crate::model::DataCenter| &d.name,
+        redact: |d, _| d,
     });
     let clusters = Arc::new(InfraRoutes {
         kind: Infra::Cluster,
@@ -734,6 +760,7 @@ pub fn router(api: Api) -> Router {
         list: |p| Box::pin(query::clusters(p)),
         one: |p, n| Box::pin(query::cluster(p, n)),
         name_of: |c: &crate::model::Cluster| &c.name,
+        redact: |c, _| c,
     });
     let environments = Arc::new(InfraRoutes {
         kind: Infra::Environment,
@@ -742,6 +769,10 @@ pub fn router(api: Api) -> Router {
         list: |p| Box::pin(query::environments(p)),
         one: |p, n| Box::pin(query::environment(p, n)),
         name_of: |e: &crate::model::Environment| &e.name,
+        redact: |mut e, scope| {
+            e.run_as.tenants.retain(|tenant, _| scope.contains(tenant));
+            e
+        },
     });
     let v1 = Router::new()
         .route(
@@ -1071,6 +1102,8 @@ pub fn router(api: Api) -> Router {
         .route(
             "/session",
             post(session::sign_in)
+                // A sign-in is a user name and a password: nothing bigger is read.
+                .layer(DefaultBodyLimit::max(16 * 1024))
                 .get(
                     async |State(api): State<Api>, Extension(c): Extension<Caller>| {
                         session::whoami(&c, &api).await.map(Json)
@@ -1129,6 +1162,15 @@ pub fn router(api: Api) -> Router {
                     api.node
                         .add_voter(Node::new(hostname.clone(), v.port), api.timeout * 6)
                         .await?;
+                    let subject = format!("plane node {hostname}");
+                    api.note(
+                        &c,
+                        AuditOutcome::Applied,
+                        "add_plane_node",
+                        &subject,
+                        None,
+                        "",
+                    );
                     Ok((
                         StatusCode::CREATED,
                         Json(WriteReply {
@@ -1150,6 +1192,15 @@ pub fn router(api: Api) -> Router {
                     let read = api.reader(&c, true).await?;
                     read.allow(Action::Change, &Object::Plane, "the plane's membership")?;
                     api.node.remove(&h, api.timeout).await?;
+                    let subject = format!("plane node {h}");
+                    api.note(
+                        &c,
+                        AuditOutcome::Applied,
+                        "remove_plane_node",
+                        &subject,
+                        None,
+                        "",
+                    );
                     Ok(Json(WriteReply {
                         subject: format!("plane node {h}"),
                         version: None,

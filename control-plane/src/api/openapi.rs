@@ -494,6 +494,8 @@ fn operation(route: &Route) -> Value {
             "404": error.clone(),
             "409": error.clone(),
             "413": error.clone(),
+            "422": error.clone(),
+            "429": error.clone(),
             "503": error,
         }
     });

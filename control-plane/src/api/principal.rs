@@ -91,7 +91,10 @@ impl Caller {
                 user: user.clone(),
                 session: hash.clone(),
             },
-            (Who::Token(name), _) => Author::Token { name: name.clone() },
+            (Who::Token(name), Credential::Token { hash }) => Author::Token {
+                name: name.clone(),
+                token: hash.clone(),
+            },
             // A credential resolves to a user (session) or a token, never to anything else. Fail
             // closed all the same: a session nobody has is refused when applied.
             (_, _) => Author::Session {
@@ -185,10 +188,12 @@ impl Principals {
         credential: &Credential,
         now_ms: i64,
     ) -> Result<Principal, ApiError> {
+        // By kind too: a session's secret sent as a bearer token is no token.
         let key = match credential {
-            Credential::Token { hash } | Credential::Session { hash, .. } => hash,
+            Credential::Token { hash } => format!("t{hash}"),
+            Credential::Session { hash, .. } => format!("s{hash}"),
         };
-        if let Some(c) = self.entries.lock().expect("not poisoned").get(key)
+        if let Some(c) = self.entries.lock().expect("not poisoned").get(&key)
             && c.generation == generation
             && c.expires_ms.is_none_or(|e| now_ms < e)
         {
@@ -200,7 +205,7 @@ impl Principals {
             entries.clear();
         }
         entries.insert(
-            key.clone(),
+            key,
             Cached {
                 generation,
                 principal: principal.clone(),
@@ -215,6 +220,11 @@ pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_else(|| ms.to_string())
+}
+
+/// Whether `a` and `b` are equal, in a time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Routes anyone may call: the API's description, and signing in.
@@ -241,8 +251,8 @@ pub async fn authenticate(State(api): State<Api>, mut req: Request, next: Next) 
     if let Credential::Session { csrf, .. } = &credential
         && !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
     {
-        let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-        if sent != Some(csrf.as_str()) {
+        let sent = req.headers().get(CSRF_HEADER).map(|v| v.as_bytes());
+        if !sent.is_some_and(|sent| same(sent, csrf.as_bytes())) {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",

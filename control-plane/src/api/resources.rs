@@ -20,6 +20,7 @@ use tokio_stream::StreamExt;
 
 use super::principal::Caller;
 use super::{Api, ApiError, ApiResult, Params, name};
+use crate::model::AuditOutcome;
 use crate::model::{Name, query};
 use crate::policy::{Action, Object};
 
@@ -193,6 +194,15 @@ pub fn one() -> MethodRouter<Api> {
                 .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
             let meta = bucket.upload(&object, file.path()).await?;
             tracing::info!(actor = %c.actor(), object, size, "resource uploaded");
+            let subject = format!("resource {tenant}/{}", view(&prefix, meta.clone()).key);
+            api.note(
+                &c,
+                AuditOutcome::Applied,
+                "upload_resource",
+                &subject,
+                Some(&tenant),
+                "",
+            );
             Ok((StatusCode::CREATED, Json(view(&prefix, meta))))
         },
     )
@@ -207,6 +217,15 @@ pub fn one() -> MethodRouter<Api> {
             let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
             let meta = bucket.delete(&object).await?;
             tracing::info!(actor = %c.actor(), object, "resource deleted");
+            let subject = format!("resource {tenant}/{}", view(&prefix, meta.clone()).key);
+            api.note(
+                &c,
+                AuditOutcome::Applied,
+                "delete_resource",
+                &subject,
+                Some(&tenant),
+                "",
+            );
             Ok(Json(view(&prefix, meta)))
         },
     )

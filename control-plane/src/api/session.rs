@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use meridian_proto::Clock;
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::principal::{Caller, Credential, SESSION_COOKIE, csrf_token, rfc3339};
 use super::{Api, ApiError, ApiResult, Body, password, token};
-use crate::model::{Command, Name, RefusalRecord, Session, query};
+use crate::model::{AuditOutcome, AuditRecord, Command, Name, Session, query};
 use crate::policy::{Binding, Who};
 
 /// How sessions are made.
@@ -93,9 +93,12 @@ impl Logins {
         ]
     }
 
-    /// May `user` try from `addr` now?
-    pub fn gate(&self, user: &str, addr: &str) -> Gate {
+    /// May `user` try from `addr` now? An attempt let through is counted at once, as a
+    /// failure until it succeeds: requests sent together cannot all pass the gate before any
+    /// of them is counted.
+    pub fn attempt(&self, user: &str, addr: &str) -> Gate {
         let now = self.clock.now_ms();
+        let window = LOCKOUT.as_millis() as i64;
         let mut counts = self.counts.lock().expect("not poisoned");
         for (key, _) in Self::keys(user, addr) {
             if let Some(f) = counts.get_mut(&key)
@@ -109,14 +112,6 @@ impl Logins {
                 };
             }
         }
-        Gate::Open
-    }
-
-    /// Counts a failed attempt.
-    pub fn failed(&self, user: &str, addr: &str) {
-        let now = self.clock.now_ms();
-        let window = LOCKOUT.as_millis() as i64;
-        let mut counts = self.counts.lock().expect("not poisoned");
         if counts.len() > 100_000 {
             counts.retain(|_, f| f.since_ms + window > now || f.locked_until_ms > now);
         }
@@ -134,15 +129,49 @@ impl Logins {
                 f.lock_recorded = false;
             }
         }
+        Gate::Open
     }
 
-    /// A success clears the user's count (not the address's: one good password does not buy
-    /// an address more guesses at other users).
-    pub fn succeeded(&self, user: &str) {
-        self.counts
-            .lock()
-            .expect("not poisoned")
-            .remove(&format!("user:{user}"));
+    /// The attempt succeeded: the user's count is cleared, and the address's attempt no longer
+    /// counts (one good password does not buy an address more guesses, nor cost it any).
+    pub fn succeeded(&self, user: &str, addr: &str) {
+        let mut counts = self.counts.lock().expect("not poisoned");
+        counts.remove(&format!("user:{user}"));
+        if let Some(f) = counts.get_mut(&format!("addr:{addr}")) {
+            f.count = f.count.saturating_sub(1);
+            if f.count < ADDRESS_FAILURES {
+                f.locked_until_ms = 0;
+            }
+        }
+    }
+}
+
+/// The client's address (for the limits on failed sign-ins), when the server knows it.
+pub struct Source(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Source(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+                .unwrap_or_else(|| "unknown".into()),
+        ))
+    }
+}
+
+/// A user name as given, for the limits and the audit trail: anything that is not a name is
+/// one placeholder, so a caller cannot write megabytes into the replicated log by failing.
+pub fn given_user(user: &str) -> String {
+    match Name::new(user) {
+        Ok(n) => n.to_string(),
+        Err(_) => "(not a user name)".into(),
     }
 }
 
@@ -168,68 +197,72 @@ pub struct Whoami {
     pub expires_ms: Option<i64>,
 }
 
-fn source(req: &Request) -> String {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// Records a refused sign-in in the audit trail, in the background: the answer does not wait
 /// for the plane (which may have no leader just now).
-fn record(api: &Api, user: &str, message: String) {
+pub fn record(api: &Api, user: &str, message: String) {
+    record_as(api, user, "sign_in", message);
+}
+
+/// Records a refused password check of `user` (`op`: what it was for).
+pub fn record_as(api: &Api, user: &str, op: &str, message: String) {
     let api = api.clone();
-    let record = RefusalRecord {
+    let record = AuditRecord {
         actor: format!("user:{user}"),
-        op: "sign_in".into(),
+        outcome: AuditOutcome::Refused,
+        op: op.into(),
         subject: format!("user {user}"),
         tenant: None,
         message,
     };
     tokio::spawn(async move {
-        api.record(Command::RecordRefusal(record)).await;
+        api.record(Command::Record(record)).await;
     });
 }
 
 /// `POST /session`: checks the password and signs the user in.
-pub async fn sign_in(State(api): State<Api>, req: Request) -> Response {
-    let addr = source(&req);
-    let Body(form) = match Body::<SignIn>::from_request(req, &api).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+pub async fn sign_in(
+    State(api): State<Api>,
+    Source(addr): Source,
+    Body(form): Body<SignIn>,
+) -> Response {
     match sign_in_checked(&api, form, &addr).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
+/// The answer to a locked-out attempt (and its audit record, once per lock).
+pub fn locked_out(api: &Api, user: &str, addr: &str, retry_after_s: u64, first: bool) -> Response {
+    if first {
+        record(
+            api,
+            user,
+            format!("too many failed sign-ins (from {addr}); locked for {retry_after_s} s"),
+        );
+    }
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "too many failed sign-ins for this user or from this address; try again in \
+             {retry_after_s} s"
+        ),
+    )
+    .into_response();
+    e.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+    e
+}
+
 async fn sign_in_checked(api: &Api, form: SignIn, addr: &str) -> ApiResult<Response> {
     let wrong = || ApiError::unauthorized("wrong user or password");
+    let user = given_user(&form.user);
     if let Gate::Locked {
         retry_after_s,
         first,
-    } = api.logins.gate(&form.user, addr)
+    } = api.logins.attempt(&user, addr)
     {
-        if first {
-            record(
-                api,
-                &form.user,
-                format!("too many failed sign-ins (from {addr}); locked for {retry_after_s} s"),
-            );
-        }
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "too many failed sign-ins for this user or from this address; try again in \
-                 {retry_after_s} s"
-            ),
-        )
-        .into_response();
-        e.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
-        return Ok(e);
+        return Ok(locked_out(api, &user, addr, retry_after_s, first));
     }
     let name = Name::new(form.user.clone()).ok();
     // The plane's current users, not this node's possibly older copy.
@@ -244,16 +277,12 @@ async fn sign_in_checked(api: &Api, form: SignIn, addr: &str) -> ApiResult<Respo
         .unwrap_or_else(|| password::decoy().to_owned());
     let given = form.password.clone();
     let ok = api.verify_password(given, phc).await? && found.is_some();
-    let Some((user, _)) = found.filter(|_| ok) else {
-        api.logins.failed(&form.user, addr);
-        record(
-            api,
-            &form.user,
-            format!("wrong user or password (from {addr})"),
-        );
+    let Some((found, _)) = found.filter(|_| ok) else {
+        record(api, &user, format!("wrong user or password (from {addr})"));
         return Err(wrong());
     };
-    api.logins.succeeded(&form.user);
+    api.logins.succeeded(&user, addr);
+    let user = found;
     let secret = token::secret(token::SESSION_PREFIX).map_err(ApiError::internal)?;
     let now = api.clock.now_ms();
     let expires_ms = now + api.sessions.ttl.as_millis() as i64;
@@ -362,26 +391,27 @@ mod tests {
             .into();
         let clock = ManualClock::at(t0);
         let logins = Logins::new(Arc::new(clock.clone()));
+        // Attempts are counted as they are let through, before anyone knows how they end:
+        // five sent at once are five, and the sixth waits.
         for _ in 0..USER_FAILURES - 1 {
-            logins.failed("alice", "10.0.0.1");
+            assert_eq!(logins.attempt("alice", "10.0.0.1"), Gate::Open);
         }
-        assert_eq!(logins.gate("alice", "10.0.0.1"), Gate::Open);
-        logins.failed("alice", "10.0.0.2");
+        assert_eq!(logins.attempt("alice", "10.0.0.2"), Gate::Open);
         // Locked whatever the address; the first refusal is the one to audit.
         assert!(matches!(
-            logins.gate("alice", "10.0.0.9"),
+            logins.attempt("alice", "10.0.0.9"),
             Gate::Locked {
                 first: true,
                 retry_after_s: 900
             }
         ));
         assert!(matches!(
-            logins.gate("alice", "10.0.0.9"),
+            logins.attempt("alice", "10.0.0.9"),
             Gate::Locked { first: false, .. }
         ));
-        assert_eq!(logins.gate("bob", "10.0.0.9"), Gate::Open);
+        assert_eq!(logins.attempt("bob", "10.0.0.9"), Gate::Open);
         clock.advance(chrono::Duration::seconds(LOCKOUT.as_secs() as i64));
-        assert_eq!(logins.gate("alice", "10.0.0.1"), Gate::Open);
+        assert_eq!(logins.attempt("alice", "10.0.0.1"), Gate::Open);
     }
 
     #[test]
@@ -389,23 +419,28 @@ mod tests {
         let clock = ManualClock::at(chrono::Utc::now());
         let logins = Logins::new(Arc::new(clock));
         for i in 0..ADDRESS_FAILURES {
-            logins.failed(&format!("user{i}"), "10.0.0.1");
+            logins.attempt(&format!("user{i}"), "10.0.0.1");
         }
         assert!(matches!(
-            logins.gate("someone-else", "10.0.0.1"),
+            logins.attempt("someone-else", "10.0.0.1"),
             Gate::Locked { .. }
         ));
-        assert_eq!(logins.gate("someone-else", "10.0.0.2"), Gate::Open);
+        assert_eq!(logins.attempt("someone-else", "10.0.0.2"), Gate::Open);
     }
 
     #[test]
-    fn a_success_clears_the_users_count() {
+    fn a_success_clears_the_users_count_and_does_not_count_against_the_address() {
         let logins = Logins::new(Arc::new(ManualClock::at(chrono::Utc::now())));
-        for _ in 0..USER_FAILURES - 1 {
-            logins.failed("alice", "10.0.0.1");
+        for _ in 0..USER_FAILURES {
+            logins.attempt("alice", "10.0.0.1");
         }
-        logins.succeeded("alice");
-        logins.failed("alice", "10.0.0.1");
-        assert_eq!(logins.gate("alice", "10.0.0.1"), Gate::Open);
+        logins.succeeded("alice", "10.0.0.1");
+        assert_eq!(logins.attempt("alice", "10.0.0.1"), Gate::Open);
+        // An office behind one address signing in all day is never locked out.
+        for i in 0..3 * ADDRESS_FAILURES {
+            let user = format!("user{}", i % 4);
+            assert_eq!(logins.attempt(&user, "10.0.0.2"), Gate::Open, "{i}");
+            logins.succeeded(&user, "10.0.0.2");
+        }
     }
 }

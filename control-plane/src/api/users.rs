@@ -12,6 +12,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::principal::Caller;
+use super::session::{Gate, Source, record_as};
 use super::{
     Api, ApiError, ApiResult, Body, Params, ReadOptions, WriteReply, name, password, token,
 };
@@ -276,6 +277,7 @@ pub fn user_password() -> MethodRouter<Api> {
     put(
         async |State(api): State<Api>,
                Extension(c): Extension<Caller>,
+               Source(addr): Source,
                Path(n): Path<String>,
                Body(v): Body<NewPassword>|
                -> ApiResult<Json<PasswordReply>> {
@@ -292,17 +294,47 @@ pub fn user_password() -> MethodRouter<Api> {
                         "request body: current_password: required to change your own password",
                     ));
                 };
+                // Guessing it here is guessing a sign-in: the same limits, the same audit.
+                if let Gate::Locked {
+                    retry_after_s,
+                    first,
+                } = api.logins.attempt(n.as_str(), &addr)
+                {
+                    if first {
+                        record_as(
+                            &api,
+                            n.as_str(),
+                            "set_password",
+                            format!("too many wrong passwords (from {addr}); locked"),
+                        );
+                    }
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        format!(
+                            "too many wrong passwords for this user or from this address; try \
+                             again in {retry_after_s} s"
+                        ),
+                    ));
+                }
                 let stored = query::user_with_password(api.node.state.pool(), &n)
                     .await?
                     .map(|(_, p)| p)
                     .unwrap_or_default();
                 if !api.verify_password(current, stored).await? {
+                    record_as(
+                        &api,
+                        n.as_str(),
+                        "set_password",
+                        format!("wrong current password (from {addr})"),
+                    );
                     return Err(ApiError::new(
                         StatusCode::FORBIDDEN,
                         "forbidden",
                         "request body: current_password: does not match",
                     ));
                 }
+                api.logins.succeeded(n.as_str(), &addr);
             }
             let (plain, shown) = chosen(v.password)?;
             let phc = api.hash_password(plain).await?;

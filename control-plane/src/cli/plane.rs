@@ -145,8 +145,14 @@ pub async fn init(path: &Path) -> Result<String, ClientError> {
                 config.data_dir.display()
             ))
         })?;
+    // Done before, unless a crash left a secret on its way (`*.new`): then this finishes it.
+    let file = |name: &str| config.data_dir.join(name);
+    let pending = |name: &str| config.data_dir.join(format!("{name}.new"));
     if server::is_initialized(&node).await
-        && config.data_dir.join(server::ADMIN_TOKEN_FILE).exists()
+        && file(server::ADMIN_TOKEN_FILE).exists()
+        && file(server::ADMIN_PASSWORD_FILE).exists()
+        && !pending(server::ADMIN_TOKEN_FILE).exists()
+        && !pending(server::ADMIN_PASSWORD_FILE).exists()
     {
         node.shutdown().await;
         return Err(ClientError::Refused(format!(

@@ -507,11 +507,13 @@ pub async fn principal(
 ) -> Result<Option<Principal>, ApplyError> {
     match author {
         Author::System { .. } | Author::Agent { .. } => Ok(None),
-        Author::Token { name } => {
-            let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM tokens WHERE name = ?")
-                .bind(name.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
+        Author::Token { name, token } => {
+            let doc: Option<String> =
+                sqlx::query_scalar("SELECT doc FROM tokens WHERE name = ? AND hash = ?")
+                    .bind(name.as_str())
+                    .bind(token)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let Some(doc) = doc else {
                 return Err(unauthenticated(
                     doing,

@@ -69,7 +69,7 @@ pub fn doing(command: &Command) -> String {
         }
         Command::CreateSession(s) => format!("signing in user `{}`", s.user),
         Command::DeleteSession { .. } => "signing out".into(),
-        Command::RecordRefusal(r) => format!("recording a refusal of `{}`", r.op),
+        Command::Record(r) => format!("recording `{}`", r.op),
     }
 }
 
@@ -264,69 +264,69 @@ async fn needs(
             Some(tenant) => vec![Need::new(Control, Object::Run(tenant), "run", run_id)],
             None => vec![],
         },
-        Command::CreateToken(t) => hand_out(&t.bindings),
-        Command::CreateUser { user, .. } => hand_out(&user.bindings),
-        Command::DeleteToken { name } => match token(conn, name).await? {
-            Some(t) => vec![Need::new(
-                Change,
-                Object::Principal {
-                    bindings: t.bindings,
-                    own: false,
-                },
-                "token",
-                name.to_string(),
-            )],
-            None => vec![],
-        },
-        Command::DeleteUser { name } => match user_bindings(conn, name).await? {
-            Some(bindings) => vec![Need::new(
-                Change,
-                Object::Principal {
-                    bindings,
-                    own: false,
-                },
-                "user",
-                name.to_string(),
-            )],
-            None => vec![],
-        },
-        Command::SetPassword { user, .. } => match user_bindings(conn, user).await? {
-            Some(bindings) => vec![Need::new(
+        Command::CreateToken(t) => new_principal("token", &t.name, &t.bindings),
+        Command::CreateUser { user, .. } => new_principal("user", &user.name, &user.bindings),
+        // A user or token that does not exist is, to anyone but an admin, one they may not
+        // see: the same answer as another tenant's, at once (no oracle for what exists).
+        Command::DeleteToken { name } => vec![Need::new(
+            Change,
+            Object::Principal {
+                bindings: token(conn, name)
+                    .await?
+                    .map(|t| t.bindings)
+                    .unwrap_or_default(),
+                own: false,
+            },
+            "token",
+            name.to_string(),
+        )],
+        Command::DeleteUser { name } => vec![Need::new(
+            Change,
+            Object::Principal {
+                bindings: user_bindings(conn, name).await?.unwrap_or_default(),
+                own: false,
+            },
+            "user",
+            name.to_string(),
+        )],
+        Command::SetPassword { user, .. } => {
+            let own = principal.user() == Some(user);
+            let bindings = user_bindings(conn, user).await?;
+            vec![Need::new(
                 Change,
                 Object::Password {
-                    bindings,
-                    own: principal.user() == Some(user),
+                    // Missing: only its own user could see it, and that user exists.
+                    own: own && bindings.is_some(),
+                    bindings: bindings.unwrap_or_default(),
                 },
                 "user",
                 user.to_string(),
-            )],
-            None => vec![],
-        },
+            )]
+        }
         Command::BindUser { user, binding } | Command::UnbindUser { user, binding } => {
             let action = if matches!(command, Command::BindUser { .. }) {
                 Create
             } else {
                 Change
             };
-            let mut needs = Vec::new();
-            if let Some(bindings) = user_bindings(conn, user).await? {
-                // The user must be one the principal may see at all.
-                needs.push(Need::new(
+            // The user must be one the principal may see at all (a missing one is not).
+            let bindings = user_bindings(conn, user).await?;
+            vec![
+                Need::new(
                     Read,
                     Object::Principal {
-                        bindings,
-                        own: principal.user() == Some(user),
+                        own: principal.user() == Some(user) && bindings.is_some(),
+                        bindings: bindings.unwrap_or_default(),
                     },
                     "user",
                     user.to_string(),
-                ));
-            }
-            needs.push(binding_need(action, binding));
-            needs
+                ),
+                binding_need(action, binding),
+            ]
         }
         // Made only by the plane's own code, never from a request body: a sign-in the node
         // checked, a sign-out of the caller's own session, a refusal being recorded.
-        Command::CreateSession(_) | Command::DeleteSession { .. } | Command::RecordRefusal(_) => {
+        Command::CreateSession(_) | Command::DeleteSession { .. } | Command::Record(_) => {
             vec![]
         }
         // Agents' traffic is authorised by their certificates; a person or token never sends it.
@@ -346,12 +346,23 @@ async fn needs(
     })
 }
 
-/// Handing out bindings: each one must be the principal's to give.
-fn hand_out(bindings: &[Binding]) -> Vec<Need> {
-    bindings
+/// A new user or token: each of its bindings must be the principal's to give, and one with no
+/// binding at all is an admin's to make (it would hold nobody's role, so no owner's).
+fn new_principal(kind: &'static str, name: &Name, bindings: &[Binding]) -> Vec<Need> {
+    let mut needs: Vec<Need> = bindings
         .iter()
         .map(|b| binding_need(Action::Create, b))
-        .collect()
+        .collect();
+    needs.push(Need::new(
+        Action::Create,
+        Object::Principal {
+            bindings: bindings.to_vec(),
+            own: false,
+        },
+        kind,
+        name.to_string(),
+    ));
+    needs
 }
 
 fn binding_need(action: Action, binding: &Binding) -> Need {

@@ -444,7 +444,6 @@ pub async fn request_run(
         }
         .into());
     };
-    present(tx, Table::Environments, &environment, &doing).await?;
     must_be_granted(tx, &request.tenant, &environment, &doing).await?;
     let job = job_for(tx, &workflow, version, &environment).await?;
     let cluster: String = sqlx::query_scalar("SELECT cluster FROM environments WHERE name = ?")

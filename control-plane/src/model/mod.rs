@@ -445,18 +445,37 @@ pub enum Command {
     DeleteSession {
         hash: String,
     },
-    /// A write the policy refused before it became a command (or a failed sign-in), recorded
-    /// so the audit trail names every refusal's principal. Changes nothing else.
-    RecordRefusal(RefusalRecord),
+    /// An audit entry for what did not pass through the processor as a command of its own: a
+    /// write the policy refused before it became one, a failed sign-in, a change outside the
+    /// model (a resource file, the plane's membership). Changes nothing else.
+    Record(AuditRecord),
 }
 
-/// An audit entry for a refusal made outside the processor.
+/// Whether an audited write was made or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    Applied,
+    Refused,
+}
+
+impl AuditOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// An audit entry made outside the processor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RefusalRecord {
-    /// Who was refused, as the audit trail names principals (`token:ci`, `user:alice`).
+pub struct AuditRecord {
+    /// Who did it or was refused, as the audit trail names principals (`token:ci`).
     pub actor: String,
-    /// What was attempted (`create_data_center`, `sign_in`, `upload_resource`).
+    pub outcome: AuditOutcome,
+    /// What was done or attempted (`create_data_center`, `sign_in`, `upload_resource`).
     pub op: String,
     pub subject: String,
     /// The tenant it concerned, so that tenant's members see it.
@@ -499,8 +518,8 @@ impl Command {
             Self::UnbindUser { .. } => "unbind_user",
             Self::CreateSession(_) => "sign_in",
             Self::DeleteSession { .. } => "sign_out",
-            // The refused operation's own name is in the record's audit row.
-            Self::RecordRefusal(_) => "record_refusal",
+            // The operation's own name is in the record's audit row.
+            Self::Record(_) => "record",
         }
     }
 
@@ -520,7 +539,7 @@ impl Command {
             Self::BindUser { binding, .. } | Self::UnbindUser { binding, .. } => {
                 binding.tenant.as_ref()
             }
-            Self::RecordRefusal(r) => r.tenant.as_ref(),
+            Self::Record(r) => r.tenant.as_ref(),
             _ => None,
         }
     }
@@ -607,8 +626,9 @@ pub enum Author {
     System { name: String },
     /// An agent, identified by its certificate; only its own heartbeats and reports.
     Agent { hostname: String, cluster: Name },
-    /// An API token.
-    Token { name: Name },
+    /// An API token, by name and the hash of its secret: a token deleted and made again under
+    /// the same name between the API's check and the commit is another token.
+    Token { name: Name, token: String },
     /// A signed-in user; `session` is the session's hash, which must still be live.
     Session { user: Name, session: String },
 }
@@ -619,7 +639,7 @@ impl Author {
         match self {
             Self::System { name } => name.clone(),
             Self::Agent { hostname, .. } => format!("agent:{hostname}"),
-            Self::Token { name } => format!("token:{name}"),
+            Self::Token { name, .. } => format!("token:{name}"),
             Self::Session { user, .. } => format!("user:{user}"),
         }
     }

@@ -160,11 +160,11 @@ pub async fn apply(
             }
             if command.audited() {
                 let entry = match command {
-                    Command::RecordRefusal(r) => AuditRow {
+                    Command::Record(r) => AuditRow {
                         actor: r.actor.clone(),
                         op: &r.op,
                         subject: r.subject.clone(),
-                        outcome: "refused",
+                        outcome: r.outcome.as_str(),
                         message: r.message.clone(),
                     },
                     _ => AuditRow {
@@ -552,7 +552,6 @@ async fn execute(
                 .validate()
                 .map_err(|e| invalid(&doing, "definition", &e.to_string()))?;
             if let Some(env) = &w.environment {
-                present(tx, Table::Environments, env, &doing).await?;
                 must_be_granted(tx, &w.tenant, env, &doing).await?;
             }
             // Versions never repeat, even across a delete and re-create, so a run's recorded
@@ -738,7 +737,7 @@ async fn execute(
         }
         Command::DeleteSession { hash } => super::access::delete_session(tx, hash).await,
         // Its whole effect is its audit row, written by `apply`.
-        Command::RecordRefusal(r) => Ok(subject(r.subject.clone())),
+        Command::Record(r) => Ok(subject(r.subject.clone())),
     }
 }
 
@@ -841,6 +840,9 @@ pub(super) async fn granted(
         .await
 }
 
+/// Refuses unless `env` is granted to `tenant`. An environment that does not exist is not
+/// granted either, and is answered the same way: a tenant's member learns nothing of
+/// environments its tenant was not given (a grant's environment always exists).
 pub(super) async fn must_be_granted(
     tx: &mut SqliteConnection,
     tenant: &Name,
@@ -973,7 +975,6 @@ async fn check_schedule(
         }
         .into());
     }
-    present(tx, Table::Environments, &s.environment, &doing).await?;
     must_be_granted(tx, &s.tenant, &s.environment, &doing).await?;
     s.spec.calendar().map_err(|e| Refusal::Invalid {
         doing: doing.clone(),

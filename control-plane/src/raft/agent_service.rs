@@ -20,7 +20,9 @@ use super::node::{AskError, Core};
 use crate::model::history::ReportOutcome;
 use crate::model::leasing::{AgentOrder, HeartbeatOutcome, HeldLease};
 use crate::model::query::{self, ClaimedLease};
-use crate::model::{AgentReport, Command, Heartbeat, Name, PartitionRef, Proposal, ReportEntry};
+use crate::model::{
+    AgentReport, Author, Command, Heartbeat, Name, PartitionRef, Proposal, ReportEntry,
+};
 
 /// How long an agent's call may wait for the plane (a leader election included).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,12 +37,19 @@ impl AgentService {
         Self { core, clock }
     }
 
+    /// Proposes `command` as the agent its certificate names (the processor checks again that
+    /// an agent's command is its own heartbeat or report).
     async fn write(
         &self,
         agent: &str,
+        cluster: &Name,
         command: Command,
     ) -> Result<crate::model::processor::Applied, Status> {
-        let proposal = Proposal::new(format!("agent:{agent}"), self.clock.now_ms(), command);
+        let author = Author::Agent {
+            hostname: agent.to_owned(),
+            cluster: cluster.clone(),
+        };
+        let proposal = Proposal::by(author, self.clock.now_ms(), command);
         match self.core.write(proposal, CALL_TIMEOUT).await {
             Ok(Outcome::Applied(applied)) => Ok(applied),
             Ok(Outcome::Refused(rejection)) => Err(Status::failed_precondition(rejection.message)),
@@ -132,6 +141,7 @@ impl AgentLink for AgentService {
         let applied = self
             .write(
                 &agent,
+                &cluster.clone(),
                 Command::AgentHeartbeat(Heartbeat {
                     agent: agent.clone(),
                     cluster,
@@ -244,6 +254,7 @@ impl AgentLink for AgentService {
         let applied = self
             .write(
                 &agent,
+                &cluster.clone(),
                 Command::AgentReport(AgentReport {
                     agent: agent.clone(),
                     cluster,
