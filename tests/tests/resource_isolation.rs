@@ -254,4 +254,52 @@ ls "$CACHE" >/dev/null 2>&1 && echo "listed the cache" || echo "cache: denied"
         (0o400, a.uid, a.gid),
         "a copy of its own, read-only"
     );
+
+    // A task plants a symlink in its own run directory pointing at a place only root may
+    // write; the run's next task needs a resource placed through it. Root places resources,
+    // so following it would make root's directory and file there: it must fail instead.
+    let target = tempfile::tempdir().unwrap();
+    set_mode(target.path(), 0o755);
+    let planted = TaskSpec {
+        name: "plant".into(),
+        ..WorkflowDefinition::shell(
+            "plant",
+            &format!("ln -s {} escape && echo planted", target.path().display()),
+        )
+        .tasks
+        .remove(0)
+    };
+    let mut through = run(
+        "ads.etl@3",
+        "ads",
+        &a.name,
+        None,
+        "cat escape/drop-in.d/o.conf",
+        &[("etl/conf.txt", "escape/drop-in.d/o.conf")],
+        BTreeMap::new(),
+    );
+    through.job.definition.tasks[0].depends_on = vec!["plant".into()];
+    through.job.definition.tasks.insert(0, planted);
+    let (state, message, log) = go(&runner, &through).await;
+    assert_eq!(state, RunState::Failed, "{message}: {log}");
+    assert!(log.contains("planted"), "{log}");
+    assert_eq!(
+        std::fs::read_dir(target.path()).unwrap().count(),
+        0,
+        "nothing was made through the planted symlink"
+    );
+    // The attempt that needed the resource failed saying why.
+    let reported: Vec<String> = runner
+        .outbox
+        .pending(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.payload)
+        .filter(|p| p.contains("ads.etl@3"))
+        .collect();
+    assert!(
+        reported.iter().any(|p| p.contains("`escape` is a symlink")),
+        "{reported:?}"
+    );
 }
