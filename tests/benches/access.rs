@@ -17,13 +17,9 @@ use meridian_plane::policy::{self, Action, Object};
 use meridian_proto::ManualClock;
 use meridian_proto::workflow::WorkflowDefinition;
 use meridian_tests::api_plane::{ApiPlane, Cred};
-use meridian_tests::knob;
+use meridian_tests::{knob, percentile};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn report(what: &str, mut samples: Vec<Duration>) {
     samples.sort();

@@ -25,7 +25,7 @@ use meridian_proto::workflow::{TaskKind, TaskSpec, WorkflowDefinition};
 use meridian_proto::{Clock, OverlapPolicy, ScheduleSpec, SystemClock};
 use meridian_tests::cluster::PATIENCE;
 use meridian_tests::federation::{Federation, name};
-use meridian_tests::knob;
+use meridian_tests::{knob, percentile};
 
 fn main() {
     // BENCH_LOG=debug shows the agent's firing passes (and everything else at that level).
@@ -182,10 +182,6 @@ async fn wait_for_runs(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-}
-
-fn percentile(sorted: &[i64], p: f64) -> i64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// Prints the checker's counts and the lateness percentiles; returns them.

@@ -17,17 +17,13 @@ use meridian_plane::model::{Command, Name, Proposal, Tenant};
 use meridian_plane::raft::Outcome;
 use meridian_plane::raft::node::Timing;
 use meridian_tests::cluster::Cluster;
-use meridian_tests::knob;
+use meridian_tests::{knob, percentile};
 
 fn tenant(name: String) -> Command {
     Command::CreateTenant(Tenant {
         name: Name::new(name).unwrap(),
         description: String::new(),
     })
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn main() {

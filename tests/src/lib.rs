@@ -28,6 +28,11 @@ pub mod s3;
 
 use std::path::PathBuf;
 
+/// The `p`-quantile (0–1) of `sorted` samples (nearest rank): the benchmarks' p50 and p99.
+pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
 /// A benchmark's knob: the environment variable `name` as a number, or `default`.
 pub fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)
