@@ -15,6 +15,8 @@
 //! - [`api`]: the REST API under `/api/v1` (axum): who is calling (bearer tokens, session
 //!   cookies with CSRF tokens), sign-in, users and tokens, every read and list through the
 //!   policy, linearizable or stale reads, writes as commands, the OpenAPI document.
+//! - [`ui`]: the web UI on the same listener (`/` pages, `/api/v1` JSON): server-rendered
+//!   pages over the same queries, commands and policy as the API.
 //! - [`server`]: a node with its API as a running service, and the crash-safe bootstrap
 //!   (`plane init`, `dev`): one-member plane, the admin token and the `admin` user.
 //! - [`config`]: the `plane.toml` file of a node, strict and documented.
@@ -41,3 +43,4 @@ pub mod model;
 pub mod policy;
 pub mod raft;
 pub mod server;
+pub mod ui;

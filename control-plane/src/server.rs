@@ -84,7 +84,7 @@ impl Server {
         let http_addr = http_listener.local_addr().map_err(ServeError::Listener)?;
         let clock = config.clock.clone();
         let node = Arc::new(PlaneNode::start(config, peer_listener).await?);
-        let app = api::router(Api::new(
+        let app = app(Api::new(
             node.clone(),
             clock,
             WRITE_TIMEOUT,
@@ -123,6 +123,11 @@ impl Server {
         let _ = self.http_task.await;
         self.node.shutdown().await;
     }
+}
+
+/// Everything a node serves over HTTP: the JSON API under `/api/v1` and the web UI.
+pub fn app(api: Api) -> axum::Router {
+    api::router(api.clone()).merge(crate::ui::router(api))
 }
 
 /// HTTPS for the API: this node's certificate; clients are not asked for one (they bring a

@@ -2300,3 +2300,76 @@ async fn an_environment_is_updated_in_place_but_never_moves_cluster() {
             .contains("vars: `1BAD` is not a valid environment variable name")
     );
 }
+
+#[tokio::test]
+async fn runs_are_paged_by_keyset_and_counted_per_state() {
+    let mut m = Model::new().await;
+    m.federation().await;
+    m.ok(Command::ApplyWorkflow(workflow("ads", "etl", "true")))
+        .await;
+    // Seven runs asked for, one per log entry (so each its own time); two of them killed.
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        let applied = m
+            .ok(Command::RequestRun(RunRequest {
+                tenant: n("ads"),
+                workflow: n("etl"),
+                environment: Some(n("prod-nj")),
+            }))
+            .await;
+        let detail: serde_json::Value = serde_json::from_str(&applied.detail.unwrap()).unwrap();
+        ids.push(detail["run_id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids[..2] {
+        m.ok(Command::KillRun { run_id: id.clone() }).await;
+    }
+    // Pages of three, newest first, each from the last one's cursor: every run once, in order.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = query::runs(
+            &m.pool,
+            &RunFilter {
+                limit: Some(3),
+                after: after.clone(),
+                ..RunFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = Some(page.last().unwrap().cursor());
+        seen.extend(page.into_iter().map(|r| r.run_id));
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+    // Counts per state for the filter, whatever state the filter asks for.
+    let counts = query::run_counts(
+        &m.pool,
+        &RunFilter {
+            state: Some("killed".into()),
+            ..RunFilter::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        counts,
+        vec![("killed".to_owned(), 2), ("requested".to_owned(), 5)]
+    );
+    // A scope limited to other tenants sees nothing, and counts nothing.
+    let others = RunFilter {
+        within: Some(vec!["bi".into()]),
+        ..RunFilter::default()
+    };
+    assert!(query::runs(&m.pool, &others).await.unwrap().is_empty());
+    assert!(
+        query::run_counts(&m.pool, &others)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1,4 +1,4 @@
-//! The REST API served by every node of an in-process plane ([`Cluster`]), on one injected
+//! The REST API and web UI served by every node of an in-process plane ([`Cluster`]), on one injected
 //! clock, and a client that calls it as any principal: a token, a signed-in session (cookie and
 //! CSRF token), or nobody.
 
@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meridian_plane::api::Api;
 use meridian_plane::api::session::SessionSettings;
-use meridian_plane::api::{Api, router};
 use meridian_plane::raft::node::PlaneNode;
 use meridian_plane::server;
 use meridian_proto::{ManualClock, SystemClock};
@@ -36,6 +36,8 @@ pub struct ApiPlane {
     pub cluster: Cluster,
     /// Base URL of each node's API (`…/api/v1`).
     pub urls: Vec<String>,
+    /// Base URL of each node (its web UI at `/`).
+    pub roots: Vec<String>,
     /// The admin token.
     pub admin: Cred,
     pub http: reqwest::Client,
@@ -51,8 +53,8 @@ pub struct Reply {
 
 async fn serve(node: Arc<PlaneNode>, clock: ManualClock) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/v1", listener.local_addr().unwrap());
-    let app = router(Api::new(
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = server::app(Api::new(
         node,
         Arc::new(clock),
         Duration::from_secs(10),
@@ -78,15 +80,17 @@ impl ApiPlane {
             .await
             .unwrap();
         let token = boot.admin_token.expect("a fresh plane gets an admin token");
-        let mut urls = Vec::new();
+        let mut roots = Vec::new();
         for i in 0..n {
-            urls.push(serve(cluster.shared(i), clock.clone()).await);
+            roots.push(serve(cluster.shared(i), clock.clone()).await);
         }
+        let urls = roots.iter().map(|r| format!("{r}/api/v1")).collect();
         // Authentication reads each node's own copy: let the token reach every node.
         cluster.wait_converged().await;
         Self {
             cluster,
             urls,
+            roots,
             admin: Cred::Token(token),
             http: reqwest::Client::new(),
             clock,
@@ -205,6 +209,66 @@ impl ApiPlane {
             cookie,
             csrf: r.body["csrf_token"].as_str().unwrap().to_owned(),
         }
+    }
+
+    /// Two tenants on two data centers: `ads` on dc `nj` (cluster `nj-main`, environment
+    /// `prod`), `bi` on dc `sg` (`sg-main`, `bi-prod`), each with a workflow `etl` and an hourly
+    /// schedule `hourly`.
+    pub async fn two_tenants(&self) {
+        for (path, body) in [
+            ("/dcs", json!({"name": "nj"})),
+            ("/dcs", json!({"name": "sg"})),
+            ("/clusters", json!({"name": "nj-main", "dc": "nj"})),
+            ("/clusters", json!({"name": "sg-main", "dc": "sg"})),
+            (
+                "/environments",
+                json!({"name": "prod", "cluster": "nj-main"}),
+            ),
+            (
+                "/environments",
+                json!({"name": "bi-prod", "cluster": "sg-main"}),
+            ),
+            ("/tenants", json!({"name": "ads"})),
+            ("/tenants", json!({"name": "bi"})),
+            ("/grants", json!({"tenant": "ads", "environment": "prod"})),
+            ("/grants", json!({"tenant": "bi", "environment": "bi-prod"})),
+            (
+                "/workflows",
+                json!({"tenant": "ads", "name": "etl", "environment": "prod",
+                       "definition": {"tasks": [{"name": "main",
+                                                 "kind": {"shell": {"script": "echo <script>"}}}]}}),
+            ),
+            (
+                "/workflows",
+                json!({"tenant": "bi", "name": "etl", "environment": "bi-prod",
+                       "definition": {"tasks": [{"name": "main", "kind": {"noop": {}}}]}}),
+            ),
+            (
+                "/schedules",
+                json!({"tenant": "ads", "name": "hourly", "workflow": "etl",
+                       "environment": "prod", "spec": {"cron": "0 0 * * * ?"}}),
+            ),
+            (
+                "/schedules",
+                json!({"tenant": "bi", "name": "hourly", "workflow": "etl",
+                       "environment": "bi-prod", "spec": {"cron": "0 0 * * * ?"}}),
+            ),
+        ] {
+            self.must(Method::POST, path, body).await;
+        }
+    }
+
+    /// A run of `tenant`'s `etl` asked for now (no agent takes it: it stays `requested`); its id.
+    pub async fn run_now(&self, tenant: &str) -> String {
+        self.must(
+            Method::POST,
+            "/runs",
+            json!({"tenant": tenant, "workflow": "etl"}),
+        )
+        .await["detail"]["run_id"]
+            .as_str()
+            .expect("run now answers the run's id")
+            .to_owned()
     }
 
     pub async fn converged(&self) {

@@ -6,6 +6,7 @@
 //!   next to the test binaries, so tests run exactly what a user deploys.
 //! - [`api_plane`]: the REST API on every node of a [`cluster::Cluster`], and a client calling
 //!   it as any principal (a token, a signed-in session with its CSRF token, nobody).
+//! - [`browser`]: Debian's chromium over WebDriver (its chromedriver), for the web UI's tests.
 //! - [`cluster`]: an in-process plane cluster over real mutual TLS on loopback
 //!   (`Cluster::start(3)`, `leader()`, `kill(i)`, `restart(i)`, `wait_for_leader()`).
 //! - [`process`]: real `meridian` processes: daemons (`meridian dev`, `plane serve`) stopped
@@ -18,6 +19,7 @@
 //!   checker (no fire record lost, none run twice).
 
 pub mod api_plane;
+pub mod browser;
 pub mod cluster;
 pub mod federation;
 pub mod lab;

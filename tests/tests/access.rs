@@ -255,38 +255,7 @@ fn schedule_body(tenant: &str, name: &str, cron: &str) -> Value {
 /// A federation of two tenants: `ads` on dc `nj` (environment `prod`), `bi` on dc `sg`
 /// (environment `bi-prod`), each with a workflow `etl` and a schedule `hourly`.
 async fn federation(plane: &ApiPlane) {
-    for (path, body) in [
-        ("/dcs", json!({"name": "nj"})),
-        ("/dcs", json!({"name": "sg"})),
-        ("/clusters", json!({"name": "nj-main", "dc": "nj"})),
-        ("/clusters", json!({"name": "sg-main", "dc": "sg"})),
-        (
-            "/environments",
-            json!({"name": "prod", "cluster": "nj-main"}),
-        ),
-        (
-            "/environments",
-            json!({"name": "bi-prod", "cluster": "sg-main"}),
-        ),
-        ("/tenants", json!({"name": "ads"})),
-        ("/tenants", json!({"name": "bi"})),
-        ("/grants", json!({"tenant": "ads", "environment": "prod"})),
-        ("/grants", json!({"tenant": "bi", "environment": "bi-prod"})),
-        ("/workflows", workflow_body("ads", "etl")),
-        (
-            "/workflows",
-            json!({"tenant": "bi", "name": "etl", "environment": "bi-prod",
-                   "definition": {"tasks": [{"name": "main", "kind": {"noop": {}}}]}}),
-        ),
-        ("/schedules", schedule_body("ads", "hourly", "0 0 * * * ?")),
-        (
-            "/schedules",
-            json!({"tenant": "bi", "name": "hourly", "workflow": "etl", "environment": "bi-prod",
-                   "spec": {"cron": "0 0 * * * ?"}}),
-        ),
-    ] {
-        plane.must(Method::POST, path, body).await;
-    }
+    plane.two_tenants().await;
 }
 
 struct Principals {

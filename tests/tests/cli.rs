@@ -60,8 +60,15 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
         all.extend_from_slice(args);
         meridian(&all, &[])
     };
-    // The hint dev prints works as printed: it names the address the API is really on.
+    // The web UI is on the address dev prints, beside the API: its sign-in page.
     let log = dev.log();
+    assert!(log.contains(&format!("web UI    {addr}/")), "{log}");
+    let page = http_get(&http, "/signin");
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("Sign in to Meridian"),
+        "{page}"
+    );
+    // The hint dev prints works as printed: it names the address the API is really on.
     let hint = log
         .lines()
         .find_map(|l| l.trim().strip_prefix("try: "))
@@ -587,6 +594,20 @@ fn a_plane_saved_to_a_snapshot_file_and_restored_from_it() {
     let dcs = via_two(&["dc", "list"]);
     assert!(dcs.contains("\"nj\"") && dcs.contains("\"late\""), "{dcs}");
     assert_eq!(two.signal("TERM"), Some(0), "{}", two.log());
+}
+
+/// A plain `GET path` to `addr` (`ip:port`): the whole response, headers and body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
 
 /// The admin token `plane init` printed.

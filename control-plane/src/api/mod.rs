@@ -328,15 +328,21 @@ pub struct RunOptions {
     pub dc: Option<String>,
     pub cluster: Option<String>,
     pub tenant: Option<String>,
+    pub environment: Option<String>,
     pub workflow: Option<String>,
     pub schedule: Option<String>,
+    pub agent: Option<String>,
+    pub task: Option<String>,
     pub state: Option<String>,
     pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub lateness_min_ms: Option<i64>,
+    pub after: Option<String>,
     pub limit: Option<u32>,
 }
 
 impl RunOptions {
-    fn filter(self) -> ApiResult<query::RunFilter> {
+    pub fn filter(self) -> ApiResult<query::RunFilter> {
         if let Some(state) = &self.state
             && meridian_proto::run::RunState::parse(state).is_none()
         {
@@ -345,15 +351,28 @@ impl RunOptions {
                  failed, killed, skipped"
             )));
         }
+        if let Some(after) = &self.after
+            && !after.contains('~')
+        {
+            return Err(ApiError::bad_input(format!(
+                "query `after`: `{after}` is not a cursor (take `next` from the previous page)"
+            )));
+        }
         Ok(query::RunFilter {
             within: None,
             dc: self.dc,
             cluster: self.cluster,
             tenant: self.tenant,
+            environment: self.environment,
             workflow: self.workflow,
             schedule: self.schedule,
+            agent: self.agent,
+            task: self.task,
             state: self.state,
             since_ms: self.since_ms,
+            until_ms: self.until_ms,
+            lateness_min_ms: self.lateness_min_ms,
+            after: self.after,
             limit: self.limit,
         })
     }

@@ -202,7 +202,10 @@ pub const ROUTES: &[Route] = &[
             ("dc", "string", "Only runs in this data center."),
             ("cluster", "string", "Only runs on this cluster."),
             ("tenant", "string", "Only this tenant's runs."),
+            ("environment", "string", "Only runs in this environment."),
             ("workflow", "string", "Only runs of this workflow."),
+            ("agent", "string", "Only runs on this agent."),
+            ("task", "string", "Only runs with an attempt of this task."),
             (
                 "schedule",
                 "string",
@@ -217,6 +220,21 @@ pub const ROUTES: &[Route] = &[
                 "since_ms",
                 "integer",
                 "Only runs fired or requested at or after this (ms since the epoch).",
+            ),
+            (
+                "until_ms",
+                "integer",
+                "Only runs fired or requested before this (ms since the epoch).",
+            ),
+            (
+                "lateness_min_ms",
+                "integer",
+                "Only runs that started at least this late (ms).",
+            ),
+            (
+                "after",
+                "string",
+                "Keyset pagination: the cursor of the last run of the previous page.",
             ),
             (
                 "limit",

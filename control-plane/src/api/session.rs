@@ -225,21 +225,22 @@ pub async fn sign_in(
     Source(addr): Source,
     Body(form): Body<SignIn>,
 ) -> Response {
-    match sign_in_checked(&api, form, &addr).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
+    match open(&api, form, &addr).await {
+        Ok(opened) => {
+            let mut response = (StatusCode::CREATED, Json(opened.whoami)).into_response();
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, opened.cookie);
+            response
+        }
+        Err(SignInError::Wrong) => ApiError::unauthorized("wrong user or password").into_response(),
+        Err(SignInError::Locked { retry_after_s }) => locked_out(retry_after_s),
+        Err(SignInError::Failed(e)) => e.into_response(),
     }
 }
 
-/// The answer to a locked-out attempt (and its audit record, once per lock).
-pub fn locked_out(api: &Api, user: &str, addr: &str, retry_after_s: u64, first: bool) -> Response {
-    if first {
-        record(
-            api,
-            user,
-            format!("too many failed sign-ins (from {addr}); locked for {retry_after_s} s"),
-        );
-    }
+/// The answer to a locked-out attempt.
+fn locked_out(retry_after_s: u64) -> Response {
     let mut e = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
@@ -254,15 +255,53 @@ pub fn locked_out(api: &Api, user: &str, addr: &str, retry_after_s: u64, first: 
     e
 }
 
-async fn sign_in_checked(api: &Api, form: SignIn, addr: &str) -> ApiResult<Response> {
-    let wrong = || ApiError::unauthorized("wrong user or password");
+/// A session opened: who, and the `Set-Cookie` value that carries it.
+pub struct Opened {
+    pub whoami: Whoami,
+    pub cookie: HeaderValue,
+}
+
+/// Why a sign-in did not open a session.
+#[derive(Debug)]
+pub enum SignInError {
+    /// Wrong user or password (the same answer for both).
+    Wrong,
+    /// Too many failures for this user or from this address.
+    Locked {
+        retry_after_s: u64,
+    },
+    Failed(ApiError),
+}
+
+impl From<ApiError> for SignInError {
+    fn from(e: ApiError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<sqlx::Error> for SignInError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+/// Checks `form`'s password (limited, audited) and opens a session: what both `POST
+/// /api/v1/session` and the web UI's sign-in page do.
+pub async fn open(api: &Api, form: SignIn, addr: &str) -> Result<Opened, SignInError> {
     let user = given_user(&form.user);
     if let Gate::Locked {
         retry_after_s,
         first,
     } = api.logins.attempt(&user, addr)
     {
-        return Ok(locked_out(api, &user, addr, retry_after_s, first));
+        if first {
+            record(
+                api,
+                &user,
+                format!("too many failed sign-ins (from {addr}); locked for {retry_after_s} s"),
+            );
+        }
+        return Err(SignInError::Locked { retry_after_s });
     }
     let name = Name::new(form.user.clone()).ok();
     // The plane's current users, not this node's possibly older copy.
@@ -275,20 +314,18 @@ async fn sign_in_checked(api: &Api, form: SignIn, addr: &str) -> ApiResult<Respo
         .as_ref()
         .map(|(_, p)| p.clone())
         .unwrap_or_else(|| password::decoy().to_owned());
-    let given = form.password.clone();
-    let ok = api.verify_password(given, phc).await? && found.is_some();
+    let ok = api.verify_password(form.password, phc).await? && found.is_some();
     let Some((found, _)) = found.filter(|_| ok) else {
         record(api, &user, format!("wrong user or password (from {addr})"));
-        return Err(wrong());
+        return Err(SignInError::Wrong);
     };
     api.logins.succeeded(&user, addr);
-    let user = found;
     let secret = token::secret(token::SESSION_PREFIX).map_err(ApiError::internal)?;
     let now = api.clock.now_ms();
     let expires_ms = now + api.sessions.ttl.as_millis() as i64;
     let session = Session {
         hash: token::hash(&secret),
-        user: user.name.clone(),
+        user: found.name.clone(),
         created_ms: now,
         expires_ms,
         source: addr.to_owned(),
@@ -304,20 +341,29 @@ async fn sign_in_checked(api: &Api, form: SignIn, addr: &str) -> ApiResult<Respo
             api.sessions.ttl.as_secs() as i64
         ))
         .build();
-    let body = Whoami {
-        kind: "user".into(),
-        name: user.name.to_string(),
-        bindings: user.bindings,
-        csrf_token: Some(csrf_token(&secret)),
-        expires_ms: Some(expires_ms),
-    };
-    let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie.to_string())
+    Ok(Opened {
+        whoami: Whoami {
+            kind: "user".into(),
+            name: found.name.to_string(),
+            bindings: found.bindings,
+            csrf_token: Some(csrf_token(&secret)),
+            expires_ms: Some(expires_ms),
+        },
+        cookie: HeaderValue::from_str(&cookie.to_string())
             .map_err(|e| ApiError::internal(e.to_string()))?,
-    );
-    Ok(response)
+    })
+}
+
+/// The `Set-Cookie` value that ends a session in the browser.
+pub fn cleared_cookie(secure: bool) -> HeaderValue {
+    let gone = cookie::Cookie::build((SESSION_COOKIE, ""))
+        .http_only(true)
+        .secure(secure)
+        .same_site(cookie::SameSite::Strict)
+        .path("/")
+        .max_age(cookie::time::Duration::ZERO)
+        .build();
+    HeaderValue::from_str(&gone.to_string()).expect("a cookie is a header value")
 }
 
 /// `GET /session`: who the caller is.
@@ -359,18 +405,10 @@ pub async fn sign_out(caller: &Caller, api: &Api) -> ApiResult<Response> {
     };
     api.propose(caller, Command::DeleteSession { hash: hash.clone() })
         .await?;
-    let gone = cookie::Cookie::build((SESSION_COOKIE, ""))
-        .http_only(true)
-        .secure(api.sessions.secure)
-        .same_site(cookie::SameSite::Strict)
-        .path("/")
-        .max_age(cookie::time::Duration::ZERO)
-        .build();
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&gone.to_string()).map_err(|e| ApiError::internal(e.to_string()))?,
-    );
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cleared_cookie(api.sessions.secure));
     Ok(response)
 }
 

@@ -449,6 +449,7 @@ pub async fn dev(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
         "Meridian dev: a one-node plane and an agent (cluster `local`) with state in {}",
         dir.display()
     );
+    eprintln!("  web UI    {url}/   (sign in as `admin`)");
     eprintln!("  REST API  {url}/api/v1   (OpenAPI: {url}/api/v1/openapi.json)");
     match &boot.admin_token {
         Some(secret) => eprintln!(
@@ -472,7 +473,6 @@ pub async fn dev(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
         "  try: {} runs now demo hello      (Ctrl-C stops; state is kept)",
         cli_hint(args.http, dir)
     );
-    eprintln!("  not yet: the web UI (a later issue)");
     shutdown_signal().await;
     eprintln!("stopping");
     agent.shutdown().await;

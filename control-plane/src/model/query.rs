@@ -524,6 +524,9 @@ pub struct RunRecord {
     /// How many agents reported starting it (including starts refused because the agent had
     /// lost the partition): more than one is a fire record run twice.
     pub starts: u32,
+    /// When it was last changed: where a run with neither fire nor request time sorts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_ms: Option<i64>,
 }
 
 /// What `runs list` filters by; every field is optional.
@@ -533,11 +536,22 @@ pub struct RunFilter {
     pub dc: Option<String>,
     pub cluster: Option<String>,
     pub tenant: Option<String>,
+    pub environment: Option<String>,
     pub workflow: Option<String>,
     pub schedule: Option<String>,
+    pub agent: Option<String>,
     pub state: Option<String>,
     /// Runs fired, requested or updated at or after this (ms since the epoch).
     pub since_ms: Option<i64>,
+    /// … and before this.
+    pub until_ms: Option<i64>,
+    /// Only runs that started at least this late (start − fire time, ms).
+    pub lateness_min_ms: Option<i64>,
+    /// Only runs with an attempt of this task.
+    pub task: Option<String>,
+    /// Keyset pagination: only runs after this one in the list's order (newest first), as
+    /// [`RunRecord::cursor`] gives it.
+    pub after: Option<String>,
     /// At most this many, newest first (default 100, at most 100 000).
     pub limit: Option<u32>,
     /// Only runs of these tenants (the reader's scope); none: any tenant.
@@ -545,9 +559,104 @@ pub struct RunFilter {
     pub within: Option<Vec<String>>,
 }
 
+/// The order runs are listed in: when they fired (or were asked for, or last changed), newest
+/// first; ties by id.
+const RUN_ORDER_KEY: &str = "COALESCE(fire_ms, requested_ms, updated_ms)";
+
+/// A `WHERE` clause and its binds, built from a filter.
+struct Where {
+    sql: String,
+    texts: Vec<String>,
+    numbers: Vec<i64>,
+    /// Texts bound after the numbers (the cursor's id).
+    late_texts: Vec<String>,
+}
+
+impl RunFilter {
+    /// The filter as SQL over `runs`; `with_state`: whether the state filter applies (the
+    /// per-state counts leave it out).
+    fn clause(&self, with_state: bool) -> Where {
+        let mut sql = String::from(" WHERE 1 = 1");
+        let mut texts: Vec<String> = Vec::new();
+        for (column, value) in [
+            ("dc", &self.dc),
+            ("cluster", &self.cluster),
+            ("tenant", &self.tenant),
+            ("environment", &self.environment),
+            ("workflow", &self.workflow),
+            ("schedule", &self.schedule),
+            ("agent", &self.agent),
+            ("state", if with_state { &self.state } else { &None }),
+        ] {
+            if let Some(value) = value {
+                sql.push_str(&format!(" AND {column} = ?"));
+                texts.push(value.clone());
+            }
+        }
+        if let Some(task) = &self.task {
+            sql.push_str(
+                " AND EXISTS (SELECT 1 FROM task_attempts a WHERE a.run_id = runs.run_id \
+                 AND a.task = ?)",
+            );
+            texts.push(task.clone());
+        }
+        if let Some(within) = &self.within {
+            sql.push_str(&in_list(" AND tenant", within.len()));
+            texts.extend(within.iter().cloned());
+        }
+        // Bound as numbers: an expression has no column affinity, so a text bound here would
+        // compare as text (every integer is "less" than any text) and match nothing.
+        let mut numbers = Vec::new();
+        if let Some(since) = self.since_ms {
+            sql.push_str(&format!(" AND {RUN_ORDER_KEY} >= ?"));
+            numbers.push(since);
+        }
+        if let Some(until) = self.until_ms {
+            sql.push_str(&format!(" AND {RUN_ORDER_KEY} < ?"));
+            numbers.push(until);
+        }
+        if let Some(late) = self.lateness_min_ms {
+            sql.push_str(" AND started_ms - fire_ms >= ?");
+            numbers.push(late);
+        }
+        let mut late_texts = Vec::new();
+        if let Some((key, id)) = self.after.as_deref().and_then(RunRecord::parse_cursor) {
+            sql.push_str(&format!(
+                " AND ({RUN_ORDER_KEY} < ? OR ({RUN_ORDER_KEY} = ? AND run_id < ?))"
+            ));
+            numbers.push(key);
+            numbers.push(key);
+            late_texts.push(id);
+        }
+        Where {
+            sql,
+            texts,
+            numbers,
+            late_texts,
+        }
+    }
+}
+
+impl RunRecord {
+    /// Where a list continues after this run (`after` of the next page).
+    pub fn cursor(&self) -> String {
+        let key = self
+            .fire_ms
+            .or(self.requested_ms)
+            .or(self.order_ms)
+            .unwrap_or_default();
+        format!("{key}~{}", self.run_id)
+    }
+
+    fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+        let (key, id) = cursor.split_once('~')?;
+        Some((key.parse().ok()?, id.to_owned()))
+    }
+}
+
 const RUN_COLUMNS: &str = "run_id, tenant, workflow, workflow_version, schedule, fire_ms, \
      environment, cluster, dc, state, agent, epoch, requested_ms, queued_ms, started_ms, \
-     finished_ms, message, starts + (SELECT COUNT(*) FROM fenced_starts f \
+     finished_ms, message, updated_ms, starts + (SELECT COUNT(*) FROM fenced_starts f \
      WHERE f.run_id = runs.run_id) AS starts";
 
 fn run_record(row: &sqlx::sqlite::SqliteRow) -> RunRecord {
@@ -573,43 +682,27 @@ fn run_record(row: &sqlx::sqlite::SqliteRow) -> RunRecord {
         lateness_ms: fire_ms.zip(started_ms).map(|(f, s)| s - f),
         message: row.get("message"),
         starts: row.get::<i64, _>("starts") as u32,
+        order_ms: row.get("updated_ms"),
     }
 }
 
 /// Runs matching `filter`, newest first (by fire or request time).
 pub async fn runs(pool: &SqlitePool, filter: &RunFilter) -> sqlx::Result<Vec<RunRecord>> {
-    let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
-    let mut binds: Vec<String> = Vec::new();
-    for (column, value) in [
-        ("dc", &filter.dc),
-        ("cluster", &filter.cluster),
-        ("tenant", &filter.tenant),
-        ("workflow", &filter.workflow),
-        ("schedule", &filter.schedule),
-        ("state", &filter.state),
-    ] {
-        if let Some(value) = value {
-            sql.push_str(&format!(" AND {column} = ?"));
-            binds.push(value.clone());
-        }
-    }
-    if let Some(within) = &filter.within {
-        sql.push_str(&in_list(" AND tenant", within.len()));
-        binds.extend(within.iter().cloned());
-    }
-    // Bound as a number below: an expression has no column affinity, so a text bound here
-    // would compare as text (every integer is "less" than any text) and match nothing.
-    if filter.since_ms.is_some() {
-        sql.push_str(" AND COALESCE(fire_ms, requested_ms, updated_ms) >= ?");
-    }
-    sql.push_str(" ORDER BY COALESCE(fire_ms, requested_ms, updated_ms) DESC, run_id DESC LIMIT ?");
+    let w = filter.clause(true);
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs{} ORDER BY {RUN_ORDER_KEY} DESC, run_id DESC LIMIT ?",
+        w.sql
+    );
     let limit = filter.limit.unwrap_or(100).clamp(1, 100_000);
     let mut query = sqlx::query(&sql);
-    for b in &binds {
-        query = query.bind(b);
+    for t in &w.texts {
+        query = query.bind(t);
     }
-    if let Some(since) = filter.since_ms {
-        query = query.bind(since);
+    for n in &w.numbers {
+        query = query.bind(n);
+    }
+    for t in &w.late_texts {
+        query = query.bind(t);
     }
     Ok(query
         .bind(i64::from(limit))
@@ -617,6 +710,33 @@ pub async fn runs(pool: &SqlitePool, filter: &RunFilter) -> sqlx::Result<Vec<Run
         .await?
         .iter()
         .map(run_record)
+        .collect())
+}
+
+/// How many runs match `filter` in each state (the state filter itself left out, so the
+/// counts say what choosing another state would show; the cursor left out too).
+pub async fn run_counts(pool: &SqlitePool, filter: &RunFilter) -> sqlx::Result<Vec<(String, u64)>> {
+    let w = RunFilter {
+        after: None,
+        ..filter.clone()
+    }
+    .clause(false);
+    let sql = format!(
+        "SELECT state, COUNT(*) AS n FROM runs{} GROUP BY state ORDER BY state",
+        w.sql
+    );
+    let mut query = sqlx::query(&sql);
+    for t in &w.texts {
+        query = query.bind(t);
+    }
+    for n in &w.numbers {
+        query = query.bind(n);
+    }
+    Ok(query
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| (row.get("state"), row.get::<i64, _>("n") as u64))
         .collect())
 }
 

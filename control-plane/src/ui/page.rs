@@ -1,0 +1,246 @@
+//! What every page shares: who is looking (a signed-in session, or a redirect to the sign-in
+//! page), the layout around each page, the CSRF token every form carries, rendering, and the
+//! security headers every UI response gets.
+
+use askama::Template;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+
+use super::assets;
+use crate::api::Api;
+use crate::api::principal::{Caller, Credential, csrf_token, session_secret};
+use crate::api::token;
+use crate::policy::{self, Kind, Principal, Scope, Who};
+
+/// The signed-in person looking at a page.
+pub struct Viewer {
+    pub caller: Caller,
+    /// The session's CSRF token: every form a page holds carries it.
+    pub csrf: String,
+}
+
+impl Viewer {
+    pub fn principal(&self) -> &Principal {
+        &self.caller.principal
+    }
+
+    /// Who may see what of a kind, for this viewer.
+    pub fn scope(&self, kind: Kind) -> Scope {
+        policy::scope(self.principal(), kind)
+    }
+}
+
+/// The viewer of a request for `uri`: its session resolved from the plane's model (current,
+/// after a read barrier, so a sign-out or revocation elsewhere counts), or a redirect to the
+/// sign-in page that comes back here.
+pub async fn viewer(api: &Api, headers: &HeaderMap, uri: &Uri) -> Result<Viewer, Response> {
+    let back = || {
+        let next = uri.path_and_query().map_or("/", |p| p.as_str());
+        let query = serde_urlencoded::to_string([("next", next)]).unwrap_or_default();
+        Redirect::to(&format!("/signin?{query}")).into_response()
+    };
+    let Some(secret) = session_secret(headers) else {
+        return Err(back());
+    };
+    let credential = Credential::Session {
+        hash: token::hash(&secret),
+        csrf: csrf_token(&secret),
+    };
+    let caller = Caller {
+        principal: Principal {
+            who: Who::System(String::new()),
+            bindings: vec![],
+        },
+        credential: credential.clone(),
+    };
+    // The same resolution a linearizable API read makes.
+    match api.reader(&caller, false).await {
+        Ok(read) => Ok(Viewer {
+            caller: Caller {
+                principal: read.principal,
+                credential,
+            },
+            csrf: csrf_token(&secret),
+        }),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(back()),
+        Err(e) => Err(error_page(e.status, &e.message)),
+    }
+}
+
+/// Whether a form's CSRF token is the viewer's session's (compared in constant time).
+pub fn csrf_ok(viewer: &Viewer, sent: &str) -> bool {
+    let (a, b) = (viewer.csrf.as_bytes(), sent.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A refused form: what a forged or stale submission gets.
+pub fn csrf_refused() -> Response {
+    error_page(
+        StatusCode::FORBIDDEN,
+        "This form was not sent from a page of this session (its CSRF token is missing or \
+         wrong). Reload the page and try again.",
+    )
+}
+
+/// A place `next` may send the browser after signing in: a path on this site only.
+pub fn local_path(next: &str) -> &str {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next
+    } else {
+        "/"
+    }
+}
+
+/// One entry of the navigation bar.
+pub struct Nav {
+    pub href: &'static str,
+    pub label: &'static str,
+    pub here: bool,
+}
+
+/// What the layout around every page shows.
+pub struct Layout {
+    pub title: String,
+    /// `alice`, or empty on the sign-in page.
+    pub user: String,
+    /// The viewer's roles, `developer@ads, viewer@bi`.
+    pub roles: String,
+    pub csrf: String,
+    pub nav: Vec<Nav>,
+    pub htmx: (String, &'static str),
+    pub sse: (String, &'static str),
+    pub css: (String, &'static str),
+    pub js: (String, &'static str),
+}
+
+impl Layout {
+    fn assets(title: String, user: String, roles: String, csrf: String, nav: Vec<Nav>) -> Self {
+        let pin = |a: &assets::Asset| (a.url(), a.integrity());
+        Self {
+            title,
+            user,
+            roles,
+            csrf,
+            nav,
+            htmx: pin(&assets::HTMX),
+            sse: pin(&assets::SSE),
+            css: pin(&assets::CSS),
+            js: pin(&assets::JS),
+        }
+    }
+
+    /// The layout of a page `viewer` is on (`here`: its path, to mark in the navigation).
+    pub fn for_viewer(viewer: &Viewer, title: &str, here: &str) -> Self {
+        let p = viewer.principal();
+        let user = match &p.who {
+            Who::User(n) => n.to_string(),
+            Who::Token(n) => format!("token {n}"),
+            Who::System(n) => n.clone(),
+        };
+        let roles = p
+            .bindings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let nav = [("/runs", "Runs")]
+            .into_iter()
+            .map(|(href, label)| Nav {
+                href,
+                label,
+                here: here == href,
+            })
+            .collect();
+        Self::assets(title.to_owned(), user, roles, viewer.csrf.clone(), nav)
+    }
+
+    /// The layout of a page nobody is signed in to.
+    pub fn anonymous(title: &str) -> Self {
+        Self::assets(
+            title.to_owned(),
+            String::new(),
+            String::new(),
+            String::new(),
+            vec![],
+        )
+    }
+}
+
+/// A page rendered, or a 500 saying why not.
+pub fn render(page: &impl Template, status: StatusCode) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering the page: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    layout: Layout,
+    status: u16,
+    message: &'a str,
+}
+
+/// A page that says what went wrong.
+pub fn error_page(status: StatusCode, message: &str) -> Response {
+    render(
+        &ErrorPage {
+            layout: Layout::anonymous("Error"),
+            status: status.as_u16(),
+            message,
+        },
+        status,
+    )
+}
+
+/// The Content Security Policy of every page: scripts and styles from this site only (no
+/// inline script, no `eval`), no framing, forms posting only here.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// Adds the security headers to every UI response.
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed_after_signing_in() {
+        assert_eq!(local_path("/runs?state=failed"), "/runs?state=failed");
+        for bad in [
+            "//evil.example/x",
+            "https://evil.example/",
+            "\\\\evil",
+            "/\\evil",
+            "",
+        ] {
+            assert_eq!(local_path(bad), "/", "{bad}");
+        }
+    }
+}

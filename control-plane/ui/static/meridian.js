@@ -1,0 +1,43 @@
+// Meridian's web UI: small progressive enhancements. Every page works without this file.
+(function () {
+  "use strict";
+  // Times are rendered in UTC; show them in the viewer's zone, UTC on hover.
+  function localTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach(function (t) {
+      if (t.dataset.local) return;
+      var d = new Date(t.getAttribute("datetime"));
+      if (isNaN(d)) return;
+      t.title = t.textContent.trim() + (t.dataset.zone ? " · schedule zone " + t.dataset.zone : "");
+      t.textContent = d.toLocaleString(undefined, {
+        year: "numeric", month: "2-digit", day: "2-digit",
+        hour: "2-digit", minute: "2-digit", second: "2-digit"
+      });
+      t.dataset.local = "1";
+    });
+  }
+  // "Select all" for multi-select actions.
+  function selectAll(root) {
+    root.querySelectorAll("input[data-select-all]").forEach(function (box) {
+      box.addEventListener("change", function () {
+        var form = document.getElementById(box.dataset.selectAll);
+        if (!form) return;
+        form.querySelectorAll("input[type=checkbox][name=run]").forEach(function (c) {
+          c.checked = box.checked;
+        });
+      });
+    });
+  }
+  // A destructive form says how many it acts on and asks first.
+  function confirmForms(root) {
+    root.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (e) {
+        var n = form.querySelectorAll("input[name=run]:checked").length;
+        if (n === 0) { e.preventDefault(); return; }
+        if (!window.confirm(form.dataset.confirm.replace("{n}", n))) e.preventDefault();
+      });
+    });
+  }
+  function enhance(root) { localTimes(root); selectAll(root); confirmForms(root); }
+  document.addEventListener("DOMContentLoaded", function () { enhance(document); });
+  document.addEventListener("htmx:afterSwap", function (e) { localTimes(e.target); });
+})();
