@@ -108,6 +108,23 @@ impl Browser {
             .unwrap_or_else(|e| panic!("finding `{css}`: {e}"))
     }
 
+    /// The visible text of `css` once `done` holds of it: a live update (an htmx swap) lands
+    /// when the server has answered, so this polls the page, for at most 10 s.
+    pub async fn text_when(&self, css: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.texts(css).await.join("\n");
+            if done(&text) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "`{css}` still reads {text:?} after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn find_all(&self, css: &str) -> Vec<WebElement> {
         self.driver()
             .find_all(By::Css(css))
@@ -146,6 +163,17 @@ impl Browser {
 
     pub async fn click(&self, css: &str) {
         self.find(css).await.click().await.unwrap();
+    }
+
+    /// Clicks `css` (a submit or a link) and waits until the page it was on is gone, so what
+    /// is read next is the answer's page.
+    pub async fn submit(&self, css: &str) {
+        let page = self.find("html").await;
+        self.click(css).await;
+        page.wait_until()
+            .stale()
+            .await
+            .unwrap_or_else(|e| panic!("after clicking `{css}` the page stayed: {e}"));
     }
 
     pub async fn accept_alert(&self) {

@@ -245,3 +245,359 @@ async fn kill_for_those_who_may_and_a_forged_form_refused() {
     assert_eq!(run["state"], "killed", "{run}");
     plane.cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_is_made_on_a_granted_environment_with_its_fire_times_previewed() {
+    let plane = plane().await;
+    let root = &plane.roots[0];
+    let browser = Browser::start().await;
+    sign_in(&browser, root, "dev").await;
+    browser.goto(&format!("{root}/schedules/new")).await;
+    // The picker: only what was granted to the developer's tenant, with where it runs.
+    assert_eq!(browser.texts("#f-tenant option").await, ["ads"]);
+    assert_eq!(
+        browser.texts("#f-environment option").await,
+        ["prod — cluster nj-main, data center nj"]
+    );
+    // A bad expression: the calendar's own message, live, as it is typed.
+    browser.fill("#f-name", "nightly").await;
+    browser.fill("#f-cron", "0 0 25 * * ?").await;
+    let live = browser.text_when("#error-cron", |t| !t.is_empty()).await;
+    assert!(live.contains("hour field `25`"), "{live}");
+    browser.screenshot("schedule-bad-cron").await;
+    // Sent anyway: the same message beside the field, and nothing stored.
+    browser.submit("#create").await;
+    let beside = browser.find("#error-cron").await.text().await.unwrap();
+    assert_eq!(beside, live);
+    let (status, _) = plane
+        .call(0, Method::GET, "/schedules/ads/nightly", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A good one in another zone: ten fire times in that zone, then the schedule.
+    browser.fill("#f-cron", "0 30 2 * * ?").await;
+    browser.fill("#f-time-zone", "Asia/Shanghai").await;
+    let times = browser
+        .text_when("#preview-times", |t| {
+            t.lines().count() == 10 && t.lines().all(|t| t.ends_with("02:30:00 CST"))
+        })
+        .await;
+    assert_eq!(times.lines().count(), 10, "{times}");
+    // The error beside the field went with the bad expression.
+    assert_eq!(browser.text_when("#error-cron", str::is_empty).await, "");
+    // A zone that does not exist: the calendar's message beside the zone, no times.
+    browser.fill("#f-time-zone", "Mars/Olympus").await;
+    let zone = browser
+        .text_when("#error-time-zone", |t| !t.is_empty())
+        .await;
+    assert!(zone.contains("Mars/Olympus"), "{zone}");
+    assert!(browser.texts("#preview-times li").await.is_empty());
+    browser.fill("#f-time-zone", "Asia/Shanghai").await;
+    browser.text_when("#error-time-zone", str::is_empty).await;
+    browser
+        .text_when("#preview-times", |t| t.lines().count() == 10)
+        .await;
+    browser.screenshot("schedule-new").await;
+    browser.submit("#create").await;
+    browser.find("#schedules").await;
+    assert_eq!(browser.url().await.path(), "/schedules");
+    let next = browser
+        .find("tr[data-schedule='ads.nightly'] td.next")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(next.contains("02:30:00 CST"), "{next}");
+    browser.screenshot("schedules").await;
+    let (status, stored) = plane
+        .call(0, Method::GET, "/schedules/ads/nightly", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored["environment"], "prod");
+    assert_eq!(stored["spec"]["time_zone"], "Asia/Shanghai");
+    plane.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_cannot_make_schedules_and_a_forged_form_stores_nothing() {
+    let plane = plane().await;
+    let root = &plane.roots[0];
+    let browser = Browser::start().await;
+    sign_in(&browser, root, "view").await;
+    browser.goto(&format!("{root}/schedules")).await;
+    browser.find("#schedules").await;
+    assert!(browser.find_all("#new-schedule").await.is_empty());
+    // The viewer sees its tenant's schedules and no other's.
+    assert_eq!(
+        browser.texts("#schedules tbody td:first-child").await,
+        ["ads"]
+    );
+    browser.goto(&format!("{root}/schedules/new")).await;
+    browser.find("#cannot-create").await;
+    let view = plane.sign_in(0, "view", PASSWORD).await;
+    let Cred::Session { cookie, csrf } = &view else {
+        unreachable!()
+    };
+    let form = [
+        ("tenant", "ads"),
+        ("name", "sneaky"),
+        ("workflow", "etl"),
+        ("environment", "prod"),
+        ("cron", "0 0 * * * ?"),
+    ];
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // Without the CSRF token, and with it (the viewer's own: the policy refuses).
+    for with_csrf in [false, true] {
+        let mut fields = form.to_vec();
+        if with_csrf {
+            fields.push(("csrf", csrf.as_str()));
+        }
+        let r = client
+            .post(format!("{root}/schedules/new"))
+            .header("cookie", format!("meridian_session={cookie}"))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "csrf: {with_csrf}");
+    }
+    let (status, _) = plane
+        .call(0, Method::GET, "/schedules/ads/sneaky", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    plane.cluster.shutdown().await;
+}
+
+/// Who walks the pages in [`every_page_with_every_role`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Admin,
+    Operator,
+    Owner,
+    Developer,
+    Viewer,
+    OtherOwner,
+    OtherDeveloper,
+    OtherViewer,
+    /// No cookie.
+    Nobody,
+    /// An API token: the pages take sessions only.
+    Token,
+    /// The session of a user deleted since.
+    DeletedUser,
+}
+
+impl Role {
+    const ALL: [Role; 11] = [
+        Role::Admin,
+        Role::Operator,
+        Role::Owner,
+        Role::Developer,
+        Role::Viewer,
+        Role::OtherOwner,
+        Role::OtherDeveloper,
+        Role::OtherViewer,
+        Role::Nobody,
+        Role::Token,
+        Role::DeletedUser,
+    ];
+
+    /// The user signed in for this role (its bindings), if it is a signed-in role.
+    fn user(self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            Role::Admin => ("w-admin", "admin"),
+            Role::Operator => ("w-operator", "operator"),
+            Role::Owner => ("w-owner", "owner@ads"),
+            Role::Developer => ("w-dev", "developer@ads"),
+            Role::Viewer => ("w-view", "viewer@ads"),
+            Role::OtherOwner => ("w-bi-owner", "owner@bi"),
+            Role::OtherDeveloper => ("w-bi-dev", "developer@bi"),
+            Role::OtherViewer => ("w-bi-view", "viewer@bi"),
+            Role::Nobody | Role::Token | Role::DeletedUser => return None,
+        })
+    }
+
+    fn other_tenant(self) -> bool {
+        matches!(
+            self,
+            Role::OtherOwner | Role::OtherDeveloper | Role::OtherViewer
+        )
+    }
+}
+
+/// What a page answers a role: a status, or `SIGN_IN` (a redirect to the sign-in page).
+const SIGN_IN: u16 = 1;
+
+/// Every page (the UI's own route table) with every role, over plain HTTP: the status each
+/// gets; pages of another tenant's objects answered as if they did not exist; forms without
+/// the session's CSRF token refused for everyone; refused creates store nothing; and no page
+/// shown to another tenant's member names `ads`'s runs or offers `ads` as a tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_with_every_role() {
+    use Role::*;
+    let plane = plane().await;
+    let root = plane.roots[0].clone();
+    let ads_run = plane.run_now("ads").await;
+    for role in Role::ALL {
+        if let Some((user, binding)) = role.user() {
+            plane.user(user, &[binding], PASSWORD).await;
+        }
+    }
+    plane.user("w-ghost", &["owner@ads"], PASSWORD).await;
+    let ghost = plane.sign_in(0, "w-ghost", PASSWORD).await;
+    plane
+        .must(Method::DELETE, "/users/w-ghost", json!({}))
+        .await;
+    let Cred::Token(token) = plane.token("w-token", &["admin"]).await else {
+        unreachable!()
+    };
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The session (cookie, CSRF token) a role calls with, fresh each time (a sign-out ends it).
+    let session = async |role: Role| -> Option<(String, String)> {
+        let cred = match role.user() {
+            Some((user, _)) => plane.sign_in(0, user, PASSWORD).await,
+            None if role == DeletedUser => ghost.clone(),
+            None => return None,
+        };
+        let Cred::Session { cookie, csrf } = cred else {
+            unreachable!()
+        };
+        Some((cookie, csrf))
+    };
+    // (statuses for Admin, Operator, Owner, Developer, Viewer, and the other tenant's three;
+    // what Nobody, Token and DeletedUser get: `SIGN_IN` unless the page is public).
+    let expect = |method: &str, path: &str| -> ([u16; 8], u16) {
+        const PAGE: [u16; 8] = [200; 8];
+        match (method, path) {
+            ("get", "/") => ([303; 8], 303),
+            // Signed in already: on to the runs.
+            ("get", "/signin") => ([303; 8], 200),
+            ("get", "/ui/static/{name}") => (PAGE, 200),
+            // Signing in as w-view with the right password: to where it was going.
+            ("post", "/signin") => ([303; 8], 303),
+            ("post", "/signout") => ([303; 8], SIGN_IN),
+            ("post", "/runs/kill") => ([200, 200, 200, 200, 403, 404, 404, 404], SIGN_IN),
+            ("post", "/schedules/new") => ([303, 403, 303, 303, 403, 404, 404, 404], SIGN_IN),
+            ("get", _) => (PAGE, SIGN_IN),
+            route => panic!("no expectation for {route:?}: add one"),
+        }
+    };
+    let mut wrong = Vec::new();
+    let mut refused_creates = Vec::new();
+    let mut n = 0;
+    for (method, route) in meridian_plane::ui::routes() {
+        let (statuses, anonymous) = expect(method, route);
+        for role in Role::ALL {
+            n += 1;
+            let creds = session(role).await;
+            let (path, form): (String, Vec<(&str, String)>) = match (method, route) {
+                ("get", "/ui/static/{name}") => ("/ui/static/htmx-2.0.11.min.js".into(), vec![]),
+                ("get", "/schedules/new") => ("/schedules/new?tenant=ads".into(), vec![]),
+                ("get", "/schedules/preview") => {
+                    ("/schedules/preview?cron=0+0+*+*+*+%3F".into(), vec![])
+                }
+                ("post", "/signin") => (
+                    route.into(),
+                    vec![
+                        ("user", "w-view".into()),
+                        ("password", PASSWORD.into()),
+                        ("next", "/runs".into()),
+                    ],
+                ),
+                ("post", "/runs/kill") => (route.into(), vec![("run", plane.run_now("ads").await)]),
+                ("post", "/schedules/new") => {
+                    let name = format!("walk-{n}");
+                    refused_creates.push((role, name.clone()));
+                    (
+                        route.into(),
+                        vec![
+                            ("tenant", "ads".into()),
+                            ("name", name),
+                            ("workflow", "etl".into()),
+                            ("environment", "prod".into()),
+                            ("cron", "0 0 * * * ?".into()),
+                        ],
+                    )
+                }
+                _ => (route.into(), vec![]),
+            };
+            let send = |with_csrf: bool| {
+                let mut req = client.request(
+                    Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                    format!("{root}{path}"),
+                );
+                let mut form = form.clone();
+                if let Some((cookie, csrf)) = &creds {
+                    req = req.header("cookie", format!("meridian_session={cookie}"));
+                    if with_csrf {
+                        form.push(("csrf", csrf.clone()));
+                    }
+                }
+                if role == Token {
+                    req = req.bearer_auth(&token);
+                }
+                if method == "post" {
+                    req = req.form(&form);
+                }
+                req.send()
+            };
+            // A form without the session's CSRF token: refused before anything else.
+            if method == "post" && route != "/signin" && creds.is_some() && role != DeletedUser {
+                let r = send(false).await.unwrap();
+                if r.status() != StatusCode::FORBIDDEN {
+                    wrong.push(format!(
+                        "{method} {path} as {role:?} without CSRF: {}",
+                        r.status()
+                    ));
+                }
+            }
+            let r = send(true).await.unwrap();
+            let status = r.status().as_u16();
+            let location = r
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let body = r.text().await.unwrap();
+            let index = Role::ALL.iter().position(|r| *r == role).unwrap();
+            let want = statuses.get(index).copied().unwrap_or(anonymous);
+            let got = if status == 303 && location.starts_with("/signin") && want == SIGN_IN {
+                SIGN_IN
+            } else {
+                status
+            };
+            if got != want {
+                wrong.push(format!(
+                    "{method} {path} as {role:?}: {status} {location} (want {want})"
+                ));
+            }
+            if role.other_tenant()
+                && [ads_run.as_str(), "value=\"ads\"", ">ads<"]
+                    .iter()
+                    .any(|leak| body.contains(leak))
+            {
+                wrong.push(format!("{method} {path} as {role:?} shows tenant ads's"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers of {n}:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    // The schedules the walk asked for exist exactly where the policy allowed them.
+    for (role, name) in refused_creates {
+        let (status, _) = plane
+            .call(0, Method::GET, &format!("/schedules/ads/{name}"), None)
+            .await;
+        let made = matches!(role, Admin | Owner | Developer);
+        assert_eq!(status.is_success(), made, "{name} as {role:?}: {status}");
+    }
+    plane.cluster.shutdown().await;
+}

@@ -8,29 +8,53 @@
 //!   every form, rendering, and the security headers (a CSP with no inline script).
 //! - [`signin`]: signing in and out.
 //! - [`runs`]: the cross-DC job analysis page.
+//! - [`schedules`]: a tenant's schedules, and the form with the environment picker and the
+//!   live cron preview.
 //! - [`assets`]: the embedded static files.
 
 pub mod assets;
 pub mod page;
 pub mod runs;
+pub mod schedules;
 pub mod signin;
 
 use axum::Router;
 use axum::middleware;
 use axum::response::Redirect;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
 use crate::api::Api;
 
-/// The UI's routes.
+/// Every UI route: (method, path, handler). The router is made from this table and the access
+/// test walks it with every role, so a page cannot be added without the walk meeting it.
+fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
+    vec![
+        ("get", "/", get(async || Redirect::to("/runs"))),
+        ("get", "/signin", get(signin::form)),
+        ("post", "/signin", post(signin::submit)),
+        ("post", "/signout", post(signin::sign_out)),
+        ("get", "/runs", get(runs::list)),
+        ("post", "/runs/kill", post(runs::kill)),
+        ("get", "/schedules", get(schedules::list)),
+        ("get", "/schedules/new", get(schedules::new)),
+        ("post", "/schedules/new", post(schedules::create)),
+        ("get", "/schedules/preview", get(schedules::preview)),
+        ("get", "/ui/static/{name}", get(assets::serve)),
+    ]
+}
+
+/// The UI's routes as (method, path).
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    table().into_iter().map(|(m, p, _)| (m, p)).collect()
+}
+
+/// The UI's router.
 pub fn router(api: Api) -> Router {
-    Router::new()
-        .route("/", get(async || Redirect::to("/runs")))
-        .route("/signin", get(signin::form).post(signin::submit))
-        .route("/signout", post(signin::sign_out))
-        .route("/runs", get(runs::list))
-        .route("/runs/kill", post(runs::kill))
-        .route("/ui/static/{name}", get(assets::serve))
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
         .layer(middleware::from_fn(page::security_headers))
         .with_state(api)
 }

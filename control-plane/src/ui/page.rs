@@ -145,7 +145,7 @@ impl Layout {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ");
-        let nav = [("/runs", "Runs")]
+        let nav = [("/runs", "Runs"), ("/schedules", "Schedules")]
             .into_iter()
             .map(|(href, label)| Nav {
                 href,

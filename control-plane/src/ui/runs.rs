@@ -418,6 +418,10 @@ pub async fn kill(State(api): State<Api>, headers: HeaderMap, uri: Uri, body: By
         return page::csrf_refused();
     }
     let mut killed = Vec::new();
+    // The page's status: OK if any was killed; else the refusal's (403, or 404 for a run the
+    // viewer may not know of), so a refused kill is a refusal to a script as to a person.
+    let mut status = StatusCode::OK;
+    let mut any_killed = false;
     for run_id in fields.iter().filter(|(k, _)| k == "run").map(|(_, v)| v) {
         let outcome = api
             .propose(
@@ -431,8 +435,16 @@ pub async fn kill(State(api): State<Api>, headers: HeaderMap, uri: Uri, body: By
             run_id: run_id.clone(),
             ok: outcome.is_ok(),
             message: match outcome {
-                Ok(_) => "killed: its agent stops it at its next heartbeat".into(),
-                Err(e) => e.message,
+                Ok(_) => {
+                    any_killed = true;
+                    "killed: its agent stops it at its next heartbeat".into()
+                }
+                Err(e) => {
+                    if !any_killed && status == StatusCode::OK {
+                        status = e.status;
+                    }
+                    e.message
+                }
             },
         });
     }
@@ -443,6 +455,6 @@ pub async fn kill(State(api): State<Api>, headers: HeaderMap, uri: Uri, body: By
             killed,
             back,
         },
-        StatusCode::OK,
+        if any_killed { StatusCode::OK } else { status },
     )
 }

@@ -37,7 +37,13 @@
       });
     });
   }
-  function enhance(root) { localTimes(root); selectAll(root); confirmForms(root); }
+  // A select that chooses what the page is about reloads it when changed.
+  function autosubmit(root) {
+    root.querySelectorAll("select[data-autosubmit]").forEach(function (sel) {
+      sel.addEventListener("change", function () { sel.form.submit(); });
+    });
+  }
+  function enhance(root) { localTimes(root); selectAll(root); confirmForms(root); autosubmit(root); }
   document.addEventListener("DOMContentLoaded", function () { enhance(document); });
   document.addEventListener("htmx:afterSwap", function (e) { localTimes(e.target); });
 })();

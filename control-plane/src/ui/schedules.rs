@@ -1,0 +1,430 @@
+//! A tenant's schedules: the list with each one's next fire times, and the form that creates
+//! one. The form offers only the environments granted to the tenant — each labelled with its
+//! cluster and data center: the tenant's environment picker — and previews the next ten fire
+//! times in the schedule's zone as the expression is typed, with the calendar's own error
+//! beside the field for a bad one. Creating goes through the API's command and checks.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
+use meridian_proto::{CalendarError, CatchUpPolicy, OverlapPolicy, ScheduleSpec};
+use serde::Deserialize;
+
+use super::page::{self, Layout, Viewer};
+use crate::api::Api;
+use crate::model::{Command, Name, Schedule, query};
+use crate::policy::{self, Action, Decision, Kind, Object};
+
+/// Fire times the list shows per schedule, and the preview shows.
+const NEXT_IN_LIST: usize = 3;
+const NEXT_IN_PREVIEW: usize = 10;
+
+/// The next `n` fire times of `spec` after now, in its zone; or the calendar's error.
+fn next_times(spec: &ScheduleSpec, n: usize) -> Result<Vec<String>, CalendarError> {
+    let calendar = spec.calendar()?;
+    Ok(calendar
+        .fire_times(chrono::Utc::now())
+        .take(n)
+        .map(|t| {
+            t.with_timezone(&calendar.zone())
+                .format("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        })
+        .collect())
+}
+
+/// The form field a calendar error belongs beside.
+fn field_of(e: &CalendarError) -> &'static str {
+    if e.field().starts_with("time_zone") {
+        "time_zone"
+    } else {
+        "cron"
+    }
+}
+
+/// What the live preview shows: the next fire times, or the calendar's own error beside the
+/// field it names (the other field's error cleared).
+#[derive(Default)]
+struct Preview {
+    times: Vec<String>,
+    cron_error: String,
+    time_zone_error: String,
+}
+
+impl Preview {
+    fn of(spec: &ScheduleSpec) -> Self {
+        if spec.cron.trim().is_empty() {
+            return Self::default();
+        }
+        match next_times(spec, NEXT_IN_PREVIEW) {
+            Ok(times) => Self {
+                times,
+                ..Self::default()
+            },
+            Err(e) if field_of(&e) == "time_zone" => Self {
+                time_zone_error: e.to_string(),
+                ..Self::default()
+            },
+            Err(e) => Self {
+                cron_error: e.to_string(),
+                ..Self::default()
+            },
+        }
+    }
+}
+
+pub struct Listed {
+    pub tenant: String,
+    pub name: String,
+    pub workflow: String,
+    pub environment: String,
+    pub cron: String,
+    pub time_zone: String,
+    pub next: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "schedules.html")]
+struct SchedulesPage {
+    layout: Layout,
+    schedules: Vec<Listed>,
+    can_create: bool,
+}
+
+/// The tenants in which the viewer may create definitions.
+async fn writable_tenants(api: &Api, viewer: &Viewer) -> sqlx::Result<Vec<Name>> {
+    Ok(query::tenants(api.node.state.pool())
+        .await?
+        .into_iter()
+        .map(|t| t.name)
+        .filter(|t| {
+            policy::decide(
+                viewer.principal(),
+                Action::Create,
+                &Object::Definition(t.clone()),
+            ) == Decision::Allow
+        })
+        .collect())
+}
+
+/// `GET /schedules`.
+pub async fn list(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
+    let viewer = match page::viewer(&api, &headers, &uri).await {
+        Ok(v) => v,
+        Err(redirect) => return redirect,
+    };
+    let scope = viewer.scope(Kind::Definition);
+    let built = async {
+        let schedules = query::schedules(api.node.state.pool(), None).await?;
+        let can_create = !writable_tenants(&api, &viewer).await?.is_empty();
+        Ok::<_, sqlx::Error>((schedules, can_create))
+    }
+    .await;
+    let (schedules, can_create) = match built {
+        Ok(b) => b,
+        Err(e) => return page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    let schedules = schedules
+        .into_iter()
+        .filter(|s| scope.contains(&s.tenant))
+        .map(|s| Listed {
+            next: next_times(&s.spec, NEXT_IN_LIST).unwrap_or_default(),
+            tenant: s.tenant.to_string(),
+            name: s.name.to_string(),
+            workflow: s.workflow.to_string(),
+            environment: s.environment.to_string(),
+            cron: s.spec.cron.clone(),
+            time_zone: s.spec.time_zone.clone(),
+        })
+        .collect();
+    page::render(
+        &SchedulesPage {
+            layout: Layout::for_viewer(&viewer, "Schedules", "/schedules"),
+            schedules,
+            can_create,
+        },
+        StatusCode::OK,
+    )
+}
+
+/// An environment the picker offers: granted to the tenant, with where it runs.
+pub struct Choice {
+    pub name: String,
+    pub label: String,
+}
+
+/// What the form holds (as typed, so a refused one comes back as it was).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ScheduleForm {
+    pub csrf: String,
+    pub tenant: String,
+    pub name: String,
+    pub workflow: String,
+    pub environment: String,
+    pub cron: String,
+    pub time_zone: String,
+    pub catch_up: String,
+    pub overlap: String,
+}
+
+#[derive(Template)]
+#[template(path = "schedule_new.html")]
+struct NewSchedulePage {
+    layout: Layout,
+    f: ScheduleForm,
+    tenants: Vec<String>,
+    workflows: Vec<String>,
+    environments: Vec<Choice>,
+    /// Problems beside their fields: (field, message).
+    errors: Vec<(&'static str, String)>,
+    /// A refusal that names no field of the form.
+    refused: String,
+    preview: Preview,
+}
+
+impl NewSchedulePage {
+    fn error_for(&self, field: &str) -> String {
+        self.errors
+            .iter()
+            .filter(|(f, _)| *f == field)
+            .map(|(_, m)| m.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The environments granted to `tenant`, labelled `prod — cluster nj-main, data center nj`.
+async fn granted(api: &Api, tenant: &Name) -> sqlx::Result<Vec<Choice>> {
+    let pool = api.node.state.pool();
+    let mut out = Vec::new();
+    for g in query::grants(pool, Some(tenant)).await? {
+        let Some(env) = query::environment(pool, &g.environment).await? else {
+            continue;
+        };
+        let dc = query::cluster(pool, &env.cluster)
+            .await?
+            .map(|c| c.dc.to_string())
+            .unwrap_or_default();
+        out.push(Choice {
+            label: format!("{} — cluster {}, data center {dc}", env.name, env.cluster),
+            name: env.name.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+async fn form_page(
+    api: &Api,
+    viewer: &Viewer,
+    mut f: ScheduleForm,
+    errors: Vec<(&'static str, String)>,
+    refused: String,
+) -> Result<NewSchedulePage, sqlx::Error> {
+    let tenants: Vec<Name> = writable_tenants(api, viewer).await?;
+    // A tenant the viewer may not write in is not echoed back: the first writable one instead.
+    let tenant = tenants
+        .iter()
+        .find(|t| t.as_str() == f.tenant)
+        .or(tenants.first())
+        .cloned();
+    f.tenant = tenant.as_ref().map(Name::to_string).unwrap_or_default();
+    let (workflows, environments) = match &tenant {
+        Some(t) => (
+            query::workflows(api.node.state.pool(), Some(t))
+                .await?
+                .into_iter()
+                .map(|w| w.workflow.name.to_string())
+                .collect(),
+            granted(api, t).await?,
+        ),
+        None => (vec![], vec![]),
+    };
+    if f.time_zone.is_empty() {
+        f.time_zone = "UTC".into();
+    }
+    let preview = Preview::of(&spec_of(&f));
+    // A bad expression in the query (or a refused submit) reads the same beside its field.
+    let mut errors = errors;
+    for (field, e) in [
+        ("cron", &preview.cron_error),
+        ("time_zone", &preview.time_zone_error),
+    ] {
+        if !e.is_empty() && !errors.iter().any(|(f, _)| *f == field) {
+            errors.push((field, e.clone()));
+        }
+    }
+    Ok(NewSchedulePage {
+        layout: Layout::for_viewer(viewer, "New schedule", "/schedules"),
+        tenants: tenants.iter().map(Name::to_string).collect(),
+        workflows,
+        environments,
+        errors,
+        refused,
+        preview,
+        f,
+    })
+}
+
+fn spec_of(f: &ScheduleForm) -> ScheduleSpec {
+    ScheduleSpec {
+        time_zone: match f.time_zone.trim() {
+            "" => "UTC".to_owned(),
+            zone => zone.to_owned(),
+        },
+        catch_up: match f.catch_up.as_str() {
+            "none" | "latest" => serde_json::from_value(serde_json::json!({"policy": f.catch_up}))
+                .unwrap_or_default(),
+            _ => CatchUpPolicy::default(),
+        },
+        ..ScheduleSpec::cron(f.cron.trim())
+    }
+}
+
+/// `GET /schedules/new` (`?tenant=`: whose).
+pub async fn new(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(f): Query<ScheduleForm>,
+) -> Response {
+    let viewer = match page::viewer(&api, &headers, &uri).await {
+        Ok(v) => v,
+        Err(redirect) => return redirect,
+    };
+    match form_page(&api, &viewer, f, vec![], String::new()).await {
+        Ok(p) => page::render(&p, StatusCode::OK),
+        Err(e) => page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// `POST /schedules/new`: checks the form the way the plane will (a field's error beside it),
+/// then proposes the schedule; what the plane refuses comes back above the form.
+pub async fn create(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    uri: Uri,
+    Form(f): Form<ScheduleForm>,
+) -> Response {
+    let viewer = match page::viewer(&api, &headers, &uri).await {
+        Ok(v) => v,
+        Err(redirect) => return redirect,
+    };
+    if !page::csrf_ok(&viewer, &f.csrf) {
+        return page::csrf_refused();
+    }
+    // Who may is asked before what is wrong with the form: a refused caller learns nothing
+    // about the fields (the plane asks again when it applies the command).
+    if let Ok(t) = Name::new(f.tenant.trim()) {
+        let what = format!("schedule {t}/{}", f.name.trim());
+        if let Err(e) = api.allow_write(
+            &viewer.caller,
+            Action::Create,
+            &Object::Definition(t.clone()),
+            "create_schedule",
+            &what,
+            &t,
+        ) {
+            return page::error_page(e.status, &e.message);
+        }
+    }
+    let mut errors: Vec<(&'static str, String)> = Vec::new();
+    let name = Name::new(f.name.trim()).map_err(|e| errors.push(("name", e.to_string())));
+    let tenant = Name::new(f.tenant.trim()).map_err(|e| errors.push(("tenant", e.to_string())));
+    let workflow = Name::new(f.workflow.trim())
+        .map_err(|_| errors.push(("workflow", "choose a workflow".into())));
+    let environment = Name::new(f.environment.trim())
+        .map_err(|_| errors.push(("environment", "choose an environment".into())));
+    let spec = spec_of(&f);
+    if let Err(e) = spec.calendar() {
+        errors.push((field_of(&e), e.to_string()));
+    }
+    let overlap: Option<OverlapPolicy> = if f.overlap.is_empty() {
+        Some(OverlapPolicy::default())
+    } else {
+        serde_json::from_value(serde_json::json!(f.overlap)).ok()
+    };
+    if overlap.is_none() {
+        errors.push((
+            "overlap",
+            format!("`{}` is not an overlap policy", f.overlap),
+        ));
+    }
+    let (Ok(name), Ok(tenant), Ok(workflow), Ok(environment), Some(overlap), true) = (
+        name,
+        tenant,
+        workflow,
+        environment,
+        overlap,
+        errors.is_empty(),
+    ) else {
+        return match form_page(&api, &viewer, f, errors, String::new()).await {
+            Ok(p) => page::render(&p, StatusCode::BAD_REQUEST),
+            Err(e) => page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        };
+    };
+    let schedule = Schedule {
+        tenant,
+        name,
+        workflow,
+        environment,
+        spec,
+        overlap,
+    };
+    match api
+        .propose(&viewer.caller, Command::CreateSchedule(schedule))
+        .await
+    {
+        Ok(_) => Redirect::to("/schedules").into_response(),
+        Err(e) => {
+            let status = e.status;
+            match form_page(&api, &viewer, f, vec![], e.message).await {
+                Ok(p) => page::render(&p, status),
+                Err(e) => page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "preview_live.html")]
+struct PreviewFragment {
+    preview: Preview,
+}
+
+#[derive(Deserialize)]
+pub struct PreviewQuery {
+    #[serde(default)]
+    cron: String,
+    #[serde(default)]
+    time_zone: String,
+}
+
+/// `GET /schedules/preview?cron=&time_zone=`: the next ten fire times in the zone, or the
+/// calendar's error — the fragment the form swaps in as the expression is typed.
+pub async fn preview(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<PreviewQuery>,
+) -> Response {
+    if let Err(redirect) = page::viewer(&api, &headers, &uri).await {
+        return redirect;
+    }
+    let spec = ScheduleSpec {
+        time_zone: if q.time_zone.trim().is_empty() {
+            "UTC".into()
+        } else {
+            q.time_zone.trim().to_owned()
+        },
+        ..ScheduleSpec::cron(q.cron.trim())
+    };
+    page::render(
+        &PreviewFragment {
+            preview: Preview::of(&spec),
+        },
+        StatusCode::OK,
+    )
+}
