@@ -482,13 +482,20 @@ async fn every_page_with_every_role() {
             ("post", "/signin") => ([303; 8], 303),
             ("post", "/signout") => ([303; 8], SIGN_IN),
             ("post", "/runs/kill") => ([200, 200, 200, 200, 403, 404, 404, 404], SIGN_IN),
-            ("post", "/schedules/new") => ([303, 403, 303, 303, 403, 404, 404, 404], SIGN_IN),
+            ("post", "/schedules/new" | "/workflows/edit") => {
+                ([303, 403, 303, 303, 403, 404, 404, 404], SIGN_IN)
+            }
+            // Pages about one of `ads`'s workflows: not there for another tenant's members.
+            ("get", "/workflows/{tenant}/{name}" | "/workflows/edit") => {
+                ([200, 200, 200, 200, 200, 404, 404, 404], SIGN_IN)
+            }
             ("get", _) => (PAGE, SIGN_IN),
             route => panic!("no expectation for {route:?}: add one"),
         }
     };
     let mut wrong = Vec::new();
     let mut refused_creates = Vec::new();
+    let mut refused_workflows = Vec::new();
     let mut n = 0;
     for (method, route) in meridian_plane::ui::routes() {
         let (statuses, anonymous) = expect(method, route);
@@ -498,6 +505,23 @@ async fn every_page_with_every_role() {
             let (path, form): (String, Vec<(&str, String)>) = match (method, route) {
                 ("get", "/ui/static/{name}") => ("/ui/static/htmx-2.0.11.min.js".into(), vec![]),
                 ("get", "/schedules/new") => ("/schedules/new?tenant=ads".into(), vec![]),
+                ("get", "/workflows/{tenant}/{name}") => ("/workflows/ads/etl".into(), vec![]),
+                ("get", "/workflows/edit") => {
+                    ("/workflows/edit?tenant=ads&name=etl".into(), vec![])
+                }
+                ("post", "/workflows/edit") => {
+                    let name = format!("walk-{n}");
+                    refused_workflows.push((role, name.clone()));
+                    let document = json!({"tenant": "ads", "name": name, "definition":
+                        {"tasks": [{"name": "main", "kind": {"noop": {}}}]}});
+                    (
+                        route.into(),
+                        vec![
+                            ("format", "json".into()),
+                            ("document", document.to_string()),
+                        ],
+                    )
+                }
                 ("get", "/schedules/preview") => {
                     ("/schedules/preview?cron=0+0+*+*+*+%3F".into(), vec![])
                 }
@@ -599,5 +623,168 @@ async fn every_page_with_every_role() {
         let made = matches!(role, Admin | Owner | Developer);
         assert_eq!(status.is_success(), made, "{name} as {role:?}: {status}");
     }
+    for (role, name) in refused_workflows {
+        let (status, _) = plane
+            .call(0, Method::GET, &format!("/workflows/ads/{name}"), None)
+            .await;
+        let made = matches!(role, Admin | Owner | Developer);
+        assert_eq!(status.is_success(), made, "{name} as {role:?}: {status}");
+    }
+    plane.cluster.shutdown().await;
+}
+
+/// The pipeline the editor test saves, as TOML; `lod` is the typo it fixes.
+const PIPELINE: &str = r#"tenant = "ads"
+name = "pipeline"
+environment = "prod"
+
+[[definition.tasks]]
+name = "extract"
+kind = { shell = { script = "echo extract" } }
+
+[[definition.tasks]]
+name = "clean"
+depends_on = ["extract"]
+kind = { noop = {} }
+
+[[definition.tasks]]
+name = "load"
+depends_on = ["clean"]
+kind = { http = { method = "POST", url = "http://127.0.0.1:9/load" } }
+
+[[definition.tasks]]
+name = "report"
+depends_on = ["lod", "extract"]
+kind = { shell = { script = "echo report" } }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_are_drawn_as_dags_and_edited_as_toml_or_json_checked_as_they_are_saved() {
+    let plane = plane().await;
+    let root = &plane.roots[0];
+    let browser = Browser::start().await;
+    sign_in(&browser, root, "dev").await;
+    browser.goto(&format!("{root}/workflows")).await;
+    // Only the developer's tenant's workflows.
+    assert_eq!(
+        browser.texts("#workflows tbody td:first-child").await,
+        ["ads"]
+    );
+    // A new one, as TOML, with a dependency on a task that does not exist: the server's own
+    // message beside the document, the document as typed, nothing stored.
+    browser.click("#new-workflow").await;
+    browser.click("#format-toml").await;
+    let starter = browser.value("#f-document").await.unwrap();
+    assert!(starter.contains("tenant = \"ads\""), "{starter}");
+    browser.fill("#f-document", PIPELINE).await;
+    browser.submit("#save").await;
+    let error = browser.find("#error-document").await.text().await.unwrap();
+    assert_eq!(
+        error,
+        "definition: tasks.report.depends_on: `lod` is not a task of this workflow"
+    );
+    assert!(
+        browser
+            .value("#f-document")
+            .await
+            .unwrap()
+            .contains("\"lod\"")
+    );
+    let (status, _) = plane
+        .call(0, Method::GET, "/workflows/ads/pipeline", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    browser.screenshot("workflow-error").await;
+    // Fixed: saved as version 1 and drawn: four tasks with their kinds, four edges.
+    browser
+        .fill("#f-document", &PIPELINE.replace("\"lod\"", "\"load\""))
+        .await;
+    browser.submit("#save").await;
+    assert_eq!(browser.url().await.path(), "/workflows/ads/pipeline");
+    let drawn = |css: &'static str| browser.texts(css);
+    assert_eq!(
+        drawn("#about").await[0].split(" ·").next(),
+        Some("Version 1")
+    );
+    let mut tasks = Vec::new();
+    for g in browser.find_all("#dag g.task").await {
+        let name = g.attr("data-task").await.unwrap().unwrap();
+        let kind = g.find(thirtyfour::By::Css("text.kind")).await.unwrap();
+        tasks.push(format!("{name}:{}", kind.text().await.unwrap()));
+    }
+    tasks.sort();
+    assert_eq!(
+        tasks,
+        ["clean:noop", "extract:shell", "load:http", "report:shell"]
+    );
+    let mut edges = Vec::new();
+    for e in browser.find_all("#dag path.edge").await {
+        edges.push(format!(
+            "{}→{}",
+            e.attr("data-from").await.unwrap().unwrap(),
+            e.attr("data-to").await.unwrap().unwrap()
+        ));
+    }
+    edges.sort();
+    assert_eq!(
+        edges,
+        [
+            "clean→load",
+            "extract→clean",
+            "extract→report",
+            "load→report"
+        ]
+    );
+    browser.screenshot("workflow").await;
+    // Edited as JSON: a document that does not parse says where; then a new version.
+    browser.click("#edit").await;
+    let json = browser.value("#f-document").await.unwrap();
+    assert!(json.trim_start().starts_with('{'), "{json}");
+    browser
+        .fill("#f-document", &json.replacen('{', "", 1))
+        .await;
+    browser.submit("#save").await;
+    let error = browser.find("#error-document").await.text().await.unwrap();
+    assert!(
+        error.starts_with("document (JSON): ") && error.contains("line "),
+        "{error}"
+    );
+    browser
+        .fill(
+            "#f-document",
+            &json.replace("echo report", "echo report v2"),
+        )
+        .await;
+    browser.submit("#save").await;
+    assert_eq!(browser.texts("#versions a").await, ["1"]);
+    assert_eq!(browser.texts("#versions strong").await, ["2"]);
+    let (_, stored) = plane
+        .call(0, Method::GET, "/workflows/ads/pipeline", None)
+        .await;
+    assert_eq!(stored["version"], 2, "{stored}");
+    assert_eq!(
+        stored["definition"]["tasks"][3]["kind"]["shell"]["script"],
+        "echo report v2"
+    );
+    // The script of `etl` is text, not markup.
+    browser.goto(&format!("{root}/workflows/ads/etl")).await;
+    assert_eq!(
+        browser.texts("#tasks tr[data-task='main'] code").await,
+        ["echo <script>"]
+    );
+    // A viewer reads, and is offered no way to change.
+    browser.submit("#signout").await;
+    sign_in(&browser, root, "view").await;
+    browser
+        .goto(&format!("{root}/workflows/ads/pipeline"))
+        .await;
+    assert!(browser.find_all("#edit").await.is_empty());
+    browser.goto(&format!("{root}/workflows")).await;
+    assert!(browser.find_all("#new-workflow").await.is_empty());
+    browser
+        .goto(&format!("{root}/workflows/edit?tenant=ads&name=pipeline"))
+        .await;
+    browser.find("#cannot-edit").await;
+    assert!(browser.find_all("#f-document").await.is_empty());
     plane.cluster.shutdown().await;
 }

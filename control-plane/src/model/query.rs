@@ -197,6 +197,24 @@ pub async fn workflow(
     Ok(found.into_iter().next())
 }
 
+/// The version numbers of a workflow as it stands (since it was last made after a delete),
+/// newest first; empty if it does not exist.
+pub async fn workflow_version_numbers(
+    pool: &SqlitePool,
+    tenant: &Name,
+    name: &Name,
+) -> sqlx::Result<Vec<u64>> {
+    let versions: Vec<i64> = sqlx::query_scalar(
+        "SELECT version FROM workflows WHERE tenant = ? AND name = ? AND deleted = 0 \
+         ORDER BY version DESC",
+    )
+    .bind(tenant.as_str())
+    .bind(name.as_str())
+    .fetch_all(pool)
+    .await?;
+    Ok(versions.into_iter().map(|v| v as u64).collect())
+}
+
 pub async fn schedules(pool: &SqlitePool, tenant: Option<&Name>) -> sqlx::Result<Vec<Schedule>> {
     match tenant {
         Some(t) => {

@@ -10,13 +10,17 @@
 //! - [`runs`]: the cross-DC job analysis page.
 //! - [`schedules`]: a tenant's schedules, and the form with the environment picker and the
 //!   live cron preview.
+//! - [`workflows`]: a tenant's workflows, a workflow's versions and DAG, and the editor.
+//! - [`dag`]: a workflow's DAG laid out for the SVG the pages draw.
 //! - [`assets`]: the embedded static files.
 
 pub mod assets;
+pub mod dag;
 pub mod page;
 pub mod runs;
 pub mod schedules;
 pub mod signin;
+pub mod workflows;
 
 use axum::Router;
 use axum::middleware;
@@ -39,6 +43,10 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
         ("get", "/schedules/new", get(schedules::new)),
         ("post", "/schedules/new", post(schedules::create)),
         ("get", "/schedules/preview", get(schedules::preview)),
+        ("get", "/workflows", get(workflows::list)),
+        ("get", "/workflows/edit", get(workflows::edit)),
+        ("post", "/workflows/edit", post(workflows::save)),
+        ("get", "/workflows/{tenant}/{name}", get(workflows::show)),
         ("get", "/ui/static/{name}", get(assets::serve)),
     ]
 }

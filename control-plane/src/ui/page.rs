@@ -12,7 +12,8 @@ use super::assets;
 use crate::api::Api;
 use crate::api::principal::{Caller, Credential, csrf_token, session_secret};
 use crate::api::token;
-use crate::policy::{self, Kind, Principal, Scope, Who};
+use crate::model::{Name, query};
+use crate::policy::{self, Action, Decision, Kind, Object, Principal, Scope, Who};
 
 /// The signed-in person looking at a page.
 pub struct Viewer {
@@ -30,6 +31,22 @@ impl Viewer {
     pub fn scope(&self, kind: Kind) -> Scope {
         policy::scope(self.principal(), kind)
     }
+
+    /// Whether the policy lets this viewer do `action` to `object` (what a page offers; the
+    /// command is checked again when it is proposed and when it is applied).
+    pub fn may(&self, action: Action, object: &Object) -> bool {
+        policy::decide(self.principal(), action, object) == Decision::Allow
+    }
+}
+
+/// The tenants in which `viewer` may create definitions (workflows, schedules).
+pub async fn writable_tenants(api: &Api, viewer: &Viewer) -> sqlx::Result<Vec<Name>> {
+    Ok(query::tenants(api.node.state.pool())
+        .await?
+        .into_iter()
+        .map(|t| t.name)
+        .filter(|t| viewer.may(Action::Create, &Object::Definition(t.clone())))
+        .collect())
 }
 
 /// The viewer of a request for `uri`: its session resolved from the plane's model (current,
@@ -145,14 +162,18 @@ impl Layout {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ");
-        let nav = [("/runs", "Runs"), ("/schedules", "Schedules")]
-            .into_iter()
-            .map(|(href, label)| Nav {
-                href,
-                label,
-                here: here == href,
-            })
-            .collect();
+        let nav = [
+            ("/runs", "Runs"),
+            ("/workflows", "Workflows"),
+            ("/schedules", "Schedules"),
+        ]
+        .into_iter()
+        .map(|(href, label)| Nav {
+            href,
+            label,
+            here: here == href,
+        })
+        .collect();
         Self::assets(title.to_owned(), user, roles, viewer.csrf.clone(), nav)
     }
 

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::page::{self, Layout, Viewer};
 use crate::api::Api;
 use crate::model::{Command, Name, Schedule, query};
-use crate::policy::{self, Action, Decision, Kind, Object};
+use crate::policy::{Action, Kind, Object};
 
 /// Fire times the list shows per schedule, and the preview shows.
 const NEXT_IN_LIST: usize = 3;
@@ -93,22 +93,6 @@ struct SchedulesPage {
     can_create: bool,
 }
 
-/// The tenants in which the viewer may create definitions.
-async fn writable_tenants(api: &Api, viewer: &Viewer) -> sqlx::Result<Vec<Name>> {
-    Ok(query::tenants(api.node.state.pool())
-        .await?
-        .into_iter()
-        .map(|t| t.name)
-        .filter(|t| {
-            policy::decide(
-                viewer.principal(),
-                Action::Create,
-                &Object::Definition(t.clone()),
-            ) == Decision::Allow
-        })
-        .collect())
-}
-
 /// `GET /schedules`.
 pub async fn list(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
     let viewer = match page::viewer(&api, &headers, &uri).await {
@@ -118,7 +102,7 @@ pub async fn list(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Respo
     let scope = viewer.scope(Kind::Definition);
     let built = async {
         let schedules = query::schedules(api.node.state.pool(), None).await?;
-        let can_create = !writable_tenants(&api, &viewer).await?.is_empty();
+        let can_create = !page::writable_tenants(&api, &viewer).await?.is_empty();
         Ok::<_, sqlx::Error>((schedules, can_create))
     }
     .await;
@@ -223,7 +207,7 @@ async fn form_page(
     errors: Vec<(&'static str, String)>,
     refused: String,
 ) -> Result<NewSchedulePage, sqlx::Error> {
-    let tenants: Vec<Name> = writable_tenants(api, viewer).await?;
+    let tenants: Vec<Name> = page::writable_tenants(api, viewer).await?;
     // A tenant the viewer may not write in is not echoed back: the first writable one instead.
     let tenant = tenants
         .iter()
