@@ -51,14 +51,18 @@ pub struct Reply {
     pub body: Value,
 }
 
-async fn serve(node: Arc<PlaneNode>, clock: ManualClock) -> String {
+async fn serve(
+    node: Arc<PlaneNode>,
+    clock: ManualClock,
+    bucket: Option<&meridian_agent::bucket::BucketConfig>,
+) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = server::app(Api::new(
         node,
         Arc::new(clock),
         Duration::from_secs(10),
-        None,
+        bucket.map(|b| meridian_agent::bucket::Bucket::new(b).unwrap()),
         SessionSettings::default(),
     ));
     tokio::spawn(async move {
@@ -74,6 +78,15 @@ async fn serve(node: Arc<PlaneNode>, clock: ManualClock) -> String {
 impl ApiPlane {
     /// `n` plane nodes, each serving the API, with the admin token bootstrapped.
     pub async fn start(n: usize, clock: ManualClock) -> Self {
+        Self::start_with_bucket(n, clock, None).await
+    }
+
+    /// The same, with the resource center on `bucket`.
+    pub async fn start_with_bucket(
+        n: usize,
+        clock: ManualClock,
+        bucket: Option<meridian_agent::bucket::BucketConfig>,
+    ) -> Self {
         let cluster = Cluster::start(n).await;
         let dir = cluster.dir.path().to_owned();
         let boot = server::bootstrap(cluster.node(0), &dir, &SystemClock)
@@ -82,7 +95,7 @@ impl ApiPlane {
         let token = boot.admin_token.expect("a fresh plane gets an admin token");
         let mut roots = Vec::new();
         for i in 0..n {
-            roots.push(serve(cluster.shared(i), clock.clone()).await);
+            roots.push(serve(cluster.shared(i), clock.clone(), bucket.as_ref()).await);
         }
         let urls = roots.iter().map(|r| format!("{r}/api/v1")).collect();
         // Authentication reads each node's own copy: let the token reach every node.

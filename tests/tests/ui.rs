@@ -1,12 +1,16 @@
-//! The web UI in a real browser (Debian's chromium over WebDriver), against a real plane: signing
-//! in and out; the cross-DC run analysis page showing each viewer only what the policy lets them
-//! see; filters that live in the URL; text that stays text; kill for those who may, and a
-//! forged form refused. Each test saves screenshots of the pages it visits (the README's are
-//! made with `MERIDIAN_SCREENSHOTS=docs/screenshots`).
+//! The web UI in a real browser (Debian's chromium over WebDriver), against a real plane (and a
+//! real S3 API, moto, for resources): signing in and out; the cross-DC run analysis page showing
+//! each viewer only what the policy lets them see; filters that live in the URL; text that
+//! stays text; kill for those who may, and a forged form refused; schedules with the
+//! environment picker and the live cron preview; workflows drawn and edited; resources; and
+//! every page walked with every role. Each test saves screenshots of the pages it visits (the
+//! README's are made with `MERIDIAN_SCREENSHOTS=docs/screenshots`).
 
+use meridian_agent::bucket::BucketConfig;
 use meridian_proto::ManualClock;
 use meridian_tests::api_plane::{ApiPlane, Cred};
 use meridian_tests::browser::Browser;
+use meridian_tests::s3::S3Server;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -29,6 +33,65 @@ async fn plane() -> ApiPlane {
     plane.user("dev", &["developer@ads"], PASSWORD).await;
     plane.user("view", &["viewer@ads"], PASSWORD).await;
     plane
+}
+
+/// The same plane with the resource center on a real S3 API (moto; kept running while the
+/// server it returns lives).
+async fn plane_with_bucket() -> (ApiPlane, S3Server) {
+    meridian_tests::browser::install_crypto();
+    let s3 = S3Server::start().await.expect("an S3 server for the tests");
+    s3.create_bucket("meridian").await.unwrap();
+    let bucket = BucketConfig {
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        attempts: 1,
+        ..BucketConfig::new(s3.endpoint.clone(), "meridian")
+    };
+    let plane = ApiPlane::start_with_bucket(1, ManualClock::at(t0()), Some(bucket)).await;
+    plane.two_tenants().await;
+    plane.run_now("ads").await;
+    plane.run_now("bi").await;
+    plane.user("root", &["admin"], PASSWORD).await;
+    plane.user("dev", &["developer@ads"], PASSWORD).await;
+    plane.user("view", &["viewer@ads"], PASSWORD).await;
+    (plane, s3)
+}
+
+/// Stores `key` among `ads`'s resources, as the admin, through the API.
+async fn put_resource(plane: &ApiPlane, key: &str) {
+    let Cred::Token(token) = &plane.admin else {
+        unreachable!()
+    };
+    let r = plane
+        .http
+        .put(format!("{}/resources/ads/{key}", plane.urls[0]))
+        .bearer_auth(token)
+        .body(format!("the content of {key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{key}");
+}
+
+/// A `multipart/form-data` body of `fields`, `file` sent as a file part: (content type, body).
+fn multipart(fields: &[(&str, String)]) -> (String, Vec<u8>) {
+    const BOUNDARY: &str = "meridian-walk-boundary";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        let file = if *name == "file" {
+            "; filename=\"walk.txt\"\r\nContent-Type: text/plain"
+        } else {
+            ""
+        };
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"{file}\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={BOUNDARY}"), body)
 }
 
 async fn sign_in(browser: &Browser, root: &str, user: &str) {
@@ -437,7 +500,7 @@ const SIGN_IN: u16 = 1;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_with_every_role() {
     use Role::*;
-    let plane = plane().await;
+    let (plane, _s3) = plane_with_bucket().await;
     let root = plane.roots[0].clone();
     let ads_run = plane.run_now("ads").await;
     for role in Role::ALL {
@@ -482,11 +545,10 @@ async fn every_page_with_every_role() {
             ("post", "/signin") => ([303; 8], 303),
             ("post", "/signout") => ([303; 8], SIGN_IN),
             ("post", "/runs/kill") => ([200, 200, 200, 200, 403, 404, 404, 404], SIGN_IN),
-            ("post", "/schedules/new" | "/workflows/edit") => {
-                ([303, 403, 303, 303, 403, 404, 404, 404], SIGN_IN)
-            }
+            ("post", "/schedules/new" | "/workflows/edit" | "/resources/upload")
+            | ("post", "/resources/delete") => ([303, 403, 303, 303, 403, 404, 404, 404], SIGN_IN),
             // Pages about one of `ads`'s workflows: not there for another tenant's members.
-            ("get", "/workflows/{tenant}/{name}" | "/workflows/edit") => {
+            ("get", "/workflows/{tenant}/{name}" | "/workflows/edit" | "/resources/download") => {
                 ([200, 200, 200, 200, 200, 404, 404, 404], SIGN_IN)
             }
             ("get", _) => (PAGE, SIGN_IN),
@@ -496,6 +558,8 @@ async fn every_page_with_every_role() {
     let mut wrong = Vec::new();
     let mut refused_creates = Vec::new();
     let mut refused_workflows = Vec::new();
+    let (mut refused_uploads, mut refused_deletes) = (Vec::new(), Vec::new());
+    put_resource(&plane, "walk.txt").await;
     let mut n = 0;
     for (method, route) in meridian_plane::ui::routes() {
         let (statuses, anonymous) = expect(method, route);
@@ -508,6 +572,29 @@ async fn every_page_with_every_role() {
                 ("get", "/workflows/{tenant}/{name}") => ("/workflows/ads/etl".into(), vec![]),
                 ("get", "/workflows/edit") => {
                     ("/workflows/edit?tenant=ads&name=etl".into(), vec![])
+                }
+                ("get", "/resources") => ("/resources?tenant=ads".into(), vec![]),
+                ("get", "/resources/download") => {
+                    ("/resources/download?tenant=ads&key=walk.txt".into(), vec![])
+                }
+                ("post", "/resources/upload") => {
+                    let key = format!("up/walk-{n}.txt");
+                    refused_uploads.push((role, key.clone()));
+                    (
+                        route.into(),
+                        vec![
+                            ("tenant", "ads".into()),
+                            ("key", key),
+                            ("file", "uploaded by the walk".into()),
+                        ],
+                    )
+                }
+                ("post", "/resources/delete") => {
+                    // A file of its own for each attempt, so each refusal is seen to keep it.
+                    let key = format!("del/walk-{n}.txt");
+                    put_resource(&plane, &key).await;
+                    refused_deletes.push((role, key.clone()));
+                    (route.into(), vec![("tenant", "ads".into()), ("key", key)])
                 }
                 ("post", "/workflows/edit") => {
                     let name = format!("walk-{n}");
@@ -559,13 +646,17 @@ async fn every_page_with_every_role() {
                 if let Some((cookie, csrf)) = &creds {
                     req = req.header("cookie", format!("meridian_session={cookie}"));
                     if with_csrf {
-                        form.push(("csrf", csrf.clone()));
+                        // First: a multipart form is read in order, the token before the file.
+                        form.insert(0, ("csrf", csrf.clone()));
                     }
                 }
                 if role == Token {
                     req = req.bearer_auth(&token);
                 }
-                if method == "post" {
+                if route == "/resources/upload" {
+                    let (content_type, body) = multipart(&form);
+                    req = req.header("content-type", content_type).body(body);
+                } else if method == "post" {
                     req = req.form(&form);
                 }
                 req.send()
@@ -622,6 +713,20 @@ async fn every_page_with_every_role() {
             .await;
         let made = matches!(role, Admin | Owner | Developer);
         assert_eq!(status.is_success(), made, "{name} as {role:?}: {status}");
+    }
+    let exists = async |key: &str| {
+        let (status, _) = plane
+            .call(0, Method::GET, &format!("/resources/ads/{key}"), None)
+            .await;
+        status.is_success()
+    };
+    for (role, key) in refused_uploads {
+        let made = matches!(role, Admin | Owner | Developer);
+        assert_eq!(exists(&key).await, made, "{key} as {role:?}");
+    }
+    for (role, key) in refused_deletes {
+        let deleted = matches!(role, Admin | Owner | Developer);
+        assert_eq!(exists(&key).await, !deleted, "{key} as {role:?}");
     }
     for (role, name) in refused_workflows {
         let (status, _) = plane
@@ -786,5 +891,137 @@ async fn workflows_are_drawn_as_dags_and_edited_as_toml_or_json_checked_as_they_
         .await;
     browser.find("#cannot-edit").await;
     assert!(browser.find_all("#f-document").await.is_empty());
+    plane.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_are_listed_uploaded_downloaded_and_deleted_by_those_who_may() {
+    let (plane, s3) = plane_with_bucket().await;
+    let root = &plane.roots[0];
+    let browser = Browser::start().await;
+    sign_in(&browser, root, "dev").await;
+    browser.goto(&format!("{root}/resources")).await;
+    // Only the developer's tenant, and nothing there yet.
+    assert_eq!(browser.texts("#f-tenant option").await, ["ads"]);
+    browser.find("#no-resources").await;
+    // Uploaded from a file, under a key of the user's choosing.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("greet.sh");
+    std::fs::write(&file, "echo \"greetings from a cached script\"\n").unwrap();
+    browser.fill("#f-key", "etl/greet.sh").await;
+    browser
+        .find("#f-file")
+        .await
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+    browser.submit("#upload-button").await;
+    assert_eq!(
+        browser.texts("#resources tbody td:first-child").await,
+        ["etl/greet.sh"]
+    );
+    assert_eq!(
+        browser
+            .texts("#resources tr[data-key='etl/greet.sh'] td:nth-child(2)")
+            .await,
+        ["38 B"]
+    );
+    assert_eq!(
+        s3.get("meridian", "tenants/ads/etl/greet.sh")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"echo \"greetings from a cached script\"\n"[..]),
+        "stored under the tenant's prefix"
+    );
+    // Without a key, the file's own name.
+    browser
+        .find("#f-file")
+        .await
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+    browser.submit("#upload-button").await;
+    assert_eq!(
+        browser.texts("#resources tbody td:first-child").await,
+        ["etl/greet.sh", "greet.sh"]
+    );
+    browser.screenshot("resources").await;
+    // A key that would leave the tenant's part of the bucket: refused, saying why, nothing stored.
+    browser.fill("#f-key", "../bi/greet.sh").await;
+    browser
+        .find("#f-file")
+        .await
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+    browser.submit("#upload-button").await;
+    let notice = browser.find("#notice").await.text().await.unwrap();
+    assert!(notice.contains("key") && notice.contains(".."), "{notice}");
+    assert_eq!(
+        s3.get("meridian", "tenants/bi/greet.sh").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        browser.texts("#resources tbody td:first-child").await,
+        ["etl/greet.sh", "greet.sh"]
+    );
+    // The download link gives the bytes back, as an attachment named for the file.
+    let href = browser
+        .find("#resources tr[data-key='etl/greet.sh'] a.download")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let Cred::Session { cookie, .. } = plane.sign_in(0, "view", PASSWORD).await else {
+        unreachable!()
+    };
+    let got = plane
+        .http
+        .get(format!("{root}{href}"))
+        .header("cookie", format!("meridian_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(
+        got.headers()["content-disposition"],
+        "attachment; filename=\"greet.sh\""
+    );
+    assert_eq!(got.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(
+        got.bytes().await.unwrap(),
+        &b"echo \"greetings from a cached script\"\n"[..]
+    );
+    // Deleted after a confirmation.
+    browser
+        .click("#resources tr[data-key='greet.sh'] button.danger")
+        .await;
+    browser.accept_alert().await;
+    browser
+        .text_when("#resources tbody td:first-child", |keys| {
+            keys == "etl/greet.sh"
+        })
+        .await;
+    assert_eq!(
+        s3.get("meridian", "tenants/ads/greet.sh").await.unwrap(),
+        None
+    );
+    // A viewer lists and downloads, and is offered neither upload nor delete.
+    browser.submit("#signout").await;
+    sign_in(&browser, root, "view").await;
+    browser.goto(&format!("{root}/resources")).await;
+    assert_eq!(
+        browser.texts("#resources tbody td:first-child").await,
+        ["etl/greet.sh"]
+    );
+    assert!(browser.find_all("#upload").await.is_empty());
+    assert!(
+        browser
+            .find_all("#resources button.danger")
+            .await
+            .is_empty()
+    );
     plane.cluster.shutdown().await;
 }

@@ -8,6 +8,7 @@
 //! downloads stream from a temporary file.
 
 use axum::body::Body as RawBody;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{MethodRouter, get};
@@ -16,7 +17,7 @@ use meridian_agent::bucket::{Bucket, BucketError, ObjectMeta};
 use meridian_proto::resource::{ResourceKey, object_key, tenant_prefix};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
 
 use super::principal::Caller;
 use super::{Api, ApiError, ApiResult, Params, name};
@@ -117,6 +118,109 @@ fn view(prefix: &str, meta: ObjectMeta) -> Resource {
     }
 }
 
+/// The tenant's resources under `prefix` (`list_resources`; any role in the tenant).
+pub async fn list_of(
+    api: &Api,
+    caller: &Caller,
+    tenant: String,
+    prefix: Option<String>,
+) -> ApiResult<Vec<Resource>> {
+    let (bucket, tenant) = scope(api, caller, tenant, Action::Read, "list_resources").await?;
+    let root = tenant_prefix(bucket.root(), tenant.as_str());
+    let under = format!("{root}{}", prefix.unwrap_or_default());
+    let objects = bucket.list(&under).await?;
+    Ok(objects.into_iter().map(|m| view(&root, m)).collect())
+}
+
+/// One resource's bytes, streamed from a temporary copy (`get_resource`).
+pub async fn download(api: &Api, caller: &Caller, tenant: String, k: String) -> ApiResult<RawBody> {
+    let (bucket, tenant) = scope(api, caller, tenant, Action::Read, "get_resource").await?;
+    let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
+    let file = tempfile::NamedTempFile::new()
+        .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
+    bucket
+        .download(&object, file.path(), MAX_UPLOAD_BYTES)
+        .await?;
+    // Streamed from the open file, which outlives its (already removed) name.
+    let open = tokio::fs::File::open(file.path())
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the download back: {e}")))?;
+    drop(file);
+    Ok(RawBody::from_stream(tokio_util::io::ReaderStream::new(
+        open,
+    )))
+}
+
+/// Stores `body` as the tenant's resource `k` (`upload_resource`; owner, developer): streamed
+/// to a temporary file first (never whole into memory), then one PUT; audited.
+pub async fn upload<S, E>(
+    api: &Api,
+    caller: &Caller,
+    tenant: String,
+    k: String,
+    mut body: S,
+) -> ApiResult<Resource>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let (bucket, tenant) = scope(api, caller, tenant, Action::Create, "upload_resource").await?;
+    let prefix = tenant_prefix(bucket.root(), tenant.as_str());
+    let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
+    let file = tempfile::NamedTempFile::new()
+        .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
+    let mut out = tokio::fs::File::create(file.path())
+        .await
+        .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_input(format!("request body: {e}")))?;
+        size += chunk.len() as u64;
+        if size > MAX_UPLOAD_BYTES {
+            return Err(ApiError::bad_input(format!(
+                "request body: more than {MAX_UPLOAD_BYTES} bytes, S3's limit for one PUT"
+            )));
+        }
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
+    }
+    out.flush()
+        .await
+        .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
+    let meta = bucket.upload(&object, file.path()).await?;
+    tracing::info!(actor = %caller.actor(), object, size, "resource uploaded");
+    let subject = format!("resource {tenant}/{}", view(&prefix, meta.clone()).key);
+    api.note(
+        caller,
+        AuditOutcome::Applied,
+        "upload_resource",
+        &subject,
+        Some(&tenant),
+        "",
+    );
+    Ok(view(&prefix, meta))
+}
+
+/// Deletes the tenant's resource `k` (`delete_resource`; owner, developer); audited.
+pub async fn delete(api: &Api, caller: &Caller, tenant: String, k: String) -> ApiResult<Resource> {
+    let (bucket, tenant) = scope(api, caller, tenant, Action::Change, "delete_resource").await?;
+    let prefix = tenant_prefix(bucket.root(), tenant.as_str());
+    let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
+    let meta = bucket.delete(&object).await?;
+    tracing::info!(actor = %caller.actor(), object, "resource deleted");
+    let subject = format!("resource {tenant}/{}", view(&prefix, meta.clone()).key);
+    api.note(
+        caller,
+        AuditOutcome::Applied,
+        "delete_resource",
+        &subject,
+        Some(&tenant),
+        "",
+    );
+    Ok(view(&prefix, meta))
+}
+
 /// `/resources/{tenant}`: list.
 pub fn list() -> MethodRouter<Api> {
     get(
@@ -125,13 +229,7 @@ pub fn list() -> MethodRouter<Api> {
                Path(tenant): Path<String>,
                Params(o): Params<ListOptions>|
                -> ApiResult<Json<Vec<Resource>>> {
-            let (bucket, tenant) = scope(&api, &c, tenant, Action::Read, "list_resources").await?;
-            let prefix = tenant_prefix(bucket.root(), tenant.as_str());
-            let under = format!("{prefix}{}", o.prefix.unwrap_or_default());
-            let objects = bucket.list(&under).await?;
-            Ok(Json(
-                objects.into_iter().map(|m| view(&prefix, m)).collect(),
-            ))
+            list_of(&api, &c, tenant, o.prefix).await.map(Json)
         },
     )
 }
@@ -142,23 +240,7 @@ pub fn one() -> MethodRouter<Api> {
         async |State(api): State<Api>,
                Extension(c): Extension<Caller>,
                Path((tenant, k)): Path<(String, String)>|
-               -> ApiResult<RawBody> {
-            let (bucket, tenant) = scope(&api, &c, tenant, Action::Read, "get_resource").await?;
-            let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
-            let file = tempfile::NamedTempFile::new()
-                .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
-            bucket
-                .download(&object, file.path(), MAX_UPLOAD_BYTES)
-                .await?;
-            // Streamed from the open file, which outlives its (already removed) name.
-            let open = tokio::fs::File::open(file.path())
-                .await
-                .map_err(|e| ApiError::internal(format!("reading the download back: {e}")))?;
-            drop(file);
-            Ok(RawBody::from_stream(tokio_util::io::ReaderStream::new(
-                open,
-            )))
-        },
+               -> ApiResult<RawBody> { download(&api, &c, tenant, k).await },
     )
     .put(
         async |State(api): State<Api>,
@@ -166,67 +248,14 @@ pub fn one() -> MethodRouter<Api> {
                Path((tenant, k)): Path<(String, String)>,
                body: RawBody|
                -> ApiResult<(StatusCode, Json<Resource>)> {
-            let (bucket, tenant) =
-                scope(&api, &c, tenant, Action::Create, "upload_resource").await?;
-            let prefix = tenant_prefix(bucket.root(), tenant.as_str());
-            let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
-            let file = tempfile::NamedTempFile::new()
-                .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
-            let mut out = tokio::fs::File::create(file.path())
-                .await
-                .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
-            let mut stream = body.into_data_stream();
-            let mut size = 0u64;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| ApiError::bad_input(format!("request body: {e}")))?;
-                size += chunk.len() as u64;
-                if size > MAX_UPLOAD_BYTES {
-                    return Err(ApiError::bad_input(format!(
-                        "request body: more than {MAX_UPLOAD_BYTES} bytes, S3's limit for one PUT"
-                    )));
-                }
-                out.write_all(&chunk)
-                    .await
-                    .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
-            }
-            out.flush()
-                .await
-                .map_err(|e| ApiError::internal(format!("a temporary file: {e}")))?;
-            let meta = bucket.upload(&object, file.path()).await?;
-            tracing::info!(actor = %c.actor(), object, size, "resource uploaded");
-            let subject = format!("resource {tenant}/{}", view(&prefix, meta.clone()).key);
-            api.note(
-                &c,
-                AuditOutcome::Applied,
-                "upload_resource",
-                &subject,
-                Some(&tenant),
-                "",
-            );
-            Ok((StatusCode::CREATED, Json(view(&prefix, meta))))
+            let stored = upload(&api, &c, tenant, k, body.into_data_stream()).await?;
+            Ok((StatusCode::CREATED, Json(stored)))
         },
     )
     .delete(
         async |State(api): State<Api>,
                Extension(c): Extension<Caller>,
                Path((tenant, k)): Path<(String, String)>|
-               -> ApiResult<Json<Resource>> {
-            let (bucket, tenant) =
-                scope(&api, &c, tenant, Action::Change, "delete_resource").await?;
-            let prefix = tenant_prefix(bucket.root(), tenant.as_str());
-            let object = object_key(bucket.root(), tenant.as_str(), &key(k)?);
-            let meta = bucket.delete(&object).await?;
-            tracing::info!(actor = %c.actor(), object, "resource deleted");
-            let subject = format!("resource {tenant}/{}", view(&prefix, meta.clone()).key);
-            api.note(
-                &c,
-                AuditOutcome::Applied,
-                "delete_resource",
-                &subject,
-                Some(&tenant),
-                "",
-            );
-            Ok(Json(view(&prefix, meta)))
-        },
+               -> ApiResult<Json<Resource>> { delete(&api, &c, tenant, k).await.map(Json) },
     )
 }

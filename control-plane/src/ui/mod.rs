@@ -11,18 +11,21 @@
 //! - [`schedules`]: a tenant's schedules, and the form with the environment picker and the
 //!   live cron preview.
 //! - [`workflows`]: a tenant's workflows, a workflow's versions and DAG, and the editor.
+//! - [`resources`]: a tenant's files in the S3 bucket: list, upload, download, delete.
 //! - [`dag`]: a workflow's DAG laid out for the SVG the pages draw.
 //! - [`assets`]: the embedded static files.
 
 pub mod assets;
 pub mod dag;
 pub mod page;
+pub mod resources;
 pub mod runs;
 pub mod schedules;
 pub mod signin;
 pub mod workflows;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::response::Redirect;
 use axum::routing::{MethodRouter, get, post};
@@ -47,6 +50,16 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
         ("get", "/workflows/edit", get(workflows::edit)),
         ("post", "/workflows/edit", post(workflows::save)),
         ("get", "/workflows/{tenant}/{name}", get(workflows::show)),
+        ("get", "/resources", get(resources::list)),
+        ("get", "/resources/download", get(resources::download)),
+        (
+            "post",
+            "/resources/upload",
+            post(resources::upload).layer(DefaultBodyLimit::max(
+                crate::api::resources::MAX_UPLOAD_BYTES as usize,
+            )),
+        ),
+        ("post", "/resources/delete", post(resources::delete)),
         ("get", "/ui/static/{name}", get(assets::serve)),
     ]
 }

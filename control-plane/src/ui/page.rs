@@ -166,6 +166,7 @@ impl Layout {
             ("/runs", "Runs"),
             ("/workflows", "Workflows"),
             ("/schedules", "Schedules"),
+            ("/resources", "Resources"),
         ]
         .into_iter()
         .map(|(href, label)| Nav {

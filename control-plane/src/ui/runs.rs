@@ -180,7 +180,7 @@ pub struct Time {
     pub text: String,
 }
 
-fn time(ms: Option<i64>) -> Option<Time> {
+pub fn time(ms: Option<i64>) -> Option<Time> {
     let t = chrono::DateTime::from_timestamp_millis(ms?)?;
     Some(Time {
         iso: t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
