@@ -176,6 +176,16 @@ impl Browser {
             .unwrap_or_else(|e| panic!("after clicking `{css}` the page stayed: {e}"));
     }
 
+    /// The value of the browser's cookie `name` for the current site (to fetch what a link
+    /// gives with the browser's session).
+    pub async fn cookie(&self, name: &str) -> String {
+        self.driver()
+            .get_named_cookie(name)
+            .await
+            .unwrap_or_else(|e| panic!("the cookie `{name}`: {e}"))
+            .value
+    }
+
     pub async fn accept_alert(&self) {
         self.driver().accept_alert().await.unwrap();
     }

@@ -10,6 +10,7 @@ use meridian_agent::bucket::BucketConfig;
 use meridian_proto::ManualClock;
 use meridian_tests::api_plane::{ApiPlane, Cred};
 use meridian_tests::browser::Browser;
+use meridian_tests::process::{Daemon, free_port, meridian, ok};
 use meridian_tests::s3::S3Server;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -95,9 +96,13 @@ fn multipart(fields: &[(&str, String)]) -> (String, Vec<u8>) {
 }
 
 async fn sign_in(browser: &Browser, root: &str, user: &str) {
+    sign_in_with(browser, root, user, PASSWORD).await;
+}
+
+async fn sign_in_with(browser: &Browser, root: &str, user: &str, password: &str) {
     browser.goto(&format!("{root}/signin")).await;
     browser.fill("#user", user).await;
-    browser.fill("#password", PASSWORD).await;
+    browser.fill("#password", password).await;
     browser.click("#signin").await;
     browser.find("#who").await;
 }
@@ -545,12 +550,13 @@ async fn every_page_with_every_role() {
             ("post", "/signin") => ([303; 8], 303),
             ("post", "/signout") => ([303; 8], SIGN_IN),
             ("post", "/runs/kill") => ([200, 200, 200, 200, 403, 404, 404, 404], SIGN_IN),
+            ("post", "/runs/again") => ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN),
             ("post", "/schedules/new" | "/workflows/edit" | "/resources/upload")
             | ("post", "/resources/delete") => ([303, 403, 303, 303, 403, 404, 404, 404], SIGN_IN),
             // Pages about one of `ads`'s workflows: not there for another tenant's members.
-            ("get", "/workflows/{tenant}/{name}" | "/workflows/edit" | "/resources/download") => {
-                ([200, 200, 200, 200, 200, 404, 404, 404], SIGN_IN)
-            }
+            ("get", "/workflows/{tenant}/{name}" | "/workflows/edit" | "/resources/download")
+            | ("get", "/runs/{run_id}" | "/runs/{run_id}/log" | "/runs/{run_id}/log/download")
+            | ("get", "/runs/{run_id}/tail") => ([200, 200, 200, 200, 200, 404, 404, 404], SIGN_IN),
             ("get", _) => (PAGE, SIGN_IN),
             route => panic!("no expectation for {route:?}: add one"),
         }
@@ -621,6 +627,16 @@ async fn every_page_with_every_role() {
                     ],
                 ),
                 ("post", "/runs/kill") => (route.into(), vec![("run", plane.run_now("ads").await)]),
+                ("post", "/runs/again") => (route.into(), vec![("run", ads_run.clone())]),
+                ("get", "/runs/{run_id}") => (format!("/runs/{ads_run}"), vec![]),
+                ("get", "/runs/{run_id}/tail") => (format!("/runs/{ads_run}/tail"), vec![]),
+                ("get", "/runs/{run_id}/log") => {
+                    (format!("/runs/{ads_run}/log?task=main&attempt=1"), vec![])
+                }
+                ("get", "/runs/{run_id}/log/download") => (
+                    format!("/runs/{ads_run}/log/download?task=main&attempt=1"),
+                    vec![],
+                ),
                 ("post", "/schedules/new") => {
                     let name = format!("walk-{n}");
                     refused_creates.push((role, name.clone()));
@@ -678,7 +694,17 @@ async fn every_page_with_every_role() {
                 .get("location")
                 .map(|l| l.to_str().unwrap().to_owned())
                 .unwrap_or_default();
-            let body = r.text().await.unwrap();
+            // A live tail that was let in goes on until its run ends: its status is the answer.
+            let body = if route.ends_with("/tail") && status == 200 {
+                assert_eq!(
+                    r.headers()["content-type"],
+                    "text/event-stream",
+                    "{path} as {role:?}"
+                );
+                String::new()
+            } else {
+                r.text().await.unwrap()
+            };
             let index = Role::ALL.iter().position(|r| *r == role).unwrap();
             let want = statuses.get(index).copied().unwrap_or(anonymous);
             let got = if status == 303 && location.starts_with("/signin") && want == SIGN_IN {
@@ -1024,4 +1050,201 @@ async fn resources_are_listed_uploaded_downloaded_and_deleted_by_those_who_may()
             .is_empty()
     );
     plane.cluster.shutdown().await;
+}
+
+/// `meridian dev` (a plane, an embedded agent running real tasks, the UI), its root URL, and
+/// the admin's password; with the CLI pointed at it.
+struct Dev {
+    _daemon: Daemon,
+    dir: tempfile::TempDir,
+    root: String,
+    password: String,
+}
+
+impl Dev {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let http = format!("127.0.0.1:{}", free_port());
+        let mut daemon = Daemon::start(
+            &["--data-dir", data.to_str().unwrap(), "dev", "--http", &http],
+            &dir.path().join("dev.log"),
+        );
+        daemon.wait_for_log("REST API", std::time::Duration::from_secs(60));
+        let password = std::fs::read_to_string(data.join("admin.password"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self {
+            _daemon: daemon,
+            root: format!("http://{http}"),
+            password,
+            dir,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let data = self.dir.path().join("data");
+        let mut all = vec!["--addr", &self.root, "--data-dir", data.to_str().unwrap()];
+        all.extend_from_slice(args);
+        ok(meridian(&all, &[]))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_page_tails_a_running_tasks_log_live_then_kills_and_runs_again() {
+    let dev = Dev::start();
+    let root = &dev.root;
+    let go = dev.dir.path().join("go");
+    // A task that prints, waits for the test's word (a file), then prints again.
+    let script = format!(
+        "echo 'before the page'; while [ ! -e {} ]; do sleep 0.05; done; \
+         echo 'after the page loaded: <b>bold</b>'",
+        go.display()
+    );
+    dev.cli(&[
+        "workflow", "create", "demo", "tail", "--env", "dev", "--shell", &script,
+    ]);
+    let run = dev.cli(&["runs", "now", "demo", "tail"]).trim().to_owned();
+    let browser = Browser::start().await;
+    sign_in_with(&browser, root, "admin", &dev.password).await;
+    browser.goto(&format!("{root}/runs/{run}")).await;
+    assert_eq!(browser.texts("#run-id").await, [run.as_str()]);
+    browser.eval("window.meridianMark = 'the same page'").await;
+    browser
+        .text_when("pre.log", |t| t.contains("before the page"))
+        .await;
+    // The task goes on only now, after the page has loaded: its line arrives by itself.
+    std::fs::write(&go, "").unwrap();
+    let log = browser
+        .text_when("pre.log", |t| t.contains("after the page loaded"))
+        .await;
+    assert!(log.contains("after the page loaded: <b>bold</b>"), "{log}");
+    assert_eq!(
+        browser.eval("return window.meridianMark").await,
+        "the same page",
+        "the page was not reloaded"
+    );
+    browser.text_when("#run-state", |s| s == "succeeded").await;
+    // Reloaded: the DAG and the chart by state, the attempts, the whole log.
+    browser.goto(&format!("{root}/runs/{run}")).await;
+    let task = browser.find("#dag g.task").await;
+    assert!(
+        task.attr("class")
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("state-succeeded"),
+        "{:?}",
+        task.attr("class").await
+    );
+    assert_eq!(
+        browser.find_all("#gantt g.bar.state-succeeded").await.len(),
+        1
+    );
+    assert_eq!(
+        browser.texts("#attempts tbody td:nth-child(3)").await,
+        ["succeeded"]
+    );
+    browser.screenshot("run").await;
+    // The whole log, downloaded with the browser's session.
+    let href = browser
+        .find("a.download")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let session = browser.cookie("meridian_session").await;
+    let got = reqwest::Client::new()
+        .get(format!("{root}{href}"))
+        .header("cookie", format!("meridian_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert!(
+        got.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment; filename="),
+    );
+    let text = got.text().await.unwrap();
+    assert!(
+        text.contains("before the page\n") && text.contains("after the page loaded: <b>bold</b>"),
+        "{text}"
+    );
+    // Run again now: a new run of the same workflow, and its page.
+    browser.submit("#again").await;
+    let again = browser.texts("#run-id").await.remove(0);
+    assert_ne!(again, run);
+    assert!(again.starts_with("demo.tail@"), "{again}");
+    browser.text_when("#run-state", |s| s == "succeeded").await;
+    // A long log: its last 64 KiB first, then "load earlier" until it is whole, in order.
+    dev.cli(&[
+        "workflow",
+        "create",
+        "demo",
+        "long",
+        "--env",
+        "dev",
+        "--shell",
+        "seq 1 30000",
+    ]);
+    let long = dev.cli(&["runs", "now", "demo", "long"]).trim().to_owned();
+    browser.goto(&format!("{root}/runs/{long}")).await;
+    browser.text_when("#run-state", |s| s == "succeeded").await;
+    browser.text_when("#kill", str::is_empty).await;
+    let whole = "return Array.from(document.querySelectorAll('section.attempt-log pre'))\
+                 .map(p => p.textContent).join('')";
+    let shown = browser.eval(whole).await.as_str().unwrap().to_owned();
+    assert!(
+        shown.ends_with("\n30000\n") && !shown.starts_with("1\n"),
+        "{}",
+        shown.len()
+    );
+    assert!(shown.len() <= 64 * 1024, "{}", shown.len());
+    let mut pages = 0;
+    while !browser.find_all("a.earlier").await.is_empty() {
+        browser.click("a.earlier").await;
+        pages += 1;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while browser.find_all("pre.earlier-text").await.len() < pages {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "load earlier #{pages}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let expected: String = (1..=30000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(browser.eval(whole).await.as_str().unwrap(), expected);
+    assert!(pages >= 2, "{} bytes in {pages} + 1 pages", expected.len());
+    // Kill from the page ends a run that would go on for ten minutes.
+    dev.cli(&[
+        "workflow",
+        "create",
+        "demo",
+        "sleepy",
+        "--env",
+        "dev",
+        "--shell",
+        "echo going; sleep 600",
+    ]);
+    let sleepy = dev
+        .cli(&["runs", "now", "demo", "sleepy"])
+        .trim()
+        .to_owned();
+    browser.goto(&format!("{root}/runs/{sleepy}")).await;
+    browser.text_when("pre.log", |t| t.contains("going")).await;
+    browser.click("#kill").await;
+    browser.accept_alert().await;
+    let result = browser.find("#killed").await.text().await.unwrap();
+    assert!(result.contains("killed"), "{result}");
+    browser.submit("#back").await;
+    browser.text_when("#run-state", |s| s == "killed").await;
+    // Once it is over the page refreshes its part that changes: no Kill for a killed run.
+    browser.text_when("#kill", str::is_empty).await;
+    assert_eq!(browser.texts("#run-state").await, ["killed"]);
+    browser.screenshot("run-killed").await;
 }

@@ -839,6 +839,90 @@ pub async fn logs(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<AttemptLo
     Ok(logs)
 }
 
+/// A piece of an attempt's log: where it starts (bytes, as the agent counted) and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPiece {
+    pub offset: i64,
+    pub data: String,
+}
+
+/// The attempts of a run that have a log, by task and attempt.
+pub async fn log_attempts(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<(String, u32)>> {
+    Ok(sqlx::query(
+        "SELECT DISTINCT task, attempt FROM run_logs WHERE run_id = ? ORDER BY task, attempt",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| (row.get("task"), row.get::<i64, _>("attempt") as u32))
+    .collect())
+}
+
+/// The end of one attempt's log before `before` (none: its very end), at most `budget` bytes
+/// (or the one piece, if a single piece is larger), oldest first; and whether anything comes before it. Read newest first, so a page
+/// never reads a large log whole.
+pub async fn log_tail(
+    pool: &SqlitePool,
+    run_id: &str,
+    task: &str,
+    attempt: u32,
+    before: Option<i64>,
+    budget: usize,
+) -> sqlx::Result<(Vec<LogPiece>, bool)> {
+    use tokio_stream::StreamExt;
+    let mut rows = sqlx::query(
+        "SELECT offset, data FROM run_logs WHERE run_id = ? AND task = ? AND attempt = ? \
+         AND offset < ? ORDER BY offset DESC",
+    )
+    .bind(run_id)
+    .bind(task)
+    .bind(attempt as i64)
+    .bind(before.unwrap_or(i64::MAX))
+    .fetch(pool);
+    let (mut pieces, mut size) = (Vec::new(), 0usize);
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        let data: String = row.get("data");
+        // Within the budget, unless one piece alone is larger.
+        if !pieces.is_empty() && size + data.len() > budget {
+            return Ok((pieces.into_iter().rev().collect(), true));
+        }
+        size += data.len();
+        pieces.push(LogPiece {
+            offset: row.get("offset"),
+            data,
+        });
+    }
+    Ok((pieces.into_iter().rev().collect(), false))
+}
+
+/// One attempt's log after the piece that starts at `after` (-1: all of it), oldest first.
+pub async fn log_after(
+    pool: &SqlitePool,
+    run_id: &str,
+    task: &str,
+    attempt: u32,
+    after: i64,
+) -> sqlx::Result<Vec<LogPiece>> {
+    Ok(sqlx::query(
+        "SELECT offset, data FROM run_logs WHERE run_id = ? AND task = ? AND attempt = ? \
+         AND offset > ? ORDER BY offset",
+    )
+    .bind(run_id)
+    .bind(task)
+    .bind(attempt as i64)
+    .bind(after)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| LogPiece {
+        offset: row.get("offset"),
+        data: row.get("data"),
+    })
+    .collect())
+}
+
 /// A partition lease, for status pages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {

@@ -22,8 +22,10 @@ pub struct Node {
     pub kind: &'static str,
     pub x: u32,
     pub y: u32,
-    /// A state to colour the box by (empty: a definition, not a run).
+    /// A state to colour the box by (a class name: `succeeded`, `not-started`; empty: a
+    /// definition, not a run), and how it reads (`not started: upstream failed`).
     pub state: String,
+    pub state_text: String,
 }
 
 /// One dependency: the SVG path from `from`'s right side to `to`'s left.
@@ -93,6 +95,7 @@ pub fn layout(definition: &WorkflowDefinition) -> Dag {
             x,
             y,
             state: String::new(),
+            state_text: String::new(),
         });
     }
     let mut edges = Vec::new();

@@ -8,6 +8,9 @@
 //!   every form, rendering, and the security headers (a CSP with no inline script).
 //! - [`signin`]: signing in and out.
 //! - [`runs`]: the cross-DC job analysis page.
+//! - [`run`]: one run: its DAG by state, Gantt chart, attempts, logs with a live tail (SSE);
+//!   kill, run again.
+//! - [`chart`]: charts laid out for the SVG the pages draw (a run's Gantt chart).
 //! - [`schedules`]: a tenant's schedules, and the form with the environment picker and the
 //!   live cron preview.
 //! - [`workflows`]: a tenant's workflows, a workflow's versions and DAG, and the editor.
@@ -16,9 +19,11 @@
 //! - [`assets`]: the embedded static files.
 
 pub mod assets;
+pub mod chart;
 pub mod dag;
 pub mod page;
 pub mod resources;
+pub mod run;
 pub mod runs;
 pub mod schedules;
 pub mod signin;
@@ -42,6 +47,11 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
         ("post", "/signout", post(signin::sign_out)),
         ("get", "/runs", get(runs::list)),
         ("post", "/runs/kill", post(runs::kill)),
+        ("post", "/runs/again", post(run::again)),
+        ("get", "/runs/{run_id}", get(run::show)),
+        ("get", "/runs/{run_id}/log", get(run::earlier)),
+        ("get", "/runs/{run_id}/log/download", get(run::download)),
+        ("get", "/runs/{run_id}/tail", get(run::tail)),
         ("get", "/schedules", get(schedules::list)),
         ("get", "/schedules/new", get(schedules::new)),
         ("post", "/schedules/new", post(schedules::create)),

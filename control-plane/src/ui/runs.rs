@@ -190,6 +190,8 @@ pub fn time(ms: Option<i64>) -> Option<Time> {
 
 pub struct Row {
     pub run_id: String,
+    /// The run's page.
+    pub href: String,
     pub state: String,
     pub tenant: String,
     pub workflow: String,
@@ -345,6 +347,7 @@ async fn build(api: &Api, viewer: &Viewer, f: Filters) -> sqlx::Result<RunsPage>
                 lateness,
                 late,
                 killable,
+                href: super::run::href(&r.run_id),
                 run_id: r.run_id,
                 state: r.state,
                 tenant: r.tenant,

@@ -31,8 +31,8 @@
   function confirmForms(root) {
     root.querySelectorAll("form[data-confirm]").forEach(function (form) {
       form.addEventListener("submit", function (e) {
-        var boxes = form.querySelectorAll("input[name=run]");
-        var n = form.querySelectorAll("input[name=run]:checked").length;
+        var boxes = form.querySelectorAll("input[type=checkbox][name=run]");
+        var n = boxes.length > 0 ? form.querySelectorAll("input[type=checkbox][name=run]:checked").length : 1;
         if (boxes.length > 0 && n === 0) { e.preventDefault(); return; }
         if (!window.confirm(form.dataset.confirm.replace("{n}", n))) e.preventDefault();
       });
