@@ -110,6 +110,31 @@ impl ApiPlane {
         }
     }
 
+    /// Agent `agent` of `cluster` heartbeating to node 0 now (by the plane's clock): connected,
+    /// and holding whatever partitions the plane leases it.
+    pub async fn heartbeat(&self, agent: &str, cluster: &str, free_slots: u32) {
+        let api = Api::new(
+            self.cluster.shared(0),
+            Arc::new(self.clock.clone()),
+            Duration::from_secs(10),
+            None,
+            SessionSettings::default(),
+        );
+        let beat = meridian_plane::model::Heartbeat {
+            agent: agent.into(),
+            cluster: meridian_plane::model::Name::new(cluster).unwrap(),
+            free_slots,
+            releasing: false,
+            released: vec![],
+        };
+        api.propose_as_plane(
+            "test-agent",
+            meridian_plane::model::Command::AgentHeartbeat(beat),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("heartbeat of {agent}: {}", e.message));
+    }
+
     /// Calls node `node` as `cred`.
     pub async fn call_as(
         &self,

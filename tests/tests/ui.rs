@@ -551,6 +551,8 @@ async fn every_page_with_every_role() {
             ("post", "/signout") => ([303; 8], SIGN_IN),
             ("post", "/runs/kill") => ([200, 200, 200, 200, 403, 404, 404, 404], SIGN_IN),
             ("post", "/runs/again") => ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN),
+            // Operations, not a tenant's: refused, not hidden.
+            ("get", "/overview") => ([200, 200, 403, 403, 403, 403, 403, 403], SIGN_IN),
             ("post", "/schedules/new" | "/workflows/edit" | "/resources/upload")
             | ("post", "/resources/delete") => ([303, 403, 303, 303, 403, 404, 404, 404], SIGN_IN),
             // Pages about one of `ads`'s workflows: not there for another tenant's members.
@@ -1247,4 +1249,92 @@ async fn the_run_page_tails_a_running_tasks_log_live_then_kills_and_runs_again()
     browser.text_when("#kill", str::is_empty).await;
     assert_eq!(browser.texts("#run-state").await, ["killed"]);
     browser.screenshot("run-killed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_every_data_center_and_a_cut_off_one_as_quiet_not_broken() {
+    let plane = plane().await;
+    let root = &plane.roots[0];
+    // A third data center whose cluster keeps firing for three minutes when cut off, backed by
+    // a standby cluster in sg.
+    for (path, body) in [
+        ("/dcs", json!({"name": "gz"})),
+        (
+            "/clusters",
+            json!({"name": "sg-standby", "dc": "sg", "role": "backup"}),
+        ),
+        (
+            "/clusters",
+            json!({"name": "gz-main", "dc": "gz", "lease_seconds": 180, "backup": "sg-standby"}),
+        ),
+    ] {
+        plane.must(Method::POST, path, body).await;
+    }
+    // gz's agent was last heard 47 s ago; nj's just now.
+    plane.heartbeat("agent-1.gz", "gz-main", 4).await;
+    plane.clock.advance(chrono::TimeDelta::seconds(47));
+    plane.heartbeat("agent-1.nj", "nj-main", 8).await;
+    let browser = Browser::start().await;
+    sign_in(&browser, root, "root").await;
+    assert_eq!(browser.url().await.path(), "/overview", "an admin's home");
+    let status = |dc: &str| format!("section[data-dc='{dc}'] .dc-status");
+    assert_eq!(
+        browser.texts(&status("gz")).await,
+        ["last heard 47 s ago, leases run out in 2 min 13 s"]
+    );
+    assert_eq!(browser.texts(&status("nj")).await, ["connected"]);
+    assert_eq!(browser.texts(&status("sg")).await, ["no agent connected"]);
+    let agent = "section[data-dc='gz'] tr[data-agent='agent-1.gz']";
+    assert_eq!(
+        browser.texts(&format!("{agent} td")).await,
+        [
+            "agent-1.gz",
+            "gz-main",
+            "47 s ago",
+            "4",
+            "16",
+            "in 2 min 13 s",
+            "0"
+        ]
+    );
+    assert_eq!(
+        browser
+            .texts("section[data-dc='sg'] tr[data-cluster='sg-standby'] td")
+            .await,
+        ["sg-standby", "backup", "backup of gz-main", "16", "30 s"]
+    );
+    // The runs of the last day, by state, each a link to them on the runs page.
+    assert_eq!(
+        browser
+            .texts("section[data-dc='nj'] .counts a[data-state]")
+            .await,
+        ["requested 1"]
+    );
+    assert_eq!(
+        browser
+            .texts("section[data-dc='nj'] svg.hourly rect.runs[height='48']")
+            .await
+            .len(),
+        1,
+        "this hour's column, at the top of the scale"
+    );
+    assert_eq!(browser.texts("#nodes td:nth-child(2)").await, ["leader"]);
+    browser.screenshot("overview").await;
+    browser
+        .click("section[data-dc='nj'] .counts a[data-state='requested']")
+        .await;
+    assert_eq!(browser.value("#f-dc").await.as_deref(), Some("nj"));
+    // Not a developer's page, and not in its navigation.
+    browser.submit("#signout").await;
+    sign_in(&browser, root, "dev").await;
+    assert_eq!(browser.url().await.path(), "/runs", "a developer's home");
+    assert!(
+        !browser
+            .texts("header nav a")
+            .await
+            .contains(&"Overview".to_owned())
+    );
+    browser.goto(&format!("{root}/overview")).await;
+    assert!(browser.find_all("#dcs").await.is_empty());
+    plane.cluster.shutdown().await;
 }

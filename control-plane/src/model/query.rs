@@ -923,6 +923,59 @@ pub async fn log_after(
     .collect())
 }
 
+/// Runs since `since_ms` (by fire, request or last change time) per data center, state and
+/// hour (the hour's start, ms): what the federation overview counts and charts.
+pub async fn run_activity(
+    pool: &SqlitePool,
+    since_ms: i64,
+) -> sqlx::Result<Vec<(String, String, i64, u64)>> {
+    Ok(sqlx::query(&format!(
+        "SELECT dc, state, ({RUN_ORDER_KEY} / 3600000) * 3600000 AS hour, COUNT(*) AS n \
+         FROM runs WHERE {RUN_ORDER_KEY} >= ? GROUP BY dc, state, hour"
+    ))
+    .bind(since_ms)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| {
+        (
+            row.get("dc"),
+            row.get("state"),
+            row.get("hour"),
+            row.get::<i64, _>("n") as u64,
+        )
+    })
+    .collect())
+}
+
+/// The lateness (start − fire time) of the scheduled runs since `since_ms` that started, per
+/// data center, ascending within each.
+pub async fn lateness_by_dc(pool: &SqlitePool, since_ms: i64) -> sqlx::Result<Vec<(String, i64)>> {
+    Ok(sqlx::query(
+        "SELECT dc, started_ms - fire_ms AS late FROM runs \
+         WHERE fire_ms >= ? AND started_ms IS NOT NULL ORDER BY dc, late",
+    )
+    .bind(since_ms)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| (row.get("dc"), row.get("late")))
+    .collect())
+}
+
+/// How many runs each agent has going.
+pub async fn running_by_agent(pool: &SqlitePool) -> sqlx::Result<Vec<(String, u64)>> {
+    Ok(sqlx::query(
+        "SELECT agent, COUNT(*) AS n FROM runs WHERE state = 'started' AND agent IS NOT NULL \
+         GROUP BY agent",
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| (row.get("agent"), row.get::<i64, _>("n") as u64))
+    .collect())
+}
+
 /// A partition lease, for status pages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {

@@ -7,6 +7,7 @@
 //! - [`page`]: who is looking (a session; else a redirect to sign in), the layout, CSRF on
 //!   every form, rendering, and the security headers (a CSP with no inline script).
 //! - [`signin`]: signing in and out.
+//! - [`overview`]: the federation overview (admin, operator).
 //! - [`runs`]: the cross-DC job analysis page.
 //! - [`run`]: one run: its DAG by state, Gantt chart, attempts, logs with a live tail (SSE);
 //!   kill, run again.
@@ -21,6 +22,7 @@
 pub mod assets;
 pub mod chart;
 pub mod dag;
+pub mod overview;
 pub mod page;
 pub mod resources;
 pub mod run;
@@ -41,7 +43,8 @@ use crate::api::Api;
 /// test walks it with every role, so a page cannot be added without the walk meeting it.
 fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
     vec![
-        ("get", "/", get(async || Redirect::to("/runs"))),
+        ("get", "/", get(home)),
+        ("get", "/overview", get(overview::show)),
         ("get", "/signin", get(signin::form)),
         ("post", "/signin", post(signin::submit)),
         ("post", "/signout", post(signin::sign_out)),
@@ -72,6 +75,26 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
         ("post", "/resources/delete", post(resources::delete)),
         ("get", "/ui/static/{name}", get(assets::serve)),
     ]
+}
+
+/// `/`: the overview for those who may see it, else the runs.
+async fn home(
+    axum::extract::State(api): axum::extract::State<Api>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match page::viewer(&api, &headers, &uri).await {
+        Ok(v)
+            if v.may(
+                crate::policy::Action::Read,
+                &crate::policy::Object::Operations,
+            ) =>
+        {
+            Redirect::to("/overview").into_response()
+        }
+        _ => Redirect::to("/runs").into_response(),
+    }
 }
 
 /// The UI's routes as (method, path).

@@ -162,13 +162,16 @@ impl Layout {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ");
+        let overview = viewer.may(Action::Read, &Object::Operations);
         let nav = [
+            ("/overview", "Overview"),
             ("/runs", "Runs"),
             ("/workflows", "Workflows"),
             ("/schedules", "Schedules"),
             ("/resources", "Resources"),
         ]
         .into_iter()
+        .filter(|(href, _)| overview || *href != "/overview")
         .map(|(href, label)| Nav {
             href,
             label,
