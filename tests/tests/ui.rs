@@ -58,6 +58,46 @@ async fn plane_with_bucket() -> (ApiPlane, S3Server) {
     (plane, s3)
 }
 
+/// Makes (as the admin, through the API) a thing for the administration page whose delete
+/// form posts to `delete_path`: where the API shows it, and the form naming it.
+async fn admin_thing(
+    plane: &ApiPlane,
+    delete_path: &str,
+    name: &str,
+) -> (String, Vec<(&'static str, String)>) {
+    let kind = delete_path
+        .trim_start_matches("/admin/")
+        .trim_end_matches("/delete");
+    let (path, body) = match kind {
+        "dcs" => ("/dcs", json!({"name": name})),
+        "clusters" => ("/clusters", json!({"name": name, "dc": "nj"})),
+        "environments" => ("/environments", json!({"name": name, "cluster": "nj-main"})),
+        "tenants" => ("/tenants", json!({"name": name})),
+        _ => {
+            plane
+                .must(
+                    Method::POST,
+                    "/environments",
+                    json!({"name": name, "cluster": "nj-main"}),
+                )
+                .await;
+            plane
+                .must(
+                    Method::POST,
+                    "/grants",
+                    json!({"tenant": "bi", "environment": name}),
+                )
+                .await;
+            return (
+                format!("/grants/bi/{name}"),
+                vec![("tenant", "bi".into()), ("environment", name.into())],
+            );
+        }
+    };
+    plane.must(Method::POST, path, body).await;
+    (format!("{path}/{name}"), vec![("name", name.into())])
+}
+
 /// Stores `key` among `ads`'s resources, as the admin, through the API.
 async fn put_resource(plane: &ApiPlane, key: &str) {
     let Cred::Token(token) = &plane.admin else {
@@ -553,6 +593,15 @@ async fn every_page_with_every_role() {
             ("post", "/runs/again") => ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN),
             // Operations, not a tenant's: refused, not hidden.
             ("get", "/overview") => ([200, 200, 403, 403, 403, 403, 403, 403], SIGN_IN),
+            ("get", "/admin") => ([303; 8], 303),
+            // A tenant's members read its part of the trail (the policy's `Audit` scope).
+            ("get", "/admin/audit") => (PAGE, SIGN_IN),
+            ("get", p) if p.starts_with("/admin/") => {
+                ([200, 200, 403, 403, 403, 403, 403, 403], SIGN_IN)
+            }
+            ("post", p) if p.starts_with("/admin/") => {
+                ([303, 403, 403, 403, 403, 403, 403, 403], SIGN_IN)
+            }
             ("post", "/schedules/new" | "/workflows/edit" | "/resources/upload")
             | ("post", "/resources/delete") => ([303, 403, 303, 303, 403, 404, 404, 404], SIGN_IN),
             // Pages about one of `ads`'s workflows: not there for another tenant's members.
@@ -566,6 +615,7 @@ async fn every_page_with_every_role() {
     let mut wrong = Vec::new();
     let mut refused_creates = Vec::new();
     let mut refused_workflows = Vec::new();
+    let (mut admin_creates, mut admin_attempts) = (Vec::new(), Vec::new());
     let (mut refused_uploads, mut refused_deletes) = (Vec::new(), Vec::new());
     put_resource(&plane, "walk.txt").await;
     let mut n = 0;
@@ -603,6 +653,41 @@ async fn every_page_with_every_role() {
                     put_resource(&plane, &key).await;
                     refused_deletes.push((role, key.clone()));
                     (route.into(), vec![("tenant", "ads".into()), ("key", key)])
+                }
+                ("post", p) if p.starts_with("/admin/") && p.ends_with("/delete") => {
+                    // Something of its own to delete each time, so each refusal is seen to keep it.
+                    let made = admin_thing(&plane, p, &format!("del-{n}")).await;
+                    admin_attempts.push((role, made.0.clone()));
+                    (route.into(), made.1)
+                }
+                ("post", p) if p.starts_with("/admin/") => {
+                    let name = format!("walk-{n}");
+                    let mut form = vec![("name", name.clone())];
+                    let check = match p {
+                        "/admin/dcs" => format!("/dcs/{name}"),
+                        "/admin/tenants" => format!("/tenants/{name}"),
+                        "/admin/clusters" => {
+                            form.push(("dc", "nj".into()));
+                            format!("/clusters/{name}")
+                        }
+                        "/admin/environments" => {
+                            form.push(("cluster", "nj-main".into()));
+                            format!("/environments/{name}")
+                        }
+                        _ => {
+                            plane
+                                .must(
+                                    Method::POST,
+                                    "/environments",
+                                    json!({"name": name, "cluster": "nj-main"}),
+                                )
+                                .await;
+                            form = vec![("tenant", "bi".into()), ("environment", name.clone())];
+                            format!("/grants/bi/{name}")
+                        }
+                    };
+                    admin_creates.push((role, check));
+                    (route.into(), form)
                 }
                 ("post", "/workflows/edit") => {
                     let name = format!("walk-{n}");
@@ -755,6 +840,22 @@ async fn every_page_with_every_role() {
     for (role, key) in refused_deletes {
         let deleted = matches!(role, Admin | Owner | Developer);
         assert_eq!(exists(&key).await, !deleted, "{key} as {role:?}");
+    }
+    for (role, check) in admin_creates {
+        let (status, _) = plane.call(0, Method::GET, &check, None).await;
+        assert_eq!(
+            status.is_success(),
+            role == Admin,
+            "{check} as {role:?}: {status}"
+        );
+    }
+    for (role, check) in admin_attempts {
+        let (status, _) = plane.call(0, Method::GET, &check, None).await;
+        assert_eq!(
+            status.is_success(),
+            role != Admin,
+            "{check} as {role:?}: {status}"
+        );
     }
     for (role, name) in refused_workflows {
         let (status, _) = plane
@@ -1336,5 +1437,87 @@ async fn the_overview_shows_every_data_center_and_a_cut_off_one_as_quiet_not_bro
     );
     browser.goto(&format!("{root}/overview")).await;
     assert!(browser.find_all("#dcs").await.is_empty());
+    plane.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administration_forms_show_the_servers_errors_beside_their_fields() {
+    let plane = plane().await;
+    let root = &plane.roots[0];
+    let browser = Browser::start().await;
+    sign_in(&browser, root, "root").await;
+    browser.goto(&format!("{root}/admin/clusters")).await;
+    // A number that is not one: the field's own message, the form as typed, nothing stored.
+    browser.fill("#f-name", "gz-main").await;
+    browser.select("#f-dc", "nj").await;
+    browser.fill("#f-partitions", "many").await;
+    browser.submit("#create").await;
+    let error = browser
+        .find("#error-partitions")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        error.contains("invalid type") || error.contains("expected"),
+        "{error}"
+    );
+    assert_eq!(browser.value("#f-name").await.as_deref(), Some("gz-main"));
+    let (status, _) = plane.call(0, Method::GET, "/clusters/gz-main", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The plane's own refusal, beside the field it names: a name already taken.
+    browser.fill("#f-name", "nj-main").await;
+    browser.fill("#f-partitions", "").await;
+    browser.submit("#create").await;
+    let taken = browser.find("#error-name").await.text().await.unwrap();
+    assert!(
+        taken.contains("cluster `nj-main` already exists"),
+        "{taken}"
+    );
+    browser.screenshot("admin-error").await;
+    // Made, then listed.
+    browser.fill("#f-name", "gz-main").await;
+    browser.fill("#f-lease_seconds", "180").await;
+    browser.submit("#create").await;
+    assert_eq!(
+        browser.texts("#items tr[data-key='gz-main'] td").await[..6],
+        ["gz-main", "nj", "active", "", "16", "180"]
+    );
+    // Deleting what is in use says what uses it, and deletes nothing.
+    browser.goto(&format!("{root}/admin/environments")).await;
+    browser
+        .click("#items tr[data-key='prod'] button.danger")
+        .await;
+    browser.accept_alert().await;
+    let refused = browser.find("#refused").await.text().await.unwrap();
+    assert!(refused.contains("still used by"), "{refused}");
+    assert!(refused.contains("ads"), "{refused}");
+    let (status, _) = plane.call(0, Method::GET, "/environments/prod", None).await;
+    assert_eq!(status, StatusCode::OK);
+    // The grant matrix: a row per tenant, a column per environment, each grant's limit.
+    browser.goto(&format!("{root}/admin/grants")).await;
+    assert_eq!(
+        browser.texts("#matrix tr[data-tenant='ads'] td").await,
+        ["—", "10 at once"]
+    );
+    browser.screenshot("admin-grants").await;
+    // The audit trail, filtered: the refused deletion is there, with why.
+    browser
+        .goto(&format!("{root}/admin/audit?outcome=refused&subject=prod"))
+        .await;
+    let messages = browser.texts("#audit td.message").await;
+    assert!(
+        messages.iter().any(|m| m.contains("still used by")),
+        "{messages:?}"
+    );
+    // An operator reads, and the plane refuses its writes.
+    plane.user("ops", &["operator"], PASSWORD).await;
+    browser.submit("#signout").await;
+    sign_in(&browser, root, "ops").await;
+    browser.goto(&format!("{root}/admin/dcs")).await;
+    browser.fill("#f-name", "ops-dc").await;
+    browser.submit("#create").await;
+    let refused = browser.find("#refused").await.text().await.unwrap();
+    assert!(refused.contains("may not"), "{refused}");
     plane.cluster.shutdown().await;
 }

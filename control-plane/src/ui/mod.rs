@@ -7,6 +7,8 @@
 //! - [`page`]: who is looking (a session; else a redirect to sign in), the layout, CSRF on
 //!   every form, rendering, and the security headers (a CSP with no inline script).
 //! - [`signin`]: signing in and out.
+//! - [`admin`]: administration (data centers, clusters, environments, tenants, grants) and
+//!   the audit trail.
 //! - [`overview`]: the federation overview (admin, operator).
 //! - [`runs`]: the cross-DC job analysis page.
 //! - [`run`]: one run: its DAG by state, Gantt chart, attempts, logs with a live tail (SSE);
@@ -19,6 +21,7 @@
 //! - [`dag`]: a workflow's DAG laid out for the SVG the pages draw.
 //! - [`assets`]: the embedded static files.
 
+pub mod admin;
 pub mod assets;
 pub mod chart;
 pub mod dag;
@@ -42,7 +45,7 @@ use crate::api::Api;
 /// Every UI route: (method, path, handler). The router is made from this table and the access
 /// test walks it with every role, so a page cannot be added without the walk meeting it.
 fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
-    vec![
+    let mut table = vec![
         ("get", "/", get(home)),
         ("get", "/overview", get(overview::show)),
         ("get", "/signin", get(signin::form)),
@@ -74,7 +77,9 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
         ),
         ("post", "/resources/delete", post(resources::delete)),
         ("get", "/ui/static/{name}", get(assets::serve)),
-    ]
+    ];
+    table.extend(admin::routes());
+    table
 }
 
 /// `/`: the overview for those who may see it, else the runs.

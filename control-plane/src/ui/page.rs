@@ -169,9 +169,10 @@ impl Layout {
             ("/workflows", "Workflows"),
             ("/schedules", "Schedules"),
             ("/resources", "Resources"),
+            ("/admin", "Administration"),
         ]
         .into_iter()
-        .filter(|(href, _)| overview || *href != "/overview")
+        .filter(|(href, _)| overview || !matches!(*href, "/overview" | "/admin"))
         .map(|(href, label)| Nav {
             href,
             label,
