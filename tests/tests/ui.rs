@@ -1521,3 +1521,54 @@ async fn administration_forms_show_the_servers_errors_beside_their_fields() {
     assert!(refused.contains("may not"), "{refused}");
     plane.cluster.shutdown().await;
 }
+
+/// Keyset pages (`after`, the last row's cursor) walk every run once, in order, even when many
+/// share one time (as runs asked for in the same millisecond do): the id breaks the tie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyset_pages_walk_every_run_once_in_order() {
+    let plane = plane().await;
+    for _ in 0..25 {
+        plane.run_now("ads").await;
+    }
+    let (_, all) = plane.call(0, Method::GET, "/runs?limit=1000", None).await;
+    let all: Vec<String> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(all.len(), 27);
+    let mut walked = Vec::new();
+    let mut after = String::new();
+    for pages in 0.. {
+        // 27 runs in pages of 4: a cursor that does not move on would go round forever.
+        assert!(pages <= 7, "still paging after {walked:?}");
+        let path = if after.is_empty() {
+            "/runs?limit=4".to_owned()
+        } else {
+            format!("/runs?limit=4&after={}", urlencoding(&after))
+        };
+        let (status, page) = plane.call(0, Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let page = page.as_array().unwrap().clone();
+        if page.is_empty() {
+            break;
+        }
+        let last = page.last().unwrap();
+        after = format!(
+            "{}~{}",
+            last["fire_ms"]
+                .as_i64()
+                .or(last["requested_ms"].as_i64())
+                .unwrap(),
+            last["run_id"].as_str().unwrap()
+        );
+        walked.extend(page.iter().map(|r| r["run_id"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(walked, all);
+    plane.cluster.shutdown().await;
+}
+
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

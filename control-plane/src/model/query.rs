@@ -596,15 +596,18 @@ impl RunFilter {
     fn clause(&self, with_state: bool) -> Where {
         let mut sql = String::from(" WHERE 1 = 1");
         let mut texts: Vec<String> = Vec::new();
+        // `+tenant`, `+state`: compared without their own indexes, which SQLite would otherwise
+        // pick (half the history is one tenant's, most of it one state) over walking
+        // `runs_order` through the window, the cheap plan when a page wants the newest 50.
         for (column, value) in [
             ("dc", &self.dc),
             ("cluster", &self.cluster),
-            ("tenant", &self.tenant),
+            ("+tenant", &self.tenant),
             ("environment", &self.environment),
             ("workflow", &self.workflow),
             ("schedule", &self.schedule),
             ("agent", &self.agent),
-            ("state", if with_state { &self.state } else { &None }),
+            ("+state", if with_state { &self.state } else { &None }),
         ] {
             if let Some(value) = value {
                 sql.push_str(&format!(" AND {column} = ?"));
@@ -619,7 +622,7 @@ impl RunFilter {
             texts.push(task.clone());
         }
         if let Some(within) = &self.within {
-            sql.push_str(&in_list(" AND tenant", within.len()));
+            sql.push_str(&in_list(" AND +tenant", within.len()));
             texts.extend(within.iter().cloned());
         }
         // Bound as numbers: an expression has no column affinity, so a text bound here would
@@ -639,10 +642,8 @@ impl RunFilter {
         }
         let mut late_texts = Vec::new();
         if let Some((key, id)) = self.after.as_deref().and_then(RunRecord::parse_cursor) {
-            sql.push_str(&format!(
-                " AND ({RUN_ORDER_KEY} < ? OR ({RUN_ORDER_KEY} = ? AND run_id < ?))"
-            ));
-            numbers.push(key);
+            // A row value, so the index walk starts at the cursor (an OR would not).
+            sql.push_str(&format!(" AND ({RUN_ORDER_KEY}, run_id) < (?, ?)"));
             numbers.push(key);
             late_texts.push(id);
         }
@@ -948,13 +949,16 @@ pub async fn run_activity(
     .collect())
 }
 
-/// The lateness (start − fire time) of the scheduled runs since `since_ms` that started, per
-/// data center, ascending within each.
+/// The lateness (start − fire time) of the scheduled runs since `since_ms` that started, with
+/// their data center (in no order: the caller sorts what it keeps).
 pub async fn lateness_by_dc(pool: &SqlitePool, since_ms: i64) -> sqlx::Result<Vec<(String, i64)>> {
-    Ok(sqlx::query(
+    // Windowed by the order key as well (the same as the fire time for a scheduled run), so it
+    // is read from `runs_order` alone.
+    Ok(sqlx::query(&format!(
         "SELECT dc, started_ms - fire_ms AS late FROM runs \
-         WHERE fire_ms >= ? AND started_ms IS NOT NULL ORDER BY dc, late",
-    )
+         WHERE {RUN_ORDER_KEY} >= ? AND fire_ms >= ? AND started_ms IS NOT NULL"
+    ))
+    .bind(since_ms)
     .bind(since_ms)
     .fetch_all(pool)
     .await?

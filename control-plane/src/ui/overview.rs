@@ -138,6 +138,9 @@ async fn build(api: &Api, viewer: &Viewer) -> sqlx::Result<OverviewPage> {
     for (dc, ms) in query::lateness_by_dc(pool, since).await? {
         late.entry(dc).or_default().push(ms);
     }
+    for sorted in late.values_mut() {
+        sorted.sort_unstable();
+    }
     // Every hour's count shares one scale across data centers.
     let mut per_hour: HashMap<(&str, i64), u64> = HashMap::new();
     for (dc, _, hour, n) in &activity {
