@@ -1563,7 +1563,10 @@ async fn keyset_pages_walk_every_run_once_in_order() {
                 .unwrap(),
             last["run_id"].as_str().unwrap()
         );
-        walked.extend(page.iter().map(|r| r["run_id"].as_str().unwrap().to_owned()));
+        walked.extend(
+            page.iter()
+                .map(|r| r["run_id"].as_str().unwrap().to_owned()),
+        );
     }
     assert_eq!(walked, all);
     plane.cluster.shutdown().await;

@@ -15,8 +15,7 @@ use axum::routing::{MethodRouter, get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::page::{self, Layout, Viewer};
-use super::runs::{Time, time};
+use super::page::{self, Layout, Time, Viewer, time};
 use crate::api::Api;
 use crate::model::{Command, Name, query};
 use crate::policy::{Action, Kind as PolicyKind, Object, Scope};

@@ -110,6 +110,20 @@ pub fn local_path(next: &str) -> &str {
     }
 }
 
+/// A time cell (pages show it in the viewer's zone, UTC on hover): ISO 8601 for `datetime`, readable UTC for the text.
+pub struct Time {
+    pub iso: String,
+    pub text: String,
+}
+
+pub fn time(ms: Option<i64>) -> Option<Time> {
+    let t = chrono::DateTime::from_timestamp_millis(ms?)?;
+    Some(Time {
+        iso: t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        text: t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    })
+}
+
 /// One entry of the navigation bar.
 pub struct Nav {
     pub href: &'static str,

@@ -10,8 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::page::{self, Layout, Viewer};
-use super::runs::{Time, time};
+use super::page::{self, Layout, Time, Viewer, time};
 use crate::api::resources::{self, Resource};
 use crate::api::{Api, ApiError};
 use crate::model::{Name, query};

@@ -19,8 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::chart::{self, Gantt};
 use super::dag::{self, Dag};
-use super::page::{self, Layout, Viewer};
-use super::runs::{Time, time};
+use super::page::{self, Layout, Time, Viewer, time};
 use crate::api::Api;
 use crate::model::history::tenant_of_run;
 use crate::model::query::{self, RunRecord, TaskAttempt};

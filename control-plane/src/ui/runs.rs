@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::page::{self, Layout, Viewer};
+use super::page::{self, Layout, Time, Viewer, time};
 use crate::api::Api;
 use crate::model::authorize::{self, Infra};
 use crate::model::{Command, Name, query};
@@ -172,20 +172,6 @@ impl Filters {
             format!("/runs?{query}")
         }
     }
-}
-
-/// A time cell: ISO 8601 for `datetime`, readable UTC for the text.
-pub struct Time {
-    pub iso: String,
-    pub text: String,
-}
-
-pub fn time(ms: Option<i64>) -> Option<Time> {
-    let t = chrono::DateTime::from_timestamp_millis(ms?)?;
-    Some(Time {
-        iso: t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        text: t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-    })
 }
 
 pub struct Row {
