@@ -1,0 +1,475 @@
+//! Reads of the run history (runs, task attempts, logs) and its aggregates for the API, CLI
+//! and UI: the cross-DC listing with its filters, counts and keyset pages, one run's attempts
+//! and logs, and the overview's day of activity. Re-exported by [`super`].
+
+use serde::{Deserialize, Serialize};
+use sqlx::{Row, SqlitePool};
+
+/// ` AND <column> IN (?, ?, …)` for `n` values (`IN ()` matches nothing, as an empty scope
+/// should).
+pub(super) fn in_list(column_clause: &str, n: usize) -> String {
+    let marks = vec!["?"; n].join(", ");
+    format!("{column_clause} IN ({marks})")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub tenant: String,
+    pub workflow: String,
+    pub workflow_version: u64,
+    pub schedule: Option<String>,
+    pub fire_ms: Option<i64>,
+    pub environment: String,
+    pub cluster: String,
+    pub dc: String,
+    pub state: String,
+    pub agent: Option<String>,
+    pub epoch: u64,
+    pub requested_ms: Option<i64>,
+    pub queued_ms: Option<i64>,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    /// Start − fire time, for scheduled runs that started.
+    pub lateness_ms: Option<i64>,
+    pub message: String,
+    /// How many agents reported starting it (including starts refused because the agent had
+    /// lost the partition): more than one is a fire record run twice.
+    pub starts: u32,
+    /// When it was last changed: where a run with neither fire nor request time sorts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_ms: Option<i64>,
+}
+
+/// What `runs list` filters by; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunFilter {
+    pub dc: Option<String>,
+    pub cluster: Option<String>,
+    pub tenant: Option<String>,
+    pub environment: Option<String>,
+    pub workflow: Option<String>,
+    pub schedule: Option<String>,
+    pub agent: Option<String>,
+    pub state: Option<String>,
+    /// Runs fired, requested or updated at or after this (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// … and before this.
+    pub until_ms: Option<i64>,
+    /// Only runs that started at least this late (start − fire time, ms).
+    pub lateness_min_ms: Option<i64>,
+    /// Only runs with an attempt of this task.
+    pub task: Option<String>,
+    /// Keyset pagination: only runs after this one in the list's order (newest first), as
+    /// [`RunRecord::cursor`] gives it.
+    pub after: Option<String>,
+    /// At most this many, newest first (default 100, at most 100 000).
+    pub limit: Option<u32>,
+    /// Only runs of these tenants (the reader's scope); none: any tenant.
+    #[serde(skip)]
+    pub within: Option<Vec<String>>,
+}
+
+/// The order runs are listed in: when they fired (or were asked for, or last changed), newest
+/// first; ties by id.
+const RUN_ORDER_KEY: &str = "COALESCE(fire_ms, requested_ms, updated_ms)";
+
+/// A `WHERE` clause and its binds, built from a filter.
+struct Where {
+    sql: String,
+    texts: Vec<String>,
+    numbers: Vec<i64>,
+    /// Texts bound after the numbers (the cursor's id).
+    late_texts: Vec<String>,
+}
+
+impl RunFilter {
+    /// The filter as SQL over `runs`; `with_state`: whether the state filter applies (the
+    /// per-state counts leave it out).
+    fn clause(&self, with_state: bool) -> Where {
+        let mut sql = String::from(" WHERE 1 = 1");
+        let mut texts: Vec<String> = Vec::new();
+        // `+tenant`, `+state`: compared without their own indexes, which SQLite would otherwise
+        // pick (half the history is one tenant's, most of it one state) over walking
+        // `runs_order` through the window, the cheap plan when a page wants the newest 50.
+        for (column, value) in [
+            ("dc", &self.dc),
+            ("cluster", &self.cluster),
+            ("+tenant", &self.tenant),
+            ("environment", &self.environment),
+            ("workflow", &self.workflow),
+            ("schedule", &self.schedule),
+            ("agent", &self.agent),
+            ("+state", if with_state { &self.state } else { &None }),
+        ] {
+            if let Some(value) = value {
+                sql.push_str(&format!(" AND {column} = ?"));
+                texts.push(value.clone());
+            }
+        }
+        if let Some(task) = &self.task {
+            sql.push_str(
+                " AND EXISTS (SELECT 1 FROM task_attempts a WHERE a.run_id = runs.run_id \
+                 AND a.task = ?)",
+            );
+            texts.push(task.clone());
+        }
+        if let Some(within) = &self.within {
+            sql.push_str(&in_list(" AND +tenant", within.len()));
+            texts.extend(within.iter().cloned());
+        }
+        // Bound as numbers: an expression has no column affinity, so a text bound here would
+        // compare as text (every integer is "less" than any text) and match nothing.
+        let mut numbers = Vec::new();
+        if let Some(since) = self.since_ms {
+            sql.push_str(&format!(" AND {RUN_ORDER_KEY} >= ?"));
+            numbers.push(since);
+        }
+        if let Some(until) = self.until_ms {
+            sql.push_str(&format!(" AND {RUN_ORDER_KEY} < ?"));
+            numbers.push(until);
+        }
+        if let Some(late) = self.lateness_min_ms {
+            sql.push_str(" AND started_ms - fire_ms >= ?");
+            numbers.push(late);
+        }
+        let mut late_texts = Vec::new();
+        if let Some((key, id)) = self.after.as_deref().and_then(RunRecord::parse_cursor) {
+            // A row value, so the index walk starts at the cursor (an OR would not).
+            sql.push_str(&format!(" AND ({RUN_ORDER_KEY}, run_id) < (?, ?)"));
+            numbers.push(key);
+            late_texts.push(id);
+        }
+        Where {
+            sql,
+            texts,
+            numbers,
+            late_texts,
+        }
+    }
+}
+
+impl RunRecord {
+    /// Where a list continues after this run (`after` of the next page).
+    pub fn cursor(&self) -> String {
+        let key = self
+            .fire_ms
+            .or(self.requested_ms)
+            .or(self.order_ms)
+            .unwrap_or_default();
+        format!("{key}~{}", self.run_id)
+    }
+
+    fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+        let (key, id) = cursor.split_once('~')?;
+        Some((key.parse().ok()?, id.to_owned()))
+    }
+}
+
+const RUN_COLUMNS: &str = "run_id, tenant, workflow, workflow_version, schedule, fire_ms, \
+     environment, cluster, dc, state, agent, epoch, requested_ms, queued_ms, started_ms, \
+     finished_ms, message, updated_ms, starts + (SELECT COUNT(*) FROM fenced_starts f \
+     WHERE f.run_id = runs.run_id) AS starts";
+
+fn run_record(row: &sqlx::sqlite::SqliteRow) -> RunRecord {
+    let fire_ms: Option<i64> = row.get("fire_ms");
+    let started_ms: Option<i64> = row.get("started_ms");
+    RunRecord {
+        run_id: row.get("run_id"),
+        tenant: row.get("tenant"),
+        workflow: row.get("workflow"),
+        workflow_version: row.get::<i64, _>("workflow_version") as u64,
+        schedule: row.get("schedule"),
+        fire_ms,
+        environment: row.get("environment"),
+        cluster: row.get("cluster"),
+        dc: row.get("dc"),
+        state: row.get("state"),
+        agent: row.get("agent"),
+        epoch: row.get::<i64, _>("epoch") as u64,
+        requested_ms: row.get("requested_ms"),
+        queued_ms: row.get("queued_ms"),
+        started_ms,
+        finished_ms: row.get("finished_ms"),
+        lateness_ms: fire_ms.zip(started_ms).map(|(f, s)| s - f),
+        message: row.get("message"),
+        starts: row.get::<i64, _>("starts") as u32,
+        order_ms: row.get("updated_ms"),
+    }
+}
+
+/// Runs matching `filter`, newest first (by fire or request time).
+pub async fn runs(pool: &SqlitePool, filter: &RunFilter) -> sqlx::Result<Vec<RunRecord>> {
+    let w = filter.clause(true);
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs{} ORDER BY {RUN_ORDER_KEY} DESC, run_id DESC LIMIT ?",
+        w.sql
+    );
+    let limit = filter.limit.unwrap_or(100).clamp(1, 100_000);
+    let mut query = sqlx::query(&sql);
+    for t in &w.texts {
+        query = query.bind(t);
+    }
+    for n in &w.numbers {
+        query = query.bind(n);
+    }
+    for t in &w.late_texts {
+        query = query.bind(t);
+    }
+    Ok(query
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(run_record)
+        .collect())
+}
+
+/// How many runs match `filter` in each state (the state filter itself left out, so the
+/// counts say what choosing another state would show; the cursor left out too).
+pub async fn run_counts(pool: &SqlitePool, filter: &RunFilter) -> sqlx::Result<Vec<(String, u64)>> {
+    let w = RunFilter {
+        after: None,
+        ..filter.clone()
+    }
+    .clause(false);
+    let sql = format!(
+        "SELECT state, COUNT(*) AS n FROM runs{} GROUP BY state ORDER BY state",
+        w.sql
+    );
+    let mut query = sqlx::query(&sql);
+    for t in &w.texts {
+        query = query.bind(t);
+    }
+    for n in &w.numbers {
+        query = query.bind(n);
+    }
+    Ok(query
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| (row.get("state"), row.get::<i64, _>("n") as u64))
+        .collect())
+}
+
+pub async fn run(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<RunRecord>> {
+    Ok(
+        sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"))
+            .bind(run_id)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(run_record),
+    )
+}
+
+/// One attempt of one task of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskAttempt {
+    pub task: String,
+    pub attempt: u32,
+    pub outcome: String,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub message: String,
+    /// Set when the attempt started despite a problem (a stale resource used: S3 was down).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub warning: String,
+}
+
+pub async fn attempts(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<TaskAttempt>> {
+    Ok(sqlx::query(
+        "SELECT task, attempt, outcome, started_ms, finished_ms, exit_code, message, warning \
+         FROM task_attempts WHERE run_id = ? ORDER BY COALESCE(started_ms, finished_ms), task, attempt",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| TaskAttempt {
+        task: row.get("task"),
+        attempt: row.get::<i64, _>("attempt") as u32,
+        outcome: row.get("outcome"),
+        started_ms: row.get("started_ms"),
+        finished_ms: row.get("finished_ms"),
+        exit_code: row.get("exit_code"),
+        message: row.get("message"),
+        warning: row.get("warning"),
+    })
+    .collect())
+}
+
+/// One task attempt's log, as far as it has arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptLog {
+    pub task: String,
+    pub attempt: u32,
+    pub text: String,
+}
+
+pub async fn logs(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<AttemptLog>> {
+    let rows = sqlx::query(
+        "SELECT task, attempt, data FROM run_logs WHERE run_id = ? \
+         ORDER BY task, attempt, offset",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?;
+    let mut logs: Vec<AttemptLog> = Vec::new();
+    for row in rows {
+        let task: String = row.get("task");
+        let attempt = row.get::<i64, _>("attempt") as u32;
+        let data: String = row.get("data");
+        match logs.last_mut() {
+            Some(last) if last.task == task && last.attempt == attempt => last.text.push_str(&data),
+            _ => logs.push(AttemptLog {
+                task,
+                attempt,
+                text: data,
+            }),
+        }
+    }
+    Ok(logs)
+}
+
+/// A piece of an attempt's log: where it starts (bytes, as the agent counted) and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPiece {
+    pub offset: i64,
+    pub data: String,
+}
+
+/// The attempts of a run that have a log, by task and attempt.
+pub async fn log_attempts(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<(String, u32)>> {
+    Ok(sqlx::query(
+        "SELECT DISTINCT task, attempt FROM run_logs WHERE run_id = ? ORDER BY task, attempt",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| (row.get("task"), row.get::<i64, _>("attempt") as u32))
+    .collect())
+}
+
+/// The end of one attempt's log before `before` (none: its very end), at most `budget` bytes
+/// (or the one piece, if a single piece is larger), oldest first; and whether anything comes before it. Read newest first, so a page
+/// never reads a large log whole.
+pub async fn log_tail(
+    pool: &SqlitePool,
+    run_id: &str,
+    task: &str,
+    attempt: u32,
+    before: Option<i64>,
+    budget: usize,
+) -> sqlx::Result<(Vec<LogPiece>, bool)> {
+    use tokio_stream::StreamExt;
+    let mut rows = sqlx::query(
+        "SELECT offset, data FROM run_logs WHERE run_id = ? AND task = ? AND attempt = ? \
+         AND offset < ? ORDER BY offset DESC",
+    )
+    .bind(run_id)
+    .bind(task)
+    .bind(attempt as i64)
+    .bind(before.unwrap_or(i64::MAX))
+    .fetch(pool);
+    let (mut pieces, mut size) = (Vec::new(), 0usize);
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        let data: String = row.get("data");
+        // Within the budget, unless one piece alone is larger.
+        if !pieces.is_empty() && size + data.len() > budget {
+            return Ok((pieces.into_iter().rev().collect(), true));
+        }
+        size += data.len();
+        pieces.push(LogPiece {
+            offset: row.get("offset"),
+            data,
+        });
+    }
+    Ok((pieces.into_iter().rev().collect(), false))
+}
+
+/// One attempt's log after the piece that starts at `after` (-1: all of it), oldest first.
+pub async fn log_after(
+    pool: &SqlitePool,
+    run_id: &str,
+    task: &str,
+    attempt: u32,
+    after: i64,
+) -> sqlx::Result<Vec<LogPiece>> {
+    Ok(sqlx::query(
+        "SELECT offset, data FROM run_logs WHERE run_id = ? AND task = ? AND attempt = ? \
+         AND offset > ? ORDER BY offset",
+    )
+    .bind(run_id)
+    .bind(task)
+    .bind(attempt as i64)
+    .bind(after)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| LogPiece {
+        offset: row.get("offset"),
+        data: row.get("data"),
+    })
+    .collect())
+}
+
+/// Runs since `since_ms` (by fire, request or last change time) per data center, state and
+/// hour (the hour's start, ms): what the federation overview counts and charts.
+pub async fn run_activity(
+    pool: &SqlitePool,
+    since_ms: i64,
+) -> sqlx::Result<Vec<(String, String, i64, u64)>> {
+    Ok(sqlx::query(&format!(
+        "SELECT dc, state, ({RUN_ORDER_KEY} / 3600000) * 3600000 AS hour, COUNT(*) AS n \
+         FROM runs WHERE {RUN_ORDER_KEY} >= ? GROUP BY dc, state, hour"
+    ))
+    .bind(since_ms)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| {
+        (
+            row.get("dc"),
+            row.get("state"),
+            row.get("hour"),
+            row.get::<i64, _>("n") as u64,
+        )
+    })
+    .collect())
+}
+
+/// The lateness (start − fire time) of the scheduled runs since `since_ms` that started, with
+/// their data center (in no order: the caller sorts what it keeps).
+pub async fn lateness_by_dc(pool: &SqlitePool, since_ms: i64) -> sqlx::Result<Vec<(String, i64)>> {
+    // Windowed by the order key as well (the same as the fire time for a scheduled run), so it
+    // is read from `runs_order` alone.
+    Ok(sqlx::query(&format!(
+        "SELECT dc, started_ms - fire_ms AS late FROM runs \
+         WHERE {RUN_ORDER_KEY} >= ? AND fire_ms >= ? AND started_ms IS NOT NULL"
+    ))
+    .bind(since_ms)
+    .bind(since_ms)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| (row.get("dc"), row.get("late")))
+    .collect())
+}
+
+/// How many runs each agent has going.
+pub async fn running_by_agent(pool: &SqlitePool) -> sqlx::Result<Vec<(String, u64)>> {
+    Ok(sqlx::query(
+        "SELECT agent, COUNT(*) AS n FROM runs WHERE state = 'started' AND agent IS NOT NULL \
+         GROUP BY agent",
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| (row.get("agent"), row.get::<i64, _>("n") as u64))
+    .collect())
+}
