@@ -8,7 +8,8 @@
 //!
 //! Run by hand (figures go to BENCHMARKS.md):
 //!   cargo bench -p meridian-tests --bench ui
-//! Knobs: BENCH_RUNS (default 1000000), BENCH_FETCHES (default 30).
+//! Knobs: BENCH_RUNS (default 1000000), BENCH_FETCHES (default 30), BENCH_DB_COPY (a path to
+//! copy the filled history to, for study with `sqlite3`).
 
 use std::time::{Duration, Instant};
 
@@ -126,6 +127,15 @@ async fn bench() {
         .await;
     let node = plane.cluster.shared(0);
     fill(node.state.pool(), runs, now.timestamp_millis()).await;
+    if let Ok(path) = std::env::var("BENCH_DB_COPY") {
+        // A copy of the filled history to study with `sqlite3` (EXPLAIN QUERY PLAN, .timer).
+        sqlx::query("VACUUM INTO ?")
+            .bind(&path)
+            .execute(node.state.pool())
+            .await
+            .unwrap();
+        println!("history copied to {path}");
+    }
     let cookie = |cred: Cred| match cred {
         Cred::Session { cookie, .. } => cookie,
         _ => unreachable!(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::chart::{self, Hourly, Lateness};
@@ -108,11 +108,7 @@ fn runs_href(dc: &str, state: Option<&str>) -> String {
 }
 
 /// `GET /overview`.
-pub async fn show(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
+pub async fn show(State(api): State<Api>, viewer: Viewer) -> Response {
     if !viewer.may(Action::Read, &Object::Operations) {
         return page::error_page(
             StatusCode::FORBIDDEN,
@@ -129,13 +125,22 @@ async fn build(api: &Api, viewer: &Viewer) -> sqlx::Result<OverviewPage> {
     let pool = api.node.state.pool();
     let now = api.clock.now_ms();
     let since = now - DAY_MS;
-    let clusters = query::clusters(pool).await?;
-    let agents = query::agents(pool).await?;
-    let leases = query::leases(pool).await?;
-    let running: HashMap<String, u64> = query::running_by_agent(pool).await?.into_iter().collect();
-    let activity = query::run_activity(pool, since).await?;
+    // The reads are independent: made at once, on the pool's connections, while the plane
+    // nodes are asked for their status.
+    let (data_centers, clusters, agents, leases, running, activity, lateness, statuses) = tokio::join!(
+        query::data_centers(pool),
+        query::clusters(pool),
+        query::agents(pool),
+        query::leases(pool),
+        query::running_by_agent(pool),
+        query::run_activity(pool, since),
+        query::lateness_by_dc(pool, since),
+        api.node.plane_status(NODE_TIMEOUT),
+    );
+    let (clusters, agents, leases, activity) = (clusters?, agents?, leases?, activity?);
+    let running: HashMap<String, u64> = running?.into_iter().collect();
     let mut late: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for (dc, ms) in query::lateness_by_dc(pool, since).await? {
+    for (dc, ms) in lateness? {
         late.entry(dc).or_default().push(ms);
     }
     for sorted in late.values_mut() {
@@ -148,7 +153,7 @@ async fn build(api: &Api, viewer: &Viewer) -> sqlx::Result<OverviewPage> {
     }
     let max = per_hour.values().copied().max().unwrap_or(0);
     let mut dcs = Vec::new();
-    for dc in query::data_centers(pool).await? {
+    for dc in data_centers? {
         let name = dc.name.to_string();
         let here: Vec<_> = clusters.iter().filter(|c| c.dc == dc.name).collect();
         let cluster_names: Vec<String> = here.iter().map(|c| c.name.to_string()).collect();
@@ -264,7 +269,6 @@ async fn build(api: &Api, viewer: &Viewer) -> sqlx::Result<OverviewPage> {
             })
             .collect::<Vec<_>>(),
     );
-    let statuses = api.node.plane_status(NODE_TIMEOUT).await;
     let leader_index = statuses
         .iter()
         .find(|s| s.role == "leader")
