@@ -594,6 +594,21 @@ async fn every_page_with_every_role() {
             // Operations, not a tenant's: refused, not hidden.
             ("get", "/overview") => ([200, 200, 403, 403, 403, 403, 403, 403], SIGN_IN),
             ("get", "/admin") => ([303; 8], 303),
+            // Users and tokens: admins, and owners for their tenants' (operators see no one).
+            ("get", "/admin/users" | "/admin/tokens") => {
+                ([200, 403, 200, 403, 403, 200, 403, 403], SIGN_IN)
+            }
+            // Made with a role in ads: the page that shows the secret once.
+            ("post", "/admin/users" | "/admin/tokens") => {
+                ([201, 403, 201, 403, 403, 404, 404, 404], SIGN_IN)
+            }
+            // On someone holding a role in ads: hidden from whoever does not own ads.
+            ("post", "/admin/users/password") => {
+                ([200, 404, 200, 404, 404, 404, 404, 404], SIGN_IN)
+            }
+            ("post", p) if p.starts_with("/admin/users/") || p.starts_with("/admin/tokens/") => {
+                ([303, 404, 303, 404, 404, 404, 404, 404], SIGN_IN)
+            }
             // A tenant's members read its part of the trail (the policy's `Audit` scope).
             ("get", "/admin/audit") => (PAGE, SIGN_IN),
             ("get", p) if p.starts_with("/admin/") => {
@@ -617,6 +632,7 @@ async fn every_page_with_every_role() {
     let mut refused_workflows = Vec::new();
     let (mut admin_creates, mut admin_attempts) = (Vec::new(), Vec::new());
     let (mut refused_uploads, mut refused_deletes) = (Vec::new(), Vec::new());
+    let (mut principal_creates, mut principal_changes) = (Vec::new(), Vec::new());
     put_resource(&plane, "walk.txt").await;
     let mut n = 0;
     for (method, route) in meridian_plane::ui::routes() {
@@ -653,6 +669,47 @@ async fn every_page_with_every_role() {
                     put_resource(&plane, &key).await;
                     refused_deletes.push((role, key.clone()));
                     (route.into(), vec![("tenant", "ads".into()), ("key", key)])
+                }
+                ("post", "/admin/users" | "/admin/tokens") => {
+                    let name = format!("walk-{n}");
+                    let kind = route.trim_start_matches("/admin/");
+                    principal_creates.push((role, format!("/{kind}/{name}")));
+                    (
+                        route.into(),
+                        vec![
+                            ("name", name),
+                            ("role", "developer".into()),
+                            ("tenant", "ads".into()),
+                        ],
+                    )
+                }
+                ("post", p)
+                    if p.starts_with("/admin/users/") || p.starts_with("/admin/tokens/") =>
+                {
+                    // Someone of its own each time, holding a role in ads (and one to give).
+                    let name = format!("walk-{n}");
+                    let bindings = ["developer@ads", "viewer@ads"];
+                    let mut form = vec![("name", name.clone())];
+                    if p.starts_with("/admin/tokens/") {
+                        plane.token(&name, &bindings).await;
+                    } else {
+                        plane.user(&name, &bindings[..1], PASSWORD).await;
+                        if p.ends_with("/unbind") {
+                            plane
+                                .must(
+                                    Method::POST,
+                                    &format!("/users/{name}/bindings"),
+                                    json!({"role": "viewer", "tenant": "ads"}),
+                                )
+                                .await;
+                            form.push(("binding", "viewer@ads".into()));
+                        }
+                        if p.ends_with("/bind") {
+                            form.extend([("role", "viewer".into()), ("tenant", "ads".into())]);
+                        }
+                    }
+                    principal_changes.push((role, p, name));
+                    (route.into(), form)
                 }
                 ("post", p) if p.starts_with("/admin/") && p.ends_with("/delete") => {
                     // Something of its own to delete each time, so each refusal is seen to keep it.
@@ -856,6 +913,62 @@ async fn every_page_with_every_role() {
             role != Admin,
             "{check} as {role:?}: {status}"
         );
+    }
+    // Users and tokens: made and changed exactly where the policy allowed it.
+    let (_, tokens) = plane.call(0, Method::GET, "/tokens", None).await;
+    for (role, check) in principal_creates {
+        let found = match check.strip_prefix("/tokens/") {
+            Some(name) => tokens.as_array().unwrap().iter().any(|t| t["name"] == name),
+            None => plane
+                .call(0, Method::GET, &check, None)
+                .await
+                .0
+                .is_success(),
+        };
+        let made = matches!(role, Admin | Owner);
+        assert_eq!(found, made, "{check} as {role:?}");
+    }
+    for (role, route, name) in principal_changes {
+        let may = matches!(role, Admin | Owner);
+        let (path, key) = if route.starts_with("/admin/tokens/") {
+            ("/tokens".to_owned(), name.clone())
+        } else {
+            (format!("/users/{name}"), name.clone())
+        };
+        let (status, found) = plane.call(0, Method::GET, &path, None).await;
+        let found = if route.starts_with("/admin/tokens/") {
+            found
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["name"] == key.as_str())
+                .cloned()
+                .unwrap_or(json!(null))
+        } else {
+            found
+        };
+        let roles = found["bindings"].as_array().map_or(0, Vec::len);
+        let changed = match route {
+            "/admin/users/delete" | "/admin/tokens/delete" => {
+                !status.is_success() || found.is_null()
+            }
+            "/admin/users/bind" => roles == 2,
+            "/admin/users/unbind" => roles == 1,
+            // A new password ends the old one.
+            _ => {
+                let r = plane
+                    .call_as(
+                        &Cred::Nobody,
+                        0,
+                        Method::POST,
+                        "/session",
+                        Some(json!({"user": name, "password": PASSWORD})),
+                    )
+                    .await;
+                r.status != StatusCode::CREATED
+            }
+        };
+        assert_eq!(changed, may, "{route} on {name} as {role:?}: {found}");
     }
     for (role, name) in refused_workflows {
         let (status, _) = plane
@@ -1574,4 +1687,162 @@ async fn keyset_pages_walk_every_run_once_in_order() {
 
 fn urlencoding(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Users and tokens from the administration pages: a generated password and a token's secret
+/// shown once and working; roles given and taken; a new password ending the old; a tenant's
+/// owner managing only its tenant's people, and a forged form asking for more refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_tokens_are_managed_from_the_pages_by_those_who_may() {
+    meridian_tests::browser::install_crypto();
+    let t0 = t0();
+    let plane = ApiPlane::start(1, ManualClock::at(t0)).await;
+    plane.two_tenants().await;
+    plane.user("root", &["admin"], PASSWORD).await;
+    let root = &plane.roots[0];
+    let browser = Browser::start().await;
+    sign_in(&browser, root, "root").await;
+    browser.goto(&format!("{root}/admin/users")).await;
+    // A tenant role without its tenant: the plane's message beside the field, nothing stored.
+    browser.fill("#f-name", "carol").await;
+    browser.select("#f-role", "developer").await;
+    browser.submit("#create").await;
+    let error = browser.find("#error-role").await.text().await.unwrap();
+    assert!(error.contains("tenant"), "{error}");
+    assert_eq!(browser.value("#f-name").await.as_deref(), Some("carol"));
+    let (status, _) = plane.call(0, Method::GET, "/users/carol", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Made with a generated password, shown once, which signs in.
+    browser.select("#f-tenant", "ads").await;
+    browser.submit("#create").await;
+    let first = browser.find("#secret").await.text().await.unwrap();
+    plane.sign_in(0, "carol", &first).await;
+    browser.screenshot("admin-users").await;
+    // A role given, then taken.
+    let row = "#items tr[data-key='carol']";
+    browser
+        .select(&format!("{row} select[name=role]"), "viewer")
+        .await;
+    browser
+        .select(&format!("{row} select[name=tenant]"), "bi")
+        .await;
+    browser
+        .submit(&format!("{row} form[action='/admin/users/bind'] button"))
+        .await;
+    assert_eq!(
+        browser.texts(&format!("{row} .binding")).await,
+        ["developer@ads", "viewer@bi"]
+    );
+    let (_, carol) = plane.call(0, Method::GET, "/users/carol", None).await;
+    assert_eq!(carol["bindings"].as_array().unwrap().len(), 2, "{carol}");
+    browser
+        .click(&format!("{row} td.bindings form:last-of-type button"))
+        .await;
+    browser.accept_alert().await;
+    browser
+        .text_when(&format!("{row} .bindings"), |t| !t.contains("viewer@bi"))
+        .await;
+    let (_, carol) = plane.call(0, Method::GET, "/users/carol", None).await;
+    assert_eq!(
+        carol["bindings"],
+        json!([{"role": "developer", "tenant": "ads"}])
+    );
+    // A new password: shown once; the old one no longer signs in.
+    browser
+        .click(&format!("{row} form[action$=password] button"))
+        .await;
+    browser.accept_alert().await;
+    let second = browser
+        .text_when("#secret", |t| !t.is_empty() && t != first)
+        .await;
+    let old = plane
+        .call_as(
+            &Cred::Nobody,
+            0,
+            Method::POST,
+            "/session",
+            Some(json!({"user": "carol", "password": first})),
+        )
+        .await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+    plane.sign_in(0, "carol", &second).await;
+    // A token: its secret shown once, and it works until it is deleted.
+    browser.goto(&format!("{root}/admin/tokens")).await;
+    browser.fill("#f-name", "ci").await;
+    browser.select("#f-role", "developer").await;
+    browser.select("#f-tenant", "ads").await;
+    browser.fill("#f-expires_days", "30").await;
+    browser.submit("#create").await;
+    let secret = browser.find("#secret").await.text().await.unwrap();
+    let ci = Cred::Token(secret);
+    let who = plane.call_as(&ci, 0, Method::GET, "/session", None).await;
+    assert_eq!(who.status, StatusCode::OK, "{}", who.body);
+    let expires = browser
+        .texts("#items tr[data-key='ci'] td")
+        .await
+        .get(2)
+        .cloned()
+        .unwrap_or_default();
+    assert!(!expires.is_empty() && expires != "never", "{expires}");
+    let (_, listed) = plane.call(0, Method::GET, "/tokens", None).await;
+    let ci_view = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        ci_view["expires_ms"],
+        json!(t0.timestamp_millis() + 30 * 86_400_000),
+        "{ci_view}"
+    );
+    browser.screenshot("admin-tokens").await;
+    browser
+        .click("#items tr[data-key='ci'] button.danger")
+        .await;
+    browser.accept_alert().await;
+    browser.text_when("#none", |_| true).await;
+    let who = plane.call_as(&ci, 0, Method::GET, "/session", None).await;
+    assert_eq!(who.status, StatusCode::UNAUTHORIZED);
+    // A tenant's owner: its tenant's people only, tenant roles only; a forged admin refused.
+    plane.user("own", &["owner@ads"], PASSWORD).await;
+    browser.submit("#signout").await;
+    sign_in(&browser, root, "own").await;
+    browser.goto(&format!("{root}/admin")).await;
+    assert_eq!(browser.url().await.path(), "/admin/users");
+    assert_eq!(
+        browser.texts("#admin-tabs a").await,
+        ["Users", "Tokens", "Audit trail"]
+    );
+    let listed = browser.texts("#items tr td:first-child").await;
+    assert!(listed.contains(&"carol".to_owned()), "{listed:?}");
+    assert!(!listed.contains(&"root".to_owned()), "{listed:?}");
+    let roles = browser.texts("#f-role option").await;
+    assert!(!roles.iter().any(|r| r == "admin"), "{roles:?}");
+    assert_eq!(browser.texts("#f-tenant option").await, ["", "ads"]);
+    let forged = browser
+        .eval(
+            "const f = document.getElementById('create-form'); \
+             f.querySelector('#f-name').value = 'mallory'; \
+             const o = document.createElement('option'); o.value = 'admin'; o.text = 'admin'; \
+             f.querySelector('#f-role').add(o); f.querySelector('#f-role').value = 'admin'; \
+             f.querySelector('#f-tenant').value = ''; return 1;",
+        )
+        .await;
+    assert_eq!(forged, json!(1));
+    browser.submit("#create").await;
+    let refused = browser.find("#refused").await.text().await.unwrap();
+    assert!(refused.contains("may not"), "{refused}");
+    let (status, _) = plane.call(0, Method::GET, "/users/mallory", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // And deletes one of its tenant's users.
+    browser
+        .click("#items tr[data-key='carol'] form[action$=delete] button")
+        .await;
+    browser.accept_alert().await;
+    browser.text_when("#items", |t| !t.contains("carol")).await;
+    let (status, _) = plane.call(0, Method::GET, "/users/carol", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    plane.cluster.shutdown().await;
 }

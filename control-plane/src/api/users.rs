@@ -170,16 +170,7 @@ pub fn users() -> MethodRouter<Api> {
                Extension(c): Extension<Caller>,
                Params(o): Params<ReadOptions>|
                -> ApiResult<Json<Vec<UserView>>> {
-            let read = api.reader(&c, o.stale).await?;
-            let scope = read.scope(Kind::Principal, "users")?;
-            let users = query::users(read.pool).await?;
-            Ok(Json(
-                users
-                    .into_iter()
-                    .filter(|u| listed(&u.bindings, &scope))
-                    .map(|u| user_view(u, &scope, false))
-                    .collect(),
-            ))
+            Ok(Json(list_users(&api, &c, o.stale).await?))
         },
     )
     .post(
@@ -187,42 +178,56 @@ pub fn users() -> MethodRouter<Api> {
                Extension(c): Extension<Caller>,
                Body(v): Body<NewUser>|
                -> ApiResult<(StatusCode, Json<PasswordReply>)> {
-            let bindings = bindings_of("bindings", v.bindings, v.role, v.tenant)?;
-            let (plain, shown) = chosen(v.password)?;
-            let user = User {
-                name: v.name,
-                bindings,
-                created_by: c.actor(),
-                created_ms: api.clock.now_ms(),
-            };
-            // The policy first: hashing is slow, and a refused caller must not learn more.
-            api.precheck(
-                &c,
-                &Command::CreateUser {
-                    user: user.clone(),
-                    password: String::new(),
-                },
-            )
-            .await?;
-            let phc = api.hash_password(plain).await?;
-            let reply = api
-                .propose(
-                    &c,
-                    Command::CreateUser {
-                        user,
-                        password: phc,
-                    },
-                )
-                .await?;
-            Ok((
-                StatusCode::CREATED,
-                Json(PasswordReply {
-                    subject: reply.subject,
-                    password: shown,
-                }),
-            ))
+            Ok((StatusCode::CREATED, Json(create_user(&api, &c, v).await?)))
         },
     )
+}
+
+/// The users `c` may see, with the bindings of theirs `c` may see (`GET /users` and the UI).
+pub async fn list_users(api: &Api, c: &Caller, stale: bool) -> ApiResult<Vec<UserView>> {
+    let read = api.reader(c, stale).await?;
+    let scope = read.scope(Kind::Principal, "users")?;
+    let users = query::users(read.pool).await?;
+    Ok(users
+        .into_iter()
+        .filter(|u| listed(&u.bindings, &scope))
+        .map(|u| user_view(u, &scope, false))
+        .collect())
+}
+
+/// Creates a user (`POST /users` and the UI): the policy first, as hashing is slow and a
+/// refused caller must not learn more; the generated password in the reply, once.
+pub async fn create_user(api: &Api, c: &Caller, v: NewUser) -> ApiResult<PasswordReply> {
+    let bindings = bindings_of("bindings", v.bindings, v.role, v.tenant)?;
+    let (plain, shown) = chosen(v.password)?;
+    let user = User {
+        name: v.name,
+        bindings,
+        created_by: c.actor(),
+        created_ms: api.clock.now_ms(),
+    };
+    api.precheck(
+        c,
+        &Command::CreateUser {
+            user: user.clone(),
+            password: String::new(),
+        },
+    )
+    .await?;
+    let phc = api.hash_password(plain).await?;
+    let reply = api
+        .propose(
+            c,
+            Command::CreateUser {
+                user,
+                password: phc,
+            },
+        )
+        .await?;
+    Ok(PasswordReply {
+        subject: reply.subject,
+        password: shown,
+    })
 }
 
 fn user_view(u: User, scope: &Scope, own: bool) -> UserView {
@@ -282,77 +287,90 @@ pub fn user_password() -> MethodRouter<Api> {
                Body(v): Body<NewPassword>|
                -> ApiResult<Json<PasswordReply>> {
             let n = name("name", n)?;
-            let probe = Command::SetPassword {
-                user: n.clone(),
-                password: String::new(),
-            };
-            api.precheck(&c, &probe).await?;
-            if c.principal.user() == Some(&n) {
-                // Whoever holds a session may not lock its owner out without the password.
-                let Some(current) = v.current_password.clone() else {
-                    return Err(ApiError::bad_input(
-                        "request body: current_password: required to change your own password",
-                    ));
-                };
-                // Guessing it here is guessing a sign-in: the same limits, the same audit.
-                if let Gate::Locked {
-                    retry_after_s,
-                    first,
-                } = api.logins.attempt(n.as_str(), &addr)
-                {
-                    if first {
-                        record_as(
-                            &api,
-                            n.as_str(),
-                            "set_password",
-                            format!("too many wrong passwords (from {addr}); locked"),
-                        );
-                    }
-                    return Err(ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        format!(
-                            "too many wrong passwords for this user or from this address; try \
-                             again in {retry_after_s} s"
-                        ),
-                    ));
-                }
-                let stored = query::user_with_password(api.node.state.pool(), &n)
-                    .await?
-                    .map(|(_, p)| p)
-                    .unwrap_or_default();
-                if !api.verify_password(current, stored).await? {
-                    record_as(
-                        &api,
-                        n.as_str(),
-                        "set_password",
-                        format!("wrong current password (from {addr})"),
-                    );
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "forbidden",
-                        "request body: current_password: does not match",
-                    ));
-                }
-                api.logins.succeeded(n.as_str(), &addr);
-            }
-            let (plain, shown) = chosen(v.password)?;
-            let phc = api.hash_password(plain).await?;
-            let reply = api
-                .propose(
-                    &c,
-                    Command::SetPassword {
-                        user: n,
-                        password: phc,
-                    },
-                )
-                .await?;
-            Ok(Json(PasswordReply {
-                subject: reply.subject,
-                password: shown,
-            }))
+            Ok(Json(set_password(&api, &c, &addr, n, v).await?))
         },
     )
+}
+
+/// Sets user `n`'s password (`PUT /users/{name}/password` and the UI). One's own needs the
+/// current one, guessed under the sign-in limits (`addr` is where the request came from); the
+/// generated password, if one was, is in the reply once.
+pub async fn set_password(
+    api: &Api,
+    c: &Caller,
+    addr: &str,
+    n: Name,
+    v: NewPassword,
+) -> ApiResult<PasswordReply> {
+    let probe = Command::SetPassword {
+        user: n.clone(),
+        password: String::new(),
+    };
+    api.precheck(c, &probe).await?;
+    if c.principal.user() == Some(&n) {
+        // Whoever holds a session may not lock its owner out without the password.
+        let Some(current) = v.current_password.clone() else {
+            return Err(ApiError::bad_input(
+                "request body: current_password: required to change your own password",
+            ));
+        };
+        // Guessing it here is guessing a sign-in: the same limits, the same audit.
+        if let Gate::Locked {
+            retry_after_s,
+            first,
+        } = api.logins.attempt(n.as_str(), addr)
+        {
+            if first {
+                record_as(
+                    api,
+                    n.as_str(),
+                    "set_password",
+                    format!("too many wrong passwords (from {addr}); locked"),
+                );
+            }
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many wrong passwords for this user or from this address; try \
+                     again in {retry_after_s} s"
+                ),
+            ));
+        }
+        let stored = query::user_with_password(api.node.state.pool(), &n)
+            .await?
+            .map(|(_, p)| p)
+            .unwrap_or_default();
+        if !api.verify_password(current, stored).await? {
+            record_as(
+                api,
+                n.as_str(),
+                "set_password",
+                format!("wrong current password (from {addr})"),
+            );
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "request body: current_password: does not match",
+            ));
+        }
+        api.logins.succeeded(n.as_str(), addr);
+    }
+    let (plain, shown) = chosen(v.password)?;
+    let phc = api.hash_password(plain).await?;
+    let reply = api
+        .propose(
+            c,
+            Command::SetPassword {
+                user: n,
+                password: phc,
+            },
+        )
+        .await?;
+    Ok(PasswordReply {
+        subject: reply.subject,
+        password: shown,
+    })
 }
 
 pub fn user_bindings() -> MethodRouter<Api> {
@@ -421,22 +439,7 @@ pub fn tokens() -> MethodRouter<Api> {
                Extension(c): Extension<Caller>,
                Params(o): Params<ReadOptions>|
                -> ApiResult<Json<Vec<TokenView>>> {
-            let read = api.reader(&c, o.stale).await?;
-            let scope = read.scope(Kind::Principal, "tokens")?;
-            let tokens = query::tokens(read.pool).await?;
-            Ok(Json(
-                tokens
-                    .into_iter()
-                    .filter(|t| listed(&t.bindings, &scope))
-                    .map(|t| TokenView {
-                        bindings: visible(&t.bindings, &scope, false),
-                        name: t.name,
-                        expires_ms: t.expires_ms,
-                        created_by: t.created_by,
-                        created_ms: t.created_ms,
-                    })
-                    .collect(),
-            ))
+            Ok(Json(list_tokens(&api, &c, o.stale).await?))
         },
     )
     .post(
@@ -444,49 +447,70 @@ pub fn tokens() -> MethodRouter<Api> {
                Extension(c): Extension<Caller>,
                Body(v): Body<NewToken>|
                -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-            let bindings = bindings_of("bindings", v.bindings, v.role, v.tenant)?;
-            if bindings.is_empty() {
-                return Err(ApiError::bad_input(
-                    "request body: bindings: a token needs at least one role (`role`, and \
-                     `tenant` for owner, developer or viewer)",
-                ));
-            }
-            let now = api.clock.now_ms();
-            let expires_ms = match v.expires_in_seconds {
-                Some(0) => {
-                    return Err(ApiError::bad_input(
-                        "request body: expires_in_seconds: must be at least 1",
-                    ));
-                }
-                Some(s) => Some(
-                    now.saturating_add(
-                        i64::try_from(s)
-                            .unwrap_or(i64::MAX / 2)
-                            .saturating_mul(1000),
-                    ),
-                ),
-                None => None,
-            };
-            let secret = token::generate().map_err(ApiError::internal)?;
-            let stored = ApiToken {
-                name: v.name.clone(),
-                bindings,
-                expires_ms,
-                created_by: c.actor(),
-                created_ms: now,
-                hash: token::hash(&secret),
-            };
-            api.propose(&c, Command::CreateToken(stored)).await?;
-            Ok((
-                StatusCode::CREATED,
-                Json(CreatedToken {
-                    name: v.name,
-                    token: secret,
-                    expires_ms,
-                }),
-            ))
+            Ok((StatusCode::CREATED, Json(create_token(&api, &c, v).await?)))
         },
     )
+}
+
+/// The tokens `c` may see, with the bindings of theirs `c` may see (`GET /tokens` and the UI).
+pub async fn list_tokens(api: &Api, c: &Caller, stale: bool) -> ApiResult<Vec<TokenView>> {
+    let read = api.reader(c, stale).await?;
+    let scope = read.scope(Kind::Principal, "tokens")?;
+    let tokens = query::tokens(read.pool).await?;
+    Ok(tokens
+        .into_iter()
+        .filter(|t| listed(&t.bindings, &scope))
+        .map(|t| TokenView {
+            bindings: visible(&t.bindings, &scope, false),
+            name: t.name,
+            expires_ms: t.expires_ms,
+            created_by: t.created_by,
+            created_ms: t.created_ms,
+        })
+        .collect())
+}
+
+/// Creates a token (`POST /tokens` and the UI); its secret is in the reply, the only time it
+/// is shown.
+pub async fn create_token(api: &Api, c: &Caller, v: NewToken) -> ApiResult<CreatedToken> {
+    let bindings = bindings_of("bindings", v.bindings, v.role, v.tenant)?;
+    if bindings.is_empty() {
+        return Err(ApiError::bad_input(
+            "request body: bindings: a token needs at least one role (`role`, and `tenant` for \
+             owner, developer or viewer)",
+        ));
+    }
+    let now = api.clock.now_ms();
+    let expires_ms = match v.expires_in_seconds {
+        Some(0) => {
+            return Err(ApiError::bad_input(
+                "request body: expires_in_seconds: must be at least 1",
+            ));
+        }
+        Some(s) => Some(
+            now.saturating_add(
+                i64::try_from(s)
+                    .unwrap_or(i64::MAX / 2)
+                    .saturating_mul(1000),
+            ),
+        ),
+        None => None,
+    };
+    let secret = token::generate().map_err(ApiError::internal)?;
+    let stored = ApiToken {
+        name: v.name.clone(),
+        bindings,
+        expires_ms,
+        created_by: c.actor(),
+        created_ms: now,
+        hash: token::hash(&secret),
+    };
+    api.propose(c, Command::CreateToken(stored)).await?;
+    Ok(CreatedToken {
+        name: v.name,
+        token: secret,
+        expires_ms,
+    })
 }
 
 pub fn token_one() -> MethodRouter<Api> {

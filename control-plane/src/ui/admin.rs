@@ -7,15 +7,14 @@
 //! deleting something still in use says what uses it (the plane's message).
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{MethodRouter, get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::page::{self, Layout, Time, Viewer, time};
+use super::page::{self, Layout, Signed, Time, Viewer, time, value_of};
 use crate::api::Api;
 use crate::model::{Command, Name, query};
 use crate::policy::{Action, Kind as PolicyKind, Object, Scope};
@@ -141,28 +140,23 @@ pub static KINDS: [AdminKind; 5] = [
 /// The administration pages' routes: (method, path, handler), for the UI's route table.
 pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
     let mut all: Vec<(&'static str, &'static str, MethodRouter<Api>)> = vec![
-        ("get", "/admin", get(async || Redirect::to("/admin/dcs"))),
+        ("get", "/admin", get(home)),
         ("get", "/admin/audit", get(audit)),
     ];
     for kind in &KINDS {
         all.push((
             "get",
             kind.path,
-            get(
-                move |State(api): State<Api>, headers: HeaderMap, uri: Uri| async move {
-                    list(kind, api, headers, uri).await
-                },
-            ),
+            get(move |State(api): State<Api>, viewer: Viewer| async move {
+                list(kind, api, viewer).await
+            }),
         ));
         all.push((
             "post",
             kind.path,
             post(
-                move |State(api): State<Api>,
-                      headers: HeaderMap,
-                      uri: Uri,
-                      Form(f): Form<Vec<(String, String)>>| async move {
-                    create(kind, api, headers, uri, f).await
+                move |State(api): State<Api>, Signed { viewer, form }: Signed| async move {
+                    create(kind, api, viewer, form).await
                 },
             ),
         ));
@@ -170,11 +164,8 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
             "post",
             kind.delete_path,
             post(
-                move |State(api): State<Api>,
-                      headers: HeaderMap,
-                      uri: Uri,
-                      Form(f): Form<Vec<(String, String)>>| async move {
-                    delete(kind, api, headers, uri, f).await
+                move |State(api): State<Api>, Signed { viewer, form }: Signed| async move {
+                    delete(kind, api, viewer, form).await
                 },
             ),
         ));
@@ -227,10 +218,21 @@ struct AdminPage {
     matrix: Option<Matrix>,
 }
 
-fn tabs(here: &str) -> Vec<Tab> {
+/// The administration tabs `viewer` may open: the federation's infrastructure and tenants for
+/// admins and operators, users and tokens for admins and tenants' owners, the audit trail for
+/// anyone it shows something to (`here`: the one open).
+pub fn tabs(viewer: &Viewer, here: &str) -> Vec<Tab> {
+    let operations = viewer.may(Action::Read, &Object::Operations);
+    let principals = viewer.scope(PolicyKind::Principal) != Scope::Nothing;
     KINDS
         .iter()
         .map(|k| (k.path, k.title))
+        .filter(|_| operations)
+        .chain(
+            [("/admin/users", "Users"), ("/admin/tokens", "Tokens")]
+                .into_iter()
+                .filter(|_| principals),
+        )
         .chain([("/admin/audit", "Audit trail")])
         .map(|(href, title)| Tab {
             href,
@@ -238,6 +240,12 @@ fn tabs(here: &str) -> Vec<Tab> {
             here: href == here,
         })
         .collect()
+}
+
+/// `GET /admin`: the first tab the viewer may open.
+pub async fn home(viewer: Viewer) -> Redirect {
+    let first = tabs(&viewer, "").first().map_or("/admin/audit", |t| t.href);
+    Redirect::to(first)
 }
 
 /// The refusal of a viewer who may not see these pages at all (they are for admins and
@@ -377,7 +385,7 @@ async fn render(
     page::render(
         &AdminPage {
             layout: Layout::for_viewer(viewer, kind.title, "/admin"),
-            tabs: tabs(kind.path),
+            tabs: tabs(viewer, kind.path),
             headers: kind.fields.iter().map(|f| f.label).collect(),
             kind,
             items,
@@ -389,22 +397,11 @@ async fn render(
     )
 }
 
-async fn list(kind: &'static AdminKind, api: Api, headers: HeaderMap, uri: Uri) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
+async fn list(kind: &'static AdminKind, api: Api, viewer: Viewer) -> Response {
     if let Some(refused) = refusal(&viewer) {
         return refused;
     }
     render(kind, &api, &viewer, &[], &[], String::new(), StatusCode::OK).await
-}
-
-fn value_of(form: &[(String, String)], key: &str) -> String {
-    form.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
 }
 
 /// The document the API would take, from the form: empty fields left out (their defaults
@@ -465,17 +462,9 @@ fn field_of(kind: &AdminKind, form: &[(String, String)], message: &str) -> Optio
 async fn create(
     kind: &'static AdminKind,
     api: Api,
-    headers: HeaderMap,
-    uri: Uri,
+    viewer: Viewer,
     form: Vec<(String, String)>,
 ) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
-    if !page::csrf_ok(&viewer, &value_of(&form, "csrf")) {
-        return page::csrf_refused();
-    }
     if let Some(refused) = refusal(&viewer) {
         return refused;
     }
@@ -510,17 +499,9 @@ async fn create(
 async fn delete(
     kind: &'static AdminKind,
     api: Api,
-    headers: HeaderMap,
-    uri: Uri,
+    viewer: Viewer,
     form: Vec<(String, String)>,
 ) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
-    if !page::csrf_ok(&viewer, &value_of(&form, "csrf")) {
-        return page::csrf_refused();
-    }
     if let Some(refused) = refusal(&viewer) {
         return refused;
     }
@@ -598,14 +579,9 @@ const AUDIT_PAGE: u32 = 100;
 /// as `GET /api/v1/audit`).
 pub async fn audit(
     State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
+    viewer: Viewer,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
     let within = match viewer.scope(PolicyKind::Audit) {
         Scope::All => None,
         Scope::Tenants(ts) if !ts.is_empty() => Some(ts.iter().map(Name::to_string).collect()),
@@ -657,11 +633,7 @@ pub async fn audit(
             message: e.message,
         })
         .collect();
-    let tabs = if viewer.may(Action::Read, &Object::Operations) {
-        tabs("/admin/audit")
-    } else {
-        vec![]
-    };
+    let tabs = tabs(&viewer, "/admin/audit");
     page::render(
         &AuditPage {
             layout: Layout::for_viewer(&viewer, "Audit trail", "/admin"),

@@ -9,6 +9,7 @@
 //! - [`signin`]: signing in and out.
 //! - [`admin`]: administration (data centers, clusters, environments, tenants, grants) and
 //!   the audit trail.
+//! - [`users`]: users and their roles, API tokens (admins, and owners for their tenants).
 //! - [`overview`]: the federation overview (admin, operator).
 //! - [`runs`]: the cross-DC job analysis page.
 //! - [`run`]: one run: its DAG by state, Gantt chart, attempts, logs with a live tail (SSE);
@@ -32,6 +33,7 @@ pub mod run;
 pub mod runs;
 pub mod schedules;
 pub mod signin;
+pub mod users;
 pub mod workflows;
 
 use axum::Router;
@@ -79,6 +81,7 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
         ("get", "/ui/static/{name}", get(assets::serve)),
     ];
     table.extend(admin::routes());
+    table.extend(users::routes());
     table
 }
 

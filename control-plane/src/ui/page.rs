@@ -3,7 +3,7 @@
 //! security headers every UI response gets.
 
 use askama::Template;
-use axum::extract::Request;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -84,6 +84,59 @@ pub async fn viewer(api: &Api, headers: &HeaderMap, uri: &Uri) -> Result<Viewer,
         Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(back()),
         Err(e) => Err(error_page(e.status, &e.message)),
     }
+}
+
+impl axum::extract::FromRequestParts<Api> for Viewer {
+    /// The redirect to the sign-in page (or the page saying why the session could not be read).
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &Api,
+    ) -> Result<Self, Response> {
+        viewer(api, &parts.headers, &parts.uri).await
+    }
+}
+
+/// A form sent from a page of the viewer's own session: who sent it and what, its CSRF token
+/// checked (a forged or stale one is refused before anything else happens). `T` is what the
+/// form reads into; by default its fields in order.
+pub struct Signed<T = Vec<(String, String)>> {
+    pub viewer: Viewer,
+    pub form: T,
+}
+
+impl<T: serde::de::DeserializeOwned> FromRequest<Api> for Signed<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, api: &Api) -> Result<Self, Response> {
+        let (parts, body) = req.into_parts();
+        let viewer = viewer(api, &parts.headers, &parts.uri).await?;
+        let req = Request::from_parts(parts, body);
+        let bytes = axum::body::Bytes::from_request(req, api)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let sent: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+            .map_err(|e| error_page(StatusCode::BAD_REQUEST, &format!("the form: {e}")))?;
+        let csrf = sent
+            .iter()
+            .find(|(k, _)| k == "csrf")
+            .map_or("", |(_, v)| v.as_str());
+        if !csrf_ok(&viewer, csrf) {
+            return Err(csrf_refused());
+        }
+        let form = serde_urlencoded::from_bytes(&bytes)
+            .map_err(|e| error_page(StatusCode::BAD_REQUEST, &format!("the form: {e}")))?;
+        Ok(Signed { viewer, form })
+    }
+}
+
+/// The value of `key` in a form as sent (empty when absent).
+pub fn value_of(form: &[(String, String)], key: &str) -> String {
+    form.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
 }
 
 /// Whether a form's CSRF token is the viewer's session's (compared in constant time).
@@ -177,6 +230,8 @@ impl Layout {
             .collect::<Vec<_>>()
             .join(", ");
         let overview = viewer.may(Action::Read, &Object::Operations);
+        // Tenants' owners manage their tenants' users and tokens there.
+        let admin = overview || viewer.scope(Kind::Principal) != Scope::Nothing;
         let nav = [
             ("/overview", "Overview"),
             ("/runs", "Runs"),
@@ -186,7 +241,11 @@ impl Layout {
             ("/admin", "Administration"),
         ]
         .into_iter()
-        .filter(|(href, _)| overview || !matches!(*href, "/overview" | "/admin"))
+        .filter(|(href, _)| match *href {
+            "/overview" => overview,
+            "/admin" => admin,
+            _ => true,
+        })
         .map(|(href, label)| Nav {
             href,
             label,

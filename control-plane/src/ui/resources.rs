@@ -3,14 +3,13 @@
 //! `/api/v1/resources`, so the same policy, limits and audit.
 
 use askama::Template;
-use axum::Form;
 use axum::body::Body;
 use axum::extract::{Multipart, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::page::{self, Layout, Time, Viewer, time};
+use super::page::{self, Layout, Signed, Time, Viewer, time};
 use crate::api::resources::{self, Resource};
 use crate::api::{Api, ApiError};
 use crate::model::{Name, query};
@@ -132,16 +131,7 @@ async fn page_for(
 }
 
 /// `GET /resources?tenant=&prefix=`.
-pub async fn list(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
+pub async fn list(State(api): State<Api>, viewer: Viewer, Query(q): Query<ListQuery>) -> Response {
     page_for(&api, &viewer, &q.tenant, &q.prefix, Ok(String::new())).await
 }
 
@@ -155,14 +145,9 @@ pub struct KeyQuery {
 /// `GET /resources/download?tenant=&key=`: the file, as an attachment named for its last part.
 pub async fn download(
     State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
+    viewer: Viewer,
     Query(q): Query<KeyQuery>,
 ) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
     match resources::download(&api, &viewer.caller, q.tenant, q.key.clone()).await {
         Ok(body) => {
             let file = q.key.rsplit('/').next().unwrap_or("resource");
@@ -187,16 +172,7 @@ pub async fn download(
 
 /// `POST /resources/upload` (multipart: `csrf`, `tenant`, `key`, then `file`; an empty key
 /// takes the file's name). The CSRF token and the policy are checked before the file is read.
-pub async fn upload(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
-    mut form: Multipart,
-) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
+pub async fn upload(State(api): State<Api>, viewer: Viewer, mut form: Multipart) -> Response {
     let (mut csrf, mut tenant, mut key) = (String::new(), String::new(), String::new());
     let bad = |message: String| ApiError::bad_input(message);
     let outcome = loop {
@@ -263,17 +239,9 @@ pub struct DeleteForm {
 /// `POST /resources/delete`.
 pub async fn delete(
     State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
-    Form(f): Form<DeleteForm>,
+
+    Signed { viewer, form: f }: Signed<DeleteForm>,
 ) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
-    if !page::csrf_ok(&viewer, &f.csrf) {
-        return page::csrf_refused();
-    }
     let outcome = resources::delete(&api, &viewer.caller, f.tenant.clone(), f.key)
         .await
         .map(|r| format!("Deleted {}.", r.key));

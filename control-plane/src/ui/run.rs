@@ -8,9 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -19,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::chart::{self, Gantt};
 use super::dag::{self, Dag};
-use super::page::{self, Layout, Time, Viewer, time};
+use super::page::{self, Layout, Signed, Time, Viewer, time};
 use crate::api::Api;
 use crate::model::history::tenant_of_run;
 use crate::model::query::{self, RunRecord, TaskAttempt};
@@ -180,16 +179,7 @@ fn log_href(run_id: &str, what: &str, task: &str, attempt: u32, before: Option<i
 }
 
 /// `GET /runs/{run_id}`.
-pub async fn show(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
-    Path(run_id): Path<String>,
-) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
+pub async fn show(State(api): State<Api>, viewer: Viewer, Path(run_id): Path<String>) -> Response {
     let run = match readable(&api, &viewer, &run_id).await {
         Ok(r) => r,
         Err(response) => return response,
@@ -318,15 +308,10 @@ struct Earlier {
 /// `before`, with a link to what comes before that (what "load earlier" swaps in).
 pub async fn earlier(
     State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
+    viewer: Viewer,
     Path(run_id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
     if let Err(response) = readable(&api, &viewer, &run_id).await {
         return response;
     }
@@ -354,15 +339,10 @@ pub async fn earlier(
 /// `GET /runs/{run_id}/log/download?task=&attempt=`: the whole log, as a text attachment.
 pub async fn download(
     State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
+    viewer: Viewer,
     Path(run_id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
     if let Err(response) = readable(&api, &viewer, &run_id).await {
         return response;
     }
@@ -416,14 +396,10 @@ fn escaped(text: &str) -> String {
 pub async fn tail(
     State(api): State<Api>,
     headers: HeaderMap,
-    uri: Uri,
+    viewer: Viewer,
     Path(run_id): Path<String>,
     Query(q): Query<TailQuery>,
 ) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
     let run = match readable(&api, &viewer, &run_id).await {
         Ok(r) => r,
         Err(response) => return response,
@@ -564,17 +540,9 @@ pub struct AgainForm {
 /// page.
 pub async fn again(
     State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
-    Form(f): Form<AgainForm>,
+
+    Signed { viewer, form: f }: Signed<AgainForm>,
 ) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
-    if !page::csrf_ok(&viewer, &f.csrf) {
-        return page::csrf_refused();
-    }
     let run = match readable(&api, &viewer, &f.run).await {
         Ok(r) => r,
         Err(response) => return response,

@@ -8,13 +8,12 @@
 //! scope as `GET /api/v1/runs`, and kills through the same command and checks as the API.
 
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::page::{self, Layout, Time, Viewer, time};
+use super::page::{self, Layout, Signed, Time, Viewer, time};
 use crate::api::Api;
 use crate::model::authorize::{self, Infra};
 use crate::model::{Command, Name, query};
@@ -242,16 +241,7 @@ fn lateness(ms: Option<i64>) -> (String, bool) {
 }
 
 /// `GET /runs`.
-pub async fn list(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
-    Query(f): Query<Filters>,
-) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
+pub async fn list(State(api): State<Api>, viewer: Viewer, Query(f): Query<Filters>) -> Response {
     match build(&api, &viewer, f).await {
         Ok(page) => {
             let status = if page.errors.is_empty() {
@@ -390,22 +380,13 @@ struct KilledPage {
 
 /// `POST /runs/kill`: kills the runs ticked (`run`, repeated), each through the API's own
 /// command and checks, and says what happened to each.
-pub async fn kill(State(api): State<Api>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
-    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-    let value = |key: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    if !page::csrf_ok(&viewer, &value("csrf")) {
-        return page::csrf_refused();
-    }
+pub async fn kill(
+    State(api): State<Api>,
+    Signed {
+        viewer,
+        form: fields,
+    }: Signed,
+) -> Response {
     let mut killed = Vec::new();
     // The page's status: OK if any was killed; else the refusal's (403, or 404 for a run the
     // viewer may not know of), so a refused kill is a refusal to a script as to a person.
@@ -437,7 +418,7 @@ pub async fn kill(State(api): State<Api>, headers: HeaderMap, uri: Uri, body: By
             },
         });
     }
-    let back = page::local_path(&value("back")).to_owned();
+    let back = page::local_path(&page::value_of(&fields, "back")).to_owned();
     page::render(
         &KilledPage {
             layout: Layout::for_viewer(&viewer, "Kill", "/runs"),

@@ -5,14 +5,13 @@
 //! beside the field for a bad one. Creating goes through the API's command and checks.
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use meridian_proto::{CalendarError, CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 use serde::Deserialize;
 
-use super::page::{self, Layout, Viewer};
+use super::page::{self, Layout, Signed, Viewer};
 use crate::api::Api;
 use crate::model::{Command, Name, Schedule, query};
 use crate::policy::{Action, Kind, Object};
@@ -94,11 +93,7 @@ struct SchedulesPage {
 }
 
 /// `GET /schedules`.
-pub async fn list(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
+pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
     let scope = viewer.scope(Kind::Definition);
     let built = async {
         let schedules = query::schedules(api.node.state.pool(), None).await?;
@@ -270,14 +265,9 @@ fn spec_of(f: &ScheduleForm) -> ScheduleSpec {
 /// `GET /schedules/new` (`?tenant=`: whose).
 pub async fn new(
     State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
+    viewer: Viewer,
     Query(f): Query<ScheduleForm>,
 ) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
     match form_page(&api, &viewer, f, vec![], String::new()).await {
         Ok(p) => page::render(&p, StatusCode::OK),
         Err(e) => page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -288,17 +278,9 @@ pub async fn new(
 /// then proposes the schedule; what the plane refuses comes back above the form.
 pub async fn create(
     State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
-    Form(f): Form<ScheduleForm>,
+
+    Signed { viewer, form: f }: Signed<ScheduleForm>,
 ) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
-    if !page::csrf_ok(&viewer, &f.csrf) {
-        return page::csrf_refused();
-    }
     // Who may is asked before what is wrong with the form: a refused caller learns nothing
     // about the fields (the plane asks again when it applies the command).
     if let Ok(t) = Name::new(f.tenant.trim()) {

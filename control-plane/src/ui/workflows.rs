@@ -5,15 +5,14 @@
 //! validate comes back as typed with the message beside it; saving makes a new version.
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use meridian_proto::workflow::{TaskKind, WorkflowDefinition};
 use serde::Deserialize;
 
 use super::dag::{self, Dag};
-use super::page::{self, Layout, Viewer};
+use super::page::{self, Layout, Signed, Viewer};
 use crate::api::Api;
 use crate::model::{Command, Name, Workflow, WorkflowVersion, query};
 use crate::policy::{Action, Kind, Object};
@@ -57,11 +56,7 @@ fn kinds(w: &Workflow) -> String {
 }
 
 /// `GET /workflows`: the newest version of every workflow the viewer may see.
-pub async fn list(State(api): State<Api>, headers: HeaderMap, uri: Uri) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
+pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
     let scope = viewer.scope(Kind::Definition);
     let built = async {
         let workflows = query::workflows(api.node.state.pool(), None).await?;
@@ -145,15 +140,10 @@ fn missing(tenant: &str, name: &str) -> Response {
 /// `GET /workflows/{tenant}/{name}` (`?version=`: an older one).
 pub async fn show(
     State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
+    viewer: Viewer,
     Path((tenant, name)): Path<(String, String)>,
     Query(q): Query<VersionQuery>,
 ) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
     let (Ok(t), Ok(n)) = (Name::new(&tenant), Name::new(&name)) else {
         return missing(&tenant, &name);
     };
@@ -301,16 +291,7 @@ fn starter(tenant: &Name, environment: Option<Name>) -> Workflow {
 
 /// `GET /workflows/edit` (`?tenant=&name=`: a workflow's newest version; none: a new one;
 /// `&format=toml`).
-pub async fn edit(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
-    Query(q): Query<EditQuery>,
-) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
+pub async fn edit(State(api): State<Api>, viewer: Viewer, Query(q): Query<EditQuery>) -> Response {
     let format = Format::of(&q.format);
     let pool = api.node.state.pool();
     let switch = |tenant: &str, name: &str| {
@@ -445,17 +426,9 @@ pub struct EditForm {
 /// what is wrong comes back beside the document as typed.
 pub async fn save(
     State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
-    Form(f): Form<EditForm>,
+
+    Signed { viewer, form: f }: Signed<EditForm>,
 ) -> Response {
-    let viewer = match page::viewer(&api, &headers, &uri).await {
-        Ok(v) => v,
-        Err(redirect) => return redirect,
-    };
-    if !page::csrf_ok(&viewer, &f.csrf) {
-        return page::csrf_refused();
-    }
     let format = Format::of(&f.format);
     let back = |error: String, status: StatusCode| {
         render_edit(
