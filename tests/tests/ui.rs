@@ -422,6 +422,51 @@ async fn a_schedule_is_made_on_a_granted_environment_with_its_fire_times_preview
     assert_eq!(status, StatusCode::OK, "{stored}");
     assert_eq!(stored["environment"], "prod");
     assert_eq!(stored["spec"]["time_zone"], "Asia/Shanghai");
+    // Edited: what the form does not show (a start, set through the API) stays; a bad
+    // expression is refused beside its field and changes nothing.
+    let mut with_start = stored.clone();
+    with_start["spec"]["start"] = json!("2026-01-01T00:00:00Z");
+    plane
+        .must(Method::PUT, "/schedules/ads/nightly", with_start)
+        .await;
+    browser.goto(&format!("{root}/schedules")).await;
+    browser
+        .click("tr[data-schedule='ads.nightly'] a.edit")
+        .await;
+    assert_eq!(
+        browser.value("#f-cron").await.as_deref(),
+        Some("0 30 2 * * ?")
+    );
+    assert_eq!(browser.value("#f-name").await.as_deref(), Some("nightly"));
+    browser.fill("#f-cron", "0 0 25 * * ?").await;
+    browser.submit("#create").await;
+    let beside = browser.find("#error-cron").await.text().await.unwrap();
+    assert!(beside.contains("hour field `25`"), "{beside}");
+    let (_, unchanged) = plane
+        .call(0, Method::GET, "/schedules/ads/nightly", None)
+        .await;
+    assert_eq!(unchanged["spec"]["cron"], "0 30 2 * * ?");
+    browser.fill("#f-cron", "0 15 3 * * ?").await;
+    browser.submit("#create").await;
+    browser.find("#schedules").await;
+    let (_, edited) = plane
+        .call(0, Method::GET, "/schedules/ads/nightly", None)
+        .await;
+    assert_eq!(edited["spec"]["cron"], "0 15 3 * * ?");
+    assert_eq!(edited["spec"]["time_zone"], "Asia/Shanghai");
+    assert_eq!(edited["spec"]["start"], "2026-01-01T00:00:00Z", "{edited}");
+    // Deleted: gone from the list and the plane.
+    browser
+        .click("tr[data-schedule='ads.nightly'] button.danger")
+        .await;
+    browser.accept_alert().await;
+    browser
+        .text_when("#schedules", |t| !t.contains("nightly"))
+        .await;
+    let (status, _) = plane
+        .call(0, Method::GET, "/schedules/ads/nightly", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     plane.cluster.shutdown().await;
 }
 
@@ -617,6 +662,10 @@ async fn every_page_with_every_role() {
             ("post", p) if p.starts_with("/admin/") => {
                 ([303, 403, 403, 403, 403, 403, 403, 403], SIGN_IN)
             }
+            ("get", "/schedules/edit") => ([200, 403, 200, 200, 403, 404, 404, 404], SIGN_IN),
+            ("post", "/schedules/edit" | "/schedules/delete") => {
+                ([303, 403, 303, 303, 403, 404, 404, 404], SIGN_IN)
+            }
             ("post", "/schedules/new" | "/workflows/edit" | "/resources/upload")
             | ("post", "/resources/delete") => ([303, 403, 303, 303, 403, 404, 404, 404], SIGN_IN),
             // Pages about one of `ads`'s workflows: not there for another tenant's members.
@@ -633,6 +682,7 @@ async fn every_page_with_every_role() {
     let (mut admin_creates, mut admin_attempts) = (Vec::new(), Vec::new());
     let (mut refused_uploads, mut refused_deletes) = (Vec::new(), Vec::new());
     let (mut principal_creates, mut principal_changes) = (Vec::new(), Vec::new());
+    let mut schedule_changes = Vec::new();
     put_resource(&plane, "walk.txt").await;
     let mut n = 0;
     for (method, route) in meridian_plane::ui::routes() {
@@ -643,6 +693,32 @@ async fn every_page_with_every_role() {
             let (path, form): (String, Vec<(&str, String)>) = match (method, route) {
                 ("get", "/ui/static/{name}") => ("/ui/static/htmx-2.0.11.min.js".into(), vec![]),
                 ("get", "/schedules/new") => ("/schedules/new?tenant=ads".into(), vec![]),
+                ("get", "/schedules/edit") => {
+                    ("/schedules/edit?tenant=ads&name=hourly".into(), vec![])
+                }
+                ("post", "/schedules/edit" | "/schedules/delete") => {
+                    // A schedule of its own each time, so each refusal is seen to keep it as
+                    // it was.
+                    let name = format!("walk-{n}");
+                    plane
+                        .must(
+                            Method::POST,
+                            "/schedules",
+                            json!({"tenant": "ads", "name": name, "workflow": "etl",
+                                   "environment": "prod", "spec": {"cron": "0 0 * * * ?"}}),
+                        )
+                        .await;
+                    schedule_changes.push((role, route, name.clone()));
+                    let mut form = vec![("tenant", "ads".into()), ("name", name)];
+                    if route == "/schedules/edit" {
+                        form.extend([
+                            ("workflow", "etl".into()),
+                            ("environment", "prod".into()),
+                            ("cron", "0 30 * * * ?".into()),
+                        ]);
+                    }
+                    (route.into(), form)
+                }
                 ("get", "/workflows/{tenant}/{name}") => ("/workflows/ads/etl".into(), vec![]),
                 ("get", "/workflows/edit") => {
                     ("/workflows/edit?tenant=ads&name=etl".into(), vec![])
@@ -913,6 +989,19 @@ async fn every_page_with_every_role() {
             role != Admin,
             "{check} as {role:?}: {status}"
         );
+    }
+    // Schedules: changed and deleted exactly where the policy allowed it.
+    for (role, route, name) in schedule_changes {
+        let (status, found) = plane
+            .call(0, Method::GET, &format!("/schedules/ads/{name}"), None)
+            .await;
+        let changed = if route == "/schedules/delete" {
+            status == StatusCode::NOT_FOUND
+        } else {
+            found["spec"]["cron"] == "0 30 * * * ?"
+        };
+        let may = matches!(role, Admin | Owner | Developer);
+        assert_eq!(changed, may, "{route} {name} as {role:?}: {found}");
     }
     // Users and tokens: made and changed exactly where the policy allowed it.
     let (_, tokens) = plane.call(0, Method::GET, "/tokens", None).await;

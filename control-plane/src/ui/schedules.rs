@@ -2,11 +2,12 @@
 //! one. The form offers only the environments granted to the tenant — each labelled with its
 //! cluster and data center: the tenant's environment picker — and previews the next ten fire
 //! times in the schedule's zone as the expression is typed, with the calendar's own error
-//! beside the field for a bad one. Creating goes through the API's command and checks.
+//! beside the field for a bad one. Creating, editing (start and end, which the form does not
+//! show, kept) and deleting go through the API's commands and checks.
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use meridian_proto::{CalendarError, CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 use serde::Deserialize;
@@ -20,11 +21,16 @@ use crate::policy::{Action, Kind, Object};
 const NEXT_IN_LIST: usize = 3;
 const NEXT_IN_PREVIEW: usize = 10;
 
-/// The next `n` fire times of `spec` after now, in its zone; or the calendar's error.
-fn next_times(spec: &ScheduleSpec, n: usize) -> Result<Vec<String>, CalendarError> {
+/// The next `n` fire times of `spec` after `now` (the plane's clock), in its zone; or the
+/// calendar's error.
+fn next_times(
+    spec: &ScheduleSpec,
+    n: usize,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<String>, CalendarError> {
     let calendar = spec.calendar()?;
     Ok(calendar
-        .fire_times(chrono::Utc::now())
+        .fire_times(now)
         .take(n)
         .map(|t| {
             t.with_timezone(&calendar.zone())
@@ -53,11 +59,11 @@ struct Preview {
 }
 
 impl Preview {
-    fn of(spec: &ScheduleSpec) -> Self {
+    fn of(spec: &ScheduleSpec, now: chrono::DateTime<chrono::Utc>) -> Self {
         if spec.cron.trim().is_empty() {
             return Self::default();
         }
-        match next_times(spec, NEXT_IN_PREVIEW) {
+        match next_times(spec, NEXT_IN_PREVIEW, now) {
             Ok(times) => Self {
                 times,
                 ..Self::default()
@@ -82,6 +88,10 @@ pub struct Listed {
     pub cron: String,
     pub time_zone: String,
     pub next: Vec<String>,
+    /// The viewer may edit and delete it (owner or developer of its tenant).
+    pub may_change: bool,
+    /// `tenant=…&name=…`, for its edit link.
+    pub query: String,
 }
 
 #[derive(Template)]
@@ -109,7 +119,13 @@ pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
         .into_iter()
         .filter(|s| scope.contains(&s.tenant))
         .map(|s| Listed {
-            next: next_times(&s.spec, NEXT_IN_LIST).unwrap_or_default(),
+            next: next_times(&s.spec, NEXT_IN_LIST, api.clock.now()).unwrap_or_default(),
+            may_change: viewer.may(Action::Create, &Object::Definition(s.tenant.clone())),
+            query: serde_urlencoded::to_string([
+                ("tenant", s.tenant.as_str()),
+                ("name", s.name.as_str()),
+            ])
+            .unwrap_or_default(),
             tenant: s.tenant.to_string(),
             name: s.name.to_string(),
             workflow: s.workflow.to_string(),
@@ -147,6 +163,8 @@ pub struct ScheduleForm {
     pub time_zone: String,
     pub catch_up: String,
     pub overlap: String,
+    /// Editing the schedule `tenant`/`name` (which stay as they are) rather than creating one.
+    pub editing: bool,
 }
 
 #[derive(Template)]
@@ -207,7 +225,7 @@ async fn form_page(
     let tenant = tenants
         .iter()
         .find(|t| t.as_str() == f.tenant)
-        .or(tenants.first())
+        .or(tenants.first().filter(|_| !f.editing))
         .cloned();
     f.tenant = tenant.as_ref().map(Name::to_string).unwrap_or_default();
     let (workflows, environments) = match &tenant {
@@ -224,7 +242,7 @@ async fn form_page(
     if f.time_zone.is_empty() {
         f.time_zone = "UTC".into();
     }
-    let preview = Preview::of(&spec_of(&f));
+    let preview = Preview::of(&spec_of(&f), api.clock.now());
     // A bad expression in the query (or a refused submit) reads the same beside its field.
     let mut errors = errors;
     for (field, e) in [
@@ -236,7 +254,15 @@ async fn form_page(
         }
     }
     Ok(NewSchedulePage {
-        layout: Layout::for_viewer(viewer, "New schedule", "/schedules"),
+        layout: Layout::for_viewer(
+            viewer,
+            if f.editing {
+                "Edit schedule"
+            } else {
+                "New schedule"
+            },
+            "/schedules",
+        ),
         tenants: tenants.iter().map(Name::to_string).collect(),
         workflows,
         environments,
@@ -248,17 +274,35 @@ async fn form_page(
 }
 
 fn spec_of(f: &ScheduleForm) -> ScheduleSpec {
+    spec_over(ScheduleSpec::cron(""), f)
+}
+
+/// The catch-up policy a form names; none when it names the policy `was` already is (so an
+/// edit keeps its window and limit).
+fn catch_up_of(f: &ScheduleForm, was: &CatchUpPolicy) -> CatchUpPolicy {
+    let name = |p: &CatchUpPolicy| match p {
+        CatchUpPolicy::None => "none",
+        CatchUpPolicy::Latest => "latest",
+        CatchUpPolicy::All { .. } => "all",
+    };
+    match f.catch_up.as_str() {
+        chosen if chosen == name(was) => was.clone(),
+        "none" => CatchUpPolicy::None,
+        "latest" => CatchUpPolicy::Latest,
+        _ => CatchUpPolicy::default(),
+    }
+}
+
+/// `base` (a stored spec when editing: its start and end stay) with what the form sets.
+fn spec_over(base: ScheduleSpec, f: &ScheduleForm) -> ScheduleSpec {
     ScheduleSpec {
         time_zone: match f.time_zone.trim() {
             "" => "UTC".to_owned(),
             zone => zone.to_owned(),
         },
-        catch_up: match f.catch_up.as_str() {
-            "none" | "latest" => serde_json::from_value(serde_json::json!({"policy": f.catch_up}))
-                .unwrap_or_default(),
-            _ => CatchUpPolicy::default(),
-        },
-        ..ScheduleSpec::cron(f.cron.trim())
+        catch_up: catch_up_of(f, &base.catch_up),
+        cron: f.cron.trim().to_owned(),
+        ..base
     }
 }
 
@@ -278,9 +322,135 @@ pub async fn new(
 /// then proposes the schedule; what the plane refuses comes back above the form.
 pub async fn create(
     State(api): State<Api>,
-
-    Signed { viewer, form: f }: Signed<ScheduleForm>,
+    Signed {
+        viewer,
+        form: mut f,
+    }: Signed<ScheduleForm>,
 ) -> Response {
+    f.editing = false;
+    save(api, viewer, f).await
+}
+
+/// `POST /schedules/edit`: the same checks, then the schedule `tenant`/`name` changed (its
+/// start and end, which the form does not show, kept).
+pub async fn update(
+    State(api): State<Api>,
+    Signed {
+        viewer,
+        form: mut f,
+    }: Signed<ScheduleForm>,
+) -> Response {
+    f.editing = true;
+    save(api, viewer, f).await
+}
+
+/// The stored schedule `tenant`/`name` if the viewer may see it; else the page saying there
+/// is none (the same for one hidden by the policy).
+async fn stored(
+    api: &Api,
+    viewer: &Viewer,
+    tenant: &str,
+    name: &str,
+) -> Result<Schedule, Response> {
+    let missing = || {
+        page::error_page(
+            StatusCode::NOT_FOUND,
+            &format!("There is no schedule {tenant}/{name}."),
+        )
+    };
+    let (Ok(t), Ok(n)) = (Name::new(tenant.trim()), Name::new(name.trim())) else {
+        return Err(missing());
+    };
+    if !viewer.may(Action::Read, &Object::Definition(t.clone())) {
+        return Err(missing());
+    }
+    match query::schedule(api.node.state.pool(), &t, &n).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(missing()),
+        Err(e) => Err(page::error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &e.to_string(),
+        )),
+    }
+}
+
+/// `GET /schedules/edit?tenant=&name=`: the form, filled in from the stored schedule.
+pub async fn edit(
+    State(api): State<Api>,
+    viewer: Viewer,
+    Query(q): Query<ScheduleForm>,
+) -> Response {
+    let s = match stored(&api, &viewer, &q.tenant, &q.name).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let f = ScheduleForm {
+        csrf: String::new(),
+        tenant: s.tenant.to_string(),
+        name: s.name.to_string(),
+        workflow: s.workflow.to_string(),
+        environment: s.environment.to_string(),
+        cron: s.spec.cron.clone(),
+        time_zone: s.spec.time_zone.clone(),
+        catch_up: match s.spec.catch_up {
+            CatchUpPolicy::None => "none",
+            CatchUpPolicy::Latest => "latest",
+            CatchUpPolicy::All { .. } => "all",
+        }
+        .into(),
+        overlap: serde_json::to_value(s.overlap)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        editing: true,
+    };
+    if !viewer.may(Action::Create, &Object::Definition(s.tenant.clone())) {
+        return page::error_page(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "You may not change schedules of tenant `{}`: it needs owner or developer of it.",
+                s.tenant
+            ),
+        );
+    }
+    match form_page(&api, &viewer, f, vec![], String::new()).await {
+        Ok(p) => page::render(&p, StatusCode::OK),
+        Err(e) => page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DeleteForm {
+    pub tenant: String,
+    pub name: String,
+}
+
+/// `POST /schedules/delete`: the schedule gone (its runs stay in the history).
+pub async fn delete(
+    State(api): State<Api>,
+    Signed { viewer, form: f }: Signed<DeleteForm>,
+) -> Response {
+    let s = match stored(&api, &viewer, &f.tenant, &f.name).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    match api
+        .propose(
+            &viewer.caller,
+            Command::DeleteSchedule {
+                tenant: s.tenant,
+                name: s.name,
+            },
+        )
+        .await
+    {
+        Ok(_) => Redirect::to("/schedules").into_response(),
+        Err(e) => page::error_page(e.status, &e.message),
+    }
+}
+
+async fn save(api: Api, viewer: Viewer, f: ScheduleForm) -> Response {
     // Who may is asked before what is wrong with the form: a refused caller learns nothing
     // about the fields (the plane asks again when it applies the command).
     if let Ok(t) = Name::new(f.tenant.trim()) {
@@ -289,7 +459,11 @@ pub async fn create(
             &viewer.caller,
             Action::Create,
             &Object::Definition(t.clone()),
-            "create_schedule",
+            if f.editing {
+                "update_schedule"
+            } else {
+                "create_schedule"
+            },
             &what,
             &t,
         ) {
@@ -303,7 +477,14 @@ pub async fn create(
         .map_err(|_| errors.push(("workflow", "choose a workflow".into())));
     let environment = Name::new(f.environment.trim())
         .map_err(|_| errors.push(("environment", "choose an environment".into())));
-    let spec = spec_of(&f);
+    let spec = if f.editing {
+        match stored(&api, &viewer, &f.tenant, &f.name).await {
+            Ok(s) => spec_over(s.spec, &f),
+            Err(response) => return response,
+        }
+    } else {
+        spec_of(&f)
+    };
     if let Err(e) = spec.calendar() {
         errors.push((field_of(&e), e.to_string()));
     }
@@ -339,10 +520,12 @@ pub async fn create(
         spec,
         overlap,
     };
-    match api
-        .propose(&viewer.caller, Command::CreateSchedule(schedule))
-        .await
-    {
+    let command = if f.editing {
+        Command::UpdateSchedule(schedule)
+    } else {
+        Command::CreateSchedule(schedule)
+    };
+    match api.propose(&viewer.caller, command).await {
         Ok(_) => Redirect::to("/schedules").into_response(),
         Err(e) => {
             let status = e.status;
@@ -372,13 +555,9 @@ pub struct PreviewQuery {
 /// calendar's error — the fragment the form swaps in as the expression is typed.
 pub async fn preview(
     State(api): State<Api>,
-    headers: HeaderMap,
-    uri: Uri,
+    _signed_in: Viewer,
     Query(q): Query<PreviewQuery>,
 ) -> Response {
-    if let Err(redirect) = page::viewer(&api, &headers, &uri).await {
-        return redirect;
-    }
     let spec = ScheduleSpec {
         time_zone: if q.time_zone.trim().is_empty() {
             "UTC".into()
@@ -389,7 +568,7 @@ pub async fn preview(
     };
     page::render(
         &PreviewFragment {
-            preview: Preview::of(&spec),
+            preview: Preview::of(&spec, api.clock.now()),
         },
         StatusCode::OK,
     )
