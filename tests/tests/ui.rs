@@ -682,7 +682,7 @@ async fn every_page_with_every_role() {
     let (mut admin_creates, mut admin_attempts) = (Vec::new(), Vec::new());
     let (mut refused_uploads, mut refused_deletes) = (Vec::new(), Vec::new());
     let (mut principal_creates, mut principal_changes) = (Vec::new(), Vec::new());
-    let mut schedule_changes = Vec::new();
+    let (mut schedule_changes, mut environment_edits) = (Vec::new(), Vec::new());
     put_resource(&plane, "walk.txt").await;
     let mut n = 0;
     for (method, route) in meridian_plane::ui::routes() {
@@ -745,6 +745,31 @@ async fn every_page_with_every_role() {
                     put_resource(&plane, &key).await;
                     refused_deletes.push((role, key.clone()));
                     (route.into(), vec![("tenant", "ads".into()), ("key", key)])
+                }
+                ("get", "/admin/environments/edit") => {
+                    ("/admin/environments/edit?name=prod".into(), vec![])
+                }
+                ("post", "/admin/environments/edit") => {
+                    // An environment of its own each time, so each refusal is seen to keep it.
+                    let name = format!("walk-{n}");
+                    plane
+                        .must(
+                            Method::POST,
+                            "/environments",
+                            json!({"name": name, "cluster": "nj-main"}),
+                        )
+                        .await;
+                    environment_edits.push((role, name.clone()));
+                    let document =
+                        json!({"name": name, "cluster": "nj-main", "vars": {"WALK": "1"}});
+                    (
+                        route.into(),
+                        vec![
+                            ("name", name),
+                            ("format", "json".into()),
+                            ("document", document.to_string()),
+                        ],
+                    )
                 }
                 ("post", "/admin/users" | "/admin/tokens") => {
                     let name = format!("walk-{n}");
@@ -989,6 +1014,14 @@ async fn every_page_with_every_role() {
             role != Admin,
             "{check} as {role:?}: {status}"
         );
+    }
+    // Environments: edited by admins only.
+    for (role, name) in environment_edits {
+        let (_, env) = plane
+            .call(0, Method::GET, &format!("/environments/{name}"), None)
+            .await;
+        let edited = env["vars"]["WALK"] == "1";
+        assert_eq!(edited, role == Admin, "{name} as {role:?}: {env}");
     }
     // Schedules: changed and deleted exactly where the policy allowed it.
     for (role, route, name) in schedule_changes {
@@ -1703,6 +1736,46 @@ async fn administration_forms_show_the_servers_errors_beside_their_fields() {
         ["—", "10 at once"]
     );
     browser.screenshot("admin-grants").await;
+    // An environment edited as a document: a wrong type named by its path, the plane's own
+    // check of an OS user beside the document, and nothing stored until it is right.
+    browser.goto(&format!("{root}/admin/environments")).await;
+    browser
+        .click("#items tr[data-key='prod'] a.edit")
+        .await;
+    let shown = browser.value("#f-document").await.unwrap_or_default();
+    assert!(shown.contains("\"nj-main\""), "{shown}");
+    browser.click("#format-toml").await;
+    let toml = browser
+        .text_when("#f-document", |t| t.contains("cluster = \"nj-main\""))
+        .await;
+    assert!(toml.contains("name = \"prod\""), "{toml}");
+    let edit = |vars: &str, user: &str| {
+        format!(
+            "name = \"prod\"\ncluster = \"nj-main\"\n[vars]\n{vars}\n\
+             [run_as.tenants.ads]\nuser = \"{user}\"\n"
+        )
+    };
+    browser.fill("#f-document", &edit("REGION = 1", "etl")).await;
+    browser.submit("#save").await;
+    let error = browser.find("#error-document").await.text().await.unwrap();
+    assert!(error.contains("vars.REGION"), "{error}");
+    browser
+        .fill("#f-document", &edit("REGION = \"nj\"", "not a user!"))
+        .await;
+    browser.submit("#save").await;
+    let error = browser.find("#error-document").await.text().await.unwrap();
+    assert!(error.contains("run_as.tenants.ads"), "{error}");
+    let (_, prod) = plane.call(0, Method::GET, "/environments/prod", None).await;
+    assert!(prod["vars"].get("REGION").is_none(), "{prod}");
+    browser.screenshot("admin-environment-edit").await;
+    browser
+        .fill("#f-document", &edit("REGION = \"nj\"", "etl"))
+        .await;
+    browser.submit("#save").await;
+    browser.find("#items").await;
+    let (_, prod) = plane.call(0, Method::GET, "/environments/prod", None).await;
+    assert_eq!(prod["vars"]["REGION"], "nj", "{prod}");
+    assert_eq!(prod["run_as"]["tenants"]["ads"]["user"], "etl", "{prod}");
     // The audit trail, filtered: the refused deletion is there, with why.
     browser
         .goto(&format!("{root}/admin/audit?outcome=refused&subject=prod"))

@@ -51,6 +51,8 @@ pub struct AdminKind {
     pub fields: &'static [FieldSpec],
     /// The fields that name one (what delete sends).
     pub key: &'static [&'static str],
+    /// Where one is edited as a whole document (`?name=`), for the kinds that can be.
+    pub edit_path: Option<&'static str>,
 }
 
 const fn field(name: &'static str, label: &'static str, input: Input, required: bool) -> FieldSpec {
@@ -74,6 +76,7 @@ pub static KINDS: [AdminKind; 5] = [
             field("description", "Description", Input::Text, false),
         ],
         key: &["name"],
+        edit_path: None,
     },
     AdminKind {
         slug: "clusters",
@@ -90,6 +93,7 @@ pub static KINDS: [AdminKind; 5] = [
             field("lease_seconds", "Lease (s)", Input::Number, false),
         ],
         key: &["name"],
+        edit_path: None,
     },
     AdminKind {
         slug: "environments",
@@ -104,6 +108,7 @@ pub static KINDS: [AdminKind; 5] = [
             field("queue", "Queue", Input::Text, false),
         ],
         key: &["name"],
+        edit_path: Some("/admin/environments/edit"),
     },
     AdminKind {
         slug: "tenants",
@@ -116,6 +121,7 @@ pub static KINDS: [AdminKind; 5] = [
             field("description", "Description", Input::Text, false),
         ],
         key: &["name"],
+        edit_path: None,
     },
     AdminKind {
         slug: "grants",
@@ -134,6 +140,7 @@ pub static KINDS: [AdminKind; 5] = [
             field("max_concurrent_runs", "Runs at once", Input::Number, false),
         ],
         key: &["tenant", "environment"],
+        edit_path: None,
     },
 ];
 
@@ -190,6 +197,8 @@ pub struct FieldView {
 pub struct Item {
     pub key: Vec<(&'static str, String)>,
     pub cells: Vec<String>,
+    /// Its editor's address, for the kinds edited as a document.
+    pub edit: Option<String>,
 }
 
 /// The grant matrix: a row per tenant, a cell per environment.
@@ -380,6 +389,11 @@ async fn render(
         .map(|v| Item {
             key: kind.key.iter().map(|k| (*k, cell(v.get(*k)))).collect(),
             cells: kind.fields.iter().map(|f| cell(v.get(f.name))).collect(),
+            edit: kind.edit_path.map(|path| {
+                let query = serde_urlencoded::to_string([("name", cell(v.get("name")))])
+                    .unwrap_or_default();
+                format!("{path}?{query}")
+            }),
         })
         .collect();
     page::render(

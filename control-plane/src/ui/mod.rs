@@ -19,6 +19,8 @@
 //!   live cron preview.
 //! - [`workflows`]: a tenant's workflows, a workflow's versions and DAG, and the editor.
 //! - [`resources`]: a tenant's files in the S3 bucket: list, upload, download, delete.
+//! - [`document`]: a definition edited as one JSON or TOML document (workflows, environments).
+//! - [`environments`]: an environment's editor (its variables and OS users, `run_as`).
 //! - [`dag`]: a workflow's DAG laid out for the SVG the pages draw.
 //! - [`assets`]: the embedded static files.
 
@@ -26,6 +28,8 @@ pub mod admin;
 pub mod assets;
 pub mod chart;
 pub mod dag;
+pub mod document;
+pub mod environments;
 pub mod overview;
 pub mod page;
 pub mod resources;
@@ -85,6 +89,7 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
     ];
     table.extend(admin::routes());
     table.extend(users::routes());
+    table.extend(environments::routes());
     table
 }
 

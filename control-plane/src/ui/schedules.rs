@@ -286,7 +286,7 @@ fn catch_up_of(f: &ScheduleForm, was: &CatchUpPolicy) -> CatchUpPolicy {
         CatchUpPolicy::All { .. } => "all",
     };
     match f.catch_up.as_str() {
-        chosen if chosen == name(was) => was.clone(),
+        chosen if chosen == name(was) => *was,
         "none" => CatchUpPolicy::None,
         "latest" => CatchUpPolicy::Latest,
         _ => CatchUpPolicy::default(),

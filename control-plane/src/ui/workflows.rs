@@ -12,6 +12,7 @@ use meridian_proto::workflow::{TaskKind, WorkflowDefinition};
 use serde::Deserialize;
 
 use super::dag::{self, Dag};
+use super::document::{self, Editor, Format};
 use super::page::{self, Layout, Signed, Viewer};
 use crate::api::Api;
 use crate::model::{Command, Name, Workflow, WorkflowVersion, query};
@@ -212,65 +213,6 @@ pub async fn show(
     )
 }
 
-/// The editor's document formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Json,
-    Toml,
-}
-
-impl Format {
-    fn of(s: &str) -> Self {
-        if s.eq_ignore_ascii_case("toml") {
-            Self::Toml
-        } else {
-            Self::Json
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Json => "json",
-            Self::Toml => "toml",
-        }
-    }
-
-    fn write(self, w: &Workflow) -> String {
-        match self {
-            Self::Json => serde_json::to_string_pretty(w).unwrap_or_default(),
-            Self::Toml => toml::to_string_pretty(w).unwrap_or_default(),
-        }
-    }
-
-    /// The document read as JSON or TOML, or where and why it does not parse.
-    fn read(self, text: &str) -> Result<serde_json::Value, String> {
-        match self {
-            Self::Json => serde_json::from_str(text).map_err(|e| format!("document (JSON): {e}")),
-            Self::Toml => toml::from_str(text).map_err(|e| {
-                format!(
-                    "document (TOML): {}",
-                    e.to_string().trim_end().replace('\n', " ")
-                )
-            }),
-        }
-    }
-}
-
-#[derive(Template)]
-#[template(path = "workflow_edit.html")]
-struct EditPage {
-    layout: Layout,
-    heading: String,
-    /// Where to switch format (the stored document, or a new one, in the other format).
-    switch: Vec<(&'static str, String, bool)>,
-    format: &'static str,
-    document: String,
-    /// Why the document was not saved, beside it.
-    error: String,
-    /// Why nothing may be saved here at all.
-    refused: String,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct EditQuery {
@@ -399,10 +341,16 @@ fn render_edit(
     refused: String,
     status: StatusCode,
 ) -> Response {
-    page::render(
-        &EditPage {
+    document::render(
+        Editor {
             layout: Layout::for_viewer(viewer, &heading, "/workflows"),
+            tabs: vec![],
             heading,
+            action: "/workflows/edit",
+            what: "The workflow",
+            shape: "POST /api/v1/workflows",
+            after: "saving makes a new version",
+            key: vec![],
             switch,
             format: format.name(),
             document,
@@ -511,12 +459,5 @@ mod tests {
             let back: Workflow = serde_json::from_value(format.read(&text).unwrap()).unwrap();
             assert_eq!(back, w, "{text}");
         }
-        let bad = Format::Toml.read("tenant = \"ads\"\nname = ").unwrap_err();
-        assert!(
-            bad.starts_with("document (TOML): ") && bad.contains("line 2"),
-            "{bad}"
-        );
-        let bad = Format::Json.read("{\"tenant\": }").unwrap_err();
-        assert!(bad.contains("line 1 column 12"), "{bad}");
     }
 }
