@@ -350,6 +350,10 @@ impl Runner {
         let drain = tokio::spawn(async move {
             let mut offset = 0u64;
             let mut pending: Vec<u8> = Vec::new();
+            // When what is pending must be sent: `CHUNK_DELAY` after its first byte, however
+            // steadily the task goes on writing (a deadline, not a quiet period: a task that
+            // prints a line every 100 ms must not wait for its end or for `CHUNK_BYTES`).
+            let mut due = tokio::time::Instant::now();
             let flush = |pending: &mut Vec<u8>, offset: &mut u64| {
                 let data = String::from_utf8_lossy(pending).into_owned();
                 let chunk = LogChunk {
@@ -367,7 +371,7 @@ impl Runner {
                 let next = if pending.is_empty() {
                     rx.recv().await
                 } else {
-                    match tokio::time::timeout(CHUNK_DELAY, rx.recv()).await {
+                    match tokio::time::timeout_at(due, rx.recv()).await {
                         Ok(next) => next,
                         Err(_) => {
                             let chunk = flush(&mut pending, &mut offset);
@@ -378,6 +382,9 @@ impl Runner {
                 };
                 match next {
                     Some(data) => {
+                        if pending.is_empty() {
+                            due = tokio::time::Instant::now() + CHUNK_DELAY;
+                        }
                         pending.extend_from_slice(&data);
                         if pending.len() >= CHUNK_BYTES {
                             let chunk = flush(&mut pending, &mut offset);
