@@ -1434,11 +1434,16 @@ async fn the_run_page_tails_a_running_tasks_log_live_then_kills_and_runs_again()
     let dev = Dev::start();
     let root = &dev.root;
     let go = dev.dir.path().join("go");
-    // A task that prints, waits for the test's word (a file), then prints again.
+    let stop = dev.dir.path().join("stop");
+    // A task that prints, waits for the test's word (a file), prints again, then goes on
+    // printing a line every 100 ms until told to stop: its line must arrive while it runs,
+    // not when it ends.
     let script = format!(
         "echo 'before the page'; while [ ! -e {} ]; do sleep 0.05; done; \
-         echo 'after the page loaded: <b>bold</b>'",
-        go.display()
+         echo 'after the page loaded: <b>bold</b>'; \
+         while [ ! -e {} ]; do echo tick; sleep 0.1; done",
+        go.display(),
+        stop.display()
     );
     dev.cli(&[
         "workflow", "create", "demo", "tail", "--env", "dev", "--shell", &script,
@@ -1463,6 +1468,10 @@ async fn the_run_page_tails_a_running_tasks_log_live_then_kills_and_runs_again()
         "the same page",
         "the page was not reloaded"
     );
+    // Still running: the line came live, not with the run's end.
+    let running = dev.cli(&["runs", "get", &run]);
+    assert!(running.contains("\"started\""), "{running}");
+    std::fs::write(&stop, "").unwrap();
     browser.text_when("#run-state", |s| s == "succeeded").await;
     // Reloaded: the DAG and the chart by state, the attempts, the whole log.
     browser.goto(&format!("{root}/runs/{run}")).await;
@@ -1739,9 +1748,7 @@ async fn administration_forms_show_the_servers_errors_beside_their_fields() {
     // An environment edited as a document: a wrong type named by its path, the plane's own
     // check of an OS user beside the document, and nothing stored until it is right.
     browser.goto(&format!("{root}/admin/environments")).await;
-    browser
-        .click("#items tr[data-key='prod'] a.edit")
-        .await;
+    browser.click("#items tr[data-key='prod'] a.edit").await;
     let shown = browser.value("#f-document").await.unwrap_or_default();
     assert!(shown.contains("\"nj-main\""), "{shown}");
     browser.click("#format-toml").await;
@@ -1755,7 +1762,9 @@ async fn administration_forms_show_the_servers_errors_beside_their_fields() {
              [run_as.tenants.ads]\nuser = \"{user}\"\n"
         )
     };
-    browser.fill("#f-document", &edit("REGION = 1", "etl")).await;
+    browser
+        .fill("#f-document", &edit("REGION = 1", "etl"))
+        .await;
     browser.submit("#save").await;
     let error = browser.find("#error-document").await.text().await.unwrap();
     assert!(error.contains("vars.REGION"), "{error}");
@@ -2006,5 +2015,55 @@ async fn users_and_tokens_are_managed_from_the_pages_by_those_who_may() {
     browser.text_when("#items", |t| !t.contains("carol")).await;
     let (status, _) = plane.call(0, Method::GET, "/users/carol", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    plane.cluster.shutdown().await;
+}
+
+/// The audit trail's pages walk every entry once, newest first, though the plane's clock
+/// stands still (every entry in one millisecond): "Older" goes by log index, not by time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_pages_by_log_index_through_one_millisecond() {
+    let plane = plane().await;
+    for i in 0..120 {
+        plane
+            .must(Method::POST, "/dcs", json!({"name": format!("page-{i}")}))
+            .await;
+    }
+    let Cred::Session { cookie, .. } = plane.sign_in(0, "root", PASSWORD).await else {
+        unreachable!()
+    };
+    let (_, all) = plane.call(0, Method::GET, "/audit?limit=1000", None).await;
+    let all = all.as_array().unwrap().len();
+    assert!(all > 120, "{all}");
+    let client = reqwest::Client::new();
+    let mut path = "/admin/audit".to_owned();
+    let mut pages = 0;
+    let mut rows = 0;
+    loop {
+        pages += 1;
+        assert!(pages <= 5, "still paging at {path}");
+        let page = client
+            .get(format!("{}{path}", plane.roots[0]))
+            .header("cookie", format!("meridian_session={cookie}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        rows += page.matches("<td class=\"actor\">").count();
+        let Some(older) = page
+            .split("id=\"older\"")
+            .next()
+            .filter(|_| page.contains("id=\"older\""))
+            .and_then(|before| before.rsplit("href=\"").next())
+            .and_then(|s| s.split('"').next())
+        else {
+            break;
+        };
+        path = older.replace("&amp;", "&").replace("&#38;", "&");
+    }
+    // Every entry once: as many rows as entries, on as few pages as hold them.
+    assert_eq!(rows, all);
+    assert_eq!(pages, all.div_ceil(100));
     plane.cluster.shutdown().await;
 }

@@ -278,6 +278,9 @@ pub struct AuditOptions {
     /// Only entries before this time (ms since the epoch).
     #[serde(default)]
     pub until_ms: Option<i64>,
+    /// Only entries older than this log index (the next page: the last entry's `log_index`).
+    #[serde(default)]
+    pub before_index: Option<u64>,
     /// Only this actor's (`user:alice`, `token:ci`).
     #[serde(default)]
     pub actor: Option<String>,
@@ -1097,6 +1100,7 @@ pub fn router(api: Api) -> Router {
                     let filter = query::AuditFilter {
                         since_ms: o.since_ms,
                         until_ms: o.until_ms,
+                        before_index: o.before_index,
                         actor: o.actor,
                         subject: o.subject,
                         tenant: o.tenant,

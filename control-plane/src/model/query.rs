@@ -272,6 +272,9 @@ pub struct AuditEntry {
 pub struct AuditFilter {
     pub since_ms: i64,
     pub until_ms: Option<i64>,
+    /// Only entries older than this one (by log index: the keyset of a page of the trail,
+    /// exact where many entries share a millisecond).
+    pub before_index: Option<u64>,
     pub actor: Option<String>,
     /// A part of the subject.
     pub subject: Option<String>,
@@ -310,6 +313,9 @@ pub async fn audit(pool: &SqlitePool, filter: &AuditFilter) -> sqlx::Result<Vec<
     if filter.until_ms.is_some() {
         sql.push_str(" AND at_ms < ?");
     }
+    if filter.before_index.is_some() {
+        sql.push_str(" AND log_index < ?");
+    }
     for (clause, value) in [
         (" AND actor = ?", &filter.actor),
         (" AND instr(subject, ?) > 0", &filter.subject),
@@ -329,6 +335,9 @@ pub async fn audit(pool: &SqlitePool, filter: &AuditFilter) -> sqlx::Result<Vec<
     let mut query = sqlx::query(&sql).bind(filter.since_ms);
     if let Some(until) = filter.until_ms {
         query = query.bind(until);
+    }
+    if let Some(before) = filter.before_index {
+        query = query.bind(before as i64);
     }
     for t in &texts {
         query = query.bind(t);

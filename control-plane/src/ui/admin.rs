@@ -561,8 +561,8 @@ pub struct AuditQuery {
     subject: String,
     tenant: String,
     outcome: String,
-    /// Entries before this time (ms; the "older" link's), else now.
-    until: Option<i64>,
+    /// Entries older than this one (its log index: the "older" link's), else the newest.
+    before: Option<u64>,
 }
 
 pub struct AuditRow {
@@ -609,7 +609,8 @@ pub async fn audit(
     let some = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
     let filter = query::AuditFilter {
         since_ms: 0,
-        until_ms: q.until,
+        until_ms: None,
+        before_index: q.before,
         actor: some(&q.actor),
         subject: some(&q.subject),
         tenant: some(&q.tenant),
@@ -622,15 +623,15 @@ pub async fn audit(
         Err(e) => return page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let older = (entries.len() == AUDIT_PAGE as usize)
-        .then(|| entries.last().map(|e| e.at_ms))
+        .then(|| entries.last().map(|e| e.log_index))
         .flatten()
-        .map(|until| {
+        .map(|before| {
             let query = serde_urlencoded::to_string([
                 ("actor", q.actor.as_str()),
                 ("subject", q.subject.as_str()),
                 ("tenant", q.tenant.as_str()),
                 ("outcome", q.outcome.as_str()),
-                ("until", &until.to_string()),
+                ("before", &before.to_string()),
             ])
             .unwrap_or_default();
             format!("/admin/audit?{query}")

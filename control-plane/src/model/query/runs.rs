@@ -419,16 +419,21 @@ pub async fn log_after(
 }
 
 /// Runs since `since_ms` (by fire, request or last change time) per data center, state and
-/// hour (the hour's start, ms): what the federation overview counts and charts.
+/// hour (the hour's start, ms): what the federation overview counts and charts. Whole hours
+/// come from `run_hours` (kept by triggers, migration 0012); the part of the first hour after
+/// `since_ms` is counted from `runs_order`, so the window is exact.
 pub async fn run_activity(
     pool: &SqlitePool,
     since_ms: i64,
 ) -> sqlx::Result<Vec<(String, String, i64, u64)>> {
-    Ok(sqlx::query(&format!(
-        "SELECT dc, state, ({RUN_ORDER_KEY} / 3600000) * 3600000 AS hour, COUNT(*) AS n \
-         FROM runs WHERE {RUN_ORDER_KEY} >= ? GROUP BY dc, state, hour"
+    const HOUR_MS: i64 = 3_600_000;
+    let first_whole = (since_ms.div_euclid(HOUR_MS) + 1) * HOUR_MS;
+    let mut out: Vec<(String, String, i64, u64)> = sqlx::query(&format!(
+        "SELECT dc, state, COUNT(*) AS n FROM runs \
+         WHERE {RUN_ORDER_KEY} >= ? AND {RUN_ORDER_KEY} < ? GROUP BY dc, state"
     ))
     .bind(since_ms)
+    .bind(first_whole)
     .fetch_all(pool)
     .await?
     .iter()
@@ -436,11 +441,27 @@ pub async fn run_activity(
         (
             row.get("dc"),
             row.get("state"),
-            row.get("hour"),
+            first_whole - HOUR_MS,
             row.get::<i64, _>("n") as u64,
         )
     })
-    .collect())
+    .collect();
+    out.extend(
+        sqlx::query("SELECT hour_ms, dc, state, n FROM run_hours WHERE hour_ms >= ? AND n > 0")
+            .bind(first_whole)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| {
+                (
+                    row.get("dc"),
+                    row.get("state"),
+                    row.get("hour_ms"),
+                    row.get::<i64, _>("n") as u64,
+                )
+            }),
+    );
+    Ok(out)
 }
 
 /// The lateness (start − fire time) of the scheduled runs since `since_ms` that started, with
@@ -474,4 +495,93 @@ pub async fn running_by_agent(pool: &SqlitePool) -> sqlx::Result<Vec<(String, u6
     .iter()
     .map(|row| (row.get("agent"), row.get::<i64, _>("n") as u64))
     .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `run_activity` must say: the runs of the window counted straight from the table.
+    async fn counted(pool: &SqlitePool, since_ms: i64) -> Vec<(String, String, i64, u64)> {
+        let mut rows: Vec<(String, String, i64, u64)> = sqlx::query(&format!(
+            "SELECT dc, state, ({RUN_ORDER_KEY} / 3600000) * 3600000 AS hour, COUNT(*) AS n \
+             FROM runs WHERE {RUN_ORDER_KEY} >= ? GROUP BY dc, state, hour"
+        ))
+        .bind(since_ms)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get("dc"),
+                r.get("state"),
+                r.get("hour"),
+                r.get::<i64, _>("n") as u64,
+            )
+        })
+        .collect();
+        rows.sort();
+        rows
+    }
+
+    /// The hourly counts the triggers keep follow every way a run is written — made, moved on,
+    /// its times changed, deleted — and, with the exact first hour, equal a count of the table.
+    #[tokio::test]
+    async fn hourly_counts_follow_every_write_of_a_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::model::open(&dir.path().join("model.db"))
+            .await
+            .unwrap();
+        let hour = 3_600_000_i64;
+        let base = 1_800_000_000_000_i64;
+        for i in 0..300_i64 {
+            let (fire, requested) = if i % 3 == 0 {
+                (None, Some(base + i * 397_000))
+            } else {
+                (Some(base + i * 211_000), None)
+            };
+            sqlx::query(
+                "INSERT INTO runs (run_id, tenant, workflow, workflow_version, fire_ms, \
+                 environment, cluster, dc, state, requested_ms, updated_ms) \
+                 VALUES (?, 'ads', 'etl', 1, ?, 'prod', 'nj-main', ?, 'queued', ?, ?)",
+            )
+            .bind(format!("r{i}"))
+            .bind(fire)
+            .bind(if i % 2 == 0 { "nj" } else { "sg" })
+            .bind(requested)
+            .bind(base + i)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        for (sql, every) in [
+            (
+                "UPDATE runs SET state = 'started', updated_ms = updated_ms + 5 WHERE rowid % ? = 0",
+                2,
+            ),
+            ("UPDATE runs SET state = 'succeeded' WHERE rowid % ? = 0", 4),
+            (
+                "UPDATE runs SET fire_ms = fire_ms - 7200000 WHERE rowid % ? = 1",
+                5,
+            ),
+            (
+                "UPDATE runs SET updated_ms = updated_ms + 1 WHERE rowid % ? = 2",
+                7,
+            ),
+            ("DELETE FROM runs WHERE rowid % ? = 3", 11),
+        ] {
+            sqlx::query(sql).bind(every).execute(&pool).await.unwrap();
+        }
+        for since in [base - hour, base + 7 * hour + 1_234, base + 20 * hour] {
+            let mut got = run_activity(&pool, since).await.unwrap();
+            got.sort();
+            assert_eq!(got, counted(&pool, since).await, "since {since}");
+        }
+        let negative: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_hours WHERE n < 0")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(negative, 0);
+    }
 }
