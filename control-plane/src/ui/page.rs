@@ -267,6 +267,21 @@ impl Layout {
     }
 }
 
+/// `response` as a download: its content type, and saved under `name` (anything but letters,
+/// digits and `-_.@` made `_`, so no name can break out of the header or the directory).
+pub fn attachment(mut response: Response, content_type: &'static str, name: &str) -> Response {
+    let name = name.replace(
+        |c: char| !(c.is_ascii_alphanumeric() || "-_.@".contains(c)),
+        "_",
+    );
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    response
+}
+
 /// A page rendered, or a 500 saying why not.
 pub fn render(page: &impl Template, status: StatusCode) -> Response {
     match page.render() {

@@ -5,7 +5,7 @@
 use askama::Template;
 use axum::body::Body;
 use axum::extract::{Multipart, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
@@ -149,23 +149,11 @@ pub async fn download(
     Query(q): Query<KeyQuery>,
 ) -> Response {
     match resources::download(&api, &viewer.caller, q.tenant, q.key.clone()).await {
-        Ok(body) => {
-            let file = q.key.rsplit('/').next().unwrap_or("resource");
-            let disposition = format!(
-                "attachment; filename=\"{}\"",
-                file.replace(['"', '\\'], "_")
-            );
-            let mut response = Body::into_response(body);
-            let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&disposition) {
-                h.insert(header::CONTENT_DISPOSITION, v);
-            }
-            response
-        }
+        Ok(body) => page::attachment(
+            Body::into_response(body),
+            "application/octet-stream",
+            q.key.rsplit('/').next().unwrap_or("resource"),
+        ),
         Err(e) => page::error_page(e.status, &e.message),
     }
 }

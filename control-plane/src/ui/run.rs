@@ -9,7 +9,7 @@ use std::convert::Infallible;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -350,20 +350,11 @@ pub async fn download(
     match query::log_after(pool, &run_id, &q.task, q.attempt, -1).await {
         Ok(pieces) => {
             let text: String = pieces.into_iter().map(|p| p.data).collect();
-            let name = format!("{run_id}-{}-{}.log", q.task, q.attempt).replace(
-                |c: char| !(c.is_ascii_alphanumeric() || "-_.@".contains(c)),
-                "_",
-            );
-            let mut response = text.into_response();
-            let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
-                h.insert(header::CONTENT_DISPOSITION, v);
-            }
-            response
+            page::attachment(
+                text.into_response(),
+                "text/plain; charset=utf-8",
+                &format!("{run_id}-{}-{}.log", q.task, q.attempt),
+            )
         }
         Err(e) => page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }

@@ -469,18 +469,25 @@ pub async fn run_activity(
 pub async fn lateness_by_dc(pool: &SqlitePool, since_ms: i64) -> sqlx::Result<Vec<(String, i64)>> {
     // Windowed by the order key as well (the same as the fire time for a scheduled run), so it
     // is read from `runs_order` alone (`+fire_ms`: not through the fire-time index, which
-    // would read each run from the table).
-    Ok(sqlx::query(&format!(
-        "SELECT dc, started_ms - fire_ms AS late FROM runs \
+    // would read each run from the table). Sent back as one text (`dc late,dc late,…`; a
+    // data center's name holds neither a space nor a comma): a row per run costs the driver
+    // more than reading the runs does (45–115 ms for 33,000 runs against 15 ms).
+    let text: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT group_concat(dc || ' ' || (started_ms - fire_ms), ',') FROM runs \
          WHERE {RUN_ORDER_KEY} >= ? AND +fire_ms >= ? AND started_ms IS NOT NULL"
     ))
     .bind(since_ms)
     .bind(since_ms)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|row| (row.get("dc"), row.get("late")))
-    .collect())
+    .fetch_one(pool)
+    .await?;
+    Ok(text
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|item| {
+            let (dc, late) = item.split_once(' ')?;
+            Some((dc.to_owned(), late.parse().ok()?))
+        })
+        .collect())
 }
 
 /// How many runs each agent has going.
@@ -526,7 +533,8 @@ mod tests {
     }
 
     /// The hourly counts the triggers keep follow every way a run is written — made, moved on,
-    /// its times changed, deleted — and, with the exact first hour, equal a count of the table.
+    /// its times changed, deleted — and, with the exact first hour, equal a count of the table;
+    /// the lateness read as one text is every started run's of the window.
     #[tokio::test]
     async fn hourly_counts_follow_every_write_of_a_run() {
         let dir = tempfile::tempdir().unwrap();
@@ -578,6 +586,34 @@ mod tests {
             got.sort();
             assert_eq!(got, counted(&pool, since).await, "since {since}");
         }
+        // The lateness of the started scheduled runs of a window, each once, with its DC.
+        sqlx::query("UPDATE runs SET started_ms = fire_ms + rowid * 7 WHERE rowid % 3 = 0")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let since = base + 3 * hour;
+        let mut late = lateness_by_dc(&pool, since).await.unwrap();
+        late.sort();
+        let mut want: Vec<(String, i64)> = sqlx::query(
+            "SELECT dc, started_ms - fire_ms AS late FROM runs \
+             WHERE fire_ms >= ? AND started_ms IS NOT NULL",
+        )
+        .bind(since)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("dc"), r.get("late")))
+        .collect();
+        want.sort();
+        assert!(want.len() > 20, "{}", want.len());
+        assert_eq!(late, want);
+        assert!(
+            lateness_by_dc(&pool, base + 1_000 * hour)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let negative: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_hours WHERE n < 0")
             .fetch_one(&pool)
             .await
