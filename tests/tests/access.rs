@@ -158,6 +158,10 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Expect> {
             ("delete", "/grants/{tenant}/{environment}"),
             e(409, 403, [403, 403, 403], [404, 404, 404]),
         ),
+        (
+            ("put", "/grants/{tenant}/{environment}"),
+            e(200, 403, [403, 403, 403], [404, 404, 404]),
+        ),
         (("get", "/workflows"), ALL_200),
         (("post", "/workflows"), DEFINITION_WRITE),
         (("get", "/workflows/{tenant}/{name}"), TENANT_READ),
@@ -509,6 +513,10 @@ async fn prepare(plane: &ApiPlane, method: &str, path: &str, n: usize, who: Who)
             c
         }
         ("post", "/plane/nodes") => call(path.into(), Some(json!({"hostname": "bad host"}))),
+        ("put", "/grants/{tenant}/{environment}") => call(
+            "/grants/ads/prod".into(),
+            Some(json!({"tenant": "ads", "environment": "prod", "max_concurrent_runs": 10})),
+        ),
         _ => call(
             path.replace(
                 "{name}",

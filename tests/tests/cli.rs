@@ -134,6 +134,33 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
     );
     refused(cli(&["env", "delete", "dev"]), "grant to tenant `demo`");
     refused(cli(&["grant", "get", "demo"]), "takes TENANT ENVIRONMENT");
+    // A grant's limit changed in place, and a limit of 0 refused naming the field.
+    assert_eq!(
+        ok(cli(&[
+            "grant",
+            "update",
+            "demo",
+            "dev",
+            "--max-concurrent-runs",
+            "4"
+        ]))
+        .trim(),
+        "updated grant demo/dev"
+    );
+    let grant: serde_json::Value =
+        serde_json::from_str(&ok(cli(&["grant", "get", "demo", "dev"]))).unwrap();
+    assert_eq!(grant["max_concurrent_runs"], 4);
+    refused(
+        cli(&[
+            "grant",
+            "update",
+            "demo",
+            "dev",
+            "--max-concurrent-runs",
+            "0",
+        ]),
+        "max_concurrent_runs: must be at least 1",
+    );
     assert!(
         ok(cli(&[
             "workflow", "create", "demo", "hello", "--shell", "echo hi", "--env", "dev"

@@ -683,6 +683,7 @@ async fn every_page_with_every_role() {
     let (mut refused_uploads, mut refused_deletes) = (Vec::new(), Vec::new());
     let (mut principal_creates, mut principal_changes) = (Vec::new(), Vec::new());
     let (mut schedule_changes, mut environment_edits) = (Vec::new(), Vec::new());
+    let mut grant_changes = Vec::new();
     put_resource(&plane, "walk.txt").await;
     let mut n = 0;
     for (method, route) in meridian_plane::ui::routes() {
@@ -745,6 +746,15 @@ async fn every_page_with_every_role() {
                     put_resource(&plane, &key).await;
                     refused_deletes.push((role, key.clone()));
                     (route.into(), vec![("tenant", "ads".into()), ("key", key)])
+                }
+                ("post", "/admin/grants/update") => {
+                    // A grant of its own each time, so each refusal is seen to keep its limit.
+                    let made =
+                        admin_thing(&plane, "/admin/grants/delete", &format!("lim-{n}")).await;
+                    grant_changes.push((role, made.0.clone()));
+                    let mut form = made.1;
+                    form.push(("max_concurrent_runs", "7".into()));
+                    (route.into(), form)
                 }
                 ("get", "/admin/environments/edit") => {
                     ("/admin/environments/edit?name=prod".into(), vec![])
@@ -1014,6 +1024,12 @@ async fn every_page_with_every_role() {
             role != Admin,
             "{check} as {role:?}: {status}"
         );
+    }
+    // Grants' limits: changed by admins only.
+    for (role, check) in grant_changes {
+        let (_, grant) = plane.call(0, Method::GET, &check, None).await;
+        let changed = grant["max_concurrent_runs"] == 7;
+        assert_eq!(changed, role == Admin, "{check} as {role:?}: {grant}");
     }
     // Environments: edited by admins only.
     for (role, name) in environment_edits {
@@ -1744,6 +1760,26 @@ async fn administration_forms_show_the_servers_errors_beside_their_fields() {
         browser.texts("#matrix tr[data-tenant='ads'] td").await,
         ["—", "10 at once"]
     );
+    // A grant's limit changed in its row: 0 refused with the plane's message, 4 kept.
+    let limit = "#items tr[data-key='ads/prod'] form.change";
+    browser
+        .fill(&format!("{limit} input[name=max_concurrent_runs]"), "0")
+        .await;
+    browser.submit(&format!("{limit} button")).await;
+    let refused = browser.find("#refused").await.text().await.unwrap();
+    assert!(
+        refused.contains("max_concurrent_runs: must be at least 1"),
+        "{refused}"
+    );
+    browser
+        .fill(&format!("{limit} input[name=max_concurrent_runs]"), "4")
+        .await;
+    browser.submit(&format!("{limit} button")).await;
+    browser
+        .text_when("#matrix tr[data-tenant='ads']", |t| t.contains("4 at once"))
+        .await;
+    let (_, grant) = plane.call(0, Method::GET, "/grants/ads/prod", None).await;
+    assert_eq!(grant["max_concurrent_runs"], 4, "{grant}");
     browser.screenshot("admin-grants").await;
     // An environment edited as a document: a wrong type named by its path, the plane's own
     // check of an OS user beside the document, and nothing stored until it is right.

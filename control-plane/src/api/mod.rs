@@ -907,6 +907,21 @@ pub fn router(api: Api) -> Router {
                     tenant,
                     environment,
                 },
+            ))
+            .merge(put(
+                async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
+                       Path((t, e)): Path<(String, String)>,
+                       Body(g): Body<crate::model::Grant>| {
+                    let (t, e) = (name("tenant", t)?, name("environment", e)?);
+                    if g.tenant != t || g.environment != e {
+                        return Err(ApiError::bad_input(format!(
+                            "body: names the grant of `{}` to `{}`, but the path is `{t}/{e}`",
+                            g.environment, g.tenant
+                        )));
+                    }
+                    api.propose(&c, Command::UpdateGrant(g)).await.map(Json)
+                },
             )),
         )
         .route(

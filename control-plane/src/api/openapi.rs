@@ -143,6 +143,15 @@ pub const ROUTES: &[Route] = &[
     get("/grants/{tenant}/{environment}", "Get a grant", "Grant"),
     delete("/grants/{tenant}/{environment}", "Revoke a grant"),
     Route {
+        method: "put",
+        reply: (200, "WriteReply"),
+        ..create(
+            "/grants/{tenant}/{environment}",
+            "Change a grant's limit of runs at once (the whole document)",
+            "Grant",
+        )
+    },
+    Route {
         query: &[STALE, TENANT],
         ..get(
             "/workflows",

@@ -227,7 +227,7 @@ pub const GRANT: Noun = Noun {
     word: "grant",
     path: "/grants",
     keys: &["TENANT", "ENVIRONMENT"],
-    updatable: false,
+    updatable: true,
 };
 pub const WORKFLOW: Noun = Noun {
     word: "workflow",
@@ -519,7 +519,11 @@ pub async fn run<C: Args + CreateBody>(
                 .keys
                 .iter()
                 .map(|k| {
-                    let field = if *k == "TENANT" { "tenant" } else { "name" };
+                    let field = match *k {
+                        "TENANT" => "tenant",
+                        "ENVIRONMENT" => "environment",
+                        _ => "name",
+                    };
                     body[field].as_str().map(str::to_owned).ok_or_else(|| {
                         ClientError::Refused(format!("the document has no `{field}`"))
                     })

@@ -28,6 +28,10 @@ pub fn doing(command: &Command) -> String {
             "granting environment `{}` to tenant `{}`",
             g.environment, g.tenant
         ),
+        Command::UpdateGrant(g) => format!(
+            "changing the grant of environment `{}` to tenant `{}`",
+            g.environment, g.tenant
+        ),
         Command::DeleteGrant {
             tenant,
             environment,
@@ -221,6 +225,12 @@ async fn needs(
             Object::Grant(tenant.clone()),
             "grant",
             format!("{tenant}/{environment}"),
+        )],
+        Command::UpdateGrant(g) => vec![Need::new(
+            Change,
+            Object::Grant(g.tenant.clone()),
+            "grant",
+            format!("{}/{}", g.tenant, g.environment),
         )],
         Command::ApplyWorkflow(w) => vec![Need::new(
             Create,

@@ -382,6 +382,8 @@ pub enum Command {
         name: Name,
     },
     CreateGrant(Grant),
+    /// A grant's limit changed (the tenant and environment name it).
+    UpdateGrant(Grant),
     DeleteGrant {
         tenant: Name,
         environment: Name,
@@ -498,6 +500,7 @@ impl Command {
             Self::CreateTenant(_) => "create_tenant",
             Self::DeleteTenant { .. } => "delete_tenant",
             Self::CreateGrant(_) => "create_grant",
+            Self::UpdateGrant(_) => "update_grant",
             Self::DeleteGrant { .. } => "delete_grant",
             Self::ApplyWorkflow(_) => "apply_workflow",
             Self::DeleteWorkflow { .. } => "delete_workflow",
@@ -526,7 +529,7 @@ impl Command {
     /// The tenant the command concerns, for the audit trail (none: the federation).
     pub fn tenant(&self) -> Option<&Name> {
         match self {
-            Self::CreateGrant(g) => Some(&g.tenant),
+            Self::CreateGrant(g) | Self::UpdateGrant(g) => Some(&g.tenant),
             Self::ApplyWorkflow(w) => Some(&w.tenant),
             Self::CreateSchedule(s) | Self::UpdateSchedule(s) => Some(&s.tenant),
             Self::DeleteTenant { name } => Some(name),
@@ -578,6 +581,7 @@ impl Command {
             | Self::UpdateEnvironment(_)
             | Self::DeleteEnvironment { .. }
             | Self::CreateGrant(_)
+            | Self::UpdateGrant(_)
             | Self::DeleteGrant { .. }
             | Self::ApplyWorkflow(_)
             | Self::DeleteWorkflow { .. }

@@ -507,6 +507,30 @@ async fn execute(
                 .await?;
             Ok(subject(format!("grant {}/{}", g.tenant, g.environment)))
         }
+        Command::UpdateGrant(g) => {
+            let doing = format!(
+                "changing the grant of environment `{}` to tenant `{}`",
+                g.environment, g.tenant
+            );
+            if g.max_concurrent_runs == 0 {
+                return Err(invalid(&doing, "max_concurrent_runs", "must be at least 1"));
+            }
+            if !granted(tx, &g.tenant, &g.environment).await? {
+                return Err(Refusal::Missing {
+                    doing,
+                    kind: "grant",
+                    name: format!("{}/{}", g.tenant, g.environment),
+                }
+                .into());
+            }
+            sqlx::query("UPDATE grants SET doc = ? WHERE tenant = ? AND environment = ?")
+                .bind(json(g))
+                .bind(g.tenant.as_str())
+                .bind(g.environment.as_str())
+                .execute(&mut *tx)
+                .await?;
+            Ok(subject(format!("grant {}/{}", g.tenant, g.environment)))
+        }
         Command::DeleteGrant {
             tenant,
             environment,

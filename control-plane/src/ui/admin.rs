@@ -53,6 +53,9 @@ pub struct AdminKind {
     pub key: &'static [&'static str],
     /// Where one is edited as a whole document (`?name=`), for the kinds that can be.
     pub edit_path: Option<&'static str>,
+    /// The one field changed in place in its row, for the kinds that can be (where it posts,
+    /// and the field).
+    pub change: Option<(&'static str, &'static str)>,
 }
 
 const fn field(name: &'static str, label: &'static str, input: Input, required: bool) -> FieldSpec {
@@ -77,6 +80,7 @@ pub static KINDS: [AdminKind; 5] = [
         ],
         key: &["name"],
         edit_path: None,
+        change: None,
     },
     AdminKind {
         slug: "clusters",
@@ -94,6 +98,7 @@ pub static KINDS: [AdminKind; 5] = [
         ],
         key: &["name"],
         edit_path: None,
+        change: None,
     },
     AdminKind {
         slug: "environments",
@@ -109,6 +114,7 @@ pub static KINDS: [AdminKind; 5] = [
         ],
         key: &["name"],
         edit_path: Some("/admin/environments/edit"),
+        change: None,
     },
     AdminKind {
         slug: "tenants",
@@ -122,6 +128,7 @@ pub static KINDS: [AdminKind; 5] = [
         ],
         key: &["name"],
         edit_path: None,
+        change: None,
     },
     AdminKind {
         slug: "grants",
@@ -141,6 +148,7 @@ pub static KINDS: [AdminKind; 5] = [
         ],
         key: &["tenant", "environment"],
         edit_path: None,
+        change: Some(("/admin/grants/update", "max_concurrent_runs")),
     },
 ];
 
@@ -151,6 +159,17 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
         ("get", "/admin/audit", get(audit)),
     ];
     for kind in &KINDS {
+        if let Some((path, _)) = kind.change {
+            all.push((
+                "post",
+                path,
+                post(
+                    move |State(api): State<Api>, Signed { viewer, form }: Signed| async move {
+                        change(kind, api, viewer, form).await
+                    },
+                ),
+            ));
+        }
         all.push((
             "get",
             kind.path,
@@ -199,6 +218,8 @@ pub struct Item {
     pub cells: Vec<String>,
     /// Its editor's address, for the kinds edited as a document.
     pub edit: Option<String>,
+    /// The value of the field changed in place, for the kinds that have one.
+    pub current: String,
 }
 
 /// The grant matrix: a row per tenant, a cell per environment.
@@ -389,6 +410,10 @@ async fn render(
         .map(|v| Item {
             key: kind.key.iter().map(|k| (*k, cell(v.get(*k)))).collect(),
             cells: kind.fields.iter().map(|f| cell(v.get(f.name))).collect(),
+            current: kind
+                .change
+                .map(|(_, field)| cell(v.get(field)))
+                .unwrap_or_default(),
             edit: kind.edit_path.map(|path| {
                 let query = serde_urlencoded::to_string([("name", cell(v.get("name")))])
                     .unwrap_or_default();
@@ -547,6 +572,45 @@ async fn delete(
             tenant: first,
             environment: names.next().expect("a grant's key has two names"),
         },
+    };
+    match api.propose(&viewer.caller, command).await {
+        Ok(_) => Redirect::to(kind.path).into_response(),
+        Err(e) => render(kind, &api, &viewer, &[], &[], e.message, e.status).await,
+    }
+}
+
+/// Changes the one field of `kind` changed in place (a grant's limit): the thing named by the
+/// form's key, with the form's value, checked and applied as the API's `PUT` does.
+async fn change(
+    kind: &'static AdminKind,
+    api: Api,
+    viewer: Viewer,
+    form: Vec<(String, String)>,
+) -> Response {
+    if let Some(refused) = refusal(&viewer) {
+        return refused;
+    }
+    let doc = document(kind, &form);
+    let command = match kind.slug {
+        "grants" => serde_path_to_error::deserialize(doc).map(Command::UpdateGrant),
+        _ => return page::error_page(StatusCode::NOT_FOUND, "Nothing to change here."),
+    };
+    let command = match command {
+        Ok(c) => c,
+        Err(e) => {
+            let path = e.path().to_string();
+            let message = format!("{path}: {}", e.into_inner());
+            return render(
+                kind,
+                &api,
+                &viewer,
+                &[],
+                &[],
+                message,
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
+        }
     };
     match api.propose(&viewer.caller, command).await {
         Ok(_) => Redirect::to(kind.path).into_response(),
