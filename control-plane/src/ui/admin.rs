@@ -280,7 +280,7 @@ pub async fn home(viewer: Viewer) -> Redirect {
 
 /// The refusal of a viewer who may not see these pages at all (they are for admins and
 /// operators); none for one who may.
-fn refusal(viewer: &Viewer) -> Option<Response> {
+pub fn refusal(viewer: &Viewer) -> Option<Response> {
     (!viewer.may(Action::Read, &Object::Operations)).then(|| {
         page::error_page(
             StatusCode::FORBIDDEN,
@@ -462,15 +462,17 @@ fn document(kind: &AdminKind, form: &[(String, String)]) -> Value {
     Value::Object(doc)
 }
 
+/// What `T` reads from a form's document, or (the field, what is wrong with it).
+fn read<T: serde::de::DeserializeOwned>(doc: Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let field = e.path().to_string();
+        let field = field.split('.').next().unwrap_or_default().to_owned();
+        (field, e.into_inner().to_string())
+    })
+}
+
 /// The create command for `kind` from `doc`, or (the field, what is wrong with it).
 fn create_command(kind: &AdminKind, doc: Value) -> Result<Command, (String, String)> {
-    fn read<T: serde::de::DeserializeOwned>(doc: Value) -> Result<T, (String, String)> {
-        serde_path_to_error::deserialize(doc).map_err(|e| {
-            let field = e.path().to_string();
-            let field = field.split('.').next().unwrap_or_default().to_owned();
-            (field, e.into_inner().to_string())
-        })
-    }
     Ok(match kind.slug {
         "dcs" => Command::CreateDataCenter(read(doc)?),
         "clusters" => Command::CreateCluster(read(doc)?),
@@ -592,14 +594,17 @@ async fn change(
     }
     let doc = document(kind, &form);
     let command = match kind.slug {
-        "grants" => serde_path_to_error::deserialize(doc).map(Command::UpdateGrant),
+        "grants" => read(doc).map(Command::UpdateGrant),
         _ => return page::error_page(StatusCode::NOT_FOUND, "Nothing to change here."),
     };
     let command = match command {
         Ok(c) => c,
-        Err(e) => {
-            let path = e.path().to_string();
-            let message = format!("{path}: {}", e.into_inner());
+        Err((field, message)) => {
+            let message = if field.is_empty() {
+                message
+            } else {
+                format!("{field}: {message}")
+            };
             return render(
                 kind,
                 &api,

@@ -10,12 +10,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{MethodRouter, get, post};
 use serde::Deserialize;
 
-use super::admin::tabs;
+use super::admin::{refusal, tabs};
 use super::document::{self, Editor, Format, typed};
 use super::page::{self, Layout, Signed, Viewer};
 use crate::api::Api;
 use crate::model::{Command, Environment, Name, query};
-use crate::policy::{Action, Object};
 
 const PATH: &str = "/admin/environments/edit";
 
@@ -74,16 +73,6 @@ fn editor(
         },
         status,
     )
-}
-
-/// The refusal of a viewer who may not see the administration of environments.
-fn refusal(viewer: &Viewer) -> Option<Response> {
-    (!viewer.may(Action::Read, &Object::Operations)).then(|| {
-        page::error_page(
-            StatusCode::FORBIDDEN,
-            "Administration is for admins and operators.",
-        )
-    })
 }
 
 /// `GET /admin/environments/edit?name=&format=`.
