@@ -131,10 +131,12 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Expect> {
         (("post", "/dcs"), ADMIN_CREATE),
         (("get", "/dcs/{name}"), TENANT_READ),
         (("delete", "/dcs/{name}"), INFRA_DELETE),
+        (("put", "/dcs/{name}"), INFRA_DELETE),
         (("get", "/clusters"), ALL_200),
         (("post", "/clusters"), ADMIN_CREATE),
         (("get", "/clusters/{name}"), TENANT_READ),
         (("delete", "/clusters/{name}"), INFRA_DELETE),
+        (("put", "/clusters/{name}"), INFRA_DELETE),
         (("get", "/environments"), ALL_200),
         (("post", "/environments"), ADMIN_CREATE),
         (("get", "/environments/{name}"), TENANT_READ),
@@ -147,6 +149,10 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Expect> {
         (
             ("delete", "/tenants/{name}"),
             e(409, 403, [403, 403, 403], [404, 404, 404]),
+        ),
+        (
+            ("put", "/tenants/{name}"),
+            e(200, 403, [403, 403, 403], [404, 404, 404]),
         ),
         (("get", "/grants"), ALL_200),
         (
@@ -330,6 +336,15 @@ async fn prepare(plane: &ApiPlane, method: &str, path: &str, n: usize, who: Who)
                 .await;
             call(format!("/dcs/{}", fresh("dc")), None)
         }
+        ("put", "/dcs/{name}") => {
+            plane
+                .must(Method::POST, "/dcs", json!({"name": fresh("dc")}))
+                .await;
+            call(
+                format!("/dcs/{}", fresh("dc")),
+                Some(json!({"name": fresh("dc"), "description": "changed"})),
+            )
+        }
         ("post", "/clusters") => Call {
             made: Some(format!("/clusters/{}", fresh("cl"))),
             ..call(path.into(), Some(json!({"name": fresh("cl"), "dc": "nj"})))
@@ -343,6 +358,19 @@ async fn prepare(plane: &ApiPlane, method: &str, path: &str, n: usize, who: Who)
                 )
                 .await;
             call(format!("/clusters/{}", fresh("cl")), None)
+        }
+        ("put", "/clusters/{name}") => {
+            plane
+                .must(
+                    Method::POST,
+                    "/clusters",
+                    json!({"name": fresh("cl"), "dc": "nj"}),
+                )
+                .await;
+            call(
+                format!("/clusters/{}", fresh("cl")),
+                Some(json!({"name": fresh("cl"), "dc": "nj", "lease_seconds": 45})),
+            )
         }
         ("post", "/environments") => Call {
             made: Some(format!("/environments/{}", fresh("env"))),
@@ -513,6 +541,10 @@ async fn prepare(plane: &ApiPlane, method: &str, path: &str, n: usize, who: Who)
             c
         }
         ("post", "/plane/nodes") => call(path.into(), Some(json!({"hostname": "bad host"}))),
+        ("put", "/tenants/{name}") => call(
+            "/tenants/ads".into(),
+            Some(json!({"name": "ads", "description": format!("changed by {who:?}")})),
+        ),
         ("put", "/grants/{tenant}/{environment}") => call(
             "/grants/ads/prod".into(),
             Some(json!({"tenant": "ads", "environment": "prod", "max_concurrent_runs": 10})),
@@ -568,6 +600,13 @@ async fn every_route_with_every_role() {
                 .clone()
                 .unwrap_or_else(|| who.creds[&principal].clone());
             let method = Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
+            // What a replacing write's target reads before it, to check a refusal changed
+            // nothing (a user's password is not readable: its own test covers it).
+            let before = if method == Method::PUT && !call.path.ends_with("/password") {
+                Some(plane.call(0, Method::GET, &call.path, None).await)
+            } else {
+                None
+            };
             let reply = plane
                 .call_as(&cred, 0, method.clone(), &call.path, call.body.clone())
                 .await;
@@ -577,6 +616,17 @@ async fn every_route_with_every_role() {
                     "{method} {} as {principal:?}: {} (want {want}): {}",
                     call.path, reply.status, reply.body
                 ));
+            }
+            if !reply.status.is_success()
+                && let Some(before) = before
+            {
+                let after = plane.call(0, Method::GET, &call.path, None).await;
+                if after != before {
+                    wrong.push(format!(
+                        "{method} {} as {principal:?} was refused ({}) but changed it: {} → {}",
+                        call.path, reply.status, before.1, after.1
+                    ));
+                }
             }
             if !reply.status.is_success()
                 && let Some(made) = call.made

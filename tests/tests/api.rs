@@ -221,6 +221,143 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infrastructure_is_changed_in_place_but_never_moved() {
+    let plane = Plane::start(ManualClock::at(t0())).await;
+    plane.seed(0).await;
+    plane
+        .must(Method::POST, "/dcs", json!({"name": "sh"}))
+        .await;
+    plane
+        .must(
+            Method::POST,
+            "/clusters",
+            json!({"name": "nj-dr", "dc": "nj"}),
+        )
+        .await;
+    // Descriptions change, read back through another node.
+    for (path, body) in [
+        (
+            "/dcs/nj",
+            json!({"name": "nj", "description": "Newark, rack 4"}),
+        ),
+        (
+            "/tenants/ads",
+            json!({"name": "ads", "description": "Advertising"}),
+        ),
+    ] {
+        let (status, reply) = plane.call(0, Method::PUT, path, Some(body.clone())).await;
+        assert_eq!(status, StatusCode::OK, "PUT {path}: {reply}");
+        let (_, stored) = plane.call(1, Method::GET, path, None).await;
+        assert_eq!(stored, body, "{path}");
+    }
+    // A cluster's backup and lease change; its agents' next lease runs for the new duration.
+    plane.heartbeat("a1", "nj-main", 4).await;
+    let expiry = |leases: Value| {
+        leases
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["cluster"] == "nj-main" && l["holder"] == "a1")
+            .map(|l| l["expires_ms"].as_i64().unwrap())
+            .max()
+            .expect("a1 holds a partition of nj-main")
+    };
+    let now_ms = t0().timestamp_millis();
+    let (_, leases) = plane.call(0, Method::GET, "/leases", None).await;
+    assert_eq!(expiry(leases), now_ms + 30_000);
+    let changed = json!({"name": "nj-main", "dc": "nj", "role": "active", "backup": "nj-dr",
+        "partitions": 16, "lease_seconds": 90});
+    let (status, reply) = plane
+        .call(0, Method::PUT, "/clusters/nj-main", Some(changed.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (_, stored) = plane.call(2, Method::GET, "/clusters/nj-main", None).await;
+    assert_eq!(stored, changed);
+    plane.heartbeat("a1", "nj-main", 4).await;
+    let (_, leases) = plane.call(0, Method::GET, "/leases", None).await;
+    assert_eq!(expiry(leases), now_ms + 90_000);
+
+    // What a cluster is placed by cannot move, and every refusal names its field.
+    let applied = "/audit?limit=1000&outcome=applied";
+    let (_, before) = plane.call(1, Method::GET, applied, None).await;
+    let with = |field: &str, value: Value| {
+        let mut c = changed.clone();
+        c[field] = value;
+        c
+    };
+    let cases = [
+        (
+            "/clusters/nj-main",
+            with("dc", json!("sh")),
+            StatusCode::BAD_REQUEST,
+            "dc: a cluster stays in its data center (`nj`)",
+        ),
+        (
+            "/clusters/nj-main",
+            with("partitions", json!(32)),
+            StatusCode::BAD_REQUEST,
+            "partitions: fixed when the cluster was created (16)",
+        ),
+        (
+            "/clusters/nj-main",
+            with("backup", json!("nj-main")),
+            StatusCode::BAD_REQUEST,
+            "backup: a cluster cannot back itself up",
+        ),
+        (
+            "/clusters/nj-main",
+            with("backup", json!("nowhere")),
+            StatusCode::NOT_FOUND,
+            "cluster `nowhere`",
+        ),
+        (
+            "/clusters/nj-main",
+            with("lease_seconds", json!(0)),
+            StatusCode::BAD_REQUEST,
+            "lease_seconds: must be at least 1",
+        ),
+        (
+            "/clusters/nj-main",
+            with("name", json!("nj-dr")),
+            StatusCode::BAD_REQUEST,
+            "body: names cluster `nj-dr`, but the path is `nj-main`",
+        ),
+        (
+            "/clusters/nj-gone",
+            with("name", json!("nj-gone")),
+            StatusCode::NOT_FOUND,
+            "cluster `nj-gone`",
+        ),
+        (
+            "/dcs/nj",
+            json!({"name": "nj", "colour": "red"}),
+            StatusCode::BAD_REQUEST,
+            "unknown field `colour`",
+        ),
+        (
+            "/tenants/nobody",
+            json!({"name": "nobody"}),
+            StatusCode::NOT_FOUND,
+            "tenant `nobody`",
+        ),
+    ];
+    for (path, body, status, needle) in cases {
+        let (got, reply) = plane.call(1, Method::PUT, path, Some(body.clone())).await;
+        assert_eq!(got, status, "PUT {path} {body}: {reply}");
+        let error = reply["error"].as_str().unwrap();
+        assert!(
+            error.contains(needle),
+            "PUT {path} {body}: `{error}` lacks `{needle}`"
+        );
+    }
+    let (_, stored) = plane.call(2, Method::GET, "/clusters/nj-main", None).await;
+    assert_eq!(stored, changed);
+    let (_, after) = plane.call(1, Method::GET, applied, None).await;
+    assert_eq!(before, after);
+    plane.inner.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_needs_a_valid_token_and_the_audit_names_its_holder() {
     let clock = ManualClock::at(t0());
     let plane = Plane::start(clock.clone()).await;

@@ -132,6 +132,53 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
         ]),
         "partitions: must be between 1 and 4096",
     );
+    // A cluster, data center and tenant changed in place; a cluster's partition count and
+    // data center are not.
+    assert_eq!(
+        ok(cli(&[
+            "cluster",
+            "update",
+            "edge",
+            "--dc",
+            "local",
+            "--partitions",
+            "4",
+            "--lease-seconds",
+            "75"
+        ]))
+        .trim(),
+        "updated cluster edge"
+    );
+    let got: serde_json::Value =
+        serde_json::from_str(&ok(cli(&["cluster", "get", "edge"]))).unwrap();
+    assert_eq!(
+        (got["partitions"].as_u64(), got["lease_seconds"].as_u64()),
+        (Some(4), Some(75))
+    );
+    refused(
+        cli(&[
+            "cluster",
+            "update",
+            "edge",
+            "--dc",
+            "local",
+            "--partitions",
+            "8",
+        ]),
+        "partitions: fixed when the cluster was created (4)",
+    );
+    for noun in ["dc", "tenant"] {
+        let name = if noun == "dc" { "local" } else { "demo" };
+        assert_eq!(
+            ok(cli(&[noun, "update", name, "--description", "changed"])).trim(),
+            format!(
+                "updated {} {name}",
+                if noun == "dc" { "data center" } else { noun }
+            )
+        );
+        let got: serde_json::Value = serde_json::from_str(&ok(cli(&[noun, "get", name]))).unwrap();
+        assert_eq!(got["description"], "changed", "{noun} {name}");
+    }
     refused(cli(&["env", "delete", "dev"]), "grant to tenant `demo`");
     refused(cli(&["grant", "get", "demo"]), "takes TENANT ENVIRONMENT");
     // A grant's limit changed in place, and a limit of 0 refused naming the field.

@@ -682,7 +682,7 @@ async fn every_page_with_every_role() {
     let (mut admin_creates, mut admin_attempts) = (Vec::new(), Vec::new());
     let (mut refused_uploads, mut refused_deletes) = (Vec::new(), Vec::new());
     let (mut principal_creates, mut principal_changes) = (Vec::new(), Vec::new());
-    let (mut schedule_changes, mut environment_edits) = (Vec::new(), Vec::new());
+    let (mut schedule_changes, mut infrastructure_edits) = (Vec::new(), Vec::new());
     let mut grant_changes = Vec::new();
     put_resource(&plane, "walk.txt").await;
     let mut n = 0;
@@ -756,28 +756,48 @@ async fn every_page_with_every_role() {
                     form.push(("max_concurrent_runs", "7".into()));
                     (route.into(), form)
                 }
-                ("get", "/admin/environments/edit") => {
-                    ("/admin/environments/edit?name=prod".into(), vec![])
+                ("get", p) if p.starts_with("/admin/") && p.ends_with("/edit") => {
+                    let name = match p {
+                        "/admin/dcs/edit" => "nj",
+                        "/admin/clusters/edit" => "nj-main",
+                        "/admin/environments/edit" => "prod",
+                        _ => "ads",
+                    };
+                    (format!("{p}?name={name}"), vec![])
                 }
-                ("post", "/admin/environments/edit") => {
-                    // An environment of its own each time, so each refusal is seen to keep it.
+                ("post", p) if p.starts_with("/admin/") && p.ends_with("/edit") => {
+                    // One of its own each time, so each refusal is seen to keep it as it was.
                     let name = format!("walk-{n}");
-                    plane
-                        .must(
-                            Method::POST,
+                    let (api, made, edited) = match p {
+                        "/admin/dcs/edit" => (
+                            "/dcs",
+                            json!({"name": name}),
+                            json!({"name": name, "description": "walked"}),
+                        ),
+                        "/admin/clusters/edit" => (
+                            "/clusters",
+                            json!({"name": name, "dc": "nj"}),
+                            json!({"name": name, "dc": "nj", "lease_seconds": 77}),
+                        ),
+                        "/admin/environments/edit" => (
                             "/environments",
                             json!({"name": name, "cluster": "nj-main"}),
-                        )
-                        .await;
-                    environment_edits.push((role, name.clone()));
-                    let document =
-                        json!({"name": name, "cluster": "nj-main", "vars": {"WALK": "1"}});
+                            json!({"name": name, "cluster": "nj-main", "vars": {"WALK": "1"}}),
+                        ),
+                        _ => (
+                            "/tenants",
+                            json!({"name": name}),
+                            json!({"name": name, "description": "walked"}),
+                        ),
+                    };
+                    plane.must(Method::POST, api, made).await;
+                    infrastructure_edits.push((role, format!("{api}/{name}"), edited.clone()));
                     (
                         route.into(),
                         vec![
                             ("name", name),
                             ("format", "json".into()),
-                            ("document", document.to_string()),
+                            ("document", edited.to_string()),
                         ],
                     )
                 }
@@ -1032,12 +1052,15 @@ async fn every_page_with_every_role() {
         assert_eq!(changed, role == Admin, "{check} as {role:?}: {grant}");
     }
     // Environments: edited by admins only.
-    for (role, name) in environment_edits {
-        let (_, env) = plane
-            .call(0, Method::GET, &format!("/environments/{name}"), None)
-            .await;
-        let edited = env["vars"]["WALK"] == "1";
-        assert_eq!(edited, role == Admin, "{name} as {role:?}: {env}");
+    // Data centers, clusters, environments and tenants: edited by admins only.
+    for (role, path, edited) in infrastructure_edits {
+        let (_, stored) = plane.call(0, Method::GET, &path, None).await;
+        let changed = edited
+            .as_object()
+            .unwrap()
+            .iter()
+            .all(|(field, value)| &stored[field] == value);
+        assert_eq!(changed, role == Admin, "{path} as {role:?}: {stored}");
     }
     // Schedules: changed and deleted exactly where the policy allowed it.
     for (role, route, name) in schedule_changes {
@@ -1742,6 +1765,34 @@ async fn administration_forms_show_the_servers_errors_beside_their_fields() {
     assert_eq!(
         browser.texts("#items tr[data-key='gz-main'] td").await[..6],
         ["gz-main", "nj", "active", "", "16", "180"]
+    );
+    // Edited in place as a document: the count its schedules are placed by cannot change
+    // (the plane says why, beside the document, and nothing is stored); its lease can.
+    browser.click("#items tr[data-key='gz-main'] a.edit").await;
+    let shown = browser.value("#f-document").await.unwrap_or_default();
+    let stored: serde_json::Value = serde_json::from_str(&shown).expect("the cluster as JSON");
+    assert_eq!(stored["lease_seconds"], 180, "{shown}");
+    let with = |field: &str, value: serde_json::Value| {
+        let mut c = stored.clone();
+        c[field] = value;
+        serde_json::to_string_pretty(&c).unwrap()
+    };
+    browser
+        .fill("#f-document", &with("partitions", json!(32)))
+        .await;
+    browser.submit("#save").await;
+    let error = browser.find("#error-document").await.text().await.unwrap();
+    assert!(
+        error.contains("partitions: fixed when the cluster was created (16)"),
+        "{error}"
+    );
+    browser
+        .fill("#f-document", &with("lease_seconds", json!(240)))
+        .await;
+    browser.submit("#save").await;
+    assert_eq!(
+        browser.texts("#items tr[data-key='gz-main'] td").await[..6],
+        ["gz-main", "nj", "active", "", "16", "240"]
     );
     // Deleting what is in use says what uses it, and deletes nothing.
     browser.goto(&format!("{root}/admin/environments")).await;

@@ -652,6 +652,30 @@ fn delete_one(command: fn(Name) -> Command) -> MethodRouter<Api> {
     )
 }
 
+/// `PUT /{name}`: the body is the whole entity, which must name the same thing as the path
+/// (nothing is renamed); `word` names the kind in that refusal.
+fn update_one<T: DeserializeOwned + Send + 'static>(
+    word: &'static str,
+    name_of: fn(&T) -> &Name,
+    command: fn(T) -> Command,
+) -> MethodRouter<Api> {
+    put(
+        move |State(api): State<Api>,
+              Extension(c): Extension<Caller>,
+              Path(n): Path<String>,
+              Body(v): Body<T>| async move {
+            let n = name("name", n)?;
+            let named = name_of(&v);
+            if *named != n {
+                return Err(ApiError::bad_input(format!(
+                    "body: names {word} `{named}`, but the path is `{n}`"
+                )));
+            }
+            api.propose(&c, command(v)).await.map(Json)
+        },
+    )
+}
+
 /// `DELETE /{a}/{b}`; `params` names the two path parameters for error messages.
 fn delete_two(params: [&'static str; 2], command: fn(Name, Name) -> Command) -> MethodRouter<Api> {
     axum::routing::delete(
@@ -804,7 +828,12 @@ pub fn router(api: Api) -> Router {
         .route(
             "/dcs/{name}",
             dcs.one()
-                .merge(delete_one(|name| Command::DeleteDataCenter { name })),
+                .merge(delete_one(|name| Command::DeleteDataCenter { name }))
+                .merge(update_one(
+                    "data center",
+                    |d: &crate::model::DataCenter| &d.name,
+                    Command::UpdateDataCenter,
+                )),
         )
         .route(
             "/clusters",
@@ -817,7 +846,12 @@ pub fn router(api: Api) -> Router {
             "/clusters/{name}",
             clusters
                 .one()
-                .merge(delete_one(|name| Command::DeleteCluster { name })),
+                .merge(delete_one(|name| Command::DeleteCluster { name }))
+                .merge(update_one(
+                    "cluster",
+                    |c: &crate::model::Cluster| &c.name,
+                    Command::UpdateCluster,
+                )),
         )
         .route(
             "/environments",
@@ -831,22 +865,10 @@ pub fn router(api: Api) -> Router {
             environments
                 .one()
                 .merge(delete_one(|name| Command::DeleteEnvironment { name }))
-                .merge(put(
-                    async |State(api): State<Api>,
-                           Extension(c): Extension<Caller>,
-                           Path(n): Path<String>,
-                           Body(e): Body<crate::model::Environment>| {
-                        let n = name("name", n)?;
-                        if e.name != n {
-                            return Err(ApiError::bad_input(format!(
-                                "body: names environment `{}`, but the path is `{n}`",
-                                e.name
-                            )));
-                        }
-                        api.propose(&c, Command::UpdateEnvironment(e))
-                            .await
-                            .map(Json)
-                    },
+                .merge(update_one(
+                    "environment",
+                    |e: &crate::model::Environment| &e.name,
+                    Command::UpdateEnvironment,
                 )),
         )
         .route(
@@ -874,7 +896,12 @@ pub fn router(api: Api) -> Router {
                     Ok(Json(found(&what, query::tenant(read.pool, &n).await?)?))
                 },
             )
-            .merge(delete_one(|name| Command::DeleteTenant { name })),
+            .merge(delete_one(|name| Command::DeleteTenant { name }))
+            .merge(update_one(
+                "tenant",
+                |t: &crate::model::Tenant| &t.name,
+                Command::UpdateTenant,
+            )),
         )
         .route(
             "/grants",

@@ -64,6 +64,15 @@ const fn create(path: &'static str, summary: &'static str, body: &'static str) -
     }
 }
 
+/// `PUT`: the whole entity replaces the stored one (same name as the path).
+const fn update(path: &'static str, summary: &'static str, body: &'static str) -> Route {
+    Route {
+        method: "put",
+        reply: (200, "WriteReply"),
+        ..create(path, summary, body)
+    }
+}
+
 const fn delete(path: &'static str, summary: &'static str) -> Route {
     Route {
         method: "delete",
@@ -91,6 +100,11 @@ pub const ROUTES: &[Route] = &[
         "/dcs/{name}",
         "Delete a data center (refused while clusters use it)",
     ),
+    update(
+        "/dcs/{name}",
+        "Change a data center's description (the whole document)",
+        "DataCenter",
+    ),
     Route {
         access: INFRA_READ,
         ..get("/clusters", "List clusters", "[Cluster]")
@@ -103,6 +117,12 @@ pub const ROUTES: &[Route] = &[
     delete(
         "/clusters/{name}",
         "Delete a cluster (refused while in use)",
+    ),
+    update(
+        "/clusters/{name}",
+        "Change a cluster's role, backup or lease duration (the whole document; never its data \
+         center or partition count), effective from its agents' next heartbeat",
+        "Cluster",
     ),
     Route {
         access: INFRA_READ,
@@ -121,20 +141,21 @@ pub const ROUTES: &[Route] = &[
         "/environments/{name}",
         "Delete an environment (refused while in use)",
     ),
-    Route {
-        method: "put",
-        reply: (200, "WriteReply"),
-        ..create(
-            "/environments/{name}",
-            "Change an environment (the whole document; never its cluster), effective from \
-             the agents' next run",
-            "Environment",
-        )
-    },
+    update(
+        "/environments/{name}",
+        "Change an environment (the whole document; never its cluster), effective from the \
+         agents' next run",
+        "Environment",
+    ),
     get("/tenants", "List tenants", "[Tenant]"),
     create("/tenants", "Create a tenant", "Tenant"),
     get("/tenants/{name}", "Get a tenant", "Tenant"),
     delete("/tenants/{name}", "Delete a tenant (refused while in use)"),
+    update(
+        "/tenants/{name}",
+        "Change a tenant's description (the whole document)",
+        "Tenant",
+    ),
     Route {
         query: &[STALE, TENANT],
         ..get("/grants", "List grants", "[Grant]")
@@ -142,15 +163,11 @@ pub const ROUTES: &[Route] = &[
     create("/grants", "Grant an environment to a tenant", "Grant"),
     get("/grants/{tenant}/{environment}", "Get a grant", "Grant"),
     delete("/grants/{tenant}/{environment}", "Revoke a grant"),
-    Route {
-        method: "put",
-        reply: (200, "WriteReply"),
-        ..create(
-            "/grants/{tenant}/{environment}",
-            "Change a grant's limit of runs at once (the whole document)",
-            "Grant",
-        )
-    },
+    update(
+        "/grants/{tenant}/{environment}",
+        "Change a grant's limit of runs at once (the whole document)",
+        "Grant",
+    ),
     Route {
         query: &[STALE, TENANT],
         ..get(
@@ -196,10 +213,8 @@ pub const ROUTES: &[Route] = &[
         ..delete("/schedules/{tenant}/{name}", "Delete a schedule")
     },
     Route {
-        method: "put",
-        reply: (200, "WriteReply"),
         access: WRITE_TENANT,
-        ..create(
+        ..update(
             "/schedules/{tenant}/{name}",
             "Change a schedule (a new version, effective from the agents' next record)",
             "Schedule",

@@ -203,13 +203,13 @@ pub const DC: Noun = Noun {
     word: "dc",
     path: "/dcs",
     keys: &["NAME"],
-    updatable: false,
+    updatable: true,
 };
 pub const CLUSTER: Noun = Noun {
     word: "cluster",
     path: "/clusters",
     keys: &["NAME"],
-    updatable: false,
+    updatable: true,
 };
 pub const ENV: Noun = Noun {
     word: "env",
@@ -221,7 +221,7 @@ pub const TENANT: Noun = Noun {
     word: "tenant",
     path: "/tenants",
     keys: &["NAME"],
-    updatable: false,
+    updatable: true,
 };
 pub const GRANT: Noun = Noun {
     word: "grant",

@@ -9,20 +9,23 @@
 use sqlx::SqliteConnection;
 
 use super::processor::Refusal;
-use super::{ApiToken, Command, Name, query};
+use super::{ApiToken, Cluster, Command, DataCenter, Name, Tenant, query};
 use crate::policy::{self, Action, Binding, Decision, Object, Principal};
 
 /// What a command was attempting, in the words the processor's refusals use.
 pub fn doing(command: &Command) -> String {
     match command {
         Command::CreateDataCenter(dc) => format!("creating data center `{}`", dc.name),
+        Command::UpdateDataCenter(dc) => format!("updating data center `{}`", dc.name),
         Command::DeleteDataCenter { name } => format!("deleting data center `{name}`"),
         Command::CreateCluster(c) => format!("creating cluster `{}`", c.name),
+        Command::UpdateCluster(c) => format!("updating cluster `{}`", c.name),
         Command::DeleteCluster { name } => format!("deleting cluster `{name}`"),
         Command::CreateEnvironment(e) => format!("creating environment `{}`", e.name),
         Command::UpdateEnvironment(e) => format!("updating environment `{}`", e.name),
         Command::DeleteEnvironment { name } => format!("deleting environment `{name}`"),
         Command::CreateTenant(t) => format!("creating tenant `{}`", t.name),
+        Command::UpdateTenant(t) => format!("updating tenant `{}`", t.name),
         Command::DeleteTenant { name } => format!("deleting tenant `{name}`"),
         Command::CreateGrant(g) => format!(
             "granting environment `{}` to tenant `{}`",
@@ -167,22 +170,26 @@ async fn needs(
         Command::CreateDataCenter(dc) => infra_create("data center", &dc.name),
         Command::CreateCluster(c) => infra_create("cluster", &c.name),
         Command::CreateEnvironment(e) => infra_create("environment", &e.name),
-        Command::DeleteDataCenter { name } => vec![Need::new(
-            Change,
-            Object::Infrastructure {
-                granted_to: granted_to(conn, Infra::DataCenter, name).await?,
-            },
-            "data center",
-            name.to_string(),
-        )],
-        Command::DeleteCluster { name } => vec![Need::new(
-            Change,
-            Object::Infrastructure {
-                granted_to: granted_to(conn, Infra::Cluster, name).await?,
-            },
-            "cluster",
-            name.to_string(),
-        )],
+        Command::UpdateDataCenter(DataCenter { name, .. }) | Command::DeleteDataCenter { name } => {
+            vec![Need::new(
+                Change,
+                Object::Infrastructure {
+                    granted_to: granted_to(conn, Infra::DataCenter, name).await?,
+                },
+                "data center",
+                name.to_string(),
+            )]
+        }
+        Command::UpdateCluster(Cluster { name, .. }) | Command::DeleteCluster { name } => {
+            vec![Need::new(
+                Change,
+                Object::Infrastructure {
+                    granted_to: granted_to(conn, Infra::Cluster, name).await?,
+                },
+                "cluster",
+                name.to_string(),
+            )]
+        }
         Command::DeleteEnvironment { name } => vec![Need::new(
             Change,
             Object::Infrastructure {
@@ -205,12 +212,14 @@ async fn needs(
             "tenant",
             t.name.to_string(),
         )],
-        Command::DeleteTenant { name } => vec![Need::new(
-            Change,
-            Object::Tenant(name.clone()),
-            "tenant",
-            name.to_string(),
-        )],
+        Command::UpdateTenant(Tenant { name, .. }) | Command::DeleteTenant { name } => {
+            vec![Need::new(
+                Change,
+                Object::Tenant(name.clone()),
+                "tenant",
+                name.to_string(),
+            )]
+        }
         Command::CreateGrant(g) => vec![Need::new(
             Create,
             Object::Grant(g.tenant.clone()),

@@ -363,10 +363,16 @@ pub struct RunRequest {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     CreateDataCenter(DataCenter),
+    /// A data center's description changed (its name names it).
+    UpdateDataCenter(DataCenter),
     DeleteDataCenter {
         name: Name,
     },
     CreateCluster(Cluster),
+    /// A cluster's role, backup or lease duration changed; never its data center or its
+    /// partition count (its schedules are placed by that count). Effective from its agents'
+    /// next heartbeat.
+    UpdateCluster(Cluster),
     DeleteCluster {
         name: Name,
     },
@@ -378,6 +384,8 @@ pub enum Command {
         name: Name,
     },
     CreateTenant(Tenant),
+    /// A tenant's description changed.
+    UpdateTenant(Tenant),
     DeleteTenant {
         name: Name,
     },
@@ -491,13 +499,16 @@ impl Command {
     pub fn op(&self) -> &'static str {
         match self {
             Self::CreateDataCenter(_) => "create_data_center",
+            Self::UpdateDataCenter(_) => "update_data_center",
             Self::DeleteDataCenter { .. } => "delete_data_center",
             Self::CreateCluster(_) => "create_cluster",
+            Self::UpdateCluster(_) => "update_cluster",
             Self::DeleteCluster { .. } => "delete_cluster",
             Self::CreateEnvironment(_) => "create_environment",
             Self::UpdateEnvironment(_) => "update_environment",
             Self::DeleteEnvironment { .. } => "delete_environment",
             Self::CreateTenant(_) => "create_tenant",
+            Self::UpdateTenant(_) => "update_tenant",
             Self::DeleteTenant { .. } => "delete_tenant",
             Self::CreateGrant(_) => "create_grant",
             Self::UpdateGrant(_) => "update_grant",
@@ -532,6 +543,7 @@ impl Command {
             Self::CreateGrant(g) | Self::UpdateGrant(g) => Some(&g.tenant),
             Self::ApplyWorkflow(w) => Some(&w.tenant),
             Self::CreateSchedule(s) | Self::UpdateSchedule(s) => Some(&s.tenant),
+            Self::UpdateTenant(t) => Some(&t.name),
             Self::DeleteTenant { name } => Some(name),
             Self::DeleteGrant { tenant, .. }
             | Self::DeleteWorkflow { tenant, .. }
@@ -576,6 +588,7 @@ impl Command {
     pub fn changes_definitions(&self) -> bool {
         match self {
             Self::CreateCluster(_)
+            | Self::UpdateCluster(_)
             | Self::DeleteCluster { .. }
             | Self::CreateEnvironment(_)
             | Self::UpdateEnvironment(_)

@@ -292,6 +292,16 @@ async fn execute(
             .await?;
             Ok(subject(format!("data center {}", dc.name)))
         }
+        Command::UpdateDataCenter(dc) => {
+            let doing = format!("updating data center `{}`", dc.name);
+            present(tx, Table::DataCenters, &dc.name, &doing).await?;
+            sqlx::query("UPDATE data_centers SET doc = ? WHERE name = ?")
+                .bind(json(dc))
+                .bind(dc.name.as_str())
+                .execute(&mut *tx)
+                .await?;
+            Ok(subject(format!("data center {}", dc.name)))
+        }
         Command::DeleteDataCenter { name } => {
             let doing = format!("deleting data center `{name}`");
             present(tx, Table::DataCenters, name, &doing).await?;
@@ -308,18 +318,7 @@ async fn execute(
         Command::CreateCluster(c) => {
             let doing = format!("creating cluster `{}`", c.name);
             present(tx, Table::DataCenters, &c.dc, &doing).await?;
-            if let Some(backup) = &c.backup {
-                if backup == &c.name {
-                    return Err(invalid(&doing, "backup", "a cluster cannot back itself up"));
-                }
-                present(tx, Table::Clusters, backup, &doing).await?;
-            }
-            if !(1..=4096).contains(&c.partitions) {
-                return Err(invalid(&doing, "partitions", "must be between 1 and 4096"));
-            }
-            if c.lease_seconds == 0 {
-                return Err(invalid(&doing, "lease_seconds", "must be at least 1"));
-            }
+            check_cluster(tx, c, &doing).await?;
             insert_new(
                 tx,
                 Table::Clusters,
@@ -335,6 +334,56 @@ async fn execute(
                 &doing,
             )
             .await?;
+            Ok(subject(format!("cluster {}", c.name)))
+        }
+        Command::UpdateCluster(c) => {
+            let doing = format!("updating cluster `{}`", c.name);
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT doc FROM clusters WHERE name = ?")
+                    .bind(c.name.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(stored) = stored else {
+                return Err(Refusal::Missing {
+                    doing,
+                    kind: "cluster",
+                    name: c.name.to_string(),
+                }
+                .into());
+            };
+            let was: super::Cluster =
+                serde_json::from_str(&stored).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            if was.dc != c.dc {
+                // Its agents are in that data center; another place is another cluster.
+                return Err(invalid(
+                    &doing,
+                    "dc",
+                    &format!(
+                        "a cluster stays in its data center (`{}`); create a cluster in `{}` \
+                         instead",
+                        was.dc, c.dc
+                    ),
+                ));
+            }
+            if was.partitions != c.partitions {
+                // Its schedules are hashed into that many partitions, and leased by them.
+                return Err(invalid(
+                    &doing,
+                    "partitions",
+                    &format!(
+                        "fixed when the cluster was created ({}): its schedules are placed and \
+                         leased by that count",
+                        was.partitions
+                    ),
+                ));
+            }
+            check_cluster(tx, c, &doing).await?;
+            sqlx::query("UPDATE clusters SET backup = ?, doc = ? WHERE name = ?")
+                .bind(c.backup.as_ref().map(Name::as_str))
+                .bind(json(c))
+                .bind(c.name.as_str())
+                .execute(&mut *tx)
+                .await?;
             Ok(subject(format!("cluster {}", c.name)))
         }
         Command::DeleteCluster { name } => {
@@ -454,6 +503,16 @@ async fn execute(
                 &doing,
             )
             .await?;
+            Ok(subject(format!("tenant {}", t.name)))
+        }
+        Command::UpdateTenant(t) => {
+            let doing = format!("updating tenant `{}`", t.name);
+            present(tx, Table::Tenants, &t.name, &doing).await?;
+            sqlx::query("UPDATE tenants SET doc = ? WHERE name = ?")
+                .bind(json(t))
+                .bind(t.name.as_str())
+                .execute(&mut *tx)
+                .await?;
             Ok(subject(format!("tenant {}", t.name)))
         }
         Command::DeleteTenant { name } => {
@@ -763,6 +822,28 @@ async fn execute(
         // Its whole effect is its audit row, written by `apply`.
         Command::Record(r) => Ok(subject(r.subject.clone())),
     }
+}
+
+/// What a cluster's settings must be, created or changed: a backup that is another cluster
+/// that exists, partitions in range, a lease of at least a second.
+async fn check_cluster(
+    tx: &mut SqliteConnection,
+    c: &super::Cluster,
+    doing: &str,
+) -> Result<(), ApplyError> {
+    if let Some(backup) = &c.backup {
+        if backup == &c.name {
+            return Err(invalid(doing, "backup", "a cluster cannot back itself up"));
+        }
+        present(tx, Table::Clusters, backup, doing).await?;
+    }
+    if !(1..=4096).contains(&c.partitions) {
+        return Err(invalid(doing, "partitions", "must be between 1 and 4096"));
+    }
+    if c.lease_seconds == 0 {
+        return Err(invalid(doing, "lease_seconds", "must be at least 1"));
+    }
+    Ok(())
 }
 
 /// Tables keyed by a single `name` column. Table names are constants, never user input.

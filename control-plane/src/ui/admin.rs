@@ -1,7 +1,8 @@
 //! Administration (admin, operator): data centers, clusters, environments, tenants and grants
 //! (also as a tenant × environment matrix with each grant's concurrency limit) — listed,
-//! created and deleted through the same commands, checks and policy as the API — and the audit
-//! trail, filtered by actor, subject, tenant, outcome and time.
+//! created, changed (a grant's limit in its row; the others in [`super::infrastructure`]'s
+//! editors) and deleted through the same commands, checks and policy as the API — and the
+//! audit trail, filtered by actor, subject, tenant, outcome and time.
 //!
 //! A refused form comes back as typed with the server's own message beside the field it names;
 //! deleting something still in use says what uses it (the plane's message).
@@ -79,7 +80,7 @@ pub static KINDS: [AdminKind; 5] = [
             field("description", "Description", Input::Text, false),
         ],
         key: &["name"],
-        edit_path: None,
+        edit_path: Some("/admin/dcs/edit"),
         change: None,
     },
     AdminKind {
@@ -97,7 +98,7 @@ pub static KINDS: [AdminKind; 5] = [
             field("lease_seconds", "Lease (s)", Input::Number, false),
         ],
         key: &["name"],
-        edit_path: None,
+        edit_path: Some("/admin/clusters/edit"),
         change: None,
     },
     AdminKind {
@@ -127,7 +128,7 @@ pub static KINDS: [AdminKind; 5] = [
             field("description", "Description", Input::Text, false),
         ],
         key: &["name"],
-        edit_path: None,
+        edit_path: Some("/admin/tenants/edit"),
         change: None,
     },
     AdminKind {

@@ -1,5 +1,5 @@
 //! A definition edited as a whole document, in JSON or TOML (the shape the JSON API takes),
-//! checked by the server as it is saved: the workflow editor and the environment editor.
+//! checked by the server as it is saved: the workflow editor and administration's editors.
 
 use askama::Template;
 use axum::http::StatusCode;

@@ -19,8 +19,11 @@
 //!   live cron preview.
 //! - [`workflows`]: a tenant's workflows, a workflow's versions and DAG, and the editor.
 //! - [`resources`]: a tenant's files in the S3 bucket: list, upload, download, delete.
-//! - [`document`]: a definition edited as one JSON or TOML document (workflows, environments).
-//! - [`environments`]: an environment's editor (its variables and OS users, `run_as`).
+//! - [`document`]: a definition edited as one JSON or TOML document (the workflow editor and
+//!   administration's).
+//! - [`infrastructure`]: data centers, clusters, environments and tenants edited in place as
+//!   documents (an environment's variables and OS users, `run_as`; a cluster's backup and
+//!   lease).
 //! - [`dag`]: a workflow's DAG laid out for the SVG the pages draw.
 //! - [`assets`]: the embedded static files.
 
@@ -29,7 +32,7 @@ pub mod assets;
 pub mod chart;
 pub mod dag;
 pub mod document;
-pub mod environments;
+pub mod infrastructure;
 pub mod overview;
 pub mod page;
 pub mod resources;
@@ -89,7 +92,7 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
     ];
     table.extend(admin::routes());
     table.extend(users::routes());
-    table.extend(environments::routes());
+    table.extend(infrastructure::routes());
     table
 }
 
