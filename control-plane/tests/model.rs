@@ -2373,3 +2373,107 @@ async fn runs_are_paged_by_keyset_and_counted_per_state() {
             .is_empty()
     );
 }
+
+/// Issue #18, defect 1: a schedule deleted and created again under the same name is a new
+/// identity. Its versions go on from the old one's (an agent that missed the delete sees a new
+/// version and drops the old calendar's records), and it fires from its own creation, not from
+/// the old schedule's cursor — even when a late report about the old one arrives after.
+#[tokio::test]
+async fn a_re_created_schedule_starts_afresh_with_a_new_version() {
+    let mut m = Model::new().await;
+    let p = m.scheduled().await;
+    assert_eq!(m.beat(T0, "a", "nj-main").await.leases.len(), 16);
+    let epoch = m.lease("nj-main", p).await.epoch;
+    let claims = vec![ClaimedLease {
+        cluster: "nj-main".into(),
+        partition: p,
+        epoch,
+    }];
+    let assigned = |pool: SqlitePool| {
+        let claims = claims.clone();
+        async move {
+            let mut all = query::assignments(&pool, "a", "nj-main", &claims)
+                .await
+                .unwrap();
+            assert_eq!(all.len(), 1, "{all:?}");
+            all.remove(0)
+        }
+    };
+    // The old schedule fired at 02:00 (its cursor), and was changed once (version 2).
+    m.report_ok(
+        "a",
+        "nj-main",
+        vec![event(p, epoch, fire_ms(0), RunState::Started, fire_ms(0))],
+    )
+    .await;
+    let mut changed = schedule("ads", "nightly", "etl", "prod-nj", "0 0 3 * * ?");
+    assert_eq!(
+        m.ok(Command::UpdateSchedule(changed.clone())).await.version,
+        Some(2)
+    );
+    let old = assigned(m.pool.clone()).await;
+    assert_eq!((old.version >> 32, old.after_ms), (2, fire_ms(0)));
+
+    m.ok(Command::DeleteSchedule {
+        tenant: n("ads"),
+        name: n("nightly"),
+    })
+    .await;
+    let created_ms = fire_ms(5);
+    changed.spec = ScheduleSpec::cron("0 30 * * * ?");
+    let again = m
+        .apply_at(created_ms, Command::CreateSchedule(changed))
+        .await
+        .unwrap();
+    assert_eq!(again.version, Some(3), "versions go on across the delete");
+    let new = assigned(m.pool.clone()).await;
+    assert_eq!((new.version >> 32, new.after_ms), (3, created_ms));
+    // A report about the old schedule's 02:00 record, late, moves nothing back.
+    m.report_ok(
+        "a",
+        "nj-main",
+        vec![event(
+            p,
+            epoch,
+            fire_ms(1),
+            RunState::Queued,
+            created_ms + 1,
+        )],
+    )
+    .await;
+    assert_eq!(assigned(m.pool.clone()).await.after_ms, created_ms);
+}
+
+/// Issue #18, defect 2: a workflow's versions never repeat, even across deleting its tenant
+/// (which removes the tenant's deleted workflows' rows) and creating the tenant again.
+#[tokio::test]
+async fn workflow_versions_never_repeat_across_a_tenants_deletion() {
+    let mut m = Model::new().await;
+    m.federation().await;
+    for v in 1..=2 {
+        let applied = m
+            .ok(Command::ApplyWorkflow(workflow("ads", "etl", "true")))
+            .await;
+        assert_eq!(applied.version, Some(v));
+    }
+    m.ok(Command::DeleteWorkflow {
+        tenant: n("ads"),
+        name: n("etl"),
+    })
+    .await;
+    m.ok(Command::DeleteGrant {
+        tenant: n("ads"),
+        environment: n("prod-nj"),
+    })
+    .await;
+    m.ok(Command::DeleteTenant { name: n("ads") }).await;
+    m.ok(Command::CreateTenant(Tenant {
+        name: n("ads"),
+        description: String::new(),
+    }))
+    .await;
+    let applied = m
+        .ok(Command::ApplyWorkflow(workflow("ads", "etl", "false")))
+        .await;
+    assert_eq!(applied.version, Some(3));
+}

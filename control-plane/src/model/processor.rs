@@ -637,15 +637,9 @@ async fn execute(
             if let Some(env) = &w.environment {
                 must_be_granted(tx, &w.tenant, env, &doing).await?;
             }
-            // Versions never repeat, even across a delete and re-create, so a run's recorded
-            // version always names exactly one definition.
-            let version: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM workflows WHERE tenant = ? AND name = ?",
-            )
-            .bind(w.tenant.as_str())
-            .bind(w.name.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
+            // Versions never repeat, even across a delete and re-create (of it or its tenant),
+            // so a run's recorded version always names exactly one definition.
+            let version = next_version(tx, Versioned::Workflow, &w.tenant, &w.name).await?;
             sqlx::query(
                 "INSERT INTO workflows (tenant, name, version, environment, deleted, doc) \
                  VALUES (?, ?, ?, ?, 0, ?)",
@@ -701,15 +695,19 @@ async fn execute(
                 }
                 .into());
             }
+            // One created again under an old name is a new identity: its versions go on from
+            // the old one's, so an agent that missed the delete drops the old calendar.
+            let version = next_version(tx, Versioned::Schedule, &s.tenant, &s.name).await?;
             sqlx::query(
                 "INSERT INTO schedules \
                  (tenant, name, workflow, environment, version, doc, cluster, partition, created_ms) \
-                 VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)",
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(s.tenant.as_str())
             .bind(s.name.as_str())
             .bind(s.workflow.as_str())
             .bind(s.environment.as_str())
+            .bind(version)
             .bind(json(s))
             .bind(&placed.cluster)
             .bind(placed.partition)
@@ -717,28 +715,29 @@ async fn execute(
             .execute(&mut *tx)
             .await?;
             Ok(Applied {
-                version: Some(1),
+                version: Some(version as u64),
                 ..subject(format!("schedule {}/{}", s.tenant, s.name))
             })
         }
         Command::UpdateSchedule(s) => {
             let doing = format!("updating schedule `{}` of tenant `{}`", s.name, s.tenant);
             let placed = check_schedule(tx, s, &doing).await?;
-            let Some(version) = schedule_version(tx, s).await? else {
+            if schedule_version(tx, s).await?.is_none() {
                 return Err(Refusal::Missing {
                     doing,
                     kind: "schedule",
                     name: format!("{}/{}", s.tenant, s.name),
                 }
                 .into());
-            };
+            }
+            let version = next_version(tx, Versioned::Schedule, &s.tenant, &s.name).await?;
             sqlx::query(
                 "UPDATE schedules SET workflow = ?, environment = ?, version = ?, doc = ?, \
                  cluster = ?, partition = ? WHERE tenant = ? AND name = ?",
             )
             .bind(s.workflow.as_str())
             .bind(s.environment.as_str())
-            .bind(version + 1)
+            .bind(version)
             .bind(json(s))
             .bind(&placed.cluster)
             .bind(placed.partition)
@@ -747,7 +746,7 @@ async fn execute(
             .execute(&mut *tx)
             .await?;
             Ok(Applied {
-                version: Some(version as u64 + 1),
+                version: Some(version as u64),
                 ..subject(format!("schedule {}/{}", s.tenant, s.name))
             })
         }
@@ -772,6 +771,12 @@ async fn execute(
                 }
                 .into());
             }
+            // Its cursor goes with it: one created again under the name fires from its own
+            // creation (the assignments also never go back before it, for a late report).
+            sqlx::query("DELETE FROM schedule_cursors WHERE schedule_id = ?")
+                .bind(format!("{tenant}.{name}"))
+                .execute(&mut *tx)
+                .await?;
             Ok(subject(format!("schedule {tenant}/{name}")))
         }
         Command::Batch(items) => {
@@ -1111,6 +1116,37 @@ async fn schedule_version(
         .bind(s.name.as_str())
         .fetch_optional(&mut *tx)
         .await
+}
+
+/// What has versions that must never repeat under one name.
+#[derive(Clone, Copy)]
+enum Versioned {
+    Workflow,
+    Schedule,
+}
+
+/// The next version of `tenant`'s `name`: one past the highest it has ever had (kept in
+/// `name_versions` across deletes of it and of its tenant), recorded as taken.
+async fn next_version(
+    tx: &mut SqliteConnection,
+    kind: Versioned,
+    tenant: &Name,
+    name: &Name,
+) -> sqlx::Result<i64> {
+    let kind = match kind {
+        Versioned::Workflow => "workflow",
+        Versioned::Schedule => "schedule",
+    };
+    sqlx::query_scalar(
+        "INSERT INTO name_versions (kind, tenant, name, version) VALUES (?, ?, ?, 1) \
+         ON CONFLICT (kind, tenant, name) DO UPDATE SET version = version + 1 \
+         RETURNING version",
+    )
+    .bind(kind)
+    .bind(tenant.as_str())
+    .bind(name.as_str())
+    .fetch_one(&mut *tx)
+    .await
 }
 
 pub(super) fn json<T: serde::Serialize>(value: &T) -> String {

@@ -506,6 +506,7 @@ pub async fn assignments(
                 continue;
             };
             let cursor: Option<i64> = row.get("fire_ms");
+            let created_ms: i64 = row.get("created_ms");
             out.push(meridian_proto::run::Assignment {
                 schedule: id,
                 cluster: claim.cluster.clone(),
@@ -516,7 +517,9 @@ pub async fn assignments(
                 version: (row.get::<i64, _>("version") as u64) << 32 | version,
                 spec: schedule.spec.clone(),
                 overlap: schedule.overlap,
-                after_ms: cursor.unwrap_or(row.get("created_ms")),
+                // Never before its creation: a late report about a deleted schedule of the same
+                // name must not move one created again back into the old one's past.
+                after_ms: cursor.map_or(created_ms, |c| c.max(created_ms)),
                 job,
             });
         }
