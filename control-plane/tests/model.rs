@@ -670,6 +670,40 @@ async fn a_batch_applies_each_command_on_its_own_and_is_audited_once() {
     assert_eq!(audit[0].command["batch"].as_array().unwrap().len(), 4);
 }
 
+/// Issue #18, defect 5: runs asked for in one batch each get their own id (derived from the
+/// log position and the place in the batch, so the same on every replica) and all start.
+#[tokio::test]
+async fn runs_asked_for_in_one_batch_each_get_their_own_id() {
+    let mut m = Model::new().await;
+    m.federation().await;
+    m.ok(Command::ApplyWorkflow(workflow("ads", "etl", "true")))
+        .await;
+    let now = || {
+        Command::RequestRun(RunRequest {
+            tenant: n("ads"),
+            workflow: n("etl"),
+            environment: Some(n("prod-nj")),
+        })
+    };
+    let applied = m.ok(Command::Batch(vec![now(), now()])).await;
+    assert_eq!(applied.subject, "batch of 2 (0 refused)");
+    let ids: Vec<String> = sqlx::query_scalar("SELECT run_id FROM runs ORDER BY run_id")
+        .fetch_all(&m.pool)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_ne!(ids[0], ids[1]);
+    // A run asked for on its own keeps the id shape it always had.
+    m.ok(now()).await;
+    let id: String = sqlx::query_scalar(
+        "SELECT run_id FROM runs ORDER BY requested_ms DESC, rowid DESC LIMIT 1",
+    )
+    .fetch_one(&m.pool)
+    .await
+    .unwrap();
+    assert_eq!(id, format!("ads.etl@manual-{}", m.index));
+}
+
 // Agents: heartbeats (partition leases) and reports (run history with epoch fencing).
 
 /// A plane time well after every proposal `Model::apply` stamps, so lease tests choose each

@@ -457,7 +457,9 @@ pub async fn request_run(
     // Derived from the log position: unique, and the same on every replica.
     let run_id = format!(
         "{}.{}@manual-{}",
-        request.tenant, request.workflow, context.index
+        request.tenant,
+        request.workflow,
+        context.position()
     );
     sqlx::query(
         "INSERT INTO runs (run_id, tenant, workflow, workflow_version, environment, cluster, dc, \

@@ -128,6 +128,20 @@ pub struct Applied {
 pub struct Context {
     pub index: u64,
     pub at_ms: i64,
+    /// Inside a batch, the command's place in it (ids derived from the log position must
+    /// tell a batch's commands apart).
+    pub item: Option<usize>,
+}
+
+impl Context {
+    /// A unique, replica-independent name for this command's place in the log: the entry's
+    /// index, and its place in a batch (`42`, `42.1`).
+    pub fn position(&self) -> String {
+        match self.item {
+            None => self.index.to_string(),
+            Some(i) => format!("{}.{i}", self.index),
+        }
+    }
 }
 
 /// Applies `proposal`, which is the Raft log entry at `index`. On refusal nothing changes but
@@ -142,6 +156,7 @@ pub async fn apply(
     let context = Context {
         index,
         at_ms: proposal.at_ms(),
+        item: None,
     };
     let outcome = match authorize(&mut tx, proposal).await {
         Ok(()) => execute(&mut tx, context, command).await,
@@ -781,7 +796,7 @@ async fn execute(
         }
         Command::Batch(items) => {
             let mut results = Vec::with_capacity(items.len());
-            for item in items {
+            for (place, item) in items.iter().enumerate() {
                 if matches!(item, Command::Batch(_)) {
                     results.push(Err(Rejection {
                         kind: RefusalKind::Invalid,
@@ -793,6 +808,10 @@ async fn execute(
                 // comes before any change), so a refused command has nothing to undo. This
                 // halves the statements a batch costs; `tests/model.rs` re-runs every refusal
                 // inside a batch to hold the arms to it.
+                let context = Context {
+                    item: Some(place),
+                    ..context
+                };
                 match Box::pin(execute(tx, context, item)).await {
                     Ok(applied) => results.push(Ok(applied)),
                     Err(ApplyError::Refused(refusal)) => results.push(Err(refusal.into())),
