@@ -633,10 +633,20 @@ impl Shared {
                 Err(e) => tracing::warn!("schedule {}: {e}", s.schedule_id),
             }
         }
-        self.buffer
+        let synced = self
+            .buffer
             .sync(&assignments)
             .await
             .map_err(|e| e.to_string())?;
+        for u in synced.unreadable {
+            tracing::error!(
+                schedule = %u.schedule,
+                version = u.version,
+                "this agent cannot read the schedule's calendar ({}): it fires nothing here \
+                 until the plane sends a version this agent can read; upgrade the agent",
+                u.why
+            );
+        }
         self.wake.notify_one();
         Ok(())
     }

@@ -27,6 +27,21 @@ use sqlx::{Row, SqlitePool};
 
 use crate::store::{NewEntry, StoreError, Take, Write, Writer};
 
+/// What a [`Buffer::sync`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Synced {
+    /// New or changed assignments whose calendar this agent cannot read.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// An assignment whose spec this agent cannot make a calendar of: it generates no records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub schedule: ScheduleId,
+    pub version: u64,
+    pub why: String,
+}
+
 #[derive(Clone)]
 pub struct Buffer {
     pool: SqlitePool,
@@ -237,15 +252,34 @@ impl Buffer {
     }
 
     /// Replaces the assignments with `assignments` (every schedule of every held partition).
-    pub async fn sync(&self, assignments: &[Assignment]) -> Result<(), StoreError> {
+    /// Says which new or changed ones this agent cannot read the calendar of (a newer plane's
+    /// spec): they are kept, and fire nothing here until a version it can read arrives.
+    pub async fn sync(&self, assignments: &[Assignment]) -> Result<Synced, StoreError> {
         let shared: Vec<Arc<Assignment>> = assignments.iter().cloned().map(Arc::new).collect();
+        let unreadable = {
+            let held = self.assignments.read().expect("assignments");
+            shared
+                .iter()
+                .filter(|a| {
+                    held.get(a.schedule.as_str())
+                        .is_none_or(|h| h.version != a.version)
+                })
+                .filter_map(|a| {
+                    a.spec.calendar().err().map(|e| Unreadable {
+                        schedule: a.schedule.clone(),
+                        version: a.version,
+                        why: e.to_string(),
+                    })
+                })
+                .collect()
+        };
         let _alone = self.gate.write().await;
         self.writer.write(Write::Sync(shared.clone())).await?;
         *self.assignments.write().expect("assignments") = shared
             .into_iter()
             .map(|a| (a.schedule.to_string(), a))
             .collect();
-        Ok(())
+        Ok(Synced { unreadable })
     }
 
     /// Held by a firing pass from reading due records until its take is durable.
@@ -490,6 +524,39 @@ mod tests {
                 allow_agent_user: false,
             },
         }
+    }
+
+    /// Issue #18, defect 6: a calendar this agent cannot read generates nothing, and the
+    /// sync says so, once per version (not on every sync that repeats it).
+    #[tokio::test]
+    async fn a_calendar_this_agent_cannot_read_is_named_not_silently_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::store::open(&dir.path().join("a.db")).await.unwrap();
+        let writer = crate::store::Writer::start(pool.clone());
+        let buffer = Buffer::open(pool, writer).await.unwrap();
+        let good = assignment(1, "0/10 * * * * ?");
+        let unreadable = assignment(2, "0 0 25 * * ?");
+        assert_eq!(
+            buffer.sync(std::slice::from_ref(&good)).await.unwrap(),
+            Synced::default()
+        );
+        let said = buffer
+            .sync(std::slice::from_ref(&unreadable))
+            .await
+            .unwrap()
+            .unreadable;
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert_eq!((said[0].schedule.as_str(), said[0].version), ("ads.s", 2));
+        assert!(said[0].why.contains("hour"), "{}", said[0].why);
+        assert_eq!(buffer.count("ads.s").await.unwrap(), 0);
+        assert_eq!(
+            buffer
+                .sync(std::slice::from_ref(&unreadable))
+                .await
+                .unwrap(),
+            Synced::default(),
+            "the same version again is not news"
+        );
     }
 
     #[tokio::test]

@@ -661,7 +661,7 @@ fn window(
     out: &mut Vec<serde_json::Value>,
 ) -> Result<(), StoreError> {
     // The plane validated the spec; one this agent cannot read (a newer version's) fires
-    // nothing rather than something wrong.
+    // nothing rather than something wrong. `Buffer::sync` says so for each such version.
     let Ok(calendar) = a.spec.calendar() else {
         return Ok(());
     };
