@@ -10,7 +10,7 @@
 //! Runs are tasks of their own ([`crate::runner`]); a slot semaphore bounds how many go at once.
 //! Time comes from an injected [`Clock`]: tests drive firing and leases by moving it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use chrono::DateTime;
 use meridian_proto::pb;
 use meridian_proto::run::{Assignment, Job, RunState};
 use meridian_proto::transport::TlsMaterial;
-use meridian_proto::{Clock, FireRecord};
+use meridian_proto::{Clock, FireRecord, OverlapPolicy};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
@@ -73,11 +73,46 @@ struct Runs {
     waiting: HashMap<String, VecDeque<LocalRun>>,
     /// Missed records to start, in fire order, at the catch-up rate.
     catch_up: VecDeque<LocalRun>,
+    /// How many of `catch_up` each schedule has (its later fires queue behind them).
+    catching_up: HashMap<String, usize>,
 }
 
 impl Runs {
     fn going_for(&self, schedule: &str) -> usize {
         self.going_per_schedule.get(schedule).copied().unwrap_or(0)
+    }
+
+    fn catching_up_for(&self, schedule: &str) -> usize {
+        self.catching_up.get(schedule).copied().unwrap_or(0)
+    }
+
+    fn queue_catch_up(&mut self, run: LocalRun) {
+        if let Some(s) = &run.schedule {
+            *self.catching_up.entry(s.to_string()).or_default() += 1;
+        }
+        self.catch_up.push_back(run);
+    }
+
+    fn next_catch_up(&mut self) -> Option<LocalRun> {
+        let run = self.catch_up.pop_front()?;
+        if let Some(s) = &run.schedule
+            && let Some(n) = self.catching_up.get_mut(s.as_str())
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.catching_up.remove(s.as_str());
+            }
+        }
+        Some(run)
+    }
+
+    /// Asks every run of `schedule` going to stop (overlap `cancel_older`).
+    fn cancel_going(&self, schedule: &str) {
+        for going in self.going.values() {
+            if going.schedule.as_deref() == Some(schedule) {
+                let _ = going.kill.send(true);
+            }
+        }
     }
 
     fn start(&mut self, run_id: String, going: Going) {
@@ -397,6 +432,8 @@ struct Pass {
     then: Vec<Then>,
     /// Per schedule: runs this pass starts and queues (the overlap policy counts them).
     planned: HashMap<String, (usize, usize)>,
+    /// Schedules this pass queues fires of to catch up.
+    catching_up: HashSet<String>,
 }
 
 enum Then {
@@ -429,6 +466,13 @@ impl Pass {
         self.items.push(item);
         run
     }
+
+    /// Takes `record` to be started at the catch-up rate, in fire order.
+    fn catch_up(&mut self, a: &Arc<Assignment>, epoch: u64, record: &FireRecord) {
+        let run = self.take(a, epoch, record, Took::CatchingUp);
+        self.then.push(Then::CatchUp(run.expect("queued")));
+        self.catching_up.insert(a.schedule.to_string());
+    }
 }
 
 impl Shared {
@@ -439,7 +483,7 @@ impl Shared {
     async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
         for run in self.buffer.runs().await? {
             if run.state == RunState::Queued.as_str() {
-                self.runs.lock().expect("runs").catch_up.push_back(run);
+                self.runs.lock().expect("runs").queue_catch_up(run);
             } else {
                 // It was going when the agent stopped; what it did is unknown, so it is not run
                 // again (it may have had effects) but recorded as failed.
@@ -722,10 +766,10 @@ impl Shared {
                 last_catch_up = tokio::time::Instant::now();
                 tokens = (tokens + elapsed * self.catch_up_rate).min(self.catch_up_rate.max(1.0));
                 while tokens >= 1.0 {
-                    let next = self.runs.lock().expect("runs").catch_up.pop_front();
+                    let next = self.runs.lock().expect("runs").next_catch_up();
                     let Some(run) = next else { break };
                     tokens -= 1.0;
-                    self.launch(run, None);
+                    self.catch_up(run);
                 }
             }
             self.passes.fetch_add(1, Ordering::SeqCst);
@@ -830,9 +874,20 @@ impl Shared {
                         Fate::Skip => {
                             pass.take(&a, held.epoch, &record, Took::Missed);
                         }
-                        Fate::CatchUp => {
-                            let run = pass.take(&a, held.epoch, &record, Took::CatchingUp);
-                            pass.then.push(Then::CatchUp(run.expect("queued")));
+                        Fate::CatchUp => pass.catch_up(&a, held.epoch, &record),
+                        // While older fires of the schedule are still catching up, a new one
+                        // queues behind them: the overlap policy sees its fires in order.
+                        Fate::OnTime
+                            if a.overlap != OverlapPolicy::AllowAll
+                                && (pass.catching_up.contains(a.schedule.as_str())
+                                    || self
+                                        .runs
+                                        .lock()
+                                        .expect("runs")
+                                        .catching_up_for(a.schedule.as_str())
+                                        > 0) =>
+                        {
+                            pass.catch_up(&a, held.epoch, &record)
                         }
                         Fate::OnTime => self.decide(&a, held.epoch, &record, &mut pass),
                     }
@@ -864,14 +919,11 @@ impl Shared {
                     permit,
                     cancel_older,
                 } => {
-                    if cancel_older {
-                        for going in self.runs.lock().expect("runs").going.values() {
-                            if going.schedule.as_deref()
-                                == run.schedule.as_ref().map(|s| s.as_str())
-                            {
-                                let _ = going.kill.send(true);
-                            }
-                        }
+                    if cancel_older && let Some(schedule) = &run.schedule {
+                        self.runs
+                            .lock()
+                            .expect("runs")
+                            .cancel_going(schedule.as_str());
                     }
                     self.launch(run, permit);
                 }
@@ -883,7 +935,7 @@ impl Shared {
                     .entry(schedule)
                     .or_default()
                     .push_back(run),
-                Then::CatchUp(run) => self.runs.lock().expect("runs").catch_up.push_back(run),
+                Then::CatchUp(run) => self.runs.lock().expect("runs").queue_catch_up(run),
             }
         }
         self.reported.notify_one();
@@ -896,6 +948,59 @@ impl Shared {
             "firing pass"
         );
         Ok(due.full)
+    }
+
+    /// Lets a caught-up run go (the catch-up rate allowed it) under its schedule's overlap
+    /// policy, as an on-time fire: with a run of the schedule going, `skip` records it
+    /// skipped, `buffer_one`/`buffer_all` queue it behind that run, `cancel_older` kills that
+    /// run first. Decided and queued under one lock, so a run ending meanwhile cannot leave
+    /// it waiting for nothing.
+    fn catch_up(self: &Arc<Self>, run: LocalRun) {
+        let Some(schedule) = run.schedule.as_ref().map(|s| s.to_string()) else {
+            return self.launch(run, None);
+        };
+        // A schedule no longer assigned here still runs what was taken for it, as before.
+        let Some(a) = self.buffer.assigned(&schedule) else {
+            return self.launch(run, None);
+        };
+        let run = {
+            let mut runs = self.runs.lock().expect("runs");
+            let waiting = runs.waiting.get(&schedule).map_or(0, VecDeque::len);
+            match firing::on_fire(a.overlap, runs.going_for(&schedule), waiting) {
+                Overlap::Start => Some(run),
+                Overlap::CancelThenStart => {
+                    runs.cancel_going(&schedule);
+                    Some(run)
+                }
+                Overlap::Queue => {
+                    runs.waiting.entry(schedule).or_default().push_back(run);
+                    None
+                }
+                Overlap::Skip => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let report = event(
+                            &run,
+                            RunState::Skipped,
+                            this.now(),
+                            Took::Overlapping.message(),
+                        );
+                        if let Err(e) = this
+                            .buffer
+                            .advance(&run.run_id, RunState::Skipped.as_str(), true, &report)
+                            .await
+                        {
+                            tracing::error!("recording {} skipped: {e}", run.run_id);
+                        }
+                        this.reported.notify_one();
+                    });
+                    None
+                }
+            }
+        };
+        if let Some(run) = run {
+            self.launch(run, None);
+        }
     }
 
     /// Decides an on-time record under the schedule's overlap policy, counting what this pass

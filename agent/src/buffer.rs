@@ -282,6 +282,15 @@ impl Buffer {
         Ok(Synced { unreadable })
     }
 
+    /// The assignment of `schedule` as last synced, if it is still assigned.
+    pub fn assigned(&self, schedule: &str) -> Option<Arc<Assignment>> {
+        self.assignments
+            .read()
+            .expect("assignments")
+            .get(schedule)
+            .cloned()
+    }
+
     /// Held by a firing pass from reading due records until its take is durable.
     pub async fn firing(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
         self.gate.read().await
