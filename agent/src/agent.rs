@@ -213,6 +213,8 @@ struct Shared {
     /// Firing passes completed (a pass that began before a release has taken its records
     /// once this moves past the count seen at the release).
     passes: AtomicU64,
+    /// Report rounds answered by the plane (whatever the answer).
+    report_rounds: AtomicU64,
     runs: Mutex<Runs>,
     /// Schedules whose records were taken and not yet topped up.
     refill: Mutex<HashMap<String, Arc<Assignment>>>,
@@ -285,6 +287,7 @@ impl Agent {
             releasing: Mutex::new(Vec::new()),
             released: Mutex::new(Vec::new()),
             passes: AtomicU64::new(0),
+            report_rounds: AtomicU64::new(0),
             runs: Mutex::new(Runs::default()),
             refill: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(config.slots as usize)),
@@ -381,6 +384,11 @@ impl Agent {
             .filter(|(p, _)| leases.valid(p, now).is_some())
             .map(|(p, h)| (p.clone(), h.epoch))
             .collect()
+    }
+
+    /// Report rounds the plane has answered so far.
+    pub fn report_rounds(&self) -> u64 {
+        self.shared.report_rounds.load(Ordering::SeqCst)
     }
 
     /// Entries waiting in the outbox.
@@ -1174,6 +1182,7 @@ impl Shared {
             })
             .await
             .map_err(|e| e.to_string())?;
+        self.report_rounds.fetch_add(1, Ordering::SeqCst);
         for refused in &reply.refused {
             tracing::warn!(
                 "the plane refused outbox entry {}: {}",
@@ -1185,6 +1194,13 @@ impl Shared {
             .acknowledge(reply.committed_seq as i64)
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(held) = reply.unreadable {
+            // Kept, with everything after it, until a plane that reads it is up.
+            return Err(format!(
+                "outbox entry {} stays in the outbox: {}",
+                held.seq, held.reason
+            ));
+        }
         Ok(batch.len())
     }
 }

@@ -377,3 +377,88 @@ async fn overlap_policies(fires: Fires) {
     }
     f.shutdown().await;
 }
+
+/// Issue #18, defect 4: an outbox entry the plane cannot read (a newer agent's report shape,
+/// during a rolling upgrade that reached the agents first) is not acknowledged and dropped: it
+/// and every report after it stay in the agent's outbox, in order, while the plane says why;
+/// once the plane can read it (here: the entry rewritten to a shape this plane reads), they
+/// all go, and nothing the agent ran is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_the_plane_cannot_read_stays_in_the_outbox_with_everything_after_it() {
+    let mut f = Federation::start(1, 30).await;
+    f.schedule("held", EVERY_10S, "echo ran", OverlapPolicy::AllowAll)
+        .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        f.agent_dir("agent-1.test").join("agent.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO outbox (key, at_ms, payload) VALUES ('future-1', 0, ?)")
+        .bind(r#"{"v":"2","cluster":"main","item":{"run":{"what":"a newer shape"}}}"#)
+        .execute(&db)
+        .await
+        .unwrap();
+    f.advance(Duration::from_secs(20), Duration::from_secs(2))
+        .await;
+    // Both runs end on the agent (their reports wait behind the entry), and the plane has
+    // answered several report rounds since.
+    let agent = f.agent("agent-1.test");
+    f.wait_until("both runs' reports to be in the outbox", || async {
+        agent.outbox_len().await >= 7
+    })
+    .await;
+    let rounds = agent.report_rounds();
+    f.wait_until("three more report rounds", || async {
+        agent.report_rounds() >= rounds + 3
+    })
+    .await;
+    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE key = 'future-1'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(held, 1, "the unreadable entry was dropped");
+    assert!(
+        f.history("held").await.is_empty(),
+        "reports after the unreadable entry went ahead of it"
+    );
+
+    // The plane can read it now (a report about a run it never heard of: refused for good,
+    // which is a reading): it and everything behind it go, and both runs are in the history.
+    sqlx::query("UPDATE outbox SET payload = ? WHERE key = 'future-1'")
+        .bind(
+            serde_json::to_string(&meridian_proto::run::Report::V1 {
+                cluster: "main".into(),
+                partition: None,
+                epoch: 0,
+                item: meridian_proto::run::ReportItem::Log(meridian_proto::run::LogChunk {
+                    run_id: "ads.nothing@manual-1".into(),
+                    task: "main".into(),
+                    attempt: 1,
+                    offset: 0,
+                    data: String::new(),
+                }),
+            })
+            .unwrap(),
+        )
+        .execute(&db)
+        .await
+        .unwrap();
+    let runs = f.wait_for_history("held", 2).await;
+    let summary = check(
+        "unreadable report held",
+        EVERY_10S,
+        epoch(),
+        secs(20),
+        &runs,
+    );
+    assert_eq!((summary.lost, summary.duplicated), (0, 0), "{runs:#?}");
+    f.wait_until("the outbox to drain", || async {
+        agent.outbox_len().await == 0
+    })
+    .await;
+    db.close().await;
+    f.shutdown().await;
+}

@@ -235,22 +235,43 @@ impl AgentLink for AgentService {
             agent_of(&request, (&r.agent, None))?
         };
         let r = request.into_inner();
-        let Some(last) = r.entries.iter().map(|e| e.seq).max() else {
-            return Ok(Response::new(pb::ReportReply::default()));
-        };
-        let mut entries = Vec::with_capacity(r.entries.len());
-        let mut unreadable = Vec::new();
-        for e in r.entries {
+        // Read in order up to the first entry this plane cannot read (a newer agent's shape,
+        // during a rolling upgrade): that one and everything after it stay in the agent's
+        // outbox, in order, until a plane that can read them is up. Committing past it would
+        // drop what the agent ran for good.
+        let mut sorted = r.entries;
+        sorted.sort_by_key(|e| e.seq);
+        let mut entries = Vec::with_capacity(sorted.len());
+        let mut unreadable = None;
+        for e in sorted {
             match serde_json::from_str(&e.report_json) {
                 Ok(report) => entries.push(ReportEntry { seq: e.seq, report }),
-                // An entry this plane cannot read will never become readable: refuse it for
-                // good rather than block the agent's outbox behind it.
-                Err(err) => unreadable.push(pb::Refused {
-                    seq: e.seq,
-                    reason: format!("entry `{}`: unreadable report: {err}", e.key),
-                }),
+                Err(err) => {
+                    tracing::error!(
+                        agent = %agent,
+                        seq = e.seq,
+                        key = %e.key,
+                        "this plane cannot read the agent's report ({err}): it and the agent's \
+                         later reports wait in its outbox until the plane is upgraded"
+                    );
+                    unreadable = Some(pb::Refused {
+                        seq: e.seq,
+                        reason: format!(
+                            "entry `{}`: this plane cannot read it ({err}); upgrade the plane",
+                            e.key
+                        ),
+                    });
+                    break;
+                }
             }
         }
+        let Some(last) = entries.iter().map(|e| e.seq).max() else {
+            return Ok(Response::new(pb::ReportReply {
+                committed_seq: 0,
+                refused: vec![],
+                unreadable,
+            }));
+        };
         let applied = self
             .write(
                 &agent,
@@ -263,16 +284,15 @@ impl AgentLink for AgentService {
             )
             .await?;
         let outcome: ReportOutcome = detail(applied.detail)?;
-        let mut refused = unreadable;
-        refused.extend(
-            outcome
-                .refused
-                .into_iter()
-                .map(|(seq, reason)| pb::Refused { seq, reason }),
-        );
+        let refused = outcome
+            .refused
+            .into_iter()
+            .map(|(seq, reason)| pb::Refused { seq, reason })
+            .collect();
         Ok(Response::new(pb::ReportReply {
             committed_seq: last,
             refused,
+            unreadable,
         }))
     }
 }
