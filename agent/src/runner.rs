@@ -29,6 +29,62 @@ use crate::resources::{Prepared, ResourceCache};
 use crate::run_dir;
 use crate::task::{self, Attempt, AttemptEnd, Log};
 
+/// The tasks of `run` that never started, in dependency order, with why: downstream of a
+/// task that failed for good (`upstream_failed`, naming it), or left when the run ended
+/// first (`not_started`: another branch failed, or the run was killed — then every one).
+fn never_started(
+    run: &LocalRun,
+    started: &BTreeSet<String>,
+    failed: &[String],
+    killed: bool,
+) -> Vec<(String, AttemptOutcome, String)> {
+    let definition = &run.job.definition;
+    let order: Vec<&str> = definition
+        .topological_order()
+        .unwrap_or_else(|_| definition.tasks.iter().map(|t| t.name.as_str()).collect());
+    // For each task that failed or cannot run because of one: the task that failed.
+    let mut cause: BTreeMap<&str, &str> = failed.iter().map(|t| (t.as_str(), t.as_str())).collect();
+    let mut out = Vec::new();
+    for name in order {
+        if started.contains(name) {
+            continue;
+        }
+        let Some(task) = definition.tasks.iter().find(|t| t.name == name) else {
+            continue;
+        };
+        // A kill ends the run whatever failed on the way (its own TERM fails what was going).
+        let upstream = (!killed)
+            .then(|| {
+                task.depends_on
+                    .iter()
+                    .find_map(|d| cause.get(d.as_str()).copied())
+            })
+            .flatten();
+        match upstream {
+            Some(root) => {
+                cause.insert(name, root);
+                out.push((
+                    name.to_owned(),
+                    AttemptOutcome::UpstreamFailed,
+                    format!("upstream task `{root}` failed"),
+                ));
+            }
+            None => {
+                let why = if killed {
+                    "the run was killed first".to_owned()
+                } else {
+                    match failed.first() {
+                        Some(t) => format!("the run failed first (task `{t}` failed)"),
+                        None => "the run ended first".to_owned(),
+                    }
+                };
+                out.push((name.to_owned(), AttemptOutcome::NotStarted, why));
+            }
+        }
+    }
+    out
+}
+
 /// What every run shares.
 #[derive(Clone)]
 pub struct Runner {
@@ -104,6 +160,8 @@ impl Runner {
         let user = self.run_user(run).await;
         let mut succeeded: BTreeSet<String> = BTreeSet::new();
         let mut started: BTreeSet<String> = BTreeSet::new();
+        // Tasks that failed for good, in the order they did.
+        let mut failed_tasks: Vec<String> = Vec::new();
         // The run's message once a task failed for good.
         let mut failed: Option<String> = None;
         let mut going = JoinSet::new();
@@ -136,16 +194,32 @@ impl Runner {
                 }
                 Ok((name, TaskEnd::Failed)) => {
                     failed.get_or_insert(format!("task `{name}` failed"));
+                    failed_tasks.push(name);
                 }
                 Ok((name, TaskEnd::Refused(why))) => {
                     failed.get_or_insert(format!("task `{name}` could not start: {why}"));
+                    failed_tasks.push(name);
                 }
                 Err(e) => {
                     failed.get_or_insert(format!("task `(a task panicked: {e})` failed"));
                 }
             }
         }
-        if *kill.borrow() {
+        let killed = *kill.borrow();
+        for (task, outcome, message) in never_started(run, &started, &failed_tasks, killed) {
+            let event = AttemptEvent {
+                run_id: run.run_id.clone(),
+                task,
+                attempt: 0,
+                outcome,
+                at_ms: self.clock.now_ms(),
+                exit_code: None,
+                message,
+                warning: String::new(),
+            };
+            self.report(run, ReportItem::Attempt(event)).await;
+        }
+        if killed {
             (RunState::Killed, "killed".into())
         } else if let Some(message) = failed {
             (RunState::Failed, message)

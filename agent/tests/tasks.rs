@@ -610,7 +610,8 @@ async fn retries_stop_when_the_retry_budget_is_spent() {
 }
 
 #[tokio::test]
-async fn a_task_whose_dependency_failed_never_starts() {
+async fn a_task_whose_dependency_failed_never_starts_and_says_why() {
+    use AttemptOutcome::*;
     let agent = Agent::new().await;
     let run = local_run(vec![
         spec("a", "echo a; exit 1"),
@@ -618,26 +619,55 @@ async fn a_task_whose_dependency_failed_never_starts() {
             depends_on: vec!["a".into()],
             ..spec("b", "touch b-ran")
         },
+        // Downstream of `b`: not started because of `a` too.
+        TaskSpec {
+            depends_on: vec!["b".into()],
+            ..spec("d", "touch d-ran")
+        },
         // Independent of `a`: it runs alongside.
         spec("c", "echo c"),
+        // Independent too, but after one still going when `a` fails: the run ends first.
+        spec("slow", "sleep 0.5"),
+        TaskSpec {
+            depends_on: vec!["slow".into()],
+            ..spec("later", "touch later-ran")
+        },
     ]);
     assert_eq!(
         agent.run(&run).await,
         (RunState::Failed, "task `a` failed".into())
     );
     let mut outcomes = agent.outcomes().await;
-    // `a` and `c` run at once; each one's events stay in order (the sort is stable).
+    // Tasks run at once; each one's events stay in order (the sort is stable).
     outcomes.sort_by(|x, y| x.0.cmp(&y.0));
+    let at = |task: &str, attempt, outcome| (task.to_owned(), attempt, outcome);
     assert_eq!(
         outcomes,
         [
-            ("a".to_owned(), 1, AttemptOutcome::Started),
-            ("a".to_owned(), 1, AttemptOutcome::Failed),
-            ("c".to_owned(), 1, AttemptOutcome::Started),
-            ("c".to_owned(), 1, AttemptOutcome::Succeeded),
+            at("a", 1, Started),
+            at("a", 1, Failed),
+            at("b", 0, UpstreamFailed),
+            at("c", 1, Started),
+            at("c", 1, Succeeded),
+            at("d", 0, UpstreamFailed),
+            at("later", 0, NotStarted),
+            at("slow", 1, Started),
+            at("slow", 1, Succeeded),
         ]
     );
-    assert!(!agent.dir(&run).join("b-ran").exists());
+    let said: BTreeMap<String, String> = agent
+        .attempts()
+        .await
+        .into_iter()
+        .filter(|a| a.attempt == 0)
+        .map(|a| (a.task, a.message))
+        .collect();
+    assert_eq!(said["b"], "upstream task `a` failed");
+    assert_eq!(said["d"], "upstream task `a` failed");
+    assert_eq!(said["later"], "the run failed first (task `a` failed)");
+    for never in ["b-ran", "d-ran", "later-ran"] {
+        assert!(!agent.dir(&run).join(never).exists(), "{never}");
+    }
     assert_eq!(agent.log("a", 1).await, "a\n");
 }
 
@@ -674,10 +704,16 @@ async fn a_dependent_task_starts_only_after_its_dependency_succeeded() {
 async fn a_killed_run_ends_killed_without_retrying() {
     use AttemptOutcome::*;
     let agent = Agent::new().await;
-    let run = local_run(vec![TaskSpec {
-        retries: 3,
-        ..spec("long", "echo ready; sleep 30")
-    }]);
+    let run = local_run(vec![
+        TaskSpec {
+            retries: 3,
+            ..spec("long", "echo ready; sleep 30")
+        },
+        TaskSpec {
+            depends_on: vec!["long".into()],
+            ..spec("after", "true")
+        },
+    ]);
     let (kill, killed) = watch::channel(false);
     let started = Instant::now();
     let control = async {
@@ -699,9 +735,9 @@ async fn a_killed_run_ends_killed_without_retrying() {
         started.elapsed()
     );
     let attempts = agent.attempts().await;
-    assert_eq!(
-        agent.outcomes().await,
-        outcomes("long", &[(1, Started), (1, Killed)])
-    );
+    let mut expected = outcomes("long", &[(1, Started), (1, Killed)]);
+    expected.extend(outcomes("after", &[(0, NotStarted)]));
+    assert_eq!(agent.outcomes().await, expected);
     assert_eq!(attempts[1].message, "killed");
+    assert_eq!(attempts[2].message, "the run was killed first");
 }

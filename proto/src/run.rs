@@ -185,6 +185,12 @@ pub enum AttemptOutcome {
     Failed,
     TimedOut,
     Killed,
+    /// Never started because a task it depends on (directly or through others) failed for
+    /// good; reported as attempt 0, the message naming that task.
+    UpstreamFailed,
+    /// Never started because the run ended first (another branch failed, or it was killed);
+    /// reported as attempt 0, the message saying which.
+    NotStarted,
 }
 
 impl AttemptOutcome {
@@ -195,6 +201,8 @@ impl AttemptOutcome {
             Self::Failed => "failed",
             Self::TimedOut => "timed_out",
             Self::Killed => "killed",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::NotStarted => "not_started",
         }
     }
 }

@@ -707,9 +707,11 @@ fn model_schemas() -> Value {
             "starts": {"type": "integer",
                 "description": "agents that reported starting it; more than 1 is a double run"}}},
         "TaskAttempt": {"type": "object", "properties": {
-            "task": {"type": "string"}, "attempt": {"type": "integer"},
+            "task": {"type": "string"},
+            "attempt": {"type": "integer",
+                "description": "1 for the first; 0 for a task that never started"},
             "outcome": {"type": "string", "enum": ["started", "succeeded", "failed",
-                "timed_out", "killed"]},
+                "timed_out", "killed", "upstream_failed", "not_started"]},
             "started_ms": {"type": ["integer", "null"]},
             "finished_ms": {"type": ["integer", "null"]},
             "exit_code": {"type": ["integer", "null"]}, "message": {"type": "string"},

@@ -101,6 +101,10 @@ fn task_states(
     }
     for node in &mut dag.nodes {
         let (state, text) = match latest.get(node.name.as_str()) {
+            // Recorded by the agent as never started, with why.
+            Some(a) if matches!(a.outcome.as_str(), "upstream_failed" | "not_started") => {
+                ("not-started".into(), format!("not started: {}", a.message))
+            }
             Some(a) => (a.outcome.replace('_', "-"), a.outcome.replace('_', " ")),
             None => {
                 let upstream_failed = deps
@@ -626,6 +630,36 @@ mod tests {
         // While the run goes, a task not reached yet is waiting.
         task_states(&mut dag, &def, &attempts[..1], "started");
         assert_eq!(state(&dag, "side"), ("waiting".into(), "waiting".into()));
+        // What the agent recorded as never started (attempt 0) is shown with its reason.
+        let recorded = |task: &str, outcome: &str, message: &str| TaskAttempt {
+            started_ms: None,
+            message: message.into(),
+            ..attempt(task, 0, outcome)
+        };
+        let attempts = [
+            attempt("extract", 1, "failed"),
+            recorded("load", "upstream_failed", "upstream task `extract` failed"),
+            recorded(
+                "side",
+                "not_started",
+                "the run failed first (task `extract` failed)",
+            ),
+        ];
+        task_states(&mut dag, &def, &attempts, "failed");
+        assert_eq!(
+            state(&dag, "load"),
+            (
+                "not-started".into(),
+                "not started: upstream task `extract` failed".into()
+            )
+        );
+        assert_eq!(
+            state(&dag, "side"),
+            (
+                "not-started".into(),
+                "not started: the run failed first (task `extract` failed)".into()
+            )
+        );
     }
 
     #[test]
