@@ -26,7 +26,19 @@ use serde::{Deserialize, Serialize};
 use crate::model::Name;
 
 /// A role. `admin` and `operator` span the federation; the others are held for one tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Admin,
@@ -73,7 +85,9 @@ impl fmt::Display for Role {
 
 /// A role a principal holds: `admin`, `operator`, or a tenant role with its tenant
 /// (`developer@ads`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Binding {
     pub role: Role,

@@ -12,7 +12,7 @@ use crate::calendar::CalendarError;
 use crate::fire_record::FireRecord;
 
 /// The catch-up policy of a schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CatchUpPolicy {
     /// Run none of the missed fires; they are recorded as skipped.

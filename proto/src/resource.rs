@@ -57,6 +57,25 @@ pub fn check_relative(path: &str) -> Result<(), PathError> {
 #[serde(try_from = "String", into = "String")]
 pub struct ResourceKey(String);
 
+/// A key is a relative path (`etl/load.sql`) as [`check_relative`] checks it.
+impl schemars::JsonSchema for ResourceKey {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ResourceKey".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "a relative path: no `..`, no empty segment, no leading `/`",
+            "maxLength": MAX_KEY_BYTES
+        })
+    }
+}
+
 impl ResourceKey {
     pub fn new(key: impl Into<String>) -> Result<Self, PathError> {
         let key = key.into();

@@ -46,7 +46,9 @@ pub struct Job {
 /// Strict (`deny_unknown_fields`) on purpose: a misspelt `group` dropped in silence would run
 /// tasks in a group nobody asked for, and an agent that cannot read a field added later should
 /// fail the job rather than ignore part of who it runs as.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct OsUser {
     /// A user name (`[a-z_][a-z0-9_-]*`, at most 32 characters) or a numeric uid, as the
@@ -113,7 +115,7 @@ pub struct Assignment {
 }
 
 /// A run's state as the plane records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Asked for ("run now") and not yet picked up by an agent.
@@ -177,7 +179,7 @@ impl fmt::Display for RunState {
 }
 
 /// How one attempt of one task went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     Started,

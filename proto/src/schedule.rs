@@ -74,7 +74,7 @@ impl From<ScheduleId> for String {
 }
 
 /// When a schedule fires and what happens to fires missed while nothing could run them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     /// Quartz (6–7 fields, seconds first) or Unix (5 fields) cron expression.
@@ -147,7 +147,9 @@ mod tests {
 }
 
 /// What a schedule does when a fire comes while its previous run is still going.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OverlapPolicy {
     /// Record the new fire as skipped (the default, as in Temporal).

@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 use crate::resource::{self, ResourceKey};
 
 /// A workflow's tasks. A single task is a workflow of one; `depends_on` makes it a DAG.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowDefinition {
     pub tasks: Vec<TaskSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// Unique within the workflow; other tasks name it in `depends_on`.
@@ -49,7 +49,7 @@ fn one_second() -> u64 {
 }
 
 /// What a task does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum TaskKind {
     /// A shell script run with `sh -c` in its own process group, in the run's directory.

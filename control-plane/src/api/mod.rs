@@ -112,7 +112,8 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Error")]
 pub struct ErrorBody {
     pub error: String,
     pub kind: String,
@@ -300,7 +301,7 @@ fn default_audit_limit() -> u32 {
 }
 
 /// What a write did.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WriteReply {
     /// What was changed, e.g. `cluster nj-main`.
     pub subject: String,
@@ -382,7 +383,7 @@ impl RunOptions {
 }
 
 /// A run with its task attempts.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
     pub run: query::RunRecord,
@@ -390,7 +391,7 @@ pub struct RunDetail {
 }
 
 /// `POST /plane/nodes`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewNode {
     pub hostname: String,

@@ -488,6 +488,174 @@ pub const ROUTES: &[Route] = &[
     },
 ];
 
+/// One documented request.
+pub struct Example {
+    pub method: &'static str,
+    /// The route's path, as in [`ROUTES`].
+    pub route: &'static str,
+    /// Where this example is sent.
+    pub path: &'static str,
+    pub body: &'static str,
+}
+
+const fn example(
+    method: &'static str,
+    route: &'static str,
+    path: &'static str,
+    body: &'static str,
+) -> Example {
+    Example {
+        method,
+        route,
+        path,
+        body,
+    }
+}
+
+/// The request bodies the document shows, one per route that takes JSON (but adding a plane
+/// node, which needs a node to add). Each builds on the ones before it: a test sends them all,
+/// in this order, to a fresh plane and expects every one accepted.
+pub const EXAMPLES: &[Example] = &[
+    example(
+        "post",
+        "/dcs",
+        "/dcs",
+        r#"{"name": "nj", "description": "New Jersey"}"#,
+    ),
+    example(
+        "put",
+        "/dcs/{name}",
+        "/dcs/nj",
+        r#"{"name": "nj", "description": "Newark, rack 4"}"#,
+    ),
+    example("post", "/dcs", "/dcs", r#"{"name": "sg"}"#),
+    example(
+        "post",
+        "/clusters",
+        "/clusters",
+        r#"{"name": "nj-main", "dc": "nj", "role": "active", "backup": null,
+            "partitions": 16, "lease_seconds": 30}"#,
+    ),
+    example(
+        "put",
+        "/clusters/{name}",
+        "/clusters/nj-main",
+        r#"{"name": "nj-main", "dc": "nj", "role": "active", "partitions": 16,
+            "lease_seconds": 60}"#,
+    ),
+    example(
+        "post",
+        "/environments",
+        "/environments",
+        r#"{"name": "prod-nj", "cluster": "nj-main", "vars": {"REGION": "us-east"},
+            "work_dir": "/srv/meridian/runs", "queue": null,
+            "run_as": {"tenants": {"ads": {"user": "ads-etl", "group": "etl"}},
+                       "default": null, "allow_agent_user": false}}"#,
+    ),
+    example(
+        "put",
+        "/environments/{name}",
+        "/environments/prod-nj",
+        r#"{"name": "prod-nj", "cluster": "nj-main", "vars": {"REGION": "us-east-1"},
+            "run_as": {"tenants": {"ads": {"user": "ads-etl"}}}}"#,
+    ),
+    example(
+        "post",
+        "/tenants",
+        "/tenants",
+        r#"{"name": "ads", "description": "Advertising"}"#,
+    ),
+    example(
+        "put",
+        "/tenants/{name}",
+        "/tenants/ads",
+        r#"{"name": "ads", "description": "Advertising and reporting"}"#,
+    ),
+    example(
+        "post",
+        "/grants",
+        "/grants",
+        r#"{"tenant": "ads", "environment": "prod-nj", "max_concurrent_runs": 5}"#,
+    ),
+    example(
+        "put",
+        "/grants/{tenant}/{environment}",
+        "/grants/ads/prod-nj",
+        r#"{"tenant": "ads", "environment": "prod-nj", "max_concurrent_runs": 8}"#,
+    ),
+    example(
+        "post",
+        "/workflows",
+        "/workflows",
+        r#"{"tenant": "ads", "name": "etl", "environment": "prod-nj", "definition": {"tasks": [
+            {"name": "extract", "kind": {"shell": {"script": "sh extract.sh"}},
+             "resources": {"etl/extract.sh": "extract.sh"},
+             "timeout_seconds": 600, "retries": 2, "retry_delay_seconds": 5,
+             "retry_max_seconds": 120},
+            {"name": "notify", "depends_on": ["extract"], "kind": {"http": {
+                "method": "POST", "url": "https://hooks.example/etl",
+                "headers": {"content-type": "application/json"}, "body": "{}",
+                "expect_status": 200}}},
+            {"name": "done", "depends_on": ["notify"], "kind": {"noop": {}}}]}}"#,
+    ),
+    example(
+        "post",
+        "/schedules",
+        "/schedules",
+        r#"{"tenant": "ads", "name": "nightly", "workflow": "etl", "environment": "prod-nj",
+            "spec": {"cron": "0 0 2 * * ?", "time_zone": "America/New_York",
+                     "start": "2026-01-01T00:00:00Z", "end": null,
+                     "catch_up": {"policy": "all", "window_seconds": 3600, "max": 50}},
+            "overlap": "skip"}"#,
+    ),
+    example(
+        "put",
+        "/schedules/{tenant}/{name}",
+        "/schedules/ads/nightly",
+        r#"{"tenant": "ads", "name": "nightly", "workflow": "etl", "environment": "prod-nj",
+            "spec": {"cron": "0 30 1 * * ?", "time_zone": "America/New_York",
+                     "catch_up": {"policy": "latest"}},
+            "overlap": "buffer_one"}"#,
+    ),
+    example(
+        "post",
+        "/runs",
+        "/runs",
+        r#"{"tenant": "ads", "workflow": "etl", "environment": "prod-nj"}"#,
+    ),
+    example(
+        "post",
+        "/users",
+        "/users",
+        r#"{"name": "erin", "bindings": [{"role": "developer", "tenant": "ads"}],
+            "password": "a long enough passphrase"}"#,
+    ),
+    example(
+        "put",
+        "/users/{name}/password",
+        "/users/erin/password",
+        r#"{"password": "another long passphrase"}"#,
+    ),
+    example(
+        "post",
+        "/users/{name}/bindings",
+        "/users/erin/bindings",
+        r#"{"role": "viewer", "tenant": "ads"}"#,
+    ),
+    example(
+        "post",
+        "/tokens",
+        "/tokens",
+        r#"{"name": "ci", "role": "developer", "tenant": "ads", "expires_in_seconds": 2592000}"#,
+    ),
+    example(
+        "post",
+        "/session",
+        "/session",
+        r#"{"user": "erin", "password": "another long passphrase"}"#,
+    ),
+];
+
 /// The media type of a body or reply: raw bytes for `Binary`, JSON otherwise.
 fn content(name: &str) -> Value {
     if name == "Empty" {
@@ -542,7 +710,14 @@ fn operation(route: &Route) -> Value {
         }
     });
     if let Some(body) = route.body {
-        op["requestBody"] = json!({"required": true, "content": content(body)});
+        let mut content = content(body);
+        let example = EXAMPLES
+            .iter()
+            .find(|e| e.method == route.method && e.route == route.path);
+        if let (Some(example), Some(media)) = (example, content.get_mut("application/json")) {
+            media["example"] = serde_json::from_str(example.body).expect("examples are JSON");
+        }
+        op["requestBody"] = json!({"required": true, "content": content});
     }
     if route.access.starts_with("anyone") {
         op["security"] = json!([]);
@@ -550,203 +725,57 @@ fn operation(route: &Route) -> Value {
     op
 }
 
-fn object(required: &[&str], properties: Value) -> Value {
-    json!({"type": "object", "additionalProperties": false,
-           "required": required, "properties": properties})
-}
-
+/// Every schema the document names, generated from the types the API reads and writes
+/// (`schemars`, following their serde attributes), so a field the server accepts cannot be
+/// missing here, nor one it refuses be listed.
 fn schemas() -> Value {
-    let mut all = model_schemas();
-    let access = access_schemas();
-    if let (Some(all), Some(access)) = (all.as_object_mut(), access.as_object()) {
-        all.extend(access.clone());
+    use crate::api::{ErrorBody, NewNode, RunDetail, WriteReply, resources, session, users};
+    use crate::model::query::{self, AgentRecord, AuditEntry, LeaseRecord};
+    use crate::model::{
+        Cluster, DataCenter, Environment, Grant, RunRequest, Schedule, Tenant, Workflow,
+        WorkflowVersion,
+    };
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas".into())
+        .into_generator();
+    macro_rules! named {
+        ($($t:ty),* $(,)?) => {
+            $( generator.subschema_for::<$t>(); )*
+        };
     }
-    all
-}
-
-fn name_schema() -> Value {
-    json!({"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"})
-}
-
-fn opt_name_schema() -> Value {
-    json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"})
-}
-
-/// Users, tokens, sessions and roles.
-fn access_schemas() -> Value {
-    let name = name_schema();
-    let opt_name = opt_name_schema();
-    json!({
-        "Binding": object(&["role"], json!({
-            "role": {"type": "string", "enum": ["admin", "operator", "owner", "developer", "viewer"]},
-            "tenant": {"type": "string", "description": "For owner, developer and viewer: the tenant"}})),
-        "Token": {"type": "object", "required": ["name", "bindings"], "properties": {
-            "name": name, "bindings": {"type": "array", "items": schema_ref("Binding")},
-            "expires_ms": {"type": ["integer", "null"]}, "created_by": {"type": "string"},
-            "created_ms": {"type": "integer"}}},
-        "NewToken": object(&["name"], json!({
-            "name": name,
-            "bindings": {"type": "array", "items": schema_ref("Binding")},
-            "role": {"type": "string", "description": "One binding: its role (with `tenant`)"},
-            "tenant": opt_name,
-            "expires_in_seconds": {"type": ["integer", "null"], "minimum": 1}})),
-        "CreatedToken": {"type": "object", "required": ["name", "token"], "properties": {
-            "name": name, "token": {"type": "string", "description": "Shown only here"},
-            "expires_ms": {"type": ["integer", "null"]}}},
-        "User": {"type": "object", "required": ["name", "bindings"], "properties": {
-            "name": name, "bindings": {"type": "array", "items": schema_ref("Binding")},
-            "created_by": {"type": "string"}, "created_ms": {"type": "integer"}}},
-        "NewUser": object(&["name"], json!({
-            "name": name,
-            "bindings": {"type": "array", "items": schema_ref("Binding")},
-            "role": {"type": "string"}, "tenant": opt_name,
-            "password": {"type": ["string", "null"], "minLength": super::password::MIN_LENGTH,
-                "description": "None: one is generated and shown in the reply only"}})),
-        "NewPassword": object(&[], json!({
-            "password": {"type": ["string", "null"], "minLength": super::password::MIN_LENGTH},
-            "current_password": {"type": ["string", "null"],
-                "description": "Required to change one's own password"}})),
-        "PasswordReply": {"type": "object", "required": ["subject"], "properties": {
-            "subject": {"type": "string"},
-            "password": {"type": "string", "description": "The generated password, shown only here"}}},
-        "SignIn": object(&["user", "password"], json!({
-            "user": {"type": "string"}, "password": {"type": "string"}})),
-        "Whoami": {"type": "object", "required": ["kind", "name", "bindings"], "properties": {
-            "kind": {"type": "string", "enum": ["user", "token"]}, "name": {"type": "string"},
-            "bindings": {"type": "array", "items": schema_ref("Binding")},
-            "csrf_token": {"type": "string",
-                "description": "A session's: send it as `X-CSRF-Token` with every write"},
-            "expires_ms": {"type": ["integer", "null"]}}},
-    })
-}
-
-fn model_schemas() -> Value {
-    let name = name_schema();
-    let opt_name = opt_name_schema();
-    json!({
-        "Error": {"type": "object", "required": ["error", "kind"], "properties": {
-            "error": {"type": "string"},
-            "kind": {"type": "string", "enum": ["invalid", "missing", "exists", "in_use",
-                "not_granted", "unauthorized", "forbidden", "rate_limited", "too_large",
-                "unavailable", "internal"]}}},
-        "WriteReply": {"type": "object", "required": ["subject"], "properties": {
-            "subject": {"type": "string"}, "version": {"type": "integer"}}},
-        "DataCenter": object(&["name"], json!({"name": name, "description": {"type": "string"}})),
-        "Cluster": object(&["name", "dc"], json!({
-            "name": name, "dc": name,
-            "role": {"type": "string", "enum": ["active", "backup"], "default": "active"},
-            "backup": opt_name,
-            "partitions": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 16},
-            "lease_seconds": {"type": "integer", "minimum": 1, "default": 30}})),
-        "Environment": object(&["name", "cluster"], json!({
-            "name": name, "cluster": name,
-            "vars": {"type": "object", "additionalProperties": {"type": "string"}},
-            "work_dir": {"type": ["string", "null"]},
-            "queue": {"type": ["string", "null"]},
-            "run_as": run_as_schema()})),
-        "Tenant": object(&["name"], json!({"name": name, "description": {"type": "string"}})),
-        "Grant": object(&["tenant", "environment"], json!({
-            "tenant": name, "environment": name,
-            "max_concurrent_runs": {"type": "integer", "minimum": 1, "default": 10}})),
-        "Task": object(&["name", "kind"], json!({
-            "name": {"type": "string"},
-            "kind": {"oneOf": [
-                object(&["shell"], json!({"shell": object(&["script"], json!({"script": {"type": "string"}}))})),
-                object(&["http"], json!({"http": object(&["method", "url"], json!({
-                    "method": {"type": "string"}, "url": {"type": "string"},
-                    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "body": {"type": ["string", "null"]},
-                    "expect_status": {"type": "integer", "default": 200}}))}))]},
-            "depends_on": {"type": "array", "items": {"type": "string"}},
-            "resources": {"type": "object", "additionalProperties": {"type": "string"},
-                "description": "resource key → file name in the run's working directory"},
-            "timeout_seconds": {"type": ["integer", "null"]},
-            "retries": {"type": "integer", "default": 0}})),
-        "Workflow": object(&["tenant", "name", "definition"], json!({
-            "tenant": name, "name": name, "environment": opt_name,
-            "definition": object(&["tasks"], json!({"tasks": {"type": "array", "items": schema_ref("Task")}}))})),
-        "WorkflowVersion": {"allOf": [schema_ref("Workflow"),
-            {"type": "object", "required": ["version"], "properties": {"version": {"type": "integer"}}}]},
-        "Schedule": object(&["tenant", "name", "workflow", "environment", "spec"], json!({
-            "tenant": name, "name": name, "workflow": name, "environment": name,
-            "spec": object(&["cron"], json!({
-                "cron": {"type": "string", "description": "Quartz (6–7 fields) or Unix (5 fields)"},
-                "time_zone": {"type": "string", "default": "UTC"},
-                "start": {"type": ["string", "null"], "format": "date-time"},
-                "end": {"type": ["string", "null"], "format": "date-time"},
-                "catch_up": {"type": "object", "required": ["policy"], "properties": {
-                    "policy": {"type": "string", "enum": ["none", "latest", "all"]},
-                    "window_seconds": {"type": "integer"}, "max": {"type": "integer"}}}})),
-            "overlap": {"type": "string",
-                "enum": ["skip", "buffer_one", "buffer_all", "cancel_older", "allow_all"]}})),
-        "AuditEntry": {"type": "object", "properties": {
-            "log_index": {"type": "integer"}, "actor": {"type": "string"},
-            "at_ms": {"type": "integer"}, "op": {"type": "string"},
-            "subject": {"type": "string"}, "command": {"type": "object"},
-            "tenant": {"type": ["string", "null"]},
-            "outcome": {"type": "string", "enum": ["applied", "refused"]},
-            "message": {"type": "string", "description": "why it was refused"}}},
-        "RunRequest": object(&["tenant", "workflow"], json!({
-            "tenant": name, "workflow": name, "environment": opt_name})),
-        "Run": {"type": "object", "required": ["run_id", "tenant", "workflow", "state"],
-            "properties": {
-            "run_id": {"type": "string"}, "tenant": {"type": "string"},
-            "workflow": {"type": "string"}, "workflow_version": {"type": "integer"},
-            "schedule": {"type": ["string", "null"]}, "fire_ms": {"type": ["integer", "null"]},
-            "environment": {"type": "string"}, "cluster": {"type": "string"},
-            "dc": {"type": "string"},
-            "state": {"type": "string", "enum": ["requested", "queued", "started", "succeeded",
-                "failed", "killed", "skipped"]},
-            "agent": {"type": ["string", "null"]}, "epoch": {"type": "integer"},
-            "requested_ms": {"type": ["integer", "null"]},
-            "queued_ms": {"type": ["integer", "null"]},
-            "started_ms": {"type": ["integer", "null"]},
-            "finished_ms": {"type": ["integer", "null"]},
-            "lateness_ms": {"type": ["integer", "null"], "description": "start - fire time"},
-            "message": {"type": "string"},
-            "starts": {"type": "integer",
-                "description": "agents that reported starting it; more than 1 is a double run"}}},
-        "TaskAttempt": {"type": "object", "properties": {
-            "task": {"type": "string"},
-            "attempt": {"type": "integer",
-                "description": "1 for the first; 0 for a task that never started"},
-            "outcome": {"type": "string", "enum": ["started", "succeeded", "failed",
-                "timed_out", "killed", "upstream_failed", "not_started"]},
-            "started_ms": {"type": ["integer", "null"]},
-            "finished_ms": {"type": ["integer", "null"]},
-            "exit_code": {"type": ["integer", "null"]}, "message": {"type": "string"},
-            "warning": {"type": "string",
-                "description": "set when it started despite a problem (a stale resource)"}}},
-        "Resource": {"type": "object", "required": ["key", "size", "etag", "last_modified_ms"],
-            "properties": {"key": {"type": "string"}, "size": {"type": "integer"},
-            "etag": {"type": "string"}, "last_modified_ms": {"type": "integer"}}},
-        "RunDetail": {"allOf": [{"$ref": "#/components/schemas/Run"},
-            {"type": "object", "properties": {"attempts": {"type": "array",
-                "items": {"$ref": "#/components/schemas/TaskAttempt"}}}}]},
-        "AttemptLog": {"type": "object", "properties": {
-            "task": {"type": "string"}, "attempt": {"type": "integer"},
-            "text": {"type": "string"}}},
-        "Agent": {"type": "object", "properties": {
-            "hostname": {"type": "string"}, "cluster": {"type": "string"},
-            "last_seen_ms": {"type": "integer"}, "free_slots": {"type": "integer"},
-            "gone": {"type": "boolean"}}},
-        "Lease": {"type": "object", "properties": {
-            "cluster": {"type": "string"}, "partition": {"type": "integer"},
-            "holder": {"type": ["string", "null"]}, "epoch": {"type": "integer"},
-            "expires_ms": {"type": "integer"}}},
-        "NewNode": object(&["hostname"], json!({
-            "hostname": {"type": "string"},
-            "port": {"type": "integer", "default": super::DEFAULT_PEER_PORT}})),
-        "NodeStatus": {"type": "object", "properties": {
-            "hostname": {"type": "string"}, "port": {"type": "integer"},
-            "role": {"type": "string", "enum": ["leader", "follower", "candidate", "learner",
-                "shutdown", "unknown"]},
-            "voter": {"type": "boolean"}, "term": {"type": "integer"},
-            "last_log_index": {"type": ["integer", "null"]},
-            "applied_index": {"type": ["integer", "null"]},
-            "leader": {"type": ["string", "null"]}, "reachable": {"type": "boolean"},
-            "members": {"type": "array", "items": {"type": "object"}}}},
-    })
+    named!(
+        ErrorBody,
+        WriteReply,
+        DataCenter,
+        Cluster,
+        Environment,
+        Tenant,
+        Grant,
+        Workflow,
+        WorkflowVersion,
+        Schedule,
+        RunRequest,
+        query::RunRecord,
+        RunDetail,
+        query::TaskAttempt,
+        query::AttemptLog,
+        AuditEntry,
+        AgentRecord,
+        LeaseRecord,
+        NewNode,
+        crate::raft::node::NodeStatus,
+        resources::Resource,
+        users::TokenView,
+        users::NewToken,
+        users::CreatedToken,
+        crate::model::access::User,
+        users::NewUser,
+        users::NewPassword,
+        users::PasswordReply,
+        session::SignIn,
+        session::Whoami,
+    );
+    Value::Object(generator.take_definitions(true))
 }
 
 /// The whole document.
@@ -783,30 +812,6 @@ pub fn document() -> Value {
     })
 }
 
-/// An environment's `run_as`, with the OS user inline (built apart: the schemas' one json!
-/// is near the macro recursion limit).
-fn run_as_schema() -> Value {
-    // As `meridian_proto::run::os_name_problem` accepts them.
-    let os_name = "^([a-z_][a-z0-9_-]{0,31}|[0-9]+)$";
-    let os_user = object(
-        &["user"],
-        json!({
-            "user": {"type": "string", "pattern": os_name},
-            "group": {"type": ["string", "null"], "pattern": os_name,
-                "description": "default: the user's primary group"}}),
-    );
-    object(
-        &[],
-        json!({
-            "default": {"oneOf": [{"type": "null"}, os_user],
-                "description": "the OS user of tenants not in `tenants`"},
-            "tenants": {"type": "object", "additionalProperties": os_user,
-                "description": "tenant → the OS user its tasks run as on the agents"},
-            "allow_agent_user": {"type": "boolean", "default": false,
-                "description": "let tasks run as the agent's own user or root (dev, labs)"}}),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -827,5 +832,57 @@ mod tests {
             doc["paths"]["/api/v1/grants/{tenant}/{environment}"]["get"]["parameters"][1]["name"],
             "environment"
         );
+        if let Ok(path) = std::env::var("MERIDIAN_OPENAPI_OUT") {
+            std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+        }
+    }
+
+    #[test]
+    fn every_example_is_for_a_route_that_takes_json() {
+        for e in EXAMPLES {
+            let route = ROUTES
+                .iter()
+                .find(|r| r.method == e.method && r.path == e.route)
+                .unwrap_or_else(|| panic!("{} {}: no such route", e.method, e.route));
+            assert!(route.body.is_some_and(|b| b != "Binary"), "{}", e.route);
+            serde_json::from_str::<Value>(e.body).unwrap_or_else(|err| panic!("{}: {err}", e.path));
+        }
+        // Every route that takes JSON shows one (but adding a plane node).
+        for r in ROUTES {
+            let shown = EXAMPLES
+                .iter()
+                .any(|e| e.method == r.method && e.route == r.path);
+            let wanted = r.body.is_some_and(|b| b != "Binary") && r.path != "/plane/nodes";
+            assert_eq!(shown, wanted, "{} {}", r.method, r.path);
+        }
+    }
+
+    /// Issue #18, defect 8: what the hand-written schemas left out, now generated from the
+    /// types: the `noop` task kind and the retry settings.
+    #[test]
+    fn the_schemas_say_what_the_server_accepts() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let task = &schemas["TaskSpec"];
+        for field in [
+            "retry_delay_seconds",
+            "retry_max_seconds",
+            "resources",
+            "timeout_seconds",
+        ] {
+            assert!(
+                task["properties"][field].is_object(),
+                "TaskSpec.{field}: {task}"
+            );
+        }
+        let kinds = schemas["TaskKind"].to_string();
+        for kind in ["shell", "http", "noop"] {
+            assert!(
+                kinds.contains(&format!("\"{kind}\"")),
+                "TaskKind {kind}: {kinds}"
+            );
+        }
+        // Unknown fields are refused by the server, and the schemas say so.
+        assert_eq!(schemas["Cluster"]["additionalProperties"], false);
     }
 }

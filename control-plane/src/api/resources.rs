@@ -29,7 +29,7 @@ use crate::policy::{Action, Object};
 pub const MAX_UPLOAD_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 /// A resource as listed: its key relative to the tenant, and what S3 says about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Resource {
     pub key: String,
     pub size: u64,

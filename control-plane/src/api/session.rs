@@ -176,7 +176,7 @@ pub fn given_user(user: &str) -> String {
 }
 
 /// `POST /session`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
     pub user: String,
@@ -184,7 +184,7 @@ pub struct SignIn {
 }
 
 /// Who is signed in (or which token is calling): `POST` and `GET /session`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Whoami {
     /// `user` or `token`.
     pub kind: String,

@@ -29,7 +29,8 @@ pub struct UserView {
 }
 
 /// A token as the API shows it: never its secret or hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Token")]
 pub struct TokenView {
     pub name: Name,
     pub bindings: Vec<Binding>,
@@ -62,7 +63,7 @@ fn listed(bindings: &[Binding], scope: &Scope) -> bool {
 }
 
 /// One binding as a request gives it: a role, and a tenant for tenant roles.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindingInput {
     pub role: String,
@@ -113,7 +114,7 @@ fn binding(field: &str, input: BindingInput) -> ApiResult<Binding> {
 }
 
 /// `POST /users`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub name: Name,
@@ -130,7 +131,7 @@ pub struct NewUser {
 }
 
 /// The answer to creating a user or setting a password: the generated password, if one was.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PasswordReply {
     pub subject: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,7 +139,7 @@ pub struct PasswordReply {
 }
 
 /// `PUT /users/{name}/password`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPassword {
     /// None: one is generated and shown in the reply, once.
@@ -408,7 +409,7 @@ pub fn user_binding() -> MethodRouter<Api> {
 }
 
 /// `POST /tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub name: Name,
@@ -425,7 +426,7 @@ pub struct NewToken {
 }
 
 /// The answer to `POST /tokens`: the only time the secret is shown.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreatedToken {
     pub name: Name,
     pub token: String,

@@ -16,7 +16,7 @@ use super::{Author, Name};
 use crate::policy::{Binding, Principal, Role, Who};
 
 /// A person who signs in with a password.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub name: Name,

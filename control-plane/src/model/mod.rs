@@ -72,6 +72,24 @@ pub async fn open(path: &Path) -> sqlx::Result<SqlitePool> {
 #[serde(try_from = "String", into = "String")]
 pub struct Name(String);
 
+/// A name is a string with the pattern [`Name::new`] checks.
+impl schemars::JsonSchema for Name {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Name".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("name `{name}`: {problem}")]
 pub struct NameError {
@@ -127,7 +145,7 @@ impl From<Name> for String {
 }
 
 /// A data center: a site with its own private network.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataCenter {
     pub name: Name,
@@ -136,7 +154,9 @@ pub struct DataCenter {
 }
 
 /// Whether a cluster runs its own schedules or stands by for another's.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ClusterRole {
     #[default]
@@ -145,7 +165,7 @@ pub enum ClusterRole {
 }
 
 /// A compute cluster inside a data center; its agents run the work.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     pub name: Name,
@@ -174,7 +194,7 @@ fn default_lease_seconds() -> u32 {
 }
 
 /// A cluster plus the settings runs there get.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Environment {
     pub name: Name,
@@ -196,7 +216,7 @@ pub struct Environment {
 }
 
 /// `run_as` of an environment: tenant → OS user on the cluster's agents.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunAs {
     /// The user for granted tenants not listed in `tenants`, so an environment with one
@@ -241,7 +261,7 @@ impl RunAs {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
     pub name: Name,
@@ -250,7 +270,7 @@ pub struct Tenant {
 }
 
 /// Lets a tenant run on an environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     pub tenant: Name,
@@ -266,7 +286,7 @@ fn default_max_concurrent_runs() -> u32 {
 
 /// A tenant's workflow. Applying one with an existing name makes a new version; runs
 /// already going keep the version they started with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Workflow {
     pub tenant: Name,
@@ -278,7 +298,7 @@ pub struct Workflow {
 }
 
 /// A stored workflow version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkflowVersion {
     pub version: u64,
     #[serde(flatten)]
@@ -286,7 +306,7 @@ pub struct WorkflowVersion {
 }
 
 /// When a tenant's workflow runs, and where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     pub tenant: Name,
@@ -348,7 +368,7 @@ pub struct ReportEntry {
 }
 
 /// A "run now" request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     pub tenant: Name,

@@ -248,7 +248,7 @@ pub async fn schedule(
 }
 
 /// One entry of the audit trail: an applied command, or a refused write.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     pub log_index: u64,
     pub actor: String,
@@ -529,7 +529,8 @@ pub async fn assignments(
 
 /// A run as the history holds it.
 /// A partition lease, for status pages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Lease")]
 pub struct LeaseRecord {
     pub cluster: String,
     pub partition: u32,
@@ -556,7 +557,8 @@ pub async fn leases(pool: &SqlitePool) -> sqlx::Result<Vec<LeaseRecord>> {
 }
 
 /// An agent the plane has heard from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Agent")]
 pub struct AgentRecord {
     pub hostname: String,
     pub cluster: String,

@@ -37,7 +37,7 @@ use crate::model::processor::{Applied, Rejection};
 pub type NodeId = u64;
 
 /// A plane node as recorded in the Raft membership.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Node {
     /// The node's hostname: its identity, the name in its certificate, and the key of every
     /// hosts map that says how to reach it.

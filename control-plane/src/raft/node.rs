@@ -550,7 +550,7 @@ fn membership_refusal(
 }
 
 /// One node as `meridian plane status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeStatus {
     pub hostname: String,
     pub port: u16,

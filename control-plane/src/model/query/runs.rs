@@ -12,7 +12,8 @@ pub(super) fn in_list(column_clause: &str, n: usize) -> String {
     format!("{column_clause} IN ({marks})")
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Run")]
 pub struct RunRecord {
     pub run_id: String,
     pub tenant: String,
@@ -265,7 +266,7 @@ pub async fn run(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<RunReco
 }
 
 /// One attempt of one task of a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskAttempt {
     pub task: String,
     pub attempt: u32,
@@ -302,7 +303,7 @@ pub async fn attempts(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<TaskA
 }
 
 /// One task attempt's log, as far as it has arrived.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AttemptLog {
     pub task: String,
     pub attempt: u32,
