@@ -24,7 +24,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::bucket::Bucket;
-use crate::buffer::{Buffer, DueKey, LocalRun, TakeItem, Took, event};
+use crate::buffer::{Buffer, DueKey};
 use crate::config::AgentConfig;
 use crate::firing::{self, Fate, Overlap};
 use crate::lease::{Granted, Leases, Partition};
@@ -32,7 +32,8 @@ use crate::link::Link;
 use crate::outbox::Outbox;
 use crate::resources::ResourceCache;
 use crate::runner::Runner;
-use crate::store::{StoreError, Take};
+use crate::store::StoreError;
+use crate::take::{LocalRun, Take, TakeItem, Took, event};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

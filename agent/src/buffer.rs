@@ -20,12 +20,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use chrono::DateTime;
-use meridian_proto::run::{Assignment, Job, Report, ReportItem, RunEvent, RunState};
+use meridian_proto::run::{Assignment, Report};
 use meridian_proto::{FireRecord, ScheduleId};
-use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};
 
-use crate::store::{NewEntry, StoreError, Take, Write, Writer};
+use crate::store::{NewEntry, StoreError, Write, Writer};
+use crate::take::{LocalRun, Take, TakeItem, Took};
 
 /// What a [`Buffer::sync`] found.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -53,106 +53,6 @@ pub struct Buffer {
     gate: Arc<tokio::sync::RwLock<()>>,
 }
 
-/// How a due fire record was taken; its report's state and message follow from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Took {
-    /// Started at once (a slot was free).
-    Started,
-    /// To start once a slot is free.
-    Queued,
-    /// Waiting for the schedule's previous run (overlap `buffer_one`, `buffer_all`).
-    Waiting,
-    /// Missed, and run by the rate-limited catch-up.
-    CatchingUp,
-    /// Missed, and the catch-up policy skips it.
-    Missed,
-    /// The schedule's previous run is still going, and the overlap policy skips it.
-    Overlapping,
-}
-
-impl Took {
-    pub fn state(self) -> RunState {
-        match self {
-            Took::Started => RunState::Started,
-            Took::Queued | Took::Waiting | Took::CatchingUp => RunState::Queued,
-            Took::Missed | Took::Overlapping => RunState::Skipped,
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            Took::Started | Took::Queued => "",
-            Took::Waiting => "waiting for the previous run",
-            Took::CatchingUp => "catching up",
-            Took::Missed => "missed while nothing could run it; the catch-up policy skips it",
-            Took::Overlapping => "the previous run is still going (overlap policy)",
-        }
-    }
-}
-
-/// One fire record taken: whose, when, under which lease epoch, and how.
-#[derive(Debug, Clone)]
-pub struct TakeItem {
-    pub assignment: Arc<Assignment>,
-    pub fire_ms: i64,
-    pub epoch: u64,
-    pub took: Took,
-}
-
-impl TakeItem {
-    /// The run it starts or queues (none when skipped).
-    pub fn run(&self) -> Option<LocalRun> {
-        (self.took.state() != RunState::Skipped).then(|| self.local_run())
-    }
-
-    /// Its run as the report sees it, whatever the fate.
-    pub fn local_run(&self) -> LocalRun {
-        let a = &self.assignment;
-        let at = DateTime::from_timestamp_millis(self.fire_ms).unwrap_or_default();
-        LocalRun {
-            run_id: FireRecord::new(a.schedule.clone(), at).id.to_string(),
-            schedule: Some(a.schedule.clone()),
-            fire_ms: Some(self.fire_ms),
-            cluster: a.cluster.clone(),
-            partition: Some(a.partition),
-            epoch: self.epoch,
-            state: self.took.state().as_str().to_owned(),
-            job: a.job.clone(),
-        }
-    }
-
-    /// What expanding it writes: its run to remember (none when skipped) and the report of
-    /// its taking, stamped `at_ms`.
-    pub fn expanded(&self, at_ms: i64) -> (Option<LocalRun>, Report) {
-        let run = self.local_run();
-        let report = event(&run, self.took.state(), at_ms, self.took.message());
-        let remembered = (self.took.state() != RunState::Skipped).then_some(run);
-        (remembered, report)
-    }
-}
-
-/// The report of `run` moving to `state` at `at_ms`.
-pub fn event(run: &LocalRun, state: RunState, at_ms: i64, message: &str) -> Report {
-    Report::V1 {
-        cluster: run.cluster.clone(),
-        partition: run.partition,
-        epoch: run.epoch,
-        item: ReportItem::Run(RunEvent {
-            run_id: run.run_id.clone(),
-            schedule: run.schedule.clone(),
-            fire_ms: run.fire_ms,
-            tenant: run.job.tenant.clone(),
-            workflow: run.job.workflow.clone(),
-            workflow_version: run.job.workflow_version,
-            environment: run.job.environment.clone(),
-            state,
-            at_ms,
-            message: message.to_owned(),
-        }),
-    }
-}
-
 /// Due records as [`Buffer::due`] read them.
 pub struct Due {
     pub records: Vec<(Arc<Assignment>, FireRecord)>,
@@ -163,34 +63,6 @@ pub struct Due {
 /// Where a firing pass's read of due records got to: `(fire_ms, schedule_id)` of the last
 /// record read.
 pub type DueKey = (i64, String);
-
-/// A run this agent has taken and not finished.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalRun {
-    pub run_id: String,
-    pub schedule: Option<ScheduleId>,
-    pub fire_ms: Option<i64>,
-    pub cluster: String,
-    pub partition: Option<u32>,
-    pub epoch: u64,
-    pub state: String,
-    pub job: Job,
-}
-
-/// The outbox entry of `report`.
-pub fn entry(report: &Report) -> NewEntry {
-    let Report::V1 { item, .. } = report;
-    let at_ms = match item {
-        ReportItem::Run(e) => e.at_ms,
-        ReportItem::Attempt(a) => a.at_ms,
-        ReportItem::Log(_) => 0,
-    };
-    NewEntry {
-        key: item.key(),
-        at_ms,
-        payload: serde_json::to_string(report).expect("reports serialise"),
-    }
-}
 
 impl Buffer {
     /// The buffer in the database behind `pool`, written through `writer`. Takes a previous
@@ -419,7 +291,7 @@ impl Buffer {
             .writer
             .write(Write::TakeManual {
                 run: Box::new(run.clone()),
-                entry: entry(report),
+                entry: NewEntry::of(report),
             })
             .await?;
         Ok(taken == 1)
@@ -438,7 +310,7 @@ impl Buffer {
                 run_id: run_id.to_owned(),
                 state: state.to_owned(),
                 is_final,
-                entry: entry(report),
+                entry: NewEntry::of(report),
             })
             .await?;
         Ok(())
@@ -506,7 +378,8 @@ impl Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meridian_proto::run::RunState;
+    use crate::take::event;
+    use meridian_proto::run::{Job, RunState};
     use meridian_proto::workflow::WorkflowDefinition;
     use meridian_proto::{OverlapPolicy, ScheduleSpec, WINDOW};
     use serde_json::json;

@@ -9,7 +9,10 @@
 //! - [`outbox`]: run events and log chunks, durable from the moment they happen until the
 //!   plane has committed them; keyed so nothing counts twice.
 //! - [`buffer`]: the next 50 fire records of every schedule this agent holds, the cursor of
-//!   what it has taken, and the runs it has going.
+//!   what it has taken, and the runs it has going; what is due, and taking it.
+//! - [`take`]: what a firing pass took ([`take::Take`], each record with how: [`take::Took`]),
+//!   the runs it starts and the reports they make (pure data; the store writes takes and the
+//!   buffer makes them, neither imports the other).
 //! - [`lease`]: the partitions held, with deadlines on the agent's own clock (pure).
 //! - [`firing`]: on time, catch-up or skip; and the overlap policy (pure).
 //! - [`link`]: mutual TLS to any plane node through the hosts map, moving on when one fails.
@@ -42,4 +45,5 @@ pub mod resources;
 pub mod run_dir;
 pub mod runner;
 pub mod store;
+pub mod take;
 pub mod task;

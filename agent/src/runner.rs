@@ -22,11 +22,11 @@ use meridian_proto::workflow::{TaskKind, TaskSpec};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::buffer::LocalRun;
 use crate::identity::{self, IdentityError, TaskUser};
 use crate::outbox::Outbox;
 use crate::resources::{Prepared, ResourceCache};
 use crate::run_dir;
+use crate::take::LocalRun;
 use crate::task::{self, Attempt, AttemptEnd, Log};
 
 /// The tasks of `run` that never started, in dependency order, with why: downstream of a

@@ -25,13 +25,13 @@ use std::time::Duration;
 
 use chrono::DateTime;
 use meridian_proto::WINDOW;
-use meridian_proto::run::Assignment;
+use meridian_proto::run::{Assignment, Report, ReportItem};
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::buffer::{LocalRun, TakeItem};
+use crate::take::{LocalRun, Take, Took};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -89,13 +89,21 @@ pub struct NewEntry {
     pub payload: String,
 }
 
-/// What a firing pass took, stamped when it was taken. Expanding an item removes its record
-/// from the buffer, moves its schedule's cursor to it, remembers its run (none when it ends
-/// here, skipped) and writes its report.
-#[derive(Debug, Clone)]
-pub struct Take {
-    pub at_ms: i64,
-    pub items: Vec<TakeItem>,
+impl NewEntry {
+    /// The outbox entry of `report`.
+    pub fn of(report: &Report) -> Self {
+        let Report::V1 { item, .. } = report;
+        let at_ms = match item {
+            ReportItem::Run(e) => e.at_ms,
+            ReportItem::Attempt(a) => a.at_ms,
+            ReportItem::Log(_) => 0,
+        };
+        NewEntry {
+            key: item.key(),
+            at_ms,
+            payload: serde_json::to_string(report).expect("reports serialise"),
+        }
+    }
 }
 
 /// How far takes are written and expanded (take ids grow; takes expand in id order).
@@ -280,7 +288,7 @@ async fn write_takes(
         for write in writes {
             match write {
                 Write::Take(take) => {
-                    let items: Vec<(&str, i64, u64, crate::buffer::Took)> = take
+                    let items: Vec<(&str, i64, u64, Took)> = take
                         .items
                         .iter()
                         .map(|i| (i.assignment.schedule.as_str(), i.fire_ms, i.epoch, i.took))
@@ -478,7 +486,7 @@ async fn expand(pool: &SqlitePool, e: &mut Expanding) -> Result<(), StoreError> 
         if let Some(run) = run {
             runs.push(run_row(&run));
         }
-        entries.push(crate::buffer::entry(&report));
+        entries.push(NewEntry::of(&report));
     }
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(

@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use meridian_agent::buffer::LocalRun;
 use meridian_agent::outbox::Outbox;
 use meridian_agent::resources::ResourceCache;
 use meridian_agent::run_dir;
 use meridian_agent::runner::Runner;
+use meridian_agent::take::LocalRun;
 use meridian_proto::SystemClock;
 use meridian_proto::run::{AttemptOutcome, Job, OsUser, Report, ReportItem, RunState};
 use meridian_proto::workflow::{TaskKind, TaskSpec, WorkflowDefinition};

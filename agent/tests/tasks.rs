@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use meridian_agent::buffer::LocalRun;
 use meridian_agent::identity::TaskUser;
 use meridian_agent::outbox::Outbox;
 use meridian_agent::resources::ResourceCache;
 use meridian_agent::runner::Runner;
+use meridian_agent::take::LocalRun;
 use meridian_agent::task::{self, Attempt, AttemptEnd, Log};
 use meridian_proto::SystemClock;
 use meridian_proto::run::{AttemptEvent, AttemptOutcome, Job, Report, ReportItem, RunState};

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_agent::bucket::{Bucket, BucketConfig};
-use meridian_agent::buffer::LocalRun;
 use meridian_agent::outbox::Outbox;
 use meridian_agent::resources::ResourceCache;
 use meridian_agent::run_dir;
 use meridian_agent::runner::Runner;
+use meridian_agent::take::LocalRun;
 use meridian_proto::SystemClock;
 use meridian_proto::resource::ResourceKey;
 use meridian_proto::run::{Job, OsUser, Report, ReportItem, RunState};
