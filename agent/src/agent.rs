@@ -51,6 +51,21 @@ pub enum AgentError {
     DataDir(String, std::io::Error),
 }
 
+/// Why one exchange with the plane failed. The loops log it and try again.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    Link(#[from] crate::link::LinkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The plane sent something this agent cannot read (a newer plane's shape).
+    #[error("the plane sent {what} this agent cannot read: {why}")]
+    Unreadable { what: &'static str, why: String },
+    /// The plane cannot read an outbox entry yet: it and every later one stay.
+    #[error("outbox entry {seq} stays in the outbox: {reason}")]
+    Held { seq: u64, reason: String },
+}
+
 /// How many due records one pass of the firing loop takes.
 const FIRE_BATCH: u32 = 100_000;
 /// The firing loop looks at the clock at least this often (an injected clock may jump).
@@ -491,7 +506,7 @@ impl Shared {
 
     async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
         for run in self.buffer.runs().await? {
-            if run.state == RunState::Queued.as_str() {
+            if run.state == RunState::Queued {
                 self.runs.lock().expect("runs").queue_catch_up(run);
             } else {
                 // It was going when the agent stopped; what it did is unknown, so it is not run
@@ -503,7 +518,7 @@ impl Shared {
                     "the agent stopped while the run was going",
                 );
                 self.buffer
-                    .advance(&run.run_id, RunState::Failed.as_str(), true, &report)
+                    .advance(&run.run_id, RunState::Failed, &report)
                     .await?;
             }
         }
@@ -540,7 +555,7 @@ impl Shared {
             .collect()
     }
 
-    async fn heartbeat_once(self: &Arc<Self>) -> Result<(), String> {
+    async fn heartbeat_once(self: &Arc<Self>) -> Result<(), ExchangeError> {
         let sent = self.now();
         let held = self.held_leases();
         self.ready_releases().await;
@@ -559,8 +574,7 @@ impl Shared {
                 let r = request.clone();
                 async move { c.heartbeat(r).await }
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         self.released
             .lock()
             .expect("released")
@@ -665,7 +679,7 @@ impl Shared {
     }
 
     /// Fetches the schedules of every held partition and syncs the buffer with them.
-    async fn fetch(self: &Arc<Self>) -> Result<(), String> {
+    async fn fetch(self: &Arc<Self>) -> Result<(), ExchangeError> {
         let leases = self.held_leases();
         let request = pb::FetchSchedulesRequest {
             agent: self.hostname.clone(),
@@ -677,8 +691,7 @@ impl Shared {
                 let r = request.clone();
                 async move { c.fetch_schedules(r).await }
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let mut assignments = Vec::with_capacity(reply.schedules.len());
         for s in reply.schedules {
             match assignment(&s) {
@@ -686,11 +699,7 @@ impl Shared {
                 Err(e) => tracing::warn!("schedule {}: {e}", s.schedule_id),
             }
         }
-        let synced = self
-            .buffer
-            .sync(&assignments)
-            .await
-            .map_err(|e| e.to_string())?;
+        let synced = self.buffer.sync(&assignments).await?;
         for u in synced.unreadable {
             tracing::error!(
                 schedule = %u.schedule,
@@ -704,8 +713,12 @@ impl Shared {
         Ok(())
     }
 
-    async fn run_now(self: &Arc<Self>, r: pb::RunNow) -> Result<(), String> {
-        let job: Job = serde_json::from_str(&r.job_json).map_err(|e| e.to_string())?;
+    async fn run_now(self: &Arc<Self>, r: pb::RunNow) -> Result<(), ExchangeError> {
+        let job: Job =
+            serde_json::from_str(&r.job_json).map_err(|e| ExchangeError::Unreadable {
+                what: "a run-now job",
+                why: e.to_string(),
+            })?;
         let run = LocalRun {
             run_id: r.run_id.clone(),
             schedule: None,
@@ -713,16 +726,11 @@ impl Shared {
             cluster: self.cluster.clone(),
             partition: None,
             epoch: 0,
-            state: RunState::Queued.as_str().into(),
+            state: RunState::Queued,
             job,
         };
         let report = event(&run, RunState::Queued, self.now(), "run now");
-        if self
-            .buffer
-            .take_manual(&run, &report)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        if self.buffer.take_manual(&run, &report).await? {
             self.reported.notify_one();
             self.launch(run, None);
         }
@@ -996,7 +1004,7 @@ impl Shared {
                         );
                         if let Err(e) = this
                             .buffer
-                            .advance(&run.run_id, RunState::Skipped.as_str(), true, &report)
+                            .advance(&run.run_id, RunState::Skipped, &report)
                             .await
                         {
                             tracing::error!("recording {} skipped: {e}", run.run_id);
@@ -1084,11 +1092,11 @@ impl Shared {
                     Err(_) => return,
                 },
             };
-            if run.state != RunState::Started.as_str() {
+            if run.state != RunState::Started {
                 let report = event(&run, RunState::Started, this.now(), "");
                 if let Err(e) = this
                     .buffer
-                    .advance(&run.run_id, RunState::Started.as_str(), false, &report)
+                    .advance(&run.run_id, RunState::Started, &report)
                     .await
                 {
                     tracing::error!("recording the start of {}: {e}", run.run_id);
@@ -1097,11 +1105,7 @@ impl Shared {
             }
             let (state, message) = this.runner.run(&run, killed).await;
             let report = event(&run, state, this.now(), &message);
-            if let Err(e) = this
-                .buffer
-                .advance(&run.run_id, state.as_str(), true, &report)
-                .await
-            {
+            if let Err(e) = this.buffer.advance(&run.run_id, state, &report).await {
                 tracing::error!("recording the end of {}: {e}", run.run_id);
             }
             this.reported.notify_one();
@@ -1155,12 +1159,8 @@ impl Shared {
     }
 
     /// Sends one batch; returns how many entries it held.
-    async fn report_once(&self) -> Result<usize, String> {
-        let batch = self
-            .outbox
-            .pending(REPORT_BATCH)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn report_once(&self) -> Result<usize, ExchangeError> {
+        let batch = self.outbox.pending(REPORT_BATCH).await?;
         if batch.is_empty() {
             return Ok(0);
         }
@@ -1181,8 +1181,7 @@ impl Shared {
                 let r = request.clone();
                 async move { c.report(r).await }
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         self.report_rounds.fetch_add(1, Ordering::SeqCst);
         for refused in &reply.refused {
             tracing::warn!(
@@ -1191,16 +1190,13 @@ impl Shared {
                 refused.reason
             );
         }
-        self.outbox
-            .acknowledge(reply.committed_seq as i64)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.outbox.acknowledge(reply.committed_seq as i64).await?;
         if let Some(held) = reply.unreadable {
             // Kept, with everything after it, until a plane that reads it is up.
-            return Err(format!(
-                "outbox entry {} stays in the outbox: {}",
-                held.seq, held.reason
-            ));
+            return Err(ExchangeError::Held {
+                seq: held.seq,
+                reason: held.reason,
+            });
         }
         Ok(batch.len())
     }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use chrono::DateTime;
-use meridian_proto::run::{Assignment, Report};
+use meridian_proto::run::{Assignment, Report, RunState};
 use meridian_proto::{FireRecord, ScheduleId};
 use sqlx::{Row, SqlitePool};
 
@@ -301,15 +301,13 @@ impl Buffer {
     pub async fn advance(
         &self,
         run_id: &str,
-        state: &str,
-        is_final: bool,
+        state: RunState,
         report: &Report,
     ) -> Result<(), StoreError> {
         self.writer
             .write(Write::Advance {
                 run_id: run_id.to_owned(),
-                state: state.to_owned(),
-                is_final,
+                state,
                 entry: NewEntry::of(report),
             })
             .await?;
@@ -337,7 +335,12 @@ impl Buffer {
                 cluster: row.get("cluster"),
                 partition: row.get::<Option<i64>, _>("partition").map(|p| p as u32),
                 epoch: row.get::<i64, _>("epoch") as u64,
-                state: row.get("state"),
+                state: {
+                    let state: String = row.get("state");
+                    RunState::parse(&state).ok_or_else(|| {
+                        StoreError::corrupt("run", format!("state `{state}` is not a run state"))
+                    })?
+                },
                 job: serde_json::from_str(&row.get::<String, _>("job"))
                     .map_err(|e| StoreError::corrupt("job", e))?,
             })
@@ -379,7 +382,7 @@ impl Buffer {
 mod tests {
     use super::*;
     use crate::take::event;
-    use meridian_proto::run::{Job, RunState};
+    use meridian_proto::run::Job;
     use meridian_proto::workflow::WorkflowDefinition;
     use meridian_proto::{OverlapPolicy, ScheduleSpec, WINDOW};
     use serde_json::json;
@@ -574,14 +577,14 @@ mod tests {
         let records = buffer.records("ads.s").await.unwrap();
         assert_eq!(records[0], t(5));
         assert_eq!(records.len(), WINDOW - 4);
-        let runs: Vec<(i64, String)> = buffer
+        let runs: Vec<(i64, RunState)> = buffer
             .runs()
             .await
             .unwrap()
             .into_iter()
             .map(|r| (r.fire_ms.unwrap(), r.state))
             .collect();
-        assert_eq!(runs, [(t(1), "started".into()), (t(4), "queued".into())]);
+        assert_eq!(runs, [(t(1), RunState::Started), (t(4), RunState::Queued)]);
         let cursor: i64 =
             sqlx::query_scalar("SELECT fired_ms FROM cursors WHERE schedule_id = 'ads.s'")
                 .fetch_one(&pool)
@@ -623,7 +626,7 @@ mod tests {
             .unwrap();
         let end = event(&first, RunState::Succeeded, 2, "");
         buffer
-            .advance(&first.run_id, "succeeded", true, &end)
+            .advance(&first.run_id, RunState::Succeeded, &end)
             .await
             .unwrap();
         // The end waited for the take's rows: it follows the starts in the outbox, and the

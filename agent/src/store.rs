@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use chrono::DateTime;
 use meridian_proto::WINDOW;
-use meridian_proto::run::{Assignment, Report, ReportItem};
+use meridian_proto::run::{Assignment, Report, ReportItem, RunState};
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
@@ -149,11 +149,10 @@ pub enum Write {
     Refill(Vec<Arc<Assignment>>),
     /// A "run now" run taken, unless it already was (answers 0 then).
     TakeManual { run: Box<LocalRun>, entry: NewEntry },
-    /// A run moved to `state` (forgotten when final), with its report.
+    /// A run moved to `state` (forgotten once it is final), with its report.
     Advance {
         run_id: String,
-        state: String,
-        is_final: bool,
+        state: RunState,
         entry: NewEntry,
     },
     /// An outbox entry (answers 0 when its key is already waiting).
@@ -351,7 +350,7 @@ fn run_row(run: &LocalRun) -> serde_json::Value {
         run.cluster,
         run.partition,
         run.epoch as i64,
-        run.state,
+        run.state.as_str(),
         serde_json::to_string(&run.job).expect("jobs serialise"),
     ])
 }
@@ -403,13 +402,12 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
             Write::Advance {
                 run_id,
                 state,
-                is_final,
                 entry,
             } => {
-                if *is_final {
+                if state.is_final() {
                     rows.finished_runs.push(run_id.clone());
                 } else {
-                    rows.run_states.push(json!([run_id, state]));
+                    rows.run_states.push(json!([run_id, state.as_str()]));
                 }
                 rows.entries.push((i, entry));
             }

@@ -83,7 +83,7 @@ impl TakeItem {
             cluster: a.cluster.clone(),
             partition: Some(a.partition),
             epoch: self.epoch,
-            state: self.took.state().as_str().to_owned(),
+            state: self.took.state(),
             job: a.job.clone(),
         }
     }
@@ -128,6 +128,6 @@ pub struct LocalRun {
     pub cluster: String,
     pub partition: Option<u32>,
     pub epoch: u64,
-    pub state: String,
+    pub state: RunState,
     pub job: Job,
 }

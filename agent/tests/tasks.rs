@@ -507,7 +507,7 @@ fn local_run(tasks: Vec<TaskSpec>) -> LocalRun {
         cluster: "nj".into(),
         partition: Some(3),
         epoch: 2,
-        state: RunState::Started.as_str().into(),
+        state: RunState::Started,
         job: Job {
             tenant: "ads".into(),
             workflow: "etl".into(),

@@ -68,7 +68,7 @@ fn run(
         cluster: "main".into(),
         partition: None,
         epoch: 0,
-        state: RunState::Started.as_str().into(),
+        state: RunState::Started,
         job: Job {
             tenant: tenant.into(),
             workflow: "etl".into(),
