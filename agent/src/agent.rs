@@ -11,7 +11,7 @@
 //! Time comes from an injected [`Clock`]: tests drive firing and leases by moving it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use crate::link::Link;
 use crate::outbox::Outbox;
 use crate::resources::ResourceCache;
 use crate::runner::Runner;
+use crate::shutdown::Shutdown;
 use crate::store::StoreError;
 use crate::take::{LocalRun, Take, TakeItem, Took, event};
 
@@ -238,8 +239,12 @@ struct Shared {
     wake: Notify,
     reported: Arc<Notify>,
     definitions: AtomicU64,
-    stopping: AtomicBool,
-    stop: watch::Sender<bool>,
+    shutdown: Shutdown,
+    /// Woken when a run ends (a graceful stop waits for the runs going).
+    ended: Notify,
+    /// Woken after every report round the plane answered (a graceful stop waits for the
+    /// outbox to empty).
+    rounds: Notify,
 }
 
 /// A running agent.
@@ -278,7 +283,6 @@ impl Agent {
         crate::run_dir::secure(&config.data_dir, &config.work_dir(), &config.tls.key)
             .map_err(|e| AgentError::DataDir(config.data_dir.display().to_string(), e))?;
         let reported = Arc::new(Notify::new());
-        let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             hostname: config.hostname.clone(),
             cluster: config.cluster.clone(),
@@ -310,8 +314,9 @@ impl Agent {
             wake: Notify::new(),
             reported,
             definitions: AtomicU64::new(u64::MAX),
-            stopping: AtomicBool::new(false),
-            stop,
+            shutdown: Shutdown::new(),
+            ended: Notify::new(),
+            rounds: Notify::new(),
         });
         shared.recover().await?;
         let mut loops = vec![
@@ -337,28 +342,25 @@ impl Agent {
     /// killed; the outbox is flushed (for as long again); the partitions are given back.
     pub async fn shutdown(self) {
         let s = &self.shared;
-        s.stopping.store(true, Ordering::SeqCst);
+        s.shutdown.drain();
         s.wake.notify_one();
-        let deadline = tokio::time::Instant::now() + s.drain;
-        while !s.runs.lock().expect("runs").going.is_empty()
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let start = tokio::time::Instant::now();
+        s.settle(start + s.drain, async || {
+            s.runs.lock().expect("runs").going.is_empty()
+        })
+        .await;
         for going in s.runs.lock().expect("runs").going.values() {
             let _ = going.kill.send(true);
         }
-        let deadline = tokio::time::Instant::now() + s.drain * 2;
-        while tokio::time::Instant::now() < deadline {
-            let idle = s.runs.lock().expect("runs").going.is_empty();
+        s.settle(start + s.drain * 3, async || {
             // A take not yet expanded has reports the outbox does not hold yet.
-            if idle && !s.buffer.expanding() && s.outbox.is_empty().await.unwrap_or(true) {
-                break;
-            }
             s.reported.notify_one();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = s.stop.send(true);
+            s.runs.lock().expect("runs").going.is_empty()
+                && !s.buffer.expanding()
+                && s.outbox.is_empty().await.unwrap_or(true)
+        })
+        .await;
+        s.shutdown.stop();
         for l in &self.loops {
             l.abort();
         }
@@ -369,7 +371,7 @@ impl Agent {
     /// Stops at once, as a crash would: loops and runs are dropped mid-step (a shell task's
     /// process is killed with its run task). What was written to the database stays.
     pub async fn abort(self) {
-        let _ = self.shared.stop.send(true);
+        self.shared.shutdown.stop();
         for l in &self.loops {
             l.abort();
         }
@@ -525,17 +527,36 @@ impl Shared {
         Ok(())
     }
 
+    /// Waits until `done` holds or `deadline` passes, asking again whenever a run ends or a
+    /// report round is answered (what a graceful stop waits for), never by polling.
+    async fn settle(&self, deadline: tokio::time::Instant, done: impl AsyncFn() -> bool) {
+        loop {
+            let ended = self.ended.notified();
+            let round = self.rounds.notified();
+            tokio::pin!(ended, round);
+            ended.as_mut().enable();
+            round.as_mut().enable();
+            if done().await || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                _ = ended => {}
+                _ = round => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
     // ----- heartbeat -----
 
     async fn heartbeat_loop(self: Arc<Self>) {
-        let mut stop = self.stop.subscribe();
         loop {
             if let Err(e) = self.heartbeat_once().await {
                 tracing::warn!("heartbeat to {}: {e}", self.link.current());
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.heartbeat) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = self.shutdown.stopped() => return,
             }
         }
     }
@@ -767,13 +788,12 @@ impl Shared {
     // ----- firing -----
 
     async fn fire_loop(self: Arc<Self>) {
-        let mut stop = self.stop.subscribe();
         let mut last_catch_up = tokio::time::Instant::now();
         let mut tokens = 1.0f64;
         let mut reading = Reading::default();
         loop {
             let mut more = false;
-            if !self.stopping.load(Ordering::SeqCst) {
+            if !self.shutdown.draining() {
                 match self.fire_due(&mut reading).await {
                     Ok(full) => more = full,
                     Err(e) => tracing::error!("firing: {e}"),
@@ -807,7 +827,7 @@ impl Shared {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notified() => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = self.shutdown.stopped() => return,
             }
         }
     }
@@ -846,7 +866,7 @@ impl Shared {
                     let this = self.clone();
                     tokio::spawn(async move {
                         if let Err(e) = this.buffer.refill(refill).await
-                            && !*this.stop.borrow()
+                            && !this.shutdown.is_stopped()
                         {
                             tracing::error!("topping up the buffer: {e}");
                         }
@@ -1112,6 +1132,7 @@ impl Shared {
             let next = {
                 let mut runs = this.runs.lock().expect("runs");
                 runs.end(&run.run_id);
+                this.ended.notify_waiters();
                 schedule
                     .as_ref()
                     .and_then(|s| runs.waiting.get_mut(s))
@@ -1130,7 +1151,6 @@ impl Shared {
     // ----- reporting -----
 
     async fn report_loop(self: Arc<Self>) {
-        let mut stop = self.stop.subscribe();
         let mut backoff = Duration::from_millis(100);
         loop {
             let sent = match self.report_once().await {
@@ -1142,7 +1162,7 @@ impl Shared {
                     tracing::warn!("reporting to {}: {e}", self.link.current());
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.wait_for(|s| *s) => return,
+                        _ = self.shutdown.stopped() => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
@@ -1152,7 +1172,7 @@ impl Shared {
                 tokio::select! {
                     _ = self.reported.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = self.shutdown.stopped() => return,
                 }
             }
         }
@@ -1183,6 +1203,7 @@ impl Shared {
             })
             .await?;
         self.report_rounds.fetch_add(1, Ordering::SeqCst);
+        self.rounds.notify_waiters();
         for refused in &reply.refused {
             tracing::warn!(
                 "the plane refused outbox entry {}: {}",

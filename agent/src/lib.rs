@@ -26,7 +26,8 @@
 //! - [`bucket`]: the S3 bucket's settings and client; [`resources`]: the cache of the
 //!   objects tasks need (revalidated with HEAD, downloaded only when changed, one flight per
 //!   object, a byte budget that never removes a file in use).
-//! - [`agent`]: the runtime — heartbeat, firing and reporting loops over the parts above.
+//! - [`agent`]: the runtime — heartbeat, firing and reporting loops over the parts above;
+//!   [`shutdown`]: the one handle that asks them to drain, then to stop.
 //!
 //! Data flows: heartbeat → leases → fetch → buffer (records from `meridian_proto::calendar`)
 //! → firing at fire time → runner (its OS user from identity, resources from the cache, the
@@ -44,6 +45,7 @@ pub mod outbox;
 pub mod resources;
 pub mod run_dir;
 pub mod runner;
+pub mod shutdown;
 pub mod store;
 pub mod take;
 pub mod task;

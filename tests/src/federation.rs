@@ -313,6 +313,14 @@ impl Federation {
         &self.agents[agent]
     }
 
+    /// Stops agent `agent` gracefully (as SIGTERM does): its runs finish, its outbox is
+    /// flushed and its partitions are given back.
+    pub async fn stop_agent(&mut self, agent: &str) {
+        if let Some(a) = self.agents.remove(agent) {
+            a.shutdown().await;
+        }
+    }
+
     /// Crashes agent `agent` (no graceful release).
     pub async fn kill_agent(&mut self, agent: &str) {
         if let Some(a) = self.agents.remove(agent) {

@@ -279,3 +279,62 @@ async fn a_killed_agents_partitions_move_after_the_lease_and_nothing_is_lost_or_
     assert_eq!(runs.last().unwrap().agent.as_deref(), Some(survivor));
     f.shutdown().await;
 }
+
+/// A graceful stop (SIGTERM, Ctrl-C in `meridian dev`): no new fire starts, the run going
+/// finishes, every report about it reaches the plane before the agent is gone, and its
+/// partitions are handed over at once, not after the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_finishes_the_run_going_reports_it_and_hands_over_at_once() {
+    let mut f = Federation::start(1, 30).await;
+    let gate = f.plane.dir.path().join("gate");
+    let script = format!(
+        "echo begin; while [ ! -e {g} ]; do sleep 0.05; done; echo end",
+        g = gate.display()
+    );
+    f.schedule("slowish", EVERY_10S, &script, OverlapPolicy::Skip)
+        .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.start_agent("agent-2.test", "main").await;
+    f.wait_until("the partitions to be shared", || async {
+        f.holding("agent-1.test", "main") == 8 && f.holding("agent-2.test", "main") == 8
+    })
+    .await;
+    f.advance(Duration::from_secs(10), Duration::from_secs(10))
+        .await;
+    f.wait_until("the run to be going", || async {
+        f.history("slowish")
+            .await
+            .first()
+            .is_some_and(|r| r.state == "started")
+    })
+    .await;
+    let holder = f.history("slowish").await[0]
+        .agent
+        .clone()
+        .expect("started");
+    let other = if holder == "agent-1.test" {
+        "agent-2.test"
+    } else {
+        "agent-1.test"
+    };
+    // The run ends once the stop has begun (it waits for it: `kill_grace_seconds`, 2 s).
+    std::fs::write(&gate, "").unwrap();
+    f.stop_agent(&holder).await;
+    // Everything about the run was reported before the stop returned.
+    let runs = f.history("slowish").await;
+    assert_eq!(runs[0].state, "succeeded", "{runs:#?}");
+    let leader = f.plane.leader().await;
+    let pool = f.plane.node(leader).state.pool().clone();
+    let log: String = query::logs(&pool, &runs[0].run_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.text.as_str())
+        .collect();
+    assert_eq!(log, "begin\nend\n");
+    // The partitions move to the other agent without waiting out the 30 s lease (the clock
+    // does not move).
+    f.wait_for_partitions(other, 16).await;
+    f.shutdown().await;
+}
