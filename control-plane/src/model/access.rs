@@ -11,7 +11,8 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
-use super::processor::{Applied, ApplyError, Refusal, Table, invalid, json, present, subject};
+use super::checks::{Table, invalid, json, present, subject};
+use super::outcome::{Applied, ApplyError, Refusal};
 use super::{Author, Name};
 use crate::policy::{Binding, Principal, Role, Who};
 

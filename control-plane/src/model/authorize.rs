@@ -8,7 +8,7 @@
 
 use sqlx::SqliteConnection;
 
-use super::processor::Refusal;
+use super::outcome::Refusal;
 use super::{ApiToken, Cluster, Command, DataCenter, Name, Tenant, query};
 use crate::policy::{self, Action, Binding, Decision, Object, Principal};
 

@@ -17,9 +17,8 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
-use super::processor::{
-    Applied, ApplyError, Context, Refusal, Table, json, must_be_granted, present, subject,
-};
+use super::checks::{Table, json, must_be_granted, present, subject};
+use super::outcome::{Applied, ApplyError, Context, Refusal};
 use super::{AgentReport, Name, RunRequest, Workflow};
 use meridian_proto::FireId;
 use meridian_proto::run::{

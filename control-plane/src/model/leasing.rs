@@ -14,7 +14,8 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
-use super::processor::{Applied, ApplyError, Context, Refusal, Table, json, present, subject};
+use super::checks::{Table, json, present, subject};
+use super::outcome::{Applied, ApplyError, Context, Refusal};
 use super::query::decode;
 use super::{Cluster, Heartbeat};
 use crate::lease::{self, LeaseChange};

@@ -3,28 +3,39 @@
 //!
 //! - This module: the entities (data centers, clusters, environments, tenants, grants,
 //!   workflows, schedules), [`Name`], and [`Command`] wrapped in a versioned [`Proposal`].
-//! - [`processor`]: applies one proposal to the SQLite state: validates, writes, audits, or
-//!   refuses and changes nothing. It knows nothing about Raft, so recovery and tests drive it
-//!   directly; the Raft state machine only wraps it.
-//! - [`query`]: reads for the API, CLI and UI.
-//! - [`leasing`]: the processor's part for agent heartbeats — agents, partition leases (the
-//!   pure plan is [`crate::lease`]) and the commands waiting for each agent.
-//! - [`access`]: users, API tokens and sign-in sessions with their role bindings, and how a
-//!   proposal's author becomes a principal when it is applied.
+//! - [`processor`]: applies one proposal to the SQLite state: asks the policy again, then one
+//!   `match` over [`Command`] that only dispatches to the room of the command's family, and
+//!   audits; a refusal changes nothing. It knows nothing about Raft, so recovery and tests
+//!   drive it directly; the Raft state machine only wraps it.
+//! - The rooms, each deciding before it writes: `infrastructure` (data centers, clusters,
+//!   environments), `tenancy` (tenants, grants), `definitions` (workflows and schedules,
+//!   versions that never repeat), [`leasing`] (agent heartbeats: agents, partition leases —
+//!   the pure plan is [`crate::lease`] — and the commands waiting for each agent),
+//!   [`history`] (agent reports and run requests: run history, task attempts, logs, with the
+//!   epoch fencing that keeps a fire record from counting twice, and the job an agent is sent),
+//!   [`access`] (users, API tokens and sign-in sessions with their role bindings, and how a
+//!   proposal's author becomes a principal when it is applied).
+//! - [`outcome`]: what applying comes to (applied, refused, storage failed) and the context a
+//!   command is applied in; `checks`: what the rooms share (exists, still used, granted,
+//!   stored as JSON).
 //! - [`authorize`]: what each command asks of the access policy ([`crate::policy`]), with the
 //!   facts it reads; the API asks it before proposing, the processor again when applying.
-//! - [`history`]: the processor's part for agent reports — run history, task attempts, logs,
-//!   with the epoch fencing that keeps a fire record from counting twice.
+//! - [`query`]: reads for the API, CLI and UI.
 //!
 //! Proposals carry their author and time, stamped once by the node that accepted the write,
 //! so every replica applies exactly the same thing and the audit trail agrees everywhere.
 
 pub mod access;
 pub mod authorize;
+mod checks;
+mod definitions;
 pub mod history;
+mod infrastructure;
 pub mod leasing;
+pub mod outcome;
 pub mod processor;
 pub mod query;
+mod tenancy;
 
 pub use crate::policy::{Binding, Role};
 pub use access::{ApiToken, Session, User};

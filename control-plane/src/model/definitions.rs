@@ -1,0 +1,266 @@
+//! A tenant's workflows and schedules: versions that never repeat under one name (across
+//! deletes of the thing and of its tenant), schedules placed on their environment's cluster
+//! and partition, and only on environments granted to the tenant.
+
+use sqlx::{Row, SqliteConnection};
+
+use super::checks::{
+    Table, invalid, json, must_be_granted, present, refuse_if_used, subject, workflow_exists,
+};
+use super::outcome::{Applied, ApplyError, Context, Refusal};
+use super::{Name, Schedule, Workflow};
+use meridian_proto::ScheduleId;
+
+pub(super) async fn apply_workflow(
+    tx: &mut SqliteConnection,
+    w: &Workflow,
+) -> Result<Applied, ApplyError> {
+    let doing = format!("applying workflow `{}` of tenant `{}`", w.name, w.tenant);
+    present(tx, Table::Tenants, &w.tenant, &doing).await?;
+    w.definition
+        .validate()
+        .map_err(|e| invalid(&doing, "definition", &e.to_string()))?;
+    if let Some(env) = &w.environment {
+        must_be_granted(tx, &w.tenant, env, &doing).await?;
+    }
+    // Versions never repeat, even across a delete and re-create (of it or its tenant),
+    // so a run's recorded version always names exactly one definition.
+    let version = next_version(tx, Versioned::Workflow, &w.tenant, &w.name).await?;
+    sqlx::query(
+        "INSERT INTO workflows (tenant, name, version, environment, deleted, doc) \
+         VALUES (?, ?, ?, ?, 0, ?)",
+    )
+    .bind(w.tenant.as_str())
+    .bind(w.name.as_str())
+    .bind(version)
+    .bind(w.environment.as_ref().map(Name::as_str))
+    .bind(json(w))
+    .execute(&mut *tx)
+    .await?;
+    Ok(Applied {
+        version: Some(version as u64),
+        ..subject(format!("workflow {}/{}", w.tenant, w.name))
+    })
+}
+
+pub(super) async fn delete_workflow(
+    tx: &mut SqliteConnection,
+    tenant: &Name,
+    name: &Name,
+) -> Result<Applied, ApplyError> {
+    let doing = format!("deleting workflow `{name}` of tenant `{tenant}`");
+    if !workflow_exists(tx, tenant, name).await? {
+        return Err(Refusal::Missing {
+            doing,
+            kind: "workflow",
+            name: format!("{tenant}/{name}"),
+        }
+        .into());
+    }
+    refuse_if_used(
+        tx,
+        &doing,
+        &[tenant, name],
+        &[(
+            "schedule",
+            "SELECT name FROM schedules WHERE tenant = ? AND workflow = ?",
+        )],
+    )
+    .await?;
+    // Versions are kept (runs refer to them) but hidden.
+    sqlx::query("UPDATE workflows SET deleted = 1 WHERE tenant = ? AND name = ?")
+        .bind(tenant.as_str())
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?;
+    Ok(subject(format!("workflow {tenant}/{name}")))
+}
+
+pub(super) async fn create_schedule(
+    tx: &mut SqliteConnection,
+    context: Context,
+    s: &Schedule,
+) -> Result<Applied, ApplyError> {
+    let doing = format!("creating schedule `{}` of tenant `{}`", s.name, s.tenant);
+    let placed = check_schedule(tx, s, &doing).await?;
+    if schedule_version(tx, s).await?.is_some() {
+        return Err(Refusal::Exists {
+            doing,
+            kind: "schedule",
+            name: format!("{}/{}", s.tenant, s.name),
+        }
+        .into());
+    }
+    // One created again under an old name is a new identity: its versions go on from
+    // the old one's, so an agent that missed the delete drops the old calendar.
+    let version = next_version(tx, Versioned::Schedule, &s.tenant, &s.name).await?;
+    sqlx::query(
+        "INSERT INTO schedules \
+         (tenant, name, workflow, environment, version, doc, cluster, partition, created_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(s.tenant.as_str())
+    .bind(s.name.as_str())
+    .bind(s.workflow.as_str())
+    .bind(s.environment.as_str())
+    .bind(version)
+    .bind(json(s))
+    .bind(&placed.cluster)
+    .bind(placed.partition)
+    .bind(context.at_ms)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Applied {
+        version: Some(version as u64),
+        ..subject(format!("schedule {}/{}", s.tenant, s.name))
+    })
+}
+
+pub(super) async fn update_schedule(
+    tx: &mut SqliteConnection,
+    s: &Schedule,
+) -> Result<Applied, ApplyError> {
+    let doing = format!("updating schedule `{}` of tenant `{}`", s.name, s.tenant);
+    let placed = check_schedule(tx, s, &doing).await?;
+    if schedule_version(tx, s).await?.is_none() {
+        return Err(Refusal::Missing {
+            doing,
+            kind: "schedule",
+            name: format!("{}/{}", s.tenant, s.name),
+        }
+        .into());
+    }
+    let version = next_version(tx, Versioned::Schedule, &s.tenant, &s.name).await?;
+    sqlx::query(
+        "UPDATE schedules SET workflow = ?, environment = ?, version = ?, doc = ?, \
+         cluster = ?, partition = ? WHERE tenant = ? AND name = ?",
+    )
+    .bind(s.workflow.as_str())
+    .bind(s.environment.as_str())
+    .bind(version)
+    .bind(json(s))
+    .bind(&placed.cluster)
+    .bind(placed.partition)
+    .bind(s.tenant.as_str())
+    .bind(s.name.as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(Applied {
+        version: Some(version as u64),
+        ..subject(format!("schedule {}/{}", s.tenant, s.name))
+    })
+}
+
+pub(super) async fn delete_schedule(
+    tx: &mut SqliteConnection,
+    tenant: &Name,
+    name: &Name,
+) -> Result<Applied, ApplyError> {
+    let doing = format!("deleting schedule `{name}` of tenant `{tenant}`");
+    let deleted = sqlx::query("DELETE FROM schedules WHERE tenant = ? AND name = ?")
+        .bind(tenant.as_str())
+        .bind(name.as_str())
+        .execute(&mut *tx)
+        .await?;
+    if deleted.rows_affected() == 0 {
+        return Err(Refusal::Missing {
+            doing,
+            kind: "schedule",
+            name: format!("{tenant}/{name}"),
+        }
+        .into());
+    }
+    // Its cursor goes with it: one created again under the name fires from its own
+    // creation (the assignments also never go back before it, for a late report).
+    sqlx::query("DELETE FROM schedule_cursors WHERE schedule_id = ?")
+        .bind(format!("{tenant}.{name}"))
+        .execute(&mut *tx)
+        .await?;
+    Ok(subject(format!("schedule {tenant}/{name}")))
+}
+
+/// Where a schedule's records are fired: its environment's cluster and its partition there.
+struct Placement {
+    cluster: String,
+    partition: u32,
+}
+
+/// Checks everything a created or updated schedule must satisfy; writes nothing.
+async fn check_schedule(
+    tx: &mut SqliteConnection,
+    s: &super::Schedule,
+    doing: &str,
+) -> Result<Placement, ApplyError> {
+    let doing = doing.to_owned();
+    present(tx, Table::Tenants, &s.tenant, &doing).await?;
+    if !workflow_exists(tx, &s.tenant, &s.workflow).await? {
+        return Err(Refusal::Missing {
+            doing,
+            kind: "workflow",
+            name: format!("{}/{}", s.tenant, s.workflow),
+        }
+        .into());
+    }
+    must_be_granted(tx, &s.tenant, &s.environment, &doing).await?;
+    s.spec.calendar().map_err(|e| Refusal::Invalid {
+        doing: doing.clone(),
+        field: format!("spec.{}", e.field()),
+        problem: e.to_string(),
+    })?;
+    let id = ScheduleId::new(s.id()).map_err(|e| invalid(&doing, "name", &e.to_string()))?;
+    let row = sqlx::query(
+        "SELECT c.name, c.doc FROM environments e JOIN clusters c ON c.name = e.cluster \
+         WHERE e.name = ?",
+    )
+    .bind(s.environment.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    let cluster: super::Cluster = serde_json::from_str(&row.get::<String, _>("doc"))
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(Placement {
+        cluster: row.get("name"),
+        partition: meridian_proto::run::partition_of(&id, cluster.partitions),
+    })
+}
+
+async fn schedule_version(
+    tx: &mut SqliteConnection,
+    s: &super::Schedule,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT version FROM schedules WHERE tenant = ? AND name = ?")
+        .bind(s.tenant.as_str())
+        .bind(s.name.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+}
+
+/// What has versions that must never repeat under one name.
+#[derive(Clone, Copy)]
+enum Versioned {
+    Workflow,
+    Schedule,
+}
+
+/// The next version of `tenant`'s `name`: one past the highest it has ever had (kept in
+/// `name_versions` across deletes of it and of its tenant), recorded as taken.
+async fn next_version(
+    tx: &mut SqliteConnection,
+    kind: Versioned,
+    tenant: &Name,
+    name: &Name,
+) -> sqlx::Result<i64> {
+    let kind = match kind {
+        Versioned::Workflow => "workflow",
+        Versioned::Schedule => "schedule",
+    };
+    sqlx::query_scalar(
+        "INSERT INTO name_versions (kind, tenant, name, version) VALUES (?, ?, ?, 1) \
+         ON CONFLICT (kind, tenant, name) DO UPDATE SET version = version + 1 \
+         RETURNING version",
+    )
+    .bind(kind)
+    .bind(tenant.as_str())
+    .bind(name.as_str())
+    .fetch_one(&mut *tx)
+    .await
+}
