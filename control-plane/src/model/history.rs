@@ -18,11 +18,12 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
 use super::checks::{Table, json, must_be_granted, present, subject};
+use super::job::{job_for, latest_workflow};
 use super::outcome::{Applied, ApplyError, Context, Refusal};
-use super::{AgentReport, Name, RunRequest, Workflow};
+use super::{AgentReport, Name, RunRequest};
 use meridian_proto::FireId;
 use meridian_proto::run::{
-    AttemptEvent, AttemptOutcome, Job, LogChunk, Report, ReportItem, RunEvent, RunState,
+    AttemptEvent, AttemptOutcome, LogChunk, Report, ReportItem, RunEvent, RunState,
 };
 
 /// What a report did: the entries refused for good, with why.
@@ -490,54 +491,6 @@ pub async fn request_run(
             run_id: run_id.clone(),
         })),
         ..subject(format!("run {run_id}"))
-    })
-}
-
-/// The newest version of a workflow that is not deleted.
-pub(crate) async fn latest_workflow(
-    tx: &mut SqliteConnection,
-    tenant: &str,
-    name: &str,
-) -> sqlx::Result<Option<(u64, Workflow)>> {
-    let row = sqlx::query(
-        "SELECT version, doc FROM workflows WHERE tenant = ? AND name = ? AND deleted = 0 \
-         ORDER BY version DESC LIMIT 1",
-    )
-    .bind(tenant)
-    .bind(name)
-    .fetch_optional(&mut *tx)
-    .await?;
-    row.map(|row| {
-        let workflow = serde_json::from_str(&row.get::<String, _>("doc"))
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        Ok((row.get::<i64, _>("version") as u64, workflow))
-    })
-    .transpose()
-}
-
-/// The job an agent runs for `workflow` in `environment`.
-pub(crate) async fn job_for(
-    tx: &mut SqliteConnection,
-    workflow: &Workflow,
-    version: u64,
-    environment: &Name,
-) -> sqlx::Result<Job> {
-    let doc: String = sqlx::query_scalar("SELECT doc FROM environments WHERE name = ?")
-        .bind(environment.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-    let env: super::Environment =
-        serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    Ok(Job {
-        tenant: workflow.tenant.to_string(),
-        workflow: workflow.name.to_string(),
-        workflow_version: version,
-        definition: workflow.definition.clone(),
-        environment: environment.to_string(),
-        os_user: env.run_as.user_for(&workflow.tenant).cloned(),
-        allow_agent_user: env.run_as.allow_agent_user,
-        vars: env.vars,
-        work_dir: env.work_dir,
     })
 }
 

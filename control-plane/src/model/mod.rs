@@ -12,7 +12,8 @@
 //!   versions that never repeat), [`leasing`] (agent heartbeats: agents, partition leases —
 //!   the pure plan is [`crate::lease`] — and the commands waiting for each agent),
 //!   [`history`] (agent reports and run requests: run history, task attempts, logs, with the
-//!   epoch fencing that keeps a fire record from counting twice, and the job an agent is sent),
+//!   epoch fencing that keeps a fire record from counting twice), [`job`] (what an agent is
+//!   sent to run: a workflow version in an environment, as its tenant's OS user),
 //!   [`access`] (users, API tokens and sign-in sessions with their role bindings, and how a
 //!   proposal's author becomes a principal when it is applied).
 //! - [`outcome`]: what applying comes to (applied, refused, storage failed) and the context a
@@ -31,6 +32,7 @@ mod checks;
 mod definitions;
 pub mod history;
 mod infrastructure;
+pub mod job;
 pub mod leasing;
 pub mod outcome;
 pub mod processor;

@@ -491,7 +491,7 @@ pub async fn assignments(
             let Some(environment) = environment else {
                 continue;
             };
-            let Some((version, definition)) = super::history::latest_workflow(
+            let Some((version, definition)) = super::job::latest_workflow(
                 &mut conn,
                 schedule.tenant.as_str(),
                 schedule.workflow.as_str(),
@@ -500,8 +500,7 @@ pub async fn assignments(
             else {
                 continue;
             };
-            let job =
-                super::history::job_for(&mut conn, &definition, version, &environment).await?;
+            let job = super::job::job_for(&mut conn, &definition, version, &environment).await?;
             let Ok(id) = meridian_proto::ScheduleId::new(schedule.id()) else {
                 continue;
             };
