@@ -12,6 +12,9 @@
 //!   wrapping the processor, the `PlanePeer` network and service over mutual TLS, and
 //!   `node::PlaneNode` with its `Ask`s (writes, membership, read barriers, status) that any
 //!   node forwards to the leader.
+//! - [`agents`]: the server side of `AgentLink`, served beside `PlanePeer` on every node:
+//!   agents' heartbeats and reports become commands; schedule fetches read the node's copy
+//!   after a read barrier.
 //! - [`api`]: the REST API under `/api/v1` (axum): who is calling (bearer tokens, session
 //!   cookies with CSRF tokens), sign-in, users and tokens, every read and list through the
 //!   policy, linearizable or stale reads, writes as commands, the OpenAPI document.
@@ -32,8 +35,9 @@
 //! Data flows: CLI/API → principal (`api::principal`) → policy → `Command` in a `Proposal` with
 //! its author → `PlaneNode::write` (forwarded to the leader) → Raft log → every node's state
 //! machine (SQLite; the policy asked again) → reads through `query`, filtered by the policy.
-//! Agents' heartbeats and reports arrive through `raft::agent_service` as commands too.
+//! Agents' heartbeats and reports arrive through [`agents`] as commands too.
 
+pub mod agents;
 pub mod api;
 pub mod certs;
 pub mod cli;

@@ -83,7 +83,8 @@ impl Server {
         };
         let http_addr = http_listener.local_addr().map_err(ServeError::Listener)?;
         let clock = config.clock.clone();
-        let node = Arc::new(PlaneNode::start(config, peer_listener).await?);
+        let agents = crate::agents::beside(clock.clone());
+        let node = Arc::new(PlaneNode::start(config, peer_listener, Some(agents)).await?);
         let app = app(Api::new(
             node.clone(),
             clock,

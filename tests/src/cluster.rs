@@ -76,9 +76,13 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (config, listener) in configs.iter().zip(listeners) {
             nodes.push(Some(Arc::new(
-                PlaneNode::start(config.clone(), listener)
-                    .await
-                    .expect("start node"),
+                PlaneNode::start(
+                    config.clone(),
+                    listener,
+                    Some(meridian_plane::agents::beside(config.clock.clone())),
+                )
+                .await
+                .expect("start node"),
             )));
         }
         let cluster = Self {
@@ -205,7 +209,8 @@ impl Cluster {
         };
         // Replication tasks of the stopped Raft may hold the log file a little longer.
         let node = loop {
-            match PlaneNode::start(config.clone(), listener).await {
+            let agents = meridian_plane::agents::beside(config.clock.clone());
+            match PlaneNode::start(config.clone(), listener, Some(agents)).await {
                 Ok(node) => break node,
                 Err(e)
                     if tokio::time::Instant::now() < deadline

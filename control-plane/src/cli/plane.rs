@@ -137,7 +137,7 @@ pub async fn init(path: &Path) -> Result<String, ClientError> {
     let peer = server::bind_peer(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(failed)?;
-    let node = crate::raft::node::PlaneNode::start(node_config, peer)
+    let node = crate::raft::node::PlaneNode::start(node_config, peer, None)
         .await
         .map_err(|e| {
             ClientError::Failed(format!(

@@ -30,10 +30,8 @@ use super::log_store::LogStore;
 use super::state_machine::StateMachine;
 use super::{LogId, Node, StoredMembership};
 
-/// The Raft log's file in a node's data directory.
-pub const LOG_FILE: &str = "raft.redb";
-/// The model database's file in a node's data directory.
-pub const MODEL_FILE: &str = "model.db";
+pub use super::log_store::LOG_FILE;
+pub use super::state_machine::MODEL_FILE;
 
 /// How far [`restore`] moves every lease epoch: more grants than the rolled-back timeline can
 /// have made since the snapshot, so no restored epoch equals one an agent still carries.

@@ -18,6 +18,9 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig, decode, encode};
 
+/// The Raft log's file in a node's data directory.
+pub const LOG_FILE: &str = "raft.redb";
+
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const VOTE: &str = "vote";

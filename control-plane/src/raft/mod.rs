@@ -8,18 +8,19 @@
 //!   processor on it, and a snapshot is a consistent copy of the database file.
 //! - [`network`]: openraft's RPCs to peers over the `PlanePeer` gRPC service, mutual TLS,
 //!   dialled by hostname through the hosts map; and forwarding a write to the leader.
-//! - [`peer_service`]: the server side of `PlanePeer`, open to plane certificates only.
-//! - [`agent_service`]: the server side of `AgentLink`: agents' heartbeats and reports become
-//!   commands; schedule fetches read the local copy after a read barrier.
+//! - [`peer_service`]: the server side of `PlanePeer`, open to plane certificates only, which
+//!   answers [`ask`]s: what one node asks another (a write, a membership change, a read
+//!   barrier, its status).
 //! - [`backup`]: snapshot files an operator keeps (save, export, inspect) and a new plane
 //!   seeded from one (restore).
-//! - [`node`]: one plane node: stores, Raft, the gRPC server, and writes that go to whoever
+//! - [`node`]: one plane node: stores, Raft, the gRPC server (the peer service, beside what
+//!   the caller adds: the agents' service, [`crate::agents`]), and writes that go to whoever
 //!   leads.
 //!
 //! Nodes are known by hostname everywhere a person looks (membership, config, certificates);
 //! openraft needs a small `Copy` id, so the id is a stable hash of the hostname.
 
-pub mod agent_service;
+pub mod ask;
 pub mod backup;
 pub mod log_store;
 pub mod network;

@@ -4,25 +4,25 @@
 //! the proposal to the leader over `PlanePeer.Forward`, so clients never need to know who
 //! leads.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_proto::Clock;
-use meridian_proto::pb::agent_link_server::AgentLinkServer;
 use meridian_proto::pb::plane_peer_server::PlanePeerServer;
 use meridian_proto::transport::{HostsMap, TlsMaterial};
 use openraft::error::{InitializeError, RaftError};
-use openraft::{ChangeMembers, Config, SnapshotPolicy, TryAsRef};
-use serde::{Deserialize, Serialize};
+use openraft::{Config, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
 
-use super::agent_service::AgentService;
+use super::ask::{Answer, AskRefusal, AskReply, local_status};
+pub use super::ask::{Ask, AskError, NodeStatus, answer};
 use super::backup;
 use super::log_store::LogStore;
 use super::network::{Links, MAX_MESSAGE_BYTES, Peers, Rpc};
@@ -117,10 +117,19 @@ pub struct PlaneNode {
     server: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Builds the gRPC services a node serves beside `PlanePeer` on its listener, from its core.
+pub type Beside = Box<dyn FnOnce(Arc<Core>) -> Routes + Send>;
+
 impl PlaneNode {
     /// Opens the node's stores in `config.data_dir`, starts Raft, and serves `PlanePeer` on
-    /// `listener` with mutual TLS.
-    pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Self, NodeError> {
+    /// `listener` with mutual TLS, beside the services `beside` builds from the node's core
+    /// (the agents' `AgentLink`, which the server composes; none for a node started only to
+    /// initialise or restore the plane).
+    pub async fn start(
+        config: NodeConfig,
+        listener: TcpListener,
+        beside: Option<Beside>,
+    ) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::Model {
             path: config.data_dir.clone(),
             source: e.into(),
@@ -173,17 +182,17 @@ impl PlaneNode {
             peers,
         });
         let tls = config.tls.server();
-        let service = PlanePeerServer::new(PeerService::new(raft.clone()))
+        let peer = PlanePeerServer::new(PeerService::new(raft.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let agents = AgentLinkServer::new(AgentService::new(core.clone(), config.clock.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let routes = match beside {
+            Some(build) => build(core.clone()).add_service(peer),
+            None => Routes::new(peer),
+        };
         let router = tonic::transport::Server::builder()
             .tls_config(tls)
             .map_err(|e| NodeError::Server(e.to_string()))?
-            .add_service(service)
-            .add_service(agents);
+            .add_routes(routes);
         let (stop, stopped) = oneshot::channel::<()>();
         let connections = Connections::default();
         let tracked = connections.clone();
@@ -414,195 +423,5 @@ impl Connections {
         for socket in self.0.lock().expect("connections lock").drain(..) {
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
-    }
-}
-
-/// What one node may ask another over `PlanePeer.Forward`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Ask {
-    /// Commit a proposal (leader only). Boxed: a proposal is far larger than the other asks
-    /// (serde encodes a box as its content, so the wire shape is unchanged).
-    Write(Box<Request>),
-    /// Add a learner, wait for it to catch up, promote it (leader only).
-    AddVoter(Node),
-    /// Remove a node by hostname (leader only).
-    Remove(String),
-    /// Confirm leadership with a quorum and return the index a linearizable read must wait
-    /// for (leader only).
-    ReadIndex,
-    /// This node's own status (any node).
-    Status,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Answer {
-    Written(Outcome),
-    Done,
-    ReadIndex(u64),
-    Status(NodeStatus),
-}
-
-/// Why an ask was not done. `NotLeader` and `Stopped` mean it had no effect and may be sent
-/// elsewhere.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum AskRefusal {
-    NotLeader(Option<Node>),
-    /// Another membership change is still committing.
-    Busy,
-    /// What it names does not exist (e.g. removing a node that is not a member).
-    Missing(String),
-    Stopped,
-    Failed(String),
-}
-
-pub type AskReply = Result<Answer, AskRefusal>;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AskError {
-    #[error("no plane leader could be reached within {0:?}; check `meridian plane status`")]
-    NoLeader(Duration),
-    /// Sent, but not confirmed in time: it may yet take effect.
-    #[error(
-        "not confirmed within {0:?}; it may still take effect, so check before retrying \
-         (`meridian plane status` shows whether the plane has a leader)"
-    )]
-    Timeout(Duration),
-    /// What it names does not exist; the message says what.
-    #[error("{0}")]
-    Missing(String),
-    #[error("this plane node is shutting down")]
-    Stopped,
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// Does `ask` on this node's Raft. Leader-only asks on a follower come back `NotLeader` with
-/// the leader it knows of.
-pub async fn answer(raft: &Raft, ask: Ask) -> AskReply {
-    match ask {
-        Ask::Write(request) => raft
-            .client_write(*request)
-            .await
-            .map(|r| Answer::Written(r.data))
-            .map_err(refusal),
-        Ask::AddVoter(node) => {
-            let id = node.id();
-            raft.add_learner(id, node, true)
-                .await
-                .map_err(membership_refusal)?;
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                .await
-                .map_err(membership_refusal)?;
-            Ok(Answer::Done)
-        }
-        Ask::Remove(hostname) => {
-            let id = super::node_id(&hostname);
-            let stored = raft.metrics().borrow().membership_config.clone();
-            let members = stored.membership();
-            if members.nodes().all(|(n, _)| *n != id) {
-                return Err(AskRefusal::Missing(format!(
-                    "removing `{hostname}`: it is not a member of the plane"
-                )));
-            }
-            if members.voter_ids().any(|v| v == id) {
-                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                    .await
-                    .map_err(membership_refusal)?;
-            }
-            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-                .await
-                .map_err(membership_refusal)?;
-            Ok(Answer::Done)
-        }
-        Ask::ReadIndex => {
-            let read = raft.ensure_linearizable().await.map_err(refusal)?;
-            Ok(Answer::ReadIndex(read.map_or(0, |id| id.index)))
-        }
-        Ask::Status => Ok(Answer::Status(local_status(raft))),
-    }
-}
-
-fn refusal<E>(e: RaftError<NodeId, E>) -> AskRefusal
-where
-    E: std::error::Error + TryAsRef<openraft::error::ForwardToLeader<NodeId, Node>>,
-{
-    if let Some(forward) = e.forward_to_leader::<Node>() {
-        return AskRefusal::NotLeader(forward.leader_node.clone());
-    }
-    match e {
-        RaftError::Fatal(openraft::error::Fatal::Stopped) => AskRefusal::Stopped,
-        other => AskRefusal::Failed(other.to_string()),
-    }
-}
-
-/// Like [`refusal`], but a change refused because another is still committing is `Busy`: it
-/// had no effect and can be tried again in a moment.
-fn membership_refusal(
-    e: RaftError<NodeId, openraft::error::ClientWriteError<NodeId, Node>>,
-) -> AskRefusal {
-    use openraft::error::{ChangeMembershipError, ClientWriteError};
-    match &e {
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(
-            ChangeMembershipError::InProgress(_),
-        )) => AskRefusal::Busy,
-        _ => refusal(e),
-    }
-}
-
-/// One node as `meridian plane status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct NodeStatus {
-    pub hostname: String,
-    pub port: u16,
-    /// `leader`, `follower`, `candidate`, `learner`, `shutdown`, or `unknown` when unreachable.
-    pub role: String,
-    pub voter: bool,
-    pub term: u64,
-    pub last_log_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    /// The leader this node knows of.
-    pub leader: Option<String>,
-    pub reachable: bool,
-    /// The membership as this node has it.
-    pub members: Vec<Node>,
-}
-
-impl NodeStatus {
-    fn unreachable(member: &Node, voter: bool) -> Self {
-        Self {
-            hostname: member.hostname.clone(),
-            port: member.port,
-            role: "unknown".into(),
-            voter,
-            term: 0,
-            last_log_index: None,
-            applied_index: None,
-            leader: None,
-            reachable: false,
-            members: Vec::new(),
-        }
-    }
-}
-
-fn local_status(raft: &Raft) -> NodeStatus {
-    let m = raft.metrics().borrow().clone();
-    let membership = m.membership_config.membership();
-    let members: Vec<Node> = membership.nodes().map(|(_, n)| n.clone()).collect();
-    let me = membership.get_node(&m.id).cloned().unwrap_or_default();
-    let leader = m
-        .current_leader
-        .and_then(|l| membership.get_node(&l))
-        .map(|n| n.hostname.clone());
-    NodeStatus {
-        hostname: me.hostname,
-        port: me.port,
-        role: format!("{:?}", m.state).to_ascii_lowercase(),
-        voter: membership.voter_ids().any(|v| v == m.id),
-        term: m.current_term,
-        last_log_index: m.last_log_index,
-        applied_index: m.last_applied.map(|l| l.index),
-        leader,
-        reachable: true,
-        members,
     }
 }

@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
+use super::ask::{Ask, answer};
 use super::network::PAYLOAD_VERSION;
-use super::node::{Ask, answer};
 use super::{NodeId, Raft, TypeConfig, decode, encode};
 
 pub struct PeerService {

@@ -24,6 +24,9 @@ use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use super::{Entry, LogId, Outcome, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::model::processor::{self, ApplyError};
 
+/// The model database's file in a node's data directory.
+pub const MODEL_FILE: &str = "model.db";
+
 /// The state machine; clones share the database and the snapshot directory.
 #[derive(Clone)]
 pub struct StateMachine {
@@ -48,7 +51,7 @@ impl StateMachine {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-        let pool = crate::model::open(&dir.join(super::backup::MODEL_FILE)).await?;
+        let pool = crate::model::open(&dir.join(MODEL_FILE)).await?;
         Ok(Self {
             pool,
             snapshots,

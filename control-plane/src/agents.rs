@@ -11,21 +11,34 @@ use std::time::Duration;
 
 use meridian_proto::Clock;
 use meridian_proto::pb;
-use meridian_proto::pb::agent_link_server::AgentLink;
+use meridian_proto::pb::agent_link_server::{AgentLink, AgentLinkServer};
 use meridian_proto::transport::{PeerIdentity, Role};
 use tonic::{Request, Response, Status};
 
-use super::Outcome;
-use super::node::{AskError, Core};
 use crate::model::history::ReportOutcome;
 use crate::model::leasing::{AgentOrder, HeartbeatOutcome, HeldLease};
 use crate::model::query::{self, ClaimedLease};
 use crate::model::{
     AgentReport, Author, Command, Heartbeat, Name, PartitionRef, Proposal, ReportEntry,
 };
+use crate::raft::Outcome;
+use crate::raft::network::MAX_MESSAGE_BYTES;
+use crate::raft::node::{AskError, Core};
 
 /// How long an agent's call may wait for the plane (a leader election included).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The agents' service for a node, to serve beside its peer service
+/// ([`PlaneNode::start`](crate::raft::node::PlaneNode::start)).
+pub fn beside(clock: Arc<dyn Clock>) -> crate::raft::node::Beside {
+    Box::new(move |core| {
+        tonic::service::Routes::new(
+            AgentLinkServer::new(AgentService::new(core, clock))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+    })
+}
 
 pub struct AgentService {
     core: Arc<Core>,
