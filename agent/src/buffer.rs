@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::DateTime;
 use meridian_proto::run::{Assignment, Report, RunState};
-use meridian_proto::{FireRecord, ScheduleId};
+use meridian_proto::{FireRecord, ScheduleId, stored};
 use sqlx::{Row, SqlitePool};
 
 use crate::store::{NewEntry, StoreError, Write, Writer};
@@ -73,7 +73,7 @@ impl Buffer {
             .fetch_all(&pool)
             .await?
         {
-            let a: Assignment = serde_json::from_str(&row.get::<String, _>("doc"))
+            let a: Assignment = stored::read(&row.get::<String, _>("doc"))
                 .map_err(|e| StoreError::corrupt("assignment", e))?;
             assignments.insert(row.get("schedule_id"), Arc::new(a));
         }
@@ -82,9 +82,8 @@ impl Buffer {
             .fetch_all(&pool)
             .await?
         {
-            let items: Vec<(String, i64, u64, Took)> =
-                serde_json::from_str(&row.get::<String, _>("items"))
-                    .map_err(|e| StoreError::corrupt("take", e))?;
+            let items: Vec<(String, i64, u64, Took)> = stored::read(&row.get::<String, _>("items"))
+                .map_err(|e| StoreError::corrupt("take", e))?;
             let items = items
                 .into_iter()
                 .map(|(schedule, fire_ms, epoch, took)| {
@@ -341,7 +340,7 @@ impl Buffer {
                         StoreError::corrupt("run", format!("state `{state}` is not a run state"))
                     })?
                 },
-                job: serde_json::from_str(&row.get::<String, _>("job"))
+                job: stored::read(&row.get::<String, _>("job"))
                     .map_err(|e| StoreError::corrupt("job", e))?,
             })
         })
@@ -409,6 +408,66 @@ mod tests {
                 allow_agent_user: false,
             },
         }
+    }
+
+    /// Issue #18: what the agent keeps in its database is versioned, and what an agent wrote
+    /// before versions (the bare documents: an assignment, a run's job, a take's items) still
+    /// reads after an upgrade — here a take left unexpanded by the older agent is finished.
+    #[tokio::test]
+    async fn what_an_older_agent_wrote_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let a = assignment(1, "0/10 * * * * ?");
+        let run = TakeItem {
+            assignment: Arc::new(a.clone()),
+            fire_ms: a.after_ms + 10_000,
+            epoch: 1,
+            took: Took::Started,
+        }
+        .local_run();
+        {
+            let pool = crate::store::open(&path).await.unwrap();
+            // Exactly as the agent wrote them before versions: `serde_json::to_string`.
+            sqlx::query(
+                "INSERT INTO assignments (schedule_id, cluster, partition, version, doc) \
+                 VALUES ('ads.s', 'main', 3, 1, ?)",
+            )
+            .bind(serde_json::to_string(&a).unwrap())
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO runs (run_id, schedule_id, fire_ms, cluster, partition, epoch, \
+                 state, job) VALUES (?, 'ads.s', ?, 'main', 3, 1, 'started', ?)",
+            )
+            .bind(&run.run_id)
+            .bind(run.fire_ms)
+            .bind(serde_json::to_string(&run.job).unwrap())
+            .execute(&pool)
+            .await
+            .unwrap();
+            let items = vec![("ads.s", a.after_ms + 20_000, 1u64, Took::Queued)];
+            sqlx::query("INSERT INTO takes (at_ms, items) VALUES (1, ?)")
+                .bind(serde_json::to_string(&items).unwrap())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let pool = crate::store::open(&path).await.unwrap();
+        let writer = crate::store::Writer::start(pool.clone());
+        let buffer = Buffer::open(pool.clone(), writer).await.unwrap();
+        assert_eq!(buffer.assigned("ads.s").as_deref(), Some(&a));
+        let runs = buffer.runs().await.unwrap();
+        assert_eq!(runs.len(), 2, "the old run and the one the old take queued");
+        assert_eq!(runs[0], run);
+        assert_eq!(runs[1].state, RunState::Queued);
+        // What this agent writes now carries its version.
+        let doc: String = sqlx::query_scalar("SELECT job FROM runs WHERE state = 'queued'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(doc.starts_with(r#"{"v":"1","doc":{"#), "{doc}");
     }
 
     /// Issue #18, defect 6: a calendar this agent cannot read generates nothing, and the

@@ -292,7 +292,7 @@ async fn write_takes(
                         .iter()
                         .map(|i| (i.assignment.schedule.as_str(), i.fire_ms, i.epoch, i.took))
                         .collect();
-                    let items = serde_json::to_string(&items).expect("takes serialise");
+                    let items = meridian_proto::stored::write(&items);
                     let id: i64 = sqlx::query_scalar(
                         "INSERT INTO takes (at_ms, items) VALUES (?, ?) RETURNING id",
                     )
@@ -351,7 +351,7 @@ fn run_row(run: &LocalRun) -> serde_json::Value {
         run.partition,
         run.epoch as i64,
         run.state.as_str(),
-        serde_json::to_string(&run.job).expect("jobs serialise"),
+        meridian_proto::stored::write(&run.job),
     ])
 }
 
@@ -733,7 +733,7 @@ async fn sync(
                 a.cluster,
                 a.partition,
                 a.version as i64,
-                serde_json::to_string(a.as_ref()).expect("assignments serialise"),
+                meridian_proto::stored::write(a.as_ref()),
             ])
         })
         .collect();

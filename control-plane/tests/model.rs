@@ -3,7 +3,7 @@
 //! time) and reports (the run history, with epoch fencing).
 
 use meridian_plane::model::history::ReportOutcome;
-use meridian_plane::model::leasing::{HeartbeatOutcome, HeldLease};
+use meridian_plane::model::leasing::{AgentOrder, HeartbeatOutcome, HeldLease};
 use meridian_plane::model::processor::{self, ApplyError, Refusal};
 use meridian_plane::model::query::{ClaimedLease, LeaseRecord, RunFilter};
 use meridian_plane::model::{
@@ -535,7 +535,7 @@ async fn an_environment_maps_tenants_to_os_users_and_runs_carry_their_tenants() 
                 .fetch_one(&m.pool)
                 .await
                 .unwrap();
-        let job: Job = serde_json::from_str(&job).unwrap();
+        let job: Job = meridian_proto::stored::read(&job).unwrap();
         jobs.push((job.os_user, job.allow_agent_user));
     }
     assert_eq!(
@@ -2510,4 +2510,42 @@ async fn workflow_versions_never_repeat_across_a_tenants_deletion() {
         .ok(Command::ApplyWorkflow(workflow("ads", "etl", "false")))
         .await;
     assert_eq!(applied.version, Some(3));
+}
+
+/// Issue #18: a run-now order the plane stored before versions (the bare job) is still sent
+/// to the agent after an upgrade; what it stores now carries its version.
+#[tokio::test]
+async fn a_run_now_order_stored_before_versions_still_reads() {
+    let mut m = Model::new().await;
+    m.federation().await;
+    m.ok(Command::ApplyWorkflow(workflow("ads", "etl", "true")))
+        .await;
+    m.ok(Command::RequestRun(RunRequest {
+        tenant: n("ads"),
+        workflow: n("etl"),
+        environment: Some(n("prod-nj")),
+    }))
+    .await;
+    let stored: String = sqlx::query_scalar("SELECT job FROM agent_commands")
+        .fetch_one(&m.pool)
+        .await
+        .unwrap();
+    assert!(stored.starts_with(r#"{"v":"1","doc":"#), "{stored}");
+    let job: Job = meridian_proto::stored::read(&stored).unwrap();
+    // As the plane wrote it before versions.
+    sqlx::query("UPDATE agent_commands SET job = ?")
+        .bind(serde_json::to_string(&job).unwrap())
+        .execute(&m.pool)
+        .await
+        .unwrap();
+    let beat = m.beat(T0, "a", "nj-main").await;
+    let sent: Vec<&Job> = beat
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            AgentOrder::RunNow { job, .. } => Some(job.as_ref()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, [&job]);
 }

@@ -32,6 +32,7 @@ pub mod fire_record;
 pub mod resource;
 pub mod run;
 pub mod schedule;
+pub mod stored;
 pub mod transport;
 pub mod workflow;
 

@@ -482,7 +482,7 @@ pub async fn request_run(
     )
     .bind(&run_id)
     .bind(&cluster)
-    .bind(json(&job))
+    .bind(meridian_proto::stored::write(&job))
     .bind(context.at_ms)
     .execute(&mut *tx)
     .await?;

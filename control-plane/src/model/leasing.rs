@@ -317,7 +317,8 @@ async fn orders_for(tx: &mut SqliteConnection, agent: &str) -> sqlx::Result<Vec<
         match row.get::<String, _>("kind").as_str() {
             "run_now" if state == "requested" => {
                 let job: Option<String> = row.get("job");
-                let job: Box<Job> = decode(job.unwrap_or_default())?;
+                let job: Box<Job> = meridian_proto::stored::read(&job.unwrap_or_default())
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
                 orders.push(AgentOrder::RunNow { run_id, job });
             }
             "kill" if !is_final(&state) => orders.push(AgentOrder::Kill { run_id }),
