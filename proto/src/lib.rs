@@ -17,7 +17,10 @@
 //! - [`run`]: jobs and assignments an agent is given, and the reports (run events, task
 //!   attempts, log chunks) it sends back, as the JSON its outbox and the plane's log hold.
 //! - [`resource`]: resource keys in the shared S3 bucket, each under its tenant's prefix.
-//! - [`workflow`]: workflow definitions (a DAG of shell and HTTP tasks) and their validation.
+//! - [`workflow`]: workflow definitions (a DAG of shell, HTTP and no-op tasks) and their
+//!   validation.
+//! - [`stored`]: the versioned envelope of what an agent or plane node keeps in its own
+//!   database, and the rule for changing a shape.
 //!
 //! Data moves one way: a `ScheduleSpec` is validated into a `Calendar`; the calendar turns
 //! "after this instant" into `FireRecord`s; after downtime, `CatchUpPolicy::decide` picks which
