@@ -1,11 +1,13 @@
-//! The agent runtime: three loops over shared state, each doing what the pure parts decide.
+//! The agent runtime: two loops over shared state and a worker beside them, each doing what
+//! the pure parts decide; one [`Shutdown`] asks them all to drain, then to stop.
 //!
 //! - heartbeat: renews leases ([`crate::lease`]), gives back what the plane asks for, fetches
 //!   schedules when leases or definitions change ([`crate::buffer`]), takes "run now" and kill
 //!   commands.
 //! - firing: takes due records from the buffer, classifies them ([`crate::firing`]) and starts,
 //!   queues or skips them; missed records are started through a rate-limited catch-up queue.
-//! - reporting: sends the outbox to the plane in batches and drops what the plane committed.
+//! - reporting ([`crate::reporter`], a worker of its own): sends the outbox to the plane in
+//!   batches and drops what the plane committed.
 //!
 //! Runs are tasks of their own ([`crate::runner`]); a slot semaphore bounds how many go at once.
 //! Time comes from an injected [`Clock`]: tests drive firing and leases by moving it.
@@ -28,8 +30,10 @@ use crate::buffer::{Buffer, DueKey};
 use crate::config::AgentConfig;
 use crate::firing::{self, Fate, Overlap};
 use crate::lease::{Granted, Leases, Partition};
+use crate::link::ExchangeError;
 use crate::link::Link;
 use crate::outbox::Outbox;
+use crate::reporter::Reporter;
 use crate::resources::ResourceCache;
 use crate::runner::Runner;
 use crate::shutdown::Shutdown;
@@ -52,27 +56,10 @@ pub enum AgentError {
     DataDir(String, std::io::Error),
 }
 
-/// Why one exchange with the plane failed. The loops log it and try again.
-#[derive(Debug, thiserror::Error)]
-pub enum ExchangeError {
-    #[error(transparent)]
-    Link(#[from] crate::link::LinkError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The plane sent something this agent cannot read (a newer plane's shape).
-    #[error("the plane sent {what} this agent cannot read: {why}")]
-    Unreadable { what: &'static str, why: String },
-    /// The plane cannot read an outbox entry yet: it and every later one stay.
-    #[error("outbox entry {seq} stays in the outbox: {reason}")]
-    Held { seq: u64, reason: String },
-}
-
 /// How many due records one pass of the firing loop takes.
 const FIRE_BATCH: u32 = 100_000;
 /// The firing loop looks at the clock at least this often (an injected clock may jump).
 const FIRE_TICK: Duration = Duration::from_millis(100);
-/// Outbox entries per report.
-const REPORT_BATCH: u32 = 2_000;
 
 /// A run going on this agent.
 struct Going {
@@ -217,7 +204,7 @@ struct Shared {
     catch_up_rate: f64,
     drain: Duration,
     clock: Arc<dyn Clock>,
-    link: Link,
+    link: Arc<Link>,
     buffer: Buffer,
     outbox: Outbox,
     runner: Runner,
@@ -230,8 +217,6 @@ struct Shared {
     /// Firing passes completed (a pass that began before a release has taken its records
     /// once this moves past the count seen at the release).
     passes: AtomicU64,
-    /// Report rounds answered by the plane (whatever the answer).
-    report_rounds: AtomicU64,
     runs: Mutex<Runs>,
     /// Schedules whose records were taken and not yet topped up.
     refill: Mutex<HashMap<String, Arc<Assignment>>>,
@@ -242,9 +227,8 @@ struct Shared {
     shutdown: Shutdown,
     /// Woken when a run ends (a graceful stop waits for the runs going).
     ended: Notify,
-    /// Woken after every report round the plane answered (a graceful stop waits for the
-    /// outbox to empty).
-    rounds: Notify,
+    /// The reporting worker (a graceful stop waits for its rounds to empty the outbox).
+    reporter: Arc<Reporter>,
 }
 
 /// A running agent.
@@ -269,8 +253,10 @@ impl Agent {
         let pool = crate::store::open(&config.data_dir.join("agent.db")).await?;
         let outbox = Outbox::new(pool.clone());
         let buffer = Buffer::open(pool, outbox.writer()).await?;
-        let link = Link::new(&config.plane, tls, config.hosts.clone())
-            .map_err(|e| AgentError::Tls(e.to_string()))?;
+        let link = Arc::new(
+            Link::new(&config.plane, tls, config.hosts.clone())
+                .map_err(|e| AgentError::Tls(e.to_string()))?,
+        );
         let http = http_client().map_err(AgentError::Tls)?;
         let bucket = config.bucket.as_ref().map(Bucket::new).transpose()?;
         let resources = ResourceCache::open(
@@ -283,6 +269,14 @@ impl Agent {
         crate::run_dir::secure(&config.data_dir, &config.work_dir(), &config.tls.key)
             .map_err(|e| AgentError::DataDir(config.data_dir.display().to_string(), e))?;
         let reported = Arc::new(Notify::new());
+        let shutdown = Shutdown::new();
+        let reporter = Arc::new(Reporter::new(
+            config.hostname.clone(),
+            link.clone(),
+            outbox.clone(),
+            reported.clone(),
+            shutdown.clone(),
+        ));
         let shared = Arc::new(Shared {
             hostname: config.hostname.clone(),
             cluster: config.cluster.clone(),
@@ -307,22 +301,21 @@ impl Agent {
             releasing: Mutex::new(Vec::new()),
             released: Mutex::new(Vec::new()),
             passes: AtomicU64::new(0),
-            report_rounds: AtomicU64::new(0),
             runs: Mutex::new(Runs::default()),
             refill: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(config.slots as usize)),
             wake: Notify::new(),
             reported,
             definitions: AtomicU64::new(u64::MAX),
-            shutdown: Shutdown::new(),
+            shutdown: shutdown.clone(),
             ended: Notify::new(),
-            rounds: Notify::new(),
+            reporter: reporter.clone(),
         });
         shared.recover().await?;
         let mut loops = vec![
             tokio::spawn(shared.clone().heartbeat_loop()),
             tokio::spawn(shared.clone().fire_loop()),
-            tokio::spawn(shared.clone().report_loop()),
+            tokio::spawn(reporter.run()),
         ];
         if let Some(listen) = config.metrics_listen {
             let listener = tokio::net::TcpListener::bind(listen)
@@ -406,7 +399,7 @@ impl Agent {
 
     /// Report rounds the plane has answered so far.
     pub fn report_rounds(&self) -> u64 {
-        self.shared.report_rounds.load(Ordering::SeqCst)
+        self.shared.reporter.rounds()
     }
 
     /// Entries waiting in the outbox.
@@ -532,7 +525,7 @@ impl Shared {
     async fn settle(&self, deadline: tokio::time::Instant, done: impl AsyncFn() -> bool) {
         loop {
             let ended = self.ended.notified();
-            let round = self.rounds.notified();
+            let round = self.reporter.answered();
             tokio::pin!(ended, round);
             ended.as_mut().enable();
             round.as_mut().enable();
@@ -1146,80 +1139,6 @@ impl Shared {
         if let Some(going) = self.runs.lock().expect("runs").going.get_mut(&run_id) {
             going.task = Some(task.abort_handle());
         }
-    }
-
-    // ----- reporting -----
-
-    async fn report_loop(self: Arc<Self>) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let sent = match self.report_once().await {
-                Ok(n) => {
-                    backoff = Duration::from_millis(100);
-                    n
-                }
-                Err(e) => {
-                    tracing::warn!("reporting to {}: {e}", self.link.current());
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = self.shutdown.stopped() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
-            if sent < REPORT_BATCH as usize {
-                tokio::select! {
-                    _ = self.reported.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = self.shutdown.stopped() => return,
-                }
-            }
-        }
-    }
-
-    /// Sends one batch; returns how many entries it held.
-    async fn report_once(&self) -> Result<usize, ExchangeError> {
-        let batch = self.outbox.pending(REPORT_BATCH).await?;
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        let request = pb::ReportRequest {
-            agent: self.hostname.clone(),
-            entries: batch
-                .iter()
-                .map(|e| pb::OutboxEntry {
-                    seq: e.seq as u64,
-                    key: e.key.clone(),
-                    report_json: e.payload.clone(),
-                })
-                .collect(),
-        };
-        let reply = self
-            .link
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.report(r).await }
-            })
-            .await?;
-        self.report_rounds.fetch_add(1, Ordering::SeqCst);
-        self.rounds.notify_waiters();
-        for refused in &reply.refused {
-            tracing::warn!(
-                "the plane refused outbox entry {}: {}",
-                refused.seq,
-                refused.reason
-            );
-        }
-        self.outbox.acknowledge(reply.committed_seq as i64).await?;
-        if let Some(held) = reply.unreadable {
-            // Kept, with everything after it, until a plane that reads it is up.
-            return Err(ExchangeError::Held {
-                seq: held.seq,
-                reason: held.reason,
-            });
-        }
-        Ok(batch.len())
     }
 }
 

@@ -26,7 +26,10 @@
 //! - [`bucket`]: the S3 bucket's settings and client; [`resources`]: the cache of the
 //!   objects tasks need (revalidated with HEAD, downloaded only when changed, one flight per
 //!   object, a byte budget that never removes a file in use).
-//! - [`agent`]: the runtime — heartbeat, firing and reporting loops over the parts above;
+//! - [`reporter`]: the reporting worker — the outbox sent in order, what the plane committed
+//!   dropped, what it cannot read yet kept.
+//! - [`agent`]: the runtime — the heartbeat and firing loops and the run registry over the
+//!   parts above, with the reporter beside them;
 //!   [`shutdown`]: the one handle that asks them to drain, then to stop.
 //!
 //! Data flows: heartbeat → leases → fetch → buffer (records from `meridian_proto::calendar`)
@@ -42,6 +45,7 @@ pub mod identity;
 pub mod lease;
 pub mod link;
 pub mod outbox;
+pub mod reporter;
 pub mod resources;
 pub mod run_dir;
 pub mod runner;

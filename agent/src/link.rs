@@ -103,3 +103,18 @@ fn moves_on(status: &tonic::Status) -> bool {
             | tonic::Code::Internal
     )
 }
+
+/// Why one exchange with the plane failed. The loops log it and try again.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The plane sent something this agent cannot read (a newer plane's shape).
+    #[error("the plane sent {what} this agent cannot read: {why}")]
+    Unreadable { what: &'static str, why: String },
+    /// The plane cannot read an outbox entry yet: it and every later one stay.
+    #[error("outbox entry {seq} stays in the outbox: {reason}")]
+    Held { seq: u64, reason: String },
+}
