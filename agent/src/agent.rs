@@ -9,7 +9,8 @@
 //! - reporting ([`crate::reporter`], a worker of its own): sends the outbox to the plane in
 //!   batches and drops what the plane committed.
 //!
-//! Runs are tasks of their own ([`crate::runner`]); a slot semaphore bounds how many go at once.
+//! Runs are tasks of their own ([`crate::runner`]), launched, waited for and killed by the run
+//! registry ([`crate::runs`]); a slot semaphore there bounds how many go at once.
 //! Time comes from an injected [`Clock`]: tests drive firing and leases by moving it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -22,7 +23,7 @@ use meridian_proto::pb;
 use meridian_proto::run::{Assignment, Job, RunState};
 use meridian_proto::transport::TlsMaterial;
 use meridian_proto::{Clock, FireRecord, OverlapPolicy};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 
 use crate::bucket::Bucket;
@@ -36,6 +37,7 @@ use crate::outbox::Outbox;
 use crate::reporter::Reporter;
 use crate::resources::ResourceCache;
 use crate::runner::Runner;
+use crate::runs::RunRegistry;
 use crate::shutdown::Shutdown;
 use crate::store::StoreError;
 use crate::take::{LocalRun, Take, TakeItem, Took, event};
@@ -60,91 +62,6 @@ pub enum AgentError {
 const FIRE_BATCH: u32 = 100_000;
 /// The firing loop looks at the clock at least this often (an injected clock may jump).
 const FIRE_TICK: Duration = Duration::from_millis(100);
-
-/// A run going on this agent.
-struct Going {
-    schedule: Option<String>,
-    kill: watch::Sender<bool>,
-    task: Option<tokio::task::AbortHandle>,
-}
-
-#[derive(Default)]
-struct Runs {
-    going: HashMap<String, Going>,
-    /// How many of `going` each schedule has (the overlap policy asks for every fire).
-    going_per_schedule: HashMap<String, usize>,
-    /// Per schedule: fires waiting for the previous run (overlap `buffer_one`/`buffer_all`).
-    waiting: HashMap<String, VecDeque<LocalRun>>,
-    /// Missed records to start, in fire order, at the catch-up rate.
-    catch_up: VecDeque<LocalRun>,
-    /// How many of `catch_up` each schedule has (its later fires queue behind them).
-    catching_up: HashMap<String, usize>,
-}
-
-impl Runs {
-    fn going_for(&self, schedule: &str) -> usize {
-        self.going_per_schedule.get(schedule).copied().unwrap_or(0)
-    }
-
-    fn catching_up_for(&self, schedule: &str) -> usize {
-        self.catching_up.get(schedule).copied().unwrap_or(0)
-    }
-
-    fn queue_catch_up(&mut self, run: LocalRun) {
-        if let Some(s) = &run.schedule {
-            *self.catching_up.entry(s.to_string()).or_default() += 1;
-        }
-        self.catch_up.push_back(run);
-    }
-
-    fn next_catch_up(&mut self) -> Option<LocalRun> {
-        let run = self.catch_up.pop_front()?;
-        if let Some(s) = &run.schedule
-            && let Some(n) = self.catching_up.get_mut(s.as_str())
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.catching_up.remove(s.as_str());
-            }
-        }
-        Some(run)
-    }
-
-    /// Asks every run of `schedule` going to stop (overlap `cancel_older`).
-    fn cancel_going(&self, schedule: &str) {
-        for going in self.going.values() {
-            if going.schedule.as_deref() == Some(schedule) {
-                let _ = going.kill.send(true);
-            }
-        }
-    }
-
-    fn start(&mut self, run_id: String, going: Going) {
-        if let Some(s) = &going.schedule {
-            *self.going_per_schedule.entry(s.clone()).or_default() += 1;
-        }
-        if let Some(old) = self.going.insert(run_id, going) {
-            self.forget(&old);
-        }
-    }
-
-    fn end(&mut self, run_id: &str) {
-        if let Some(old) = self.going.remove(run_id) {
-            self.forget(&old);
-        }
-    }
-
-    fn forget(&mut self, going: &Going) {
-        if let Some(s) = &going.schedule
-            && let Some(n) = self.going_per_schedule.get_mut(s)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.going_per_schedule.remove(s);
-            }
-        }
-    }
-}
 
 /// A partition given back, waiting for its reports to be committed before the plane is told.
 struct Releasing {
@@ -207,7 +124,6 @@ struct Shared {
     link: Arc<Link>,
     buffer: Buffer,
     outbox: Outbox,
-    runner: Runner,
     leases: Mutex<Leases>,
     /// Partitions the plane asked back, not yet reported released: they wait until every
     /// report about them is committed (see [`Shared::ready_releases`]).
@@ -217,16 +133,14 @@ struct Shared {
     /// Firing passes completed (a pass that began before a release has taken its records
     /// once this moves past the count seen at the release).
     passes: AtomicU64,
-    runs: Mutex<Runs>,
+    /// The runs going here: launched, waited for, killed.
+    registry: Arc<RunRegistry>,
     /// Schedules whose records were taken and not yet topped up.
     refill: Mutex<HashMap<String, Arc<Assignment>>>,
-    slots: Arc<Semaphore>,
-    wake: Notify,
+    wake: Arc<Notify>,
     reported: Arc<Notify>,
     definitions: AtomicU64,
     shutdown: Shutdown,
-    /// Woken when a run ends (a graceful stop waits for the runs going).
-    ended: Notify,
     /// The reporting worker (a graceful stop waits for its rounds to empty the outbox).
     reporter: Arc<Reporter>,
 }
@@ -277,6 +191,25 @@ impl Agent {
             reported.clone(),
             shutdown.clone(),
         ));
+        let wake = Arc::new(Notify::new());
+        let runner = Runner {
+            outbox: outbox.clone(),
+            clock: clock.clone(),
+            work_dir: config.work_dir(),
+            grace: Duration::from_secs(config.kill_grace_seconds),
+            http,
+            reported: reported.clone(),
+            resources: resources.clone(),
+            hostname: config.hostname.clone(),
+        };
+        let registry = Arc::new(RunRegistry::new(
+            config.slots as usize,
+            buffer.clone(),
+            runner,
+            clock.clone(),
+            reported.clone(),
+            wake.clone(),
+        ));
         let shared = Arc::new(Shared {
             hostname: config.hostname.clone(),
             cluster: config.cluster.clone(),
@@ -287,28 +220,16 @@ impl Agent {
             link,
             buffer,
             outbox: outbox.clone(),
-            runner: Runner {
-                outbox,
-                clock,
-                work_dir: config.work_dir(),
-                grace: Duration::from_secs(config.kill_grace_seconds),
-                http,
-                reported: reported.clone(),
-                resources: resources.clone(),
-                hostname: config.hostname.clone(),
-            },
             leases: Mutex::new(Leases::default()),
             releasing: Mutex::new(Vec::new()),
             released: Mutex::new(Vec::new()),
             passes: AtomicU64::new(0),
-            runs: Mutex::new(Runs::default()),
+            registry: registry.clone(),
             refill: Mutex::new(HashMap::new()),
-            slots: Arc::new(Semaphore::new(config.slots as usize)),
-            wake: Notify::new(),
+            wake,
             reported,
             definitions: AtomicU64::new(u64::MAX),
             shutdown: shutdown.clone(),
-            ended: Notify::new(),
             reporter: reporter.clone(),
         });
         shared.recover().await?;
@@ -328,7 +249,7 @@ impl Agent {
 
     /// The resource cache (its metrics, for status and tests).
     pub fn resources(&self) -> &ResourceCache {
-        &self.shared.runner.resources
+        &self.shared.registry.runner.resources
     }
 
     /// Graceful stop: no new fires; runs going get `kill_grace_seconds` to finish, then are
@@ -338,19 +259,12 @@ impl Agent {
         s.shutdown.drain();
         s.wake.notify_one();
         let start = tokio::time::Instant::now();
-        s.settle(start + s.drain, async || {
-            s.runs.lock().expect("runs").going.is_empty()
-        })
-        .await;
-        for going in s.runs.lock().expect("runs").going.values() {
-            let _ = going.kill.send(true);
-        }
+        s.settle(start + s.drain, async || s.registry.idle()).await;
+        s.registry.kill_all();
         s.settle(start + s.drain * 3, async || {
             // A take not yet expanded has reports the outbox does not hold yet.
             s.reported.notify_one();
-            s.runs.lock().expect("runs").going.is_empty()
-                && !s.buffer.expanding()
-                && s.outbox.is_empty().await.unwrap_or(true)
+            s.registry.idle() && !s.buffer.expanding() && s.outbox.is_empty().await.unwrap_or(true)
         })
         .await;
         s.shutdown.stop();
@@ -368,18 +282,7 @@ impl Agent {
         for l in &self.loops {
             l.abort();
         }
-        let runs: Vec<_> = self
-            .shared
-            .runs
-            .lock()
-            .expect("runs")
-            .going
-            .values_mut()
-            .filter_map(|g| g.task.take())
-            .collect();
-        for r in runs {
-            r.abort();
-        }
+        self.shared.registry.abort_all();
         for l in self.loops {
             let _ = l.await;
         }
@@ -502,7 +405,7 @@ impl Shared {
     async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
         for run in self.buffer.runs().await? {
             if run.state == RunState::Queued {
-                self.runs.lock().expect("runs").queue_catch_up(run);
+                self.registry.lock().queue_catch_up(run);
             } else {
                 // It was going when the agent stopped; what it did is unknown, so it is not run
                 // again (it may have had effects) but recorded as failed.
@@ -524,7 +427,7 @@ impl Shared {
     /// report round is answered (what a graceful stop waits for), never by polling.
     async fn settle(&self, deadline: tokio::time::Instant, done: impl AsyncFn() -> bool) {
         loop {
-            let ended = self.ended.notified();
+            let ended = self.registry.ended();
             let round = self.reporter.answered();
             tokio::pin!(ended, round);
             ended.as_mut().enable();
@@ -578,7 +481,7 @@ impl Shared {
             agent: self.hostname.clone(),
             cluster: self.cluster.clone(),
             held,
-            free_slots: self.slots.available_permits() as u32,
+            free_slots: self.registry.free_slots() as u32,
             releasing: false,
             released: released.clone(),
         };
@@ -642,7 +545,7 @@ impl Shared {
         for command in reply.commands {
             match command.command {
                 Some(pb::agent_command::Command::RunNow(r)) => self.run_now(r).await?,
-                Some(pb::agent_command::Command::Kill(k)) => self.kill(&k.run_id),
+                Some(pb::agent_command::Command::Kill(k)) => self.registry.kill(&k.run_id),
                 None => {}
             }
         }
@@ -746,15 +649,9 @@ impl Shared {
         let report = event(&run, RunState::Queued, self.now(), "run now");
         if self.buffer.take_manual(&run, &report).await? {
             self.reported.notify_one();
-            self.launch(run, None);
+            self.registry.launch(run, None);
         }
         Ok(())
-    }
-
-    fn kill(&self, run_id: &str) {
-        if let Some(going) = self.runs.lock().expect("runs").going.get(run_id) {
-            let _ = going.kill.send(true);
-        }
     }
 
     async fn release_all(&self) {
@@ -796,10 +693,10 @@ impl Shared {
                 last_catch_up = tokio::time::Instant::now();
                 tokens = (tokens + elapsed * self.catch_up_rate).min(self.catch_up_rate.max(1.0));
                 while tokens >= 1.0 {
-                    let next = self.runs.lock().expect("runs").next_catch_up();
+                    let next = self.registry.lock().next_catch_up();
                     let Some(run) = next else { break };
                     tokens -= 1.0;
-                    self.catch_up(run);
+                    self.registry.catch_up(run);
                 }
             }
             self.passes.fetch_add(1, Ordering::SeqCst);
@@ -814,7 +711,7 @@ impl Shared {
             if let Some(next) = next {
                 wait = wait.min(Duration::from_millis((next - now).max(0) as u64));
             }
-            if !self.runs.lock().expect("runs").catch_up.is_empty() {
+            if !self.registry.lock().catch_up.is_empty() {
                 wait = wait.min(Duration::from_secs_f64(1.0 / self.catch_up_rate));
             }
             tokio::select! {
@@ -911,9 +808,8 @@ impl Shared {
                             if a.overlap != OverlapPolicy::AllowAll
                                 && (pass.catching_up.contains(a.schedule.as_str())
                                     || self
-                                        .runs
+                                        .registry
                                         .lock()
-                                        .expect("runs")
                                         .catching_up_for(a.schedule.as_str())
                                         > 0) =>
                         {
@@ -950,22 +846,18 @@ impl Shared {
                     cancel_older,
                 } => {
                     if cancel_older && let Some(schedule) = &run.schedule {
-                        self.runs
-                            .lock()
-                            .expect("runs")
-                            .cancel_going(schedule.as_str());
+                        self.registry.lock().cancel_going(schedule.as_str());
                     }
-                    self.launch(run, permit);
+                    self.registry.launch(run, permit);
                 }
                 Then::Wait(schedule, run) => self
-                    .runs
+                    .registry
                     .lock()
-                    .expect("runs")
                     .waiting
                     .entry(schedule)
                     .or_default()
                     .push_back(run),
-                Then::CatchUp(run) => self.runs.lock().expect("runs").queue_catch_up(run),
+                Then::CatchUp(run) => self.registry.lock().queue_catch_up(run),
             }
         }
         self.reported.notify_one();
@@ -980,59 +872,6 @@ impl Shared {
         Ok(due.full)
     }
 
-    /// Lets a caught-up run go (the catch-up rate allowed it) under its schedule's overlap
-    /// policy, as an on-time fire: with a run of the schedule going, `skip` records it
-    /// skipped, `buffer_one`/`buffer_all` queue it behind that run, `cancel_older` kills that
-    /// run first. Decided and queued under one lock, so a run ending meanwhile cannot leave
-    /// it waiting for nothing.
-    fn catch_up(self: &Arc<Self>, run: LocalRun) {
-        let Some(schedule) = run.schedule.as_ref().map(|s| s.to_string()) else {
-            return self.launch(run, None);
-        };
-        // A schedule no longer assigned here still runs what was taken for it, as before.
-        let Some(a) = self.buffer.assigned(&schedule) else {
-            return self.launch(run, None);
-        };
-        let run = {
-            let mut runs = self.runs.lock().expect("runs");
-            let waiting = runs.waiting.get(&schedule).map_or(0, VecDeque::len);
-            match firing::on_fire(a.overlap, runs.going_for(&schedule), waiting) {
-                Overlap::Start => Some(run),
-                Overlap::CancelThenStart => {
-                    runs.cancel_going(&schedule);
-                    Some(run)
-                }
-                Overlap::Queue => {
-                    runs.waiting.entry(schedule).or_default().push_back(run);
-                    None
-                }
-                Overlap::Skip => {
-                    let this = self.clone();
-                    tokio::spawn(async move {
-                        let report = event(
-                            &run,
-                            RunState::Skipped,
-                            this.now(),
-                            Took::Overlapping.message(),
-                        );
-                        if let Err(e) = this
-                            .buffer
-                            .advance(&run.run_id, RunState::Skipped, &report)
-                            .await
-                        {
-                            tracing::error!("recording {} skipped: {e}", run.run_id);
-                        }
-                        this.reported.notify_one();
-                    });
-                    None
-                }
-            }
-        };
-        if let Some(run) = run {
-            self.launch(run, None);
-        }
-    }
-
     /// Decides an on-time record under the schedule's overlap policy, counting what this pass
     /// has already decided for the schedule.
     fn decide(
@@ -1044,7 +883,7 @@ impl Shared {
     ) {
         let schedule = a.schedule.as_str();
         let (going, waiting) = {
-            let runs = self.runs.lock().expect("runs");
+            let runs = self.registry.lock();
             (
                 runs.going_for(schedule),
                 runs.waiting.get(schedule).map_or(0, VecDeque::len),
@@ -1065,7 +904,7 @@ impl Shared {
             decision @ (Overlap::Start | Overlap::CancelThenStart) => {
                 planned.0 += 1;
                 // Started at once if a slot is free, else queued for one.
-                let permit = self.slots.clone().try_acquire_owned().ok();
+                let permit = self.registry.try_slot();
                 let took = if permit.is_some() {
                     Took::Started
                 } else {
@@ -1078,66 +917,6 @@ impl Shared {
                     cancel_older: decision == Overlap::CancelThenStart,
                 });
             }
-        }
-    }
-
-    /// Starts `run` in a task of its own: waits for a slot (recording `started` once it has
-    /// one, unless it already was), runs it, records the end, then starts the schedule's next
-    /// waiting fire.
-    fn launch(self: &Arc<Self>, run: LocalRun, permit: Option<OwnedSemaphorePermit>) {
-        let (kill, killed) = watch::channel(false);
-        let run_id = run.run_id.clone();
-        let schedule = run.schedule.as_ref().map(|s| s.to_string());
-        self.runs.lock().expect("runs").start(
-            run_id.clone(),
-            Going {
-                schedule: schedule.clone(),
-                kill,
-                task: None,
-            },
-        );
-        let this = self.clone();
-        let task = tokio::spawn(async move {
-            let _permit = match permit {
-                Some(p) => p,
-                None => match this.slots.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
-            if run.state != RunState::Started {
-                let report = event(&run, RunState::Started, this.now(), "");
-                if let Err(e) = this
-                    .buffer
-                    .advance(&run.run_id, RunState::Started, &report)
-                    .await
-                {
-                    tracing::error!("recording the start of {}: {e}", run.run_id);
-                }
-                this.reported.notify_one();
-            }
-            let (state, message) = this.runner.run(&run, killed).await;
-            let report = event(&run, state, this.now(), &message);
-            if let Err(e) = this.buffer.advance(&run.run_id, state, &report).await {
-                tracing::error!("recording the end of {}: {e}", run.run_id);
-            }
-            this.reported.notify_one();
-            let next = {
-                let mut runs = this.runs.lock().expect("runs");
-                runs.end(&run.run_id);
-                this.ended.notify_waiters();
-                schedule
-                    .as_ref()
-                    .and_then(|s| runs.waiting.get_mut(s))
-                    .and_then(VecDeque::pop_front)
-            };
-            if let Some(next) = next {
-                this.launch(next, None);
-            }
-            this.wake.notify_one();
-        });
-        if let Some(going) = self.runs.lock().expect("runs").going.get_mut(&run_id) {
-            going.task = Some(task.abort_handle());
         }
     }
 }

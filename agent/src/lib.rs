@@ -28,8 +28,11 @@
 //!   object, a byte budget that never removes a file in use).
 //! - [`reporter`]: the reporting worker — the outbox sent in order, what the plane committed
 //!   dropped, what it cannot read yet kept.
-//! - [`agent`]: the runtime — the heartbeat and firing loops and the run registry over the
-//!   parts above, with the reporter beside them;
+//! - [`runs`]: the runs going here, and the registry that launches them (a slot first), lets
+//!   caught-up ones go under the overlap policy, starts a schedule's waiting run when the one
+//!   before ends, and kills them.
+//! - [`agent`]: the runtime — the heartbeat and firing loops over the parts above, with the
+//!   reporter and the run registry beside them;
 //!   [`shutdown`]: the one handle that asks them to drain, then to stop.
 //!
 //! Data flows: heartbeat → leases → fetch → buffer (records from `meridian_proto::calendar`)
@@ -49,6 +52,7 @@ pub mod reporter;
 pub mod resources;
 pub mod run_dir;
 pub mod runner;
+pub mod runs;
 pub mod shutdown;
 pub mod store;
 pub mod take;

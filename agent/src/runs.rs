@@ -1,0 +1,304 @@
+//! The runs going on this agent: which are going (per schedule, for the overlap policy),
+//! which wait for the schedule's previous run, which are caught up at the catch-up rate; and
+//! the registry that launches a run in a task of its own (a slot first), records how it went,
+//! then starts the schedule's next waiting run, and kills runs.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use meridian_proto::Clock;
+use meridian_proto::run::RunState;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::buffer::Buffer;
+use crate::firing::{self, Overlap};
+use crate::runner::Runner;
+use crate::take::{LocalRun, Took, event};
+
+/// A run going on this agent.
+pub struct Going {
+    schedule: Option<String>,
+    kill: watch::Sender<bool>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+#[derive(Default)]
+pub struct Runs {
+    pub going: HashMap<String, Going>,
+    /// How many of `going` each schedule has (the overlap policy asks for every fire).
+    going_per_schedule: HashMap<String, usize>,
+    /// Per schedule: fires waiting for the previous run (overlap `buffer_one`/`buffer_all`).
+    pub waiting: HashMap<String, VecDeque<LocalRun>>,
+    /// Missed records to start, in fire order, at the catch-up rate.
+    pub catch_up: VecDeque<LocalRun>,
+    /// How many of `catch_up` each schedule has (its later fires queue behind them).
+    catching_up: HashMap<String, usize>,
+}
+
+impl Runs {
+    pub fn going_for(&self, schedule: &str) -> usize {
+        self.going_per_schedule.get(schedule).copied().unwrap_or(0)
+    }
+
+    pub fn catching_up_for(&self, schedule: &str) -> usize {
+        self.catching_up.get(schedule).copied().unwrap_or(0)
+    }
+
+    pub fn queue_catch_up(&mut self, run: LocalRun) {
+        if let Some(s) = &run.schedule {
+            *self.catching_up.entry(s.to_string()).or_default() += 1;
+        }
+        self.catch_up.push_back(run);
+    }
+
+    pub fn next_catch_up(&mut self) -> Option<LocalRun> {
+        let run = self.catch_up.pop_front()?;
+        if let Some(s) = &run.schedule
+            && let Some(n) = self.catching_up.get_mut(s.as_str())
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.catching_up.remove(s.as_str());
+            }
+        }
+        Some(run)
+    }
+
+    /// Asks every run of `schedule` going to stop (overlap `cancel_older`).
+    pub fn cancel_going(&self, schedule: &str) {
+        for going in self.going.values() {
+            if going.schedule.as_deref() == Some(schedule) {
+                let _ = going.kill.send(true);
+            }
+        }
+    }
+
+    pub fn start(&mut self, run_id: String, going: Going) {
+        if let Some(s) = &going.schedule {
+            *self.going_per_schedule.entry(s.clone()).or_default() += 1;
+        }
+        if let Some(old) = self.going.insert(run_id, going) {
+            self.forget(&old);
+        }
+    }
+
+    pub fn end(&mut self, run_id: &str) {
+        if let Some(old) = self.going.remove(run_id) {
+            self.forget(&old);
+        }
+    }
+
+    fn forget(&mut self, going: &Going) {
+        if let Some(s) = &going.schedule
+            && let Some(n) = self.going_per_schedule.get_mut(s)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.going_per_schedule.remove(s);
+            }
+        }
+    }
+}
+
+/// Launches and kills the runs of this agent, and keeps [`Runs`].
+pub struct RunRegistry {
+    runs: Mutex<Runs>,
+    /// One permit per run going at once (`slots` in agent.toml).
+    slots: Arc<Semaphore>,
+    buffer: Buffer,
+    pub runner: Runner,
+    clock: Arc<dyn Clock>,
+    /// Woken when something is written to the outbox.
+    reported: Arc<Notify>,
+    /// Woken when a run ends.
+    ended: Notify,
+    /// The firing loop's wake-up (a run's end may let a waiting fire go).
+    wake: Arc<Notify>,
+}
+
+impl RunRegistry {
+    pub fn new(
+        slots: usize,
+        buffer: Buffer,
+        runner: Runner,
+        clock: Arc<dyn Clock>,
+        reported: Arc<Notify>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            runs: Mutex::new(Runs::default()),
+            slots: Arc::new(Semaphore::new(slots)),
+            buffer,
+            runner,
+            clock,
+            reported,
+            ended: Notify::new(),
+            wake,
+        }
+    }
+
+    /// The runs, for a decision made under their lock.
+    pub fn lock(&self) -> MutexGuard<'_, Runs> {
+        self.runs.lock().expect("runs")
+    }
+
+    /// Slots free now (the heartbeat tells the plane).
+    pub fn free_slots(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    /// A slot, if one is free now.
+    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Whether no run is going.
+    pub fn idle(&self) -> bool {
+        self.lock().going.is_empty()
+    }
+
+    /// Resolves when a run ends after this is called (enable it before checking).
+    pub fn ended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.ended.notified()
+    }
+
+    /// Asks every run going to stop.
+    pub fn kill_all(&self) {
+        for going in self.lock().going.values() {
+            let _ = going.kill.send(true);
+        }
+    }
+
+    /// Drops every run's task at once (a crash, in tests).
+    pub fn abort_all(&self) {
+        let tasks: Vec<_> = self
+            .lock()
+            .going
+            .values_mut()
+            .filter_map(|g| g.task.take())
+            .collect();
+        for t in tasks {
+            t.abort();
+        }
+    }
+
+    /// Asks run `run_id` to stop, if it is going here.
+    pub fn kill(&self, run_id: &str) {
+        if let Some(going) = self.lock().going.get(run_id) {
+            let _ = going.kill.send(true);
+        }
+    }
+
+    /// Lets a caught-up run go (the catch-up rate allowed it) under its schedule's overlap
+    /// policy, as an on-time fire: with a run of the schedule going, `skip` records it
+    /// skipped, `buffer_one`/`buffer_all` queue it behind that run, `cancel_older` kills that
+    /// run first. Decided and queued under one lock, so a run ending meanwhile cannot leave
+    /// it waiting for nothing.
+    pub fn catch_up(self: &Arc<Self>, run: LocalRun) {
+        let Some(schedule) = run.schedule.as_ref().map(|s| s.to_string()) else {
+            return self.launch(run, None);
+        };
+        // A schedule no longer assigned here still runs what was taken for it, as before.
+        let Some(a) = self.buffer.assigned(&schedule) else {
+            return self.launch(run, None);
+        };
+        let run = {
+            let mut runs = self.lock();
+            let waiting = runs.waiting.get(&schedule).map_or(0, VecDeque::len);
+            match firing::on_fire(a.overlap, runs.going_for(&schedule), waiting) {
+                Overlap::Start => Some(run),
+                Overlap::CancelThenStart => {
+                    runs.cancel_going(&schedule);
+                    Some(run)
+                }
+                Overlap::Queue => {
+                    runs.waiting.entry(schedule).or_default().push_back(run);
+                    None
+                }
+                Overlap::Skip => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let report = event(
+                            &run,
+                            RunState::Skipped,
+                            this.clock.now_ms(),
+                            Took::Overlapping.message(),
+                        );
+                        if let Err(e) = this
+                            .buffer
+                            .advance(&run.run_id, RunState::Skipped, &report)
+                            .await
+                        {
+                            tracing::error!("recording {} skipped: {e}", run.run_id);
+                        }
+                        this.reported.notify_one();
+                    });
+                    None
+                }
+            }
+        };
+        if let Some(run) = run {
+            self.launch(run, None);
+        }
+    }
+
+    /// Starts `run` in a task of its own: waits for a slot (recording `started` once it has
+    /// one, unless it already was), runs it, records the end, then starts the schedule's next
+    /// waiting fire.
+    pub fn launch(self: &Arc<Self>, run: LocalRun, permit: Option<OwnedSemaphorePermit>) {
+        let (kill, killed) = watch::channel(false);
+        let run_id = run.run_id.clone();
+        let schedule = run.schedule.as_ref().map(|s| s.to_string());
+        self.lock().start(
+            run_id.clone(),
+            Going {
+                schedule: schedule.clone(),
+                kill,
+                task: None,
+            },
+        );
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let _permit = match permit {
+                Some(p) => p,
+                None => match this.slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            if run.state != RunState::Started {
+                let report = event(&run, RunState::Started, this.clock.now_ms(), "");
+                if let Err(e) = this
+                    .buffer
+                    .advance(&run.run_id, RunState::Started, &report)
+                    .await
+                {
+                    tracing::error!("recording the start of {}: {e}", run.run_id);
+                }
+                this.reported.notify_one();
+            }
+            let (state, message) = this.runner.run(&run, killed).await;
+            let report = event(&run, state, this.clock.now_ms(), &message);
+            if let Err(e) = this.buffer.advance(&run.run_id, state, &report).await {
+                tracing::error!("recording the end of {}: {e}", run.run_id);
+            }
+            this.reported.notify_one();
+            let next = {
+                let mut runs = this.lock();
+                runs.end(&run.run_id);
+                this.ended.notify_waiters();
+                schedule
+                    .as_ref()
+                    .and_then(|s| runs.waiting.get_mut(s))
+                    .and_then(VecDeque::pop_front)
+            };
+            if let Some(next) = next {
+                this.launch(next, None);
+            }
+            this.wake.notify_one();
+        });
+        if let Some(going) = self.lock().going.get_mut(&run_id) {
+            going.task = Some(task.abort_handle());
+        }
+    }
+}
