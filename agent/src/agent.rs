@@ -802,19 +802,6 @@ impl Shared {
                             pass.take(&a, held.epoch, &record, Took::Missed);
                         }
                         Fate::CatchUp => pass.catch_up(&a, held.epoch, &record),
-                        // While older fires of the schedule are still catching up, a new one
-                        // queues behind them: the overlap policy sees its fires in order.
-                        Fate::OnTime
-                            if a.overlap != OverlapPolicy::AllowAll
-                                && (pass.catching_up.contains(a.schedule.as_str())
-                                    || self
-                                        .registry
-                                        .lock()
-                                        .catching_up_for(a.schedule.as_str())
-                                        > 0) =>
-                        {
-                            pass.catch_up(&a, held.epoch, &record)
-                        }
                         Fate::OnTime => self.decide(&a, held.epoch, &record, &mut pass),
                     }
                 }
@@ -873,7 +860,7 @@ impl Shared {
     }
 
     /// Decides an on-time record under the schedule's overlap policy, counting what this pass
-    /// has already decided for the schedule.
+    /// has already decided for the schedule (behind its fires still catching up, if any).
     fn decide(
         self: &Arc<Self>,
         a: &Arc<Assignment>,
@@ -882,13 +869,21 @@ impl Shared {
         pass: &mut Pass,
     ) {
         let schedule = a.schedule.as_str();
-        let (going, waiting) = {
+        let (going, waiting, catching_up) = {
             let runs = self.registry.lock();
             (
                 runs.going_for(schedule),
                 runs.waiting.get(schedule).map_or(0, VecDeque::len),
+                runs.catching_up_for(schedule),
             )
         };
+        // While older fires of the schedule are still catching up, a new one queues behind
+        // them: the overlap policy sees its fires in order.
+        if a.overlap != OverlapPolicy::AllowAll
+            && (catching_up > 0 || pass.catching_up.contains(schedule))
+        {
+            return pass.catch_up(a, epoch, record);
+        }
         let planned = pass.planned.entry(schedule.to_owned()).or_default();
         let (going, waiting) = (going + planned.0, waiting + planned.1);
         match firing::on_fire(a.overlap, going, waiting) {

@@ -83,7 +83,7 @@ pub(super) async fn create_schedule(
 ) -> Result<Applied, ApplyError> {
     let doing = format!("creating schedule `{}` of tenant `{}`", s.name, s.tenant);
     let placed = check_schedule(tx, s, &doing).await?;
-    if schedule_version(tx, s).await?.is_some() {
+    if schedule_exists(tx, s).await? {
         return Err(Refusal::Exists {
             doing,
             kind: "schedule",
@@ -122,7 +122,7 @@ pub(super) async fn update_schedule(
 ) -> Result<Applied, ApplyError> {
     let doing = format!("updating schedule `{}` of tenant `{}`", s.name, s.tenant);
     let placed = check_schedule(tx, s, &doing).await?;
-    if schedule_version(tx, s).await?.is_none() {
+    if !schedule_exists(tx, s).await? {
         return Err(Refusal::Missing {
             doing,
             kind: "schedule",
@@ -223,14 +223,12 @@ async fn check_schedule(
     })
 }
 
-async fn schedule_version(
-    tx: &mut SqliteConnection,
-    s: &super::Schedule,
-) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar("SELECT version FROM schedules WHERE tenant = ? AND name = ?")
+/// Whether `s` names a schedule that exists (its versions come from `name_versions`).
+async fn schedule_exists(tx: &mut SqliteConnection, s: &super::Schedule) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM schedules WHERE tenant = ? AND name = ?)")
         .bind(s.tenant.as_str())
         .bind(s.name.as_str())
-        .fetch_optional(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
 }
 
