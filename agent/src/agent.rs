@@ -19,14 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::DateTime;
+use meridian_domain::run::{Assignment, Job, RunState};
+use meridian_domain::{Clock, FireRecord, OverlapPolicy};
 use meridian_proto::pb;
-use meridian_proto::run::{Assignment, Job, RunState};
-use meridian_proto::transport::TlsMaterial;
-use meridian_proto::{Clock, FireRecord, OverlapPolicy};
+use meridian_transport::TlsMaterial;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 
-use crate::bucket::Bucket;
 use crate::buffer::{Buffer, DueKey};
 use crate::config::AgentConfig;
 use crate::firing::{self, Fate, Overlap};
@@ -41,6 +40,7 @@ use crate::runs::RunRegistry;
 use crate::shutdown::Shutdown;
 use crate::store::StoreError;
 use crate::take::{LocalRun, Take, TakeItem, Took, event};
+use meridian_bucket::Bucket;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -49,7 +49,7 @@ pub enum AgentError {
     #[error("agent TLS: {0}")]
     Tls(String),
     #[error(transparent)]
-    Bucket(#[from] crate::bucket::BucketError),
+    Bucket(#[from] meridian_bucket::BucketError),
     #[error(transparent)]
     Resources(#[from] crate::resources::OpenError),
     #[error("metrics: listening on {0}: {1}")]
@@ -924,7 +924,7 @@ fn assignment(s: &pb::ScheduleAssignment) -> Result<Assignment, String> {
         .try_into()
         .map_err(|e: meridian_proto::convert::ConvertError| e.to_string())?;
     Ok(Assignment {
-        schedule: meridian_proto::ScheduleId::new(s.schedule_id.clone())
+        schedule: meridian_domain::ScheduleId::new(s.schedule_id.clone())
             .map_err(|e| e.to_string())?,
         cluster: s.cluster.clone(),
         partition: s.partition,
@@ -1021,7 +1021,7 @@ mod tests {
             dir.path(),
             None,
             Default::default(),
-            Arc::new(meridian_proto::SystemClock),
+            Arc::new(meridian_domain::SystemClock),
         )
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

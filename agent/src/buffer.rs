@@ -1,5 +1,5 @@
 //! The fire-record buffer: for every schedule of the partitions this agent holds, the next
-//! [`WINDOW`](meridian_proto::WINDOW) fire records, pre-generated from the calendar and kept in SQLite so firing goes
+//! [`WINDOW`](meridian_domain::WINDOW) fire records, pre-generated from the calendar and kept in SQLite so firing goes
 //! on while the plane is unreachable.
 //!
 //! - [`Buffer::sync`] takes the plane's assignments: a new schedule, or a new version of one,
@@ -10,7 +10,7 @@
 //!   how ([`Took`]); the records' deletion, the schedules' cursors, the runs and the outbox
 //!   entries are written from it afterwards, off the way to starting runs (see
 //!   [`crate::store`]). Until then the firing loop reads past what it took.
-//! - [`Buffer::refill`] tops schedules up to [`WINDOW`](meridian_proto::WINDOW) records again
+//! - [`Buffer::refill`] tops schedules up to [`WINDOW`](meridian_domain::WINDOW) records again
 //!   (the firing loop does it once nothing more is due, off the way to starting runs).
 //!
 //! The assignments are also kept in memory (parsed once, shared), so finding what is due reads
@@ -20,8 +20,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use chrono::DateTime;
-use meridian_proto::run::{Assignment, Report, RunState};
-use meridian_proto::{FireRecord, ScheduleId, stored};
+use meridian_domain::run::{Assignment, Report, RunState};
+use meridian_domain::{FireRecord, ScheduleId, stored};
 use sqlx::{Row, SqlitePool};
 
 use crate::store::{NewEntry, StoreError, Write, Writer};
@@ -254,7 +254,7 @@ impl Buffer {
         Ok(())
     }
 
-    /// Tops the schedules of `assignments` up to [`WINDOW`](meridian_proto::WINDOW) records.
+    /// Tops the schedules of `assignments` up to [`WINDOW`](meridian_domain::WINDOW) records.
     pub async fn refill(&self, assignments: Vec<Arc<Assignment>>) -> Result<(), StoreError> {
         if assignments.is_empty() {
             return Ok(());
@@ -381,9 +381,9 @@ impl Buffer {
 mod tests {
     use super::*;
     use crate::take::event;
-    use meridian_proto::run::Job;
-    use meridian_proto::workflow::WorkflowDefinition;
-    use meridian_proto::{OverlapPolicy, ScheduleSpec, WINDOW};
+    use meridian_domain::run::Job;
+    use meridian_domain::workflow::WorkflowDefinition;
+    use meridian_domain::{OverlapPolicy, ScheduleSpec, WINDOW};
     use serde_json::json;
 
     fn assignment(version: u64, cron: &str) -> Assignment {

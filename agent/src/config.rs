@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use std::net::SocketAddr;
 
-use meridian_proto::transport::{HostsMap, TlsFiles};
+use meridian_transport::{HostsMap, TlsFiles};
 use serde::Deserialize;
 
-use crate::bucket::BucketConfig;
 use crate::resources::CacheConfig;
+use meridian_bucket::BucketConfig;
 
 /// `agent.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

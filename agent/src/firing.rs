@@ -8,7 +8,7 @@
 //! - [`on_fire`]: what the overlap policy does when the schedule's previous run is still going.
 
 use chrono::{DateTime, Utc};
-use meridian_proto::{CatchUpPolicy, FireRecord, OverlapPolicy};
+use meridian_domain::{CatchUpPolicy, FireRecord, OverlapPolicy};
 
 /// The fate of one due record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +76,7 @@ pub fn on_fire(policy: OverlapPolicy, running: usize, waiting: usize) -> Overlap
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use meridian_proto::ScheduleId;
+    use meridian_domain::ScheduleId;
 
     fn at(s: i64) -> FireRecord {
         FireRecord::new(

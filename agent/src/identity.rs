@@ -17,7 +17,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use meridian_proto::run::{Job, OsUser};
+use meridian_domain::run::{Job, OsUser};
 
 /// A user as this host knows it, ready to start a task as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -580,7 +580,7 @@ mod tests {
             tenant: "ads".into(),
             workflow: "etl".into(),
             workflow_version: 1,
-            definition: meridian_proto::workflow::WorkflowDefinition { tasks: vec![] },
+            definition: meridian_domain::workflow::WorkflowDefinition { tasks: vec![] },
             environment: "prod".into(),
             vars: Default::default(),
             work_dir: None,

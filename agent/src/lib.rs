@@ -23,7 +23,7 @@
 //!   own user (pure decision, then the lookups and the child's setgroups/setgid/setuid).
 //! - [`run_dir`]: run directories (0700, the task user's) and the modes of the agent's own
 //!   data directory, database, cache and key, so no task user can read them.
-//! - [`bucket`]: the S3 bucket's settings and client; [`resources`]: the cache of the
+//! - [`resources`]: the cache (over `meridian_bucket`, the S3 client the plane shares) of the
 //!   objects tasks need (revalidated with HEAD, downloaded only when changed, one flight per
 //!   object, a byte budget that never removes a file in use).
 //! - [`reporter`]: the reporting worker — the outbox sent in order, what the plane committed
@@ -35,12 +35,11 @@
 //!   reporter and the run registry beside them;
 //!   [`shutdown`]: the one handle that asks them to drain, then to stop.
 //!
-//! Data flows: heartbeat → leases → fetch → buffer (records from `meridian_proto::calendar`)
+//! Data flows: heartbeat → leases → fetch → buffer (records from `meridian_domain::calendar`)
 //! → firing at fire time → runner (its OS user from identity, resources from the cache, the
 //! directory from run_dir) → outbox → report → plane.
 
 pub mod agent;
-pub mod bucket;
 pub mod buffer;
 pub mod config;
 pub mod firing;

@@ -1,5 +1,5 @@
 //! The agent's connection to the plane: mutual TLS to any plane node, dialled by hostname
-//! through the hosts map (`meridian_proto::transport::dial`, the same as plane peers use).
+//! through the hosts map (`meridian_transport::dial`, the same as plane peers use).
 //!
 //! Calls go to the node that answered last; when it is unreachable the call moves on to the
 //! next node in the list, so one plane node down costs a retry, not an outage. The agent only
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use meridian_proto::pb::agent_link_client::AgentLinkClient;
-use meridian_proto::transport::{self, HostsMap, TlsMaterial, TransportError};
+use meridian_transport::{HostsMap, TlsMaterial, TransportError};
 use tonic::transport::Channel;
 
 /// How long one call may take before the next plane node is tried.
@@ -41,7 +41,7 @@ impl Link {
         let hosts = Arc::new(hosts);
         let channels = endpoints
             .iter()
-            .map(|e| transport::dial(e, tls, hosts.clone(), CONNECT_TIMEOUT))
+            .map(|e| meridian_transport::dial(e, tls, hosts.clone(), CONNECT_TIMEOUT))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             endpoints: endpoints.to_vec(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use meridian_agent::agent::Agent;
 use meridian_agent::config::AgentConfig;
-use meridian_proto::SystemClock;
+use meridian_domain::SystemClock;
 
 /// Meridian's data-center agent: runs the scheduled work of one cluster.
 #[derive(Debug, Parser)]

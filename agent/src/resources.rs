@@ -31,16 +31,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use meridian_proto::Clock;
-use meridian_proto::resource::{ResourceKey, object_key};
+use meridian_domain::Clock;
+use meridian_domain::resource::{ResourceKey, object_key};
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::bucket::{Bucket, BucketError, ObjectMeta};
 use crate::identity::Owner;
+use meridian_bucket::{Bucket, BucketError, ObjectMeta};
 
 /// `[resources]` in `agent.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -1034,7 +1034,7 @@ mod tests {
             &dir.path().join("cache"),
             None,
             CacheConfig::default(),
-            Arc::new(meridian_proto::SystemClock),
+            Arc::new(meridian_domain::SystemClock),
         )
         .unwrap();
         let file = dir.path().join("object");

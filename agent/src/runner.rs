@@ -16,9 +16,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_proto::Clock;
-use meridian_proto::run::{AttemptEvent, AttemptOutcome, LogChunk, Report, ReportItem, RunState};
-use meridian_proto::workflow::{TaskKind, TaskSpec};
+use meridian_domain::Clock;
+use meridian_domain::run::{AttemptEvent, AttemptOutcome, LogChunk, Report, ReportItem, RunState};
+use meridian_domain::workflow::{TaskKind, TaskSpec};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 

@@ -6,8 +6,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use meridian_proto::Clock;
-use meridian_proto::run::RunState;
+use meridian_domain::Clock;
+use meridian_domain::run::RunState;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::buffer::Buffer;

@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::DateTime;
-use meridian_proto::WINDOW;
-use meridian_proto::run::{Assignment, Report, ReportItem, RunState};
+use meridian_domain::WINDOW;
+use meridian_domain::run::{Assignment, Report, ReportItem, RunState};
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
@@ -292,7 +292,7 @@ async fn write_takes(
                         .iter()
                         .map(|i| (i.assignment.schedule.as_str(), i.fire_ms, i.epoch, i.took))
                         .collect();
-                    let items = meridian_proto::stored::write(&items);
+                    let items = meridian_domain::stored::write(&items);
                     let id: i64 = sqlx::query_scalar(
                         "INSERT INTO takes (at_ms, items) VALUES (?, ?) RETURNING id",
                     )
@@ -351,7 +351,7 @@ fn run_row(run: &LocalRun) -> serde_json::Value {
         run.partition,
         run.epoch as i64,
         run.state.as_str(),
-        meridian_proto::stored::write(&run.job),
+        meridian_domain::stored::write(&run.job),
     ])
 }
 
@@ -733,7 +733,7 @@ async fn sync(
                 a.cluster,
                 a.partition,
                 a.version as i64,
-                meridian_proto::stored::write(a.as_ref()),
+                meridian_domain::stored::write(a.as_ref()),
             ])
         })
         .collect();

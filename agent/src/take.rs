@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use chrono::DateTime;
-use meridian_proto::run::{Assignment, Job, Report, ReportItem, RunEvent, RunState};
-use meridian_proto::{FireRecord, ScheduleId};
+use meridian_domain::run::{Assignment, Job, Report, ReportItem, RunEvent, RunState};
+use meridian_domain::{FireRecord, ScheduleId};
 use serde::{Deserialize, Serialize};
 
 /// What a firing pass took, stamped when it was taken. Expanding an item removes its record

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use meridian_proto::run::AttemptOutcome;
-use meridian_proto::workflow::TaskKind;
+use meridian_domain::run::AttemptOutcome;
+use meridian_domain::workflow::TaskKind;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 

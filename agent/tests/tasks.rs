@@ -16,9 +16,9 @@ use meridian_agent::resources::ResourceCache;
 use meridian_agent::runner::Runner;
 use meridian_agent::take::LocalRun;
 use meridian_agent::task::{self, Attempt, AttemptEnd, Log};
-use meridian_proto::SystemClock;
-use meridian_proto::run::{AttemptEvent, AttemptOutcome, Job, Report, ReportItem, RunState};
-use meridian_proto::workflow::{TaskKind, TaskSpec, WorkflowDefinition};
+use meridian_domain::SystemClock;
+use meridian_domain::run::{AttemptEvent, AttemptOutcome, Job, Report, ReportItem, RunState};
+use meridian_domain::workflow::{TaskKind, TaskSpec, WorkflowDefinition};
 use tempfile::TempDir;
 use tokio::sync::{Notify, mpsc, watch};
 

@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_proto::Clock;
+use meridian_domain::Clock;
 use meridian_proto::pb;
 use meridian_proto::pb::agent_link_server::{AgentLink, AgentLinkServer};
-use meridian_proto::transport::{PeerIdentity, Role};
+use meridian_transport::{PeerIdentity, Role};
 use tonic::{Request, Response, Status};
 
 use crate::model::history::ReportOutcome;

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use meridian_proto::transport::{CLUSTER_URI_PREFIX, Role};
+use meridian_transport::{CLUSTER_URI_PREFIX, Role};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -174,7 +174,7 @@ pub fn read_ca(dir: &Path) -> Result<Pem, CertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meridian_proto::transport::PeerIdentity;
+    use meridian_transport::PeerIdentity;
 
     fn der(pem: &str) -> Vec<u8> {
         let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use meridian_proto::transport::{HostsMap, TlsFiles};
+use meridian_transport::{HostsMap, TlsFiles};
 use serde::Deserialize;
 
 use crate::raft::node::Timing;
@@ -43,7 +43,7 @@ pub struct PlaneConfig {
     /// The S3 bucket of the resource center (`meridian resources`); none: the resource API
     /// answers 503 saying so.
     #[serde(default)]
-    pub bucket: Option<meridian_agent::bucket::BucketConfig>,
+    pub bucket: Option<meridian_bucket::BucketConfig>,
 }
 
 /// `[http]`.

@@ -28,9 +28,10 @@
 //!   route, list and replicated write asks.
 //! - [`lease`]: pure partition-lease placement (who fires which slice of a cluster's
 //!   schedules), decided at each agent heartbeat.
-//! - [`cli`]: the `meridian` command line — `dev`, `plane`, the model nouns through the API
-//!   (`client`), users and tokens, `certs`, `schedule preview`. Only `main.rs` prints and
-//!   picks exit codes.
+//! - [`cli`]: the `meridian` command line — the dev plane (`DevPlane`; the `meridian` package
+//!   starts the agent beside it), `plane`, the model nouns through the API (`client`), users
+//!   and tokens, `certs`, `schedule preview`. Only the `meridian` package's `main.rs` prints
+//!   and picks exit codes. This crate does not link the agent.
 //!
 //! Data flows: CLI/API → principal (`api::principal`) → policy → `Command` in a `Proposal` with
 //! its author → `PlaneNode::write` (forwarded to the leader) → Raft log → every node's state

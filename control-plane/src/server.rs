@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_proto::Clock;
-use meridian_proto::transport::TlsMaterial;
+use meridian_domain::Clock;
+use meridian_transport::TlsMaterial;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -70,7 +70,7 @@ impl Server {
         peer_listener: TcpListener,
         http_listener: std::net::TcpListener,
         https: bool,
-        bucket: Option<meridian_agent::bucket::Bucket>,
+        bucket: Option<meridian_bucket::Bucket>,
         sessions: SessionSettings,
     ) -> Result<Self, ServeError> {
         // The certificate is checked before anything starts, so a bad one changes nothing.

@@ -2,6 +2,12 @@
 //! versions, the audit trail; agents' heartbeats (partition leases, decided at each proposal's
 //! time) and reports (the run history, with epoch fencing).
 
+use meridian_domain::run::{
+    AttemptEvent, AttemptOutcome, Job, LogChunk, OsUser, Report, ReportItem, RunEvent, RunState,
+    partition_of,
+};
+use meridian_domain::workflow::WorkflowDefinition;
+use meridian_domain::{FireId, ScheduleId, ScheduleSpec};
 use meridian_plane::model::history::ReportOutcome;
 use meridian_plane::model::leasing::{AgentOrder, HeartbeatOutcome, HeldLease};
 use meridian_plane::model::processor::{self, ApplyError, Refusal};
@@ -11,12 +17,6 @@ use meridian_plane::model::{
     PartitionRef, Proposal, ReportEntry, RunAs, RunRequest, Schedule, Tenant, Workflow, query,
 };
 use meridian_plane::raft::backup;
-use meridian_proto::run::{
-    AttemptEvent, AttemptOutcome, Job, LogChunk, OsUser, Report, ReportItem, RunEvent, RunState,
-    partition_of,
-};
-use meridian_proto::workflow::WorkflowDefinition;
-use meridian_proto::{FireId, ScheduleId, ScheduleSpec};
 use sqlx::{Row, SqlitePool};
 
 /// Dumped rows without the audit trail's records of refusals.
@@ -535,7 +535,7 @@ async fn an_environment_maps_tenants_to_os_users_and_runs_carry_their_tenants() 
                 .fetch_one(&m.pool)
                 .await
                 .unwrap();
-        let job: Job = meridian_proto::stored::read(&job).unwrap();
+        let job: Job = meridian_domain::stored::read(&job).unwrap();
         jobs.push((job.os_user, job.allow_agent_user));
     }
     assert_eq!(
@@ -2531,7 +2531,7 @@ async fn a_run_now_order_stored_before_versions_still_reads() {
         .await
         .unwrap();
     assert!(stored.starts_with(r#"{"v":"1","doc":"#), "{stored}");
-    let job: Job = meridian_proto::stored::read(&stored).unwrap();
+    let job: Job = meridian_domain::stored::read(&stored).unwrap();
     // As the plane wrote it before versions.
     sqlx::query("UPDATE agent_commands SET job = ?")
         .bind(serde_json::to_string(&job).unwrap())

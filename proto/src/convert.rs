@@ -3,10 +3,10 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::catch_up::CatchUpPolicy;
-use crate::fire_record::FireRecord;
 use crate::pb;
-use crate::schedule::{ScheduleId, ScheduleSpec};
+use meridian_domain::CatchUpPolicy;
+use meridian_domain::FireRecord;
+use meridian_domain::{ScheduleId, ScheduleSpec};
 
 /// A `pb` message that does not make a valid domain value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

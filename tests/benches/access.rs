@@ -8,14 +8,14 @@
 
 use std::time::{Duration, Instant};
 
+use meridian_domain::ManualClock;
+use meridian_domain::workflow::WorkflowDefinition;
 use meridian_plane::api::password;
 use meridian_plane::api::principal::{self, Credential};
 use meridian_plane::api::token;
 use meridian_plane::model::authorize;
 use meridian_plane::model::{Command, Name, Workflow};
 use meridian_plane::policy::{self, Action, Object};
-use meridian_proto::ManualClock;
-use meridian_proto::workflow::WorkflowDefinition;
 use meridian_tests::api_plane::{ApiPlane, Cred};
 use meridian_tests::{knob, percentile};
 use reqwest::{Method, StatusCode};
@@ -138,7 +138,7 @@ async fn bench() {
     let now = chrono::Utc::now().timestamp_millis();
     let api = meridian_plane::api::Api::new(
         plane.cluster.shared(0),
-        std::sync::Arc::new(meridian_proto::SystemClock),
+        std::sync::Arc::new(meridian_domain::SystemClock),
         Duration::from_secs(10),
         None,
         Default::default(),

@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
+use meridian_domain::workflow::{TaskKind, TaskSpec, WorkflowDefinition};
+use meridian_domain::{Clock, OverlapPolicy, ScheduleSpec, SystemClock};
 use meridian_plane::model::query::{self, RunFilter, RunRecord};
 use meridian_plane::model::{Command, Schedule, Workflow};
-use meridian_proto::workflow::{TaskKind, TaskSpec, WorkflowDefinition};
-use meridian_proto::{Clock, OverlapPolicy, ScheduleSpec, SystemClock};
 use meridian_tests::cluster::PATIENCE;
 use meridian_tests::federation::{Federation, name};
 use meridian_tests::{knob, percentile};

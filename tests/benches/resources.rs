@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meridian_agent::bucket::{Bucket, BucketConfig};
 use meridian_agent::resources::{CacheConfig, ResourceCache};
-use meridian_proto::SystemClock;
-use meridian_proto::resource::ResourceKey;
+use meridian_bucket::{Bucket, BucketConfig};
+use meridian_domain::SystemClock;
+use meridian_domain::resource::ResourceKey;
 use meridian_tests::knob;
 use meridian_tests::proxy::Proxy;
 use meridian_tests::s3::S3Server;

@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use meridian_proto::ManualClock;
+use meridian_domain::ManualClock;
 use meridian_tests::api_plane::{ApiPlane, Cred};
 use meridian_tests::{knob, percentile};
 

@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meridian_domain::{ManualClock, SystemClock};
 use meridian_plane::api::Api;
 use meridian_plane::api::session::SessionSettings;
 use meridian_plane::raft::node::PlaneNode;
 use meridian_plane::server;
-use meridian_proto::{ManualClock, SystemClock};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -54,7 +54,7 @@ pub struct Reply {
 async fn serve(
     node: Arc<PlaneNode>,
     clock: ManualClock,
-    bucket: Option<&meridian_agent::bucket::BucketConfig>,
+    bucket: Option<&meridian_bucket::BucketConfig>,
 ) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -62,7 +62,7 @@ async fn serve(
         node,
         Arc::new(clock),
         Duration::from_secs(10),
-        bucket.map(|b| meridian_agent::bucket::Bucket::new(b).unwrap()),
+        bucket.map(|b| meridian_bucket::Bucket::new(b).unwrap()),
         SessionSettings::default(),
     ));
     tokio::spawn(async move {
@@ -85,7 +85,7 @@ impl ApiPlane {
     pub async fn start_with_bucket(
         n: usize,
         clock: ManualClock,
-        bucket: Option<meridian_agent::bucket::BucketConfig>,
+        bucket: Option<meridian_bucket::BucketConfig>,
     ) -> Self {
         let cluster = Cluster::start(n).await;
         let dir = cluster.dir.path().to_owned();

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meridian_domain::{Clock, SystemClock};
 use meridian_plane::certs::{self, Pem};
 use meridian_plane::raft::node::{NodeConfig, PlaneNode, Timing};
-use meridian_proto::transport::{HostsMap, Role, TlsMaterial};
-use meridian_proto::{Clock, SystemClock};
+use meridian_transport::{HostsMap, Role, TlsMaterial};
 use openraft::ServerState;
 use tempfile::TempDir;
 use tokio::net::TcpListener;

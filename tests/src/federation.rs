@@ -9,6 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use meridian_agent::agent::Agent;
 use meridian_agent::config::AgentConfig;
+use meridian_domain::workflow::WorkflowDefinition;
+use meridian_domain::{Clock, ManualClock, OverlapPolicy, ScheduleSpec, SystemClock};
 use meridian_plane::certs;
 use meridian_plane::model::query::{self, RunFilter, RunRecord};
 use meridian_plane::model::{
@@ -17,9 +19,7 @@ use meridian_plane::model::{
 };
 use meridian_plane::raft::Outcome;
 use meridian_plane::raft::node::Timing;
-use meridian_proto::transport::{Role, TlsFiles, TlsMaterial};
-use meridian_proto::workflow::WorkflowDefinition;
-use meridian_proto::{Clock, ManualClock, OverlapPolicy, ScheduleSpec, SystemClock};
+use meridian_transport::{Role, TlsFiles, TlsMaterial};
 
 use crate::cluster::{Cluster, PATIENCE, hostname};
 use crate::proxy::Proxy;
@@ -34,7 +34,7 @@ pub struct Federation {
     pub slots: u32,
     pub catch_up_rate: f64,
     /// The bucket agents take resources from, and their cache settings.
-    pub bucket: Option<meridian_agent::bucket::BucketConfig>,
+    pub bucket: Option<meridian_bucket::BucketConfig>,
     pub resources: meridian_agent::resources::CacheConfig,
     agents: BTreeMap<String, Agent>,
     /// Per agent started behind a link: one cuttable relay per plane node.

@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use meridian_domain::ManualClock;
+use meridian_domain::workflow::WorkflowDefinition;
 use meridian_plane::api::openapi::ROUTES;
 use meridian_plane::model::{Author, Command, Name, Proposal, Workflow};
 use meridian_plane::raft::Outcome;
-use meridian_proto::ManualClock;
-use meridian_proto::workflow::WorkflowDefinition;
 use meridian_tests::api_plane::{ApiPlane, Cred, cookie_value};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use meridian_domain::{OverlapPolicy, ScheduleSpec};
 use meridian_plane::model::query;
-use meridian_proto::{OverlapPolicy, ScheduleSpec};
 use meridian_tests::federation::{Federation, check, epoch};
 
 const EVERY_10S: &str = "0/10 * * * * ?";
@@ -429,11 +429,11 @@ async fn a_report_the_plane_cannot_read_stays_in_the_outbox_with_everything_afte
     // which is a reading): it and everything behind it go, and both runs are in the history.
     sqlx::query("UPDATE outbox SET payload = ? WHERE key = 'future-1'")
         .bind(
-            serde_json::to_string(&meridian_proto::run::Report::V1 {
+            serde_json::to_string(&meridian_domain::run::Report::V1 {
                 cluster: "main".into(),
                 partition: None,
                 epoch: 0,
-                item: meridian_proto::run::ReportItem::Log(meridian_proto::run::LogChunk {
+                item: meridian_domain::run::ReportItem::Log(meridian_domain::run::LogChunk {
                     run_id: "ads.nothing@manual-1".into(),
                     task: "main".into(),
                     attempt: 1,

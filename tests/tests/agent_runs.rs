@@ -4,9 +4,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
+use meridian_domain::workflow::WorkflowDefinition;
+use meridian_domain::{OverlapPolicy, ScheduleSpec, WINDOW};
 use meridian_plane::model::{Command, Environment, Grant, Schedule, Workflow, query};
-use meridian_proto::workflow::WorkflowDefinition;
-use meridian_proto::{OverlapPolicy, ScheduleSpec, WINDOW};
 use meridian_tests::federation::{Federation, check, epoch, name};
 
 const EVERY_10S: &str = "0/10 * * * * ?";
@@ -102,7 +102,7 @@ async fn a_run_in_an_environment_that_maps_no_os_user_fails_saying_what_to_set()
         name: name("bare"),
         environment: None,
         definition: WorkflowDefinition {
-            tasks: vec![meridian_proto::workflow::TaskSpec {
+            tasks: vec![meridian_domain::workflow::TaskSpec {
                 retries: 3,
                 ..WorkflowDefinition::shell("main", "echo ran")
                     .tasks

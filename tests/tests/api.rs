@@ -2,8 +2,8 @@
 //! reads are linearizable, bad input is refused with the field named, and every call needs a
 //! token.
 
+use meridian_domain::ManualClock;
 use meridian_plane::api::openapi::{EXAMPLES, ROUTES};
-use meridian_proto::ManualClock;
 use meridian_tests::api_plane::{ApiPlane, Cred};
 use meridian_tests::cluster::hostname;
 use reqwest::{Method, StatusCode};

@@ -9,8 +9,8 @@ use meridian_plane::raft::Outcome;
 use meridian_plane::raft::node::Timing;
 use meridian_proto::pb::RaftPayload;
 use meridian_proto::pb::plane_peer_client::PlanePeerClient;
-use meridian_proto::transport::{Role, TlsMaterial, dial};
 use meridian_tests::cluster::{Cluster, hostname};
+use meridian_transport::{Role, TlsMaterial, dial};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use meridian_agent::bucket::{Bucket, BucketConfig};
 use meridian_agent::resources::{CacheConfig, Metrics, ResourceCache};
-use meridian_proto::SystemClock;
-use meridian_proto::resource::ResourceKey;
+use meridian_bucket::{Bucket, BucketConfig};
+use meridian_domain::SystemClock;
+use meridian_domain::resource::ResourceKey;
 use meridian_tests::s3::S3Server;
 
 const BUCKET: &str = "meridian";

@@ -6,8 +6,8 @@
 //! every page walked with every role. Each test saves screenshots of the pages it visits (the
 //! README's are made with `MERIDIAN_SCREENSHOTS=docs/screenshots`).
 
-use meridian_agent::bucket::BucketConfig;
-use meridian_proto::ManualClock;
+use meridian_bucket::BucketConfig;
+use meridian_domain::ManualClock;
 use meridian_tests::api_plane::{ApiPlane, Cred};
 use meridian_tests::browser::Browser;
 use meridian_tests::process::{Daemon, free_port, meridian, ok};

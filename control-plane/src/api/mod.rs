@@ -35,7 +35,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use axum::{Extension, Json, Router};
-use meridian_proto::Clock;
+use meridian_domain::Clock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
@@ -60,7 +60,7 @@ pub struct Api {
     /// How long a write or a read barrier may wait for the plane.
     pub timeout: Duration,
     /// The resource center's bucket (none: `/resources` answers 503).
-    pub bucket: Option<meridian_agent::bucket::Bucket>,
+    pub bucket: Option<meridian_bucket::Bucket>,
     pub sessions: SessionSettings,
     /// Failed sign-ins, per user and per address.
     pub logins: Arc<Logins>,
@@ -75,7 +75,7 @@ impl Api {
         node: Arc<PlaneNode>,
         clock: Arc<dyn Clock>,
         timeout: Duration,
-        bucket: Option<meridian_agent::bucket::Bucket>,
+        bucket: Option<meridian_bucket::Bucket>,
         sessions: SessionSettings,
     ) -> Self {
         Self {
@@ -348,7 +348,7 @@ pub struct RunOptions {
 impl RunOptions {
     pub fn filter(self) -> ApiResult<query::RunFilter> {
         if let Some(state) = &self.state
-            && meridian_proto::run::RunState::parse(state).is_none()
+            && meridian_domain::run::RunState::parse(state).is_none()
         {
             return Err(ApiError::bad_input(format!(
                 "query `state`: `{state}` is not one of requested, queued, started, succeeded, \

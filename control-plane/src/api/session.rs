@@ -17,7 +17,7 @@ use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use meridian_proto::Clock;
+use meridian_domain::Clock;
 use serde::{Deserialize, Serialize};
 
 use super::principal::{Caller, Credential, SESSION_COOKIE, csrf_token, rfc3339};
@@ -420,7 +420,7 @@ pub fn until(expires_ms: Option<i64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meridian_proto::ManualClock;
+    use meridian_domain::ManualClock;
 
     #[test]
     fn failures_lock_a_user_then_the_lock_ends() {

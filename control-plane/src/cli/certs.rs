@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use meridian_proto::transport::Role;
+use meridian_transport::Role;
 
 use crate::certs::{self, CA_CERT, CertError};
 

@@ -451,7 +451,7 @@ impl CreateBody for ScheduleCreate {
             "catch_up",
             self.catch_up.as_deref().map(|v| match v {
                 // `all` alone means the default window and maximum.
-                "all" => json!(meridian_proto::CatchUpPolicy::default()),
+                "all" => json!(meridian_domain::CatchUpPolicy::default()),
                 other => json!({ "policy": other }),
             }),
         );

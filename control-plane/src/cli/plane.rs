@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use meridian_proto::transport::HostsMap;
-use meridian_proto::{Clock, SystemClock};
+use meridian_domain::{Clock, SystemClock};
+use meridian_transport::HostsMap;
 use reqwest::Method;
 use serde_json::json;
 
@@ -76,7 +76,7 @@ fn node_config(config: &PlaneConfig) -> Result<NodeConfig, ClientError> {
     })
 }
 
-fn failed(e: impl ToString) -> ClientError {
+pub fn failed(e: impl ToString) -> ClientError {
     ClientError::Failed(e.to_string())
 }
 
@@ -88,7 +88,7 @@ pub async fn serve(path: &Path) -> Result<String, ClientError> {
     let bucket = config
         .bucket
         .as_ref()
-        .map(meridian_agent::bucket::Bucket::new)
+        .map(meridian_bucket::Bucket::new)
         .transpose()
         .map_err(|e| ClientError::Refused(format!("plane config {}: {e}", path.display())))?;
     let http = server::bind_http(config.http.listen).map_err(failed)?;
@@ -357,9 +357,9 @@ pub struct DevArgs {
 }
 
 impl DevArgs {
-    fn bucket(&self) -> Option<meridian_agent::bucket::BucketConfig> {
+    fn bucket(&self) -> Option<meridian_bucket::BucketConfig> {
         match (&self.s3_endpoint, &self.s3_bucket) {
-            (Some(endpoint), Some(bucket)) => Some(meridian_agent::bucket::BucketConfig::new(
+            (Some(endpoint), Some(bucket)) => Some(meridian_bucket::BucketConfig::new(
                 endpoint.clone(),
                 bucket.clone(),
             )),
@@ -371,113 +371,146 @@ impl DevArgs {
 /// The hostname the dev node calls itself (its certificate is issued for it).
 pub const DEV_HOSTNAME: &str = "localhost";
 
-/// `meridian dev`: a one-node plane on local defaults with an example federation.
-pub async fn dev(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
-    std::fs::create_dir_all(dir).map_err(|e| failed(format!("creating {}: {e}", dir.display())))?;
-    let tls = dev_certificates(&dir.join("certs"))?;
-    // Peers never dial a one-node plane; the port only fills the membership record.
-    let peer = server::bind_peer(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .map_err(failed)?;
-    let bucket_config = args.bucket();
-    let bucket = bucket_config
-        .as_ref()
-        .map(meridian_agent::bucket::Bucket::new)
-        .transpose()
-        .map_err(|e| ClientError::Refused(format!("--s3-endpoint: {e}")))?;
-    let http = server::bind_http(args.http).map_err(failed)?;
-    let port = peer.local_addr().map_err(failed)?.port();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let server = Server::start(
-        NodeConfig {
-            hostname: DEV_HOSTNAME.into(),
-            port,
-            data_dir: dir.join("plane"),
-            tls,
-            hosts: HostsMap::default(),
-            timing: Timing::default(),
-            clock: clock.clone(),
-        },
-        peer,
-        http,
-        false,
-        bucket,
-        crate::api::session::SessionSettings::default(),
-    )
-    .await
-    .map_err(|e| {
-        failed(format!(
-            "{e}; is another `meridian dev` using {}?",
-            dir.display()
-        ))
-    })?;
-    let boot = server::bootstrap(&server.node, dir, clock.as_ref())
-        .await
-        .map_err(failed)?;
-    for command in examples() {
-        server::ensure(&server.node, clock.as_ref(), command)
+/// The plane half of `meridian dev`: a one-node plane on local defaults with an example
+/// federation, serving until [`DevPlane::shutdown`]. The `meridian` binary starts the embedded
+/// agent beside it (the plane crate does not link the agent).
+pub struct DevPlane {
+    server: Server,
+    boot: server::Bootstrapped,
+    /// The port agents dial the plane on.
+    pub port: u16,
+    pub clock: Arc<dyn Clock>,
+    /// The bucket `--s3-endpoint` names, for the embedded agent too.
+    pub bucket: Option<meridian_bucket::BucketConfig>,
+    http: SocketAddr,
+    dir: PathBuf,
+}
+
+impl DevPlane {
+    pub async fn start(args: &DevArgs, dir: &Path) -> Result<Self, ClientError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| failed(format!("creating {}: {e}", dir.display())))?;
+        let tls = dev_certificates(&dir.join("certs"))?;
+        // Peers never dial a one-node plane; the port only fills the membership record.
+        let peer = server::bind_peer(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .map_err(failed)?;
-    }
-    // An example workflow, applied once (applying again would make a new version).
-    let demo = Name::new("demo").expect("valid");
-    let hello = Name::new("hello").expect("valid");
-    if crate::model::query::workflow(server.node.state.pool(), &demo, &hello, None)
-        .await
-        .map_err(failed)?
-        .is_none()
-    {
-        server::ensure(
-            &server.node,
-            clock.as_ref(),
-            Command::ApplyWorkflow(crate::model::Workflow {
-                tenant: demo,
-                name: hello,
-                environment: Some(Name::new("dev").expect("valid")),
-                definition: meridian_proto::workflow::WorkflowDefinition::shell(
-                    "greet",
-                    "echo \"hello from $MERIDIAN_RUN_ID in $MERIDIAN_ENV\"",
-                ),
-            }),
+        let bucket_config = args.bucket();
+        let bucket = bucket_config
+            .as_ref()
+            .map(meridian_bucket::Bucket::new)
+            .transpose()
+            .map_err(|e| ClientError::Refused(format!("--s3-endpoint: {e}")))?;
+        let http = server::bind_http(args.http).map_err(failed)?;
+        let port = peer.local_addr().map_err(failed)?.port();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let server = Server::start(
+            NodeConfig {
+                hostname: DEV_HOSTNAME.into(),
+                port,
+                data_dir: dir.join("plane"),
+                tls,
+                hosts: HostsMap::default(),
+                timing: Timing::default(),
+                clock: clock.clone(),
+            },
+            peer,
+            http,
+            false,
+            bucket,
+            crate::api::session::SessionSettings::default(),
         )
         .await
-        .map_err(failed)?;
+        .map_err(|e| {
+            failed(format!(
+                "{e}; is another `meridian dev` using {}?",
+                dir.display()
+            ))
+        })?;
+        let boot = server::bootstrap(&server.node, dir, clock.as_ref())
+            .await
+            .map_err(failed)?;
+        for command in examples() {
+            server::ensure(&server.node, clock.as_ref(), command)
+                .await
+                .map_err(failed)?;
+        }
+        // An example workflow, applied once (applying again would make a new version).
+        let demo = Name::new("demo").expect("valid");
+        let hello = Name::new("hello").expect("valid");
+        if crate::model::query::workflow(server.node.state.pool(), &demo, &hello, None)
+            .await
+            .map_err(failed)?
+            .is_none()
+        {
+            server::ensure(
+                &server.node,
+                clock.as_ref(),
+                Command::ApplyWorkflow(crate::model::Workflow {
+                    tenant: demo,
+                    name: hello,
+                    environment: Some(Name::new("dev").expect("valid")),
+                    definition: meridian_domain::workflow::WorkflowDefinition::shell(
+                        "greet",
+                        "echo \"hello from $MERIDIAN_RUN_ID in $MERIDIAN_ENV\"",
+                    ),
+                }),
+            )
+            .await
+            .map_err(failed)?;
+        }
+        Ok(Self {
+            server,
+            boot,
+            port,
+            clock,
+            bucket: bucket_config,
+            http: args.http,
+            dir: dir.to_owned(),
+        })
     }
-    let agent = dev_agent(dir, port, clock.clone(), bucket_config).await?;
-    let url = format!("http://{}", server.http_addr);
-    eprintln!(
-        "Meridian dev: a one-node plane and an agent (cluster `local`) with state in {}",
-        dir.display()
-    );
-    eprintln!("  web UI    {url}/   (sign in as `admin`)");
-    eprintln!("  REST API  {url}/api/v1   (OpenAPI: {url}/api/v1/openapi.json)");
-    match &boot.admin_token {
-        Some(secret) => eprintln!(
-            "  admin token (shown once; also in {}):\n    {secret}",
-            boot.token_file.display()
-        ),
-        None => eprintln!("  admin token in {}", boot.token_file.display()),
+
+    /// What `meridian dev` prints once plane and agent are up: where the UI and API are, the
+    /// admin's credentials, and a command to try.
+    pub fn banner(&self) -> String {
+        let url = format!("http://{}", self.server.http_addr);
+        let boot = &self.boot;
+        let mut out = vec![
+            format!(
+                "Meridian dev: a one-node plane and an agent (cluster `local`) with state in {}",
+                self.dir.display()
+            ),
+            format!("  web UI    {url}/   (sign in as `admin`)"),
+            format!("  REST API  {url}/api/v1   (OpenAPI: {url}/api/v1/openapi.json)"),
+        ];
+        out.push(match &boot.admin_token {
+            Some(secret) => format!(
+                "  admin token (shown once; also in {}):\n    {secret}",
+                boot.token_file.display()
+            ),
+            None => format!("  admin token in {}", boot.token_file.display()),
+        });
+        match &boot.admin_password {
+            Some(password) => out.push(format!(
+                "  user `admin`, password (shown once; also in {}):\n    {password}",
+                boot.password_file.display()
+            )),
+            None if boot.password_file.exists() => out.push(format!(
+                "  user `admin`, password in {}",
+                boot.password_file.display()
+            )),
+            None => {}
+        }
+        out.push(format!(
+            "  try: {} runs now demo hello      (Ctrl-C stops; state is kept)",
+            cli_hint(self.http, &self.dir)
+        ));
+        out.join("\n")
     }
-    match &boot.admin_password {
-        Some(password) => eprintln!(
-            "  user `admin`, password (shown once; also in {}):\n    {password}",
-            boot.password_file.display()
-        ),
-        None if boot.password_file.exists() => eprintln!(
-            "  user `admin`, password in {}",
-            boot.password_file.display()
-        ),
-        None => {}
+
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
-    eprintln!(
-        "  try: {} runs now demo hello      (Ctrl-C stops; state is kept)",
-        cli_hint(args.http, dir)
-    );
-    shutdown_signal().await;
-    eprintln!("stopping");
-    agent.shutdown().await;
-    server.shutdown().await;
-    Ok(String::new())
 }
 
 /// How another shell's `meridian` reaches this dev plane: its data directory (for the token)
@@ -506,14 +539,9 @@ pub const DEFAULT_DEV_HTTP: &str = "127.0.0.1:8080";
 /// The embedded agent's hostname (its certificate names it and cluster `local`).
 pub const DEV_AGENT: &str = "agent.localhost";
 
-/// Starts the embedded agent of `meridian dev`: cluster `local`, dialling the plane on
-/// `localhost:<port>`, its state in `<dir>/agent`.
-async fn dev_agent(
-    dir: &Path,
-    port: u16,
-    clock: Arc<dyn Clock>,
-    bucket: Option<meridian_agent::bucket::BucketConfig>,
-) -> Result<meridian_agent::agent::Agent, ClientError> {
+/// The embedded agent's certificate files in `<dir>/certs`, issued by the dev CA for
+/// [`DEV_AGENT`] in cluster `local` on first start.
+pub fn dev_agent_tls(dir: &Path) -> Result<meridian_transport::TlsFiles, ClientError> {
     let certs_dir = dir.join("certs");
     let cert = certs_dir.join(format!("{DEV_AGENT}.pem"));
     let key = certs_dir.join(format!("{DEV_AGENT}.key"));
@@ -522,45 +550,22 @@ async fn dev_agent(
         let leaf = certs::issue(
             &ca,
             DEV_AGENT,
-            meridian_proto::transport::Role::Agent,
+            meridian_transport::Role::Agent,
             Some("local"),
         )
         .map_err(failed)?;
         let _ = std::fs::remove_file(&key);
         certs::write(&certs_dir, DEV_AGENT, &leaf).map_err(failed)?;
     }
-    let tls = meridian_proto::transport::TlsFiles {
+    Ok(meridian_transport::TlsFiles {
         ca: certs_dir.join(certs::CA_CERT),
         cert,
         key,
-    };
-    let config = meridian_agent::config::AgentConfig {
-        hostname: DEV_AGENT.into(),
-        cluster: "local".into(),
-        plane: vec![format!("{DEV_HOSTNAME}:{port}")],
-        data_dir: dir.join("agent"),
-        tls: tls.clone(),
-        hosts: HostsMap(std::collections::BTreeMap::from([(
-            DEV_HOSTNAME.to_owned(),
-            "127.0.0.1".to_owned(),
-        )])),
-        slots: 16,
-        catch_up_rate: 10.0,
-        kill_grace_seconds: 10,
-        heartbeat_ms: 1000,
-        work_dir: None,
-        bucket,
-        resources: Default::default(),
-        metrics_listen: None,
-    };
-    let material = tls.load().map_err(failed)?;
-    meridian_agent::agent::Agent::start(&config, &material, clock)
-        .await
-        .map_err(failed)
+    })
 }
 
 /// A CA and a plane certificate for `localhost` in `dir`, made on first start.
-fn dev_certificates(dir: &Path) -> Result<meridian_proto::transport::TlsMaterial, ClientError> {
+fn dev_certificates(dir: &Path) -> Result<meridian_transport::TlsMaterial, ClientError> {
     let node_cert = dir.join(format!("{DEV_HOSTNAME}.pem"));
     if !node_cert.exists() {
         std::fs::create_dir_all(dir).map_err(failed)?;
@@ -572,18 +577,13 @@ fn dev_certificates(dir: &Path) -> Result<meridian_proto::transport::TlsMaterial
                 ca
             }
         };
-        let leaf = certs::issue(
-            &ca,
-            DEV_HOSTNAME,
-            meridian_proto::transport::Role::Plane,
-            None,
-        )
-        .map_err(failed)?;
+        let leaf = certs::issue(&ca, DEV_HOSTNAME, meridian_transport::Role::Plane, None)
+            .map_err(failed)?;
         // A crash between the two files leaves a key without a certificate; start over.
         let _ = std::fs::remove_file(dir.join(format!("{DEV_HOSTNAME}.key")));
         certs::write(dir, DEV_HOSTNAME, &leaf).map_err(failed)?;
     }
-    meridian_proto::transport::TlsFiles {
+    meridian_transport::TlsFiles {
         ca: dir.join(certs::CA_CERT),
         cert: node_cert,
         key: dir.join(format!("{DEV_HOSTNAME}.key")),
@@ -633,7 +633,8 @@ fn examples() -> Vec<Command> {
     ]
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM: how `plane serve` and `meridian dev` are stopped.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

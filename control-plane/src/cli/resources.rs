@@ -65,7 +65,7 @@ pub async fn run(client: &Client, args: &ResourcesArgs) -> Result<String, Client
     })?;
     let tenant = url_path(tenant);
     let checked = |key: &str| {
-        meridian_proto::resource::ResourceKey::new(key)
+        meridian_domain::resource::ResourceKey::new(key)
             .map(|k| url_path(k.as_str()))
             .map_err(|e| ClientError::Refused(format!("key `{key}`: {e}")))
     };

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, FixedOffset, Utc};
 use clap::{Args, Subcommand};
-use meridian_proto::{CalendarError, ScheduleSpec};
+use meridian_domain::{CalendarError, ScheduleSpec};
 
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {

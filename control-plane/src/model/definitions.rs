@@ -9,7 +9,7 @@ use super::checks::{
 };
 use super::outcome::{Applied, ApplyError, Context, Refusal};
 use super::{Name, Schedule, Workflow};
-use meridian_proto::ScheduleId;
+use meridian_domain::ScheduleId;
 
 pub(super) async fn apply_workflow(
     tx: &mut SqliteConnection,
@@ -219,7 +219,7 @@ async fn check_schedule(
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     Ok(Placement {
         cluster: row.get("name"),
-        partition: meridian_proto::run::partition_of(&id, cluster.partitions),
+        partition: meridian_domain::run::partition_of(&id, cluster.partitions),
     })
 }
 

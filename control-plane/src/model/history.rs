@@ -21,8 +21,8 @@ use super::checks::{Table, json, must_be_granted, present, subject};
 use super::job::{job_for, latest_workflow};
 use super::outcome::{Applied, ApplyError, Context, Refusal};
 use super::{AgentReport, Name, RunRequest};
-use meridian_proto::FireId;
-use meridian_proto::run::{
+use meridian_domain::FireId;
+use meridian_domain::run::{
     AttemptEvent, AttemptOutcome, LogChunk, Report, ReportItem, RunEvent, RunState,
 };
 
@@ -482,7 +482,7 @@ pub async fn request_run(
     )
     .bind(&run_id)
     .bind(&cluster)
-    .bind(meridian_proto::stored::write(&job))
+    .bind(meridian_domain::stored::write(&job))
     .bind(context.at_ms)
     .execute(&mut *tx)
     .await?;

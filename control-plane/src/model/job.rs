@@ -6,7 +6,7 @@
 use sqlx::{Row, SqliteConnection};
 
 use super::{Name, Workflow};
-use meridian_proto::run::Job;
+use meridian_domain::run::Job;
 
 /// The newest version of a workflow that is not deleted.
 pub async fn latest_workflow(

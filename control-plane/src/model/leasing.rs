@@ -19,7 +19,7 @@ use super::outcome::{Applied, ApplyError, Context, Refusal};
 use super::query::decode;
 use super::{Cluster, Heartbeat};
 use crate::lease::{self, LeaseChange};
-use meridian_proto::run::Job;
+use meridian_domain::run::Job;
 
 /// What a heartbeat gives the agent back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,7 +317,7 @@ async fn orders_for(tx: &mut SqliteConnection, agent: &str) -> sqlx::Result<Vec<
         match row.get::<String, _>("kind").as_str() {
             "run_now" if state == "requested" => {
                 let job: Option<String> = row.get("job");
-                let job: Box<Job> = meridian_proto::stored::read(&job.unwrap_or_default())
+                let job: Box<Job> = meridian_domain::stored::read(&job.unwrap_or_default())
                     .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
                 orders.push(AgentOrder::RunNow { run_id, job });
             }
@@ -329,7 +329,7 @@ async fn orders_for(tx: &mut SqliteConnection, agent: &str) -> sqlx::Result<Vec<
 }
 
 fn is_final(state: &str) -> bool {
-    meridian_proto::run::RunState::parse(state).is_some_and(|s| s.is_final())
+    meridian_domain::run::RunState::parse(state).is_some_and(|s| s.is_final())
 }
 
 async fn definitions(tx: &mut SqliteConnection) -> sqlx::Result<u64> {

@@ -51,8 +51,8 @@ use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use meridian_proto::workflow::WorkflowDefinition;
-use meridian_proto::{OverlapPolicy, ScheduleSpec};
+use meridian_domain::workflow::WorkflowDefinition;
+use meridian_domain::{OverlapPolicy, ScheduleSpec};
 use serde::{Deserialize, Serialize};
 
 /// The model's schema, embedded in the binary.
@@ -235,11 +235,11 @@ pub struct RunAs {
     /// The user for granted tenants not listed in `tenants`, so an environment with one
     /// service account needs no entry per tenant.
     #[serde(default)]
-    pub default: Option<meridian_proto::run::OsUser>,
+    pub default: Option<meridian_domain::run::OsUser>,
     /// Tenant → user: one user per tenant keeps tenants out of each other's run directories
     /// and resources.
     #[serde(default)]
-    pub tenants: BTreeMap<Name, meridian_proto::run::OsUser>,
+    pub tenants: BTreeMap<Name, meridian_domain::run::OsUser>,
     /// Lets tasks run as the agent's own user or root: for `meridian dev` (tasks run as the
     /// developer) and labs, never for environments shared by tenants who must not see each
     /// other.
@@ -269,7 +269,7 @@ impl RunAs {
     }
 
     /// The user `tenant`'s tasks run as: its own entry, else the default.
-    pub fn user_for(&self, tenant: &Name) -> Option<&meridian_proto::run::OsUser> {
+    pub fn user_for(&self, tenant: &Name) -> Option<&meridian_domain::run::OsUser> {
         self.tenants.get(tenant).or(self.default.as_ref())
     }
 }
@@ -377,7 +377,7 @@ pub struct AgentReport {
 pub struct ReportEntry {
     /// The agent's outbox sequence number.
     pub seq: u64,
-    pub report: meridian_proto::run::Report,
+    pub report: meridian_domain::run::Report,
 }
 
 /// A "run now" request.

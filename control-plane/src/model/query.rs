@@ -447,7 +447,7 @@ pub async fn assignments(
     agent: &str,
     agent_cluster: &str,
     claims: &[ClaimedLease],
-) -> sqlx::Result<Vec<meridian_proto::run::Assignment>> {
+) -> sqlx::Result<Vec<meridian_domain::run::Assignment>> {
     let mut conn = pool.acquire().await?;
     let mut out = Vec::new();
     for claim in claims {
@@ -501,12 +501,12 @@ pub async fn assignments(
                 continue;
             };
             let job = super::job::job_for(&mut conn, &definition, version, &environment).await?;
-            let Ok(id) = meridian_proto::ScheduleId::new(schedule.id()) else {
+            let Ok(id) = meridian_domain::ScheduleId::new(schedule.id()) else {
                 continue;
             };
             let cursor: Option<i64> = row.get("fire_ms");
             let created_ms: i64 = row.get("created_ms");
-            out.push(meridian_proto::run::Assignment {
+            out.push(meridian_domain::run::Assignment {
                 schedule: id,
                 cluster: claim.cluster.clone(),
                 partition: claim.partition,

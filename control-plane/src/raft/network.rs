@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use meridian_proto::pb::RaftPayload;
 use meridian_proto::pb::plane_peer_client::PlanePeerClient;
-use meridian_proto::transport::{HostsMap, TlsMaterial, dial};
+use meridian_transport::{HostsMap, TlsMaterial, dial};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -80,7 +80,7 @@ pub enum PeerError {
     #[error("peer {endpoint}: {source}")]
     Dial {
         endpoint: String,
-        source: meridian_proto::transport::TransportError,
+        source: meridian_transport::TransportError,
     },
     #[error("peer {endpoint}: {status}")]
     Call {

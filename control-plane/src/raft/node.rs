@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_proto::Clock;
+use meridian_domain::Clock;
 use meridian_proto::pb::plane_peer_server::PlanePeerServer;
-use meridian_proto::transport::{HostsMap, TlsMaterial};
+use meridian_transport::{HostsMap, TlsMaterial};
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, SnapshotPolicy};
 use tokio::net::TcpListener;

@@ -7,7 +7,7 @@
 
 use meridian_proto::pb::RaftPayload;
 use meridian_proto::pb::plane_peer_server::PlanePeer;
-use meridian_proto::transport::{PeerIdentity, Role};
+use meridian_transport::{PeerIdentity, Role};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use meridian_proto::workflow::{TaskKind, TaskSpec, WorkflowDefinition};
+use meridian_domain::workflow::{TaskKind, TaskSpec, WorkflowDefinition};
 
 /// A task's box: 176 × 44, columns 232 apart, rows 64 apart, 16 of margin.
 const WIDTH: u32 = 176;

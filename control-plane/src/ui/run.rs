@@ -66,7 +66,7 @@ async fn readable(api: &Api, viewer: &Viewer, run_id: &str) -> Result<RunRecord,
 /// (`not-started`: an upstream task failed or the run ended; `waiting`: the run still goes).
 fn task_states(
     dag: &mut Dag,
-    definition: &meridian_proto::workflow::WorkflowDefinition,
+    definition: &meridian_domain::workflow::WorkflowDefinition,
     attempts: &[TaskAttempt],
     run_state: &str,
 ) {
@@ -575,7 +575,7 @@ pub async fn again(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meridian_proto::workflow::WorkflowDefinition;
+    use meridian_domain::workflow::WorkflowDefinition;
 
     fn attempt(task: &str, n: u32, outcome: &str) -> TaskAttempt {
         TaskAttempt {

@@ -9,7 +9,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use meridian_proto::{CalendarError, CatchUpPolicy, OverlapPolicy, ScheduleSpec};
+use meridian_domain::{CalendarError, CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 use serde::Deserialize;
 
 use super::page::{self, Layout, Signed, Viewer};

@@ -8,7 +8,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use meridian_proto::workflow::{TaskKind, WorkflowDefinition};
+use meridian_domain::workflow::{TaskKind, WorkflowDefinition};
 use serde::Deserialize;
 
 use super::dag::{self, Dag};

@@ -1,4 +1,8 @@
-//! The `meridian` binary: parses the command line, runs the command, prints, exits.
+//! The `meridian` binary: parses the command line, runs the command, prints, exits. Every
+//! command but `dev` is the plane's (`meridian_plane::cli`); `dev` composes a plane and an
+//! agent ([`dev`]), which is why the binary is a package of its own.
+
+mod dev;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -78,7 +82,7 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
         })
     };
     match &cli.command {
-        Command::Dev(args) => plane::dev(args, &cli.target.data_dir).await,
+        Command::Dev(args) => dev::run(args, &cli.target.data_dir).await,
         Command::Plane(PlaneCommand::Serve) => plane::serve(config()?).await,
         Command::Plane(PlaneCommand::Init) => plane::init(config()?).await,
         Command::Plane(PlaneCommand::Add { node }) => plane::add(&client()?, node).await,

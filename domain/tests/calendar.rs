@@ -2,7 +2,7 @@
 //! DST in two zones, year boundaries, leap days, start and end, and the errors.
 
 use chrono::{DateTime, Utc};
-use meridian_proto::{Calendar, CalendarError, CatchUpPolicy, ScheduleId, ScheduleSpec};
+use meridian_domain::{Calendar, CalendarError, CatchUpPolicy, ScheduleId, ScheduleSpec};
 
 fn calendar(cron: &str, tz: &str) -> Calendar {
     ScheduleSpec {
@@ -378,7 +378,7 @@ fn start_is_inclusive_end_is_inclusive_and_nothing_fires_past_the_end() {
 fn the_window_holds_fifty_records_with_derived_ids() {
     let cal = calendar("0 0 * * * ?", "UTC");
     let id = ScheduleId::new("hourly").unwrap();
-    let window = cal.window(&id, at("2026-01-01T00:00:00Z"), meridian_proto::WINDOW);
+    let window = cal.window(&id, at("2026-01-01T00:00:00Z"), meridian_domain::WINDOW);
     assert_eq!(window.len(), 50);
     assert_eq!(window[0].id.as_str(), "hourly@20260101T010000Z");
     assert_eq!(window[49].id.as_str(), "hourly@20260103T020000Z");

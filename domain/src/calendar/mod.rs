@@ -15,10 +15,8 @@ use chrono_tz::Tz;
 pub use expression::{CronExpression, Dialect};
 
 use crate::fire_record::FireRecord;
-use crate::schedule::{ScheduleId, ScheduleSpec};
-
-/// How many fire records an agent keeps ahead per schedule, so firing survives a plane outage.
-pub const WINDOW: usize = 50;
+pub use crate::schedule::WINDOW;
+use crate::schedule::{CatchUpPolicy, ScheduleId, ScheduleSpec};
 
 /// Why a schedule's calendar is invalid. Each message names the field and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +69,13 @@ impl CalendarError {
     }
 }
 
+impl ScheduleSpec {
+    /// Validates the spec; the same as building its calendar.
+    pub fn calendar(&self) -> Result<Calendar, CalendarError> {
+        Calendar::new(self)
+    }
+}
+
 /// A validated schedule calendar.
 #[derive(Debug, Clone)]
 pub struct Calendar {
@@ -90,7 +95,7 @@ impl Calendar {
         {
             return Err(CalendarError::EndBeforeStart { start, end });
         }
-        spec.catch_up.validate()?;
+        check_catch_up(&spec.catch_up)?;
         Ok(Self {
             expression,
             zone,
@@ -190,6 +195,17 @@ impl Iterator for FireTimes<'_> {
         let next = self.calendar.next_after(self.cursor?);
         self.cursor = next;
         next
+    }
+}
+
+/// A catch-up policy that could never run a missed record is refused, naming the field.
+fn check_catch_up(policy: &CatchUpPolicy) -> Result<(), CalendarError> {
+    match *policy {
+        CatchUpPolicy::All { max: 0, .. } => Err(CalendarError::ZeroCatchUpMax),
+        CatchUpPolicy::All {
+            window_seconds: 0, ..
+        } => Err(CalendarError::ZeroCatchUpWindow),
+        _ => Ok(()),
     }
 }
 

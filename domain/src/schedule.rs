@@ -7,9 +7,6 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::calendar::{Calendar, CalendarError};
-use crate::catch_up::CatchUpPolicy;
-
 /// A schedule's id. It is part of every fire record id, so it is restricted to characters that
 /// are safe in ids, file names and URLs: ASCII letters, digits, `.`, `_` and `-`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -107,11 +104,53 @@ impl ScheduleSpec {
             catch_up: CatchUpPolicy::default(),
         }
     }
+}
 
-    /// Validates the spec; the same as building its calendar.
-    pub fn calendar(&self) -> Result<Calendar, CalendarError> {
-        Calendar::new(self)
+/// How many fire records an agent keeps ahead per schedule, so firing survives a plane outage
+/// (and, by default, how many missed records catch-up runs at most).
+pub const WINDOW: usize = 50;
+
+/// The catch-up policy of a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CatchUpPolicy {
+    /// Run none of the missed fires; they are recorded as skipped.
+    None,
+    /// Run only the most recent missed fire.
+    Latest,
+    /// Run the missed fires of the last `window_seconds`, at most `max` of them (the most
+    /// recent), oldest first.
+    All { window_seconds: u64, max: u32 },
+}
+
+/// The default: what was missed in the last hour runs, up to one window's worth of records,
+/// so an outage needs no manual backfill and a long one does not start a storm.
+impl Default for CatchUpPolicy {
+    fn default() -> Self {
+        Self::All {
+            window_seconds: 3600,
+            max: WINDOW as u32,
+        }
     }
+}
+
+/// What a schedule does when a fire comes while its previous run is still going.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapPolicy {
+    /// Record the new fire as skipped (the default, as in Temporal).
+    #[default]
+    Skip,
+    /// Keep at most one fire waiting; later ones while it waits are skipped.
+    BufferOne,
+    /// Queue every fire and run them one after another.
+    BufferAll,
+    /// Kill the running one and start the new fire.
+    CancelOlder,
+    /// Start the new fire alongside the running one.
+    AllowAll,
 }
 
 #[cfg(test)]
@@ -144,23 +183,4 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
         assert_eq!(back, spec);
     }
-}
-
-/// What a schedule does when a fire comes while its previous run is still going.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum OverlapPolicy {
-    /// Record the new fire as skipped (the default, as in Temporal).
-    #[default]
-    Skip,
-    /// Keep at most one fire waiting; later ones while it waits are skipped.
-    BufferOne,
-    /// Queue every fire and run them one after another.
-    BufferAll,
-    /// Kill the running one and start the new fire.
-    CancelOlder,
-    /// Start the new fire alongside the running one.
-    AllowAll,
 }

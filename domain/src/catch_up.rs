@@ -5,35 +5,9 @@
 //! and says which to run and which to record as skipped. Running them, in order and
 //! rate-limited so recovery does not start a storm, is the agent's job.
 
-use chrono::{DateTime, TimeDelta, Utc};
-use serde::{Deserialize, Serialize};
-
-use crate::calendar::CalendarError;
 use crate::fire_record::FireRecord;
-
-/// The catch-up policy of a schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
-pub enum CatchUpPolicy {
-    /// Run none of the missed fires; they are recorded as skipped.
-    None,
-    /// Run only the most recent missed fire.
-    Latest,
-    /// Run the missed fires of the last `window_seconds`, at most `max` of them (the most
-    /// recent), oldest first.
-    All { window_seconds: u64, max: u32 },
-}
-
-/// The default: what was missed in the last hour runs, up to one window's worth of records,
-/// so an outage needs no manual backfill and a long one does not start a storm.
-impl Default for CatchUpPolicy {
-    fn default() -> Self {
-        Self::All {
-            window_seconds: 3600,
-            max: crate::calendar::WINDOW as u32,
-        }
-    }
-}
+pub use crate::schedule::CatchUpPolicy;
+use chrono::{DateTime, TimeDelta, Utc};
 
 /// The outcome of [`CatchUpPolicy::decide`]: every due record is in exactly one list, each
 /// list in fire order.
@@ -44,16 +18,6 @@ pub struct CatchUpPlan {
 }
 
 impl CatchUpPolicy {
-    pub(crate) fn validate(&self) -> Result<(), CalendarError> {
-        match *self {
-            Self::All { max: 0, .. } => Err(CalendarError::ZeroCatchUpMax),
-            Self::All {
-                window_seconds: 0, ..
-            } => Err(CalendarError::ZeroCatchUpWindow),
-            _ => Ok(()),
-        }
-    }
-
     /// The earliest fire time this policy could still run at `now`: callers need not look up
     /// missed records older than this. `None` means "any age" (policy `latest`).
     pub fn horizon(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -176,14 +140,15 @@ mod tests {
                 max: 5
             }
         );
-        let zero = CatchUpPolicy::All {
-            window_seconds: 60,
-            max: 0,
+        let zero = crate::ScheduleSpec {
+            catch_up: CatchUpPolicy::All {
+                window_seconds: 60,
+                max: 0,
+            },
+            ..crate::ScheduleSpec::cron("0 * * * *")
         };
-        assert_eq!(zero.validate(), Err(CalendarError::ZeroCatchUpMax));
-        assert_eq!(
-            CalendarError::ZeroCatchUpMax.field(),
-            "catch_up.max".to_string()
-        );
+        let refused = zero.calendar().unwrap_err();
+        assert_eq!(refused, crate::CalendarError::ZeroCatchUpMax);
+        assert_eq!(refused.field(), "catch_up.max".to_string());
     }
 }

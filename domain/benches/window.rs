@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use chrono::{DateTime, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use meridian_proto::{Calendar, ScheduleId, ScheduleSpec, WINDOW};
+use meridian_domain::{Calendar, ScheduleId, ScheduleSpec, WINDOW};
 
 const EXPRESSIONS: [(&str, &str); 5] = [
     ("every 5 s (Quartz)", "0/5 * * * * ?"),
