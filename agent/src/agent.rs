@@ -611,7 +611,7 @@ impl Shared {
             .await?;
         let mut assignments = Vec::with_capacity(reply.schedules.len());
         for s in reply.schedules {
-            match assignment(&s) {
+            match Assignment::try_from(&s) {
                 Ok(a) => assignments.push(a),
                 Err(e) => tracing::warn!("schedule {}: {e}", s.schedule_id),
             }
@@ -631,11 +631,10 @@ impl Shared {
     }
 
     async fn run_now(self: &Arc<Self>, r: pb::RunNow) -> Result<(), ExchangeError> {
-        let job: Job =
-            serde_json::from_str(&r.job_json).map_err(|e| ExchangeError::Unreadable {
-                what: "a run-now job",
-                why: e.to_string(),
-            })?;
+        let job: Job = r.job().map_err(|e| ExchangeError::Unreadable {
+            what: "a run-now job",
+            why: e.to_string(),
+        })?;
         let run = LocalRun {
             run_id: r.run_id.clone(),
             schedule: None,
@@ -914,28 +913,6 @@ impl Shared {
             }
         }
     }
-}
-
-fn assignment(s: &pb::ScheduleAssignment) -> Result<Assignment, String> {
-    let spec = s
-        .spec
-        .as_ref()
-        .ok_or("spec is missing")?
-        .try_into()
-        .map_err(|e: meridian_proto::convert::ConvertError| e.to_string())?;
-    Ok(Assignment {
-        schedule: meridian_domain::ScheduleId::new(s.schedule_id.clone())
-            .map_err(|e| e.to_string())?,
-        cluster: s.cluster.clone(),
-        partition: s.partition,
-        epoch: s.epoch,
-        version: s.version,
-        spec,
-        overlap: serde_json::from_value(serde_json::Value::String(s.overlap.clone()))
-            .map_err(|e| format!("overlap: {e}"))?,
-        after_ms: s.after_ms,
-        job: serde_json::from_str(&s.job_json).map_err(|e| format!("job: {e}"))?,
-    })
 }
 
 /// `GET /metrics`: the Prometheus text exposition of the agent's figures.

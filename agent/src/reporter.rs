@@ -98,11 +98,7 @@ impl Reporter {
             agent: self.hostname.clone(),
             entries: batch
                 .iter()
-                .map(|e| pb::OutboxEntry {
-                    seq: e.seq as u64,
-                    key: e.key.clone(),
-                    report_json: e.payload.clone(),
-                })
+                .map(|e| pb::OutboxEntry::new(e.seq as u64, e.key.clone(), e.payload.clone()))
                 .collect(),
         };
         let reply = self

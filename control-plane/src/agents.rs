@@ -177,10 +177,7 @@ impl AgentLink for AgentService {
                 .map(|order| pb::AgentCommand {
                     command: Some(match order {
                         AgentOrder::RunNow { run_id, job } => {
-                            pb::agent_command::Command::RunNow(pb::RunNow {
-                                run_id: run_id.clone(),
-                                job_json: serde_json::to_string(job).expect("jobs serialise"),
-                            })
+                            pb::agent_command::Command::RunNow(pb::RunNow::new(run_id, job))
                         }
                         AgentOrder::Kill { run_id } => pb::agent_command::Command::Kill(pb::Kill {
                             run_id: run_id.clone(),
@@ -221,20 +218,7 @@ impl AgentLink for AgentService {
         Ok(Response::new(pb::FetchSchedulesReply {
             schedules: assignments
                 .iter()
-                .map(|a| pb::ScheduleAssignment {
-                    schedule_id: a.schedule.to_string(),
-                    cluster: a.cluster.clone(),
-                    partition: a.partition,
-                    epoch: a.epoch,
-                    version: a.version,
-                    spec: Some((&a.spec).into()),
-                    overlap: serde_json::to_value(a.overlap)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                    after_ms: a.after_ms,
-                    job_json: serde_json::to_string(&a.job).expect("jobs serialise"),
-                })
+                .map(pb::ScheduleAssignment::from)
                 .collect(),
         }))
     }
@@ -257,7 +241,7 @@ impl AgentLink for AgentService {
         let mut entries = Vec::with_capacity(sorted.len());
         let mut unreadable = None;
         for e in sorted {
-            match serde_json::from_str(&e.report_json) {
+            match e.report() {
                 Ok(report) => entries.push(ReportEntry { seq: e.seq, report }),
                 Err(err) => {
                     tracing::error!(

@@ -1,12 +1,18 @@
-//! Conversions between generated `pb` messages and domain types. Wire times are i64 epoch
-//! milliseconds; a message that cannot become a valid domain value is refused with the field.
+//! Every conversion between a generated `pb` message and a domain type, in one place. Wire
+//! times are i64 epoch milliseconds; a message that cannot become a valid domain value is
+//! refused with the field.
+//!
+//! A job and a run report travel as their domain type's serde JSON in a string field
+//! (`job_json`, `report_json`): one shape, the one the agent's store and the plane's log
+//! already hold, read and written only here. Their rule for a change of shape is the stored
+//! documents' (README, "Upgrades and shapes"): a new field is optional, anything else is a new
+//! message.
 
 use chrono::{DateTime, Utc};
 
 use crate::pb;
-use meridian_domain::CatchUpPolicy;
-use meridian_domain::FireRecord;
-use meridian_domain::{ScheduleId, ScheduleSpec};
+use meridian_domain::run::{Assignment, Job, Report};
+use meridian_domain::{CatchUpPolicy, FireRecord, OverlapPolicy, ScheduleId, ScheduleSpec};
 
 /// A `pb` message that does not make a valid domain value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,6 +140,96 @@ impl TryFrom<&pb::ScheduleSpec> for ScheduleSpec {
     }
 }
 
+/// An overlap policy's wire name (`skip`, `buffer_one`, …): its serde name.
+pub fn overlap_name(policy: OverlapPolicy) -> String {
+    match serde_json::to_value(policy) {
+        Ok(serde_json::Value::String(name)) => name,
+        other => unreachable!("an overlap policy serialises as its name, not {other:?}"),
+    }
+}
+
+fn overlap(field: &'static str, name: &str) -> Result<OverlapPolicy, ConvertError> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned()))
+        .map_err(|e| invalid(field, e.to_string()))
+}
+
+fn job_json(job: &Job) -> String {
+    serde_json::to_string(job).expect("jobs serialise")
+}
+
+fn job(field: &'static str, json: &str) -> Result<Job, ConvertError> {
+    serde_json::from_str(json).map_err(|e| invalid(field, e.to_string()))
+}
+
+impl From<&Assignment> for pb::ScheduleAssignment {
+    fn from(a: &Assignment) -> Self {
+        Self {
+            schedule_id: a.schedule.to_string(),
+            cluster: a.cluster.clone(),
+            partition: a.partition,
+            epoch: a.epoch,
+            version: a.version,
+            spec: Some((&a.spec).into()),
+            overlap: overlap_name(a.overlap),
+            after_ms: a.after_ms,
+            job_json: job_json(&a.job),
+        }
+    }
+}
+
+impl TryFrom<&pb::ScheduleAssignment> for Assignment {
+    type Error = ConvertError;
+    fn try_from(s: &pb::ScheduleAssignment) -> Result<Self, ConvertError> {
+        Ok(Self {
+            schedule: ScheduleId::new(s.schedule_id.clone())
+                .map_err(|e| invalid("schedule_id", e.to_string()))?,
+            cluster: s.cluster.clone(),
+            partition: s.partition,
+            epoch: s.epoch,
+            version: s.version,
+            spec: s
+                .spec
+                .as_ref()
+                .ok_or_else(|| invalid("spec", "missing"))?
+                .try_into()?,
+            overlap: overlap("overlap", &s.overlap)?,
+            after_ms: s.after_ms,
+            job: job("job_json", &s.job_json)?,
+        })
+    }
+}
+
+impl pb::RunNow {
+    pub fn new(run_id: impl Into<String>, job: &Job) -> Self {
+        Self {
+            run_id: run_id.into(),
+            job_json: job_json(job),
+        }
+    }
+
+    /// The job to run now.
+    pub fn job(&self) -> Result<Job, ConvertError> {
+        job("job_json", &self.job_json)
+    }
+}
+
+impl pb::OutboxEntry {
+    /// An outbox entry whose report the agent's outbox already holds as the report's serde
+    /// JSON, the shape it travels in.
+    pub fn new(seq: u64, key: impl Into<String>, report_json: impl Into<String>) -> Self {
+        Self {
+            seq,
+            key: key.into(),
+            report_json: report_json.into(),
+        }
+    }
+
+    /// The report, if this build can read its shape.
+    pub fn report(&self) -> Result<Report, ConvertError> {
+        serde_json::from_str(&self.report_json).map_err(|e| invalid("report_json", e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +256,61 @@ mod tests {
             FireRecord::try_from(&pb::FireRecord::from(&record)).unwrap(),
             record
         );
+    }
+
+    #[test]
+    fn an_assignment_and_a_run_now_survive_the_wire_and_bad_fields_are_named() {
+        let assignment = Assignment {
+            schedule: ScheduleId::new("nightly").unwrap(),
+            cluster: "bj-1".into(),
+            partition: 3,
+            epoch: 7,
+            version: 2,
+            spec: ScheduleSpec::cron("0 2 * * *"),
+            overlap: OverlapPolicy::BufferOne,
+            after_ms: 1_767_225_600_000,
+            job: Job {
+                tenant: "ads".into(),
+                workflow: "etl".into(),
+                workflow_version: 4,
+                definition: meridian_domain::workflow::WorkflowDefinition::shell("a", "true"),
+                environment: "prod".into(),
+                vars: [("K".to_owned(), "v".to_owned())].into(),
+                work_dir: None,
+                os_user: None,
+                allow_agent_user: false,
+            },
+        };
+        let wire = pb::ScheduleAssignment::from(&assignment);
+        assert_eq!(wire.overlap, "buffer_one");
+        assert_eq!(Assignment::try_from(&wire).unwrap(), assignment);
+        let run_now = pb::RunNow::new("r-1", &assignment.job);
+        assert_eq!(run_now.job().unwrap(), assignment.job);
+
+        let field = |w: pb::ScheduleAssignment| Assignment::try_from(&w).unwrap_err().field;
+        assert_eq!(
+            field(pb::ScheduleAssignment {
+                overlap: "sometimes".into(),
+                ..wire.clone()
+            }),
+            "overlap"
+        );
+        assert_eq!(
+            field(pb::ScheduleAssignment {
+                job_json: "{}".into(),
+                ..wire.clone()
+            }),
+            "job_json"
+        );
+        assert_eq!(
+            field(pb::ScheduleAssignment {
+                spec: None,
+                ..wire.clone()
+            }),
+            "spec"
+        );
+        let entry = pb::OutboxEntry::new(1, "k", "{\"shape\":\"from the future\"}");
+        assert_eq!(entry.report().unwrap_err().field, "report_json");
     }
 
     #[test]
