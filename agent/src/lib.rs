@@ -15,6 +15,8 @@
 //!   buffer makes them, neither imports the other).
 //! - [`lease`]: the partitions held, with deadlines on the agent's own clock (pure).
 //! - [`firing`]: on time, catch-up or skip; and the overlap policy (pure).
+//! - [`pass`]: a firing pass decided — what it takes and how, what to do with each run once
+//!   the take is durable — from the due records, leases and run counts (pure).
 //! - [`link`]: mutual TLS to any plane node through the hosts map, moving on when one fails.
 //! - [`task`]: one attempt of a shell or HTTP task; [`runner`]: a whole run, its DAG, retries
 //!   and logs.
@@ -26,14 +28,18 @@
 //! - [`resources`]: the cache (over `meridian_bucket`, the S3 client the plane shares) of the
 //!   objects tasks need (revalidated with HEAD, downloaded only when changed, one flight per
 //!   object, a byte budget that never removes a file in use).
-//! - [`reporter`]: the reporting worker — the outbox sent in order, what the plane committed
-//!   dropped, what it cannot read yet kept.
+//! - The workers, each a struct owning its state and running until [`shutdown`] says stop:
+//!   [`keeper`] keeps leases (heartbeat, giving partitions back once their reports are
+//!   committed, fetching schedules, the plane's run-now and kill commands); [`firer`] fires
+//!   (reads due records, decides a [`pass`], writes its take, applies it; the catch-up rate);
+//!   [`reporter`] reports (the outbox sent in order, what the plane committed dropped, what it
+//!   cannot read yet kept).
 //! - [`runs`]: the runs going here, and the registry that launches them (a slot first), lets
 //!   caught-up ones go under the overlap policy, starts a schedule's waiting run when the one
 //!   before ends, and kills them.
-//! - [`agent`]: the runtime — the heartbeat and firing loops over the parts above, with the
-//!   reporter and the run registry beside them;
-//!   [`shutdown`]: the one handle that asks them to drain, then to stop.
+//! - [`agent`]: the runtime — builds the parts above, recovers what a previous process left,
+//!   starts the workers, and stops them gracefully or at once; [`shutdown`]: the one handle
+//!   that asks them to drain, then to stop.
 //!
 //! Data flows: heartbeat → leases → fetch → buffer (records from `meridian_domain::calendar`)
 //! → firing at fire time → runner (its OS user from identity, resources from the cache, the
@@ -42,11 +48,14 @@
 pub mod agent;
 pub mod buffer;
 pub mod config;
+pub mod firer;
 pub mod firing;
 pub mod identity;
+pub mod keeper;
 pub mod lease;
 pub mod link;
 pub mod outbox;
+pub mod pass;
 pub mod reporter;
 pub mod resources;
 pub mod run_dir;

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::buffer::Buffer;
 use crate::firing::{self, Overlap};
+use crate::pass::Counts;
 use crate::runner::Runner;
 use crate::take::{LocalRun, Took, event};
 
@@ -42,6 +43,16 @@ impl Runs {
 
     pub fn catching_up_for(&self, schedule: &str) -> usize {
         self.catching_up.get(schedule).copied().unwrap_or(0)
+    }
+
+    /// Queues `run` behind its schedule's run going; returns the schedule's next waiting run
+    /// to start now when nothing of the schedule is going any more (the run it was to wait
+    /// for ended before it was queued: nothing else would ever start it).
+    pub fn wait(&mut self, schedule: String, run: LocalRun) -> Option<LocalRun> {
+        let idle = self.going_for(&schedule) == 0;
+        let waiting = self.waiting.entry(schedule).or_default();
+        waiting.push_back(run);
+        if idle { waiting.pop_front() } else { None }
     }
 
     pub fn queue_catch_up(&mut self, run: LocalRun) {
@@ -211,10 +222,7 @@ impl RunRegistry {
                     runs.cancel_going(&schedule);
                     Some(run)
                 }
-                Overlap::Queue => {
-                    runs.waiting.entry(schedule).or_default().push_back(run);
-                    None
-                }
+                Overlap::Queue => runs.wait(schedule, run),
                 Overlap::Skip => {
                     let this = self.clone();
                     tokio::spawn(async move {
@@ -239,6 +247,26 @@ impl RunRegistry {
         };
         if let Some(run) = run {
             self.launch(run, None);
+        }
+    }
+
+    /// What a firing pass needs to know of `schedule`, read under one lock.
+    pub fn counts(&self, schedule: &str) -> Counts {
+        let runs = self.lock();
+        Counts {
+            going: runs.going_for(schedule),
+            waiting: runs.waiting.get(schedule).map_or(0, VecDeque::len),
+            catching_up: runs.catching_up_for(schedule),
+        }
+    }
+
+    /// Queues `run` behind `schedule`'s run going, or starts it at once when that run has
+    /// ended meanwhile ([`Runs::wait`]): decided under the lock a run's end takes to start
+    /// the next waiting one, so it cannot be left waiting for nothing.
+    pub fn wait(self: &Arc<Self>, schedule: String, run: LocalRun) {
+        let next = self.lock().wait(schedule, run);
+        if let Some(next) = next {
+            self.launch(next, None);
         }
     }
 
@@ -300,5 +328,64 @@ impl RunRegistry {
         if let Some(going) = self.lock().going.get_mut(&run_id) {
             going.task = Some(task.abort_handle());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_domain::ScheduleId;
+    use meridian_domain::run::Job;
+    use meridian_domain::workflow::WorkflowDefinition;
+
+    fn run(id: &str) -> LocalRun {
+        LocalRun {
+            run_id: id.into(),
+            schedule: Some(ScheduleId::new("s").unwrap()),
+            fire_ms: Some(0),
+            cluster: "main".into(),
+            partition: Some(0),
+            epoch: 1,
+            state: RunState::Queued,
+            job: Job {
+                tenant: "ads".into(),
+                workflow: "etl".into(),
+                workflow_version: 1,
+                definition: WorkflowDefinition::shell("a", "true"),
+                environment: "prod".into(),
+                vars: Default::default(),
+                work_dir: None,
+                os_user: None,
+                allow_agent_user: false,
+            },
+        }
+    }
+
+    fn going() -> Going {
+        Going {
+            schedule: Some("s".into()),
+            kill: watch::channel(false).0,
+            task: None,
+        }
+    }
+
+    #[test]
+    fn a_fire_told_to_wait_for_a_run_that_already_ended_starts_at_once() {
+        let mut runs = Runs::default();
+        runs.start("r0".into(), going());
+        // r0 is going: r1 waits behind it.
+        assert!(runs.wait("s".into(), run("r1")).is_none());
+        assert_eq!(runs.waiting["s"].len(), 1);
+        // r0 ends and its task starts the next waiting run, as `launch` does.
+        runs.end("r0");
+        let next = runs.waiting.get_mut("s").and_then(VecDeque::pop_front);
+        assert_eq!(next.map(|r| r.run_id), Some("r1".into()));
+        // A pass decided r2 waits while r1 was going, but r1 ended before the pass queued it
+        // (the take was being written): nothing would ever start r2, so it starts now.
+        runs.start("r1".into(), going());
+        runs.end("r1");
+        let now = runs.wait("s".into(), run("r2"));
+        assert_eq!(now.map(|r| r.run_id), Some("r2".into()));
+        assert!(runs.waiting["s"].is_empty());
     }
 }

@@ -2549,3 +2549,133 @@ async fn a_run_now_order_stored_before_versions_still_reads() {
         .collect();
     assert_eq!(sent, [&job]);
 }
+
+/// Issue #18: every entity's `doc` column carries the version of its shape, and what a plane
+/// stored before versions (the bare document) still reads after the upgrade: the lists, an
+/// agent's assignments, and commands that read a stored document to apply (a cluster's
+/// update, a new schedule's placement).
+#[tokio::test]
+async fn entity_documents_stored_before_versions_still_read() {
+    let mut m = Model::new().await;
+    let partition = m.scheduled().await;
+    m.ok(user_with("ann", &["developer@ads"])).await;
+    m.ok(Command::CreateSession(Session {
+        hash: "ab".repeat(32),
+        user: n("ann"),
+        created_ms: 0,
+        expires_ms: i64::MAX,
+        source: "127.0.0.1".into(),
+    }))
+    .await;
+    let tables = [
+        "data_centers",
+        "clusters",
+        "environments",
+        "tenants",
+        "grants",
+        "workflows",
+        "schedules",
+        "sessions",
+    ];
+    let docs = async |m: &Model| {
+        let mut docs = vec![];
+        for table in tables {
+            let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT doc FROM {table}"))
+                .fetch_all(&m.pool)
+                .await
+                .unwrap();
+            assert!(!rows.is_empty(), "{table}");
+            docs.extend(rows.into_iter().map(|d| (table, d)));
+        }
+        docs
+    };
+    for (table, doc) in docs(&m).await {
+        assert!(doc.starts_with(r#"{"v":"1","doc":"#), "{table}: {doc}");
+    }
+    let read = async |m: &Model| {
+        let p = &m.pool;
+        format!(
+            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            query::data_centers(p).await.unwrap(),
+            query::clusters(p).await.unwrap(),
+            query::environments(p).await.unwrap(),
+            query::tenants(p).await.unwrap(),
+            query::grants(p, None).await.unwrap(),
+            query::workflows(p, None).await.unwrap(),
+            query::schedules(p, None).await.unwrap(),
+            query::session_by_hash(p, &"ab".repeat(32), T0)
+                .await
+                .unwrap(),
+        )
+    };
+    let before = read(&m).await;
+    let beat = m.beat(T0, "a", "nj-main").await;
+    let claims: Vec<ClaimedLease> = beat
+        .leases
+        .iter()
+        .filter(|l| l.partition == partition)
+        .map(|l| ClaimedLease {
+            cluster: l.cluster.clone(),
+            partition: l.partition,
+            epoch: l.epoch,
+        })
+        .collect();
+    let assigned = query::assignments(&m.pool, "a", "nj-main", &claims)
+        .await
+        .unwrap();
+    assert_eq!(assigned.len(), 1);
+
+    // As a plane wrote them before versions.
+    for table in tables {
+        sqlx::query(&format!(
+            "UPDATE {table} SET doc = json_extract(doc, '$.doc')"
+        ))
+        .execute(&m.pool)
+        .await
+        .unwrap();
+    }
+    for (table, doc) in docs(&m).await {
+        assert!(!doc.starts_with(r#"{"v":"#), "{table}: {doc}");
+    }
+    assert_eq!(read(&m).await, before);
+    assert_eq!(
+        query::assignments(&m.pool, "a", "nj-main", &claims)
+            .await
+            .unwrap(),
+        assigned
+    );
+    m.ok(Command::UpdateCluster(Cluster {
+        lease_seconds: 90,
+        ..cluster("nj-main", "nj", None)
+    }))
+    .await;
+    m.ok(Command::CreateSchedule(schedule(
+        "ads",
+        "hourly",
+        "etl",
+        "prod-nj",
+        "0 0 * * * ?",
+    )))
+    .await;
+    // What they wrote carries its version again.
+    let clusters: String = sqlx::query_scalar("SELECT doc FROM clusters")
+        .fetch_one(&m.pool)
+        .await
+        .unwrap();
+    assert!(clusters.starts_with(r#"{"v":"1","doc":"#), "{clusters}");
+    assert_eq!(query::schedules(&m.pool, None).await.unwrap().len(), 2);
+}
+
+/// A document a newer plane wrote (a shape version this build does not know) is refused by
+/// name rather than misread.
+#[tokio::test]
+async fn an_entity_document_of_a_newer_shape_is_refused_by_name() {
+    let mut m = Model::new().await;
+    m.federation().await;
+    sqlx::query(r#"UPDATE tenants SET doc = '{"v":"2","doc":{"name":"ads"}}'"#)
+        .execute(&m.pool)
+        .await
+        .unwrap();
+    let e = query::tenants(&m.pool).await.unwrap_err().to_string();
+    assert!(e.contains("newer version (shape v2)"), "{e}");
+}

@@ -1,8 +1,8 @@
 //! The REST/JSON API under `/api/v1`: every entity of the model, the run history, the audit
 //! trail, users, API tokens, sessions and the plane's membership.
 //!
-//! - This module: the router, consistency of reads, how outcomes become HTTP statuses, and the
-//!   one way a handler asks the access policy ([`crate::policy`]): [`Reader::allow`] and
+//! - This module: the router, the definitions' routes (data centers to schedules), consistency
+//!   of reads, and the one way a handler asks the access policy ([`crate::policy`]): [`Reader::allow`] and
 //!   [`Reader::scope`] for reads, [`Api::propose`] for writes (checked here, then again by the
 //!   plane when it applies the command). Writes become one [`Command`] each and go through
 //!   [`PlaneNode::write`], so any node takes them; reads are linearizable unless the caller
@@ -10,6 +10,11 @@
 //! - [`principal`]: who is calling (bearer token or session cookie, CSRF), resolved from the
 //!   model.
 //! - [`session`]: signing in and out, and the limit on failed sign-ins.
+//! - `error`: how outcomes become HTTP statuses ([`ApiError`]), and the body and query
+//!   extractors whose rejections name what was wrong.
+//! - [`runs`]: `/runs` (history, one run, logs, run now, kill).
+//! - [`operations`]: `/agents`, `/leases`, `/audit`.
+//! - [`plane`]: `/plane` (status, snapshot, membership).
 //! - [`users`]: `/users` and `/tokens`.
 //! - [`password`]: Argon2id password hashes.
 //! - [`token`]: generating secrets and hashing them (only the hash is replicated).
@@ -17,10 +22,14 @@
 //! - [`openapi`]: the OpenAPI 3.1 document served at `/api/v1/openapi.json`, built from the
 //!   same route table the router is checked against, each route with the roles it needs.
 
+mod error;
 pub mod openapi;
+pub mod operations;
 pub mod password;
+pub mod plane;
 pub mod principal;
 pub mod resources;
+pub mod runs;
 pub mod session;
 pub mod token;
 pub mod users;
@@ -28,11 +37,9 @@ pub mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
 use axum::{Extension, Json, Router};
 use meridian_domain::Clock;
@@ -41,13 +48,18 @@ use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 
 use crate::model::authorize::{self, Infra};
-use crate::model::processor::{Applied, RefusalKind, Rejection};
+use crate::model::processor::Applied;
 use crate::model::{AuditOutcome, AuditRecord, Author, Command, Name, Proposal, query};
 use crate::policy::{self, Action, Decision, Kind, Object, Principal, Scope};
-use crate::raft::node::{AskError, PlaneNode};
-use crate::raft::{Node, Outcome};
+use crate::raft::Outcome;
+use crate::raft::node::PlaneNode;
 use principal::Caller;
 use session::{Logins, SessionSettings};
+
+pub use error::{ApiError, ApiResult, Body, ErrorBody, Params};
+pub use operations::AuditOptions;
+pub use plane::{DEFAULT_PEER_PORT, NewNode};
+pub use runs::{RunDetail, RunOptions};
 
 /// The largest JSON body a request may carry.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -104,151 +116,6 @@ impl Api {
     }
 }
 
-/// An API error: an HTTP status and a message that says what was wrong.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub kind: &'static str,
-    pub message: String,
-}
-
-#[derive(Serialize, Deserialize, schemars::JsonSchema)]
-#[schemars(rename = "Error")]
-pub struct ErrorBody {
-    pub error: String,
-    pub kind: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            kind,
-            message: message.into(),
-        }
-    }
-
-    pub fn bad_input(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid", message)
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "missing", message)
-    }
-
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
-    }
-
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-
-    fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-    }
-
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-    }
-}
-
-impl From<Rejection> for ApiError {
-    fn from(r: Rejection) -> Self {
-        let (status, kind) = match r.kind {
-            RefusalKind::Missing => (StatusCode::NOT_FOUND, "missing"),
-            RefusalKind::Exists => (StatusCode::CONFLICT, "exists"),
-            RefusalKind::InUse => (StatusCode::CONFLICT, "in_use"),
-            RefusalKind::NotGranted => (StatusCode::UNPROCESSABLE_ENTITY, "not_granted"),
-            RefusalKind::Invalid => (StatusCode::BAD_REQUEST, "invalid"),
-            RefusalKind::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-            RefusalKind::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthorized"),
-        };
-        Self::new(status, kind, r.message)
-    }
-}
-
-impl From<AskError> for ApiError {
-    fn from(e: AskError) -> Self {
-        match e {
-            AskError::Failed(m) => Self::internal(m),
-            AskError::Missing(m) => Self::not_found(m),
-            other => Self::unavailable(other.to_string()),
-        }
-    }
-}
-
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::internal(format!("reading the model: {e}"))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.message,
-            kind: self.kind.to_owned(),
-        };
-        (self.status, Json(body)).into_response()
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
-
-/// A JSON body whose errors name the field (axum reports the serde path) and come back in the
-/// API's error shape.
-pub struct Body<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Body(value)),
-            Err(rejection) => Err(json_error(rejection)),
-        }
-    }
-}
-
-fn json_error(rejection: JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!(
-                "request body: larger than the limit of {} MiB ({MAX_BODY_BYTES} bytes)",
-                MAX_BODY_BYTES / (1024 * 1024)
-            ),
-        );
-    }
-    let text = rejection.body_text();
-    let text = text
-        .strip_prefix("Failed to deserialize the JSON body into the target type: ")
-        .unwrap_or(&text);
-    ApiError::bad_input(format!("request body: {text}"))
-}
-
-/// Query parameters, with errors in the API's shape.
-pub struct Params<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(q) => Ok(Params(q.0)),
-            Err(e @ QueryRejection::FailedToDeserializeQueryString(_)) => {
-                Err(ApiError::bad_input(format!("query: {}", e.body_text())))
-            }
-            Err(e) => Err(ApiError::bad_input(e.body_text())),
-        }
-    }
-}
-
 /// How fresh a read must be.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,42 +129,6 @@ pub struct ReadOptions {
     /// A workflow version (default: the newest).
     #[serde(default)]
     pub version: Option<u64>,
-}
-
-/// Audit query parameters.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditOptions {
-    #[serde(default)]
-    pub stale: bool,
-    /// Only entries at or after this time (ms since the epoch).
-    #[serde(default)]
-    pub since_ms: i64,
-    /// At most this many, newest first (default 100, at most 1000).
-    #[serde(default = "default_audit_limit")]
-    pub limit: u32,
-    /// Only entries before this time (ms since the epoch).
-    #[serde(default)]
-    pub until_ms: Option<i64>,
-    /// Only entries older than this log index (the next page: the last entry's `log_index`).
-    #[serde(default)]
-    pub before_index: Option<u64>,
-    /// Only this actor's (`user:alice`, `token:ci`).
-    #[serde(default)]
-    pub actor: Option<String>,
-    /// Only entries whose subject contains this.
-    #[serde(default)]
-    pub subject: Option<String>,
-    /// Only this tenant's.
-    #[serde(default)]
-    pub tenant: Option<String>,
-    /// `applied` or `refused`.
-    #[serde(default)]
-    pub outcome: Option<String>,
-}
-
-fn default_audit_limit() -> u32 {
-    100
 }
 
 /// What a write did.
@@ -321,89 +152,6 @@ impl From<Applied> for WriteReply {
             detail: a.detail.and_then(|d| serde_json::from_str(&d).ok()),
         }
     }
-}
-
-/// `GET /runs` filters. Spelled out rather than flattening [`query::RunFilter`]: a flattened
-/// struct makes the query-string decoder see every value as a string, and numbers fail.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RunOptions {
-    pub stale: bool,
-    pub dc: Option<String>,
-    pub cluster: Option<String>,
-    pub tenant: Option<String>,
-    pub environment: Option<String>,
-    pub workflow: Option<String>,
-    pub schedule: Option<String>,
-    pub agent: Option<String>,
-    pub task: Option<String>,
-    pub state: Option<String>,
-    pub since_ms: Option<i64>,
-    pub until_ms: Option<i64>,
-    pub lateness_min_ms: Option<i64>,
-    pub after: Option<String>,
-    pub limit: Option<u32>,
-}
-
-impl RunOptions {
-    pub fn filter(self) -> ApiResult<query::RunFilter> {
-        if let Some(state) = &self.state
-            && meridian_domain::run::RunState::parse(state).is_none()
-        {
-            return Err(ApiError::bad_input(format!(
-                "query `state`: `{state}` is not one of requested, queued, started, succeeded, \
-                 failed, killed, skipped"
-            )));
-        }
-        if let Some(after) = &self.after
-            && !after.contains('~')
-        {
-            return Err(ApiError::bad_input(format!(
-                "query `after`: `{after}` is not a cursor (take `next` from the previous page)"
-            )));
-        }
-        Ok(query::RunFilter {
-            within: None,
-            dc: self.dc,
-            cluster: self.cluster,
-            tenant: self.tenant,
-            environment: self.environment,
-            workflow: self.workflow,
-            schedule: self.schedule,
-            agent: self.agent,
-            task: self.task,
-            state: self.state,
-            since_ms: self.since_ms,
-            until_ms: self.until_ms,
-            lateness_min_ms: self.lateness_min_ms,
-            after: self.after,
-            limit: self.limit,
-        })
-    }
-}
-
-/// A run with its task attempts.
-#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct RunDetail {
-    #[serde(flatten)]
-    pub run: query::RunRecord,
-    pub attempts: Vec<query::TaskAttempt>,
-}
-
-/// `POST /plane/nodes`.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewNode {
-    pub hostname: String,
-    /// The node's peer port (default 7443).
-    #[serde(default = "default_peer_port")]
-    pub port: u16,
-}
-
-pub const DEFAULT_PEER_PORT: u16 = 7443;
-
-fn default_peer_port() -> u16 {
-    DEFAULT_PEER_PORT
 }
 
 /// A read's view of the model: the pool, current enough for the read, and the caller as the
@@ -1034,130 +782,13 @@ pub fn router(api: Api) -> Router {
                 },
             )),
         )
-        .route(
-            "/runs",
-            get(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Params(o): Params<RunOptions>|
-                       -> ApiResult<_> {
-                    let stale = o.stale;
-                    let mut filter = o.filter()?;
-                    let read = api.reader(&c, stale).await?;
-                    if let Scope::Tenants(tenants) = read.scope(Kind::Run, "runs")? {
-                        filter.within = Some(tenants.iter().map(Name::to_string).collect());
-                    }
-                    Ok(Json(query::runs(read.pool, &filter).await?))
-                },
-            )
-            .merge(create(Command::RequestRun)),
-        )
-        .route(
-            "/runs/{run_id}",
-            get(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Path(id): Path<String>,
-                       Params(o): Params<ReadOptions>|
-                       -> ApiResult<_> {
-                    let read = api.reader(&c, o.stale).await?;
-                    let run = readable_run(&read, &id).await?;
-                    let attempts = query::attempts(read.pool, &id).await?;
-                    Ok(Json(RunDetail { run, attempts }))
-                },
-            ),
-        )
-        .route(
-            "/runs/{run_id}/logs",
-            get(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Path(id): Path<String>,
-                       Params(o): Params<ReadOptions>|
-                       -> ApiResult<_> {
-                    let read = api.reader(&c, o.stale).await?;
-                    readable_run(&read, &id).await?;
-                    Ok(Json(query::logs(read.pool, &id).await?))
-                },
-            ),
-        )
-        .route(
-            "/runs/{run_id}/kill",
-            post(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Path(id): Path<String>| {
-                    api.propose(&c, Command::KillRun { run_id: id })
-                        .await
-                        .map(Json)
-                },
-            ),
-        )
-        .route(
-            "/agents",
-            get(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Params(o): Params<ReadOptions>|
-                       -> ApiResult<_> {
-                    let read = api.reader(&c, o.stale).await?;
-                    read.scope(Kind::Operations, "agents")?;
-                    Ok(Json(query::agents(read.pool).await?))
-                },
-            ),
-        )
-        .route(
-            "/leases",
-            get(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Params(o): Params<ReadOptions>|
-                       -> ApiResult<_> {
-                    let read = api.reader(&c, o.stale).await?;
-                    read.scope(Kind::Operations, "leases")?;
-                    Ok(Json(query::leases(read.pool).await?))
-                },
-            ),
-        )
-        .route(
-            "/audit",
-            get(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Params(o): Params<AuditOptions>|
-                       -> ApiResult<_> {
-                    if !(1..=1000).contains(&o.limit) {
-                        return Err(ApiError::bad_input(
-                            "query `limit`: must be between 1 and 1000",
-                        ));
-                    }
-                    if let Some(outcome) = &o.outcome
-                        && !["applied", "refused"].contains(&outcome.as_str())
-                    {
-                        return Err(ApiError::bad_input(format!(
-                            "query `outcome`: `{outcome}` is not `applied` or `refused`"
-                        )));
-                    }
-                    let read = api.reader(&c, o.stale).await?;
-                    let scope = read.scope(Kind::Audit, "the audit trail")?;
-                    let filter = query::AuditFilter {
-                        since_ms: o.since_ms,
-                        until_ms: o.until_ms,
-                        before_index: o.before_index,
-                        actor: o.actor,
-                        subject: o.subject,
-                        tenant: o.tenant,
-                        outcome: o.outcome,
-                        within: match scope {
-                            Scope::Tenants(ts) => Some(ts.iter().map(Name::to_string).collect()),
-                            _ => None,
-                        },
-                        limit: o.limit,
-                    };
-                    Ok(Json(query::audit(read.pool, &filter).await?))
-                },
-            ),
-        )
+        .route("/runs", runs::list())
+        .route("/runs/{run_id}", runs::one())
+        .route("/runs/{run_id}/logs", runs::logs())
+        .route("/runs/{run_id}/kill", runs::kill())
+        .route("/agents", operations::agents())
+        .route("/leases", operations::leases())
+        .route("/audit", operations::audit())
         .route("/users", users::users())
         .route("/users/{name}", users::user())
         .route("/users/{name}/password", users::user_password())
@@ -1181,100 +812,10 @@ pub fn router(api: Api) -> Router {
                     },
                 ),
         )
-        .route(
-            "/plane/status",
-            get(
-                async |State(api): State<Api>, Extension(c): Extension<Caller>| -> ApiResult<_> {
-                    // The plane's health must answer when it has no leader: no read barrier.
-                    let read = api.reader(&c, true).await?;
-                    read.allow(Action::Read, &Object::Operations, "the plane's status")?;
-                    Ok(Json(api.node.plane_status(Duration::from_secs(2)).await))
-                },
-            ),
-        )
-        .route(
-            "/plane/snapshot",
-            get(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Params(o): Params<ReadOptions>|
-                       -> ApiResult<axum::body::Body> {
-                    let read = api.reader(&c, o.stale).await?;
-                    read.allow(Action::Read, &Object::Plane, "the plane's snapshot")?;
-                    let file = api.node.state.copy().await?;
-                    Ok(axum::body::Body::from_stream(
-                        tokio_util::io::ReaderStream::new(file),
-                    ))
-                },
-            ),
-        )
-        .route(
-            "/plane/nodes",
-            post(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Body(v): Body<NewNode>|
-                       -> ApiResult<_> {
-                    let read = api.reader(&c, true).await?;
-                    read.allow(Action::Change, &Object::Plane, "the plane's membership")?;
-                    let hostname = v.hostname.trim().to_ascii_lowercase();
-                    if hostname.is_empty() || hostname.contains(['/', ' ', ':']) {
-                        return Err(ApiError::bad_input(format!(
-                            "request body: hostname: `{}` is not a hostname",
-                            v.hostname
-                        )));
-                    }
-                    // Catching up a new node may take a while; allow for it.
-                    api.node
-                        .add_voter(Node::new(hostname.clone(), v.port), api.timeout * 6)
-                        .await?;
-                    let subject = format!("plane node {hostname}");
-                    api.note(
-                        &c,
-                        AuditOutcome::Applied,
-                        "add_plane_node",
-                        &subject,
-                        None,
-                        "",
-                    );
-                    Ok((
-                        StatusCode::CREATED,
-                        Json(WriteReply {
-                            subject: format!("plane node {hostname}"),
-                            version: None,
-                            detail: None,
-                        }),
-                    ))
-                },
-            ),
-        )
-        .route(
-            "/plane/nodes/{hostname}",
-            axum::routing::delete(
-                async |State(api): State<Api>,
-                       Extension(c): Extension<Caller>,
-                       Path(h): Path<String>|
-                       -> ApiResult<_> {
-                    let read = api.reader(&c, true).await?;
-                    read.allow(Action::Change, &Object::Plane, "the plane's membership")?;
-                    api.node.remove(&h, api.timeout).await?;
-                    let subject = format!("plane node {h}");
-                    api.note(
-                        &c,
-                        AuditOutcome::Applied,
-                        "remove_plane_node",
-                        &subject,
-                        None,
-                        "",
-                    );
-                    Ok(Json(WriteReply {
-                        subject: format!("plane node {h}"),
-                        version: None,
-                        detail: None,
-                    }))
-                },
-            ),
-        )
+        .route("/plane/status", plane::status())
+        .route("/plane/snapshot", plane::snapshot())
+        .route("/plane/nodes", plane::nodes())
+        .route("/plane/nodes/{hostname}", plane::node())
         .route("/resources/{tenant}", resources::list())
         .route("/resources/{tenant}/{*key}", resources::one())
         .route("/openapi.json", get(async || Json(openapi::document())))
@@ -1291,13 +832,4 @@ pub fn router(api: Api) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(api);
     Router::new().nest("/api/v1", v1)
-}
-
-/// A run the reader may see, or the answer a missing run gets.
-async fn readable_run(read: &Reader<'_>, id: &str) -> ApiResult<query::RunRecord> {
-    let what = format!("run `{id}`");
-    let run = found(&what, query::run(read.pool, id).await?)?;
-    let tenant = name("run_id", run.tenant.clone())?;
-    read.allow(Action::Read, &Object::Run(tenant), &what)?;
-    Ok(run)
 }

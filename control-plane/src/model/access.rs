@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
-use super::checks::{Table, invalid, json, present, subject};
+use super::checks::{Table, doc, invalid, json, present, subject};
 use super::outcome::{Applied, ApplyError, Refusal};
 use super::{Author, Name};
 use crate::policy::{Binding, Principal, Role, Who};
@@ -163,7 +163,14 @@ pub struct Session {
 
 /// A stored document, or a decode error the way the model's reads report one.
 fn decode<T: serde::de::DeserializeOwned>(doc: String) -> sqlx::Result<T> {
-    serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    super::checks::read_doc(&doc)
+}
+
+/// A user's or a token's document. These two carry the version of their shape among their
+/// own fields (`"v"`), from before every other document got the envelope of
+/// `meridian_domain::stored`, so they are written and read as they are.
+pub(super) fn decode_tagged<T: serde::de::DeserializeOwned>(doc: &str) -> sqlx::Result<T> {
+    serde_json::from_str(doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 /// What every binding list must satisfy.
@@ -285,7 +292,7 @@ pub async fn user(tx: &mut SqliteConnection, name: &Name) -> sqlx::Result<Option
 }
 
 pub(super) fn decode_user(doc: String) -> sqlx::Result<User> {
-    let StoredUser::V1(user) = decode(doc)?;
+    let StoredUser::V1(user) = decode_tagged(&doc)?;
     Ok(user)
 }
 
@@ -417,7 +424,7 @@ pub async fn create_session(
     .bind(&session.hash)
     .bind(session.user.as_str())
     .bind(session.expires_ms)
-    .bind(json(session))
+    .bind(doc(session))
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -467,7 +474,7 @@ pub async fn forget_tenant(tx: &mut SqliteConnection, tenant: &Name) -> sqlx::Re
         .fetch_all(&mut *tx)
         .await?;
     for row in tokens {
-        let mut token: ApiToken = decode(row.get("doc"))?;
+        let mut token: ApiToken = decode_tagged(row.get("doc"))?;
         let before = token.bindings.len();
         token.bindings.retain(|b| b.tenant.as_ref() != Some(tenant));
         if token.bindings.len() == before {
@@ -521,7 +528,7 @@ pub async fn principal(
                     format!("token `{name}` was deleted"),
                 ));
             };
-            let token: ApiToken = decode(doc)?;
+            let token: ApiToken = decode_tagged(&doc)?;
             if token.expired_at(at_ms) {
                 return Err(unauthenticated(
                     doing,

@@ -232,6 +232,18 @@ pub(super) fn subject(subject: String) -> Applied {
     }
 }
 
+/// An entity as its table's `doc` column keeps it: with the version of its shape
+/// (`meridian_domain::stored`), so a later build still reads it and an older one refuses it
+/// by name. Read back with [`read_doc`].
+pub(super) fn doc<T: serde::Serialize>(value: &T) -> String {
+    meridian_domain::stored::write(value)
+}
+
+/// A `doc` column [`doc`] wrote, or one written before versions (the bare document).
+pub fn read_doc<T: serde::de::DeserializeOwned>(doc: &str) -> sqlx::Result<T> {
+    meridian_domain::stored::read(doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
 pub(super) fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("model types always serialise to JSON")
 }

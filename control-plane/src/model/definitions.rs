@@ -5,7 +5,8 @@
 use sqlx::{Row, SqliteConnection};
 
 use super::checks::{
-    Table, invalid, json, must_be_granted, present, refuse_if_used, subject, workflow_exists,
+    Table, doc, invalid, must_be_granted, present, read_doc, refuse_if_used, subject,
+    workflow_exists,
 };
 use super::outcome::{Applied, ApplyError, Context, Refusal};
 use super::{Name, Schedule, Workflow};
@@ -34,7 +35,7 @@ pub(super) async fn apply_workflow(
     .bind(w.name.as_str())
     .bind(version)
     .bind(w.environment.as_ref().map(Name::as_str))
-    .bind(json(w))
+    .bind(doc(w))
     .execute(&mut *tx)
     .await?;
     Ok(Applied {
@@ -104,7 +105,7 @@ pub(super) async fn create_schedule(
     .bind(s.workflow.as_str())
     .bind(s.environment.as_str())
     .bind(version)
-    .bind(json(s))
+    .bind(doc(s))
     .bind(&placed.cluster)
     .bind(placed.partition)
     .bind(context.at_ms)
@@ -138,7 +139,7 @@ pub(super) async fn update_schedule(
     .bind(s.workflow.as_str())
     .bind(s.environment.as_str())
     .bind(version)
-    .bind(json(s))
+    .bind(doc(s))
     .bind(&placed.cluster)
     .bind(placed.partition)
     .bind(s.tenant.as_str())
@@ -215,8 +216,7 @@ async fn check_schedule(
     .bind(s.environment.as_str())
     .fetch_one(&mut *tx)
     .await?;
-    let cluster: super::Cluster = serde_json::from_str(&row.get::<String, _>("doc"))
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let cluster: super::Cluster = read_doc(&row.get::<String, _>("doc"))?;
     Ok(Placement {
         cluster: row.get("name"),
         partition: meridian_domain::run::partition_of(&id, cluster.partitions),

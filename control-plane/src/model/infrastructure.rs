@@ -4,7 +4,9 @@
 
 use sqlx::SqliteConnection;
 
-use super::checks::{Table, delete, insert_new, invalid, json, present, refuse_if_used, subject};
+use super::checks::{
+    Table, delete, doc, insert_new, invalid, present, read_doc, refuse_if_used, subject,
+};
 use super::outcome::{Applied, ApplyError, Refusal};
 use super::{Cluster, DataCenter, Environment, Name};
 
@@ -18,7 +20,7 @@ pub(super) async fn create_data_center(
         Table::DataCenters,
         &dc.name,
         "INSERT INTO data_centers (name, doc) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        &[Some(dc.name.as_str()), Some(&json(dc))],
+        &[Some(dc.name.as_str()), Some(&doc(dc))],
         &doing,
     )
     .await?;
@@ -32,7 +34,7 @@ pub(super) async fn update_data_center(
     let doing = format!("updating data center `{}`", dc.name);
     present(tx, Table::DataCenters, &dc.name, &doing).await?;
     sqlx::query("UPDATE data_centers SET doc = ? WHERE name = ?")
-        .bind(json(dc))
+        .bind(doc(dc))
         .bind(dc.name.as_str())
         .execute(&mut *tx)
         .await?;
@@ -73,7 +75,7 @@ pub(super) async fn create_cluster(
             Some(c.name.as_str()),
             Some(c.dc.as_str()),
             c.backup.as_ref().map(Name::as_str),
-            Some(&json(c)),
+            Some(&doc(c)),
         ],
         &doing,
     )
@@ -98,8 +100,7 @@ pub(super) async fn update_cluster(
         }
         .into());
     };
-    let was: super::Cluster =
-        serde_json::from_str(&stored).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let was: super::Cluster = read_doc(&stored)?;
     if was.dc != c.dc {
         // Its agents are in that data center; another place is another cluster.
         return Err(invalid(
@@ -127,7 +128,7 @@ pub(super) async fn update_cluster(
     check_cluster(tx, c, &doing).await?;
     sqlx::query("UPDATE clusters SET backup = ?, doc = ? WHERE name = ?")
         .bind(c.backup.as_ref().map(Name::as_str))
-        .bind(json(c))
+        .bind(doc(c))
         .bind(c.name.as_str())
         .execute(&mut *tx)
         .await?;
@@ -177,7 +178,7 @@ pub(super) async fn create_environment(
         &[
             Some(e.name.as_str()),
             Some(e.cluster.as_str()),
-            Some(&json(e)),
+            Some(&doc(e)),
         ],
         &doing,
     )
@@ -218,7 +219,7 @@ pub(super) async fn update_environment(
     }
     check_environment(e, &doing)?;
     sqlx::query("UPDATE environments SET doc = ? WHERE name = ?")
-        .bind(json(e))
+        .bind(doc(e))
         .bind(e.name.as_str())
         .execute(&mut *tx)
         .await?;

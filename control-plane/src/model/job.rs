@@ -23,8 +23,7 @@ pub async fn latest_workflow(
     .fetch_optional(&mut *tx)
     .await?;
     row.map(|row| {
-        let workflow = serde_json::from_str(&row.get::<String, _>("doc"))
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let workflow = super::checks::read_doc(&row.get::<String, _>("doc"))?;
         Ok((row.get::<i64, _>("version") as u64, workflow))
     })
     .transpose()
@@ -41,8 +40,7 @@ pub async fn job_for(
         .bind(environment.as_str())
         .fetch_one(&mut *tx)
         .await?;
-    let env: super::Environment =
-        serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let env: super::Environment = super::checks::read_doc(&doc)?;
     Ok(Job {
         tenant: workflow.tenant.to_string(),
         workflow: workflow.name.to_string(),

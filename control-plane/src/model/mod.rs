@@ -2,7 +2,8 @@
 //! that changes it.
 //!
 //! - This module: the entities (data centers, clusters, environments, tenants, grants,
-//!   workflows, schedules), [`Name`], and [`Command`] wrapped in a versioned [`Proposal`].
+//!   workflows, schedules) and [`Command`] wrapped in a versioned [`Proposal`]; [`name`]: the
+//!   pattern every entity's [`Name`] follows (the access policy reads names, not the model).
 //! - [`processor`]: applies one proposal to the SQLite state: asks the policy again, then one
 //!   `match` over [`Command`] that only dispatches to the room of the command's family, and
 //!   audits; a refusal changes nothing. It knows nothing about Raft, so recovery and tests
@@ -34,6 +35,7 @@ pub mod history;
 mod infrastructure;
 pub mod job;
 pub mod leasing;
+pub mod name;
 pub mod outcome;
 pub mod processor;
 pub mod query;
@@ -41,9 +43,9 @@ mod tenancy;
 
 pub use crate::policy::{Binding, Role};
 pub use access::{ApiToken, Session, User};
+pub use name::{Name, NameError};
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -76,85 +78,6 @@ pub async fn open(path: &Path) -> sqlx::Result<SqlitePool> {
         .await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
-}
-
-/// A name of a data center, cluster, environment, tenant, workflow or schedule: 1–63 ASCII
-/// letters, digits, `_` or `-`, starting with a letter or digit. No `.` or `@`, so
-/// `<tenant>.<schedule>` is an unambiguous schedule id and fire-record ids stay parseable.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Name(String);
-
-/// A name is a string with the pattern [`Name::new`] checks.
-impl schemars::JsonSchema for Name {
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Name".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string",
-            "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("name `{name}`: {problem}")]
-pub struct NameError {
-    pub name: String,
-    pub problem: &'static str,
-}
-
-impl Name {
-    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
-        let name = name.into();
-        let problem = if name.is_empty() {
-            Some("must not be empty")
-        } else if name.len() > 63 {
-            Some("must be at most 63 characters")
-        } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-            Some("must start with a letter or digit")
-        } else if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            Some("may only contain letters, digits, `_` and `-`")
-        } else {
-            None
-        };
-        match problem {
-            Some(problem) => Err(NameError { name, problem }),
-            None => Ok(Self(name)),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for Name {
-    type Error = NameError;
-    fn try_from(s: String) -> Result<Self, NameError> {
-        Self::new(s)
-    }
-}
-
-impl From<Name> for String {
-    fn from(n: Name) -> String {
-        n.0
-    }
 }
 
 /// A data center: a site with its own private network.
@@ -775,18 +698,6 @@ fn only_tenant(bindings: &[Binding]) -> Option<&Name> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_checked() {
-        assert!(Name::new("prod-nj_2").is_ok());
-        assert_eq!(
-            Name::new("a.b").unwrap_err().to_string(),
-            "name `a.b`: may only contain letters, digits, `_` and `-`"
-        );
-        assert!(Name::new("-x").is_err());
-        assert!(Name::new("").is_err());
-        assert!(Name::new("x".repeat(64)).is_err());
-    }
 
     #[test]
     fn proposals_are_versioned_json() {

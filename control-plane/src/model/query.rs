@@ -33,7 +33,7 @@ async fn docs<T: DeserializeOwned>(
 }
 
 pub(super) fn decode<T: DeserializeOwned>(doc: String) -> sqlx::Result<T> {
-    serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    super::checks::read_doc(&doc)
 }
 
 async fn one<T: DeserializeOwned>(
@@ -365,12 +365,22 @@ pub async fn audit(pool: &SqlitePool, filter: &AuditFilter) -> sqlx::Result<Vec<
 
 /// The token whose secret hashes to `hash` (lower-case hex SHA-256).
 pub async fn token_by_hash(pool: &SqlitePool, hash: &str) -> sqlx::Result<Option<ApiToken>> {
-    one(pool, "SELECT doc FROM tokens WHERE hash = ?", &[hash]).await
+    sqlx::query_scalar::<_, String>("SELECT doc FROM tokens WHERE hash = ?")
+        .bind(hash)
+        .fetch_optional(pool)
+        .await?
+        .map(|doc| super::access::decode_tagged(&doc))
+        .transpose()
 }
 
 /// Every token, without a way back to its secret.
 pub async fn tokens(pool: &SqlitePool) -> sqlx::Result<Vec<ApiToken>> {
-    docs(pool, "SELECT doc FROM tokens ORDER BY name", &[]).await
+    sqlx::query_scalar::<_, String>("SELECT doc FROM tokens ORDER BY name")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|doc| super::access::decode_tagged(doc))
+        .collect()
 }
 
 /// Every user (their public records, never a password hash).

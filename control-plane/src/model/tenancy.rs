@@ -3,7 +3,7 @@
 use sqlx::SqliteConnection;
 
 use super::checks::{
-    Table, delete, granted, insert_new, invalid, json, present, refuse_if_used, subject,
+    Table, delete, doc, granted, insert_new, invalid, present, refuse_if_used, subject,
 };
 use super::outcome::{Applied, ApplyError, Refusal};
 use super::{Grant, Name, Tenant};
@@ -18,7 +18,7 @@ pub(super) async fn create_tenant(
         Table::Tenants,
         &t.name,
         "INSERT INTO tenants (name, doc) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        &[Some(t.name.as_str()), Some(&json(t))],
+        &[Some(t.name.as_str()), Some(&doc(t))],
         &doing,
     )
     .await?;
@@ -32,7 +32,7 @@ pub(super) async fn update_tenant(
     let doing = format!("updating tenant `{}`", t.name);
     present(tx, Table::Tenants, &t.name, &doing).await?;
     sqlx::query("UPDATE tenants SET doc = ? WHERE name = ?")
-        .bind(json(t))
+        .bind(doc(t))
         .bind(t.name.as_str())
         .execute(&mut *tx)
         .await?;
@@ -92,7 +92,7 @@ pub(super) async fn create_grant(
     sqlx::query("INSERT INTO grants (tenant, environment, doc) VALUES (?, ?, ?)")
         .bind(g.tenant.as_str())
         .bind(g.environment.as_str())
-        .bind(json(g))
+        .bind(doc(g))
         .execute(&mut *tx)
         .await?;
     Ok(subject(format!("grant {}/{}", g.tenant, g.environment)))
@@ -118,7 +118,7 @@ pub(super) async fn update_grant(
         .into());
     }
     sqlx::query("UPDATE grants SET doc = ? WHERE tenant = ? AND environment = ?")
-        .bind(json(g))
+        .bind(doc(g))
         .bind(g.tenant.as_str())
         .bind(g.environment.as_str())
         .execute(&mut *tx)

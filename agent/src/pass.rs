@@ -1,0 +1,316 @@
+//! A firing pass, decided before anything is written or launched: which due records it takes
+//! and how — started, queued for a slot, waiting behind the schedule's run, caught up at the
+//! catch-up rate, skipped — and what to do with each run once the take is durable.
+//!
+//! [`Pass::plan`] is pure given what it is handed: the due records, the leases, the time, what
+//! the run registry says of each schedule ([`Counts`]) and whether a slot is free. The firing
+//! worker ([`crate::firer`]) writes the take and then applies [`Then`]s.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::DateTime;
+use meridian_domain::run::Assignment;
+use meridian_domain::{FireRecord, OverlapPolicy};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::firing::{self, Fate, Overlap};
+use crate::lease::Leases;
+use crate::take::{LocalRun, TakeItem, Took};
+
+/// What the run registry says of a schedule when one of its on-time fires is decided; read
+/// under one lock, so the three agree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Its runs going here.
+    pub going: usize,
+    /// Its fires waiting for the run going (overlap `buffer_one`/`buffer_all`).
+    pub waiting: usize,
+    /// Its missed fires still queued to catch up.
+    pub catching_up: usize,
+}
+
+/// What one pass decided: the records it takes (written as one take), then what to do with
+/// each run once the take is durable.
+#[derive(Default)]
+pub struct Pass {
+    pub items: Vec<TakeItem>,
+    pub then: Vec<Then>,
+    /// Per schedule: runs this pass starts and queues (the overlap policy counts them).
+    planned: HashMap<String, (usize, usize)>,
+    /// Schedules this pass queues fires of to catch up.
+    catching_up: HashSet<String>,
+}
+
+/// What to do with a run once its take is durable.
+pub enum Then {
+    Launch {
+        run: LocalRun,
+        /// The slot it starts in; none: it waits for one.
+        permit: Option<OwnedSemaphorePermit>,
+        /// Kill the schedule's runs going first (overlap `cancel_older`).
+        cancel_older: bool,
+    },
+    /// Wait behind the schedule's run going.
+    Wait(String, LocalRun),
+    /// Start at the catch-up rate, in fire order.
+    CatchUp(LocalRun),
+}
+
+impl Pass {
+    /// Decides every due record: grouped by schedule (one assignment per schedule, keyed by its
+    /// address) in the order the schedules first fall due; a record whose partition has no
+    /// valid lease at `now` is left in the buffer (paused: the autonomy horizon passed or the
+    /// partition moved); the rest are missed (skipped or caught up, by the schedule's
+    /// catch-up policy) or on time (by its overlap policy, [`Pass::on_time`]).
+    pub fn plan(
+        due: Vec<(Arc<Assignment>, FireRecord)>,
+        leases: &Leases,
+        now: i64,
+        counts: impl Fn(&str) -> Counts,
+        mut slot: impl FnMut() -> Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        let mut by_schedule: HashMap<usize, usize> = HashMap::new();
+        let mut grouped: Vec<(Arc<Assignment>, Vec<FireRecord>)> = Vec::new();
+        for (a, record) in due {
+            let at = *by_schedule
+                .entry(Arc::as_ptr(&a) as usize)
+                .or_insert_with(|| {
+                    grouped.push((a, Vec::new()));
+                    grouped.len() - 1
+                });
+            grouped[at].1.push(record);
+        }
+        let now_at = DateTime::from_timestamp_millis(now).unwrap_or_default();
+        let mut pass = Pass::default();
+        let mut partition: (String, u32) = Default::default();
+        for (a, records) in grouped {
+            if partition.0 != a.cluster {
+                partition.0 = a.cluster.clone();
+            }
+            partition.1 = a.partition;
+            let Some(held) = leases.valid(&partition, now) else {
+                continue;
+            };
+            for (record, fate) in
+                firing::classify(&records, held.since_ms, &a.spec.catch_up, now_at)
+            {
+                match fate {
+                    Fate::Skip => {
+                        pass.take(&a, held.epoch, &record, Took::Missed);
+                    }
+                    Fate::CatchUp => pass.catch_up(&a, held.epoch, &record),
+                    Fate::OnTime => {
+                        let counts = counts(a.schedule.as_str());
+                        pass.on_time(&a, held.epoch, &record, counts, &mut slot)
+                    }
+                }
+            }
+        }
+        pass
+    }
+
+    /// Takes `record` as `took`; returns its run (none when skipped).
+    fn take(
+        &mut self,
+        a: &Arc<Assignment>,
+        epoch: u64,
+        record: &FireRecord,
+        took: Took,
+    ) -> Option<LocalRun> {
+        let item = TakeItem {
+            assignment: a.clone(),
+            fire_ms: record.fire_at.timestamp_millis(),
+            epoch,
+            took,
+        };
+        let run = item.run();
+        self.items.push(item);
+        run
+    }
+
+    /// Takes `record` to be started at the catch-up rate, in fire order.
+    fn catch_up(&mut self, a: &Arc<Assignment>, epoch: u64, record: &FireRecord) {
+        let run = self.take(a, epoch, record, Took::CatchingUp);
+        self.then.push(Then::CatchUp(run.expect("queued")));
+        self.catching_up.insert(a.schedule.to_string());
+    }
+
+    /// Decides an on-time record under the schedule's overlap policy, counting what this pass
+    /// has already decided for the schedule (behind its fires still catching up, if any).
+    fn on_time(
+        &mut self,
+        a: &Arc<Assignment>,
+        epoch: u64,
+        record: &FireRecord,
+        counts: Counts,
+        slot: &mut impl FnMut() -> Option<OwnedSemaphorePermit>,
+    ) {
+        let schedule = a.schedule.as_str();
+        // While older fires of the schedule are still catching up, a new one queues behind
+        // them: the overlap policy sees its fires in order.
+        if a.overlap != OverlapPolicy::AllowAll
+            && (counts.catching_up > 0 || self.catching_up.contains(schedule))
+        {
+            return self.catch_up(a, epoch, record);
+        }
+        let planned = *self.planned.entry(schedule.to_owned()).or_default();
+        let (going, waiting) = (counts.going + planned.0, counts.waiting + planned.1);
+        match firing::on_fire(a.overlap, going, waiting) {
+            Overlap::Skip => {
+                self.take(a, epoch, record, Took::Overlapping);
+            }
+            Overlap::Queue => {
+                self.planned.entry(schedule.to_owned()).or_default().1 += 1;
+                let run = self.take(a, epoch, record, Took::Waiting);
+                self.then
+                    .push(Then::Wait(schedule.to_owned(), run.expect("queued")));
+            }
+            decision @ (Overlap::Start | Overlap::CancelThenStart) => {
+                self.planned.entry(schedule.to_owned()).or_default().0 += 1;
+                // Started at once if a slot is free, else queued for one.
+                let permit = slot();
+                let took = if permit.is_some() {
+                    Took::Started
+                } else {
+                    Took::Queued
+                };
+                let run = self.take(a, epoch, record, took);
+                self.then.push(Then::Launch {
+                    run: run.expect("started or queued"),
+                    permit,
+                    cancel_older: decision == Overlap::CancelThenStart,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::Granted;
+    use meridian_domain::run::Job;
+    use meridian_domain::workflow::WorkflowDefinition;
+    use meridian_domain::{ScheduleId, ScheduleSpec};
+
+    fn assignment(schedule: &str, partition: u32, overlap: OverlapPolicy) -> Arc<Assignment> {
+        Arc::new(Assignment {
+            schedule: ScheduleId::new(schedule).unwrap(),
+            cluster: "main".into(),
+            partition,
+            epoch: 4,
+            version: 1,
+            spec: ScheduleSpec::cron("* * * * * ?"),
+            overlap,
+            after_ms: 0,
+            job: Job {
+                tenant: "ads".into(),
+                workflow: "etl".into(),
+                workflow_version: 1,
+                definition: WorkflowDefinition::shell("a", "true"),
+                environment: "prod".into(),
+                vars: Default::default(),
+                work_dir: None,
+                os_user: None,
+                allow_agent_user: false,
+            },
+        })
+    }
+
+    /// Partition 0 of cluster `main` held since 0 under epoch 4; partition 1 not held.
+    fn leases() -> Leases {
+        let mut leases = Leases::default();
+        leases.renew(
+            0,
+            0,
+            &[Granted {
+                cluster: "main".into(),
+                partition: 0,
+                epoch: 4,
+                expires_ms: 3_600_000,
+            }],
+        );
+        leases
+    }
+
+    fn due(a: &Arc<Assignment>, seconds: &[i64]) -> Vec<(Arc<Assignment>, FireRecord)> {
+        seconds
+            .iter()
+            .map(|s| {
+                let at = DateTime::from_timestamp_millis(s * 1000).unwrap();
+                (a.clone(), FireRecord::new(a.schedule.clone(), at))
+            })
+            .collect()
+    }
+
+    fn took(pass: &Pass) -> Vec<Took> {
+        pass.items.iter().map(|i| i.took).collect()
+    }
+
+    fn then(pass: &Pass) -> Vec<&'static str> {
+        pass.then
+            .iter()
+            .map(|t| match t {
+                Then::Launch { permit: None, .. } => "launch, no slot",
+                Then::Launch { .. } => "launch",
+                Then::Wait(..) => "wait",
+                Then::CatchUp(_) => "catch up",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pass_counts_what_it_already_decided_for_a_schedule_and_leaves_unheld_partitions() {
+        let held = assignment("held", 0, OverlapPolicy::BufferOne);
+        let unheld = assignment("unheld", 1, OverlapPolicy::AllowAll);
+        let mut records = due(&held, &[10, 20, 30]);
+        records.extend(due(&unheld, &[10]));
+        let slots = Arc::new(tokio::sync::Semaphore::new(0));
+        let pass = Pass::plan(
+            records,
+            &leases(),
+            30_000,
+            |_| Counts::default(),
+            || slots.clone().try_acquire_owned().ok(),
+        );
+        // Nothing going: the first starts (queued for a slot: none is free), the second waits
+        // behind it, the third is one more than buffer_one keeps. The unheld partition's
+        // record stays in the buffer.
+        assert_eq!(
+            took(&pass),
+            [Took::Queued, Took::Waiting, Took::Overlapping]
+        );
+        assert_eq!(then(&pass), ["launch, no slot", "wait"]);
+        assert!(pass.items.iter().all(|i| i.epoch == 4));
+    }
+
+    #[test]
+    fn an_on_time_fire_queues_behind_its_schedules_catch_ups_unless_it_allows_all() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(1));
+        let catching_up = Counts {
+            catching_up: 1,
+            ..Counts::default()
+        };
+        let skip = assignment("skip", 0, OverlapPolicy::Skip);
+        let pass = Pass::plan(
+            due(&skip, &[10]),
+            &leases(),
+            10_000,
+            |_| catching_up,
+            || slots.clone().try_acquire_owned().ok(),
+        );
+        assert_eq!(took(&pass), [Took::CatchingUp]);
+        assert_eq!(then(&pass), ["catch up"]);
+        let all = assignment("all", 0, OverlapPolicy::AllowAll);
+        let pass = Pass::plan(
+            due(&all, &[10]),
+            &leases(),
+            10_000,
+            |_| catching_up,
+            || slots.clone().try_acquire_owned().ok(),
+        );
+        assert_eq!(took(&pass), [Took::Started]);
+        assert_eq!(then(&pass), ["launch"]);
+    }
+}

@@ -1,0 +1,150 @@
+//! `/runs`: the run history (filtered, paged, each tenant's own), one run with its task
+//! attempts, its logs, asking for a run now and killing one.
+
+use axum::extract::{Path, State};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+
+use super::ApiError;
+use super::principal::Caller;
+use super::{Api, ApiResult, Params, ReadOptions, Reader, create, found, name};
+use crate::model::{Command, Name, query};
+use crate::policy::{Action, Kind, Object, Scope};
+
+/// `GET /runs` filters. Spelled out rather than flattening [`query::RunFilter`]: a flattened
+/// struct makes the query-string decoder see every value as a string, and numbers fail.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunOptions {
+    pub stale: bool,
+    pub dc: Option<String>,
+    pub cluster: Option<String>,
+    pub tenant: Option<String>,
+    pub environment: Option<String>,
+    pub workflow: Option<String>,
+    pub schedule: Option<String>,
+    pub agent: Option<String>,
+    pub task: Option<String>,
+    pub state: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub lateness_min_ms: Option<i64>,
+    pub after: Option<String>,
+    pub limit: Option<u32>,
+}
+
+impl RunOptions {
+    pub fn filter(self) -> ApiResult<query::RunFilter> {
+        if let Some(state) = &self.state
+            && meridian_domain::run::RunState::parse(state).is_none()
+        {
+            return Err(ApiError::bad_input(format!(
+                "query `state`: `{state}` is not one of requested, queued, started, succeeded, \
+                 failed, killed, skipped"
+            )));
+        }
+        if let Some(after) = &self.after
+            && !after.contains('~')
+        {
+            return Err(ApiError::bad_input(format!(
+                "query `after`: `{after}` is not a cursor (take `next` from the previous page)"
+            )));
+        }
+        Ok(query::RunFilter {
+            within: None,
+            dc: self.dc,
+            cluster: self.cluster,
+            tenant: self.tenant,
+            environment: self.environment,
+            workflow: self.workflow,
+            schedule: self.schedule,
+            agent: self.agent,
+            task: self.task,
+            state: self.state,
+            since_ms: self.since_ms,
+            until_ms: self.until_ms,
+            lateness_min_ms: self.lateness_min_ms,
+            after: self.after,
+            limit: self.limit,
+        })
+    }
+}
+
+/// A run with its task attempts.
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: query::RunRecord,
+    pub attempts: Vec<query::TaskAttempt>,
+}
+
+/// `GET /runs` (filtered to what the caller may read) and `POST /runs` (a run now).
+pub fn list() -> MethodRouter<Api> {
+    get(
+        async |State(api): State<Api>,
+               Extension(c): Extension<Caller>,
+               Params(o): Params<RunOptions>|
+               -> ApiResult<_> {
+            let stale = o.stale;
+            let mut filter = o.filter()?;
+            let read = api.reader(&c, stale).await?;
+            if let Scope::Tenants(tenants) = read.scope(Kind::Run, "runs")? {
+                filter.within = Some(tenants.iter().map(Name::to_string).collect());
+            }
+            Ok(Json(query::runs(read.pool, &filter).await?))
+        },
+    )
+    .merge(create(Command::RequestRun))
+}
+
+/// `GET /runs/{run_id}`: a run with its task attempts.
+pub fn one() -> MethodRouter<Api> {
+    get(
+        async |State(api): State<Api>,
+               Extension(c): Extension<Caller>,
+               Path(id): Path<String>,
+               Params(o): Params<ReadOptions>|
+               -> ApiResult<_> {
+            let read = api.reader(&c, o.stale).await?;
+            let run = readable_run(&read, &id).await?;
+            let attempts = query::attempts(read.pool, &id).await?;
+            Ok(Json(RunDetail { run, attempts }))
+        },
+    )
+}
+
+/// `GET /runs/{run_id}/logs`.
+pub fn logs() -> MethodRouter<Api> {
+    get(
+        async |State(api): State<Api>,
+               Extension(c): Extension<Caller>,
+               Path(id): Path<String>,
+               Params(o): Params<ReadOptions>|
+               -> ApiResult<_> {
+            let read = api.reader(&c, o.stale).await?;
+            readable_run(&read, &id).await?;
+            Ok(Json(query::logs(read.pool, &id).await?))
+        },
+    )
+}
+
+/// `POST /runs/{run_id}/kill`.
+pub fn kill() -> MethodRouter<Api> {
+    post(
+        async |State(api): State<Api>, Extension(c): Extension<Caller>, Path(id): Path<String>| {
+            api.propose(&c, Command::KillRun { run_id: id })
+                .await
+                .map(Json)
+        },
+    )
+}
+
+/// A run the reader may see, or the answer a missing run gets.
+async fn readable_run(read: &Reader<'_>, id: &str) -> ApiResult<query::RunRecord> {
+    let what = format!("run `{id}`");
+    let run = found(&what, query::run(read.pool, id).await?)?;
+    let tenant = name("run_id", run.tenant.clone())?;
+    read.allow(Action::Read, &Object::Run(tenant), &what)?;
+    Ok(run)
+}
