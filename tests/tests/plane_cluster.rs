@@ -435,3 +435,88 @@ async fn a_node_removed_through_a_follower_leaves_the_membership() {
     assert!(again.to_string().contains("not a member"), "{again}");
     cluster.shutdown().await;
 }
+
+/// Issue #18, rolling upgrades: a follower of an older version is sent an entry it cannot
+/// read (here a data center with a field it does not know, as a newer leader would write).
+/// It refuses the whole AppendEntries, naming the field, and neither logs nor applies
+/// anything of it, so it never diverges; the leader keeps retrying it until the node is
+/// upgraded. The same request without the unknown field decodes (and is answered as Raft
+/// answers a stale term).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_follower_refuses_an_entry_it_cannot_read_and_changes_nothing() {
+    use meridian_plane::raft::{Entry, Request, TypeConfig, encode};
+    use openraft::raft::AppendEntriesRequest;
+
+    let cluster = Cluster::start(1).await;
+    cluster
+        .node(0)
+        .write(create_dc("nj"), WRITE_TIMEOUT)
+        .await
+        .unwrap();
+    let before = cluster.node(0).raft.metrics().borrow().clone();
+    let stale = before.current_term.saturating_sub(1);
+    let rpc = AppendEntriesRequest::<TypeConfig> {
+        vote: openraft::Vote::new_committed(stale, 7),
+        prev_log_id: before
+            .last_log_index
+            .map(|i| openraft::testing::log_id(stale, 7, i)),
+        entries: vec![Entry {
+            log_id: openraft::testing::log_id(stale, 7, before.last_log_index.unwrap_or(0) + 1),
+            payload: openraft::EntryPayload::Normal(Request(create_dc("sg"))),
+        }],
+        leader_commit: None,
+    };
+    let readable = encode(&rpc).unwrap();
+    // Same length, so the binary framing around the proposal's JSON stays valid.
+    let newer = {
+        let text = b"\"description\"";
+        let at = readable
+            .windows(text.len())
+            .position(|w| w == text)
+            .expect("the proposal's JSON is in the payload");
+        let mut bytes = readable.clone();
+        bytes[at..at + text.len()].copy_from_slice(b"\"descriptiox\"");
+        bytes
+    };
+    let endpoint = format!("{}:{}", hostname(0), cluster.node(0).node.port);
+    let channel = dial(
+        &endpoint,
+        &cluster.tls(0),
+        std::sync::Arc::new(cluster.hosts()),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    let mut client = PlanePeerClient::new(channel);
+    let err = client
+        .append_entries(RaftPayload {
+            version: 1,
+            data: newer,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("unknown field `descriptiox`"),
+        "{}",
+        err.message()
+    );
+    let after = cluster.node(0).raft.metrics().borrow().clone();
+    assert_eq!(after.last_log_index, before.last_log_index);
+    assert_eq!(after.last_applied, before.last_applied);
+    assert_eq!(dc_names(&cluster, 0).await, ["nj"]);
+    // The control: the same request, readable, is decoded and answered (its term is stale,
+    // so Raft refuses it without touching the log).
+    client
+        .append_entries(RaftPayload {
+            version: 1,
+            data: readable,
+        })
+        .await
+        .expect("a readable request is answered");
+    assert_eq!(
+        cluster.node(0).raft.metrics().borrow().last_log_index,
+        before.last_log_index
+    );
+    assert_eq!(dc_names(&cluster, 0).await, ["nj"]);
+    cluster.shutdown().await;
+}

@@ -94,10 +94,34 @@ impl Serialize for Request {
 impl<'de> Deserialize<'de> for Request {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let json = Vec::<u8>::deserialize(d)?;
-        serde_json::from_slice(&json)
-            .map(Request)
-            .map_err(serde::de::Error::custom)
+        serde_json::from_slice(&json).map(Request).map_err(|e| {
+            // The binary codec keeps no message of its own: say why for `decode` to report.
+            UNREADABLE.with(|u| *u.borrow_mut() = Some(e.to_string()));
+            serde::de::Error::custom(e)
+        })
     }
+}
+
+thread_local! {
+    /// Why the last proposal this thread failed to read could not be read (decoding is
+    /// synchronous, so [`decode`] finds it on the same thread).
+    static UNREADABLE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// What the binary codec could not read. When a proposal inside was the problem (written by
+/// a newer node: a command or field this build does not know), `proposal` says why: the node
+/// refuses it, whole, rather than apply anything of it, and says to upgrade.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{source}{}",
+    proposal.as_ref().map(|why| format!(
+        ": a proposal this node cannot read ({why}); it was written by a newer version, \
+         upgrade this node"
+    )).unwrap_or_default()
+)]
+pub struct CodecError {
+    pub source: postcard::Error,
+    pub proposal: Option<String>,
 }
 
 /// What applying one log entry did.
@@ -136,8 +160,12 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
     postcard::to_stdvec(value)
 }
 
-pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, postcard::Error> {
-    postcard::from_bytes(bytes)
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
+    UNREADABLE.with(|u| u.borrow_mut().take());
+    postcard::from_bytes(bytes).map_err(|source| CodecError {
+        source,
+        proposal: UNREADABLE.with(|u| u.borrow_mut().take()),
+    })
 }
 
 #[cfg(test)]

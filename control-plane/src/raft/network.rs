@@ -87,10 +87,15 @@ pub enum PeerError {
         endpoint: String,
         status: tonic::Status,
     },
+    #[error("peer {endpoint}: encoding the request: {source}")]
+    Encode {
+        endpoint: String,
+        source: postcard::Error,
+    },
     #[error("peer {endpoint}: decoding its reply: {source}")]
     Decode {
         endpoint: String,
-        source: postcard::Error,
+        source: super::CodecError,
     },
     #[error("peer {endpoint}: replied with payload version {version}, expected {PAYLOAD_VERSION}")]
     Version { endpoint: String, version: u32 },
@@ -169,7 +174,7 @@ impl Peers {
         if self.links.is_cut(&node.hostname) {
             return Err(PeerError::Cut { endpoint });
         }
-        let data = encode(request).map_err(|source| PeerError::Decode {
+        let data = encode(request).map_err(|source| PeerError::Encode {
             endpoint: endpoint.clone(),
             source,
         })?;
