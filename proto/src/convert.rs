@@ -157,8 +157,10 @@ fn job_json(job: &Job) -> String {
     serde_json::to_string(job).expect("jobs serialise")
 }
 
+/// A job as it travels: read bare (what this version's plane sends) or in the versioned
+/// envelope of `meridian_domain::stored` (what the next one will, once every agent reads it).
 fn job(field: &'static str, json: &str) -> Result<Job, ConvertError> {
-    serde_json::from_str(json).map_err(|e| invalid(field, e.to_string()))
+    meridian_domain::stored::read(json).map_err(|e| invalid(field, e.to_string()))
 }
 
 impl From<&Assignment> for pb::ScheduleAssignment {
@@ -224,9 +226,11 @@ impl pb::OutboxEntry {
         }
     }
 
-    /// The report, if this build can read its shape.
+    /// The report, if this build can read its shape: bare, as agents send it now, or in the
+    /// versioned envelope, as a later agent may.
     pub fn report(&self) -> Result<Report, ConvertError> {
-        serde_json::from_str(&self.report_json).map_err(|e| invalid("report_json", e.to_string()))
+        meridian_domain::stored::read(&self.report_json)
+            .map_err(|e| invalid("report_json", e.to_string()))
     }
 }
 
@@ -286,6 +290,24 @@ mod tests {
         assert_eq!(Assignment::try_from(&wire).unwrap(), assignment);
         let run_now = pb::RunNow::new("r-1", &assignment.job);
         assert_eq!(run_now.job().unwrap(), assignment.job);
+        // The versioned envelope reads too (the plane's next release sends it), and a newer
+        // shape is refused by name.
+        let enveloped = pb::RunNow {
+            job_json: meridian_domain::stored::write(&assignment.job),
+            ..run_now.clone()
+        };
+        assert_eq!(enveloped.job().unwrap(), assignment.job);
+        let newer = pb::RunNow {
+            job_json: r#"{"v":"9","doc":{}}"#.into(),
+            ..run_now
+        };
+        assert!(
+            newer
+                .job()
+                .unwrap_err()
+                .problem
+                .contains("newer version (shape v9)")
+        );
 
         let field = |w: pb::ScheduleAssignment| Assignment::try_from(&w).unwrap_err().field;
         assert_eq!(
