@@ -26,6 +26,8 @@
 //! - [`certs`]: the federation CA and node certificates (rcgen).
 //! - [`policy`]: who may do what — roles, bindings, principals, and the one pure function every
 //!   route, list and replicated write asks.
+//! - [`name`]: the one pattern every entity's name follows (the model and the policy both
+//!   read names; neither owns them).
 //! - [`lease`]: pure partition-lease placement (who fires which slice of a cluster's
 //!   schedules), decided at each agent heartbeat.
 //! - [`cli`]: the `meridian` command line — the dev plane (`DevPlane`; the `meridian` package
@@ -45,6 +47,7 @@ pub mod cli;
 pub mod config;
 pub mod lease;
 pub mod model;
+pub mod name;
 pub mod policy;
 pub mod raft;
 pub mod server;

@@ -23,7 +23,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::name::Name;
+use crate::name::Name;
 
 /// A role. `admin` and `operator` span the federation; the others are held for one tenant.
 #[derive(

@@ -161,11 +161,6 @@ pub struct Session {
     pub source: String,
 }
 
-/// A stored document, or a decode error the way the model's reads report one.
-fn decode<T: serde::de::DeserializeOwned>(doc: String) -> sqlx::Result<T> {
-    super::checks::read_doc(&doc)
-}
-
 /// A user's or a token's document. These two carry the version of their shape among their
 /// own fields (`"v"`), from before every other document got the envelope of
 /// `meridian_domain::stored`, so they are written and read as they are.

@@ -2,8 +2,8 @@
 //! that changes it.
 //!
 //! - This module: the entities (data centers, clusters, environments, tenants, grants,
-//!   workflows, schedules) and [`Command`] wrapped in a versioned [`Proposal`]; [`name`]: the
-//!   pattern every entity's [`Name`] follows (the access policy reads names, not the model).
+//!   workflows, schedules) and [`Command`] wrapped in a versioned [`Proposal`]; an entity's
+//!   [`Name`] is [`crate::name`]'s.
 //! - [`processor`]: applies one proposal to the SQLite state: asks the policy again, then one
 //!   `match` over [`Command`] that only dispatches to the room of the command's family, and
 //!   audits; a refusal changes nothing. It knows nothing about Raft, so recovery and tests
@@ -35,15 +35,14 @@ pub mod history;
 mod infrastructure;
 pub mod job;
 pub mod leasing;
-pub mod name;
 pub mod outcome;
 pub mod processor;
 pub mod query;
 mod tenancy;
 
+pub use crate::name::{Name, NameError};
 pub use crate::policy::{Binding, Role};
 pub use access::{ApiToken, Session, User};
-pub use name::{Name, NameError};
 
 use std::collections::BTreeMap;
 use std::path::Path;
