@@ -14,7 +14,6 @@
 //! registry ([`crate::runs`]); a slot semaphore there bounds how many go at once.
 //! Time comes from an injected [`Clock`]: tests drive firing and leases by moving it.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::buffer::Buffer;
 use crate::config::AgentConfig;
-use crate::firer::Firer;
+use crate::firer::{Firer, FirerParts};
 use crate::keeper::{KeeperParts, LeaseKeeper};
 use crate::lease::{Leases, Partition};
 use crate::link::Link;
@@ -148,7 +147,7 @@ impl Agent {
             reported: reported.clone(),
             shutdown: shutdown.clone(),
         }));
-        let firer = Arc::new(Firer {
+        let firer = Arc::new(Firer::new(FirerParts {
             clock: clock.clone(),
             catch_up_rate: config.catch_up_rate,
             buffer: buffer.clone(),
@@ -158,8 +157,7 @@ impl Agent {
             wake,
             reported,
             shutdown: shutdown.clone(),
-            refill: Mutex::new(HashMap::new()),
-        });
+        }));
         let agent = Self {
             keeper,
             firer,

@@ -51,10 +51,38 @@ pub struct Firer {
     pub reported: Arc<Notify>,
     pub shutdown: Shutdown,
     /// Schedules whose records were taken and not yet topped up.
-    pub refill: Mutex<HashMap<String, Arc<Assignment>>>,
+    refill: Mutex<HashMap<String, Arc<Assignment>>>,
+}
+
+/// What a [`Firer`] is given; the state it keeps is its own.
+pub struct FirerParts {
+    pub clock: Arc<dyn Clock>,
+    pub catch_up_rate: f64,
+    pub buffer: Buffer,
+    pub leases: Arc<Mutex<Leases>>,
+    pub passes: Arc<AtomicU64>,
+    pub registry: Arc<RunRegistry>,
+    pub wake: Arc<Notify>,
+    pub reported: Arc<Notify>,
+    pub shutdown: Shutdown,
 }
 
 impl Firer {
+    pub fn new(p: FirerParts) -> Self {
+        Self {
+            clock: p.clock,
+            catch_up_rate: p.catch_up_rate,
+            buffer: p.buffer,
+            leases: p.leases,
+            passes: p.passes,
+            registry: p.registry,
+            wake: p.wake,
+            reported: p.reported,
+            shutdown: p.shutdown,
+            refill: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn now(&self) -> i64 {
         self.clock.now_ms()
     }

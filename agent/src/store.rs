@@ -43,9 +43,12 @@ pub enum StoreError {
     Storage(#[from] sqlx::Error),
     #[error("the agent's database holds an unreadable {what}: {problem}")]
     Corrupt { what: &'static str, problem: String },
-    /// A write shared a transaction that failed (the message is that failure's).
+    /// A write shared a transaction that failed: that failure, shared by every write in it.
     #[error("the agent's database: a write failed: {0}")]
-    Write(String),
+    Write(#[source] Arc<StoreError>),
+    /// The writing task is gone (the agent is stopping).
+    #[error("the agent's database is closed")]
+    Closed,
 }
 
 impl StoreError {
@@ -161,7 +164,7 @@ pub enum Write {
     Acknowledge(i64),
 }
 
-type Reply = oneshot::Sender<Result<u64, String>>;
+type Reply = oneshot::Sender<Result<u64, Arc<StoreError>>>;
 
 /// The handle to the database's one writing task.
 #[derive(Clone)]
@@ -195,10 +198,10 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send((write, reply))
-            .map_err(|_| StoreError::Write("the database is closed".into()))?;
+            .map_err(|_| StoreError::Closed)?;
         answer
             .await
-            .map_err(|_| StoreError::Write("the database is closed".into()))?
+            .map_err(|_| StoreError::Closed)?
             .map_err(StoreError::Write)
     }
 }
@@ -264,9 +267,9 @@ fn answer(replies: Vec<Reply>, answers: Result<Vec<u64>, StoreError>) {
             }
         }
         Err(e) => {
-            let message = e.to_string();
+            let shared = Arc::new(e);
             for reply in replies {
-                let _ = reply.send(Err(message.clone()));
+                let _ = reply.send(Err(shared.clone()));
             }
         }
     }

@@ -39,14 +39,17 @@ struct Envelope {
 /// document, as written before versions).
 pub fn read<T: DeserializeOwned>(text: &str) -> Result<T, StoredError> {
     let shape = |e: serde_json::Error| StoredError::Shape(e.to_string());
-    if !text.trim_start().starts_with("{\"v\":") {
-        return serde_json::from_str(text).map_err(shape);
+    // An envelope is exactly `v` and `doc`; anything else is a bare document, even one that
+    // carries a `v` of its own (a shape tagged before the envelope).
+    if text.trim_start().starts_with("{\"v\":")
+        && let Ok(envelope) = serde_json::from_str::<Envelope>(text)
+    {
+        return match envelope.v.as_str() {
+            VERSION => serde_json::from_value(envelope.doc).map_err(shape),
+            newer => Err(StoredError::Newer(newer.to_owned())),
+        };
     }
-    let envelope: Envelope = serde_json::from_str(text).map_err(shape)?;
-    match envelope.v.as_str() {
-        VERSION => serde_json::from_value(envelope.doc).map_err(shape),
-        newer => Err(StoredError::Newer(newer.to_owned())),
-    }
+    serde_json::from_str(text).map_err(shape)
 }
 
 #[cfg(test)]
@@ -83,5 +86,24 @@ mod tests {
             read::<Doc>(r#"{"v":"1","doc":{"name":"a","extra":1}}"#),
             Err(StoredError::Shape(e)) if e.contains("extra")
         ));
+    }
+
+    /// A shape that tagged its own version before the envelope (a report, a user, a token:
+    /// `{"v":"1",…}`) is a bare document, not an envelope.
+    #[test]
+    fn a_bare_document_with_a_v_of_its_own_reads_as_itself() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(tag = "v")]
+        enum Tagged {
+            #[serde(rename = "1")]
+            V1 { name: String },
+        }
+        let bare = r#"{"v":"1","name":"a"}"#;
+        assert_eq!(
+            read::<Tagged>(bare).unwrap(),
+            Tagged::V1 { name: "a".into() }
+        );
+        let tagged = Tagged::V1 { name: "b".into() };
+        assert_eq!(read::<Tagged>(&write(&tagged)).unwrap(), tagged);
     }
 }

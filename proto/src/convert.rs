@@ -226,11 +226,10 @@ impl pb::OutboxEntry {
         }
     }
 
-    /// The report, if this build can read its shape: bare, as agents send it now, or in the
-    /// versioned envelope, as a later agent may.
+    /// The report, if this build can read its shape. A report carries its version among its
+    /// own fields (`"v"`, [`Report`]'s tag), so it is read as it is.
     pub fn report(&self) -> Result<Report, ConvertError> {
-        meridian_domain::stored::read(&self.report_json)
-            .map_err(|e| invalid("report_json", e.to_string()))
+        serde_json::from_str(&self.report_json).map_err(|e| invalid("report_json", e.to_string()))
     }
 }
 
@@ -333,6 +332,22 @@ mod tests {
         );
         let entry = pb::OutboxEntry::new(1, "k", "{\"shape\":\"from the future\"}");
         assert_eq!(entry.report().unwrap_err().field, "report_json");
+        // A report as an agent's outbox holds it (its own `v` tag first) reads.
+        let report = Report::V1 {
+            cluster: "bj-1".into(),
+            partition: Some(3),
+            epoch: 7,
+            item: meridian_domain::run::ReportItem::Log(meridian_domain::run::LogChunk {
+                run_id: "r-1".into(),
+                task: "a".into(),
+                attempt: 1,
+                offset: 0,
+                data: "hello\n".into(),
+            }),
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.starts_with(r#"{"v":"1","#), "{json}");
+        assert_eq!(pb::OutboxEntry::new(1, "k", json).report().unwrap(), report);
     }
 
     #[test]
