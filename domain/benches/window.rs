@@ -1,6 +1,6 @@
 //! How fast the calendar generates fire records.
 //!
-//! `cargo bench -p meridian-proto --bench window`. Two figures matter (see BENCHMARKS.md):
+//! `cargo bench -p meridian-domain --bench window`. Two figures matter (see BENCHMARKS.md):
 //! fire times per second for `window(…, 50)` on a few expressions, and the time to regenerate
 //! 50 records for 100,000 schedules, which an agent does after taking over a cluster.
 
