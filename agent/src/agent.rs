@@ -27,8 +27,8 @@ use tokio::task::JoinHandle;
 
 use crate::buffer::Buffer;
 use crate::config::AgentConfig;
-use crate::firer::{Firer, FirerParts};
-use crate::keeper::{KeeperParts, LeaseKeeper};
+use crate::firer::Firer;
+use crate::keeper::LeaseKeeper;
 use crate::lease::{Leases, Partition};
 use crate::link::Link;
 use crate::outbox::Outbox;
@@ -132,7 +132,7 @@ impl Agent {
         ));
         let leases = Arc::new(Mutex::new(Leases::default()));
         let passes = Arc::new(AtomicU64::new(0));
-        let keeper = Arc::new(LeaseKeeper::new(KeeperParts {
+        let keeper = Arc::new(LeaseKeeper {
             hostname: config.hostname.clone(),
             cluster: config.cluster.clone(),
             heartbeat: Duration::from_millis(config.heartbeat_ms),
@@ -146,8 +146,9 @@ impl Agent {
             wake: wake.clone(),
             reported: reported.clone(),
             shutdown: shutdown.clone(),
-        }));
-        let firer = Arc::new(Firer::new(FirerParts {
+            state: Default::default(),
+        });
+        let firer = Arc::new(Firer {
             clock: clock.clone(),
             catch_up_rate: config.catch_up_rate,
             buffer: buffer.clone(),
@@ -157,7 +158,8 @@ impl Agent {
             wake,
             reported,
             shutdown: shutdown.clone(),
-        }));
+            state: Default::default(),
+        });
         let agent = Self {
             keeper,
             firer,

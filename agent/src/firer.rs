@@ -50,39 +50,18 @@ pub struct Firer {
     /// The reporting worker's wake-up.
     pub reported: Arc<Notify>,
     pub shutdown: Shutdown,
+    /// What the firer keeps between passes (its own: `Default` to start).
+    pub state: FirerState,
+}
+
+/// What the firer keeps between passes.
+#[derive(Default)]
+pub struct FirerState {
     /// Schedules whose records were taken and not yet topped up.
     refill: Mutex<HashMap<String, Arc<Assignment>>>,
 }
 
-/// What a [`Firer`] is given; the state it keeps is its own.
-pub struct FirerParts {
-    pub clock: Arc<dyn Clock>,
-    pub catch_up_rate: f64,
-    pub buffer: Buffer,
-    pub leases: Arc<Mutex<Leases>>,
-    pub passes: Arc<AtomicU64>,
-    pub registry: Arc<RunRegistry>,
-    pub wake: Arc<Notify>,
-    pub reported: Arc<Notify>,
-    pub shutdown: Shutdown,
-}
-
 impl Firer {
-    pub fn new(p: FirerParts) -> Self {
-        Self {
-            clock: p.clock,
-            catch_up_rate: p.catch_up_rate,
-            buffer: p.buffer,
-            leases: p.leases,
-            passes: p.passes,
-            registry: p.registry,
-            wake: p.wake,
-            reported: p.reported,
-            shutdown: p.shutdown,
-            refill: Mutex::new(HashMap::new()),
-        }
-    }
-
     fn now(&self) -> i64 {
         self.clock.now_ms()
     }
@@ -160,7 +139,7 @@ impl Firer {
                 // Nothing (more) due: top up what the last passes took (it waits for their
                 // takes to be expanded; firing does not wait for it).
                 let refill: Vec<Arc<Assignment>> =
-                    std::mem::take(&mut *self.refill.lock().expect("refill"))
+                    std::mem::take(&mut *self.state.refill.lock().expect("refill"))
                         .into_values()
                         .collect();
                 if !refill.is_empty() {
@@ -190,7 +169,7 @@ impl Firer {
         };
         let decided = began.elapsed();
         {
-            let mut refill = self.refill.lock().expect("refill");
+            let mut refill = self.state.refill.lock().expect("refill");
             for item in &pass.items {
                 let schedule = item.assignment.schedule.as_str();
                 if !refill.contains_key(schedule) {

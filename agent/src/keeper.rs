@@ -92,6 +92,12 @@ pub struct LeaseKeeper {
     /// The reporting worker's wake-up.
     pub reported: Arc<Notify>,
     pub shutdown: Shutdown,
+    /// What the keeper keeps between heartbeats (its own: `Default` to start).
+    pub state: KeeperState,
+}
+
+/// What the lease keeper keeps between heartbeats.
+pub struct KeeperState {
     /// Partitions the plane asked back, not yet reported released: they wait until every
     /// report about them is committed (see [`LeaseKeeper::ready_releases`]).
     releasing: Mutex<Vec<Releasing>>,
@@ -101,45 +107,17 @@ pub struct LeaseKeeper {
     definitions: AtomicU64,
 }
 
-/// What a [`LeaseKeeper`] is built from.
-pub struct KeeperParts {
-    pub hostname: String,
-    pub cluster: String,
-    pub heartbeat: Duration,
-    pub clock: Arc<dyn Clock>,
-    pub link: Arc<Link>,
-    pub buffer: Buffer,
-    pub outbox: Outbox,
-    pub leases: Arc<Mutex<Leases>>,
-    pub passes: Arc<AtomicU64>,
-    pub registry: Arc<RunRegistry>,
-    pub wake: Arc<Notify>,
-    pub reported: Arc<Notify>,
-    pub shutdown: Shutdown,
-}
-
-impl LeaseKeeper {
-    pub fn new(p: KeeperParts) -> Self {
+impl Default for KeeperState {
+    fn default() -> Self {
         Self {
-            hostname: p.hostname,
-            cluster: p.cluster,
-            heartbeat: p.heartbeat,
-            clock: p.clock,
-            link: p.link,
-            buffer: p.buffer,
-            outbox: p.outbox,
-            leases: p.leases,
-            passes: p.passes,
-            registry: p.registry,
-            wake: p.wake,
-            reported: p.reported,
-            shutdown: p.shutdown,
             releasing: Mutex::new(Vec::new()),
             released: Mutex::new(Vec::new()),
             definitions: AtomicU64::new(u64::MAX),
         }
     }
+}
 
+impl LeaseKeeper {
     fn now(&self) -> i64 {
         self.clock.now_ms()
     }
@@ -176,7 +154,7 @@ impl LeaseKeeper {
         let sent = self.now();
         let held = self.held_leases();
         self.ready_releases().await;
-        let released = self.released.lock().expect("released").clone();
+        let released = self.state.released.lock().expect("released").clone();
         let request = pb::HeartbeatRequest {
             agent: self.hostname.clone(),
             cluster: self.cluster.clone(),
@@ -192,7 +170,8 @@ impl LeaseKeeper {
                 async move { c.heartbeat(r).await }
             })
             .await?;
-        self.released
+        self.state
+            .released
             .lock()
             .expect("released")
             .retain(|r| !released.contains(r));
@@ -219,7 +198,7 @@ impl LeaseKeeper {
             // The plane renews a partition it asked back until told: a second ask for the
             // same lease keeps the first one's progress.
             let passes = self.passes.load(Ordering::SeqCst);
-            let mut releasing = self.releasing.lock().expect("releasing");
+            let mut releasing = self.state.releasing.lock().expect("releasing");
             for lease in &reply.release {
                 if !releasing.iter().any(|r| r.lease == *lease) {
                     releasing.push(Releasing {
@@ -237,8 +216,11 @@ impl LeaseKeeper {
             // A pass now marks where the partitions' last takes are.
             self.wake.notify_one();
         }
-        let definitions_moved =
-            self.definitions.swap(reply.definitions, Ordering::SeqCst) != reply.definitions;
+        let definitions_moved = self
+            .state
+            .definitions
+            .swap(reply.definitions, Ordering::SeqCst)
+            != reply.definitions;
         if !change.is_empty() || definitions_moved || !reply.release.is_empty() {
             self.fetch().await?;
         }
@@ -260,7 +242,7 @@ impl LeaseKeeper {
     /// pass to end after it (no take of the partition can still be in flight), marks the
     /// outbox's last entry, and is reported once the outbox has nothing up to that mark.
     async fn ready_releases(&self) {
-        if self.releasing.lock().expect("releasing").is_empty() {
+        if self.state.releasing.lock().expect("releasing").is_empty() {
             // The usual heartbeat: nothing given back, no outbox to read.
             return;
         }
@@ -283,7 +265,7 @@ impl LeaseKeeper {
             }
         };
         let ready = ready_to_report(
-            &mut self.releasing.lock().expect("releasing"),
+            &mut self.state.releasing.lock().expect("releasing"),
             Written {
                 passes,
                 take,
@@ -292,7 +274,7 @@ impl LeaseKeeper {
                 first,
             },
         );
-        self.released.lock().expect("released").extend(ready);
+        self.state.released.lock().expect("released").extend(ready);
     }
 
     /// Fetches the schedules of every held partition and syncs the buffer with them.

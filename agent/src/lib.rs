@@ -28,9 +28,9 @@
 //! - [`resources`]: the cache (over `meridian_bucket`, the S3 client the plane shares) of the
 //!   objects tasks need (revalidated with HEAD, downloaded only when changed, one flight per
 //!   object, a byte budget that never removes a file in use).
-//! - The workers, each a struct holding the parts it is given (`pub`, from a `…Parts` or
-//!   `new`) and the state it owns (private), with a `run(self: Arc<Self>)` that returns when
-//!   [`shutdown`] says stop:
+//! - The workers, each a struct holding the parts it is given and a `state` it owns (private
+//!   fields, `Default` to start), with a `run(self: Arc<Self>)` that returns when [`shutdown`]
+//!   says stop:
 //!   [`keeper`] keeps leases (heartbeat, giving partitions back once their reports are
 //!   committed, fetching schedules, the plane's run-now and kill commands); [`firer`] fires
 //!   (reads due records, decides a [`pass`], writes its take, applies it; the catch-up rate);
