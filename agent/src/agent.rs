@@ -122,15 +122,16 @@ impl Agent {
             resources: resources.clone(),
             hostname: config.hostname.clone(),
         };
+        let leases = Arc::new(Mutex::new(Leases::default()));
         let registry = Arc::new(RunRegistry::new(
             config.slots as usize,
             buffer.clone(),
             runner,
             clock.clone(),
+            leases.clone(),
             reported.clone(),
             wake.clone(),
         ));
-        let leases = Arc::new(Mutex::new(Leases::default()));
         let passes = Arc::new(AtomicU64::new(0));
         let keeper = Arc::new(LeaseKeeper {
             hostname: config.hostname.clone(),
@@ -276,13 +277,18 @@ impl Agent {
 
     /// The partitions held now (for tests and status).
     pub fn held(&self) -> Vec<(Partition, u64)> {
-        let now = self.clock.now_ms();
+        let now = self.clock.monotonic_ms();
         let leases = self.keeper.leases.lock().expect("leases");
         leases
             .all()
             .filter(|(p, _)| leases.valid(p, now).is_some())
             .map(|(p, h)| (p.clone(), h.epoch))
             .collect()
+    }
+
+    /// Runs given back unstarted so far (their lease lapsed between taking and starting).
+    pub fn returned_runs(&self) -> u64 {
+        self.registry.returned()
     }
 
     /// Report rounds the plane has answered so far.

@@ -396,6 +396,7 @@ mod tests {
             spec: ScheduleSpec::cron(cron),
             overlap: OverlapPolicy::Skip,
             after_ms: 1_800_000_000_000,
+            returned: Vec::new(),
             job: Job {
                 tenant: "ads".into(),
                 workflow: "w".into(),
@@ -568,6 +569,61 @@ mod tests {
         assert_eq!(buffer.count("ads.s").await.unwrap(), 0);
         buffer.refill(vec![due[0].0.clone()]).await.unwrap();
         assert_eq!(buffer.count("ads.s").await.unwrap(), 0);
+    }
+
+    /// Issue #19: records the plane hands back (a holder gave them back unstarted) go into the
+    /// buffer once each while the plane lists them, and again only if this agent gives one
+    /// back itself.
+    #[tokio::test]
+    async fn a_record_handed_back_is_buffered_once_until_given_back_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, _outbox, _pool) = open(&dir.path().join("a.db")).await;
+        let plain = assignment(1, "0/10 * * * * ?");
+        let back = plain.after_ms - 50_000;
+        let handing = Assignment {
+            returned: vec![back],
+            ..plain.clone()
+        };
+        buffer.sync(std::slice::from_ref(&handing)).await.unwrap();
+        let records = buffer.records("ads.s").await.unwrap();
+        assert_eq!(
+            records[0], back,
+            "before the window, to fire under catch-up"
+        );
+        assert_eq!(records.len(), WINDOW + 1);
+        // Taken (and run); the plane has not heard yet and still lists it: not again.
+        let taken = Arc::new(handing.clone());
+        buffer.take(&taken, back, Took::Started, 0).await.unwrap();
+        buffer.sync(std::slice::from_ref(&handing)).await.unwrap();
+        assert_eq!(
+            buffer.records("ads.s").await.unwrap()[0],
+            plain.after_ms + 10_000
+        );
+        // This agent gives it back (its lease lapsed before the run started): handed again,
+        // it is buffered again.
+        let run = TakeItem {
+            assignment: taken,
+            fire_ms: back,
+            epoch: 1,
+            took: Took::Started,
+        }
+        .local_run();
+        let report = crate::take::event(&run, RunState::Returned, 1, "given back");
+        buffer
+            .advance(&run.run_id, RunState::Returned, &report)
+            .await
+            .unwrap();
+        assert!(buffer.runs().await.unwrap().is_empty(), "forgotten");
+        buffer.sync(std::slice::from_ref(&handing)).await.unwrap();
+        assert_eq!(buffer.records("ads.s").await.unwrap()[0], back);
+        // Listed no more: forgotten, so a later hand-back is buffered again too.
+        buffer.sync(std::slice::from_ref(&plain)).await.unwrap();
+        buffer
+            .take(&Arc::new(plain.clone()), back, Took::Started, 0)
+            .await
+            .unwrap();
+        buffer.sync(std::slice::from_ref(&handing)).await.unwrap();
+        assert_eq!(buffer.records("ads.s").await.unwrap()[0], back);
     }
 
     async fn open(path: &std::path::Path) -> (Buffer, crate::outbox::Outbox, SqlitePool) {

@@ -14,7 +14,7 @@ use meridian_domain::run::Assignment;
 use tokio::sync::Notify;
 
 use crate::buffer::{Buffer, DueKey};
-use crate::lease::Leases;
+use crate::lease::{Leases, Moment};
 use crate::pass::{Pass, Then};
 use crate::runs::RunRegistry;
 use crate::shutdown::Shutdown;
@@ -162,7 +162,10 @@ impl Firer {
             Pass::plan(
                 due.records,
                 &leases,
-                now,
+                Moment {
+                    wall_ms: now,
+                    mono_ms: self.clock.monotonic_ms(),
+                },
                 |schedule| self.registry.counts(schedule),
                 || self.registry.try_slot(),
             )

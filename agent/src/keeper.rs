@@ -13,7 +13,7 @@ use meridian_proto::pb;
 use tokio::sync::Notify;
 
 use crate::buffer::Buffer;
-use crate::lease::{Granted, Leases, Partition};
+use crate::lease::{Granted, Leases, Moment, Partition};
 use crate::link::{ExchangeError, Link};
 use crate::outbox::Outbox;
 use crate::runs::RunRegistry;
@@ -151,7 +151,7 @@ impl LeaseKeeper {
     }
 
     async fn heartbeat_once(self: &Arc<Self>) -> Result<(), ExchangeError> {
-        let sent = self.now();
+        let sent = Moment::of(self.clock.as_ref());
         let held = self.held_leases();
         self.ready_releases().await;
         let released = self.state.released.lock().expect("released").clone();
@@ -162,6 +162,7 @@ impl LeaseKeeper {
             free_slots: self.registry.free_slots() as u32,
             releasing: false,
             released: released.clone(),
+            heartbeat_ms: self.heartbeat.as_millis() as u64,
         };
         let reply = self
             .link
@@ -187,7 +188,8 @@ impl LeaseKeeper {
             .collect();
         let change = {
             let mut leases = self.leases.lock().expect("leases");
-            let change = leases.renew(sent, reply.now_ms, &granted);
+            let received = self.clock.monotonic_ms();
+            let change = leases.renew(sent, received, reply.now_ms, &granted);
             // Asked to give partitions back: stop firing them now, say so next heartbeat.
             let give_back: Vec<Partition> = reply
                 .release
@@ -344,6 +346,7 @@ impl LeaseKeeper {
             free_slots: 0,
             releasing: true,
             released: Vec::new(),
+            heartbeat_ms: self.heartbeat.as_millis() as u64,
         };
         if let Err(e) = self
             .link

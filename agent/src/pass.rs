@@ -15,7 +15,7 @@ use meridian_domain::{FireRecord, OverlapPolicy};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::firing::{self, Fate, Overlap};
-use crate::lease::Leases;
+use crate::lease::{Leases, Moment};
 use crate::take::{LocalRun, TakeItem, Took};
 
 /// What the run registry says of a schedule when one of its on-time fires is decided; read
@@ -60,13 +60,14 @@ pub enum Then {
 impl Pass {
     /// Decides every due record: grouped by schedule (one assignment per schedule, keyed by its
     /// address) in the order the schedules first fall due; a record whose partition has no
-    /// valid lease at `now` is left in the buffer (paused: the autonomy horizon passed or the
-    /// partition moved); the rest are missed (skipped or caught up, by the schedule's
-    /// catch-up policy) or on time (by its overlap policy, [`Pass::on_time`]).
+    /// lease at `now` that runs may still start under ([`crate::lease::Held::start_deadline_ms`]) is left in
+    /// the buffer (paused: the autonomy horizon passed or the partition moved); the rest are
+    /// missed (skipped or caught up, by the schedule's catch-up policy) or on time (by its
+    /// overlap policy, [`Pass::on_time`]).
     pub fn plan(
         due: Vec<(Arc<Assignment>, FireRecord)>,
         leases: &Leases,
-        now: i64,
+        now: Moment,
         counts: impl Fn(&str) -> Counts,
         mut slot: impl FnMut() -> Option<OwnedSemaphorePermit>,
     ) -> Self {
@@ -81,7 +82,7 @@ impl Pass {
                 });
             grouped[at].1.push(record);
         }
-        let now_at = DateTime::from_timestamp_millis(now).unwrap_or_default();
+        let now_at = DateTime::from_timestamp_millis(now.wall_ms).unwrap_or_default();
         let mut pass = Pass::default();
         let mut partition: (String, u32) = Default::default();
         for (a, records) in grouped {
@@ -89,7 +90,10 @@ impl Pass {
                 partition.0 = a.cluster.clone();
             }
             partition.1 = a.partition;
-            let Some(held) = leases.valid(&partition, now) else {
+            let Some(held) = leases
+                .valid(&partition, now.mono_ms)
+                .filter(|h| now.mono_ms < h.start_deadline_ms())
+            else {
                 continue;
             };
             for (record, fate) in
@@ -204,6 +208,7 @@ mod tests {
             spec: ScheduleSpec::cron("* * * * * ?"),
             overlap,
             after_ms: 0,
+            returned: Vec::new(),
             job: Job {
                 tenant: "ads".into(),
                 workflow: "etl".into(),
@@ -222,6 +227,7 @@ mod tests {
     fn leases() -> Leases {
         let mut leases = Leases::default();
         leases.renew(
+            at(0),
             0,
             0,
             &[Granted {
@@ -232,6 +238,14 @@ mod tests {
             }],
         );
         leases
+    }
+
+    /// `ms` on both clocks.
+    fn at(ms: i64) -> Moment {
+        Moment {
+            wall_ms: ms,
+            mono_ms: ms,
+        }
     }
 
     fn due(a: &Arc<Assignment>, seconds: &[i64]) -> Vec<(Arc<Assignment>, FireRecord)> {
@@ -270,7 +284,7 @@ mod tests {
         let pass = Pass::plan(
             records,
             &leases(),
-            30_000,
+            at(30_000),
             |_| Counts::default(),
             || slots.clone().try_acquire_owned().ok(),
         );
@@ -296,7 +310,7 @@ mod tests {
         let pass = Pass::plan(
             due(&skip, &[10]),
             &leases(),
-            10_000,
+            at(10_000),
             |_| catching_up,
             || slots.clone().try_acquire_owned().ok(),
         );
@@ -306,11 +320,30 @@ mod tests {
         let pass = Pass::plan(
             due(&all, &[10]),
             &leases(),
-            10_000,
+            at(10_000),
             |_| catching_up,
             || slots.clone().try_acquire_owned().ok(),
         );
         assert_eq!(took(&pass), [Took::Started]);
         assert_eq!(then(&pass), ["launch"]);
+    }
+
+    #[test]
+    fn a_pass_takes_nothing_of_a_partition_whose_lease_is_inside_its_start_margin() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(4));
+        let held = assignment("held", 0, OverlapPolicy::AllowAll);
+        // The hour's lease ends at 3_600_000; its margin is 2 % of it (72 s).
+        let plan = |now: i64| {
+            Pass::plan(
+                due(&held, &[3_000]),
+                &leases(),
+                at(now),
+                |_| Counts::default(),
+                || slots.clone().try_acquire_owned().ok(),
+            )
+        };
+        assert_eq!(took(&plan(3_527_999)), [Took::Started]);
+        assert!(plan(3_528_000).items.is_empty(), "inside the margin");
+        assert!(plan(3_600_000).items.is_empty(), "past the deadline");
     }
 }

@@ -4,6 +4,7 @@
 //! then starts the schedule's next waiting run, and kills runs.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use meridian_domain::Clock;
@@ -12,6 +13,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::buffer::Buffer;
 use crate::firing::{self, Overlap};
+use crate::lease::Leases;
 use crate::pass::Counts;
 use crate::runner::Runner;
 use crate::take::{LocalRun, Took, event};
@@ -125,6 +127,10 @@ pub struct RunRegistry {
     ended: Notify,
     /// The firing loop's wake-up (a run's end may let a waiting fire go).
     wake: Arc<Notify>,
+    /// The leases the lease keeper renews: a scheduled run starts only under its own.
+    leases: Arc<Mutex<Leases>>,
+    /// Runs given back unstarted since the agent started (for status and tests).
+    returned: AtomicU64,
 }
 
 impl RunRegistry {
@@ -133,6 +139,7 @@ impl RunRegistry {
         buffer: Buffer,
         runner: Runner,
         clock: Arc<dyn Clock>,
+        leases: Arc<Mutex<Leases>>,
         reported: Arc<Notify>,
         wake: Arc<Notify>,
     ) -> Self {
@@ -145,7 +152,29 @@ impl RunRegistry {
             reported,
             ended: Notify::new(),
             wake,
+            leases,
+            returned: AtomicU64::new(0),
         }
+    }
+
+    /// Runs given back unstarted so far.
+    pub fn returned(&self) -> u64 {
+        self.returned.load(Ordering::SeqCst)
+    }
+
+    /// Whether `run` may start now: a fire record's run only while its partition's lease,
+    /// under the epoch it was taken with, has not run out ([`Leases::may_start`]); a "run
+    /// now" run (no partition) always.
+    fn may_start(&self, run: &LocalRun) -> bool {
+        let Some(partition) = run.partition else {
+            return true;
+        };
+        let now = self.clock.monotonic_ms();
+        self.leases.lock().expect("leases").may_start(
+            &(run.cluster.clone(), partition),
+            run.epoch,
+            now,
+        )
     }
 
     /// The runs, for a decision made under their lock.
@@ -294,6 +323,13 @@ impl RunRegistry {
                     Err(_) => return,
                 },
             };
+            if !this.may_start(&run) {
+                // The lease lapsed since the record was taken (the agent was paused, cut off
+                // or slow to get a slot): it goes back untouched, for the partition's holder.
+                this.give_back(&run).await;
+                this.finished(&run, schedule.as_ref());
+                return;
+            }
             if run.state != RunState::Started {
                 let report = event(&run, RunState::Started, this.clock.now_ms(), "");
                 if let Err(e) = this
@@ -311,23 +347,51 @@ impl RunRegistry {
                 tracing::error!("recording the end of {}: {e}", run.run_id);
             }
             this.reported.notify_one();
-            let next = {
-                let mut runs = this.lock();
-                runs.end(&run.run_id);
-                this.ended.notify_waiters();
-                schedule
-                    .as_ref()
-                    .and_then(|s| runs.waiting.get_mut(s))
-                    .and_then(VecDeque::pop_front)
-            };
-            if let Some(next) = next {
-                this.launch(next, None);
-            }
-            this.wake.notify_one();
+            this.finished(&run, schedule.as_ref());
         });
         if let Some(going) = self.lock().going.get_mut(&run_id) {
             going.task = Some(task.abort_handle());
         }
+    }
+
+    /// After `run` ended (or was given back): forgets it and starts its schedule's next
+    /// waiting fire.
+    fn finished(self: &Arc<Self>, run: &LocalRun, schedule: Option<&String>) {
+        let next = {
+            let mut runs = self.lock();
+            runs.end(&run.run_id);
+            self.ended.notify_waiters();
+            schedule
+                .and_then(|s| runs.waiting.get_mut(s))
+                .and_then(VecDeque::pop_front)
+        };
+        if let Some(next) = next {
+            self.launch(next, None);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Records `run` given back unstarted: the agent forgets it, and the plane hands its
+    /// record to whoever holds the partition.
+    async fn give_back(&self, run: &LocalRun) {
+        let message = format!(
+            "not started: the lease on partition {} of cluster `{}` (epoch {}) ran out \
+             first; given back to the partition's holder",
+            run.partition.unwrap_or_default(),
+            run.cluster,
+            run.epoch
+        );
+        tracing::info!(run = %run.run_id, "{message}");
+        let report = event(run, RunState::Returned, self.clock.now_ms(), &message);
+        if let Err(e) = self
+            .buffer
+            .advance(&run.run_id, RunState::Returned, &report)
+            .await
+        {
+            tracing::error!("recording {} given back: {e}", run.run_id);
+        }
+        self.returned.fetch_add(1, Ordering::SeqCst);
+        self.reported.notify_one();
     }
 }
 

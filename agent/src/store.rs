@@ -339,6 +339,8 @@ struct Rows<'a> {
     new_runs: Vec<serde_json::Value>,
     run_states: Vec<serde_json::Value>,
     finished_runs: Vec<String>,
+    /// Runs given back: handed to this agent again, they are put into `records` again.
+    returned_runs: Vec<String>,
     /// Entries in the order their writes came.
     entries: Vec<(usize, &'a NewEntry)>,
     refill: BTreeMap<String, Arc<Assignment>>,
@@ -407,7 +409,10 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
                 state,
                 entry,
             } => {
-                if state.is_final() {
+                if state.leaves_the_agent() {
+                    if *state == RunState::Returned {
+                        rows.returned_runs.push(run_id.clone());
+                    }
                     rows.finished_runs.push(run_id.clone());
                 } else {
                     rows.run_states.push(json!([run_id, state.as_str()]));
@@ -438,6 +443,12 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
     }
     for chunk in rows.finished_runs.chunks(ROWS) {
         sqlx::query("DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?))")
+            .bind(json!(chunk).to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    for chunk in rows.returned_runs.chunks(ROWS) {
+        sqlx::query("DELETE FROM handed WHERE run_id IN (SELECT value FROM json_each(?))")
             .bind(json!(chunk).to_string())
             .execute(&mut *tx)
             .await?;
@@ -756,22 +767,68 @@ async fn sync(
         .iter()
         .filter(|a| current.get(a.schedule.as_str()) != Some(&(a.version as i64)))
         .collect();
-    if changed.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = changed.iter().map(|a| a.schedule.as_str()).collect();
-    let at = positions(tx, &ids).await?;
-    for chunk in ids.chunks(ROWS) {
-        sqlx::query("DELETE FROM records WHERE schedule_id IN (SELECT value FROM json_each(?))")
+    if !changed.is_empty() {
+        let ids: Vec<&str> = changed.iter().map(|a| a.schedule.as_str()).collect();
+        let at = positions(tx, &ids).await?;
+        for chunk in ids.chunks(ROWS) {
+            sqlx::query(
+                "DELETE FROM records WHERE schedule_id IN (SELECT value FROM json_each(?))",
+            )
             .bind(json!(chunk).to_string())
             .execute(&mut *tx)
             .await?;
+        }
+        let mut records = Vec::new();
+        for a in changed {
+            let fired = at.get(a.schedule.as_str()).and_then(|p| p.2);
+            let after = fired.map_or(a.after_ms, |f| f.max(a.after_ms));
+            window(a, after, WINDOW, &mut records)?;
+        }
+        insert_records(tx, &records).await?;
     }
-    let mut records = Vec::new();
-    for a in changed {
-        let fired = at.get(a.schedule.as_str()).and_then(|p| p.2);
-        let after = fired.map_or(a.after_ms, |f| f.max(a.after_ms));
-        window(a, after, WINDOW, &mut records)?;
+    hand_back(tx, assignments).await
+}
+
+/// Puts the records the plane hands back (`Assignment::returned`) into `records`, each once
+/// (`handed` remembers it while the plane lists it), and forgets those it no longer lists.
+async fn hand_back(
+    tx: &mut SqliteConnection,
+    assignments: &[Arc<Assignment>],
+) -> Result<(), StoreError> {
+    let listed: Vec<serde_json::Value> = assignments
+        .iter()
+        .flat_map(|a| {
+            a.returned.iter().map(|fire_ms| {
+                let at = DateTime::from_timestamp_millis(*fire_ms).unwrap_or_default();
+                let run_id = meridian_domain::FireId::derive(&a.schedule, at);
+                json!([a.schedule.as_str(), fire_ms, run_id.as_str()])
+            })
+        })
+        .collect();
+    // Listed no more (its taking reached the plane, or the schedule moved away): forgotten.
+    let ids: Vec<&str> = assignments.iter().map(|a| a.schedule.as_str()).collect();
+    sqlx::query(
+        "DELETE FROM handed WHERE schedule_id NOT IN (SELECT value FROM json_each(?1)) \
+         OR (schedule_id, fire_ms) NOT IN (SELECT value->>0, value->>1 FROM json_each(?2))",
+    )
+    .bind(json!(ids).to_string())
+    .bind(serde_json::Value::Array(listed.clone()).to_string())
+    .execute(&mut *tx)
+    .await?;
+    if listed.is_empty() {
+        return Ok(());
     }
-    insert_records(tx, &records).await
+    for chunk in listed.chunks(ROWS) {
+        let new: Vec<(String, i64)> = sqlx::query_as(
+            "INSERT INTO handed (schedule_id, fire_ms, run_id) \
+             SELECT value->>0, value->>1, value->>2 FROM json_each(?) WHERE true \
+             ON CONFLICT DO NOTHING RETURNING schedule_id, fire_ms",
+        )
+        .bind(json!(chunk).to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        let records: Vec<serde_json::Value> = new.iter().map(|(s, f)| json!([s, f])).collect();
+        insert_records(tx, &records).await?;
+    }
+    Ok(())
 }

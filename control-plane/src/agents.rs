@@ -161,6 +161,7 @@ impl AgentLink for AgentService {
                     free_slots: r.free_slots,
                     releasing: r.releasing,
                     released,
+                    heartbeat_ms: r.heartbeat_ms,
                 }),
             )
             .await?;

@@ -30,12 +30,27 @@ pub struct Lease {
     pub expires_ms: i64,
 }
 
-/// An agent the plane currently hears from.
+/// An agent the plane currently hears from (within a lease).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agent {
     pub hostname: String,
     /// Whether it belongs to the cluster itself (else to its backup).
     pub own_cluster: bool,
+    /// Heard within two of its heartbeats ([`fresh`]): only such an agent is granted a
+    /// partition. One cut off with its holder still counts as connected for a lease, but a
+    /// grant it cannot hear would only be fired once the cut heals — late, and twice.
+    pub fresh: bool,
+}
+
+/// Whether an agent last heard at `last_seen_ms`, heartbeating every `heartbeat_ms` (0: not
+/// said, a third of the lease is assumed), is fresh at `now_ms`.
+pub fn fresh(now_ms: i64, last_seen_ms: i64, heartbeat_ms: i64, lease_ms: i64) -> bool {
+    let heartbeat = if heartbeat_ms > 0 {
+        heartbeat_ms
+    } else {
+        lease_ms / 3
+    };
+    now_ms - last_seen_ms <= 2 * heartbeat
 }
 
 /// One change [`plan`] asks for.
@@ -125,20 +140,32 @@ pub fn plan_reserving(
     if eligible.is_empty() {
         return changes;
     }
+    let fresh: Vec<&str> = eligible
+        .iter()
+        .filter(|a| a.fresh)
+        .map(|a| a.hostname.as_str())
+        .collect();
     for lease in free {
         let holder = match &lease.holder {
             // Reserved: back to its holder if it is here, else it waits.
             Some(holder) if reserved => {
-                if !load.contains_key(holder.as_str()) {
+                if !fresh.contains(&holder.as_str()) {
                     continue;
                 }
                 holder.clone()
             }
-            _ => load
-                .iter()
-                .min_by_key(|(host, n)| (**n, *host))
-                .map(|(h, _)| h.to_string())
-                .expect("eligible agents exist"),
+            _ => {
+                let Some(host) = load
+                    .iter()
+                    .filter(|(host, _)| fresh.contains(host))
+                    .min_by_key(|(host, n)| (**n, *host))
+                    .map(|(h, _)| h.to_string())
+                else {
+                    // Nobody eligible heard lately: it waits rather than go unheard.
+                    continue;
+                };
+                host
+            }
         };
         *load.get_mut(holder.as_str()).expect("known agent") += 1;
         changes.push(LeaseChange::Grant {
@@ -148,7 +175,13 @@ pub fn plan_reserving(
             expires_ms,
         });
     }
-    // Balance: nobody keeps more than its fair share while another agent has less.
+    // Balance: nobody keeps more than its fair share while another agent has less — among
+    // the agents heard lately (a partition given back for one that is not would only come
+    // straight back).
+    load.retain(|host, _| fresh.contains(host));
+    if load.is_empty() {
+        return changes;
+    }
     let total: usize = load.values().sum();
     let ceiling = total.div_ceil(load.len());
     let min = load.values().copied().min().unwrap_or(0);
@@ -237,6 +270,7 @@ mod tests {
         Agent {
             hostname: h.into(),
             own_cluster: own,
+            fresh: true,
         }
     }
 
@@ -328,6 +362,35 @@ mod tests {
             leases.iter().any(|l| l.epoch == 2),
             "moved leases get a new epoch"
         );
+    }
+
+    #[test]
+    fn a_partition_goes_only_to_an_agent_heard_within_two_heartbeats() {
+        // a and b share a data center; the cut takes both. a's leases run out first; b is
+        // still "connected" (heard within a lease) but not fresh: it gets nothing, and the
+        // partitions wait (the backup's agents take them once b is not connected either).
+        let mut leases = free(4);
+        step(&mut leases, &[agent("a", true)], 0, 6_000);
+        let cut_off_b = Agent {
+            fresh: false,
+            ..agent("b", true)
+        };
+        let changes = plan(&leases, &[cut_off_b], 6_000, 6_000);
+        assert!(
+            changes
+                .iter()
+                .all(|c| !matches!(c, LeaseChange::Grant { .. })),
+            "{changes:?}"
+        );
+        // Heard again: fresh, it is granted them.
+        let changes = plan(&leases, &[agent("b", true)], 6_500, 6_000);
+        apply(&mut leases, &changes);
+        assert!(leases.iter().all(|l| l.holder.as_deref() == Some("b")));
+        // Fresh: within two heartbeats; an agent that did not say uses a third of the lease.
+        assert!(fresh(10_000, 9_000, 500, 6_000));
+        assert!(!fresh(10_000, 8_999, 500, 6_000));
+        assert!(fresh(10_000, 6_000, 0, 6_000));
+        assert!(!fresh(10_000, 5_999, 0, 6_000));
     }
 
     #[test]

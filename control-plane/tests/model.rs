@@ -875,6 +875,7 @@ fn heartbeat(agent: &str, cluster: &str) -> Heartbeat {
         free_slots: 4,
         releasing: false,
         released: vec![],
+        heartbeat_ms: 0,
     }
 }
 
@@ -2678,4 +2679,234 @@ async fn an_entity_document_of_a_newer_shape_is_refused_by_name() {
         .unwrap();
     let e = query::tenants(&m.pool).await.unwrap_err().to_string();
     assert!(e.contains("newer version (shape v2)"), "{e}");
+}
+
+/// What `agent` of `nj-main` holding `leases` is assigned of `ads/nightly`: its `returned`.
+async fn returned_to(m: &Model, agent: &str, leases: &[HeldLease]) -> Vec<i64> {
+    let claims: Vec<ClaimedLease> = leases
+        .iter()
+        .map(|l| ClaimedLease {
+            cluster: l.cluster.clone(),
+            partition: l.partition,
+            epoch: l.epoch,
+        })
+        .collect();
+    query::assignments(&m.pool, agent, "nj-main", &claims)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.schedule.as_str() == "ads.nightly")
+        .map(|a| a.returned)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_start_outside_the_takers_tenure_is_refused_whatever_was_accepted_before() {
+    let mut m = Model::new().await;
+    let p = m.scheduled().await;
+    m.balanced(T0, "a", "b", "nj-main").await;
+    let lease = m.lease("nj-main", p).await;
+    let holder = lease.holder.clone().unwrap();
+    let other = if holder == "a" { "b" } else { "a" };
+    let epoch = lease.epoch;
+    // The holder takes two records (queued: waiting for a slot, or to catch up).
+    m.report_ok(
+        &holder,
+        "nj-main",
+        vec![
+            event(p, epoch, fire_ms(0), RunState::Queued, T0 + 5),
+            event(p, epoch, fire_ms(1), RunState::Queued, T0 + 5),
+        ],
+    )
+    .await;
+    // It goes silent; at its lease's end the other agent takes the partition.
+    m.beat(T0 + 10, &holder, "nj-main").await;
+    m.beat(T0 + 10, other, "nj-main").await;
+    let ended = T0 + 10 + LEASE_MS;
+    m.beat(ended, other, "nj-main").await;
+    assert_eq!(m.lease("nj-main", p).await.holder.as_deref(), Some(other));
+
+    // A start it made within its lease, reported late (the cut healed): accepted.
+    m.report_ok(
+        &holder,
+        "nj-main",
+        vec![event(
+            p,
+            epoch,
+            fire_ms(0),
+            RunState::Started,
+            ended - 1_000,
+        )],
+    )
+    .await;
+    let run = m.run(&record("ads.nightly", fire_ms(0))).await;
+    assert_eq!((run.state.as_str(), run.starts), ("started", 1));
+    // A start after its lease ran out (it was frozen between taking and starting): refused
+    // although the plane accepted its taking of the record; kept as evidence that it ran
+    // there, and the run ends failed saying why.
+    let second = record("ads.nightly", fire_ms(1));
+    let refused = m
+        .report(
+            &holder,
+            "nj-main",
+            vec![event(
+                p,
+                epoch,
+                fire_ms(1),
+                RunState::Started,
+                ended + 2_000,
+            )],
+        )
+        .await;
+    assert!(refused[0].1.contains("stale lease"), "{refused:?}");
+    assert_eq!(m.fenced_starts().await, [(second.clone(), holder.clone())]);
+    let run = m.run(&second).await;
+    assert_eq!((run.state.as_str(), run.starts), ("failed", 1));
+    assert!(
+        run.message.contains("after its holder's lease ran out"),
+        "{}",
+        run.message
+    );
+    // What it says of the run afterwards does not make it a success.
+    m.report_ok(
+        &holder,
+        "nj-main",
+        vec![event(
+            p,
+            epoch,
+            fire_ms(1),
+            RunState::Succeeded,
+            ended + 3_000,
+        )],
+    )
+    .await;
+    assert_eq!(m.run(&second).await.state, "failed");
+}
+
+#[tokio::test]
+async fn a_record_given_back_unstarted_is_handed_to_whoever_holds_the_partition() {
+    let mut m = Model::new().await;
+    let p = m.scheduled().await;
+    let a = m.beat(T0, "a", "nj-main").await;
+    let epoch = a.leases.iter().find(|l| l.partition == p).unwrap().epoch;
+    let first = record("ads.nightly", fire_ms(0));
+    // Taken with a free slot (reported started at once), then its lease ran out before the
+    // process started: given back.
+    m.report_ok(
+        "a",
+        "nj-main",
+        vec![event(p, epoch, fire_ms(0), RunState::Started, T0 + 1)],
+    )
+    .await;
+    let definitions = m.beat(T0 + 2, "a", "nj-main").await.definitions;
+    let mut back = event(p, epoch, fire_ms(0), RunState::Returned, T0 + 3);
+    let Report::V1 {
+        item: ReportItem::Run(e),
+        ..
+    } = &mut back
+    else {
+        unreachable!()
+    };
+    e.message = "not started: the lease ran out first".into();
+    // Sent twice (a lost acknowledgement): the same.
+    m.report_ok("a", "nj-main", vec![back.clone(), back]).await;
+    let run = m.run(&first).await;
+    assert_eq!(
+        (run.state.as_str(), run.starts, run.started_ms),
+        ("returned", 0, None)
+    );
+    // The holder is told to fetch again, and is handed the record.
+    let a = m.beat(T0 + 4, "a", "nj-main").await;
+    assert!(a.definitions > definitions);
+    assert_eq!(returned_to(&m, "a", &a.leases).await, [fire_ms(0)]);
+    // The cursor did not move past anything it should not: the record is still the last taken.
+    // `a` goes silent; `b` takes the partition over and is handed the record.
+    m.beat(T0 + 5, "b", "nj-main").await;
+    let b = m.beat(T0 + 4 + LEASE_MS, "b", "nj-main").await;
+    let new_epoch = b.leases.iter().find(|l| l.partition == p).unwrap().epoch;
+    assert_eq!(returned_to(&m, "b", &b.leases).await, [fire_ms(0)]);
+    // `a` cannot give back what is no longer its own, nor take it under its old tenure.
+    let refused = m
+        .report(
+            "a",
+            "nj-main",
+            vec![event(p, epoch, fire_ms(0), RunState::Queued, T0 + 6)],
+        )
+        .await;
+    assert!(refused[0].1.contains("stale lease"), "{refused:?}");
+    // `b` takes it (under the catch-up policy): it is `b`'s run, and handed to nobody now.
+    m.report_ok(
+        "b",
+        "nj-main",
+        vec![
+            event(
+                p,
+                new_epoch,
+                fire_ms(0),
+                RunState::Queued,
+                T0 + 5 + LEASE_MS,
+            ),
+            event(
+                p,
+                new_epoch,
+                fire_ms(0),
+                RunState::Started,
+                T0 + 6 + LEASE_MS,
+            ),
+        ],
+    )
+    .await;
+    let run = m.run(&first).await;
+    assert_eq!(
+        (run.state.as_str(), run.agent.as_deref(), run.starts),
+        ("started", Some("b"), 1)
+    );
+    assert!(returned_to(&m, "b", &b.leases).await.is_empty());
+    let refused = m
+        .report(
+            "a",
+            "nj-main",
+            vec![event(p, epoch, fire_ms(0), RunState::Returned, T0 + 7)],
+        )
+        .await;
+    assert!(refused[0].1.contains("nothing to give back"), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_partition_is_granted_only_to_an_agent_heard_within_two_heartbeats() {
+    let mut m = Model::new().await;
+    m.scheduled().await;
+    let every_second = |agent: &str| Heartbeat {
+        heartbeat_ms: 1_000,
+        ..heartbeat(agent, "nj-main")
+    };
+    // a holds everything; b joins, and is not heard again for 2.5 s (two and a half of its
+    // heartbeats): connected, since a lease would still run, but not heard lately enough to be
+    // granted anything. a is not asked to give partitions up for it.
+    assert_eq!(m.heartbeat(T0, every_second("a")).await.leases.len(), 16);
+    assert!(
+        m.heartbeat(T0 + 1, every_second("b"))
+            .await
+            .leases
+            .is_empty()
+    );
+    let a = m.heartbeat(T0 + 2_500, every_second("a")).await;
+    assert_eq!(a.leases.len(), 16);
+    assert!(a.release.is_empty(), "{a:?}");
+    // b is heard again: now a is asked to share.
+    m.heartbeat(T0 + 3_000, every_second("b")).await;
+    let a = m.heartbeat(T0 + 3_500, every_second("a")).await;
+    assert_eq!(a.release.len(), 8, "{a:?}");
+    // An agent that does not say how often it heartbeats is fresh for two thirds of a lease.
+    m.beat(T0 + 4_000, "c", "nj-main").await;
+    let b = m
+        .heartbeat(T0 + 4_000 + LEASE_MS * 2 / 3 + 1, every_second("b"))
+        .await;
+    let granted_to_c = m
+        .leases_of("nj-main")
+        .await
+        .into_iter()
+        .filter(|l| l.holder.as_deref() == Some("c"))
+        .count();
+    assert_eq!(granted_to_c, 0, "{b:?}");
 }

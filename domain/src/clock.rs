@@ -12,6 +12,12 @@ pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> i64 {
         self.now().timestamp_millis()
     }
+
+    /// Milliseconds on a clock that never jumps (setting the wall clock does not move it):
+    /// what deadlines such as a lease's are counted on. Comparable only with itself.
+    fn monotonic_ms(&self) -> i64 {
+        self.now_ms()
+    }
 }
 
 /// The machine's clock.
@@ -21,6 +27,13 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    /// Counted from the first call in this process on the OS's monotonic clock.
+    fn monotonic_ms(&self) -> i64 {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let origin = ORIGIN.get_or_init(std::time::Instant::now);
+        origin.elapsed().as_millis() as i64
     }
 }
 

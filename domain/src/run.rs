@@ -112,6 +112,11 @@ pub struct Assignment {
     /// Generate records strictly after this instant (ms): the last acknowledged fire.
     pub after_ms: i64,
     pub job: Job,
+    /// Fire records at or before `after_ms` the plane hands this holder to fire: a holder
+    /// took them and gave them back unstarted (its lease lapsed first). Fired once each, under
+    /// the catch-up policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub returned: Vec<i64>,
 }
 
 /// A run's state as the plane records it.
@@ -128,10 +133,13 @@ pub enum RunState {
     Killed,
     /// Not run, by policy (catch-up, overlap); the message says which.
     Skipped,
+    /// Taken, then given back unstarted: the holder's lease lapsed before the run could
+    /// start. Not final: the partition's holder fires the record again.
+    Returned,
 }
 
 impl RunState {
-    pub const ALL: [RunState; 7] = [
+    pub const ALL: [RunState; 8] = [
         Self::Requested,
         Self::Queued,
         Self::Started,
@@ -139,6 +147,7 @@ impl RunState {
         Self::Failed,
         Self::Killed,
         Self::Skipped,
+        Self::Returned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -150,6 +159,7 @@ impl RunState {
             Self::Failed => "failed",
             Self::Killed => "killed",
             Self::Skipped => "skipped",
+            Self::Returned => "returned",
         }
     }
 
@@ -168,7 +178,12 @@ impl RunState {
     /// The fire record has been taken care of (started, queued or skipped): the plane's
     /// acknowledged fire time may move past it.
     pub fn takes_the_record(self) -> bool {
-        !matches!(self, Self::Requested)
+        !matches!(self, Self::Requested | Self::Returned)
+    }
+
+    /// The agent is done with the run: it is final, or was given back.
+    pub fn leaves_the_agent(self) -> bool {
+        self.is_final() || self == Self::Returned
     }
 }
 

@@ -175,6 +175,7 @@ impl From<&Assignment> for pb::ScheduleAssignment {
             overlap: overlap_name(a.overlap),
             after_ms: a.after_ms,
             job_json: job_json(&a.job),
+            returned_ms: a.returned.clone(),
         }
     }
 }
@@ -197,6 +198,7 @@ impl TryFrom<&pb::ScheduleAssignment> for Assignment {
             overlap: overlap("overlap", &s.overlap)?,
             after_ms: s.after_ms,
             job: job("job_json", &s.job_json)?,
+            returned: s.returned_ms.clone(),
         })
     }
 }
@@ -272,6 +274,7 @@ mod tests {
             spec: ScheduleSpec::cron("0 2 * * *"),
             overlap: OverlapPolicy::BufferOne,
             after_ms: 1_767_225_600_000,
+            returned: vec![1_767_139_200_000],
             job: Job {
                 tenant: "ads".into(),
                 workflow: "etl".into(),

@@ -126,6 +126,7 @@ impl ApiPlane {
             free_slots,
             releasing: false,
             released: vec![],
+            heartbeat_ms: 0,
         };
         api.propose_as_plane(
             "test-agent",

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use meridian_domain::{OverlapPolicy, ScheduleSpec};
+use meridian_domain::{Clock, OverlapPolicy, ScheduleSpec};
 use meridian_plane::model::query;
 use meridian_tests::federation::{Federation, check, epoch};
 
@@ -460,5 +460,104 @@ async fn a_report_the_plane_cannot_read_stays_in_the_outbox_with_everything_afte
     })
     .await;
     db.close().await;
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_lease_lapses_before_it_starts_is_given_back_and_runs_once_later() {
+    // One slot, held by a run that cannot end until the test lets it. The fires of a second
+    // schedule are taken under the lease (queued for the slot) — then the agent is cut off
+    // past its lease, which is a holder frozen between taking and starting as far as those
+    // runs go. When the slot frees, none may start: each goes back untouched, and runs once
+    // the partition is held again. The runs write their own ledger.
+    let mut f = Federation::start(1, 20).await;
+    f.slots = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let ledger = dir.path().join("ledger");
+    f.schedule(
+        "a-blocker",
+        EVERY_10S,
+        &format!("while [ ! -f {} ]; do sleep 0.05; done", gate.display()),
+        OverlapPolicy::Skip,
+    )
+    .await;
+    f.schedule(
+        "b-waiting",
+        EVERY_10S,
+        &format!("echo \"$MERIDIAN_RUN_ID\" >> {}", ledger.display()),
+        OverlapPolicy::AllowAll,
+    )
+    .await;
+    f.start_agent_behind_link("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(10), Duration::from_secs(2))
+        .await;
+    f.wait_until("the blocker to start and b's 0:10 to queue", || async {
+        let b = f.history("b-waiting").await;
+        b.iter()
+            .any(|r| r.fire_ms == Some(ms(10)) && r.state == "queued")
+            && f.history("a-blocker").await.len() == 1
+    })
+    .await;
+
+    // Cut off for twice the lease: b's 0:20 is taken (queued) before the deadline, nothing
+    // after it.
+    f.cut_link("agent-1.test");
+    f.advance(Duration::from_secs(40), Duration::from_secs(2))
+        .await;
+    let agent = f.agent("agent-1.test");
+    assert!(agent.held().is_empty(), "the lease ran out while cut off");
+    // The slot frees: the queued runs may not start any more.
+    std::fs::write(&gate, "").unwrap();
+    f.wait_until("b's taken runs to be given back", || async {
+        f.agent("agent-1.test").returned_runs() >= 2
+    })
+    .await;
+    assert!(
+        !ledger.exists(),
+        "a run started after its lease ran out: {}",
+        std::fs::read_to_string(&ledger).unwrap_or_default()
+    );
+
+    // Healed: the plane hands the records back, and the agent (holding the partition again)
+    // runs them once each, with everything it missed.
+    let healed = f.clock.now_ms();
+    f.heal_link("agent-1.test");
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(20), Duration::from_secs(2))
+        .await;
+    f.wait_for_history("b-waiting", 7).await;
+    f.wait_until("b's runs to finish", || async {
+        f.history("b-waiting")
+            .await
+            .iter()
+            .filter(|r| r.state == "succeeded")
+            .count()
+            >= 7
+    })
+    .await;
+    let runs = f.history("b-waiting").await;
+    let summary = check("given back", EVERY_10S, epoch(), secs(70), &runs);
+    assert_eq!(
+        (summary.due, summary.lost, summary.duplicated),
+        (7, 0, 0),
+        "{runs:#?}"
+    );
+    for at in [10, 20] {
+        let r = runs.iter().find(|r| r.fire_ms == Some(ms(at))).unwrap();
+        assert_eq!(r.state, "succeeded", "{r:?}");
+        assert!(
+            r.started_ms.unwrap() >= healed,
+            "{r:?} started while cut off"
+        );
+    }
+    // The ledger the runs wrote: every fire once.
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let total = lines.len();
+    lines.sort();
+    lines.dedup();
+    assert_eq!((total, lines.len()), (7, 7), "{text}");
     f.shutdown().await;
 }

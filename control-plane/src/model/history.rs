@@ -119,7 +119,9 @@ async fn apply_entry(
     let run = current_run(tx, item.run_id()).await?;
     match item {
         ReportItem::Run(event) => {
-            let first_from_agent = run.as_ref().is_none_or(|r| r.agent.is_none());
+            // A record given back is anyone's to take again (under the partition's tenure).
+            let given_back = run.as_ref().is_some_and(|r| r.state == RunState::Returned);
+            let first_from_agent = given_back || run.as_ref().is_none_or(|r| r.agent.is_none());
             if let Some(schedule) = &event.schedule {
                 let Some(fire_ms) = event.fire_ms else {
                     return Ok(Err(format!("run `{}`: fire_ms is missing", event.run_id)));
@@ -149,10 +151,21 @@ async fn apply_entry(
                 let Some(partition) = partition else {
                     return Ok(Err(format!("run `{}`: partition is missing", event.run_id)));
                 };
-                let mine = run
-                    .as_ref()
-                    .is_some_and(|r| r.agent.as_deref() == Some(agent));
-                if !mine {
+                let mine = !given_back
+                    && run
+                        .as_ref()
+                        .is_some_and(|r| r.agent.as_deref() == Some(agent));
+                if event.state == RunState::Returned {
+                    return give_back(tx, context, agent, run.as_ref(), event).await;
+                }
+                // A run's first event, and its start, must come under the agent's current
+                // tenure of the partition, whatever was accepted for the run before. (A start
+                // already recorded, sent again, changes nothing and is not checked again.)
+                let starting = event.state == RunState::Started
+                    && run
+                        .as_ref()
+                        .is_none_or(|r| rank(r.state) < rank(RunState::Started));
+                if !mine || starting {
                     let tenure: Option<(Option<String>, i64)> = sqlx::query_as(
                         "SELECT tenure_holder, tenure_epoch FROM leases \
                          WHERE cluster = ? AND partition = ?",
@@ -165,16 +178,34 @@ async fn apply_entry(
                         Some((Some(holder), since)) => holder != agent || (*epoch as i64) < *since,
                         _ => true,
                     };
-                    if fenced {
-                        if event.state == RunState::Started {
-                            // Refused, but it ran: keep the evidence for the history.
-                            keep_start(tx, context, agent, *epoch, &event.run_id).await?;
-                        }
-                        return Ok(Err(format!(
+                    // Except a start of a run it took, stamped before its tenure's lease ran
+                    // out: a start within the lease whose report came late.
+                    let late = fenced
+                        && mine
+                        && starting
+                        && started_within_ended_tenure(
+                            tx,
+                            cluster,
+                            *partition,
+                            agent,
+                            *epoch,
+                            event.at_ms,
+                        )
+                        .await?;
+                    if fenced && !late {
+                        let why = format!(
                             "run `{}`: stale lease: partition {partition} of cluster \
                              `{cluster}` is no longer held by `{agent}` under epoch {epoch}",
                             event.run_id
-                        )));
+                        );
+                        if event.state == RunState::Started {
+                            // Refused, but it ran: keep the evidence for the history.
+                            keep_start(tx, context, agent, *epoch, &event.run_id).await?;
+                            if mine {
+                                started_outside_lease(tx, context, &event.run_id, &why).await?;
+                            }
+                        }
+                        return Ok(Err(why));
                     }
                 }
             } else if run.is_none() {
@@ -344,10 +375,104 @@ async fn advance_run(
     Ok(())
 }
 
+/// Whether `agent` held `partition` of `cluster` under `epoch` in a tenure that has ended,
+/// and `at_ms` is before that tenure's lease ran out.
+async fn started_within_ended_tenure(
+    tx: &mut SqliteConnection,
+    cluster: &str,
+    partition: u32,
+    agent: &str,
+    epoch: u64,
+    at_ms: i64,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tenures WHERE cluster = ?1 AND partition = ?2 \
+         AND holder = ?3 AND first_epoch <= ?4 AND last_epoch >= ?4 AND ended_ms > ?5)",
+    )
+    .bind(cluster)
+    .bind(i64::from(partition))
+    .bind(agent)
+    .bind(epoch as i64)
+    .bind(at_ms)
+    .fetch_one(&mut *tx)
+    .await
+}
+
+/// The agent that took a run started it outside its lease: the start is refused (and kept
+/// with the fenced-off starts), the run ends failed, saying so. It ran there all the same;
+/// nobody else is handed the record.
+async fn started_outside_lease(
+    tx: &mut SqliteConnection,
+    context: Context,
+    run_id: &str,
+    why: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE runs SET state = 'failed', finished_ms = ?, updated_ms = ?, message = ? \
+         WHERE run_id = ? AND state IN ('queued', 'started')",
+    )
+    .bind(context.at_ms)
+    .bind(context.at_ms)
+    .bind(format!(
+        "{why}: it started after its holder's lease ran out, and is not recorded as run here"
+    ))
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A record given back unstarted by the agent that took it: the run is `returned` (its start,
+/// if the take reported one, undone) and the partition's holder is handed the record to fire
+/// (`Assignment::returned`; the `definitions` counter moves so it fetches again).
+async fn give_back(
+    tx: &mut SqliteConnection,
+    context: Context,
+    agent: &str,
+    run: Option<&CurrentRun>,
+    e: &RunEvent,
+) -> Result<Result<(), String>, ApplyError> {
+    let Some(run) = run.filter(|r| r.agent.as_deref() == Some(agent)) else {
+        return Ok(Err(format!(
+            "run `{}` is not taken by agent `{agent}`: it has nothing to give back",
+            e.run_id
+        )));
+    };
+    match run.state {
+        // The same report again.
+        RunState::Returned => return Ok(Ok(())),
+        RunState::Queued | RunState::Started => {}
+        state => {
+            return Ok(Err(format!(
+                "run `{}` is {state}: it cannot be given back",
+                e.run_id
+            )));
+        }
+    }
+    sqlx::query(
+        "UPDATE runs SET state = 'returned', started_ms = NULL, message = ?, updated_ms = ?, \
+         starts = CASE WHEN state = 'started' AND starts > 0 THEN starts - 1 ELSE starts END \
+         WHERE run_id = ?",
+    )
+    .bind(&e.message)
+    .bind(context.at_ms)
+    .bind(&e.run_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO counters (name, value) VALUES ('definitions', ?) \
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )
+    .bind(context.index as i64)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Ok(()))
+}
+
 /// The order of states; a report can only move a run forward.
 fn rank(state: RunState) -> u8 {
     match state {
-        RunState::Requested => 0,
+        RunState::Requested | RunState::Returned => 0,
         RunState::Queued => 1,
         RunState::Started => 2,
         RunState::Succeeded | RunState::Failed | RunState::Killed | RunState::Skipped => 3,

@@ -74,23 +74,28 @@ pub async fn heartbeat(
     }
     let now = context.at_ms;
     sqlx::query(
-        "INSERT INTO agents (hostname, cluster, last_seen_ms, free_slots, gone) \
-         VALUES (?, ?, ?, ?, ?) ON CONFLICT (hostname) DO UPDATE SET cluster = excluded.cluster, \
-         last_seen_ms = excluded.last_seen_ms, free_slots = excluded.free_slots, \
-         gone = excluded.gone",
+        "INSERT INTO agents (hostname, cluster, last_seen_ms, free_slots, gone, heartbeat_ms) \
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (hostname) DO UPDATE SET \
+         cluster = excluded.cluster, last_seen_ms = excluded.last_seen_ms, \
+         free_slots = excluded.free_slots, gone = excluded.gone, \
+         heartbeat_ms = excluded.heartbeat_ms",
     )
     .bind(&hb.agent)
     .bind(hb.cluster.as_str())
     .bind(now)
     .bind(i64::from(hb.free_slots))
     .bind(hb.releasing)
+    .bind(hb.heartbeat_ms as i64)
     .execute(&mut *tx)
     .await?;
+    // Given back: free from now (the agent stopped firing it before it said so). The time is
+    // kept as the lease's end, for the tenure it ends.
     for released in &hb.released {
         sqlx::query(
-            "UPDATE leases SET holder = NULL, expires_ms = 0 \
+            "UPDATE leases SET holder = NULL, expires_ms = MIN(expires_ms, ?) \
              WHERE cluster = ? AND partition = ? AND holder = ?",
         )
+        .bind(now)
         .bind(released.cluster.as_str())
         .bind(i64::from(released.partition))
         .bind(&hb.agent)
@@ -98,10 +103,13 @@ pub async fn heartbeat(
         .await?;
     }
     if hb.releasing {
-        sqlx::query("UPDATE leases SET holder = NULL, expires_ms = 0 WHERE holder = ?")
-            .bind(&hb.agent)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE leases SET holder = NULL, expires_ms = MIN(expires_ms, ?) WHERE holder = ?",
+        )
+        .bind(now)
+        .bind(&hb.agent)
+        .execute(&mut *tx)
+        .await?;
     }
 
     // The agent's own cluster, and every cluster it stands by for.
@@ -179,8 +187,8 @@ async fn plan_cluster(
     let lease_ms = i64::from(cluster.lease_seconds) * 1000;
     let backup = cluster.backup.as_ref().map(|b| b.as_str()).unwrap_or("");
     let agents: Vec<lease::Agent> = sqlx::query(
-        "SELECT hostname, cluster FROM agents WHERE (cluster = ? OR cluster = ?) AND gone = 0 \
-         AND last_seen_ms > ? ORDER BY hostname",
+        "SELECT hostname, cluster, last_seen_ms, heartbeat_ms FROM agents \
+         WHERE (cluster = ? OR cluster = ?) AND gone = 0 AND last_seen_ms > ? ORDER BY hostname",
     )
     .bind(cluster.name.as_str())
     .bind(backup)
@@ -191,6 +199,12 @@ async fn plan_cluster(
     .map(|row| lease::Agent {
         hostname: row.get("hostname"),
         own_cluster: row.get::<String, _>("cluster") == cluster.name.as_str(),
+        fresh: lease::fresh(
+            now,
+            row.get("last_seen_ms"),
+            row.get("heartbeat_ms"),
+            lease_ms,
+        ),
     })
     .collect();
     // Seeded from a snapshot less than a lease ago: a lease granted in the timeline the restore
@@ -249,6 +263,9 @@ async fn plan_cluster(
                 epoch,
                 expires_ms,
             } => {
+                // A tenure ends when another agent gets the partition: kept, so a start the
+                // old holder made within its lease and reports late is still recognised.
+                end_tenure(tx, cluster.name.as_str(), partition, &holder).await?;
                 // The tenure continues when the same agent gets the partition back with nobody
                 // in between (a lapse while it was cut off): its reports from before stay valid.
                 sqlx::query(
@@ -280,6 +297,43 @@ async fn plan_cluster(
         }
     }
     Ok(release)
+}
+
+/// How many ended tenures of a partition are kept.
+const TENURES_KEPT: i64 = 8;
+
+/// Before `partition` goes to `holder`: if another agent's tenure is ending, keeps it (who,
+/// which epochs, when its lease ran out) and drops the oldest beyond [`TENURES_KEPT`].
+async fn end_tenure(
+    tx: &mut SqliteConnection,
+    cluster: &str,
+    partition: u32,
+    holder: &str,
+) -> sqlx::Result<()> {
+    let ended = sqlx::query(
+        "INSERT INTO tenures (cluster, partition, holder, first_epoch, last_epoch, ended_ms) \
+         SELECT cluster, partition, tenure_holder, tenure_epoch, epoch, expires_ms FROM leases \
+         WHERE cluster = ?1 AND partition = ?2 AND tenure_holder IS NOT NULL \
+         AND tenure_holder != ?3 ON CONFLICT DO NOTHING",
+    )
+    .bind(cluster)
+    .bind(i64::from(partition))
+    .bind(holder)
+    .execute(&mut *tx)
+    .await?;
+    if ended.rows_affected() > 0 {
+        sqlx::query(
+            "DELETE FROM tenures WHERE cluster = ?1 AND partition = ?2 AND first_epoch NOT IN \
+             (SELECT first_epoch FROM tenures WHERE cluster = ?1 AND partition = ?2 \
+              ORDER BY first_epoch DESC LIMIT ?3)",
+        )
+        .bind(cluster)
+        .bind(i64::from(partition))
+        .bind(TENURES_KEPT)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn held_by(tx: &mut SqliteConnection, agent: &str, now: i64) -> sqlx::Result<Vec<HeldLease>> {

@@ -275,6 +275,14 @@ pub struct Heartbeat {
     /// Partitions the agent stopped firing and gives back.
     #[serde(default)]
     pub released: Vec<PartitionRef>,
+    /// How often the agent heartbeats (ms; 0: not said). Partitions are granted only to an
+    /// agent heard within two of these.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub heartbeat_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A partition of a cluster.

@@ -516,6 +516,14 @@ pub async fn assignments(
             };
             let cursor: Option<i64> = row.get("fire_ms");
             let created_ms: i64 = row.get("created_ms");
+            // Records a holder gave back unstarted: fired by whoever holds the partition now.
+            let returned: Vec<i64> = sqlx::query_scalar(
+                "SELECT fire_ms FROM runs WHERE state = 'returned' AND schedule = ? \
+                 AND fire_ms IS NOT NULL ORDER BY fire_ms",
+            )
+            .bind(id.as_str())
+            .fetch_all(&mut *conn)
+            .await?;
             out.push(meridian_domain::run::Assignment {
                 schedule: id,
                 cluster: claim.cluster.clone(),
@@ -530,6 +538,7 @@ pub async fn assignments(
                 // name must not move one created again back into the old one's past.
                 after_ms: cursor.map_or(created_ms, |c| c.max(created_ms)),
                 job,
+                returned,
             });
         }
     }
