@@ -174,6 +174,11 @@ impl Agent {
             workers: Vec::new(),
         };
         agent.recover().await?;
+        // What it held before a restart is lost to it until granted again: once every report
+        // about it is committed the plane is told, to settle what it holds in doubt there.
+        for (partition, epoch) in agent.buffer.assigned_partitions() {
+            agent.keeper.relinquish(&partition, epoch);
+        }
         let mut workers = vec![
             tokio::spawn(agent.keeper.clone().run()),
             tokio::spawn(agent.firer.clone().run()),

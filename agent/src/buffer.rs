@@ -153,6 +153,22 @@ impl Buffer {
         Ok(Synced { unreadable })
     }
 
+    /// The partitions the assignments are of, with the epoch each was assigned under (after
+    /// a restart: what the agent held before).
+    pub fn assigned_partitions(&self) -> Vec<((String, u32), u64)> {
+        let mut out: Vec<((String, u32), u64)> = self
+            .assignments
+            .read()
+            .expect("assignments")
+            .values()
+            .map(|a| ((a.cluster.clone(), a.partition), a.epoch))
+            .collect();
+        // The newest epoch of each partition.
+        out.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        out.dedup_by(|later, kept| later.0 == kept.0);
+        out
+    }
+
     /// The assignment of `schedule` as last synced, if it is still assigned.
     pub fn assigned(&self, schedule: &str) -> Option<Arc<Assignment>> {
         self.assignments

@@ -103,6 +103,12 @@ pub struct KeeperState {
     releasing: Mutex<Vec<Releasing>>,
     /// Released partitions to report in the next heartbeat.
     released: Mutex<Vec<pb::Lease>>,
+    /// Partitions lost (the lease ran out and was not renewed, or held before a restart), not
+    /// yet reported relinquished: they wait, as releases do, until every report about them
+    /// is committed; then the plane settles what it holds in doubt of them.
+    relinquishing: Mutex<Vec<Releasing>>,
+    /// Relinquished partitions to report in the next heartbeat.
+    relinquished: Mutex<Vec<pb::Lease>>,
     /// The plane's definitions counter last seen (a move means fetch again).
     definitions: AtomicU64,
 }
@@ -112,6 +118,8 @@ impl Default for KeeperState {
         Self {
             releasing: Mutex::new(Vec::new()),
             released: Mutex::new(Vec::new()),
+            relinquishing: Mutex::new(Vec::new()),
+            relinquished: Mutex::new(Vec::new()),
             definitions: AtomicU64::new(u64::MAX),
         }
     }
@@ -155,6 +163,7 @@ impl LeaseKeeper {
         let held = self.held_leases();
         self.ready_releases().await;
         let released = self.state.released.lock().expect("released").clone();
+        let relinquished = self.state.relinquished.lock().expect("relinquished").clone();
         let request = pb::HeartbeatRequest {
             agent: self.hostname.clone(),
             cluster: self.cluster.clone(),
@@ -163,6 +172,7 @@ impl LeaseKeeper {
             releasing: false,
             released: released.clone(),
             heartbeat_ms: self.heartbeat.as_millis() as u64,
+            relinquished: relinquished.clone(),
         };
         let reply = self
             .link
@@ -176,6 +186,11 @@ impl LeaseKeeper {
             .lock()
             .expect("released")
             .retain(|r| !released.contains(r));
+        self.state
+            .relinquished
+            .lock()
+            .expect("relinquished")
+            .retain(|r| !relinquished.contains(r));
         let granted: Vec<Granted> = reply
             .leases
             .iter()
@@ -188,8 +203,20 @@ impl LeaseKeeper {
             .collect();
         let change = {
             let mut leases = self.leases.lock().expect("leases");
+            let epochs: Vec<(Partition, u64)> =
+                leases.all().map(|(p, h)| (p.clone(), h.epoch)).collect();
             let received = self.clock.monotonic_ms();
             let change = leases.renew(sent, received, reply.now_ms, &granted);
+            // Lost: nothing of them starts any more (the runs queued here go back at once),
+            // and once every report about them is committed the plane is told, to settle
+            // what it holds in doubt.
+            for lost in &change.lost {
+                let epoch = epochs
+                    .iter()
+                    .find(|(p, _)| p == lost)
+                    .map_or(0, |(_, e)| *e);
+                self.relinquish(lost, epoch);
+            }
             // Asked to give partitions back: stop firing them now, say so next heartbeat.
             let give_back: Vec<Partition> = reply
                 .release
@@ -244,7 +271,14 @@ impl LeaseKeeper {
     /// pass to end after it (no take of the partition can still be in flight), marks the
     /// outbox's last entry, and is reported once the outbox has nothing up to that mark.
     async fn ready_releases(&self) {
-        if self.state.releasing.lock().expect("releasing").is_empty() {
+        if self.state.releasing.lock().expect("releasing").is_empty()
+            && self
+                .state
+                .relinquishing
+                .lock()
+                .expect("relinquishing")
+                .is_empty()
+        {
             // The usual heartbeat: nothing given back, no outbox to read.
             return;
         }
@@ -266,17 +300,49 @@ impl LeaseKeeper {
                 return;
             }
         };
+        let written = Written {
+            passes,
+            take,
+            expanded,
+            last,
+            first,
+        };
         let ready = ready_to_report(
             &mut self.state.releasing.lock().expect("releasing"),
-            Written {
-                passes,
-                take,
-                expanded,
-                last,
-                first,
-            },
+            written,
         );
         self.state.released.lock().expect("released").extend(ready);
+        let ready = ready_to_report(
+            &mut self.state.relinquishing.lock().expect("relinquishing"),
+            written,
+        );
+        self.state
+            .relinquished
+            .lock()
+            .expect("relinquished")
+            .extend(ready);
+    }
+
+    /// `partition`, held under `epoch` until now, is lost: its runs queued here are given
+    /// back, and it is reported relinquished once every report about it is committed.
+    pub fn relinquish(&self, partition: &Partition, epoch: u64) {
+        self.registry.give_back_partition(partition);
+        let lease = pb::Lease {
+            cluster: partition.0.clone(),
+            partition: partition.1,
+            epoch,
+            expires_at_ms: 0,
+        };
+        let passes = self.passes.load(Ordering::SeqCst);
+        let mut relinquishing = self.state.relinquishing.lock().expect("relinquishing");
+        if !relinquishing.iter().any(|r| r.lease == lease) {
+            relinquishing.push(Releasing {
+                lease,
+                passes,
+                takes: None,
+                mark: None,
+            });
+        }
     }
 
     /// Fetches the schedules of every held partition and syncs the buffer with them.
@@ -347,6 +413,7 @@ impl LeaseKeeper {
             releasing: true,
             released: Vec::new(),
             heartbeat_ms: self.heartbeat.as_millis() as u64,
+            relinquished: Vec::new(),
         };
         if let Err(e) = self
             .link

@@ -77,6 +77,37 @@ impl Runs {
         Some(run)
     }
 
+    /// Takes out every queued run (to catch up, or waiting for its schedule's run) of
+    /// `partition`.
+    pub fn take_partition(&mut self, partition: &(String, u32)) -> Vec<LocalRun> {
+        let of = |r: &LocalRun| r.cluster == partition.0 && r.partition == Some(partition.1);
+        let mut out = Vec::new();
+        let mut kept = VecDeque::new();
+        for run in std::mem::take(&mut self.catch_up) {
+            if of(&run) {
+                if let Some(s) = &run.schedule
+                    && let Some(n) = self.catching_up.get_mut(s.as_str())
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.catching_up.remove(s.as_str());
+                    }
+                }
+                out.push(run);
+            } else {
+                kept.push_back(run);
+            }
+        }
+        self.catch_up = kept;
+        for waiting in self.waiting.values_mut() {
+            let (gone, kept): (VecDeque<LocalRun>, VecDeque<LocalRun>) =
+                std::mem::take(waiting).into_iter().partition(|r| of(r));
+            *waiting = kept;
+            out.extend(gone);
+        }
+        out
+    }
+
     /// Asks every run of `schedule` going to stop (overlap `cancel_older`).
     pub fn cancel_going(&self, schedule: &str) {
         for going in self.going.values() {
@@ -369,6 +400,22 @@ impl RunRegistry {
             self.launch(next, None);
         }
         self.wake.notify_one();
+    }
+
+    /// Gives back at once every run of `partition` queued here (its lease is lost: none of
+    /// them may start). Runs waiting for a slot are given back when they get one.
+    pub fn give_back_partition(self: &Arc<Self>, partition: &(String, u32)) {
+        let runs = self.lock().take_partition(partition);
+        if runs.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            for run in runs {
+                this.give_back(&run).await;
+            }
+            this.wake.notify_one();
+        });
     }
 
     /// Records `run` given back unstarted: the agent forgets it, and the plane hands its

@@ -805,16 +805,28 @@ async fn hand_back(
             })
         })
         .collect();
-    // Listed no more (its taking reached the plane, or the schedule moved away): forgotten.
+    // Listed no more (its taking reached the plane, it was killed, or the schedule moved
+    // away): forgotten, and no longer fired if it is still waiting here.
     let ids: Vec<&str> = assignments.iter().map(|a| a.schedule.as_str()).collect();
-    sqlx::query(
+    let gone: Vec<(String, i64)> = sqlx::query_as(
         "DELETE FROM handed WHERE schedule_id NOT IN (SELECT value FROM json_each(?1)) \
-         OR (schedule_id, fire_ms) NOT IN (SELECT value->>0, value->>1 FROM json_each(?2))",
+         OR (schedule_id, fire_ms) NOT IN (SELECT value->>0, value->>1 FROM json_each(?2)) \
+         RETURNING schedule_id, fire_ms",
     )
     .bind(json!(ids).to_string())
     .bind(serde_json::Value::Array(listed.clone()).to_string())
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
+    if !gone.is_empty() {
+        let gone: Vec<serde_json::Value> = gone.iter().map(|(s, f)| json!([s, f])).collect();
+        sqlx::query(
+            "DELETE FROM records WHERE (schedule_id, fire_ms) IN \
+             (SELECT value->>0, value->>1 FROM json_each(?))",
+        )
+        .bind(serde_json::Value::Array(gone).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
     if listed.is_empty() {
         return Ok(());
     }

@@ -19,7 +19,7 @@ use crate::model::history::ReportOutcome;
 use crate::model::leasing::{AgentOrder, HeartbeatOutcome, HeldLease};
 use crate::model::query::{self, ClaimedLease};
 use crate::model::{
-    AgentReport, Author, Command, Heartbeat, Name, PartitionRef, Proposal, ReportEntry,
+    AgentReport, Author, Command, Heartbeat, Name, PartitionRef, Proposal, Relinquished, ReportEntry,
 };
 use crate::raft::Outcome;
 use crate::raft::network::MAX_MESSAGE_BYTES;
@@ -151,6 +151,16 @@ impl AgentLink for AgentService {
                 partition: l.partition,
             });
         }
+        let mut relinquished = Vec::new();
+        for l in &r.relinquished {
+            let cluster = Name::new(l.cluster.clone())
+                .map_err(|e| Status::invalid_argument(format!("relinquished.cluster: {e}")))?;
+            relinquished.push(Relinquished {
+                cluster,
+                partition: l.partition,
+                epoch: l.epoch,
+            });
+        }
         let applied = self
             .write(
                 &agent,
@@ -162,6 +172,7 @@ impl AgentLink for AgentService {
                     releasing: r.releasing,
                     released,
                     heartbeat_ms: r.heartbeat_ms,
+                    relinquished,
                 }),
             )
             .await?;

@@ -225,6 +225,7 @@ fn schedule(tenant: &str, name: &str, workflow: &str, env: &str, cron: &str) -> 
         environment: n(env),
         spec: ScheduleSpec::cron(cron),
         overlap: Default::default(),
+        takeover: Default::default(),
     }
 }
 
@@ -876,6 +877,7 @@ fn heartbeat(agent: &str, cluster: &str) -> Heartbeat {
         releasing: false,
         released: vec![],
         heartbeat_ms: 0,
+        relinquished: vec![],
     }
 }
 

@@ -150,7 +150,7 @@ impl RunState {
         Self::Returned,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Requested => "requested",
             Self::Queued => "queued",

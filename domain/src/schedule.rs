@@ -153,6 +153,32 @@ pub enum OverlapPolicy {
     AllowAll,
 }
 
+/// What the agent taking a partition over does with the records its previous holder may have
+/// fired: those due before that holder's lease ran out whose report the plane has not had.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TakeoverPolicy {
+    /// Exactly once (the default): the records are *in doubt* and nobody runs them until the
+    /// previous holder's reports settle each (ran, or never ran and then the new holder runs
+    /// it under the catch-up policy), or an operator resolves them ("run" or "mark done").
+    #[default]
+    Wait,
+    /// At least once: the new holder runs them from the last acknowledged fire (a record the
+    /// old holder did fire runs twice, counted in `starts`).
+    Rerun,
+}
+
+impl TakeoverPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wait => "wait",
+            Self::Rerun => "rerun",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -97,6 +97,7 @@ async fn schedules(f: &Federation, n: u64, kind: TaskKind, cron: &str) {
                         environment: name("prod"),
                         spec: ScheduleSpec::cron(cron),
                         overlap: OverlapPolicy::AllowAll,
+                        takeover: Default::default(),
                     })
                 })
                 .collect(),

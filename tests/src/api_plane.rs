@@ -127,6 +127,7 @@ impl ApiPlane {
             releasing: false,
             released: vec![],
             heartbeat_ms: 0,
+            relinquished: vec![],
         };
         api.propose_as_plane(
             "test-agent",

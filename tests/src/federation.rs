@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use meridian_agent::agent::Agent;
 use meridian_agent::config::AgentConfig;
 use meridian_domain::workflow::WorkflowDefinition;
-use meridian_domain::{Clock, ManualClock, OverlapPolicy, ScheduleSpec, SystemClock};
+use meridian_domain::{Clock, ManualClock, OverlapPolicy, ScheduleSpec, SystemClock, TakeoverPolicy};
 use meridian_plane::certs;
 use meridian_plane::model::query::{self, RunFilter, RunRecord};
 use meridian_plane::model::{
@@ -33,6 +33,8 @@ pub struct Federation {
     /// Agent settings tests and benchmarks may change before starting agents.
     pub slots: u32,
     pub catch_up_rate: f64,
+    /// The takeover policy the schedules tests create get.
+    pub takeover: TakeoverPolicy,
     /// The bucket agents take resources from, and their cache settings.
     pub bucket: Option<meridian_bucket::BucketConfig>,
     pub resources: meridian_agent::resources::CacheConfig,
@@ -85,6 +87,7 @@ impl Federation {
             clock,
             time,
             slots: 64,
+            takeover: TakeoverPolicy::default(),
             bucket: None,
             resources: Default::default(),
             catch_up_rate: 20.0,
@@ -229,6 +232,7 @@ impl Federation {
             environment: name("prod"),
             spec,
             overlap,
+            takeover: self.takeover,
         }))
         .await;
     }

@@ -138,13 +138,17 @@ async fn a_cut_off_agent_fires_up_to_its_lease_horizon_then_pauses_and_catches_u
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_takeover_while_the_holder_is_cut_off_runs_nothing_twice_outside_its_lease() {
-    // The one window where a record can run twice: the old holder, cut off, fires what falls
-    // due before its lease runs out; the plane cannot tell it from a dead agent, so the agent
-    // taking over runs those records too. The history must show them as run twice, and
-    // nothing outside that window may be.
+async fn a_takeover_while_the_holder_is_cut_off_waits_for_what_it_may_have_fired() {
+    // The plane cannot tell a dead agent from a cut-off one. Under takeover `wait` (the
+    // default) the records the cut-off holder may have fired before its lease ran out are in
+    // doubt: the agent taking over runs none of them, and once the cut heals the old holder's
+    // reports settle each — what it ran stays its run, what it never ran the new holder runs.
+    // Nothing runs twice; the runs' own ledger says so too.
     let mut f = Federation::start(1, 20).await;
-    f.schedule("contested", EVERY_10S, "echo ran", OverlapPolicy::AllowAll)
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    let script = format!("echo \"$MERIDIAN_RUN_ID\" >> {}", ledger.display());
+    f.schedule("contested", EVERY_10S, &script, OverlapPolicy::AllowAll)
         .await;
     f.start_agent_behind_link("agent-1.test", "main").await;
     f.wait_for_partitions("agent-1.test", 16).await;
@@ -152,6 +156,90 @@ async fn a_takeover_while_the_holder_is_cut_off_runs_nothing_twice_outside_its_l
         .await;
     f.wait_for_history("contested", 2).await;
 
+    f.cut_link("agent-1.test");
+    f.start_agent("agent-2.test", "main").await;
+    f.advance(Duration::from_secs(40), Duration::from_secs(2))
+        .await;
+    f.wait_for_partitions("agent-2.test", 16).await;
+    // In doubt: 0:30, which agent-1 fired while cut off, up to its lease's end (0:38 or 0:40,
+    // counted from its last heartbeat before the cut, so maybe 0:40 too, which it did not
+    // fire: its runs start only before the deadline less a margin); agent-2 ran what fell
+    // due after that.
+    let leader = f.plane.leader().await;
+    let pool = f.plane.node(leader).state.pool().clone();
+    let mut conn = pool.acquire().await.unwrap();
+    let doubts = meridian_plane::model::doubt::list(&mut conn, None).await.unwrap();
+    assert_eq!(doubts.len(), 1, "{doubts:#?}");
+    assert_eq!(doubts[0].holder, "agent-1.test");
+    assert_eq!(doubts[0].current_holder.as_deref(), Some("agent-2.test"));
+    let records = &doubts[0].records;
+    assert!(
+        records == &[ms(30)] || records == &[ms(30), ms(40)],
+        "{doubts:#?}"
+    );
+    let before_heal = f.history("contested").await;
+    assert!(
+        before_heal
+            .iter()
+            .all(|r| !doubts[0].records.contains(&r.fire_ms.unwrap())),
+        "agent-2 ran a record in doubt: {before_heal:#?}"
+    );
+
+    f.heal_link("agent-1.test");
+    f.advance(Duration::from_secs(20), Duration::from_secs(2))
+        .await;
+    f.wait_for_history("contested", 8).await;
+    f.wait_until("agent-1's outbox to drain and the doubt to settle", || async {
+        let mut conn = pool.acquire().await.unwrap();
+        f.agent("agent-1.test").outbox_len().await == 0
+            && meridian_plane::model::doubt::list(&mut conn, None)
+                .await
+                .unwrap()
+                .is_empty()
+    })
+    .await;
+    f.wait_until("every run to finish", || async {
+        let runs = f.history("contested").await;
+        runs.len() >= 8 && runs.iter().all(|r| r.state == "succeeded")
+    })
+    .await;
+    let runs = f.history("contested").await;
+    let summary = check(
+        "takeover of a cut-off holder (wait)",
+        EVERY_10S,
+        epoch(),
+        secs(80),
+        &runs,
+    );
+    assert_eq!(
+        (summary.due, summary.lost, summary.duplicated),
+        (8, 0, 0),
+        "{runs:#?}"
+    );
+    let at_30 = runs.iter().find(|r| r.fire_ms == Some(ms(30))).unwrap();
+    assert_eq!(at_30.agent.as_deref(), Some("agent-1.test"), "{at_30:?}");
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let total = lines.len();
+    lines.sort();
+    lines.dedup();
+    assert_eq!((total, lines.len()), (8, 8), "{text}");
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_takeover_rerun_the_new_holder_runs_again_what_the_cut_off_one_fired() {
+    // At least once, as before `wait`: the records the cut-off holder fired up to its lease's
+    // end run again, counted in `starts`; nothing outside that window runs twice.
+    let mut f = Federation::start(1, 20).await;
+    f.takeover = meridian_domain::TakeoverPolicy::Rerun;
+    f.schedule("contested", EVERY_10S, "echo ran", OverlapPolicy::AllowAll)
+        .await;
+    f.start_agent_behind_link("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(20), Duration::from_secs(2))
+        .await;
+    f.wait_for_history("contested", 2).await;
     f.cut_link("agent-1.test");
     f.start_agent("agent-2.test", "main").await;
     f.advance(Duration::from_secs(40), Duration::from_secs(2))
@@ -167,14 +255,13 @@ async fn a_takeover_while_the_holder_is_cut_off_runs_nothing_twice_outside_its_l
     .await;
     let runs = f.history("contested").await;
     let summary = check(
-        "takeover of a cut-off holder",
+        "takeover of a cut-off holder (rerun)",
         EVERY_10S,
         epoch(),
         secs(80),
         &runs,
     );
     assert_eq!((summary.due, summary.lost), (8, 0), "{runs:#?}");
-    // The cut came at 0:20 and the lease was 20 s: only records up to 0:40 are in doubt.
     for r in runs.iter().filter(|r| r.starts > 1) {
         assert!(
             r.fire_ms.unwrap() <= ms(40),

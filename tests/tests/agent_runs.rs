@@ -118,6 +118,7 @@ async fn a_run_in_an_environment_that_maps_no_os_user_fails_saying_what_to_set()
         environment: name("bare"),
         spec: ScheduleSpec::cron(EVERY_10S),
         overlap: OverlapPolicy::AllowAll,
+        takeover: Default::default(),
     }))
     .await;
     f.start_agent("agent-1.test", "main").await;
@@ -269,6 +270,26 @@ async fn a_killed_agents_partitions_move_after_the_lease_and_nothing_is_lost_or_
     f.advance(Duration::from_secs(40), Duration::from_secs(1))
         .await;
     f.wait_for_partitions(survivor, 16).await;
+    // What the killed agent may have fired before its lease ran out is in doubt (takeover
+    // `wait`): nobody runs it while the agent may yet report it.
+    let leader = f.plane.leader().await;
+    let pool = f.plane.node(leader).state.pool().clone();
+    let in_doubt = || async {
+        let mut conn = pool.acquire().await.unwrap();
+        meridian_plane::model::doubt::list(&mut conn, None)
+            .await
+            .unwrap()
+    };
+    let doubts = in_doubt().await;
+    assert_eq!(doubts.len(), 1, "{doubts:#?}");
+    assert_eq!(doubts[0].holder, owner);
+    // The machine comes back: the restarted agent has every report of what it held before
+    // committed, says so, and what it never ran goes to the survivor.
+    f.start_agent(&owner, "main").await;
+    f.wait_until("the doubt to settle", || async { in_doubt().await.is_empty() })
+        .await;
+    f.advance(Duration::from_secs(2), Duration::from_secs(1))
+        .await;
     let runs = f.wait_for_history("moving", 5).await;
     let summary = check("agent killed", EVERY_10S, epoch(), secs(50), &runs);
     assert_eq!(
@@ -277,6 +298,13 @@ async fn a_killed_agents_partitions_move_after_the_lease_and_nothing_is_lost_or_
         "{runs:#?}"
     );
     assert_eq!(runs.last().unwrap().agent.as_deref(), Some(survivor));
+    f.wait_until("every run to finish", || async {
+        f.history("moving")
+            .await
+            .iter()
+            .all(|r| r.state == "succeeded")
+    })
+    .await;
     f.shutdown().await;
 }
 

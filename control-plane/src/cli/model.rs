@@ -181,6 +181,12 @@ pub struct ScheduleCreate {
     /// skip, buffer_one, buffer_all, cancel_older or allow_all.
     #[arg(long)]
     pub overlap: Option<String>,
+    /// When another agent takes the schedule's partition over from one that went silent:
+    /// wait (the records the old holder may have fired are in doubt until its reports settle
+    /// them or an operator resolves them: exactly once; default) or rerun (run them again: at
+    /// least once).
+    #[arg(long)]
+    pub takeover: Option<String>,
     /// What to do with records missed while nothing could fire them: none (skip them all),
     /// latest (run the most recent) or all (run them, oldest first; default, within an hour,
     /// at most 50). Finer settings: `-f`.
@@ -457,6 +463,7 @@ impl CreateBody for ScheduleCreate {
         );
         d.opt("spec", Some(spec.done()));
         d.opt("overlap", self.overlap.as_ref().map(|v| json!(v)));
+        d.opt("takeover", self.takeover.as_ref().map(|v| json!(v)));
         Ok(d.done())
     }
 }

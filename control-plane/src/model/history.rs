@@ -192,7 +192,17 @@ async fn apply_entry(
                             event.at_ms,
                         )
                         .await?;
-                    if fenced && !late {
+                    // Or a record in doubt for that very tenure (the takeover waits for its
+                    // reports): taken, or started before the lease's end, it is settled so.
+                    let doubted = fenced
+                        && !late
+                        && run.is_none()
+                        && in_doubt(tx, schedule.as_str(), fire_ms, agent, *epoch)
+                            .await?
+                            .is_some_and(|through| {
+                                event.state != RunState::Started || event.at_ms < through
+                            });
+                    if fenced && !late && !doubted {
                         let why = format!(
                             "run `{}`: stale lease: partition {partition} of cluster \
                              `{cluster}` is no longer held by `{agent}` under epoch {epoch}",
@@ -247,6 +257,8 @@ async fn apply_entry(
                 .bind(fire_ms)
                 .execute(&mut *tx)
                 .await?;
+                // Taken: handed to nobody any more.
+                super::doubt::taken(tx, schedule.as_str(), fire_ms).await?;
             }
             Ok(Ok(()))
         }
@@ -398,6 +410,27 @@ async fn started_within_ended_tenure(
     .await
 }
 
+/// If `fire_ms` of `schedule` is in doubt for `agent`'s tenure that `epoch` belongs to: the
+/// end of that range (the tenure's lease end).
+async fn in_doubt(
+    tx: &mut SqliteConnection,
+    schedule: &str,
+    fire_ms: i64,
+    agent: &str,
+    epoch: u64,
+) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar(
+        "SELECT through_ms FROM doubts WHERE schedule_id = ?1 AND holder = ?2 \
+         AND first_epoch <= ?3 AND last_epoch >= ?3 AND after_ms < ?4 AND through_ms >= ?4",
+    )
+    .bind(schedule)
+    .bind(agent)
+    .bind(epoch as i64)
+    .bind(fire_ms)
+    .fetch_optional(&mut *tx)
+    .await
+}
+
 /// The agent that took a run started it outside its lease: the start is refused (and kept
 /// with the fenced-off starts), the run ends failed, saying so. It ran there all the same;
 /// nobody else is handed the record.
@@ -424,7 +457,7 @@ async fn started_outside_lease(
 
 /// A record given back unstarted by the agent that took it: the run is `returned` (its start,
 /// if the take reported one, undone) and the partition's holder is handed the record to fire
-/// (`Assignment::returned`; the `definitions` counter moves so it fetches again).
+/// ([`super::doubt::hand`]).
 async fn give_back(
     tx: &mut SqliteConnection,
     context: Context,
@@ -459,13 +492,9 @@ async fn give_back(
     .bind(&e.run_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO counters (name, value) VALUES ('definitions', ?) \
-         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-    )
-    .bind(context.index as i64)
-    .execute(&mut *tx)
-    .await?;
+    if let (Some(schedule), Some(fire_ms)) = (&e.schedule, e.fire_ms) {
+        super::doubt::hand(tx, context, schedule.as_str(), fire_ms).await?;
+    }
     Ok(Ok(()))
 }
 
@@ -642,7 +671,18 @@ pub async fn kill_run(
         .into());
     }
     match &run.agent {
-        // Nobody has taken it yet: it ends here.
+        // Nobody has taken it yet (or it was given back, untouched): it ends here.
+        _ if run.state == RunState::Returned => {
+            sqlx::query(
+                "UPDATE runs SET state = 'killed', finished_ms = ?1, updated_ms = ?1, \
+                 message = 'killed after it was given back, before anyone started it' \
+                 WHERE run_id = ?2",
+            )
+            .bind(context.at_ms)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        }
         None => {
             sqlx::query(
                 "UPDATE runs SET state = 'killed', finished_ms = ?1, updated_ms = ?1, \

@@ -102,6 +102,27 @@ pub async fn heartbeat(
         .execute(&mut *tx)
         .await?;
     }
+    // Lost partitions whose every report is committed: what is in doubt there is settled.
+    for r in &hb.relinquished {
+        let handed = super::doubt::settle_relinquished(
+            tx,
+            context,
+            &hb.agent,
+            r.cluster.as_str(),
+            r.partition,
+            r.epoch,
+        )
+        .await?;
+        if handed > 0 {
+            tracing::info!(
+                agent = %hb.agent,
+                cluster = %r.cluster,
+                partition = r.partition,
+                handed,
+                "records in doubt it never ran go to the partition's holder"
+            );
+        }
+    }
     if hb.releasing {
         sqlx::query(
             "UPDATE leases SET holder = NULL, expires_ms = MIN(expires_ms, ?) WHERE holder = ?",
@@ -265,7 +286,7 @@ async fn plan_cluster(
             } => {
                 // A tenure ends when another agent gets the partition: kept, so a start the
                 // old holder made within its lease and reports late is still recognised.
-                end_tenure(tx, cluster.name.as_str(), partition, &holder).await?;
+                end_tenure(tx, now, cluster.name.as_str(), partition, &holder).await?;
                 // The tenure continues when the same agent gets the partition back with nobody
                 // in between (a lapse while it was cut off): its reports from before stay valid.
                 sqlx::query(
@@ -303,34 +324,64 @@ async fn plan_cluster(
 const TENURES_KEPT: i64 = 8;
 
 /// Before `partition` goes to `holder`: if another agent's tenure is ending, keeps it (who,
-/// which epochs, when its lease ran out) and drops the oldest beyond [`TENURES_KEPT`].
+/// which epochs, when its lease ran out) and drops the oldest beyond [`TENURES_KEPT`]; and if
+/// its lease ran out (rather than it giving the partition back, which it does only once every
+/// report about it is committed), what it may have fired is put in doubt
+/// ([`super::doubt::open`]).
 async fn end_tenure(
     tx: &mut SqliteConnection,
+    now: i64,
     cluster: &str,
     partition: u32,
     holder: &str,
 ) -> sqlx::Result<()> {
-    let ended = sqlx::query(
-        "INSERT INTO tenures (cluster, partition, holder, first_epoch, last_epoch, ended_ms) \
-         SELECT cluster, partition, tenure_holder, tenure_epoch, epoch, expires_ms FROM leases \
-         WHERE cluster = ?1 AND partition = ?2 AND tenure_holder IS NOT NULL \
-         AND tenure_holder != ?3 ON CONFLICT DO NOTHING",
+    let row: Option<(Option<String>, Option<String>, i64, i64, i64)> = sqlx::query_as(
+        "SELECT holder, tenure_holder, tenure_epoch, epoch, expires_ms FROM leases \
+         WHERE cluster = ? AND partition = ?",
     )
     .bind(cluster)
     .bind(i64::from(partition))
-    .bind(holder)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((lapsed, Some(old), first, last, ended)) = row else {
+        return Ok(());
+    };
+    if old == holder {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO tenures (cluster, partition, holder, first_epoch, last_epoch, ended_ms) \
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(cluster)
+    .bind(i64::from(partition))
+    .bind(&old)
+    .bind(first)
+    .bind(last)
+    .bind(ended)
     .execute(&mut *tx)
     .await?;
-    if ended.rows_affected() > 0 {
-        sqlx::query(
-            "DELETE FROM tenures WHERE cluster = ?1 AND partition = ?2 AND first_epoch NOT IN \
-             (SELECT first_epoch FROM tenures WHERE cluster = ?1 AND partition = ?2 \
-              ORDER BY first_epoch DESC LIMIT ?3)",
+    sqlx::query(
+        "DELETE FROM tenures WHERE cluster = ?1 AND partition = ?2 AND first_epoch NOT IN \
+         (SELECT first_epoch FROM tenures WHERE cluster = ?1 AND partition = ?2 \
+          ORDER BY first_epoch DESC LIMIT ?3)",
+    )
+    .bind(cluster)
+    .bind(i64::from(partition))
+    .bind(TENURES_KEPT)
+    .execute(&mut *tx)
+    .await?;
+    if lapsed.is_some() {
+        super::doubt::open(
+            tx,
+            now,
+            cluster,
+            partition,
+            &old,
+            first as u64,
+            last as u64,
+            ended,
         )
-        .bind(cluster)
-        .bind(i64::from(partition))
-        .bind(TENURES_KEPT)
-        .execute(&mut *tx)
         .await?;
     }
     Ok(())

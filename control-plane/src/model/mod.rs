@@ -31,6 +31,7 @@ pub mod access;
 pub mod authorize;
 mod checks;
 mod definitions;
+pub mod doubt;
 pub mod history;
 mod infrastructure;
 pub mod job;
@@ -53,7 +54,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use meridian_domain::workflow::WorkflowDefinition;
-use meridian_domain::{OverlapPolicy, ScheduleSpec};
+use meridian_domain::{OverlapPolicy, ScheduleSpec, TakeoverPolicy};
 use serde::{Deserialize, Serialize};
 
 /// The model's schema, embedded in the binary.
@@ -252,6 +253,14 @@ pub struct Schedule {
     pub spec: ScheduleSpec,
     #[serde(default)]
     pub overlap: OverlapPolicy,
+    /// What an agent taking its partition over does with records the previous holder may
+    /// have fired (`wait`: in doubt until settled; `rerun`: run them again).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub takeover: TakeoverPolicy,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 impl Schedule {
@@ -279,6 +288,19 @@ pub struct Heartbeat {
     /// agent heard within two of these.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub heartbeat_ms: u64,
+    /// Partitions the agent lost and has every report of committed: its records there in
+    /// doubt are settled ([`doubt::settle_relinquished`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relinquished: Vec<Relinquished>,
+}
+
+/// A partition an agent lost, up to which epoch of it everything is reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relinquished {
+    pub cluster: Name,
+    pub partition: u32,
+    pub epoch: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -516,14 +516,20 @@ pub async fn assignments(
             };
             let cursor: Option<i64> = row.get("fire_ms");
             let created_ms: i64 = row.get("created_ms");
-            // Records a holder gave back unstarted: fired by whoever holds the partition now.
+            // Records handed to whoever holds the partition now (given back unstarted, or
+            // settled as never run out of a doubt).
             let returned: Vec<i64> = sqlx::query_scalar(
-                "SELECT fire_ms FROM runs WHERE state = 'returned' AND schedule = ? \
-                 AND fire_ms IS NOT NULL ORDER BY fire_ms",
+                "SELECT fire_ms FROM handed WHERE schedule_id = ? ORDER BY fire_ms",
             )
             .bind(id.as_str())
             .fetch_all(&mut *conn)
             .await?;
+            // Records in doubt are nobody's to fire: records start after them.
+            let doubted: Option<i64> =
+                sqlx::query_scalar("SELECT MAX(through_ms) FROM doubts WHERE schedule_id = ?")
+                    .bind(id.as_str())
+                    .fetch_one(&mut *conn)
+                    .await?;
             out.push(meridian_domain::run::Assignment {
                 schedule: id,
                 cluster: claim.cluster.clone(),
@@ -536,7 +542,9 @@ pub async fn assignments(
                 overlap: schedule.overlap,
                 // Never before its creation: a late report about a deleted schedule of the same
                 // name must not move one created again back into the old one's past.
-                after_ms: cursor.map_or(created_ms, |c| c.max(created_ms)),
+                after_ms: cursor
+                    .map_or(created_ms, |c| c.max(created_ms))
+                    .max(doubted.unwrap_or(i64::MIN)),
                 job,
                 returned,
             });

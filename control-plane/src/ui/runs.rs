@@ -17,22 +17,22 @@ use super::page::{self, Layout, Signed, Time, Viewer, time};
 use crate::api::Api;
 use crate::model::authorize::{self, Infra};
 use crate::model::{Command, Name, query};
+use meridian_domain::run::RunState;
 use crate::policy::{self, Action, Decision, Kind, Object, Scope};
 
 /// Rows a page shows.
 pub const PAGE: u32 = 50;
 
 /// The states a run can be in, for the state filter.
-const STATES: [&str; 7] = [
-    "requested",
-    "queued",
-    "started",
-    "succeeded",
-    "failed",
-    "killed",
-    "skipped",
-];
-
+const STATES: [&str; RunState::ALL.len()] = {
+    let mut names = [""; RunState::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = RunState::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 /// The page's filters, as the URL carries them (empty fields are no filter).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]

@@ -9,7 +9,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use meridian_domain::{CalendarError, CatchUpPolicy, OverlapPolicy, ScheduleSpec};
+use meridian_domain::{CalendarError, CatchUpPolicy, OverlapPolicy, ScheduleSpec, TakeoverPolicy};
 use serde::Deserialize;
 
 use super::page::{self, Layout, Signed, Viewer};
@@ -163,6 +163,7 @@ pub struct ScheduleForm {
     pub time_zone: String,
     pub catch_up: String,
     pub overlap: String,
+    pub takeover: String,
     /// Editing the schedule `tenant`/`name` (which stay as they are) rather than creating one.
     pub editing: bool,
 }
@@ -402,6 +403,7 @@ pub async fn edit(
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default(),
+        takeover: s.takeover.as_str().into(),
         editing: true,
     };
     if !viewer.may(Action::Create, &Object::Definition(s.tenant.clone())) {
@@ -499,12 +501,24 @@ async fn save(api: Api, viewer: Viewer, f: ScheduleForm) -> Response {
             format!("`{}` is not an overlap policy", f.overlap),
         ));
     }
-    let (Ok(name), Ok(tenant), Ok(workflow), Ok(environment), Some(overlap), true) = (
+    let takeover = match f.takeover.as_str() {
+        "" | "wait" => Some(TakeoverPolicy::Wait),
+        "rerun" => Some(TakeoverPolicy::Rerun),
+        other => {
+            errors.push((
+                "takeover",
+                format!("`{other}` is not a takeover policy (wait or rerun)"),
+            ));
+            None
+        }
+    };
+    let (Ok(name), Ok(tenant), Ok(workflow), Ok(environment), Some(overlap), Some(takeover), true) = (
         name,
         tenant,
         workflow,
         environment,
         overlap,
+        takeover,
         errors.is_empty(),
     ) else {
         return match form_page(&api, &viewer, f, errors, String::new()).await {
@@ -519,6 +533,7 @@ async fn save(api: Api, viewer: Viewer, f: ScheduleForm) -> Response {
         environment,
         spec,
         overlap,
+        takeover,
     };
     let command = if f.editing {
         Command::UpdateSchedule(schedule)
