@@ -163,7 +163,12 @@ impl LeaseKeeper {
         let held = self.held_leases();
         self.ready_releases().await;
         let released = self.state.released.lock().expect("released").clone();
-        let relinquished = self.state.relinquished.lock().expect("relinquished").clone();
+        let relinquished = self
+            .state
+            .relinquished
+            .lock()
+            .expect("relinquished")
+            .clone();
         let request = pb::HeartbeatRequest {
             agent: self.hostname.clone(),
             cluster: self.cluster.clone(),

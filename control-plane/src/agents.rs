@@ -19,7 +19,8 @@ use crate::model::history::ReportOutcome;
 use crate::model::leasing::{AgentOrder, HeartbeatOutcome, HeldLease};
 use crate::model::query::{self, ClaimedLease};
 use crate::model::{
-    AgentReport, Author, Command, Heartbeat, Name, PartitionRef, Proposal, Relinquished, ReportEntry,
+    AgentReport, Author, Command, Heartbeat, Name, PartitionRef, Proposal, Relinquished,
+    ReportEntry,
 };
 use crate::raft::Outcome;
 use crate::raft::network::MAX_MESSAGE_BYTES;

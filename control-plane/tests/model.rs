@@ -3,18 +3,20 @@
 //! time) and reports (the run history, with epoch fencing).
 
 use meridian_domain::run::{
-    AttemptEvent, AttemptOutcome, Job, LogChunk, OsUser, Report, ReportItem, RunEvent, RunState,
-    partition_of,
+    Assignment, AttemptEvent, AttemptOutcome, Job, LogChunk, OsUser, Report, ReportItem, RunEvent,
+    RunState, partition_of,
 };
 use meridian_domain::workflow::WorkflowDefinition;
 use meridian_domain::{FireId, ScheduleId, ScheduleSpec};
+use meridian_plane::model::doubt::Resolution;
 use meridian_plane::model::history::ReportOutcome;
 use meridian_plane::model::leasing::{AgentOrder, HeartbeatOutcome, HeldLease};
 use meridian_plane::model::processor::{self, ApplyError, Refusal};
 use meridian_plane::model::query::{ClaimedLease, LeaseRecord, RunFilter};
 use meridian_plane::model::{
     AgentReport, Cluster, ClusterRole, Command, DataCenter, Environment, Grant, Heartbeat, Name,
-    PartitionRef, Proposal, ReportEntry, RunAs, RunRequest, Schedule, Tenant, Workflow, query,
+    PartitionRef, Proposal, Relinquished, ReportEntry, ResolveDoubts, RunAs, RunRequest, Schedule,
+    Tenant, Workflow, query,
 };
 use meridian_plane::raft::backup;
 use sqlx::{Row, SqlitePool};
@@ -2911,4 +2913,225 @@ async fn a_partition_is_granted_only_to_an_agent_heard_within_two_heartbeats() {
         .filter(|l| l.holder.as_deref() == Some("c"))
         .count();
     assert_eq!(granted_to_c, 0, "{b:?}");
+}
+
+/// Tenant `ads`'s schedules `often` and `also` (every 10 s) on `prod-nj`, and `a` holding
+/// every partition of `nj-main` from `T0`, having taken (and started) both schedules' records
+/// at `T0 + 10 s`; then `b` takes everything over when `a`'s leases run out (`T0 + 30 s`).
+/// Returns `a`'s epoch of each schedule's partition.
+async fn taken_over(m: &mut Model) -> (u64, u64) {
+    m.federation().await;
+    m.ok(Command::ApplyWorkflow(workflow("ads", "etl", "true")))
+        .await;
+    for name in ["often", "also"] {
+        m.ok(Command::CreateSchedule(schedule(
+            "ads",
+            name,
+            "etl",
+            "prod-nj",
+            "0/10 * * * * ?",
+        )))
+        .await;
+    }
+    let a = m.beat(T0, "a", "nj-main").await;
+    let epoch_of = |name: &str| {
+        let p = partition_of(&ScheduleId::new(format!("ads.{name}")).unwrap(), 16);
+        a.leases.iter().find(|l| l.partition == p).unwrap().epoch
+    };
+    let epochs = (epoch_of("often"), epoch_of("also"));
+    for (name, epoch) in [("often", epochs.0), ("also", epochs.1)] {
+        m.report_ok(
+            "a",
+            "nj-main",
+            vec![
+                often_event(name, epoch, T0 + 10_000, RunState::Queued, T0 + 10_000),
+                often_event(name, epoch, T0 + 10_000, RunState::Started, T0 + 10_100),
+            ],
+        )
+        .await;
+    }
+    m.beat(T0 + 20_000, "b", "nj-main").await;
+    let b = m.beat(T0 + LEASE_MS, "b", "nj-main").await;
+    assert_eq!(b.leases.len(), 16, "b took every partition over");
+    epochs
+}
+
+/// `ads/<name>`'s record at `fire` reaching `state` at `at_ms`, under `epoch`.
+fn often_event(name: &str, epoch: u64, fire: i64, state: RunState, at_ms: i64) -> Report {
+    let id = ScheduleId::new(format!("ads.{name}")).unwrap();
+    Report::V1 {
+        cluster: "nj-main".into(),
+        partition: Some(partition_of(&id, 16)),
+        epoch,
+        item: ReportItem::Run(RunEvent {
+            run_id: record(id.as_str(), fire),
+            schedule: Some(id),
+            fire_ms: Some(fire),
+            tenant: "ads".into(),
+            workflow: "etl".into(),
+            workflow_version: 1,
+            environment: "prod-nj".into(),
+            state,
+            at_ms,
+            message: String::new(),
+        }),
+    }
+}
+
+async fn in_doubt(m: &Model) -> Vec<meridian_plane::model::doubt::InDoubt> {
+    let mut conn = m.pool.acquire().await.unwrap();
+    meridian_plane::model::doubt::list(&mut conn, None)
+        .await
+        .unwrap()
+}
+
+/// What `agent`, holding every partition it was granted at `at`, is assigned of `ads/<name>`.
+async fn assigned(m: &mut Model, agent: &str, at: i64, name: &str) -> Assignment {
+    let held = m.beat(at, agent, "nj-main").await.leases;
+    let claims: Vec<ClaimedLease> = held
+        .iter()
+        .map(|l| ClaimedLease {
+            cluster: l.cluster.clone(),
+            partition: l.partition,
+            epoch: l.epoch,
+        })
+        .collect();
+    query::assignments(&m.pool, agent, "nj-main", &claims)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.schedule.as_str() == format!("ads.{name}"))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_takeover_puts_what_the_old_holder_may_have_fired_in_doubt_until_it_says() {
+    let mut m = Model::new().await;
+    let (epoch, _) = taken_over(&mut m).await;
+    // a's lease ran out at T0 + 30 s; the plane had a's report up to T0 + 10 s: 20 s and 30 s
+    // are in doubt, held by b now.
+    let doubts = in_doubt(&m).await;
+    let often = doubts.iter().find(|d| d.schedule == "ads.often").unwrap();
+    assert_eq!(
+        (often.holder.as_str(), often.current_holder.as_deref()),
+        ("a", Some("b"))
+    );
+    assert_eq!(often.records, [T0 + 20_000, T0 + 30_000]);
+    assert_eq!(often.holder_last_heard_ms, Some(T0));
+    // b fires after the range, and is handed nothing yet.
+    let a = assigned(&mut m, "b", T0 + LEASE_MS + 1, "often").await;
+    assert_eq!((a.after_ms, a.returned.clone()), (T0 + 30_000, vec![]));
+
+    // The cut heals: a's report of what it ran in the range is accepted (it settles it) …
+    m.report_ok(
+        "a",
+        "nj-main",
+        vec![
+            often_event("often", epoch, T0 + 20_000, RunState::Queued, T0 + 20_000),
+            often_event("often", epoch, T0 + 20_000, RunState::Started, T0 + 20_100),
+        ],
+    )
+    .await;
+    let run = m.run(&record("ads.often", T0 + 20_000)).await;
+    assert_eq!((run.agent.as_deref(), run.starts), (Some("a"), 1));
+    assert_eq!(in_doubt(&m).await[1].records, [T0 + 30_000]);
+    // … a start stamped after its lease's end is not (kept as evidence it ran there).
+    m.report_refused(
+        "a",
+        "nj-main",
+        vec![often_event(
+            "often",
+            epoch,
+            T0 + 30_000,
+            RunState::Started,
+            T0 + 30_500,
+        )],
+    )
+    .await;
+    assert_eq!(
+        m.fenced_starts().await,
+        [(record("ads.often", T0 + 30_000), "a".to_string())]
+    );
+    // a says it has reported everything of the partition: what it never reported it never
+    // ran, and goes to b.
+    let p = partition_of(&ScheduleId::new("ads.often").unwrap(), 16);
+    m.heartbeat(
+        T0 + LEASE_MS + 2,
+        Heartbeat {
+            relinquished: vec![Relinquished {
+                cluster: n("nj-main"),
+                partition: p,
+                epoch,
+            }],
+            ..heartbeat("a", "nj-main")
+        },
+    )
+    .await;
+    assert!(
+        in_doubt(&m).await.iter().all(|d| d.schedule != "ads.often"),
+        "settled"
+    );
+    let a = assigned(&mut m, "b", T0 + LEASE_MS + 3, "often").await;
+    assert_eq!(a.returned, [T0 + 30_000]);
+    // b takes it: handed to nobody any more.
+    let b_epoch = a.epoch;
+    m.report_ok(
+        "b",
+        "nj-main",
+        vec![often_event(
+            "often",
+            b_epoch,
+            T0 + 30_000,
+            RunState::Queued,
+            T0 + LEASE_MS + 4,
+        )],
+    )
+    .await;
+    assert!(
+        assigned(&mut m, "b", T0 + LEASE_MS + 5, "often")
+            .await
+            .returned
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_operator_settles_records_in_doubt_per_schedule_or_per_tenant() {
+    let mut m = Model::new().await;
+    taken_over(&mut m).await;
+    assert_eq!(in_doubt(&m).await.len(), 2);
+    let resolve = |tenant: &str, schedule: Option<&str>, resolution: Resolution| {
+        Command::ResolveDoubts(ResolveDoubts {
+            tenant: n(tenant),
+            schedule: schedule.map(n),
+            resolution,
+        })
+    };
+    // Nothing that does not exist, and nothing changes.
+    let before = (m.history().await, in_doubt(&m).await);
+    let e = m.refused(resolve("nope", None, Resolution::Run)).await;
+    assert!(e.contains("tenant `nope`"), "{e}");
+    let e = m
+        .refused(resolve("ads", Some("nope"), Resolution::Run))
+        .await;
+    assert!(e.contains("schedule `ads/nope`"), "{e}");
+    assert_eq!((m.history().await, in_doubt(&m).await), before);
+
+    // One schedule marked done: its records are recorded skipped, saying so.
+    let done = m
+        .ok(resolve("ads", Some("often"), Resolution::MarkDone))
+        .await;
+    assert!(done.detail.unwrap().contains("\"settled\":2"));
+    for fire in [T0 + 20_000, T0 + 30_000] {
+        let run = m.run(&record("ads.often", fire)).await;
+        assert_eq!(run.state, "skipped");
+        assert!(run.message.contains("marked done"), "{}", run.message);
+    }
+    assert_eq!(in_doubt(&m).await.len(), 1);
+    // The rest of the tenant's: run by the partition's holder.
+    m.ok(resolve("ads", None, Resolution::Run)).await;
+    assert!(in_doubt(&m).await.is_empty());
+    let also = assigned(&mut m, "b", T0 + LEASE_MS + 1, "also").await;
+    assert_eq!(also.returned, [T0 + 20_000, T0 + 30_000]);
+    assert_eq!(also.after_ms, T0 + 10_000);
 }

@@ -39,4 +39,6 @@ pub use calendar::{Calendar, CalendarError};
 pub use catch_up::CatchUpPlan;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use fire_record::{FireId, FireRecord};
-pub use schedule::{CatchUpPolicy, OverlapPolicy, ScheduleId, ScheduleSpec, TakeoverPolicy, WINDOW};
+pub use schedule::{
+    CatchUpPolicy, OverlapPolicy, ScheduleId, ScheduleSpec, TakeoverPolicy, WINDOW,
+};

@@ -116,6 +116,9 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
         Command::Audit(args) => model::audit(&client()?, args).await,
         Command::Agents => meridian_plane::cli::agents::agents(&client()?).await,
         Command::Leases(args) => meridian_plane::cli::agents::leases(&client()?, args).await,
+        Command::InDoubt { command } => {
+            meridian_plane::cli::doubts::run(&client()?, command.as_ref()).await
+        }
         Command::Runs(command) => meridian_plane::cli::runs::runs(&client()?, command).await,
         Command::Certs(_) | Command::Schedule(ScheduleCommand::Preview(_)) => {
             unreachable!("handled without a runtime")

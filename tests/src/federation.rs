@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use meridian_agent::agent::Agent;
 use meridian_agent::config::AgentConfig;
 use meridian_domain::workflow::WorkflowDefinition;
-use meridian_domain::{Clock, ManualClock, OverlapPolicy, ScheduleSpec, SystemClock, TakeoverPolicy};
+use meridian_domain::{
+    Clock, ManualClock, OverlapPolicy, ScheduleSpec, SystemClock, TakeoverPolicy,
+};
 use meridian_plane::certs;
 use meridian_plane::model::query::{self, RunFilter, RunRecord};
 use meridian_plane::model::{

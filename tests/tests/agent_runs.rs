@@ -286,8 +286,10 @@ async fn a_killed_agents_partitions_move_after_the_lease_and_nothing_is_lost_or_
     // The machine comes back: the restarted agent has every report of what it held before
     // committed, says so, and what it never ran goes to the survivor.
     f.start_agent(&owner, "main").await;
-    f.wait_until("the doubt to settle", || async { in_doubt().await.is_empty() })
-        .await;
+    f.wait_until("the doubt to settle", || async {
+        in_doubt().await.is_empty()
+    })
+    .await;
     f.advance(Duration::from_secs(2), Duration::from_secs(1))
         .await;
     let runs = f.wait_for_history("moving", 5).await;

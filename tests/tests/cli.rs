@@ -181,6 +181,26 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
     }
     refused(cli(&["env", "delete", "dev"]), "grant to tenant `demo`");
     refused(cli(&["grant", "get", "demo"]), "takes TENANT ENVIRONMENT");
+    // Records in doubt: none on a one-agent plane; settling names what is wrong.
+    assert!(ok(cli(&["in-doubt"])).starts_with("SCHEDULE\tRECORDS"));
+    assert_eq!(
+        ok(cli(&["in-doubt", "resolve", "--run"])).trim(),
+        "nothing is in doubt"
+    );
+    refused(
+        cli(&[
+            "in-doubt",
+            "resolve",
+            "--mark-done",
+            "--schedule",
+            "nightly",
+        ]),
+        "is not `tenant/name`",
+    );
+    refused(
+        cli(&["in-doubt", "resolve", "--run", "--schedule", "demo/nope"]),
+        "schedule `demo/nope`",
+    );
     // A grant's limit changed in place, and a limit of 0 refused naming the field.
     assert_eq!(
         ok(cli(&[

@@ -24,6 +24,7 @@
 //!   same route table the router is checked against, each route with the roles it needs.
 
 pub mod definitions;
+pub mod doubts;
 mod error;
 pub mod openapi;
 pub mod operations;
@@ -447,6 +448,8 @@ pub fn router(api: Api) -> Router {
         .route("/runs/{run_id}", runs::one())
         .route("/runs/{run_id}/logs", runs::logs())
         .route("/runs/{run_id}/kill", runs::kill())
+        .route("/in-doubt", doubts::list())
+        .route("/in-doubt/resolve", doubts::resolve())
         .route("/agents", operations::agents())
         .route("/leases", operations::leases())
         .route("/audit", operations::audit())

@@ -238,7 +238,7 @@ pub const ROUTES: &[Route] = &[
             (
                 "state",
                 "string",
-                "requested, queued, started, succeeded, failed, killed or skipped.",
+                "requested, queued, started, succeeded, failed, killed, skipped or returned.",
             ),
             (
                 "since_ms",
@@ -291,6 +291,22 @@ pub const ROUTES: &[Route] = &[
             "/runs/{run_id}/kill",
             "Kill a run (its agent is told on its next heartbeat)",
             "",
+        )
+    },
+    get(
+        "/in-doubt",
+        "Records in doubt after a takeover: per schedule, the range its previous holder may \
+         have fired, that holder and when it was last heard, and the records not settled yet",
+        "[InDoubt]",
+    ),
+    Route {
+        reply: (200, "WriteReply"),
+        access: CONTROL_RUN,
+        ..create(
+            "/in-doubt/resolve",
+            "Settle a tenant's records in doubt (of one schedule, if named): `run` hands them \
+             to the partition's holder, `mark_done` records them skipped",
+            "ResolveDoubts",
         )
     },
     Route {
@@ -625,6 +641,12 @@ pub const EXAMPLES: &[Example] = &[
     ),
     example(
         "post",
+        "/in-doubt/resolve",
+        "/in-doubt/resolve",
+        r#"{"tenant": "ads", "schedule": "nightly", "resolution": "run"}"#,
+    ),
+    example(
+        "post",
         "/users",
         "/users",
         r#"{"name": "erin", "bindings": [{"role": "developer", "tenant": "ads"}],
@@ -732,8 +754,8 @@ fn schemas() -> Value {
     use crate::api::{ErrorBody, NewNode, RunDetail, WriteReply, resources, session, users};
     use crate::model::query::{self, AgentRecord, AuditEntry, LeaseRecord};
     use crate::model::{
-        Cluster, DataCenter, Environment, Grant, RunRequest, Schedule, Tenant, Workflow,
-        WorkflowVersion,
+        Cluster, DataCenter, Environment, Grant, ResolveDoubts, RunRequest, Schedule, Tenant,
+        Workflow, WorkflowVersion,
     };
     let mut generator = schemars::generate::SchemaSettings::draft2020_12()
         .with(|s| s.definitions_path = "/components/schemas".into())
@@ -757,6 +779,8 @@ fn schemas() -> Value {
         RunRequest,
         query::RunRecord,
         RunDetail,
+        crate::model::doubt::InDoubt,
+        ResolveDoubts,
         query::TaskAttempt,
         query::AttemptLog,
         AuditEntry,

@@ -39,9 +39,13 @@ impl RunOptions {
         if let Some(state) = &self.state
             && meridian_domain::run::RunState::parse(state).is_none()
         {
+            let states: Vec<&str> = meridian_domain::run::RunState::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect();
             return Err(ApiError::bad_input(format!(
-                "query `state`: `{state}` is not one of requested, queued, started, succeeded, \
-                 failed, killed, skipped"
+                "query `state`: `{state}` is not one of {}",
+                states.join(", ")
             )));
         }
         if let Some(after) = &self.after

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod certs;
 pub mod client;
+pub mod doubts;
 pub mod model;
 pub mod plane;
 pub mod resources;
@@ -59,6 +60,12 @@ pub enum Command {
     Agents,
     /// Partition leases: holder, epoch, expiry.
     Leases(agents::LeasesArgs),
+    /// Records in doubt after a takeover (`list`, the default), and settling them by hand
+    /// (`resolve --run|--mark-done`).
+    InDoubt {
+        #[command(subcommand)]
+        command: Option<doubts::InDoubtCommand>,
+    },
     /// Users: people who sign in to the web UI, with their roles.
     #[command(subcommand)]
     User(users::UserCommand),

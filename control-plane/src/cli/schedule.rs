@@ -12,7 +12,7 @@ pub enum ScheduleCommand {
     /// `0 0/5 * * * ? *`) and Unix (5 fields, e.g. `*/15 9-17 * * MON-FRI`).
     Preview(PreviewArgs),
     #[command(flatten)]
-    Model(super::model::Verb<super::model::ScheduleCreate>),
+    Model(Box<super::model::Verb<super::model::ScheduleCreate>>),
 }
 
 #[derive(Debug, Args)]

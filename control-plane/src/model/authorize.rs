@@ -62,6 +62,13 @@ pub fn doing(command: &Command) -> String {
             format!("running workflow `{}` of tenant `{}`", r.workflow, r.tenant)
         }
         Command::KillRun { run_id } => format!("killing run `{run_id}`"),
+        Command::ResolveDoubts(r) => match &r.schedule {
+            Some(s) => format!(
+                "settling the records in doubt of schedule `{s}` of tenant `{}`",
+                r.tenant
+            ),
+            None => format!("settling the records in doubt of tenant `{}`", r.tenant),
+        },
         Command::Batch(items) => format!("a batch of {}", items.len()),
         Command::CreateUser { user, .. } => format!("creating user `{}`", user.name),
         Command::DeleteUser { name } => format!("deleting user `{name}`"),
@@ -283,6 +290,15 @@ async fn needs(
             Some(tenant) => vec![Need::new(Control, Object::Run(tenant), "run", run_id)],
             None => vec![],
         },
+        Command::ResolveDoubts(r) => vec![Need::new(
+            Control,
+            Object::Run(r.tenant.clone()),
+            "schedule",
+            match &r.schedule {
+                Some(s) => format!("{}/{s}", r.tenant),
+                None => r.tenant.to_string(),
+            },
+        )],
         Command::CreateToken(t) => new_principal("token", &t.name, &t.bindings),
         Command::CreateUser { user, .. } => new_principal("user", &user.name, &user.bindings),
         // A user or token that does not exist is, to anyone but an admin, one they may not

@@ -17,18 +17,16 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
-use super::Schedule;
-use super::checks::read_doc;
-use super::outcome::Context;
+use super::checks::{Table, json, present, read_doc, subject};
+use super::outcome::{Applied, ApplyError, Context, Refusal};
+use super::{ResolveDoubts, Schedule};
 use meridian_domain::{FireId, ScheduleId, TakeoverPolicy};
 
 /// At most this many fire records of one range are looked at (a range spans about a lease).
 const MOST: usize = 100_000;
 
 /// How an operator settles records in doubt.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Resolution {
     /// Nobody ran them, or running again is fine: the partition's holder runs them (under
@@ -337,7 +335,9 @@ pub async fn resolve(
                              WHERE run_id = ?",
                         )
                         .bind(context.at_ms)
-                        .bind(format!("in doubt after a takeover; resolved by {by}: run it"))
+                        .bind(format!(
+                            "in doubt after a takeover; resolved by {by}: run it"
+                        ))
                         .bind(run_id(&id, fire))
                         .execute(&mut *tx)
                         .await?;
@@ -461,4 +461,60 @@ pub async fn list(
         });
     }
     Ok(out)
+}
+
+/// What settling records in doubt did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Resolved {
+    /// How many records it settled.
+    pub settled: u64,
+}
+
+/// Applies an operator's [`ResolveDoubts`]: the tenant (and the schedule, if named) must exist.
+pub async fn resolve_command(
+    tx: &mut SqliteConnection,
+    context: Context,
+    r: &ResolveDoubts,
+) -> Result<Applied, ApplyError> {
+    let doing = match &r.schedule {
+        Some(s) => format!(
+            "settling the records in doubt of schedule `{s}` of tenant `{}`",
+            r.tenant
+        ),
+        None => format!("settling the records in doubt of tenant `{}`", r.tenant),
+    };
+    present(tx, Table::Tenants, &r.tenant, &doing).await?;
+    if let Some(name) = &r.schedule {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM schedules WHERE tenant = ? AND name = ?)",
+        )
+        .bind(r.tenant.as_str())
+        .bind(name.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        if !exists {
+            return Err(Refusal::Missing {
+                doing,
+                kind: "schedule",
+                name: format!("{}/{name}", r.tenant),
+            }
+            .into());
+        }
+    }
+    let settled = resolve(
+        tx,
+        context,
+        r.tenant.as_str(),
+        r.schedule.as_ref().map(|s| s.as_str()),
+        r.resolution,
+        "an operator",
+    )
+    .await?;
+    Ok(Applied {
+        detail: Some(json(&Resolved { settled })),
+        ..subject(match &r.schedule {
+            Some(s) => format!("in doubt of {}/{s}", r.tenant),
+            None => format!("in doubt of {}", r.tenant),
+        })
+    })
 }

@@ -335,7 +335,9 @@ async fn end_tenure(
     partition: u32,
     holder: &str,
 ) -> sqlx::Result<()> {
-    let row: Option<(Option<String>, Option<String>, i64, i64, i64)> = sqlx::query_as(
+    // (holder now, tenure's holder, its first and last epoch, when its lease ends)
+    type Tenure = (Option<String>, Option<String>, i64, i64, i64);
+    let row: Option<Tenure> = sqlx::query_as(
         "SELECT holder, tenure_holder, tenure_epoch, epoch, expires_ms FROM leases \
          WHERE cluster = ? AND partition = ?",
     )

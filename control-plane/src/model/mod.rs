@@ -294,6 +294,17 @@ pub struct Heartbeat {
     pub relinquished: Vec<Relinquished>,
 }
 
+/// An operator's settling of records in doubt: a tenant's (of one of its schedules, if
+/// named), run by the partition's holder or marked done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveDoubts {
+    pub tenant: Name,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Name>,
+    pub resolution: doubt::Resolution,
+}
+
 /// A partition an agent lost, up to which epoch of it everything is reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -410,6 +421,8 @@ pub enum Command {
     KillRun {
         run_id: String,
     },
+    /// Settle a tenant's records in doubt after a takeover (of one schedule, if named).
+    ResolveDoubts(ResolveDoubts),
     /// Several commands in one log entry, as a client that batches sends them (an agent's
     /// reports). Each is applied or refused on its own, in order; the outcome lists each.
     Batch(Vec<Command>),
@@ -509,6 +522,7 @@ impl Command {
             Self::AgentReport(_) => "agent_report",
             Self::RequestRun(_) => "request_run",
             Self::KillRun { .. } => "kill_run",
+            Self::ResolveDoubts(_) => "resolve_doubts",
             Self::Batch(_) => "batch",
             Self::CreateUser { .. } => "create_user",
             Self::DeleteUser { .. } => "delete_user",

@@ -201,6 +201,7 @@ async fn execute(
         Command::AgentReport(report) => super::history::report(tx, context, report).await,
         Command::RequestRun(request) => super::history::request_run(tx, context, request).await,
         Command::KillRun { run_id } => super::history::kill_run(tx, context, run_id).await,
+        Command::ResolveDoubts(r) => super::doubt::resolve_command(tx, context, r).await,
         Command::DeleteSchedule { tenant, name } => {
             super::definitions::delete_schedule(tx, tenant, name).await
         }

@@ -17,8 +17,8 @@ use super::page::{self, Layout, Signed, Time, Viewer, time};
 use crate::api::Api;
 use crate::model::authorize::{self, Infra};
 use crate::model::{Command, Name, query};
-use meridian_domain::run::RunState;
 use crate::policy::{self, Action, Decision, Kind, Object, Scope};
+use meridian_domain::run::RunState;
 
 /// Rows a page shows.
 pub const PAGE: u32 = 50;
