@@ -636,6 +636,8 @@ async fn every_page_with_every_role() {
             ("post", "/signout") => ([303; 8], SIGN_IN),
             ("post", "/runs/kill") => ([200, 200, 200, 200, 403, 404, 404, 404], SIGN_IN),
             ("post", "/runs/again") => ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN),
+            // Settling a schedule's records in doubt: whoever controls the tenant's runs.
+            ("post", "/schedules/in-doubt") => ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN),
             // Operations, not a tenant's: refused, not hidden.
             ("get", "/overview") => ([200, 200, 403, 403, 403, 403, 403, 403], SIGN_IN),
             ("get", "/admin") => ([303; 8], 303),
@@ -903,6 +905,14 @@ async fn every_page_with_every_role() {
                 ),
                 ("post", "/runs/kill") => (route.into(), vec![("run", plane.run_now("ads").await)]),
                 ("post", "/runs/again") => (route.into(), vec![("run", ads_run.clone())]),
+                ("post", "/schedules/in-doubt") => (
+                    route.into(),
+                    vec![
+                        ("tenant", "ads".into()),
+                        ("name", "hourly".into()),
+                        ("resolution", "mark_done".into()),
+                    ],
+                ),
                 ("get", "/runs/{run_id}") => (format!("/runs/{ads_run}"), vec![]),
                 ("get", "/runs/{run_id}/tail") => (format!("/runs/{ads_run}/tail"), vec![]),
                 ("get", "/runs/{run_id}/log") => {
@@ -2152,5 +2162,84 @@ async fn the_audit_trail_pages_by_log_index_through_one_millisecond() {
     // Every entry once: as many rows as entries, on as few pages as hold them.
     assert_eq!(rows, all);
     assert_eq!(pages, all.div_ceil(100));
+    plane.cluster.shutdown().await;
+}
+
+/// Issue #19: a schedule's records in doubt after a takeover show on the schedules page —
+/// how many, the agent that may have run them and when it was last heard, who holds the
+/// partition now — and whoever controls the tenant's runs settles them there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_doubt_show_on_the_schedules_page_and_are_settled_there() {
+    let plane = plane().await;
+    let root = &plane.roots[0];
+    plane
+        .must(
+            Method::POST,
+            "/schedules",
+            json!({"tenant": "ads", "name": "often", "workflow": "etl",
+                   "environment": "prod", "spec": {"cron": "0/10 * * * * ?"}}),
+        )
+        .await;
+    // a1 holds nj-main; it falls silent, its lease runs out, and a2 (heard meanwhile, so the
+    // plane knows the cluster's link is up) takes over.
+    plane.heartbeat("a1.test", "nj-main", 4).await;
+    let (_, cluster) = plane.call(0, Method::GET, "/clusters/nj-main", None).await;
+    let lease = cluster["lease_seconds"].as_i64().unwrap();
+    plane.clock.advance(chrono::TimeDelta::seconds(lease / 2));
+    plane.heartbeat("a2.test", "nj-main", 4).await;
+    plane
+        .clock
+        .advance(chrono::TimeDelta::seconds(lease / 2 + 1));
+    plane.heartbeat("a2.test", "nj-main", 4).await;
+    let (_, listed) = plane.call(0, Method::GET, "/in-doubt", None).await;
+    let records = listed[0]["records"].as_array().unwrap().len();
+    assert!(records >= 2, "{listed}");
+
+    let browser = Browser::start().await;
+    sign_in(&browser, root, "view").await;
+    browser.goto(&format!("{root}/schedules")).await;
+    let row = browser
+        .find("tr[data-in-doubt='ads.often']")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        row.contains(&format!("{records} record(s)"))
+            && row.contains("a1.test")
+            && row.contains("a2.test"),
+        "{row}"
+    );
+    // A viewer sees them, and is offered nothing to do about them.
+    assert!(
+        browser
+            .find_all("tr[data-in-doubt='ads.often'] button")
+            .await
+            .is_empty()
+    );
+    browser.click("#signout").await;
+    sign_in(&browser, root, "dev").await;
+    browser.goto(&format!("{root}/schedules")).await;
+    browser.screenshot("schedules-in-doubt").await;
+    browser
+        .click("tr[data-in-doubt='ads.often'] button.mark-done")
+        .await;
+    browser.accept_alert().await;
+    browser
+        .text_when("#schedules", |t| !t.contains("In doubt"))
+        .await;
+    let (_, listed) = plane.call(0, Method::GET, "/in-doubt", None).await;
+    assert_eq!(listed, json!([]));
+    let (_, runs) = plane
+        .call(0, Method::GET, "/runs?schedule=ads.often", None)
+        .await;
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), records, "{runs:?}");
+    assert!(
+        runs.iter()
+            .all(|r| r["state"] == "skipped"
+                && r["message"].as_str().unwrap().contains("marked done")),
+        "{runs:?}"
+    );
     plane.cluster.shutdown().await;
 }

@@ -73,6 +73,7 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
         ("get", "/schedules/edit", get(schedules::edit)),
         ("post", "/schedules/edit", post(schedules::update)),
         ("post", "/schedules/delete", post(schedules::delete)),
+        ("post", "/schedules/in-doubt", post(schedules::resolve)),
         ("get", "/schedules/preview", get(schedules::preview)),
         ("get", "/workflows", get(workflows::list)),
         ("get", "/workflows/edit", get(workflows::edit)),

@@ -92,6 +92,48 @@ pub struct Listed {
     pub may_change: bool,
     /// `tenant=…&name=…`, for its edit link.
     pub query: String,
+    /// Its records in doubt after a takeover, if any.
+    pub doubt: Option<Doubt>,
+    /// The viewer may settle them (controls the tenant's runs).
+    pub may_resolve: bool,
+}
+
+/// A schedule's records in doubt, as the list says them.
+pub struct Doubt {
+    pub records: usize,
+    pub first: String,
+    pub last: String,
+    /// The agent that may have fired them, and when it was last heard.
+    pub holder: String,
+    pub last_heard: String,
+    pub now_held_by: String,
+}
+
+fn at(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The list's view of every range in doubt, by schedule id (ranges of one schedule summed).
+fn doubts(all: Vec<crate::model::doubt::InDoubt>) -> std::collections::HashMap<String, Doubt> {
+    let mut out: std::collections::HashMap<String, Doubt> = std::collections::HashMap::new();
+    for d in all {
+        if d.records.is_empty() {
+            continue;
+        }
+        let entry = out.entry(d.schedule.clone()).or_insert_with(|| Doubt {
+            records: 0,
+            first: at(d.records[0]),
+            last: String::new(),
+            holder: d.holder.clone(),
+            last_heard: d.holder_last_heard_ms.map_or("never".into(), at),
+            now_held_by: d.current_holder.clone().unwrap_or_else(|| "nobody".into()),
+        });
+        entry.records += d.records.len();
+        entry.last = at(*d.records.last().expect("not empty"));
+    }
+    out
 }
 
 #[derive(Template)]
@@ -108,10 +150,12 @@ pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
     let built = async {
         let schedules = query::schedules(api.node.state.pool(), None).await?;
         let can_create = !page::writable_tenants(&api, &viewer).await?.is_empty();
-        Ok::<_, sqlx::Error>((schedules, can_create))
+        let mut conn = api.node.state.pool().acquire().await?;
+        let in_doubt = crate::model::doubt::list(&mut conn, None).await?;
+        Ok::<_, sqlx::Error>((schedules, can_create, doubts(in_doubt)))
     }
     .await;
-    let (schedules, can_create) = match built {
+    let (schedules, can_create, mut in_doubt) = match built {
         Ok(b) => b,
         Err(e) => return page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
@@ -119,6 +163,8 @@ pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
         .into_iter()
         .filter(|s| scope.contains(&s.tenant))
         .map(|s| Listed {
+            doubt: in_doubt.remove(&s.id()),
+            may_resolve: viewer.may(Action::Control, &Object::Run(s.tenant.clone())),
             next: next_times(&s.spec, NEXT_IN_LIST, api.clock.now()).unwrap_or_default(),
             may_change: viewer.may(Action::Create, &Object::Definition(s.tenant.clone())),
             query: serde_urlencoded::to_string([
@@ -447,6 +493,45 @@ pub async fn delete(
         )
         .await
     {
+        Ok(_) => Redirect::to("/schedules").into_response(),
+        Err(e) => page::error_page(e.status, &e.message),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DoubtForm {
+    pub tenant: String,
+    pub name: String,
+    /// `run` or `mark_done`.
+    pub resolution: String,
+}
+
+/// `POST /schedules/in-doubt`: settles a schedule's records in doubt (the partition's holder
+/// runs them, or they are marked done).
+pub async fn resolve(
+    State(api): State<Api>,
+    Signed { viewer, form: f }: Signed<DoubtForm>,
+) -> Response {
+    let s = match stored(&api, &viewer, &f.tenant, &f.name).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let resolution = match f.resolution.as_str() {
+        "run" => crate::model::doubt::Resolution::Run,
+        "mark_done" => crate::model::doubt::Resolution::MarkDone,
+        other => {
+            return page::error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("resolution: `{other}` is not run or mark_done"),
+            );
+        }
+    };
+    let command = Command::ResolveDoubts(crate::model::ResolveDoubts {
+        tenant: s.tenant,
+        schedule: Some(s.name),
+        resolution,
+    });
+    match api.propose(&viewer.caller, command).await {
         Ok(_) => Redirect::to("/schedules").into_response(),
         Err(e) => page::error_page(e.status, &e.message),
     }
