@@ -196,18 +196,33 @@ impl Agent {
     /// Runs a previous process left: queued ones start again (at the catch-up rate); ones it
     /// had started are recorded failed.
     async fn recover(&self) -> Result<(), StoreError> {
-        for run in self.buffer.runs().await? {
+        let runs = self.buffer.runs().await?;
+        // Nothing supervises what the runs going then left running: it is killed first.
+        let going: std::collections::HashSet<String> = runs
+            .iter()
+            .filter(|r| r.state != RunState::Queued)
+            .map(|r| r.run_id.clone())
+            .collect();
+        let killed = crate::leftovers::kill(&going);
+        for run in runs {
             if run.state == RunState::Queued {
                 self.registry.lock().queue_catch_up(run);
             } else {
                 // It was going when the agent stopped; what it did is unknown, so it is not run
                 // again (it may have had effects) but recorded as failed.
-                let report = event(
-                    &run,
-                    RunState::Failed,
-                    self.clock.now_ms(),
-                    "the agent stopped while the run was going",
-                );
+                let left = killed
+                    .iter()
+                    .find(|(r, _)| *r == run.run_id)
+                    .map_or(0, |(_, n)| *n);
+                let message = if left == 0 {
+                    "the agent stopped while the run was going".to_owned()
+                } else {
+                    format!(
+                        "the agent stopped while the run was going; the {left} process(es) \
+                         it left running were killed"
+                    )
+                };
+                let report = event(&run, RunState::Failed, self.clock.now_ms(), &message);
                 self.buffer
                     .advance(&run.run_id, RunState::Failed, &report)
                     .await?;

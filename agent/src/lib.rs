@@ -55,6 +55,7 @@ pub mod firing;
 pub mod identity;
 pub mod keeper;
 pub mod lease;
+pub mod leftovers;
 pub mod link;
 pub mod outbox;
 pub mod pass;

@@ -15,7 +15,7 @@ use meridian_transport::HostsMap;
 
 pub async fn run(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
     let plane = DevPlane::start(args, dir).await?;
-    let agent = match start_agent(&plane, dir).await {
+    let agent = match start_agent(&plane, dir, args.slots).await {
         Ok(agent) => agent,
         Err(e) => {
             plane.shutdown().await;
@@ -31,8 +31,8 @@ pub async fn run(args: &DevArgs, dir: &Path) -> Result<String, ClientError> {
 }
 
 /// The embedded agent: cluster `local`, dialling the plane on `localhost:<port>`, its state in
-/// `<dir>/agent`.
-async fn start_agent(plane: &DevPlane, dir: &Path) -> Result<Agent, ClientError> {
+/// `<dir>/agent`, running `slots` runs at once.
+async fn start_agent(plane: &DevPlane, dir: &Path, slots: u32) -> Result<Agent, ClientError> {
     let tls = dev_agent_tls(dir)?;
     let config = AgentConfig {
         hostname: DEV_AGENT.into(),
@@ -45,7 +45,7 @@ async fn start_agent(plane: &DevPlane, dir: &Path) -> Result<Agent, ClientError>
                 .into_iter()
                 .collect(),
         ),
-        slots: 16,
+        slots,
         catch_up_rate: 10.0,
         kill_grace_seconds: 10,
         heartbeat_ms: 1000,

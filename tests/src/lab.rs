@@ -92,7 +92,29 @@ pub struct Lab {
     planes: Vec<String>,
     /// Every write the plane acknowledged during the test: (API path, what it must contain).
     acknowledged: Vec<(String, String)>,
+    /// How long each scheduled task runs after writing its ledger line (0: it ends at once).
+    pub task_seconds: u32,
     _turn: MutexGuard<'static, ()>,
+}
+
+/// The ledger the scenarios' tasks write themselves: a line per execution, its run id (the
+/// lab's nodes share this machine's filesystem).
+pub fn ledger_path() -> PathBuf {
+    Path::new(LAB_DIR).join("ledger")
+}
+
+/// What the tasks' own ledger says of `schedule` (`lab.<name>`): lines, and executions beyond
+/// the first of one fire record.
+pub fn ledger(schedule: &str) -> (usize, usize) {
+    let text = std::fs::read_to_string(ledger_path()).unwrap_or_default();
+    let prefix = format!("lab.{schedule}@");
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with(&prefix)) {
+        *seen.entry(line.trim()).or_default() += 1;
+    }
+    let lines = seen.values().sum();
+    let twice = seen.values().map(|n| n - 1).sum();
+    (lines, twice)
 }
 
 impl Lab {
@@ -137,6 +159,7 @@ impl Lab {
             token: vars["MERIDIAN_TOKEN"].clone(),
             planes,
             acknowledged: Vec::new(),
+            task_seconds: 0,
             _turn: turn,
         }
     }
@@ -186,16 +209,17 @@ impl Lab {
         cron: &str,
         catch_up: &str,
     ) -> Scheduled {
+        // Each execution says so in the ledger before anything else.
+        let mut script = format!(
+            "echo $MERIDIAN_RUN_ID; echo $MERIDIAN_RUN_ID >> {}",
+            ledger_path().display()
+        );
+        if self.task_seconds > 0 {
+            script.push_str(&format!("; sleep {}", self.task_seconds));
+        }
         for args in [
             vec![
-                "workflow",
-                "create",
-                "lab",
-                name,
-                "--shell",
-                "echo $MERIDIAN_RUN_ID",
-                "--env",
-                env,
+                "workflow", "create", "lab", name, "--shell", &script, "--env", env,
             ],
             vec![
                 "schedule",
@@ -342,6 +366,37 @@ impl Lab {
     }
 
     /// Waits until every partition of `cluster` is held by an agent named in `holders`.
+    /// The records in doubt now (`GET /in-doubt`), summed over every schedule.
+    pub async fn in_doubt(&self) -> usize {
+        let listed = self.get("/in-doubt").await.unwrap_or_default();
+        listed
+            .as_array()
+            .map(|ranges| {
+                ranges
+                    .iter()
+                    .map(|r| r["records"].as_array().map_or(0, Vec::len))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Waits until nothing is in doubt (the old holders' reports settled it).
+    pub async fn wait_until_settled(&self, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        loop {
+            let left = self.in_doubt().await;
+            if left == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{left} records still in doubt after {patience:?}: {:?}",
+                self.get("/in-doubt").await
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     pub async fn wait_for_holders(&self, cluster: &str, holders: &[&str], patience: Duration) {
         let deadline = Instant::now() + patience;
         loop {
@@ -441,10 +496,28 @@ impl Lab {
             lost: 0,
             duplicated: 0,
         };
+        let mut ledger_twice = 0;
         for s in schedules {
             let one = self
                 .check(scenario, s, until, Duration::from_secs(90))
                 .await;
+            // The tasks' own ledger: no fire record executed twice, and every run the
+            // history says succeeded executed.
+            let (lines, twice) = ledger(&s.name);
+            ledger_twice += twice;
+            let succeeded = self
+                .runs(&s.name)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| r.state == "succeeded")
+                .count();
+            assert!(
+                lines >= succeeded,
+                "[{scenario}] {}: the history has {succeeded} succeeded runs, the ledger {lines} \
+                 executions",
+                s.name
+            );
             total.due += one.due;
             total.ran += one.ran;
             total.skipped += one.skipped;
@@ -453,7 +526,14 @@ impl Lab {
         }
         // Straight to stderr, past the test harness's capture: CI shows one line per scenario.
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "scenario [{scenario}]: {total}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "scenario [{scenario}]: {total}; ledger: {ledger_twice} executed twice"
+        );
+        assert_eq!(
+            ledger_twice, 0,
+            "[{scenario}] the tasks' ledger has fire records executed twice"
+        );
         assert!(total.due > 0, "[{scenario}] nothing was due: {total}");
         assert_eq!(
             (total.lost, total.duplicated),

@@ -175,8 +175,17 @@ async fn an_agent_restarted_mid_run_records_that_run_failed_and_runs_nothing_twi
     })
     .await;
 
+    // Killed: the run's shell goes with the agent's task, but its `sleep` would go on,
+    // unsupervised, in the shell's process group.
+    let first = f.history("slow").await[0].run_id.clone();
     f.kill_agent("agent-1.test").await;
+    assert!(
+        !running_for(&first).is_empty(),
+        "the run's processes outlive the agent that started them"
+    );
     f.start_agent("agent-1.test", "main").await;
+    // The restarted agent kills them before it records the run failed.
+    assert!(running_for(&first).is_empty(), "{:?}", running_for(&first));
     f.wait_for_partitions("agent-1.test", 16).await;
     f.advance(Duration::from_secs(30), Duration::from_secs(2))
         .await;
@@ -189,7 +198,10 @@ async fn an_agent_restarted_mid_run_records_that_run_failed_and_runs_nothing_twi
     );
     assert_eq!(runs[0].state, "failed");
     assert!(
-        runs[0].message.contains("agent stopped"),
+        runs[0].message.contains("agent stopped")
+            && runs[0]
+                .message
+                .contains("process(es) it left running were killed"),
         "{}",
         runs[0].message
     );
@@ -367,4 +379,20 @@ async fn a_graceful_stop_finishes_the_run_going_reports_it_and_hands_over_at_onc
     // does not move).
     f.wait_for_partitions(other, 16).await;
     f.shutdown().await;
+}
+
+/// The live processes whose environment names run `run_id` (as every task's does).
+fn running_for(run_id: &str) -> Vec<u32> {
+    let needle = format!("MERIDIAN_RUN_ID={run_id}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|entry| entry == needle.as_bytes())
+            })
+        })
+        .collect()
 }

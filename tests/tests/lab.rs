@@ -158,6 +158,117 @@ async fn dc_public_link_cut_longer_then_shorter_than_the_lease() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dc_a_cut_past_its_lease_its_backup_takes_over_and_nothing_runs_twice() {
+    // Both of a-main's agents are cut off together (the DC's uplink): the plane (majority in
+    // dc-b and dc-c) grants their partitions to neither — it does not hear them — but to the
+    // backup cluster's agent once their leases ran out. What they fired up to then is in doubt
+    // (takeover `wait`): b2 runs none of it; after the heal their reports settle it.
+    let mut lab = Lab::up(&[]);
+    let s = lab.schedules(EVERY_2S);
+    lab.wait_for_holders("a-main", &["agent-a1", "agent-a2"], lease() * 3)
+        .await;
+    pause(Duration::from_secs(4)).await;
+    lab.ok(&["cut", "a"]);
+    lab.wait_for_holders("a-main", &["agent-b2"], lease() * 4)
+        .await;
+    pause(Duration::from_secs(4)).await;
+    let doubted = lab.in_doubt().await;
+    lab.ok(&["heal", "a"]);
+    lab.wait_until_settled(lease() * 4).await;
+    lab.wait_for_holders("a-main", &["agent-a1", "agent-a2"], lease() * 4)
+        .await;
+    pause(Duration::from_secs(4)).await;
+    println!("dc-a cut: {doubted} records in doubt, settled by the heal");
+    lab.finish("dc-a cut past its lease, backup takeover (wait)", &s)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_frozen_past_its_lease_starts_nothing_when_it_wakes() {
+    // agent-a1 stopped with SIGSTOP — between taking records and starting them, as far as it
+    // can tell — well past its lease; a2 takes its partitions. Woken, it starts none of what it
+    // had taken (its lease is gone: each goes back, for a2 to run), and what it may have fired
+    // before the freeze is settled by its reports.
+    let mut lab = Lab::up(&[]);
+    let s = lab.schedules(EVERY_2S);
+    lab.wait_for_holders("a-main", &["agent-a1", "agent-a2"], lease() * 3)
+        .await;
+    pause(Duration::from_secs(4)).await;
+    lab.ok(&["freeze", "agent-a1"]);
+    lab.wait_for_holders("a-main", &["agent-a2"], lease() * 4)
+        .await;
+    pause(lease()).await;
+    let doubted = lab.in_doubt().await;
+    lab.ok(&["thaw", "agent-a1"]);
+    lab.wait_until_settled(lease() * 4).await;
+    pause(Duration::from_secs(4)).await;
+    println!("agent-a1 frozen: {doubted} records in doubt, settled once it woke");
+    lab.finish("a holder frozen past its lease, then woken", &s)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_agent_killed_with_tasks_running_leaves_no_process_behind() {
+    // Tasks that take three seconds, every agent killed (SIGKILL) while some run: nothing
+    // supervises them any more. Each agent, restarted, kills what its runs left running before
+    // it records them failed; nothing is left over, nothing lost, nothing run twice.
+    let mut lab = Lab::up(&[]);
+    lab.task_seconds = 3;
+    let s = lab.schedules(EVERY_2S);
+    pause(Duration::from_secs(6)).await;
+    const AGENTS: [&str; 5] = ["agent-a1", "agent-a2", "agent-b1", "agent-b2", "agent-c1"];
+    for agent in AGENTS {
+        lab.ok(&["kill", agent]);
+    }
+    let left = lab_tasks();
+    assert!(
+        !left.is_empty(),
+        "the killed agents' tasks go on unsupervised until the agents are back"
+    );
+    for agent in AGENTS {
+        lab.ok(&["start", agent]);
+    }
+    let deadline = std::time::Instant::now() + lease() * 3;
+    loop {
+        let still: Vec<u32> = lab_tasks()
+            .into_iter()
+            .filter(|pid| left.contains(pid))
+            .collect();
+        if still.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes the killed agents' runs left are still running: {still:?}"
+        );
+        pause(Duration::from_millis(250)).await;
+    }
+    println!(
+        "every agent killed: {} task processes left behind, all killed by the restarted agents",
+        left.len()
+    );
+    pause(Duration::from_secs(6)).await;
+    lab.finish("every agent killed with tasks running", &s)
+        .await;
+}
+
+/// The processes of the lab's tasks now: every process whose environment names a run of
+/// tenant `lab` (the lab's nodes share this machine's process table; network namespaces only).
+fn lab_tasks() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|entry| entry.starts_with(b"MERIDIAN_RUN_ID=lab."))
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_plane_node_stopped_for_three_minutes() {
     let outage = Duration::from_secs(meridian_tests::knob("LAB_OUTAGE_SECONDS", 180));
     let mut lab = Lab::up(&[]);

@@ -453,7 +453,15 @@ async fn an_older_follower_refuses_an_entry_it_cannot_read_and_changes_nothing()
         .write(create_dc("nj"), WRITE_TIMEOUT)
         .await
         .unwrap();
-    let before = cluster.node(0).raft.metrics().borrow().clone();
+    // The metrics catch up with the write a moment after it is answered: wait for them, or
+    // `after` below would see the write's own apply.
+    let before = loop {
+        let m = cluster.node(0).raft.metrics().borrow().clone();
+        if m.last_applied.map(|l| l.index) == m.last_log_index {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let stale = before.current_term.saturating_sub(1);
     let rpc = AppendEntriesRequest::<TypeConfig> {
         vote: openraft::Vote::new_committed(stale, 7),

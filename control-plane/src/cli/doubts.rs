@@ -20,7 +20,7 @@ pub enum InDoubtCommand {
 }
 
 #[derive(Debug, Args)]
-#[group(id = "how", required = true, multiple = false)]
+#[command(group = clap::ArgGroup::new("how").required(true).multiple(false))]
 pub struct ResolveArgs {
     /// The partition's holder runs them (under the schedule's catch-up policy).
     #[arg(long, group = "how")]
