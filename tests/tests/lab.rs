@@ -19,6 +19,12 @@ fn lease() -> Duration {
     Duration::from_secs(LEASE_SECONDS)
 }
 
+/// A line for CI's log, past the test harness's capture.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 async fn pause(d: Duration) {
     tokio::time::sleep(d).await
 }
@@ -69,7 +75,7 @@ async fn agent_killed_its_partitions_move_within_its_cluster() {
     );
     let resolved = lab.cli(&["in-doubt", "resolve", "--run"]);
     assert_eq!(resolved.code, Some(0), "{resolved:?}");
-    println!("agent killed: {}", resolved.stdout.trim());
+    say(&format!("agent killed: {}", resolved.stdout.trim()));
     let after = lab.cli(&["in-doubt"]);
     assert_eq!(after.stdout.trim().lines().count(), 1, "settled: {after:?}");
     pause(Duration::from_secs(4)).await;
@@ -178,7 +184,7 @@ async fn dc_a_cut_past_its_lease_its_backup_takes_over_and_nothing_runs_twice() 
     lab.wait_for_holders("a-main", &["agent-a1", "agent-a2"], lease() * 4)
         .await;
     pause(Duration::from_secs(4)).await;
-    println!("dc-a cut: {doubted} records in doubt, settled by the heal");
+    say(&format!("dc-a cut: {doubted} records in doubt, settled by the heal"));
     lab.finish("dc-a cut past its lease, backup takeover (wait)", &s)
         .await;
 }
@@ -202,7 +208,9 @@ async fn a_holder_frozen_past_its_lease_starts_nothing_when_it_wakes() {
     lab.ok(&["thaw", "agent-a1"]);
     lab.wait_until_settled(lease() * 4).await;
     pause(Duration::from_secs(4)).await;
-    println!("agent-a1 frozen: {doubted} records in doubt, settled once it woke");
+    say(&format!(
+        "agent-a1 frozen: {doubted} records in doubt, settled once it woke"
+    ));
     lab.finish("a holder frozen past its lease, then woken", &s)
         .await;
 }
@@ -243,10 +251,10 @@ async fn every_agent_killed_with_tasks_running_leaves_no_process_behind() {
         );
         pause(Duration::from_millis(250)).await;
     }
-    println!(
+    say(&format!(
         "every agent killed: {} task processes left behind, all killed by the restarted agents",
         left.len()
-    );
+    ));
     pause(Duration::from_secs(6)).await;
     lab.finish("every agent killed with tasks running", &s)
         .await;
