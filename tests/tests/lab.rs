@@ -184,7 +184,9 @@ async fn dc_a_cut_past_its_lease_its_backup_takes_over_and_nothing_runs_twice() 
     lab.wait_for_holders("a-main", &["agent-a1", "agent-a2"], lease() * 4)
         .await;
     pause(Duration::from_secs(4)).await;
-    say(&format!("dc-a cut: {doubted} records in doubt, settled by the heal"));
+    say(&format!(
+        "dc-a cut: {doubted} records in doubt, settled by the heal"
+    ));
     lab.finish("dc-a cut past its lease, backup takeover (wait)", &s)
         .await;
 }
