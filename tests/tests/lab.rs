@@ -219,13 +219,22 @@ async fn a_holder_frozen_past_its_lease_starts_nothing_when_it_wakes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_agent_killed_with_tasks_running_leaves_no_process_behind() {
-    // Tasks that take three seconds, every agent killed (SIGKILL) while some run: nothing
+    // Tasks that take five seconds, every agent killed (SIGKILL) while some run: nothing
     // supervises them any more. Each agent, restarted, kills what its runs left running before
     // it records them failed; nothing is left over, nothing lost, nothing run twice.
     let mut lab = Lab::up(&[]);
-    lab.task_seconds = 3;
+    lab.task_seconds = 5;
     let s = lab.schedules(EVERY_2S);
-    pause(Duration::from_secs(6)).await;
+    // Killed while tasks run: wait until some do (the agents pick the schedules up within a
+    // heartbeat or two; each task then runs 5 s, longer than the five kills take).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lab_tasks().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no task started within 30 s"
+        );
+        pause(Duration::from_millis(100)).await;
+    }
     const AGENTS: [&str; 5] = ["agent-a1", "agent-a2", "agent-b1", "agent-b2", "agent-c1"];
     for agent in AGENTS {
         lab.ok(&["kill", agent]);
