@@ -66,6 +66,12 @@ impl Runs {
 
     pub fn next_catch_up(&mut self) -> Option<LocalRun> {
         let run = self.catch_up.pop_front()?;
+        self.uncount_catch_up(&run);
+        Some(run)
+    }
+
+    /// `run` left the catch-up queue.
+    fn uncount_catch_up(&mut self, run: &LocalRun) {
         if let Some(s) = &run.schedule
             && let Some(n) = self.catching_up.get_mut(s.as_str())
         {
@@ -74,7 +80,6 @@ impl Runs {
                 self.catching_up.remove(s.as_str());
             }
         }
-        Some(run)
     }
 
     /// Takes out every queued run (to catch up, or waiting for its schedule's run) of
@@ -85,14 +90,7 @@ impl Runs {
         let mut kept = VecDeque::new();
         for run in std::mem::take(&mut self.catch_up) {
             if of(&run) {
-                if let Some(s) = &run.schedule
-                    && let Some(n) = self.catching_up.get_mut(s.as_str())
-                {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.catching_up.remove(s.as_str());
-                    }
-                }
+                self.uncount_catch_up(&run);
                 out.push(run);
             } else {
                 kept.push_back(run);

@@ -2694,6 +2694,19 @@ async fn an_entity_document_of_a_newer_shape_is_refused_by_name() {
 
 /// What `agent` of `nj-main` holding `leases` is assigned of `ads/nightly`: its `returned`.
 async fn returned_to(m: &Model, agent: &str, leases: &[HeldLease]) -> Vec<i64> {
+    assignment_of(m, agent, leases, "ads.nightly")
+        .await
+        .map(|a| a.returned)
+        .unwrap_or_default()
+}
+
+/// What `agent` of `nj-main`, claiming `leases`, is assigned of `schedule` (`<tenant>.<name>`).
+async fn assignment_of(
+    m: &Model,
+    agent: &str,
+    leases: &[HeldLease],
+    schedule: &str,
+) -> Option<Assignment> {
     let claims: Vec<ClaimedLease> = leases
         .iter()
         .map(|l| ClaimedLease {
@@ -2706,9 +2719,7 @@ async fn returned_to(m: &Model, agent: &str, leases: &[HeldLease]) -> Vec<i64> {
         .await
         .unwrap()
         .into_iter()
-        .find(|a| a.schedule.as_str() == "ads.nightly")
-        .map(|a| a.returned)
-        .unwrap_or_default()
+        .find(|a| a.schedule.as_str() == schedule)
 }
 
 #[tokio::test]
@@ -2995,19 +3006,8 @@ async fn in_doubt(m: &Model) -> Vec<meridian_plane::model::doubt::InDoubt> {
 /// What `agent`, holding every partition it was granted at `at`, is assigned of `ads/<name>`.
 async fn assigned(m: &mut Model, agent: &str, at: i64, name: &str) -> Assignment {
     let held = m.beat(at, agent, "nj-main").await.leases;
-    let claims: Vec<ClaimedLease> = held
-        .iter()
-        .map(|l| ClaimedLease {
-            cluster: l.cluster.clone(),
-            partition: l.partition,
-            epoch: l.epoch,
-        })
-        .collect();
-    query::assignments(&m.pool, agent, "nj-main", &claims)
+    assignment_of(m, agent, &held, &format!("ads.{name}"))
         .await
-        .unwrap()
-        .into_iter()
-        .find(|a| a.schedule.as_str() == format!("ads.{name}"))
         .unwrap()
 }
 

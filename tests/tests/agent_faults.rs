@@ -223,12 +223,8 @@ async fn a_takeover_while_the_holder_is_cut_off_waits_for_what_it_may_have_fired
     );
     let at_30 = runs.iter().find(|r| r.fire_ms == Some(ms(30))).unwrap();
     assert_eq!(at_30.agent.as_deref(), Some("agent-1.test"), "{at_30:?}");
-    let text = std::fs::read_to_string(&ledger).unwrap();
-    let mut lines: Vec<&str> = text.lines().collect();
-    let total = lines.len();
-    lines.sort();
-    lines.dedup();
-    assert_eq!((total, lines.len()), (8, 8), "{text}");
+    let (total, distinct, text) = ledger_lines(&ledger);
+    assert_eq!((total, distinct), (8, 8), "{text}");
     f.shutdown().await;
 }
 
@@ -657,11 +653,21 @@ async fn a_run_whose_lease_lapses_before_it_starts_is_given_back_and_runs_once_l
         );
     }
     // The ledger the runs wrote: every fire once.
-    let text = std::fs::read_to_string(&ledger).unwrap();
-    let mut lines: Vec<&str> = text.lines().collect();
-    let total = lines.len();
-    lines.sort();
-    lines.dedup();
-    assert_eq!((total, lines.len()), (7, 7), "{text}");
+    let (total, distinct, text) = ledger_lines(&ledger);
+    assert_eq!((total, distinct), (7, 7), "{text}");
     f.shutdown().await;
+}
+
+/// The runs' own ledger (a line per execution): how many lines, how many different ones, and
+/// the text.
+fn ledger_lines(ledger: &std::path::Path) -> (usize, usize, String) {
+    let text = std::fs::read_to_string(ledger).unwrap();
+    let (total, distinct) = {
+        let mut lines: Vec<&str> = text.lines().collect();
+        let total = lines.len();
+        lines.sort();
+        lines.dedup();
+        (total, lines.len())
+    };
+    (total, distinct, text)
 }

@@ -384,15 +384,5 @@ async fn a_graceful_stop_finishes_the_run_going_reports_it_and_hands_over_at_onc
 /// The live processes whose environment names run `run_id` (as every task's does).
 fn running_for(run_id: &str) -> Vec<u32> {
     let needle = format!("MERIDIAN_RUN_ID={run_id}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|b| *b == 0)
-                    .any(|entry| entry == needle.as_bytes())
-            })
-        })
-        .collect()
+    meridian_tests::process::processes_whose_env(|entry| entry == needle.as_bytes())
 }

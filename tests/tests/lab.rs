@@ -274,17 +274,7 @@ async fn every_agent_killed_with_tasks_running_leaves_no_process_behind() {
 /// The processes of the lab's tasks now: every process whose environment names a run of
 /// tenant `lab` (the lab's nodes share this machine's process table; network namespaces only).
 fn lab_tasks() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|b| *b == 0)
-                    .any(|entry| entry.starts_with(b"MERIDIAN_RUN_ID=lab."))
-            })
-        })
-        .collect()
+    meridian_tests::process::processes_whose_env(|entry| entry.starts_with(b"MERIDIAN_RUN_ID=lab."))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

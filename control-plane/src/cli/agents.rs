@@ -16,7 +16,8 @@ pub struct LeasesArgs {
     pub cluster: Option<String>,
 }
 
-fn time(ms: i64) -> String {
+/// An instant (ms since the epoch) as the CLI's tables print it.
+pub(super) fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_else(|| "-".into())

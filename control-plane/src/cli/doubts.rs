@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::json;
 
+use super::agents::time;
 use super::client::{Client, ClientError};
 use crate::model::doubt::InDoubt;
 
@@ -34,12 +35,6 @@ pub struct ResolveArgs {
     /// Only this schedule's (`tenant/name`).
     #[arg(long, conflicts_with = "tenant")]
     pub schedule: Option<String>,
-}
-
-fn time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| "-".into())
 }
 
 pub async fn run(client: &Client, command: Option<&InDoubtCommand>) -> Result<String, ClientError> {

@@ -223,6 +223,18 @@ pub(super) fn invalid(doing: &str, field: &str, problem: &str) -> ApplyError {
     .into()
 }
 
+/// Moves the `definitions` counter to log index `index`: agents fetch their assignments again.
+pub(super) async fn definitions_moved(tx: &mut SqliteConnection, index: u64) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO counters (name, value) VALUES ('definitions', ?) \
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )
+    .bind(index as i64)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 pub(super) fn subject(subject: String) -> Applied {
     Applied {
         subject,

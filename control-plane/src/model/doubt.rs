@@ -147,20 +147,48 @@ struct Range {
     through_ms: i64,
 }
 
-async fn ranges(
-    tx: &mut SqliteConnection,
-    filter: &str,
-    binds: &[&str],
-) -> sqlx::Result<Vec<Range>> {
+/// Which ranges in doubt [`ranges`] reads.
+enum Which<'a> {
+    /// `holder`'s, of `partition` of `cluster`, from tenures that began at `epoch` or before.
+    Tenure {
+        holder: &'a str,
+        cluster: &'a str,
+        partition: u32,
+        epoch: u64,
+    },
+    /// One schedule's (`<tenant>.<name>`).
+    Schedule(&'a str),
+    /// Every schedule's of a tenant.
+    Tenant(&'a str),
+}
+
+async fn ranges(tx: &mut SqliteConnection, which: Which<'_>) -> sqlx::Result<Vec<Range>> {
+    let filter = match which {
+        Which::Tenure { .. } => {
+            "d.holder = ? AND d.cluster = ? AND d.partition = ? AND d.first_epoch <= ?"
+        }
+        Which::Schedule(_) => "d.schedule_id = ?",
+        Which::Tenant(_) => "s.tenant = ?",
+    };
     let sql = format!(
         "SELECT d.holder, d.first_epoch, d.after_ms, d.through_ms, s.doc FROM doubts d \
          JOIN schedules s ON s.tenant || '.' || s.name = d.schedule_id WHERE {filter} \
          ORDER BY d.schedule_id, d.first_epoch"
     );
-    let mut query = sqlx::query(&sql);
-    for b in binds {
-        query = query.bind(*b);
-    }
+    let query = sqlx::query(&sql);
+    let query = match which {
+        Which::Tenure {
+            holder,
+            cluster,
+            partition,
+            epoch,
+        } => query
+            .bind(holder)
+            .bind(cluster)
+            .bind(i64::from(partition))
+            .bind(epoch as i64),
+        Which::Schedule(id) | Which::Tenant(id) => query.bind(id),
+    };
     query
         .fetch_all(&mut *tx)
         .await?
@@ -232,15 +260,7 @@ pub async fn hand(
     .bind(context.at_ms)
     .execute(&mut *tx)
     .await?;
-    // Agents fetch their assignments again when this moves.
-    sqlx::query(
-        "INSERT INTO counters (name, value) VALUES ('definitions', ?) \
-         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-    )
-    .bind(context.index as i64)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    super::checks::definitions_moved(tx, context.index).await
 }
 
 /// A record was taken by an agent: it is handed to nobody any more.
@@ -265,13 +285,14 @@ pub async fn settle_relinquished(
     partition: u32,
     epoch: u64,
 ) -> sqlx::Result<u64> {
-    let partition_s = partition.to_string();
-    let epoch_s = epoch.to_string();
     let found = ranges(
         tx,
-        "d.holder = ? AND d.cluster = ? AND d.partition = CAST(? AS INTEGER) \
-         AND d.first_epoch <= CAST(? AS INTEGER)",
-        &[agent, cluster, &partition_s, &epoch_s],
+        Which::Tenure {
+            holder: agent,
+            cluster,
+            partition,
+            epoch,
+        },
     )
     .await?;
     let mut handed = 0;
@@ -309,11 +330,8 @@ pub async fn resolve(
     by: &str,
 ) -> sqlx::Result<u64> {
     let found = match schedule {
-        Some(name) => {
-            let id = format!("{tenant}.{name}");
-            ranges(tx, "d.schedule_id = ?", &[&id]).await?
-        }
-        None => ranges(tx, "s.tenant = ?", &[tenant]).await?,
+        Some(name) => ranges(tx, Which::Schedule(&format!("{tenant}.{name}"))).await?,
+        None => ranges(tx, Which::Tenant(tenant)).await?,
     };
     let mut count = 0;
     for range in found {

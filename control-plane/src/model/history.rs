@@ -257,8 +257,11 @@ async fn apply_entry(
                 .bind(fire_ms)
                 .execute(&mut *tx)
                 .await?;
-                // Taken: handed to nobody any more.
-                super::doubt::taken(tx, schedule.as_str(), fire_ms).await?;
+                // Taken (a hand-back is only ever taken by a first event): handed to nobody
+                // any more.
+                if first_from_agent {
+                    super::doubt::taken(tx, schedule.as_str(), fire_ms).await?;
+                }
             }
             Ok(Ok(()))
         }

@@ -38,13 +38,7 @@ pub async fn apply(
     match outcome {
         Ok(applied) => {
             if command.changes_definitions() {
-                sqlx::query(
-                    "INSERT INTO counters (name, value) VALUES ('definitions', ?) \
-                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                )
-                .bind(index as i64)
-                .execute(&mut *tx)
-                .await?;
+                super::checks::definitions_moved(&mut tx, index).await?;
             }
             if command.audited() {
                 let entry = match command {

@@ -110,9 +110,7 @@ pub struct Doubt {
 }
 
 fn at(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|| "-".into())
+    page::time(Some(ms)).map_or_else(|| "-".into(), |t| t.text)
 }
 
 /// The list's view of every range in doubt, by schedule id (ranges of one schedule summed).
