@@ -38,6 +38,7 @@ use crate::runner::Runner;
 use crate::runs::RunRegistry;
 use crate::shutdown::Shutdown;
 use crate::store::StoreError;
+use crate::supervisor::Supervisor;
 use crate::take::event;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub enum AgentError {
     Metrics(std::net::SocketAddr, std::io::Error),
     #[error("making the data directory {0} private to the agent: {1}")]
     DataDir(String, std::io::Error),
+    #[error("agent config field `supervisor`: {0}")]
+    Supervisor(#[from] crate::supervisor::SupervisorError),
 }
 
 /// A running agent: its workers and what they share.
@@ -102,6 +105,11 @@ impl Agent {
         // Tasks run as other users from here on: nothing of the agent's may be readable to them.
         crate::run_dir::secure(&config.data_dir, &config.work_dir(), &config.tls.key)
             .map_err(|e| AgentError::DataDir(config.data_dir.display().to_string(), e))?;
+        let supervisor = Supervisor::start(
+            config.data_dir.join("supervisor"),
+            config.supervisor.clone(),
+        )
+        .await?;
         let reported = Arc::new(Notify::new());
         let wake = Arc::new(Notify::new());
         let shutdown = Shutdown::new();
@@ -121,6 +129,7 @@ impl Agent {
             reported: reported.clone(),
             resources: resources.clone(),
             hostname: config.hostname.clone(),
+            supervisor: supervisor.clone(),
         };
         let leases = Arc::new(Mutex::new(Leases::default()));
         let registry = Arc::new(RunRegistry::new(
@@ -194,39 +203,69 @@ impl Agent {
     }
 
     /// Runs a previous process left: queued ones start again (at the catch-up rate); ones it
-    /// had started are recorded failed.
+    /// had started go on where the supervisor kept their tasks going (re-attached), or, where
+    /// that cannot be, have what they left running killed and are recorded failed.
     async fn recover(&self) -> Result<(), StoreError> {
         let runs = self.buffer.runs().await?;
-        // Nothing supervises what the runs going then left running: it is killed first.
-        let going: std::collections::HashSet<String> = runs
-            .iter()
-            .filter(|r| r.state != RunState::Queued)
-            .map(|r| r.run_id.clone())
-            .collect();
-        let killed = crate::leftovers::kill(&going);
+        let supervisor = self.registry.runner.supervisor.clone();
+        // Attempts of runs that have left the agent (it stopped between recording a run's end
+        // and telling the supervisor) are dropped.
+        let here: std::collections::HashSet<&str> =
+            runs.iter().map(|r| r.run_id.as_str()).collect();
+        if let Ok(known) = supervisor.list(None).await {
+            let gone: std::collections::BTreeSet<String> = known
+                .into_iter()
+                .filter(|k| !here.contains(k.key.run_id.as_str()))
+                .map(|k| k.key.run_id)
+                .collect();
+            supervisor.forget(gone.into_iter().collect()).await;
+        }
+        let mut lost = Vec::new();
         for run in runs {
             if run.state == RunState::Queued {
                 self.registry.lock().queue_catch_up(run);
-            } else {
-                // It was going when the agent stopped; what it did is unknown, so it is not run
-                // again (it may have had effects) but recorded as failed.
-                let left = killed
-                    .iter()
-                    .find(|(r, _)| *r == run.run_id)
-                    .map_or(0, |(_, n)| *n);
-                let message = if left == 0 {
-                    "the agent stopped while the run was going".to_owned()
-                } else {
-                    format!(
-                        "the agent stopped while the run was going; the {left} process(es) \
-                         it left running were killed"
-                    )
-                };
-                let report = event(&run, RunState::Failed, self.clock.now_ms(), &message);
-                self.buffer
-                    .advance(&run.run_id, RunState::Failed, &report)
-                    .await?;
+                continue;
             }
+            let known = match supervisor.list(Some(&run.run_id)).await {
+                Ok(known) => known,
+                Err(e) => {
+                    tracing::error!("asking the supervisor about {}: {e}", run.run_id);
+                    Vec::new()
+                }
+            };
+            match crate::resume::plan(&run.job.definition.tasks, &known) {
+                Ok(plan) => {
+                    tracing::info!(
+                        run = %run.run_id,
+                        reattached = plan.tasks.len(),
+                        "the run goes on under the supervisor"
+                    );
+                    self.registry.resume(run, plan);
+                }
+                Err(why) => lost.push((run, why.message())),
+            }
+        }
+        // Nothing supervises what the runs that cannot go on left running: it is killed first.
+        let ids: std::collections::HashSet<String> =
+            lost.iter().map(|(r, _)| r.run_id.clone()).collect();
+        let killed = crate::leftovers::kill(&ids);
+        for (run, why) in lost {
+            // What it did is unknown, so it is not run again (it may have had effects) but
+            // recorded as failed.
+            let left = killed
+                .iter()
+                .find(|(r, _)| *r == run.run_id)
+                .map_or(0, |(_, n)| *n);
+            let message = if left == 0 {
+                why
+            } else {
+                format!("{why}; the {left} process(es) it left running were killed")
+            };
+            let report = event(&run, RunState::Failed, self.clock.now_ms(), &message);
+            self.buffer
+                .advance(&run.run_id, RunState::Failed, &report)
+                .await?;
+            self.registry.runner.forget(&run);
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ use meridian_transport::{HostsMap, TlsFiles};
 use serde::Deserialize;
 
 use crate::resources::CacheConfig;
+use crate::supervisor::Supervision;
 use meridian_bucket::BucketConfig;
 
 /// `agent.toml`.
@@ -62,6 +63,12 @@ pub struct AgentConfig {
     /// Serve Prometheus metrics (`GET /metrics`, plain HTTP) on this address.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Who starts shell tasks: `process` (the default) is a supervisor process of its own
+    /// (`meridian-agent supervise`, started by the agent in `<data_dir>/supervisor`) that keeps
+    /// tasks going through an agent restart, so the restarted agent re-attaches to them;
+    /// `in-process` runs it inside the agent, and tasks die with it.
+    #[serde(default)]
+    pub supervisor: Supervision,
 }
 
 fn default_slots() -> u32 {

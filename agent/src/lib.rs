@@ -20,6 +20,10 @@
 //! - [`link`]: mutual TLS to any plane node through the hosts map, moving on when one fails.
 //! - [`task`]: one attempt of a shell or HTTP task; [`runner`]: a whole run, its DAG, retries
 //!   and logs.
+//! - [`supervisor`]: the small process (one per agent) that starts shell tasks with their
+//!   output to files and outlives the agent; [`resume`]: how a run a previous agent process had
+//!   going goes on from what the supervisor knows (pure); [`leftovers`]: killing what a run
+//!   left running when nothing supervises it any more.
 //! - [`identity`]: who a run's shell tasks run as — the tenant's OS user from its
 //!   environment's `run_as`, looked up on this host — and the refusal of root or the agent's
 //!   own user (pure decision, then the lookups and the child's setgroups/setgid/setuid).
@@ -61,10 +65,12 @@ pub mod outbox;
 pub mod pass;
 pub mod reporter;
 pub mod resources;
+pub mod resume;
 pub mod run_dir;
 pub mod runner;
 pub mod runs;
 pub mod shutdown;
 pub mod store;
+pub mod supervisor;
 pub mod take;
 pub mod task;

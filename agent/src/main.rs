@@ -16,10 +16,28 @@ struct Cli {
     /// The agent's config file.
     #[arg(long, default_value = "agent.toml")]
     config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// The task supervisor the agent starts itself (in `<data_dir>/supervisor`): starts the
+    /// agent's shell tasks and keeps them going through an agent restart. Not for starting by
+    /// hand.
+    #[command(hide = true)]
+    Supervise {
+        /// The supervisor's directory (its socket, tasks' output and exit statuses).
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Supervise { dir }) = &cli.command {
+        return meridian_agent::supervisor::server::main(dir);
+    }
     let config = match AgentConfig::load(&cli.config) {
         Ok(config) => config,
         Err(err) => {

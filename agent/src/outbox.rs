@@ -9,7 +9,7 @@
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 
-use crate::store::{NewEntry, Write, Writer};
+use crate::store::{LogMark, NewEntry, Write, Writer};
 
 pub use crate::store::StoreError as OutboxError;
 
@@ -58,6 +58,42 @@ impl Outbox {
             }))
             .await?;
         Ok(written == 1)
+    }
+
+    /// Records a log chunk's entry durably, with how far its attempt's log is recorded now
+    /// (`mark`), in one transaction.
+    pub async fn record_log(
+        &self,
+        key: &str,
+        at_ms: i64,
+        payload: &str,
+        mark: LogMark,
+    ) -> Result<bool, OutboxError> {
+        let entry = NewEntry {
+            key: key.to_owned(),
+            at_ms,
+            payload: payload.to_owned(),
+        };
+        let written = self.writer.write(Write::RecordLog { entry, mark }).await?;
+        Ok(written == 1)
+    }
+
+    /// How many bytes of an attempt's output are recorded (0: none, or its run has left).
+    pub async fn log_mark(
+        &self,
+        run_id: &str,
+        task: &str,
+        attempt: u32,
+    ) -> Result<u64, OutboxError> {
+        let upto: Option<i64> = sqlx::query_scalar(
+            "SELECT upto FROM log_marks WHERE run_id = ?1 AND task = ?2 AND attempt = ?3",
+        )
+        .bind(run_id)
+        .bind(task)
+        .bind(i64::from(attempt))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(upto.unwrap_or(0) as u64)
     }
 
     /// The oldest `limit` entries, in recording order: the next batch to send.

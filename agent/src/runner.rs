@@ -25,9 +25,12 @@ use tokio::task::JoinSet;
 use crate::identity::{self, IdentityError, TaskUser};
 use crate::outbox::Outbox;
 use crate::resources::{Prepared, ResourceCache};
+use crate::resume::{Resume, TaskResume};
 use crate::run_dir;
+use crate::store::LogMark;
+use crate::supervisor::{AttemptKey, Supervisor};
 use crate::take::LocalRun;
-use crate::task::{self, Attempt, AttemptEnd, Log};
+use crate::task::{self, Attempt, AttemptEnd, Following, Log};
 
 /// The tasks of `run` that never started, in dependency order, with why: downstream of a
 /// task that failed for good (`upstream_failed`, naming it), or left when the run ended
@@ -100,6 +103,8 @@ pub struct Runner {
     pub resources: ResourceCache,
     /// This agent's hostname, named when a run's OS user does not exist here.
     pub hostname: String,
+    /// Who starts shell tasks (and keeps them going through an agent restart).
+    pub supervisor: Arc<Supervisor>,
 }
 
 /// Who a run's shell tasks run as, or why they may not start; decided once per run.
@@ -121,6 +126,22 @@ const CHUNK_DELAY: Duration = Duration::from_millis(200);
 impl Runner {
     /// Writes `item` to the outbox under `run`'s lease.
     pub async fn report(&self, run: &LocalRun, item: ReportItem) {
+        self.record(run, item, None).await
+    }
+
+    /// Writes a log chunk to the outbox, with how far its attempt's output is recorded now
+    /// (`upto` bytes: where a re-attached attempt's log goes on from).
+    async fn report_log(&self, run: &LocalRun, chunk: LogChunk, upto: u64) {
+        let mark = LogMark {
+            run_id: chunk.run_id.clone(),
+            task: chunk.task.clone(),
+            attempt: chunk.attempt,
+            upto,
+        };
+        self.record(run, ReportItem::Log(chunk), Some(mark)).await
+    }
+
+    async fn record(&self, run: &LocalRun, item: ReportItem, mark: Option<LogMark>) {
         let report = Report::V1 {
             cluster: run.cluster.clone(),
             partition: run.partition,
@@ -132,11 +153,17 @@ impl Runner {
         // The outbox is the only record of what happened; if the disk refuses, retrying is
         // all there is to do.
         loop {
-            match self
-                .outbox
-                .record(&item.key(), self.clock.now_ms(), &payload)
-                .await
-            {
+            let key = item.key();
+            let at_ms = self.clock.now_ms();
+            let recorded = match &mark {
+                Some(mark) => {
+                    self.outbox
+                        .record_log(&key, at_ms, &payload, mark.clone())
+                        .await
+                }
+                None => self.outbox.record(&key, at_ms, &payload).await,
+            };
+            match recorded {
                 Ok(_) => break,
                 Err(e) => {
                     tracing::error!("writing to the outbox: {e}; retrying");
@@ -147,8 +174,27 @@ impl Runner {
         self.reported.notify_one();
     }
 
-    /// Runs `run` to its end. Returns the final state and a message.
-    pub async fn run(&self, run: &LocalRun, kill: watch::Receiver<bool>) -> (RunState, String) {
+    /// Lets the supervisor forget `run`'s attempts (soon, in a batch): its end is recorded.
+    pub fn forget(&self, run: &LocalRun) {
+        let shell = run
+            .job
+            .definition
+            .tasks
+            .iter()
+            .any(|t| matches!(t.kind, TaskKind::Shell { .. }));
+        if shell {
+            self.supervisor.forget_later(run.run_id.clone());
+        }
+    }
+
+    /// Runs `run` to its end — from where `resume` says, for a run a previous agent process
+    /// had going. Returns the final state and a message.
+    pub async fn run(
+        &self,
+        run: &LocalRun,
+        kill: watch::Receiver<bool>,
+        resume: Option<&Resume>,
+    ) -> (RunState, String) {
         let tasks = &run.job.definition.tasks;
         let dir = run
             .job
@@ -165,6 +211,34 @@ impl Runner {
         // The run's message once a task failed for good.
         let mut failed: Option<String> = None;
         let mut going = JoinSet::new();
+        for (name, how) in resume.map(|r| &r.tasks).into_iter().flatten() {
+            started.insert(name.clone());
+            match *how {
+                TaskResume::Succeeded => {
+                    succeeded.insert(name.clone());
+                }
+                TaskResume::Reattach {
+                    attempt,
+                    started_ms,
+                } => {
+                    let Some(task) = tasks.iter().find(|t| t.name == *name).cloned() else {
+                        continue;
+                    };
+                    let (this, run, dir, kill, user) = (
+                        self.clone(),
+                        run.clone(),
+                        dir.clone(),
+                        kill.clone(),
+                        user.clone(),
+                    );
+                    going.spawn(async move {
+                        let from = Some((attempt, started_ms));
+                        let ended = this.task(&run, &task, dir, user, kill, from).await;
+                        (task.name, ended)
+                    });
+                }
+            }
+        }
         loop {
             if failed.is_none() && !*kill.borrow() {
                 for t in tasks {
@@ -179,7 +253,7 @@ impl Runner {
                         let kill = kill.clone();
                         let user = user.clone();
                         going.spawn(async move {
-                            let ended = this.task(&run, &task, dir, user, kill).await;
+                            let ended = this.task(&run, &task, dir, user, kill, None).await;
                             (task.name, ended)
                         });
                     }
@@ -257,7 +331,8 @@ impl Runner {
         Some(Arc::new(decided))
     }
 
-    /// Runs one task with its retries.
+    /// Runs one task with its retries; `reattach`: from the attempt (number, start on the
+    /// wall clock) a previous agent process had going, which the supervisor kept going.
     async fn task(
         &self,
         run: &LocalRun,
@@ -265,8 +340,21 @@ impl Runner {
         dir: PathBuf,
         user: RunUser,
         mut kill: watch::Receiver<bool>,
+        reattach: Option<(u32, i64)>,
     ) -> TaskEnd {
         let first_start = tokio::time::Instant::now();
+        let first = reattach.map_or(1, |(attempt, _)| attempt);
+        if let Some((attempt, started_ms)) = reattach {
+            match self
+                .reattach(run, spec, attempt, started_ms, kill.clone())
+                .await
+            {
+                AttemptOutcome::Succeeded => return TaskEnd::Succeeded,
+                AttemptOutcome::Killed => return TaskEnd::Failed,
+                _ if attempt > spec.retries => return TaskEnd::Failed,
+                _ => {}
+            }
+        }
         let vars = run_vars(run);
         let mut delay = Duration::from_secs(spec.retry_delay_seconds);
         let task_user = match (&spec.kind, user.as_deref()) {
@@ -278,7 +366,16 @@ impl Runner {
         };
         // Files made for the task are its user's.
         let owner = task_user.and_then(TaskUser::owner);
-        for attempt in 1..=spec.retries.saturating_add(1) {
+        for attempt in first..=spec.retries.saturating_add(1) {
+            if reattach.is_some() && attempt == first {
+                // Re-attached above; it failed: the retry after it.
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = kill.wait_for(|k| *k) => return TaskEnd::Failed,
+                }
+                delay = delay.saturating_mul(2);
+                continue;
+            }
             // Resources first, on every attempt: a retry after S3 was down tries again.
             let prepared = if spec.resources.is_empty() {
                 Ok(Prepared::default())
@@ -308,7 +405,7 @@ impl Runner {
                 warning: warning.clone(),
             };
             self.report(run, ReportItem::Attempt(started.clone())).await;
-            let (log, drained) = self.log_drain(run, &spec.name, attempt);
+            let (log, drained) = self.log_drain(run, &spec.name, attempt, 0);
             let ended = match prepared {
                 Err(message) => AttemptEnd {
                     outcome: if *kill.borrow() {
@@ -320,9 +417,11 @@ impl Runner {
                     message,
                 },
                 Ok(prepared) => {
-                    if !warning.is_empty() {
-                        log.write(format!("meridian: warning: {warning}\n").as_bytes());
-                    }
+                    let preamble = if warning.is_empty() {
+                        String::new()
+                    } else {
+                        format!("meridian: warning: {warning}\n")
+                    };
                     let ended = task::run(
                         &spec.kind,
                         Attempt {
@@ -333,6 +432,13 @@ impl Runner {
                             grace: self.grace,
                             kill: kill.clone(),
                             http: &self.http,
+                            supervisor: &self.supervisor,
+                            key: AttemptKey {
+                                run_id: run.run_id.clone(),
+                                task: spec.name.clone(),
+                                attempt,
+                            },
+                            preamble: &preamble,
                         },
                         &log,
                     )
@@ -392,7 +498,7 @@ impl Runner {
             warning: String::new(),
         };
         self.report(run, ReportItem::Attempt(started.clone())).await;
-        let (log, drained) = self.log_drain(run, &spec.name, 1);
+        let (log, drained) = self.log_drain(run, &spec.name, 1, 0);
         log.write(format!("meridian: {why}\n").as_bytes());
         drop(log);
         let _ = drained.await;
@@ -409,20 +515,94 @@ impl Runner {
         TaskEnd::Refused(why)
     }
 
-    /// A log for one attempt, and the task that turns what is written to it into outbox
-    /// chunks (it ends once the log is dropped and everything is written).
+    /// Re-attaches to attempt `attempt` of `spec`, which the supervisor kept going while the
+    /// agent was away: sends the rest of its log (from where the outbox stood) and records how
+    /// it ended. Its `started` was recorded by the previous process.
+    async fn reattach(
+        &self,
+        run: &LocalRun,
+        spec: &TaskSpec,
+        attempt: u32,
+        started_ms: i64,
+        kill: watch::Receiver<bool>,
+    ) -> AttemptOutcome {
+        let key = AttemptKey {
+            run_id: run.run_id.clone(),
+            task: spec.name.clone(),
+            attempt,
+        };
+        let from = match self.outbox.log_mark(&run.run_id, &spec.name, attempt).await {
+            Ok(from) => from,
+            Err(e) => {
+                tracing::error!("reading how much of {}'s log was sent: {e}", run.run_id);
+                0
+            }
+        };
+        let (log, drained) = self.log_drain(run, &spec.name, attempt, from);
+        let ended = match self.supervisor.attach(&key).await {
+            Ok(Some(watch)) => {
+                // What is left of its timeout, counted from its start.
+                let ran = Duration::from_millis(
+                    u64::try_from(self.clock.now_ms().saturating_sub(started_ms)).unwrap_or(0),
+                );
+                let timeout = spec
+                    .timeout_seconds
+                    .map(|t| Duration::from_secs(t).saturating_sub(ran));
+                let following = Following {
+                    timeout,
+                    grace: self.grace,
+                    kill,
+                };
+                task::follow(watch, from, following, &log).await
+            }
+            Ok(None) => AttemptEnd {
+                outcome: AttemptOutcome::Failed,
+                exit_code: None,
+                message: "the supervisor no longer knows this attempt; its outcome is unknown"
+                    .into(),
+            },
+            Err(e) => AttemptEnd {
+                outcome: AttemptOutcome::Failed,
+                exit_code: None,
+                message: format!("re-attaching after the agent restarted: {e}"),
+            },
+        };
+        drop(log);
+        let _ = drained.await;
+        let outcome = ended.outcome;
+        self.report(
+            run,
+            ReportItem::Attempt(AttemptEvent {
+                run_id: run.run_id.clone(),
+                task: spec.name.clone(),
+                attempt,
+                outcome,
+                at_ms: self.clock.now_ms(),
+                exit_code: ended.exit_code,
+                message: ended.message,
+                warning: String::new(),
+            }),
+        )
+        .await;
+        outcome
+    }
+
+    /// A log for one attempt from byte `from` (0 but for a re-attached attempt), and the task
+    /// that turns what is written to it into outbox chunks (it ends once the log is dropped and
+    /// everything is written).
     fn log_drain(
         &self,
         run: &LocalRun,
         task: &str,
         attempt: u32,
+        from: u64,
     ) -> (Log, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let this = self.clone();
         let run = run.clone();
         let task = task.to_owned();
         let drain = tokio::spawn(async move {
-            let mut offset = 0u64;
+            let mut offset = from;
             let mut pending: Vec<u8> = Vec::new();
             // When what is pending must be sent: `CHUNK_DELAY` after its first byte, however
             // steadily the task goes on writing (a deadline, not a quiet period: a task that
@@ -439,7 +619,7 @@ impl Runner {
                 };
                 *offset += pending.len() as u64;
                 pending.clear();
-                chunk
+                (chunk, *offset)
             };
             loop {
                 let next = if pending.is_empty() {
@@ -448,8 +628,8 @@ impl Runner {
                     match tokio::time::timeout_at(due, rx.recv()).await {
                         Ok(next) => next,
                         Err(_) => {
-                            let chunk = flush(&mut pending, &mut offset);
-                            this.report(&run, ReportItem::Log(chunk)).await;
+                            let (chunk, upto) = flush(&mut pending, &mut offset);
+                            this.report_log(&run, chunk, upto).await;
                             continue;
                         }
                     }
@@ -461,14 +641,14 @@ impl Runner {
                         }
                         pending.extend_from_slice(&data);
                         if pending.len() >= CHUNK_BYTES {
-                            let chunk = flush(&mut pending, &mut offset);
-                            this.report(&run, ReportItem::Log(chunk)).await;
+                            let (chunk, upto) = flush(&mut pending, &mut offset);
+                            this.report_log(&run, chunk, upto).await;
                         }
                     }
                     None => {
                         if !pending.is_empty() {
-                            let chunk = flush(&mut pending, &mut offset);
-                            this.report(&run, ReportItem::Log(chunk)).await;
+                            let (chunk, upto) = flush(&mut pending, &mut offset);
+                            this.report_log(&run, chunk, upto).await;
                         }
                         break;
                     }

@@ -15,6 +15,7 @@ use crate::buffer::Buffer;
 use crate::firing::{self, Overlap};
 use crate::lease::Leases;
 use crate::pass::Counts;
+use crate::resume::Resume;
 use crate::runner::Runner;
 use crate::take::{LocalRun, Took, event};
 
@@ -332,6 +333,21 @@ impl RunRegistry {
     /// one, unless it already was), runs it, records the end, then starts the schedule's next
     /// waiting fire.
     pub fn launch(self: &Arc<Self>, run: LocalRun, permit: Option<OwnedSemaphorePermit>) {
+        self.launch_with(run, permit, None)
+    }
+
+    /// Lets a run a previous agent process had started go on as `plan` says (re-attached to
+    /// the tasks the supervisor kept going): it needs a slot, but no lease (it has started).
+    pub fn resume(self: &Arc<Self>, run: LocalRun, plan: Resume) {
+        self.launch_with(run, None, Some(plan))
+    }
+
+    fn launch_with(
+        self: &Arc<Self>,
+        run: LocalRun,
+        permit: Option<OwnedSemaphorePermit>,
+        resume: Option<Resume>,
+    ) {
         let (kill, killed) = watch::channel(false);
         let run_id = run.run_id.clone();
         let schedule = run.schedule.as_ref().map(|s| s.to_string());
@@ -352,7 +368,7 @@ impl RunRegistry {
                     Err(_) => return,
                 },
             };
-            if !this.may_start(&run) {
+            if resume.is_none() && !this.may_start(&run) {
                 // The lease lapsed since the record was taken (the agent was paused, cut off
                 // or slow to get a slot): it goes back untouched, for the partition's holder.
                 this.give_back(&run).await;
@@ -370,12 +386,14 @@ impl RunRegistry {
                 }
                 this.reported.notify_one();
             }
-            let (state, message) = this.runner.run(&run, killed).await;
+            let (state, message) = this.runner.run(&run, killed, resume.as_ref()).await;
             let report = event(&run, state, this.clock.now_ms(), &message);
             if let Err(e) = this.buffer.advance(&run.run_id, state, &report).await {
                 tracing::error!("recording the end of {}: {e}", run.run_id);
             }
             this.reported.notify_one();
+            // Recorded: the supervisor may drop its attempts.
+            this.runner.forget(&run);
             this.finished(&run, schedule.as_ref());
         });
         if let Some(going) = self.lock().going.get_mut(&run_id) {

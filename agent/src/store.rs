@@ -133,6 +133,15 @@ impl Progress {
     }
 }
 
+/// How far one attempt's log is recorded in the outbox: `upto` bytes of its output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogMark {
+    pub run_id: String,
+    pub task: String,
+    pub attempt: u32,
+    pub upto: u64,
+}
+
 /// Every kind of write, applied by [`apply`].
 #[derive(Debug)]
 pub enum Write {
@@ -160,6 +169,8 @@ pub enum Write {
     },
     /// An outbox entry (answers 0 when its key is already waiting).
     Record(NewEntry),
+    /// A log chunk's outbox entry, and how far the attempt's log is recorded with it.
+    RecordLog { entry: NewEntry, mark: LogMark },
     /// The plane committed every entry up to `seq` (answers how many left).
     Acknowledge(i64),
 }
@@ -343,6 +354,7 @@ struct Rows<'a> {
     returned_runs: Vec<String>,
     /// Entries in the order their writes came.
     entries: Vec<(usize, &'a NewEntry)>,
+    log_marks: Vec<serde_json::Value>,
     refill: BTreeMap<String, Arc<Assignment>>,
     acknowledge: Option<i64>,
 }
@@ -420,6 +432,11 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
                 rows.entries.push((i, entry));
             }
             Write::Record(entry) => rows.entries.push((i, entry)),
+            Write::RecordLog { entry, mark } => {
+                rows.entries.push((i, entry));
+                rows.log_marks
+                    .push(json!([mark.run_id, mark.task, mark.attempt, mark.upto]));
+            }
             Write::Acknowledge(seq) => {
                 rows.acknowledge = Some(rows.acknowledge.map_or(*seq, |s| s.max(*seq)))
             }
@@ -443,6 +460,22 @@ async fn apply(pool: &SqlitePool, writes: &[Write]) -> Result<Vec<u64>, StoreErr
     }
     for chunk in rows.finished_runs.chunks(ROWS) {
         sqlx::query("DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?))")
+            .bind(json!(chunk).to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    for chunk in rows.log_marks.chunks(ROWS) {
+        sqlx::query(
+            "INSERT INTO log_marks (run_id, task, attempt, upto) \
+             SELECT j.value->>0, j.value->>1, j.value->>2, j.value->>3 FROM json_each(?1) AS j \
+             WHERE true ON CONFLICT DO UPDATE SET upto = MAX(upto, excluded.upto)",
+        )
+        .bind(json!(chunk).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    for chunk in rows.finished_runs.chunks(ROWS) {
+        sqlx::query("DELETE FROM log_marks WHERE run_id IN (SELECT value FROM json_each(?1))")
             .bind(json!(chunk).to_string())
             .execute(&mut *tx)
             .await?;

@@ -1,6 +1,7 @@
-//! Running one attempt of one task: a shell script in its own process group, or an HTTP
-//! request. Output goes to a [`LogSink`] as it comes; a timeout or a kill sends TERM to the
-//! whole process group, waits the grace period, then sends KILL.
+//! Running one attempt of one task: a shell script, started by the agent's
+//! [`crate::supervisor`] in its own process group with its output going to a file, or an HTTP
+//! request. Output goes to a [`Log`] as it comes (a script's as its file grows); a timeout or
+//! a kill sends TERM to the whole process group, waits the grace period, then sends KILL.
 //!
 //! A script starts as the run's [`TaskUser`] (groups, gid, uid set in the child when the agent
 //! switches) in its own working directory, with a clean environment: the environment's and the
@@ -8,16 +9,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use meridian_domain::run::AttemptOutcome;
 use meridian_domain::workflow::TaskKind;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-use crate::identity::{self, Identity, TaskUser};
+use crate::identity::{Identity, TaskUser};
 use crate::run_dir;
+use crate::supervisor::{
+    AttemptKey, Exit, SpawnRequest, Supervisor, SupervisorError, Switch, Watch,
+};
 
 /// Where an attempt's output goes: a channel the runner drains into outbox log chunks, so a
 /// task never waits for the disk.
@@ -52,9 +54,17 @@ pub struct Attempt<'a> {
     /// Becomes true when the run is killed.
     pub kill: watch::Receiver<bool>,
     pub http: &'a reqwest::Client,
+    /// Who starts a script, and the attempt's name there.
+    pub supervisor: &'a Supervisor,
+    pub key: AttemptKey,
+    /// Written to the log before anything the task writes (the agent's warnings).
+    pub preamble: &'a str,
 }
 
 pub async fn run(kind: &TaskKind, attempt: Attempt<'_>, log: &Log) -> AttemptEnd {
+    if !matches!(kind, TaskKind::Shell { .. }) {
+        log.write(attempt.preamble.as_bytes());
+    }
     match kind {
         TaskKind::Shell { script } => shell(script, attempt, log).await,
         TaskKind::Noop {} => end(AttemptOutcome::Succeeded, None, ""),
@@ -89,6 +99,10 @@ fn end(outcome: AttemptOutcome, exit_code: Option<i32>, message: impl Into<Strin
 
 /// Sends `signal` to the process group led by `pid`.
 fn signal_group(pid: u32, signal: libc::c_int) {
+    // 0 would be the agent's own group (a supervisor that did not know the process).
+    if pid <= 1 {
+        return;
+    }
     // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
     unsafe {
         libc::kill(-(pid as libc::pid_t), signal);
@@ -118,7 +132,7 @@ pub fn task_env(
     env
 }
 
-async fn shell(script: &str, mut a: Attempt<'_>, log: &Log) -> AttemptEnd {
+async fn shell(script: &str, a: Attempt<'_>, log: &Log) -> AttemptEnd {
     let Some(user) = a.user else {
         return end(
             AttemptOutcome::Failed,
@@ -133,61 +147,68 @@ async fn shell(script: &str, mut a: Attempt<'_>, log: &Log) -> AttemptEnd {
             format!("creating the working directory {}: {e}", a.dir.display()),
         );
     }
-    let mut command = tokio::process::Command::new("/bin/sh");
-    command
-        .arg("-c")
-        .arg(script)
-        .current_dir(a.dir)
+    let request = SpawnRequest {
+        key: a.key.clone(),
+        script: script.to_owned(),
+        dir: a.dir.to_owned(),
         // Nothing of the agent's own: its credentials (AWS_*), config paths and the like.
-        .env_clear()
-        .envs(task_env(&user.identity, a.dir, a.env))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    if user.switch {
-        let groups: Vec<libc::gid_t> = user.identity.groups.clone();
-        let (gid, uid) = (user.identity.gid, user.identity.uid);
-        // SAFETY: the closure runs between fork and exec; `become_user` makes only
-        // async-signal-safe system calls on data moved in here, allocated before the fork.
-        unsafe {
-            command.pre_exec(move || identity::become_user(&groups, gid, uid));
-        }
-    }
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) if user.switch => {
-            return end(
-                AttemptOutcome::Failed,
-                None,
-                format!(
-                    "starting /bin/sh as `{}` (uid {}, gid {}): {e}",
-                    user.identity.name, user.identity.uid, user.identity.gid
-                ),
-            );
+        env: task_env(&user.identity, a.dir, a.env),
+        user: user.switch.then(|| Switch {
+            uid: user.identity.uid,
+            gid: user.identity.gid,
+            groups: user.identity.groups.clone(),
+        }),
+        preamble: a.preamble.to_owned(),
+    };
+    let watch = match a.supervisor.spawn(request).await {
+        Ok(watch) => watch,
+        Err(SupervisorError::Refused(message)) => {
+            return end(AttemptOutcome::Failed, None, message);
         }
         Err(e) => {
             return end(
                 AttemptOutcome::Failed,
                 None,
-                format!("starting /bin/sh: {e}"),
+                format!("asking the supervisor to start the script: {e}"),
             );
         }
     };
-    let pid = child.id().unwrap_or(0);
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let mut out_buf = vec![0u8; 16 * 1024];
-    let mut err_buf = vec![0u8; 16 * 1024];
-    let (mut out_open, mut err_open) = (true, true);
-    let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
+    follow(
+        watch,
+        0,
+        Following {
+            timeout: a.timeout,
+            grace: a.grace,
+            kill: a.kill,
+        },
+        log,
+    )
+    .await
+}
+
+/// What following an attempt the supervisor runs needs.
+pub struct Following {
+    /// How long it may still run.
+    pub timeout: Option<Duration>,
+    pub grace: Duration,
+    /// Becomes true when the run is killed.
+    pub kill: watch::Receiver<bool>,
+}
+
+/// How often the output file of an attempt going is read for more.
+const OUTPUT_POLL: Duration = Duration::from_millis(100);
+
+/// Follows an attempt the supervisor runs to its end: its output file from byte `offset`
+/// into `log` as it grows; a timeout or a kill as TERM to its process group, then KILL
+/// after the grace period.
+pub async fn follow(mut watch: Watch, offset: u64, mut f: Following, log: &Log) -> AttemptEnd {
+    let mut output = Output::new(watch.log.clone(), offset);
+    let pid = watch.pid;
+    let deadline = f.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut stopping: Option<(AttemptOutcome, &'static str)> = None;
-    // Fixed when TERM is sent: a timer made afresh each time round the loop would start over
-    // with every piece of output, and a script that ignores TERM and keeps printing would
-    // never get its KILL.
+    // Fixed when TERM is sent, not made afresh each time round the loop.
     let mut kill_at: Option<tokio::time::Instant> = None;
-    let status = loop {
+    let exit = loop {
         let timeout = async {
             match deadline {
                 Some(d) if stopping.is_none() => tokio::time::sleep_until(d).await,
@@ -201,23 +222,16 @@ async fn shell(script: &str, mut a: Attempt<'_>, log: &Log) -> AttemptEnd {
             }
         };
         tokio::select! {
-            n = stdout.read(&mut out_buf), if out_open => match n {
-                Ok(0) | Err(_) => out_open = false,
-                Ok(n) => log.write(&out_buf[..n]),
-            },
-            n = stderr.read(&mut err_buf), if err_open => match n {
-                Ok(0) | Err(_) => err_open = false,
-                Ok(n) => log.write(&err_buf[..n]),
-            },
-            status = child.wait() => break status,
+            exit = watch.exited() => break exit,
+            _ = tokio::time::sleep(OUTPUT_POLL) => output.read_into(log),
             _ = timeout => {
                 stopping = Some((AttemptOutcome::TimedOut, "timed out"));
-                kill_at = Some(tokio::time::Instant::now() + a.grace);
+                kill_at = Some(tokio::time::Instant::now() + f.grace);
                 signal_group(pid, libc::SIGTERM);
             }
-            _ = a.kill.wait_for(|k| *k), if stopping.is_none() => {
+            _ = f.kill.wait_for(|k| *k), if stopping.is_none() => {
                 stopping = Some((AttemptOutcome::Killed, "killed"));
-                kill_at = Some(tokio::time::Instant::now() + a.grace);
+                kill_at = Some(tokio::time::Instant::now() + f.grace);
                 signal_group(pid, libc::SIGTERM);
             }
             _ = grace_over => {
@@ -226,55 +240,76 @@ async fn shell(script: &str, mut a: Attempt<'_>, log: &Log) -> AttemptEnd {
             }
         }
     };
-    // Output still buffered in the pipes; a background child holding them open must not keep
-    // the attempt from ending.
-    for (open, pipe, buf) in [
-        (
-            out_open,
-            &mut stdout as &mut (dyn tokio::io::AsyncRead + Unpin + Send),
-            &mut out_buf,
-        ),
-        (err_open, &mut stderr, &mut err_buf),
-    ] {
-        if !open {
-            continue;
-        }
-        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), pipe.read(buf)).await
-        {
-            if n == 0 {
-                break;
-            }
-            log.write(&buf[..n]);
-        }
-    }
-    match (status, stopping) {
+    output.read_into(log);
+    match (exit, stopping) {
         (_, Some((outcome, what))) => {
             // The group may have members the shell left behind.
             signal_group(pid, libc::SIGKILL);
             end(outcome, None, what)
         }
-        (Ok(status), None) if status.success() => end(AttemptOutcome::Succeeded, Some(0), ""),
-        (Ok(status), None) => {
-            use std::os::unix::process::ExitStatusExt;
-            match (status.code(), status.signal()) {
-                (Some(code), _) => end(
-                    AttemptOutcome::Failed,
-                    Some(code),
-                    format!("exit code {code}"),
-                ),
-                (None, Some(sig)) => end(
-                    AttemptOutcome::Failed,
-                    None,
-                    format!("terminated by signal {sig}"),
-                ),
-                _ => end(AttemptOutcome::Failed, None, "ended abnormally"),
-            }
-        }
-        (Err(e), None) => end(
+        (Exit::Code { code: 0 }, None) => end(AttemptOutcome::Succeeded, Some(0), ""),
+        (Exit::Code { code }, None) => end(
+            AttemptOutcome::Failed,
+            Some(code),
+            format!("exit code {code}"),
+        ),
+        (Exit::Signal { signal }, None) => end(
             AttemptOutcome::Failed,
             None,
-            format!("waiting for the shell: {e}"),
+            format!("terminated by signal {signal}"),
         ),
+        (Exit::Lost, None) => {
+            // Nothing waits for what is left of it any more.
+            signal_group(pid, libc::SIGKILL);
+            end(
+                AttemptOutcome::Failed,
+                None,
+                "the supervisor stopped while the script ran; its outcome is unknown (what \
+                 was left of it was killed)",
+            )
+        }
+    }
+}
+
+/// An attempt's output file, read from where the log stands.
+struct Output {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    offset: u64,
+}
+
+impl Output {
+    fn new(path: std::path::PathBuf, offset: u64) -> Self {
+        Self {
+            path,
+            file: None,
+            offset,
+        }
+    }
+
+    /// Everything written since the last read, into `log`.
+    fn read_into(&mut self, log: &Log) {
+        use std::io::{Read, Seek, SeekFrom};
+        if self.file.is_none() {
+            let Ok(mut file) = std::fs::File::open(&self.path) else {
+                return;
+            };
+            if file.seek(SeekFrom::Start(self.offset)).is_err() {
+                return;
+            }
+            self.file = Some(file);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n) = file.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            self.offset += n as u64;
+            log.write(&buf[..n]);
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use meridian_agent::outbox::Outbox;
 use meridian_agent::resources::ResourceCache;
 use meridian_agent::run_dir;
 use meridian_agent::runner::Runner;
+use meridian_agent::supervisor::{Supervision, Supervisor};
 use meridian_agent::take::LocalRun;
 use meridian_domain::SystemClock;
 use meridian_domain::run::{AttemptOutcome, Job, OsUser, Report, ReportItem, RunState};
@@ -86,6 +87,9 @@ impl Agent {
             )
             .unwrap(),
             hostname: "agent-1".into(),
+            supervisor: Supervisor::start(data.join("supervisor"), Supervision::InProcess)
+                .await
+                .expect("a supervisor"),
         };
         run_dir::secure(&data, &runner.work_dir, &key).unwrap();
         Self {
@@ -102,7 +106,7 @@ impl Agent {
 
     async fn run(&self, run: &LocalRun) -> (RunState, String) {
         let (_kill, killed) = watch::channel(false);
-        tokio::time::timeout(PATIENCE, self.runner.run(run, killed))
+        tokio::time::timeout(PATIENCE, self.runner.run(run, killed, None))
             .await
             .expect("the run ends")
     }

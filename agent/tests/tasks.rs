@@ -14,6 +14,7 @@ use meridian_agent::identity::TaskUser;
 use meridian_agent::outbox::Outbox;
 use meridian_agent::resources::ResourceCache;
 use meridian_agent::runner::Runner;
+use meridian_agent::supervisor::{AttemptKey, Supervision, Supervisor};
 use meridian_agent::take::LocalRun;
 use meridian_agent::task::{self, Attempt, AttemptEnd, Log};
 use meridian_domain::SystemClock;
@@ -47,16 +48,25 @@ struct Fixture {
     kill: watch::Sender<bool>,
     /// Scripts run as the test's own user.
     user: TaskUser,
+    /// Starts the scripts (in the test's process).
+    supervisor: Arc<Supervisor>,
+    attempts: std::sync::atomic::AtomicU32,
 }
 
 impl Fixture {
-    fn new() -> Self {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let supervisor = Supervisor::start(dir.path().join("supervisor"), Supervision::InProcess)
+            .await
+            .expect("a supervisor");
         Self {
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             env: BTreeMap::new(),
             http: http_client(),
             kill: watch::channel(false).0,
             user: TaskUser::agent().unwrap(),
+            supervisor,
+            attempts: Default::default(),
         }
     }
 
@@ -69,6 +79,16 @@ impl Fixture {
             grace,
             kill: self.kill.subscribe(),
             http: &self.http,
+            supervisor: &self.supervisor,
+            key: AttemptKey {
+                run_id: "ads.etl@1".into(),
+                task: "t".into(),
+                attempt: self
+                    .attempts
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    + 1,
+            },
+            preamble: "",
         }
     }
 }
@@ -106,7 +126,7 @@ async fn read_until(rx: &mut mpsc::UnboundedReceiver<Vec<u8>>, line: &str) -> Ve
 /// A shell attempt killed once it has printed `ready`: how it ended, its log, and how long
 /// it took to end after the kill.
 async fn killed_after_ready(script: &str, grace: Duration) -> (AttemptEnd, String, Duration) {
-    let f = Fixture::new();
+    let f = Fixture::new().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let log = Log(tx);
     let kind = shell(script);
@@ -154,7 +174,7 @@ async fn gone(pid: i32) -> bool {
 
 #[tokio::test]
 async fn a_script_gets_its_env_and_directory_and_its_output_and_exit_code_are_kept() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::new().await;
     f.env.insert("GREETING".into(), "hello there".into());
     // Not there yet: the attempt creates it.
     let dir = f.dir.path().join("runs").join("ads.etl@1");
@@ -189,7 +209,7 @@ async fn a_script_gets_its_env_and_directory_and_its_output_and_exit_code_are_ke
 
 #[tokio::test]
 async fn a_timed_out_script_is_stopped_with_the_children_it_left_behind() {
-    let f = Fixture::new();
+    let f = Fixture::new().await;
     // The child ignores TERM, so only the group-wide KILL after the shell is gone can end it.
     let script = "(trap '' TERM; exec sleep 30) & echo $! > child.pid; echo waiting; wait";
     let timeout = Duration::from_millis(500);
@@ -331,7 +351,7 @@ fn http(method: &str, url: &str, expect_status: u16) -> TaskKind {
 #[tokio::test]
 async fn an_http_task_sends_what_it_specifies_and_checks_the_status() {
     let (base, inbox) = serve().await;
-    let f = Fixture::new();
+    let f = Fixture::new().await;
     let url = format!("{base}/hooks/load");
 
     let (end, log) = run(&http("PUT", &url, 201), f.attempt(None, LONG_GRACE)).await;
@@ -375,7 +395,7 @@ async fn an_http_task_that_cannot_connect_fails_saying_so() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}/hooks/load", listener.local_addr().unwrap())
     };
-    let f = Fixture::new();
+    let f = Fixture::new().await;
     let (end, log) = run(&http("POST", &refused, 200), f.attempt(None, LONG_GRACE)).await;
     assert_eq!((end.outcome, end.exit_code), (AttemptOutcome::Failed, None));
     assert!(
@@ -390,7 +410,7 @@ async fn an_http_task_that_cannot_connect_fails_saying_so() {
 #[tokio::test]
 async fn an_http_task_past_its_timeout_times_out() {
     let (base, _) = serve().await;
-    let f = Fixture::new();
+    let f = Fixture::new().await;
     let url = format!("{base}/slow");
     let timeout = Duration::from_millis(300);
     let started = Instant::now();
@@ -431,6 +451,9 @@ impl Agent {
             )
             .unwrap(),
             hostname: "agent-1".into(),
+            supervisor: Supervisor::start(dir.path().join("supervisor"), Supervision::InProcess)
+                .await
+                .expect("a supervisor"),
         };
         Self { _dir: dir, runner }
     }
@@ -444,7 +467,7 @@ impl Agent {
     async fn run(&self, run: &LocalRun) -> (RunState, String) {
         // Held to the end: a dropped sender reads as a kill to the attempts going.
         let (_kill, killed) = watch::channel(false);
-        tokio::time::timeout(PATIENCE, self.runner.run(run, killed))
+        tokio::time::timeout(PATIENCE, self.runner.run(run, killed, None))
             .await
             .expect("the run ends")
     }
@@ -724,7 +747,7 @@ async fn a_killed_run_ends_killed_without_retrying() {
         kill.send(true).unwrap();
     };
     let ((state, message), ()) = tokio::time::timeout(PATIENCE, async {
-        tokio::join!(agent.runner.run(&run, killed), control)
+        tokio::join!(agent.runner.run(&run, killed, None), control)
     })
     .await
     .expect("the killed run ends");

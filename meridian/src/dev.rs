@@ -53,6 +53,8 @@ async fn start_agent(plane: &DevPlane, dir: &Path, slots: u32) -> Result<Agent, 
         bucket: plane.bucket.clone(),
         resources: Default::default(),
         metrics_listen: None,
+        // `meridian supervise`: tasks go on through a restart of `meridian dev`.
+        supervisor: Default::default(),
     };
     let material = tls.load().map_err(failed)?;
     Agent::start(&config, &material, plane.clock.clone())

@@ -17,7 +17,20 @@ use meridian_plane::cli::{Cli, Command, certs};
 /// Exit code for input the command refuses (clap uses the same for usage errors).
 const BAD_INPUT: u8 = 2;
 
+/// `meridian supervise --dir DIR`: the task supervisor `meridian dev`'s embedded agent starts
+/// itself (the agent's `supervise`, in this binary); not part of the documented commands.
+#[derive(Debug, Parser)]
+#[command(name = "meridian supervise", hide = true)]
+struct Supervise {
+    #[arg(long)]
+    dir: std::path::PathBuf,
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "supervise") {
+        let args = Supervise::parse_from(std::env::args_os().skip(1));
+        return meridian_agent::supervisor::server::main(&args.dir);
+    }
     let cli = Cli::parse();
     match &cli.command {
         Command::Certs(command) => finish(certs::run(command).map_err(|e| e.to_string())),

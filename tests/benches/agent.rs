@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
+use meridian_agent::supervisor::Supervision;
 use meridian_domain::workflow::{TaskKind, TaskSpec, WorkflowDefinition};
 use meridian_domain::{Clock, OverlapPolicy, ScheduleSpec, SystemClock};
 use meridian_plane::model::query::{self, RunFilter, RunRecord};
@@ -307,6 +308,8 @@ async fn shell() {
 
     eprintln!("shell: {n} runs of `true` due at once");
     let mut f = Federation::start_on_system_clock(1, 60).await;
+    // Supervised as in production: by a `meridian-agent supervise` process of its own.
+    f.supervision = Supervision::Program(meridian_tests::binary("meridian-agent"));
     let at = whole_second_after(lead);
     schedules(
         &f,

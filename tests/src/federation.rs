@@ -40,6 +40,9 @@ pub struct Federation {
     /// The bucket agents take resources from, and their cache settings.
     pub bucket: Option<meridian_bucket::BucketConfig>,
     pub resources: meridian_agent::resources::CacheConfig,
+    /// How agents started from now on supervise their tasks (in-process: a task of the test's
+    /// own, which goes on through `kill_agent`).
+    pub supervision: meridian_agent::supervisor::Supervision,
     agents: BTreeMap<String, Agent>,
     /// Per agent started behind a link: one cuttable relay per plane node.
     links: BTreeMap<String, Vec<Proxy>>,
@@ -89,6 +92,7 @@ impl Federation {
             clock,
             time,
             slots: 64,
+            supervision: meridian_agent::supervisor::Supervision::InProcess,
             takeover: TakeoverPolicy::default(),
             bucket: None,
             resources: Default::default(),
@@ -308,6 +312,7 @@ impl Federation {
             bucket: self.bucket.clone(),
             resources: self.resources.clone(),
             metrics_listen: None,
+            supervisor: self.supervision.clone(),
         };
         let started = Agent::start(&config, &tls, self.time.clone())
             .await

@@ -4,6 +4,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
+use meridian_agent::supervisor::Supervision;
 use meridian_domain::workflow::WorkflowDefinition;
 use meridian_domain::{OverlapPolicy, ScheduleSpec, WINDOW};
 use meridian_plane::model::{Command, Environment, Grant, Schedule, Workflow, query};
@@ -156,13 +157,22 @@ fn secs(s: i64) -> chrono::DateTime<chrono::Utc> {
     epoch() + chrono::TimeDelta::seconds(s)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_restarted_mid_run_records_that_run_failed_and_runs_nothing_twice() {
-    let mut f = Federation::start(1, 30).await;
+/// A slow first run of schedule `slow` (every 10 s) on `agent-1.test`: it prints `begin`,
+/// waits for gate `one`, prints `middle`, waits for gate `two`, prints `end`. Later runs print
+/// `done` at once. Returns the federation, the first run's id and the gates' paths.
+async fn slow_first_run(f: &mut Federation) -> (String, std::path::PathBuf, std::path::PathBuf) {
     let marker = f.plane.dir.path().join("first-run");
+    let (one, two) = (
+        f.plane.dir.path().join("one"),
+        f.plane.dir.path().join("two"),
+    );
+    let wait = |g: &std::path::Path| format!("while [ ! -e {} ]; do sleep 0.05; done", g.display());
     let script = format!(
-        "if [ ! -e {m} ]; then touch {m}; sleep 60; fi; echo done",
-        m = marker.display()
+        "if [ ! -e {m} ]; then touch {m}; echo begin; {w1}; echo middle; {w2}; echo end; \
+         else echo done; fi",
+        m = marker.display(),
+        w1 = wait(&one),
+        w2 = wait(&two),
     );
     f.schedule("slow", EVERY_10S, &script, OverlapPolicy::AllowAll)
         .await;
@@ -170,18 +180,83 @@ async fn an_agent_restarted_mid_run_records_that_run_failed_and_runs_nothing_twi
     f.wait_for_partitions("agent-1.test", 16).await;
     f.advance(Duration::from_secs(10), Duration::from_secs(10))
         .await;
-    f.wait_until("the first run to start", || async {
-        f.history("slow").await.iter().any(|r| r.state == "started")
+    // Going, with the first part of its log at the plane.
+    f.wait_until("the first run's `begin` to reach the plane", || async {
+        let Some(run) = f.history("slow").await.first().cloned() else {
+            return false;
+        };
+        let pool = f.plane.node(f.plane.leader().await).state.pool().clone();
+        let logs = query::logs(&pool, &run.run_id).await.unwrap();
+        logs.iter().any(|l| l.text.contains("begin"))
     })
     .await;
+    (f.history("slow").await[0].run_id.clone(), one, two)
+}
 
-    // Killed: the run's shell goes with the agent's task, but its `sleep` would go on,
-    // unsupervised, in the shell's process group.
-    let first = f.history("slow").await[0].run_id.clone();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restarted_mid_run_reattaches_and_records_the_real_outcome_and_whole_log() {
+    let mut f = Federation::start(1, 30).await;
+    let (first, one, two) = slow_first_run(&mut f).await;
+    // Killed: the task goes on under the supervisor, and writes while no agent is there.
     f.kill_agent("agent-1.test").await;
     assert!(
         !running_for(&first).is_empty(),
-        "the run's processes outlive the agent that started them"
+        "the run's task goes on under the supervisor"
+    );
+    std::fs::write(&one, "").unwrap();
+    f.start_agent("agent-1.test", "main").await;
+    assert!(
+        !running_for(&first).is_empty(),
+        "the restarted agent re-attaches rather than kill"
+    );
+    std::fs::write(&two, "").unwrap();
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(30), Duration::from_secs(2))
+        .await;
+    let runs = f.wait_for_history("slow", 4).await;
+    let summary = check("agent restart mid-run", EVERY_10S, epoch(), secs(40), &runs);
+    assert_eq!(
+        (summary.due, summary.lost, summary.duplicated),
+        (4, 0, 0),
+        "{runs:#?}"
+    );
+    assert!(runs.iter().all(|r| r.state == "succeeded"), "{runs:#?}");
+    let pool = f.plane.node(f.plane.leader().await).state.pool().clone();
+    // One attempt, ended as it really did; its log whole, nothing twice.
+    let attempts = query::attempts(&pool, &first).await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(
+        (attempts[0].outcome.as_str(), attempts[0].exit_code),
+        ("succeeded", Some(0))
+    );
+    let log: String = query::logs(&pool, &first)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.text.as_str())
+        .collect();
+    assert_eq!(log, "begin\nmiddle\nend\n");
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_supervisor_gone_too_the_tasks_are_killed_before_the_run_is_recorded_failed() {
+    let mut f = Federation::start(1, 30).await;
+    // A supervisor process of its own (`meridian-agent supervise`), to be killed.
+    f.supervision = Supervision::Program(meridian_tests::binary("meridian-agent"));
+    let (first, _one, _two) = slow_first_run(&mut f).await;
+    let dir = f.agent_dir("agent-1.test").join("supervisor");
+    let supervisors = supervisors_of(&dir);
+    assert_eq!(supervisors.len(), 1, "one supervisor for the agent");
+    f.kill_agent("agent-1.test").await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &supervisors[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(
+        !running_for(&first).is_empty(),
+        "the run's processes outlive both, unsupervised"
     );
     f.start_agent("agent-1.test", "main").await;
     // The restarted agent kills them before it records the run failed.
@@ -198,7 +273,9 @@ async fn an_agent_restarted_mid_run_records_that_run_failed_and_runs_nothing_twi
     );
     assert_eq!(runs[0].state, "failed");
     assert!(
-        runs[0].message.contains("agent stopped")
+        runs[0]
+            .message
+            .contains("the agent and the supervisor stopped")
             && runs[0]
                 .message
                 .contains("process(es) it left running were killed"),
@@ -209,7 +286,23 @@ async fn an_agent_restarted_mid_run_records_that_run_failed_and_runs_nothing_twi
         runs[1..].iter().all(|r| r.state == "succeeded"),
         "{runs:#?}"
     );
+    // The agent started a new supervisor, which runs the later tasks.
+    assert_eq!(supervisors_of(&dir).len(), 1);
     f.shutdown().await;
+}
+
+/// The supervisor processes serving `dir` (by their command line).
+fn supervisors_of(dir: &std::path::Path) -> Vec<u32> {
+    let wanted = format!("supervise\0--dir\0{}\0", dir.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&wanted))
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,9 +7,11 @@
 //! takes seconds, not hours. The lab's nodes are real processes on the real clock: the pauses
 //! below are how long a fault lasts, and every wait for an outcome is a poll with a deadline.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
+use meridian_tests::federation::is_final;
 use meridian_tests::lab::{LAB_DIR, Lab};
 
 const LEASE_SECONDS: u64 = 6;
@@ -218,57 +220,100 @@ async fn a_holder_frozen_past_its_lease_starts_nothing_when_it_wakes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_agent_killed_with_tasks_running_leaves_no_process_behind() {
-    // Tasks that take five seconds, every agent killed (SIGKILL) while some run: nothing
-    // supervises them any more. Each agent, restarted, kills what its runs left running before
-    // it records them failed; nothing is left over, nothing lost, nothing run twice.
+async fn every_agent_killed_with_tasks_running_reattaches_and_leaves_no_process_behind() {
+    // Tasks that take five seconds, every agent killed (SIGKILL) while some run. Their
+    // supervisors keep them going; each agent, restarted, re-attaches and records how they
+    // really ended (succeeded), with nothing left over, lost or run twice.
     let mut lab = Lab::up(&[]);
     lab.task_seconds = 5;
     let s = lab.schedules(EVERY_2S);
     // Killed while tasks run: wait until some do (the agents pick the schedules up within a
     // heartbeat or two; each task then runs 5 s, longer than the five kills take).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while lab_tasks().len() < 2 {
+    let runs_going = || {
+        lab_tasks()
+            .into_iter()
+            .filter_map(run_of)
+            .collect::<BTreeSet<String>>()
+    };
+    while runs_going().len() < 3 {
         assert!(
             std::time::Instant::now() < deadline,
-            "no task started within 30 s"
+            "three runs were not going at once within 30 s"
         );
         pause(Duration::from_millis(100)).await;
     }
     const AGENTS: [&str; 5] = ["agent-a1", "agent-a2", "agent-b1", "agent-b2", "agent-c1"];
+    // The runs going as the kills begin: some end while no agent is there, some go on.
+    let mut going = runs_going();
     for agent in AGENTS {
         lab.ok(&["kill", agent]);
     }
     let left = lab_tasks();
     assert!(
         !left.is_empty(),
-        "the killed agents' tasks go on unsupervised until the agents are back"
+        "the killed agents' tasks go on under their supervisors"
     );
+    going.extend(left.iter().filter_map(|pid| run_of(*pid)));
     for agent in AGENTS {
         lab.ok(&["start", agent]);
     }
-    let deadline = std::time::Instant::now() + lease() * 3;
-    loop {
-        let still: Vec<u32> = lab_tasks()
-            .into_iter()
-            .filter(|pid| left.contains(pid))
-            .collect();
-        if still.is_empty() {
-            break;
+    // Every run going at the kill ends as its task did: succeeded.
+    let deadline = std::time::Instant::now() + lease() * 4;
+    let ended = loop {
+        let mut ended = Vec::new();
+        for run in &going {
+            let schedule = run
+                .strip_prefix("lab.")
+                .and_then(|r| r.split_once('@'))
+                .map_or("", |(s, _)| s);
+            let runs = lab.runs(schedule).await.unwrap_or_default();
+            if let Some(r) = runs.iter().find(|r| r.run_id == *run && is_final(&r.state)) {
+                ended.push(r.clone());
+            }
+        }
+        if ended.len() == going.len() {
+            break ended;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "processes the killed agents' runs left are still running: {still:?}"
+            "runs going at the kill not ended yet: {} of {}",
+            going.len() - ended.len(),
+            going.len()
         );
         pause(Duration::from_millis(250)).await;
-    }
+    };
+    assert!(
+        ended.iter().all(|r| r.state == "succeeded"),
+        "the runs going at the kill end as their tasks did: {ended:#?}"
+    );
+    // No orphan: every process those runs had is gone (checked in the namespaces' shared
+    // process table).
+    let still: Vec<u32> = lab_tasks()
+        .into_iter()
+        .filter(|pid| left.contains(pid))
+        .collect();
+    assert!(
+        still.is_empty(),
+        "processes of ended runs still running: {still:?}"
+    );
     say(&format!(
-        "every agent killed: {} task processes left behind, all killed by the restarted agents",
+        "every agent killed: {} runs going at the kill ({} processes still running after it), \
+         all re-attached and recorded succeeded; no process left",
+        going.len(),
         left.len()
     ));
     pause(Duration::from_secs(6)).await;
     lab.finish("every agent killed with tasks running", &s)
         .await;
+}
+
+/// The run a process's environment names (`MERIDIAN_RUN_ID`).
+fn run_of(pid: u32) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|e| e.strip_prefix(b"MERIDIAN_RUN_ID="))
+        .map(|id| String::from_utf8_lossy(id).into_owned())
 }
 
 /// The processes of the lab's tasks now: every process whose environment names a run of

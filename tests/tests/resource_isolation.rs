@@ -21,6 +21,7 @@ use meridian_agent::outbox::Outbox;
 use meridian_agent::resources::ResourceCache;
 use meridian_agent::run_dir;
 use meridian_agent::runner::Runner;
+use meridian_agent::supervisor::{Supervision, Supervisor};
 use meridian_agent::take::LocalRun;
 use meridian_bucket::{Bucket, BucketConfig};
 use meridian_domain::SystemClock;
@@ -88,7 +89,7 @@ fn run(
 
 async fn go(runner: &Runner, run: &LocalRun) -> (RunState, String, String) {
     let (_kill, killed) = watch::channel(false);
-    let (state, message) = tokio::time::timeout(PATIENCE, runner.run(run, killed))
+    let (state, message) = tokio::time::timeout(PATIENCE, runner.run(run, killed, None))
         .await
         .expect("the run ends");
     let entries = runner.outbox.pending(10_000).await.unwrap();
@@ -162,6 +163,9 @@ async fn a_task_reads_its_own_resources_and_none_of_another_tenants() {
         )
         .unwrap(),
         hostname: "agent-1".into(),
+        supervisor: Supervisor::start(data.join("supervisor"), Supervision::InProcess)
+            .await
+            .expect("a supervisor"),
     };
     run_dir::secure(&data, &runner.work_dir, &root.path().join("no.key")).unwrap();
     let objects = data.join("resources").join("objects");
