@@ -308,8 +308,12 @@ async fn shell() {
 
     eprintln!("shell: {n} runs of `true` due at once");
     let mut f = Federation::start_on_system_clock(1, 60).await;
-    // Supervised as in production: by a `meridian-agent supervise` process of its own.
-    f.supervision = Supervision::Program(meridian_tests::binary("meridian-agent"));
+    // Supervised as in production, by a `meridian-agent supervise` process of its own
+    // (BENCH_SUPERVISOR=in-process: inside the bench's process, to tell the costs apart).
+    f.supervision = match std::env::var("BENCH_SUPERVISOR").as_deref() {
+        Ok("in-process") => Supervision::InProcess,
+        _ => Supervision::Program(meridian_tests::binary("meridian-agent")),
+    };
     let at = whole_second_after(lead);
     schedules(
         &f,
@@ -320,7 +324,7 @@ async fn shell() {
         &hourly_at(at),
     )
     .await;
-    agent_ready(&mut f, n * 50, 64).await;
+    agent_ready(&mut f, n * 50, knob("BENCH_SHELL_SLOTS", 64) as u32).await;
     let runs = wait_for_runs(&f, at.timestamp_millis(), at.timestamp_millis(), n as usize).await;
     let first = runs.iter().filter_map(|r| r.started_ms).min().unwrap();
     let last = runs.iter().filter_map(|r| r.finished_ms).max().unwrap();
