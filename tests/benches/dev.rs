@@ -78,9 +78,9 @@ impl Dev {
         let dev = Self {
             _dir: dir,
             _daemon: daemon,
-            base: format!("http://{http}"),
+            base: format!("http://{http}/api/v1"),
             token,
-            http: reqwest::Client::new(),
+            http: meridian_tests::s3::http_client(),
         };
         dev.post(
             "/workflows",
@@ -241,7 +241,10 @@ async fn once() {
     let at = whole_second_after(lead);
     let cron = format!("{} {} {} * * ?", at.second(), at.minute(), at.hour());
     dev.schedules("once", n, &cron).await;
-    assert!(Utc::now() < at, "the schedules took longer than the lead; raise BENCH_DEV_LEAD");
+    assert!(
+        Utc::now() < at,
+        "the schedules took longer than the lead; raise BENCH_DEV_LEAD"
+    );
     let fire = at.timestamp_millis();
     let runs = dev.ended(fire, fire, n).await;
     let last_start = runs.iter().filter_map(|r| r.started_ms).max().unwrap() - fire;
