@@ -2191,8 +2191,17 @@ async fn records_in_doubt_show_on_the_schedules_page_and_are_settled_there() {
         .clock
         .advance(chrono::TimeDelta::seconds(lease / 2 + 1));
     plane.heartbeat("a2.test", "nj-main", 4).await;
+    // `often`'s records in doubt (`hourly` has one too when the test runs just before a
+    // whole hour).
+    let often = |listed: &serde_json::Value| -> Option<usize> {
+        listed
+            .as_array()?
+            .iter()
+            .find(|d| d["schedule"] == "ads.often")
+            .map(|d| d["records"].as_array().map_or(0, Vec::len))
+    };
     let (_, listed) = plane.call(0, Method::GET, "/in-doubt", None).await;
-    let records = listed[0]["records"].as_array().unwrap().len();
+    let records = often(&listed).unwrap_or_default();
     assert!(records >= 2, "{listed}");
 
     let browser = Browser::start().await;
@@ -2225,11 +2234,13 @@ async fn records_in_doubt_show_on_the_schedules_page_and_are_settled_there() {
         .click("tr[data-in-doubt='ads.often'] button.mark-done")
         .await;
     browser.accept_alert().await;
+    // Its row goes (`hourly` has at most one record in doubt, `often` two or more).
+    let count = format!("{records} record(s)");
     browser
-        .text_when("#schedules", |t| !t.contains("In doubt"))
+        .text_when("#schedules", |t| !t.contains(&count))
         .await;
     let (_, listed) = plane.call(0, Method::GET, "/in-doubt", None).await;
-    assert_eq!(listed, json!([]));
+    assert_eq!(often(&listed), None, "{listed}");
     let (_, runs) = plane
         .call(0, Method::GET, "/runs?schedule=ads.often", None)
         .await;
