@@ -160,13 +160,15 @@ impl Drop for Daemon {
 /// The live processes with an environment entry `matches` accepts (`/proc/<pid>/environ`,
 /// `KEY=value` entries): how tests find a run's tasks by their `MERIDIAN_RUN_ID`.
 pub fn processes_whose_env(matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
+    processes_whose("environ", |env| env.split(|b| *b == 0).any(&matches))
+}
+
+/// The processes whose `/proc/<pid>/<file>` (`environ`, `cmdline`…) `matches` accepts.
+pub fn processes_whose(file: &str, matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(&matches))
-        })
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/{file}")).is_ok_and(|c| matches(&c)))
         .collect()
 }

@@ -193,6 +193,22 @@ async fn slow_first_run(f: &mut Federation) -> (String, std::path::PathBuf, std:
     (f.history("slow").await[0].run_id.clone(), one, two)
 }
 
+/// Once the restarted agent holds its partitions again, the next 30 s: `slow`'s four records
+/// due by then, each run once, none lost; its history.
+async fn after_the_restart(f: &Federation) -> Vec<meridian_plane::model::query::RunRecord> {
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(30), Duration::from_secs(2))
+        .await;
+    let runs = f.wait_for_history("slow", 4).await;
+    let summary = check("agent restart mid-run", EVERY_10S, epoch(), secs(40), &runs);
+    assert_eq!(
+        (summary.due, summary.lost, summary.duplicated),
+        (4, 0, 0),
+        "{runs:#?}"
+    );
+    runs
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_restarted_mid_run_reattaches_and_records_the_real_outcome_and_whole_log() {
     let mut f = Federation::start(1, 30).await;
@@ -210,16 +226,7 @@ async fn an_agent_restarted_mid_run_reattaches_and_records_the_real_outcome_and_
         "the restarted agent re-attaches rather than kill"
     );
     std::fs::write(&two, "").unwrap();
-    f.wait_for_partitions("agent-1.test", 16).await;
-    f.advance(Duration::from_secs(30), Duration::from_secs(2))
-        .await;
-    let runs = f.wait_for_history("slow", 4).await;
-    let summary = check("agent restart mid-run", EVERY_10S, epoch(), secs(40), &runs);
-    assert_eq!(
-        (summary.due, summary.lost, summary.duplicated),
-        (4, 0, 0),
-        "{runs:#?}"
-    );
+    let runs = after_the_restart(&f).await;
     assert!(runs.iter().all(|r| r.state == "succeeded"), "{runs:#?}");
     let pool = f.plane.node(f.plane.leader().await).state.pool().clone();
     // One attempt, ended as it really did; its log whole, nothing twice.
@@ -261,16 +268,7 @@ async fn with_the_supervisor_gone_too_the_tasks_are_killed_before_the_run_is_rec
     f.start_agent("agent-1.test", "main").await;
     // The restarted agent kills them before it records the run failed.
     assert!(running_for(&first).is_empty(), "{:?}", running_for(&first));
-    f.wait_for_partitions("agent-1.test", 16).await;
-    f.advance(Duration::from_secs(30), Duration::from_secs(2))
-        .await;
-    let runs = f.wait_for_history("slow", 4).await;
-    let summary = check("agent restart mid-run", EVERY_10S, epoch(), secs(40), &runs);
-    assert_eq!(
-        (summary.due, summary.lost, summary.duplicated),
-        (4, 0, 0),
-        "{runs:#?}"
-    );
+    let runs = after_the_restart(&f).await;
     assert_eq!(runs[0].state, "failed");
     assert!(
         runs[0]
@@ -294,15 +292,9 @@ async fn with_the_supervisor_gone_too_the_tasks_are_killed_before_the_run_is_rec
 /// The supervisor processes serving `dir` (by their command line).
 fn supervisors_of(dir: &std::path::Path) -> Vec<u32> {
     let wanted = format!("supervise\0--dir\0{}\0", dir.display());
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&wanted))
-        })
-        .collect()
+    meridian_tests::process::processes_whose("cmdline", |c| {
+        String::from_utf8_lossy(c).contains(&wanted)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
