@@ -3,7 +3,7 @@
 //!
 //! The agent asks it, over a Unix socket in `<data_dir>/supervisor`, to start an attempt; it
 //! starts `/bin/sh -c <script>` in a process group of its own with the output going straight
-//! to a file beside the socket, waits for it, and writes its exit status to a file there too.
+//! to a file beside the socket, waits for it, and appends its exit status to a journal there.
 //! The agent reads the output file as it grows (the log it reports) and is told the exit
 //! status on the connection it asked on. When the agent dies, nothing of this stops: the
 //! restarted agent lists what the supervisor has for the runs it had going, re-attaches to
@@ -13,15 +13,17 @@
 //!
 //! The supervisor ends on its own once no agent is connected and no task of its is running;
 //! an agent starts one when none answers. A supervisor that starts finds the exit statuses its
-//! predecessor wrote; an attempt with an output file but no status was running when the
+//! predecessor journalled; an attempt with an output file but no status was running when the
 //! previous supervisor stopped: its outcome is lost, and the agent kills what is left of it
 //! ([`crate::leftovers`]) before recording it failed.
 //!
 //! - [`protocol`]: the requests and replies (JSON lines), and the attempt's key and exit.
 //! - [`server`]: the supervisor itself (`meridian-agent supervise --dir DIR`).
+//! - [`journal`]: its exit journal (a versioned line per ended attempt, one file).
 //! - [`client`]: the agent's handle on it.
 
 pub mod client;
+mod journal;
 pub mod protocol;
 pub mod server;
 

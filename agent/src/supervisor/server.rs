@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, watch};
 
+use super::journal::Journal;
 use super::protocol::{AttemptKey, Exit, ExitRecord, Known, Reply, Request, SpawnRequest, VERSION};
 use crate::identity;
 
@@ -32,6 +33,7 @@ struct Entry {
 
 struct State {
     dir: PathBuf,
+    journal: Journal,
     attempts: Mutex<HashMap<AttemptKey, Entry>>,
     /// Agents connected (`hello` connections open).
     agents: AtomicUsize,
@@ -89,8 +91,10 @@ pub async fn serve(dir: PathBuf) -> Result<(), ServeError> {
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)
         .map_err(|e| ServeError::Socket(socket.display().to_string(), e))?;
+    let (journal, exits) = Journal::open(&dir).map_err(|e| ServeError::Dir(shown.clone(), e))?;
     let state = Arc::new(State {
-        attempts: Mutex::new(recorded(&dir)),
+        attempts: Mutex::new(recorded(&dir, exits)),
+        journal,
         dir,
         agents: AtomicUsize::new(0),
         running: AtomicUsize::new(0),
@@ -161,43 +165,31 @@ fn lock(dir: &Path) -> io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// What a previous supervisor left in `dir`: the attempts whose exit it wrote, and those with
-/// an output file but no exit (running when it stopped: lost).
-fn recorded(dir: &Path) -> HashMap<AttemptKey, Entry> {
+/// What a previous supervisor left in `dir`: the attempts whose exit its journal has, and
+/// those with an output file but no exit (running when it stopped: lost).
+fn recorded(dir: &Path, exits: Vec<ExitRecord>) -> HashMap<AttemptKey, Entry> {
     let mut found = HashMap::new();
+    for record in exits {
+        let (_, exit) = watch::channel(Some(record.exit));
+        let log = dir.join(format!("{}.log", record.key.stem()));
+        found.insert(
+            record.key,
+            Entry {
+                pid: record.pid,
+                started_ms: record.started_ms,
+                log,
+                exit,
+            },
+        );
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return found;
     };
-    let mut logs = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("exit") => {
-                let Some(record) = std::fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|t| meridian_domain::stored::read::<ExitRecord>(&t).ok())
-                else {
-                    continue;
-                };
-                let (_, exit) = watch::channel(Some(record.exit));
-                found.insert(
-                    record.key.clone(),
-                    Entry {
-                        pid: record.pid,
-                        started_ms: record.started_ms,
-                        log: path.with_extension("log"),
-                        exit,
-                    },
-                );
-            }
-            Some("log") => logs.push(path),
-            _ => {}
-        }
-    }
+    let logs = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("log"));
     for log in logs {
-        if found.values().any(|e| e.log == log) {
-            continue;
-        }
         let Some(key) = log
             .file_stem()
             .and_then(|s| s.to_str())
@@ -205,6 +197,9 @@ fn recorded(dir: &Path) -> HashMap<AttemptKey, Entry> {
         else {
             continue;
         };
+        if found.contains_key(&key) {
+            continue;
+        }
         let (_, exit) = watch::channel(Some(Exit::Lost));
         found.insert(
             key,
@@ -328,8 +323,10 @@ async fn connection(stream: UnixStream, state: Arc<State>) {
                     .collect();
                 keys.iter().filter_map(|k| attempts.remove(k)).collect()
             };
+            if let Err(e) = state.journal.forgot(&runs) {
+                eprintln!("supervisor: writing its journal: {e}");
+            }
             for e in gone {
-                let _ = std::fs::remove_file(e.log.with_extension("exit"));
                 let _ = std::fs::remove_file(&e.log);
             }
             let _ = send(&mut write, &Reply::Forgotten).await;
@@ -424,12 +421,8 @@ fn spawn(
             started_ms,
             exit: ended,
         };
-        let path = log.with_extension("exit");
-        let tmp = log.with_extension("exit.tmp");
-        if let Err(e) = std::fs::write(&tmp, meridian_domain::stored::write(&record))
-            .and_then(|()| std::fs::rename(&tmp, &path))
-        {
-            eprintln!("supervisor: writing {}: {e}", path.display());
+        if let Err(e) = state.journal.exited(&record) {
+            eprintln!("supervisor: writing its journal: {e}");
         }
         let _ = tell.send(Some(ended));
         state.running.fetch_sub(1, Ordering::SeqCst);
@@ -512,13 +505,10 @@ mod tests {
         };
         let stem = ended.key.stem();
         std::fs::write(dir.path().join(format!("{stem}.log")), "out").unwrap();
-        std::fs::write(
-            dir.path().join(format!("{stem}.exit")),
-            meridian_domain::stored::write(&ended),
-        )
-        .unwrap();
+        Journal::open(dir.path()).unwrap().0.exited(&ended).unwrap();
         std::fs::write(dir.path().join(format!("{}.log", key("cut").stem())), "").unwrap();
-        let found = recorded(dir.path());
+        let (_, exits) = Journal::open(dir.path()).unwrap();
+        let found = recorded(dir.path(), exits);
         assert_eq!(found.len(), 2);
         let e = &found[&key("ended")];
         assert_eq!(
