@@ -9,7 +9,7 @@
 //! - `once`: `BENCH_DEV_ONCE` (default 1,000) schedules all due in the same second: how long
 //!   after the fire time the last run started (and ended); against N raw spawns.
 //!
-//! `BENCH_DEV_SLOTS` (default 16, dev's own default) is passed as `--slots`.
+//! `BENCH_DEV_SLOTS` (default 64, dev's own default) is passed as `--slots`.
 //!
 //! Run by hand (figures go to BENCHMARKS.md):
 //!   cargo build --release --bins && cargo bench -p meridian-tests --bench dev [-- every10|once]
@@ -184,7 +184,7 @@ fn whole_second_after(lead: Duration) -> DateTime<Utc> {
 async fn every10() {
     let n = knob("BENCH_DEV_SCHEDULES", 100) as usize;
     let cycles = knob("BENCH_DEV_CYCLES", 6) as i64;
-    let slots = knob("BENCH_DEV_SLOTS", 16) as u32;
+    let slots = knob("BENCH_DEV_SLOTS", 64) as u32;
     let (raw, raw_took) = raw_spawns(n);
     let raw_last = *raw.last().unwrap();
     println!(
@@ -228,7 +228,7 @@ async fn every10() {
 
 async fn once() {
     let n = knob("BENCH_DEV_ONCE", 1_000) as usize;
-    let slots = knob("BENCH_DEV_SLOTS", 16) as u32;
+    let slots = knob("BENCH_DEV_SLOTS", 64) as u32;
     let lead = Duration::from_secs(knob("BENCH_DEV_LEAD", 40));
     let (raw, raw_took) = raw_spawns(n);
     println!(

@@ -17,6 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, watch};
 
 use super::journal::Journal;
+use super::outputs::Outputs;
 use super::protocol::{AttemptKey, Exit, ExitRecord, Known, Reply, Request, SpawnRequest, VERSION};
 use crate::identity;
 
@@ -34,6 +35,7 @@ struct Entry {
 struct State {
     dir: PathBuf,
     journal: Journal,
+    outputs: Outputs,
     attempts: Mutex<HashMap<AttemptKey, Entry>>,
     /// Agents connected (`hello` connections open).
     agents: AtomicUsize,
@@ -92,9 +94,11 @@ pub async fn serve(dir: PathBuf) -> Result<(), ServeError> {
     let listener = UnixListener::bind(&socket)
         .map_err(|e| ServeError::Socket(socket.display().to_string(), e))?;
     let (journal, exits) = Journal::open(&dir).map_err(|e| ServeError::Dir(shown.clone(), e))?;
+    let outputs = Outputs::open(&dir).map_err(|e| ServeError::Dir(shown.clone(), e))?;
     let state = Arc::new(State {
         attempts: Mutex::new(recorded(&dir, exits)),
         journal,
+        outputs,
         dir,
         agents: AtomicUsize::new(0),
         running: AtomicUsize::new(0),
@@ -327,7 +331,7 @@ async fn connection(stream: UnixStream, state: Arc<State>) {
                 eprintln!("supervisor: writing its journal: {e}");
             }
             for e in gone {
-                let _ = std::fs::remove_file(&e.log);
+                state.outputs.retire(&e.log);
             }
             let _ = send(&mut write, &Reply::Forgotten).await;
         }
@@ -373,7 +377,7 @@ fn spawn(
         return (reply, Some(e.exit.clone()));
     }
     let log = state.dir.join(format!("{}.log", request.key.stem()));
-    let started = match start(&request, &log) {
+    let started = match start(&request, &state.outputs, &log) {
         Ok(child) => child,
         Err(message) => {
             let _ = std::fs::remove_file(&log);
@@ -432,12 +436,13 @@ fn spawn(
 }
 
 /// `/bin/sh -c script` in a process group of its own, output (both streams) to `log`.
-fn start(request: &SpawnRequest, log: &Path) -> Result<tokio::process::Child, String> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(log)
+fn start(
+    request: &SpawnRequest,
+    outputs: &Outputs,
+    log: &Path,
+) -> Result<tokio::process::Child, String> {
+    let mut file = outputs
+        .create(log)
         .map_err(|e| format!("creating the output file {}: {e}", log.display()))?;
     if !request.preamble.is_empty() {
         use std::io::Write;

@@ -354,8 +354,8 @@ pub struct DevArgs {
     /// The bucket at `--s3-endpoint`.
     #[arg(long, env = "MERIDIAN_S3_BUCKET", requires = "s3_endpoint")]
     pub s3_bucket: Option<String>,
-    /// How many runs the embedded agent runs at once (its `slots`).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// How many runs the embedded agent runs at once (its `slots`; an agent's default).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub slots: u32,
 }
 
