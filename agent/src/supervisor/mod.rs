@@ -9,7 +9,7 @@
 //! restarted agent lists what the supervisor has for the runs it had going, re-attaches to
 //! each attempt (still running or ended meanwhile), sends the rest of its log from where its
 //! outbox stood, and records the real outcome. Once the outcome is in the outbox, the agent
-//! tells the supervisor to forget the attempt (its output file is recycled).
+//! tells the supervisor to forget the attempt (its files go).
 //!
 //! The supervisor ends on its own once no agent is connected and no task of its is running;
 //! an agent starts one when none answers. A supervisor that starts finds the exit statuses its
@@ -20,12 +20,10 @@
 //! - [`protocol`]: the requests and replies (JSON lines), and the attempt's key and exit.
 //! - [`server`]: the supervisor itself (`meridian-agent supervise --dir DIR`).
 //! - [`journal`]: its exit journal (a versioned line per ended attempt, one file).
-//! - [`outputs`]: the attempts' output files, recycled rather than created and deleted.
 //! - [`client`]: the agent's handle on it.
 
 pub mod client;
 mod journal;
-mod outputs;
 pub mod protocol;
 pub mod server;
 

@@ -17,7 +17,6 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, watch};
 
 use super::journal::Journal;
-use super::outputs::Outputs;
 use super::protocol::{AttemptKey, Exit, ExitRecord, Known, Reply, Request, SpawnRequest, VERSION};
 use crate::identity;
 
@@ -35,7 +34,6 @@ struct Entry {
 struct State {
     dir: PathBuf,
     journal: Journal,
-    outputs: Outputs,
     attempts: Mutex<HashMap<AttemptKey, Entry>>,
     /// Agents connected (`hello` connections open).
     agents: AtomicUsize,
@@ -94,11 +92,9 @@ pub async fn serve(dir: PathBuf) -> Result<(), ServeError> {
     let listener = UnixListener::bind(&socket)
         .map_err(|e| ServeError::Socket(socket.display().to_string(), e))?;
     let (journal, exits) = Journal::open(&dir).map_err(|e| ServeError::Dir(shown.clone(), e))?;
-    let outputs = Outputs::open(&dir).map_err(|e| ServeError::Dir(shown.clone(), e))?;
     let state = Arc::new(State {
         attempts: Mutex::new(recorded(&dir, exits)),
         journal,
-        outputs,
         dir,
         agents: AtomicUsize::new(0),
         running: AtomicUsize::new(0),
@@ -318,20 +314,26 @@ async fn connection(stream: UnixStream, state: Arc<State>) {
             let _ = send(&mut write, &Reply::Attempts { attempts }).await;
         }
         Request::Forget { runs } => {
-            let gone: Vec<Entry> = {
+            let runs: std::collections::HashSet<String> = runs.into_iter().collect();
+            let gone: Vec<(AttemptKey, Entry)> = {
                 let mut attempts = state.attempts.lock().expect("attempts");
                 let keys: Vec<AttemptKey> = attempts
                     .iter()
                     .filter(|(k, e)| runs.contains(&k.run_id) && e.exit.borrow().is_some())
                     .map(|(k, _)| k.clone())
                     .collect();
-                keys.iter().filter_map(|k| attempts.remove(k)).collect()
+                keys.into_iter()
+                    .filter_map(|k| attempts.remove_entry(&k))
+                    .collect()
             };
-            if let Err(e) = state.journal.forgot(&runs) {
-                eprintln!("supervisor: writing its journal: {e}");
+            // Output first: a supervisor killed in between knows exits without output files,
+            // not output files without exits (which would read as lost).
+            for (_, e) in &gone {
+                let _ = std::fs::remove_file(&e.log);
             }
-            for e in gone {
-                state.outputs.retire(&e.log);
+            let keys: Vec<AttemptKey> = gone.into_iter().map(|(k, _)| k).collect();
+            if let Err(e) = state.journal.forgot(&keys) {
+                eprintln!("supervisor: writing its journal: {e}");
             }
             let _ = send(&mut write, &Reply::Forgotten).await;
         }
@@ -377,7 +379,7 @@ fn spawn(
         return (reply, Some(e.exit.clone()));
     }
     let log = state.dir.join(format!("{}.log", request.key.stem()));
-    let started = match start(&request, &state.outputs, &log) {
+    let started = match start(&request, &log) {
         Ok(child) => child,
         Err(message) => {
             let _ = std::fs::remove_file(&log);
@@ -436,13 +438,12 @@ fn spawn(
 }
 
 /// `/bin/sh -c script` in a process group of its own, output (both streams) to `log`.
-fn start(
-    request: &SpawnRequest,
-    outputs: &Outputs,
-    log: &Path,
-) -> Result<tokio::process::Child, String> {
-    let mut file = outputs
-        .create(log)
+fn start(request: &SpawnRequest, log: &Path) -> Result<tokio::process::Child, String> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(log)
         .map_err(|e| format!("creating the output file {}: {e}", log.display()))?;
     if !request.preamble.is_empty() {
         use std::io::Write;
