@@ -170,13 +170,8 @@ fn rewrite(path: &Path, live: &HashMap<AttemptKey, ExitRecord>) -> io::Result<(F
 
 /// Exit statuses written one file each (`<stem>.exit`) by a supervisor of the previous layout.
 fn legacy_exit_files(dir: &Path) -> Vec<(PathBuf, ExitRecord)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("exit"))
+    super::files_ending(dir, "exit")
+        .into_iter()
         .filter_map(|p| {
             let record = std::fs::read_to_string(&p)
                 .ok()

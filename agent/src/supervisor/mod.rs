@@ -54,3 +54,20 @@ pub enum Supervision {
 pub fn socket_path(dir: &std::path::Path) -> std::path::PathBuf {
     dir.join("socket")
 }
+
+/// An attempt's output file in a supervisor's directory.
+fn output_path(dir: &std::path::Path, key: &AttemptKey) -> std::path::PathBuf {
+    dir.join(format!("{}.log", key.stem()))
+}
+
+/// The files in `dir` named `*.<extension>` (none if it cannot be read).
+fn files_ending(dir: &std::path::Path, extension: &str) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(extension))
+        .collect()
+}

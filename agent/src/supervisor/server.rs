@@ -171,7 +171,7 @@ fn recorded(dir: &Path, exits: Vec<ExitRecord>) -> HashMap<AttemptKey, Entry> {
     let mut found = HashMap::new();
     for record in exits {
         let (_, exit) = watch::channel(Some(record.exit));
-        let log = dir.join(format!("{}.log", record.key.stem()));
+        let log = super::output_path(dir, &record.key);
         found.insert(
             record.key,
             Entry {
@@ -182,14 +182,7 @@ fn recorded(dir: &Path, exits: Vec<ExitRecord>) -> HashMap<AttemptKey, Entry> {
             },
         );
     }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    let logs = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("log"));
-    for log in logs {
+    for log in super::files_ending(dir, "log") {
         let Some(key) = log
             .file_stem()
             .and_then(|s| s.to_str())
@@ -315,17 +308,12 @@ async fn connection(stream: UnixStream, state: Arc<State>) {
         }
         Request::Forget { runs } => {
             let runs: std::collections::HashSet<String> = runs.into_iter().collect();
-            let gone: Vec<(AttemptKey, Entry)> = {
-                let mut attempts = state.attempts.lock().expect("attempts");
-                let keys: Vec<AttemptKey> = attempts
-                    .iter()
-                    .filter(|(k, e)| runs.contains(&k.run_id) && e.exit.borrow().is_some())
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                keys.into_iter()
-                    .filter_map(|k| attempts.remove_entry(&k))
-                    .collect()
-            };
+            let gone: Vec<(AttemptKey, Entry)> = state
+                .attempts
+                .lock()
+                .expect("attempts")
+                .extract_if(|k, e| runs.contains(&k.run_id) && e.exit.borrow().is_some())
+                .collect();
             // Output first: a supervisor killed in between knows exits without output files,
             // not output files without exits (which would read as lost).
             for (_, e) in &gone {
@@ -378,7 +366,7 @@ fn spawn(
         };
         return (reply, Some(e.exit.clone()));
     }
-    let log = state.dir.join(format!("{}.log", request.key.stem()));
+    let log = super::output_path(&state.dir, &request.key);
     let started = match start(&request, &log) {
         Ok(child) => child,
         Err(message) => {
