@@ -2498,7 +2498,11 @@ async fn workflow_versions_never_repeat_across_a_tenants_deletion() {
     m.federation().await;
     for v in 1..=2 {
         let applied = m
-            .ok(Command::ApplyWorkflow(workflow("ads", "etl", "true")))
+            .ok(Command::ApplyWorkflow(workflow(
+                "ads",
+                "etl",
+                &format!("exit {v}"),
+            )))
             .await;
         assert_eq!(applied.version, Some(v));
     }
@@ -3141,4 +3145,74 @@ async fn an_operator_settles_records_in_doubt_per_schedule_or_per_tenant() {
     let also = assigned(&mut m, "b", T0 + LEASE_MS + 1, "also").await;
     assert_eq!(also.returned, [T0 + 20_000, T0 + 30_000]);
     assert_eq!(also.after_ms, T0 + 10_000);
+}
+
+/// Issue #20: a merge patch changes only the fields it names, against the schedule as it is
+/// when applied; bad patches name the field and change nothing; the same document again
+/// (a workflow re-applied, a schedule updated to what it is) makes no new version.
+#[tokio::test]
+async fn a_patch_changes_only_what_it_names_and_the_same_document_is_no_change() {
+    let mut m = Model::new().await;
+    m.federation().await;
+    let first = m
+        .ok(Command::ApplyWorkflow(workflow("ads", "etl", "echo hi")))
+        .await;
+    let again = m
+        .ok(Command::ApplyWorkflow(workflow("ads", "etl", "echo hi")))
+        .await;
+    assert_eq!((first.version, again.version), (Some(1), Some(1)));
+    assert_eq!(again.detail.as_deref(), Some(r#"{"unchanged":true}"#));
+    let mut nightly = schedule("ads", "nightly", "etl", "prod-nj", "0 0 2 * * ?");
+    nightly.spec.catch_up = meridian_domain::CatchUpPolicy::default();
+    nightly.spec.start = Some("2026-01-01T00:00:00Z".parse().unwrap());
+    m.ok(Command::CreateSchedule(nightly.clone())).await;
+    let patch = |text: &str| {
+        Command::PatchSchedule(meridian_plane::model::SchedulePatch {
+            tenant: n("ads"),
+            name: n("nightly"),
+            patch: text.into(),
+        })
+    };
+    let applied = m
+        .ok(patch(
+            r#"{"spec": {"cron": "0 0 3 * * ?", "start": null, "catch_up": {"policy": "none"}}}"#,
+        ))
+        .await;
+    assert_eq!(applied.version, Some(2));
+    let now = query::schedule(&m.pool, &n("ads"), &n("nightly"))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut expected = nightly.clone();
+    expected.spec.cron = "0 0 3 * * ?".into();
+    expected.spec.start = None;
+    expected.spec.catch_up = meridian_domain::CatchUpPolicy::None;
+    assert_eq!(now, expected, "only the named fields changed");
+    for (bad, says) in [
+        (r#"{"spec": {"cron": "nope"}}"#, "spec.cron"),
+        (
+            r#"{"spec": {"crn": "0 0 1 * * ?"}}"#,
+            "spec.crn: unknown field `crn`",
+        ),
+        (r#"{"name": "other"}"#, "name: names the schedule"),
+        (r#"{"overlap": "sometimes"}"#, "overlap: unknown variant"),
+        (r#"[1]"#, "patch: must be a JSON object"),
+        (r#"{"environment": "nowhere"}"#, "nowhere"),
+    ] {
+        let refused = m.refused(patch(bad)).await;
+        assert!(refused.contains(says), "{bad}: {refused}");
+    }
+    // The same fields again: applied, no new version.
+    let same = m.ok(patch(r#"{"spec": {"cron": "0 0 3 * * ?"}}"#)).await;
+    assert_eq!(same.version, Some(2));
+    let same = m.ok(Command::UpdateSchedule(expected)).await;
+    assert_eq!(same.version, Some(2));
+    m.refused(Command::PatchSchedule(
+        meridian_plane::model::SchedulePatch {
+            tenant: n("ads"),
+            name: n("missing"),
+            patch: "{}".into(),
+        },
+    ))
+    .await;
 }

@@ -127,6 +127,8 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
         Command::Whoami => meridian_plane::cli::users::whoami(&client()?).await,
         Command::Resources(args) => meridian_plane::cli::resources::run(&client()?, args).await,
         Command::Audit(args) => model::audit(&client()?, args).await,
+        Command::Get(args) => meridian_plane::cli::document::get(&client()?, args).await,
+        Command::Apply(args) => meridian_plane::cli::document::apply(&client()?, args).await,
         Command::Agents => meridian_plane::cli::agents::agents(&client()?).await,
         Command::Leases(args) => meridian_plane::cli::agents::leases(&client()?, args).await,
         Command::InDoubt { command } => {

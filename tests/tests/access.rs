@@ -177,6 +177,7 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Expect> {
         (("get", "/schedules/{tenant}/{name}"), TENANT_READ),
         (("delete", "/schedules/{tenant}/{name}"), DEFINITION_CHANGE),
         (("put", "/schedules/{tenant}/{name}"), DEFINITION_CHANGE),
+        (("patch", "/schedules/{tenant}/{name}"), DEFINITION_CHANGE),
         (("get", "/runs"), ALL_200),
         (
             ("post", "/runs"),
@@ -466,6 +467,10 @@ async fn prepare(plane: &ApiPlane, method: &str, path: &str, n: usize, who: Who)
                 &format!("0 {} * * * ?", n % 60),
             )),
         ),
+        ("patch", "/schedules/{tenant}/{name}") => call(
+            "/schedules/ads/hourly".into(),
+            Some(json!({"spec": {"cron": format!("0 {} * * * ?", (n + 7) % 60)}})),
+        ),
         ("post", "/runs") => call(
             path.into(),
             Some(json!({"tenant": "ads", "workflow": "etl"})),
@@ -611,7 +616,9 @@ async fn every_route_with_every_role() {
             let method = Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
             // What a replacing write's target reads before it, to check a refusal changed
             // nothing (a user's password is not readable: its own test covers it).
-            let before = if method == Method::PUT && !call.path.ends_with("/password") {
+            let before = if (method == Method::PUT || method == Method::PATCH)
+                && !call.path.ends_with("/password")
+            {
                 Some(plane.call(0, Method::GET, &call.path, None).await)
             } else {
                 None

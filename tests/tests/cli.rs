@@ -725,3 +725,203 @@ fn until_ok(args: &[&str], token: &str) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Issue #20, day-two CLI: `get -o yaml|json` prints documents that `apply -f FILE|DIR` and
+/// `create -f` take back; `apply --dry-run` shows a diff and changes nothing; `apply` writes
+/// only what differs and is idempotent; a bad document anywhere stops everything before any
+/// write; `schedule update` changes only the flags given.
+#[test]
+fn documents_round_trip_through_get_and_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let addr = format!("http://{http}");
+    let mut dev = Daemon::start(
+        &["--data-dir", data, "dev", "--http", &http],
+        &dir.path().join("dev.log"),
+    );
+    dev.wait_for_log("REST API", PATIENCE);
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--addr", addr.as_str(), "--data-dir", data];
+        all.extend_from_slice(args);
+        meridian(&all, &[])
+    };
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+
+    // What `get` prints is a document: its kind, none of what the plane keeps.
+    let hello = ok(cli(&["get", "workflow", "demo", "hello"]));
+    assert!(
+        hello.starts_with("kind: workflow\ntenant: demo\nname: hello\n"),
+        "{hello}"
+    );
+    assert!(!hello.contains("version"), "{hello}");
+    let hello_yaml = file("hello.yaml", &hello);
+    assert_eq!(
+        ok(cli(&["apply", "-f", &hello_yaml])).trim(),
+        "workflow demo/hello: unchanged\n1 document: 0 created, 0 updated, 1 unchanged"
+    );
+    // `create -f` takes `get`'s output, and even `workflow get`'s (its version left out).
+    let as_json = file(
+        "hello.json",
+        &ok(cli(&["get", "workflow", "demo", "hello", "-o", "json"])),
+    );
+    let api_json = file("api.json", &ok(cli(&["workflow", "get", "demo", "hello"])));
+    for f in [&hello_yaml, &as_json, &api_json] {
+        assert_eq!(
+            ok(cli(&["workflow", "create", "-f", f])).trim(),
+            "workflow demo/hello unchanged (version 1)",
+            "{f}"
+        );
+    }
+    refused(
+        cli(&["schedule", "create", "-f", &hello_yaml]),
+        "is not `schedule`",
+    );
+
+    // A directory: a changed workflow and a new schedule in one YAML file, a tenant in TOML.
+    let docs = dir.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::write(
+        docs.join("a.yaml"),
+        format!(
+            "{}\n---\nkind: schedule\ntenant: demo\nname: morning\nworkflow: hello\n\
+             environment: dev\nspec:\n  cron: 0 0 6 * * ?\n  time_zone: Asia/Shanghai\n",
+            hello.replace("echo \"hello from", "echo \"good morning from")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("b.toml"),
+        "kind = \"tenant\"\nname = \"demo\"\ndescription = \"the example tenant\"\n",
+    )
+    .unwrap();
+    let docs = docs.to_str().unwrap();
+    let dry = ok(cli(&["apply", "-f", docs, "--dry-run"]));
+    assert!(dry.contains("tenant demo: would be updated"), "{dry}");
+    assert!(dry.contains("+description: the example tenant"), "{dry}");
+    assert!(
+        dry.contains("workflow demo/hello: would be updated"),
+        "{dry}"
+    );
+    assert!(dry.contains("-        script: echo \"hello from"), "{dry}");
+    assert!(
+        dry.contains("+        script: echo \"good morning from"),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("schedule demo/morning: would be created"),
+        "{dry}"
+    );
+    assert!(dry.contains("+  cron: 0 0 6 * * ?"), "{dry}");
+    assert!(
+        dry.trim_end()
+            .ends_with("3 documents: 1 created, 2 updated, 0 unchanged (dry run: nothing changed)"),
+        "{dry}"
+    );
+    refused(
+        cli(&["schedule", "get", "demo", "morning"]),
+        "does not exist",
+    );
+    assert_eq!(ok(cli(&["get", "workflow", "demo", "hello"])), hello);
+
+    // Applied in dependency order (the tenant before the schedule), then nothing left to do.
+    let applied = ok(cli(&["apply", "-f", docs]));
+    assert_eq!(
+        applied.trim().lines().collect::<Vec<_>>(),
+        [
+            "tenant demo: updated",
+            "workflow demo/hello: updated (version 2)",
+            "schedule demo/morning: created (version 1)",
+            "3 documents: 1 created, 2 updated, 0 unchanged",
+        ],
+        "{applied}"
+    );
+    assert!(ok(cli(&["apply", "-f", docs])).contains("0 created, 0 updated, 3 unchanged"));
+    let listed: serde_json::Value = serde_json::from_str(&ok(cli(&[
+        "get", "schedule", "--tenant", "demo", "-o", "json",
+    ])))
+    .unwrap();
+    assert_eq!(listed[0]["kind"], "schedule");
+    assert_eq!(listed[0]["spec"]["time_zone"], "Asia/Shanghai");
+
+    // A bad document anywhere: nothing is written, the error names the file, document, field.
+    let bad = file(
+        "bad.yaml",
+        "kind: schedule\ntenant: demo\nname: evening\nworkflow: hello\nenvironment: dev\n\
+         spec:\n  cron: 0 0 18 * * ?\n---\nkind: workflow\ntenant: demo\nname: w\n\
+         definition:\n  tasks:\n  - name: a\n    kind:\n      shel: {}\n",
+    );
+    refused(
+        cli(&["apply", "-f", &bad]),
+        "bad.yaml#2: definition.tasks[0].kind: unknown variant `shel`",
+    );
+    refused(
+        cli(&["schedule", "get", "demo", "evening"]),
+        "does not exist",
+    );
+    refused(
+        cli(&["apply", "-f", &file("nokind.yaml", "name: x\n")]),
+        "nokind.yaml: kind: missing (one of dc, cluster, env, tenant, grant, workflow, schedule)",
+    );
+
+    // `schedule update` with flags changes only those; `none` removes a start.
+    assert_eq!(
+        ok(cli(&[
+            "schedule",
+            "update",
+            "demo",
+            "morning",
+            "--cron",
+            "0 30 7 * * ?",
+            "--start",
+            "2026-01-01T00:00:00Z",
+        ]))
+        .trim(),
+        "updated schedule demo/morning (version 2)"
+    );
+    let got: serde_json::Value =
+        serde_json::from_str(&ok(cli(&["schedule", "get", "demo", "morning"]))).unwrap();
+    assert_eq!(got["spec"]["cron"], "0 30 7 * * ?");
+    assert_eq!(got["spec"]["time_zone"], "Asia/Shanghai", "kept");
+    assert_eq!(got["spec"]["start"], "2026-01-01T00:00:00Z");
+    assert_eq!(got["workflow"], "hello", "kept");
+    ok(cli(&[
+        "schedule", "update", "demo", "morning", "--start", "none",
+    ]));
+    let got: serde_json::Value =
+        serde_json::from_str(&ok(cli(&["schedule", "get", "demo", "morning"]))).unwrap();
+    assert!(got["spec"]["start"].is_null(), "{got}");
+    assert_eq!(
+        ok(cli(&[
+            "schedule",
+            "update",
+            "demo",
+            "morning",
+            "--cron",
+            "0 30 7 * * ?"
+        ]))
+        .trim(),
+        "schedule demo/morning unchanged"
+    );
+    refused(
+        cli(&[
+            "schedule",
+            "update",
+            "demo",
+            "morning",
+            "--time-zone",
+            "Mars/Olympus",
+        ]),
+        "spec.time_zone",
+    );
+    refused(
+        cli(&["schedule", "update", "demo", "morning"]),
+        "nothing to change",
+    );
+    assert_eq!(dev.signal("INT"), Some(0), "{}", dev.log());
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::routing::{MethodRouter, get, put};
+use axum::routing::{MethodRouter, get, patch, put};
 use axum::{Extension, Json};
 use serde::Serialize;
 use sqlx::SqlitePool;
@@ -362,6 +362,28 @@ pub fn routes() -> Router<Api> {
                         )));
                     }
                     api.propose(&c, Command::UpdateSchedule(s)).await.map(Json)
+                },
+            ))
+            .merge(patch(
+                async |State(api): State<Api>,
+                       Extension(c): Extension<Caller>,
+                       Path((t, n)): Path<(String, String)>,
+                       Body(changes): Body<serde_json::Value>| {
+                    let (tenant, name) = (name("tenant", t)?, name("name", n)?);
+                    if !changes.is_object() {
+                        return Err(ApiError::bad_input(
+                            "body: must be a JSON object of the fields to change \
+                             (a merge patch: `null` removes a field)",
+                        ));
+                    }
+                    let patch = crate::model::SchedulePatch {
+                        tenant,
+                        name,
+                        patch: changes.to_string(),
+                    };
+                    api.propose(&c, Command::PatchSchedule(patch))
+                        .await
+                        .map(Json)
                 },
             )),
         )

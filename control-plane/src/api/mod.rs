@@ -134,6 +134,31 @@ pub struct ReadOptions {
     pub version: Option<u64>,
 }
 
+/// The body of `PATCH /schedules/{tenant}/{name}`: any of a schedule's fields (a JSON merge
+/// patch; `null` removes one, so its default applies). Only describes the body for the API
+/// document; the plane merges the patch into the schedule as it is when the change is applied.
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleChanges {
+    pub workflow: Option<Name>,
+    pub environment: Option<Name>,
+    /// Any of the spec's fields; an object whose `policy` changes replaces `catch_up` whole.
+    pub spec: Option<SpecChanges>,
+    pub overlap: Option<meridian_domain::OverlapPolicy>,
+    pub takeover: Option<meridian_domain::TakeoverPolicy>,
+}
+
+/// Any of a schedule spec's fields (see `ScheduleSpec`).
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpecChanges {
+    pub cron: Option<String>,
+    pub time_zone: Option<String>,
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    pub end: Option<chrono::DateTime<chrono::Utc>>,
+    pub catch_up: Option<meridian_domain::CatchUpPolicy>,
+}
+
 /// What a write did.
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WriteReply {

@@ -167,6 +167,23 @@ impl Client {
         self.send(&url, request).await
     }
 
+    /// `GET path`, decoded; `None` when the plane says there is no such thing (404: also what
+    /// another tenant's object answers).
+    pub async fn find<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ClientError> {
+        let (url, request) = self.request(Method::GET, path);
+        let response = request.send().await.map_err(|e| {
+            ClientError::Failed(format!(
+                "calling {url}: {}; is the plane running there? (`--addr`, MERIDIAN_ADDR)",
+                error_chain(&e)
+            ))
+        })?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = Self::checked(&url, response).await?;
+        Self::decode(&url, response).await.map(Some)
+    }
+
     /// Sends `body` as is (`application/octet-stream`) and decodes the JSON reply.
     pub async fn upload<T: DeserializeOwned>(
         &self,
@@ -218,9 +235,16 @@ impl Client {
         url: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let text = self
-            .response(url, request)
-            .await?
+        let response = self.response(url, request).await?;
+        Self::decode(url, response).await
+    }
+
+    /// A success reply's JSON, decoded.
+    async fn decode<T: DeserializeOwned>(
+        url: &str,
+        response: reqwest::Response,
+    ) -> Result<T, ClientError> {
+        let text = response
             .text()
             .await
             .map_err(|e| ClientError::Failed(format!("reading the reply from {url}: {e}")))?;
@@ -242,6 +266,14 @@ impl Client {
                 error_chain(&e)
             ))
         })?;
+        Self::checked(url, response).await
+    }
+
+    /// The response if its status is a success, else the error it carries.
+    async fn checked(
+        url: &str,
+        response: reqwest::Response,
+    ) -> Result<reqwest::Response, ClientError> {
         let status = response.status();
         if status.is_success() {
             return Ok(response);

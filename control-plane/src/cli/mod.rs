@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod certs;
 pub mod client;
+pub mod document;
 pub mod doubts;
 pub mod model;
 pub mod plane;
@@ -74,6 +75,11 @@ pub enum Command {
     Token(users::TokenCommand),
     /// Who this CLI acts as: the token's (or session's) name and roles.
     Whoami,
+    /// Print entities as documents `apply` takes back (YAML by default; `-o json`).
+    Get(document::GetArgs),
+    /// Create or change what documents describe (files or directories of YAML, JSON or
+    /// TOML): one write per document that differs; `--dry-run` shows the diff only.
+    Apply(document::ApplyArgs),
     /// The audit trail: every applied change, who and when.
     Audit(model::AuditArgs),
     /// Create the federation's CA and issue node certificates.

@@ -2,8 +2,9 @@
 //! `meridian audit`: the model through the REST API.
 //!
 //! Every noun takes the same verbs. `create` builds the JSON document from flags, or takes it
-//! whole from `-f FILE` (JSON, or TOML when the name ends in `.toml`); the plane validates it
-//! and its errors name the field. `get` and `list` print JSON.
+//! whole from `-f FILE` (JSON, or TOML or YAML by the name's extension); the plane validates it
+//! and its errors name the field. `get` and `list` print JSON as the API answers; documents
+//! for `apply` are [`super::document`]'s.
 
 use std::path::PathBuf;
 
@@ -25,8 +26,9 @@ pub enum Verb<C: Args> {
     Get(KeyArgs),
     /// Delete one. Refused while something still uses it; the error names the users.
     Delete(KeyArgs),
-    /// Replace one with the document from flags or `-f FILE` (environments and schedules; a
-    /// new version, effective from the agents' next run).
+    /// Change one: with `-f FILE`, the whole document replaces it; with flags, schedules
+    /// change only the fields given (others take the whole document from flags). A schedule's
+    /// new version is effective from the agents' next record; nothing changed, no new version.
     Update(Create<C>),
 }
 
@@ -63,7 +65,8 @@ pub struct KeyArgs {
 
 #[derive(Debug, Args)]
 pub struct FileArg {
-    /// The whole document, JSON (or TOML if the name ends in `.toml`), as the API takes it.
+    /// The whole document as the API takes it: JSON, or TOML or YAML by the file's extension
+    /// (what `meridian get` prints is taken).
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
 }
@@ -172,10 +175,10 @@ pub struct ScheduleCreate {
     /// IANA time zone the expression is read in (default UTC).
     #[arg(long)]
     pub time_zone: Option<String>,
-    /// No fire before this instant (RFC 3339).
+    /// No fire before this instant (RFC 3339; `update --start none` removes it).
     #[arg(long)]
     pub start: Option<String>,
-    /// No fire after this instant (RFC 3339).
+    /// No fire after this instant (RFC 3339; `update --end none` removes it).
     #[arg(long)]
     pub end: Option<String>,
     /// skip, buffer_one, buffer_all, cancel_older or allow_all.
@@ -252,10 +255,16 @@ pub const SCHEDULE: Noun = Noun {
 pub trait CreateBody {
     /// The document from flags; `Err` names a missing flag or argument.
     fn flags_document(&self) -> Result<Value, ClientError>;
+
+    /// For `update` without `-f`, where the noun takes a merge patch: the keys and only the
+    /// fields the flags give. `None`: `update` replaces the whole document.
+    fn patch_document(&self) -> Option<Result<(Vec<String>, Value), ClientError>> {
+        None
+    }
 }
 
 impl<C: Args + CreateBody> Create<C> {
-    fn body(&self) -> Result<Value, ClientError> {
+    fn body(&self, noun: &Noun) -> Result<Value, ClientError> {
         match &self.file.file {
             Some(path) => {
                 let flags = self.flags.flags_document().ok().filter(|v| v != &json!({}));
@@ -264,20 +273,39 @@ impl<C: Args + CreateBody> Create<C> {
                         "give either -f FILE or flags, not both".into(),
                     ));
                 }
-                read_document(path)
+                super::document::for_noun(noun, read_document(path)?)
             }
             None => self.flags.flags_document(),
         }
     }
 }
 
+/// The keys a document names in its noun's path: its name, or its tenant and name (a grant's
+/// tenant and environment).
+pub fn document_keys(noun: &Noun, body: &Value) -> Result<Vec<String>, ClientError> {
+    noun.keys
+        .iter()
+        .map(|k| {
+            let field = match *k {
+                "TENANT" => "tenant",
+                "ENVIRONMENT" => "environment",
+                _ => "name",
+            };
+            body[field]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ClientError::Refused(format!("the document has no `{field}`")))
+        })
+        .collect()
+}
+
 fn read_document(path: &PathBuf) -> Result<Value, ClientError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ClientError::Refused(format!("reading {}: {e}", path.display())))?;
-    let parsed = if path.extension().is_some_and(|e| e == "toml") {
-        toml::from_str::<Value>(&text).map_err(|e| e.to_string())
-    } else {
-        serde_json::from_str::<Value>(&text).map_err(|e| e.to_string())
+    let parsed = match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => toml::from_str::<Value>(&text).map_err(|e| e.to_string()),
+        Some("yaml" | "yml") => serde_yaml_ng::from_str::<Value>(&text).map_err(|e| e.to_string()),
+        _ => serde_json::from_str::<Value>(&text).map_err(|e| e.to_string()),
     };
     parsed.map_err(|e| ClientError::Refused(format!("{}: {e}", path.display())))
 }
@@ -453,18 +481,62 @@ impl CreateBody for ScheduleCreate {
         spec.opt("time_zone", self.time_zone.as_ref().map(|v| json!(v)));
         spec.opt("start", self.start.as_ref().map(|v| json!(v)));
         spec.opt("end", self.end.as_ref().map(|v| json!(v)));
-        spec.opt(
-            "catch_up",
-            self.catch_up.as_deref().map(|v| match v {
-                // `all` alone means the default window and maximum.
-                "all" => json!(meridian_domain::CatchUpPolicy::default()),
-                other => json!({ "policy": other }),
-            }),
-        );
+        spec.opt("catch_up", self.catch_up.as_deref().map(catch_up));
         d.opt("spec", Some(spec.done()));
         d.opt("overlap", self.overlap.as_ref().map(|v| json!(v)));
         d.opt("takeover", self.takeover.as_ref().map(|v| json!(v)));
         Ok(d.done())
+    }
+
+    fn patch_document(&self) -> Option<Result<(Vec<String>, Value), ClientError>> {
+        Some(self.patch())
+    }
+}
+
+impl ScheduleCreate {
+    /// The merge patch `schedule update` sends: only the flags given.
+    fn patch(&self) -> Result<(Vec<String>, Value), ClientError> {
+        let (Some(tenant), Some(name)) = (&self.tenant, &self.name) else {
+            return Err(ClientError::Refused(
+                "`meridian schedule update` takes TENANT NAME".into(),
+            ));
+        };
+        // `none` clears a start or end (JSON merge patch: `null` removes the field).
+        let instant = |v: &String| if v == "none" { Value::Null } else { json!(v) };
+        let mut spec = Doc::default();
+        spec.opt("cron", self.cron.as_ref().map(|v| json!(v)));
+        spec.opt("time_zone", self.time_zone.as_ref().map(|v| json!(v)));
+        spec.opt("start", self.start.as_ref().map(instant));
+        spec.opt("end", self.end.as_ref().map(instant));
+        spec.opt("catch_up", self.catch_up.as_deref().map(catch_up));
+        let spec = spec.done();
+        let mut d = Doc::default();
+        d.opt("workflow", self.workflow.as_ref().map(|v| json!(v)));
+        d.opt("environment", self.environment.as_ref().map(|v| json!(v)));
+        if spec != json!({}) {
+            d.opt("spec", Some(spec));
+        }
+        d.opt("overlap", self.overlap.as_ref().map(|v| json!(v)));
+        d.opt("takeover", self.takeover.as_ref().map(|v| json!(v)));
+        let patch = d.done();
+        if patch == json!({}) {
+            return Err(ClientError::Refused(
+                "nothing to change: give the flags to change (--cron, --time-zone, --start, \
+                 --end, --catch-up, --overlap, --takeover, --workflow, --env), or the whole \
+                 document with -f FILE"
+                    .into(),
+            ));
+        }
+        Ok((vec![tenant.clone(), name.clone()], patch))
+    }
+}
+
+/// `--catch-up` as the document's `catch_up`.
+fn catch_up(policy: &str) -> Value {
+    match policy {
+        // `all` alone means the default window and maximum.
+        "all" => json!(meridian_domain::CatchUpPolicy::default()),
+        other => json!({ "policy": other }),
     }
 }
 
@@ -476,8 +548,22 @@ pub async fn run<C: Args + CreateBody>(
 ) -> Result<String, ClientError> {
     match verb {
         Verb::Create(args) => {
-            let body = args.body()?;
+            let body = args.body(noun)?;
             let reply: WriteReply = client.call(Method::POST, noun.path, Some(&body)).await?;
+            if reply
+                .detail
+                .as_ref()
+                .is_some_and(|d| d["unchanged"] == true)
+            {
+                return Ok(format!(
+                    "{} unchanged{}",
+                    reply.subject,
+                    reply
+                        .version
+                        .map(|v| format!(" (version {v})"))
+                        .unwrap_or_default()
+                ));
+            }
             Ok(match reply.version {
                 Some(v) => format!("created {} (version {v})", reply.subject),
                 None => format!("created {}", reply.subject),
@@ -520,25 +606,29 @@ pub async fn run<C: Args + CreateBody>(
                     noun.word
                 )));
             }
-            let body = args.body()?;
-            // The document names what it replaces: its tenant (if it has one) and name.
-            let keys: Vec<String> = noun
-                .keys
-                .iter()
-                .map(|k| {
-                    let field = match *k {
-                        "TENANT" => "tenant",
-                        "ENVIRONMENT" => "environment",
-                        _ => "name",
-                    };
-                    body[field].as_str().map(str::to_owned).ok_or_else(|| {
-                        ClientError::Refused(format!("the document has no `{field}`"))
-                    })
-                })
-                .collect::<Result<_, _>>()?;
+            // Flags given without a file change only what they name (PATCH), where the noun
+            // takes that; a document replaces the whole entity.
+            let (method, keys, body) = match (&args.file.file, args.flags.patch_document()) {
+                (None, Some(patch)) => {
+                    let (keys, body) = patch?;
+                    (Method::PATCH, keys, body)
+                }
+                _ => {
+                    let body = args.body(noun)?;
+                    // The document names what it replaces: its tenant (if any) and name.
+                    (Method::PUT, document_keys(noun, &body)?, body)
+                }
+            };
             let reply: WriteReply = client
-                .call(Method::PUT, &key_path(noun, &keys)?, Some(&body))
+                .call(method, &key_path(noun, &keys)?, Some(&body))
                 .await?;
+            if reply
+                .detail
+                .as_ref()
+                .is_some_and(|d| d["unchanged"] == true)
+            {
+                return Ok(format!("{} unchanged", reply.subject));
+            }
             Ok(match reply.version {
                 Some(v) => format!("updated {} (version {v})", reply.subject),
                 None => format!("updated {}", reply.subject),
@@ -547,7 +637,7 @@ pub async fn run<C: Args + CreateBody>(
     }
 }
 
-fn key_path(noun: &Noun, keys: &[String]) -> Result<String, ClientError> {
+pub fn key_path(noun: &Noun, keys: &[String]) -> Result<String, ClientError> {
     if keys.len() != noun.keys.len() {
         return Err(ClientError::Refused(format!(
             "`meridian {}` takes {} (got {} argument{})",
@@ -565,7 +655,7 @@ fn key_path(noun: &Noun, keys: &[String]) -> Result<String, ClientError> {
     Ok(path)
 }
 
-fn with_query(path: &str, query: &[String]) -> String {
+pub fn with_query(path: &str, query: &[String]) -> String {
     if query.is_empty() {
         path.to_owned()
     } else {

@@ -51,6 +51,9 @@ pub fn doing(command: &Command) -> String {
         Command::UpdateSchedule(s) => {
             format!("updating schedule `{}` of tenant `{}`", s.name, s.tenant)
         }
+        Command::PatchSchedule(p) => {
+            format!("updating schedule `{}` of tenant `{}`", p.name, p.tenant)
+        }
         Command::DeleteSchedule { tenant, name } => {
             format!("deleting schedule `{name}` of tenant `{tenant}`")
         }
@@ -265,6 +268,12 @@ async fn needs(
             Object::Definition(s.tenant.clone()),
             "schedule",
             format!("{}/{}", s.tenant, s.name),
+        )],
+        Command::PatchSchedule(p) => vec![Need::new(
+            Change,
+            Object::Definition(p.tenant.clone()),
+            "schedule",
+            format!("{}/{}", p.tenant, p.name),
         )],
         Command::DeleteWorkflow { tenant, name } => vec![Need::new(
             Change,

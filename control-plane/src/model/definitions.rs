@@ -9,7 +9,7 @@ use super::checks::{
     workflow_exists,
 };
 use super::outcome::{Applied, ApplyError, Context, Refusal};
-use super::{Name, Schedule, Workflow};
+use super::{Name, Schedule, SchedulePatch, Workflow};
 use meridian_domain::ScheduleId;
 
 pub(super) async fn apply_workflow(
@@ -23,6 +23,23 @@ pub(super) async fn apply_workflow(
         .map_err(|e| invalid(&doing, "definition", &e.to_string()))?;
     if let Some(env) = &w.environment {
         must_be_granted(tx, &w.tenant, env, &doing).await?;
+    }
+    // The same document again is no change: `apply` is idempotent.
+    let newest = sqlx::query(
+        "SELECT version, doc FROM workflows WHERE tenant = ? AND name = ? AND deleted = 0 \
+         ORDER BY version DESC LIMIT 1",
+    )
+    .bind(w.tenant.as_str())
+    .bind(w.name.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = newest
+        && read_doc::<Workflow>(&row.get::<String, _>("doc"))? == *w
+    {
+        return Ok(unchanged(
+            format!("workflow {}/{}", w.tenant, w.name),
+            row.get::<i64, _>("version"),
+        ));
     }
     // Versions never repeat, even across a delete and re-create (of it or its tenant),
     // so a run's recorded version always names exactly one definition.
@@ -123,13 +140,19 @@ pub(super) async fn update_schedule(
 ) -> Result<Applied, ApplyError> {
     let doing = format!("updating schedule `{}` of tenant `{}`", s.name, s.tenant);
     let placed = check_schedule(tx, s, &doing).await?;
-    if !schedule_exists(tx, s).await? {
+    let Some((current, version)) = stored_schedule(tx, &s.tenant, &s.name).await? else {
         return Err(Refusal::Missing {
             doing,
             kind: "schedule",
             name: format!("{}/{}", s.tenant, s.name),
         }
         .into());
+    };
+    if current == *s {
+        return Ok(unchanged(
+            format!("schedule {}/{}", s.tenant, s.name),
+            version,
+        ));
     }
     let version = next_version(tx, Versioned::Schedule, &s.tenant, &s.name).await?;
     sqlx::query(
@@ -150,6 +173,108 @@ pub(super) async fn update_schedule(
         version: Some(version as u64),
         ..subject(format!("schedule {}/{}", s.tenant, s.name))
     })
+}
+
+/// Merges `p`'s patch into the schedule as it is now, then updates it with the result.
+pub(super) async fn patch_schedule(
+    tx: &mut SqliteConnection,
+    p: &SchedulePatch,
+) -> Result<Applied, ApplyError> {
+    let doing = format!("updating schedule `{}` of tenant `{}`", p.name, p.tenant);
+    let Some((current, _)) = stored_schedule(tx, &p.tenant, &p.name).await? else {
+        return Err(Refusal::Missing {
+            doing,
+            kind: "schedule",
+            name: format!("{}/{}", p.tenant, p.name),
+        }
+        .into());
+    };
+    let patch: serde_json::Value = serde_json::from_str(&p.patch)
+        .map_err(|e| invalid(&doing, "patch", &format!("not JSON: {e}")))?;
+    if !patch.is_object() {
+        return Err(invalid(
+            &doing,
+            "patch",
+            "must be a JSON object of the fields to change",
+        ));
+    }
+    let mut merged = serde_json::to_value(&current).expect("a schedule is a JSON object");
+    for (field, now) in [("tenant", &current.tenant), ("name", &current.name)] {
+        if let Some(given) = patch.get(field)
+            && given.as_str() != Some(now.as_str())
+        {
+            return Err(invalid(
+                &doing,
+                field,
+                "names the schedule and cannot be patched (delete it and create it again)",
+            ));
+        }
+    }
+    merge_patch(&mut merged, &patch);
+    let schedule: Schedule = serde_path_to_error::deserialize(merged).map_err(|e| {
+        let field = e.path().to_string();
+        invalid(&doing, &field, &e.into_inner().to_string())
+    })?;
+    update_schedule(tx, &schedule).await
+}
+
+/// RFC 7396: `patch`'s fields replace `target`'s, objects merge, `null` removes. One
+/// exception: an object whose `policy` tag changes replaces the old one whole, so a catch-up
+/// policy changed from `all` to `none` does not keep `all`'s window.
+fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    let serde_json::Value::Object(fields) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    let retagged = matches!(
+        (target.get("policy"), patch.get("policy")),
+        (Some(old), Some(new)) if old != new
+    );
+    if retagged || !target.is_object() {
+        *target = serde_json::Value::Object(serde_json::Map::new());
+    }
+    let target = target.as_object_mut().expect("made an object above");
+    for (field, value) in fields {
+        if value.is_null() {
+            target.remove(field);
+        } else {
+            merge_patch(
+                target
+                    .entry(field.clone())
+                    .or_insert(serde_json::Value::Null),
+                value,
+            );
+        }
+    }
+}
+
+/// A schedule as stored, with its version (none: no such schedule).
+async fn stored_schedule(
+    tx: &mut SqliteConnection,
+    tenant: &Name,
+    name: &Name,
+) -> Result<Option<(Schedule, i64)>, ApplyError> {
+    let row = sqlx::query("SELECT doc, version FROM schedules WHERE tenant = ? AND name = ?")
+        .bind(tenant.as_str())
+        .bind(name.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => Ok(Some((
+            read_doc(&row.get::<String, _>("doc"))?,
+            row.get("version"),
+        ))),
+    }
+}
+
+/// What an apply or update that changes nothing comes to: the current version, no new one.
+fn unchanged(subject_text: String, version: i64) -> Applied {
+    Applied {
+        version: Some(version as u64),
+        detail: Some(r#"{"unchanged":true}"#.into()),
+        ..subject(subject_text)
+    }
 }
 
 pub(super) async fn delete_schedule(

@@ -457,6 +457,23 @@ pub enum Command {
     /// write the policy refused before it became one, a failed sign-in, a change outside the
     /// model (a resource file, the plane's membership). Changes nothing else.
     Record(AuditRecord),
+    /// Some of a schedule's fields changed (a JSON merge patch, RFC 7396, of its document,
+    /// kept as text: the log's codec carries no free-form value). Merged with the schedule as
+    /// it is when applied, so two patches never lose each other's fields; an unchanged result
+    /// makes no new version.
+    PatchSchedule(SchedulePatch),
+}
+
+/// A merge patch of one schedule's document: `{"spec": {"cron": "0 0 6 * * ?"}}`; `null`
+/// removes a field (its default applies); an object whose `policy` tag changes replaces the
+/// old object instead of merging into it (`catch_up`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePatch {
+    pub tenant: Name,
+    pub name: Name,
+    /// The patch, as JSON text.
+    pub patch: String,
 }
 
 /// Whether an audited write was made or refused.
@@ -533,6 +550,7 @@ impl Command {
             Self::DeleteSession { .. } => "sign_out",
             // The operation's own name is in the record's audit row.
             Self::Record(_) => "record",
+            Self::PatchSchedule(_) => "update_schedule",
         }
     }
 
@@ -542,6 +560,7 @@ impl Command {
             Self::CreateGrant(g) | Self::UpdateGrant(g) => Some(&g.tenant),
             Self::ApplyWorkflow(w) => Some(&w.tenant),
             Self::CreateSchedule(s) | Self::UpdateSchedule(s) => Some(&s.tenant),
+            Self::PatchSchedule(p) => Some(&p.tenant),
             Self::UpdateTenant(t) => Some(&t.name),
             Self::DeleteTenant { name } => Some(name),
             Self::DeleteGrant { tenant, .. }
@@ -599,6 +618,7 @@ impl Command {
             | Self::DeleteWorkflow { .. }
             | Self::CreateSchedule(_)
             | Self::UpdateSchedule(_)
+            | Self::PatchSchedule(_)
             | Self::DeleteSchedule { .. } => true,
             Self::Batch(items) => items.iter().any(Command::changes_definitions),
             _ => false,

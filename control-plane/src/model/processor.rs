@@ -189,6 +189,7 @@ async fn execute(
         }
         Command::CreateSchedule(s) => super::definitions::create_schedule(tx, context, s).await,
         Command::UpdateSchedule(s) => super::definitions::update_schedule(tx, s).await,
+        Command::PatchSchedule(p) => super::definitions::patch_schedule(tx, p).await,
         Command::AgentHeartbeat(heartbeat) => {
             super::leasing::heartbeat(tx, context, heartbeat).await
         }

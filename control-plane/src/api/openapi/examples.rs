@@ -131,6 +131,12 @@ pub const EXAMPLES: &[Example] = &[
             "overlap": "buffer_one"}"#,
     ),
     example(
+        "patch",
+        "/schedules/{tenant}/{name}",
+        "/schedules/ads/nightly",
+        r#"{"spec": {"cron": "0 0 3 * * ?", "end": "2027-01-01T00:00:00Z"}}"#,
+    ),
+    example(
         "post",
         "/runs",
         "/runs",

@@ -224,6 +224,16 @@ pub const ROUTES: &[Route] = &[
         )
     },
     Route {
+        method: "patch",
+        access: WRITE_TENANT,
+        ..update(
+            "/schedules/{tenant}/{name}",
+            "Change some of a schedule's fields (a JSON merge patch: fields given replace, \
+             objects merge, `null` removes); a new version unless nothing changed",
+            "ScheduleChanges",
+        )
+    },
+    Route {
         query: &[
             STALE,
             ("dc", "string", "Only runs in this data center."),
@@ -580,7 +590,9 @@ fn operation(route: &Route) -> Value {
 /// (`schemars`, following their serde attributes), so a field the server accepts cannot be
 /// missing here, nor one it refuses be listed.
 fn schemas() -> Value {
-    use crate::api::{ErrorBody, NewNode, RunDetail, WriteReply, resources, session, users};
+    use crate::api::{
+        ErrorBody, NewNode, RunDetail, ScheduleChanges, WriteReply, resources, session, users,
+    };
     use crate::model::query::{self, AgentRecord, AuditEntry, LeaseRecord};
     use crate::model::{
         Cluster, DataCenter, Environment, Grant, ResolveDoubts, RunRequest, Schedule, Tenant,
@@ -605,6 +617,7 @@ fn schemas() -> Value {
         Workflow,
         WorkflowVersion,
         Schedule,
+        ScheduleChanges,
         RunRequest,
         query::RunRecord,
         RunDetail,
