@@ -413,6 +413,7 @@ mod tests {
             overlap: OverlapPolicy::Skip,
             after_ms: 1_800_000_000_000,
             returned: Vec::new(),
+            paused: false,
             job: Job {
                 tenant: "ads".into(),
                 workflow: "w".into(),

@@ -22,17 +22,21 @@ pub enum Fate {
 }
 
 /// Classifies `due` (one schedule's due records, any order) for a partition held since
-/// `since_ms`. Returns every record once, in fire order.
+/// `since_ms`; records the plane `handed` over (given back, settled out of a doubt, or skipped
+/// while paused and caught up on resume) count as missed whenever they fell due. Returns every
+/// record once, in fire order.
 pub fn classify(
     due: &[FireRecord],
     since_ms: i64,
+    handed: &[i64],
     policy: &CatchUpPolicy,
     now: DateTime<Utc>,
 ) -> Vec<(FireRecord, Fate)> {
-    let (missed, on_time): (Vec<FireRecord>, Vec<FireRecord>) = due
-        .iter()
-        .cloned()
-        .partition(|r| r.fire_at.timestamp_millis() < since_ms);
+    let (missed, on_time): (Vec<FireRecord>, Vec<FireRecord>) =
+        due.iter().cloned().partition(|r| {
+            let fire_ms = r.fire_at.timestamp_millis();
+            fire_ms < since_ms || handed.contains(&fire_ms)
+        });
     let plan = policy.decide(&missed, now);
     let mut out: Vec<(FireRecord, Fate)> = plan
         .skip
@@ -93,17 +97,17 @@ mod tests {
     fn records_due_while_held_fire_and_older_ones_follow_the_catch_up_policy() {
         let due = [at(40), at(0), at(20), at(60)];
         let now = at(61).fire_at;
-        let all = classify(&due, ms(50), &CatchUpPolicy::default(), now);
+        let all = classify(&due, ms(50), &[], &CatchUpPolicy::default(), now);
         let fates: Vec<Fate> = all.iter().map(|(_, f)| f.clone()).collect();
         assert_eq!(
             fates,
             [Fate::CatchUp, Fate::CatchUp, Fate::CatchUp, Fate::OnTime],
             "in fire order"
         );
-        let latest = classify(&due, ms(50), &CatchUpPolicy::Latest, now);
+        let latest = classify(&due, ms(50), &[], &CatchUpPolicy::Latest, now);
         let fates: Vec<Fate> = latest.iter().map(|(_, f)| f.clone()).collect();
         assert_eq!(fates, [Fate::Skip, Fate::Skip, Fate::CatchUp, Fate::OnTime]);
-        let none = classify(&due, ms(50), &CatchUpPolicy::None, now);
+        let none = classify(&due, ms(50), &[], &CatchUpPolicy::None, now);
         assert_eq!(none.iter().filter(|(_, f)| *f == Fate::Skip).count(), 3);
     }
 

@@ -96,9 +96,19 @@ impl Pass {
             else {
                 continue;
             };
-            for (record, fate) in
-                firing::classify(&records, held.since_ms, &a.spec.catch_up, now_at)
-            {
+            if a.paused {
+                for record in &records {
+                    pass.take(&a, held.epoch, record, Took::Paused);
+                }
+                continue;
+            }
+            for (record, fate) in firing::classify(
+                &records,
+                held.since_ms,
+                &a.returned,
+                &a.spec.catch_up,
+                now_at,
+            ) {
                 match fate {
                     Fate::Skip => {
                         pass.take(&a, held.epoch, &record, Took::Missed);
@@ -209,6 +219,7 @@ mod tests {
             overlap,
             after_ms: 0,
             returned: Vec::new(),
+            paused: false,
             job: Job {
                 tenant: "ads".into(),
                 workflow: "etl".into(),
@@ -297,6 +308,48 @@ mod tests {
         );
         assert_eq!(then(&pass), ["launch, no slot", "wait"]);
         assert!(pass.items.iter().all(|i| i.epoch == 4));
+    }
+
+    #[test]
+    fn a_paused_schedule_records_its_due_records_skipped_and_starts_nothing() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(4));
+        let mut paused = (*assignment("paused", 0, OverlapPolicy::AllowAll)).clone();
+        paused.paused = true;
+        let paused = Arc::new(paused);
+        let pass = Pass::plan(
+            due(&paused, &[10, 20]),
+            &leases(),
+            at(20_000),
+            |_| Counts::default(),
+            || slots.clone().try_acquire_owned().ok(),
+        );
+        assert_eq!(took(&pass), [Took::Paused, Took::Paused]);
+        assert!(pass.then.is_empty(), "nothing runs");
+        assert_eq!(
+            Took::Paused.state(),
+            meridian_domain::run::RunState::Skipped
+        );
+        assert_eq!(slots.available_permits(), 4);
+    }
+
+    #[test]
+    fn records_handed_back_catch_up_even_when_due_while_held() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(4));
+        let mut resumed = (*assignment("resumed", 0, OverlapPolicy::Skip)).clone();
+        resumed.returned = vec![10_000, 20_000];
+        let resumed = Arc::new(resumed);
+        let pass = Pass::plan(
+            due(&resumed, &[10, 20, 30]),
+            &leases(),
+            at(30_000),
+            |_| Counts::default(),
+            || slots.clone().try_acquire_owned().ok(),
+        );
+        // The two handed back catch up in order; the on-time one queues behind them.
+        assert_eq!(
+            took(&pass),
+            [Took::CatchingUp, Took::CatchingUp, Took::CatchingUp]
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum Took {
     Missed,
     /// The schedule's previous run is still going, and the overlap policy skips it.
     Overlapping,
+    /// The schedule is paused (itself, its workflow, tenant or environment).
+    Paused,
 }
 
 impl Took {
@@ -42,7 +44,7 @@ impl Took {
         match self {
             Took::Started => RunState::Started,
             Took::Queued | Took::Waiting | Took::CatchingUp => RunState::Queued,
-            Took::Missed | Took::Overlapping => RunState::Skipped,
+            Took::Missed | Took::Overlapping | Took::Paused => RunState::Skipped,
         }
     }
 
@@ -53,6 +55,7 @@ impl Took {
             Took::CatchingUp => "catching up",
             Took::Missed => "missed while nothing could run it; the catch-up policy skips it",
             Took::Overlapping => "the previous run is still going (overlap policy)",
+            Took::Paused => meridian_domain::run::PAUSED,
         }
     }
 }

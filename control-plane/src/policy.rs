@@ -333,6 +333,8 @@ pub fn decide(principal: &Principal, action: Action, object: &Object) -> Decisio
                 principal.holds(Role::Operator)
                     || principal.holds_in(t, &[Role::Owner, Role::Developer])
             }
+            // Holding an environment's schedules still (a pause) is run control too.
+            Object::Infrastructure { .. } => principal.holds(Role::Operator),
             _ => false,
         },
     };
@@ -501,7 +503,9 @@ fn tenants(set: BTreeSet<Name>) -> Scope {
 pub fn who_may(action: Action, object: &Object) -> String {
     let tenant_roles = |t: &Name, roles: &str| format!("{roles} of tenant `{t}`, or admin");
     match (action, object) {
-        (Action::Read, Object::Operations) => "operator or admin".into(),
+        (Action::Read, Object::Operations) | (Action::Control, Object::Infrastructure { .. }) => {
+            "operator or admin".into()
+        }
         (Action::Control, Object::Run(t)) => tenant_roles(t, "operator, owner or developer"),
         (Action::Create | Action::Change, Object::Definition(t)) => {
             tenant_roles(t, "owner or developer")

@@ -3216,3 +3216,159 @@ async fn a_patch_changes_only_what_it_names_and_the_same_document_is_no_change()
     ))
     .await;
 }
+
+/// Issue #20: a pause of a schedule, its workflow, tenant or environment sends the schedule
+/// paused; resuming what is not paused itself is refused naming what holds it; a resume with
+/// catch-up hands the holder the records the pause skipped that the catch-up policy runs
+/// (their history moves from skipped to returned), and the holder's report of them is taken.
+#[tokio::test]
+async fn a_pause_holds_a_schedule_still_and_a_resume_catches_up_by_its_policy() {
+    use meridian_plane::model::{Pause, PauseScope, Resume};
+    let mut m = Model::new().await;
+    let p = m.scheduled().await;
+    assert_eq!(m.beat(T0, "a", "nj-main").await.leases.len(), 16);
+    let epoch = m.lease("nj-main", p).await.epoch;
+    let claims = vec![ClaimedLease {
+        cluster: "nj-main".into(),
+        partition: p,
+        epoch,
+    }];
+    let assigned = |pool: SqlitePool| {
+        let claims = claims.clone();
+        async move {
+            let mut all = query::assignments(&pool, "a", "nj-main", &claims)
+                .await
+                .unwrap();
+            all.remove(0)
+        }
+    };
+    let schedule = PauseScope::Schedule {
+        tenant: n("ads"),
+        name: n("nightly"),
+    };
+    let tenant = PauseScope::Tenant { name: n("ads") };
+    let pause = |scope: &PauseScope| {
+        Command::Pause(Pause {
+            scope: scope.clone(),
+            reason: "release 4.2".into(),
+        })
+    };
+    let resume = |scope: &PauseScope, catch_up: bool| {
+        Command::Resume(Resume {
+            scope: scope.clone(),
+            catch_up,
+        })
+    };
+    assert!(!assigned(m.pool.clone()).await.paused);
+    m.apply_at(fire_ms(0) - 1, pause(&schedule)).await.unwrap();
+    assert!(assigned(m.pool.clone()).await.paused);
+    // Pausing again changes nothing (its start stays the first).
+    let again = m.apply_at(fire_ms(5), pause(&schedule)).await.unwrap();
+    assert_eq!(again.detail.as_deref(), Some(r#"{"unchanged":true}"#));
+    let held = meridian_plane::model::pauses::of(&m.pool, &schedule)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (held.since_ms, held.reason.as_str()),
+        (fire_ms(0) - 1, "release 4.2")
+    );
+    // The tenant paused too: resuming the schedule leaves it held by the tenant's pause.
+    m.apply_at(fire_ms(0), pause(&tenant)).await.unwrap();
+    m.ok(resume(&schedule, false)).await;
+    assert!(
+        assigned(m.pool.clone()).await.paused,
+        "the tenant's pause holds it"
+    );
+    let refused = m.refused(resume(&schedule, false)).await;
+    assert!(
+        refused.contains(
+            "schedule ads/nightly is not paused itself; it is held by the pause of tenant ads"
+        ),
+        "{refused}"
+    );
+    let refused = m
+        .refused(pause(&PauseScope::Workflow {
+            tenant: n("ads"),
+            name: n("nope"),
+        }))
+        .await;
+    assert!(
+        refused.contains("workflow `ads/nope` does not exist"),
+        "{refused}"
+    );
+    // The holder recorded three records skipped while paused.
+    let skipped = |fire: i64| {
+        let mut report = event(p, epoch, fire, RunState::Skipped, fire + 5);
+        let Report::V1 {
+            item: ReportItem::Run(e),
+            ..
+        } = &mut report
+        else {
+            unreachable!()
+        };
+        e.message = meridian_domain::run::PAUSED.into();
+        report
+    };
+    m.report_ok(
+        "a",
+        "nj-main",
+        vec![
+            skipped(fire_ms(0)),
+            skipped(fire_ms(1)),
+            skipped(fire_ms(2)),
+        ],
+    )
+    .await;
+    // Resumed with catch-up ten minutes after the third: the default policy runs what fell
+    // due in the last hour, so only the third is handed back.
+    let resumed = m
+        .apply_at(fire_ms(2) + 600_000, resume(&tenant, true))
+        .await
+        .unwrap();
+    assert_eq!(resumed.detail.as_deref(), Some(r#"{"caught_up":1}"#));
+    let a = assigned(m.pool.clone()).await;
+    assert!(!a.paused);
+    assert_eq!(a.returned, [fire_ms(2)]);
+    let states: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT fire_ms, state FROM runs WHERE schedule = 'ads.nightly' ORDER BY fire_ms",
+    )
+    .fetch_all(&m.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        states,
+        [
+            (fire_ms(0), "skipped".to_owned()),
+            (fire_ms(1), "skipped".to_owned()),
+            (fire_ms(2), "returned".to_owned()),
+        ]
+    );
+    // The holder takes it: it runs, and is handed to nobody any more.
+    m.report_ok(
+        "a",
+        "nj-main",
+        vec![event(
+            p,
+            epoch,
+            fire_ms(2),
+            RunState::Started,
+            fire_ms(2) + 700_000,
+        )],
+    )
+    .await;
+    assert!(assigned(m.pool.clone()).await.returned.is_empty());
+    // A deleted schedule's pause goes with it.
+    m.ok(pause(&schedule)).await;
+    m.ok(Command::DeleteSchedule {
+        tenant: n("ads"),
+        name: n("nightly"),
+    })
+    .await;
+    assert!(
+        meridian_plane::model::pauses::list(&m.pool, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -117,7 +117,15 @@ pub struct Assignment {
     /// the catch-up policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub returned: Vec<i64>,
+    /// Paused (the schedule, its workflow, its tenant or its environment): its due records
+    /// are recorded skipped with the message [`PAUSED`], and nothing runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
+
+/// The message of a record skipped because its schedule was paused; the plane finds them by
+/// it when a resume catches up.
+pub const PAUSED: &str = "paused";
 
 /// A run's state as the plane records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]

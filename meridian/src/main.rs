@@ -127,6 +127,15 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
         Command::Whoami => meridian_plane::cli::users::whoami(&client()?).await,
         Command::Resources(args) => meridian_plane::cli::resources::run(&client()?, args).await,
         Command::Audit(args) => model::audit(&client()?, args).await,
+        Command::Pause(args) => meridian_plane::cli::pauses::pause(&client()?, args).await,
+        Command::Resume(args) => meridian_plane::cli::pauses::resume(&client()?, args).await,
+        Command::Pauses(args) => meridian_plane::cli::pauses::list(&client()?, args).await,
+        Command::Schedule(ScheduleCommand::Pause(args)) => {
+            meridian_plane::cli::pauses::pause_schedule(&client()?, args).await
+        }
+        Command::Schedule(ScheduleCommand::Resume(args)) => {
+            meridian_plane::cli::pauses::resume_schedule(&client()?, args).await
+        }
         Command::Get(args) => meridian_plane::cli::document::get(&client()?, args).await,
         Command::Apply(args) => meridian_plane::cli::document::apply(&client()?, args).await,
         Command::Agents => meridian_plane::cli::agents::agents(&client()?).await,

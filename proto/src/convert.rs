@@ -176,6 +176,7 @@ impl From<&Assignment> for pb::ScheduleAssignment {
             after_ms: a.after_ms,
             job_json: job_json(&a.job),
             returned_ms: a.returned.clone(),
+            paused: a.paused,
         }
     }
 }
@@ -199,6 +200,7 @@ impl TryFrom<&pb::ScheduleAssignment> for Assignment {
             after_ms: s.after_ms,
             job: job("job_json", &s.job_json)?,
             returned: s.returned_ms.clone(),
+            paused: s.paused,
         })
     }
 }
@@ -275,6 +277,7 @@ mod tests {
             overlap: OverlapPolicy::BufferOne,
             after_ms: 1_767_225_600_000,
             returned: vec![1_767_139_200_000],
+            paused: true,
             job: Job {
                 tenant: "ads".into(),
                 workflow: "etl".into(),

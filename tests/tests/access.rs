@@ -194,6 +194,15 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Expect> {
             ("post", "/in-doubt/resolve"),
             e(200, 200, [200, 200, 403], [404, 404, 404]),
         ),
+        (("get", "/pauses"), ALL_200),
+        (
+            ("post", "/pauses"),
+            e(200, 200, [200, 200, 403], [404, 404, 404]),
+        ),
+        (
+            ("post", "/pauses/resume"),
+            e(200, 200, [200, 200, 403], [404, 404, 404]),
+        ),
         (("get", "/agents"), OPERATIONS),
         (("get", "/leases"), OPERATIONS),
         (("get", "/audit"), ALL_200),
@@ -505,6 +514,20 @@ async fn prepare(plane: &ApiPlane, method: &str, path: &str, n: usize, who: Who)
             path.into(),
             Some(json!({"tenant": "ads", "resolution": "mark_done"})),
         ),
+        ("post", "/pauses") => call(
+            path.into(),
+            Some(
+                json!({"scope": {"schedule": {"tenant": "ads", "name": "hourly"}},
+                        "reason": format!("call {n}")}),
+            ),
+        ),
+        ("post", "/pauses/resume") => {
+            let scope = json!({"workflow": {"tenant": "ads", "name": "etl"}});
+            plane
+                .must(Method::POST, "/pauses", json!({"scope": scope.clone()}))
+                .await;
+            call(path.into(), Some(json!({"scope": scope, "catch_up": true})))
+        }
         ("post", "/users") => Call {
             made: Some(format!("/users/{}", fresh("u"))),
             ..call(

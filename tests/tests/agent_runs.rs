@@ -471,3 +471,131 @@ fn running_for(run_id: &str) -> Vec<u32> {
     let needle = format!("MERIDIAN_RUN_ID={run_id}");
     meridian_tests::process::processes_whose_env(|entry| entry == needle.as_bytes())
 }
+
+/// Issue #20: a paused schedule fires nothing — the ledger its task writes gains no line while
+/// its due records are recorded skipped (paused) — and a resume with catch-up runs, once each,
+/// exactly the skipped records its catch-up policy keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_schedule_fires_nothing_and_a_resume_catches_up_what_its_policy_keeps() {
+    use meridian_domain::{CatchUpPolicy, Clock};
+    use meridian_plane::model::{Pause, PauseScope, Resume};
+    let mut f = Federation::start(1, 30).await;
+    let ledger = f.plane.dir.path().join("ledger");
+    let lines = || -> Vec<i64> {
+        std::fs::read_to_string(&ledger)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    let policy = CatchUpPolicy::All {
+        window_seconds: 45,
+        max: 50,
+    };
+    f.schedule_spec(
+        "held",
+        ScheduleSpec {
+            catch_up: policy,
+            ..ScheduleSpec::cron(EVERY_10S)
+        },
+        &format!("echo $MERIDIAN_FIRE_MS >> {}", ledger.display()),
+        OverlapPolicy::AllowAll,
+    )
+    .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(30), Duration::from_secs(2))
+        .await;
+    let ran = f.wait_for_history("held", 3).await.len();
+
+    // The workflow paused: every schedule running it is held still.
+    let scope = PauseScope::Workflow {
+        tenant: name("ads"),
+        name: name("held"),
+    };
+    f.write(Command::Pause(Pause {
+        scope: scope.clone(),
+        reason: "release".into(),
+    }))
+    .await;
+    let agent = f.agent("agent-1.test");
+    f.wait_until("the agent to hold the schedule paused", || async {
+        agent
+            .buffer()
+            .assigned("ads.held")
+            .is_some_and(|a| a.paused)
+    })
+    .await;
+    let before = lines();
+    assert_eq!(before.len(), ran, "one line per run");
+    f.advance(Duration::from_secs(60), Duration::from_secs(2))
+        .await;
+    let runs = f.wait_for_history("held", ran + 6).await;
+    let skipped: Vec<i64> = runs
+        .iter()
+        .filter(|r| r.state == "skipped" && r.message == "paused")
+        .map(|r| r.fire_ms.unwrap())
+        .collect();
+    assert!(skipped.len() >= 6, "{runs:#?}");
+    assert_eq!(lines(), before, "nothing ran while paused");
+
+    // Resumed with catch-up: the records of the last 45 s run, the older ones stay skipped.
+    let now = f.clock.now();
+    let applied = f
+        .write(Command::Resume(Resume {
+            scope,
+            catch_up: true,
+        }))
+        .await;
+    let records: Vec<meridian_domain::FireRecord> = skipped
+        .iter()
+        .map(|ms| {
+            meridian_domain::FireRecord::new(
+                meridian_domain::ScheduleId::new("ads.held").unwrap(),
+                chrono::DateTime::from_timestamp_millis(*ms).unwrap(),
+            )
+        })
+        .collect();
+    let kept: Vec<i64> = policy
+        .decide(&records, now)
+        .run
+        .iter()
+        .map(|r| r.fire_at.timestamp_millis())
+        .collect();
+    assert!(
+        !kept.is_empty() && kept.len() < skipped.len(),
+        "{kept:?} of {skipped:?}"
+    );
+    assert_eq!(
+        applied.detail,
+        Some(format!(r#"{{"caught_up":{}}}"#, kept.len()))
+    );
+    f.advance(Duration::from_secs(4), Duration::from_secs(1))
+        .await;
+    f.wait_until("the caught-up records to run", || async {
+        kept.iter().all(|k| lines().contains(k))
+    })
+    .await;
+    let runs = f.wait_for_history("held", ran + 6).await;
+    for r in &runs {
+        let fire = r.fire_ms.unwrap();
+        let expected = if skipped.contains(&fire) && !kept.contains(&fire) {
+            "skipped"
+        } else {
+            "succeeded"
+        };
+        assert_eq!(r.state, expected, "{r:?}");
+        assert!(r.starts <= 1, "{r:?}");
+    }
+    // The ledger: every run that succeeded wrote one line, none twice, none of a skipped one.
+    let mut written = lines();
+    written.sort();
+    let mut succeeded: Vec<i64> = runs
+        .iter()
+        .filter(|r| r.state == "succeeded")
+        .map(|r| r.fire_ms.unwrap())
+        .collect();
+    succeeded.sort();
+    assert_eq!(written, succeeded);
+    f.shutdown().await;
+}

@@ -729,7 +729,7 @@ fn until_ok(args: &[&str], token: &str) {
 /// Issue #20, day-two CLI: `get -o yaml|json` prints documents that `apply -f FILE|DIR` and
 /// `create -f` take back; `apply --dry-run` shows a diff and changes nothing; `apply` writes
 /// only what differs and is idempotent; a bad document anywhere stops everything before any
-/// write; `schedule update` changes only the flags given.
+/// write; `schedule update` changes only the flags given; pause and resume from the CLI.
 #[test]
 fn documents_round_trip_through_get_and_apply() {
     let dir = tempfile::tempdir().unwrap();
@@ -923,5 +923,52 @@ fn documents_round_trip_through_get_and_apply() {
         cli(&["schedule", "update", "demo", "morning"]),
         "nothing to change",
     );
+
+    // Pause and resume: a schedule, and the environment for a release.
+    assert!(
+        ok(cli(&[
+            "schedule",
+            "pause",
+            "demo",
+            "morning",
+            "--reason",
+            "release 4.2"
+        ]))
+        .starts_with("paused schedule demo/morning")
+    );
+    assert_eq!(
+        ok(cli(&["pause", "schedule", "demo", "morning"])).trim(),
+        "schedule demo/morning was paused already"
+    );
+    ok(cli(&["pause", "env", "dev", "--reason", "db upgrade"]));
+    let paused = ok(cli(&["pauses"]));
+    assert!(paused.contains("schedule demo/morning\t20"), "{paused}");
+    assert!(paused.contains("\trelease 4.2"), "{paused}");
+    assert!(paused.contains("environment dev\t"), "{paused}");
+    assert_eq!(
+        ok(cli(&[
+            "schedule",
+            "resume",
+            "demo",
+            "morning",
+            "--catch-up"
+        ]))
+        .trim(),
+        "resumed schedule demo/morning; 0 records it skipped handed to the holder to catch up"
+    );
+    refused(
+        cli(&["schedule", "resume", "demo", "morning"]),
+        "schedule demo/morning is not paused itself; it is held by the pause of environment dev",
+    );
+    refused(
+        cli(&["pause", "workflow", "demo"]),
+        "a workflow is named by TENANT NAME",
+    );
+    refused(
+        cli(&["pause", "tenant", "nobody"]),
+        "tenant `nobody` does not exist",
+    );
+    assert!(ok(cli(&["resume", "env", "dev"])).starts_with("resumed environment dev"));
+    assert_eq!(ok(cli(&["pauses"])).trim(), "PAUSED\tSINCE\tREASON");
     assert_eq!(dev.signal("INT"), Some(0), "{}", dev.log());
 }

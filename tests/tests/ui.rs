@@ -638,6 +638,8 @@ async fn every_page_with_every_role() {
             ("post", "/runs/again") => ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN),
             // Settling a schedule's records in doubt: whoever controls the tenant's runs.
             ("post", "/schedules/in-doubt") => ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN),
+            // Pausing and resuming a schedule: whoever controls the tenant's runs.
+            ("post", "/schedules/pause") => ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN),
             // Operations, not a tenant's: refused, not hidden.
             ("get", "/overview") => ([200, 200, 403, 403, 403, 403, 403, 403], SIGN_IN),
             ("get", "/admin") => ([303; 8], 303),
@@ -905,6 +907,15 @@ async fn every_page_with_every_role() {
                 ),
                 ("post", "/runs/kill") => (route.into(), vec![("run", plane.run_now("ads").await)]),
                 ("post", "/runs/again") => (route.into(), vec![("run", ads_run.clone())]),
+                ("post", "/schedules/pause") => (
+                    route.into(),
+                    vec![
+                        ("tenant", "ads".into()),
+                        ("name", "hourly".into()),
+                        ("action", "pause".into()),
+                        ("reason", format!("walk {n}")),
+                    ],
+                ),
                 ("post", "/schedules/in-doubt") => (
                     route.into(),
                     vec![
@@ -2252,5 +2263,79 @@ async fn records_in_doubt_show_on_the_schedules_page_and_are_settled_there() {
                 && r["message"].as_str().unwrap().contains("marked done")),
         "{runs:?}"
     );
+    plane.cluster.shutdown().await;
+}
+
+/// Issue #20: the schedules page says what holds a schedule still and, for whoever controls
+/// the tenant's runs, switches it: pause with a reason, resume, resume and catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_is_paused_and_resumed_from_the_schedules_page() {
+    let plane = plane().await;
+    let root = &plane.roots[0];
+    let pauses = async || plane.call(0, Method::GET, "/pauses", None).await.1;
+    let browser = Browser::start().await;
+    sign_in(&browser, root, "view").await;
+    browser.goto(&format!("{root}/schedules")).await;
+    // A viewer is offered nothing to switch.
+    assert!(
+        browser
+            .find_all("tr[data-pause='ads.hourly'] button")
+            .await
+            .is_empty()
+    );
+    browser.click("#signout").await;
+    sign_in(&browser, root, "dev").await;
+    browser.goto(&format!("{root}/schedules")).await;
+    browser
+        .fill(
+            "tr[data-pause='ads.hourly'] input[name=reason]",
+            "release 4.2",
+        )
+        .await;
+    browser
+        .click("tr[data-pause='ads.hourly'] button.pause")
+        .await;
+    let row = browser
+        .text_when("tr[data-pause='ads.hourly']", |t| t.contains("Paused:"))
+        .await;
+    assert!(
+        row.contains("paused since") && row.contains("(release 4.2)"),
+        "{row}"
+    );
+    browser.screenshot("schedule-paused").await;
+    let listed = pauses().await;
+    assert_eq!(listed[0]["scope"]["schedule"]["name"], "hourly", "{listed}");
+    assert_eq!(listed[0]["reason"], "release 4.2", "{listed}");
+    // The tenant paused through the API: the row says the tenant holds it too.
+    plane
+        .must(
+            Method::POST,
+            "/pauses",
+            json!({"scope": {"tenant": {"name": "ads"}}}),
+        )
+        .await;
+    browser.goto(&format!("{root}/schedules")).await;
+    let row = browser
+        .find("tr[data-pause='ads.hourly']")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        row.contains("held by the pause of tenant ads since"),
+        "{row}"
+    );
+    browser
+        .click("tr[data-pause='ads.hourly'] button.catch-up")
+        .await;
+    browser.accept_alert().await;
+    browser
+        .text_when("tr[data-pause='ads.hourly']", |t| {
+            !t.contains("paused since")
+        })
+        .await;
+    let listed = pauses().await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["scope"]["tenant"]["name"], "ads", "{listed}");
     plane.cluster.shutdown().await;
 }

@@ -29,6 +29,7 @@ mod error;
 pub mod openapi;
 pub mod operations;
 pub mod password;
+pub mod pauses;
 pub mod plane;
 pub mod principal;
 pub mod resources;
@@ -475,6 +476,8 @@ pub fn router(api: Api) -> Router {
         .route("/runs/{run_id}/kill", runs::kill())
         .route("/in-doubt", doubts::list())
         .route("/in-doubt/resolve", doubts::resolve())
+        .route("/pauses", pauses::list().merge(pauses::pause()))
+        .route("/pauses/resume", pauses::resume())
         .route("/agents", operations::agents())
         .route("/leases", operations::leases())
         .route("/audit", operations::audit())

@@ -6,6 +6,7 @@ pub mod client;
 pub mod document;
 pub mod doubts;
 pub mod model;
+pub mod pauses;
 pub mod plane;
 pub mod resources;
 pub mod runs;
@@ -75,6 +76,13 @@ pub enum Command {
     Token(users::TokenCommand),
     /// Who this CLI acts as: the token's (or session's) name and roles.
     Whoami,
+    /// Hold a schedule, a workflow's schedules, a tenant or an environment still: due
+    /// records are recorded skipped (paused) and nothing runs.
+    Pause(pauses::PauseArgs),
+    /// Lift a pause (`--catch-up`: run what it skipped, as the catch-up policy says).
+    Resume(pauses::ResumeArgs),
+    /// What is paused, since when and why.
+    Pauses(pauses::ListArgs),
     /// Print entities as documents `apply` takes back (YAML by default; `-o json`).
     Get(document::GetArgs),
     /// Create or change what documents describe (files or directories of YAML, JSON or

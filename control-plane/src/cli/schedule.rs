@@ -11,6 +11,11 @@ pub enum ScheduleCommand {
     /// Both formats are accepted: Quartz (6 or 7 fields, seconds first, e.g.
     /// `0 0/5 * * * ? *`) and Unix (5 fields, e.g. `*/15 9-17 * * MON-FRI`).
     Preview(PreviewArgs),
+    /// Hold the schedule still: its due records are recorded skipped (paused).
+    Pause(super::pauses::SchedulePause),
+    /// Let it fire again from its next record (`--catch-up`: run what the pause skipped, as
+    /// its catch-up policy says).
+    Resume(super::pauses::ScheduleResume),
     #[command(flatten)]
     Model(Box<super::model::Verb<super::model::ScheduleCreate>>),
 }

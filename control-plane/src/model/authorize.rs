@@ -9,7 +9,9 @@
 use sqlx::SqliteConnection;
 
 use super::outcome::Refusal;
-use super::{ApiToken, Cluster, Command, DataCenter, Name, Tenant, query};
+use super::{
+    ApiToken, Cluster, Command, DataCenter, Name, Pause, PauseScope, Resume, Tenant, query,
+};
 use crate::policy::{self, Action, Binding, Decision, Object, Principal};
 
 /// What a command was attempting, in the words the processor's refusals use.
@@ -54,6 +56,8 @@ pub fn doing(command: &Command) -> String {
         Command::PatchSchedule(p) => {
             format!("updating schedule `{}` of tenant `{}`", p.name, p.tenant)
         }
+        Command::Pause(p) => format!("pausing {}", p.scope),
+        Command::Resume(r) => format!("resuming {}", r.scope),
         Command::DeleteSchedule { tenant, name } => {
             format!("deleting schedule `{name}` of tenant `{tenant}`")
         }
@@ -275,6 +279,36 @@ async fn needs(
             "schedule",
             format!("{}/{}", p.tenant, p.name),
         )],
+        Command::Pause(Pause { scope, .. }) | Command::Resume(Resume { scope, .. }) => {
+            match scope {
+                PauseScope::Environment { name } => vec![Need::new(
+                    Control,
+                    Object::Infrastructure {
+                        granted_to: granted_to(conn, Infra::Environment, name).await?,
+                    },
+                    "environment",
+                    name.to_string(),
+                )],
+                PauseScope::Schedule { tenant, name } | PauseScope::Workflow { tenant, name } => {
+                    let kind = match scope {
+                        PauseScope::Schedule { .. } => "schedule",
+                        _ => "workflow",
+                    };
+                    vec![Need::new(
+                        Control,
+                        Object::Run(tenant.clone()),
+                        kind,
+                        format!("{tenant}/{name}"),
+                    )]
+                }
+                PauseScope::Tenant { name } => vec![Need::new(
+                    Control,
+                    Object::Run(name.clone()),
+                    "tenant",
+                    name.to_string(),
+                )],
+            }
+        }
         Command::DeleteWorkflow { tenant, name } => vec![Need::new(
             Change,
             Object::Definition(tenant.clone()),

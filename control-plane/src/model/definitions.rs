@@ -85,6 +85,14 @@ pub(super) async fn delete_workflow(
         )],
     )
     .await?;
+    super::pauses::forget(
+        tx,
+        &super::PauseScope::Workflow {
+            tenant: tenant.clone(),
+            name: name.clone(),
+        },
+    )
+    .await?;
     // Versions are kept (runs refer to them) but hidden.
     sqlx::query("UPDATE workflows SET deleted = 1 WHERE tenant = ? AND name = ?")
         .bind(tenant.as_str())
@@ -296,6 +304,14 @@ pub(super) async fn delete_schedule(
         }
         .into());
     }
+    super::pauses::forget(
+        tx,
+        &super::PauseScope::Schedule {
+            tenant: tenant.clone(),
+            name: name.clone(),
+        },
+    )
+    .await?;
     // Its cursor goes with it: one created again under the name fires from its own
     // creation (the assignments also never go back before it, for a late report).
     sqlx::query("DELETE FROM schedule_cursors WHERE schedule_id = ?")

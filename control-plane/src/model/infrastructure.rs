@@ -254,6 +254,7 @@ pub(super) async fn delete_environment(
     )
     .await?;
     delete(tx, "DELETE FROM environments WHERE name = ?", &[name]).await?;
+    super::pauses::forget(tx, &super::PauseScope::Environment { name: name.clone() }).await?;
     Ok(subject(format!("environment {name}")))
 }
 

@@ -37,6 +37,7 @@ mod infrastructure;
 pub mod job;
 pub mod leasing;
 pub mod outcome;
+pub mod pauses;
 pub mod processor;
 pub mod query;
 mod tenancy;
@@ -462,6 +463,78 @@ pub enum Command {
     /// it is when applied, so two patches never lose each other's fields; an unchanged result
     /// makes no new version.
     PatchSchedule(SchedulePatch),
+    /// Hold a schedule, a workflow's schedules, a tenant's or an environment's still: their
+    /// due records are recorded skipped (paused), effective from the agents' next sync.
+    Pause(Pause),
+    /// Lift a pause; with `catch_up`, the records it skipped go through the schedules' catch-up
+    /// policy and those it keeps are handed to the holders to run.
+    Resume(Resume),
+}
+
+/// What a pause holds still.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PauseScope {
+    Schedule {
+        tenant: Name,
+        name: Name,
+    },
+    /// Every schedule that runs the workflow.
+    Workflow {
+        tenant: Name,
+        name: Name,
+    },
+    /// Every schedule of the tenant.
+    Tenant {
+        name: Name,
+    },
+    /// Every schedule placed on the environment, whoever's.
+    Environment {
+        name: Name,
+    },
+}
+
+impl PauseScope {
+    /// The tenant it belongs to (none: an environment, the federation's).
+    pub fn tenant(&self) -> Option<&Name> {
+        match self {
+            Self::Schedule { tenant, .. } | Self::Workflow { tenant, .. } => Some(tenant),
+            Self::Tenant { name } => Some(name),
+            Self::Environment { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for PauseScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Schedule { tenant, name } => write!(f, "schedule {tenant}/{name}"),
+            Self::Workflow { tenant, name } => write!(f, "workflow {tenant}/{name}"),
+            Self::Tenant { name } => write!(f, "tenant {name}"),
+            Self::Environment { name } => write!(f, "environment {name}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pause {
+    pub scope: PauseScope,
+    /// Why, for whoever looks (`release 4.2`).
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resume {
+    pub scope: PauseScope,
+    /// Run what the pause skipped, as far as each schedule's catch-up policy says; without it,
+    /// the schedules go on from their next record.
+    #[serde(default)]
+    pub catch_up: bool,
 }
 
 /// A merge patch of one schedule's document: `{"spec": {"cron": "0 0 6 * * ?"}}`; `null`
@@ -551,6 +624,8 @@ impl Command {
             // The operation's own name is in the record's audit row.
             Self::Record(_) => "record",
             Self::PatchSchedule(_) => "update_schedule",
+            Self::Pause(_) => "pause",
+            Self::Resume(_) => "resume",
         }
     }
 
@@ -561,6 +636,8 @@ impl Command {
             Self::ApplyWorkflow(w) => Some(&w.tenant),
             Self::CreateSchedule(s) | Self::UpdateSchedule(s) => Some(&s.tenant),
             Self::PatchSchedule(p) => Some(&p.tenant),
+            Self::Pause(p) => p.scope.tenant(),
+            Self::Resume(r) => r.scope.tenant(),
             Self::UpdateTenant(t) => Some(&t.name),
             Self::DeleteTenant { name } => Some(name),
             Self::DeleteGrant { tenant, .. }
@@ -619,6 +696,8 @@ impl Command {
             | Self::CreateSchedule(_)
             | Self::UpdateSchedule(_)
             | Self::PatchSchedule(_)
+            | Self::Pause(_)
+            | Self::Resume(_)
             | Self::DeleteSchedule { .. } => true,
             Self::Batch(items) => items.iter().any(Command::changes_definitions),
             _ => false,

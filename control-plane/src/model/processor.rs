@@ -190,6 +190,8 @@ async fn execute(
         Command::CreateSchedule(s) => super::definitions::create_schedule(tx, context, s).await,
         Command::UpdateSchedule(s) => super::definitions::update_schedule(tx, s).await,
         Command::PatchSchedule(p) => super::definitions::patch_schedule(tx, p).await,
+        Command::Pause(p) => super::pauses::pause(tx, context, p).await,
+        Command::Resume(r) => super::pauses::resume(tx, context, r).await,
         Command::AgentHeartbeat(heartbeat) => {
             super::leasing::heartbeat(tx, context, heartbeat).await
         }

@@ -460,6 +460,7 @@ pub async fn assignments(
 ) -> sqlx::Result<Vec<meridian_domain::run::Assignment>> {
     let mut conn = pool.acquire().await?;
     let mut out = Vec::new();
+    let pauses = super::pauses::all(&mut conn).await?;
     for claim in claims {
         let held: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM leases WHERE cluster = ? AND partition = ? \
@@ -530,6 +531,7 @@ pub async fn assignments(
                     .bind(id.as_str())
                     .fetch_one(&mut *conn)
                     .await?;
+            let paused = !super::pauses::covering(&pauses, &schedule).is_empty();
             out.push(meridian_domain::run::Assignment {
                 schedule: id,
                 cluster: claim.cluster.clone(),
@@ -547,6 +549,7 @@ pub async fn assignments(
                     .max(doubted.unwrap_or(i64::MIN)),
                 job,
                 returned,
+                paused,
             });
         }
     }

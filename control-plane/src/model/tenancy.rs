@@ -65,6 +65,7 @@ pub(super) async fn delete_tenant(
     delete(tx, "DELETE FROM workflows WHERE tenant = ?", &[name]).await?;
     super::access::forget_tenant(tx, name).await?;
     delete(tx, "DELETE FROM tenants WHERE name = ?", &[name]).await?;
+    super::pauses::forget_tenant(tx, name).await?;
     Ok(subject(format!("tenant {name}")))
 }
 

@@ -74,6 +74,7 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
         ("post", "/schedules/edit", post(schedules::update)),
         ("post", "/schedules/delete", post(schedules::delete)),
         ("post", "/schedules/in-doubt", post(schedules::resolve)),
+        ("post", "/schedules/pause", post(schedules::pause)),
         ("get", "/schedules/preview", get(schedules::preview)),
         ("get", "/workflows", get(workflows::list)),
         ("get", "/workflows/edit", get(workflows::edit)),

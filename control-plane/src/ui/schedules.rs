@@ -94,8 +94,13 @@ pub struct Listed {
     pub query: String,
     /// Its records in doubt after a takeover, if any.
     pub doubt: Option<Doubt>,
-    /// The viewer may settle them (controls the tenant's runs).
+    /// The viewer may settle them (controls the tenant's runs), and pause and resume it.
     pub may_resolve: bool,
+    /// The pauses holding it, in words (`paused since … (release 4.2)`, `held by the pause
+    /// of tenant ads since …`).
+    pub paused: Vec<String>,
+    /// Paused itself (so a resume here lifts that pause).
+    pub paused_itself: bool,
 }
 
 /// A schedule's records in doubt, as the list says them.
@@ -150,10 +155,11 @@ pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
         let can_create = !page::writable_tenants(&api, &viewer).await?.is_empty();
         let mut conn = api.node.state.pool().acquire().await?;
         let in_doubt = crate::model::doubt::list(&mut conn, None).await?;
-        Ok::<_, sqlx::Error>((schedules, can_create, doubts(in_doubt)))
+        let pauses = crate::model::pauses::all(&mut conn).await?;
+        Ok::<_, sqlx::Error>((schedules, can_create, doubts(in_doubt), pauses))
     }
     .await;
-    let (schedules, can_create, mut in_doubt) = match built {
+    let (schedules, can_create, mut in_doubt, pauses) = match built {
         Ok(b) => b,
         Err(e) => return page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
@@ -161,6 +167,13 @@ pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
         .into_iter()
         .filter(|s| scope.contains(&s.tenant))
         .map(|s| Listed {
+            paused: crate::model::pauses::covering(&pauses, &s)
+                .iter()
+                .map(|p| paused_in_words(p))
+                .collect(),
+            paused_itself: crate::model::pauses::covering(&pauses, &s)
+                .iter()
+                .any(|p| matches!(p.scope, crate::model::PauseScope::Schedule { .. })),
             doubt: in_doubt.remove(&s.id()),
             may_resolve: viewer.may(Action::Control, &Object::Run(s.tenant.clone())),
             next: next_times(&s.spec, NEXT_IN_LIST, api.clock.now()).unwrap_or_default(),
@@ -186,6 +199,67 @@ pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
         },
         StatusCode::OK,
     )
+}
+
+/// A pause holding `s`, as its row says it.
+fn paused_in_words(p: &crate::model::pauses::PauseRecord) -> String {
+    let why = if p.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", p.reason)
+    };
+    match &p.scope {
+        crate::model::PauseScope::Schedule { .. } => {
+            format!("paused since {}{why}", at(p.since_ms))
+        }
+        other => format!("held by the pause of {other} since {}{why}", at(p.since_ms)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PauseForm {
+    pub tenant: String,
+    pub name: String,
+    /// `pause`, `resume` or `catch_up` (resume, running what the pause skipped as the
+    /// catch-up policy says).
+    pub action: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /schedules/pause`: pauses the schedule, or resumes it (catching up if asked).
+pub async fn pause(
+    State(api): State<Api>,
+    Signed { viewer, form: f }: Signed<PauseForm>,
+) -> Response {
+    let s = match stored(&api, &viewer, &f.tenant, &f.name).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let scope = crate::model::PauseScope::Schedule {
+        tenant: s.tenant,
+        name: s.name,
+    };
+    let command = match f.action.as_str() {
+        "pause" => Command::Pause(crate::model::Pause {
+            scope,
+            reason: f.reason.trim().to_owned(),
+        }),
+        "resume" | "catch_up" => Command::Resume(crate::model::Resume {
+            scope,
+            catch_up: f.action == "catch_up",
+        }),
+        other => {
+            return page::error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("action: `{other}` is not pause, resume or catch_up"),
+            );
+        }
+    };
+    match api.propose(&viewer.caller, command).await {
+        Ok(_) => Redirect::to("/schedules").into_response(),
+        Err(e) => page::error_page(e.status, &e.message),
+    }
 }
 
 /// An environment the picker offers: granted to the tenant, with where it runs.

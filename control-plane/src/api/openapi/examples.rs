@@ -138,6 +138,18 @@ pub const EXAMPLES: &[Example] = &[
     ),
     example(
         "post",
+        "/pauses",
+        "/pauses",
+        r#"{"scope": {"schedule": {"tenant": "ads", "name": "nightly"}}, "reason": "release 4.2"}"#,
+    ),
+    example(
+        "post",
+        "/pauses/resume",
+        "/pauses/resume",
+        r#"{"scope": {"schedule": {"tenant": "ads", "name": "nightly"}}, "catch_up": true}"#,
+    ),
+    example(
+        "post",
         "/runs",
         "/runs",
         r#"{"tenant": "ads", "workflow": "etl", "environment": "prod-nj"}"#,

@@ -234,6 +234,36 @@ pub const ROUTES: &[Route] = &[
         )
     },
     Route {
+        query: &[STALE, TENANT],
+        ..get(
+            "/pauses",
+            "List pauses: schedules, workflows, tenants and environments held still",
+            "[PauseRecord]",
+        )
+    },
+    Route {
+        reply: (200, "WriteReply"),
+        access: "schedule, workflow, tenant: admin, operator; owner, developer of the tenant. \
+             Environment: admin, operator",
+        ..create(
+            "/pauses",
+            "Pause a schedule, every schedule of a workflow, a tenant or an environment: due \
+             records are recorded skipped (paused) from the agents' next sync",
+            "Pause",
+        )
+    },
+    Route {
+        reply: (200, "WriteReply"),
+        access: "schedule, workflow, tenant: admin, operator; owner, developer of the tenant. \
+             Environment: admin, operator",
+        ..create(
+            "/pauses/resume",
+            "Lift a pause; with `catch_up`, what it skipped runs as far as each schedule's \
+             catch-up policy says",
+            "Resume",
+        )
+    },
+    Route {
         query: &[
             STALE,
             ("dc", "string", "Only runs in this data center."),
@@ -595,8 +625,8 @@ fn schemas() -> Value {
     };
     use crate::model::query::{self, AgentRecord, AuditEntry, LeaseRecord};
     use crate::model::{
-        Cluster, DataCenter, Environment, Grant, ResolveDoubts, RunRequest, Schedule, Tenant,
-        Workflow, WorkflowVersion,
+        Cluster, DataCenter, Environment, Grant, Pause, ResolveDoubts, Resume, RunRequest,
+        Schedule, Tenant, Workflow, WorkflowVersion,
     };
     let mut generator = schemars::generate::SchemaSettings::draft2020_12()
         .with(|s| s.definitions_path = "/components/schemas".into())
@@ -623,6 +653,9 @@ fn schemas() -> Value {
         RunDetail,
         crate::model::doubt::InDoubt,
         ResolveDoubts,
+        Pause,
+        Resume,
+        crate::model::pauses::PauseRecord,
         query::TaskAttempt,
         query::AttemptLog,
         AuditEntry,
