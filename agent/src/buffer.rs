@@ -424,6 +424,7 @@ mod tests {
                 work_dir: None,
                 os_user: None,
                 allow_agent_user: false,
+                rerun: None,
             },
         }
     }

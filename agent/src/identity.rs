@@ -586,6 +586,7 @@ mod tests {
             work_dir: None,
             os_user,
             allow_agent_user,
+            rerun: None,
         }
     }
 

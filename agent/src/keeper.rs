@@ -393,7 +393,8 @@ impl LeaseKeeper {
         let run = LocalRun {
             run_id: r.run_id.clone(),
             schedule: None,
-            fire_ms: None,
+            // A re-run stands for its record's fire time.
+            fire_ms: job.rerun.as_ref().and_then(|r| r.fire_ms),
             cluster: self.cluster.clone(),
             partition: None,
             epoch: 0,

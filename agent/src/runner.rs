@@ -211,6 +211,13 @@ impl Runner {
         // The run's message once a task failed for good.
         let mut failed: Option<String> = None;
         let mut going = JoinSet::new();
+        // A recovery: what succeeded in an earlier generation is done, not run again.
+        for name in run.job.rerun.iter().flat_map(|r| &r.done) {
+            if tasks.iter().any(|t| t.name == *name) {
+                started.insert(name.clone());
+                succeeded.insert(name.clone());
+            }
+        }
         for (name, how) in resume.map(|r| &r.tasks).into_iter().flatten() {
             started.insert(name.clone());
             match *how {
@@ -671,5 +678,7 @@ pub fn run_vars(run: &LocalRun) -> BTreeMap<String, String> {
     if let Some(fire) = run.fire_ms {
         vars.insert("MERIDIAN_FIRE_MS".into(), fire.to_string());
     }
+    let generation = run.job.rerun.as_ref().map_or(1, |r| r.generation);
+    vars.insert("MERIDIAN_GENERATION".into(), generation.to_string());
     vars
 }

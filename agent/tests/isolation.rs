@@ -206,6 +206,7 @@ fn run(
             work_dir: None,
             os_user,
             allow_agent_user,
+            rerun: None,
         },
     }
 }
@@ -480,6 +481,7 @@ async fn allowed_a_task_runs_as_the_agent_itself_with_nothing_of_its_environment
             "GREETING",
             "HOME",
             "LOGNAME",
+            "MERIDIAN_GENERATION",
             "MERIDIAN_RUN_ID",
             "PATH",
             "USER"

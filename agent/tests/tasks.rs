@@ -543,6 +543,7 @@ fn local_run(tasks: Vec<TaskSpec>) -> LocalRun {
             // These tests run scripts as the test's own user; `isolation.rs` runs them as
             // others.
             allow_agent_user: true,
+            rerun: None,
         },
     }
 }

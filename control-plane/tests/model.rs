@@ -3372,3 +3372,147 @@ async fn a_pause_holds_a_schedule_still_and_a_resume_catches_up_by_its_policy() 
             .is_empty()
     );
 }
+
+/// Issue #20: a finished run is run again as a new generation of the same record — the
+/// record's fire time and the workflow version it ran, `<first>~<n>`, whoever asked named — and
+/// a recovery keeps the tasks that succeeded; what is not finished, or not failed for a
+/// recovery, is refused and changes nothing.
+#[tokio::test]
+async fn a_finished_run_runs_again_one_generation_further() {
+    use meridian_plane::model::Rerun;
+    let mut m = Model::new().await;
+    let p = m.scheduled().await;
+    assert_eq!(m.beat(T0, "a", "nj-main").await.leases.len(), 16);
+    let epoch = m.lease("nj-main", p).await.epoch;
+    let first = record("ads.nightly", fire_ms(0));
+    m.report_ok(
+        "a",
+        "nj-main",
+        vec![event(
+            p,
+            epoch,
+            fire_ms(0),
+            RunState::Started,
+            fire_ms(0) + 5,
+        )],
+    )
+    .await;
+    let rerun = |run_id: &str, recover: bool| {
+        Command::Rerun(Rerun {
+            run_id: run_id.into(),
+            recover,
+        })
+    };
+    let refused = m.refused(rerun(&first, false)).await;
+    assert!(
+        refused.contains("the run is started: only a finished run"),
+        "{refused}"
+    );
+    // It fails: task `main` failed (a later workflow version changes nothing of a re-run).
+    m.report_ok(
+        "a",
+        "nj-main",
+        vec![event(
+            p,
+            epoch,
+            fire_ms(0),
+            RunState::Failed,
+            fire_ms(0) + 9,
+        )],
+    )
+    .await;
+    m.ok(Command::ApplyWorkflow(workflow("ads", "etl", "echo v2")))
+        .await;
+    let applied = m.ok(rerun(&first, false)).await;
+    let second = format!("{first}~2");
+    assert_eq!(applied.detail, Some(format!(r#"{{"run_id":"{second}"}}"#)),);
+    let run = m.run(&second).await;
+    assert_eq!(
+        (
+            run.state.as_str(),
+            run.generation,
+            run.rerun_of.as_deref(),
+            run.workflow_version,
+            run.schedule.as_deref(),
+            run.fire_ms,
+            run.requested_by.as_deref()
+        ),
+        (
+            "requested",
+            2,
+            Some(first.as_str()),
+            1,
+            Some("ads.nightly"),
+            None,
+            Some("alice")
+        )
+    );
+    // What the agent is sent: the record's fire time, generation 2, nothing kept.
+    let job: String = sqlx::query_scalar("SELECT job FROM agent_commands WHERE run_id = ?")
+        .bind(&second)
+        .fetch_one(&m.pool)
+        .await
+        .unwrap();
+    let job: meridian_domain::run::Job = meridian_domain::stored::read(&job).unwrap();
+    let again = job.rerun.unwrap();
+    assert_eq!(
+        (
+            again.fire_ms,
+            again.generation,
+            again.done.len(),
+            job.workflow_version
+        ),
+        (Some(fire_ms(0)), 2, 0, 1)
+    );
+    // A recovery of the first, whose task `main` succeeded before a second task failed: the
+    // third generation keeps `main`.
+    sqlx::query(
+        "INSERT INTO task_attempts (run_id, task, attempt, outcome) VALUES (?, 'main', 1, 'succeeded')",
+    )
+    .bind(&first)
+    .execute(&m.pool)
+    .await
+    .unwrap();
+    m.ok(rerun(&first, true)).await;
+    let third = m.run(&format!("{first}~3")).await;
+    assert_eq!(
+        (third.generation, third.kept.clone()),
+        (3, vec!["main".to_owned()])
+    );
+    // Generations count from the first whichever one is run again; what is not finished, or
+    // a recovery of what did not fail, is refused.
+    let refused = m.refused(rerun(&third.run_id, false)).await;
+    assert!(refused.contains("the run is requested"), "{refused}");
+    m.ok(Command::KillRun {
+        run_id: third.run_id.clone(),
+    })
+    .await;
+    m.ok(rerun(&third.run_id, true)).await;
+    let fourth = m.run(&format!("{first}~4")).await;
+    assert_eq!(
+        (fourth.rerun_of.as_deref(), fourth.kept.clone()),
+        (Some(first.as_str()), vec!["main".to_owned()]),
+        "a recovery of a recovery keeps what the earlier one kept"
+    );
+    m.report_ok(
+        "a",
+        "nj-main",
+        vec![event(
+            p,
+            epoch,
+            fire_ms(1),
+            RunState::Skipped,
+            fire_ms(1) + 1,
+        )],
+    )
+    .await;
+    let refused = m
+        .refused(rerun(&record("ads.nightly", fire_ms(1)), true))
+        .await;
+    assert!(refused.contains("recover: the run skipped"), "{refused}");
+    let refused = m.refused(rerun("ads.nightly@nope", false)).await;
+    assert!(
+        refused.contains("run `ads.nightly@nope` does not exist"),
+        "{refused}"
+    );
+}

@@ -39,6 +39,24 @@ pub struct Job {
     /// database, credentials and every other tenant's files.
     #[serde(default)]
     pub allow_agent_user: bool,
+    /// A re-run or recovery of an earlier run: the fire time it stands for, its generation,
+    /// and the tasks that already succeeded (a recovery keeps them and runs the rest).
+    /// Skipped when absent, so a job that is no re-run reads as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun: Option<RerunOf>,
+}
+
+/// What a re-run job stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RerunOf {
+    /// The record's fire time (`MERIDIAN_FIRE_MS`), when the run re-run had one.
+    #[serde(default)]
+    pub fire_ms: Option<i64>,
+    /// 2 for the first re-run of a run (`MERIDIAN_GENERATION`).
+    pub generation: u32,
+    /// Tasks that succeeded in an earlier generation: counted as done, not run again.
+    #[serde(default)]
+    pub done: std::collections::BTreeSet<String>,
 }
 
 /// An OS identity on an agent's host: a user, and the group its tasks run in.

@@ -288,6 +288,7 @@ mod tests {
                 work_dir: None,
                 os_user: None,
                 allow_agent_user: false,
+                rerun: None,
             },
         };
         let wire = pb::ScheduleAssignment::from(&assignment);

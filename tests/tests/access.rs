@@ -189,6 +189,16 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Expect> {
             ("post", "/runs/{run_id}/kill"),
             e(200, 200, [200, 200, 403], [404, 404, 404]),
         ),
+        (
+            ("post", "/runs/{run_id}/rerun"),
+            e(200, 200, [200, 200, 403], [404, 404, 404]),
+        ),
+        (
+            ("post", "/runs/{run_id}/recover"),
+            e(200, 200, [200, 200, 403], [404, 404, 404]),
+        ),
+        // Counting what a filter matches: each sees only its own runs (none: zero).
+        (("post", "/runs/rerun"), ALL_200),
         (("get", "/in-doubt"), ALL_200),
         (
             ("post", "/in-doubt/resolve"),
@@ -510,6 +520,27 @@ async fn prepare(plane: &ApiPlane, method: &str, path: &str, n: usize, who: Who)
                 .to_owned();
             call(format!("/runs/{id}/kill"), None)
         }
+        ("post", "/runs/{run_id}/rerun" | "/runs/{run_id}/recover") => {
+            // A run of ads's killed before any agent took it: finished, so it may run again.
+            let id = plane
+                .must(
+                    Method::POST,
+                    "/runs",
+                    json!({"tenant": "ads", "workflow": "etl"}),
+                )
+                .await["detail"]["run_id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            plane
+                .must(Method::POST, &format!("/runs/{id}/kill"), json!({}))
+                .await;
+            call(path.replace("{run_id}", &id), None)
+        }
+        ("post", "/runs/rerun") => call(
+            "/runs/rerun?tenant=ads&state=succeeded".into(),
+            Some(json!({"recover": false})),
+        ),
         ("post", "/in-doubt/resolve") => call(
             path.into(),
             Some(json!({"tenant": "ads", "resolution": "mark_done"})),

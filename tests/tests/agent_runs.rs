@@ -599,3 +599,149 @@ async fn a_paused_schedule_fires_nothing_and_a_resume_catches_up_what_its_policy
     assert_eq!(written, succeeded);
     f.shutdown().await;
 }
+
+/// Issue #20: a failed scheduled run recovered runs only its failed task, with the record's
+/// fire time; re-run whole, every task runs again, one generation further; after a plane
+/// restart the generations are kept and the next re-run goes on from them. The tasks' own
+/// ledger says which ran, for which fire time and generation, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_is_recovered_and_re_run_for_its_own_fire_time() {
+    use meridian_domain::workflow::{TaskKind, TaskSpec};
+    use meridian_plane::model::Rerun;
+    let mut f = Federation::start(1, 30).await;
+    let dir = f.plane.dir.path().to_owned();
+    let ledger = dir.join("ledger");
+    let fixed = dir.join("fixed");
+    let line = |task: &str| {
+        format!(
+            "echo \"{task} $MERIDIAN_FIRE_MS $MERIDIAN_GENERATION\" >> {}",
+            ledger.display()
+        )
+    };
+    let shell = |name: &str, script: String, after: &[&str]| TaskSpec {
+        depends_on: after.iter().map(|s| s.to_string()).collect(),
+        kind: TaskKind::Shell { script },
+        ..WorkflowDefinition::shell(name, "true").tasks.remove(0)
+    };
+    // `load` fails until the file `fixed` exists: the bug fixed after the night's failure.
+    let definition = WorkflowDefinition {
+        tasks: vec![
+            shell("extract", line("extract"), &[]),
+            shell(
+                "load",
+                format!("test -f {} && {}", fixed.display(), line("load")),
+                &["extract"],
+            ),
+        ],
+    };
+    f.write(Command::ApplyWorkflow(Workflow {
+        tenant: name("ads"),
+        name: name("etl"),
+        environment: Some(name("prod")),
+        definition,
+    }))
+    .await;
+    f.write(Command::CreateSchedule(Schedule {
+        tenant: name("ads"),
+        name: name("nightly"),
+        workflow: name("etl"),
+        environment: name("prod"),
+        spec: ScheduleSpec::cron("0 * * * * ?"),
+        overlap: OverlapPolicy::Skip,
+        takeover: Default::default(),
+    }))
+    .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(65), Duration::from_secs(5))
+        .await;
+    let runs = f.wait_for_history("nightly", 1).await;
+    assert_eq!(runs[0].state, "failed", "{runs:?}");
+    let first = runs[0].run_id.clone();
+    let fire = runs[0].fire_ms.unwrap();
+    // The ledger's lines for this record (a later minute's record may run meanwhile).
+    let lines = || {
+        std::fs::read_to_string(&ledger)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!(" {fire} ")))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    assert_eq!(lines(), format!("extract {fire} 1\n"));
+
+    let history = async |f: &Federation, id: String| {
+        let leader = f.plane.leader().await;
+        query::run(f.plane.node(leader).state.pool(), &id)
+            .await
+            .unwrap()
+    };
+    // Waits for run `id` to finish, moving the clock a little per look so the agent
+    // heartbeats, takes the order and runs it.
+    let finished = async |f: &Federation, id: &str| {
+        f.wait_until(&format!("{id} to finish"), || async {
+            f.clock.advance(chrono::TimeDelta::milliseconds(100));
+            history(f, id.to_owned())
+                .await
+                .is_some_and(|r| r.state == "succeeded" || r.state == "failed")
+        })
+        .await;
+        history(f, id.to_owned()).await.unwrap()
+    };
+    // Fixed; recovered: only `load` runs, for the record's fire time, as generation 2.
+    std::fs::write(&fixed, "").unwrap();
+    let recovered = f
+        .write(Command::Rerun(Rerun {
+            run_id: first.clone(),
+            recover: true,
+        }))
+        .await;
+    assert_eq!(
+        recovered.detail,
+        Some(format!(r#"{{"run_id":"{first}~2"}}"#))
+    );
+    let second = finished(&f, &format!("{first}~2")).await;
+    assert_eq!(second.state, "succeeded", "{second:?}");
+    assert_eq!(second.kept, ["extract"]);
+    assert_eq!(
+        lines(),
+        format!("extract {fire} 1\nload {fire} 2\n"),
+        "only the failed task ran again"
+    );
+    // The plane restarts; the generations are kept, and a re-run whole is the third.
+    f.plane.kill(0).await;
+    f.plane.restart(0).await;
+    let again = history(&f, format!("{first}~2")).await.unwrap();
+    assert_eq!(
+        (again.generation, again.rerun_of.as_deref()),
+        (2, Some(first.as_str()))
+    );
+    f.write(Command::Rerun(Rerun {
+        run_id: format!("{first}~2"),
+        recover: false,
+    }))
+    .await;
+    let third = finished(&f, &format!("{first}~3")).await;
+    assert_eq!(third.state, "succeeded", "{third:?}");
+    assert_eq!(
+        lines(),
+        format!("extract {fire} 1\nload {fire} 2\nextract {fire} 3\nload {fire} 3\n")
+    );
+    // The record's history: three generations, the first failed, the others succeeded.
+    let all = f.history("nightly").await;
+    let mut generations: Vec<(u32, String)> = all
+        .iter()
+        .filter(|r| r.run_id.starts_with(&first))
+        .map(|r| (r.generation, r.state.clone()))
+        .collect();
+    generations.sort();
+    assert_eq!(
+        generations,
+        [
+            (1, "failed".to_owned()),
+            (2, "succeeded".to_owned()),
+            (3, "succeeded".to_owned())
+        ]
+    );
+    f.shutdown().await;
+}

@@ -729,7 +729,8 @@ fn until_ok(args: &[&str], token: &str) {
 /// Issue #20, day-two CLI: `get -o yaml|json` prints documents that `apply -f FILE|DIR` and
 /// `create -f` take back; `apply --dry-run` shows a diff and changes nothing; `apply` writes
 /// only what differs and is idempotent; a bad document anywhere stops everything before any
-/// write; `schedule update` changes only the flags given; pause and resume from the CLI.
+/// write; `schedule update` changes only the flags given; pause, resume and re-run from the
+/// CLI.
 #[test]
 fn documents_round_trip_through_get_and_apply() {
     let dir = tempfile::tempdir().unwrap();
@@ -970,5 +971,41 @@ fn documents_round_trip_through_get_and_apply() {
     );
     assert!(ok(cli(&["resume", "env", "dev"])).starts_with("resumed environment dev"));
     assert_eq!(ok(cli(&["pauses"])).trim(), "PAUSED\tSINCE\tREASON");
+
+    // Re-run: a finished run again, one generation further; by filter only once confirmed.
+    let run = ok(cli(&["runs", "now", "demo", "hello"])).trim().to_owned();
+    wait_until_succeeded(&cli, &run, PATIENCE);
+    refused(
+        cli(&["runs", "recover", &run]),
+        "recover: the run succeeded",
+    );
+    assert_eq!(
+        ok(cli(&["runs", "rerun", &run])).trim(),
+        format!("{run} -> {run}~2")
+    );
+    wait_until_succeeded(&cli, &format!("{run}~2"), PATIENCE);
+    let detail: serde_json::Value =
+        serde_json::from_str(&ok(cli(&["runs", "get", &format!("{run}~2")]))).unwrap();
+    assert_eq!(
+        (detail["generation"].as_u64(), detail["rerun_of"].as_str()),
+        (Some(2), Some(run.as_str()))
+    );
+    assert_eq!(detail["requested_by"], "token:admin", "{detail}");
+    let filter = ["runs", "rerun", "--tenant", "demo", "--state", "succeeded"];
+    let unconfirmed = cli(&filter);
+    assert!(
+        unconfirmed.stderr.contains(&format!("{run}~2")),
+        "{unconfirmed:?}"
+    );
+    refused(unconfirmed, "add --yes to go ahead");
+    let mut confirmed = filter.to_vec();
+    confirmed.push("--yes");
+    let done = ok(cli(&confirmed));
+    assert!(done.starts_with("2 run(s) matched; 2 requested"), "{done}");
+    assert!(
+        done.contains(&format!("{run}~3")) && done.contains(&format!("{run}~4")),
+        "{done}"
+    );
+    refused(cli(&["runs", "rerun"]), "name the runs, or filter them");
     assert_eq!(dev.signal("INT"), Some(0), "{}", dev.log());
 }

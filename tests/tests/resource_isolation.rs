@@ -83,6 +83,7 @@ fn run(
                 group: None,
             }),
             allow_agent_user: false,
+            rerun: None,
         },
     }
 }

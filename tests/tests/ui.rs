@@ -351,6 +351,26 @@ async fn kill_for_those_who_may_and_a_forged_form_refused() {
         .call(0, Method::GET, &format!("/runs/{ads}"), None)
         .await;
     assert_eq!(run["state"], "killed", "{run}");
+    // Issue #20: over, it is ticked again to be run again; the count is asked about first.
+    browser.goto(&format!("{root}/runs")).await;
+    browser
+        .click(&format!("input[name=run][value='{ads}']"))
+        .await;
+    browser.click("#rerun-selected").await;
+    browser.accept_alert().await;
+    let result = browser.find("#killed").await.text().await.unwrap();
+    assert!(
+        result.contains(&format!("requested as {ads}~2")),
+        "{result}"
+    );
+    let (_, again) = plane
+        .call(0, Method::GET, &format!("/runs/{ads}~2"), None)
+        .await;
+    assert_eq!(
+        (again["state"].as_str(), again["generation"].as_u64()),
+        (Some("requested"), Some(2)),
+        "{again}"
+    );
     plane.cluster.shutdown().await;
 }
 
@@ -636,6 +656,8 @@ async fn every_page_with_every_role() {
             ("post", "/signout") => ([303; 8], SIGN_IN),
             ("post", "/runs/kill") => ([200, 200, 200, 200, 403, 404, 404, 404], SIGN_IN),
             ("post", "/runs/again") => ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN),
+            ("post", "/runs/rerun") => ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN),
+            ("post", "/runs/rerun-selected") => ([200, 200, 200, 200, 403, 404, 404, 404], SIGN_IN),
             // Settling a schedule's records in doubt: whoever controls the tenant's runs.
             ("post", "/schedules/in-doubt") => ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN),
             // Pausing and resuming a schedule: whoever controls the tenant's runs.
@@ -907,6 +929,22 @@ async fn every_page_with_every_role() {
                 ),
                 ("post", "/runs/kill") => (route.into(), vec![("run", plane.run_now("ads").await)]),
                 ("post", "/runs/again") => (route.into(), vec![("run", ads_run.clone())]),
+                ("post", "/runs/rerun-selected") => {
+                    let id = plane.run_now("ads").await;
+                    plane
+                        .must(Method::POST, &format!("/runs/{id}/kill"), json!({}))
+                        .await;
+                    (route.into(), vec![("run", id)])
+                }
+                ("post", "/runs/rerun") => {
+                    // A run of ads's killed before an agent took it: finished, so it may run
+                    // again.
+                    let id = plane.run_now("ads").await;
+                    plane
+                        .must(Method::POST, &format!("/runs/{id}/kill"), json!({}))
+                        .await;
+                    (route.into(), vec![("run", id)])
+                }
                 ("post", "/schedules/pause") => (
                     route.into(),
                     vec![

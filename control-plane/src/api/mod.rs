@@ -255,6 +255,32 @@ impl Api {
         self.write(proposal).await
     }
 
+    /// Proposes `commands` for `caller` as one batch (one log entry): each passes the policy
+    /// here first, and is applied or refused on its own; one outcome per command, in order.
+    pub async fn propose_batch(
+        &self,
+        caller: &Caller,
+        commands: Vec<Command>,
+    ) -> ApiResult<Vec<Result<WriteReply, crate::model::processor::Rejection>>> {
+        for command in &commands {
+            self.precheck(caller, command).await?;
+        }
+        let proposal = Proposal::by(
+            caller.author(),
+            self.clock.now_ms(),
+            Command::Batch(commands),
+        );
+        match self.node.write(proposal, self.timeout).await? {
+            Outcome::Applied(applied) => Ok(applied
+                .items
+                .into_iter()
+                .map(|item| item.map(WriteReply::from))
+                .collect()),
+            Outcome::Refused(rejection) => Err(rejection.into()),
+            Outcome::Internal => Err(ApiError::internal("the write was not applied as a command")),
+        }
+    }
+
     /// Proposes a command of the plane's own (a sign-in it checked), named `actor`.
     pub async fn propose_as_plane(&self, actor: &str, command: Command) -> ApiResult<WriteReply> {
         let proposal = Proposal::by(
@@ -473,6 +499,9 @@ pub fn router(api: Api) -> Router {
         .route("/runs", runs::list())
         .route("/runs/{run_id}", runs::one())
         .route("/runs/{run_id}/logs", runs::logs())
+        .route("/runs/rerun", runs::bulk_rerun())
+        .route("/runs/{run_id}/rerun", runs::rerun(false))
+        .route("/runs/{run_id}/recover", runs::rerun(true))
         .route("/runs/{run_id}/kill", runs::kill())
         .route("/in-doubt", doubts::list())
         .route("/in-doubt/resolve", doubts::resolve())

@@ -144,6 +144,134 @@ pub fn kill() -> MethodRouter<Api> {
     )
 }
 
+/// `POST /runs/{run_id}/rerun` and `/recover`: the run again, one generation further.
+pub fn rerun(recover: bool) -> MethodRouter<Api> {
+    post(
+        async move |State(api): State<Api>,
+                    Extension(c): Extension<Caller>,
+                    Path(id): Path<String>| {
+            let rerun = crate::model::Rerun {
+                run_id: id,
+                recover,
+            };
+            api.propose(&c, Command::Rerun(rerun)).await.map(Json)
+        },
+    )
+}
+
+/// The body of `POST /runs/rerun`.
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct BulkRerun {
+    /// Recover (run only the tasks that did not succeed) rather than re-run whole.
+    pub recover: bool,
+    /// How many runs the caller was shown and confirmed; none: only count them.
+    pub expect: Option<u64>,
+}
+
+/// What `POST /runs/rerun` found, and what it asked for.
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BulkReply {
+    /// The runs the filter matches that can be run again (finished; failed or killed to be
+    /// recovered), newest first.
+    pub count: u64,
+    pub runs: Vec<String>,
+    /// The new runs, when `expect` confirmed the count (empty otherwise).
+    pub requested: Vec<String>,
+    /// Runs the plane refused to run again, with why (`run: why`).
+    pub refused: Vec<String>,
+}
+
+/// At most this many runs are run again by one call.
+pub const BULK_MAX: usize = 1000;
+
+/// `POST /runs/rerun?FILTER`: counts the finished runs the filter matches (the analysis page's
+/// filters, `runs list`'s flags); with `expect` equal to that count, runs each again in one
+/// replicated batch. A count that moved meanwhile is refused (409), so nothing happens that
+/// was not confirmed.
+pub fn bulk_rerun() -> MethodRouter<Api> {
+    post(
+        async |State(api): State<Api>,
+               Extension(c): Extension<Caller>,
+               Params(o): Params<RunOptions>,
+               super::Body(b): super::Body<BulkRerun>|
+               -> ApiResult<Json<BulkReply>> {
+            let mut filter = o.filter()?;
+            filter.limit = Some(BULK_MAX as u32 + 1);
+            let runs = {
+                let read = api.reader(&c, false).await?;
+                if let Scope::Tenants(tenants) = read.scope(Kind::Run, "runs")? {
+                    filter.within = Some(tenants.iter().map(Name::to_string).collect());
+                }
+                query::runs(read.pool, &filter).await?
+            };
+            let eligible: Vec<String> = runs
+                .into_iter()
+                .filter(|r| {
+                    let state = meridian_domain::run::RunState::parse(&r.state);
+                    if b.recover {
+                        matches!(state, Some(s) if s == meridian_domain::run::RunState::Failed
+                            || s == meridian_domain::run::RunState::Killed)
+                    } else {
+                        state.is_some_and(|s| s.is_final())
+                    }
+                })
+                .map(|r| r.run_id)
+                .collect();
+            if eligible.len() > BULK_MAX {
+                return Err(ApiError::bad_input(format!(
+                    "the filter matches more than {BULK_MAX} runs: narrow it (--since, --state, …)"
+                )));
+            }
+            let count = eligible.len() as u64;
+            let mut reply = BulkReply {
+                count,
+                runs: eligible,
+                requested: vec![],
+                refused: vec![],
+            };
+            let Some(expect) = b.expect else {
+                return Ok(Json(reply));
+            };
+            if expect != count {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "conflict",
+                    format!(
+                        "expect: the filter matches {count} runs now, not {expect}; nothing was \
+                         run (count them again)"
+                    ),
+                ));
+            }
+            if count == 0 {
+                return Ok(Json(reply));
+            }
+            let batch = reply
+                .runs
+                .iter()
+                .map(|id| {
+                    Command::Rerun(crate::model::Rerun {
+                        run_id: id.clone(),
+                        recover: b.recover,
+                    })
+                })
+                .collect();
+            let outcomes = api.propose_batch(&c, batch).await?;
+            for (id, item) in reply.runs.iter().zip(outcomes) {
+                match item {
+                    Ok(one) => reply.requested.extend(
+                        one.detail
+                            .as_ref()
+                            .and_then(|d| d["run_id"].as_str().map(str::to_owned)),
+                    ),
+                    Err(e) => reply.refused.push(format!("{id}: {}", e.message)),
+                }
+            }
+            Ok(Json(reply))
+        },
+    )
+}
+
 /// A run the reader may see, or the answer a missing run gets.
 async fn readable_run(read: &Reader<'_>, id: &str) -> ApiResult<query::RunRecord> {
     let what = format!("run `{id}`");

@@ -4,6 +4,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 
 use super::client::{Client, ClientError};
+use crate::api::runs::BulkReply;
 use crate::api::{RunDetail, WriteReply};
 use crate::model::query::{AttemptLog, RunRecord};
 
@@ -25,6 +26,158 @@ pub enum RunsCommand {
     },
     /// Kill a run: TERM to its tasks' process groups, then KILL after the grace period.
     Kill { run: String },
+    /// Run finished runs again for their own fire time: the runs named, or every finished run
+    /// the filter flags match (shown and counted first; `--yes` to go ahead).
+    Rerun(RerunArgs),
+    /// Recover failed or killed runs: only their tasks that did not succeed run again.
+    Recover(RerunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RerunArgs {
+    /// The runs (none: those the filter flags match).
+    pub runs: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Go ahead without asking (the count is still printed first).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// What `runs rerun|recover` without RUN ids runs again.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    #[arg(long)]
+    pub dc: Option<String>,
+    #[arg(long)]
+    pub cluster: Option<String>,
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// A schedule, as `tenant.name`.
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// failed, killed, succeeded or skipped.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only runs fired or requested at or after this instant (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only runs fired or requested before this instant (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+impl FilterArgs {
+    fn query(&self) -> Result<Vec<String>, ClientError> {
+        let mut query = vec![];
+        for (key, value) in [
+            ("dc", &self.dc),
+            ("cluster", &self.cluster),
+            ("tenant", &self.tenant),
+            ("workflow", &self.workflow),
+            ("schedule", &self.schedule),
+            ("state", &self.state),
+        ] {
+            if let Some(v) = value {
+                query.push(format!("{key}={}", urlencode(v)));
+            }
+        }
+        for (flag, key, value) in [
+            ("--since", "since_ms", &self.since),
+            ("--until", "until_ms", &self.until),
+        ] {
+            if let Some(s) = value {
+                let ms = chrono::DateTime::parse_from_rfc3339(s)
+                    .map_err(|e| {
+                        ClientError::Refused(format!("{flag} `{s}`: {e} (want RFC 3339)"))
+                    })?
+                    .timestamp_millis();
+                query.push(format!("{key}={ms}"));
+            }
+        }
+        Ok(query)
+    }
+}
+
+/// `runs rerun|recover`: each run named, or what the filter matches once counted and confirmed.
+async fn rerun(client: &Client, a: &RerunArgs, recover: bool) -> Result<String, ClientError> {
+    let verb = if recover { "recover" } else { "rerun" };
+    if !a.runs.is_empty() {
+        let mut out = Vec::new();
+        for run in &a.runs {
+            let reply: WriteReply = client
+                .call(
+                    Method::POST,
+                    &format!("/runs/{}/{verb}", urlencode(run)),
+                    None::<&()>,
+                )
+                .await?;
+            let new = reply
+                .detail
+                .and_then(|d| d["run_id"].as_str().map(str::to_owned))
+                .unwrap_or(reply.subject);
+            out.push(format!("{run} -> {new}"));
+        }
+        return Ok(out.join("\n"));
+    }
+    let query = a.filter.query()?;
+    if query.is_empty() {
+        return Err(ClientError::Refused(format!(
+            "name the runs, or filter them (--tenant, --state, --since, …): `runs {verb}` \
+             without either would run every finished run again"
+        )));
+    }
+    let path = format!("/runs/rerun?{}", query.join("&"));
+    let counted: BulkReply = client
+        .call(
+            Method::POST,
+            &path,
+            Some(&serde_json::json!({"recover": recover})),
+        )
+        .await?;
+    let what = if recover { "recover" } else { "run again" };
+    let listing = counted.runs.join("\n");
+    if counted.count == 0 {
+        return Ok("no finished run matches; nothing to do".into());
+    }
+    if !a.yes && !confirm(&format!("{listing}\n{what} these {} runs?", counted.count))? {
+        return Ok("nothing was run".into());
+    }
+    let done: BulkReply = client
+        .call(
+            Method::POST,
+            &path,
+            Some(&serde_json::json!({"recover": recover, "expect": counted.count})),
+        )
+        .await?;
+    let mut out = vec![format!(
+        "{} run(s) matched; {} requested",
+        done.count,
+        done.requested.len()
+    )];
+    out.extend(done.requested.iter().cloned());
+    out.extend(done.refused.iter().map(|r| format!("refused: {r}")));
+    Ok(out.join("\n"))
+}
+
+/// Asks on the terminal; anything but `y`/`yes` is no. Without a terminal, no.
+fn confirm(question: &str) -> Result<bool, ClientError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(ClientError::Refused(format!(
+            "{question}\nnot asked: no terminal to answer on; add --yes to go ahead"
+        )));
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| ClientError::Failed(format!("reading the answer: {e}")))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +295,8 @@ pub async fn runs(client: &Client, command: &RunsCommand) -> Result<String, Clie
                 .and_then(|d| d["run_id"].as_str().map(str::to_owned))
                 .unwrap_or(reply.subject))
         }
+        RunsCommand::Rerun(a) => rerun(client, a, false).await,
+        RunsCommand::Recover(a) => rerun(client, a, true).await,
         RunsCommand::Kill { run } => {
             let reply: WriteReply = client
                 .call(

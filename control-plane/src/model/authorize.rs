@@ -10,7 +10,7 @@ use sqlx::SqliteConnection;
 
 use super::outcome::Refusal;
 use super::{
-    ApiToken, Cluster, Command, DataCenter, Name, Pause, PauseScope, Resume, Tenant, query,
+    ApiToken, Cluster, Command, DataCenter, Name, Pause, PauseScope, Rerun, Resume, Tenant, query,
 };
 use crate::policy::{self, Action, Binding, Decision, Object, Principal};
 
@@ -69,6 +69,8 @@ pub fn doing(command: &Command) -> String {
             format!("running workflow `{}` of tenant `{}`", r.workflow, r.tenant)
         }
         Command::KillRun { run_id } => format!("killing run `{run_id}`"),
+        Command::Rerun(r) if r.recover => format!("recovering run `{}`", r.run_id),
+        Command::Rerun(r) => format!("re-running run `{}`", r.run_id),
         Command::ResolveDoubts(r) => match &r.schedule {
             Some(s) => format!(
                 "settling the records in doubt of schedule `{s}` of tenant `{}`",
@@ -329,6 +331,10 @@ async fn needs(
         )],
         // The tenant is in the run's id (`history::tenant_of_run`): no read needed. A run
         // that does not exist is the processor's to say.
+        Command::Rerun(Rerun { run_id, .. }) => match super::history::tenant_of_run(run_id) {
+            Some(tenant) => vec![Need::new(Control, Object::Run(tenant), "run", run_id)],
+            None => vec![],
+        },
         Command::KillRun { run_id } => match super::history::tenant_of_run(run_id) {
             Some(tenant) => vec![Need::new(Control, Object::Run(tenant), "run", run_id)],
             None => vec![],

@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
-use super::checks::{Table, json, must_be_granted, present, subject};
+use super::checks::{Table, invalid, json, must_be_granted, present, subject};
 use super::job::{job_for, latest_workflow};
 use super::outcome::{Applied, ApplyError, Context, Refusal};
 use super::{AgentReport, Name, RunRequest};
@@ -603,14 +603,6 @@ pub async fn request_run(
     };
     must_be_granted(tx, &request.tenant, &environment, &doing).await?;
     let job = job_for(tx, &workflow, version, &environment).await?;
-    let cluster: String = sqlx::query_scalar("SELECT cluster FROM environments WHERE name = ?")
-        .bind(environment.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-    let dc: String = sqlx::query_scalar("SELECT dc FROM clusters WHERE name = ?")
-        .bind(&cluster)
-        .fetch_one(&mut *tx)
-        .await?;
     // Derived from the log position: unique, and the same on every replica.
     let run_id = format!(
         "{}.{}@manual-{}",
@@ -618,37 +610,174 @@ pub async fn request_run(
         request.workflow,
         context.position()
     );
+    order_run(tx, context, &run_id, &job, None).await
+}
+
+/// A requested run's row and its order to the next agent of the environment's cluster that
+/// heartbeats; `rerun`: what it runs again (the first generation's id, and the tasks kept).
+async fn order_run(
+    tx: &mut SqliteConnection,
+    context: Context,
+    run_id: &str,
+    job: &meridian_domain::run::Job,
+    rerun: Option<(&str, &str)>,
+) -> Result<Applied, ApplyError> {
+    let cluster: String = sqlx::query_scalar("SELECT cluster FROM environments WHERE name = ?")
+        .bind(&job.environment)
+        .fetch_one(&mut *tx)
+        .await?;
+    let dc: String = sqlx::query_scalar("SELECT dc FROM clusters WHERE name = ?")
+        .bind(&cluster)
+        .fetch_one(&mut *tx)
+        .await?;
+    let generation = job.rerun.as_ref().map_or(1, |r| i64::from(r.generation));
+    // A re-run of a record is listed with its schedule's runs, but has no fire time of its
+    // own (the job carries the record's): it sorts by when it was asked for, and its start is
+    // no lateness.
+    let schedule = rerun.and_then(|(first, _)| schedule_of_record(first));
     sqlx::query(
         "INSERT INTO runs (run_id, tenant, workflow, workflow_version, environment, cluster, dc, \
-         state, requested_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, 'requested', ?, ?)",
+         state, requested_ms, updated_ms, schedule, generation, rerun_of, request_index, kept) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'requested', ?8, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
-    .bind(&run_id)
-    .bind(request.tenant.as_str())
-    .bind(request.workflow.as_str())
-    .bind(version as i64)
-    .bind(environment.as_str())
+    .bind(run_id)
+    .bind(&job.tenant)
+    .bind(&job.workflow)
+    .bind(job.workflow_version as i64)
+    .bind(&job.environment)
     .bind(&cluster)
     .bind(&dc)
     .bind(context.at_ms)
-    .bind(context.at_ms)
+    .bind(schedule)
+    .bind(generation)
+    .bind(rerun.map(|r| r.0))
+    .bind(context.index as i64)
+    .bind(rerun.map(|r| r.1))
     .execute(&mut *tx)
     .await?;
     sqlx::query(
         "INSERT INTO agent_commands (kind, run_id, cluster, job, created_ms) \
          VALUES ('run_now', ?, ?, ?, ?)",
     )
-    .bind(&run_id)
+    .bind(run_id)
     .bind(&cluster)
-    .bind(meridian_domain::stored::write(&job))
+    .bind(meridian_domain::stored::write(job))
     .bind(context.at_ms)
     .execute(&mut *tx)
     .await?;
     Ok(Applied {
         detail: Some(json(&RequestedRun {
-            run_id: run_id.clone(),
+            run_id: run_id.to_owned(),
         })),
         ..subject(format!("run {run_id}"))
     })
+}
+
+/// The schedule a record's run id names (`ads.nightly@…` → `ads.nightly`); none for a
+/// run-now's.
+fn schedule_of_record(run_id: &str) -> Option<String> {
+    let (schedule, at) = run_id.split_once('@')?;
+    (!at.starts_with("manual-")).then(|| schedule.to_owned())
+}
+
+/// Runs a finished run again, one generation further, for its own fire time and with the
+/// workflow version and environment it ran with; a recovery keeps the tasks that succeeded.
+pub async fn rerun(
+    tx: &mut SqliteConnection,
+    context: Context,
+    r: &super::Rerun,
+) -> Result<Applied, ApplyError> {
+    let doing = if r.recover {
+        format!("recovering run `{}`", r.run_id)
+    } else {
+        format!("re-running run `{}`", r.run_id)
+    };
+    let Some(row) = sqlx::query(
+        "SELECT tenant, workflow, workflow_version, environment, state, rerun_of, kept \
+         FROM runs WHERE run_id = ?",
+    )
+    .bind(&r.run_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Err(Refusal::Missing {
+            doing,
+            kind: "run",
+            name: r.run_id.clone(),
+        }
+        .into());
+    };
+    let state = RunState::parse(row.get::<String, _>("state").as_str()).unwrap_or(RunState::Failed);
+    if !state.is_final() {
+        return Err(invalid(
+            &doing,
+            "run_id",
+            &format!("the run is {state}: only a finished run is run again (kill it first)"),
+        ));
+    }
+    if r.recover && !matches!(state, RunState::Failed | RunState::Killed) {
+        return Err(invalid(
+            &doing,
+            "recover",
+            &format!(
+                "the run {state}: recovering runs a failed or killed run's tasks that did not \
+                 succeed; re-run it whole instead"
+            ),
+        ));
+    }
+    let (tenant, name): (String, String) = (row.get("tenant"), row.get("workflow"));
+    let version = row.get::<i64, _>("workflow_version") as u64;
+    let Some(workflow) = super::job::workflow_version(tx, &tenant, &name, version).await? else {
+        return Err(Refusal::Missing {
+            doing,
+            kind: "workflow version",
+            name: format!("{tenant}/{name} version {version}"),
+        }
+        .into());
+    };
+    let environment = Name::new(row.get::<String, _>("environment"))
+        .map_err(|e| invalid(&doing, "environment", &e.to_string()))?;
+    must_be_granted(tx, &workflow.tenant, &environment, &doing).await?;
+    // Generations count from the first run: `<first>~2`, `<first>~3`, …
+    let first: String = row
+        .get::<Option<String>, _>("rerun_of")
+        .unwrap_or_else(|| r.run_id.clone());
+    // The record's fire time is the first generation's (later ones have none of their own).
+    let fire_ms: Option<i64> = sqlx::query_scalar("SELECT fire_ms FROM runs WHERE run_id = ?")
+        .bind(&first)
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
+    let generation: i64 = sqlx::query_scalar::<_, Option<i64>>(
+        "SELECT MAX(generation) + 1 FROM runs WHERE run_id = ?1 OR rerun_of = ?1",
+    )
+    .bind(&first)
+    .fetch_one(&mut *tx)
+    .await?
+    .unwrap_or(2);
+    let mut done = std::collections::BTreeSet::new();
+    if r.recover {
+        let kept: Option<String> = row.get("kept");
+        if let Some(kept) = kept {
+            done.extend(serde_json::from_str::<Vec<String>>(&kept).unwrap_or_default());
+        }
+        let succeeded: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT task FROM task_attempts WHERE run_id = ? AND outcome = 'succeeded'",
+        )
+        .bind(&r.run_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        done.extend(succeeded);
+    }
+    let mut job = job_for(tx, &workflow, version, &environment).await?;
+    job.rerun = Some(meridian_domain::run::RerunOf {
+        fire_ms,
+        generation: u32::try_from(generation).unwrap_or(u32::MAX),
+        done: done.clone(),
+    });
+    let run_id = format!("{first}~{generation}");
+    let kept = serde_json::to_string(&done).expect("names print as JSON");
+    order_run(tx, context, &run_id, &job, Some((&first, &kept))).await
 }
 
 pub async fn kill_run(

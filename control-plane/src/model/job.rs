@@ -29,6 +29,24 @@ pub async fn latest_workflow(
     .transpose()
 }
 
+/// Version `version` of a workflow, deleted or not (a run of it may be run again).
+pub async fn workflow_version(
+    tx: &mut SqliteConnection,
+    tenant: &str,
+    name: &str,
+    version: u64,
+) -> sqlx::Result<Option<Workflow>> {
+    let doc: Option<String> = sqlx::query_scalar(
+        "SELECT doc FROM workflows WHERE tenant = ? AND name = ? AND version = ?",
+    )
+    .bind(tenant)
+    .bind(name)
+    .bind(version as i64)
+    .fetch_optional(&mut *tx)
+    .await?;
+    doc.map(|d| super::checks::read_doc(&d)).transpose()
+}
+
 /// The job an agent runs for `workflow` in `environment`.
 pub async fn job_for(
     tx: &mut SqliteConnection,
@@ -49,6 +67,7 @@ pub async fn job_for(
         environment: environment.to_string(),
         os_user: env.run_as.user_for(&workflow.tenant).cloned(),
         allow_agent_user: env.run_as.allow_agent_user,
+        rerun: None,
         vars: env.vars,
         work_dir: env.work_dir,
     })

@@ -469,6 +469,20 @@ pub enum Command {
     /// Lift a pause; with `catch_up`, the records it skipped go through the schedules' catch-up
     /// policy and those it keeps are handed to the holders to run.
     Resume(Resume),
+    /// Run a finished run again for its own fire time, one generation further; a recovery
+    /// runs only the tasks that did not succeed.
+    Rerun(Rerun),
+}
+
+/// A run to run again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rerun {
+    pub run_id: String,
+    /// Only its failed and not-started tasks run; the succeeded ones keep their results
+    /// (a failed or killed run only).
+    #[serde(default)]
+    pub recover: bool,
 }
 
 /// What a pause holds still.
@@ -626,6 +640,8 @@ impl Command {
             Self::PatchSchedule(_) => "update_schedule",
             Self::Pause(_) => "pause",
             Self::Resume(_) => "resume",
+            Self::Rerun(r) if r.recover => "recover_run",
+            Self::Rerun(_) => "rerun",
         }
     }
 

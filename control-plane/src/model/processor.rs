@@ -192,6 +192,7 @@ async fn execute(
         Command::PatchSchedule(p) => super::definitions::patch_schedule(tx, p).await,
         Command::Pause(p) => super::pauses::pause(tx, context, p).await,
         Command::Resume(r) => super::pauses::resume(tx, context, r).await,
+        Command::Rerun(r) => super::history::rerun(tx, context, r).await,
         Command::AgentHeartbeat(heartbeat) => {
             super::leasing::heartbeat(tx, context, heartbeat).await
         }

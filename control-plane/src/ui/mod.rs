@@ -63,6 +63,8 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
         ("get", "/runs", get(runs::list)),
         ("post", "/runs/kill", post(runs::kill)),
         ("post", "/runs/again", post(run::again)),
+        ("post", "/runs/rerun", post(run::rerun)),
+        ("post", "/runs/rerun-selected", post(runs::rerun_selected)),
         ("get", "/runs/{run_id}", get(run::show)),
         ("get", "/runs/{run_id}/log", get(run::earlier)),
         ("get", "/runs/{run_id}/log/download", get(run::download)),

@@ -166,6 +166,10 @@ struct RunPage {
     tail: String,
     can_kill: bool,
     can_again: bool,
+    /// Finished, and the viewer controls its runs: it may be re-run (and, failed or killed,
+    /// recovered).
+    can_rerun: bool,
+    can_recover: bool,
     workflow_href: String,
     here: String,
 }
@@ -283,6 +287,8 @@ async fn build(api: &Api, viewer: &Viewer, run: RunRecord) -> sqlx::Result<RunPa
         tail,
         can_kill: going && may(Action::Control),
         can_again: may(Action::Control),
+        can_rerun: !going && may(Action::Control),
+        can_recover: matches!(run.state.as_str(), "failed" | "killed") && may(Action::Control),
         workflow_href: format!(
             "/workflows/{}/{}?version={}",
             run.tenant, run.workflow, run.workflow_version
@@ -529,6 +535,43 @@ impl Tail {
 pub struct AgainForm {
     csrf: String,
     run: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RerunForm {
+    run: String,
+    /// Recover (only the tasks that did not succeed) rather than re-run whole.
+    #[serde(default)]
+    recover: bool,
+}
+
+/// `POST /runs/rerun`: the run again for its own fire time, one generation further (or
+/// recovered); then the new run's page.
+pub async fn rerun(
+    State(api): State<Api>,
+    Signed { viewer, form: f }: Signed<RerunForm>,
+) -> Response {
+    let run = match readable(&api, &viewer, &f.run).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let command = Command::Rerun(crate::model::Rerun {
+        run_id: run.run_id,
+        recover: f.recover,
+    });
+    match api.propose(&viewer.caller, command).await {
+        Ok(reply) => {
+            let new = reply
+                .detail
+                .as_ref()
+                .and_then(|d| d.get("run_id"))
+                .and_then(|id| id.as_str())
+                .map(href)
+                .unwrap_or_else(|| "/runs".into());
+            Redirect::to(&new).into_response()
+        }
+        Err(e) => page::error_page(e.status, &e.message),
+    }
 }
 
 /// `POST /runs/again`: a new run of the same workflow in the same environment, now; then its

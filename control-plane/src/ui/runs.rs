@@ -309,10 +309,8 @@ async fn build(api: &Api, viewer: &Viewer, f: Filters) -> sqlx::Result<RunsPage>
     page.rows = runs
         .into_iter()
         .map(|r| {
-            let killable = !matches!(
-                r.state.as_str(),
-                "succeeded" | "failed" | "killed" | "skipped"
-            ) && Name::new(r.tenant.clone()).is_ok_and(|t| {
+            // Ticked to be killed while it goes, or run again once it is over.
+            let killable = Name::new(r.tenant.clone()).is_ok_and(|t| {
                 policy::decide(viewer.principal(), Action::Control, &Object::Run(t))
                     == Decision::Allow
             });
@@ -374,8 +372,65 @@ pub struct Killed {
 #[template(path = "killed.html")]
 struct KilledPage {
     layout: Layout,
+    /// What was done: `Kill`, `Re-run`, `Recover`.
+    title: &'static str,
     killed: Vec<Killed>,
     back: String,
+}
+
+/// `POST /runs/rerun-selected`: runs the runs ticked (`run`, repeated) again — recovered when
+/// `recover` is set — each through the API's own command and checks; says what became of each.
+pub async fn rerun_selected(
+    State(api): State<Api>,
+    Signed {
+        viewer,
+        form: fields,
+    }: Signed,
+) -> Response {
+    let recover = page::value_of(&fields, "recover") == "true";
+    let mut done = Vec::new();
+    let mut status = StatusCode::OK;
+    let mut any = false;
+    for run_id in fields.iter().filter(|(k, _)| k == "run").map(|(_, v)| v) {
+        let command = Command::Rerun(crate::model::Rerun {
+            run_id: run_id.clone(),
+            recover,
+        });
+        let outcome = api.propose(&viewer.caller, command).await;
+        done.push(Killed {
+            run_id: run_id.clone(),
+            ok: outcome.is_ok(),
+            message: match outcome {
+                Ok(reply) => {
+                    any = true;
+                    let new = reply
+                        .detail
+                        .as_ref()
+                        .and_then(|d| d["run_id"].as_str())
+                        .unwrap_or_default()
+                        .to_owned();
+                    format!("requested as {new}")
+                }
+                Err(e) => {
+                    if !any && status == StatusCode::OK {
+                        status = e.status;
+                    }
+                    e.message
+                }
+            },
+        });
+    }
+    let back = page::local_path(&page::value_of(&fields, "back")).to_owned();
+    let title = if recover { "Recover" } else { "Re-run" };
+    page::render(
+        &KilledPage {
+            layout: Layout::for_viewer(&viewer, title, "/runs"),
+            title,
+            killed: done,
+            back,
+        },
+        if any { StatusCode::OK } else { status },
+    )
 }
 
 /// `POST /runs/kill`: kills the runs ticked (`run`, repeated), each through the API's own
@@ -422,6 +477,7 @@ pub async fn kill(
     page::render(
         &KilledPage {
             layout: Layout::for_viewer(&viewer, "Kill", "/runs"),
+            title: "Kill",
             killed,
             back,
         },

@@ -34,7 +34,9 @@
         var boxes = form.querySelectorAll("input[type=checkbox][name=run]");
         var n = boxes.length > 0 ? form.querySelectorAll("input[type=checkbox][name=run]:checked").length : 1;
         if (boxes.length > 0 && n === 0) { e.preventDefault(); return; }
-        if (!window.confirm(form.dataset.confirm.replace("{n}", n))) e.preventDefault();
+        // The button pressed may ask its own question (re-run rather than kill).
+        var ask = (e.submitter && e.submitter.dataset.confirm) || form.dataset.confirm;
+        if (!window.confirm(ask.replace("{n}", n))) e.preventDefault();
       });
     });
   }

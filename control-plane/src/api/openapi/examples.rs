@@ -138,6 +138,12 @@ pub const EXAMPLES: &[Example] = &[
     ),
     example(
         "post",
+        "/runs/rerun",
+        "/runs/rerun?tenant=ads&state=failed",
+        r#"{"recover": true}"#,
+    ),
+    example(
+        "post",
         "/pauses",
         "/pauses",
         r#"{"scope": {"schedule": {"tenant": "ads", "name": "nightly"}}, "reason": "release 4.2"}"#,

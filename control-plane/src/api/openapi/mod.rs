@@ -336,6 +336,61 @@ pub const ROUTES: &[Route] = &[
             "",
         )
     },
+    Route {
+        body: None,
+        reply: (200, "WriteReply"),
+        access: CONTROL_RUN,
+        ..create(
+            "/runs/{run_id}/rerun",
+            "Run a finished run again for its own fire time and workflow version: a new run \
+             `<first run>~<generation>` (`detail.run_id`)",
+            "",
+        )
+    },
+    Route {
+        body: None,
+        reply: (200, "WriteReply"),
+        access: CONTROL_RUN,
+        ..create(
+            "/runs/{run_id}/recover",
+            "Recover a failed or killed run: a new generation that runs only the tasks that did \
+             not succeed, keeping the others' results",
+            "",
+        )
+    },
+    Route {
+        reply: (200, "BulkReply"),
+        access: "admin, operator; owner, developer of each run's tenant (the filter sees only \
+             the caller's runs)",
+        query: &[
+            ("dc", "string", "Only runs in this data center."),
+            ("cluster", "string", "Only runs on this cluster."),
+            ("tenant", "string", "Only this tenant's runs."),
+            ("environment", "string", "Only runs in this environment."),
+            ("workflow", "string", "Only runs of this workflow."),
+            (
+                "schedule",
+                "string",
+                "Only runs of this schedule (`tenant.name`).",
+            ),
+            ("agent", "string", "Only runs on this agent."),
+            ("task", "string", "Only runs with an attempt of this task."),
+            ("state", "string", "Only runs in this state (`failed`, …)."),
+            (
+                "since_ms",
+                "integer",
+                "Only runs at or after this instant (ms).",
+            ),
+            ("until_ms", "integer", "Only runs before this instant (ms)."),
+        ],
+        ..create(
+            "/runs/rerun",
+            "Re-run or recover every finished run the filter matches (at most 1000): without \
+             `expect`, only counts them; with `expect` equal to that count, runs them again in \
+             one batch (409 if the count moved)",
+            "BulkRerun",
+        )
+    },
     get(
         "/in-doubt",
         "Records in doubt after a takeover: per schedule, the range its previous holder may \
@@ -621,7 +676,7 @@ fn operation(route: &Route) -> Value {
 /// missing here, nor one it refuses be listed.
 fn schemas() -> Value {
     use crate::api::{
-        ErrorBody, NewNode, RunDetail, ScheduleChanges, WriteReply, resources, session, users,
+        ErrorBody, NewNode, RunDetail, ScheduleChanges, WriteReply, resources, runs, session, users,
     };
     use crate::model::query::{self, AgentRecord, AuditEntry, LeaseRecord};
     use crate::model::{
@@ -651,6 +706,8 @@ fn schemas() -> Value {
         RunRequest,
         query::RunRecord,
         RunDetail,
+        runs::BulkRerun,
+        runs::BulkReply,
         crate::model::doubt::InDoubt,
         ResolveDoubts,
         Pause,

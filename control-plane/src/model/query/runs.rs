@@ -40,6 +40,22 @@ pub struct RunRecord {
     /// When it was last changed: where a run with neither fire nor request time sorts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_ms: Option<i64>,
+    /// 1 for a record's (or a run-now's) first run; a re-run is one further.
+    #[serde(default = "first_generation")]
+    pub generation: u32,
+    /// A re-run's first generation (what `runs rerun` named, or the run that one re-ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
+    /// Who asked for it (a run-now or a re-run), as the audit trail names principals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// A recovery's tasks kept from earlier generations instead of run again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
+}
+
+fn first_generation() -> u32 {
+    1
 }
 
 /// What `runs list` filters by; every field is optional.
@@ -171,7 +187,8 @@ impl RunRecord {
 const RUN_COLUMNS: &str = "run_id, tenant, workflow, workflow_version, schedule, fire_ms, \
      environment, cluster, dc, state, agent, epoch, requested_ms, queued_ms, started_ms, \
      finished_ms, message, updated_ms, starts + (SELECT COUNT(*) FROM fenced_starts f \
-     WHERE f.run_id = runs.run_id) AS starts";
+     WHERE f.run_id = runs.run_id) AS starts, generation, rerun_of, kept, \
+     (SELECT actor FROM audit a WHERE a.log_index = runs.request_index) AS requested_by";
 
 fn run_record(row: &sqlx::sqlite::SqliteRow) -> RunRecord {
     let fire_ms: Option<i64> = row.get("fire_ms");
@@ -197,6 +214,13 @@ fn run_record(row: &sqlx::sqlite::SqliteRow) -> RunRecord {
         message: row.get("message"),
         starts: row.get::<i64, _>("starts") as u32,
         order_ms: row.get("updated_ms"),
+        generation: row.get::<i64, _>("generation") as u32,
+        rerun_of: row.get("rerun_of"),
+        requested_by: row.get("requested_by"),
+        kept: row
+            .get::<Option<String>, _>("kept")
+            .and_then(|k| serde_json::from_str(&k).ok())
+            .unwrap_or_default(),
     }
 }
 
