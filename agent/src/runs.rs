@@ -284,22 +284,7 @@ impl RunRegistry {
                 Overlap::Queue => runs.wait(schedule, run),
                 Overlap::Skip => {
                     let this = self.clone();
-                    tokio::spawn(async move {
-                        let report = event(
-                            &run,
-                            RunState::Skipped,
-                            this.clock.now_ms(),
-                            Took::Overlapping.message(),
-                        );
-                        if let Err(e) = this
-                            .buffer
-                            .advance(&run.run_id, RunState::Skipped, &report)
-                            .await
-                        {
-                            tracing::error!("recording {} skipped: {e}", run.run_id);
-                        }
-                        this.reported.notify_one();
-                    });
+                    tokio::spawn(async move { this.skip(&run, Took::Overlapping).await });
                     None
                 }
             }
@@ -375,6 +360,13 @@ impl RunRegistry {
                 this.finished(&run, schedule.as_ref());
                 return;
             }
+            if resume.is_none() && run.state != RunState::Started && this.paused(&run) {
+                // Its schedule was paused while it waited (for a slot, behind the schedule's
+                // run going, to catch up): it does not start now.
+                this.skip(&run, Took::Paused).await;
+                this.finished(&run, schedule.as_ref());
+                return;
+            }
             if run.state != RunState::Started {
                 let report = event(&run, RunState::Started, this.clock.now_ms(), "");
                 if let Err(e) = this
@@ -432,6 +424,28 @@ impl RunRegistry {
             }
             this.wake.notify_one();
         });
+    }
+
+    /// Whether `run`'s schedule is paused as last synced (a run-now or re-run never is).
+    fn paused(&self, run: &LocalRun) -> bool {
+        run.schedule
+            .as_ref()
+            .and_then(|s| self.buffer.assigned(s.as_str()))
+            .is_some_and(|a| a.paused)
+    }
+
+    /// Records `run`, taken but not started, skipped for `why` (its schedule's previous run
+    /// is going, or its schedule is paused).
+    async fn skip(&self, run: &LocalRun, why: Took) {
+        let report = event(run, RunState::Skipped, self.clock.now_ms(), why.message());
+        if let Err(e) = self
+            .buffer
+            .advance(&run.run_id, RunState::Skipped, &report)
+            .await
+        {
+            tracing::error!("recording {} skipped ({}): {e}", run.run_id, why.message());
+        }
+        self.reported.notify_one();
     }
 
     /// Records `run` given back unstarted: the agent forgets it, and the plane hands its

@@ -3344,6 +3344,13 @@ async fn a_pause_holds_a_schedule_still_and_a_resume_catches_up_by_its_policy() 
             (fire_ms(2), "returned".to_owned()),
         ]
     );
+    // Its skip sent again (an acknowledgement lost) does not undo the hand-back.
+    m.report_ok("a", "nj-main", vec![skipped(fire_ms(2))]).await;
+    assert_eq!(assigned(m.pool.clone()).await.returned, [fire_ms(2)]);
+    assert_eq!(
+        m.run(&record("ads.nightly", fire_ms(2))).await.state,
+        "returned"
+    );
     // The holder takes it: it runs, and is handed to nobody any more.
     m.report_ok(
         "a",
@@ -3464,8 +3471,12 @@ async fn a_finished_run_runs_again_one_generation_further() {
         ),
         (Some(fire_ms(0)), 2, 0, 1)
     );
-    // A recovery of the first, whose task `main` succeeded before a second task failed: the
-    // third generation keeps `main`.
+    // The second is killed before any agent takes it. A recovery of the first, whose task
+    // `main` succeeded before a second task failed: the third generation keeps `main`.
+    m.ok(Command::KillRun {
+        run_id: second.clone(),
+    })
+    .await;
     sqlx::query(
         "INSERT INTO task_attempts (run_id, task, attempt, outcome) VALUES (?, 'main', 1, 'succeeded')",
     )
@@ -3483,6 +3494,14 @@ async fn a_finished_run_runs_again_one_generation_further() {
     // a recovery of what did not fail, is refused.
     let refused = m.refused(rerun(&third.run_id, false)).await;
     assert!(refused.contains("the run is requested"), "{refused}");
+    // Nor is the first run again while a later generation of it goes.
+    let refused = m.refused(rerun(&first, false)).await;
+    assert!(
+        refused.contains(&format!(
+            "`{first}~3`, a generation of the same run, has not finished"
+        )),
+        "{refused}"
+    );
     m.ok(Command::KillRun {
         run_id: third.run_id.clone(),
     })

@@ -745,3 +745,81 @@ async fn a_failed_run_is_recovered_and_re_run_for_its_own_fire_time() {
     );
     f.shutdown().await;
 }
+
+/// Issue #20: a pause also holds what the agent has taken and not started — fires waiting
+/// behind the schedule's run going (overlap `buffer_all`) are recorded skipped (paused) when
+/// their turn comes, and never run (the task-written ledger says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_holds_fires_already_waiting_on_the_agent() {
+    use meridian_plane::model::{Pause, PauseScope};
+    let mut f = Federation::start(1, 30).await;
+    let ledger = f.plane.dir.path().join("ledger");
+    let release = f.plane.dir.path().join("release");
+    // Each run writes its line, then waits for the test to let it end.
+    f.schedule(
+        "slow",
+        EVERY_10S,
+        &format!(
+            "echo $MERIDIAN_FIRE_MS >> {}; while [ ! -f {} ]; do sleep 0.1; done",
+            ledger.display(),
+            release.display()
+        ),
+        OverlapPolicy::BufferAll,
+    )
+    .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(30), Duration::from_secs(2))
+        .await;
+    // The first fire runs; the next two wait behind it.
+    f.wait_until("the first run to write its line", || async {
+        std::fs::read_to_string(&ledger).is_ok_and(|l| l.lines().count() == 1)
+    })
+    .await;
+    f.wait_until("two fires to wait behind it", || async {
+        f.history("slow")
+            .await
+            .iter()
+            .filter(|r| r.state == "queued")
+            .count()
+            == 2
+    })
+    .await;
+    f.write(Command::Pause(Pause {
+        scope: PauseScope::Schedule {
+            tenant: name("ads"),
+            name: name("slow"),
+        },
+        reason: String::new(),
+    }))
+    .await;
+    let agent = f.agent("agent-1.test");
+    f.wait_until("the agent to hold the schedule paused", || async {
+        agent
+            .buffer()
+            .assigned("ads.slow")
+            .is_some_and(|a| a.paused)
+    })
+    .await;
+    std::fs::write(&release, "").unwrap();
+    let runs = f.wait_for_history("slow", 3).await;
+    let states: Vec<(&str, &str)> = runs
+        .iter()
+        .map(|r| (r.state.as_str(), r.message.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("succeeded", ""),
+            ("skipped", "paused"),
+            ("skipped", "paused")
+        ],
+        "{runs:#?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ledger).unwrap().lines().count(),
+        1,
+        "only the first ran"
+    );
+    f.shutdown().await;
+}

@@ -167,6 +167,9 @@ pub struct BulkRerun {
     pub recover: bool,
     /// How many runs the caller was shown and confirmed; none: only count them.
     pub expect: Option<u64>,
+    /// The runs the caller was shown (`runs` of the counting reply): when given, they must
+    /// be exactly the runs the filter matches now, not only as many.
+    pub expect_runs: Option<Vec<String>>,
 }
 
 /// What `POST /runs/rerun` found, and what it asked for.
@@ -196,33 +199,65 @@ pub fn bulk_rerun() -> MethodRouter<Api> {
                Params(o): Params<RunOptions>,
                super::Body(b): super::Body<BulkRerun>|
                -> ApiResult<Json<BulkReply>> {
-            let mut filter = o.filter()?;
-            filter.limit = Some(BULK_MAX as u32 + 1);
-            let runs = {
-                let read = api.reader(&c, false).await?;
-                if let Scope::Tenants(tenants) = read.scope(Kind::Run, "runs")? {
-                    filter.within = Some(tenants.iter().map(Name::to_string).collect());
-                }
-                query::runs(read.pool, &filter).await?
+            let filter = o.filter()?;
+            // Finished runs only (failed or killed, to recover), each state read on its own
+            // so the limit counts only those; newest first.
+            let states: &[&str] = if b.recover {
+                &["failed", "killed"]
+            } else {
+                &["succeeded", "failed", "killed", "skipped"]
             };
-            let eligible: Vec<String> = runs
-                .into_iter()
-                .filter(|r| {
-                    let state = meridian_domain::run::RunState::parse(&r.state);
-                    if b.recover {
-                        matches!(state, Some(s) if s == meridian_domain::run::RunState::Failed
-                            || s == meridian_domain::run::RunState::Killed)
-                    } else {
-                        state.is_some_and(|s| s.is_final())
+            let mut runs = Vec::new();
+            {
+                let read = api.reader(&c, false).await?;
+                let mut within = filter.clone();
+                if let Scope::Tenants(tenants) = read.scope(Kind::Run, "runs")? {
+                    within.within = Some(tenants.iter().map(Name::to_string).collect());
+                }
+                for state in states {
+                    if within.state.as_deref().is_some_and(|s| s != *state) {
+                        continue;
                     }
-                })
-                .map(|r| r.run_id)
-                .collect();
-            if eligible.len() > BULK_MAX {
+                    let one = query::RunFilter {
+                        state: Some((*state).to_owned()),
+                        limit: Some(BULK_MAX as u32 + 1),
+                        ..within.clone()
+                    };
+                    runs.extend(query::runs(read.pool, &one).await?);
+                }
+            }
+            if runs.len() > BULK_MAX {
                 return Err(ApiError::bad_input(format!(
-                    "the filter matches more than {BULK_MAX} runs: narrow it (--since, --state, …)"
+                    "the filter matches more than {BULK_MAX} finished runs: narrow it \
+                     (--since, --state, …)"
                 )));
             }
+            // Only what the caller may run again (a viewer of a tenant is shown none of its),
+            // and of a record's generations only the newest: one re-run per record.
+            runs.retain(|r| {
+                name("tenant", r.tenant.clone()).is_ok_and(|t| {
+                    crate::policy::decide(&c.principal, Action::Control, &Object::Run(t))
+                        == crate::policy::Decision::Allow
+                })
+            });
+            let mut newest: std::collections::HashMap<String, u32> =
+                std::collections::HashMap::new();
+            for r in &runs {
+                let first = r.rerun_of.clone().unwrap_or_else(|| r.run_id.clone());
+                let g = newest.entry(first).or_default();
+                *g = (*g).max(r.generation);
+            }
+            runs.retain(|r| {
+                let first = r.rerun_of.as_ref().unwrap_or(&r.run_id);
+                newest.get(first) == Some(&r.generation)
+            });
+            runs.sort_by_key(|r| {
+                std::cmp::Reverse((
+                    r.fire_ms.or(r.requested_ms).or(r.order_ms),
+                    r.run_id.clone(),
+                ))
+            });
+            let eligible: Vec<String> = runs.into_iter().map(|r| r.run_id).collect();
             let count = eligible.len() as u64;
             let mut reply = BulkReply {
                 count,
@@ -242,6 +277,20 @@ pub fn bulk_rerun() -> MethodRouter<Api> {
                          run (count them again)"
                     ),
                 ));
+            }
+            if let Some(shown) = &b.expect_runs {
+                let mut shown = shown.clone();
+                let mut now = reply.runs.clone();
+                shown.sort();
+                now.sort();
+                if shown != now {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::CONFLICT,
+                        "conflict",
+                        "expect_runs: the filter matches other runs now than those shown; \
+                         nothing was run (count them again)",
+                    ));
+                }
             }
             if count == 0 {
                 return Ok(Json(reply));

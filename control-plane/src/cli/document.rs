@@ -55,10 +55,7 @@ impl Kind {
 
     /// Fields the plane adds to what it keeps, never part of a document.
     fn kept_by_the_plane(self) -> &'static [&'static str] {
-        match self {
-            Self::Workflow => &["version"],
-            _ => &[],
-        }
+        self.noun().kept
     }
 
     /// The document as the model types read it: every default filled in, so two documents
@@ -158,30 +155,6 @@ fn normal<T: DeserializeOwned + Serialize>(kind: Kind, document: Value) -> Resul
     let value = serde_json::to_value(&typed).expect("model types always serialise to JSON");
     let keys = model::document_keys(kind.noun(), &value).map_err(|e| e.to_string())?;
     Ok(Normal { kind, value, keys })
-}
-
-/// A document as a user wrote it (or `get` printed it), for `meridian NOUN create -f`: its
-/// `kind`, if it has one, must be the noun's; what the plane keeps (a workflow's `version`)
-/// is left out.
-pub fn for_noun(noun: &Noun, mut document: Value) -> Result<Value, ClientError> {
-    let Some(fields) = document.as_object_mut() else {
-        return Ok(document);
-    };
-    if let Some(given) = fields.remove("kind") {
-        let kind = given.as_str().and_then(Kind::from_document);
-        if kind.map(Kind::word) != Some(noun.word) {
-            return Err(ClientError::Refused(format!(
-                "kind: {given} is not `{}`; `meridian apply -f FILE` takes documents of any kind",
-                noun.word
-            )));
-        }
-    }
-    if let Some(kind) = Kind::from_document(noun.word) {
-        for field in kind.kept_by_the_plane() {
-            fields.remove(*field);
-        }
-    }
-    Ok(document)
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
@@ -556,9 +529,9 @@ mod tests {
     fn create_takes_what_get_prints() {
         let printed = serde_json::json!({"kind": "workflow", "version": 3, "tenant": "demo",
             "name": "w", "definition": {"tasks": []}});
-        let body = for_noun(&model::WORKFLOW, printed).unwrap();
+        let body = model::for_noun(&model::WORKFLOW, printed).unwrap();
         assert!(body.get("version").is_none() && body.get("kind").is_none());
-        let wrong = for_noun(
+        let wrong = model::for_noun(
             &model::SCHEDULE,
             serde_json::json!({"kind": "workflow", "name": "w"}),
         )

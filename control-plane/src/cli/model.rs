@@ -206,6 +206,11 @@ pub struct Noun {
     pub keys: &'static [&'static str],
     /// Whether `update` may replace one (`PUT` on its path).
     pub updatable: bool,
+    /// Fields the plane adds to what it keeps (a workflow's `version`), never part of a
+    /// document a user writes.
+    pub kept: &'static [&'static str],
+    /// Another word a document's `kind` may use for it.
+    pub alias: Option<&'static str>,
 }
 
 pub const DC: Noun = Noun {
@@ -213,42 +218,56 @@ pub const DC: Noun = Noun {
     path: "/dcs",
     keys: &["NAME"],
     updatable: true,
+    kept: &[],
+    alias: None,
 };
 pub const CLUSTER: Noun = Noun {
     word: "cluster",
     path: "/clusters",
     keys: &["NAME"],
     updatable: true,
+    kept: &[],
+    alias: None,
 };
 pub const ENV: Noun = Noun {
     word: "env",
     path: "/environments",
     keys: &["NAME"],
     updatable: true,
+    kept: &[],
+    alias: Some("environment"),
 };
 pub const TENANT: Noun = Noun {
     word: "tenant",
     path: "/tenants",
     keys: &["NAME"],
     updatable: true,
+    kept: &[],
+    alias: None,
 };
 pub const GRANT: Noun = Noun {
     word: "grant",
     path: "/grants",
     keys: &["TENANT", "ENVIRONMENT"],
     updatable: true,
+    kept: &[],
+    alias: None,
 };
 pub const WORKFLOW: Noun = Noun {
     word: "workflow",
     path: "/workflows",
     keys: &["TENANT", "NAME"],
     updatable: false,
+    kept: &["version"],
+    alias: None,
 };
 pub const SCHEDULE: Noun = Noun {
     word: "schedule",
     path: "/schedules",
     keys: &["TENANT", "NAME"],
     updatable: true,
+    kept: &[],
+    alias: None,
 };
 
 /// Builds the JSON document a `create` sends.
@@ -273,11 +292,34 @@ impl<C: Args + CreateBody> Create<C> {
                         "give either -f FILE or flags, not both".into(),
                     ));
                 }
-                super::document::for_noun(noun, read_document(path)?)
+                for_noun(noun, read_document(path)?)
             }
             None => self.flags.flags_document(),
         }
     }
+}
+
+/// A document as a user wrote it (or `meridian get` printed it), for `meridian NOUN create -f`:
+/// its `kind`, if it has one, must be the noun's; what the plane keeps (a workflow's
+/// `version`) is left out.
+pub fn for_noun(noun: &Noun, mut document: Value) -> Result<Value, ClientError> {
+    let Some(fields) = document.as_object_mut() else {
+        return Ok(document);
+    };
+    if let Some(given) = fields.remove("kind")
+        && !given
+            .as_str()
+            .is_some_and(|k| k == noun.word || Some(k) == noun.alias)
+    {
+        return Err(ClientError::Refused(format!(
+            "kind: {given} is not `{}`; `meridian apply -f FILE` takes documents of any kind",
+            noun.word
+        )));
+    }
+    for field in noun.kept {
+        fields.remove(*field);
+    }
+    Ok(document)
 }
 
 /// The keys a document names in its noun's path: its name, or its tenant and name (a grant's

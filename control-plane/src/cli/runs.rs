@@ -149,7 +149,11 @@ async fn rerun(client: &Client, a: &RerunArgs, recover: bool) -> Result<String, 
         .call(
             Method::POST,
             &path,
-            Some(&serde_json::json!({"recover": recover, "expect": counted.count})),
+            Some(&serde_json::json!({
+                "recover": recover,
+                "expect": counted.count,
+                "expect_runs": counted.runs,
+            })),
         )
         .await?;
     let mut out = vec![format!(

@@ -220,7 +220,11 @@ pub(super) async fn patch_schedule(
     }
     merge_patch(&mut merged, &patch);
     let schedule: Schedule = serde_path_to_error::deserialize(merged).map_err(|e| {
-        let field = e.path().to_string();
+        // A field removed that has no default is missing from the schedule itself.
+        let field = match e.path().to_string() {
+            root if root == "." => "patch".to_owned(),
+            field => field,
+        };
         invalid(&doing, &field, &e.into_inner().to_string())
     })?;
     update_schedule(tx, &schedule).await

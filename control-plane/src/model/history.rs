@@ -121,6 +121,21 @@ async fn apply_entry(
         ReportItem::Run(event) => {
             // A record given back is anyone's to take again (under the partition's tenure).
             let given_back = run.as_ref().is_some_and(|r| r.state == RunState::Returned);
+            // Its skip while paused, sent again after a resume handed it back to catch up,
+            // is old news: it must not undo the hand-back.
+            if given_back
+                && event.state == RunState::Skipped
+                && event.message == meridian_domain::run::PAUSED
+            {
+                let handed_ms: i64 =
+                    sqlx::query_scalar("SELECT updated_ms FROM runs WHERE run_id = ?")
+                        .bind(&event.run_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if event.at_ms < handed_ms {
+                    return Ok(Ok(()));
+                }
+            }
             let first_from_agent = given_back || run.as_ref().is_none_or(|r| r.agent.is_none());
             if let Some(schedule) = &event.schedule {
                 let Some(fire_ms) = event.fire_ms else {
@@ -742,6 +757,23 @@ pub async fn rerun(
     let first: String = row
         .get::<Option<String>, _>("rerun_of")
         .unwrap_or_else(|| r.run_id.clone());
+    // One generation of a record at a time: a record's runs never overlap.
+    let going: Option<String> = sqlx::query_scalar(
+        "SELECT run_id FROM runs WHERE (run_id = ?1 OR rerun_of = ?1) \
+         AND state NOT IN ('succeeded', 'failed', 'killed', 'skipped') LIMIT 1",
+    )
+    .bind(&first)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(going) = going {
+        return Err(invalid(
+            &doing,
+            "run_id",
+            &format!(
+                "`{going}`, a generation of the same run, has not finished: wait for it or kill it first"
+            ),
+        ));
+    }
     // The record's fire time is the first generation's (later ones have none of their own).
     let fire_ms: Option<i64> = sqlx::query_scalar("SELECT fire_ms FROM runs WHERE run_id = ?")
         .bind(&first)

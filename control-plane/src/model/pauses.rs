@@ -184,12 +184,23 @@ async fn catch_up(
     let Ok(id) = ScheduleId::new(schedule.id()) else {
         return Ok(0);
     };
-    let skipped: Vec<i64> = sqlx::query_scalar(
-        "SELECT fire_ms FROM runs WHERE schedule = ? AND fire_ms >= ? AND state = 'skipped' \
-         AND message = ? ORDER BY fire_ms",
+    // Every record skipped while paused since the last one that was not: since this pause,
+    // or since an earlier one that overlapped it (a tenant's, then the schedule's).
+    let last_unpaused: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(fire_ms) FROM runs WHERE schedule = ?1 AND fire_ms < ?2 \
+         AND NOT (state = 'skipped' AND message = ?3)",
     )
     .bind(id.as_str())
     .bind(since_ms)
+    .bind(PAUSED)
+    .fetch_one(&mut *tx)
+    .await?;
+    let skipped: Vec<i64> = sqlx::query_scalar(
+        "SELECT fire_ms FROM runs WHERE schedule = ? AND fire_ms > ? AND state = 'skipped' \
+         AND message = ? ORDER BY fire_ms",
+    )
+    .bind(id.as_str())
+    .bind(last_unpaused.unwrap_or(i64::MIN))
     .bind(PAUSED)
     .fetch_all(&mut *tx)
     .await?;
