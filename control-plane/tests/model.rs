@@ -3471,12 +3471,28 @@ async fn a_finished_run_runs_again_one_generation_further() {
         ),
         (Some(fire_ms(0)), 2, 0, 1)
     );
-    // The second is killed before any agent takes it. A recovery of the first, whose task
-    // `main` succeeded before a second task failed: the third generation keeps `main`.
+    // The re-run and the kill are in the tenant's part of the audit trail (its members see
+    // them), though neither names the tenant but through the run id.
     m.ok(Command::KillRun {
         run_id: second.clone(),
     })
     .await;
+    let tenants: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT op, tenant FROM audit WHERE op IN ('rerun', 'kill_run') AND outcome = 'applied' \
+         ORDER BY log_index",
+    )
+    .fetch_all(&m.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        tenants,
+        [
+            ("rerun".to_owned(), Some("ads".to_owned())),
+            ("kill_run".to_owned(), Some("ads".to_owned()))
+        ]
+    );
+    // The second was killed before any agent took it. A recovery of the first, whose task
+    // `main` succeeded before a second task failed: the third generation keeps `main`.
     sqlx::query(
         "INSERT INTO task_attempts (run_id, task, attempt, outcome) VALUES (?, 'main', 1, 'succeeded')",
     )

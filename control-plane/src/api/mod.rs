@@ -239,7 +239,7 @@ impl Api {
                     caller,
                     command.op(),
                     &authorize::doing(command),
-                    command.tenant(),
+                    command.tenant().as_ref(),
                     &refused.to_string(),
                 );
                 Err(crate::model::processor::Rejection::from(refused).into())

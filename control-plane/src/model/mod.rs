@@ -645,8 +645,25 @@ impl Command {
         }
     }
 
-    /// The tenant the command concerns, for the audit trail (none: the federation).
-    pub fn tenant(&self) -> Option<&Name> {
+    /// The tenant the command concerns, for the audit trail (none: the federation). A kill
+    /// or re-run names its run, whose id names the tenant; a batch whose commands all concern
+    /// one tenant concerns it.
+    pub fn tenant(&self) -> Option<Name> {
+        match self {
+            Self::KillRun { run_id } | Self::Rerun(Rerun { run_id, .. }) => {
+                history::tenant_of_run(run_id)
+            }
+            Self::Batch(items) => {
+                let mut tenants = items.iter().map(Command::tenant);
+                let first = tenants.next().flatten()?;
+                tenants.all(|t| t.as_ref() == Some(&first)).then_some(first)
+            }
+            other => other.own_tenant().cloned(),
+        }
+    }
+
+    /// [`Command::tenant`] where the command holds the name itself.
+    fn own_tenant(&self) -> Option<&Name> {
         match self {
             Self::CreateGrant(g) | Self::UpdateGrant(g) => Some(&g.tenant),
             Self::ApplyWorkflow(w) => Some(&w.tenant),

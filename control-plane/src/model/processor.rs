@@ -108,7 +108,7 @@ async fn audit(
     .bind(row.op)
     .bind(row.subject)
     .bind(json(&proposal.command().redacted()))
-    .bind(proposal.command().tenant().map(Name::as_str))
+    .bind(proposal.command().tenant().as_ref().map(Name::as_str))
     .bind(row.outcome)
     .bind(row.message)
     .execute(&mut *conn)
