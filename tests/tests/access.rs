@@ -495,43 +495,16 @@ async fn prepare(plane: &ApiPlane, method: &str, path: &str, n: usize, who: Who)
             Some(json!({"tenant": "ads", "workflow": "etl"})),
         ),
         ("get", "/runs/{run_id}") | ("get", "/runs/{run_id}/logs") => {
-            let id = plane
-                .must(
-                    Method::POST,
-                    "/runs",
-                    json!({"tenant": "ads", "workflow": "etl"}),
-                )
-                .await["detail"]["run_id"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            let id = plane.run_now("ads").await;
             call(path.replace("{run_id}", &id), None)
         }
         ("post", "/runs/{run_id}/kill") => {
-            let id = plane
-                .must(
-                    Method::POST,
-                    "/runs",
-                    json!({"tenant": "ads", "workflow": "etl"}),
-                )
-                .await["detail"]["run_id"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            let id = plane.run_now("ads").await;
             call(format!("/runs/{id}/kill"), None)
         }
         ("post", "/runs/{run_id}/rerun" | "/runs/{run_id}/recover") => {
             // A run of ads's killed before any agent took it: finished, so it may run again.
-            let id = plane
-                .must(
-                    Method::POST,
-                    "/runs",
-                    json!({"tenant": "ads", "workflow": "etl"}),
-                )
-                .await["detail"]["run_id"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            let id = plane.run_now("ads").await;
             plane
                 .must(Method::POST, &format!("/runs/{id}/kill"), json!({}))
                 .await;

@@ -94,6 +94,9 @@ struct Normal {
     value: Value,
     /// Its keys in the API's paths (`[name]`, `[tenant, name]`).
     keys: Vec<String>,
+    /// The same in the model type's field order (a JSON map sorts its keys), with enums as
+    /// JSON writes them (`kind: {shell: …}`, not YAML's `!shell` tags), for printing.
+    ordered: serde_yaml_ng::Value,
 }
 
 impl Normal {
@@ -106,7 +109,7 @@ impl Normal {
     fn yaml(&self) -> String {
         let mut text = format!("kind: {}\n", self.kind.word());
         text.push_str(
-            &serde_yaml_ng::to_string(&self.ordered()).expect("documents always print as YAML"),
+            &serde_yaml_ng::to_string(&self.ordered).expect("documents always print as YAML"),
         );
         text
     }
@@ -119,27 +122,6 @@ impl Normal {
             out.extend(fields.clone());
         }
         Value::Object(out)
-    }
-
-    /// The value in the model type's field order (a JSON map sorts its keys), with enums as
-    /// JSON writes them (`kind: {shell: …}`, not YAML's `!shell` tags): the type printed as
-    /// JSON text, read back as YAML, whose mappings keep their order.
-    fn ordered(&self) -> serde_yaml_ng::Value {
-        fn to_yaml<T: DeserializeOwned + Serialize>(v: &Value) -> serde_yaml_ng::Value {
-            let typed: T = serde_json::from_value(v.clone()).expect("normal documents read back");
-            let text = serde_json::to_string(&typed).expect("model types always print as JSON");
-            serde_yaml_ng::from_str(&text).expect("JSON is YAML")
-        }
-        use crate::model::{Cluster, DataCenter, Environment, Grant, Schedule, Tenant, Workflow};
-        match self.kind {
-            Kind::Dc => to_yaml::<DataCenter>(&self.value),
-            Kind::Cluster => to_yaml::<Cluster>(&self.value),
-            Kind::Env => to_yaml::<Environment>(&self.value),
-            Kind::Tenant => to_yaml::<Tenant>(&self.value),
-            Kind::Grant => to_yaml::<Grant>(&self.value),
-            Kind::Workflow => to_yaml::<Workflow>(&self.value),
-            Kind::Schedule => to_yaml::<Schedule>(&self.value),
-        }
     }
 }
 
@@ -154,7 +136,15 @@ fn normal<T: DeserializeOwned + Serialize>(kind: Kind, document: Value) -> Resul
     })?;
     let value = serde_json::to_value(&typed).expect("model types always serialise to JSON");
     let keys = model::document_keys(kind.noun(), &value).map_err(|e| e.to_string())?;
-    Ok(Normal { kind, value, keys })
+    // The type printed as JSON text, read back as YAML, whose mappings keep their order.
+    let text = serde_json::to_string(&typed).expect("model types always print as JSON");
+    let ordered = serde_yaml_ng::from_str(&text).expect("JSON is YAML");
+    Ok(Normal {
+        kind,
+        value,
+        keys,
+        ordered,
+    })
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]

@@ -44,7 +44,8 @@ pub struct RerunArgs {
     pub yes: bool,
 }
 
-/// What `runs rerun|recover` without RUN ids runs again.
+/// Which runs: what `runs list` shows, and what `runs rerun|recover` without RUN ids runs
+/// again.
 #[derive(Debug, Args)]
 pub struct FilterArgs {
     #[arg(long)]
@@ -58,7 +59,8 @@ pub struct FilterArgs {
     /// A schedule, as `tenant.name`.
     #[arg(long)]
     pub schedule: Option<String>,
-    /// failed, killed, succeeded or skipped.
+    /// requested, queued, started, succeeded, failed, killed or skipped (re-run and recover
+    /// take finished ones only).
     #[arg(long)]
     pub state: Option<String>,
     /// Only runs fired or requested at or after this instant (RFC 3339).
@@ -186,23 +188,8 @@ fn confirm(question: &str) -> Result<bool, ClientError> {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    #[arg(long)]
-    pub dc: Option<String>,
-    #[arg(long)]
-    pub cluster: Option<String>,
-    #[arg(long)]
-    pub tenant: Option<String>,
-    #[arg(long)]
-    pub workflow: Option<String>,
-    /// A schedule, as `tenant.name`.
-    #[arg(long)]
-    pub schedule: Option<String>,
-    /// requested, queued, started, succeeded, failed, killed or skipped.
-    #[arg(long)]
-    pub state: Option<String>,
-    /// Only runs fired or requested at or after this instant (RFC 3339).
-    #[arg(long)]
-    pub since: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
 }
@@ -217,26 +204,7 @@ pub async fn runs(client: &Client, command: &RunsCommand) -> Result<String, Clie
     match command {
         RunsCommand::List(a) => {
             let mut query = vec![format!("limit={}", a.limit)];
-            for (key, value) in [
-                ("dc", &a.dc),
-                ("cluster", &a.cluster),
-                ("tenant", &a.tenant),
-                ("workflow", &a.workflow),
-                ("schedule", &a.schedule),
-                ("state", &a.state),
-            ] {
-                if let Some(v) = value {
-                    query.push(format!("{key}={}", urlencode(v)));
-                }
-            }
-            if let Some(s) = &a.since {
-                let ms = chrono::DateTime::parse_from_rfc3339(s)
-                    .map_err(|e| {
-                        ClientError::Refused(format!("--since `{s}`: {e} (want RFC 3339)"))
-                    })?
-                    .timestamp_millis();
-                query.push(format!("since_ms={ms}"));
-            }
+            query.extend(a.filter.query()?);
             let runs: Vec<RunRecord> = client
                 .call(
                     Method::GET,

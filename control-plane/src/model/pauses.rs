@@ -159,8 +159,10 @@ pub(super) async fn resume(
     };
     let mut handed = 0usize;
     if r.catch_up {
+        let pauses = all(tx).await?;
         for schedule in schedules_in(tx, &r.scope).await? {
-            if covers(tx, &schedule).await? {
+            // Still held by another pause: it catches up when that one is lifted.
+            if !covering(&pauses, &schedule).is_empty() {
                 continue;
             }
             handed += catch_up(tx, context, &schedule, since_ms).await?;
@@ -276,11 +278,6 @@ pub fn covering<'a>(pauses: &'a [PauseRecord], schedule: &Schedule) -> Vec<&'a P
             PauseScope::Environment { name } => *name == schedule.environment,
         })
         .collect()
-}
-
-/// Whether any pause covers `schedule`.
-async fn covers(conn: &mut SqliteConnection, schedule: &Schedule) -> sqlx::Result<bool> {
-    Ok(!covering(&all(conn).await?, schedule).is_empty())
 }
 
 /// The pauses other than `scope`'s own that hold what it names (a schedule: [`covering`]; a

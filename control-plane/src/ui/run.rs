@@ -559,19 +559,7 @@ pub async fn rerun(
         run_id: run.run_id,
         recover: f.recover,
     });
-    match api.propose(&viewer.caller, command).await {
-        Ok(reply) => {
-            let new = reply
-                .detail
-                .as_ref()
-                .and_then(|d| d.get("run_id"))
-                .and_then(|id| id.as_str())
-                .map(href)
-                .unwrap_or_else(|| "/runs".into());
-            Redirect::to(&new).into_response()
-        }
-        Err(e) => page::error_page(e.status, &e.message),
-    }
+    to_new_run(&api, &viewer, command).await
 }
 
 /// `POST /runs/again`: a new run of the same workflow in the same environment, now; then its
@@ -597,10 +585,13 @@ pub async fn again(
         workflow,
         environment: Some(environment),
     };
-    match api
-        .propose(&viewer.caller, Command::RequestRun(request))
-        .await
-    {
+    to_new_run(&api, &viewer, Command::RequestRun(request)).await
+}
+
+/// Proposes `command`, which asks for a run (a run now, a re-run), and answers with the new
+/// run's page (or the runs, if the reply names none), or the refusal.
+async fn to_new_run(api: &Api, viewer: &Viewer, command: Command) -> Response {
+    match api.propose(&viewer.caller, command).await {
         Ok(reply) => {
             let new = reply
                 .detail
