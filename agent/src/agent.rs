@@ -113,12 +113,16 @@ impl Agent {
         let reported = Arc::new(Notify::new());
         let wake = Arc::new(Notify::new());
         let shutdown = Shutdown::new();
+        let reported_definitions = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let refetch = Arc::new(Notify::new());
         let reporter = Arc::new(Reporter::new(
             config.hostname.clone(),
             link.clone(),
             outbox.clone(),
             reported.clone(),
             shutdown.clone(),
+            reported_definitions.clone(),
+            refetch.clone(),
         ));
         let runner = Runner {
             outbox: outbox.clone(),
@@ -157,6 +161,8 @@ impl Agent {
             reported: reported.clone(),
             shutdown: shutdown.clone(),
             state: Default::default(),
+            reported_definitions,
+            refetch,
         });
         let firer = Arc::new(Firer {
             clock: clock.clone(),

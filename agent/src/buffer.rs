@@ -414,6 +414,7 @@ mod tests {
             after_ms: 1_800_000_000_000,
             returned: Vec::new(),
             paused: false,
+            backfill: Vec::new(),
             job: Job {
                 tenant: "ads".into(),
                 workflow: "w".into(),
@@ -425,6 +426,7 @@ mod tests {
                 os_user: None,
                 allow_agent_user: false,
                 rerun: None,
+                backfill: false,
             },
         }
     }

@@ -19,24 +19,31 @@ pub enum Fate {
     CatchUp,
     /// Missed, and the catch-up policy skips it.
     Skip,
+    /// A backfill's record: runs once, whatever the policies say.
+    Backfill,
 }
 
 /// Classifies `due` (one schedule's due records, any order) for a partition held since
 /// `since_ms`; records the plane `handed` over (given back, settled out of a doubt, or skipped
-/// while paused and caught up on resume) count as missed whenever they fell due. Returns every
-/// record once, in fire order.
+/// while paused and caught up on resume) count as missed whenever they fell due; those a
+/// backfill handed (`backfill`) run whatever the catch-up policy says. Returns every record
+/// once, in fire order.
 pub fn classify(
     due: &[FireRecord],
     since_ms: i64,
     handed: &[i64],
+    backfill: &[i64],
     policy: &CatchUpPolicy,
     now: DateTime<Utc>,
 ) -> Vec<(FireRecord, Fate)> {
-    let (missed, on_time): (Vec<FireRecord>, Vec<FireRecord>) =
-        due.iter().cloned().partition(|r| {
-            let fire_ms = r.fire_at.timestamp_millis();
-            fire_ms < since_ms || handed.contains(&fire_ms)
-        });
+    let (filled, due): (Vec<FireRecord>, Vec<FireRecord>) = due
+        .iter()
+        .cloned()
+        .partition(|r| backfill.contains(&r.fire_at.timestamp_millis()));
+    let (missed, on_time): (Vec<FireRecord>, Vec<FireRecord>) = due.into_iter().partition(|r| {
+        let fire_ms = r.fire_at.timestamp_millis();
+        fire_ms < since_ms || handed.contains(&fire_ms)
+    });
     let plan = policy.decide(&missed, now);
     let mut out: Vec<(FireRecord, Fate)> = plan
         .skip
@@ -44,6 +51,7 @@ pub fn classify(
         .map(|r| (r, Fate::Skip))
         .chain(plan.run.into_iter().map(|r| (r, Fate::CatchUp)))
         .chain(on_time.into_iter().map(|r| (r, Fate::OnTime)))
+        .chain(filled.into_iter().map(|r| (r, Fate::Backfill)))
         .collect();
     out.sort_by_key(|(r, _)| r.fire_at);
     out
@@ -97,18 +105,35 @@ mod tests {
     fn records_due_while_held_fire_and_older_ones_follow_the_catch_up_policy() {
         let due = [at(40), at(0), at(20), at(60)];
         let now = at(61).fire_at;
-        let all = classify(&due, ms(50), &[], &CatchUpPolicy::default(), now);
+        let all = classify(&due, ms(50), &[], &[], &CatchUpPolicy::default(), now);
         let fates: Vec<Fate> = all.iter().map(|(_, f)| f.clone()).collect();
         assert_eq!(
             fates,
             [Fate::CatchUp, Fate::CatchUp, Fate::CatchUp, Fate::OnTime],
             "in fire order"
         );
-        let latest = classify(&due, ms(50), &[], &CatchUpPolicy::Latest, now);
+        let latest = classify(&due, ms(50), &[], &[], &CatchUpPolicy::Latest, now);
         let fates: Vec<Fate> = latest.iter().map(|(_, f)| f.clone()).collect();
         assert_eq!(fates, [Fate::Skip, Fate::Skip, Fate::CatchUp, Fate::OnTime]);
-        let none = classify(&due, ms(50), &[], &CatchUpPolicy::None, now);
+        let none = classify(&due, ms(50), &[], &[], &CatchUpPolicy::None, now);
         assert_eq!(none.iter().filter(|(_, f)| *f == Fate::Skip).count(), 3);
+    }
+
+    #[test]
+    fn a_backfills_records_run_whatever_the_catch_up_policy_says() {
+        // Long before the partition was held, with a policy that skips every missed record.
+        let due = [at(0), at(10), at(20)];
+        let now = at(61).fire_at;
+        let all = classify(
+            &due,
+            ms(50),
+            &[ms(20)],
+            &[ms(0), ms(10)],
+            &CatchUpPolicy::None,
+            now,
+        );
+        let fates: Vec<Fate> = all.iter().map(|(_, f)| f.clone()).collect();
+        assert_eq!(fates, [Fate::Backfill, Fate::Backfill, Fate::Skip]);
     }
 
     #[test]

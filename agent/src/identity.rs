@@ -587,6 +587,7 @@ mod tests {
             os_user,
             allow_agent_user,
             rerun: None,
+            backfill: false,
         }
     }
 

@@ -94,6 +94,11 @@ pub struct LeaseKeeper {
     pub shutdown: Shutdown,
     /// What the keeper keeps between heartbeats (its own: `Default` to start).
     pub state: KeeperState,
+    /// The plane's definitions counter as a report's answer gave it, and the wake-up the
+    /// reporting worker sends when it moved: fetch now rather than at the next heartbeat (a
+    /// backfill hands its next records as its runs end).
+    pub reported_definitions: Arc<AtomicU64>,
+    pub refetch: Arc<Notify>,
 }
 
 /// What the lease keeper keeps between heartbeats.
@@ -136,11 +141,31 @@ impl LeaseKeeper {
             if let Err(e) = self.heartbeat_once().await {
                 tracing::warn!("heartbeat to {}: {e}", self.link.current());
             }
-            tokio::select! {
-                _ = tokio::time::sleep(self.heartbeat) => {}
-                _ = self.shutdown.stopped() => return,
+            let next = tokio::time::Instant::now() + self.heartbeat;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => break,
+                    _ = self.refetch.notified() => {
+                        if let Err(e) = self.fetch_if_moved().await {
+                            tracing::warn!("fetching schedules from {}: {e}", self.link.current());
+                        }
+                    }
+                    _ = self.shutdown.stopped() => return,
+                }
             }
         }
+    }
+
+    /// Fetches the schedules again if a report's answer moved the definitions counter past
+    /// what the last heartbeat or fetch saw.
+    async fn fetch_if_moved(self: &Arc<Self>) -> Result<(), ExchangeError> {
+        // The counter only grows (it is a log index); before the first heartbeat (MAX) the
+        // heartbeat fetches.
+        let seen = self.reported_definitions.load(Ordering::SeqCst);
+        if self.state.definitions.fetch_max(seen, Ordering::SeqCst) < seen {
+            self.fetch().await?;
+        }
+        Ok(())
     }
 
     /// Every held partition (valid or lapsed) as the plane is told of it.

@@ -106,6 +106,7 @@ impl Pass {
                 &records,
                 held.since_ms,
                 &a.returned,
+                &a.backfill,
                 &a.spec.catch_up,
                 now_at,
             ) {
@@ -114,6 +115,7 @@ impl Pass {
                         pass.take(&a, held.epoch, &record, Took::Missed);
                     }
                     Fate::CatchUp => pass.catch_up(&a, held.epoch, &record),
+                    Fate::Backfill => pass.backfill(&a, held.epoch, &record, &mut slot),
                     Fate::OnTime => {
                         let counts = counts(a.schedule.as_str());
                         pass.on_time(&a, held.epoch, &record, counts, &mut slot)
@@ -148,6 +150,30 @@ impl Pass {
         let run = self.take(a, epoch, record, Took::CatchingUp);
         self.then.push(Then::CatchUp(run.expect("queued")));
         self.catching_up.insert(a.schedule.to_string());
+    }
+
+    /// Takes a backfill's record: started at once if a slot is free, else queued for one; the
+    /// overlap policy neither holds it back nor counts it (the plane hands a backfill's
+    /// records at most its `--parallel` at a time).
+    fn backfill(
+        &mut self,
+        a: &Arc<Assignment>,
+        epoch: u64,
+        record: &FireRecord,
+        slot: &mut impl FnMut() -> Option<OwnedSemaphorePermit>,
+    ) {
+        let permit = slot();
+        let took = if permit.is_some() {
+            Took::Backfill
+        } else {
+            Took::BackfillQueued
+        };
+        let run = self.take(a, epoch, record, took);
+        self.then.push(Then::Launch {
+            run: run.expect("started or queued"),
+            permit,
+            cancel_older: false,
+        });
     }
 
     /// Decides an on-time record under the schedule's overlap policy, counting what this pass
@@ -220,6 +246,7 @@ mod tests {
             after_ms: 0,
             returned: Vec::new(),
             paused: false,
+            backfill: Vec::new(),
             job: Job {
                 tenant: "ads".into(),
                 workflow: "etl".into(),
@@ -231,6 +258,7 @@ mod tests {
                 os_user: None,
                 allow_agent_user: false,
                 rerun: None,
+                backfill: false,
             },
         })
     }
@@ -309,6 +337,43 @@ mod tests {
         );
         assert_eq!(then(&pass), ["launch, no slot", "wait"]);
         assert!(pass.items.iter().all(|i| i.epoch == 4));
+    }
+
+    #[test]
+    fn a_backfills_records_start_beside_the_schedules_run_going_without_counting_for_it() {
+        // One slot: the first backfill record starts in it, the second waits for a slot;
+        // the schedule's own run going (overlap `skip`) holds neither back, and the on-time
+        // record after them meets the overlap policy as if they were not there.
+        let slots = Arc::new(tokio::sync::Semaphore::new(1));
+        let mut filled = (*assignment("filled", 0, OverlapPolicy::Skip)).clone();
+        filled.backfill = vec![1_000, 2_000];
+        filled.returned = vec![];
+        let filled = Arc::new(filled);
+        let pass = Pass::plan(
+            due(&filled, &[1, 2, 30]),
+            &leases(),
+            at(30_000),
+            |_| Counts::default(),
+            || slots.clone().try_acquire_owned().ok(),
+        );
+        assert_eq!(
+            took(&pass),
+            [Took::Backfill, Took::BackfillQueued, Took::Queued]
+        );
+        assert_eq!(
+            then(&pass),
+            ["launch", "launch, no slot", "launch, no slot"]
+        );
+        let runs: Vec<bool> = pass
+            .items
+            .iter()
+            .map(|i| i.run().unwrap().job.backfill)
+            .collect();
+        assert_eq!(
+            runs,
+            [true, true, false],
+            "the job says which runs are a backfill's"
+        );
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct Reporter {
     /// Woken whenever something is written to the outbox.
     pub reported: Arc<Notify>,
     pub shutdown: Shutdown,
+    /// The plane's definitions counter as the last report's answer gave it; the lease
+    /// keeper is woken to fetch when it moves ([`crate::keeper::LeaseKeeper::refetch`]).
+    pub definitions: Arc<AtomicU64>,
+    pub refetch: Arc<Notify>,
     /// Report rounds the plane answered (whatever the answer).
     rounds: AtomicU64,
     /// Woken after each of them.
@@ -37,6 +41,8 @@ impl Reporter {
         outbox: Outbox,
         reported: Arc<Notify>,
         shutdown: Shutdown,
+        definitions: Arc<AtomicU64>,
+        refetch: Arc<Notify>,
     ) -> Self {
         Self {
             hostname,
@@ -44,6 +50,8 @@ impl Reporter {
             outbox,
             reported,
             shutdown,
+            definitions,
+            refetch,
             rounds: AtomicU64::new(0),
             answered: Notify::new(),
         }
@@ -118,6 +126,11 @@ impl Reporter {
             );
         }
         self.outbox.acknowledge(reply.committed_seq as i64).await?;
+        if reply.definitions != 0
+            && self.definitions.swap(reply.definitions, Ordering::SeqCst) != reply.definitions
+        {
+            self.refetch.notify_one();
+        }
         if let Some(held) = reply.unreadable {
             // Kept, with everything after it, until a plane that reads it is up.
             return Err(ExchangeError::Held {

@@ -335,7 +335,13 @@ impl RunRegistry {
     ) {
         let (kill, killed) = watch::channel(false);
         let run_id = run.run_id.clone();
-        let schedule = run.schedule.as_ref().map(|s| s.to_string());
+        // A backfill's run is none of the overlap policy's business: it is not counted as the
+        // schedule's run going, nor killed by a `cancel_older` fire.
+        let schedule = run
+            .schedule
+            .as_ref()
+            .filter(|_| !run.job.backfill)
+            .map(|s| s.to_string());
         self.lock().start(
             run_id.clone(),
             Going {
@@ -499,6 +505,7 @@ mod tests {
                 os_user: None,
                 allow_agent_user: false,
                 rerun: None,
+                backfill: false,
             },
         }
     }

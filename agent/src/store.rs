@@ -822,7 +822,8 @@ async fn sync(
     hand_back(tx, assignments).await
 }
 
-/// Puts the records the plane hands back (`Assignment::returned`) into `records`, each once
+/// Puts the records the plane hands back (`Assignment::returned`) or a backfill hands
+/// (`Assignment::backfill`) into `records`, each once
 /// (`handed` remembers it while the plane lists it), and forgets those it no longer lists.
 async fn hand_back(
     tx: &mut SqliteConnection,
@@ -831,7 +832,7 @@ async fn hand_back(
     let listed: Vec<serde_json::Value> = assignments
         .iter()
         .flat_map(|a| {
-            a.returned.iter().map(|fire_ms| {
+            a.returned.iter().chain(&a.backfill).map(|fire_ms| {
                 let at = DateTime::from_timestamp_millis(*fire_ms).unwrap_or_default();
                 let run_id = meridian_domain::FireId::derive(&a.schedule, at);
                 json!([a.schedule.as_str(), fire_ms, run_id.as_str()])

@@ -37,13 +37,19 @@ pub enum Took {
     Overlapping,
     /// The schedule is paused (itself, its workflow, tenant or environment).
     Paused,
+    /// A backfill's record, started at once (a slot was free).
+    Backfill,
+    /// A backfill's record, to start once a slot is free.
+    BackfillQueued,
 }
 
 impl Took {
     pub fn state(self) -> RunState {
         match self {
-            Took::Started => RunState::Started,
-            Took::Queued | Took::Waiting | Took::CatchingUp => RunState::Queued,
+            Took::Started | Took::Backfill => RunState::Started,
+            Took::Queued | Took::Waiting | Took::CatchingUp | Took::BackfillQueued => {
+                RunState::Queued
+            }
             Took::Missed | Took::Overlapping | Took::Paused => RunState::Skipped,
         }
     }
@@ -56,6 +62,7 @@ impl Took {
             Took::Missed => "missed while nothing could run it; the catch-up policy skips it",
             Took::Overlapping => "the previous run is still going (overlap policy)",
             Took::Paused => meridian_domain::run::PAUSED,
+            Took::Backfill | Took::BackfillQueued => "backfill",
         }
     }
 }
@@ -87,7 +94,10 @@ impl TakeItem {
             partition: Some(a.partition),
             epoch: self.epoch,
             state: self.took.state(),
-            job: a.job.clone(),
+            job: Job {
+                backfill: matches!(self.took, Took::Backfill | Took::BackfillQueued),
+                ..a.job.clone()
+            },
         }
     }
 

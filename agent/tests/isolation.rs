@@ -207,6 +207,7 @@ fn run(
             os_user,
             allow_agent_user,
             rerun: None,
+            backfill: false,
         },
     }
 }

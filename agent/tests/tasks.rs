@@ -544,6 +544,7 @@ fn local_run(tasks: Vec<TaskSpec>) -> LocalRun {
             // others.
             allow_agent_user: true,
             rerun: None,
+            backfill: false,
         },
     }
 }

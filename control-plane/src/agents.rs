@@ -280,6 +280,7 @@ impl AgentLink for AgentService {
                 committed_seq: 0,
                 refused: vec![],
                 unreadable,
+                definitions: 0,
             }));
         };
         let applied = self
@@ -303,6 +304,7 @@ impl AgentLink for AgentService {
             committed_seq: last,
             refused,
             unreadable,
+            definitions: outcome.definitions,
         }))
     }
 }

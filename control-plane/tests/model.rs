@@ -3551,3 +3551,187 @@ async fn a_finished_run_runs_again_one_generation_further() {
         "{refused}"
     );
 }
+
+/// Issue #20: a backfill hands the holder a range's records at most `parallel` at a time —
+/// listed as the backfill's, so they run whatever the catch-up policy says — and hands the
+/// next as each run ends; paused it hands nothing, resumed it goes on, cancelled it drops the
+/// rest; `all` runs a record that ran again one generation further; bad requests are refused
+/// naming the field, and change nothing.
+#[tokio::test]
+async fn a_backfill_hands_its_records_at_most_parallel_at_a_time() {
+    use meridian_plane::model::backfills::{self, BackfillState, Created};
+    use meridian_plane::model::{Backfill, BackfillAction, BackfillControl, BackfillOrder};
+    let mut m = Model::new().await;
+    let p = m.scheduled().await;
+    assert_eq!(m.beat(T0, "a", "nj-main").await.leases.len(), 16);
+    let epoch = m.lease("nj-main", p).await.epoch;
+    let claims = vec![ClaimedLease {
+        cluster: "nj-main".into(),
+        partition: p,
+        epoch,
+    }];
+    let assigned = |pool: SqlitePool| {
+        let claims = claims.clone();
+        async move {
+            let mut all = query::assignments(&pool, "a", "nj-main", &claims)
+                .await
+                .unwrap();
+            all.remove(0)
+        }
+    };
+    // `ads/nightly` fires daily at 02:00 and was created on 2023-11-14: ten fire times from
+    // 1 to 10 November are before it.
+    let day = |d: i64| 1_698_804_000_000 + (d - 1) * 86_400_000; // 2023-11-0d 02:00Z
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    let backfill = |from: i64, to: i64, parallel: u32, all: bool| {
+        Command::CreateBackfill(Backfill {
+            tenant: n("ads"),
+            schedule: n("nightly"),
+            from: at(from),
+            to: at(to),
+            parallel,
+            order: BackfillOrder::Asc,
+            all,
+        })
+    };
+    for (bad, says) in [
+        (
+            backfill(day(1), day(10), 0, false),
+            "parallel: must be 1 to 256, not 0",
+        ),
+        (backfill(day(10), day(1), 1, false), "to: 2023-11-01"),
+        (
+            backfill(day(1) + 1, day(1) + 2, 1, false),
+            "from: no fire time of the schedule",
+        ),
+        (
+            backfill(T0, T0 + 86_400_000, 1, false),
+            "from: the schedule fires its records from",
+        ),
+    ] {
+        let refused = m.refused(bad).await;
+        assert!(refused.contains(says), "{refused}");
+    }
+    let created = m.ok(backfill(day(1) - 1, day(10), 3, false)).await;
+    let created: Created = serde_json::from_str(&created.detail.unwrap()).unwrap();
+    assert_eq!(created.total, 10);
+    assert!(
+        created.id.starts_with("ads.nightly@backfill-"),
+        "{}",
+        created.id
+    );
+    let a = assigned(m.pool.clone()).await;
+    assert_eq!(
+        a.backfill,
+        [day(1), day(2), day(3)],
+        "three at once, oldest first"
+    );
+    assert!(a.returned.is_empty(), "not left to the catch-up policy");
+    let run = |d: i64, state: RunState| event(p, epoch, day(d), state, T0 + d);
+    // The holder takes two and finishes the first: the fourth is handed.
+    m.report_ok(
+        "a",
+        "nj-main",
+        vec![run(1, RunState::Started), run(2, RunState::Started)],
+    )
+    .await;
+    assert_eq!(assigned(m.pool.clone()).await.backfill, [day(3)]);
+    m.report_ok("a", "nj-main", vec![run(1, RunState::Succeeded)])
+        .await;
+    assert_eq!(assigned(m.pool.clone()).await.backfill, [day(3), day(4)]);
+    let progress = |pool: SqlitePool, id: String| async move {
+        backfills::get(&pool, &id).await.unwrap().unwrap()
+    };
+    let b = progress(m.pool.clone(), created.id.clone()).await;
+    assert_eq!(
+        (
+            b.state,
+            b.progress.succeeded,
+            b.progress.running,
+            b.progress.remaining
+        ),
+        (BackfillState::Running, 1, 3, 6)
+    );
+    assert_eq!(b.requested_by.as_deref(), Some("alice"));
+    // Paused: the second ends and nothing is handed; resumed: the fifth is.
+    let control = |action| {
+        Command::ControlBackfill(BackfillControl {
+            id: created.id.clone(),
+            action,
+        })
+    };
+    m.ok(control(BackfillAction::Pause)).await;
+    m.report_ok("a", "nj-main", vec![run(2, RunState::Failed)])
+        .await;
+    assert_eq!(assigned(m.pool.clone()).await.backfill, [day(3), day(4)]);
+    m.ok(control(BackfillAction::Resume)).await;
+    assert_eq!(
+        assigned(m.pool.clone()).await.backfill,
+        [day(3), day(4), day(5)]
+    );
+    // Cancelled: the rest is dropped; what was handed still runs, and ends it.
+    m.ok(control(BackfillAction::Cancel)).await;
+    let b = progress(m.pool.clone(), created.id.clone()).await;
+    assert_eq!(
+        (
+            b.state,
+            b.progress.failed,
+            b.progress.dropped,
+            b.progress.remaining
+        ),
+        (BackfillState::Cancelled, 1, 5, 0)
+    );
+    let refused = m.refused(control(BackfillAction::Resume)).await;
+    assert!(
+        refused.contains("the backfill is cancelled already"),
+        "{refused}"
+    );
+    for d in 3..=5 {
+        m.report_ok(
+            "a",
+            "nj-main",
+            vec![run(d, RunState::Started), run(d, RunState::Succeeded)],
+        )
+        .await;
+    }
+    let b = progress(m.pool.clone(), created.id.clone()).await;
+    assert_eq!((b.progress.succeeded, b.progress.running), (4, 0));
+    assert!(b.finished_ms.is_some());
+    assert!(assigned(m.pool.clone()).await.backfill.is_empty());
+    // Only the missing: the first five ran, so only the rest would; `all` runs the first two
+    // again as their second generation.
+    let refused = m.refused(backfill(day(1), day(2), 1, false)).await;
+    assert!(refused.contains("nothing to fill"), "{refused}");
+    let again = m.ok(backfill(day(1), day(2), 2, true)).await;
+    let again: Created = serde_json::from_str(&again.detail.unwrap()).unwrap();
+    assert_eq!(again.total, 2);
+    let generations: Vec<(String, String)> =
+        sqlx::query_as("SELECT run_id, state FROM runs WHERE rerun_of IS NOT NULL ORDER BY run_id")
+            .fetch_all(&m.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        generations,
+        [
+            (
+                format!("{}~2", record("ads.nightly", day(1))),
+                "requested".into()
+            ),
+            (
+                format!("{}~2", record("ads.nightly", day(2))),
+                "requested".into()
+            ),
+        ]
+    );
+    let rest = m.ok(backfill(day(1), day(10), 8, false)).await;
+    let rest: Created = serde_json::from_str(&rest.detail.unwrap()).unwrap();
+    assert_eq!((rest.total, rest.left_out.ran), (5, 5));
+    // A deleted schedule's backfills end.
+    m.ok(Command::DeleteSchedule {
+        tenant: n("ads"),
+        name: n("nightly"),
+    })
+    .await;
+    let b = progress(m.pool.clone(), rest.id.clone()).await;
+    assert_eq!(b.state, BackfillState::Cancelled);
+}

@@ -44,6 +44,10 @@ pub struct Job {
     /// Skipped when absent, so a job that is no re-run reads as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun: Option<RerunOf>,
+    /// A backfill's run of its record: it stands beside the schedule's on-time runs, which
+    /// the overlap policy does not hold back for it (nor it for them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
 }
 
 /// What a re-run job stands for.
@@ -139,6 +143,10 @@ pub struct Assignment {
     /// are recorded skipped with the message [`PAUSED`], and nothing runs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// Fire records a backfill hands this holder (at most its `--parallel` at a time): each
+    /// runs once, whatever the catch-up and overlap policies say, as soon as a slot is free.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backfill: Vec<i64>,
 }
 
 /// The message of a record skipped because its schedule was paused; the plane finds them by

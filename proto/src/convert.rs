@@ -177,6 +177,7 @@ impl From<&Assignment> for pb::ScheduleAssignment {
             job_json: job_json(&a.job),
             returned_ms: a.returned.clone(),
             paused: a.paused,
+            backfill_ms: a.backfill.clone(),
         }
     }
 }
@@ -201,6 +202,7 @@ impl TryFrom<&pb::ScheduleAssignment> for Assignment {
             job: job("job_json", &s.job_json)?,
             returned: s.returned_ms.clone(),
             paused: s.paused,
+            backfill: s.backfill_ms.clone(),
         })
     }
 }
@@ -278,6 +280,7 @@ mod tests {
             after_ms: 1_767_225_600_000,
             returned: vec![1_767_139_200_000],
             paused: true,
+            backfill: vec![1_767_052_800_000],
             job: Job {
                 tenant: "ads".into(),
                 workflow: "etl".into(),
@@ -289,6 +292,7 @@ mod tests {
                 os_user: None,
                 allow_agent_user: false,
                 rerun: None,
+                backfill: false,
             },
         };
         let wire = pb::ScheduleAssignment::from(&assignment);

@@ -7,13 +7,17 @@
 //! - `burst`: `BENCH_BURST` (default 100,000) schedules all due in the same second, a no-op
 //!   task: all started, none missed, lateness percentiles;
 //! - `shell`: `BENCH_SHELL` (default 3,000) runs of a `/bin/true` shell task all due at once,
-//!   runs per second, against a plain spawn-and-wait loop of `/bin/true` on this machine.
+//!   runs per second, against a plain spawn-and-wait loop of `/bin/true` on this machine;
+//! - `backfill` (issue #20): a backfill of `BENCH_BACKFILL` (default 100,000) records of a
+//!   no-op schedule, `BENCH_PARALLEL` (default 64) at once, through the one agent, while
+//!   `BENCH_BESIDE` (default 100) other schedules fire every second: records per second, and
+//!   the on-time schedules' lateness meanwhile (target p99 < 100 ms).
 //!
 //! Lateness and rates are read from the plane's run history (the agent stamps the times); the
 //! checker counts every due record once.
 //!
 //! Run by hand (figures go to BENCHMARKS.md):
-//!   cargo bench -p meridian-tests --bench agent [-- precision|burst|shell]
+//!   cargo bench -p meridian-tests --bench agent [-- precision|burst|shell|backfill]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -47,6 +51,8 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let wants = |m: &str| which.is_empty() || which.iter().any(|w| w == m);
+    // The backfill only when asked for: it takes minutes.
+    let asked = |m: &str| which.iter().any(|w| w == m);
     runtime.block_on(async {
         if wants("precision") {
             precision().await;
@@ -56,6 +62,9 @@ fn main() {
         }
         if wants("shell") {
             shell().await;
+        }
+        if asked("backfill") {
+            backfill().await;
         }
     });
 }
@@ -333,6 +342,96 @@ async fn shell() {
     println!(
         "shell tasks: {rate:.0}/s = {:.0} % of the spawn-and-wait loop",
         100.0 * rate / raw
+    );
+    f.shutdown().await;
+}
+
+async fn backfill() {
+    use meridian_plane::model::backfills::{self, BackfillState};
+    use meridian_plane::model::{Backfill, BackfillOrder};
+    let n = knob("BENCH_BACKFILL", 100_000);
+    let parallel = knob("BENCH_PARALLEL", 64) as u32;
+    let beside = knob("BENCH_BESIDE", 100);
+    eprintln!(
+        "backfill: {n} records, {parallel} at once, beside {beside} schedules firing every second"
+    );
+    let mut f = Federation::start_on_system_clock(1, 30).await;
+    schedules(&f, beside, TaskKind::Noop {}, "* * * * * ?").await;
+    f.write(Command::CreateSchedule(Schedule {
+        tenant: name("ads"),
+        name: name("filled"),
+        workflow: name("w"),
+        environment: name("prod"),
+        spec: ScheduleSpec::cron("* * * * * ?"),
+        overlap: OverlapPolicy::Skip,
+        takeover: Default::default(),
+    }))
+    .await;
+    agent_ready(&mut f, (beside + 1) * 50, 256).await;
+    // Its `n` fire times before it was created (every second).
+    let created = SystemClock.now();
+    let last = DateTime::from_timestamp(created.timestamp() - 1, 0).unwrap();
+    let started = Instant::now();
+    let from_ms = SystemClock.now().timestamp_millis();
+    let applied = f
+        .write(Command::CreateBackfill(Backfill {
+            tenant: name("ads"),
+            schedule: name("filled"),
+            from: last - chrono::TimeDelta::seconds(n as i64 - 1),
+            to: last,
+            parallel,
+            order: BackfillOrder::Asc,
+            all: false,
+        }))
+        .await;
+    let made: backfills::Created = serde_json::from_str(&applied.detail.unwrap()).unwrap();
+    eprintln!(
+        "  backfill of {} records made in {:.1?}",
+        made.total,
+        started.elapsed()
+    );
+    let pool = f.plane.node(f.plane.leader().await).state.pool().clone();
+    let mut last_said = Instant::now();
+    let b = loop {
+        let b = backfills::get(&pool, &made.id).await.unwrap().unwrap();
+        if b.state == BackfillState::Done {
+            break b;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3_600),
+            "the backfill is not done after an hour: {b:?}"
+        );
+        if last_said.elapsed() > Duration::from_secs(30) {
+            eprintln!("  … {:?} after {:.0?}", b.progress, started.elapsed());
+            last_said = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let took = started.elapsed();
+    let to_ms = SystemClock.now().timestamp_millis();
+    println!(
+        "backfill ({} records, {parallel} at once): {} succeeded, {} failed in {:.1?}: {:.0} records/s",
+        made.total,
+        b.progress.succeeded,
+        b.progress.failed,
+        took,
+        b.progress.succeeded as f64 / took.as_secs_f64()
+    );
+    // The filled schedule's own on-time records fire too (every second): counted with them.
+    let seconds = (to_ms.div_euclid(1000) - (from_ms + 999).div_euclid(1000) + 1) as usize;
+    let due = (beside + 1) as usize * seconds;
+    let runs: Vec<RunRecord> = wait_for_runs(&f, from_ms, to_ms, due)
+        .await
+        .into_iter()
+        .filter(|r| r.rerun_of.is_none())
+        .collect();
+    report(
+        &format!(
+            "  on-time schedules meanwhile ({} s)",
+            (to_ms - from_ms) / 1000
+        ),
+        &runs,
+        runs.len(),
     );
     f.shutdown().await;
 }

@@ -17,7 +17,7 @@ pub fn free_port() -> u16 {
 }
 
 /// What a one-shot command did.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Output {
     pub code: Option<i32>,
     pub stdout: String,

@@ -24,6 +24,13 @@ fn t0() -> chrono::DateTime<chrono::Utc> {
 
 const PASSWORD: &str = "a long enough password";
 
+/// A backfill of `ads/hourly` (created at [`t0`]): its two days of fire times before.
+fn backfill_body() -> Value {
+    json!({"tenant": "ads", "schedule": "hourly",
+           "from": t0() - chrono::Duration::hours(48),
+           "to": t0() - chrono::Duration::seconds(1)})
+}
+
 /// The principals every route is called as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Who {
@@ -211,6 +218,24 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Expect> {
         ),
         (
             ("post", "/pauses/resume"),
+            e(200, 200, [200, 200, 403], [404, 404, 404]),
+        ),
+        (("get", "/backfills"), ALL_200),
+        (
+            ("post", "/backfills"),
+            e(201, 201, [201, 201, 403], [404, 404, 404]),
+        ),
+        (("get", "/backfills/{id}"), TENANT_READ),
+        (
+            ("post", "/backfills/{id}/pause"),
+            e(200, 200, [200, 200, 403], [404, 404, 404]),
+        ),
+        (
+            ("post", "/backfills/{id}/resume"),
+            e(200, 200, [200, 200, 403], [404, 404, 404]),
+        ),
+        (
+            ("post", "/backfills/{id}/cancel"),
             e(200, 200, [200, 200, 403], [404, 404, 404]),
         ),
         (("get", "/agents"), OPERATIONS),
@@ -531,6 +556,15 @@ async fn prepare(plane: &ApiPlane, method: &str, path: &str, n: usize, who: Who)
                 .must(Method::POST, "/pauses", json!({"scope": scope.clone()}))
                 .await;
             call(path.into(), Some(json!({"scope": scope, "catch_up": true})))
+        }
+        ("post", "/backfills") => call(path.into(), Some(backfill_body())),
+        ("get" | "post", p) if p.starts_with("/backfills/{id}") => {
+            // A fresh backfill of ads's for each call (nothing runs it: no agent).
+            let made = plane
+                .must(Method::POST, "/backfills", backfill_body())
+                .await;
+            let id = made["detail"]["id"].as_str().unwrap().to_owned();
+            call(path.replace("{id}", &id), None)
         }
         ("post", "/users") => Call {
             made: Some(format!("/users/{}", fresh("u"))),

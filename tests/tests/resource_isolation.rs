@@ -84,6 +84,7 @@ fn run(
             }),
             allow_agent_user: false,
             rerun: None,
+            backfill: false,
         },
     }
 }

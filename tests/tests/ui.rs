@@ -17,6 +17,11 @@ use serde_json::json;
 
 const PASSWORD: &str = "a long enough password";
 
+/// `n` days before now: before every schedule the tests make, so a backfill's to run.
+fn days_ago(n: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() - chrono::Duration::days(n)
+}
+
 fn t0() -> chrono::DateTime<chrono::Utc> {
     // The clock the plane stamps runs with: "now", so the page's default window (the last 24
     // hours, by the plane's clock) holds them.
@@ -662,6 +667,10 @@ async fn every_page_with_every_role() {
             ("post", "/schedules/in-doubt") => ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN),
             // Pausing and resuming a schedule: whoever controls the tenant's runs.
             ("post", "/schedules/pause") => ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN),
+            // Backfilling, pausing and cancelling one: whoever controls the tenant's runs.
+            ("post", "/backfills/new" | "/backfills/control") => {
+                ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN)
+            }
             // Operations, not a tenant's: refused, not hidden.
             ("get", "/overview") => ([200, 200, 403, 403, 403, 403, 403, 403], SIGN_IN),
             ("get", "/admin") => ([303; 8], 303),
@@ -954,6 +963,27 @@ async fn every_page_with_every_role() {
                         ("reason", format!("walk {n}")),
                     ],
                 ),
+                ("post", "/backfills/new") => (
+                    route.into(),
+                    vec![
+                        ("schedule", "ads/hourly".into()),
+                        ("from", days_ago(3).format("%Y-%m-%d").to_string()),
+                        ("to", days_ago(2).format("%Y-%m-%d").to_string()),
+                        ("parallel", "2".into()),
+                    ],
+                ),
+                ("post", "/backfills/control") => {
+                    let made = plane
+                        .must(
+                            Method::POST,
+                            "/backfills",
+                            json!({"tenant": "ads", "schedule": "hourly",
+                                   "from": days_ago(3), "to": days_ago(2)}),
+                        )
+                        .await;
+                    let id = made["detail"]["id"].as_str().unwrap().to_owned();
+                    (route.into(), vec![("id", id), ("action", "cancel".into())])
+                }
                 ("post", "/schedules/in-doubt") => (
                     route.into(),
                     vec![
@@ -2375,5 +2405,70 @@ async fn a_schedule_is_paused_and_resumed_from_the_schedules_page() {
     let listed = pauses().await;
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed[0]["scope"]["tenant"]["name"], "ads", "{listed}");
+    plane.cluster.shutdown().await;
+}
+
+/// Issue #20: the schedules page offers a schedule's backfill; the form makes one (a bad date
+/// comes back with the field named and nothing made), the list shows its progress live and
+/// pauses, resumes and cancels it; a viewer sees it and is offered nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_is_made_followed_and_cancelled_from_the_backfills_page() {
+    let plane = plane().await;
+    let root = &plane.roots[0];
+    let backfills = async || plane.call(0, Method::GET, "/backfills", None).await.1;
+    let browser = Browser::start().await;
+    sign_in(&browser, root, "dev").await;
+    browser.goto(&format!("{root}/schedules")).await;
+    browser
+        .click("tr[data-pause='ads.hourly'] a.backfill")
+        .await;
+    assert_eq!(
+        browser.value("#schedule").await.as_deref(),
+        Some("ads/hourly")
+    );
+    browser.fill("#from", "yesterday").await;
+    browser
+        .fill("#to", &days_ago(2).format("%Y-%m-%d").to_string())
+        .await;
+    browser.click("#create-backfill").await;
+    let error = browser.text_when("#error", |t| !t.is_empty()).await;
+    assert!(error.contains("from: `yesterday` is not a date"), "{error}");
+    assert_eq!(backfills().await, json!([]), "nothing made");
+    // Two days of an hourly schedule, 4 at once.
+    browser
+        .fill("#from", &days_ago(3).format("%Y-%m-%d").to_string())
+        .await;
+    browser.fill("#parallel", "4").await;
+    browser.click("#create-backfill").await;
+    browser
+        .text_when("#backfills", |t| t.contains("ads/hourly"))
+        .await;
+    let listed = backfills().await;
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(listed[0]["total"], 48, "{listed}");
+    let row = format!("tr[data-backfill='{id}']");
+    let text = browser.text_when(&row, |t| t.contains("running")).await;
+    assert!(text.contains("remaining 44 of 48"), "four handed: {text}");
+    assert!(text.contains("ads/hourly"), "{text}");
+    browser.screenshot("backfill-running").await;
+    browser.click(&format!("{row} button.pause")).await;
+    browser.text_when(&row, |t| t.contains("paused")).await;
+    assert_eq!(backfills().await[0]["state"], "paused");
+    browser.click(&format!("{row} button.resume")).await;
+    browser.text_when(&row, |t| t.contains("running")).await;
+    // A viewer sees it, and may do nothing about it.
+    browser.click("#signout").await;
+    sign_in(&browser, root, "view").await;
+    browser.goto(&format!("{root}/backfills")).await;
+    assert!(browser.find_all(&format!("{row} button")).await.is_empty());
+    assert!(browser.find_all("#new-backfill").await.is_empty());
+    browser.click("#signout").await;
+    sign_in(&browser, root, "dev").await;
+    browser.goto(&format!("{root}/backfills")).await;
+    browser.click(&format!("{row} button.cancel")).await;
+    browser.accept_alert().await;
+    let text = browser.text_when(&row, |t| t.contains("cancelled")).await;
+    assert!(text.contains("dropped 44"), "{text}");
+    assert_eq!(backfills().await[0]["state"], "cancelled");
     plane.cluster.shutdown().await;
 }

@@ -23,6 +23,7 @@
 //! - [`openapi`]: the OpenAPI 3.1 document served at `/api/v1/openapi.json`, built from the
 //!   same route table the router is checked against, each route with the roles it needs.
 
+pub mod backfills;
 pub mod definitions;
 pub mod doubts;
 mod error;
@@ -53,7 +54,7 @@ use sqlx::SqlitePool;
 
 use crate::model::authorize;
 use crate::model::processor::Applied;
-use crate::model::{AuditOutcome, AuditRecord, Author, Command, Name, Proposal};
+use crate::model::{AuditOutcome, AuditRecord, Author, BackfillAction, Command, Name, Proposal};
 use crate::policy::{self, Action, Decision, Kind, Object, Principal, Scope};
 use crate::raft::Outcome;
 use crate::raft::node::PlaneNode;
@@ -507,6 +508,20 @@ pub fn router(api: Api) -> Router {
         .route("/in-doubt/resolve", doubts::resolve())
         .route("/pauses", pauses::list().merge(pauses::pause()))
         .route("/pauses/resume", pauses::resume())
+        .route("/backfills", backfills::list())
+        .route("/backfills/{id}", backfills::one())
+        .route(
+            "/backfills/{id}/pause",
+            backfills::control(BackfillAction::Pause),
+        )
+        .route(
+            "/backfills/{id}/resume",
+            backfills::control(BackfillAction::Resume),
+        )
+        .route(
+            "/backfills/{id}/cancel",
+            backfills::control(BackfillAction::Cancel),
+        )
         .route("/agents", operations::agents())
         .route("/leases", operations::leases())
         .route("/audit", operations::audit())

@@ -1,6 +1,7 @@
 //! The `meridian` command line. Flags follow kubectl/nomad habits: `meridian <noun> <verb>`.
 
 pub mod agents;
+pub mod backfills;
 pub mod certs;
 pub mod client;
 pub mod document;
@@ -83,6 +84,9 @@ pub enum Command {
     Resume(pauses::ResumeArgs),
     /// What is paused, since when and why.
     Pauses(pauses::ListArgs),
+    /// Backfills: a range of a schedule's fire times run after the fact, with live progress.
+    #[command(subcommand)]
+    Backfill(backfills::BackfillCommand),
     /// Print entities as documents `apply` takes back (YAML by default; `-o json`).
     Get(document::GetArgs),
     /// Create or change what documents describe (files or directories of YAML, JSON or

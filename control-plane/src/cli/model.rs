@@ -606,10 +606,28 @@ pub async fn run<C: Args + CreateBody>(
                         .unwrap_or_default()
                 ));
             }
-            Ok(match reply.version {
+            let mut said = match reply.version {
                 Some(v) => format!("created {} (version {v})", reply.subject),
                 None => format!("created {}", reply.subject),
-            })
+            };
+            // A schedule starting in the past fires from now on; what lies before is a
+            // backfill's, offered here.
+            if let Some(offer) = reply.detail.as_ref().map(|d| &d["backfill_offer"])
+                && let (Some(n), Some(from), Some(to)) = (
+                    offer["records"].as_u64(),
+                    offer["from"].as_str(),
+                    offer["to"].as_str(),
+                )
+                && let (Some(tenant), Some(name)) = (body["tenant"].as_str(), body["name"].as_str())
+            {
+                said.push_str(&format!(
+                    "\nits start is in the past: it fires from now on; the {n} fire time{} \
+                     between {from} and {to} run only if you backfill them:\n  \
+                     meridian backfill create {tenant} {name} --from {from} --to {to}",
+                    if n == 1 { "" } else { "s" }
+                ));
+            }
+            Ok(said)
         }
         Verb::List(args) => {
             let mut query = vec![];

@@ -71,6 +71,16 @@ pub fn doing(command: &Command) -> String {
         Command::KillRun { run_id } => format!("killing run `{run_id}`"),
         Command::Rerun(r) if r.recover => format!("recovering run `{}`", r.run_id),
         Command::Rerun(r) => format!("re-running run `{}`", r.run_id),
+        Command::CreateBackfill(b) => format!("backfilling schedule `{}/{}`", b.tenant, b.schedule),
+        Command::ControlBackfill(c) => format!(
+            "{} backfill `{}`",
+            match c.action {
+                super::BackfillAction::Pause => "pausing",
+                super::BackfillAction::Resume => "resuming",
+                super::BackfillAction::Cancel => "cancelling",
+            },
+            c.id
+        ),
         Command::ResolveDoubts(r) => match &r.schedule {
             Some(s) => format!(
                 "settling the records in doubt of schedule `{s}` of tenant `{}`",
@@ -337,6 +347,17 @@ async fn needs(
         },
         Command::KillRun { run_id } => match super::history::tenant_of_run(run_id) {
             Some(tenant) => vec![Need::new(Control, Object::Run(tenant), "run", run_id)],
+            None => vec![],
+        },
+        Command::CreateBackfill(b) => vec![Need::new(
+            Control,
+            Object::Run(b.tenant.clone()),
+            "schedule",
+            format!("{}/{}", b.tenant, b.schedule),
+        )],
+        // Its id names its tenant, as a run's does.
+        Command::ControlBackfill(c) => match super::history::tenant_of_run(&c.id) {
+            Some(tenant) => vec![Need::new(Control, Object::Run(tenant), "backfill", &c.id)],
             None => vec![],
         },
         Command::ResolveDoubts(r) => vec![Need::new(

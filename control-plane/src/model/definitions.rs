@@ -138,8 +138,38 @@ pub(super) async fn create_schedule(
     .await?;
     Ok(Applied {
         version: Some(version as u64),
+        detail: backfill_offer(s, context.at_ms),
         ..subject(format!("schedule {}/{}", s.tenant, s.name))
     })
+}
+
+/// A schedule created with a `start` in the past fires from its creation on: the fire times
+/// before are offered as a backfill (`{"backfill_offer": {"from", "to", "records"}}`).
+fn backfill_offer(s: &Schedule, created_ms: i64) -> Option<String> {
+    let start = s.spec.start?;
+    let calendar = s.spec.calendar().ok()?;
+    let after = start - chrono::Duration::milliseconds(1);
+    let mut last = None;
+    let mut records = 0u64;
+    for t in calendar
+        .fire_times(after)
+        .take_while(|t| t.timestamp_millis() < created_ms)
+        .take(super::backfills::MOST)
+    {
+        records += 1;
+        last = Some(t);
+    }
+    let last = last?;
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Some(
+        serde_json::json!({"backfill_offer": {
+            "from": at(start),
+            "to": at(last),
+            "records": records,
+        }})
+        .to_string(),
+    )
 }
 
 pub(super) async fn update_schedule(
@@ -291,6 +321,7 @@ fn unchanged(subject_text: String, version: i64) -> Applied {
 
 pub(super) async fn delete_schedule(
     tx: &mut SqliteConnection,
+    context: Context,
     tenant: &Name,
     name: &Name,
 ) -> Result<Applied, ApplyError> {
@@ -316,6 +347,7 @@ pub(super) async fn delete_schedule(
         },
     )
     .await?;
+    super::backfills::forget_schedule(tx, context, &format!("{tenant}.{name}")).await?;
     // Its cursor goes with it: one created again under the name fires from its own
     // creation (the assignments also never go back before it, for a late report).
     sqlx::query("DELETE FROM schedule_cursors WHERE schedule_id = ?")

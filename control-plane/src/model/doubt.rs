@@ -245,19 +245,49 @@ fn run_id(schedule: &str, fire_ms: i64) -> String {
     }
 }
 
-/// Hands `fire_ms` of `schedule` to whoever holds its partition.
+/// Hands `fire_ms` of `schedule` to whoever holds its partition. A backfill's record (given
+/// back by a holder whose lease lapsed, or settled out of a doubt) is handed as one again.
 pub async fn hand(
     tx: &mut SqliteConnection,
     context: Context,
     schedule: &str,
     fire_ms: i64,
 ) -> sqlx::Result<()> {
+    let backfill: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM backfill_records WHERE run_id = ? AND state = 'handed')",
+    )
+    .bind(run_id(schedule, fire_ms))
+    .fetch_one(&mut *tx)
+    .await?;
+    put(tx, context, schedule, fire_ms, backfill).await
+}
+
+/// Hands `fire_ms` of `schedule` to whoever holds its partition for a backfill: it runs
+/// whatever the catch-up and overlap policies say.
+pub async fn hand_backfill(
+    tx: &mut SqliteConnection,
+    context: Context,
+    schedule: &str,
+    fire_ms: i64,
+) -> sqlx::Result<()> {
+    put(tx, context, schedule, fire_ms, true).await
+}
+
+async fn put(
+    tx: &mut SqliteConnection,
+    context: Context,
+    schedule: &str,
+    fire_ms: i64,
+    backfill: bool,
+) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO handed (schedule_id, fire_ms, at_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        "INSERT INTO handed (schedule_id, fire_ms, at_ms, backfill) VALUES (?, ?, ?, ?) \
+         ON CONFLICT DO UPDATE SET backfill = MAX(backfill, excluded.backfill)",
     )
     .bind(schedule)
     .bind(fire_ms)
     .bind(context.at_ms)
+    .bind(backfill)
     .execute(&mut *tx)
     .await?;
     super::checks::definitions_moved(tx, context.index).await

@@ -30,6 +30,9 @@ use meridian_domain::run::{
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportOutcome {
     pub refused: Vec<(u64, String)>,
+    /// The definitions counter after the report (see `HeartbeatOutcome::definitions`).
+    #[serde(default)]
+    pub definitions: u64,
 }
 
 pub async fn report(
@@ -50,10 +53,22 @@ pub async fn report(
             )),
             Some(dc) => apply_entry(tx, context, report, dc, &entry.report).await?,
         };
-        if let Err(reason) = decided {
-            outcome.refused.push((entry.seq, reason));
+        match decided {
+            Err(reason) => outcome.refused.push((entry.seq, reason)),
+            // A run that ended may move a backfill on.
+            Ok(()) => {
+                let Report::V1 { item, .. } = &entry.report;
+                if let ReportItem::Run(event) = item
+                    && event.state.is_final()
+                {
+                    super::backfills::ended(tx, context, &event.run_id).await?;
+                }
+            }
         }
     }
+    // The agent fetches its schedules again at once when this moved (a backfill handed the
+    // next records), not only at its next heartbeat.
+    outcome.definitions = super::leasing::definitions(tx).await?;
     Ok(Applied {
         detail: Some(json(&outcome)),
         ..subject(format!(
@@ -846,6 +861,7 @@ pub async fn kill_run(
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
+            super::backfills::ended(tx, context, run_id).await?;
         }
         None => {
             sqlx::query(
@@ -856,6 +872,7 @@ pub async fn kill_run(
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
+            super::backfills::ended(tx, context, run_id).await?;
         }
         Some(agent) => {
             let cluster: String = sqlx::query_scalar("SELECT cluster FROM runs WHERE run_id = ?")

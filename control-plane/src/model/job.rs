@@ -68,6 +68,7 @@ pub async fn job_for(
         os_user: env.run_as.user_for(&workflow.tenant).cloned(),
         allow_agent_user: env.run_as.allow_agent_user,
         rerun: None,
+        backfill: false,
         vars: env.vars,
         work_dir: env.work_dir,
     })

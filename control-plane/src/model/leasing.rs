@@ -439,7 +439,7 @@ fn is_final(state: &str) -> bool {
     meridian_domain::run::RunState::parse(state).is_some_and(|s| s.is_final())
 }
 
-async fn definitions(tx: &mut SqliteConnection) -> sqlx::Result<u64> {
+pub(super) async fn definitions(tx: &mut SqliteConnection) -> sqlx::Result<u64> {
     let value: Option<i64> =
         sqlx::query_scalar("SELECT value FROM counters WHERE name = 'definitions'")
             .fetch_optional(&mut *tx)

@@ -29,6 +29,7 @@
 
 pub mod access;
 pub mod authorize;
+pub mod backfills;
 mod checks;
 mod definitions;
 pub mod doubt;
@@ -472,6 +473,70 @@ pub enum Command {
     /// Run a finished run again for its own fire time, one generation further; a recovery
     /// runs only the tasks that did not succeed.
     Rerun(Rerun),
+    /// Fill a range of a schedule's fire times: a replicated backfill whose records are handed
+    /// to the schedule's holder at most `parallel` at a time. Its id is derived from the log
+    /// index, so every replica agrees on it.
+    CreateBackfill(Backfill),
+    /// Pause, resume or cancel a backfill.
+    ControlBackfill(BackfillControl),
+}
+
+/// A range of a schedule's fire times to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backfill {
+    pub tenant: Name,
+    pub schedule: Name,
+    /// The first fire time to consider (a fire exactly at it counts).
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// The last (a fire exactly at it counts). Fire times the schedule has not reached yet are
+    /// its own to fire: the range ends before them.
+    pub to: chrono::DateTime<chrono::Utc>,
+    /// At most this many of its records handed or running at once (1–256).
+    #[serde(default = "one")]
+    pub parallel: u32,
+    #[serde(default)]
+    pub order: BackfillOrder,
+    /// Every fire time of the range, a record that already ran run again one generation
+    /// further; without it (the default) only the missing ones: never run, or skipped.
+    #[serde(default)]
+    pub all: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The order a backfill hands its records in.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BackfillOrder {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// What to do with a backfill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BackfillAction {
+    /// Hand nothing more until resumed (what is handed finishes).
+    Pause,
+    Resume,
+    /// Hand nothing more, ever (what is handed finishes); the rest is dropped.
+    Cancel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillControl {
+    /// `<tenant>.<schedule>@backfill-<n>`.
+    pub id: String,
+    pub action: BackfillAction,
 }
 
 /// A run to run again.
@@ -642,6 +707,12 @@ impl Command {
             Self::Resume(_) => "resume",
             Self::Rerun(r) if r.recover => "recover_run",
             Self::Rerun(_) => "rerun",
+            Self::CreateBackfill(_) => "create_backfill",
+            Self::ControlBackfill(c) => match c.action {
+                BackfillAction::Pause => "pause_backfill",
+                BackfillAction::Resume => "resume_backfill",
+                BackfillAction::Cancel => "cancel_backfill",
+            },
         }
     }
 
@@ -650,7 +721,9 @@ impl Command {
     /// one tenant concerns it.
     pub fn tenant(&self) -> Option<Name> {
         match self {
-            Self::KillRun { run_id } | Self::Rerun(Rerun { run_id, .. }) => {
+            Self::KillRun { run_id }
+            | Self::Rerun(Rerun { run_id, .. })
+            | Self::ControlBackfill(BackfillControl { id: run_id, .. }) => {
                 history::tenant_of_run(run_id)
             }
             Self::Batch(items) => {
@@ -677,6 +750,7 @@ impl Command {
             | Self::DeleteWorkflow { tenant, .. }
             | Self::DeleteSchedule { tenant, .. } => Some(tenant),
             Self::RequestRun(r) => Some(&r.tenant),
+            Self::CreateBackfill(b) => Some(&b.tenant),
             Self::CreateToken(t) => only_tenant(&t.bindings),
             Self::CreateUser { user, .. } => only_tenant(&user.bindings),
             Self::BindUser { binding, .. } | Self::UnbindUser { binding, .. } => {

@@ -168,6 +168,8 @@ pub(super) async fn resume(
             handed += catch_up(tx, context, &schedule, since_ms).await?;
         }
     }
+    // Backfills of the schedules it held hand again.
+    super::backfills::unpaused(tx, context).await?;
     let mut applied = subject(r.scope.to_string());
     if r.catch_up {
         applied.detail = Some(format!(r#"{{"caught_up":{handed}}}"#));

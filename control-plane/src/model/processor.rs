@@ -193,6 +193,8 @@ async fn execute(
         Command::Pause(p) => super::pauses::pause(tx, context, p).await,
         Command::Resume(r) => super::pauses::resume(tx, context, r).await,
         Command::Rerun(r) => super::history::rerun(tx, context, r).await,
+        Command::CreateBackfill(b) => super::backfills::create(tx, context, b).await,
+        Command::ControlBackfill(c) => super::backfills::control(tx, context, c).await,
         Command::AgentHeartbeat(heartbeat) => {
             super::leasing::heartbeat(tx, context, heartbeat).await
         }
@@ -201,7 +203,7 @@ async fn execute(
         Command::KillRun { run_id } => super::history::kill_run(tx, context, run_id).await,
         Command::ResolveDoubts(r) => super::doubt::resolve_command(tx, context, r).await,
         Command::DeleteSchedule { tenant, name } => {
-            super::definitions::delete_schedule(tx, tenant, name).await
+            super::definitions::delete_schedule(tx, context, tenant, name).await
         }
         Command::Batch(items) => batch(tx, context, items).await,
         Command::CreateToken(token) => super::access::create_token(tx, token).await,

@@ -519,12 +519,22 @@ pub async fn assignments(
             let created_ms: i64 = row.get("created_ms");
             // Records handed to whoever holds the partition now (given back unstarted, or
             // settled as never run out of a doubt).
-            let returned: Vec<i64> = sqlx::query_scalar(
-                "SELECT fire_ms FROM handed WHERE schedule_id = ? ORDER BY fire_ms",
+            // A backfill's run whatever the catch-up policy says.
+            let handed: Vec<(i64, bool)> = sqlx::query_as(
+                "SELECT fire_ms, backfill FROM handed WHERE schedule_id = ? ORDER BY fire_ms",
             )
             .bind(id.as_str())
             .fetch_all(&mut *conn)
             .await?;
+            let mut returned = Vec::new();
+            let mut backfill = Vec::new();
+            for (fire_ms, of_backfill) in handed {
+                if of_backfill {
+                    backfill.push(fire_ms);
+                } else {
+                    returned.push(fire_ms);
+                }
+            }
             // Records in doubt are nobody's to fire: records start after them.
             let doubted: Option<i64> =
                 sqlx::query_scalar("SELECT MAX(through_ms) FROM doubts WHERE schedule_id = ?")
@@ -550,6 +560,7 @@ pub async fn assignments(
                 job,
                 returned,
                 paused,
+                backfill,
             });
         }
     }

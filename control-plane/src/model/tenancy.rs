@@ -66,6 +66,7 @@ pub(super) async fn delete_tenant(
     super::access::forget_tenant(tx, name).await?;
     delete(tx, "DELETE FROM tenants WHERE name = ?", &[name]).await?;
     super::pauses::forget_tenant(tx, name).await?;
+    super::backfills::forget_tenant(tx, name).await?;
     Ok(subject(format!("tenant {name}")))
 }
 

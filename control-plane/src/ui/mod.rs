@@ -17,6 +17,8 @@
 //! - [`chart`]: charts laid out for the SVG the pages draw (a run's Gantt chart).
 //! - [`schedules`]: a tenant's schedules, and the form with the environment picker and the
 //!   live cron preview.
+//! - [`backfills`]: backfills with their live progress, pausing, resuming, cancelling, and
+//!   the form that makes one.
 //! - [`workflows`]: a tenant's workflows, a workflow's versions and DAG, and the editor.
 //! - [`resources`]: a tenant's files in the S3 bucket: list, upload, download, delete.
 //! - [`document`]: a definition edited as one JSON or TOML document (the workflow editor and
@@ -29,6 +31,7 @@
 
 pub mod admin;
 pub mod assets;
+pub mod backfills;
 pub mod chart;
 pub mod dag;
 pub mod document;
@@ -77,6 +80,9 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
         ("post", "/schedules/delete", post(schedules::delete)),
         ("post", "/schedules/in-doubt", post(schedules::resolve)),
         ("post", "/schedules/pause", post(schedules::pause)),
+        ("get", "/backfills", get(backfills::list)),
+        ("post", "/backfills/new", post(backfills::create)),
+        ("post", "/backfills/control", post(backfills::control)),
         ("get", "/schedules/preview", get(schedules::preview)),
         ("get", "/workflows", get(workflows::list)),
         ("get", "/workflows/edit", get(workflows::edit)),

@@ -92,6 +92,8 @@ pub struct Listed {
     pub may_change: bool,
     /// `tenant=…&name=…`, for its edit link.
     pub query: String,
+    /// `schedule=tenant/name`, for its backfill link.
+    pub backfill_query: String,
     /// Its records in doubt after a takeover, if any.
     pub doubt: Option<Doubt>,
     /// The viewer may settle them (controls the tenant's runs), and pause and resume it.
@@ -182,6 +184,11 @@ pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
                 ("tenant", s.tenant.as_str()),
                 ("name", s.name.as_str()),
             ])
+            .unwrap_or_default(),
+            backfill_query: serde_urlencoded::to_string([(
+                "schedule",
+                format!("{}/{}", s.tenant, s.name),
+            )])
             .unwrap_or_default(),
             tenant: s.tenant.to_string(),
             name: s.name.to_string(),

@@ -144,6 +144,13 @@ pub const EXAMPLES: &[Example] = &[
     ),
     example(
         "post",
+        "/backfills",
+        "/backfills",
+        r#"{"tenant": "ads", "schedule": "nightly", "from": "2026-10-01T00:00:00Z",
+            "to": "2026-10-31T23:59:59Z", "parallel": 4, "order": "asc", "all": false}"#,
+    ),
+    example(
+        "post",
         "/pauses",
         "/pauses",
         r#"{"scope": {"schedule": {"tenant": "ads", "name": "nightly"}}, "reason": "release 4.2"}"#,

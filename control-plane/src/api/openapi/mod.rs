@@ -264,6 +264,59 @@ pub const ROUTES: &[Route] = &[
         )
     },
     Route {
+        query: &[STALE, TENANT],
+        ..get(
+            "/backfills",
+            "List backfills with their progress, newest first",
+            "[BackfillRecord]",
+        )
+    },
+    Route {
+        access: CONTROL_RUN,
+        ..create(
+            "/backfills",
+            "Fill a range of a schedule's fire times (only the missing ones unless `all`): its \
+             records are handed to the schedule's holder at most `parallel` at a time \
+             (`detail`: the backfill's id, its record count, what it leaves out)",
+            "Backfill",
+        )
+    },
+    get(
+        "/backfills/{id}",
+        "A backfill with its progress",
+        "BackfillRecord",
+    ),
+    Route {
+        body: None,
+        reply: (200, "WriteReply"),
+        access: CONTROL_RUN,
+        ..create(
+            "/backfills/{id}/pause",
+            "Hand a backfill's records no more until resumed (what is handed finishes)",
+            "",
+        )
+    },
+    Route {
+        body: None,
+        reply: (200, "WriteReply"),
+        access: CONTROL_RUN,
+        ..create(
+            "/backfills/{id}/resume",
+            "Hand a paused backfill's records again",
+            "",
+        )
+    },
+    Route {
+        body: None,
+        reply: (200, "WriteReply"),
+        access: CONTROL_RUN,
+        ..create(
+            "/backfills/{id}/cancel",
+            "Cancel a backfill: nothing more is handed (what is handed finishes)",
+            "",
+        )
+    },
+    Route {
         query: &[
             STALE,
             ("dc", "string", "Only runs in this data center."),
@@ -713,6 +766,8 @@ fn schemas() -> Value {
         Pause,
         Resume,
         crate::model::pauses::PauseRecord,
+        crate::model::Backfill,
+        crate::model::backfills::BackfillRecord,
         query::TaskAttempt,
         query::AttemptLog,
         AuditEntry,
