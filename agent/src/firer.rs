@@ -167,7 +167,7 @@ impl Firer {
                     mono_ms: self.clock.monotonic_ms(),
                 },
                 |schedule| self.registry.counts(schedule),
-                || self.registry.try_slot(),
+                |job| self.registry.try_permit(job),
             )
         };
         let decided = began.elapsed();

@@ -203,6 +203,7 @@ impl LeaseKeeper {
             released: released.clone(),
             heartbeat_ms: self.heartbeat.as_millis() as u64,
             relinquished: relinquished.clone(),
+            usage: self.registry.quotas.usage(),
         };
         let reply = self
             .link
@@ -221,6 +222,12 @@ impl LeaseKeeper {
             .lock()
             .expect("relinquished")
             .retain(|r| !relinquished.contains(r));
+        // The shares hold for a lease from when this heartbeat was sent (an older plane says
+        // nothing of quotas: nothing is limited).
+        self.registry.quotas.set(
+            &reply.shares,
+            (reply.shares_valid_ms > 0).then(|| sent.mono_ms + reply.shares_valid_ms as i64),
+        );
         let granted: Vec<Granted> = reply
             .leases
             .iter()
@@ -445,6 +452,7 @@ impl LeaseKeeper {
             released: Vec::new(),
             heartbeat_ms: self.heartbeat.as_millis() as u64,
             relinquished: Vec::new(),
+            usage: self.registry.quotas.usage(),
         };
         if let Err(e) = self
             .link

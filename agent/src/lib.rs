@@ -63,6 +63,7 @@ pub mod leftovers;
 pub mod link;
 pub mod outbox;
 pub mod pass;
+pub mod quota;
 pub mod reporter;
 pub mod resources;
 pub mod resume;

@@ -10,12 +10,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::DateTime;
-use meridian_domain::run::Assignment;
+use meridian_domain::run::{Assignment, Job};
 use meridian_domain::{FireRecord, OverlapPolicy};
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::firing::{self, Fate, Overlap};
 use crate::lease::{Leases, Moment};
+use crate::quota::{Permit, Wait};
 use crate::take::{LocalRun, TakeItem, Took};
 
 /// What the run registry says of a schedule when one of its on-time fires is decided; read
@@ -46,8 +46,8 @@ pub struct Pass {
 pub enum Then {
     Launch {
         run: LocalRun,
-        /// The slot it starts in; none: it waits for one.
-        permit: Option<OwnedSemaphorePermit>,
+        /// The slot and quota it starts with; none: it waits for them.
+        permit: Option<Permit>,
         /// Kill the schedule's runs going first (overlap `cancel_older`).
         cancel_older: bool,
     },
@@ -69,7 +69,7 @@ impl Pass {
         leases: &Leases,
         now: Moment,
         counts: impl Fn(&str) -> Counts,
-        mut slot: impl FnMut() -> Option<OwnedSemaphorePermit>,
+        mut slot: impl FnMut(&Job) -> Result<Permit, Wait>,
     ) -> Self {
         let mut by_schedule: HashMap<usize, usize> = HashMap::new();
         let mut grouped: Vec<(Arc<Assignment>, Vec<FireRecord>)> = Vec::new();
@@ -160,13 +160,11 @@ impl Pass {
         a: &Arc<Assignment>,
         epoch: u64,
         record: &FireRecord,
-        slot: &mut impl FnMut() -> Option<OwnedSemaphorePermit>,
+        slot: &mut impl FnMut(&Job) -> Result<Permit, Wait>,
     ) {
-        let permit = slot();
-        let took = if permit.is_some() {
-            Took::Backfill
-        } else {
-            Took::BackfillQueued
+        let (permit, took) = match slot(&a.job) {
+            Ok(p) => (Some(p), Took::Backfill),
+            Err(_) => (None, Took::BackfillQueued),
         };
         let run = self.take(a, epoch, record, took);
         self.then.push(Then::Launch {
@@ -184,7 +182,7 @@ impl Pass {
         epoch: u64,
         record: &FireRecord,
         counts: Counts,
-        slot: &mut impl FnMut() -> Option<OwnedSemaphorePermit>,
+        slot: &mut impl FnMut(&Job) -> Result<Permit, Wait>,
     ) {
         let schedule = a.schedule.as_str();
         // While older fires of the schedule are still catching up, a new one queues behind
@@ -208,12 +206,12 @@ impl Pass {
             }
             decision @ (Overlap::Start | Overlap::CancelThenStart) => {
                 self.planned.entry(schedule.to_owned()).or_default().0 += 1;
-                // Started at once if a slot is free, else queued for one.
-                let permit = slot();
-                let took = if permit.is_some() {
-                    Took::Started
-                } else {
-                    Took::Queued
+                // Started at once if its grant's share and a slot are free, else queued for
+                // them, saying which.
+                let (permit, took) = match slot(&a.job) {
+                    Ok(p) => (Some(p), Took::Started),
+                    Err(Wait::Slot) => (None, Took::Queued),
+                    Err(Wait::Quota) => (None, Took::QuotaQueued),
                 };
                 let run = self.take(a, epoch, record, took);
                 self.then.push(Then::Launch {
@@ -261,6 +259,19 @@ mod tests {
                 backfill: false,
             },
         })
+    }
+
+    /// A slot of `slots` and an unlimited quota (no plane has said), if a slot is free.
+    fn permit(slots: &Arc<tokio::sync::Semaphore>, job: &Job) -> Result<Permit, Wait> {
+        thread_local! {
+            static QUOTAS: Arc<crate::quota::Quotas> =
+                crate::quota::Quotas::new(Arc::new(meridian_domain::SystemClock));
+        }
+        let slot = slots.clone().try_acquire_owned().map_err(|_| Wait::Slot)?;
+        let quota = QUOTAS
+            .with(|q| q.try_take(&crate::quota::key(job)))
+            .ok_or(Wait::Quota)?;
+        Ok(Permit { slot, quota })
     }
 
     /// Partition 0 of cluster `main` held since 0 under epoch 4; partition 1 not held.
@@ -326,7 +337,7 @@ mod tests {
             &leases(),
             at(30_000),
             |_| Counts::default(),
-            || slots.clone().try_acquire_owned().ok(),
+            |job| permit(&slots, job),
         );
         // Nothing going: the first starts (queued for a slot: none is free), the second waits
         // behind it, the third is one more than buffer_one keeps. The unheld partition's
@@ -354,7 +365,7 @@ mod tests {
             &leases(),
             at(30_000),
             |_| Counts::default(),
-            || slots.clone().try_acquire_owned().ok(),
+            |job| permit(&slots, job),
         );
         assert_eq!(
             took(&pass),
@@ -377,6 +388,40 @@ mod tests {
     }
 
     #[test]
+    fn a_fire_beyond_its_grants_share_is_queued_saying_so() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(4));
+        let quotas = crate::quota::Quotas::new(Arc::new(meridian_domain::SystemClock));
+        quotas.set(
+            &[meridian_proto::pb::QuotaShare {
+                tenant: "ads".into(),
+                environment: "prod".into(),
+                share: 1,
+            }],
+            Some(i64::MAX),
+        );
+        let a = assignment("q", 0, OverlapPolicy::AllowAll);
+        let pass = Pass::plan(
+            due(&a, &[10, 20]),
+            &leases(),
+            at(20_000),
+            |_| Counts::default(),
+            |job| {
+                let quota = quotas
+                    .try_take(&crate::quota::key(job))
+                    .ok_or(Wait::Quota)?;
+                let slot = slots.clone().try_acquire_owned().map_err(|_| Wait::Slot)?;
+                Ok(Permit { slot, quota })
+            },
+        );
+        assert_eq!(took(&pass), [Took::Started, Took::QuotaQueued]);
+        assert_eq!(then(&pass), ["launch", "launch, no slot"]);
+        assert_eq!(
+            Took::QuotaQueued.state(),
+            meridian_domain::run::RunState::Queued
+        );
+    }
+
+    #[test]
     fn a_paused_schedule_records_its_due_records_skipped_and_starts_nothing() {
         let slots = Arc::new(tokio::sync::Semaphore::new(4));
         let mut paused = (*assignment("paused", 0, OverlapPolicy::AllowAll)).clone();
@@ -387,7 +432,7 @@ mod tests {
             &leases(),
             at(20_000),
             |_| Counts::default(),
-            || slots.clone().try_acquire_owned().ok(),
+            |job| permit(&slots, job),
         );
         assert_eq!(took(&pass), [Took::Paused, Took::Paused]);
         assert!(pass.then.is_empty(), "nothing runs");
@@ -409,7 +454,7 @@ mod tests {
             &leases(),
             at(30_000),
             |_| Counts::default(),
-            || slots.clone().try_acquire_owned().ok(),
+            |job| permit(&slots, job),
         );
         // The two handed back catch up in order; the on-time one queues behind them.
         assert_eq!(
@@ -431,7 +476,7 @@ mod tests {
             &leases(),
             at(10_000),
             |_| catching_up,
-            || slots.clone().try_acquire_owned().ok(),
+            |job| permit(&slots, job),
         );
         assert_eq!(took(&pass), [Took::CatchingUp]);
         assert_eq!(then(&pass), ["catch up"]);
@@ -441,7 +486,7 @@ mod tests {
             &leases(),
             at(10_000),
             |_| catching_up,
-            || slots.clone().try_acquire_owned().ok(),
+            |job| permit(&slots, job),
         );
         assert_eq!(took(&pass), [Took::Started]);
         assert_eq!(then(&pass), ["launch"]);
@@ -458,7 +503,7 @@ mod tests {
                 &leases(),
                 at(now),
                 |_| Counts::default(),
-                || slots.clone().try_acquire_owned().ok(),
+                |job| permit(&slots, job),
             )
         };
         assert_eq!(took(&plan(3_527_999)), [Took::Started]);

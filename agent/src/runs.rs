@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use meridian_domain::Clock;
-use meridian_domain::run::RunState;
+use meridian_domain::run::{Job, RunState};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::buffer::Buffer;
 use crate::firing::{self, Overlap};
 use crate::lease::Leases;
 use crate::pass::Counts;
+use crate::quota::{self, Permit, Quotas, Wait};
 use crate::resume::Resume;
 use crate::runner::Runner;
 use crate::take::{LocalRun, Took, event};
@@ -161,6 +162,8 @@ pub struct RunRegistry {
     leases: Arc<Mutex<Leases>>,
     /// Runs given back unstarted since the agent started (for status and tests).
     returned: AtomicU64,
+    /// The grants' shares on this agent (`max_concurrent_runs`).
+    pub quotas: Arc<Quotas>,
 }
 
 impl RunRegistry {
@@ -173,7 +176,9 @@ impl RunRegistry {
         reported: Arc<Notify>,
         wake: Arc<Notify>,
     ) -> Self {
+        let quotas = Quotas::new(clock.clone());
         Self {
+            quotas,
             runs: Mutex::new(Runs::default()),
             slots: Arc::new(Semaphore::new(slots)),
             buffer,
@@ -220,6 +225,14 @@ impl RunRegistry {
     /// A slot, if one is free now.
     pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// What a run of `job` needs to start, if it may start now: its grant's share first, then
+    /// a slot.
+    pub fn try_permit(&self, job: &Job) -> Result<Permit, Wait> {
+        let quota = self.quotas.try_take(&quota::key(job)).ok_or(Wait::Quota)?;
+        let slot = self.try_slot().ok_or(Wait::Slot)?;
+        Ok(Permit { slot, quota })
     }
 
     /// Whether no run is going.
@@ -317,7 +330,7 @@ impl RunRegistry {
     /// Starts `run` in a task of its own: waits for a slot (recording `started` once it has
     /// one, unless it already was), runs it, records the end, then starts the schedule's next
     /// waiting fire.
-    pub fn launch(self: &Arc<Self>, run: LocalRun, permit: Option<OwnedSemaphorePermit>) {
+    pub fn launch(self: &Arc<Self>, run: LocalRun, permit: Option<Permit>) {
         self.launch_with(run, permit, None)
     }
 
@@ -330,7 +343,7 @@ impl RunRegistry {
     fn launch_with(
         self: &Arc<Self>,
         run: LocalRun,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<Permit>,
         resume: Option<Resume>,
     ) {
         let (kill, killed) = watch::channel(false);
@@ -352,12 +365,28 @@ impl RunRegistry {
         );
         let this = self.clone();
         let task = tokio::spawn(async move {
+            // Its grant's share first (a run going already, taken back after a restart, counts
+            // whatever the share), then a slot: a run waiting for its tenant's quota holds no
+            // slot another tenant's run could use.
             let _permit = match permit {
                 Some(p) => p,
-                None => match this.slots.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
+                None => {
+                    let key = quota::key(&run.job);
+                    let quota = if resume.is_some() {
+                        this.quotas.take_anyway(key)
+                    } else {
+                        let mut stop = killed.clone();
+                        tokio::select! {
+                            quota = this.quotas.take(key.clone()) => quota,
+                            // Killed while it waits: on to be recorded killed at once.
+                            _ = stop.wait_for(|k| *k) => this.quotas.take_anyway(key),
+                        }
+                    };
+                    match this.slots.clone().acquire_owned().await {
+                        Ok(slot) => Permit { slot, quota },
+                        Err(_) => return,
+                    }
+                }
             };
             if resume.is_none() && !this.may_start(&run) {
                 // The lease lapsed since the record was taken (the agent was paused, cut off

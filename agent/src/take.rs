@@ -41,15 +41,19 @@ pub enum Took {
     Backfill,
     /// A backfill's record, to start once a slot is free.
     BackfillQueued,
+    /// To start once its grant's share on this agent has room (`max_concurrent_runs`).
+    QuotaQueued,
 }
 
 impl Took {
     pub fn state(self) -> RunState {
         match self {
             Took::Started | Took::Backfill => RunState::Started,
-            Took::Queued | Took::Waiting | Took::CatchingUp | Took::BackfillQueued => {
-                RunState::Queued
-            }
+            Took::Queued
+            | Took::Waiting
+            | Took::CatchingUp
+            | Took::BackfillQueued
+            | Took::QuotaQueued => RunState::Queued,
             Took::Missed | Took::Overlapping | Took::Paused => RunState::Skipped,
         }
     }
@@ -63,9 +67,14 @@ impl Took {
             Took::Overlapping => "the previous run is still going (overlap policy)",
             Took::Paused => meridian_domain::run::PAUSED,
             Took::Backfill | Took::BackfillQueued => "backfill",
+            Took::QuotaQueued => QUOTA_QUEUED,
         }
     }
 }
+
+/// The message of a run queued for its grant's quota.
+pub const QUOTA_QUEUED: &str = "waiting: the tenant has as many runs going in this environment as its grant allows \
+     (max_concurrent_runs)";
 
 /// One fire record taken: whose, when, under which lease epoch, and how.
 #[derive(Debug, Clone)]

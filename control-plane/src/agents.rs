@@ -174,6 +174,17 @@ impl AgentLink for AgentService {
                     released,
                     heartbeat_ms: r.heartbeat_ms,
                     relinquished,
+                    usage: r
+                        .usage
+                        .iter()
+                        .map(|u| crate::model::QuotaUsage {
+                            tenant: u.tenant.clone(),
+                            environment: u.environment.clone(),
+                            going: u.going,
+                            waiting: u.waiting,
+                            share: u.share,
+                        })
+                        .collect(),
                 }),
             )
             .await?;
@@ -199,6 +210,16 @@ impl AgentLink for AgentService {
                 })
                 .collect(),
             definitions: outcome.definitions,
+            shares: outcome
+                .shares
+                .iter()
+                .map(|s| pb::QuotaShare {
+                    tenant: s.tenant.clone(),
+                    environment: s.environment.clone(),
+                    share: s.share,
+                })
+                .collect(),
+            shares_valid_ms: outcome.shares_valid_ms,
         }))
     }
 

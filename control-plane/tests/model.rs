@@ -880,6 +880,7 @@ fn heartbeat(agent: &str, cluster: &str) -> Heartbeat {
         released: vec![],
         heartbeat_ms: 0,
         relinquished: vec![],
+        usage: vec![],
     }
 }
 
@@ -3734,4 +3735,92 @@ async fn a_backfill_hands_its_records_at_most_parallel_at_a_time() {
     .await;
     let b = progress(m.pool.clone(), rest.id.clone()).await;
     assert_eq!(b.state, BackfillState::Cancelled);
+}
+
+/// Issue #20: a grant's `max_concurrent_runs` is split into shares through the heartbeats:
+/// an idle agent holds its fair part, one with runs waiting gets what the other gives up once
+/// that one says it keeps to less, and what others may be using is never granted again.
+#[tokio::test]
+async fn a_grant_is_shared_among_the_agents_and_never_granted_twice() {
+    use meridian_plane::model::QuotaUsage;
+    let mut m = Model::new().await;
+    m.federation().await;
+    let usage = |going: u32, waiting: u32, share: u32| QuotaUsage {
+        tenant: "ads".into(),
+        environment: "prod-nj".into(),
+        going,
+        waiting,
+        share,
+    };
+    let share = |o: &HeartbeatOutcome| {
+        o.shares
+            .iter()
+            .find(|s| s.tenant == "ads" && s.environment == "prod-nj")
+            .map(|s| s.share)
+    };
+    // Alone, `a` holds the grant's 5.
+    let a = m.beat(T0, "a", "nj-main").await;
+    assert_eq!((share(&a), a.shares_valid_ms), (Some(5), LEASE_MS as u64));
+    let beat = |agent: &str, u: QuotaUsage| Heartbeat {
+        usage: vec![u],
+        ..heartbeat(agent, "nj-main")
+    };
+    // `b` joins with runs waiting: nothing is free while `a` may use 5.
+    assert_eq!(
+        share(&m.heartbeat(T0 + 1, beat("b", usage(0, 4, 0))).await),
+        Some(0)
+    );
+    // `a`, idle, shrinks to what it uses (someone is waiting) …
+    assert_eq!(
+        share(&m.heartbeat(T0 + 2, beat("a", usage(0, 0, 5))).await),
+        Some(0)
+    );
+    // … but counts at the 5 it said it keeps to until it says less.
+    assert_eq!(
+        share(&m.heartbeat(T0 + 3, beat("b", usage(0, 4, 0))).await),
+        Some(0)
+    );
+    // Now at 0 — with one run still going (it started before), which it keeps a share for.
+    assert_eq!(
+        share(&m.heartbeat(T0 + 4, beat("a", usage(1, 0, 0))).await),
+        Some(1)
+    );
+    // `b` gets the other four.
+    assert_eq!(
+        share(&m.heartbeat(T0 + 5, beat("b", usage(0, 4, 0))).await),
+        Some(4)
+    );
+    // An agent of another cluster says nothing of this grant.
+    m.ok(Command::CreateCluster(cluster("nj-spare", "nj", None)))
+        .await;
+    let x = Heartbeat {
+        usage: vec![usage(5, 0, 5)],
+        ..heartbeat("x", "nj-spare")
+    };
+    m.heartbeat(T0 + 6, x).await;
+    assert_eq!(
+        share(&m.heartbeat(T0 + 7, beat("b", usage(4, 0, 4))).await),
+        Some(4)
+    );
+    // `a` silent for two leases: its part (the one run it said it had) is no longer counted.
+    let later = T0 + 5 + 2 * LEASE_MS + 1;
+    assert_eq!(
+        share(&m.heartbeat(later, beat("b", usage(4, 1, 4))).await),
+        Some(5)
+    );
+    // Lowered below what `b` runs: nothing more for anyone until it is under.
+    m.ok(Command::UpdateGrant(Grant {
+        tenant: n("ads"),
+        environment: n("prod-nj"),
+        max_concurrent_runs: 2,
+    }))
+    .await;
+    assert_eq!(
+        share(&m.heartbeat(later + 1, beat("b", usage(5, 0, 5))).await),
+        Some(2)
+    );
+    assert_eq!(
+        share(&m.heartbeat(later + 2, beat("c", usage(0, 3, 0))).await),
+        Some(0)
+    );
 }

@@ -128,6 +128,7 @@ impl ApiPlane {
             released: vec![],
             heartbeat_ms: 0,
             relinquished: vec![],
+            usage: vec![],
         };
         api.propose_as_plane(
             "test-agent",

@@ -48,6 +48,9 @@ pub struct Federation {
     links: BTreeMap<String, Vec<Proxy>>,
 }
 
+/// The grants' `max_concurrent_runs` in the harness.
+pub const QUOTA: u32 = 1_000_000;
+
 /// The instant every federation test starts at: a whole minute, so cron fires line up.
 pub fn epoch() -> DateTime<Utc> {
     // 1 800 000 000 s is a whole minute (2027-01-15T08:00:00Z).
@@ -139,7 +142,8 @@ impl Federation {
         f.write(Command::CreateGrant(Grant {
             tenant: name("ads"),
             environment: name("prod"),
-            max_concurrent_runs: 10,
+            // Enforced since issue #20: high enough that no test meets it unless it means to.
+            max_concurrent_runs: QUOTA,
         }))
         .await;
         if backup {
@@ -159,7 +163,7 @@ impl Federation {
             f.write(Command::CreateGrant(Grant {
                 tenant: name("ads"),
                 environment: name("standby"),
-                max_concurrent_runs: 10,
+                max_concurrent_runs: QUOTA,
             }))
             .await;
             f.write(Command::CreateTenant(Tenant {
@@ -170,7 +174,7 @@ impl Federation {
             f.write(Command::CreateGrant(Grant {
                 tenant: name("solo"),
                 environment: name("prod"),
-                max_concurrent_runs: 10,
+                max_concurrent_runs: QUOTA,
             }))
             .await;
         }

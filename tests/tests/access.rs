@@ -206,6 +206,7 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Expect> {
         ),
         // Counting what a filter matches: each sees only its own runs (none: zero).
         (("post", "/runs/rerun"), ALL_200),
+        (("post", "/runs/kill"), ALL_200),
         (("get", "/in-doubt"), ALL_200),
         (
             ("post", "/in-doubt/resolve"),
@@ -539,6 +540,7 @@ async fn prepare(plane: &ApiPlane, method: &str, path: &str, n: usize, who: Who)
             "/runs/rerun?tenant=ads&state=succeeded".into(),
             Some(json!({"recover": false})),
         ),
+        ("post", "/runs/kill") => call("/runs/kill?tenant=ads".into(), Some(json!({}))),
         ("post", "/in-doubt/resolve") => call(
             path.into(),
             Some(json!({"tenant": "ads", "resolution": "mark_done"})),

@@ -827,9 +827,9 @@ async fn a_pause_holds_fires_already_waiting_on_the_agent() {
 /// Issue #20: a backfill of 500 records with `parallel` 4 runs each record once — checked by a
 /// ledger the task writes, one line per execution — never more than 4 at a time (the task
 /// counts who else is going), whatever the schedule's own catch-up policy (`none`) says, and
-/// the agent killed half-way and restarted loses and doubles nothing.
+/// the agent killed a third of the way and restarted, then the plane, loses and doubles nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backfill_of_500_runs_each_once_at_most_4_at_a_time_through_an_agent_kill() {
+async fn a_backfill_of_500_runs_each_once_at_most_4_at_a_time_through_agent_and_plane_restarts() {
     use meridian_domain::CatchUpPolicy;
     use meridian_plane::model::backfills::{self, BackfillState, Created};
     use meridian_plane::model::{Backfill, BackfillOrder};
@@ -879,7 +879,6 @@ async fn a_backfill_of_500_runs_each_once_at_most_4_at_a_time_through_an_agent_k
             .map(|l| l.trim().parse().unwrap())
             .collect()
     };
-    let pool = f.plane.node(0).state.pool().clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     while lines().len() < 170 {
         assert!(
@@ -888,11 +887,23 @@ async fn a_backfill_of_500_runs_each_once_at_most_4_at_a_time_through_an_agent_k
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Crashed half-way, and back: what it took runs once, what it did not is handed again.
+    // Crashed a third of the way, and back: what it took runs once, what it did not is handed
+    // again.
     f.kill_agent("agent-1.test").await;
     f.start_agent("agent-1.test", "main").await;
+    while lines().len() < 340 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited 180 s for two thirds of the records to run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Then the plane: the backfill is replicated state, and goes on where it was.
+    f.plane.kill(0).await;
+    f.plane.restart(0).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
+        let pool = f.plane.node(0).state.pool().clone();
         let b = backfills::get(&pool, &created.id).await.unwrap().unwrap();
         if b.state == BackfillState::Done {
             assert_eq!(
@@ -930,5 +941,102 @@ async fn a_backfill_of_500_runs_each_once_at_most_4_at_a_time_through_an_agent_k
     let runs = f.history("filled").await;
     assert_eq!(runs.len(), 500);
     assert!(runs.iter().all(|r| r.state == "succeeded" && r.starts <= 1));
+    f.shutdown().await;
+}
+
+/// Issue #20: a grant's `max_concurrent_runs` of 3 holds across three agents — twelve
+/// schedules firing together, each run counting who else is going (never more than 3) and
+/// writing a ledger line — and drops nothing: every record runs, once, after waiting its turn
+/// queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_of_3_at_once_holds_across_three_agents_and_drops_nothing() {
+    let mut f = Federation::start(1, 30).await;
+    let dir = f.plane.dir.path().to_owned();
+    let (ledger, peaks, going) = (dir.join("ledger"), dir.join("peaks"), dir.join("going"));
+    std::fs::create_dir_all(&going).unwrap();
+    f.write(Command::UpdateGrant(Grant {
+        tenant: name("ads"),
+        environment: name("prod"),
+        max_concurrent_runs: 3,
+    }))
+    .await;
+    let script = format!(
+        "touch {g}/$MERIDIAN_RUN_ID; ls {g} | wc -l >> {p}; sleep 0.5; \
+         rm {g}/$MERIDIAN_RUN_ID; echo $MERIDIAN_RUN_ID >> {l}",
+        g = going.display(),
+        p = peaks.display(),
+        l = ledger.display()
+    );
+    for i in 0..12 {
+        f.schedule(
+            &format!("q{i:02}"),
+            EVERY_10S,
+            &script,
+            OverlapPolicy::AllowAll,
+        )
+        .await;
+    }
+    for agent in ["agent-1.test", "agent-2.test", "agent-3.test"] {
+        f.start_agent(agent, "main").await;
+    }
+    f.wait_until("the three agents to share the partitions", || async {
+        ["agent-1.test", "agent-2.test", "agent-3.test"]
+            .iter()
+            .all(|a| !f.agent(a).held().is_empty())
+            && ["agent-1.test", "agent-2.test", "agent-3.test"]
+                .iter()
+                .map(|a| f.agent(a).held().len())
+                .sum::<usize>()
+                == 16
+    })
+    .await;
+    // Two rounds of twelve fires at once.
+    f.advance(Duration::from_secs(20), Duration::from_secs(10))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&ledger)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    while lines().len() < 24 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 24 runs after 120 s",
+            lines().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut written = lines();
+    written.sort();
+    let before = written.len();
+    written.dedup();
+    assert_eq!(
+        (before, written.len()),
+        (24, 24),
+        "each record once: {written:?}"
+    );
+    let peak: u32 = std::fs::read_to_string(&peaks)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse::<u32>().unwrap())
+        .max()
+        .unwrap();
+    assert!((2..=3).contains(&peak), "never more than 3 at once: {peak}");
+    let mut runs = Vec::new();
+    for i in 0..12 {
+        runs.extend(f.wait_for_history(&format!("q{i:02}"), 2).await);
+    }
+    assert_eq!(runs.len(), 24);
+    assert!(
+        runs.iter().all(|r| r.state == "succeeded" && r.starts <= 1),
+        "{runs:#?}"
+    );
+    // More than one agent ran them: the grant was shared, not held by one.
+    let agents: std::collections::BTreeSet<_> =
+        runs.iter().filter_map(|r| r.agent.clone()).collect();
+    assert!(agents.len() >= 2, "{agents:?}");
     f.shutdown().await;
 }

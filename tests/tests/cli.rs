@@ -1006,6 +1006,46 @@ fn documents_round_trip_through_get_and_apply() {
     assert!(done.contains(&format!("{run}~3")), "{done}");
     refused(cli(&["runs", "rerun"]), "name the runs, or filter them");
 
+    // Kill by filter: the runs going of a slow workflow, counted and confirmed.
+    let sleepy = file(
+        "sleepy.yaml",
+        &hello.replace("name: hello", "name: sleepy").replace(
+            "echo \"hello from $MERIDIAN_RUN_ID in $MERIDIAN_ENV\"",
+            "sleep 60",
+        ),
+    );
+    ok(cli(&["apply", "-f", &sleepy]));
+    let slow: Vec<String> = (0..2)
+        .map(|_| {
+            ok(cli(&["runs", "now", "demo", "sleepy"]))
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    let kill = ["runs", "kill", "--tenant", "demo", "--workflow", "sleepy"];
+    let unconfirmed = cli(&kill);
+    assert!(unconfirmed.stderr.contains(&slow[0]), "{unconfirmed:?}");
+    refused(unconfirmed, "add --yes to go ahead");
+    let mut confirmed = kill.to_vec();
+    confirmed.push("--yes");
+    let killed = ok(cli(&confirmed));
+    assert!(
+        killed.starts_with("2 run(s) matched; 2 told to stop"),
+        "{killed}"
+    );
+    for run in &slow {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while !ok(cli(&["runs", "get", run])).contains("\"killed\"") {
+            assert!(std::time::Instant::now() < deadline, "{run} was not killed");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    assert_eq!(
+        ok(cli(&confirmed)).trim(),
+        "no run going matches; nothing to do"
+    );
+    refused(cli(&["runs", "kill"]), "name the runs, or filter them");
+
     // A schedule starting in the past offers a backfill of what lies before its creation; the
     // backfill, followed to its end, runs those records; again, it finds nothing missing.
     let hour = |h: i64| {

@@ -501,6 +501,7 @@ pub fn router(api: Api) -> Router {
         .route("/runs/{run_id}", runs::one())
         .route("/runs/{run_id}/logs", runs::logs())
         .route("/runs/rerun", runs::bulk_rerun())
+        .route("/runs/kill", runs::bulk_kill())
         .route("/runs/{run_id}/rerun", runs::rerun(false))
         .route("/runs/{run_id}/recover", runs::rerun(true))
         .route("/runs/{run_id}/kill", runs::kill())

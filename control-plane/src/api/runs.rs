@@ -172,21 +172,70 @@ pub struct BulkRerun {
     pub expect_runs: Option<Vec<String>>,
 }
 
-/// What `POST /runs/rerun` found, and what it asked for.
+/// What `POST /runs/rerun` or `POST /runs/kill` found, and what it asked for.
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BulkReply {
     /// The runs the filter matches that can be run again (finished; failed or killed to be
-    /// recovered), newest first.
+    /// recovered) or killed (going), newest first.
     pub count: u64,
     pub runs: Vec<String>,
-    /// The new runs, when `expect` confirmed the count (empty otherwise).
+    /// The new runs (a re-run) or the runs told to stop (a kill), when `expect` confirmed the
+    /// count (empty otherwise).
     pub requested: Vec<String>,
     /// Runs the plane refused to run again, with why (`run: why`).
     pub refused: Vec<String>,
 }
 
-/// At most this many runs are run again by one call.
+/// At most this many runs are run again or killed by one call.
 pub const BULK_MAX: usize = 1000;
+
+/// The body of `POST /runs/kill`.
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct BulkKill {
+    /// How many runs the caller was shown and confirmed; none: only count them.
+    pub expect: Option<u64>,
+    /// The runs the caller was shown: when given, exactly the runs the filter matches now.
+    pub expect_runs: Option<Vec<String>>,
+}
+
+/// What a bulk call does to each run it matches.
+#[derive(Debug, Clone, Copy)]
+enum Bulk {
+    Rerun { recover: bool },
+    Kill,
+}
+
+impl Bulk {
+    /// The states a run must be in to be matched, each read on its own so the limit counts
+    /// only those.
+    fn states(self) -> &'static [&'static str] {
+        match self {
+            Bulk::Rerun { recover: true } => &["failed", "killed"],
+            Bulk::Rerun { recover: false } => &["succeeded", "failed", "killed", "skipped"],
+            Bulk::Kill => &["requested", "queued", "started", "returned"],
+        }
+    }
+
+    fn matched(self) -> &'static str {
+        match self {
+            Bulk::Rerun { .. } => "finished runs",
+            Bulk::Kill => "runs going",
+        }
+    }
+
+    fn command(self, run_id: &str) -> Command {
+        match self {
+            Bulk::Rerun { recover } => Command::Rerun(crate::model::Rerun {
+                run_id: run_id.to_owned(),
+                recover,
+            }),
+            Bulk::Kill => Command::KillRun {
+                run_id: run_id.to_owned(),
+            },
+        }
+    }
+}
 
 /// `POST /runs/rerun?FILTER`: counts the finished runs the filter matches (the analysis page's
 /// filters, `runs list`'s flags); with `expect` equal to that count, runs each again in one
@@ -199,126 +248,137 @@ pub fn bulk_rerun() -> MethodRouter<Api> {
                Params(o): Params<RunOptions>,
                super::Body(b): super::Body<BulkRerun>|
                -> ApiResult<Json<BulkReply>> {
-            let filter = o.filter()?;
-            // Finished runs only (failed or killed, to recover), each state read on its own
-            // so the limit counts only those; newest first.
-            let states: &[&str] = if b.recover {
-                &["failed", "killed"]
-            } else {
-                &["succeeded", "failed", "killed", "skipped"]
-            };
-            let mut runs = Vec::new();
-            {
-                let read = api.reader(&c, false).await?;
-                let mut within = filter.clone();
-                if let Scope::Tenants(tenants) = read.scope(Kind::Run, "runs")? {
-                    within.within = Some(tenants.iter().map(Name::to_string).collect());
-                }
-                for state in states {
-                    if within.state.as_deref().is_some_and(|s| s != *state) {
-                        continue;
-                    }
-                    let one = query::RunFilter {
-                        state: Some((*state).to_owned()),
-                        limit: Some(BULK_MAX as u32 + 1),
-                        ..within.clone()
-                    };
-                    runs.extend(query::runs(read.pool, &one).await?);
-                }
-            }
-            if runs.len() > BULK_MAX {
-                return Err(ApiError::bad_input(format!(
-                    "the filter matches more than {BULK_MAX} finished runs: narrow it \
-                     (--since, --state, …)"
-                )));
-            }
-            // Only what the caller may run again (a viewer of a tenant is shown none of its),
-            // and of a record's generations only the newest: one re-run per record.
-            runs.retain(|r| {
-                name("tenant", r.tenant.clone()).is_ok_and(|t| {
-                    crate::policy::decide(&c.principal, Action::Control, &Object::Run(t))
-                        == crate::policy::Decision::Allow
-                })
-            });
-            let mut newest: std::collections::HashMap<String, u32> =
-                std::collections::HashMap::new();
-            for r in &runs {
-                let first = r.rerun_of.clone().unwrap_or_else(|| r.run_id.clone());
-                let g = newest.entry(first).or_default();
-                *g = (*g).max(r.generation);
-            }
-            runs.retain(|r| {
-                let first = r.rerun_of.as_ref().unwrap_or(&r.run_id);
-                newest.get(first) == Some(&r.generation)
-            });
-            runs.sort_by_key(|r| {
-                std::cmp::Reverse((
-                    r.fire_ms.or(r.requested_ms).or(r.order_ms),
-                    r.run_id.clone(),
-                ))
-            });
-            let eligible: Vec<String> = runs.into_iter().map(|r| r.run_id).collect();
-            let count = eligible.len() as u64;
-            let mut reply = BulkReply {
-                count,
-                runs: eligible,
-                requested: vec![],
-                refused: vec![],
-            };
-            let Some(expect) = b.expect else {
-                return Ok(Json(reply));
-            };
-            if expect != count {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::CONFLICT,
-                    "conflict",
-                    format!(
-                        "expect: the filter matches {count} runs now, not {expect}; nothing was \
-                         run (count them again)"
-                    ),
-                ));
-            }
-            if let Some(shown) = &b.expect_runs {
-                let mut shown = shown.clone();
-                let mut now = reply.runs.clone();
-                shown.sort();
-                now.sort();
-                if shown != now {
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::CONFLICT,
-                        "conflict",
-                        "expect_runs: the filter matches other runs now than those shown; \
-                         nothing was run (count them again)",
-                    ));
-                }
-            }
-            if count == 0 {
-                return Ok(Json(reply));
-            }
-            let batch = reply
-                .runs
-                .iter()
-                .map(|id| {
-                    Command::Rerun(crate::model::Rerun {
-                        run_id: id.clone(),
-                        recover: b.recover,
-                    })
-                })
-                .collect();
-            let outcomes = api.propose_batch(&c, batch).await?;
-            for (id, item) in reply.runs.iter().zip(outcomes) {
-                match item {
-                    Ok(one) => reply.requested.extend(
-                        one.detail
-                            .as_ref()
-                            .and_then(|d| d["run_id"].as_str().map(str::to_owned)),
-                    ),
-                    Err(e) => reply.refused.push(format!("{id}: {}", e.message)),
-                }
-            }
-            Ok(Json(reply))
+            let of = Bulk::Rerun { recover: b.recover };
+            bulk(&api, &c, o, of, b.expect, b.expect_runs).await
         },
     )
+}
+
+/// `POST /runs/kill?FILTER`: as `POST /runs/rerun`, for the runs going the filter matches:
+/// counted first, killed once the count is confirmed.
+pub fn bulk_kill() -> MethodRouter<Api> {
+    post(
+        async |State(api): State<Api>,
+               Extension(c): Extension<Caller>,
+               Params(o): Params<RunOptions>,
+               super::Body(b): super::Body<BulkKill>|
+               -> ApiResult<Json<BulkReply>> {
+            bulk(&api, &c, o, Bulk::Kill, b.expect, b.expect_runs).await
+        },
+    )
+}
+
+async fn bulk(
+    api: &Api,
+    c: &Caller,
+    o: RunOptions,
+    of: Bulk,
+    expect: Option<u64>,
+    expect_runs: Option<Vec<String>>,
+) -> ApiResult<Json<BulkReply>> {
+    let filter = o.filter()?;
+    let mut runs = Vec::new();
+    {
+        let read = api.reader(c, false).await?;
+        let mut within = filter.clone();
+        if let Scope::Tenants(tenants) = read.scope(Kind::Run, "runs")? {
+            within.within = Some(tenants.iter().map(Name::to_string).collect());
+        }
+        for state in of.states() {
+            if within.state.as_deref().is_some_and(|s| s != *state) {
+                continue;
+            }
+            let one = query::RunFilter {
+                state: Some((*state).to_owned()),
+                limit: Some(BULK_MAX as u32 + 1),
+                ..within.clone()
+            };
+            runs.extend(query::runs(read.pool, &one).await?);
+        }
+    }
+    if runs.len() > BULK_MAX {
+        return Err(ApiError::bad_input(format!(
+            "the filter matches more than {BULK_MAX} {}: narrow it (--since, --state, …)",
+            of.matched()
+        )));
+    }
+    // Only what the caller may control (a viewer of a tenant is shown none of its).
+    runs.retain(|r| {
+        name("tenant", r.tenant.clone()).is_ok_and(|t| {
+            crate::policy::decide(&c.principal, Action::Control, &Object::Run(t))
+                == crate::policy::Decision::Allow
+        })
+    });
+    if let Bulk::Rerun { .. } = of {
+        // Of a record's generations only the newest: one re-run per record.
+        let mut newest: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+        for r in &runs {
+            let first = r.rerun_of.clone().unwrap_or_else(|| r.run_id.clone());
+            let g = newest.entry(first).or_default();
+            *g = (*g).max(r.generation);
+        }
+        runs.retain(|r| {
+            let first = r.rerun_of.as_ref().unwrap_or(&r.run_id);
+            newest.get(first) == Some(&r.generation)
+        });
+    }
+    runs.sort_by_key(|r| {
+        std::cmp::Reverse((
+            r.fire_ms.or(r.requested_ms).or(r.order_ms),
+            r.run_id.clone(),
+        ))
+    });
+    let eligible: Vec<String> = runs.into_iter().map(|r| r.run_id).collect();
+    let count = eligible.len() as u64;
+    let mut reply = BulkReply {
+        count,
+        runs: eligible,
+        requested: vec![],
+        refused: vec![],
+    };
+    let Some(expect) = expect else {
+        return Ok(Json(reply));
+    };
+    if expect != count {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "expect: the filter matches {count} runs now, not {expect}; nothing was done \
+                 (count them again)"
+            ),
+        ));
+    }
+    if let Some(mut shown) = expect_runs {
+        let mut now = reply.runs.clone();
+        shown.sort();
+        now.sort();
+        if shown != now {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "conflict",
+                "expect_runs: the filter matches other runs now than those shown; nothing was \
+                 done (count them again)",
+            ));
+        }
+    }
+    if count == 0 {
+        return Ok(Json(reply));
+    }
+    let batch = reply.runs.iter().map(|id| of.command(id)).collect();
+    let outcomes = api.propose_batch(c, batch).await?;
+    for (id, item) in reply.runs.iter().zip(outcomes) {
+        match (item, of) {
+            (Ok(one), Bulk::Rerun { .. }) => reply.requested.extend(
+                one.detail
+                    .as_ref()
+                    .and_then(|d| d["run_id"].as_str().map(str::to_owned)),
+            ),
+            (Ok(_), Bulk::Kill) => reply.requested.push(id.clone()),
+            (Err(e), _) => reply.refused.push(format!("{id}: {}", e.message)),
+        }
+    }
+    Ok(Json(reply))
 }
 
 /// A run the reader may see, or the answer a missing run gets.

@@ -631,7 +631,8 @@ fn examples() -> Vec<Command> {
         Command::CreateGrant(Grant {
             tenant: n("demo"),
             environment: n("dev"),
-            max_concurrent_runs: 10,
+            // Enforced (issue #20): room for what a laptop runs at once.
+            max_concurrent_runs: 1000,
         }),
     ]
 }

@@ -24,8 +24,10 @@ pub enum RunsCommand {
         #[arg(long = "env")]
         environment: Option<String>,
     },
-    /// Kill a run: TERM to its tasks' process groups, then KILL after the grace period.
-    Kill { run: String },
+    /// Kill runs: TERM to their tasks' process groups, then KILL after the grace period. The
+    /// runs named, or every run going the filter flags match (shown and counted first;
+    /// `--yes` to go ahead).
+    Kill(RerunArgs),
     /// Run finished runs again for their own fire time: the runs named, or every finished run
     /// the filter flags match (shown and counted first; `--yes` to go ahead).
     Rerun(RerunArgs),
@@ -33,6 +35,7 @@ pub enum RunsCommand {
     Recover(RerunArgs),
 }
 
+/// `runs rerun|recover|kill`: the runs named, or those the filter flags match.
 #[derive(Debug, Args)]
 pub struct RerunArgs {
     /// The runs (none: those the filter flags match).
@@ -168,6 +171,62 @@ async fn rerun(client: &Client, a: &RerunArgs, recover: bool) -> Result<String, 
     Ok(out.join("\n"))
 }
 
+/// `runs kill`: each run named, or every run going the filter matches once counted and
+/// confirmed.
+async fn kill(client: &Client, a: &RerunArgs) -> Result<String, ClientError> {
+    if !a.runs.is_empty() {
+        let mut out = Vec::new();
+        for run in &a.runs {
+            let reply: WriteReply = client
+                .call(
+                    Method::POST,
+                    &format!("/runs/{}/kill", urlencode(run)),
+                    None::<&()>,
+                )
+                .await?;
+            out.push(format!("kill requested: {}", reply.subject));
+        }
+        return Ok(out.join("\n"));
+    }
+    let query = a.filter.query()?;
+    if query.is_empty() {
+        return Err(ClientError::Refused(
+            "name the runs, or filter them (--tenant, --state, --since, …): `runs kill` \
+             without either would kill every run going"
+                .into(),
+        ));
+    }
+    let path = format!("/runs/kill?{}", query.join("&"));
+    let counted: BulkReply = client
+        .call(Method::POST, &path, Some(&serde_json::json!({})))
+        .await?;
+    if counted.count == 0 {
+        return Ok("no run going matches; nothing to do".into());
+    }
+    let listing = counted.runs.join("\n");
+    if !a.yes && !confirm(&format!("{listing}\nkill these {} runs?", counted.count))? {
+        return Ok("nothing was killed".into());
+    }
+    let done: BulkReply = client
+        .call(
+            Method::POST,
+            &path,
+            Some(&serde_json::json!({
+                "expect": counted.count,
+                "expect_runs": counted.runs,
+            })),
+        )
+        .await?;
+    let mut out = vec![format!(
+        "{} run(s) matched; {} told to stop",
+        done.count,
+        done.requested.len()
+    )];
+    out.extend(done.requested.iter().cloned());
+    out.extend(done.refused.iter().map(|r| format!("refused: {r}")));
+    Ok(out.join("\n"))
+}
+
 /// Asks on the terminal; anything but `y`/`yes` is no. Without a terminal, no.
 fn confirm(question: &str) -> Result<bool, ClientError> {
     use std::io::{BufRead, IsTerminal, Write};
@@ -269,16 +328,7 @@ pub async fn runs(client: &Client, command: &RunsCommand) -> Result<String, Clie
         }
         RunsCommand::Rerun(a) => rerun(client, a, false).await,
         RunsCommand::Recover(a) => rerun(client, a, true).await,
-        RunsCommand::Kill { run } => {
-            let reply: WriteReply = client
-                .call(
-                    Method::POST,
-                    &format!("/runs/{}/kill", urlencode(run)),
-                    None::<&()>,
-                )
-                .await?;
-            Ok(format!("kill requested: {}", reply.subject))
-        }
+        RunsCommand::Kill(a) => kill(client, a).await,
     }
 }
 

@@ -33,6 +33,12 @@ pub struct HeartbeatOutcome {
     pub commands: Vec<AgentOrder>,
     /// The `definitions` counter: re-fetch schedules when it moves.
     pub definitions: u64,
+    /// Its shares of the grants of the environments it runs ([`super::quotas`]).
+    #[serde(default)]
+    pub shares: Vec<super::quotas::QuotaShare>,
+    /// How long they hold unheard (the cluster's lease): past that it starts nothing.
+    #[serde(default)]
+    pub shares_valid_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,12 +165,19 @@ pub async fn heartbeat(
         .execute(&mut *tx)
         .await?;
     }
+    let shares = super::quotas::shares(tx, context, hb, &clusters).await?;
+    let own_lease_ms = clusters
+        .iter()
+        .find(|c| c.name == hb.cluster)
+        .map_or(0, |c| u64::from(c.lease_seconds) * 1000);
     let outcome = HeartbeatOutcome {
         now_ms: now,
         leases: held_by(tx, &hb.agent, now).await?,
         release,
         commands: orders_for(tx, &hb.agent).await?,
         definitions: definitions(tx).await?,
+        shares,
+        shares_valid_ms: own_lease_ms,
     };
     Ok(Applied {
         detail: Some(json(&outcome)),

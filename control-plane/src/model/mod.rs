@@ -41,6 +41,7 @@ pub mod outcome;
 pub mod pauses;
 pub mod processor;
 pub mod query;
+pub mod quotas;
 mod tenancy;
 
 pub use crate::name::{Name, NameError};
@@ -294,6 +295,22 @@ pub struct Heartbeat {
     /// doubt are settled ([`doubt::settle_relinquished`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relinquished: Vec<Relinquished>,
+    /// Per grant it runs runs of: its runs going and waiting, and the share it enforces
+    /// ([`quotas`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<QuotaUsage>,
+}
+
+/// What an agent says of one grant (a tenant in an environment) in its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaUsage {
+    pub tenant: String,
+    pub environment: String,
+    pub going: u32,
+    pub waiting: u32,
+    /// The share it enforces now (the last one the plane gave it).
+    pub share: u32,
 }
 
 /// An operator's settling of records in doubt: a tenant's (of one of its schedules, if

@@ -144,6 +144,12 @@ pub const EXAMPLES: &[Example] = &[
     ),
     example(
         "post",
+        "/runs/kill",
+        "/runs/kill?tenant=ads&state=queued",
+        r#"{"expect": 0}"#,
+    ),
+    example(
+        "post",
         "/backfills",
         "/backfills",
         r#"{"tenant": "ads", "schedule": "nightly", "from": "2026-10-01T00:00:00Z",

@@ -29,6 +29,28 @@ const READ_TENANT: &str =
     "admin, operator; owner, developer, viewer of the tenant (lists: only their tenants')";
 const ADMIN: &str = "admin";
 const WRITE_TENANT: &str = "admin; owner, developer of the tenant";
+/// The filter of the bulk calls (`/runs/rerun`, `/runs/kill`): `GET /runs`'s.
+const BULK_FILTER: &[(&str, &str, &str)] = &[
+    ("dc", "string", "Only runs in this data center."),
+    ("cluster", "string", "Only runs on this cluster."),
+    ("tenant", "string", "Only this tenant's runs."),
+    ("environment", "string", "Only runs in this environment."),
+    ("workflow", "string", "Only runs of this workflow."),
+    (
+        "schedule",
+        "string",
+        "Only runs of this schedule (`tenant.name`).",
+    ),
+    ("agent", "string", "Only runs on this agent."),
+    ("task", "string", "Only runs with an attempt of this task."),
+    ("state", "string", "Only runs in this state (`failed`, …)."),
+    (
+        "since_ms",
+        "integer",
+        "Only runs at or after this instant (ms).",
+    ),
+    ("until_ms", "integer", "Only runs before this instant (ms)."),
+];
 const CONTROL_RUN: &str = "admin, operator; owner, developer of the run's tenant";
 const OPERATIONS: &str = "admin, operator";
 const MANAGE_PRINCIPALS: &str = "admin; owner of every tenant the user's (token's) roles name";
@@ -415,33 +437,26 @@ pub const ROUTES: &[Route] = &[
         reply: (200, "BulkReply"),
         access: "admin, operator; owner, developer of each run's tenant (the filter sees only \
              the caller's runs)",
-        query: &[
-            ("dc", "string", "Only runs in this data center."),
-            ("cluster", "string", "Only runs on this cluster."),
-            ("tenant", "string", "Only this tenant's runs."),
-            ("environment", "string", "Only runs in this environment."),
-            ("workflow", "string", "Only runs of this workflow."),
-            (
-                "schedule",
-                "string",
-                "Only runs of this schedule (`tenant.name`).",
-            ),
-            ("agent", "string", "Only runs on this agent."),
-            ("task", "string", "Only runs with an attempt of this task."),
-            ("state", "string", "Only runs in this state (`failed`, …)."),
-            (
-                "since_ms",
-                "integer",
-                "Only runs at or after this instant (ms).",
-            ),
-            ("until_ms", "integer", "Only runs before this instant (ms)."),
-        ],
+        query: BULK_FILTER,
         ..create(
             "/runs/rerun",
             "Re-run or recover every finished run the filter matches (at most 1000): without \
              `expect`, only counts them; with `expect` equal to that count, runs them again in \
              one batch (409 if the count moved)",
             "BulkRerun",
+        )
+    },
+    Route {
+        reply: (200, "BulkReply"),
+        access: "admin, operator; owner, developer of each run's tenant (the filter sees only \
+             the caller's runs)",
+        query: BULK_FILTER,
+        ..create(
+            "/runs/kill",
+            "Kill every run going (requested, queued, started, returned) the filter matches (at \
+             most 1000): without `expect`, only counts them; with `expect` equal to that count, \
+             kills them in one batch (409 if the count moved)",
+            "BulkKill",
         )
     },
     get(
@@ -760,6 +775,7 @@ fn schemas() -> Value {
         query::RunRecord,
         RunDetail,
         runs::BulkRerun,
+        runs::BulkKill,
         runs::BulkReply,
         crate::model::doubt::InDoubt,
         ResolveDoubts,
