@@ -144,6 +144,7 @@ impl Agent {
             leases.clone(),
             reported.clone(),
             wake.clone(),
+            Arc::new(crate::load::Load::new(config.load.clone())),
         ));
         let passes = Arc::new(AtomicU64::new(0));
         let keeper = Arc::new(LeaseKeeper {

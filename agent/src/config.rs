@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use meridian_transport::{HostsMap, TlsFiles};
 use serde::Deserialize;
 
+use crate::load::LoadLimits;
 use crate::resources::CacheConfig;
 use crate::supervisor::Supervision;
 use meridian_bucket::BucketConfig;
@@ -69,6 +70,10 @@ pub struct AgentConfig {
     /// `in-process` runs it inside the agent, and tasks die with it.
     #[serde(default)]
     pub supervisor: Supervision,
+    /// Load thresholds: above any of them the agent starts nothing new (runs wait, queued,
+    /// saying why) and the plane moves its partitions to an agent that is not (none: no limit).
+    #[serde(default)]
+    pub load: LoadLimits,
 }
 
 fn default_slots() -> u32 {
@@ -185,6 +190,9 @@ impl AgentConfig {
         }
         if config.resources.disk_limit_mb == 0 {
             return Err(invalid("resources.disk_limit_mb", "must be at least 1"));
+        }
+        if let Some((field, problem)) = config.load.problem() {
+            return Err(invalid(field, problem));
         }
         Ok(config)
     }

@@ -204,6 +204,7 @@ impl LeaseKeeper {
             heartbeat_ms: self.heartbeat.as_millis() as u64,
             relinquished: relinquished.clone(),
             usage: self.registry.quotas.usage(),
+            load: Some(self.registry.load.sample()),
         };
         let reply = self
             .link
@@ -453,6 +454,7 @@ impl LeaseKeeper {
             heartbeat_ms: self.heartbeat.as_millis() as u64,
             relinquished: Vec::new(),
             usage: self.registry.quotas.usage(),
+            load: Some(self.registry.load.sample()),
         };
         if let Err(e) = self
             .link

@@ -61,6 +61,7 @@ pub mod keeper;
 pub mod lease;
 pub mod leftovers;
 pub mod link;
+pub mod load;
 pub mod outbox;
 pub mod pass;
 pub mod quota;

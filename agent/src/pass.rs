@@ -212,6 +212,7 @@ impl Pass {
                     Ok(p) => (Some(p), Took::Started),
                     Err(Wait::Slot) => (None, Took::Queued),
                     Err(Wait::Quota) => (None, Took::QuotaQueued),
+                    Err(Wait::Load) => (None, Took::LoadQueued),
                 };
                 let run = self.take(a, epoch, record, took);
                 self.then.push(Then::Launch {

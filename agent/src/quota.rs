@@ -36,6 +36,8 @@ pub enum Wait {
     Slot,
     /// Its grant's share on this agent is taken.
     Quota,
+    /// The agent is above its load thresholds.
+    Load,
 }
 
 #[derive(Default)]

@@ -14,6 +14,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use crate::buffer::Buffer;
 use crate::firing::{self, Overlap};
 use crate::lease::Leases;
+use crate::load::Load;
 use crate::pass::Counts;
 use crate::quota::{self, Permit, Quotas, Wait};
 use crate::resume::Resume;
@@ -164,9 +165,12 @@ pub struct RunRegistry {
     returned: AtomicU64,
     /// The grants' shares on this agent (`max_concurrent_runs`).
     pub quotas: Arc<Quotas>,
+    /// The host's load against the agent's thresholds.
+    pub load: Arc<Load>,
 }
 
 impl RunRegistry {
+    #[allow(clippy::too_many_arguments)] // Each is a part the agent wires once, by name.
     pub fn new(
         slots: usize,
         buffer: Buffer,
@@ -175,10 +179,12 @@ impl RunRegistry {
         leases: Arc<Mutex<Leases>>,
         reported: Arc<Notify>,
         wake: Arc<Notify>,
+        load: Arc<Load>,
     ) -> Self {
         let quotas = Quotas::new(clock.clone());
         Self {
             quotas,
+            load,
             runs: Mutex::new(Runs::default()),
             slots: Arc::new(Semaphore::new(slots)),
             buffer,
@@ -230,6 +236,9 @@ impl RunRegistry {
     /// What a run of `job` needs to start, if it may start now: its grant's share first, then
     /// a slot.
     pub fn try_permit(&self, job: &Job) -> Result<Permit, Wait> {
+        if self.load.over().is_some() {
+            return Err(Wait::Load);
+        }
         let quota = self.quotas.try_take(&quota::key(job)).ok_or(Wait::Quota)?;
         let slot = self.try_slot().ok_or(Wait::Slot)?;
         Ok(Permit { slot, quota })
@@ -382,6 +391,14 @@ impl RunRegistry {
                             _ = stop.wait_for(|k| *k) => this.quotas.take_anyway(key),
                         }
                     };
+                    // Nothing new starts while the agent is above its load thresholds.
+                    if resume.is_none() {
+                        let mut stop = killed.clone();
+                        tokio::select! {
+                            _ = this.load.under() => {}
+                            _ = stop.wait_for(|k| *k) => {}
+                        }
+                    }
                     match this.slots.clone().acquire_owned().await {
                         Ok(slot) => Permit { slot, quota },
                         Err(_) => return,

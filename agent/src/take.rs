@@ -43,6 +43,8 @@ pub enum Took {
     BackfillQueued,
     /// To start once its grant's share on this agent has room (`max_concurrent_runs`).
     QuotaQueued,
+    /// To start once the agent is under its load thresholds again.
+    LoadQueued,
 }
 
 impl Took {
@@ -53,7 +55,8 @@ impl Took {
             | Took::Waiting
             | Took::CatchingUp
             | Took::BackfillQueued
-            | Took::QuotaQueued => RunState::Queued,
+            | Took::QuotaQueued
+            | Took::LoadQueued => RunState::Queued,
             Took::Missed | Took::Overlapping | Took::Paused => RunState::Skipped,
         }
     }
@@ -68,6 +71,7 @@ impl Took {
             Took::Paused => meridian_domain::run::PAUSED,
             Took::Backfill | Took::BackfillQueued => "backfill",
             Took::QuotaQueued => QUOTA_QUEUED,
+            Took::LoadQueued => LOAD_QUEUED,
         }
     }
 }
@@ -75,6 +79,10 @@ impl Took {
 /// The message of a run queued for its grant's quota.
 pub const QUOTA_QUEUED: &str = "waiting: the tenant has as many runs going in this environment as its grant allows \
      (max_concurrent_runs)";
+
+/// The message of a run queued while its agent is above its load thresholds.
+pub const LOAD_QUEUED: &str =
+    "waiting: the agent is above its load thresholds ([load] in agent.toml)";
 
 /// One fire record taken: whose, when, under which lease epoch, and how.
 #[derive(Debug, Clone)]

@@ -185,6 +185,13 @@ impl AgentLink for AgentService {
                             share: u.share,
                         })
                         .collect(),
+                    load: r.load.as_ref().map(|l| crate::model::AgentLoad {
+                        cpu_percent: l.cpu_percent,
+                        memory_percent: l.memory_percent,
+                        load1_hundredths: l.load1_hundredths,
+                        cores: l.cores,
+                        overloaded: (!l.overloaded.is_empty()).then(|| l.overloaded.clone()),
+                    }),
                 }),
             )
             .await?;

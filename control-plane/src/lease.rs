@@ -15,6 +15,8 @@
 //!   taken away early.
 //! - When no agent of the cluster is connected, its partitions go to the agents of its backup
 //!   cluster, if it has one; they come back the same way (release, then grant).
+//! - Load-aware: an agent above its load thresholds gets nothing and gives back what it holds,
+//!   as long as one that is not can take it; all of them overloaded, nothing moves for it.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +42,10 @@ pub struct Agent {
     /// partition. One cut off with its holder still counts as connected for a lease, but a
     /// grant it cannot hear would only be fired once the cut heals — late, and twice.
     pub fresh: bool,
+    /// Above its own load thresholds (it says so, with hysteresis: it stays so until well
+    /// under them): while an agent that is not can take them, it is given nothing and asked to
+    /// give back what it holds.
+    pub overloaded: bool,
 }
 
 /// Whether an agent last heard at `last_seen_ms`, heartbeating every `heartbeat_ms` (0: not
@@ -140,11 +146,23 @@ pub fn plan_reserving(
     if eligible.is_empty() {
         return changes;
     }
-    let fresh: Vec<&str> = eligible
+    let heard: Vec<&str> = eligible
         .iter()
         .filter(|a| a.fresh)
         .map(|a| a.hostname.as_str())
         .collect();
+    // Where partitions go: the agents heard lately that are not overloaded — or, all of them
+    // overloaded, every agent heard lately (nothing moves for load then).
+    let relieved: Vec<&str> = eligible
+        .iter()
+        .filter(|a| a.fresh && !a.overloaded)
+        .map(|a| a.hostname.as_str())
+        .collect();
+    let fresh: Vec<&str> = if relieved.is_empty() {
+        heard.clone()
+    } else {
+        relieved
+    };
     for lease in free {
         let holder = match &lease.holder {
             // Reserved: back to its holder if it is here, else it waits.
@@ -175,14 +193,33 @@ pub fn plan_reserving(
             expires_ms,
         });
     }
+    // Overloaded, while others are not: what it holds goes to them.
+    let shed: Vec<&str> = heard
+        .iter()
+        .copied()
+        .filter(|h| !fresh.contains(h))
+        .collect();
+    let mut shedding = 0;
+    for lease in leases {
+        if let Some(holder) = lease.holder.as_deref()
+            && shed.contains(&holder)
+            && lease.expires_ms > now_ms
+        {
+            shedding += 1;
+            changes.push(LeaseChange::AskRelease {
+                partition: lease.partition,
+                holder: holder.to_owned(),
+            });
+        }
+    }
     // Balance: nobody keeps more than its fair share while another agent has less — among
     // the agents heard lately (a partition given back for one that is not would only come
-    // straight back).
+    // straight back), counting what the overloaded give back as coming to them.
     load.retain(|host, _| fresh.contains(host));
     if load.is_empty() {
         return changes;
     }
-    let total: usize = load.values().sum();
+    let total: usize = load.values().sum::<usize>() + shedding;
     let ceiling = total.div_ceil(load.len());
     let min = load.values().copied().min().unwrap_or(0);
     if min + 1 < ceiling || load.values().any(|n| *n > ceiling) {
@@ -271,7 +308,62 @@ mod tests {
             hostname: h.into(),
             own_cluster: own,
             fresh: true,
+            overloaded: false,
         }
+    }
+
+    #[test]
+    fn an_overloaded_agent_gets_nothing_and_gives_back_while_another_can_take_it() {
+        let mut leases = free(8);
+        let hot = |h: &str| Agent {
+            overloaded: true,
+            ..agent(h, true)
+        };
+        // Free partitions go to the agent that is not overloaded.
+        step(&mut leases, &[hot("a"), agent("b", true)], 0, 6_000);
+        assert_eq!(holders(&leases), BTreeMap::from([("b".to_owned(), 8)]));
+        // a cools down: the usual balance gives it its half back, through releases.
+        let changes = step(
+            &mut leases,
+            &[agent("a", true), agent("b", true)],
+            1_000,
+            6_000,
+        );
+        let asked = changes
+            .iter()
+            .filter(|c| matches!(c, LeaseChange::AskRelease { holder, .. } if holder == "b"))
+            .count();
+        assert_eq!(asked, 4, "{changes:?}");
+        for c in &changes {
+            if let LeaseChange::AskRelease { partition, .. } = c {
+                leases[*partition as usize].holder = None;
+            }
+        }
+        step(
+            &mut leases,
+            &[agent("a", true), agent("b", true)],
+            2_000,
+            6_000,
+        );
+        assert_eq!(holders(&leases).get("a"), Some(&4));
+        // a is overloaded again: all it holds is asked back, and goes to b.
+        let changes = step(&mut leases, &[hot("a"), agent("b", true)], 3_000, 6_000);
+        let asked: Vec<&String> = changes
+            .iter()
+            .filter_map(|c| match c {
+                LeaseChange::AskRelease { holder, .. } => Some(holder),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked, vec!["a"; 4], "{changes:?}");
+        // Every agent overloaded: nothing moves for load.
+        let changes = plan(&leases, &[hot("a"), hot("b")], 4_000, 6_000);
+        assert!(
+            changes
+                .iter()
+                .all(|c| matches!(c, LeaseChange::Renew { .. })),
+            "{changes:?}"
+        );
     }
 
     fn holders(leases: &[Lease]) -> BTreeMap<String, usize> {

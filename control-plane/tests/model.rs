@@ -881,6 +881,7 @@ fn heartbeat(agent: &str, cluster: &str) -> Heartbeat {
         heartbeat_ms: 0,
         relinquished: vec![],
         usage: vec![],
+        load: None,
     }
 }
 

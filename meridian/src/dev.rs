@@ -55,6 +55,7 @@ async fn start_agent(plane: &DevPlane, dir: &Path, slots: u32) -> Result<Agent, 
         metrics_listen: None,
         // `meridian supervise`: tasks go on through a restart of `meridian dev`.
         supervisor: Default::default(),
+        load: Default::default(),
     };
     let material = tls.load().map_err(failed)?;
     Agent::start(&config, &material, plane.clock.clone())

@@ -129,6 +129,7 @@ impl ApiPlane {
             heartbeat_ms: 0,
             relinquished: vec![],
             usage: vec![],
+            load: None,
         };
         api.propose_as_plane(
             "test-agent",

@@ -207,14 +207,17 @@ impl Cluster {
                 Err(e) => panic!("rebinding {addr}: {e}"),
             }
         };
-        // Replication tasks of the stopped Raft may hold the log file a little longer.
+        // Replication tasks of the stopped Raft may hold the log file a little longer, and an
+        // apply it had under way its model's write lock (in process, an aborted node's threads
+        // finish what they were doing; a killed process's locks go with it).
         let node = loop {
             let agents = meridian_plane::agents::beside(config.clock.clone());
             match PlaneNode::start(config.clone(), listener, Some(agents)).await {
                 Ok(node) => break node,
                 Err(e)
                     if tokio::time::Instant::now() < deadline
-                        && e.to_string().contains("already open") =>
+                        && (e.to_string().contains("already open")
+                            || e.to_string().contains("database is locked")) =>
                 {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     listener = TcpListener::bind(addr).await.expect("rebind");

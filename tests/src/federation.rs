@@ -43,6 +43,8 @@ pub struct Federation {
     /// How agents started from now on supervise their tasks (in-process: a task of the test's
     /// own, which goes on through `kill_agent`).
     pub supervision: meridian_agent::supervisor::Supervision,
+    /// The load thresholds agents started from now on get (none by default).
+    pub load: meridian_agent::load::LoadLimits,
     agents: BTreeMap<String, Agent>,
     /// Per agent started behind a link: one cuttable relay per plane node.
     links: BTreeMap<String, Vec<Proxy>>,
@@ -96,6 +98,7 @@ impl Federation {
             time,
             slots: 64,
             supervision: meridian_agent::supervisor::Supervision::InProcess,
+            load: Default::default(),
             takeover: TakeoverPolicy::default(),
             bucket: None,
             resources: Default::default(),
@@ -317,6 +320,7 @@ impl Federation {
             resources: self.resources.clone(),
             metrics_listen: None,
             supervisor: self.supervision.clone(),
+            load: self.load.clone(),
         };
         let started = Agent::start(&config, &tls, self.time.clone())
             .await

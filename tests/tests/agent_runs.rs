@@ -1040,3 +1040,84 @@ async fn a_grant_of_3_at_once_holds_across_three_agents_and_drops_nothing() {
     assert!(agents.len() >= 2, "{agents:?}");
     f.shutdown().await;
 }
+
+/// Issue #20: an agent above its load thresholds (here a threshold any host is above) is given
+/// no partition and no run now while another agent is not, and says so to the plane; left
+/// alone, it is given the partitions, but its fires wait queued, saying why, instead of starting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_agent_is_passed_over_and_starts_nothing_new() {
+    let mut f = Federation::start(1, 30).await;
+    f.schedule("loaded", EVERY_10S, "echo ran", OverlapPolicy::AllowAll)
+        .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.load = meridian_agent::load::LoadLimits {
+        max_load_per_core: Some(0.0),
+        ..Default::default()
+    };
+    f.start_agent("agent-2.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    let pool = f.plane.node(0).state.pool().clone();
+    f.wait_until("the plane to know agent-2 is overloaded", || async {
+        query::agents(&pool).await.unwrap().iter().any(|a| {
+            a.hostname == "agent-2.test"
+                && a.load.as_ref().is_some_and(|l| {
+                    l.overloaded
+                        .as_deref()
+                        .is_some_and(|w| w.starts_with("load per core"))
+                })
+        })
+    })
+    .await;
+    // Three of agent-2's heartbeats go by (1 s each; an absence can only be watched for a
+    // while): where the two would share the 16 partitions 8/8, agent-2 still holds nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(f.agent("agent-2.test").held().is_empty());
+    assert_eq!(f.agent("agent-1.test").held().len(), 16);
+    f.advance(Duration::from_secs(10), Duration::from_secs(10))
+        .await;
+    let asked = f
+        .write(Command::RequestRun(meridian_plane::model::RunRequest {
+            tenant: name("ads"),
+            workflow: name("loaded"),
+            environment: None,
+        }))
+        .await;
+    let now: serde_json::Value = serde_json::from_str(&asked.detail.unwrap()).unwrap();
+    let now = now["run_id"].as_str().unwrap().to_owned();
+    f.wait_until("the run now to run on agent-1", || async {
+        query::run(&pool, &now)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.state == "succeeded" && r.agent.as_deref() == Some("agent-1.test"))
+    })
+    .await;
+    let runs = f.wait_for_history("loaded", 1).await;
+    assert!(
+        runs.iter()
+            .all(|r| r.agent.as_deref() == Some("agent-1.test")),
+        "{runs:#?}"
+    );
+    // agent-1 gone: agent-2 is the only one, overloaded or not; its fires wait, saying why.
+    f.kill_agent("agent-1.test").await;
+    f.advance(Duration::from_secs(40), Duration::from_secs(1))
+        .await;
+    f.wait_for_partitions("agent-2.test", 16).await;
+    f.advance(Duration::from_secs(10), Duration::from_secs(10))
+        .await;
+    f.wait_until("a fire queued on agent-2 for its load", || async {
+        f.history("loaded").await.iter().any(|r| {
+            r.agent.as_deref() == Some("agent-2.test")
+                && r.state == "queued"
+                && r.message == meridian_agent::take::LOAD_QUEUED
+        })
+    })
+    .await;
+    assert!(
+        !f.history("loaded")
+            .await
+            .iter()
+            .any(|r| r.agent.as_deref() == Some("agent-2.test") && r.started_ms.is_some()),
+        "nothing started on the overloaded agent"
+    );
+    f.shutdown().await;
+}

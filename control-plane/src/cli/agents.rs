@@ -38,7 +38,7 @@ pub async fn agents(client: &Client) -> Result<String, ClientError> {
                 .or_default() += 1;
         }
     }
-    let mut out = vec!["AGENT\tCLUSTER\tLAST_SEEN\tFREE_SLOTS\tSTATE\tHOLDS".to_owned()];
+    let mut out = vec!["AGENT\tCLUSTER\tLAST_SEEN\tFREE_SLOTS\tSTATE\tHOLDS\tLOAD".to_owned()];
     out.extend(agents.iter().map(|a| {
         let held = holds
             .get(a.hostname.as_str())
@@ -49,14 +49,32 @@ pub async fn agents(client: &Client) -> Result<String, ClientError> {
                     .join(",")
             })
             .unwrap_or_else(|| "-".into());
+        let load = a.load.as_ref().map_or_else(
+            || "-".to_owned(),
+            |l| {
+                let mut said = format!(
+                    "cpu {}% mem {}% load {}.{:02}/{} cores",
+                    l.cpu_percent,
+                    l.memory_percent,
+                    l.load1_hundredths / 100,
+                    l.load1_hundredths % 100,
+                    l.cores
+                );
+                if let Some(why) = &l.overloaded {
+                    said.push_str(&format!(" OVERLOADED ({why})"));
+                }
+                said
+            },
+        );
         format!(
-            "{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
             a.hostname,
             a.cluster,
             time(a.last_seen_ms),
             a.free_slots,
             if a.gone { "gone" } else { "up" },
-            held
+            held,
+            load
         )
     }));
     Ok(out.join("\n"))

@@ -80,11 +80,11 @@ pub async fn heartbeat(
     }
     let now = context.at_ms;
     sqlx::query(
-        "INSERT INTO agents (hostname, cluster, last_seen_ms, free_slots, gone, heartbeat_ms) \
-         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (hostname) DO UPDATE SET \
+        "INSERT INTO agents (hostname, cluster, last_seen_ms, free_slots, gone, heartbeat_ms, load) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hostname) DO UPDATE SET \
          cluster = excluded.cluster, last_seen_ms = excluded.last_seen_ms, \
          free_slots = excluded.free_slots, gone = excluded.gone, \
-         heartbeat_ms = excluded.heartbeat_ms",
+         heartbeat_ms = excluded.heartbeat_ms, load = excluded.load",
     )
     .bind(&hb.agent)
     .bind(hb.cluster.as_str())
@@ -92,6 +92,7 @@ pub async fn heartbeat(
     .bind(i64::from(hb.free_slots))
     .bind(hb.releasing)
     .bind(hb.heartbeat_ms as i64)
+    .bind(hb.load.as_ref().map(json))
     .execute(&mut *tx)
     .await?;
     // Given back: free from now (the agent stopped firing it before it said so). The time is
@@ -154,7 +155,21 @@ pub async fn heartbeat(
         release.extend(plan_cluster(tx, cluster, &hb.agent, now).await?);
     }
 
-    if !hb.releasing {
+    // Overloaded, while another agent of the cluster heard lately is not: it takes no run now.
+    let relieved_elsewhere = hb.load.as_ref().is_some_and(|l| l.overloaded.is_some()) && {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM agents WHERE cluster = ?1 AND hostname <> ?2 AND gone = 0 \
+             AND last_seen_ms > ?3 \
+             AND (load IS NULL OR json_extract(load, '$.overloaded') IS NULL)",
+        )
+        .bind(hb.cluster.as_str())
+        .bind(&hb.agent)
+        .bind(now - 3 * hb.heartbeat_ms.max(1_000) as i64)
+        .fetch_one(&mut *tx)
+        .await?;
+        others > 0
+    };
+    if !hb.releasing && !relieved_elsewhere {
         // Waiting "run now" requests of the agent's cluster go to the first agent that asks.
         sqlx::query(
             "UPDATE agent_commands SET agent = ? \
@@ -221,7 +236,8 @@ async fn plan_cluster(
     let lease_ms = i64::from(cluster.lease_seconds) * 1000;
     let backup = cluster.backup.as_ref().map(|b| b.as_str()).unwrap_or("");
     let agents: Vec<lease::Agent> = sqlx::query(
-        "SELECT hostname, cluster, last_seen_ms, heartbeat_ms FROM agents \
+        "SELECT hostname, cluster, last_seen_ms, heartbeat_ms, \
+         json_extract(load, '$.overloaded') IS NOT NULL AS overloaded FROM agents \
          WHERE (cluster = ? OR cluster = ?) AND gone = 0 AND last_seen_ms > ? ORDER BY hostname",
     )
     .bind(cluster.name.as_str())
@@ -239,6 +255,7 @@ async fn plan_cluster(
             row.get("heartbeat_ms"),
             lease_ms,
         ),
+        overloaded: row.get::<i64, _>("overloaded") != 0,
     })
     .collect();
     // Seeded from a snapshot less than a lease ago: a lease granted in the timeline the restore

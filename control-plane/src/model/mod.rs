@@ -299,6 +299,25 @@ pub struct Heartbeat {
     /// ([`quotas`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub usage: Vec<QuotaUsage>,
+    /// Its host's load, and whether it is above its own thresholds (none: an older agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<AgentLoad>,
+}
+
+/// An agent's host as its heartbeat says it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AgentLoad {
+    /// CPU busy since its previous heartbeat, of all cores.
+    pub cpu_percent: u32,
+    /// Memory in use (total less available).
+    pub memory_percent: u32,
+    /// The one-minute load average, in hundredths.
+    pub load1_hundredths: u32,
+    pub cores: u32,
+    /// Above its thresholds (`[load]` in agent.toml), and which: it starts nothing new, and the
+    /// plane moves its partitions to an agent that is not. None: under them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overloaded: Option<String>,
 }
 
 /// What an agent says of one grant (a tenant in an environment) in its heartbeat.

@@ -606,11 +606,15 @@ pub struct AgentRecord {
     pub free_slots: u32,
     /// Shut down gracefully (gave its partitions back).
     pub gone: bool,
+    /// Its host's load as its last heartbeat said (none: an older agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<super::AgentLoad>,
 }
 
 pub async fn agents(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRecord>> {
     Ok(sqlx::query(
-        "SELECT hostname, cluster, last_seen_ms, free_slots, gone FROM agents ORDER BY hostname",
+        "SELECT hostname, cluster, last_seen_ms, free_slots, gone, load FROM agents \
+         ORDER BY hostname",
     )
     .fetch_all(pool)
     .await?
@@ -621,6 +625,9 @@ pub async fn agents(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRecord>> {
         last_seen_ms: row.get("last_seen_ms"),
         free_slots: row.get::<i64, _>("free_slots") as u32,
         gone: row.get::<i64, _>("gone") != 0,
+        load: row
+            .get::<Option<String>, _>("load")
+            .and_then(|l| serde_json::from_str(&l).ok()),
     })
     .collect())
 }
