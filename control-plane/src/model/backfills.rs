@@ -19,7 +19,65 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::checks::{Table, doc, invalid, json, present, read_doc, subject};
 use super::outcome::{Applied, ApplyError, Context, Refusal};
-use super::{Backfill, BackfillAction, BackfillControl, BackfillOrder, Name, Schedule};
+use super::{Name, Schedule};
+
+/// A range of a schedule's fire times to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backfill {
+    pub tenant: Name,
+    pub schedule: Name,
+    /// The first fire time to consider (a fire exactly at it counts).
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// The last (a fire exactly at it counts). Fire times the schedule has not reached yet are
+    /// its own to fire: the range ends before them.
+    pub to: chrono::DateTime<chrono::Utc>,
+    /// At most this many of its records handed or running at once (1–256).
+    #[serde(default = "one")]
+    pub parallel: u32,
+    #[serde(default)]
+    pub order: BackfillOrder,
+    /// Every fire time of the range, a record that already ran run again one generation
+    /// further; without it (the default) only the missing ones: never run, or skipped.
+    #[serde(default)]
+    pub all: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The order a backfill hands its records in.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BackfillOrder {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// What to do with a backfill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BackfillAction {
+    /// Hand nothing more until resumed (what is handed finishes).
+    Pause,
+    Resume,
+    /// Hand nothing more, ever (what is handed finishes); the rest is dropped.
+    Cancel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillControl {
+    /// `<tenant>.<schedule>@backfill-<n>`.
+    pub id: String,
+    pub action: BackfillAction,
+}
 
 /// The most records one backfill holds: a longer range is split into several.
 pub const MOST: usize = 1_000_000;
@@ -393,9 +451,42 @@ async fn set_state(
     Ok(())
 }
 
+/// What an applied command means for the backfills, in the same log entry: runs that ended
+/// (an agent's report, a kill before anyone took the run) move theirs on, and a lifted pause
+/// lets the schedules' backfills hand again. Called by the processor after every command, as it
+/// moves the definitions counter; a refused item of a batch finds nothing to move.
+pub(super) async fn follow(
+    tx: &mut SqliteConnection,
+    context: Context,
+    command: &super::Command,
+) -> Result<(), ApplyError> {
+    use super::Command;
+    match command {
+        Command::AgentReport(report) => {
+            for entry in &report.entries {
+                let meridian_domain::run::Report::V1 { item, .. } = &entry.report;
+                if let meridian_domain::run::ReportItem::Run(event) = item
+                    && event.state.is_final()
+                {
+                    ended(tx, context, &event.run_id).await?;
+                }
+            }
+        }
+        Command::KillRun { run_id } => ended(tx, context, run_id).await?,
+        Command::Resume(_) => unpaused(tx, context).await?,
+        Command::Batch(items) => {
+            for item in items {
+                Box::pin(follow(tx, context, item)).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// A run ended (its report, or a kill before anyone took it): if it fills a backfill's record,
 /// the backfill moves on.
-pub(super) async fn ended(
+async fn ended(
     tx: &mut SqliteConnection,
     context: Context,
     run_id: &str,
@@ -413,10 +504,7 @@ pub(super) async fn ended(
 }
 
 /// A pause was lifted: the running backfills of the schedules it held hand again.
-pub(super) async fn unpaused(
-    tx: &mut SqliteConnection,
-    context: Context,
-) -> Result<(), ApplyError> {
+async fn unpaused(tx: &mut SqliteConnection, context: Context) -> Result<(), ApplyError> {
     let running: Vec<String> =
         sqlx::query_scalar("SELECT id FROM backfills WHERE state = 'running' ORDER BY id")
             .fetch_all(&mut *tx)

@@ -223,6 +223,15 @@ pub(super) fn invalid(doing: &str, field: &str, problem: &str) -> ApplyError {
     .into()
 }
 
+/// The `definitions` counter: agents fetch their assignments again when it moves.
+pub(super) async fn definitions(tx: &mut SqliteConnection) -> sqlx::Result<u64> {
+    let value: Option<i64> =
+        sqlx::query_scalar("SELECT value FROM counters WHERE name = 'definitions'")
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(value.unwrap_or(0) as u64)
+}
+
 /// Moves the `definitions` counter to log index `index`: agents fetch their assignments again.
 pub(super) async fn definitions_moved(tx: &mut SqliteConnection, index: u64) -> sqlx::Result<()> {
     sqlx::query(

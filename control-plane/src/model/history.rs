@@ -53,22 +53,14 @@ pub async fn report(
             )),
             Some(dc) => apply_entry(tx, context, report, dc, &entry.report).await?,
         };
-        match decided {
-            Err(reason) => outcome.refused.push((entry.seq, reason)),
-            // A run that ended may move a backfill on.
-            Ok(()) => {
-                let Report::V1 { item, .. } = &entry.report;
-                if let ReportItem::Run(event) = item
-                    && event.state.is_final()
-                {
-                    super::backfills::ended(tx, context, &event.run_id).await?;
-                }
-            }
+        if let Err(reason) = decided {
+            outcome.refused.push((entry.seq, reason));
         }
     }
-    // The agent fetches its schedules again at once when this moved (a backfill handed the
-    // next records), not only at its next heartbeat.
-    outcome.definitions = super::leasing::definitions(tx).await?;
+    // Runs that ended move their backfills on (`backfills::follow`, after this); the agent
+    // fetches its schedules again at once when that moved the counter, not only at its next
+    // heartbeat.
+    outcome.definitions = super::checks::definitions(tx).await?;
     Ok(Applied {
         detail: Some(json(&outcome)),
         ..subject(format!(
@@ -861,7 +853,6 @@ pub async fn kill_run(
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
-            super::backfills::ended(tx, context, run_id).await?;
         }
         None => {
             sqlx::query(
@@ -872,7 +863,6 @@ pub async fn kill_run(
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
-            super::backfills::ended(tx, context, run_id).await?;
         }
         Some(agent) => {
             let cluster: String = sqlx::query_scalar("SELECT cluster FROM runs WHERE run_id = ?")

@@ -190,7 +190,7 @@ pub async fn heartbeat(
         leases: held_by(tx, &hb.agent, now).await?,
         release,
         commands: orders_for(tx, &hb.agent).await?,
-        definitions: definitions(tx).await?,
+        definitions: super::checks::definitions(tx).await?,
         shares,
         shares_valid_ms: own_lease_ms,
     };
@@ -467,12 +467,4 @@ async fn orders_for(tx: &mut SqliteConnection, agent: &str) -> sqlx::Result<Vec<
 
 fn is_final(state: &str) -> bool {
     meridian_domain::run::RunState::parse(state).is_some_and(|s| s.is_final())
-}
-
-pub(super) async fn definitions(tx: &mut SqliteConnection) -> sqlx::Result<u64> {
-    let value: Option<i64> =
-        sqlx::query_scalar("SELECT value FROM counters WHERE name = 'definitions'")
-            .fetch_optional(&mut *tx)
-            .await?;
-    Ok(value.unwrap_or(0) as u64)
 }

@@ -30,6 +30,7 @@
 pub mod access;
 pub mod authorize;
 pub mod backfills;
+pub use backfills::{Backfill, BackfillAction, BackfillControl, BackfillOrder};
 mod checks;
 mod definitions;
 pub mod doubt;
@@ -39,6 +40,7 @@ pub mod job;
 pub mod leasing;
 pub mod outcome;
 pub mod pauses;
+pub use pauses::{Pause, PauseScope, Resume};
 pub mod processor;
 pub mod query;
 pub mod quotas;
@@ -517,64 +519,6 @@ pub enum Command {
     ControlBackfill(BackfillControl),
 }
 
-/// A range of a schedule's fire times to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Backfill {
-    pub tenant: Name,
-    pub schedule: Name,
-    /// The first fire time to consider (a fire exactly at it counts).
-    pub from: chrono::DateTime<chrono::Utc>,
-    /// The last (a fire exactly at it counts). Fire times the schedule has not reached yet are
-    /// its own to fire: the range ends before them.
-    pub to: chrono::DateTime<chrono::Utc>,
-    /// At most this many of its records handed or running at once (1–256).
-    #[serde(default = "one")]
-    pub parallel: u32,
-    #[serde(default)]
-    pub order: BackfillOrder,
-    /// Every fire time of the range, a record that already ran run again one generation
-    /// further; without it (the default) only the missing ones: never run, or skipped.
-    #[serde(default)]
-    pub all: bool,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// The order a backfill hands its records in.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum BackfillOrder {
-    /// Oldest first.
-    #[default]
-    Asc,
-    /// Newest first.
-    Desc,
-}
-
-/// What to do with a backfill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BackfillAction {
-    /// Hand nothing more until resumed (what is handed finishes).
-    Pause,
-    Resume,
-    /// Hand nothing more, ever (what is handed finishes); the rest is dropped.
-    Cancel,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BackfillControl {
-    /// `<tenant>.<schedule>@backfill-<n>`.
-    pub id: String,
-    pub action: BackfillAction,
-}
-
 /// A run to run again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -584,72 +528,6 @@ pub struct Rerun {
     /// (a failed or killed run only).
     #[serde(default)]
     pub recover: bool,
-}
-
-/// What a pause holds still.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum PauseScope {
-    Schedule {
-        tenant: Name,
-        name: Name,
-    },
-    /// Every schedule that runs the workflow.
-    Workflow {
-        tenant: Name,
-        name: Name,
-    },
-    /// Every schedule of the tenant.
-    Tenant {
-        name: Name,
-    },
-    /// Every schedule placed on the environment, whoever's.
-    Environment {
-        name: Name,
-    },
-}
-
-impl PauseScope {
-    /// The tenant it belongs to (none: an environment, the federation's).
-    pub fn tenant(&self) -> Option<&Name> {
-        match self {
-            Self::Schedule { tenant, .. } | Self::Workflow { tenant, .. } => Some(tenant),
-            Self::Tenant { name } => Some(name),
-            Self::Environment { .. } => None,
-        }
-    }
-}
-
-impl std::fmt::Display for PauseScope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Schedule { tenant, name } => write!(f, "schedule {tenant}/{name}"),
-            Self::Workflow { tenant, name } => write!(f, "workflow {tenant}/{name}"),
-            Self::Tenant { name } => write!(f, "tenant {name}"),
-            Self::Environment { name } => write!(f, "environment {name}"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Pause {
-    pub scope: PauseScope,
-    /// Why, for whoever looks (`release 4.2`).
-    #[serde(default)]
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Resume {
-    pub scope: PauseScope,
-    /// Run what the pause skipped, as far as each schedule's catch-up policy says; without it,
-    /// the schedules go on from their next record.
-    #[serde(default)]
-    pub catch_up: bool,
 }
 
 /// A merge patch of one schedule's document: `{"spec": {"cron": "0 0 6 * * ?"}}`; `null`

@@ -16,7 +16,73 @@ use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::checks::{Table, present, read_doc, subject, workflow_exists};
 use super::outcome::{Applied, ApplyError, Context, Refusal};
-use super::{Name, Pause, PauseScope, Resume, Schedule};
+use super::{Name, Schedule};
+
+/// What a pause holds still.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PauseScope {
+    Schedule {
+        tenant: Name,
+        name: Name,
+    },
+    /// Every schedule that runs the workflow.
+    Workflow {
+        tenant: Name,
+        name: Name,
+    },
+    /// Every schedule of the tenant.
+    Tenant {
+        name: Name,
+    },
+    /// Every schedule placed on the environment, whoever's.
+    Environment {
+        name: Name,
+    },
+}
+
+impl PauseScope {
+    /// The tenant it belongs to (none: an environment, the federation's).
+    pub fn tenant(&self) -> Option<&Name> {
+        match self {
+            Self::Schedule { tenant, .. } | Self::Workflow { tenant, .. } => Some(tenant),
+            Self::Tenant { name } => Some(name),
+            Self::Environment { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for PauseScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Schedule { tenant, name } => write!(f, "schedule {tenant}/{name}"),
+            Self::Workflow { tenant, name } => write!(f, "workflow {tenant}/{name}"),
+            Self::Tenant { name } => write!(f, "tenant {name}"),
+            Self::Environment { name } => write!(f, "environment {name}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pause {
+    pub scope: PauseScope,
+    /// Why, for whoever looks (`release 4.2`).
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resume {
+    pub scope: PauseScope,
+    /// Run what the pause skipped, as far as each schedule's catch-up policy says; without it,
+    /// the schedules go on from their next record.
+    #[serde(default)]
+    pub catch_up: bool,
+}
 
 /// A pause as it is held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -168,8 +234,6 @@ pub(super) async fn resume(
             handed += catch_up(tx, context, &schedule, since_ms).await?;
         }
     }
-    // Backfills of the schedules it held hand again.
-    super::backfills::unpaused(tx, context).await?;
     let mut applied = subject(r.scope.to_string());
     if r.catch_up {
         applied.detail = Some(format!(r#"{{"caught_up":{handed}}}"#));

@@ -3,9 +3,10 @@
 //! [`apply`] asks the access policy again (with the author's bindings as they are at this
 //! point of the log), then `execute`'s one exhaustive `match` over [`Command`] dispatches to
 //! the room of the command's family (`infrastructure`, `tenancy`, `definitions`, `leasing`,
-//! `history`, `access`), and the outcome is audited. Every room decides (reads what it must
-//! check, refuses with a message naming what is wrong) before it writes; no room refuses after
-//! it has written anything, which lets a batch skip per-command savepoints. Everything
+//! `history`, `access`), what it means for the backfills follows (`backfills::follow`), and the
+//! outcome is audited. Every room decides (reads what it must check, refuses with a message
+//! naming what is wrong) before it writes; no room refuses after it has written anything,
+//! which lets a batch skip per-command savepoints. Everything
 //! happens inside a nested transaction (a savepoint when the caller already holds one), so a
 //! refused command leaves no trace and the caller — the Raft state machine — can still record
 //! the log index as applied in its own transaction.
@@ -37,6 +38,7 @@ pub async fn apply(
     };
     match outcome {
         Ok(applied) => {
+            super::backfills::follow(&mut tx, context, command).await?;
             if command.changes_definitions() {
                 super::checks::definitions_moved(&mut tx, index).await?;
             }

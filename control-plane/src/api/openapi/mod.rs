@@ -39,16 +39,12 @@ const BULK_FILTER: &[(&str, &str, &str)] = &[
     (
         "schedule",
         "string",
-        "Only runs of this schedule (`tenant.name`).",
+        "Only this schedule's (`tenant.name`).",
     ),
     ("agent", "string", "Only runs on this agent."),
     ("task", "string", "Only runs with an attempt of this task."),
     ("state", "string", "Only runs in this state (`failed`, …)."),
-    (
-        "since_ms",
-        "integer",
-        "Only runs at or after this instant (ms).",
-    ),
+    ("since_ms", "integer", "Only runs at or after this (ms)."),
     ("until_ms", "integer", "Only runs before this instant (ms)."),
 ];
 const CONTROL_RUN: &str = "admin, operator; owner, developer of the run's tenant";
@@ -86,6 +82,17 @@ const fn create(path: &'static str, summary: &'static str, body: &'static str) -
         reply: (201, "WriteReply"),
         query: &[],
         access: ADMIN,
+    }
+}
+
+/// `POST` with no body, answered with the write's outcome: something done to a tenant's run
+/// (or backfill) by whoever controls its runs.
+const fn action(path: &'static str, summary: &'static str) -> Route {
+    Route {
+        body: None,
+        reply: (200, "WriteReply"),
+        access: CONTROL_RUN,
+        ..create(path, summary, "")
     }
 }
 
@@ -308,36 +315,18 @@ pub const ROUTES: &[Route] = &[
         "A backfill with its progress",
         "BackfillRecord",
     ),
-    Route {
-        body: None,
-        reply: (200, "WriteReply"),
-        access: CONTROL_RUN,
-        ..create(
-            "/backfills/{id}/pause",
-            "Hand a backfill's records no more until resumed (what is handed finishes)",
-            "",
-        )
-    },
-    Route {
-        body: None,
-        reply: (200, "WriteReply"),
-        access: CONTROL_RUN,
-        ..create(
-            "/backfills/{id}/resume",
-            "Hand a paused backfill's records again",
-            "",
-        )
-    },
-    Route {
-        body: None,
-        reply: (200, "WriteReply"),
-        access: CONTROL_RUN,
-        ..create(
-            "/backfills/{id}/cancel",
-            "Cancel a backfill: nothing more is handed (what is handed finishes)",
-            "",
-        )
-    },
+    action(
+        "/backfills/{id}/pause",
+        "Hand a backfill's records no more until resumed (what is handed finishes)",
+    ),
+    action(
+        "/backfills/{id}/resume",
+        "Hand a paused backfill's records again",
+    ),
+    action(
+        "/backfills/{id}/cancel",
+        "Cancel a backfill: nothing more is handed (what is handed finishes)",
+    ),
     Route {
         query: &[
             STALE,
@@ -401,16 +390,10 @@ pub const ROUTES: &[Route] = &[
         "RunDetail",
     ),
     get("/runs/{run_id}/logs", "A run's task logs", "[AttemptLog]"),
-    Route {
-        body: None,
-        reply: (200, "WriteReply"),
-        access: CONTROL_RUN,
-        ..create(
-            "/runs/{run_id}/kill",
-            "Kill a run (its agent is told on its next heartbeat)",
-            "",
-        )
-    },
+    action(
+        "/runs/{run_id}/kill",
+        "Kill a run (its agent is told on its next heartbeat)",
+    ),
     Route {
         body: None,
         reply: (200, "WriteReply"),
