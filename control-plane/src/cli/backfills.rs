@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use reqwest::Method;
 use serde_json::json;
@@ -92,23 +92,9 @@ pub async fn run(client: &Client, command: &BackfillCommand) -> Result<String, C
     }
 }
 
-/// An instant as the flags take it: RFC 3339, or a bare date, which stands for its first
-/// moment (`--from`) or its last (`--to`), in UTC.
+/// A bound as the flags take it ([`crate::model::backfills::bound`]).
 fn instant(flag: &str, value: &str, end_of_day: bool) -> Result<DateTime<Utc>, ClientError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let date = NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
-        ClientError::Refused(format!(
-            "{flag} `{value}`: want RFC 3339 (2026-10-01T00:00:00Z) or a date (2026-10-01)"
-        ))
-    })?;
-    let day = date.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-    Ok(if end_of_day {
-        day + chrono::Duration::days(1) - chrono::Duration::milliseconds(1)
-    } else {
-        day
-    })
+    crate::model::backfills::bound(flag, value, end_of_day).map_err(ClientError::Refused)
 }
 
 async fn create(client: &Client, args: &CreateArgs) -> Result<String, ClientError> {
@@ -360,6 +346,6 @@ mod tests {
         let bad = instant("--from", "yesterday", false)
             .unwrap_err()
             .to_string();
-        assert!(bad.contains("--from `yesterday`"), "{bad}");
+        assert!(bad.contains("--from `yesterday`: want a date"), "{bad}");
     }
 }

@@ -695,7 +695,9 @@ async fn hand(
             super::doubt::hand_backfill(tx, context, schedule_id, fire_ms).await?;
             run_id
         }
-        Some((run_id, state)) if is_final(&state) && (request.all || state == "skipped") => {
+        Some((run_id, state))
+            if super::checks::is_final(&state) && (request.all || state == "skipped") =>
+        {
             let rerun = super::Rerun {
                 run_id: run_id.clone(),
                 recover: false,
@@ -721,8 +723,34 @@ async fn hand(
     Ok((run_id, None))
 }
 
-fn is_final(state: &str) -> bool {
-    meridian_domain::run::RunState::parse(state).is_some_and(|s| s.is_final())
+/// A backfill's bound as people write it: RFC 3339, a date and time (`2026-10-01T06:00`, as a
+/// browser's date-time field sends it) or a date, in UTC; a bare date stands for its first
+/// moment, or its last when `end` says so (`--to 2026-10-31` is the whole day). `Err` names
+/// `field`.
+pub fn bound(field: &str, value: &str, end: bool) -> Result<DateTime<Utc>, String> {
+    let v = value.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Ok(t.to_utc());
+    }
+    for f in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(v, f) {
+            return Ok(t.and_utc());
+        }
+    }
+    match chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+        Ok(d) => {
+            let day = d.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+            Ok(if end {
+                day + chrono::Duration::days(1) - chrono::Duration::milliseconds(1)
+            } else {
+                day
+            })
+        }
+        Err(_) => Err(format!(
+            "{field} `{v}`: want a date (2026-10-01), a date and time or RFC 3339 \
+             (2026-10-01T06:00:00Z)"
+        )),
+    }
 }
 
 /// Every backfill of `tenant` (every one, if none), newest first.

@@ -223,6 +223,11 @@ pub(super) fn invalid(doing: &str, field: &str, problem: &str) -> ApplyError {
     .into()
 }
 
+/// Whether a run in `state` (as the history stores it) has ended.
+pub(super) fn is_final(state: &str) -> bool {
+    meridian_domain::run::RunState::parse(state).is_some_and(|s| s.is_final())
+}
+
 /// The `definitions` counter: agents fetch their assignments again when it moves.
 pub(super) async fn definitions(tx: &mut SqliteConnection) -> sqlx::Result<u64> {
     let value: Option<i64> =

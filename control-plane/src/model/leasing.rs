@@ -458,13 +458,9 @@ async fn orders_for(tx: &mut SqliteConnection, agent: &str) -> sqlx::Result<Vec<
                     .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
                 orders.push(AgentOrder::RunNow { run_id, job });
             }
-            "kill" if !is_final(&state) => orders.push(AgentOrder::Kill { run_id }),
+            "kill" if !super::checks::is_final(&state) => orders.push(AgentOrder::Kill { run_id }),
             _ => {}
         }
     }
     Ok(orders)
-}
-
-fn is_final(state: &str) -> bool {
-    meridian_domain::run::RunState::parse(state).is_some_and(|s| s.is_final())
 }

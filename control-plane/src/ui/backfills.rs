@@ -153,34 +153,6 @@ fn row(viewer: &Viewer, b: &BackfillRecord, now_ms: i64) -> Row {
     }
 }
 
-/// An instant as the form takes it: RFC 3339, a date and time (`2026-10-01T06:00`, as a
-/// browser's date-time field sends it) or a date, in UTC; a bare date stands for its first
-/// moment, or its last when `end` says so.
-fn instant(field: &str, value: &str, end: bool) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    let v = value.trim();
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
-        return Ok(t.to_utc());
-    }
-    for f in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(v, f) {
-            return Ok(t.and_utc());
-        }
-    }
-    match chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
-        Ok(d) => {
-            let day = d.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-            Ok(if end {
-                day + chrono::Duration::days(1) - chrono::Duration::milliseconds(1)
-            } else {
-                day
-            })
-        }
-        Err(_) => Err(format!(
-            "{field}: `{v}` is not a date (2026-10-01), a date and time or RFC 3339"
-        )),
-    }
-}
-
 fn request(f: &NewForm) -> Result<Backfill, String> {
     let (tenant, schedule) = f
         .schedule
@@ -190,8 +162,8 @@ fn request(f: &NewForm) -> Result<Backfill, String> {
     Ok(Backfill {
         tenant: name("schedule", tenant)?,
         schedule: name("schedule", schedule)?,
-        from: instant("from", &f.from, false)?,
-        to: instant("to", &f.to, true)?,
+        from: backfills::bound("from", &f.from, false)?,
+        to: backfills::bound("to", &f.to, true)?,
         parallel: f
             .parallel
             .trim()
