@@ -127,44 +127,71 @@ async fn rerun(client: &Client, a: &RerunArgs, recover: bool) -> Result<String, 
         }
         return Ok(out.join("\n"));
     }
+    let what = if recover { "recover" } else { "run again" };
+    by_filter(
+        client,
+        a,
+        &ByFilter {
+            verb,
+            path: "/runs/rerun",
+            body: serde_json::json!({"recover": recover}),
+            whole: "run every finished run again",
+            none: "no finished run matches; nothing to do",
+            question: what,
+            declined: "nothing was run",
+            done: "requested",
+        },
+    )
+    .await
+}
+
+/// What `runs rerun|recover|kill` with filter flags calls and says.
+struct ByFilter {
+    /// `runs VERB`, as typed.
+    verb: &'static str,
+    path: &'static str,
+    /// The body's own fields (`expect` and `expect_runs` are added to confirm).
+    body: serde_json::Value,
+    /// What the call would do without a filter (refused).
+    whole: &'static str,
+    none: &'static str,
+    /// `… these N runs?`
+    question: &'static str,
+    declined: &'static str,
+    /// `N run(s) matched; M …`
+    done: &'static str,
+}
+
+/// Counts what the filter flags match, asks (or takes `--yes`), then sends the count and the
+/// runs shown back to confirm: the server refuses if the match moved meanwhile.
+async fn by_filter(client: &Client, a: &RerunArgs, f: &ByFilter) -> Result<String, ClientError> {
     let query = a.filter.query()?;
     if query.is_empty() {
         return Err(ClientError::Refused(format!(
-            "name the runs, or filter them (--tenant, --state, --since, …): `runs {verb}` \
-             without either would run every finished run again"
+            "name the runs, or filter them (--tenant, --state, --since, …): `runs {}` \
+             without either would {}",
+            f.verb, f.whole
         )));
     }
-    let path = format!("/runs/rerun?{}", query.join("&"));
-    let counted: BulkReply = client
-        .call(
-            Method::POST,
-            &path,
-            Some(&serde_json::json!({"recover": recover})),
-        )
-        .await?;
-    let what = if recover { "recover" } else { "run again" };
-    let listing = counted.runs.join("\n");
+    let path = format!("{}?{}", f.path, query.join("&"));
+    let counted: BulkReply = client.call(Method::POST, &path, Some(&f.body)).await?;
     if counted.count == 0 {
-        return Ok("no finished run matches; nothing to do".into());
+        return Ok(f.none.into());
     }
-    if !a.yes && !confirm(&format!("{listing}\n{what} these {} runs?", counted.count))? {
-        return Ok("nothing was run".into());
+    let listing = counted.runs.join("\n");
+    let question = format!("{listing}\n{} these {} runs?", f.question, counted.count);
+    if !a.yes && !confirm(&question)? {
+        return Ok(f.declined.into());
     }
-    let done: BulkReply = client
-        .call(
-            Method::POST,
-            &path,
-            Some(&serde_json::json!({
-                "recover": recover,
-                "expect": counted.count,
-                "expect_runs": counted.runs,
-            })),
-        )
-        .await?;
+    let mut body = f.body.clone();
+    body["expect"] = serde_json::json!(counted.count);
+    body["expect_runs"] = serde_json::json!(counted.runs);
+    let done: BulkReply = client.call(Method::POST, &path, Some(&body)).await?;
     let mut out = vec![format!(
-        "{} run(s) matched; {} requested",
+        "{} run(s) matched; {} {}",
         done.count,
-        done.requested.len()
+        done.requested.len(),
+        f.done
     )];
     out.extend(done.requested.iter().cloned());
     out.extend(done.refused.iter().map(|r| format!("refused: {r}")));
@@ -188,43 +215,21 @@ async fn kill(client: &Client, a: &RerunArgs) -> Result<String, ClientError> {
         }
         return Ok(out.join("\n"));
     }
-    let query = a.filter.query()?;
-    if query.is_empty() {
-        return Err(ClientError::Refused(
-            "name the runs, or filter them (--tenant, --state, --since, …): `runs kill` \
-             without either would kill every run going"
-                .into(),
-        ));
-    }
-    let path = format!("/runs/kill?{}", query.join("&"));
-    let counted: BulkReply = client
-        .call(Method::POST, &path, Some(&serde_json::json!({})))
-        .await?;
-    if counted.count == 0 {
-        return Ok("no run going matches; nothing to do".into());
-    }
-    let listing = counted.runs.join("\n");
-    if !a.yes && !confirm(&format!("{listing}\nkill these {} runs?", counted.count))? {
-        return Ok("nothing was killed".into());
-    }
-    let done: BulkReply = client
-        .call(
-            Method::POST,
-            &path,
-            Some(&serde_json::json!({
-                "expect": counted.count,
-                "expect_runs": counted.runs,
-            })),
-        )
-        .await?;
-    let mut out = vec![format!(
-        "{} run(s) matched; {} told to stop",
-        done.count,
-        done.requested.len()
-    )];
-    out.extend(done.requested.iter().cloned());
-    out.extend(done.refused.iter().map(|r| format!("refused: {r}")));
-    Ok(out.join("\n"))
+    by_filter(
+        client,
+        a,
+        &ByFilter {
+            verb: "kill",
+            path: "/runs/kill",
+            body: serde_json::json!({}),
+            whole: "kill every run going",
+            none: "no run going matches; nothing to do",
+            question: "kill",
+            declined: "nothing was killed",
+            done: "told to stop",
+        },
+    )
+    .await
 }
 
 /// Asks on the terminal; anything but `y`/`yes` is no. Without a terminal, no.
