@@ -44,6 +44,10 @@ pub struct PlaneConfig {
     /// answers 503 saying so.
     #[serde(default)]
     pub bucket: Option<meridian_bucket::BucketConfig>,
+    /// The SMTP relay email alert channels go through (none: their deliveries fail saying
+    /// so, and are retried until one is set).
+    #[serde(default)]
+    pub mail: Option<crate::courier::MailConfig>,
 }
 
 /// `[http]`.
@@ -176,6 +180,20 @@ impl PlaneConfig {
         {
             return Err(invalid(&format!("bucket.{field}"), &problem));
         }
+        if let Some(mail) = &config.mail {
+            if mail.host.trim().is_empty() {
+                return Err(invalid("mail.host", "must not be empty"));
+            }
+            if let Err(e) = mail.from.parse::<lettre::message::Mailbox>() {
+                return Err(invalid("mail.from", &format!("`{}`: {e}", mail.from)));
+            }
+            if mail.username.is_some() != mail.password_file.is_some() {
+                return Err(invalid(
+                    "mail.username",
+                    "give both username and password_file, or neither",
+                ));
+            }
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let anchor = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -186,6 +204,9 @@ impl PlaneConfig {
         anchor(&mut config.tls.ca);
         anchor(&mut config.tls.cert);
         anchor(&mut config.tls.key);
+        if let Some(file) = config.mail.as_mut().and_then(|m| m.password_file.as_mut()) {
+            anchor(file);
+        }
         Ok(config)
     }
 

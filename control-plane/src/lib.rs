@@ -45,6 +45,7 @@ pub mod api;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod courier;
 pub mod lease;
 pub mod model;
 pub mod name;

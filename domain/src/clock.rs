@@ -61,6 +61,17 @@ impl Clock for ManualClock {
     }
 }
 
+/// A duration for people: `1.5 s`, `2 min 5 s`, `1 h 3 min`.
+pub fn spoken(ms: i64) -> String {
+    let s = ms / 1000;
+    match ms {
+        ms if ms < 10_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        ms if ms < 60_000 => format!("{s} s"),
+        ms if ms < 3_600_000 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

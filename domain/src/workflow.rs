@@ -42,6 +42,22 @@ pub struct TaskSpec {
     /// into place from its cache before the first attempt.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<ResourceKey, String>,
+    /// HTTP calls on this task's attempts' state changes, through a webhook or chat channel of
+    /// the tenant (`meridian alert channel`), delivered by the plane with the alerts' durable
+    /// retry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callbacks: Vec<TaskCallback>,
+}
+
+/// A task's callback: which attempt outcomes call which channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCallback {
+    /// An alert channel of the workflow's tenant (webhook or chat).
+    pub channel: String,
+    /// The attempt outcomes that call it (`started`, `succeeded`, `failed`, `timed_out`,
+    /// `killed`, `upstream_failed`, `not_started`).
+    pub on: Vec<crate::run::AttemptOutcome>,
 }
 
 fn one_second() -> u64 {
@@ -110,6 +126,7 @@ impl WorkflowDefinition {
                 retry_delay_seconds: 1,
                 retry_max_seconds: None,
                 resources: BTreeMap::new(),
+                callbacks: Vec::new(),
             }],
         }
     }
@@ -201,6 +218,12 @@ impl TaskSpec {
             return Err(field(
                 "timeout_seconds",
                 "must be at least 1 (omit it for no limit)",
+            ));
+        }
+        if let Some(i) = self.callbacks.iter().position(|c| c.on.is_empty()) {
+            return Err(field(
+                "callbacks",
+                &format!("[{i}].on: name at least one attempt outcome"),
             ));
         }
         let mut names = BTreeSet::new();

@@ -130,6 +130,7 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
         Command::Pause(args) => meridian_plane::cli::pauses::pause(&client()?, args).await,
         Command::Resume(args) => meridian_plane::cli::pauses::resume(&client()?, args).await,
         Command::Pauses(args) => meridian_plane::cli::pauses::list(&client()?, args).await,
+        Command::Alert(command) => meridian_plane::cli::alerts::run(&client()?, command).await,
         Command::Backfill(command) => {
             meridian_plane::cli::backfills::run(&client()?, command).await
         }

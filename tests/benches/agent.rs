@@ -80,6 +80,7 @@ fn definition(kind: TaskKind) -> WorkflowDefinition {
             retry_delay_seconds: 1,
             retry_max_seconds: None,
             resources: Default::default(),
+            callbacks: Vec::new(),
         }],
     }
 }

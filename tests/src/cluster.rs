@@ -71,6 +71,7 @@ impl Cluster {
                 hosts: HostsMap(hosts.clone()),
                 timing,
                 clock: clock.clone(),
+                mail: None,
             });
         }
         let mut nodes = Vec::new();
@@ -181,6 +182,11 @@ impl Cluster {
                 node.links().cut(&hostname(to));
             }
         }
+    }
+
+    /// The SMTP relay node `i` sends email alerts through, from its next restart.
+    pub fn set_mail(&mut self, i: usize, mail: Option<meridian_plane::courier::MailConfig>) {
+        self.configs[i].mail = mail;
     }
 
     /// Stops node `i` abruptly (no graceful handover).

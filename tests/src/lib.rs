@@ -13,6 +13,9 @@
 //!   by signal, one-shot CLI calls, free ports.
 //! - [`s3`]: a real S3-compatible server (moto, installed by `tests/run`) on loopback that
 //!   records every request, so tests can count the HEADs and GETs the code under test sent.
+//! - [`receiver`]: a real HTTP receiver for webhooks that records what it gets, and can be
+//!   taken down and brought back on its port.
+//! - [`smtp`]: a real SMTP server (aiosmtpd, installed by `tests/run`) storing what it receives.
 //! - `tests/*.rs`: the scenarios: the plane cluster (replication, failover, snapshots, TLS
 //!   refusals) and the agent binary's config handling. Coming with issues #4–#6: network
 //!   partitions, the three-DC lab in network namespaces, fault scenarios and the run history
@@ -25,8 +28,10 @@ pub mod federation;
 pub mod lab;
 pub mod process;
 pub mod proxy;
+pub mod receiver;
 pub mod runbook;
 pub mod s3;
+pub mod smtp;
 
 use std::path::PathBuf;
 

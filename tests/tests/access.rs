@@ -239,6 +239,20 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Expect> {
             ("post", "/backfills/{id}/cancel"),
             e(200, 200, [200, 200, 403], [404, 404, 404]),
         ),
+        (("get", "/alerts/channels"), ALL_200),
+        (("post", "/alerts/channels"), DEFINITION_WRITE),
+        (
+            ("delete", "/alerts/channels/{tenant}/{name}"),
+            DEFINITION_CHANGE,
+        ),
+        (("get", "/alerts/rules"), ALL_200),
+        (("post", "/alerts/rules"), DEFINITION_WRITE),
+        (
+            ("delete", "/alerts/rules/{tenant}/{name}"),
+            DEFINITION_CHANGE,
+        ),
+        (("get", "/alerts/deliveries"), ALL_200),
+        (("get", "/alerts/deliveries/{id}"), TENANT_READ),
         (("get", "/agents"), OPERATIONS),
         (("get", "/leases"), OPERATIONS),
         (("get", "/audit"), ALL_200),
@@ -306,6 +320,15 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Expect> {
 fn workflow_body(tenant: &str, name: &str) -> Value {
     json!({"tenant": tenant, "name": name, "environment": "prod",
            "definition": {"tasks": [{"name": "main", "kind": {"shell": {"script": "echo <script>"}}}]}})
+}
+
+/// A webhook channel of ads's nobody answers.
+fn hook(name: &str) -> Value {
+    json!({"tenant": "ads", "name": name, "type": "webhook", "url": "http://127.0.0.1:9/hook"})
+}
+
+fn alert_rule(name: &str, channel: &str) -> Value {
+    json!({"tenant": "ads", "name": name, "on": ["failed"], "channels": [channel]})
 }
 
 fn schedule_body(tenant: &str, name: &str, cron: &str) -> Value {
@@ -567,6 +590,54 @@ async fn prepare(plane: &ApiPlane, method: &str, path: &str, n: usize, who: Who)
                 .await;
             let id = made["detail"]["id"].as_str().unwrap().to_owned();
             call(path.replace("{id}", &id), None)
+        }
+        ("post", "/alerts/channels") => call(path.into(), Some(hook(&fresh("ch")))),
+        ("delete", "/alerts/channels/{tenant}/{name}") => {
+            plane
+                .must(Method::POST, "/alerts/channels", hook(&fresh("ch")))
+                .await;
+            call(format!("/alerts/channels/ads/{}", fresh("ch")), None)
+        }
+        ("post", "/alerts/rules") => {
+            plane
+                .must(Method::POST, "/alerts/channels", hook(&fresh("ch")))
+                .await;
+            call(path.into(), Some(alert_rule(&fresh("rule"), &fresh("ch"))))
+        }
+        ("delete", "/alerts/rules/{tenant}/{name}") => {
+            plane
+                .must(Method::POST, "/alerts/channels", hook(&fresh("ch")))
+                .await;
+            plane
+                .must(
+                    Method::POST,
+                    "/alerts/rules",
+                    alert_rule(&fresh("rule"), &fresh("ch")),
+                )
+                .await;
+            call(format!("/alerts/rules/ads/{}", fresh("rule")), None)
+        }
+        ("get", "/alerts/deliveries/{id}") => {
+            // A kill of ads's raises a delivery (its receiver is nobody: it stays pending).
+            plane
+                .must(Method::POST, "/alerts/channels", hook(&fresh("ch")))
+                .await;
+            let mut killed = alert_rule(&fresh("rule"), &fresh("ch"));
+            killed["on"] = json!(["killed"]);
+            plane.must(Method::POST, "/alerts/rules", killed).await;
+            let id = plane.run_now("ads").await;
+            plane
+                .must(Method::POST, &format!("/runs/{id}/kill"), json!({}))
+                .await;
+            let list = plane
+                .must(
+                    Method::GET,
+                    &format!("/alerts/deliveries?tenant=ads&rule={}", fresh("rule")),
+                    json!({}),
+                )
+                .await;
+            let delivery = list[0]["id"].as_str().expect("a delivery").to_owned();
+            call(format!("/alerts/deliveries/{delivery}"), None)
         }
         ("post", "/users") => Call {
             made: Some(format!("/users/{}", fresh("u"))),

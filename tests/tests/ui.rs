@@ -683,6 +683,10 @@ async fn every_page_with_every_role() {
             ("post", "/backfills/new" | "/backfills/control") => {
                 ([303, 303, 303, 303, 403, 404, 404, 404], SIGN_IN)
             }
+            // An alert channel or rule of ads's: whoever writes its definitions.
+            ("post", "/alerts/channels/new" | "/alerts/rules/new" | "/alerts/delete") => {
+                ([303, 403, 303, 303, 403, 404, 404, 404], SIGN_IN)
+            }
             // Operations, not a tenant's: refused, not hidden.
             ("get", "/overview") => ([200, 200, 403, 403, 403, 403, 403, 403], SIGN_IN),
             ("get", "/admin") => ([303; 8], 303),
@@ -995,6 +999,42 @@ async fn every_page_with_every_role() {
                         .await;
                     let id = made["detail"]["id"].as_str().unwrap().to_owned();
                     (route.into(), vec![("id", id), ("action", "cancel".into())])
+                }
+                ("post", "/alerts/channels/new") => (
+                    route.into(),
+                    vec![
+                        ("tenant", "ads".into()),
+                        ("name", format!("walk-ch-{n}")),
+                        ("type", "webhook".into()),
+                        ("url", "http://127.0.0.1:9/hook".into()),
+                    ],
+                ),
+                ("post", "/alerts/rules/new" | "/alerts/delete") => {
+                    let channel = format!("walk-rc-{n}");
+                    plane
+                        .must(
+                            Method::POST,
+                            "/alerts/channels",
+                            json!({"tenant": "ads", "name": channel, "type": "webhook",
+                                   "url": "http://127.0.0.1:9/hook"}),
+                        )
+                        .await;
+                    let form = if route == "/alerts/delete" {
+                        vec![
+                            ("kind", "channel".into()),
+                            ("tenant", "ads".into()),
+                            ("name", channel),
+                        ]
+                    } else {
+                        vec![
+                            ("tenant", "ads".into()),
+                            ("name", format!("walk-rule-{n}")),
+                            ("on", "failed".into()),
+                            ("on", "killed".into()),
+                            ("channels", channel),
+                        ]
+                    };
+                    (route.into(), form)
                 }
                 ("post", "/schedules/in-doubt") => (
                     route.into(),
@@ -2482,5 +2522,71 @@ async fn a_backfill_is_made_followed_and_cancelled_from_the_backfills_page() {
     let text = browser.text_when(&row, |t| t.contains("cancelled")).await;
     assert!(text.contains("dropped 44"), "{text}");
     assert_eq!(backfills().await[0]["state"], "cancelled");
+    plane.cluster.shutdown().await;
+}
+
+/// Issue #20: a developer makes a webhook channel and a rule from the alerts page (a rule with
+/// no event comes back naming the field, nothing made); a kill raises a delivery that the page
+/// shows delivered with its attempt; a viewer sees them and is offered nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_channels_and_rules_are_made_on_the_alerts_page_and_deliveries_shown() {
+    let plane = plane().await;
+    let root = &plane.roots[0];
+    let hook = meridian_tests::receiver::Receiver::start().await;
+    let rules = async || {
+        plane
+            .call(0, Method::GET, "/alerts/rules?tenant=ads", None)
+            .await
+            .1
+    };
+    let browser = Browser::start().await;
+    sign_in(&browser, root, "dev").await;
+    browser.goto(&format!("{root}/alerts")).await;
+    browser.select("#channel-tenant", "ads").await;
+    browser.fill("#channel-name", "ops").await;
+    browser.select("#channel-type", "webhook").await;
+    browser.fill("#channel-url", &hook.url("/hook")).await;
+    browser.click("#create-channel").await;
+    let channels = browser.text_when("#channels", |t| t.contains("ops")).await;
+    assert!(channels.contains(&hook.url("/hook")), "{channels}");
+    // No event ticked: refused, naming the field.
+    browser.select("#rule-tenant", "ads").await;
+    browser.fill("#rule-name", "kills").await;
+    browser.fill("#rule-channels", "ops").await;
+    browser.click("#create-rule").await;
+    let error = browser.text_when("#error", |t| !t.is_empty()).await;
+    assert!(error.contains("on: name at least one event"), "{error}");
+    assert_eq!(rules().await, json!([]), "nothing made");
+    browser.select("#rule-tenant", "ads").await;
+    browser.fill("#rule-name", "kills").await;
+    browser.fill("#rule-channels", "ops").await;
+    browser.click("#rule-on input[value='killed']").await;
+    browser.click("#create-rule").await;
+    browser.text_when("#rules", |t| t.contains("kills")).await;
+    assert_eq!(rules().await[0]["on"], json!(["killed"]));
+    // A kill: delivered to the receiver, and shown with its attempt.
+    let run = plane.run_now("ads").await;
+    plane
+        .must(Method::POST, &format!("/runs/{run}/kill"), json!({}))
+        .await;
+    browser.goto(&format!("{root}/alerts")).await;
+    let deliveries = browser
+        .text_when("#deliveries", |t| t.contains("delivered"))
+        .await;
+    assert!(
+        deliveries.contains(&format!("run {run} was killed")),
+        "{deliveries}"
+    );
+    assert_eq!(hook.received().len(), 1);
+    assert_eq!(browser.find_all("#deliveries tr.attempt").await.len(), 1);
+    browser.screenshot("alerts").await;
+    // A viewer sees them, and may change nothing.
+    browser.click("#signout").await;
+    sign_in(&browser, root, "view").await;
+    browser.goto(&format!("{root}/alerts")).await;
+    browser.text_when("#channels", |t| t.contains("ops")).await;
+    assert!(browser.find_all("#channels button").await.is_empty());
+    assert!(browser.find_all("#new-channel").await.is_empty());
+    assert!(browser.find_all("#new-rule").await.is_empty());
     plane.cluster.shutdown().await;
 }

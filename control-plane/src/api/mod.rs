@@ -14,6 +14,7 @@
 //! - `error`: how outcomes become HTTP statuses ([`ApiError`]), and the body and query
 //!   extractors whose rejections name what was wrong.
 //! - [`runs`]: `/runs` (history, one run, logs, run now, kill).
+//! - [`alerts`]: `/alerts` (channels, rules, deliveries and their attempts).
 //! - [`operations`]: `/agents`, `/leases`, `/audit`.
 //! - [`plane`]: `/plane` (status, snapshot, membership).
 //! - [`users`]: `/users` and `/tokens`.
@@ -23,6 +24,7 @@
 //! - [`openapi`]: the OpenAPI 3.1 document served at `/api/v1/openapi.json`, built from the
 //!   same route table the router is checked against, each route with the roles it needs.
 
+pub mod alerts;
 pub mod backfills;
 pub mod definitions;
 pub mod doubts;
@@ -523,6 +525,12 @@ pub fn router(api: Api) -> Router {
             "/backfills/{id}/cancel",
             backfills::control(BackfillAction::Cancel),
         )
+        .route("/alerts/channels", alerts::channels())
+        .route("/alerts/channels/{tenant}/{name}", alerts::channel())
+        .route("/alerts/rules", alerts::rules())
+        .route("/alerts/rules/{tenant}/{name}", alerts::rule())
+        .route("/alerts/deliveries", alerts::deliveries())
+        .route("/alerts/deliveries/{id}", alerts::delivery())
         .route("/agents", operations::agents())
         .route("/leases", operations::leases())
         .route("/audit", operations::audit())

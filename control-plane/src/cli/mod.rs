@@ -1,6 +1,7 @@
 //! The `meridian` command line. Flags follow kubectl/nomad habits: `meridian <noun> <verb>`.
 
 pub mod agents;
+pub mod alerts;
 pub mod backfills;
 pub mod certs;
 pub mod client;
@@ -87,6 +88,9 @@ pub enum Command {
     /// Backfills: a range of a schedule's fire times run after the fact, with live progress.
     #[command(subcommand)]
     Backfill(backfills::BackfillCommand),
+    /// Alerts: channels (webhook, email, chat), rules (what raises them) and deliveries.
+    #[command(subcommand)]
+    Alert(alerts::AlertCommand),
     /// Print entities as documents `apply` takes back (YAML by default; `-o json`).
     Get(document::GetArgs),
     /// Create or change what documents describe (files or directories of YAML, JSON or

@@ -73,6 +73,7 @@ fn node_config(config: &PlaneConfig) -> Result<NodeConfig, ClientError> {
         hosts: config.hosts.clone(),
         timing: config.timing,
         clock: Arc::new(SystemClock),
+        mail: config.mail.clone(),
     })
 }
 
@@ -416,6 +417,7 @@ impl DevPlane {
                 hosts: HostsMap::default(),
                 timing: Timing::default(),
                 clock: clock.clone(),
+                mail: None,
             },
             peer,
             http,

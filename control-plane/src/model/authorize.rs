@@ -103,6 +103,24 @@ pub fn doing(command: &Command) -> String {
         Command::CreateSession(s) => format!("signing in user `{}`", s.user),
         Command::DeleteSession { .. } => "signing out".into(),
         Command::Record(r) => format!("recording `{}`", r.op),
+        Command::CreateAlertChannel(c) => format!(
+            "creating alert channel `{}`",
+            super::alerts::label(c.tenant.as_ref(), &c.name)
+        ),
+        Command::DeleteAlertChannel { tenant, name } => format!(
+            "deleting alert channel `{}`",
+            super::alerts::label(tenant.as_ref(), name)
+        ),
+        Command::CreateAlertRule(r) => format!(
+            "creating alert rule `{}`",
+            super::alerts::label(r.tenant.as_ref(), &r.name)
+        ),
+        Command::DeleteAlertRule { tenant, name } => format!(
+            "deleting alert rule `{}`",
+            super::alerts::label(tenant.as_ref(), name)
+        ),
+        Command::AlertAttempts(a) => format!("recording {} alert attempts", a.len()),
+        Command::CheckAlerts => "checking timed alerts".into(),
     }
 }
 
@@ -434,6 +452,27 @@ async fn needs(
         Command::CreateSession(_) | Command::DeleteSession { .. } | Command::Record(_) => {
             vec![]
         }
+        // A tenant's alerts are its members' to write as its definitions are; the federation's
+        // are the admins' (operators see them).
+        Command::CreateAlertChannel(super::AlertChannel { tenant, name, .. })
+        | Command::CreateAlertRule(super::AlertRule { tenant, name, .. }) => {
+            let kind = if matches!(command, Command::CreateAlertRule(_)) {
+                "alert rule"
+            } else {
+                "alert channel"
+            };
+            vec![alert_need(Create, tenant.as_ref(), kind, name)]
+        }
+        Command::DeleteAlertChannel { tenant, name } => {
+            vec![alert_need(Change, tenant.as_ref(), "alert channel", name)]
+        }
+        Command::DeleteAlertRule { tenant, name } => {
+            vec![alert_need(Change, tenant.as_ref(), "alert rule", name)]
+        }
+        // The courier's, proposed by the plane itself; never from a request.
+        Command::AlertAttempts(_) | Command::CheckAlerts => {
+            vec![Need::new(Change, Object::Plane, "alerts", String::new())]
+        }
         // Agents' traffic is authorised by their certificates; a person or token never sends it.
         Command::AgentHeartbeat(_) | Command::AgentReport(_) => vec![Need::new(
             Change,
@@ -449,6 +488,26 @@ async fn needs(
             all
         }
     })
+}
+
+/// A tenant's alert channel or rule is one of its definitions; the federation's are
+/// operations (seen by operators, written by admins).
+fn alert_need(action: Action, tenant: Option<&Name>, kind: &'static str, name: &Name) -> Need {
+    match (tenant, action) {
+        (Some(t), Action::Create) => Need::new(
+            action,
+            Object::Definition(t.clone()),
+            "tenant",
+            t.to_string(),
+        ),
+        (Some(t), _) => Need::new(
+            action,
+            Object::Definition(t.clone()),
+            kind,
+            format!("{t}/{name}"),
+        ),
+        (None, _) => Need::new(action, Object::Operations, kind, name.to_string()),
+    }
 }
 
 /// A new user or token: each of its bindings must be the principal's to give, and one with no

@@ -24,6 +24,7 @@ pub(super) async fn apply_workflow(
     if let Some(env) = &w.environment {
         must_be_granted(tx, &w.tenant, env, &doing).await?;
     }
+    let callbacks = super::alerts::callbacks(tx, &w.tenant, &w.definition, &doing).await?;
     // The same document again is no change: `apply` is idempotent.
     let newest = sqlx::query(
         "SELECT version, doc FROM workflows WHERE tenant = ? AND name = ? AND deleted = 0 \
@@ -55,6 +56,7 @@ pub(super) async fn apply_workflow(
     .bind(doc(w))
     .execute(&mut *tx)
     .await?;
+    callbacks.write(tx, &w.tenant, &w.name, version).await?;
     Ok(Applied {
         version: Some(version as u64),
         ..subject(format!("workflow {}/{}", w.tenant, w.name))

@@ -28,6 +28,8 @@
 //! so every replica applies exactly the same thing and the audit trail agrees everywhere.
 
 pub mod access;
+pub mod alerts;
+pub use alerts::{AlertChannel, AlertEvent, AlertRule, ChannelKind};
 pub mod authorize;
 pub mod backfills;
 pub use backfills::{Backfill, BackfillAction, BackfillControl, BackfillOrder};
@@ -517,6 +519,27 @@ pub enum Command {
     CreateBackfill(Backfill),
     /// Pause, resume or cancel a backfill.
     ControlBackfill(BackfillControl),
+    /// Where a tenant's (or, without one, the federation's) alerts may go.
+    CreateAlertChannel(AlertChannel),
+    /// A channel no rule and no current workflow's callback uses.
+    DeleteAlertChannel {
+        #[serde(default)]
+        tenant: Option<Name>,
+        name: Name,
+    },
+    /// What raises alerts, and to which channels.
+    CreateAlertRule(AlertRule),
+    DeleteAlertRule {
+        #[serde(default)]
+        tenant: Option<Name>,
+        name: Name,
+    },
+    /// The leader's courier tried these deliveries: each outcome recorded, failures retried
+    /// with backoff. The plane's own; never from a request.
+    AlertAttempts(Vec<alerts::outbox::AlertAttempt>),
+    /// Raise the timed alerts due at the proposal's time (runs past their SLA, agents lost,
+    /// data centers unheard), proposed by the leader when it sees one due. The plane's own.
+    CheckAlerts,
 }
 
 /// A run to run again.
@@ -627,6 +650,12 @@ impl Command {
                 BackfillAction::Resume => "resume_backfill",
                 BackfillAction::Cancel => "cancel_backfill",
             },
+            Self::CreateAlertChannel(_) => "create_alert_channel",
+            Self::DeleteAlertChannel { .. } => "delete_alert_channel",
+            Self::CreateAlertRule(_) => "create_alert_rule",
+            Self::DeleteAlertRule { .. } => "delete_alert_rule",
+            Self::AlertAttempts(_) => "alert_attempts",
+            Self::CheckAlerts => "check_alerts",
         }
     }
 
@@ -665,6 +694,11 @@ impl Command {
             | Self::DeleteSchedule { tenant, .. } => Some(tenant),
             Self::RequestRun(r) => Some(&r.tenant),
             Self::CreateBackfill(b) => Some(&b.tenant),
+            Self::CreateAlertChannel(c) => c.tenant.as_ref(),
+            Self::CreateAlertRule(r) => r.tenant.as_ref(),
+            Self::DeleteAlertChannel { tenant, .. } | Self::DeleteAlertRule { tenant, .. } => {
+                tenant.as_ref()
+            }
             Self::CreateToken(t) => only_tenant(&t.bindings),
             Self::CreateUser { user, .. } => only_tenant(&user.bindings),
             Self::BindUser { binding, .. } | Self::UnbindUser { binding, .. } => {
@@ -678,7 +712,13 @@ impl Command {
     /// Whether the audit trail records it. Agents' heartbeats and reports are machine traffic
     /// many times a second; their effect is in the leases and the run history.
     pub fn audited(&self) -> bool {
-        !matches!(self, Self::AgentHeartbeat(_) | Self::AgentReport(_))
+        !matches!(
+            self,
+            Self::AgentHeartbeat(_)
+                | Self::AgentReport(_)
+                | Self::AlertAttempts(_)
+                | Self::CheckAlerts
+        )
     }
 
     /// Whether it changes who may do what (credentials, bindings, sessions), so resolved
@@ -748,6 +788,7 @@ impl Command {
             Self::DeleteSession { .. } => Self::DeleteSession {
                 hash: "(redacted)".into(),
             },
+            Self::CreateAlertChannel(c) => Self::CreateAlertChannel(c.clone().shown()),
             other => other.clone(),
         }
     }

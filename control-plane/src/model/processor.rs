@@ -3,7 +3,8 @@
 //! [`apply`] asks the access policy again (with the author's bindings as they are at this
 //! point of the log), then `execute`'s one exhaustive `match` over [`Command`] dispatches to
 //! the room of the command's family (`infrastructure`, `tenancy`, `definitions`, `leasing`,
-//! `history`, `access`), what it means for the backfills follows (`backfills::follow`), and the
+//! `history`, `access`), what it means for the backfills and alerts follows (`backfills::follow`,
+//! `alerts::raise::follow`), and the
 //! outcome is audited. Every room decides (reads what it must check, refuses with a message
 //! naming what is wrong) before it writes; no room refuses after it has written anything,
 //! which lets a batch skip per-command savepoints. Everything
@@ -39,6 +40,7 @@ pub async fn apply(
     match outcome {
         Ok(applied) => {
             super::backfills::follow(&mut tx, context, command).await?;
+            super::alerts::raise::follow(&mut tx, context, command).await?;
             if command.changes_definitions() {
                 super::checks::definitions_moved(&mut tx, index).await?;
             }
@@ -197,6 +199,16 @@ async fn execute(
         Command::Rerun(r) => super::history::rerun(tx, context, r).await,
         Command::CreateBackfill(b) => super::backfills::create(tx, context, b).await,
         Command::ControlBackfill(c) => super::backfills::control(tx, context, c).await,
+        Command::CreateAlertChannel(c) => super::alerts::create_channel(tx, c).await,
+        Command::DeleteAlertChannel { tenant, name } => {
+            super::alerts::delete_channel(tx, tenant.as_ref(), name).await
+        }
+        Command::CreateAlertRule(r) => super::alerts::create_rule(tx, r).await,
+        Command::DeleteAlertRule { tenant, name } => {
+            super::alerts::delete_rule(tx, tenant.as_ref(), name).await
+        }
+        Command::AlertAttempts(a) => super::alerts::outbox::record(tx, context, a).await,
+        Command::CheckAlerts => super::alerts::raise::check(tx, context).await,
         Command::AgentHeartbeat(heartbeat) => {
             super::leasing::heartbeat(tx, context, heartbeat).await
         }

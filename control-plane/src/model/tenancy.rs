@@ -67,6 +67,7 @@ pub(super) async fn delete_tenant(
     delete(tx, "DELETE FROM tenants WHERE name = ?", &[name]).await?;
     super::pauses::forget_tenant(tx, name).await?;
     super::backfills::forget_tenant(tx, name).await?;
+    super::alerts::forget_tenant(tx, name).await?;
     Ok(subject(format!("tenant {name}")))
 }
 

@@ -79,6 +79,9 @@ pub struct NodeConfig {
     pub timing: Timing,
     /// Stamps agents' heartbeats and reports (lease expiries are decided at that time).
     pub clock: Arc<dyn Clock>,
+    /// The SMTP relay email alerts go through (none: email channels' deliveries fail,
+    /// saying so, and are retried).
+    pub mail: Option<crate::courier::MailConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +118,8 @@ pub struct PlaneNode {
     connections: Connections,
     stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     server: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Stops the alert courier (a serving node's; see [`crate::courier`]).
+    courier: tokio_util::sync::CancellationToken,
 }
 
 /// Builds the gRPC services a node serves beside `PlanePeer` on its listener, from its core.
@@ -185,8 +190,15 @@ impl PlaneNode {
         let peer = PlanePeerServer::new(PeerService::new(raft.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let courier = tokio_util::sync::CancellationToken::new();
         let routes = match beside {
-            Some(build) => build(core.clone()).add_service(peer),
+            Some(build) => {
+                // A serving node delivers alerts when it leads.
+                let worker =
+                    crate::courier::Courier::new(core.clone(), config.clock.clone(), config.mail);
+                tokio::spawn(worker.run(courier.clone()));
+                build(core.clone()).add_service(peer)
+            }
             None => Routes::new(peer),
         };
         let router = tonic::transport::Server::builder()
@@ -215,6 +227,7 @@ impl PlaneNode {
             connections,
             stop: std::sync::Mutex::new(Some(stop)),
             server: std::sync::Mutex::new(Some(server)),
+            courier,
         })
     }
 
@@ -378,6 +391,7 @@ impl Core {
 impl PlaneNode {
     /// Stops serving and shuts Raft down.
     pub async fn shutdown(&self) {
+        self.courier.cancel();
         if let Some(stop) = self.stop.lock().expect("stop lock").take() {
             let _ = stop.send(());
         }
@@ -391,6 +405,7 @@ impl PlaneNode {
     /// Stops abruptly, as a crash would: the server stops answering at once and Raft stops
     /// without handing leadership over. Returns once the node's files are released.
     pub async fn abort(&self) {
+        self.courier.cancel();
         if let Some(server) = self.server.lock().expect("server lock").take() {
             server.abort();
         }

@@ -48,16 +48,8 @@ pub struct Gantt {
     pub ticks: Vec<Tick>,
 }
 
-/// `1.5 s`, `2 min 5 s`, `1 h 3 min`.
-pub fn duration(ms: i64) -> String {
-    let s = ms / 1000;
-    match ms {
-        ms if ms < 10_000 => format!("{:.1} s", ms as f64 / 1000.0),
-        ms if ms < 60_000 => format!("{s} s"),
-        ms if ms < 3_600_000 => format!("{} min {} s", s / 60, s % 60),
-        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
-    }
-}
+/// `1.5 s`, `2 min 5 s`, `1 h 3 min` (shared with the alerts' texts).
+pub use meridian_domain::clock::spoken as duration;
 
 /// The attempts that started, on one axis from the first start to the last finish (`now_ms`
 /// for one still going).

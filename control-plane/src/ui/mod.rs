@@ -17,6 +17,7 @@
 //! - [`chart`]: charts laid out for the SVG the pages draw (a run's Gantt chart).
 //! - [`schedules`]: a tenant's schedules, and the form with the environment picker and the
 //!   live cron preview.
+//! - [`alerts`]: alert channels, rules and deliveries with their attempts.
 //! - [`backfills`]: backfills with their live progress, pausing, resuming, cancelling, and
 //!   the form that makes one.
 //! - [`workflows`]: a tenant's workflows, a workflow's versions and DAG, and the editor.
@@ -30,6 +31,7 @@
 //! - [`assets`]: the embedded static files.
 
 pub mod admin;
+pub mod alerts;
 pub mod assets;
 pub mod backfills;
 pub mod chart;
@@ -83,6 +85,10 @@ fn table() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
         ("get", "/backfills", get(backfills::list)),
         ("post", "/backfills/new", post(backfills::create)),
         ("post", "/backfills/control", post(backfills::control)),
+        ("get", "/alerts", get(alerts::show)),
+        ("post", "/alerts/channels/new", post(alerts::new_channel)),
+        ("post", "/alerts/rules/new", post(alerts::new_rule)),
+        ("post", "/alerts/delete", post(alerts::delete)),
         ("get", "/schedules/preview", get(schedules::preview)),
         ("get", "/workflows", get(workflows::list)),
         ("get", "/workflows/edit", get(workflows::edit)),

@@ -238,6 +238,7 @@ impl Layout {
             ("/workflows", "Workflows"),
             ("/schedules", "Schedules"),
             ("/resources", "Resources"),
+            ("/alerts", "Alerts"),
             ("/admin", "Administration"),
         ]
         .into_iter()

@@ -157,6 +157,21 @@ pub const EXAMPLES: &[Example] = &[
     ),
     example(
         "post",
+        "/alerts/channels",
+        "/alerts/channels",
+        r#"{"tenant": "ads", "name": "ops-hook", "type": "webhook",
+            "url": "https://hooks.example.com/meridian", "secret": "a-long-shared-secret"}"#,
+    ),
+    example(
+        "post",
+        "/alerts/rules",
+        "/alerts/rules",
+        r#"{"tenant": "ads", "name": "nightly-failures", "schedule": "nightly",
+            "on": ["failed", "sla"], "sla_seconds": 7200, "channels": ["ops-hook"],
+            "group_seconds": 600}"#,
+    ),
+    example(
+        "post",
         "/pauses",
         "/pauses",
         r#"{"scope": {"schedule": {"tenant": "ads", "name": "nightly"}}, "reason": "release 4.2"}"#,

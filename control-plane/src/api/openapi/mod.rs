@@ -53,6 +53,19 @@ const MANAGE_PRINCIPALS: &str = "admin; owner of every tenant the user's (token'
 const INFRA_READ: &str = "admin, operator; members of a tenant granted an environment it \
      holds (lists: only those)";
 
+/// A tenant's alerts are read as its definitions; the federation's by operators.
+const ALERTS_READ: &str = "admin, operator; owner, developer, viewer of the tenant (lists: only \
+     their tenants'); the federation's (`_`): admin, operator";
+const ALERTS_WRITE: &str = "admin; owner, developer of the tenant; the federation's (`_`): admin";
+const ALERT_LIST: &[(&str, &str, &str)] = &[
+    STALE,
+    (
+        "tenant",
+        "string",
+        "Only this tenant's (`_`: the federation's).",
+    ),
+];
+
 const STALE: (&str, &str, &str) = (
     "stale",
     "boolean",
@@ -290,6 +303,92 @@ pub const ROUTES: &[Route] = &[
             "Lift a pause; with `catch_up`, what it skipped runs as far as each schedule's \
              catch-up policy says",
             "Resume",
+        )
+    },
+    Route {
+        query: ALERT_LIST,
+        access: ALERTS_READ,
+        ..get(
+            "/alerts/channels",
+            "List alert channels (a webhook's secret only shown as set)",
+            "[AlertChannel]",
+        )
+    },
+    Route {
+        access: ALERTS_WRITE,
+        ..create(
+            "/alerts/channels",
+            "Make an alert channel: a signed JSON webhook, email through the plane's relay, \
+             or a chat-style webhook",
+            "AlertChannel",
+        )
+    },
+    Route {
+        access: ALERTS_WRITE,
+        ..delete(
+            "/alerts/channels/{tenant}/{name}",
+            "Delete an alert channel no rule or current workflow callback uses (`_`: the \
+             federation's)",
+        )
+    },
+    Route {
+        query: ALERT_LIST,
+        access: ALERTS_READ,
+        ..get("/alerts/rules", "List alert rules", "[AlertRule]")
+    },
+    Route {
+        access: ALERTS_WRITE,
+        ..create(
+            "/alerts/rules",
+            "Make an alert rule: which events (of a tenant, workflow or schedule; agents and \
+             data centers for the federation's) go to which channels, repeats grouped",
+            "AlertRule",
+        )
+    },
+    Route {
+        access: ALERTS_WRITE,
+        ..delete(
+            "/alerts/rules/{tenant}/{name}",
+            "Delete an alert rule (`_`: the federation's)",
+        )
+    },
+    Route {
+        query: &[
+            STALE,
+            (
+                "tenant",
+                "string",
+                "Only this tenant's (`_`: the federation's).",
+            ),
+            (
+                "state",
+                "string",
+                "Only `pending`, `delivered` or `failed` ones.",
+            ),
+            (
+                "rule",
+                "string",
+                "Only this rule's (`~callback/<workflow>/<task>`: a task's callbacks).",
+            ),
+            (
+                "limit",
+                "integer",
+                "At most this many (default 100, at most 1000).",
+            ),
+        ],
+        access: ALERTS_READ,
+        ..get(
+            "/alerts/deliveries",
+            "List alert and callback deliveries, newest first",
+            "[Delivery]",
+        )
+    },
+    Route {
+        access: ALERTS_READ,
+        ..get(
+            "/alerts/deliveries/{id}",
+            "One delivery with every attempt (when, which node, the receiver's answer)",
+            "Delivery",
         )
     },
     Route {
@@ -766,6 +865,9 @@ fn schemas() -> Value {
         Resume,
         crate::model::pauses::PauseRecord,
         crate::model::Backfill,
+        crate::model::AlertChannel,
+        crate::model::AlertRule,
+        crate::model::alerts::outbox::Delivery,
         crate::model::backfills::BackfillRecord,
         query::TaskAttempt,
         query::AttemptLog,
