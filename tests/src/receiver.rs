@@ -15,6 +15,8 @@ pub struct Received {
     pub path: String,
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -59,6 +61,7 @@ impl Receiver {
                             })
                             .collect(),
                         body: body.to_vec(),
+                        at: std::time::Instant::now(),
                     });
                     "ok"
                 },

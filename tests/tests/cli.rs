@@ -1015,6 +1015,79 @@ fn documents_round_trip_through_get_and_apply() {
         ),
     );
     ok(cli(&["apply", "-f", &sleepy]));
+    // Alerts on its kills, to a webhook nobody answers: the deliveries wait, their failed
+    // attempts shown.
+    let secret = file("hook.secret", "a-long-shared-secret\n");
+    let made = ok(cli(&[
+        "alert",
+        "channel",
+        "create",
+        "ops",
+        "--tenant",
+        "demo",
+        "--webhook",
+        "http://127.0.0.1:9/hook",
+        "--secret-file",
+        &secret,
+    ]));
+    assert_eq!(made.trim(), "created alert channel demo/ops");
+    let channels = ok(cli(&["alert", "channel", "list", "--tenant", "demo"]));
+    assert!(
+        channels.contains("demo\tops\twebhook\thttp://127.0.0.1:9/hook\tyes"),
+        "{channels}"
+    );
+    assert!(!channels.contains("a-long-shared-secret"), "{channels}");
+    refused(
+        cli(&[
+            "alert",
+            "rule",
+            "create",
+            "kills",
+            "--tenant",
+            "demo",
+            "--on",
+            "kill",
+            "--channel",
+            "ops",
+        ]),
+        "--on `kill`: want one of failed, retries_exhausted",
+    );
+    refused(
+        cli(&[
+            "alert",
+            "rule",
+            "create",
+            "kills",
+            "--tenant",
+            "demo",
+            "--on",
+            "killed,late",
+            "--channel",
+            "ops",
+        ]),
+        "late_seconds: `late` needs it",
+    );
+    ok(cli(&[
+        "alert",
+        "rule",
+        "create",
+        "kills",
+        "--tenant",
+        "demo",
+        "--workflow",
+        "sleepy",
+        "--on",
+        "killed",
+        "--channel",
+        "ops",
+        "--group",
+        "0",
+    ]));
+    let rules = ok(cli(&["alert", "rule", "list", "--tenant", "demo"]));
+    assert!(
+        rules.contains("demo\tkills\tworkflow sleepy\tkilled\tops\t0s"),
+        "{rules}"
+    );
     let slow: Vec<String> = (0..2)
         .map(|_| {
             ok(cli(&["runs", "now", "demo", "sleepy"]))
@@ -1045,6 +1118,45 @@ fn documents_round_trip_through_get_and_apply() {
         "no run going matches; nothing to do"
     );
     refused(cli(&["runs", "kill"]), "name the runs, or filter them");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let listed = loop {
+        let listed = ok(cli(&[
+            "alert",
+            "deliveries",
+            "--tenant",
+            "demo",
+            "--state",
+            "pending",
+        ]));
+        if listed.lines().count() == 3 {
+            break listed;
+        }
+        assert!(std::time::Instant::now() < deadline, "{listed}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for run in &slow {
+        assert!(
+            listed.contains(&format!("run {run} was killed")),
+            "{listed}"
+        );
+    }
+    let id = listed.lines().nth(1).unwrap().split('\t').next().unwrap();
+    let delivery = ok(cli(&["alert", "delivery", id]));
+    assert!(
+        delivery.contains("(pending, rule kills, channel ops)"),
+        "{delivery}"
+    );
+    assert!(delivery.contains("\tno\t"), "an attempt failed: {delivery}");
+    refused(
+        cli(&["alert", "channel", "delete", "ops", "--tenant", "demo"]),
+        "still used by rule `kills`",
+    );
+    ok(cli(&[
+        "alert", "rule", "delete", "kills", "--tenant", "demo",
+    ]));
+    ok(cli(&[
+        "alert", "channel", "delete", "ops", "--tenant", "demo",
+    ]));
 
     // A schedule starting in the past offers a backfill of what lies before its creation; the
     // backfill, followed to its end, runs those records; again, it finds nothing missing.
