@@ -72,6 +72,7 @@ impl Server {
         https: bool,
         bucket: Option<meridian_bucket::Bucket>,
         sessions: SessionSettings,
+        mail: Option<crate::courier::MailConfig>,
     ) -> Result<Self, ServeError> {
         // The certificate is checked before anything starts, so a bad one changes nothing.
         let rustls = if https {
@@ -85,6 +86,7 @@ impl Server {
         let clock = config.clock.clone();
         let agents = crate::agents::beside(clock.clone());
         let node = Arc::new(PlaneNode::start(config, peer_listener, Some(agents)).await?);
+        crate::courier::start(&node, clock.clone(), mail);
         let app = app(Api::new(
             node.clone(),
             clock,

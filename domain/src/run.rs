@@ -227,36 +227,8 @@ impl fmt::Display for RunState {
     }
 }
 
-/// How one attempt of one task went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AttemptOutcome {
-    Started,
-    Succeeded,
-    Failed,
-    TimedOut,
-    Killed,
-    /// Never started because a task it depends on (directly or through others) failed for
-    /// good; reported as attempt 0, the message naming that task.
-    UpstreamFailed,
-    /// Never started because the run ended first (another branch failed, or it was killed);
-    /// reported as attempt 0, the message saying which.
-    NotStarted,
-}
-
-impl AttemptOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Started => "started",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::TimedOut => "timed_out",
-            Self::Killed => "killed",
-            Self::UpstreamFailed => "upstream_failed",
-            Self::NotStarted => "not_started",
-        }
-    }
-}
+/// How one attempt of one task went (with the task's definition, whose callbacks name it).
+pub use crate::workflow::AttemptOutcome;
 
 /// A run changed state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -57,11 +57,42 @@ pub struct TaskCallback {
     pub channel: String,
     /// The attempt outcomes that call it (`started`, `succeeded`, `failed`, `timed_out`,
     /// `killed`, `upstream_failed`, `not_started`).
-    pub on: Vec<crate::run::AttemptOutcome>,
+    pub on: Vec<AttemptOutcome>,
 }
 
 fn one_second() -> u64 {
     1
+}
+
+/// How one attempt of one task went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Started,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Killed,
+    /// Never started because a task it depends on (directly or through others) failed for
+    /// good; reported as attempt 0, the message naming that task.
+    UpstreamFailed,
+    /// Never started because the run ended first (another branch failed, or it was killed);
+    /// reported as attempt 0, the message saying which.
+    NotStarted,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Killed => "killed",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::NotStarted => "not_started",
+        }
+    }
 }
 
 /// What a task does.

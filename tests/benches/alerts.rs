@@ -57,7 +57,11 @@ async fn arrivals(hook: &Receiver, runs: usize) -> BTreeMap<String, Instant> {
         if got.len() >= runs {
             return got;
         }
-        assert!(Instant::now() < deadline, "{} of {runs} alerts arrived", got.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} of {runs} alerts arrived",
+            got.len()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -130,7 +134,10 @@ async fn bench() {
         .iter()
         .map(|(run, at)| got[run].saturating_duration_since(*at).as_secs_f64() * 1000.0)
         .collect();
-    report(&format!("one at a time (a kill every {} ms)", gap.as_millis()), ms);
+    report(
+        &format!("one at a time (a kill every {} ms)", gap.as_millis()),
+        ms,
+    );
 
     // A burst: every kill in one log entry.
     let mut runs = Vec::new();

@@ -19,6 +19,8 @@ pub struct Cluster {
     pub dir: TempDir,
     pub ca: Pem,
     configs: Vec<NodeConfig>,
+    /// Each node's SMTP relay for email alerts (its courier's; see `set_mail`).
+    mail: Vec<Option<meridian_plane::courier::MailConfig>>,
     nodes: Vec<Option<Arc<PlaneNode>>>,
     /// Links cut by `partition`, re-applied to a node when it restarts.
     cuts: BTreeSet<(usize, usize)>,
@@ -71,24 +73,24 @@ impl Cluster {
                 hosts: HostsMap(hosts.clone()),
                 timing,
                 clock: clock.clone(),
-                mail: None,
             });
         }
         let mut nodes = Vec::new();
         for (config, listener) in configs.iter().zip(listeners) {
-            nodes.push(Some(Arc::new(
-                PlaneNode::start(
-                    config.clone(),
-                    listener,
-                    Some(meridian_plane::agents::beside(config.clock.clone())),
-                )
-                .await
-                .expect("start node"),
-            )));
+            let node = PlaneNode::start(
+                config.clone(),
+                listener,
+                Some(meridian_plane::agents::beside(config.clock.clone())),
+            )
+            .await
+            .expect("start node");
+            meridian_plane::courier::start(&node, config.clock.clone(), None);
+            nodes.push(Some(Arc::new(node)));
         }
         let cluster = Self {
             dir,
             ca,
+            mail: vec![None; configs.len()],
             configs,
             nodes,
             cuts: BTreeSet::new(),
@@ -186,7 +188,7 @@ impl Cluster {
 
     /// The SMTP relay node `i` sends email alerts through, from its next restart.
     pub fn set_mail(&mut self, i: usize, mail: Option<meridian_plane::courier::MailConfig>) {
-        self.configs[i].mail = mail;
+        self.mail[i] = mail;
     }
 
     /// Stops node `i` abruptly (no graceful handover).
@@ -231,6 +233,7 @@ impl Cluster {
                 Err(e) => panic!("restarting {}: {e}", hostname(i)),
             }
         };
+        meridian_plane::courier::start(&node, config.clock.clone(), self.mail[i].clone());
         self.nodes[i] = Some(Arc::new(node));
         self.apply_cuts();
     }

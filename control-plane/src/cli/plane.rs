@@ -73,7 +73,6 @@ fn node_config(config: &PlaneConfig) -> Result<NodeConfig, ClientError> {
         hosts: config.hosts.clone(),
         timing: config.timing,
         clock: Arc::new(SystemClock),
-        mail: config.mail.clone(),
     })
 }
 
@@ -100,6 +99,7 @@ pub async fn serve(path: &Path) -> Result<String, ClientError> {
         config.http.tls,
         bucket,
         config.http.sessions(),
+        config.mail.clone(),
     )
     .await
     .map_err(|e| match e {
@@ -417,13 +417,13 @@ impl DevPlane {
                 hosts: HostsMap::default(),
                 timing: Timing::default(),
                 clock: clock.clone(),
-                mail: None,
             },
             peer,
             http,
             false,
             bucket,
             crate::api::session::SessionSettings::default(),
+            None,
         )
         .await
         .map_err(|e| {

@@ -1,6 +1,6 @@
 //! The courier: the leader's worker that empties the alert outbox.
 //!
-//! Every plane node runs one; only the leader's works. Each round it proposes `CheckAlerts`
+//! Every serving plane node runs one ([`start`], beside its API); only the leader's works. Each round it proposes `CheckAlerts`
 //! when a timed alert is due (a run past its SLA, an agent lost, a data center unheard), sends
 //! the deliveries due (webhook, chat, mail: [`send`]) and proposes their outcomes as one
 //! `AlertAttempts`, so the outbox — what was tried, when it is tried again — is replicated: a
@@ -22,8 +22,14 @@ use tokio_util::sync::CancellationToken;
 use crate::model::alerts::outbox::{self, AlertAttempt};
 use crate::model::alerts::raise;
 use crate::model::{Command, Proposal};
-use crate::raft::node::Core;
+use crate::raft::node::{Core, PlaneNode};
 pub use send::{MailConfig, MailTls, Sender};
+
+/// Starts `node`'s courier; it stops with the node.
+pub fn start(node: &PlaneNode, clock: Arc<dyn Clock>, mail: Option<MailConfig>) {
+    let courier = Courier::new(node.core(), clock, mail);
+    tokio::spawn(courier.run(node.stopping()));
+}
 
 /// How often an idle courier looks again (timed alerts and backoffs need no event to wake).
 const POLL: Duration = Duration::from_millis(500);

@@ -79,9 +79,6 @@ pub struct NodeConfig {
     pub timing: Timing,
     /// Stamps agents' heartbeats and reports (lease expiries are decided at that time).
     pub clock: Arc<dyn Clock>,
-    /// The SMTP relay email alerts go through (none: email channels' deliveries fail,
-    /// saying so, and are retried).
-    pub mail: Option<crate::courier::MailConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,8 +115,9 @@ pub struct PlaneNode {
     connections: Connections,
     stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     server: std::sync::Mutex<Option<JoinHandle<()>>>,
-    /// Stops the alert courier (a serving node's; see [`crate::courier`]).
-    courier: tokio_util::sync::CancellationToken,
+    /// Cancelled when the node stops: the workers that run beside it (the alert courier)
+    /// stop with it.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Builds the gRPC services a node serves beside `PlanePeer` on its listener, from its core.
@@ -190,15 +188,8 @@ impl PlaneNode {
         let peer = PlanePeerServer::new(PeerService::new(raft.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let courier = tokio_util::sync::CancellationToken::new();
         let routes = match beside {
-            Some(build) => {
-                // A serving node delivers alerts when it leads.
-                let worker =
-                    crate::courier::Courier::new(core.clone(), config.clock.clone(), config.mail);
-                tokio::spawn(worker.run(courier.clone()));
-                build(core.clone()).add_service(peer)
-            }
+            Some(build) => build(core.clone()).add_service(peer),
             None => Routes::new(peer),
         };
         let router = tonic::transport::Server::builder()
@@ -227,13 +218,18 @@ impl PlaneNode {
             connections,
             stop: std::sync::Mutex::new(Some(stop)),
             server: std::sync::Mutex::new(Some(server)),
-            courier,
+            stopping: tokio_util::sync::CancellationToken::new(),
         })
     }
 
     /// The shared part, for services that outlive a borrow of the node.
     pub fn core(&self) -> Arc<Core> {
         self.core.clone()
+    }
+
+    /// Cancelled when the node shuts down or is aborted: workers started beside it wait on it.
+    pub fn stopping(&self) -> tokio_util::sync::CancellationToken {
+        self.stopping.clone()
     }
 
     /// Makes this node a one-member plane. Idempotent: a node already initialised is left
@@ -391,7 +387,7 @@ impl Core {
 impl PlaneNode {
     /// Stops serving and shuts Raft down.
     pub async fn shutdown(&self) {
-        self.courier.cancel();
+        self.stopping.cancel();
         if let Some(stop) = self.stop.lock().expect("stop lock").take() {
             let _ = stop.send(());
         }
@@ -405,7 +401,7 @@ impl PlaneNode {
     /// Stops abruptly, as a crash would: the server stops answering at once and Raft stops
     /// without handing leadership over. Returns once the node's files are released.
     pub async fn abort(&self) {
-        self.courier.cancel();
+        self.stopping.cancel();
         if let Some(server) = self.server.lock().expect("server lock").take() {
             server.abort();
         }
