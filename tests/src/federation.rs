@@ -364,6 +364,31 @@ impl Federation {
         .await;
     }
 
+    /// Starts `agent-1.test` and `agent-2.test` in `main` and waits until each holds half of
+    /// its 16 partitions.
+    pub async fn start_two_agents_holding_half(&mut self) {
+        self.start_agent("agent-1.test", "main").await;
+        self.start_agent("agent-2.test", "main").await;
+        self.wait_until("both agents to hold 8 partitions", || async {
+            self.agent("agent-1.test").held().len() == 8
+                && self.agent("agent-2.test").held().len() == 8
+        })
+        .await;
+    }
+
+    /// Of the two agents [`Federation::start_two_agents_holding_half`] started: the one that
+    /// ran `schedule`'s first record, and the other.
+    pub async fn runner_and_other(&self, schedule: &str) -> (String, String) {
+        let first = self.wait_for_history(schedule, 1).await;
+        let runner = first[0].agent.clone().expect("the first run's agent");
+        let other = if runner == "agent-1.test" {
+            "agent-2.test"
+        } else {
+            "agent-1.test"
+        };
+        (runner, other.to_owned())
+    }
+
     /// Polls `check` every 50 ms until it holds, or panics after 20 s naming `what`.
     pub async fn wait_until<F, Fut>(&self, what: &str, check: F)
     where

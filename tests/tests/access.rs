@@ -1717,3 +1717,132 @@ async fn what_exists_elsewhere_is_not_told() {
     assert_eq!(answers[0].0, StatusCode::UNPROCESSABLE_ENTITY);
     plane.cluster.shutdown().await;
 }
+
+/// Alerts: the federation's channels and rules (`_`) are admins' to write and operators' to
+/// read; a tenant's are its members' only, in every list (channels, rules, deliveries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_federations_alerts_are_admins_and_a_tenants_its_own() {
+    let plane = ApiPlane::start(1, ManualClock::at(t0())).await;
+    federation(&plane).await;
+    let operator = plane.token("operator", &["operator"]).await;
+    let owner_ads = plane.token("owner-ads", &["owner@ads"]).await;
+    let owner_bi = plane.token("owner-bi", &["owner@bi"]).await;
+    let admins = json!({"name": "pager", "type": "webhook", "url": "http://127.0.0.1:9/p"});
+    // The federation's: an owner or an operator may not make one; an admin may.
+    for who in [&owner_ads, &operator] {
+        let made = plane
+            .call_as(
+                who,
+                0,
+                Method::POST,
+                "/alerts/channels",
+                Some(admins.clone()),
+            )
+            .await;
+        assert_eq!(made.status, StatusCode::FORBIDDEN, "{:?}", made.body);
+    }
+    plane.must(Method::POST, "/alerts/channels", admins).await;
+    let machines = json!({"name": "machines", "on": ["agent_lost"], "channels": ["pager"]});
+    let made = plane
+        .call_as(
+            &owner_ads,
+            0,
+            Method::POST,
+            "/alerts/rules",
+            Some(machines.clone()),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::FORBIDDEN, "{:?}", made.body);
+    plane.must(Method::POST, "/alerts/rules", machines).await;
+    // ads's, with a rule on kills, and a kill: one delivery of ads's.
+    plane
+        .must(Method::POST, "/alerts/channels", hook("ops"))
+        .await;
+    let mut kills = alert_rule("kills", "ops");
+    kills["on"] = json!(["killed"]);
+    plane.must(Method::POST, "/alerts/rules", kills).await;
+    let run = plane.run_now("ads").await;
+    plane
+        .must(Method::POST, &format!("/runs/{run}/kill"), json!({}))
+        .await;
+    let list = async |who: &Cred, path: &str| -> Vec<String> {
+        let got = plane.call_as(who, 0, Method::GET, path, None).await;
+        assert_eq!(got.status, StatusCode::OK, "{path}: {:?}", got.body);
+        got.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}/{}",
+                    i["tenant"].as_str().unwrap_or("_"),
+                    i["name"].as_str().or(i["rule"].as_str()).unwrap()
+                )
+            })
+            .collect()
+    };
+    // The operator reads both; each owner only its own, whatever it asks for.
+    assert_eq!(
+        list(&operator, "/alerts/channels").await,
+        ["_/pager", "ads/ops"]
+    );
+    assert_eq!(
+        list(&operator, "/alerts/rules").await,
+        ["_/machines", "ads/kills"]
+    );
+    assert_eq!(list(&owner_ads, "/alerts/channels").await, ["ads/ops"]);
+    assert_eq!(list(&owner_ads, "/alerts/rules").await, ["ads/kills"]);
+    assert!(list(&owner_bi, "/alerts/channels").await.is_empty());
+    assert!(list(&owner_bi, "/alerts/rules?tenant=ads").await.is_empty());
+    assert!(
+        list(&owner_bi, "/alerts/channels?tenant=_")
+            .await
+            .is_empty()
+    );
+    assert_eq!(list(&owner_ads, "/alerts/deliveries").await, ["ads/kills"]);
+    assert!(list(&owner_bi, "/alerts/deliveries").await.is_empty());
+    assert!(
+        list(&owner_bi, "/alerts/deliveries?tenant=ads")
+            .await
+            .is_empty()
+    );
+    let id = plane
+        .call(0, Method::GET, "/alerts/deliveries?tenant=ads", None)
+        .await
+        .1[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = plane
+        .call_as(
+            &owner_bi,
+            0,
+            Method::GET,
+            &format!("/alerts/deliveries/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND, "{:?}", other.body);
+    // Deleting the federation's: not an operator's; ads's: not bi's (as if absent).
+    let gone = plane
+        .call_as(
+            &operator,
+            0,
+            Method::DELETE,
+            "/alerts/rules/_/machines",
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::FORBIDDEN, "{:?}", gone.body);
+    let gone = plane
+        .call_as(
+            &owner_bi,
+            0,
+            Method::DELETE,
+            "/alerts/rules/ads/kills",
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{:?}", gone.body);
+    plane.cluster.shutdown().await;
+}

@@ -347,21 +347,11 @@ async fn a_killed_agents_partitions_move_after_the_lease_and_nothing_is_lost_or_
     let mut f = Federation::start(1, 10).await;
     f.schedule("moving", EVERY_10S, "echo ran", OverlapPolicy::AllowAll)
         .await;
-    f.start_agent("agent-1.test", "main").await;
-    f.start_agent("agent-2.test", "main").await;
-    f.wait_until("both agents to hold 8 partitions", || async {
-        f.agent("agent-1.test").held().len() == 8 && f.agent("agent-2.test").held().len() == 8
-    })
-    .await;
+    f.start_two_agents_holding_half().await;
     f.advance(Duration::from_secs(10), Duration::from_secs(10))
         .await;
-    let first = f.wait_for_history("moving", 1).await;
-    let owner = first[0].agent.clone().unwrap();
-    let survivor = if owner == "agent-1.test" {
-        "agent-2.test"
-    } else {
-        "agent-1.test"
-    };
+    let (owner, survivor) = f.runner_and_other("moving").await;
+    let survivor = survivor.as_str();
 
     f.kill_agent(&owner).await;
     f.advance(Duration::from_secs(40), Duration::from_secs(1))

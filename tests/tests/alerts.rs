@@ -256,14 +256,36 @@ async fn repeats_are_grouped_and_task_callbacks_call_on_each_state_change() {
         definition,
     }))
     .await;
-    f.start_agent("agent-1.test", "main").await;
-    f.wait_for_partitions("agent-1.test", 16).await;
-    f.write(Command::RequestRun(RunRequest {
+    // A task that retries once and fails again: `retries_exhausted` (of every run of ads's;
+    // the failures above had no retry to use up).
+    let mut retrier = WorkflowDefinition::shell("stubborn", "exit 2");
+    retrier.tasks[0].retries = 1;
+    f.write(Command::ApplyWorkflow(Workflow {
         tenant: name("ads"),
-        workflow: name("pipeline"),
-        environment: None,
+        name: name("retrier"),
+        environment: Some(name("prod")),
+        definition: retrier,
     }))
     .await;
+    f.write(webhook(Some("ads"), "retries", hook.url("/retries")))
+        .await;
+    f.write(Command::CreateAlertRule(rule(
+        Some("ads"),
+        "used-up",
+        &[AlertEvent::RetriesExhausted],
+        "retries",
+    )))
+    .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    for workflow in ["pipeline", "retrier"] {
+        f.write(Command::RequestRun(RunRequest {
+            tenant: name("ads"),
+            workflow: name(workflow),
+            environment: None,
+        }))
+        .await;
+    }
 
     // 10 s: the first failure goes at once; 20…60 s: five more wait out the window together.
     f.advance(Duration::from_secs(60), Duration::from_secs(2))
@@ -307,6 +329,17 @@ async fn repeats_are_grouped_and_task_callbacks_call_on_each_state_change() {
             .contains("more like it"),
         "{grouped}"
     );
+    // Failures going on: one alert a window (the next at 130 s), not one per failure.
+    f.advance(Duration::from_secs(50), Duration::from_secs(2))
+        .await;
+    f.wait_for_history("flaky", 12).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(alerts().len(), 2, "the next window is not over");
+    f.advance(Duration::from_secs(10), Duration::from_secs(2))
+        .await;
+    f.wait_until("the next window's alert", || async { alerts().len() == 3 })
+        .await;
+    assert!(alerts()[2].json()["count"].as_u64().unwrap() >= 5);
 
     // The callbacks: one call per task state change asked for, each its own.
     let calls: Vec<serde_json::Value> = hook
@@ -334,6 +367,15 @@ async fn repeats_are_grouped_and_task_callbacks_call_on_each_state_change() {
         "{calls:#?}"
     );
     assert_eq!(calls.len(), 2, "each change called once: {calls:#?}");
+    let used_up: Vec<serde_json::Value> = hook
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/retries")
+        .map(|r| r.json())
+        .collect();
+    assert_eq!(used_up.len(), 1, "only the run that retried: {used_up:#?}");
+    assert_eq!(used_up[0]["event"], "retries_exhausted");
+    assert_eq!(used_up[0]["events"][0]["details"]["workflow"], "retrier");
     assert!(calls.iter().all(|c| c["event"] == "task"));
     // A channel a callback uses cannot be deleted from under it.
     let leader = f.plane.leader().await;
@@ -366,6 +408,8 @@ async fn timed_alerts_a_run_past_its_sla_an_agent_lost_a_data_center_unheard() {
     let hook = Receiver::start().await;
     f.write(webhook(Some("ads"), "ops", hook.url("/ads"))).await;
     f.write(webhook(None, "admins", hook.url("/admins"))).await;
+    f.write(webhook(Some("ads"), "late", hook.url("/late")))
+        .await;
     f.write(Command::ApplyWorkflow(Workflow {
         tenant: name("ads"),
         name: name("report"),
@@ -377,6 +421,15 @@ async fn timed_alerts_a_run_past_its_sla_an_agent_lost_a_data_center_unheard() {
         workflow: Some(name("report")),
         sla_seconds: Some(120),
         ..rule(Some("ads"), "report-sla", &[AlertEvent::Sla], "ops")
+    }))
+    .await;
+    // A schedule whose records fall due while the agent is gone: caught up late on its return.
+    f.schedule("tick", EVERY_10S, "true", OverlapPolicy::AllowAll)
+        .await;
+    f.write(Command::CreateAlertRule(AlertRule {
+        schedule: Some(name("tick")),
+        late_seconds: Some(5),
+        ..rule(Some("ads"), "tick-late", &[AlertEvent::Late], "late")
     }))
     .await;
     f.write(Command::CreateAlertRule(AlertRule {
@@ -437,6 +490,87 @@ async fn timed_alerts_a_run_past_its_sla_an_agent_lost_a_data_center_unheard() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(by_path("/admins").len(), 2);
     assert_eq!(by_path("/ads").len(), 1);
+    assert!(
+        by_path("/late").is_empty(),
+        "nothing ran late: {:?}",
+        by_path("/late")
+    );
+    // The agent comes back and catches up what fell due while it was gone: late, each run
+    // alerted once.
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(4), Duration::from_secs(2))
+        .await;
+    let runs = f.wait_for_history("tick", 10).await;
+    let late: Vec<&String> = runs
+        .iter()
+        .filter(|r| r.lateness_ms.is_some_and(|l| l > 5_000))
+        .map(|r| &r.run_id)
+        .collect();
+    assert!(late.len() >= 10, "{runs:#?}");
+    f.wait_until("an alert for each late run", || async {
+        by_path("/late").len() == late.len()
+    })
+    .await;
+    let alerted: BTreeSet<String> = by_path("/late")
+        .iter()
+        .map(|a| {
+            assert_eq!(a["event"], "late");
+            a["events"][0]["subject"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        alerted,
+        late.into_iter().cloned().collect(),
+        "only the late runs"
+    );
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_left_in_doubt_by_a_takeover_raise_an_alert() {
+    let mut f = Federation::start(1, 10).await;
+    let hook = Receiver::start().await;
+    f.write(webhook(Some("ads"), "ops", hook.url("/ads"))).await;
+    f.schedule("moving", EVERY_10S, "true", OverlapPolicy::AllowAll)
+        .await;
+    f.write(Command::CreateAlertRule(rule(
+        Some("ads"),
+        "doubts",
+        &[AlertEvent::InDoubt],
+        "ops",
+    )))
+    .await;
+    f.start_two_agents_holding_half().await;
+    f.advance(Duration::from_secs(10), Duration::from_secs(10))
+        .await;
+    let (owner, survivor) = f.runner_and_other("moving").await;
+    let survivor = survivor.as_str();
+    assert!(
+        hook.received().is_empty(),
+        "a handover's doubt raises nothing"
+    );
+    f.kill_agent(&owner).await;
+    f.advance(Duration::from_secs(40), Duration::from_secs(1))
+        .await;
+    f.wait_for_partitions(survivor, 16).await;
+    // A doubt the old holder settles (a handover) raises nothing; one open a minute does.
+    assert!(hook.received().is_empty(), "not a minute yet");
+    f.advance(Duration::from_secs(70), Duration::from_secs(5))
+        .await;
+    f.wait_until("the in-doubt alert", || async {
+        !hook.received().is_empty()
+    })
+    .await;
+    let got = hook.received();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let alert = got[0].json();
+    assert_eq!(alert["event"], "in_doubt");
+    assert_eq!(alert["events"][0]["subject"], "ads.moving");
+    assert_eq!(
+        alert["events"][0]["details"]["previous_holder"],
+        owner.as_str()
+    );
     f.shutdown().await;
 }
 

@@ -1033,7 +1033,7 @@ fn documents_round_trip_through_get_and_apply() {
     assert_eq!(made.trim(), "created alert channel demo/ops");
     let channels = ok(cli(&["alert", "channel", "list", "--tenant", "demo"]));
     assert!(
-        channels.contains("demo\tops\twebhook\thttp://127.0.0.1:9/hook\tyes"),
+        channels.contains("demo\tops\twebhook\thttp://127.0.0.1:9/…\tyes"),
         "{channels}"
     );
     assert!(!channels.contains("a-long-shared-secret"), "{channels}");

@@ -58,6 +58,8 @@ impl Courier {
     /// again on the next leader (at least once).
     pub async fn run(self, stop: CancellationToken) {
         let mut applied = self.core.raft.metrics();
+        // The timed checks read every timed rule: at most once a poll, not at every apply.
+        let mut checked = tokio::time::Instant::now() - POLL;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -67,9 +69,13 @@ impl Courier {
             if !self.leads() {
                 continue;
             }
+            let timed = checked.elapsed() >= POLL;
+            if timed {
+                checked = tokio::time::Instant::now();
+            }
             let round = tokio::select! {
                 () = stop.cancelled() => return,
-                r = self.round() => r,
+                r = self.round(timed) => r,
             };
             if let Err(e) = round {
                 tracing::warn!("alert courier: {e}");
@@ -83,8 +89,8 @@ impl Courier {
         self.core.raft.metrics().borrow().current_leader == Some(self.core.id())
     }
 
-    /// One round: raise what is due, send what is due, record how it went.
-    async fn round(&self) -> Result<(), String> {
+    /// One round: raise what is due (when `timed`), send what is due, record how it went.
+    async fn round(&self, timed: bool) -> Result<(), String> {
         let now = self.clock.now_ms();
         let (timed, due) = {
             let mut conn = self
@@ -94,9 +100,13 @@ impl Courier {
                 .acquire()
                 .await
                 .map_err(|e| e.to_string())?;
-            let timed = raise::due(&mut conn, now)
-                .await
-                .map_err(|e| e.to_string())?;
+            let timed = if timed {
+                raise::due(&mut conn, now)
+                    .await
+                    .map_err(|e| e.to_string())?
+            } else {
+                0
+            };
             let due = outbox::due(&mut conn, now, ROUND)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -80,6 +80,8 @@ impl Sender {
         .with_no_client_auth();
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            // A receiver's answer is its own: a redirect is not followed elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(SEND_TIMEOUT)
             .user_agent(concat!("meridian-alerts/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -120,6 +122,7 @@ impl Sender {
             took_ms: started.elapsed().as_millis() as u64,
             node: self.node.clone(),
             sent: delivery.count,
+            sent_events: delivery.events.len() as u32,
             give_up,
         }
     }
@@ -236,13 +239,13 @@ async fn post(request: reqwest::RequestBuilder) -> Result<String, Failure> {
         }
         Failure::Retry(why)
     })?;
+    // Only the status is kept: a body is the receiver's, and the tenant who made the channel
+    // reads the attempts (so a plane node is no way to read what an address answers).
     let status = response.status();
     if status.is_success() {
         Ok(format!("HTTP {}", status.as_u16()))
     } else {
-        let body = response.text().await.unwrap_or_default();
-        let body: String = body.chars().take(200).collect();
-        Err(Failure::Retry(format!("HTTP {}: {body}", status.as_u16())))
+        Err(Failure::Retry(format!("HTTP {}", status.as_u16())))
     }
 }
 

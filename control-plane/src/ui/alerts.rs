@@ -12,7 +12,7 @@ use crate::api::Api;
 use crate::model::alerts::outbox::{self, Delivery, DeliveryFilter};
 use crate::model::alerts::{self, AlertChannel, AlertEvent, AlertRule, ChannelKind};
 use crate::model::{Command, Name};
-use crate::policy::{Action, Object};
+use crate::policy::{Action, Kind, Object, Scope};
 
 /// A channel's or rule's row.
 pub struct Row {
@@ -86,10 +86,23 @@ async fn render(api: &Api, viewer: &Viewer, error: String, status: StatusCode) -
         let mut conn = api.node.state.pool().acquire().await?;
         let channels = alerts::channels(&mut conn, None).await?;
         let rules = alerts::all_rules(&mut conn, None).await?;
+        // The viewer's owners' newest, chosen in the query (not the federation's newest,
+        // filtered after).
+        let owners = match viewer.scope(Kind::Definition) {
+            Scope::All => None,
+            Scope::Tenants(ts) => Some(
+                ts.iter()
+                    .map(|t| t.to_string())
+                    .chain(sees(None).then(String::new))
+                    .collect(),
+            ),
+            Scope::Nothing => Some(vec![String::new()]),
+        };
         let recent = outbox::list(
             &mut conn,
             &DeliveryFilter {
-                limit: 200,
+                owners,
+                limit: 50,
                 ..Default::default()
             },
         )
@@ -97,7 +110,7 @@ async fn render(api: &Api, viewer: &Viewer, error: String, status: StatusCode) -
         let mut deliveries: Vec<Delivery> = Vec::new();
         for d in recent {
             let owner = d.tenant.as_deref().and_then(|t| Name::new(t).ok());
-            if deliveries.len() < 50 && sees(owner.as_ref()) {
+            if sees(owner.as_ref()) {
                 deliveries.extend(outbox::get(&mut conn, &d.id).await?);
             }
         }
@@ -120,6 +133,7 @@ async fn render(api: &Api, viewer: &Viewer, error: String, status: StatusCode) -
     let channels = channels
         .into_iter()
         .filter(|c| sees(c.tenant.as_ref()))
+        .map(AlertChannel::shown)
         .map(|c| Row {
             tenant: tenant(c.tenant.as_ref()),
             name: c.name.to_string(),

@@ -118,11 +118,19 @@ impl AlertChannel {
         None
     }
 
-    /// As shown to anyone: the secret only said to be set.
+    /// As shown to anyone (and kept in the audit trail): the secret only said to be set, and
+    /// a URL only up to its host — chat services put their credential in the path or query.
     pub fn shown(mut self) -> Self {
         if self.secret.is_some() {
             self.secret = Some("(set)".into());
         }
+        self.url = self.url.map(|u| match url::Url::parse(&u) {
+            Ok(parsed) if parsed.path() != "/" || parsed.query().is_some() => {
+                format!("{}/…", parsed.origin().ascii_serialization())
+            }
+            Ok(_) => u,
+            Err(_) => "(unreadable)".into(),
+        });
         self
     }
 }
@@ -531,6 +539,13 @@ impl Callbacks {
 
 /// A tenant's alert objects go with it (called when the tenant is deleted).
 pub(super) async fn forget_tenant(tx: &mut SqliteConnection, tenant: &Name) -> sqlx::Result<()> {
+    sqlx::query(
+        "DELETE FROM alert_attempts WHERE delivery_id IN \
+         (SELECT id FROM alert_deliveries WHERE tenant = ?)",
+    )
+    .bind(tenant.as_str())
+    .execute(&mut *tx)
+    .await?;
     for table in [
         "alert_rules",
         "alert_channels",
@@ -690,6 +705,8 @@ mod tests {
             ..hook.clone()
         };
         assert_eq!(mail.problem().unwrap().0, "to");
-        assert_eq!(hook.shown().secret.as_deref(), Some("(set)"));
+        let shown = hook.shown();
+        assert_eq!(shown.secret.as_deref(), Some("(set)"));
+        assert_eq!(shown.url.as_deref(), Some("https://example.com/…"));
     }
 }

@@ -35,8 +35,11 @@ pub struct AlertAttempt {
     pub took_ms: u64,
     /// The plane node that tried.
     pub node: String,
-    /// How many of the delivery's events it carried (more may have joined since).
+    /// The delivery's count it carried (more may have joined since).
     pub sent: u32,
+    /// How many of the delivery's kept events it carried.
+    #[serde(default)]
+    pub sent_events: u32,
     /// Nothing to retry: its channel is gone.
     #[serde(default)]
     pub give_up: bool,
@@ -186,18 +189,34 @@ pub(in crate::model) async fn record(
         }
         let count = row.get::<i64, _>("count");
         if a.ok && count > i64::from(a.sent) {
-            // Events joined while it was being sent: they go out next, at once.
+            // Events joined while it was being sent: this one is delivered as sent, and what
+            // joined goes out at once as a delivery of its own (its own id: receivers dedupe
+            // on ids).
             let events: Vec<Notice> = serde_json::from_str(row.get::<&str, _>("events"))
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            let rest: Vec<Notice> = events.into_iter().skip(a.sent as usize).collect();
+            let split = (a.sent_events as usize).min(events.len());
+            let (sent, rest) = events.split_at(split);
             sqlx::query(
-                "UPDATE alert_deliveries SET attempts = ?, count = ?, events = ?, next_ms = ?, \
-                 last_error = '' WHERE id = ?",
+                "INSERT INTO alert_deliveries (id, log_index, tenant, rule, channel, event, \
+                 group_key, events, count, created_ms, next_ms, state) \
+                 SELECT ?1, log_index, tenant, rule, channel, event, group_key, ?2, ?3, ?4, ?4, \
+                 'pending' FROM alert_deliveries WHERE id = ?5",
+            )
+            .bind(format!("{}+{n}", a.delivery))
+            .bind(json(&rest))
+            .bind(count - i64::from(a.sent))
+            .bind(context.at_ms)
+            .bind(&a.delivery)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE alert_deliveries SET attempts = ?, state = 'delivered', delivered_ms = ?, \
+                 count = ?, events = ?, last_error = '' WHERE id = ?",
             )
             .bind(n)
-            .bind(count - i64::from(a.sent))
-            .bind(json(&rest))
-            .bind(context.at_ms)
+            .bind(a.at_ms)
+            .bind(i64::from(a.sent))
+            .bind(json(&sent))
             .bind(&a.delivery)
             .execute(&mut *tx)
             .await?;
@@ -240,7 +259,8 @@ pub(in crate::model) async fn record(
 async fn forget_old(tx: &mut SqliteConnection, now_ms: i64) -> sqlx::Result<()> {
     let before = now_ms - KEEP_MS;
     let old: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM alert_deliveries WHERE state != 'pending' AND created_ms < ? LIMIT 100",
+        "SELECT id FROM alert_deliveries WHERE state != 'pending' AND created_ms < ? \
+         ORDER BY created_ms, id LIMIT 100",
     )
     .bind(before)
     .fetch_all(&mut *tx)
@@ -256,8 +276,9 @@ async fn forget_old(tx: &mut SqliteConnection, now_ms: i64) -> sqlx::Result<()> 
             .await?;
     }
     sqlx::query(
-        "DELETE FROM alert_marks WHERE rowid IN \
-         (SELECT rowid FROM alert_marks WHERE at_ms < ? LIMIT 100)",
+        "DELETE FROM alert_marks WHERE (tenant, rule, key) IN \
+         (SELECT tenant, rule, key FROM alert_marks WHERE at_ms < ? \
+          ORDER BY at_ms, tenant, rule, key LIMIT 100)",
     )
     .bind(before)
     .execute(&mut *tx)

@@ -1,9 +1,9 @@
 //! What raises an alert, and how a raised event becomes a delivery.
 //!
 //! Events come from two places: an applied command ([`follow`]: a run ended or started late,
-//! a takeover left records in doubt, a task's attempt has a callback) and the leader's timed
-//! checks ([`check`], the `CheckAlerts` command: a run past its SLA, an agent lost, a data
-//! center unheard), which the courier proposes only when [`due`] finds something to raise.
+//! a task's attempt has a callback) and the leader's timed checks ([`check`], the `CheckAlerts`
+//! command: a run past its SLA, records in doubt for a minute, an agent lost, a data center
+//! unheard), which the courier proposes only when [`due`] finds something to raise.
 //! Each rule raises an event once (`alert_marks`); each channel of the rule gets a delivery,
 //! or a repeat joins the one waiting for the group's window.
 
@@ -59,24 +59,66 @@ pub(in crate::model) async fn follow(
     context: Context,
     command: &Command,
 ) -> Result<(), ApplyError> {
+    if !matches!(
+        command,
+        Command::AgentReport(_) | Command::KillRun { .. } | Command::Batch(_)
+    ) {
+        return Ok(());
+    }
+    // Most entries are agents' traffic: with no rule and no callback anywhere, one read and
+    // nothing more per entry.
+    let (rules, callbacks): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM alert_rules), EXISTS (SELECT 1 FROM task_callbacks)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let wanted = Wanted { rules, callbacks };
+    if rules || callbacks {
+        raised_by(tx, context, command, wanted).await?;
+    }
+    Ok(())
+}
+
+/// What anyone may want raised: rules exist, callbacks exist.
+#[derive(Clone, Copy)]
+struct Wanted {
+    rules: bool,
+    callbacks: bool,
+}
+
+async fn raised_by(
+    tx: &mut SqliteConnection,
+    context: Context,
+    command: &Command,
+    wanted: Wanted,
+) -> Result<(), ApplyError> {
     match command {
         Command::AgentReport(report) => {
+            // A run's start and end often come in one report: each run is looked at once, as
+            // it is after the whole report (the order is the ids', the same on every replica).
+            let mut runs = std::collections::BTreeSet::new();
             for entry in &report.entries {
                 let meridian_domain::run::Report::V1 { item, .. } = &entry.report;
                 match item {
-                    ReportItem::Run(e) if e.state.is_final() || e.state == RunState::Started => {
-                        run_moved(tx, context, &e.run_id, e.state).await?;
+                    ReportItem::Run(e)
+                        if wanted.rules && (e.state.is_final() || e.state == RunState::Started) =>
+                    {
+                        runs.insert(e.run_id.as_str());
                     }
-                    ReportItem::Attempt(a) => attempt(tx, context, a).await?,
+                    ReportItem::Attempt(a) if wanted.callbacks => {
+                        attempt(tx, context, report.agent.as_str(), a).await?
+                    }
                     _ => {}
                 }
             }
+            for run in runs {
+                run_seen(tx, context, run).await?;
+            }
         }
-        Command::KillRun { run_id } => run_moved(tx, context, run_id, RunState::Killed).await?,
-        Command::AgentHeartbeat(_) => doubted(tx, context).await?,
+        Command::KillRun { run_id } if wanted.rules => run_seen(tx, context, run_id).await?,
         Command::Batch(items) => {
             for item in items {
-                Box::pin(follow(tx, context, item)).await?;
+                Box::pin(raised_by(tx, context, item, wanted)).await?;
             }
         }
         _ => {}
@@ -84,12 +126,13 @@ pub(in crate::model) async fn follow(
     Ok(())
 }
 
-/// A run moved to `state` (if the event took: a run already final stays as it was).
-async fn run_moved(
+/// A run as it is now: late if it started late, and its end if it ended. Decided from the
+/// run's row, not the event that led here (a start and an end applied in one report, a run the
+/// plane itself ended); each event is raised once per rule (`alert_marks`).
+async fn run_seen(
     tx: &mut SqliteConnection,
     context: Context,
     run_id: &str,
-    state: RunState,
 ) -> Result<(), ApplyError> {
     let Some(row) = sqlx::query(
         "SELECT tenant, workflow, schedule, state, fire_ms, requested_ms, started_ms, message, \
@@ -101,9 +144,9 @@ async fn run_moved(
     else {
         return Ok(());
     };
-    if row.get::<String, _>("state") != state.as_str() {
+    let Some(state) = RunState::parse(row.get::<&str, _>("state")) else {
         return Ok(());
-    }
+    };
     let tenant: String = row.get("tenant");
     let workflow: String = row.get("workflow");
     let schedule_id: Option<String> = row.get("schedule");
@@ -155,21 +198,18 @@ async fn run_moved(
     } else {
         format!(": {message}")
     };
+    if let (Some(fire), Some(started)) = (
+        row.get::<Option<i64>, _>("fire_ms"),
+        row.get::<Option<i64>, _>("started_ms"),
+    ) {
+        let late = started - fire;
+        let text = format!(
+            "run {run_id} started {} late",
+            meridian_domain::clock::spoken(late)
+        );
+        raise(tx, context, raised(AlertEvent::Late, text, Some(late))).await?;
+    }
     match state {
-        RunState::Started => {
-            let (Some(fire), Some(started)) = (
-                row.get::<Option<i64>, _>("fire_ms"),
-                row.get::<Option<i64>, _>("started_ms"),
-            ) else {
-                return Ok(());
-            };
-            let late = started - fire;
-            let text = format!(
-                "run {run_id} started {} late",
-                meridian_domain::clock::spoken(late)
-            );
-            raise(tx, context, raised(AlertEvent::Late, text, Some(late))).await?;
-        }
         RunState::Failed => {
             raise(
                 tx,
@@ -181,9 +221,13 @@ async fn run_moved(
                 ),
             )
             .await?;
+            // A task whose last attempt failed after a retry (not one that retried and then
+            // succeeded while another task failed the run).
             let retried: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM task_attempts WHERE run_id = ? AND attempt > 1 \
-                 AND outcome IN ('failed', 'timed_out'))",
+                "SELECT EXISTS (SELECT 1 FROM task_attempts t WHERE t.run_id = ?1 \
+                 AND t.attempt > 1 AND t.outcome IN ('failed', 'timed_out') \
+                 AND t.attempt = (SELECT MAX(u.attempt) FROM task_attempts u \
+                                  WHERE u.run_id = ?1 AND u.task = t.task))",
             )
             .bind(run_id)
             .fetch_one(&mut *tx)
@@ -215,14 +259,18 @@ async fn run_moved(
 async fn attempt(
     tx: &mut SqliteConnection,
     context: Context,
+    agent: &str,
     a: &AttemptEvent,
 ) -> Result<(), ApplyError> {
+    // Only the run's own agent's attempts: another's (fenced off, refused) call nobody.
     let rows = sqlx::query(
         "SELECT c.channel, r.tenant, r.workflow, r.workflow_version FROM runs r \
          JOIN task_callbacks c ON c.tenant = r.tenant AND c.workflow = r.workflow \
-         AND c.version = r.workflow_version WHERE r.run_id = ? AND c.task = ? AND c.outcome = ?",
+         AND c.version = r.workflow_version WHERE r.run_id = ? AND r.agent = ? AND c.task = ? \
+         AND c.outcome = ? ORDER BY c.channel",
     )
     .bind(&a.run_id)
+    .bind(agent)
     .bind(&a.task)
     .bind(a.outcome.as_str())
     .fetch_all(&mut *tx)
@@ -286,52 +334,69 @@ async fn attempt(
     Ok(())
 }
 
-/// Records the heartbeat just applied put in doubt (a takeover under `wait`).
-async fn doubted(tx: &mut SqliteConnection, context: Context) -> Result<(), ApplyError> {
+/// How long records stay in doubt before a rule hears of it: a handover's doubt is settled
+/// within a heartbeat or two by the old holder's report; one open this long means that holder
+/// is silent and someone must settle it (`meridian in-doubt`).
+pub const DOUBT_GRACE_MS: i64 = 60_000;
+
+/// Records in doubt for longer than [`DOUBT_GRACE_MS`], of the rule's scope.
+async fn open_doubts(
+    conn: &mut SqliteConnection,
+    rule: &AlertRule,
+    now_ms: i64,
+) -> sqlx::Result<Vec<Raised>> {
     let rows = sqlx::query(
-        "SELECT d.schedule_id, d.holder, d.first_epoch, d.after_ms, d.through_ms, s.tenant, \
-         s.name, s.workflow FROM doubts d JOIN schedules s ON s.tenant || '.' || s.name = \
-         d.schedule_id WHERE d.since_ms = ?",
+        "SELECT d.schedule_id, d.holder, d.first_epoch, d.after_ms, d.through_ms, d.since_ms, \
+         s.tenant, s.name, s.workflow FROM doubts d JOIN schedules s \
+         ON s.tenant || '.' || s.name = d.schedule_id WHERE d.since_ms < ?1 \
+         AND (?2 = '' OR s.tenant = ?2) AND (?3 IS NULL OR s.workflow = ?3) \
+         AND (?4 IS NULL OR s.name = ?4) \
+         ORDER BY d.schedule_id, d.holder, d.first_epoch LIMIT 100",
     )
-    .bind(context.at_ms)
-    .fetch_all(&mut *tx)
+    .bind(now_ms - DOUBT_GRACE_MS)
+    .bind(owner(rule.tenant.as_ref()))
+    .bind(rule.workflow.as_ref().map(|w| w.as_str()))
+    .bind(rule.schedule.as_ref().map(|s| s.as_str()))
+    .fetch_all(&mut *conn)
     .await?;
-    for row in rows {
-        let schedule_id: String = row.get("schedule_id");
-        let holder: String = row.get("holder");
-        let mut details = serde_json::Map::new();
-        details.insert("schedule".into(), row.get::<String, _>("name").into());
-        details.insert("workflow".into(), row.get::<String, _>("workflow").into());
-        details.insert("previous_holder".into(), holder.clone().into());
-        details.insert("after_ms".into(), row.get::<i64, _>("after_ms").into());
-        details.insert("through_ms".into(), row.get::<i64, _>("through_ms").into());
-        let tenant: String = row.get("tenant");
-        let raised = Raised {
-            event: AlertEvent::InDoubt,
-            tenant: Some(tenant.clone()),
-            workflow: Some(row.get("workflow")),
-            schedule: Some(row.get("name")),
-            object: schedule_id.clone(),
-            key: format!(
-                "{schedule_id}:{holder}:{}:in_doubt",
-                row.get::<i64, _>("first_epoch")
-            ),
-            late_ms: None,
-            notice: Notice {
-                event: AlertEvent::InDoubt.as_str().into(),
-                at_ms: context.at_ms,
-                tenant: Some(tenant),
-                subject: schedule_id.clone(),
-                text: format!(
-                    "records of schedule {schedule_id} are in doubt after a takeover from \
-                     {holder} (`meridian doubts`)"
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let schedule_id: String = row.get("schedule_id");
+            let holder: String = row.get("holder");
+            let mut details = serde_json::Map::new();
+            details.insert("schedule".into(), row.get::<String, _>("name").into());
+            details.insert("workflow".into(), row.get::<String, _>("workflow").into());
+            details.insert("previous_holder".into(), holder.clone().into());
+            details.insert("after_ms".into(), row.get::<i64, _>("after_ms").into());
+            details.insert("through_ms".into(), row.get::<i64, _>("through_ms").into());
+            details.insert("since_ms".into(), row.get::<i64, _>("since_ms").into());
+            let tenant: String = row.get("tenant");
+            Raised {
+                event: AlertEvent::InDoubt,
+                tenant: Some(tenant.clone()),
+                workflow: Some(row.get("workflow")),
+                schedule: Some(row.get("name")),
+                object: schedule_id.clone(),
+                key: format!(
+                    "{schedule_id}:{holder}:{}:in_doubt",
+                    row.get::<i64, _>("first_epoch")
                 ),
-                details,
-            },
-        };
-        raise(tx, context, raised).await?;
-    }
-    Ok(())
+                late_ms: None,
+                notice: Notice {
+                    event: AlertEvent::InDoubt.as_str().into(),
+                    at_ms: now_ms,
+                    tenant: Some(tenant),
+                    subject: schedule_id.clone(),
+                    text: format!(
+                        "records of schedule {schedule_id} are in doubt since a takeover from \
+                         {holder}, who has not reported since (`meridian in-doubt`)"
+                    ),
+                    details,
+                },
+            }
+        })
+        .collect())
 }
 
 /// Hands `raised` to every rule that wants it: its tenant's and the federation's.
@@ -461,8 +526,10 @@ async fn enqueue(
             .await?;
         return Ok(());
     }
+    // The window runs from when the group's last delivery was due, so repeats go out at most
+    // once per window however long they go on.
     let last: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(created_ms) FROM alert_deliveries WHERE group_key = ?")
+        sqlx::query_scalar("SELECT MAX(next_ms) FROM alert_deliveries WHERE group_key = ?")
             .bind(&group)
             .fetch_one(&mut *tx)
             .await?;
@@ -522,7 +589,10 @@ async fn timed(conn: &mut SqliteConnection, now_ms: i64) -> sqlx::Result<Vec<(Al
             r.on.iter().any(|e| {
                 matches!(
                     e,
-                    AlertEvent::Sla | AlertEvent::AgentLost | AlertEvent::DcUnheard
+                    AlertEvent::Sla
+                        | AlertEvent::InDoubt
+                        | AlertEvent::AgentLost
+                        | AlertEvent::DcUnheard
                 )
             })
         })
@@ -536,6 +606,9 @@ async fn timed(conn: &mut SqliteConnection, now_ms: i64) -> sqlx::Result<Vec<(Al
             .filter(|_| rule.on.contains(&AlertEvent::Sla))
         {
             candidates.extend(late_runs(conn, &rule, sla, now_ms).await?);
+        }
+        if rule.on.contains(&AlertEvent::InDoubt) {
+            candidates.extend(open_doubts(conn, &rule, now_ms).await?);
         }
         if rule.on.contains(&AlertEvent::AgentLost) {
             candidates.extend(lost_agents(conn, now_ms).await?);
@@ -576,12 +649,16 @@ async fn late_runs(
          FROM runs WHERE state IN ('requested', 'queued', 'started', 'returned') \
          AND COALESCE(fire_ms, requested_ms) < ?1 \
          AND (?2 = '' OR tenant = ?2) AND (?3 IS NULL OR workflow = ?3) \
-         AND (?4 IS NULL OR schedule = ?2 || '.' || ?4) ORDER BY due LIMIT 100",
+         AND (?4 IS NULL OR schedule = ?2 || '.' || ?4) \
+         AND NOT EXISTS (SELECT 1 FROM alert_marks m WHERE m.tenant = ?2 AND m.rule = ?5 \
+                         AND m.key = runs.run_id || ':sla') \
+         ORDER BY due, run_id LIMIT 100",
     )
     .bind(deadline)
     .bind(owner(rule.tenant.as_ref()))
     .bind(rule.workflow.as_ref().map(|w| w.as_str()))
     .bind(rule.schedule.as_ref().map(|s| s.as_str()))
+    .bind(rule.name.as_str())
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows
@@ -628,7 +705,8 @@ async fn lost_agents(conn: &mut SqliteConnection, now_ms: i64) -> sqlx::Result<V
         "SELECT a.hostname, a.cluster, a.last_seen_ms, c.dc FROM agents a \
          JOIN clusters c ON c.name = a.cluster \
          WHERE a.gone = 0 AND a.last_seen_ms + 1000 * COALESCE(json_extract(c.doc, \
-         '$.doc.lease_seconds'), json_extract(c.doc, '$.lease_seconds'), 30) < ?",
+         '$.doc.lease_seconds'), json_extract(c.doc, '$.lease_seconds'), 30) < ? \
+         ORDER BY a.hostname",
     )
     .bind(now_ms)
     .fetch_all(&mut *conn)
@@ -675,7 +753,8 @@ async fn unheard_dcs(
 ) -> sqlx::Result<Vec<Raised>> {
     let rows = sqlx::query(
         "SELECT c.dc, MAX(a.last_seen_ms) AS seen FROM agents a \
-         JOIN clusters c ON c.name = a.cluster GROUP BY c.dc HAVING MAX(a.last_seen_ms) < ?",
+         JOIN clusters c ON c.name = a.cluster GROUP BY c.dc HAVING MAX(a.last_seen_ms) < ? \
+         ORDER BY c.dc",
     )
     .bind(now_ms - silence as i64 * 1000)
     .fetch_all(&mut *conn)
