@@ -308,6 +308,21 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Expect> {
         (("get", "/resources/{tenant}/{key}"), RESOURCE_READ),
         (("delete", "/resources/{tenant}/{key}"), RESOURCE_WRITE),
         (
+            ("get", "/healthz"),
+            Expect {
+                public: true,
+                ..ALL_200
+            },
+        ),
+        (
+            ("get", "/readyz"),
+            Expect {
+                public: true,
+                ..ALL_200
+            },
+        ),
+        (("get", "/metrics"), OPERATIONS),
+        (
             ("get", "/openapi.json"),
             Expect {
                 public: true,

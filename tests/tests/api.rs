@@ -531,3 +531,95 @@ async fn every_documented_route_is_served() {
     }
     plane.inner.cluster.shutdown().await;
 }
+
+/// `/healthz` and `/readyz` answer anyone, for load balancers; `/metrics` answers operators
+/// with each node's own figures: one leader among the three, the runs by state. A node left
+/// without a quorum stays healthy but says it is not ready, and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_on_every_node() {
+    let mut plane = ApiPlane::start(3, ManualClock::at(chrono::Utc::now())).await;
+    plane.two_tenants().await;
+    let run = plane.run_now("ads").await;
+    plane
+        .must(Method::POST, &format!("/runs/{run}/kill"), json!({}))
+        .await;
+    plane.cluster.wait_converged().await;
+    let viewer = plane.token("viewer-ads", &["viewer@ads"]).await;
+    let mut leaders = 0;
+    for node in 0..3 {
+        let health = plane
+            .call_as(&Cred::Nobody, node, Method::GET, "/healthz", None)
+            .await;
+        assert_eq!(
+            (health.status, health.body),
+            (StatusCode::OK, json!("ok\n"))
+        );
+        let ready = plane
+            .call_as(&Cred::Nobody, node, Method::GET, "/readyz", None)
+            .await;
+        assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+        assert_eq!(ready.body["ready"], true);
+        let metrics = plane
+            .call_as(&plane.admin, node, Method::GET, "/metrics", None)
+            .await;
+        assert_eq!(metrics.status, StatusCode::OK);
+        assert!(
+            metrics.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text"),
+            "{:?}",
+            metrics.headers
+        );
+        let text = metrics.body.as_str().unwrap().to_owned();
+        let value = |name: &str| -> i64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+                .parse()
+                .unwrap()
+        };
+        leaders += value("meridian_raft_leader");
+        assert!(value("meridian_raft_term") >= 1, "{text}");
+        assert_eq!(value("meridian_raft_apply_lag_entries"), 0, "{text}");
+        assert_eq!(value("meridian_runs{state=\"killed\"}"), 1, "{text}");
+        assert!(text.contains("# TYPE meridian_runs gauge"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let refused = plane
+            .call_as(&viewer, node, Method::GET, "/metrics", None)
+            .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(leaders, 1, "one leader among the nodes");
+    // The leader and another node go: the last one, a follower, loses its leader.
+    let leader = plane.cluster.leader().await;
+    let other = (0..3).find(|&i| i != leader).unwrap();
+    let last = (0..3).find(|&i| i != leader && i != other).unwrap();
+    plane.cluster.kill(leader).await;
+    plane.cluster.kill(other).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let ready = loop {
+        let ready = plane
+            .call_as(&Cred::Nobody, last, Method::GET, "/readyz", None)
+            .await;
+        if ready.status == StatusCode::SERVICE_UNAVAILABLE {
+            break ready;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", ready.body);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(ready.body["ready"], false);
+    assert!(
+        ready.body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("knows no leader"),
+        "{}",
+        ready.body
+    );
+    let health = plane
+        .call_as(&Cred::Nobody, last, Method::GET, "/healthz", None)
+        .await;
+    assert_eq!(health.status, StatusCode::OK, "still serving");
+    plane.cluster.shutdown().await;
+}

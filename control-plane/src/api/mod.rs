@@ -21,6 +21,7 @@
 //! - [`password`]: Argon2id password hashes.
 //! - [`token`]: generating secrets and hashing them (only the hash is replicated).
 //! - [`resources`]: the resource center, each tenant's files in the S3 bucket.
+//! - [`health`]: `/healthz`, `/readyz` (public) and `/metrics` (Prometheus, operators).
 //! - [`openapi`]: the OpenAPI 3.1 document served at `/api/v1/openapi.json`, built from the
 //!   same route table the router is checked against, each route with the roles it needs.
 
@@ -29,6 +30,7 @@ pub mod backfills;
 pub mod definitions;
 pub mod doubts;
 mod error;
+pub mod health;
 pub mod openapi;
 pub mod operations;
 pub mod password;
@@ -564,6 +566,9 @@ pub fn router(api: Api) -> Router {
         .route("/resources/{tenant}", resources::list())
         .route("/resources/{tenant}/{*key}", resources::one())
         .route("/openapi.json", get(async || Json(openapi::document())))
+        .route("/healthz", health::healthz())
+        .route("/readyz", health::readyz())
+        .route("/metrics", health::metrics())
         .fallback(async |uri: axum::http::Uri| {
             ApiError::not_found(format!(
                 "no API route `{}`; see /api/v1/openapi.json",

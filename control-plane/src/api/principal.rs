@@ -230,7 +230,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// Routes anyone may call: the API's description, and signing in.
 fn public(method: &Method, path: &str) -> bool {
     let path = path.strip_prefix("/api/v1").unwrap_or(path);
-    (method == Method::GET && path == "/openapi.json")
+    (method == Method::GET && matches!(path, "/openapi.json" | "/healthz" | "/readyz"))
         || (method == Method::POST && path == "/session")
 }
 

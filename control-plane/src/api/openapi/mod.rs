@@ -32,6 +32,10 @@ fn content(name: &str) -> Value {
         json!({})
     } else if name == "Binary" {
         json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}})
+    } else if name == "Text" {
+        json!({"text/plain": {"schema": {"type": "string"}}})
+    } else if name == "Metrics" {
+        json!({"application/openmetrics-text": {"schema": {"type": "string"}}})
     } else {
         json!({"application/json": {"schema": schema_ref(name)}})
     }
@@ -142,6 +146,7 @@ fn schemas() -> Value {
         crate::model::AlertChannel,
         crate::model::AlertRule,
         crate::model::alerts::outbox::Delivery,
+        super::health::Readiness,
         crate::model::backfills::BackfillRecord,
         query::TaskAttempt,
         query::AttemptLog,

@@ -728,4 +728,32 @@ pub const ROUTES: &[Route] = &[
         access: "anyone (no credential)",
         ..get("/openapi.json", "This document", "OpenApi")
     },
+    Route {
+        query: &[],
+        access: "anyone (no credential): for load balancers and supervisors",
+        ..get(
+            "/healthz",
+            "Whether this node serves and its Raft runs (200 `ok`; 503 saying why not)",
+            "Text",
+        )
+    },
+    Route {
+        query: &[],
+        access: "anyone (no credential): for load balancers",
+        ..get(
+            "/readyz",
+            "Whether this node should take traffic: it knows a leader and has applied its log \
+             to within 1,000 entries (200; 503 with the reason)",
+            "Readiness",
+        )
+    },
+    Route {
+        query: &[],
+        access: OPERATIONS,
+        ..get(
+            "/metrics",
+            "This node's figures for Prometheus (OpenMetrics text; names `meridian_…`)",
+            "Metrics",
+        )
+    },
 ];
