@@ -204,7 +204,15 @@ impl Agent {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| AgentError::Metrics(listen, e))?;
-            workers.push(tokio::spawn(serve_metrics(listener, resources)));
+            let scrape = Scrape {
+                resources,
+                keeper: agent.keeper.clone(),
+                registry: agent.registry.clone(),
+                outbox: agent.outbox.clone(),
+                buffer: agent.buffer.clone(),
+                clock: agent.clock.clone(),
+            };
+            workers.push(tokio::spawn(serve_metrics(listener, scrape)));
         }
         Ok(Self { workers, ..agent })
     }
@@ -395,61 +403,57 @@ pub fn http_client() -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())
 }
 
-/// `GET /metrics`: the Prometheus text exposition of the agent's figures.
-async fn serve_metrics(listener: tokio::net::TcpListener, resources: ResourceCache) {
+/// What `/metrics` reads when scraped.
+#[derive(Clone)]
+struct Scrape {
+    resources: ResourceCache,
+    keeper: Arc<LeaseKeeper>,
+    registry: Arc<RunRegistry>,
+    outbox: Outbox,
+    buffer: Buffer,
+    clock: Arc<dyn Clock>,
+}
+
+impl Scrape {
+    async fn text(&self) -> String {
+        let (runs_going, waiting_overlap) = {
+            let runs = self.registry.lock();
+            (
+                runs.going.len() as u64,
+                runs.waiting.values().map(|w| w.len() as u64).sum(),
+            )
+        };
+        let (outbox_entries, oldest) = self.outbox.backlog().await.unwrap_or((0, None));
+        let live = crate::figures::Live {
+            leases_held: self.keeper.held_leases().len() as u64,
+            runs_going,
+            waiting_overlap,
+            outbox_entries,
+            outbox_oldest_seconds: oldest
+                .map_or(0.0, |at| (self.clock.now_ms() - at).max(0) as f64 / 1000.0),
+            buffered_records: self.buffer.total().await.unwrap_or(0),
+        };
+        self.registry
+            .figures
+            .encode(live, &self.resources.metrics())
+    }
+}
+
+/// `GET /metrics`: the agent's figures in the OpenMetrics text format.
+async fn serve_metrics(listener: tokio::net::TcpListener, scrape: Scrape) {
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(async move || {
             (
                 [(
                     axum::http::header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 )],
-                resources.metrics().prometheus(),
+                scrape.text().await,
             )
         }),
     );
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("metrics endpoint stopped: {e}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn metrics_are_served_in_the_prometheus_text_format() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = ResourceCache::open(
-            dir.path(),
-            None,
-            Default::default(),
-            Arc::new(meridian_domain::SystemClock),
-        )
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let served = tokio::spawn(serve_metrics(listener, cache));
-        let response = http_client()
-            .unwrap()
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        assert!(
-            response.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("text/plain; version=0.0.4")
-        );
-        let text = response.text().await.unwrap();
-        assert!(
-            text.contains("# TYPE meridian_resource_cache_hits_total counter\n")
-                && text.contains("meridian_resource_cache_objects 0\n"),
-            "{text}"
-        );
-        served.abort();
     }
 }

@@ -29,6 +29,8 @@
 //!   own user (pure decision, then the lookups and the child's setgroups/setgid/setuid).
 //! - [`run_dir`]: run directories (0700, the task user's) and the modes of the agent's own
 //!   data directory, database, cache and key, so no task user can read them.
+//! - [`figures`]: what `/metrics` shows: starts and their lateness, ends, waits by reason,
+//!   leases, the buffer and the outbox, beside the resource cache's figures.
 //! - [`resources`]: the cache (over `meridian_bucket`, the S3 client the plane shares) of the
 //!   objects tasks need (revalidated with HEAD, downloaded only when changed, one flight per
 //!   object, a byte budget that never removes a file in use).
@@ -54,6 +56,7 @@
 pub mod agent;
 pub mod buffer;
 pub mod config;
+pub mod figures;
 pub mod firer;
 pub mod firing;
 pub mod identity;

@@ -47,6 +47,14 @@ impl Outbox {
         self.writer.clone()
     }
 
+    /// How many entries wait, and when the oldest was recorded.
+    pub async fn backlog(&self) -> Result<(u64, Option<i64>), OutboxError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, MIN(at_ms) AS oldest FROM outbox")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.get::<i64, _>("n") as u64, row.get("oldest")))
+    }
+
     /// Records an entry durably. Recording a key already waiting is a no-op (returns false).
     pub async fn record(&self, key: &str, at_ms: i64, payload: &str) -> Result<bool, OutboxError> {
         let written = self

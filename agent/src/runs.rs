@@ -12,6 +12,7 @@ use meridian_domain::run::{Job, RunState};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::buffer::Buffer;
+use crate::figures::{Figures, Waiting};
 use crate::firing::{self, Overlap};
 use crate::lease::Leases;
 use crate::load::Load;
@@ -167,6 +168,8 @@ pub struct RunRegistry {
     pub quotas: Arc<Quotas>,
     /// The host's load against the agent's thresholds.
     pub load: Arc<Load>,
+    /// Starts, ends and waits, for `/metrics`.
+    pub figures: Figures,
 }
 
 impl RunRegistry {
@@ -195,6 +198,7 @@ impl RunRegistry {
             wake,
             leases,
             returned: AtomicU64::new(0),
+            figures: Figures::default(),
         }
     }
 
@@ -384,6 +388,7 @@ impl RunRegistry {
                     let quota = if resume.is_some() {
                         this.quotas.take_anyway(key)
                     } else {
+                        let _waiting = this.figures.waiting(Waiting::Quota);
                         let mut stop = killed.clone();
                         tokio::select! {
                             quota = this.quotas.take(key.clone()) => quota,
@@ -393,12 +398,14 @@ impl RunRegistry {
                     };
                     // Nothing new starts while the agent is above its load thresholds.
                     if resume.is_none() {
+                        let _waiting = this.figures.waiting(Waiting::Load);
                         let mut stop = killed.clone();
                         tokio::select! {
                             _ = this.load.under() => {}
                             _ = stop.wait_for(|k| *k) => {}
                         }
                     }
+                    let _waiting = this.figures.waiting(Waiting::Slot);
                     match this.slots.clone().acquire_owned().await {
                         Ok(slot) => Permit { slot, quota },
                         Err(_) => return,
@@ -419,6 +426,12 @@ impl RunRegistry {
                 this.finished(&run, schedule.as_ref());
                 return;
             }
+            // A start (not a run re-attached after a restart): the take may have recorded it
+            // started already, a moment ago, when a slot was free at once.
+            if resume.is_none() {
+                let now = this.clock.now_ms();
+                this.figures.started(run.fire_ms.map(|fire| now - fire));
+            }
             if run.state != RunState::Started {
                 let report = event(&run, RunState::Started, this.clock.now_ms(), "");
                 if let Err(e) = this
@@ -431,6 +444,7 @@ impl RunRegistry {
                 this.reported.notify_one();
             }
             let (state, message) = this.runner.run(&run, killed, resume.as_ref()).await;
+            this.figures.ended(state);
             let report = event(&run, state, this.clock.now_ms(), &message);
             if let Err(e) = this.buffer.advance(&run.run_id, state, &report).await {
                 tracing::error!("recording the end of {}: {e}", run.run_id);

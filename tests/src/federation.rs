@@ -45,6 +45,8 @@ pub struct Federation {
     pub supervision: meridian_agent::supervisor::Supervision,
     /// The load thresholds agents started from now on get (none by default).
     pub load: meridian_agent::load::LoadLimits,
+    /// Where the next agent started serves `/metrics` (none by default).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     agents: BTreeMap<String, Agent>,
     /// Per agent started behind a link: one cuttable relay per plane node.
     links: BTreeMap<String, Vec<Proxy>>,
@@ -99,6 +101,7 @@ impl Federation {
             slots: 64,
             supervision: meridian_agent::supervisor::Supervision::InProcess,
             load: Default::default(),
+            metrics_listen: None,
             takeover: TakeoverPolicy::default(),
             bucket: None,
             resources: Default::default(),
@@ -318,7 +321,7 @@ impl Federation {
             work_dir: None,
             bucket: self.bucket.clone(),
             resources: self.resources.clone(),
-            metrics_listen: None,
+            metrics_listen: self.metrics_listen,
             supervisor: self.supervision.clone(),
             load: self.load.clone(),
         };

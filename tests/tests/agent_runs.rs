@@ -1111,3 +1111,99 @@ async fn an_overloaded_agent_is_passed_over_and_starts_nothing_new() {
     );
     f.shutdown().await;
 }
+
+/// The agent's `/metrics` (issue #21): its starts with their lateness, ends by state, leases
+/// held, the 50-record buffer and the outbox, beside the resource cache's, in OpenMetrics text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_metrics_count_its_starts_ends_leases_buffer_and_outbox() {
+    meridian_tests::browser::install_crypto();
+    let mut f = Federation::start(1, 30).await;
+    f.schedule("hello", EVERY_10S, "true", OverlapPolicy::Skip)
+        .await;
+    f.schedule("failing", EVERY_10S, "exit 1", OverlapPolicy::Skip)
+        .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    f.metrics_listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(30), Duration::from_secs(2))
+        .await;
+    f.wait_for_history("hello", 3).await;
+    f.wait_for_history("failing", 3).await;
+    let scrape = async || {
+        let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        response.text().await.unwrap()
+    };
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    // The outbox drains once the plane has committed what the runs reported.
+    let mut text = scrape().await;
+    for _ in 0..100 {
+        if value(&text, "meridian_agent_outbox_entries") == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = scrape().await;
+    }
+    assert_eq!(value(&text, "meridian_agent_outbox_entries"), 0.0, "{text}");
+    assert_eq!(
+        value(&text, "meridian_agent_outbox_oldest_seconds"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(value(&text, "meridian_agent_starts_total"), 6.0, "{text}");
+    assert_eq!(
+        value(
+            &text,
+            "meridian_agent_runs_ended_total{state=\"succeeded\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(&text, "meridian_agent_runs_ended_total{state=\"failed\"}"),
+        3.0
+    );
+    assert_eq!(
+        value(&text, "meridian_agent_start_lateness_seconds_count"),
+        6.0
+    );
+    // On time, on a manual clock: every start within its fire second.
+    assert_eq!(
+        value(
+            &text,
+            "meridian_agent_start_lateness_seconds_bucket{le=\"2.5\"}"
+        ),
+        6.0
+    );
+    assert_eq!(value(&text, "meridian_agent_leases_held"), 16.0);
+    assert_eq!(
+        value(&text, "meridian_agent_buffered_records"),
+        100.0,
+        "{text}"
+    );
+    assert_eq!(value(&text, "meridian_agent_runs_going"), 0.0);
+    assert!(
+        text.contains("meridian_resource_cache_objects 0\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"));
+    f.shutdown().await;
+}

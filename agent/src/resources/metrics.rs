@@ -1,8 +1,11 @@
 //! The cache's figures: counters kept while it works, and the snapshot the agent serves at
-//! `/metrics` in the Prometheus text format.
+//! `/metrics` in the OpenMetrics text format.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 /// The cache's counters since the agent started.
@@ -65,81 +68,69 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The Prometheus text exposition of these figures.
+    /// Registers these figures under `meridian_resource_…` (counters' samples end in
+    /// `_total`).
+    pub fn register(&self, registry: &mut Registry) {
+        let sub = registry.sub_registry_with_prefix("resource");
+        let counters = [
+            (
+                "cache_hits",
+                "Uses served from the cache after a HEAD found the copy current",
+                self.hits,
+            ),
+            (
+                "cache_misses",
+                "Uses of an object that was not cached",
+                self.misses,
+            ),
+            (
+                "cache_revalidations",
+                "HEAD requests checking a cached copy",
+                self.revalidations,
+            ),
+            (
+                "cache_changed",
+                "Revalidations that found a new version",
+                self.changed,
+            ),
+            (
+                "cache_stale",
+                "Uses of a cached copy while S3 was unreachable",
+                self.stale,
+            ),
+            ("cache_errors", "Uses that failed", self.errors),
+            ("downloads", "Objects downloaded", self.downloads),
+            (
+                "downloaded_bytes",
+                "Bytes downloaded from S3",
+                self.bytes_downloaded,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = Counter::<u64>::default();
+            c.inc_by(value);
+            sub.register(name, help, c);
+        }
+        let seconds = Counter::<f64, AtomicU64>::default();
+        seconds.inc_by(self.download_ms as f64 / 1000.0);
+        sub.register("download_seconds", "Time spent downloading", seconds);
+        for (name, help, value) in [
+            ("cache_objects", "Objects in the cache index", self.objects),
+            ("cache_bytes", "Bytes in the cache index", self.bytes),
+        ] {
+            let g = Gauge::<i64>::default();
+            g.set(value as i64);
+            sub.register(name, help, g);
+        }
+    }
+
+    /// These figures alone, in the OpenMetrics text format.
     pub fn prometheus(&self) -> String {
+        let mut registry = Registry::with_prefix("meridian");
+        self.register(&mut registry);
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-            out.push_str(&format!(
-                "# HELP meridian_resource_{name} {help}\n# TYPE meridian_resource_{name} {kind}\n\
-                 meridian_resource_{name} {value}\n"
-            ));
-        };
-        metric(
-            "cache_hits_total",
-            "counter",
-            "Uses served from the cache after a HEAD found the copy current.",
-            self.hits as f64,
-        );
-        metric(
-            "cache_misses_total",
-            "counter",
-            "Uses of an object that was not cached.",
-            self.misses as f64,
-        );
-        metric(
-            "cache_revalidations_total",
-            "counter",
-            "HEAD requests checking a cached copy.",
-            self.revalidations as f64,
-        );
-        metric(
-            "cache_changed_total",
-            "counter",
-            "Revalidations that found a new version.",
-            self.changed as f64,
-        );
-        metric(
-            "cache_stale_total",
-            "counter",
-            "Uses of a cached copy while S3 was unreachable.",
-            self.stale as f64,
-        );
-        metric(
-            "cache_errors_total",
-            "counter",
-            "Uses that failed.",
-            self.errors as f64,
-        );
-        metric(
-            "downloads_total",
-            "counter",
-            "Objects downloaded.",
-            self.downloads as f64,
-        );
-        metric(
-            "downloaded_bytes_total",
-            "counter",
-            "Bytes downloaded from S3.",
-            self.bytes_downloaded as f64,
-        );
-        metric(
-            "download_seconds_total",
-            "counter",
-            "Time spent downloading.",
-            self.download_ms as f64 / 1000.0,
-        );
-        metric(
-            "cache_objects",
-            "gauge",
-            "Objects in the cache index.",
-            self.objects as f64,
-        );
-        metric(
-            "cache_bytes",
-            "gauge",
-            "Bytes in the cache index.",
-            self.bytes as f64,
-        );
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

@@ -155,19 +155,19 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     gauge(
         &mut registry,
         "raft_term",
-        "The Raft term this node is in.",
+        "The Raft term this node is in",
         status.term as i64,
     );
     gauge(
         &mut registry,
         "raft_leader",
-        "1 if this node leads the plane, else 0.",
+        "1 if this node leads the plane, else 0",
         i64::from(m.current_leader == Some(m.id)),
     );
     gauge(
         &mut registry,
         "raft_leader_known",
-        "1 if this node knows a leader, else 0.",
+        "1 if this node knows a leader, else 0",
         i64::from(m.current_leader.is_some()),
     );
     let last = status.last_log_index.unwrap_or(0);
@@ -175,31 +175,31 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     gauge(
         &mut registry,
         "raft_last_log_index",
-        "The index of this node's last log entry.",
+        "The index of this node's last log entry",
         last as i64,
     );
     gauge(
         &mut registry,
         "raft_applied_index",
-        "The index of the last entry this node applied.",
+        "The index of the last entry this node applied",
         applied as i64,
     );
     gauge(
         &mut registry,
         "raft_apply_lag_entries",
-        "Log entries this node holds but has not applied yet.",
+        "Log entries this node holds but has not applied yet",
         last.saturating_sub(applied) as i64,
     );
     gauge(
         &mut registry,
         "raft_snapshot_index",
-        "The last log index in this node's newest snapshot.",
+        "The last log index in this node's newest snapshot",
         m.snapshot.map_or(0, |s| s.index) as i64,
     );
     gauge(
         &mut registry,
         "raft_members",
-        "Voters and learners in the plane's membership.",
+        "Voters and learners in the plane's membership",
         status.members.len() as i64,
     );
     let now = api.clock.now_ms();
@@ -213,7 +213,7 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     family(
         &mut registry,
         "runs",
-        "Runs in the history, by state.",
+        "Runs in the history, by state",
         &runs,
     );
     let agents = sqlx::query(
@@ -227,13 +227,13 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     gauge(
         &mut registry,
         "agents_known",
-        "Agents the plane has heard of.",
+        "Agents the plane has heard of",
         agents.get("known"),
     );
     gauge(
         &mut registry,
         "agents_heard",
-        "Agents heard within the last 30 s and not stopped.",
+        "Agents heard within the last 30 s and not stopped",
         agents.get("heard"),
     );
     let leases: i64 = sqlx::query_scalar(
@@ -245,7 +245,7 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     gauge(
         &mut registry,
         "leases_held",
-        "Partitions whose lease is held and not expired.",
+        "Partitions whose lease is held and not expired",
         leases,
     );
     let doubts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM doubts")
@@ -254,7 +254,7 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     gauge(
         &mut registry,
         "in_doubt_ranges",
-        "Ranges of fire records in doubt after a takeover (meridian in-doubt).",
+        "Ranges of fire records in doubt after a takeover (meridian in-doubt)",
         doubts,
     );
     let backfills = counts(
@@ -266,7 +266,7 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     family(
         &mut registry,
         "backfills",
-        "Backfills, by state.",
+        "Backfills, by state",
         &backfills,
     );
     let deliveries = counts(
@@ -278,7 +278,7 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     family(
         &mut registry,
         "alert_deliveries",
-        "Alert and callback deliveries kept, by state.",
+        "Alert and callback deliveries kept, by state",
         &deliveries,
     );
     let oldest: Option<i64> =
@@ -288,7 +288,7 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     gauge(
         &mut registry,
         "alert_oldest_pending_seconds",
-        "Age of the oldest alert delivery not yet delivered (0: none).",
+        "Age of the oldest alert delivery not yet delivered (0: none)",
         oldest.map_or(0, |o| (now - o).max(0) / 1000),
     );
     let mut text = String::new();
