@@ -706,9 +706,10 @@ async fn bad_rules_and_channels_are_refused_naming_the_field() {
     );
     // Nothing was made by any of them.
     let mut conn = f.plane.node(leader).state.pool().acquire().await.unwrap();
-    let rules = meridian_plane::model::alerts::rules(&mut conn, Some(&name("ads")))
-        .await
-        .unwrap();
+    let rules =
+        meridian_plane::model::alerts::list::<AlertRule>(&mut conn, Some(Some(&name("ads"))))
+            .await
+            .unwrap();
     assert!(rules.is_empty(), "{rules:?}");
     drop(conn);
     f.shutdown().await;

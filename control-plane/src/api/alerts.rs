@@ -5,12 +5,12 @@
 use axum::extract::{Path, State};
 use axum::routing::{MethodRouter, delete, get};
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::principal::Caller;
 use super::{Api, ApiError, ApiResult, Params, Reader, create, found, name};
-use crate::model::alerts;
 use crate::model::alerts::outbox::{self, DeliveryFilter};
+use crate::model::alerts::{self, AlertChannel, AlertRule, Owned};
 use crate::model::{Command, Name};
 use crate::policy::{self, Action, Decision, Kind, Object, Scope};
 
@@ -76,77 +76,62 @@ fn visible(scope: &Scope, federation: bool, owner: Option<&Name>) -> bool {
     }
 }
 
-/// `GET /alerts/channels` (secrets shown only as set) and `POST /alerts/channels`.
+/// `GET /alerts/channels` (secrets and URLs shown only as `AlertChannel::shown` does) and
+/// `POST /alerts/channels`.
 pub fn channels() -> MethodRouter<Api> {
-    get(
-        async |State(api): State<Api>,
-               Extension(c): Extension<Caller>,
-               Params(o): Params<AlertOptions>|
-               -> ApiResult<_> {
-            let owner = owner_filter(&o.tenant)?;
-            let read = api.reader(&c, o.stale).await?;
-            let (scope, federation) = sight(&read, "alert channels")?;
-            let mut conn = read.pool.acquire().await?;
-            let all = alerts::channels(&mut conn, owner.as_ref().map(Option::as_ref)).await?;
-            Ok(Json(
-                all.into_iter()
-                    .filter(|ch| visible(&scope, federation, ch.tenant.as_ref()))
-                    .map(alerts::AlertChannel::shown)
-                    .collect::<Vec<_>>(),
-            ))
-        },
-    )
-    .merge(create(Command::CreateAlertChannel))
+    listing("alert channels", AlertChannel::shown).merge(create(Command::CreateAlertChannel))
 }
 
 /// `DELETE /alerts/channels/{tenant}/{name}`.
 pub fn channel() -> MethodRouter<Api> {
-    delete(
-        async |State(api): State<Api>,
-               Extension(c): Extension<Caller>,
-               Path((tenant, n)): Path<(String, String)>| {
-            let tenant = owner_param(tenant)?;
-            let name = name("name", n)?;
-            api.propose(&c, Command::DeleteAlertChannel { tenant, name })
-                .await
-                .map(Json)
-        },
-    )
+    delete_owned(|tenant, name| Command::DeleteAlertChannel { tenant, name })
 }
 
 /// `GET /alerts/rules` and `POST /alerts/rules`.
 pub fn rules() -> MethodRouter<Api> {
-    get(
-        async |State(api): State<Api>,
-               Extension(c): Extension<Caller>,
-               Params(o): Params<AlertOptions>|
-               -> ApiResult<_> {
-            let owner = owner_filter(&o.tenant)?;
-            let read = api.reader(&c, o.stale).await?;
-            let (scope, federation) = sight(&read, "alert rules")?;
-            let mut conn = read.pool.acquire().await?;
-            let all = alerts::all_rules(&mut conn, owner.as_ref().map(Option::as_ref)).await?;
-            Ok(Json(
-                all.into_iter()
-                    .filter(|r| visible(&scope, federation, r.tenant.as_ref()))
-                    .collect::<Vec<_>>(),
-            ))
-        },
-    )
-    .merge(create(Command::CreateAlertRule))
+    listing("alert rules", std::convert::identity::<AlertRule>)
+        .merge(create(Command::CreateAlertRule))
 }
 
 /// `DELETE /alerts/rules/{tenant}/{name}`.
 pub fn rule() -> MethodRouter<Api> {
+    delete_owned(|tenant, name| Command::DeleteAlertRule { tenant, name })
+}
+
+/// `GET` of channels or rules: those of the owners the caller sees (`?tenant=` narrows), each
+/// as `shown`.
+fn listing<T: Owned + Serialize + Send + 'static>(
+    what: &'static str,
+    shown: fn(T) -> T,
+) -> MethodRouter<Api> {
+    get(
+        move |State(api): State<Api>,
+              Extension(c): Extension<Caller>,
+              Params(o): Params<AlertOptions>| async move {
+            let owner = owner_filter(&o.tenant)?;
+            let read = api.reader(&c, o.stale).await?;
+            let (scope, federation) = sight(&read, what)?;
+            let mut conn = read.pool.acquire().await?;
+            let all = alerts::list::<T>(&mut conn, owner.as_ref().map(Option::as_ref)).await?;
+            ApiResult::Ok(Json(
+                all.into_iter()
+                    .filter(|x| visible(&scope, federation, x.tenant()))
+                    .map(shown)
+                    .collect::<Vec<_>>(),
+            ))
+        },
+    )
+}
+
+/// `DELETE /{tenant}/{name}` of a channel or rule (`_`: the federation's).
+fn delete_owned(command: fn(Option<Name>, Name) -> Command) -> MethodRouter<Api> {
     delete(
-        async |State(api): State<Api>,
-               Extension(c): Extension<Caller>,
-               Path((tenant, n)): Path<(String, String)>| {
+        move |State(api): State<Api>,
+              Extension(c): Extension<Caller>,
+              Path((tenant, n)): Path<(String, String)>| async move {
             let tenant = owner_param(tenant)?;
             let name = name("name", n)?;
-            api.propose(&c, Command::DeleteAlertRule { tenant, name })
-                .await
-                .map(Json)
+            api.propose(&c, command(tenant, name)).await.map(Json)
         },
     )
 }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::page::{self, Layout, Signed, Viewer};
+use super::page::{self, Layout, Signed, Time, Viewer};
 use crate::api::Api;
 use crate::model::alerts::outbox::{self, Delivery, DeliveryFilter};
 use crate::model::alerts::{self, AlertChannel, AlertEvent, AlertRule, ChannelKind};
@@ -27,19 +27,20 @@ pub struct Row {
 /// A delivery's row, with its attempts.
 pub struct Sent {
     pub id: String,
-    pub created: String,
+    pub created: Option<Time>,
     pub state: String,
     pub rule: String,
     pub channel: String,
     pub summary: String,
     pub last_error: String,
-    pub next: String,
+    /// When a pending one is tried next.
+    pub next: Option<Time>,
     pub tries: Vec<Tried>,
 }
 
 pub struct Tried {
     pub attempt: u32,
-    pub at: String,
+    pub at: Option<Time>,
     pub node: String,
     pub ok: bool,
     pub took_ms: u64,
@@ -60,12 +61,6 @@ struct AlertsPage {
     error: String,
 }
 
-fn stamp(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default()
-}
-
 /// The policy object a channel's or rule's owner stands for.
 fn object(tenant: Option<&Name>) -> Object {
     match tenant {
@@ -84,8 +79,8 @@ async fn render(api: &Api, viewer: &Viewer, error: String, status: StatusCode) -
     let deletes = |t: Option<&Name>| viewer.may(Action::Change, &object(t));
     let built = async {
         let mut conn = api.node.state.pool().acquire().await?;
-        let channels = alerts::channels(&mut conn, None).await?;
-        let rules = alerts::all_rules(&mut conn, None).await?;
+        let channels = alerts::list::<AlertChannel>(&mut conn, None).await?;
+        let rules = alerts::list::<AlertRule>(&mut conn, None).await?;
         // The viewer's owners' newest, chosen in the query (not the federation's newest,
         // filtered after).
         let owners = match viewer.scope(Kind::Definition) {
@@ -166,18 +161,14 @@ async fn render(api: &Api, viewer: &Viewer, error: String, status: StatusCode) -
         .into_iter()
         .map(|d| Sent {
             summary: d.summary(),
-            created: stamp(d.created_ms),
-            next: if d.state == "pending" {
-                stamp(d.next_ms)
-            } else {
-                String::new()
-            },
+            created: page::time(Some(d.created_ms)),
+            next: page::time((d.state == "pending").then_some(d.next_ms)),
             tries: d
                 .tries
                 .iter()
                 .map(|t| Tried {
                     attempt: t.attempt,
-                    at: stamp(t.at_ms),
+                    at: page::time(Some(t.at_ms)),
                     node: t.node.clone(),
                     ok: t.ok,
                     took_ms: t.took_ms,
@@ -239,14 +230,13 @@ fn owner(value: &str) -> Result<Option<Name>, String> {
     }
 }
 
-fn field<'a>(form: &'a [(String, String)], key: &str) -> &'a str {
-    form.iter()
-        .find(|(k, _)| k == key)
-        .map_or("", |(_, v)| v.trim())
+/// A form field as typed, without surrounding blanks.
+fn field(form: &[(String, String)], key: &str) -> String {
+    page::value_of(form, key).trim().to_owned()
 }
 
 fn seconds(form: &[(String, String)], key: &str) -> Result<Option<u64>, String> {
-    match field(form, key) {
+    match field(form, key).as_str() {
         "" => Ok(None),
         v => v
             .parse()
@@ -256,7 +246,7 @@ fn seconds(form: &[(String, String)], key: &str) -> Result<Option<u64>, String> 
 }
 
 fn channel_of(form: &[(String, String)]) -> Result<AlertChannel, String> {
-    let kind = match field(form, "type") {
+    let kind = match field(form, "type").as_str() {
         "webhook" => ChannelKind::Webhook,
         "email" => ChannelKind::Email,
         "chat" => ChannelKind::Chat,
@@ -264,7 +254,7 @@ fn channel_of(form: &[(String, String)]) -> Result<AlertChannel, String> {
     };
     let text = |k: &str| Some(field(form, k).to_owned()).filter(|v| !v.is_empty());
     Ok(AlertChannel {
-        tenant: owner(field(form, "tenant"))?,
+        tenant: owner(&field(form, "tenant"))?,
         name: Name::new(field(form, "name")).map_err(|e| format!("name: {e}"))?,
         kind,
         url: text("url"),
@@ -281,7 +271,7 @@ fn channel_of(form: &[(String, String)]) -> Result<AlertChannel, String> {
 
 fn rule_of(form: &[(String, String)]) -> Result<AlertRule, String> {
     let name = |k: &str| -> Result<Option<Name>, String> {
-        match field(form, k) {
+        match field(form, k).as_str() {
             "" => Ok(None),
             v => Name::new(v).map(Some).map_err(|e| format!("{k}: {e}")),
         }
@@ -298,7 +288,7 @@ fn rule_of(form: &[(String, String)]) -> Result<AlertRule, String> {
         .map(|c| Name::new(c).map_err(|e| format!("channels: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(AlertRule {
-        tenant: owner(field(form, "tenant"))?,
+        tenant: owner(&field(form, "tenant"))?,
         name: Name::new(field(form, "name")).map_err(|e| format!("name: {e}"))?,
         workflow: name("workflow")?,
         schedule: name("schedule")?,

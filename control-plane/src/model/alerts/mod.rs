@@ -359,7 +359,7 @@ pub(super) async fn delete_channel(
     if channel(tx, tenant, name).await?.is_none() {
         return Err(missing(doing, "alert channel", label(tenant, name)));
     }
-    let mut users: Vec<String> = rules(tx, tenant)
+    let mut users: Vec<String> = list::<AlertRule>(tx, Some(tenant))
         .await?
         .into_iter()
         .filter(|r| r.channels.contains(name))
@@ -579,36 +579,34 @@ pub async fn channel(
     doc.map(|d| read_doc(&d)).transpose()
 }
 
-/// Channels, of one owner (`Some(Some(t))`: tenant `t`; `Some(None)`: the federation's) or
-/// all (`None`), by owner and name.
-pub async fn channels(
-    conn: &mut SqliteConnection,
-    owner_is: Option<Option<&Name>>,
-) -> sqlx::Result<Vec<AlertChannel>> {
-    docs(conn, "alert_channels", owner_is).await
+/// A channel or a rule: a document with an owner (a tenant, or none: the federation), kept in
+/// its own table.
+pub trait Owned: serde::de::DeserializeOwned {
+    const TABLE: &'static str;
+    fn tenant(&self) -> Option<&Name>;
 }
 
-/// Rules of one owner (the federation's when `tenant` is none).
-pub async fn rules(
-    conn: &mut SqliteConnection,
-    tenant: Option<&Name>,
-) -> sqlx::Result<Vec<AlertRule>> {
-    docs(conn, "alert_rules", Some(tenant)).await
+impl Owned for AlertChannel {
+    const TABLE: &'static str = "alert_channels";
+    fn tenant(&self) -> Option<&Name> {
+        self.tenant.as_ref()
+    }
 }
 
-/// Rules, of one owner or all (as [`channels`]).
-pub async fn all_rules(
-    conn: &mut SqliteConnection,
-    owner_is: Option<Option<&Name>>,
-) -> sqlx::Result<Vec<AlertRule>> {
-    docs(conn, "alert_rules", owner_is).await
+impl Owned for AlertRule {
+    const TABLE: &'static str = "alert_rules";
+    fn tenant(&self) -> Option<&Name> {
+        self.tenant.as_ref()
+    }
 }
 
-async fn docs<T: serde::de::DeserializeOwned>(
+/// Channels or rules of one owner (`Some(Some(t))`: tenant `t`; `Some(None)`: the
+/// federation's) or of all (`None`), by owner and name.
+pub async fn list<T: Owned>(
     conn: &mut SqliteConnection,
-    table: &'static str,
     owner_is: Option<Option<&Name>>,
 ) -> sqlx::Result<Vec<T>> {
+    let table = T::TABLE;
     let rows = match owner_is {
         Some(o) => {
             sqlx::query(&format!(

@@ -39,7 +39,6 @@ pub struct Notice {
 /// An event some rules may want.
 struct Raised {
     event: AlertEvent,
-    tenant: Option<String>,
     workflow: Option<String>,
     /// The schedule's name (not its id).
     schedule: Option<String>,
@@ -148,6 +147,11 @@ async fn run_seen(
         return Ok(());
     };
     let tenant: String = row.get("tenant");
+    // The rules that may want this run, read once for all its events.
+    let rules = rules_for(tx, &tenant).await?;
+    if rules.is_empty() {
+        return Ok(());
+    }
     let workflow: String = row.get("workflow");
     let schedule_id: Option<String> = row.get("schedule");
     let schedule = schedule_id
@@ -178,7 +182,6 @@ async fn run_seen(
     let object = schedule_id.unwrap_or_else(|| format!("{tenant}/{workflow}"));
     let raised = |event: AlertEvent, text: String, late_ms: Option<i64>| Raised {
         event,
-        tenant: Some(tenant.clone()),
         workflow: Some(workflow.clone()),
         schedule: schedule.clone(),
         object: object.clone(),
@@ -207,13 +210,20 @@ async fn run_seen(
             "run {run_id} started {} late",
             meridian_domain::clock::spoken(late)
         );
-        raise(tx, context, raised(AlertEvent::Late, text, Some(late))).await?;
+        raise(
+            tx,
+            context,
+            &rules,
+            raised(AlertEvent::Late, text, Some(late)),
+        )
+        .await?;
     }
     match state {
         RunState::Failed => {
             raise(
                 tx,
                 context,
+                &rules,
                 raised(
                     AlertEvent::Failed,
                     format!("run {run_id} failed{said}"),
@@ -223,20 +233,25 @@ async fn run_seen(
             .await?;
             // A task whose last attempt failed after a retry (not one that retried and then
             // succeeded while another task failed the run).
-            let retried: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM task_attempts t WHERE t.run_id = ?1 \
+            let wanted = rules
+                .iter()
+                .any(|r| r.on.contains(&AlertEvent::RetriesExhausted));
+            let retried: bool = wanted
+                && sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM task_attempts t WHERE t.run_id = ?1 \
                  AND t.attempt > 1 AND t.outcome IN ('failed', 'timed_out') \
                  AND t.attempt = (SELECT MAX(u.attempt) FROM task_attempts u \
                                   WHERE u.run_id = ?1 AND u.task = t.task))",
-            )
-            .bind(run_id)
-            .fetch_one(&mut *tx)
-            .await?;
+                )
+                .bind(run_id)
+                .fetch_one(&mut *tx)
+                .await?;
             if retried {
                 let text = format!("run {run_id} failed after its retries{said}");
                 raise(
                     tx,
                     context,
+                    &rules,
                     raised(AlertEvent::RetriesExhausted, text, None),
                 )
                 .await?;
@@ -244,11 +259,17 @@ async fn run_seen(
         }
         RunState::Succeeded => {
             let text = format!("run {run_id} succeeded");
-            raise(tx, context, raised(AlertEvent::Succeeded, text, None)).await?;
+            raise(
+                tx,
+                context,
+                &rules,
+                raised(AlertEvent::Succeeded, text, None),
+            )
+            .await?;
         }
         RunState::Killed => {
             let text = format!("run {run_id} was killed{said}");
-            raise(tx, context, raised(AlertEvent::Killed, text, None)).await?;
+            raise(tx, context, &rules, raised(AlertEvent::Killed, text, None)).await?;
         }
         _ => {}
     }
@@ -374,7 +395,6 @@ async fn open_doubts(
             let tenant: String = row.get("tenant");
             Raised {
                 event: AlertEvent::InDoubt,
-                tenant: Some(tenant.clone()),
                 workflow: Some(row.get("workflow")),
                 schedule: Some(row.get("name")),
                 object: schedule_id.clone(),
@@ -399,20 +419,25 @@ async fn open_doubts(
         .collect())
 }
 
-/// Hands `raised` to every rule that wants it: its tenant's and the federation's.
+/// The rules that see `tenant`'s runs: its own and the federation's.
+async fn rules_for(tx: &mut SqliteConnection, tenant: &str) -> sqlx::Result<Vec<AlertRule>> {
+    let docs: Vec<String> = sqlx::query_scalar(
+        "SELECT doc FROM alert_rules WHERE tenant = ? OR tenant = '' ORDER BY tenant, name",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
+    docs.iter().map(|d| read_doc(d)).collect()
+}
+
+/// Hands `raised` to each of `rules` that wants it.
 async fn raise(
     tx: &mut SqliteConnection,
     context: Context,
+    rules: &[AlertRule],
     raised: Raised,
 ) -> Result<(), ApplyError> {
-    let rows = sqlx::query(
-        "SELECT tenant, doc FROM alert_rules WHERE tenant = ? OR tenant = '' ORDER BY tenant, name",
-    )
-    .bind(raised.tenant.as_deref().unwrap_or(""))
-    .fetch_all(&mut *tx)
-    .await?;
-    for row in rows {
-        let rule: AlertRule = read_doc(row.get::<&str, _>("doc"))?;
+    for rule in rules {
         if !rule.on.contains(&raised.event) {
             continue;
         }
@@ -431,7 +456,7 @@ async fn raise(
         {
             continue;
         }
-        to_rule(tx, context, &rule, &raised).await?;
+        to_rule(tx, context, rule, &raised).await?;
     }
     Ok(())
 }
@@ -582,7 +607,7 @@ pub(in crate::model) async fn check(
 
 /// The timed events not yet raised by their rules at `now_ms`.
 async fn timed(conn: &mut SqliteConnection, now_ms: i64) -> sqlx::Result<Vec<(AlertRule, Raised)>> {
-    let timed_rules: Vec<AlertRule> = super::all_rules(conn, None)
+    let timed_rules: Vec<AlertRule> = super::list::<AlertRule>(conn, None)
         .await?
         .into_iter()
         .filter(|r| {
@@ -677,7 +702,6 @@ async fn late_runs(
             details.insert("sla_seconds".into(), sla.into());
             Raised {
                 event: AlertEvent::Sla,
-                tenant: Some(tenant.clone()),
                 workflow: Some(workflow.clone()),
                 schedule: None,
                 object: schedule_id.unwrap_or_else(|| format!("{tenant}/{workflow}")),
@@ -723,7 +747,6 @@ async fn lost_agents(conn: &mut SqliteConnection, now_ms: i64) -> sqlx::Result<V
             details.insert("last_seen_ms".into(), seen.into());
             Raised {
                 event: AlertEvent::AgentLost,
-                tenant: None,
                 workflow: None,
                 schedule: None,
                 object: host.clone(),
@@ -769,7 +792,6 @@ async fn unheard_dcs(
             details.insert("last_heard_ms".into(), seen.into());
             Raised {
                 event: AlertEvent::DcUnheard,
-                tenant: None,
                 workflow: None,
                 schedule: None,
                 object: dc.clone(),
