@@ -15,6 +15,11 @@ use meridian_proto::pb::agent_link_server::{AgentLink, AgentLinkServer};
 use meridian_transport::{PeerIdentity, Role};
 use tonic::{Request, Response, Status};
 
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use meridian_domain::run::{Report, ReportItem};
+
 use crate::model::history::ReportOutcome;
 use crate::model::leasing::{AgentOrder, HeartbeatOutcome, HeldLease};
 use crate::model::query::{self, ClaimedLease};
@@ -311,18 +316,58 @@ impl AgentLink for AgentService {
                 definitions: 0,
             }));
         };
-        let applied = self
-            .write(
-                &agent,
-                &cluster.clone(),
-                Command::AgentReport(AgentReport {
-                    agent: agent.clone(),
-                    cluster,
-                    entries,
-                }),
-            )
-            .await?;
-        let outcome: ReportOutcome = detail(applied.detail)?;
+        // Log pieces never go through Raft: they land in this node's logbook, before the
+        // events of the batch are committed, so a run is never seen ended with its last
+        // pieces still to come.
+        let (logs, events): (Vec<ReportEntry>, Vec<ReportEntry>) = entries
+            .into_iter()
+            .partition(|e| matches!(e.report.item(), ReportItem::Log(_)));
+        let (stored, mut refused) = self.store_logs(&agent, &cluster, &logs, &events).await?;
+        let mut outcome = ReportOutcome::default();
+        if !events.is_empty() {
+            let applied = self
+                .write(
+                    &agent,
+                    &cluster.clone(),
+                    Command::AgentReport(AgentReport {
+                        agent: agent.clone(),
+                        cluster: cluster.clone(),
+                        entries: events.clone(),
+                    }),
+                )
+                .await?;
+            outcome = detail(applied.detail)?;
+        }
+        // Pieces stored for a run whose start this batch carried but the plane refused: not
+        // this agent's run, so not its log.
+        for (seq, _) in &outcome.refused {
+            let refused_run =
+                events
+                    .iter()
+                    .find(|e| e.seq == *seq)
+                    .and_then(|e| match e.report.item() {
+                        ReportItem::Run(event) => Some(event.run_id.as_str()),
+                        _ => None,
+                    });
+            if let Some(run_id) = refused_run.filter(|r| stored.contains(*r)) {
+                self.core
+                    .logbook
+                    .forget(run_id, &agent)
+                    .await
+                    .map_err(|e| Status::internal(format!("forgetting log pieces: {e}")))?;
+            }
+        }
+        let tally = &self.core.tally;
+        tally.reports.fetch_add(1, Ordering::Relaxed);
+        tally.events_applied.fetch_add(
+            events.len().saturating_sub(outcome.refused.len()) as u64,
+            Ordering::Relaxed,
+        );
+        refused.append(&mut outcome.refused);
+        outcome.refused = refused;
+        tally
+            .entries_refused
+            .fetch_add(outcome.refused.len() as u64, Ordering::Relaxed);
         let refused = outcome
             .refused
             .into_iter()
@@ -335,4 +380,113 @@ impl AgentLink for AgentService {
             definitions: outcome.definitions,
         }))
     }
+}
+
+impl AgentService {
+    /// Stores the log pieces `agent` sent in this node's logbook, on disk when this returns,
+    /// but those of runs it is not running (refused for good, with why). A run whose start
+    /// is among this batch's `events` counts as running; returns those runs it stored pieces
+    /// of, and the refusals.
+    async fn store_logs(
+        &self,
+        agent: &str,
+        cluster: &Name,
+        logs: &[ReportEntry],
+        events: &[ReportEntry],
+    ) -> Result<(HashSet<String>, Vec<(u64, String)>), Status> {
+        if logs.is_empty() {
+            return Ok(Default::default());
+        }
+        let starting: HashSet<&str> = events
+            .iter()
+            .filter_map(|e| match e.report.item() {
+                ReportItem::Run(event) => Some(event.run_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut verdicts = admit_logs(&self.core, agent, cluster, logs, &starting).await?;
+        if verdicts.iter().any(Result::is_err) {
+            // This node may not have applied the start yet (the leader committed it): read
+            // again once it holds everything committed so far.
+            self.core
+                .read_barrier(CALL_TIMEOUT)
+                .await
+                .map_err(unavailable)?;
+            verdicts = admit_logs(&self.core, agent, cluster, logs, &starting).await?;
+        }
+        let mut admitted = Vec::new();
+        let mut by_batch = HashSet::new();
+        let mut refused = Vec::new();
+        for (entry, verdict) in logs.iter().zip(verdicts) {
+            match (verdict, entry.report.item()) {
+                (Ok(()), ReportItem::Log(chunk)) => {
+                    if starting.contains(chunk.run_id.as_str()) {
+                        by_batch.insert(chunk.run_id.clone());
+                    }
+                    admitted.push(chunk);
+                }
+                (Err(reason), _) => refused.push((entry.seq, reason)),
+                (Ok(()), _) => {}
+            }
+        }
+        self.core
+            .logbook
+            .store(agent, &admitted, self.clock.now_ms())
+            .await
+            .map_err(|e| Status::unavailable(format!("storing log pieces: {e}")))?;
+        let tally = &self.core.tally;
+        tally
+            .log_pieces
+            .fetch_add(admitted.len() as u64, Ordering::Relaxed);
+        tally.log_bytes.fetch_add(
+            admitted.iter().map(|c| c.data.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
+        Ok((by_batch, refused))
+    }
+}
+
+/// Whether each log entry may be stored: it is for the agent's cluster (or one it backs up)
+/// and for a run this node knows is running on the agent, or one `starting` in its batch.
+async fn admit_logs(
+    core: &Core,
+    agent: &str,
+    cluster: &Name,
+    logs: &[ReportEntry],
+    starting: &HashSet<&str>,
+) -> Result<Vec<Result<(), String>>, Status> {
+    let pool = core.state.pool();
+    let failed = |e: sqlx::Error| Status::internal(format!("reading the model: {e}"));
+    let mut runs: std::collections::HashMap<String, Option<String>> = Default::default();
+    let mut verdicts = Vec::with_capacity(logs.len());
+    for entry in logs {
+        let Report::V1 {
+            cluster: theirs,
+            item,
+            ..
+        } = &entry.report;
+        if theirs != cluster.as_str()
+            && !query::backs_up(pool, cluster.as_str(), theirs)
+                .await
+                .map_err(failed)?
+        {
+            verdicts.push(Err(format!(
+                "agent `{agent}` of cluster `{cluster}` may not report for cluster `{theirs}`"
+            )));
+            continue;
+        }
+        let run_id = item.run_id();
+        if !runs.contains_key(run_id) {
+            let running = query::run_agent(pool, run_id).await.map_err(failed)?;
+            runs.insert(run_id.to_owned(), running);
+        }
+        if starting.contains(run_id) || runs[run_id].as_deref() == Some(agent) {
+            verdicts.push(Ok(()));
+        } else {
+            verdicts.push(Err(format!(
+                "run `{run_id}` is not running on agent `{agent}`"
+            )));
+        }
+    }
+    Ok(verdicts)
 }

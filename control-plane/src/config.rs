@@ -48,6 +48,9 @@ pub struct PlaneConfig {
     /// so, and are retried until one is set).
     #[serde(default)]
     pub mail: Option<crate::courier::MailConfig>,
+    /// Task logs: the cap per attempt and how long they are kept.
+    #[serde(default)]
+    pub logs: crate::logbook::LogsConfig,
 }
 
 /// `[http]`.
@@ -174,6 +177,9 @@ impl PlaneConfig {
                 "timing.election_max_ms",
                 "must be above election_min_ms",
             ));
+        }
+        if let Err((field, problem)) = config.logs.check() {
+            return Err(invalid(&format!("logs.{field}"), &problem));
         }
         if let Some(bucket) = &config.bucket
             && let Err((field, problem)) = bucket.check()

@@ -13,8 +13,11 @@
 //!   `node::PlaneNode` with its `Ask`s (writes, membership, read barriers, status) that any
 //!   node forwards to the leader.
 //! - [`agents`]: the server side of `AgentLink`, served beside `PlanePeer` on every node:
-//!   agents' heartbeats and reports become commands; schedule fetches read the node's copy
-//!   after a read barrier.
+//!   agents' heartbeats and reports become commands (their log pieces go to the node's
+//!   logbook instead); schedule fetches read the node's copy after a read barrier.
+//! - [`logbook`]: task logs out of consensus — each node's `logbook.db` of the pieces agents
+//!   sent it, cut at a cap and swept after retention, read across the plane by asking every
+//!   member (`logbook::across`).
 //! - [`api`]: the REST API under `/api/v1` (axum): who is calling (bearer tokens, session
 //!   cookies with CSRF tokens), sign-in, users and tokens, every read and list through the
 //!   policy, linearizable or stale reads, writes as commands, the OpenAPI document.
@@ -47,6 +50,7 @@ pub mod cli;
 pub mod config;
 pub mod courier;
 pub mod lease;
+pub mod logbook;
 pub mod model;
 pub mod name;
 pub mod policy;

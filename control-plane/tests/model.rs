@@ -177,6 +177,7 @@ impl Model {
         self.ok(Command::CreateTenant(Tenant {
             name: n("ads"),
             description: String::new(),
+            log_retention_days: None,
         }))
         .await;
         self.ok(Command::CreateGrant(Grant {
@@ -507,6 +508,7 @@ async fn an_environment_maps_tenants_to_os_users_and_runs_carry_their_tenants() 
     m.ok(Command::CreateTenant(Tenant {
         name: n("web"),
         description: String::new(),
+        log_retention_days: None,
     }))
     .await;
     for (tenant, environment) in [("ads", "shared-nj"), ("web", "shared-nj")] {
@@ -1618,6 +1620,7 @@ async fn the_backup_cluster_takes_over_only_when_every_agent_is_gone() {
         m.ok(Command::CreateTenant(Tenant {
             name: n(tenant),
             description: String::new(),
+            log_retention_days: None,
         }))
         .await;
         for e in environments {
@@ -1957,6 +1960,7 @@ impl Model {
         self.ok(Command::CreateTenant(Tenant {
             name: n("bi"),
             description: String::new(),
+            log_retention_days: None,
         }))
         .await;
         self.ok(Command::CreateGrant(Grant {
@@ -2279,6 +2283,7 @@ async fn deleting_a_tenant_takes_its_roles_away_from_users_and_tokens() {
     m.ok(Command::CreateTenant(Tenant {
         name: n("gone"),
         description: String::new(),
+        log_retention_days: None,
     }))
     .await;
     m.ok(user_with("alice", &["developer@gone", "viewer@bi"]))
@@ -2300,6 +2305,7 @@ async fn deleting_a_tenant_takes_its_roles_away_from_users_and_tokens() {
     m.ok(Command::CreateTenant(Tenant {
         name: n("gone"),
         description: String::new(),
+        log_retention_days: None,
     }))
     .await;
     let alice = query::user(&m.pool, &n("alice")).await.unwrap().unwrap();
@@ -2522,6 +2528,7 @@ async fn workflow_versions_never_repeat_across_a_tenants_deletion() {
     m.ok(Command::CreateTenant(Tenant {
         name: n("ads"),
         description: String::new(),
+        log_retention_days: None,
     }))
     .await;
     let applied = m

@@ -297,6 +297,15 @@ pub enum Report {
     },
 }
 
+impl Report {
+    /// What is reported.
+    pub fn item(&self) -> &ReportItem {
+        match self {
+            Self::V1 { item, .. } => item,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportItem {

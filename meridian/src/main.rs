@@ -147,6 +147,16 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
         Command::InDoubt { command } => {
             meridian_plane::cli::doubts::run(&client()?, command.as_ref()).await
         }
+        Command::Runs(meridian_plane::cli::runs::RunsCommand::Logs { run, follow: true }) => {
+            // Printed as it comes, not at the end.
+            meridian_plane::cli::runs::follow(&client()?, run, |text| {
+                let mut out = std::io::stdout().lock();
+                // The reader went away (`| head`): stop following.
+                out.write_all(text.as_bytes()).is_ok() && out.flush().is_ok()
+            })
+            .await
+            .map(|()| String::new())
+        }
         Command::Runs(command) => meridian_plane::cli::runs::runs(&client()?, command).await,
         Command::Certs(_) | Command::Schedule(ScheduleCommand::Preview(_)) => {
             unreachable!("handled without a runtime")

@@ -23,6 +23,7 @@ fn tenant(name: String) -> Command {
     Command::CreateTenant(Tenant {
         name: Name::new(name).unwrap(),
         description: String::new(),
+        log_retention_days: None,
     })
 }
 

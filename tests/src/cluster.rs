@@ -73,6 +73,7 @@ impl Cluster {
                 hosts: HostsMap(hosts.clone()),
                 timing,
                 clock: clock.clone(),
+                logs: Default::default(),
             });
         }
         let mut nodes = Vec::new();

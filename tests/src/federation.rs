@@ -143,6 +143,7 @@ impl Federation {
         f.write(Command::CreateTenant(Tenant {
             name: name("ads"),
             description: String::new(),
+            log_retention_days: None,
         }))
         .await;
         f.write(Command::CreateGrant(Grant {
@@ -175,6 +176,7 @@ impl Federation {
             f.write(Command::CreateTenant(Tenant {
                 name: name("solo"),
                 description: String::new(),
+                log_retention_days: None,
             }))
             .await;
             f.write(Command::CreateGrant(Grant {
@@ -406,6 +408,12 @@ impl Federation {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Every attempt's log of `run_id`, read by the leader from every plane node's logbook.
+    pub async fn logs(&self, run_id: &str) -> sqlx::Result<Vec<query::AttemptLog>> {
+        let leader = self.plane.leader().await;
+        meridian_plane::logbook::across::logs(self.plane.node(leader), run_id).await
     }
 
     /// The run history of schedule `ads.<name>` as a running plane node holds it (after a read

@@ -192,6 +192,7 @@ fn rules() -> BTreeMap<(&'static str, &'static str), Expect> {
         ),
         (("get", "/runs/{run_id}"), TENANT_READ),
         (("get", "/runs/{run_id}/logs"), TENANT_READ),
+        (("get", "/runs/{run_id}/logs/follow"), TENANT_READ),
         (
             ("post", "/runs/{run_id}/kill"),
             e(200, 200, [200, 200, 403], [404, 404, 404]),
@@ -558,7 +559,9 @@ async fn prepare(plane: &ApiPlane, method: &str, path: &str, n: usize, who: Who)
             path.into(),
             Some(json!({"tenant": "ads", "workflow": "etl"})),
         ),
-        ("get", "/runs/{run_id}") | ("get", "/runs/{run_id}/logs") => {
+        ("get", "/runs/{run_id}")
+        | ("get", "/runs/{run_id}/logs")
+        | ("get", "/runs/{run_id}/logs/follow") => {
             let id = plane.run_now("ads").await;
             call(path.replace("{run_id}", &id), None)
         }

@@ -60,7 +60,8 @@ async fn killing_the_plane_leader_while_an_agent_reports_loses_no_event_and_no_l
     let pool = f.plane.node(leader).state.pool().clone();
     for r in &runs {
         assert_eq!(r.state, "succeeded", "{r:?}");
-        let text: String = query::logs(&pool, &r.run_id)
+        let text: String = f
+            .logs(&r.run_id)
             .await
             .unwrap()
             .iter()
@@ -335,7 +336,7 @@ async fn when_the_active_cluster_is_lost_its_backup_runs_the_tenants_granted_the
         .filter(|r| r.agent.as_deref() == Some("spare-1.test"))
         .collect();
     assert!(!on_spare.is_empty(), "{runs:#?}");
-    let logs = query::logs(&pool, &on_spare[0].run_id).await.unwrap();
+    let logs = f.logs(&on_spare[0].run_id).await.unwrap();
     assert_eq!(
         logs[0].text, "hello from the backup\n",
         "the backup's environment"

@@ -7,7 +7,8 @@ use std::time::Duration;
 use meridian_agent::supervisor::Supervision;
 use meridian_domain::workflow::WorkflowDefinition;
 use meridian_domain::{OverlapPolicy, ScheduleSpec, WINDOW};
-use meridian_plane::model::{Command, Environment, Grant, Schedule, Workflow, query};
+use meridian_plane::model::{Command, Environment, Grant, Name, Schedule, Tenant, Workflow, query};
+use meridian_tests::cluster::PATIENCE;
 use meridian_tests::federation::{Federation, check, epoch, name};
 
 const EVERY_10S: &str = "0/10 * * * * ?";
@@ -58,9 +59,54 @@ async fn scheduled_runs_fire_on_time_once_each_with_their_logs() {
 
     let leader = f.plane.leader().await;
     let pool = f.plane.node(leader).state.pool().clone();
-    let logs = query::logs(&pool, &runs[0].run_id).await.unwrap();
+    let logs = f.logs(&runs[0].run_id).await.unwrap();
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0].text, format!("hello from {}\n", runs[0].run_id));
+    // The logs never went through Raft: no node's replicated model holds a byte of them, the
+    // logbooks of the nodes the agent reported to do, and every node reads them all.
+    let mut held = 0;
+    for i in 0..f.plane.size() {
+        let node = f.plane.node(i);
+        let in_model: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_logs")
+            .fetch_one(node.state.pool())
+            .await
+            .unwrap();
+        assert_eq!(in_model, 0, "node {i} holds logs in its model");
+        held += node.logbook.stored_bytes();
+        for r in &runs {
+            let logs = meridian_plane::logbook::across::logs(node, &r.run_id)
+                .await
+                .unwrap();
+            assert_eq!(logs.len(), 1, "node {i}: {logs:?}");
+            assert_eq!(logs[0].text, format!("hello from {}\n", r.run_id));
+        }
+    }
+    assert!(
+        held >= runs.len() as u64 * 20,
+        "{held} bytes in the logbooks"
+    );
+    // Retention: the plane's 30 days by default, the tenant's own once it has one.
+    let later = meridian_domain::ManualClock::at(epoch() + chrono::TimeDelta::days(8));
+    let sweep = |i: usize| meridian_plane::logbook::sweep::Sweeper {
+        logbook: f.plane.node(i).logbook.clone(),
+        model: f.plane.node(i).state.pool().clone(),
+        clock: std::sync::Arc::new(later.clone()),
+    };
+    for i in 0..f.plane.size() {
+        assert_eq!(sweep(i).sweep().await.unwrap(), 0);
+    }
+    f.write(Command::UpdateTenant(Tenant {
+        name: Name::new("ads").unwrap(),
+        description: String::new(),
+        log_retention_days: Some(7),
+    }))
+    .await;
+    for i in 0..f.plane.size() {
+        f.plane.node(i).read_barrier(PATIENCE).await.unwrap();
+        sweep(i).sweep().await.unwrap();
+        assert_eq!(f.plane.node(i).logbook.stored_bytes(), 0, "node {i}");
+    }
+    assert!(f.logs(&runs[0].run_id).await.unwrap().is_empty());
     let attempts = query::attempts(&pool, &runs[0].run_id).await.unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome, "succeeded");
@@ -146,7 +192,7 @@ async fn a_run_in_an_environment_that_maps_no_os_user_fails_saying_what_to_set()
     let attempts = query::attempts(&pool, &run.run_id).await.unwrap();
     assert_eq!(attempts.len(), 1, "{attempts:?}");
     assert_eq!(attempts[0].outcome, "failed");
-    let logs = query::logs(&pool, &run.run_id).await.unwrap();
+    let logs = f.logs(&run.run_id).await.unwrap();
     assert!(logs.iter().all(|l| !l.text.contains("ran\n")), "{logs:?}");
     f.shutdown().await;
 }
@@ -185,8 +231,7 @@ async fn slow_first_run(f: &mut Federation) -> (String, std::path::PathBuf, std:
         let Some(run) = f.history("slow").await.first().cloned() else {
             return false;
         };
-        let pool = f.plane.node(f.plane.leader().await).state.pool().clone();
-        let logs = query::logs(&pool, &run.run_id).await.unwrap();
+        let logs = f.logs(&run.run_id).await.unwrap();
         logs.iter().any(|l| l.text.contains("begin"))
     })
     .await;
@@ -236,7 +281,8 @@ async fn an_agent_restarted_mid_run_reattaches_and_records_the_real_outcome_and_
         (attempts[0].outcome.as_str(), attempts[0].exit_code),
         ("succeeded", Some(0))
     );
-    let log: String = query::logs(&pool, &first)
+    let log: String = f
+        .logs(&first)
         .await
         .unwrap()
         .iter()
@@ -441,9 +487,8 @@ async fn a_graceful_stop_finishes_the_run_going_reports_it_and_hands_over_at_onc
     // Everything about the run was reported before the stop returned.
     let runs = f.history("slowish").await;
     assert_eq!(runs[0].state, "succeeded", "{runs:#?}");
-    let leader = f.plane.leader().await;
-    let pool = f.plane.node(leader).state.pool().clone();
-    let log: String = query::logs(&pool, &runs[0].run_id)
+    let log: String = f
+        .logs(&runs[0].run_id)
         .await
         .unwrap()
         .iter()
@@ -1205,5 +1250,81 @@ async fn the_agents_metrics_count_its_starts_ends_leases_buffer_and_outbox() {
         "{text}"
     );
     assert!(text.ends_with("# EOF\n"));
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_output_reaches_every_plane_node_while_it_runs_and_none_replicates_it() {
+    use meridian_plane::logbook::across;
+    let mut f = Federation::start(3, 30).await;
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    f.schedule(
+        "gated",
+        "10 0 8 * * ?",
+        &format!(
+            "echo first; while [ ! -e {} ]; do sleep 0.05; done; echo second",
+            go.display()
+        ),
+        OverlapPolicy::Skip,
+    )
+    .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(12), Duration::from_secs(2))
+        .await;
+    f.wait_until("the run to start", || async {
+        !f.history("gated").await.is_empty()
+    })
+    .await;
+    let run_id = f.history("gated").await[0].run_id.clone();
+    // While the task waits at its gate, every node reads its first line, though only the
+    // node the agent reports to holds it.
+    for i in 0..3 {
+        let node = f.plane.node(i);
+        f.wait_until("every node to read the first line", || async {
+            let read = across::after(node, &run_id, "main", 1, -1, 1 << 20)
+                .await
+                .unwrap();
+            read.pieces
+                .iter()
+                .map(|p| p.data.as_str())
+                .collect::<String>()
+                == "first\n"
+        })
+        .await;
+    }
+    let holders = (0..3)
+        .filter(|i| f.plane.node(*i).logbook.stored_bytes() > 0)
+        .count();
+    assert_eq!(holders, 1, "the agent reports to one node");
+    let counted: u64 = (0..3)
+        .map(|i| {
+            let tally = &f.plane.node(i).tally;
+            tally.log_pieces.load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    assert!(counted >= 1, "the pieces stored are counted");
+    assert!(!meridian_tests::federation::is_final(
+        &f.history("gated").await[0].state
+    ));
+    std::fs::write(&go, "").unwrap();
+    f.wait_until("the run to end", || async {
+        meridian_tests::federation::is_final(&f.history("gated").await[0].state)
+    })
+    .await;
+    // Once the run is over its whole log is there on every node (stored before the end was
+    // committed), and no node's replicated model holds a byte of it.
+    for i in 0..3 {
+        let node = f.plane.node(i);
+        let logs = across::logs(node, &run_id).await.unwrap();
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        assert_eq!(logs[0].text, "first\nsecond\n", "node {i}");
+        let in_model: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_logs")
+            .fetch_one(node.state.pool())
+            .await
+            .unwrap();
+        assert_eq!(in_model, 0, "node {i}");
+    }
     f.shutdown().await;
 }

@@ -584,6 +584,14 @@ async fn health_readiness_and_metrics_on_every_node() {
         assert_eq!(value("meridian_raft_apply_lag_entries"), 0, "{text}");
         assert_eq!(value("meridian_runs{state=\"killed\"}"), 1, "{text}");
         assert!(text.contains("# TYPE meridian_runs gauge"), "{text}");
+        // No agent here: nothing reported, no log held; the counters say so.
+        assert_eq!(value("meridian_log_stored_bytes"), 0, "{text}");
+        assert_eq!(value("meridian_agent_reports_total"), 0, "{text}");
+        assert!(
+            text.contains("# TYPE meridian_log_pieces_stored counter"),
+            "{text}"
+        );
+        assert!(value("meridian_lease_grants_total") >= 0, "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
         let refused = plane
             .call_as(&viewer, node, Method::GET, "/metrics", None)

@@ -83,6 +83,37 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
     wait_until_succeeded(&cli, &run, PATIENCE);
     let logs = ok(cli(&["runs", "logs", &run]));
     assert!(logs.contains(&format!("hello from {run} in dev")), "{logs}");
+    // `runs logs --follow` prints what a task writes while it runs, and ends with the run.
+    let gate = dir.path().join("gate");
+    let script = format!(
+        "echo before; while [ ! -e {} ]; do sleep 0.05; done; echo after",
+        gate.display()
+    );
+    ok(cli(&[
+        "workflow", "create", "demo", "gated", "--shell", &script, "--env", "dev",
+    ]));
+    let gated = ok(cli(&["runs", "now", "demo", "gated"])).trim().to_owned();
+    let mut follow = std::process::Command::new(meridian_tests::binary("meridian"))
+        .args(["--addr", addr.as_str(), "--data-dir", data])
+        .args(["runs", "logs", &gated, "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let next = || lines.recv_timeout(PATIENCE).expect("a line from --follow");
+    assert_eq!(next(), "==> main (attempt 1) <==");
+    assert_eq!(next(), "before");
+    std::fs::write(&gate, "").unwrap();
+    assert_eq!(next(), "after");
+    assert!(follow.wait().unwrap().success());
+    assert!(lines.recv().is_err(), "nothing after the run's end");
     let listed = ok(cli(&[
         "runs",
         "list",

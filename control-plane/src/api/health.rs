@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use axum::{Extension, Json};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -119,6 +120,10 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     let g = Gauge::<i64>::default();
     g.set(value);
     registry.register(name, help, g);
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    registry.register(name, help, ConstCounter::new(value));
 }
 
 fn family(registry: &mut Registry, name: &str, help: &str, rows: &[(Labels, i64)]) {
@@ -290,6 +295,59 @@ async fn scrape(api: &Api) -> ApiResult<String> {
         "alert_oldest_pending_seconds",
         "Age of the oldest alert delivery not yet delivered (0: none)",
         oldest.map_or(0, |o| (now - o).max(0) / 1000),
+    );
+    let grants: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(epoch), 0) FROM leases")
+        .fetch_one(&mut *conn)
+        .await?;
+    counter(
+        &mut registry,
+        "lease_grants",
+        "Partition leases granted since the plane began (each move to a new holder is one)",
+        grants.max(0) as u64,
+    );
+    gauge(
+        &mut registry,
+        "raft_snapshot_bytes",
+        "Bytes of this node's newest Raft snapshot",
+        api.node.state.snapshot_bytes() as i64,
+    );
+    gauge(
+        &mut registry,
+        "log_stored_bytes",
+        "Bytes of task log text this node's logbook holds",
+        api.node.logbook.stored_bytes() as i64,
+    );
+    let tally = &api.node.tally;
+    let read = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    counter(
+        &mut registry,
+        "agent_reports",
+        "Report calls from agents this node answered since it started",
+        read(&tally.reports),
+    );
+    counter(
+        &mut registry,
+        "report_events_applied",
+        "Run and attempt events from agents' reports this node committed since it started",
+        read(&tally.events_applied),
+    );
+    counter(
+        &mut registry,
+        "report_entries_refused",
+        "Report entries (events and log pieces) this node refused for good since it started",
+        read(&tally.entries_refused),
+    );
+    counter(
+        &mut registry,
+        "log_pieces_stored",
+        "Log pieces agents sent this node that it stored, since it started",
+        read(&tally.log_pieces),
+    );
+    counter(
+        &mut registry,
+        "log_received_bytes",
+        "Bytes of log text agents sent this node that it stored, since it started",
+        read(&tally.log_bytes),
     );
     let mut text = String::new();
     encode(&mut text, &registry).map_err(|e| super::ApiError::internal(e.to_string()))?;

@@ -504,6 +504,7 @@ pub fn router(api: Api) -> Router {
         .route("/runs", runs::list())
         .route("/runs/{run_id}", runs::one())
         .route("/runs/{run_id}/logs", runs::logs())
+        .route("/runs/{run_id}/logs/follow", runs::follow())
         .route("/runs/rerun", runs::bulk_rerun())
         .route("/runs/kill", runs::bulk_kill())
         .route("/runs/{run_id}/rerun", runs::rerun(false))

@@ -128,9 +128,133 @@ pub fn logs() -> MethodRouter<Api> {
                -> ApiResult<_> {
             let read = api.reader(&c, o.stale).await?;
             readable_run(&read, &id).await?;
-            Ok(Json(query::logs(read.pool, &id).await?))
+            Ok(Json(crate::logbook::across::logs(&api.node, &id).await?))
         },
     )
+}
+
+/// `GET /runs/{run_id}/logs/follow` options.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FollowOptions {
+    /// Where the caller got to: `seen` from the previous answer (none: from the start).
+    pub seen: Option<String>,
+    /// Wait up to this long (ms, at most 10,000) for something new before answering.
+    pub wait_ms: Option<u64>,
+}
+
+/// What a follower has not seen yet of a run's logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LogFollow {
+    /// New pieces, in order per attempt.
+    pub pieces: Vec<FollowPiece>,
+    /// The cursor to send back as `seen` next time.
+    pub seen: String,
+    /// The run's state when the pieces were read.
+    pub state: String,
+    /// The run is over and every piece of its logs has been given: stop following.
+    pub finished: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FollowPiece {
+    pub task: String,
+    pub attempt: u32,
+    /// Where the piece starts in the attempt's output (bytes).
+    pub offset: i64,
+    pub text: String,
+}
+
+/// How much a follow answer carries at most.
+const FOLLOW_BYTES: u64 = 256 * 1024;
+/// How often a waiting follow asks the other plane nodes (pieces sent to this node wake it).
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// `GET /runs/{run_id}/logs/follow?seen=&wait_ms=`: the pieces of a run's logs after `seen`,
+/// as soon as there are any (or `wait_ms` passes), from every plane node's logbook; what
+/// `meridian runs logs RUN --follow` polls. The caller never talks to an agent.
+pub fn follow() -> MethodRouter<Api> {
+    get(
+        async |State(api): State<Api>,
+               Extension(c): Extension<Caller>,
+               Path(id): Path<String>,
+               Params(o): Params<FollowOptions>|
+               -> ApiResult<_> {
+            let mut seen: Vec<(String, u32, i64)> = match &o.seen {
+                None => Vec::new(),
+                Some(s) => serde_json::from_str(s).map_err(|_| {
+                    ApiError::bad_input(format!(
+                        "query `seen`: `{s}` is not a cursor (take `seen` from the previous answer)"
+                    ))
+                })?,
+            };
+            let wait = std::time::Duration::from_millis(o.wait_ms.unwrap_or(0).min(10_000));
+            let deadline = tokio::time::Instant::now() + wait;
+            let read = api.reader(&c, true).await?;
+            readable_run(&read, &id).await?;
+            let mut stored = api.node.logbook.changed();
+            loop {
+                // The state before the pieces: once it is final, every piece is stored (the
+                // plane stores a batch's pieces before committing its events).
+                let state = found(&format!("run `{id}`"), query::run(read.pool, &id).await?)?.state;
+                let pieces = unseen(&api, &id, &mut seen).await?;
+                let over =
+                    meridian_domain::run::RunState::parse(&state).is_some_and(|s| s.is_final());
+                let finished = over && pieces.is_empty();
+                if !pieces.is_empty() || finished || tokio::time::Instant::now() >= deadline {
+                    return Ok(Json(LogFollow {
+                        pieces,
+                        seen: serde_json::to_string(&seen).unwrap_or_default(),
+                        state,
+                        finished,
+                    }));
+                }
+                tokio::select! {
+                    _ = stored.changed() => {}
+                    () = tokio::time::sleep(FOLLOW_POLL) => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+        },
+    )
+}
+
+/// The pieces of `run_id`'s logs after `seen` (which it moves on), up to `FOLLOW_BYTES`.
+async fn unseen(
+    api: &Api,
+    run_id: &str,
+    seen: &mut Vec<(String, u32, i64)>,
+) -> ApiResult<Vec<FollowPiece>> {
+    use crate::logbook::across;
+    let mut pieces = Vec::new();
+    let mut budget = FOLLOW_BYTES;
+    for (task, attempt) in across::attempts(&api.node, run_id).await? {
+        let i = match seen
+            .iter()
+            .position(|(t, a, _)| *t == task && *a == attempt)
+        {
+            Some(i) => i,
+            None => {
+                seen.push((task.clone(), attempt, -1));
+                seen.len() - 1
+            }
+        };
+        if budget == 0 {
+            break;
+        }
+        let read = across::after(&api.node, run_id, &task, attempt, seen[i].2, budget).await?;
+        for piece in read.pieces {
+            budget = budget.saturating_sub(piece.data.len() as u64);
+            seen[i].2 = piece.offset;
+            pieces.push(FollowPiece {
+                task: task.clone(),
+                attempt,
+                offset: piece.offset,
+                text: piece.data,
+            });
+        }
+    }
+    Ok(pieces)
 }
 
 /// `POST /runs/{run_id}/kill`.

@@ -131,6 +131,9 @@ pub struct TenantCreate {
     pub name: Option<String>,
     #[arg(long)]
     pub description: Option<String>,
+    /// Days the tenant's task logs are kept (default: the plane's `[logs] retention_days`).
+    #[arg(long, value_name = "DAYS")]
+    pub log_retention_days: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -462,6 +465,10 @@ impl CreateBody for TenantCreate {
         let mut d = Doc::default();
         d.need("name", "NAME", &self.name)?;
         d.opt("description", self.description.as_ref().map(|v| json!(v)));
+        d.opt(
+            "log_retention_days",
+            self.log_retention_days.map(|v| json!(v)),
+        );
         Ok(d.done())
     }
 }

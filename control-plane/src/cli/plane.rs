@@ -73,6 +73,7 @@ fn node_config(config: &PlaneConfig) -> Result<NodeConfig, ClientError> {
         hosts: config.hosts.clone(),
         timing: config.timing,
         clock: Arc::new(SystemClock),
+        logs: config.logs,
     })
 }
 
@@ -417,6 +418,7 @@ impl DevPlane {
                 hosts: HostsMap::default(),
                 timing: Timing::default(),
                 clock: clock.clone(),
+                logs: Default::default(),
             },
             peer,
             http,
@@ -629,6 +631,7 @@ fn examples() -> Vec<Command> {
         Command::CreateTenant(Tenant {
             name: n("demo"),
             description: "Example tenant".into(),
+            log_retention_days: None,
         }),
         Command::CreateGrant(Grant {
             tenant: n("demo"),

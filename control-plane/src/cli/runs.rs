@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 
 use super::client::{Client, ClientError};
-use crate::api::runs::BulkReply;
+use crate::api::runs::{BulkReply, LogFollow};
 use crate::api::{RunDetail, WriteReply};
 use crate::model::query::{AttemptLog, RunRecord};
 
@@ -15,7 +15,13 @@ pub enum RunsCommand {
     /// One run with its task attempts.
     Get { run: String },
     /// A run's task logs, attempt by attempt.
-    Logs { run: String },
+    Logs {
+        run: String,
+        /// Keep printing what the tasks write until the run is over (from any plane node;
+        /// nothing contacts an agent).
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Run a workflow now, on an agent of its environment's cluster.
     Now {
         tenant: String,
@@ -264,6 +270,45 @@ fn time(ms: Option<i64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// `runs logs RUN --follow`: hands `out` each piece of the run's logs as it arrives (headed
+/// `==> task (attempt n) <==` when the attempt changes) until the run is over and everything
+/// is given, or `out` says stop (false).
+pub async fn follow(
+    client: &Client,
+    run: &str,
+    mut out: impl FnMut(&str) -> bool,
+) -> Result<(), ClientError> {
+    let mut seen: Option<String> = None;
+    let mut last: Option<(String, u32)> = None;
+    loop {
+        let mut path = format!("/runs/{}/logs/follow?wait_ms=5000", urlencode(run));
+        if let Some(seen) = &seen {
+            path.push_str(&format!("&seen={}", urlencode(seen)));
+        }
+        let answer: LogFollow = client.call(Method::GET, &path, None::<&()>).await?;
+        for piece in &answer.pieces {
+            let which = Some((piece.task.clone(), piece.attempt));
+            if last != which {
+                let gap = if last.is_some() { "\n" } else { "" };
+                if !out(&format!(
+                    "{gap}==> {} (attempt {}) <==\n",
+                    piece.task, piece.attempt
+                )) {
+                    return Ok(());
+                }
+                last = which;
+            }
+            if !out(&piece.text) {
+                return Ok(());
+            }
+        }
+        if answer.finished {
+            return Ok(());
+        }
+        seen = Some(answer.seen);
+    }
+}
+
 pub async fn runs(client: &Client, command: &RunsCommand) -> Result<String, ClientError> {
     match command {
         RunsCommand::List(a) => {
@@ -303,7 +348,16 @@ pub async fn runs(client: &Client, command: &RunsCommand) -> Result<String, Clie
                 .await?;
             serde_json::to_string_pretty(&detail).map_err(|e| ClientError::Failed(e.to_string()))
         }
-        RunsCommand::Logs { run } => {
+        RunsCommand::Logs { run, follow: true } => {
+            let mut all = String::new();
+            follow(client, run, |text| {
+                all.push_str(text);
+                true
+            })
+            .await?;
+            Ok(all)
+        }
+        RunsCommand::Logs { run, follow: false } => {
             let logs: Vec<AttemptLog> = client
                 .call(
                     Method::GET,

@@ -211,6 +211,10 @@ pub struct Tenant {
     pub name: Name,
     #[serde(default)]
     pub description: String,
+    /// Days the tenant's task logs are kept after their last line (none: the plane's
+    /// `[logs] retention_days`, 30 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_retention_days: Option<u32>,
 }
 
 /// Lets a tenant run on an environment.

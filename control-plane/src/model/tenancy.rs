@@ -13,6 +13,7 @@ pub(super) async fn create_tenant(
     t: &Tenant,
 ) -> Result<Applied, ApplyError> {
     let doing = format!("creating tenant `{}`", t.name);
+    check_tenant(t, &doing)?;
     insert_new(
         tx,
         Table::Tenants,
@@ -30,6 +31,7 @@ pub(super) async fn update_tenant(
     t: &Tenant,
 ) -> Result<Applied, ApplyError> {
     let doing = format!("updating tenant `{}`", t.name);
+    check_tenant(t, &doing)?;
     present(tx, Table::Tenants, &t.name, &doing).await?;
     sqlx::query("UPDATE tenants SET doc = ? WHERE name = ?")
         .bind(doc(t))
@@ -37,6 +39,13 @@ pub(super) async fn update_tenant(
         .execute(&mut *tx)
         .await?;
     Ok(subject(format!("tenant {}", t.name)))
+}
+
+fn check_tenant(t: &Tenant, doing: &str) -> Result<(), ApplyError> {
+    if t.log_retention_days == Some(0) {
+        return Err(invalid(doing, "log_retention_days", "must be at least 1"));
+    }
+    Ok(())
 }
 
 pub(super) async fn delete_tenant(

@@ -10,6 +10,7 @@ use openraft::{ChangeMembers, TryAsRef};
 use serde::{Deserialize, Serialize};
 
 use super::{Node, NodeId, Outcome, Raft, Request};
+use crate::logbook::{Logbook, PieceQuery, Pieces};
 
 /// What one node may ask another over `PlanePeer.Forward`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +27,10 @@ pub enum Ask {
     ReadIndex,
     /// This node's own status (any node).
     Status,
+    /// The attempts of a run this node holds log pieces of (any node).
+    LogAttempts(String),
+    /// The log pieces this node holds of one attempt (any node).
+    LogPieces(PieceQuery),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +39,8 @@ pub enum Answer {
     Done,
     ReadIndex(u64),
     Status(NodeStatus),
+    LogAttempts(Vec<(String, u32)>),
+    LogPieces(Pieces),
 }
 
 /// Why an ask was not done. `NotLeader` and `Stopped` mean it had no effect and may be sent
@@ -70,9 +77,9 @@ pub enum AskError {
     Failed(String),
 }
 
-/// Does `ask` on this node's Raft. Leader-only asks on a follower come back `NotLeader` with
-/// the leader it knows of.
-pub async fn answer(raft: &Raft, ask: Ask) -> AskReply {
+/// Does `ask` on this node's Raft (or reads its logbook). Leader-only asks on a follower come
+/// back `NotLeader` with the leader it knows of.
+pub async fn answer(raft: &Raft, logbook: &Logbook, ask: Ask) -> AskReply {
     match ask {
         Ask::Write(request) => raft
             .client_write(*request)
@@ -113,6 +120,16 @@ pub async fn answer(raft: &Raft, ask: Ask) -> AskReply {
             Ok(Answer::ReadIndex(read.map_or(0, |id| id.index)))
         }
         Ask::Status => Ok(Answer::Status(local_status(raft))),
+        Ask::LogAttempts(run_id) => logbook
+            .attempts(&run_id)
+            .await
+            .map(Answer::LogAttempts)
+            .map_err(|e| AskRefusal::Failed(format!("reading the logbook: {e}"))),
+        Ask::LogPieces(q) => logbook
+            .pieces(&q)
+            .await
+            .map(Answer::LogPieces)
+            .map_err(|e| AskRefusal::Failed(format!("reading the logbook: {e}"))),
     }
 }
 

@@ -21,14 +21,16 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 
-use super::ask::{Answer, AskRefusal, AskReply, local_status};
-pub use super::ask::{Ask, AskError, NodeStatus, answer};
+pub use super::ask::{Answer, Ask, AskError, NodeStatus, answer};
+use super::ask::{AskRefusal, AskReply, local_status};
 use super::backup;
 use super::log_store::LogStore;
 use super::network::{Links, MAX_MESSAGE_BYTES, Peers, Rpc};
 use super::peer_service::PeerService;
 use super::state_machine::StateMachine;
 use super::{Node, NodeId, Outcome, Raft, Request};
+use crate::logbook::sweep::Sweeper;
+use crate::logbook::{Logbook, LogsConfig};
 use crate::model::Proposal;
 
 /// Raft timings. Defaults suit one data center or a fast WAN; raise them for slow links.
@@ -79,6 +81,8 @@ pub struct NodeConfig {
     pub timing: Timing,
     /// Stamps agents' heartbeats and reports (lease expiries are decided at that time).
     pub clock: Arc<dyn Clock>,
+    /// The cap and retention of the task logs this node keeps (`[logs]`).
+    pub logs: LogsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +91,8 @@ pub enum NodeError {
     Log { path: PathBuf, source: redb::Error },
     #[error("opening the model database in {path}: {source}")]
     Model { path: PathBuf, source: sqlx::Error },
+    #[error("opening the logbook in {path}: {source}")]
+    Logbook { path: PathBuf, source: sqlx::Error },
     #[error(
         "{0} holds a model (model.db) but no Raft log (raft.redb): a `plane restore` was cut \
          short or the log is lost; move the directory away and restore into an empty one"
@@ -100,11 +106,29 @@ pub enum NodeError {
     Server(String),
 }
 
+/// Counts of what agents sent this node since it started; `/metrics` shows them as counters.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Report calls answered.
+    pub reports: std::sync::atomic::AtomicU64,
+    /// Run and attempt events committed through Raft.
+    pub events_applied: std::sync::atomic::AtomicU64,
+    /// Events and log pieces refused for good.
+    pub entries_refused: std::sync::atomic::AtomicU64,
+    /// Log pieces stored in this node's logbook, and their bytes.
+    pub log_pieces: std::sync::atomic::AtomicU64,
+    pub log_bytes: std::sync::atomic::AtomicU64,
+}
+
 /// What every part of a node that reads or writes the plane shares: Raft, the local state
 /// machine, and the peers writes are forwarded to. The agent service holds one too.
 pub struct Core {
     pub raft: Raft,
     pub state: StateMachine,
+    /// The task logs agents sent to this node (not replicated).
+    pub logbook: Logbook,
+    /// What this node's agent service has done since it started (for `/metrics`).
+    pub tally: Arc<Tally>,
     pub node: Node,
     peers: Peers,
 }
@@ -151,6 +175,12 @@ impl PlaneNode {
                 path: config.data_dir.clone(),
                 source,
             })?;
+        let logbook = Logbook::open(&config.data_dir, config.logs)
+            .await
+            .map_err(|source| NodeError::Logbook {
+                path: config.data_dir.join(crate::logbook::LOGBOOK_FILE),
+                source,
+            })?;
         let t = config.timing;
         let raft_config = Config {
             cluster_name: "meridian-plane".into(),
@@ -181,11 +211,20 @@ impl PlaneNode {
         let core = Arc::new(Core {
             raft: raft.clone(),
             state,
+            logbook: logbook.clone(),
+            tally: Arc::default(),
             node,
             peers,
         });
+        let stopping = tokio_util::sync::CancellationToken::new();
+        let sweeper = Sweeper {
+            logbook: logbook.clone(),
+            model: core.state.pool().clone(),
+            clock: config.clock.clone(),
+        };
+        tokio::spawn(sweeper.run(stopping.clone()));
         let tls = config.tls.server();
-        let peer = PlanePeerServer::new(PeerService::new(raft.clone()))
+        let peer = PlanePeerServer::new(PeerService::new(raft.clone(), logbook))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let routes = match beside {
@@ -218,7 +257,7 @@ impl PlaneNode {
             connections,
             stop: std::sync::Mutex::new(Some(stop)),
             server: std::sync::Mutex::new(Some(server)),
-            stopping: tokio_util::sync::CancellationToken::new(),
+            stopping,
         })
     }
 
@@ -342,9 +381,10 @@ impl Core {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             // A leader cut off from its quorum keeps the ask until it learns it no longer
             // leads, which may be never; the caller's deadline bounds the wait.
-            let local = tokio::time::timeout(remaining, answer(&self.raft, ask.clone()))
-                .await
-                .map_err(|_| AskError::Timeout(timeout))?;
+            let local =
+                tokio::time::timeout(remaining, answer(&self.raft, &self.logbook, ask.clone()))
+                    .await
+                    .map_err(|_| AskError::Timeout(timeout))?;
             let leader = match local {
                 Ok(done) => return Ok(done),
                 Err(AskRefusal::NotLeader(leader)) => leader,
@@ -376,6 +416,41 @@ impl Core {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Asks every other member `ask` (any-node asks: status, logbook reads), all at once; a
+    /// member that does not answer within `timeout` gives an error.
+    pub async fn ask_others(
+        &self,
+        ask: &Ask,
+        timeout: Duration,
+    ) -> Vec<(Node, Result<Answer, String>)> {
+        let members: Vec<Node> = {
+            let m = self.raft.metrics().borrow().membership_config.clone();
+            m.membership().nodes().map(|(_, n)| n.clone()).collect()
+        };
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, member) in members
+            .into_iter()
+            .filter(|n| n.hostname != self.node.hostname)
+            .enumerate()
+        {
+            let (peers, ask) = (self.peers.clone(), ask.clone());
+            calls.spawn(async move {
+                let asked = peers
+                    .call::<_, AskReply>(&member, Rpc::Forward, &ask, timeout)
+                    .await;
+                let answer = match asked {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(refusal)) => Err(format!("{refusal:?}")),
+                    Err(e) => Err(e.to_string()),
+                };
+                (i, member, answer)
+            });
+        }
+        let mut all: Vec<_> = calls.join_all().await;
+        all.sort_by_key(|(i, _, _)| *i);
+        all.into_iter().map(|(_, m, a)| (m, a)).collect()
     }
 
     /// Cuts and heals this node's links to peers (fault injection for tests and drills).

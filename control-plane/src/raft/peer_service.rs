@@ -1,6 +1,6 @@
 //! The server side of `PlanePeer`: hands openraft's RPCs from peers to the local Raft, and
 //! answers [`Ask`]s — writes, membership changes and read barriers forwarded to the leader,
-//! and status questions any node answers for itself.
+//! and status and logbook questions any node answers for itself.
 //!
 //! Every agent also holds a certificate from the federation CA, so TLS alone would let an
 //! agent speak Raft; each method therefore checks that the caller's certificate says `plane`.
@@ -16,14 +16,16 @@ use tonic::{Request, Response, Status};
 use super::ask::{Ask, answer};
 use super::network::PAYLOAD_VERSION;
 use super::{NodeId, Raft, TypeConfig, decode, encode};
+use crate::logbook::Logbook;
 
 pub struct PeerService {
     raft: Raft,
+    logbook: Logbook,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft) -> Self {
-        Self { raft }
+    pub fn new(raft: Raft, logbook: Logbook) -> Self {
+        Self { raft, logbook }
     }
 }
 
@@ -81,6 +83,6 @@ impl PlanePeer for PeerService {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let ask: Ask = open(request)?;
-        reply(&answer(&self.raft, ask).await)
+        reply(&answer(&self.raft, &self.logbook, ask).await)
     }
 }

@@ -66,6 +66,18 @@ impl StateMachine {
         self.access.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Bytes of the newest snapshot on disk (0: none yet).
+    pub fn snapshot_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.snapshots)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "db"))
+            .filter_map(|e| e.metadata().ok())
+            .max_by_key(|m| m.modified().ok())
+            .map_or(0, |m| m.len())
+    }
+
     /// The model database, for reads (API, CLI, UI).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool

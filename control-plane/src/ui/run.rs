@@ -2,7 +2,8 @@
 //! that never started says why), a Gantt chart and a table of its attempts, and each attempt's
 //! log — the last 64 KiB first with "load earlier", a download of the whole, and a live tail
 //! over SSE from this plane node while the run goes (the browser never talks to an agent: logs
-//! reach the plane through the agents' reports). Actions: kill, run again now.
+//! reach the plane's logbooks through the agents' reports, and this node reads every member's,
+//! `logbook::across`). Actions: kill, run again now.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -20,13 +21,17 @@ use super::chart::{self, Gantt};
 use super::dag::{self, Dag};
 use super::page::{self, Layout, Signed, Time, Viewer, time};
 use crate::api::Api;
+use crate::logbook::{Pieces, across};
 use crate::model::history::tenant_of_run;
 use crate::model::query::{self, RunRecord, TaskAttempt};
 use crate::model::{Command, Name, RunRequest};
 use crate::policy::{Action, Object};
 
 /// How much of each attempt's log the page shows at first, and "load earlier" adds.
-pub const LOG_PAGE_BYTES: usize = 64 * 1024;
+pub const LOG_PAGE_BYTES: u64 = 64 * 1024;
+/// How often a live tail asks the other plane nodes for pieces (those sent to this node wake
+/// it at once).
+const TAIL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// States a run does not leave.
 fn finished(state: &str) -> bool {
@@ -213,13 +218,13 @@ async fn build(api: &Api, viewer: &Viewer, run: RunRecord) -> sqlx::Result<RunPa
     });
     let mut logs = Vec::new();
     let mut seen: Vec<(String, u32, i64)> = Vec::new();
-    for (i, (task, attempt)) in query::log_attempts(pool, &run.run_id)
+    for (i, (task, attempt)) in across::attempts(&api.node, &run.run_id)
         .await?
         .into_iter()
         .enumerate()
     {
-        let (pieces, more) =
-            query::log_tail(pool, &run.run_id, &task, attempt, None, LOG_PAGE_BYTES).await?;
+        let Pieces { pieces, more } =
+            across::tail(&api.node, &run.run_id, &task, attempt, None, LOG_PAGE_BYTES).await?;
         seen.push((
             task.clone(),
             attempt,
@@ -325,9 +330,17 @@ pub async fn earlier(
     if let Err(response) = readable(&api, &viewer, &run_id).await {
         return response;
     }
-    let pool = api.node.state.pool();
-    match query::log_tail(pool, &run_id, &q.task, q.attempt, q.before, LOG_PAGE_BYTES).await {
-        Ok((pieces, more)) => page::render(
+    match across::tail(
+        &api.node,
+        &run_id,
+        &q.task,
+        q.attempt,
+        q.before,
+        LOG_PAGE_BYTES,
+    )
+    .await
+    {
+        Ok(Pieces { pieces, more }) => page::render(
             &Earlier {
                 earlier: more.then(|| {
                     log_href(
@@ -356,16 +369,12 @@ pub async fn download(
     if let Err(response) = readable(&api, &viewer, &run_id).await {
         return response;
     }
-    let pool = api.node.state.pool();
-    match query::log_after(pool, &run_id, &q.task, q.attempt, -1).await {
-        Ok(pieces) => {
-            let text: String = pieces.into_iter().map(|p| p.data).collect();
-            page::attachment(
-                text.into_response(),
-                "text/plain; charset=utf-8",
-                &format!("{run_id}-{}-{}.log", q.task, q.attempt),
-            )
-        }
+    match across::whole(&api.node, &run_id, &q.task, q.attempt).await {
+        Ok(text) => page::attachment(
+            text.into_response(),
+            "text/plain; charset=utf-8",
+            &format!("{run_id}-{}-{}.log", q.task, q.attempt),
+        ),
         Err(e) => page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
@@ -392,8 +401,9 @@ fn escaped(text: &str) -> String {
 /// what the page's `i`-th log has not shown yet, `log-new` with logs of attempts begun since
 /// the page loaded (each headed by its task and attempt), `state` when the run's state moves,
 /// and `end` once it is over and every piece has been sent. Woken by this node applying log
-/// entries (openraft's metrics), not by polling. Each event's id is the cursor after it, so
-/// a browser that reconnects (`Last-Event-ID`) resumes where it was.
+/// entries (openraft's metrics) and by pieces reaching its logbook; pieces sent to other
+/// plane nodes are asked for every 250 ms. Each event's id is the cursor after it, so a
+/// browser that reconnects (`Last-Event-ID`) resumes where it was.
 pub async fn tail(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -461,8 +471,8 @@ impl Tail {
 
     /// Sends every piece not sent yet; false when the page has gone.
     async fn sweep(&mut self) -> sqlx::Result<bool> {
-        let pool = self.api.node.state.pool().clone();
-        for (task, attempt) in query::log_attempts(&pool, &self.run_id).await? {
+        let node = self.api.node.clone();
+        for (task, attempt) in across::attempts(&node, &self.run_id).await? {
             let i = match self
                 .seen
                 .iter()
@@ -474,24 +484,32 @@ impl Tail {
                     self.seen.len() - 1
                 }
             };
-            let after = self.seen[i].2;
-            for piece in query::log_after(&pool, &self.run_id, &task, attempt, after).await? {
-                self.seen[i].2 = piece.offset;
-                let sent = if i < self.on_page {
-                    self.send(&format!("log-{i}"), escaped(&piece.data)).await
-                } else {
-                    let which = Some((task.clone(), attempt));
-                    let head = if self.last_new != which {
-                        self.last_new = which;
-                        format!("── {task} #{attempt} ──\n")
+            loop {
+                let after = self.seen[i].2;
+                let read =
+                    across::after(&node, &self.run_id, &task, attempt, after, LOG_PAGE_BYTES)
+                        .await?;
+                for piece in read.pieces {
+                    self.seen[i].2 = piece.offset;
+                    let sent = if i < self.on_page {
+                        self.send(&format!("log-{i}"), escaped(&piece.data)).await
                     } else {
-                        String::new()
+                        let which = Some((task.clone(), attempt));
+                        let head = if self.last_new != which {
+                            self.last_new = which;
+                            format!("── {task} #{attempt} ──\n")
+                        } else {
+                            String::new()
+                        };
+                        self.send("log-new", escaped(&format!("{head}{}", piece.data)))
+                            .await
                     };
-                    self.send("log-new", escaped(&format!("{head}{}", piece.data)))
-                        .await
-                };
-                if !sent {
-                    return Ok(false);
+                    if !sent {
+                        return Ok(false);
+                    }
+                }
+                if !read.more || self.seen[i].2 == after {
+                    break;
                 }
             }
         }
@@ -500,6 +518,7 @@ impl Tail {
 
     async fn run(mut self) {
         let mut applied = self.api.node.raft.metrics();
+        let mut stored = self.api.node.logbook.changed();
         loop {
             match self.sweep().await {
                 Ok(true) => {}
@@ -524,6 +543,8 @@ impl Tail {
             }
             tokio::select! {
                 changed = applied.changed() => if changed.is_err() { return },
+                changed = stored.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(TAIL_POLL) => {}
                 () = self.tx.closed() => return,
             }
         }

@@ -150,6 +150,7 @@ fn schemas() -> Value {
         crate::model::backfills::BackfillRecord,
         query::TaskAttempt,
         query::AttemptLog,
+        runs::LogFollow,
         AuditEntry,
         AgentRecord,
         LeaseRecord,

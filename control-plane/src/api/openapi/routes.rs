@@ -467,6 +467,25 @@ pub const ROUTES: &[Route] = &[
         "RunDetail",
     ),
     get("/runs/{run_id}/logs", "A run's task logs", "[AttemptLog]"),
+    Route {
+        query: &[
+            (
+                "seen",
+                "string",
+                "Where the caller got to: `seen` from the previous answer (none: from the start).",
+            ),
+            (
+                "wait_ms",
+                "integer",
+                "Wait up to this long (ms, at most 10000) for something new before answering.",
+            ),
+        ],
+        ..get(
+            "/runs/{run_id}/logs/follow",
+            "What a follower has not seen yet of a run's logs, waiting up to `wait_ms` for it",
+            "LogFollow",
+        )
+    },
     action(
         "/runs/{run_id}/kill",
         "Kill a run (its agent is told on its next heartbeat)",

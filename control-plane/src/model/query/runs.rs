@@ -359,8 +359,30 @@ pub async fn logs(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<AttemptLo
     Ok(logs)
 }
 
+/// The agent `run_id` is running on (or last ran on); `None` when the run is not known or
+/// no agent has taken it.
+pub async fn run_agent(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar::<_, Option<String>>("SELECT agent FROM runs WHERE run_id = ?")
+            .bind(run_id)
+            .fetch_optional(pool)
+            .await?
+            .flatten(),
+    )
+}
+
+/// Whether cluster `backup` is the backup of cluster `of`.
+pub async fn backs_up(pool: &SqlitePool, backup: &str, of: &str) -> sqlx::Result<bool> {
+    let theirs: Option<Option<String>> =
+        sqlx::query_scalar("SELECT backup FROM clusters WHERE name = ?")
+            .bind(of)
+            .fetch_optional(pool)
+            .await?;
+    Ok(theirs.flatten().as_deref() == Some(backup))
+}
+
 /// A piece of an attempt's log: where it starts (bytes, as the agent counted) and its text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogPiece {
     pub offset: i64,
     pub data: String,

@@ -1,0 +1,276 @@
+//! Reading a task log across the plane: what this node's logbook holds, what every other
+//! member's holds (asked over the peer links, all at once), and what the replicated model
+//! held from before logs left Raft (`run_logs`), merged by offset. A member that does not
+//! answer is left out (its pieces show again once it is back); the others are still read.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{LogPiece, PieceQuery, Pieces};
+use crate::model::query::{self, AttemptLog};
+use crate::raft::node::{Answer, Ask, Core};
+
+/// How long a read waits for a member.
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The attempts of `run_id` anyone holds a log of, by task and attempt.
+pub async fn attempts(core: &Core, run_id: &str) -> sqlx::Result<Vec<(String, u32)>> {
+    let mut all = query::log_attempts(core.state.pool(), run_id).await?;
+    all.extend(core.logbook.attempts(run_id).await?);
+    for (member, answer) in core
+        .ask_others(&Ask::LogAttempts(run_id.to_owned()), PEER_TIMEOUT)
+        .await
+    {
+        match answer {
+            Ok(Answer::LogAttempts(theirs)) => all.extend(theirs),
+            other => unread(&member.hostname, other),
+        }
+    }
+    all.sort();
+    all.dedup();
+    Ok(all)
+}
+
+/// The end of one attempt's log before `before` (none: its very end), about `budget` bytes
+/// (at least one piece), oldest first; and whether anything comes before it.
+pub async fn tail(
+    core: &Core,
+    run_id: &str,
+    task: &str,
+    attempt: u32,
+    before: Option<i64>,
+    budget: u64,
+) -> sqlx::Result<Pieces> {
+    let q = PieceQuery {
+        run_id: run_id.to_owned(),
+        task: task.to_owned(),
+        attempt,
+        after: -1,
+        before: before.unwrap_or(i64::MAX),
+        budget,
+        newest_first: true,
+    };
+    let (legacy, more) = query::log_tail(
+        core.state.pool(),
+        run_id,
+        task,
+        attempt,
+        before,
+        budget as usize,
+    )
+    .await?;
+    let sources = gather(
+        core,
+        q.clone(),
+        Pieces {
+            pieces: legacy,
+            more,
+        },
+    )
+    .await?;
+    Ok(merge(sources, budget, true))
+}
+
+/// One attempt's log after the piece that starts at `after` (-1: from its start), about
+/// `budget` bytes (at least one piece), oldest first; and whether more follows.
+pub async fn after(
+    core: &Core,
+    run_id: &str,
+    task: &str,
+    attempt: u32,
+    after: i64,
+    budget: u64,
+) -> sqlx::Result<Pieces> {
+    let q = PieceQuery {
+        run_id: run_id.to_owned(),
+        task: task.to_owned(),
+        attempt,
+        after,
+        before: i64::MAX,
+        budget,
+        newest_first: false,
+    };
+    let legacy = query::log_after(core.state.pool(), run_id, task, attempt, after).await?;
+    let sources = gather(
+        core,
+        q,
+        Pieces {
+            pieces: legacy,
+            more: false,
+        },
+    )
+    .await?;
+    Ok(merge(sources, budget, false))
+}
+
+/// A whole attempt's log, however long, as one text.
+pub async fn whole(core: &Core, run_id: &str, task: &str, attempt: u32) -> sqlx::Result<String> {
+    let (mut text, mut from) = (String::new(), -1);
+    loop {
+        let read = after(core, run_id, task, attempt, from, 4 * 1024 * 1024).await?;
+        for piece in &read.pieces {
+            text.push_str(&piece.data);
+            from = piece.offset;
+        }
+        if !read.more || read.pieces.is_empty() {
+            return Ok(text);
+        }
+    }
+}
+
+/// Every attempt's whole log (`GET /runs/{id}/logs`).
+pub async fn logs(core: &Core, run_id: &str) -> sqlx::Result<Vec<AttemptLog>> {
+    let mut logs = Vec::new();
+    for (task, attempt) in attempts(core, run_id).await? {
+        let text = whole(core, run_id, &task, attempt).await?;
+        logs.push(AttemptLog {
+            task,
+            attempt,
+            text,
+        });
+    }
+    Ok(logs)
+}
+
+/// `legacy`, this node's pieces and every other member's for `q`.
+async fn gather(core: &Core, q: PieceQuery, legacy: Pieces) -> sqlx::Result<Vec<Pieces>> {
+    let mut sources = vec![legacy, core.logbook.pieces(&q).await?];
+    for (member, answer) in core.ask_others(&Ask::LogPieces(q), PEER_TIMEOUT).await {
+        match answer {
+            Ok(Answer::LogPieces(theirs)) => sources.push(theirs),
+            other => unread(&member.hostname, other),
+        }
+    }
+    Ok(sources)
+}
+
+fn unread(member: &str, answer: Result<Answer, String>) {
+    match answer {
+        Err(e) => tracing::warn!("reading log pieces held by {member}: {e}"),
+        Ok(other) => tracing::warn!("{member} answered a log read with {other:?}"),
+    }
+}
+
+/// The pieces of all `sources` (each oldest first), one per offset, within `budget` bytes
+/// (at least one piece) from the newest end or the oldest. A source that left some out
+/// bounds what may be shown: past its last piece read, another source's piece could skip
+/// one of its own.
+fn merge(sources: Vec<Pieces>, budget: u64, newest_first: bool) -> Pieces {
+    let mut bound: Option<i64> = None;
+    let mut more = false;
+    let mut by_offset: BTreeMap<i64, String> = BTreeMap::new();
+    for source in sources {
+        if source.more {
+            more = true;
+            let edge = if newest_first {
+                source.pieces.first().map(|p| p.offset)
+            } else {
+                source.pieces.last().map(|p| p.offset)
+            };
+            if let Some(edge) = edge {
+                bound = Some(match bound {
+                    None => edge,
+                    Some(b) if newest_first => b.max(edge),
+                    Some(b) => b.min(edge),
+                });
+            }
+        }
+        for piece in source.pieces {
+            by_offset.entry(piece.offset).or_insert(piece.data);
+        }
+    }
+    let mut kept: Vec<LogPiece> = Vec::new();
+    let mut size = 0u64;
+    let ordered: Box<dyn Iterator<Item = (i64, String)>> = if newest_first {
+        Box::new(by_offset.into_iter().rev())
+    } else {
+        Box::new(by_offset.into_iter())
+    };
+    for (offset, data) in ordered {
+        let beyond = bound.is_some_and(|b| if newest_first { offset < b } else { offset > b });
+        if beyond || (!kept.is_empty() && size + data.len() as u64 > budget) {
+            more = true;
+            break;
+        }
+        size += data.len() as u64;
+        kept.push(LogPiece { offset, data });
+    }
+    if newest_first {
+        kept.reverse();
+    }
+    Pieces { pieces: kept, more }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(offsets: &[(i64, &str)], more: bool) -> Pieces {
+        Pieces {
+            pieces: offsets
+                .iter()
+                .map(|(o, d)| LogPiece {
+                    offset: *o,
+                    data: (*d).to_owned(),
+                })
+                .collect(),
+            more,
+        }
+    }
+
+    #[test]
+    fn pieces_from_several_nodes_merge_by_offset_once_each() {
+        let merged = merge(
+            vec![
+                p(&[(0, "ab"), (2, "cd")], false),
+                p(&[(2, "cd"), (4, "ef")], false),
+            ],
+            100,
+            false,
+        );
+        let text: String = merged.pieces.iter().map(|p| p.data.as_str()).collect();
+        assert_eq!(text, "abcdef");
+        assert!(!merged.more);
+    }
+
+    #[test]
+    fn a_source_cut_by_its_budget_bounds_the_merge() {
+        // The first node read 0 and 2 and has more (4 and on); the second holds 6: showing 6
+        // now would skip 4.
+        let merged = merge(
+            vec![p(&[(0, "ab"), (2, "cd")], true), p(&[(6, "gh")], false)],
+            100,
+            false,
+        );
+        let offsets: Vec<i64> = merged.pieces.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [0, 2]);
+        assert!(merged.more);
+        // Newest first: the first node read 4 and 6 and has more before; 2 from the other
+        // node may not be shown ahead of what lies between.
+        let merged = merge(
+            vec![p(&[(4, "ef"), (6, "gh")], true), p(&[(2, "cd")], false)],
+            100,
+            true,
+        );
+        let offsets: Vec<i64> = merged.pieces.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [4, 6]);
+        assert!(merged.more);
+    }
+
+    #[test]
+    fn the_budget_keeps_the_newest_or_the_oldest() {
+        let all = || vec![p(&[(0, "aaaa"), (4, "bbbb"), (8, "cccc")], false)];
+        let newest = merge(all(), 8, true);
+        assert_eq!(
+            newest.pieces.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            [4, 8]
+        );
+        assert!(newest.more);
+        let oldest = merge(all(), 8, false);
+        assert_eq!(
+            oldest.pieces.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            [0, 4]
+        );
+        assert!(oldest.more);
+    }
+}

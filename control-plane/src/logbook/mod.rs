@@ -1,0 +1,490 @@
+//! The logbook: task attempts' logs as this plane node received them from agents, kept in
+//! `logbook.db` beside the model and never replicated.
+//!
+//! Log bytes are the bulk of what agents report and they order nothing, so they stay out of
+//! consensus: an agent's report batch reaches one node (`agents`), whose run and attempt
+//! events go through Raft and whose log pieces land here, acknowledged once they are on disk
+//! (`synchronous = FULL`). Any node reads a whole log by asking every member for its pieces
+//! ([`across`]); a node that is down takes the pieces only it holds with it until it is back.
+//!
+//! Each attempt's log is cut at the plane's `[logs] cap_bytes` (a marker says so) and kept
+//! `[logs] retention_days` after its last piece, or the tenant's own `log_retention_days`
+//! ([`sweep`]).
+
+pub mod across;
+pub mod sweep;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use meridian_domain::run::LogChunk;
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+use tokio::sync::watch;
+
+use crate::model::history::tenant_of_run;
+pub use crate::model::query::LogPiece;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/logbook");
+
+/// The logbook's file in a node's data directory.
+pub const LOGBOOK_FILE: &str = "logbook.db";
+
+/// `[logs]` in `plane.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// An attempt's log is kept up to this many bytes; what the task writes after is not
+    /// (a line at the cut says so).
+    pub cap_bytes: u64,
+    /// Days a log is kept after its last piece, for tenants without `log_retention_days`.
+    pub retention_days: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            cap_bytes: 16 * 1024 * 1024,
+            retention_days: 30,
+        }
+    }
+}
+
+impl LogsConfig {
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.cap_bytes < 1024 {
+            return Err(("cap_bytes", format!("{} is under 1024", self.cap_bytes)));
+        }
+        if self.retention_days == 0 {
+            return Err(("retention_days", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Which pieces of one attempt's log to read: those starting after `after` and before
+/// `before`, oldest or newest first, up to `budget` bytes (at least one piece).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceQuery {
+    pub run_id: String,
+    pub task: String,
+    pub attempt: u32,
+    pub after: i64,
+    pub before: i64,
+    pub budget: u64,
+    pub newest_first: bool,
+}
+
+/// Pieces read, oldest first, and whether the budget left some out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pieces {
+    pub pieces: Vec<LogPiece>,
+    pub more: bool,
+}
+
+/// This node's logbook. Cheap to clone.
+#[derive(Clone)]
+pub struct Logbook {
+    pool: SqlitePool,
+    config: LogsConfig,
+    /// Bytes of text held (for `/metrics`).
+    stored: Arc<AtomicU64>,
+    /// Moves whenever a piece is stored: live tails here wake on it.
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Logbook {
+    /// Opens (creating if needed) the logbook in `dir`.
+    pub async fn open(dir: &Path, config: LogsConfig) -> sqlx::Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join(LOGBOOK_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // What is acknowledged leaves the agent's outbox: it must be on disk.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        let stored: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(bytes), 0) FROM log_attempts")
+            .fetch_one(&pool)
+            .await?;
+        Ok(Self {
+            pool,
+            config,
+            stored: Arc::new(AtomicU64::new(stored.max(0) as u64)),
+            changed: Arc::new(watch::channel(0).0),
+        })
+    }
+
+    pub fn config(&self) -> LogsConfig {
+        self.config
+    }
+
+    /// Bytes of log text this node holds.
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
+    }
+
+    /// Wakes when a piece is stored here.
+    pub fn changed(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Stores `chunks` that `agent` sent, in one transaction, on disk when this returns. A
+    /// piece held already is not stored twice; past the cap, the cut piece is followed by a
+    /// marker and later pieces are dropped.
+    pub async fn store(&self, agent: &str, chunks: &[&LogChunk], now_ms: i64) -> sqlx::Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut added = 0u64;
+        for chunk in chunks {
+            added += store_one(&mut tx, self.config.cap_bytes, agent, chunk, now_ms).await?;
+        }
+        tx.commit().await?;
+        self.stored.fetch_add(added, Ordering::Relaxed);
+        self.changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// The attempts of `run_id` this node holds any log of, by task and attempt.
+    pub async fn attempts(&self, run_id: &str) -> sqlx::Result<Vec<(String, u32)>> {
+        Ok(sqlx::query(
+            "SELECT task, attempt FROM log_attempts WHERE run_id = ? ORDER BY task, attempt",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| (row.get("task"), row.get::<i64, _>("attempt") as u32))
+        .collect())
+    }
+
+    /// The pieces `q` asks for that this node holds.
+    pub async fn pieces(&self, q: &PieceQuery) -> sqlx::Result<Pieces> {
+        use tokio_stream::StreamExt;
+        let order = if q.newest_first { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT offset, data FROM log_pieces WHERE run_id = ? AND task = ? AND attempt = ? \
+             AND offset > ? AND offset < ? ORDER BY offset {order}"
+        );
+        let mut rows = sqlx::query(&sql)
+            .bind(&q.run_id)
+            .bind(&q.task)
+            .bind(i64::from(q.attempt))
+            .bind(q.after)
+            .bind(q.before)
+            .fetch(&self.pool);
+        let (mut pieces, mut size, mut more) = (Vec::new(), 0u64, false);
+        while let Some(row) = rows.next().await {
+            let row = row?;
+            let data: String = row.get("data");
+            if !pieces.is_empty() && size + data.len() as u64 > q.budget {
+                more = true;
+                break;
+            }
+            size += data.len() as u64;
+            pieces.push(LogPiece {
+                offset: row.get("offset"),
+                data,
+            });
+        }
+        if q.newest_first {
+            pieces.reverse();
+        }
+        Ok(Pieces { pieces, more })
+    }
+
+    /// Deletes what `agent` sent of `run_id`'s logs (its start was refused: not its run).
+    pub async fn forget(&self, run_id: &str, agent: &str) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let attempts: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT task, attempt, bytes FROM log_attempts WHERE run_id = ? AND agent = ?",
+        )
+        .bind(run_id)
+        .bind(agent)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut freed = 0u64;
+        for (task, attempt, bytes) in &attempts {
+            delete_attempt(&mut tx, run_id, task, *attempt).await?;
+            freed += (*bytes).max(0) as u64;
+        }
+        tx.commit().await?;
+        self.release(freed);
+        Ok(())
+    }
+
+    fn release(&self, freed: u64) {
+        let _ = self
+            .stored
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(freed))
+            });
+    }
+
+    /// Deletes the logs of attempts whose last piece came before their tenant's retention
+    /// (`days_of(tenant)`) counted back from `now_ms`; returns how many attempts went.
+    pub async fn sweep(&self, now_ms: i64, days_of: impl Fn(&str) -> u32) -> sqlx::Result<u64> {
+        let tenants: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT tenant FROM log_attempts ORDER BY tenant")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut gone = 0;
+        for tenant in tenants {
+            let cutoff = now_ms - i64::from(days_of(&tenant)) * 86_400_000;
+            loop {
+                // In batches, so a large sweep never holds the database for long.
+                let mut tx = self.pool.begin().await?;
+                let old = sqlx::query(
+                    "SELECT run_id, task, attempt, bytes FROM log_attempts \
+                     WHERE tenant = ? AND last_ms < ? ORDER BY last_ms LIMIT 500",
+                )
+                .bind(&tenant)
+                .bind(cutoff)
+                .fetch_all(&mut *tx)
+                .await?;
+                if old.is_empty() {
+                    break;
+                }
+                let mut freed = 0u64;
+                for row in &old {
+                    let (run_id, task, attempt): (String, String, i64) =
+                        (row.get("run_id"), row.get("task"), row.get("attempt"));
+                    delete_attempt(&mut tx, &run_id, &task, attempt).await?;
+                    freed += row.get::<i64, _>("bytes").max(0) as u64;
+                }
+                tx.commit().await?;
+                self.release(freed);
+                gone += old.len() as u64;
+            }
+        }
+        Ok(gone)
+    }
+}
+
+async fn delete_attempt(
+    tx: &mut SqliteConnection,
+    run_id: &str,
+    task: &str,
+    attempt: i64,
+) -> sqlx::Result<()> {
+    for table in ["log_pieces", "log_attempts"] {
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE run_id = ? AND task = ? AND attempt = ?"
+        ))
+        .bind(run_id)
+        .bind(task)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Stores one chunk; returns the bytes of text it added.
+async fn store_one(
+    tx: &mut SqliteConnection,
+    cap: u64,
+    agent: &str,
+    chunk: &LogChunk,
+    now_ms: i64,
+) -> sqlx::Result<u64> {
+    let held =
+        sqlx::query("SELECT cut FROM log_attempts WHERE run_id = ? AND task = ? AND attempt = ?")
+            .bind(&chunk.run_id)
+            .bind(&chunk.task)
+            .bind(i64::from(chunk.attempt))
+            .fetch_optional(&mut *tx)
+            .await?;
+    if held
+        .as_ref()
+        .is_some_and(|row| row.get::<i64, _>("cut") != 0)
+    {
+        return Ok(0);
+    }
+    let offset = chunk.offset;
+    let end = offset + chunk.data.len() as u64;
+    let mut pieces: Vec<(u64, String)> = Vec::new();
+    let cut = end > cap;
+    if offset >= cap {
+        // Past a cut another node made (the agent moved): nothing more to keep here.
+        if held.is_none() {
+            return Ok(0);
+        }
+    } else if cut {
+        let mut keep = (cap - offset) as usize;
+        while !chunk.data.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        pieces.push((offset, chunk.data[..keep].to_owned()));
+    } else {
+        pieces.push((offset, chunk.data.clone()));
+    }
+    if cut {
+        pieces.push((
+            cap,
+            format!(
+                "\n[meridian: the log is cut here, at {cap} bytes (the plane's [logs] \
+                 cap_bytes); what the task wrote after is not kept]\n"
+            ),
+        ));
+    }
+    let mut added = 0u64;
+    for (at, data) in &pieces {
+        let inserted = sqlx::query(
+            "INSERT INTO log_pieces (run_id, task, attempt, offset, data) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&chunk.run_id)
+        .bind(&chunk.task)
+        .bind(i64::from(chunk.attempt))
+        .bind(*at as i64)
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() > 0 {
+            added += data.len() as u64;
+        }
+    }
+    let tenant = tenant_of_run(&chunk.run_id).map_or_else(String::new, |t| t.to_string());
+    sqlx::query(
+        "INSERT INTO log_attempts (run_id, task, attempt, tenant, agent, end_offset, bytes, cut, \
+         first_ms, last_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) \
+         ON CONFLICT (run_id, task, attempt) DO UPDATE SET \
+         end_offset = MAX(end_offset, ?6), bytes = bytes + ?7, cut = MAX(cut, ?8), \
+         last_ms = ?9, agent = ?5",
+    )
+    .bind(&chunk.run_id)
+    .bind(&chunk.task)
+    .bind(i64::from(chunk.attempt))
+    .bind(tenant)
+    .bind(agent)
+    .bind(end.min(cap) as i64)
+    .bind(added as i64)
+    .bind(i64::from(cut))
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(run_id: &str, offset: u64, data: &str) -> LogChunk {
+        LogChunk {
+            run_id: run_id.into(),
+            task: "t".into(),
+            attempt: 1,
+            offset,
+            data: data.into(),
+        }
+    }
+
+    async fn whole(book: &Logbook, run_id: &str) -> String {
+        let q = PieceQuery {
+            run_id: run_id.into(),
+            task: "t".into(),
+            attempt: 1,
+            after: -1,
+            before: i64::MAX,
+            budget: u64::MAX,
+            newest_first: false,
+        };
+        let read = book.pieces(&q).await.unwrap();
+        assert!(!read.more);
+        read.pieces.into_iter().map(|p| p.data).collect()
+    }
+
+    async fn open(dir: &Path, cap_bytes: u64) -> Logbook {
+        Logbook::open(
+            dir,
+            LogsConfig {
+                cap_bytes,
+                retention_days: 30,
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_piece_sent_again_is_kept_once_and_everything_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = open(dir.path(), 1024).await;
+        let (a, b) = (chunk("ads.x@1", 0, "one\n"), chunk("ads.x@1", 4, "two\n"));
+        book.store("agent-1", &[&a, &b], 1_000).await.unwrap();
+        book.store("agent-1", &[&b], 2_000).await.unwrap();
+        assert_eq!(whole(&book, "ads.x@1").await, "one\ntwo\n");
+        assert_eq!(book.stored_bytes(), 8);
+        drop(book);
+        let book = open(dir.path(), 1024).await;
+        assert_eq!(whole(&book, "ads.x@1").await, "one\ntwo\n");
+        assert_eq!(book.stored_bytes(), 8);
+        assert_eq!(
+            book.attempts("ads.x@1").await.unwrap(),
+            [("t".to_owned(), 1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_log_past_the_cap_is_cut_with_a_marker_and_the_rest_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = open(dir.path(), 1024).await;
+        let first = chunk("ads.x@1", 0, &"a".repeat(1000));
+        let over = chunk("ads.x@1", 1000, &"b".repeat(100));
+        let later = chunk("ads.x@1", 1100, "never kept\n");
+        book.store("agent-1", &[&first, &over, &later], 1_000)
+            .await
+            .unwrap();
+        let text = whole(&book, "ads.x@1").await;
+        let (kept, marker) = text.split_at(1024);
+        assert_eq!(kept, format!("{}{}", "a".repeat(1000), "b".repeat(24)));
+        assert!(
+            marker.contains("the log is cut here, at 1024 bytes"),
+            "{marker}"
+        );
+        assert!(!text.contains("never kept"));
+    }
+
+    #[tokio::test]
+    async fn logs_older_than_their_tenants_retention_are_swept_and_forgotten_ones_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = open(dir.path(), 1024).await;
+        let day = 86_400_000;
+        book.store("agent-1", &[&chunk("ads.x@1", 0, "old ads\n")], 0)
+            .await
+            .unwrap();
+        book.store("agent-1", &[&chunk("ads.x@2", 0, "new ads\n")], 9 * day)
+            .await
+            .unwrap();
+        book.store("agent-1", &[&chunk("web.y@1", 0, "old web\n")], 0)
+            .await
+            .unwrap();
+        // ads keeps 7 days, web the default 30; it is day 10.
+        let days = |tenant: &str| if tenant == "ads" { 7 } else { 30 };
+        assert_eq!(book.sweep(10 * day, days).await.unwrap(), 1);
+        assert_eq!(whole(&book, "ads.x@1").await, "");
+        assert_eq!(whole(&book, "ads.x@2").await, "new ads\n");
+        assert_eq!(whole(&book, "web.y@1").await, "old web\n");
+        assert_eq!(book.stored_bytes(), 16);
+        // Another agent's pieces of a run are not touched by forgetting this one's.
+        book.forget("web.y@1", "agent-2").await.unwrap();
+        assert_eq!(whole(&book, "web.y@1").await, "old web\n");
+        book.forget("web.y@1", "agent-1").await.unwrap();
+        assert_eq!(whole(&book, "web.y@1").await, "");
+        assert_eq!(book.stored_bytes(), 8);
+    }
+}
