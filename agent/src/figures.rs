@@ -54,7 +54,15 @@ impl Default for Figures {
                 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
             ]),
             ended: Family::default(),
-            waiting: Family::default(),
+            waiting: {
+                // Every reason shows, at 0 while nothing waits for it: a series that appears
+                // only once something waits cannot be graphed or alerted on.
+                let waiting = Family::<Labels, Gauge>::default();
+                for why in [Waiting::Slot, Waiting::Quota, Waiting::Load] {
+                    drop(waiting.get_or_create(&vec![("reason", why.as_str())]));
+                }
+                waiting
+            },
         }
     }
 }

@@ -40,6 +40,32 @@ pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// The metric names the Grafana dashboard in `infra/grafana/meridian.json` queries whose name
+/// `of` says is theirs (`meridian_agent_…` and `meridian_resource_…` are the agents'), as
+/// exposed (a histogram's `_bucket` series by the histogram's name + `_bucket`).
+pub fn dashboard_metrics(of: impl Fn(&str) -> bool) -> Vec<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../infra/grafana/meridian.json");
+    let text = std::fs::read_to_string(&path).expect("the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let mut names: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .flat_map(|t| {
+            let expr = t["expr"].as_str().expect("expr").to_owned();
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("meridian_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|n| of(n))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// A benchmark's knob: the environment variable `name` as a number, or `default`.
 pub fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -1209,6 +1209,18 @@ async fn the_agents_metrics_count_its_starts_ends_leases_buffer_and_outbox() {
         text = scrape().await;
     }
     assert_eq!(value(&text, "meridian_agent_outbox_entries"), 0.0, "{text}");
+    // Every agent figure the Grafana dashboard shows is one the agent exposes.
+    let shown = meridian_tests::dashboard_metrics(|n| {
+        n.starts_with("meridian_agent_") || n.starts_with("meridian_resource_")
+    });
+    assert!(shown.len() >= 10, "{shown:?}");
+    for name in shown {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
+            "the dashboard's {name} is not in {text}"
+        );
+    }
     assert_eq!(
         value(&text, "meridian_agent_outbox_oldest_seconds"),
         0.0,

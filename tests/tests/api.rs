@@ -586,12 +586,25 @@ async fn health_readiness_and_metrics_on_every_node() {
         assert!(text.contains("# TYPE meridian_runs gauge"), "{text}");
         // No agent here: nothing reported, no log held; the counters say so.
         assert_eq!(value("meridian_log_stored_bytes"), 0, "{text}");
-        assert_eq!(value("meridian_agent_reports_total"), 0, "{text}");
+        assert_eq!(value("meridian_reports_received_total"), 0, "{text}");
         assert!(
             text.contains("# TYPE meridian_log_pieces_stored counter"),
             "{text}"
         );
         assert!(value("meridian_lease_grants_total") >= 0, "{text}");
+        // Every plane figure the Grafana dashboard shows is one this node exposes.
+        let shown = meridian_tests::dashboard_metrics(|n| {
+            !n.starts_with("meridian_agent_") && !n.starts_with("meridian_resource_")
+        });
+        assert!(shown.len() >= 20, "{shown:?}");
+        for name in shown {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{name} "))
+                        || l.starts_with(&format!("{name}{{"))),
+                "the dashboard's {name} is not in {text}"
+            );
+        }
         assert!(text.ends_with("# EOF\n"), "{text}");
         let refused = plane
             .call_as(&viewer, node, Method::GET, "/metrics", None)

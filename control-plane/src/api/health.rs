@@ -134,22 +134,23 @@ fn family(registry: &mut Registry, name: &str, help: &str, rows: &[(Labels, i64)
     registry.register(name, help, f);
 }
 
-/// Counts per `column` value of a `SELECT <column>, <count>` query.
+/// Counts per `column` value of a `SELECT <column>, <count>` query, with every one of `all`
+/// there (0 when the query has none): a series that appears only once something is in that
+/// state cannot be graphed or alerted on.
 async fn counts(
     conn: &mut sqlx::SqliteConnection,
     label: &str,
+    all: &[&str],
     sql: &str,
 ) -> sqlx::Result<Vec<(Labels, i64)>> {
-    Ok(sqlx::query(sql)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| {
-            (
-                vec![(label.to_owned(), r.get::<String, _>(0))],
-                r.get::<i64, _>(1),
-            )
-        })
+    let mut found: std::collections::BTreeMap<String, i64> =
+        all.iter().map(|s| ((*s).to_owned(), 0)).collect();
+    for r in sqlx::query(sql).fetch_all(&mut *conn).await? {
+        found.insert(r.get::<String, _>(0), r.get::<i64, _>(1));
+    }
+    Ok(found
+        .into_iter()
+        .map(|(value, n)| (vec![(label.to_owned(), value)], n))
         .collect())
 }
 
@@ -209,9 +210,14 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     );
     let now = api.clock.now_ms();
     let mut conn = api.node.state.pool().acquire().await?;
+    let states: Vec<&str> = meridian_domain::run::RunState::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
     let runs = counts(
         &mut conn,
         "state",
+        &states,
         "SELECT state, SUM(n) FROM run_hours GROUP BY state ORDER BY state",
     )
     .await?;
@@ -265,6 +271,7 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     let backfills = counts(
         &mut conn,
         "state",
+        &["running", "paused", "cancelled", "done"],
         "SELECT state, COUNT(*) FROM backfills GROUP BY state ORDER BY state",
     )
     .await?;
@@ -277,6 +284,7 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     let deliveries = counts(
         &mut conn,
         "state",
+        &["pending", "delivered", "failed"],
         "SELECT state, COUNT(*) FROM alert_deliveries GROUP BY state ORDER BY state",
     )
     .await?;
@@ -321,7 +329,13 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     let read = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
     counter(
         &mut registry,
-        "agent_reports",
+        "raft_appended_bytes",
+        "Bytes of Raft log entries this node wrote since it started",
+        read(&tally.raft_appended_bytes),
+    );
+    counter(
+        &mut registry,
+        "reports_received",
         "Report calls from agents this node answered since it started",
         read(&tally.reports),
     );

@@ -11,6 +11,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
@@ -31,6 +32,8 @@ const COMMITTED: &str = "committed";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// Bytes of entries appended since the process opened the log (for `/metrics`).
+    appended: Arc<AtomicU64>,
 }
 
 impl LogStore {
@@ -41,7 +44,15 @@ impl LogStore {
         txn.open_table(LOG)?;
         txn.open_table(META)?;
         txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            appended: Arc::default(),
+        })
+    }
+
+    /// Counts the bytes of entries appended from now on.
+    pub fn appended(&self) -> Arc<AtomicU64> {
+        self.appended.clone()
     }
 
     /// Creates the log of a restored node at `path`: empty, purged up to `last` (which the
@@ -237,6 +248,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 encode(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
             encoded.push((entry.log_id.index, bytes));
         }
+        let bytes: usize = encoded.iter().map(|(_, b)| b.len()).sum();
+        let appended = self.appended.clone();
         let result = self
             .blocking(Io::WriteLogs, move |db| {
                 let txn = db.begin_write()?;
@@ -253,6 +266,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await;
         match result {
             Ok(()) => {
+                appended.fetch_add(bytes as u64, Ordering::Relaxed);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }

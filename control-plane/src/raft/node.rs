@@ -106,7 +106,8 @@ pub enum NodeError {
     Server(String),
 }
 
-/// Counts of what agents sent this node since it started; `/metrics` shows them as counters.
+/// Counts of what agents sent this node, and of what it wrote to its Raft log, since it
+/// started; `/metrics` shows them as counters.
 #[derive(Debug, Default)]
 pub struct Tally {
     /// Report calls answered.
@@ -118,6 +119,8 @@ pub struct Tally {
     /// Log pieces stored in this node's logbook, and their bytes.
     pub log_pieces: std::sync::atomic::AtomicU64,
     pub log_bytes: std::sync::atomic::AtomicU64,
+    /// Bytes of Raft log entries this node wrote (as leader or follower).
+    pub raft_appended_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What every part of a node that reads or writes the plane shares: Raft, the local state
@@ -169,6 +172,7 @@ impl PlaneNode {
             path: log_path,
             source,
         })?;
+        let appended = log.appended();
         let state = StateMachine::open(&config.data_dir)
             .await
             .map_err(|source| NodeError::Model {
@@ -212,7 +216,10 @@ impl PlaneNode {
             raft: raft.clone(),
             state,
             logbook: logbook.clone(),
-            tally: Arc::default(),
+            tally: Arc::new(Tally {
+                raft_appended_bytes: appended,
+                ..Tally::default()
+            }),
             node,
             peers,
         });
