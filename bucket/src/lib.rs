@@ -444,6 +444,67 @@ impl Bucket {
         Ok(meta)
     }
 
+    /// PUT `bytes` as `key`.
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BucketError> {
+        self.client
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| self.failed("PUT", key, e))?;
+        Ok(())
+    }
+
+    /// GET `key` whole, refusing an object over `max_bytes`.
+    pub async fn get(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, BucketError> {
+        let object = match self
+            .client
+            .get_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Err(self.not_found(key));
+            }
+            Err(e) => return Err(self.failed("GET", key, e)),
+        };
+        let size = object.content_length.unwrap_or(0).max(0) as u64;
+        if size > max_bytes {
+            return Err(BucketError::TooBig {
+                key: key.into(),
+                size,
+                limit: max_bytes,
+            });
+        }
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| BucketError::Unreachable {
+                key: key.into(),
+                endpoint: self.endpoint.clone(),
+                message: format!("the download broke off: {e}"),
+            })?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+
+    /// DELETE `key` (gone already is fine).
+    pub async fn remove(&self, key: &str) -> Result<(), BucketError> {
+        self.client
+            .delete_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.failed("DELETE", key, e))?;
+        Ok(())
+    }
+
     /// PUT the file at `path` as `key`.
     pub async fn upload(&self, key: &str, path: &Path) -> Result<ObjectMeta, BucketError> {
         let body = ByteStream::from_path(path)

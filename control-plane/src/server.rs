@@ -87,6 +87,9 @@ impl Server {
         let agents = crate::agents::beside(clock.clone());
         let node = Arc::new(PlaneNode::start(config, peer_listener, Some(agents)).await?);
         crate::courier::start(&node, clock.clone(), mail);
+        if let Some(bucket) = &bucket {
+            crate::logbook::archive::start(&node, clock.clone(), bucket.clone());
+        }
         let app = app(Api::new(
             node.clone(),
             clock,

@@ -1340,3 +1340,98 @@ async fn a_tasks_output_reaches_every_plane_node_while_it_runs_and_none_replicat
     }
     f.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_attempts_log_is_copied_to_the_bucket_and_outlives_the_node_that_held_it() {
+    use meridian_plane::logbook::{across, archive, object::Archive};
+    use meridian_tests::s3::S3Server;
+    let s3 = S3Server::start().await.expect("an S3 server for the tests");
+    s3.create_bucket("meridian").await.unwrap();
+    let bucket = meridian_bucket::Bucket::new(&meridian_bucket::BucketConfig {
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        attempts: 1,
+        ..meridian_bucket::BucketConfig::new(s3.endpoint.clone(), "meridian")
+    })
+    .unwrap();
+    let mut f = Federation::start(3, 30).await;
+    for i in 0..3 {
+        archive::start(
+            f.plane.node(i),
+            std::sync::Arc::new(f.clock.clone()),
+            bucket.clone(),
+        );
+    }
+    f.schedule(
+        "kept",
+        "10 0 8 * * ?",
+        "for i in 1 2 3; do echo \"line $i\"; done",
+        OverlapPolicy::Skip,
+    )
+    .await;
+    f.start_agent("agent-1.test", "main").await;
+    f.wait_for_partitions("agent-1.test", 16).await;
+    f.advance(Duration::from_secs(12), Duration::from_secs(2))
+        .await;
+    let run_id = f.wait_for_history("kept", 1).await[0].run_id.clone();
+    let key = |i: usize| {
+        let pool = f.plane.node(i).state.pool().clone();
+        let run_id = run_id.clone();
+        async move {
+            meridian_plane::model::archive::archived(&pool, &run_id, "main", 1)
+                .await
+                .unwrap()
+        }
+    };
+    f.wait_until("the leader's archiver to copy the log", || async {
+        key(f.plane.leader().await).await.is_some()
+    })
+    .await;
+    let key = key(f.plane.leader().await).await.unwrap();
+    assert!(key.starts_with("logs/ads/"), "{key}");
+    let object = s3.get("meridian", &key).await.unwrap().expect("the object");
+    let object = String::from_utf8(object).unwrap();
+    assert!(
+        object.contains("line 1") && object.contains("line 3"),
+        "{object}"
+    );
+
+    // The node the agent reported to goes for good: the others still read the whole log,
+    // from the bucket.
+    f.stop_agent("agent-1.test").await;
+    let holder = (0..3)
+        .find(|i| f.plane.node(*i).logbook.stored_bytes() > 0)
+        .expect("a node holds the pieces");
+    f.plane.kill(holder).await;
+    let reader = (0..3).find(|i| *i != holder).unwrap();
+    f.plane.node(reader).read_barrier(PATIENCE).await.unwrap();
+    let logs = across::logs(f.plane.node(reader), &run_id).await.unwrap();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(logs[0].text, "line 1\nline 2\nline 3\n");
+
+    // Past the tenant's retention the object is deleted and forgotten.
+    f.write(Command::UpdateTenant(Tenant {
+        name: Name::new("ads").unwrap(),
+        description: String::new(),
+        log_retention_days: Some(1),
+    }))
+    .await;
+    let leader = f.plane.leader().await;
+    let later = meridian_domain::ManualClock::at(epoch() + chrono::TimeDelta::days(2));
+    let archiver = archive::Archiver::new(
+        f.plane.shared(leader).core(),
+        std::sync::Arc::new(later),
+        Archive::new(bucket.clone()),
+    );
+    archiver.round().await.unwrap();
+    assert_eq!(s3.get("meridian", &key).await.unwrap(), None);
+    f.plane.node(leader).read_barrier(PATIENCE).await.unwrap();
+    let pool = f.plane.node(leader).state.pool();
+    assert_eq!(
+        meridian_plane::model::archive::archived(pool, &run_id, "main", 1)
+            .await
+            .unwrap(),
+        None
+    );
+    f.shutdown().await;
+}

@@ -1,12 +1,16 @@
-//! Reading a task log across the plane: what this node's logbook holds, what every other
-//! member's holds (asked over the peer links, all at once), and what the replicated model
+//! Reading a task log across the plane: its object in the bucket once the archiver copied it
+//! there (`logbook::archive`), else what this node's logbook holds and what every other
+//! member's holds (asked over the peer links, all at once); with what the replicated model
 //! held from before logs left Raft (`run_logs`), merged by offset. A member that does not
-//! answer is left out (its pieces show again once it is back); the others are still read.
+//! answer is left out (its pieces show again once it is back); the others are still read. A
+//! bucket that does not answer sends the read to the logbooks, which keep their pieces until
+//! retention.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{LogPiece, PieceQuery, Pieces};
+use crate::model::archive;
 use crate::model::query::{self, AttemptLog};
 use crate::raft::node::{Answer, Ask, Core};
 
@@ -16,6 +20,7 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The attempts of `run_id` anyone holds a log of, by task and attempt.
 pub async fn attempts(core: &Core, run_id: &str) -> sqlx::Result<Vec<(String, u32)>> {
     let mut all = query::log_attempts(core.state.pool(), run_id).await?;
+    all.extend(archive::archived_attempts(core.state.pool(), run_id).await?);
     all.extend(core.logbook.attempts(run_id).await?);
     for (member, answer) in core
         .ask_others(&Ask::LogAttempts(run_id.to_owned()), PEER_TIMEOUT)
@@ -59,16 +64,15 @@ pub async fn tail(
         budget as usize,
     )
     .await?;
-    let sources = gather(
+    read(
         core,
-        q.clone(),
+        q,
         Pieces {
             pieces: legacy,
             more,
         },
     )
-    .await?;
-    Ok(merge(sources, budget, true))
+    .await
 }
 
 /// One attempt's log after the piece that starts at `after` (-1: from its start), about
@@ -91,7 +95,7 @@ pub async fn after(
         newest_first: false,
     };
     let legacy = query::log_after(core.state.pool(), run_id, task, attempt, after).await?;
-    let sources = gather(
+    read(
         core,
         q,
         Pieces {
@@ -99,8 +103,72 @@ pub async fn after(
             more: false,
         },
     )
-    .await?;
-    Ok(merge(sources, budget, false))
+    .await
+}
+
+/// An ended attempt's whole log from the logbooks, for the archiver: every member must
+/// answer (a copy without one node's pieces would be read instead of them for good).
+pub async fn complete(
+    core: &Core,
+    run_id: &str,
+    task: &str,
+    attempt: u32,
+) -> Result<Vec<LogPiece>, String> {
+    const STEP: u64 = 4 * 1024 * 1024;
+    let failed = |e: sqlx::Error| e.to_string();
+    let mut all = query::log_after(core.state.pool(), run_id, task, attempt, -1)
+        .await
+        .map_err(failed)?;
+    let mut from = -1;
+    loop {
+        let q = PieceQuery {
+            run_id: run_id.to_owned(),
+            task: task.to_owned(),
+            attempt,
+            after: from,
+            before: i64::MAX,
+            budget: STEP,
+            newest_first: false,
+        };
+        let mut sources = vec![core.logbook.pieces(&q).await.map_err(failed)?];
+        for (member, answer) in core.ask_others(&Ask::LogPieces(q), PEER_TIMEOUT).await {
+            match answer {
+                Ok(Answer::LogPieces(theirs)) => sources.push(theirs),
+                Ok(other) => return Err(format!("{} answered {other:?}", member.hostname)),
+                Err(e) => return Err(format!("{} holds pieces unread: {e}", member.hostname)),
+            }
+        }
+        let read = merge(sources, STEP, false);
+        let next = read.pieces.last().map(|p| p.offset);
+        all.extend(read.pieces);
+        match next {
+            Some(last) if read.more => from = last,
+            _ => break,
+        }
+    }
+    let whole = Pieces {
+        pieces: all,
+        more: false,
+    };
+    Ok(merge(vec![whole], u64::MAX, false).pieces)
+}
+
+/// `q` from the attempt's object when it is archived and this node has the bucket, else from
+/// every logbook; with `legacy`.
+async fn read(core: &Core, q: PieceQuery, legacy: Pieces) -> sqlx::Result<Pieces> {
+    let (budget, newest_first) = (q.budget, q.newest_first);
+    if let Some(bucket) = core.archive.get() {
+        match archive::archived(core.state.pool(), &q.run_id, &q.task, q.attempt).await? {
+            Some(key) if key.is_empty() => return Ok(merge(vec![legacy], budget, newest_first)),
+            Some(key) => match bucket.pieces(&key, &q).await {
+                Ok(theirs) => return Ok(merge(vec![legacy, theirs], budget, newest_first)),
+                Err(e) => tracing::warn!("reading the log {key}: {e}; reading the logbooks"),
+            },
+            None => {}
+        }
+    }
+    let sources = gather(core, q, legacy).await?;
+    Ok(merge(sources, budget, newest_first))
 }
 
 /// A whole attempt's log, however long, as one text.

@@ -12,6 +12,8 @@
 //! ([`sweep`]).
 
 pub mod across;
+pub mod archive;
+pub mod object;
 pub mod sweep;
 
 use std::path::Path;

@@ -121,6 +121,10 @@ pub fn doing(command: &Command) -> String {
         ),
         Command::AlertAttempts(a) => format!("recording {} alert attempts", a.len()),
         Command::CheckAlerts => "checking timed alerts".into(),
+        Command::ArchiveLogs(l) => format!("recording {} task logs copied to the bucket", l.len()),
+        Command::ForgetArchivedLogs(l) => {
+            format!("forgetting {} task logs deleted from the bucket", l.len())
+        }
     }
 }
 
@@ -472,6 +476,10 @@ async fn needs(
         // The courier's, proposed by the plane itself; never from a request.
         Command::AlertAttempts(_) | Command::CheckAlerts => {
             vec![Need::new(Change, Object::Plane, "alerts", String::new())]
+        }
+        // The archiver's, proposed by the plane itself; never from a request.
+        Command::ArchiveLogs(_) | Command::ForgetArchivedLogs(_) => {
+            vec![Need::new(Change, Object::Plane, "logs", String::new())]
         }
         // Agents' traffic is authorised by their certificates; a person or token never sends it.
         Command::AgentHeartbeat(_) | Command::AgentReport(_) => vec![Need::new(

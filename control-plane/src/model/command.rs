@@ -64,6 +64,8 @@ impl Command {
             Self::DeleteAlertRule { .. } => "delete_alert_rule",
             Self::AlertAttempts(_) => "alert_attempts",
             Self::CheckAlerts => "check_alerts",
+            Self::ArchiveLogs(_) => "archive_logs",
+            Self::ForgetArchivedLogs(_) => "forget_archived_logs",
         }
     }
 
@@ -126,6 +128,8 @@ impl Command {
                 | Self::AgentReport(_)
                 | Self::AlertAttempts(_)
                 | Self::CheckAlerts
+                | Self::ArchiveLogs(_)
+                | Self::ForgetArchivedLogs(_)
         )
     }
 

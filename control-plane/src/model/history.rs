@@ -299,7 +299,7 @@ async fn apply_entry(
                 )));
             }
             match item {
-                ReportItem::Attempt(attempt) => record_attempt(tx, attempt).await?,
+                ReportItem::Attempt(attempt) => record_attempt(tx, context, attempt).await?,
                 ReportItem::Log(chunk) => record_log(tx, chunk).await?,
                 ReportItem::Run(_) => unreachable!("matched above"),
             }
@@ -533,7 +533,11 @@ fn rank(state: RunState) -> u8 {
     }
 }
 
-async fn record_attempt(tx: &mut SqliteConnection, a: &AttemptEvent) -> sqlx::Result<()> {
+async fn record_attempt(
+    tx: &mut SqliteConnection,
+    context: Context,
+    a: &AttemptEvent,
+) -> sqlx::Result<()> {
     if a.outcome == AttemptOutcome::Started {
         sqlx::query(
             "INSERT INTO task_attempts (run_id, task, attempt, outcome, started_ms, warning) \
@@ -550,8 +554,10 @@ async fn record_attempt(tx: &mut SqliteConnection, a: &AttemptEvent) -> sqlx::Re
     } else {
         sqlx::query(
             "INSERT INTO task_attempts (run_id, task, attempt, outcome, finished_ms, exit_code, \
-             message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (run_id, task, attempt) \
-             DO UPDATE SET outcome = ?4, finished_ms = ?5, exit_code = ?6, message = ?7",
+             message, ended_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (run_id, task, attempt) \
+             DO UPDATE SET outcome = ?4, finished_ms = ?5, exit_code = ?6, message = ?7, \
+             ended_at_ms = ?8",
         )
         .bind(&a.run_id)
         .bind(&a.task)
@@ -560,6 +566,7 @@ async fn record_attempt(tx: &mut SqliteConnection, a: &AttemptEvent) -> sqlx::Re
         .bind(a.at_ms)
         .bind(a.exit_code)
         .bind(&a.message)
+        .bind(context.at_ms)
         .execute(&mut *tx)
         .await?;
     }

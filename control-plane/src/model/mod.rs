@@ -29,6 +29,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod archive;
 pub use alerts::{AlertChannel, AlertEvent, AlertRule, ChannelKind};
 pub mod authorize;
 pub mod backfills;
@@ -545,6 +546,10 @@ pub enum Command {
     /// Raise the timed alerts due at the proposal's time (runs past their SLA, agents lost,
     /// data centers unheard), proposed by the leader when it sees one due. The plane's own.
     CheckAlerts,
+    /// The leader's archiver copied these attempts' logs to the bucket. The plane's own.
+    ArchiveLogs(Vec<archive::ArchivedLog>),
+    /// Retention deleted these attempts' objects from the bucket. The plane's own.
+    ForgetArchivedLogs(Vec<archive::AttemptRef>),
 }
 
 /// A run to run again.

@@ -209,6 +209,8 @@ async fn execute(
         }
         Command::AlertAttempts(a) => super::alerts::outbox::record(tx, context, a).await,
         Command::CheckAlerts => super::alerts::raise::check(tx, context).await,
+        Command::ArchiveLogs(logs) => super::archive::record(tx, context, logs).await,
+        Command::ForgetArchivedLogs(attempts) => super::archive::forget(tx, attempts).await,
         Command::AgentHeartbeat(heartbeat) => {
             super::leasing::heartbeat(tx, context, heartbeat).await
         }

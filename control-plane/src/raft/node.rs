@@ -132,6 +132,8 @@ pub struct Core {
     pub logbook: Logbook,
     /// What this node's agent service has done since it started (for `/metrics`).
     pub tally: Arc<Tally>,
+    /// The bucket task logs are copied to, once the archiver starts (`logbook::archive`).
+    pub archive: std::sync::OnceLock<crate::logbook::object::Archive>,
     pub node: Node,
     peers: Peers,
 }
@@ -220,6 +222,7 @@ impl PlaneNode {
                 raft_appended_bytes: appended,
                 ..Tally::default()
             }),
+            archive: std::sync::OnceLock::new(),
             node,
             peers,
         });
