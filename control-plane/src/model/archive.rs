@@ -35,7 +35,8 @@ pub struct AttemptRef {
 /// (ends applied out of order: proposals stamped by different leaders' clocks).
 pub const LOOK_BACK_MS: i64 = 10 * 60 * 1000;
 
-/// `ArchiveLogs`: records the copies (a copy recorded already stays as it is).
+/// `ArchiveLogs`: records the copies (a copy of an attempt whose end changed since, after an
+/// agent re-attached to it, replaces the older one).
 pub(super) async fn record(
     tx: &mut SqliteConnection,
     context: Context,
@@ -45,7 +46,9 @@ pub(super) async fn record(
         let tenant = tenant_of_run(&log.run_id).map_or_else(String::new, |t| t.to_string());
         sqlx::query(
             "INSERT INTO log_archive (run_id, task, attempt, tenant, key, bytes, ended_at_ms, \
-             archived_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             archived_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (run_id, task, attempt) DO UPDATE SET key = ?5, bytes = ?6, \
+             ended_at_ms = ?7, archived_ms = ?8 WHERE ended_at_ms < ?7",
         )
         .bind(&log.run_id)
         .bind(&log.task)
@@ -99,7 +102,8 @@ pub async fn due(pool: &SqlitePool, since_ms: i64, limit: u32) -> sqlx::Result<V
          WHERE a.ended_at_ms IS NOT NULL \
          AND a.ended_at_ms >= MAX(?1, (SELECT COALESCE(MAX(ended_at_ms), 0) FROM log_archive) - ?2) \
          AND NOT EXISTS (SELECT 1 FROM log_archive l WHERE l.run_id = a.run_id \
-                         AND l.task = a.task AND l.attempt = a.attempt) \
+                         AND l.task = a.task AND l.attempt = a.attempt \
+                         AND l.ended_at_ms >= a.ended_at_ms) \
          ORDER BY a.ended_at_ms, a.run_id, a.task, a.attempt LIMIT ?3",
     )
     .bind(since_ms)

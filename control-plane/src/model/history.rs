@@ -557,7 +557,8 @@ async fn record_attempt(
              message, ended_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
              ON CONFLICT (run_id, task, attempt) \
              DO UPDATE SET outcome = ?4, finished_ms = ?5, exit_code = ?6, message = ?7, \
-             ended_at_ms = ?8",
+             ended_at_ms = CASE WHEN outcome IS ?4 AND finished_ms IS ?5 AND exit_code IS ?6 \
+             AND message IS ?7 THEN ended_at_ms ELSE ?8 END",
         )
         .bind(&a.run_id)
         .bind(&a.task)
