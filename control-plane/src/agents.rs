@@ -338,24 +338,24 @@ impl AgentLink for AgentService {
                 .await?;
             outcome = detail(applied.detail)?;
         }
-        // Pieces stored for a run whose start this batch carried but the plane refused: not
-        // this agent's run, so not its log.
-        for (seq, _) in &outcome.refused {
-            let refused_run =
-                events
-                    .iter()
-                    .find(|e| e.seq == *seq)
-                    .and_then(|e| match e.report.item() {
-                        ReportItem::Run(event) => Some(event.run_id.as_str()),
-                        _ => None,
-                    });
-            if let Some(run_id) = refused_run.filter(|r| stored.contains(*r)) {
-                self.core
-                    .logbook
-                    .forget(run_id, &agent)
-                    .await
-                    .map_err(|e| Status::internal(format!("forgetting log pieces: {e}")))?;
-            }
+        // Pieces stored for a run whose start this batch carried but the plane refused, or
+        // found another agent had taken: not this agent's run, so not its log.
+        let refused_runs = outcome.refused.iter().filter_map(|(seq, _)| {
+            events
+                .iter()
+                .find(|e| e.seq == *seq)
+                .and_then(|e| match e.report.item() {
+                    ReportItem::Run(event) => Some(event.run_id.clone()),
+                    _ => None,
+                })
+        });
+        let not_ours: HashSet<String> = refused_runs.chain(outcome.others.clone()).collect();
+        for run_id in not_ours.iter().filter(|r| stored.contains(*r)) {
+            self.core
+                .logbook
+                .forget(run_id, &agent)
+                .await
+                .map_err(|e| Status::internal(format!("forgetting log pieces: {e}")))?;
         }
         let tally = &self.core.tally;
         tally.reports.fetch_add(1, Ordering::Relaxed);
@@ -457,7 +457,8 @@ async fn admit_logs(
 ) -> Result<Vec<Result<(), String>>, Status> {
     let pool = core.state.pool();
     let failed = |e: sqlx::Error| Status::internal(format!("reading the model: {e}"));
-    let mut runs: std::collections::HashMap<String, Option<String>> = Default::default();
+    let mut runs: std::collections::HashMap<String, Option<(String, Option<String>)>> =
+        Default::default();
     let mut verdicts = Vec::with_capacity(logs.len());
     for entry in logs {
         let Report::V1 {
@@ -477,10 +478,17 @@ async fn admit_logs(
         }
         let run_id = item.run_id();
         if !runs.contains_key(run_id) {
-            let running = query::run_agent(pool, run_id).await.map_err(failed)?;
-            runs.insert(run_id.to_owned(), running);
+            let holder = query::run_holder(pool, run_id).await.map_err(failed)?;
+            runs.insert(run_id.to_owned(), holder);
         }
-        if starting.contains(run_id) || runs[run_id].as_deref() == Some(agent) {
+        // Its own run; or one this batch starts that nobody holds (new, or given back).
+        let admitted = match &runs[run_id] {
+            Some((_, Some(holder))) if holder == agent => true,
+            Some((state, _)) if state == "returned" => starting.contains(run_id),
+            Some((_, Some(_))) => false,
+            _ => starting.contains(run_id),
+        };
+        if admitted {
             verdicts.push(Ok(()));
         } else {
             verdicts.push(Err(format!(

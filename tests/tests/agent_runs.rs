@@ -5,6 +5,8 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use meridian_agent::supervisor::Supervision;
+use meridian_domain::Clock;
+use meridian_domain::run::{LogChunk, Report, ReportItem, RunEvent, RunState};
 use meridian_domain::workflow::WorkflowDefinition;
 use meridian_domain::{OverlapPolicy, ScheduleSpec, WINDOW};
 use meridian_plane::model::{Command, Environment, Grant, Name, Schedule, Tenant, Workflow, query};
@@ -1320,6 +1322,86 @@ async fn a_tasks_output_reaches_every_plane_node_while_it_runs_and_none_replicat
     assert!(!meridian_tests::federation::is_final(
         &f.history("gated").await[0].state
     ));
+    // Another agent of the cluster cannot write into the run, not even by claiming to start
+    // it in the same batch: both entries are refused and every node reads what it did.
+    let intruder = "intruder.test";
+    let leaf = meridian_plane::certs::issue(
+        &f.plane.ca,
+        intruder,
+        meridian_transport::Role::Agent,
+        Some("main"),
+    )
+    .unwrap();
+    let tls = meridian_transport::TlsMaterial {
+        ca: f.plane.ca.cert.clone().into_bytes(),
+        cert: leaf.cert.into_bytes(),
+        key: leaf.key.into_bytes(),
+    };
+    let endpoints: Vec<String> = (0..3)
+        .map(|i| {
+            format!(
+                "{}:{}",
+                meridian_tests::cluster::hostname(i),
+                f.plane.port(i)
+            )
+        })
+        .collect();
+    let link = meridian_agent::link::Link::new(&endpoints, &tls, f.plane.hosts()).unwrap();
+    let entry = |seq: u64, item: ReportItem| {
+        let report = Report::V1 {
+            cluster: "main".into(),
+            partition: None,
+            epoch: 0,
+            item,
+        };
+        meridian_proto::pb::OutboxEntry::new(
+            seq,
+            format!("forged/{seq}"),
+            serde_json::to_string(&report).unwrap(),
+        )
+    };
+    let run = f.history("gated").await[0].clone();
+    let request = meridian_proto::pb::ReportRequest {
+        agent: intruder.into(),
+        entries: vec![
+            entry(
+                1,
+                ReportItem::Run(RunEvent {
+                    run_id: run_id.clone(),
+                    schedule: None,
+                    fire_ms: None,
+                    tenant: "ads".into(),
+                    workflow: "gated".into(),
+                    workflow_version: run.workflow_version,
+                    environment: "prod".into(),
+                    state: RunState::Started,
+                    at_ms: f.clock.now_ms(),
+                    message: String::new(),
+                }),
+            ),
+            entry(
+                2,
+                ReportItem::Log(LogChunk {
+                    run_id: run_id.clone(),
+                    task: "main".into(),
+                    attempt: 1,
+                    offset: 6,
+                    data: "forged\n".into(),
+                }),
+            ),
+        ],
+    };
+    let reply = link
+        .call(|mut c| {
+            let r = request.clone();
+            async move { c.report(r).await }
+        })
+        .await
+        .unwrap();
+    assert!(
+        reply.refused.iter().any(|r| r.seq == 2),
+        "the forged piece is refused: {reply:?}"
+    );
     std::fs::write(&go, "").unwrap();
     f.wait_until("the run to end", || async {
         meridian_tests::federation::is_final(&f.history("gated").await[0].state)
@@ -1387,7 +1469,7 @@ async fn an_ended_attempts_log_is_copied_to_the_bucket_and_outlives_the_node_tha
         key(f.plane.leader().await).await.is_some()
     })
     .await;
-    let key = key(f.plane.leader().await).await.unwrap();
+    let key = key(f.plane.leader().await).await.unwrap().key;
     assert!(key.starts_with("logs/ads/"), "{key}");
     let object = s3.get("meridian", &key).await.unwrap().expect("the object");
     let object = String::from_utf8(object).unwrap();
@@ -1423,15 +1505,25 @@ async fn an_ended_attempts_log_is_copied_to_the_bucket_and_outlives_the_node_tha
         std::sync::Arc::new(later),
         Archive::new(bucket.clone()),
     );
-    archiver.round().await.unwrap();
+    assert!(
+        !archiver.round().await.unwrap(),
+        "one attempt: not a full round"
+    );
     assert_eq!(s3.get("meridian", &key).await.unwrap(), None);
     f.plane.node(leader).read_barrier(PATIENCE).await.unwrap();
     let pool = f.plane.node(leader).state.pool();
-    assert_eq!(
-        meridian_plane::model::archive::archived(pool, &run_id, "main", 1)
+    // Its row stays, emptied, so the archiver never copies it again.
+    let copy = meridian_plane::model::archive::archived(pool, &run_id, "main", 1)
+        .await
+        .unwrap()
+        .expect("the row stays");
+    assert_eq!(copy.key, "");
+    assert!(
+        across::logs(f.plane.node(leader), &run_id)
             .await
-            .unwrap(),
-        None
+            .unwrap()
+            .iter()
+            .all(|l| l.text.is_empty())
     );
     f.shutdown().await;
 }

@@ -591,7 +591,7 @@ async fn health_readiness_and_metrics_on_every_node() {
             text.contains("# TYPE meridian_log_pieces_stored counter"),
             "{text}"
         );
-        assert!(value("meridian_lease_grants_total") >= 0, "{text}");
+        assert!(value("meridian_lease_grants") >= 0, "{text}");
         // Every plane figure the Grafana dashboard shows is one this node exposes.
         let shown = meridian_tests::dashboard_metrics(|n| {
             !n.starts_with("meridian_agent_") && !n.starts_with("meridian_resource_")

@@ -307,11 +307,12 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     let grants: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(epoch), 0) FROM leases")
         .fetch_one(&mut *conn)
         .await?;
-    counter(
+    // A gauge, not a counter: leases of a deleted cluster take their epochs with them.
+    gauge(
         &mut registry,
         "lease_grants",
-        "Partition leases granted since the plane began (each move to a new holder is one)",
-        grants.max(0) as u64,
+        "Partition leases granted over the leases there are now (each move to a new holder is one)",
+        grants,
     );
     gauge(
         &mut registry,

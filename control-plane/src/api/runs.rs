@@ -197,10 +197,10 @@ pub fn follow() -> MethodRouter<Api> {
                 // The state before the pieces: once it is final, every piece is stored (the
                 // plane stores a batch's pieces before committing its events).
                 let state = found(&format!("run `{id}`"), query::run(read.pool, &id).await?)?.state;
-                let pieces = unseen(&api, &id, &mut seen).await?;
+                let (pieces, settled) = unseen(&api, &id, &mut seen).await?;
                 let over =
                     meridian_domain::run::RunState::parse(&state).is_some_and(|s| s.is_final());
-                let finished = over && pieces.is_empty();
+                let finished = over && pieces.is_empty() && settled;
                 if !pieces.is_empty() || finished || tokio::time::Instant::now() >= deadline {
                     return Ok(Json(LogFollow {
                         pieces,
@@ -219,15 +219,18 @@ pub fn follow() -> MethodRouter<Api> {
     )
 }
 
-/// The pieces of `run_id`'s logs after `seen` (which it moves on), up to `FOLLOW_BYTES`.
+/// The pieces of `run_id`'s logs after `seen` (which it moves on), up to `FOLLOW_BYTES`, and
+/// whether that is all there is now (false: more to read, or a plane node that holds pieces
+/// did not answer).
 async fn unseen(
     api: &Api,
     run_id: &str,
     seen: &mut Vec<(String, u32, i64)>,
-) -> ApiResult<Vec<FollowPiece>> {
+) -> ApiResult<(Vec<FollowPiece>, bool)> {
     use crate::logbook::across;
     let mut pieces = Vec::new();
     let mut budget = FOLLOW_BYTES;
+    let mut settled = true;
     for (task, attempt) in across::attempts(&api.node, run_id).await? {
         let i = match seen
             .iter()
@@ -240,9 +243,11 @@ async fn unseen(
             }
         };
         if budget == 0 {
+            settled = false;
             break;
         }
         let read = across::after(&api.node, run_id, &task, attempt, seen[i].2, budget).await?;
+        settled &= !read.more;
         for piece in read.pieces {
             budget = budget.saturating_sub(piece.data.len() as u64);
             seen[i].2 = piece.offset;
@@ -254,7 +259,7 @@ async fn unseen(
             });
         }
     }
-    Ok(pieces)
+    Ok((pieces, settled))
 }
 
 /// `POST /runs/{run_id}/kill`.

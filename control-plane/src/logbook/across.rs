@@ -1,8 +1,10 @@
 //! Reading a task log across the plane: its object in the bucket once the archiver copied it
 //! there (`logbook::archive`), else what this node's logbook holds and what every other
 //! member's holds (asked over the peer links, all at once); with what the replicated model
-//! held from before logs left Raft (`run_logs`), merged by offset. A member that does not
-//! answer is left out (its pieces show again once it is back); the others are still read. A
+//! held from before logs left Raft (`run_logs`), merged by offset. While a member does not
+//! answer, a reader that goes on from a cursor ([`after`]: follow, live tail, download) gets
+//! only the pieces that provably follow its cursor and is told there may be more, so it never
+//! moves past a piece that member holds; a page's first view ([`tail`]) may show a gap. A
 //! bucket that does not answer sends the read to the logbooks, which keep their pieces until
 //! retention.
 
@@ -64,7 +66,9 @@ pub async fn tail(
         budget as usize,
     )
     .await?;
-    read(
+    // A member not answering may leave a gap here; the page's tail and "load earlier" read
+    // again when it is back.
+    let (read, _) = read(
         core,
         q,
         Pieces {
@@ -72,7 +76,8 @@ pub async fn tail(
             more,
         },
     )
-    .await
+    .await?;
+    Ok(read)
 }
 
 /// One attempt's log after the piece that starts at `after` (-1: from its start), about
@@ -85,17 +90,23 @@ pub async fn after(
     after: i64,
     budget: u64,
 ) -> sqlx::Result<Pieces> {
+    // From the piece at `after` itself, so its end is known: with a member not answering,
+    // only what provably follows it is given (a piece only that member holds may lie
+    // between), and `more` says to ask again.
+    let from = if after >= 0 { after - 1 } else { after };
     let q = PieceQuery {
         run_id: run_id.to_owned(),
         task: task.to_owned(),
         attempt,
-        after,
+        after: from,
         before: i64::MAX,
-        budget,
+        // Room for the piece at `after` too (an agent's pieces are at most 32 KiB), so a
+        // small budget still moves on.
+        budget: budget.saturating_add(64 * 1024),
         newest_first: false,
     };
-    let legacy = query::log_after(core.state.pool(), run_id, task, attempt, after).await?;
-    read(
+    let legacy = query::log_after(core.state.pool(), run_id, task, attempt, from).await?;
+    let (read, complete) = read(
         core,
         q,
         Pieces {
@@ -103,7 +114,41 @@ pub async fn after(
             more: false,
         },
     )
-    .await
+    .await?;
+    Ok(vouched(read, after, complete))
+}
+
+/// What a reader at `after` may be given of `read` (which starts with the piece at `after`,
+/// when anyone holds it): all of it after that piece when every member answered; else only
+/// the pieces that follow on without a gap, and `more`.
+fn vouched(read: Pieces, after: i64, complete: bool) -> Pieces {
+    let mut end = (after < 0).then_some(0);
+    let mut pieces = Vec::new();
+    for p in read.pieces {
+        if p.offset == after {
+            end = Some(p.offset + p.data.len() as i64);
+        } else {
+            pieces.push(p);
+        }
+    }
+    if complete {
+        return Pieces {
+            pieces,
+            more: read.more,
+        };
+    }
+    let mut kept = Vec::new();
+    for p in pieces {
+        if end != Some(p.offset) {
+            break;
+        }
+        end = Some(p.offset + p.data.len() as i64);
+        kept.push(p);
+    }
+    Pieces {
+        pieces: kept,
+        more: true,
+    }
 }
 
 /// An ended attempt's whole log from the logbooks, for the archiver: every member must
@@ -154,21 +199,25 @@ pub async fn complete(
 }
 
 /// `q` from the attempt's object when it is archived and this node has the bucket, else from
-/// every logbook; with `legacy`.
-async fn read(core: &Core, q: PieceQuery, legacy: Pieces) -> sqlx::Result<Pieces> {
+/// every logbook; with `legacy`. False: a member did not answer.
+async fn read(core: &Core, q: PieceQuery, legacy: Pieces) -> sqlx::Result<(Pieces, bool)> {
     let (budget, newest_first) = (q.budget, q.newest_first);
     if let Some(bucket) = core.archive.get() {
         match archive::archived(core.state.pool(), &q.run_id, &q.task, q.attempt).await? {
-            Some(key) if key.is_empty() => return Ok(merge(vec![legacy], budget, newest_first)),
-            Some(key) => match bucket.pieces(&key, &q).await {
-                Ok(theirs) => return Ok(merge(vec![legacy, theirs], budget, newest_first)),
-                Err(e) => tracing::warn!("reading the log {key}: {e}; reading the logbooks"),
+            Some(copy) if copy.key.is_empty() => {
+                return Ok((merge(vec![legacy], budget, newest_first), true));
+            }
+            Some(copy) => match bucket.pieces(&copy, &q).await {
+                Ok(theirs) => {
+                    return Ok((merge(vec![legacy, theirs], budget, newest_first), true));
+                }
+                Err(e) => tracing::warn!("reading the log {}: {e}; reading the logbooks", copy.key),
             },
             None => {}
         }
     }
-    let sources = gather(core, q, legacy).await?;
-    Ok(merge(sources, budget, newest_first))
+    let (sources, complete) = gather(core, q, legacy).await?;
+    Ok((merge(sources, budget, newest_first), complete))
 }
 
 /// A whole attempt's log, however long, as one text.
@@ -201,15 +250,19 @@ pub async fn logs(core: &Core, run_id: &str) -> sqlx::Result<Vec<AttemptLog>> {
 }
 
 /// `legacy`, this node's pieces and every other member's for `q`.
-async fn gather(core: &Core, q: PieceQuery, legacy: Pieces) -> sqlx::Result<Vec<Pieces>> {
+async fn gather(core: &Core, q: PieceQuery, legacy: Pieces) -> sqlx::Result<(Vec<Pieces>, bool)> {
     let mut sources = vec![legacy, core.logbook.pieces(&q).await?];
+    let mut complete = true;
     for (member, answer) in core.ask_others(&Ask::LogPieces(q), PEER_TIMEOUT).await {
         match answer {
             Ok(Answer::LogPieces(theirs)) => sources.push(theirs),
-            other => unread(&member.hostname, other),
+            other => {
+                complete = false;
+                unread(&member.hostname, other);
+            }
         }
     }
-    Ok(sources)
+    Ok((sources, complete))
 }
 
 fn unread(member: &str, answer: Result<Answer, String>) {
@@ -323,6 +376,27 @@ mod tests {
         let offsets: Vec<i64> = merged.pieces.iter().map(|p| p.offset).collect();
         assert_eq!(offsets, [4, 6]);
         assert!(merged.more);
+    }
+
+    #[test]
+    fn with_a_member_silent_a_reader_gets_only_what_follows_its_cursor() {
+        // Seen up to the piece at 2 ("cd"); the silent member may hold 4.
+        let read = || p(&[(2, "cd"), (6, "gh"), (8, "ij")], false);
+        let offsets = |x: &Pieces| x.pieces.iter().map(|p| p.offset).collect::<Vec<_>>();
+        let all = vouched(read(), 2, true);
+        assert_eq!(offsets(&all), [6, 8]);
+        assert!(!all.more);
+        let partial = vouched(read(), 2, false);
+        assert!(partial.pieces.is_empty(), "6 may not follow 4");
+        assert!(partial.more);
+        // What does follow on is given.
+        let on = vouched(p(&[(2, "cd"), (4, "ef"), (8, "ij")], false), 2, false);
+        assert_eq!(offsets(&on), [4]);
+        assert!(on.more);
+        // From the start: the first piece must be at 0.
+        assert!(vouched(p(&[(2, "cd")], false), -1, false).pieces.is_empty());
+        // The piece at the cursor held only by the silent member: nothing can be vouched for.
+        assert!(vouched(p(&[(4, "ef")], false), 2, false).pieces.is_empty());
     }
 
     #[test]

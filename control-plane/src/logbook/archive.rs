@@ -2,8 +2,8 @@
 //! S3 bucket, so a log outlives any plane node, and deletes the copies past retention.
 //!
 //! Every serving node with a bucket runs one ([`start`]); only the leader's works. Each round
-//! it takes the attempts whose ends were applied since the newest one archived (less a
-//! margin: `model::archive::due`), in that order, gathers each one's whole log from every
+//! it takes the attempts whose ends were applied after the newest one archived (by log index:
+//! `model::archive::due`), in that order, gathers each one's whole log from every
 //! member's logbook — all of them must answer, or the attempt waits: a copy missing a node's
 //! pieces would be read instead of them for good — writes it as one object, and proposes the
 //! copies made (`ArchiveLogs`); then it deletes the objects past their tenant's retention and
@@ -24,10 +24,11 @@ use crate::model::archive::{self, ArchivedLog, Due};
 use crate::model::{Command, Proposal};
 use crate::raft::node::{Core, PlaneNode};
 
-/// How often the archiver looks.
+/// How often the archiver looks when it has caught up.
 const POLL: Duration = Duration::from_secs(1);
-/// Attempts copied (or deleted) per round at most.
-const ROUND: u32 = 64;
+/// Attempts copied (or deleted) per round at most; a full round is followed by the next at
+/// once.
+const ROUND: u32 = 256;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts `node`'s archiver on `bucket`, and lets the node read archived logs from it; it
@@ -54,11 +55,15 @@ impl Archiver {
     }
 
     pub async fn run(self, stop: CancellationToken) {
+        let mut behind = false;
         loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(POLL) => {}
+            if !behind {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(POLL) => {}
+                }
             }
+            behind = false;
             if self.core.raft.metrics().borrow().current_leader != Some(self.core.id()) {
                 continue;
             }
@@ -66,27 +71,22 @@ impl Archiver {
                 () = stop.cancelled() => return,
                 r = self.round() => r,
             };
-            if let Err(e) = round {
-                tracing::warn!("archiving task logs: {e}");
+            match round {
+                Ok(full) => behind = full,
+                Err(e) => tracing::warn!("archiving task logs: {e}"),
             }
         }
     }
 
-    /// One round: copy what is due, delete what expired.
-    pub async fn round(&self) -> Result<(), String> {
+    /// One round: copy what is due, delete what expired. True when it did as much as a round
+    /// may (more is likely due).
+    pub async fn round(&self) -> Result<bool, String> {
         let pool = self.core.state.pool();
         let now = self.clock.now_ms();
         let days = tenants_retention(pool).await.map_err(|e| e.to_string())?;
         let default = self.core.logbook.config().retention_days;
-        let longest = days
-            .values()
-            .copied()
-            .chain([default])
-            .max()
-            .unwrap_or(default);
-        let due = archive::due(pool, now - i64::from(longest) * 86_400_000, ROUND)
-            .await
-            .map_err(|e| e.to_string())?;
+        let due = archive::due(pool, ROUND).await.map_err(|e| e.to_string())?;
+        let full = due.len() == ROUND as usize;
         let mut copied = Vec::new();
         let mut failed = None;
         for d in due {
@@ -121,7 +121,7 @@ impl Archiver {
         if !gone.is_empty() {
             self.propose(Command::ForgetArchivedLogs(gone)).await?;
         }
-        failed.map_or(Ok(()), Err)
+        failed.map_or(Ok(full), Err)
     }
 
     /// Copies one attempt's whole log to its object.
@@ -145,7 +145,7 @@ impl Archiver {
             attempt: a.attempt,
             key,
             bytes,
-            ended_at_ms: d.ended_at_ms,
+            ended_index: d.ended_index,
         })
     }
 

@@ -10,6 +10,7 @@ use meridian_bucket::{Bucket, BucketError};
 use serde::{Deserialize, Serialize};
 
 use super::{LogPiece, PieceQuery, Pieces};
+use crate::model::archive::Copy;
 use crate::model::history::tenant_of_run;
 
 /// Objects larger are not read (the cap keeps logs far smaller).
@@ -72,23 +73,24 @@ impl Archive {
         self.bucket.put(key, body).await
     }
 
-    /// The pieces `q` asks for of the object `key`.
-    pub async fn pieces(&self, key: &str, q: &PieceQuery) -> Result<Pieces, BucketError> {
-        let all = match self.cache.get(key) {
+    /// The pieces `q` asks for of `copy`'s object. Cached by key and the end it copied: an
+    /// attempt archived again (its end changed) is read afresh.
+    pub async fn pieces(&self, copy: &Copy, q: &PieceQuery) -> Result<Pieces, BucketError> {
+        let cached = format!("{}#{}", copy.key, copy.ended_index);
+        let all = match self.cache.get(&cached) {
             Some(all) => all,
             None => {
-                let bytes = self.bucket.get(key, MAX_OBJECT_BYTES).await?;
+                let bytes = self.bucket.get(&copy.key, MAX_OBJECT_BYTES).await?;
                 let all = Arc::new(parse(&bytes));
-                self.cache.insert(key.to_owned(), all.clone());
+                self.cache.insert(cached, all.clone());
                 all
             }
         };
         Ok(select(&all, q))
     }
 
-    /// Deletes the object `key` (retention).
+    /// Deletes the object `key` (retention); copies cached go with their key's rows.
     pub async fn delete(&self, key: &str) -> Result<(), BucketError> {
-        self.cache.invalidate(key);
         self.bucket.remove(key).await
     }
 }

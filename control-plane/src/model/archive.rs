@@ -19,8 +19,8 @@ pub struct ArchivedLog {
     /// The object's key under the bucket's root; empty when the attempt wrote nothing.
     pub key: String,
     pub bytes: u64,
-    /// When the attempt's end was applied.
-    pub ended_at_ms: i64,
+    /// The log index at which the attempt's end was applied.
+    pub ended_index: i64,
 }
 
 /// One attempt.
@@ -30,10 +30,6 @@ pub struct AttemptRef {
     pub task: String,
     pub attempt: u32,
 }
-
-/// How far behind the newest attempt archived the archiver looks again for ones it has not
-/// (ends applied out of order: proposals stamped by different leaders' clocks).
-pub const LOOK_BACK_MS: i64 = 10 * 60 * 1000;
 
 /// `ArchiveLogs`: records the copies (a copy of an attempt whose end changed since, after an
 /// agent re-attached to it, replaces the older one).
@@ -45,10 +41,10 @@ pub(super) async fn record(
     for log in logs {
         let tenant = tenant_of_run(&log.run_id).map_or_else(String::new, |t| t.to_string());
         sqlx::query(
-            "INSERT INTO log_archive (run_id, task, attempt, tenant, key, bytes, ended_at_ms, \
+            "INSERT INTO log_archive (run_id, task, attempt, tenant, key, bytes, ended_index, \
              archived_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
              ON CONFLICT (run_id, task, attempt) DO UPDATE SET key = ?5, bytes = ?6, \
-             ended_at_ms = ?7, archived_ms = ?8 WHERE ended_at_ms < ?7",
+             ended_index = ?7, archived_ms = ?8 WHERE ended_index < ?7",
         )
         .bind(&log.run_id)
         .bind(&log.task)
@@ -56,7 +52,7 @@ pub(super) async fn record(
         .bind(tenant)
         .bind(&log.key)
         .bind(log.bytes as i64)
-        .bind(log.ended_at_ms)
+        .bind(log.ended_index)
         .bind(context.at_ms)
         .execute(&mut *tx)
         .await?;
@@ -67,18 +63,22 @@ pub(super) async fn record(
     )))
 }
 
-/// `ForgetArchivedLogs`: the objects are deleted (retention).
+/// `ForgetArchivedLogs`: the objects are deleted (retention). The rows stay, their keys
+/// emptied, so the archiver's mark never goes back and nothing is copied again.
 pub(super) async fn forget(
     tx: &mut SqliteConnection,
     attempts: &[AttemptRef],
 ) -> Result<Applied, ApplyError> {
     for a in attempts {
-        sqlx::query("DELETE FROM log_archive WHERE run_id = ? AND task = ? AND attempt = ?")
-            .bind(&a.run_id)
-            .bind(&a.task)
-            .bind(i64::from(a.attempt))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE log_archive SET key = '', bytes = 0 WHERE run_id = ? AND task = ? \
+             AND attempt = ?",
+        )
+        .bind(&a.run_id)
+        .bind(&a.task)
+        .bind(i64::from(a.attempt))
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(subject(format!(
         "{} task logs deleted from the bucket",
@@ -90,24 +90,18 @@ pub(super) async fn forget(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
     pub attempt: AttemptRef,
-    pub ended_at_ms: i64,
+    pub ended_index: i64,
 }
 
-/// The ended attempts to archive next, in the order their ends were applied: those ended
-/// since `since_ms` (retention: older ones are not copied) and not before the newest one
-/// archived less [`LOOK_BACK_MS`].
-pub async fn due(pool: &SqlitePool, since_ms: i64, limit: u32) -> sqlx::Result<Vec<Due>> {
+/// The ended attempts to archive next, in the order their ends were applied (the log index:
+/// the same on every node, only ever growing): those after the newest one archived. The
+/// archiver copies them in this order and stops at the first it cannot, so none is skipped.
+pub async fn due(pool: &SqlitePool, limit: u32) -> sqlx::Result<Vec<Due>> {
     let rows = sqlx::query(
-        "SELECT a.run_id, a.task, a.attempt, a.ended_at_ms FROM task_attempts a \
-         WHERE a.ended_at_ms IS NOT NULL \
-         AND a.ended_at_ms >= MAX(?1, (SELECT COALESCE(MAX(ended_at_ms), 0) FROM log_archive) - ?2) \
-         AND NOT EXISTS (SELECT 1 FROM log_archive l WHERE l.run_id = a.run_id \
-                         AND l.task = a.task AND l.attempt = a.attempt \
-                         AND l.ended_at_ms >= a.ended_at_ms) \
-         ORDER BY a.ended_at_ms, a.run_id, a.task, a.attempt LIMIT ?3",
+        "SELECT run_id, task, attempt, ended_index FROM task_attempts \
+         WHERE ended_index > (SELECT COALESCE(MAX(ended_index), 0) FROM log_archive) \
+         ORDER BY ended_index, run_id, task, attempt LIMIT ?",
     )
-    .bind(since_ms)
-    .bind(LOOK_BACK_MS)
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
@@ -119,25 +113,40 @@ pub async fn due(pool: &SqlitePool, since_ms: i64, limit: u32) -> sqlx::Result<V
                 task: r.get("task"),
                 attempt: r.get::<i64, _>("attempt") as u32,
             },
-            ended_at_ms: r.get("ended_at_ms"),
+            ended_index: r.get("ended_index"),
         })
         .collect())
 }
 
-/// Where an attempt's log is in the bucket: `Some("")` when it wrote nothing, `None` when it
-/// is not archived (read the logbooks).
+/// An attempt's copy in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copy {
+    /// The object's key; empty when the attempt wrote nothing or retention deleted it.
+    pub key: String,
+    /// Which end of the attempt it copied (a re-archived attempt's object is newer).
+    pub ended_index: i64,
+}
+
+/// Where an attempt's log is in the bucket; `None` when it is not archived (read the
+/// logbooks).
 pub async fn archived(
     pool: &SqlitePool,
     run_id: &str,
     task: &str,
     attempt: u32,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT key FROM log_archive WHERE run_id = ? AND task = ? AND attempt = ?")
-        .bind(run_id)
-        .bind(task)
-        .bind(i64::from(attempt))
-        .fetch_optional(pool)
-        .await
+) -> sqlx::Result<Option<Copy>> {
+    Ok(sqlx::query(
+        "SELECT key, ended_index FROM log_archive WHERE run_id = ? AND task = ? AND attempt = ?",
+    )
+    .bind(run_id)
+    .bind(task)
+    .bind(i64::from(attempt))
+    .fetch_optional(pool)
+    .await?
+    .map(|r| Copy {
+        key: r.get("key"),
+        ended_index: r.get("ended_index"),
+    }))
 }
 
 /// The attempts of `run_id` archived with a log, by task and attempt.
@@ -164,16 +173,17 @@ pub async fn expired(
     days_of: impl Fn(&str) -> u32,
     limit: u32,
 ) -> sqlx::Result<Vec<(AttemptRef, String)>> {
-    let tenants: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT tenant FROM log_archive ORDER BY tenant")
-            .fetch_all(pool)
-            .await?;
+    let tenants: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT tenant FROM log_archive WHERE key != '' ORDER BY tenant",
+    )
+    .fetch_all(pool)
+    .await?;
     let mut all = Vec::new();
     for tenant in tenants {
         let cutoff = now_ms - i64::from(days_of(&tenant)) * 86_400_000;
         let rows = sqlx::query(
-            "SELECT run_id, task, attempt, key FROM log_archive WHERE tenant = ? \
-             AND ended_at_ms < ? ORDER BY ended_at_ms, run_id, task, attempt LIMIT ?",
+            "SELECT run_id, task, attempt, key FROM log_archive WHERE tenant = ? AND key != '' \
+             AND archived_ms < ? ORDER BY archived_ms, run_id, task, attempt LIMIT ?",
         )
         .bind(&tenant)
         .bind(cutoff)

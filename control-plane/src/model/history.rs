@@ -33,6 +33,10 @@ pub struct ReportOutcome {
     /// The definitions counter after the report (see `HeartbeatOutcome::definitions`).
     #[serde(default)]
     pub definitions: u64,
+    /// Runs whose start this report carried but another agent had taken: noted, not applied
+    /// (the node forgets the log pieces it stored for them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<String>,
 }
 
 pub async fn report(
@@ -51,7 +55,9 @@ pub async fn report(
                 "agent `{}`: its cluster `{}` does not exist",
                 report.agent, report.cluster
             )),
-            Some(dc) => apply_entry(tx, context, report, dc, &entry.report).await?,
+            Some(dc) => {
+                apply_entry(tx, context, report, dc, &entry.report, &mut outcome.others).await?
+            }
         };
         if let Err(reason) = decided {
             outcome.refused.push((entry.seq, reason));
@@ -101,6 +107,7 @@ async fn apply_entry(
     report: &AgentReport,
     dc: &str,
     entry: &Report,
+    others: &mut Vec<String>,
 ) -> Result<Result<(), String>, ApplyError> {
     let Report::V1 {
         cluster,
@@ -253,6 +260,7 @@ async fn apply_entry(
                         .await?
                 }
                 Some(_) => {
+                    others.push(event.run_id.clone());
                     // Another agent already ran this record: keep the evidence, change nothing
                     // else. Kept with the fenced-off starts, one row per agent (counted into
                     // `starts` by the queries): a re-sent report must not count twice.
@@ -554,11 +562,11 @@ async fn record_attempt(
     } else {
         sqlx::query(
             "INSERT INTO task_attempts (run_id, task, attempt, outcome, finished_ms, exit_code, \
-             message, ended_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             message, ended_index) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
              ON CONFLICT (run_id, task, attempt) \
              DO UPDATE SET outcome = ?4, finished_ms = ?5, exit_code = ?6, message = ?7, \
-             ended_at_ms = CASE WHEN outcome IS ?4 AND finished_ms IS ?5 AND exit_code IS ?6 \
-             AND message IS ?7 THEN ended_at_ms ELSE ?8 END",
+             ended_index = CASE WHEN outcome IS ?4 AND finished_ms IS ?5 AND exit_code IS ?6 \
+             AND message IS ?7 THEN ended_index ELSE ?8 END",
         )
         .bind(&a.run_id)
         .bind(&a.task)
@@ -567,7 +575,7 @@ async fn record_attempt(
         .bind(a.at_ms)
         .bind(a.exit_code)
         .bind(&a.message)
-        .bind(context.at_ms)
+        .bind(context.index as i64)
         .execute(&mut *tx)
         .await?;
     }

@@ -439,6 +439,8 @@ struct Tail {
     on_page: usize,
     /// The attempt the `log-new` area last showed a piece of.
     last_new: Option<(String, u32)>,
+    /// The last sweep read everything there was.
+    settled: bool,
     tx: mpsc::Sender<Result<Event, Infallible>>,
 }
 
@@ -456,6 +458,7 @@ impl Tail {
             on_page: seen.len(),
             seen,
             last_new: None,
+            settled: true,
             tx,
         }
     }
@@ -469,8 +472,10 @@ impl Tail {
             .is_ok()
     }
 
-    /// Sends every piece not sent yet; false when the page has gone.
+    /// Sends every piece not sent yet; false when the page has gone. `self.settled` says
+    /// whether that was everything (no plane node holding pieces left unanswered).
     async fn sweep(&mut self) -> sqlx::Result<bool> {
+        self.settled = true;
         let node = self.api.node.clone();
         for (task, attempt) in across::attempts(&node, &self.run_id).await? {
             let i = match self
@@ -509,6 +514,7 @@ impl Tail {
                     }
                 }
                 if !read.more || self.seen[i].2 == after {
+                    self.settled &= !read.more;
                     break;
                 }
             }
@@ -535,11 +541,16 @@ impl Tail {
                 }
             }
             if finished(&self.state) {
-                // What arrived with the last report, then the end.
-                if let Ok(true) = self.sweep().await {
-                    self.send("end", escaped(&self.state)).await;
+                // What arrived with the last report, then the end — unless a plane node that
+                // holds pieces did not answer: wait for it.
+                match self.sweep().await {
+                    Ok(true) if self.settled => {
+                        self.send("end", escaped(&self.state)).await;
+                        return;
+                    }
+                    Ok(true) => {}
+                    Ok(false) | Err(_) => return,
                 }
-                return;
             }
             tokio::select! {
                 changed = applied.changed() => if changed.is_err() { return },

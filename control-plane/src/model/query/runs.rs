@@ -359,16 +359,16 @@ pub async fn logs(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<AttemptLo
     Ok(logs)
 }
 
-/// The agent `run_id` is running on (or last ran on); `None` when the run is not known or
-/// no agent has taken it.
-pub async fn run_agent(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<String>> {
-    Ok(
-        sqlx::query_scalar::<_, Option<String>>("SELECT agent FROM runs WHERE run_id = ?")
-            .bind(run_id)
-            .fetch_optional(pool)
-            .await?
-            .flatten(),
-    )
+/// A run's state and the agent running it (or that last ran it); `None` when the run is not
+/// known.
+pub async fn run_holder(
+    pool: &SqlitePool,
+    run_id: &str,
+) -> sqlx::Result<Option<(String, Option<String>)>> {
+    sqlx::query_as("SELECT state, agent FROM runs WHERE run_id = ?")
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Whether cluster `backup` is the backup of cluster `of`.
