@@ -33,8 +33,7 @@ pub struct ReportOutcome {
     /// The definitions counter after the report (see `HeartbeatOutcome::definitions`).
     #[serde(default)]
     pub definitions: u64,
-    /// Runs whose start this report carried but another agent had taken: noted, not applied
-    /// (the node forgets the log pieces it stored for them).
+    /// Runs whose start it carried but another agent had taken (their log pieces go).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub others: Vec<String>,
 }
