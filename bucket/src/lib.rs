@@ -369,6 +369,27 @@ impl Bucket {
         }
     }
 
+    /// GET: the object's head and its body still to read.
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, BucketError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => Ok(o),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                Err(self.not_found(key))
+            }
+            Err(e) => Err(self.failed("GET", key, e)),
+        }
+    }
+
     /// GET into `path` (created or truncated, synced before returning). The size written is
     /// checked against Content-Length; an object over `max_bytes` is refused before any of it
     /// is written.
@@ -378,20 +399,7 @@ impl Bucket {
         path: &Path,
         max_bytes: u64,
     ) -> Result<ObjectMeta, BucketError> {
-        let object = match self
-            .client
-            .get_object()
-            .bucket(&self.name)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Err(self.not_found(key));
-            }
-            Err(e) => return Err(self.failed("GET", key, e)),
-        };
+        let object = self.get_object(key).await?;
         let meta = meta(
             key,
             object.content_length,
@@ -459,20 +467,7 @@ impl Bucket {
 
     /// GET `key` whole, refusing an object over `max_bytes`.
     pub async fn get(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, BucketError> {
-        let object = match self
-            .client
-            .get_object()
-            .bucket(&self.name)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Err(self.not_found(key));
-            }
-            Err(e) => return Err(self.failed("GET", key, e)),
-        };
+        let object = self.get_object(key).await?;
         let size = object.content_length.unwrap_or(0).max(0) as u64;
         if size > max_bytes {
             return Err(BucketError::TooBig {

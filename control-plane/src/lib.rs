@@ -16,8 +16,10 @@
 //!   agents' heartbeats and reports become commands (their log pieces go to the node's
 //!   logbook instead); schedule fetches read the node's copy after a read barrier.
 //! - [`logbook`]: task logs out of consensus — each node's `logbook.db` of the pieces agents
-//!   sent it, cut at a cap and swept after retention, read across the plane by asking every
-//!   member (`logbook::across`).
+//!   sent it, cut at a cap and swept after retention; an attempt's copy in the bucket
+//!   (`logbook::object`).
+//! - [`logs`]: a log read across the plane by asking every member, or from its copy in the
+//!   bucket (`logs::across`); the leader's archiver making and expiring those copies.
 //! - [`api`]: the REST API under `/api/v1` (axum): who is calling (bearer tokens, session
 //!   cookies with CSRF tokens), sign-in, users and tokens, every read and list through the
 //!   policy, linearizable or stale reads, writes as commands, the OpenAPI document.
@@ -51,6 +53,7 @@ pub mod config;
 pub mod courier;
 pub mod lease;
 pub mod logbook;
+pub mod logs;
 pub mod model;
 pub mod name;
 pub mod policy;

@@ -88,7 +88,7 @@ impl Server {
         let node = Arc::new(PlaneNode::start(config, peer_listener, Some(agents)).await?);
         crate::courier::start(&node, clock.clone(), mail);
         if let Some(bucket) = &bucket {
-            crate::logbook::archive::start(&node, clock.clone(), bucket.clone());
+            crate::logs::archive::start(&node, clock.clone(), bucket.clone());
         }
         let app = app(Api::new(
             node.clone(),

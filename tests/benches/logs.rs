@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use meridian_domain::OverlapPolicy;
 use meridian_domain::run::{LogChunk, Report, ReportItem};
-use meridian_plane::logbook::across;
+use meridian_plane::logs::across;
 use meridian_plane::model::ReportEntry;
 use meridian_tests::federation::{Federation, is_final};
 use meridian_tests::knob;

@@ -413,7 +413,7 @@ impl Federation {
     /// Every attempt's log of `run_id`, read by the leader from every plane node's logbook.
     pub async fn logs(&self, run_id: &str) -> sqlx::Result<Vec<query::AttemptLog>> {
         let leader = self.plane.leader().await;
-        meridian_plane::logbook::across::logs(self.plane.node(leader), run_id).await
+        meridian_plane::logs::across::logs(self.plane.node(leader), run_id).await
     }
 
     /// The run history of schedule `ads.<name>` as a running plane node holds it (after a read

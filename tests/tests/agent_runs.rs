@@ -76,7 +76,7 @@ async fn scheduled_runs_fire_on_time_once_each_with_their_logs() {
         assert_eq!(in_model, 0, "node {i} holds logs in its model");
         held += node.logbook.stored_bytes();
         for r in &runs {
-            let logs = meridian_plane::logbook::across::logs(node, &r.run_id)
+            let logs = meridian_plane::logs::across::logs(node, &r.run_id)
                 .await
                 .unwrap();
             assert_eq!(logs.len(), 1, "node {i}: {logs:?}");
@@ -1269,7 +1269,7 @@ async fn the_agents_metrics_count_its_starts_ends_leases_buffer_and_outbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tasks_output_reaches_every_plane_node_while_it_runs_and_none_replicates_it() {
-    use meridian_plane::logbook::across;
+    use meridian_plane::logs::across;
     let mut f = Federation::start(3, 30).await;
     let gate = tempfile::tempdir().unwrap();
     let go = gate.path().join("go");
@@ -1425,7 +1425,8 @@ async fn a_tasks_output_reaches_every_plane_node_while_it_runs_and_none_replicat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_attempts_log_is_copied_to_the_bucket_and_outlives_the_node_that_held_it() {
-    use meridian_plane::logbook::{across, archive, object::Archive};
+    use meridian_plane::logbook::object::Archive;
+    use meridian_plane::logs::{across, archive};
     use meridian_tests::s3::S3Server;
     let s3 = S3Server::start().await.expect("an S3 server for the tests");
     s3.create_bucket("meridian").await.unwrap();

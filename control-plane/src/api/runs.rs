@@ -128,7 +128,7 @@ pub fn logs() -> MethodRouter<Api> {
                -> ApiResult<_> {
             let read = api.reader(&c, o.stale).await?;
             readable_run(&read, &id).await?;
-            Ok(Json(crate::logbook::across::logs(&api.node, &id).await?))
+            Ok(Json(crate::logs::across::logs(&api.node, &id).await?))
         },
     )
 }
@@ -227,7 +227,7 @@ async fn unseen(
     run_id: &str,
     seen: &mut Vec<(String, u32, i64)>,
 ) -> ApiResult<(Vec<FollowPiece>, bool)> {
-    use crate::logbook::across;
+    use crate::logs::across;
     let mut pieces = Vec::new();
     let mut budget = FOLLOW_BYTES;
     let mut settled = true;

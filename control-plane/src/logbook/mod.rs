@@ -5,28 +5,23 @@
 //! consensus: an agent's report batch reaches one node (`agents`), whose run and attempt
 //! events go through Raft and whose log pieces land here, acknowledged once they are on disk
 //! (`synchronous = FULL`). Any node reads a whole log by asking every member for its pieces
-//! ([`across`]); a node that is down takes the pieces only it holds with it until it is back.
+//! (`logs::across`), or from its copy in the bucket ([`object`], made by `logs::archive`).
 //!
 //! Each attempt's log is cut at the plane's `[logs] cap_bytes` (a marker says so) and kept
 //! `[logs] retention_days` after its last piece, or the tenant's own `log_retention_days`
 //! ([`sweep`]).
 
-pub mod across;
-pub mod archive;
 pub mod object;
 pub mod sweep;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use meridian_domain::run::LogChunk;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqlitePool, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection};
 use tokio::sync::watch;
 
@@ -104,18 +99,9 @@ pub struct Logbook {
 impl Logbook {
     /// Opens (creating if needed) the logbook in `dir`.
     pub async fn open(dir: &Path, config: LogsConfig) -> sqlx::Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(dir.join(LOGBOOK_FILE))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // What is acknowledged leaves the agent's outbox: it must be on disk.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
+        // What is acknowledged leaves the agent's outbox: it must be on disk.
+        let path = dir.join(LOGBOOK_FILE);
+        let pool = crate::model::open_with(&path, SqliteSynchronous::Full, &MIGRATOR).await?;
         let stored: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(bytes), 0) FROM log_attempts")
             .fetch_one(&pool)
             .await?;

@@ -51,7 +51,7 @@ impl Sweeper {
 }
 
 /// Tenants with a `log_retention_days` of their own.
-pub(super) async fn tenants_retention(model: &SqlitePool) -> sqlx::Result<BTreeMap<String, u32>> {
+pub(crate) async fn tenants_retention(model: &SqlitePool) -> sqlx::Result<BTreeMap<String, u32>> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT name, json_extract(doc, '$.doc.log_retention_days') AS days FROM tenants \
          WHERE days IS NOT NULL",

@@ -1,5 +1,5 @@
 //! Which attempts' logs are in the federation's S3 bucket: what the leader's archiver
-//! (`logbook::archive`) records once it has copied one (`ArchiveLogs`), what it forgets once
+//! (`logs::archive`) records once it has copied one (`ArchiveLogs`), what it forgets once
 //! retention deleted the object (`ForgetArchivedLogs`), and the reads it and every reader of
 //! a log make.
 

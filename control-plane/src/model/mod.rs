@@ -74,18 +74,29 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 /// WAL with `synchronous = NORMAL`: a crash may lose the last transactions but never leaves a
 /// half-applied one, and the Raft log (fsync'd) replays whatever the database lost.
 pub async fn open(path: &Path) -> sqlx::Result<SqlitePool> {
+    open_with(path, SqliteSynchronous::Normal, &MIGRATOR).await
+}
+
+/// Opens (creating if needed) one of a node's SQLite databases at `path` — WAL, foreign keys,
+/// four connections — syncing as `synchronous` says, its schema brought up to date by
+/// `migrator`.
+pub async fn open_with(
+    path: &Path,
+    synchronous: SqliteSynchronous,
+    migrator: &Migrator,
+) -> sqlx::Result<SqlitePool> {
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
+        .synchronous(synchronous)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5));
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options)
         .await?;
-    MIGRATOR.run(&pool).await?;
+    migrator.run(&pool).await?;
     Ok(pool)
 }
 

@@ -132,7 +132,7 @@ pub struct Core {
     pub logbook: Logbook,
     /// What this node's agent service has done since it started (for `/metrics`).
     pub tally: Arc<Tally>,
-    /// The bucket task logs are copied to, once the archiver starts (`logbook::archive`).
+    /// The bucket task logs are copied to, once the archiver starts (`logs::archive`).
     pub archive: std::sync::OnceLock<crate::logbook::object::Archive>,
     pub node: Node,
     peers: Peers,

@@ -3,7 +3,7 @@
 //! log — the last 64 KiB first with "load earlier", a download of the whole, and a live tail
 //! over SSE from this plane node while the run goes (the browser never talks to an agent: logs
 //! reach the plane's logbooks through the agents' reports, and this node reads every member's,
-//! `logbook::across`). Actions: kill, run again now.
+//! `logs::across`). Actions: kill, run again now.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -21,7 +21,8 @@ use super::chart::{self, Gantt};
 use super::dag::{self, Dag};
 use super::page::{self, Layout, Signed, Time, Viewer, time};
 use crate::api::Api;
-use crate::logbook::{Pieces, across};
+use crate::logbook::Pieces;
+use crate::logs::across;
 use crate::model::history::tenant_of_run;
 use crate::model::query::{self, RunRecord, TaskAttempt};
 use crate::model::{Command, Name, RunRequest};

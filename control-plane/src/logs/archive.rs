@@ -18,8 +18,8 @@ use meridian_bucket::Bucket;
 use meridian_domain::Clock;
 use tokio_util::sync::CancellationToken;
 
-use super::object::Archive;
-use super::sweep::tenants_retention;
+use crate::logbook::object::Archive;
+use crate::logbook::sweep::tenants_retention;
 use crate::model::archive::{self, ArchivedLog, Due};
 use crate::model::{Command, Proposal};
 use crate::raft::node::{Core, PlaneNode};

@@ -1,5 +1,5 @@
 //! Reading a task log across the plane: its object in the bucket once the archiver copied it
-//! there (`logbook::archive`), else what this node's logbook holds and what every other
+//! there (`logs::archive`), else what this node's logbook holds and what every other
 //! member's holds (asked over the peer links, all at once); with what the replicated model
 //! held from before logs left Raft (`run_logs`), merged by offset. While a member does not
 //! answer, a reader that goes on from a cursor ([`after`]: follow, live tail, download) gets
@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{LogPiece, PieceQuery, Pieces};
+use crate::logbook::{LogPiece, PieceQuery, Pieces};
 use crate::model::archive;
 use crate::model::query::{self, AttemptLog};
 use crate::raft::node::{Answer, Ask, Core};
