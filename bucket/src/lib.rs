@@ -549,13 +549,7 @@ impl Bucket {
     /// Deletes `key` and returns what it was; an error if it does not exist.
     pub async fn delete(&self, key: &str) -> Result<ObjectMeta, BucketError> {
         let meta = self.head(key).await?;
-        self.client
-            .delete_object()
-            .bucket(&self.name)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.failed("DELETE", key, e))?;
+        self.remove(key).await?;
         Ok(meta)
     }
 }
