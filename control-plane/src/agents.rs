@@ -455,8 +455,8 @@ async fn admit_logs(
     logs: &[ReportEntry],
     starting: &HashSet<&str>,
 ) -> Result<Vec<Result<(), String>>, Status> {
-    let pool = core.state.pool();
     let failed = |e: sqlx::Error| Status::internal(format!("reading the model: {e}"));
+    let mut conn = core.state.pool().acquire().await.map_err(failed)?;
     let mut runs: std::collections::HashMap<String, Option<(String, Option<String>)>> =
         Default::default();
     let mut verdicts = Vec::with_capacity(logs.len());
@@ -467,7 +467,7 @@ async fn admit_logs(
             ..
         } = &entry.report;
         if theirs != cluster.as_str()
-            && !query::backs_up(pool, cluster.as_str(), theirs)
+            && !query::backs_up(&mut conn, cluster.as_str(), theirs)
                 .await
                 .map_err(failed)?
         {
@@ -478,7 +478,7 @@ async fn admit_logs(
         }
         let run_id = item.run_id();
         if !runs.contains_key(run_id) {
-            let holder = query::run_holder(pool, run_id).await.map_err(failed)?;
+            let holder = query::run_holder(&mut conn, run_id).await.map_err(failed)?;
             runs.insert(run_id.to_owned(), holder);
         }
         // Its own run; or one this batch starts that nobody holds (new, or given back).

@@ -14,6 +14,7 @@
 pub mod object;
 pub mod sweep;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -278,6 +279,56 @@ async fn delete_attempt(
         .await?;
     }
     Ok(())
+}
+
+/// The pieces of all `sources` (each oldest first), one per offset, within `budget` bytes
+/// (at least one piece) from the newest end or the oldest. A source that left some out
+/// bounds what may be shown: past its last piece read, another source's piece could skip
+/// one of its own.
+pub fn merge(sources: Vec<Pieces>, budget: u64, newest_first: bool) -> Pieces {
+    let mut bound: Option<i64> = None;
+    let mut more = false;
+    let mut by_offset: BTreeMap<i64, String> = BTreeMap::new();
+    for source in sources {
+        if source.more {
+            more = true;
+            let edge = if newest_first {
+                source.pieces.first().map(|p| p.offset)
+            } else {
+                source.pieces.last().map(|p| p.offset)
+            };
+            if let Some(edge) = edge {
+                bound = Some(match bound {
+                    None => edge,
+                    Some(b) if newest_first => b.max(edge),
+                    Some(b) => b.min(edge),
+                });
+            }
+        }
+        for piece in source.pieces {
+            by_offset.entry(piece.offset).or_insert(piece.data);
+        }
+    }
+    let mut kept: Vec<LogPiece> = Vec::new();
+    let mut size = 0u64;
+    let ordered: Box<dyn Iterator<Item = (i64, String)>> = if newest_first {
+        Box::new(by_offset.into_iter().rev())
+    } else {
+        Box::new(by_offset.into_iter())
+    };
+    for (offset, data) in ordered {
+        let beyond = bound.is_some_and(|b| if newest_first { offset < b } else { offset > b });
+        if beyond || (!kept.is_empty() && size + data.len() as u64 > budget) {
+            more = true;
+            break;
+        }
+        size += data.len() as u64;
+        kept.push(LogPiece { offset, data });
+    }
+    if newest_first {
+        kept.reverse();
+    }
+    Pieces { pieces: kept, more }
 }
 
 /// Stores one chunk; returns the bytes of text it added.

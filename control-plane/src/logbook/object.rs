@@ -9,7 +9,7 @@ use std::sync::Arc;
 use meridian_bucket::{Bucket, BucketError};
 use serde::{Deserialize, Serialize};
 
-use super::{LogPiece, PieceQuery, Pieces};
+use super::{LogPiece, PieceQuery, Pieces, merge};
 use crate::model::archive::Copy;
 use crate::model::history::tenant_of_run;
 
@@ -112,25 +112,14 @@ fn parse(bytes: &[u8]) -> Vec<LogPiece> {
 fn select(all: &[LogPiece], q: &PieceQuery) -> Pieces {
     let within = all
         .iter()
-        .filter(|p| p.offset > q.after && p.offset < q.before);
-    let ordered: Box<dyn Iterator<Item = &LogPiece>> = if q.newest_first {
-        Box::new(within.rev())
-    } else {
-        Box::new(within)
+        .filter(|p| p.offset > q.after && p.offset < q.before)
+        .cloned()
+        .collect();
+    let one = Pieces {
+        pieces: within,
+        more: false,
     };
-    let (mut pieces, mut size, mut more) = (Vec::new(), 0u64, false);
-    for p in ordered {
-        if !pieces.is_empty() && size + p.data.len() as u64 > q.budget {
-            more = true;
-            break;
-        }
-        size += p.data.len() as u64;
-        pieces.push(p.clone());
-    }
-    if q.newest_first {
-        pieces.reverse();
-    }
-    Pieces { pieces, more }
+    merge(vec![one], q.budget, q.newest_first)
 }
 
 #[cfg(test)]

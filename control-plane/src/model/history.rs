@@ -116,18 +116,13 @@ async fn apply_entry(
     } = entry;
     let agent = report.agent.as_str();
     // An agent acts for its own cluster, or for a cluster it is the backup of.
-    if cluster != report.cluster.as_str() {
-        let backup: Option<Option<String>> =
-            sqlx::query_scalar("SELECT backup FROM clusters WHERE name = ?")
-                .bind(cluster)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if backup.flatten().as_deref() != Some(report.cluster.as_str()) {
-            return Ok(Err(format!(
-                "agent `{agent}` of cluster `{}` may not report for cluster `{cluster}`",
-                report.cluster
-            )));
-        }
+    if cluster != report.cluster.as_str()
+        && !super::query::backs_up(tx, report.cluster.as_str(), cluster).await?
+    {
+        return Ok(Err(format!(
+            "agent `{agent}` of cluster `{}` may not report for cluster `{cluster}`",
+            report.cluster
+        )));
     }
     let run = current_run(tx, item.run_id()).await?;
     match item {

@@ -3,7 +3,7 @@
 //! and logs, and the overview's day of activity. Re-exported by [`super`].
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 
 /// ` AND <column> IN (?, ?, …)` for `n` values (`IN ()` matches nothing, as an empty scope
 /// should).
@@ -362,21 +362,22 @@ pub async fn logs(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<AttemptLo
 /// A run's state and the agent running it (or that last ran it); `None` when the run is not
 /// known.
 pub async fn run_holder(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     run_id: &str,
 ) -> sqlx::Result<Option<(String, Option<String>)>> {
     sqlx::query_as("SELECT state, agent FROM runs WHERE run_id = ?")
         .bind(run_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await
 }
 
-/// Whether cluster `backup` is the backup of cluster `of`.
-pub async fn backs_up(pool: &SqlitePool, backup: &str, of: &str) -> sqlx::Result<bool> {
+/// Whether cluster `backup` is the backup of cluster `of` (the state machine asks inside its
+/// transaction, the agents' service on a pooled connection).
+pub async fn backs_up(conn: &mut SqliteConnection, backup: &str, of: &str) -> sqlx::Result<bool> {
     let theirs: Option<Option<String>> =
         sqlx::query_scalar("SELECT backup FROM clusters WHERE name = ?")
             .bind(of)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?;
     Ok(theirs.flatten().as_deref() == Some(backup))
 }
