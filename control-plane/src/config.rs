@@ -51,6 +51,9 @@ pub struct PlaneConfig {
     /// Task logs: the cap per attempt and how long they are kept.
     #[serde(default)]
     pub logs: crate::logbook::LogsConfig,
+    /// Finished runs: how long they stay in the model, where they go, how long they are kept.
+    #[serde(default)]
+    pub history: crate::history_store::HistoryConfig,
 }
 
 /// `[http]`.
@@ -180,6 +183,9 @@ impl PlaneConfig {
         }
         if let Err((field, problem)) = config.logs.check() {
             return Err(invalid(&format!("logs.{field}"), &problem));
+        }
+        if let Err((field, problem)) = config.history.check() {
+            return Err(invalid(&format!("history.{field}"), &problem));
         }
         if let Some(bucket) = &config.bucket
             && let Err((field, problem)) = bucket.check()

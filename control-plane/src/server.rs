@@ -85,7 +85,9 @@ impl Server {
         let http_addr = http_listener.local_addr().map_err(ServeError::Listener)?;
         let clock = config.clock.clone();
         let agents = crate::agents::beside(clock.clone());
+        let keep_hours = config.history.keep_hours;
         let node = Arc::new(PlaneNode::start(config, peer_listener, Some(agents)).await?);
+        crate::retirement::start(&node, clock.clone(), keep_hours, bucket.is_some());
         crate::courier::start(&node, clock.clone(), mail);
         if let Some(bucket) = &bucket {
             crate::logs::archive::start(&node, clock.clone(), bucket.clone());

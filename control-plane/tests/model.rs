@@ -178,6 +178,7 @@ impl Model {
             name: n("ads"),
             description: String::new(),
             log_retention_days: None,
+            history_retention_days: None,
         }))
         .await;
         self.ok(Command::CreateGrant(Grant {
@@ -509,6 +510,7 @@ async fn an_environment_maps_tenants_to_os_users_and_runs_carry_their_tenants() 
         name: n("web"),
         description: String::new(),
         log_retention_days: None,
+        history_retention_days: None,
     }))
     .await;
     for (tenant, environment) in [("ads", "shared-nj"), ("web", "shared-nj")] {
@@ -836,7 +838,7 @@ impl Model {
     }
 
     async fn run(&self, run_id: &str) -> query::RunRecord {
-        query::run(&self.pool, run_id)
+        query::run_in(&self.pool, run_id)
             .await
             .unwrap()
             .expect("the run is recorded")
@@ -1403,7 +1405,7 @@ async fn a_fire_record_is_taken_only_under_the_partitions_current_tenure() {
     )
     .await;
     assert_eq!(m.fenced_starts().await, [(second.clone(), holder.clone())]);
-    assert!(query::run(&m.pool, &second).await.unwrap().is_none());
+    assert!(query::run_in(&m.pool, &second).await.unwrap().is_none());
 
     // A second agent starting the record already started is evidence, not a new run:
     // `starts` counts it, nothing else changes.
@@ -1621,6 +1623,7 @@ async fn the_backup_cluster_takes_over_only_when_every_agent_is_gone() {
             name: n(tenant),
             description: String::new(),
             log_retention_days: None,
+            history_retention_days: None,
         }))
         .await;
         for e in environments {
@@ -1828,7 +1831,7 @@ async fn run_history_keeps_lateness_attempts_and_logs() {
     assert_eq!(run.lateness_ms, Some(2_500));
     assert_eq!((run.cluster.as_str(), run.dc.as_str()), ("nj-main", "nj"));
 
-    let attempts: Vec<_> = query::attempts(&m.pool, &run_id)
+    let attempts: Vec<_> = query::attempts_in(&m.pool, &run_id)
         .await
         .unwrap()
         .into_iter()
@@ -1961,6 +1964,7 @@ impl Model {
             name: n("bi"),
             description: String::new(),
             log_retention_days: None,
+            history_retention_days: None,
         }))
         .await;
         self.ok(Command::CreateGrant(Grant {
@@ -2284,6 +2288,7 @@ async fn deleting_a_tenant_takes_its_roles_away_from_users_and_tokens() {
         name: n("gone"),
         description: String::new(),
         log_retention_days: None,
+        history_retention_days: None,
     }))
     .await;
     m.ok(user_with("alice", &["developer@gone", "viewer@bi"]))
@@ -2306,6 +2311,7 @@ async fn deleting_a_tenant_takes_its_roles_away_from_users_and_tokens() {
         name: n("gone"),
         description: String::new(),
         log_retention_days: None,
+        history_retention_days: None,
     }))
     .await;
     let alice = query::user(&m.pool, &n("alice")).await.unwrap().unwrap();
@@ -2529,6 +2535,7 @@ async fn workflow_versions_never_repeat_across_a_tenants_deletion() {
         name: n("ads"),
         description: String::new(),
         log_retention_days: None,
+        history_retention_days: None,
     }))
     .await;
     let applied = m
@@ -3830,5 +3837,127 @@ async fn a_grant_is_shared_among_the_agents_and_never_granted_twice() {
     assert_eq!(
         share(&m.heartbeat(later + 2, beat("c", usage(0, 3, 0))).await),
         Some(0)
+    );
+}
+
+/// Issue #21: a retirement moves out the runs finished before its cut-off that nothing still
+/// points at, counts them on in `run_hours`, and a late copy of a retired run's report is
+/// refused instead of making the run anew.
+#[tokio::test]
+async fn finished_runs_retire_and_a_late_report_of_one_is_refused() {
+    use meridian_plane::model::retire::{self, RetireRuns};
+    let mut m = Model::new().await;
+    let p = m.scheduled().await;
+    let a = m.beat(T0, "a", "nj-main").await;
+    let epoch = a.leases.iter().find(|l| l.partition == p).unwrap().epoch;
+    let fire = fire_ms(0);
+    let done = vec![
+        event(p, epoch, fire, RunState::Started, fire + 1_000),
+        event(p, epoch, fire, RunState::Succeeded, fire + 2_000),
+    ];
+    m.report_ok("a", "nj-main", done.clone()).await;
+    // Another record still running: not final, so it stays.
+    let going = fire_ms(1);
+    m.report_ok(
+        "a",
+        "nj-main",
+        vec![event(p, epoch, going, RunState::Started, going + 1_000)],
+    )
+    .await;
+    // A run-now killed before any agent took it.
+    m.ok(Command::ApplyWorkflow(workflow("ads", "etl", "true")))
+        .await;
+    let applied = m
+        .ok(Command::RequestRun(RunRequest {
+            tenant: n("ads"),
+            workflow: n("etl"),
+            environment: Some(n("prod-nj")),
+        }))
+        .await;
+    let detail: serde_json::Value = serde_json::from_str(&applied.detail.unwrap()).unwrap();
+    let asked = detail["run_id"].as_str().unwrap().to_owned();
+    m.ok(Command::KillRun {
+        run_id: asked.clone(),
+    })
+    .await;
+    let hours = m.dump_tables(&["run_hours"]).await;
+    let retire = |before_ms| {
+        Command::RetireRuns(RetireRuns {
+            before_ms,
+            limit: 100,
+            await_archive: false,
+        })
+    };
+
+    // Before the cut-off nothing finished: nothing goes.
+    let pool = m.pool.clone();
+    let early = 1_700_000_000_000;
+    let cut = RetireRuns {
+        before_ms: early,
+        limit: 100,
+        await_archive: false,
+    };
+    assert_eq!(retire::due(&pool, &cut).await.unwrap(), 0);
+    m.ok(retire(early)).await;
+    assert!(
+        retire::retiring(&mut pool.acquire().await.unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let later = i64::MAX / 2;
+    let cut = RetireRuns {
+        before_ms: later,
+        ..cut
+    };
+    assert_eq!(retire::due(&pool, &cut).await.unwrap(), 2);
+    let index_before = m.index;
+    m.ok(retire(later)).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let gone = retire::retiring(&mut conn).await.unwrap();
+    let mut ids: Vec<&str> = gone.iter().map(|(_, r)| r.run.run_id.as_str()).collect();
+    ids.sort();
+    let mut expected = [record("ads.nightly", fire), asked.clone()];
+    expected.sort();
+    assert_eq!(ids, expected.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(gone.iter().all(|(index, _)| *index == index_before + 1));
+    let nightly = &gone
+        .iter()
+        .find(|(_, r)| r.run.run_id == record("ads.nightly", fire))
+        .unwrap()
+        .1;
+    assert_eq!(nightly.run.state, "succeeded");
+    assert_eq!(nightly.run.started_ms, Some(fire + 1_000));
+    assert_eq!(
+        retire::retired_through(&mut conn).await.unwrap(),
+        index_before + 1
+    );
+    drop(conn);
+    // Out of the model, the running one stays; the hourly counts are as they were.
+    let left: Vec<String> = sqlx::query_scalar("SELECT run_id FROM runs ORDER BY run_id")
+        .fetch_all(&m.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![record("ads.nightly", going)]);
+    assert_eq!(m.dump_tables(&["run_hours"]).await, hours);
+    // (The state machine empties `retiring` once the history store has the rows.)
+    retire::retired(&mut m.pool.acquire().await.unwrap())
+        .await
+        .unwrap();
+
+    // The retired run's reports sent again (a lost acknowledgement, an old outbox): refused,
+    // the run not made anew.
+    let refused = m.report("a", "nj-main", done).await;
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused[0].1.contains("already in the history store"),
+        "{refused:?}"
+    );
+    assert!(
+        query::run_in(&m.pool, &record("ads.nightly", fire))
+            .await
+            .unwrap()
+            .is_none()
     );
 }

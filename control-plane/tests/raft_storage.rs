@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use meridian_plane::history_store::HistoryStore;
 use meridian_plane::model::{Command, DataCenter, Name, Proposal, query};
 use meridian_plane::raft::backup;
 use meridian_plane::raft::log_store::LogStore;
@@ -21,7 +22,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = LogStore::open(&dir.path().join("raft.redb")).expect("open log");
-        let sm = StateMachine::open(dir.path())
+        let history = HistoryStore::open(dir.path(), None)
+            .await
+            .expect("open history store");
+        let sm = StateMachine::open(dir.path(), history)
             .await
             .expect("open state machine");
         Ok((dir, log, sm))
@@ -144,7 +148,8 @@ async fn an_export_applies_the_whole_log_and_refuses_a_log_that_does_not_join_th
     {
         std::fs::create_dir_all(&data).unwrap();
         let mut log = LogStore::open(&data.join("raft.redb")).unwrap();
-        let mut sm = StateMachine::open(&data).await.unwrap();
+        let history = HistoryStore::open(&data, None).await.unwrap();
+        let mut sm = StateMachine::open(&data, history).await.unwrap();
         let entries: Vec<Entry> = ["a", "b", "c", "d"]
             .iter()
             .enumerate()

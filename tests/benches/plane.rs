@@ -24,6 +24,7 @@ fn tenant(name: String) -> Command {
         name: Name::new(name).unwrap(),
         description: String::new(),
         log_retention_days: None,
+        history_retention_days: None,
     })
 }
 

@@ -74,6 +74,7 @@ impl Cluster {
                 timing,
                 clock: clock.clone(),
                 logs: Default::default(),
+                history: Default::default(),
             });
         }
         let mut nodes = Vec::new();
@@ -86,6 +87,7 @@ impl Cluster {
             .await
             .expect("start node");
             meridian_plane::courier::start(&node, config.clock.clone(), None);
+            meridian_plane::retirement::start(&node, config.clock.clone(), 24, false);
             nodes.push(Some(Arc::new(node)));
         }
         let cluster = Self {
@@ -235,6 +237,7 @@ impl Cluster {
             }
         };
         meridian_plane::courier::start(&node, config.clock.clone(), self.mail[i].clone());
+        meridian_plane::retirement::start(&node, config.clock.clone(), 24, false);
         self.nodes[i] = Some(Arc::new(node));
         self.apply_cuts();
     }

@@ -144,6 +144,7 @@ impl Federation {
             name: name("ads"),
             description: String::new(),
             log_retention_days: None,
+            history_retention_days: None,
         }))
         .await;
         f.write(Command::CreateGrant(Grant {
@@ -177,6 +178,7 @@ impl Federation {
                 name: name("solo"),
                 description: String::new(),
                 log_retention_days: None,
+                history_retention_days: None,
             }))
             .await;
             f.write(Command::CreateGrant(Grant {
@@ -427,16 +429,16 @@ impl Federation {
         let leader = self.plane.leader().await;
         let node = self.plane.node(leader);
         node.read_barrier(PATIENCE).await.expect("read barrier");
-        let mut runs = query::runs(
-            node.state.pool(),
-            &RunFilter {
+        let mut runs = node
+            .state
+            .runs()
+            .runs(&RunFilter {
                 schedule: Some(schedule.to_string()),
                 limit: Some(100_000),
                 ..RunFilter::default()
-            },
-        )
-        .await
-        .expect("runs");
+            })
+            .await
+            .expect("runs");
         runs.reverse();
         runs
     }

@@ -71,7 +71,7 @@ async fn killing_the_plane_leader_while_an_agent_reports_loses_no_event_and_no_l
             .map(|i| format!("line {i} of {}\n", r.run_id))
             .collect();
         assert_eq!(text, expected, "the log of {} is whole", r.run_id);
-        assert_eq!(query::attempts(&pool, &r.run_id).await.unwrap().len(), 1);
+        assert_eq!(query::attempts_in(&pool, &r.run_id).await.unwrap().len(), 1);
     }
     f.wait_until("the outbox to drain", || async {
         f.agent("agent-1.test").outbox_len().await == 0

@@ -101,6 +101,7 @@ async fn scheduled_runs_fire_on_time_once_each_with_their_logs() {
         name: Name::new("ads").unwrap(),
         description: String::new(),
         log_retention_days: Some(7),
+        history_retention_days: None,
     }))
     .await;
     for i in 0..f.plane.size() {
@@ -109,7 +110,7 @@ async fn scheduled_runs_fire_on_time_once_each_with_their_logs() {
         assert_eq!(f.plane.node(i).logbook.stored_bytes(), 0, "node {i}");
     }
     assert!(f.logs(&runs[0].run_id).await.unwrap().is_empty());
-    let attempts = query::attempts(&pool, &runs[0].run_id).await.unwrap();
+    let attempts = query::attempts_in(&pool, &runs[0].run_id).await.unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome, "succeeded");
     assert_eq!(attempts[0].exit_code, Some(0));
@@ -191,7 +192,7 @@ async fn a_run_in_an_environment_that_maps_no_os_user_fails_saying_what_to_set()
     let leader = f.plane.leader().await;
     let pool = f.plane.node(leader).state.pool().clone();
     // One attempt, not retried; nothing ran.
-    let attempts = query::attempts(&pool, &run.run_id).await.unwrap();
+    let attempts = query::attempts_in(&pool, &run.run_id).await.unwrap();
     assert_eq!(attempts.len(), 1, "{attempts:?}");
     assert_eq!(attempts[0].outcome, "failed");
     let logs = f.logs(&run.run_id).await.unwrap();
@@ -277,7 +278,7 @@ async fn an_agent_restarted_mid_run_reattaches_and_records_the_real_outcome_and_
     assert!(runs.iter().all(|r| r.state == "succeeded"), "{runs:#?}");
     let pool = f.plane.node(f.plane.leader().await).state.pool().clone();
     // One attempt, ended as it really did; its log whole, nothing twice.
-    let attempts = query::attempts(&pool, &first).await.unwrap();
+    let attempts = query::attempts_in(&pool, &first).await.unwrap();
     assert_eq!(attempts.len(), 1, "{attempts:?}");
     assert_eq!(
         (attempts[0].outcome.as_str(), attempts[0].exit_code),
@@ -709,7 +710,7 @@ async fn a_failed_run_is_recovered_and_re_run_for_its_own_fire_time() {
 
     let history = async |f: &Federation, id: String| {
         let leader = f.plane.leader().await;
-        query::run(f.plane.node(leader).state.pool(), &id)
+        query::run_in(f.plane.node(leader).state.pool(), &id)
             .await
             .unwrap()
     };
@@ -1122,7 +1123,7 @@ async fn an_overloaded_agent_is_passed_over_and_starts_nothing_new() {
     let now: serde_json::Value = serde_json::from_str(&asked.detail.unwrap()).unwrap();
     let now = now["run_id"].as_str().unwrap().to_owned();
     f.wait_until("the run now to run on agent-1", || async {
-        query::run(&pool, &now)
+        query::run_in(&pool, &now)
             .await
             .unwrap()
             .is_some_and(|r| r.state == "succeeded" && r.agent.as_deref() == Some("agent-1.test"))
@@ -1497,6 +1498,7 @@ async fn an_ended_attempts_log_is_copied_to_the_bucket_and_outlives_the_node_tha
         name: Name::new("ads").unwrap(),
         description: String::new(),
         log_retention_days: Some(1),
+        history_retention_days: None,
     }))
     .await;
     let leader = f.plane.leader().await;

@@ -528,3 +528,170 @@ async fn an_older_follower_refuses_an_entry_it_cannot_read_and_changes_nothing()
     assert_eq!(dc_names(&cluster, 0).await, ["nj"]);
     cluster.shutdown().await;
 }
+
+/// Issue #21: finished runs leave the replicated model for every node's history store; a node
+/// that catches up by a snapshot taken after they left copies them from a peer, and then every
+/// node lists the same runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retired_runs_leave_the_snapshot_and_a_node_that_missed_them_copies_them_in() {
+    use meridian_domain::workflow::WorkflowDefinition;
+    use meridian_plane::model::query::RunFilter;
+    use meridian_plane::model::{
+        Cluster as PlaneCluster, ClusterRole, Environment, Grant, RunRequest, Tenant, Workflow,
+    };
+    use meridian_plane::retirement::Retirer;
+    let timing = Timing {
+        snapshot_every: 50,
+        keep_after_snapshot: 0,
+        ..Timing::default()
+    };
+    let mut cluster = Cluster::start_with(3, timing).await;
+    let leader = cluster.leader().await;
+    let n = |s: &str| Name::new(s).unwrap();
+    let write = async |cluster: &Cluster, command: Command| {
+        let outcome = cluster
+            .node(leader)
+            .write(Proposal::new("test", 0, command), WRITE_TIMEOUT)
+            .await
+            .unwrap();
+        match outcome {
+            Outcome::Applied(a) => a,
+            other => panic!("{other:?}"),
+        }
+    };
+    write(&cluster, create_dc("nj").command().clone()).await;
+    for command in [
+        Command::CreateCluster(PlaneCluster {
+            name: n("nj-main"),
+            dc: n("nj"),
+            role: ClusterRole::Active,
+            backup: None,
+            partitions: 4,
+            lease_seconds: 30,
+        }),
+        Command::CreateEnvironment(Environment {
+            name: n("prod-nj"),
+            cluster: n("nj-main"),
+            vars: Default::default(),
+            work_dir: None,
+            queue: None,
+            run_as: Default::default(),
+        }),
+        Command::CreateTenant(Tenant {
+            name: n("ads"),
+            description: String::new(),
+            log_retention_days: None,
+            history_retention_days: None,
+        }),
+        Command::CreateGrant(Grant {
+            tenant: n("ads"),
+            environment: n("prod-nj"),
+            max_concurrent_runs: 5,
+        }),
+        Command::ApplyWorkflow(Workflow {
+            tenant: n("ads"),
+            name: n("etl"),
+            environment: None,
+            definition: WorkflowDefinition::shell("main", "true"),
+        }),
+    ] {
+        write(&cluster, command).await;
+    }
+    let ask = Command::RequestRun(RunRequest {
+        tenant: n("ads"),
+        workflow: n("etl"),
+        environment: Some(n("prod-nj")),
+    });
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let applied = write(&cluster, Command::Batch(vec![ask.clone(); 100])).await;
+        for item in applied.items {
+            let detail = item.unwrap().detail.unwrap();
+            let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+            ids.push(detail["run_id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(ids.len(), 300);
+    // All but each tenth killed: 270 final runs, 30 still asked for.
+    let kills: Vec<Command> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 10 != 0)
+        .map(|(_, id)| Command::KillRun { run_id: id.clone() })
+        .collect();
+    write(&cluster, Command::Batch(kills)).await;
+    cluster.wait_converged().await;
+    let all = RunFilter {
+        limit: Some(10_000),
+        ..RunFilter::default()
+    };
+    let before = cluster.node(leader).state.runs().runs(&all).await.unwrap();
+    assert_eq!(before.len(), 300);
+    let model_runs = async |cluster: &Cluster, i: usize| -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM runs")
+            .fetch_one(cluster.node(i).state.pool())
+            .await
+            .unwrap()
+    };
+
+    // One node down; the leader's retirer moves the final runs out (kept 0 h), then the log is
+    // compacted past the retirement, so the down node can only catch up by a snapshot.
+    let down = (leader + 1) % 3;
+    cluster.kill(down).await;
+    let retirer = Retirer {
+        core: cluster.node(leader).core(),
+        clock: std::sync::Arc::new(meridian_domain::SystemClock),
+        keep_ms: 0,
+        archiving: false,
+    };
+    while retirer.round().await.unwrap() {}
+    assert_eq!(model_runs(&cluster, leader).await, 30);
+    assert_eq!(
+        cluster.node(leader).state.history().count().await.unwrap(),
+        270
+    );
+    assert_eq!(
+        cluster.node(leader).state.runs().runs(&all).await.unwrap(),
+        before,
+        "the leader lists other runs after the retirement"
+    );
+    for _ in 0..60 {
+        write(&cluster, create_dc("filler").command().clone()).await;
+        write(&cluster, Command::DeleteDataCenter { name: n("filler") }).await;
+    }
+    let raft = &cluster.node(leader).raft;
+    raft.trigger().snapshot().await.unwrap();
+    let last = cluster.node(leader).status().applied_index.unwrap();
+    raft.wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= last), "snapshot")
+        .await
+        .unwrap();
+    raft.trigger().purge_log(last).await.unwrap();
+    raft.wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.purged.is_some_and(|p| p.index >= last), "purge")
+        .await
+        .unwrap();
+
+    cluster.restart(down).await;
+    cluster.wait_converged().await;
+    assert_eq!(model_runs(&cluster, down).await, 30);
+    // Its filler copies the 270 retired runs from a peer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let history = cluster.node(down).state.history();
+        if history.gaps().await.unwrap().is_empty() && history.count().await.unwrap() == 270 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the gap was not filled in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..3 {
+        assert_eq!(
+            cluster.node(i).state.runs().runs(&all).await.unwrap(),
+            before,
+            "{} lists other runs",
+            hostname(i)
+        );
+    }
+    cluster.shutdown().await;
+}

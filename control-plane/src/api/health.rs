@@ -58,7 +58,7 @@ pub fn healthz() -> MethodRouter<Api> {
 /// `GET /readyz`.
 pub fn readyz() -> MethodRouter<Api> {
     get(async |State(api): State<Api>| -> Response {
-        let readiness = readiness(&api);
+        let readiness = readiness(&api).await;
         let status = if readiness.ready {
             StatusCode::OK
         } else {
@@ -68,7 +68,7 @@ pub fn readyz() -> MethodRouter<Api> {
     })
 }
 
-fn readiness(api: &Api) -> Readiness {
+async fn readiness(api: &Api) -> Readiness {
     let status = api.node.status();
     let lag = status
         .last_log_index
@@ -83,7 +83,16 @@ fn readiness(api: &Api) -> Readiness {
     } else if lag > READY_LAG {
         format!("it is {lag} log entries behind (more than {READY_LAG})")
     } else {
-        String::new()
+        match api.node.state.history().gaps().await {
+            Ok(gaps) if gaps.is_empty() => String::new(),
+            Ok(gaps) => format!(
+                "its history store is still copying runs retired before it joined (entries {} \
+                 to {})",
+                gaps[0].after_index,
+                gaps[gaps.len() - 1].through_index
+            ),
+            Err(e) => format!("its history store cannot be read: {e}"),
+        }
     };
     Readiness {
         ready: reason.is_empty(),
@@ -175,6 +184,13 @@ async fn scrape(api: &Api) -> ApiResult<String> {
         "raft_leader_known",
         "1 if this node knows a leader, else 0",
         i64::from(m.current_leader.is_some()),
+    );
+    let gaps = api.node.state.history().gaps().await?;
+    gauge(
+        &mut registry,
+        "history_gaps",
+        "Ranges of retired runs this node's history store is still copying from peers",
+        gaps.len() as i64,
     );
     let last = status.last_log_index.unwrap_or(0);
     let applied = status.applied_index.unwrap_or(0);

@@ -192,6 +192,8 @@ impl From<Applied> for WriteReply {
 /// model held it then.
 pub struct Reader<'a> {
     pub pool: &'a SqlitePool,
+    /// The runs, the model's and the history store's.
+    pub runs: crate::history_store::reader::RunReader,
     pub principal: Principal,
 }
 
@@ -386,7 +388,11 @@ impl Api {
         } else {
             self.resolve(&caller.credential).await?
         };
-        Ok(Reader { pool, principal })
+        Ok(Reader {
+            pool,
+            runs: self.node.state.runs(),
+            principal,
+        })
     }
 
     async fn blocking<T: Send + 'static>(

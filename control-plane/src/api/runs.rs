@@ -96,7 +96,7 @@ pub fn list() -> MethodRouter<Api> {
             if let Scope::Tenants(tenants) = read.scope(Kind::Run, "runs")? {
                 filter.within = Some(tenants.iter().map(Name::to_string).collect());
             }
-            Ok(Json(query::runs(read.pool, &filter).await?))
+            Ok(Json(read.runs.runs(&filter).await?))
         },
     )
     .merge(create(Command::RequestRun))
@@ -112,7 +112,7 @@ pub fn one() -> MethodRouter<Api> {
                -> ApiResult<_> {
             let read = api.reader(&c, o.stale).await?;
             let run = readable_run(&read, &id).await?;
-            let attempts = query::attempts(read.pool, &id).await?;
+            let attempts = read.runs.attempts(&id).await?;
             Ok(Json(RunDetail { run, attempts }))
         },
     )
@@ -196,7 +196,7 @@ pub fn follow() -> MethodRouter<Api> {
             loop {
                 // The state before the pieces: once it is final, every piece is stored (the
                 // plane stores a batch's pieces before committing its events).
-                let state = found(&format!("run `{id}`"), query::run(read.pool, &id).await?)?.state;
+                let state = found(&format!("run `{id}`"), read.runs.run(&id).await?)?.state;
                 let (pieces, settled) = unseen(&api, &id, &mut seen).await?;
                 let over =
                     meridian_domain::run::RunState::parse(&state).is_some_and(|s| s.is_final());
@@ -422,7 +422,7 @@ async fn bulk(
                 limit: Some(BULK_MAX as u32 + 1),
                 ..within.clone()
             };
-            runs.extend(query::runs(read.pool, &one).await?);
+            runs.extend(read.runs.runs(&one).await?);
         }
     }
     if runs.len() > BULK_MAX {
@@ -513,7 +513,7 @@ async fn bulk(
 /// A run the reader may see, or the answer a missing run gets.
 async fn readable_run(read: &Reader<'_>, id: &str) -> ApiResult<query::RunRecord> {
     let what = format!("run `{id}`");
-    let run = found(&what, query::run(read.pool, id).await?)?;
+    let run = found(&what, read.runs.run(id).await?)?;
     let tenant = name("run_id", run.tenant.clone())?;
     read.allow(Action::Read, &Object::Run(tenant), &what)?;
     Ok(run)

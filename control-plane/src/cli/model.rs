@@ -134,6 +134,9 @@ pub struct TenantCreate {
     /// Days the tenant's task logs are kept (default: the plane's `[logs] retention_days`).
     #[arg(long, value_name = "DAYS")]
     pub log_retention_days: Option<u32>,
+    /// Days the tenant's runs are kept (default: the plane's `[history] retention_days`).
+    #[arg(long, value_name = "DAYS")]
+    pub history_retention_days: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -468,6 +471,10 @@ impl CreateBody for TenantCreate {
         d.opt(
             "log_retention_days",
             self.log_retention_days.map(|v| json!(v)),
+        );
+        d.opt(
+            "history_retention_days",
+            self.history_retention_days.map(|v| json!(v)),
         );
         Ok(d.done())
     }

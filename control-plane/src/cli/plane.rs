@@ -74,6 +74,7 @@ fn node_config(config: &PlaneConfig) -> Result<NodeConfig, ClientError> {
         timing: config.timing,
         clock: Arc::new(SystemClock),
         logs: config.logs,
+        history: config.history.clone(),
     })
 }
 
@@ -419,6 +420,7 @@ impl DevPlane {
                 timing: Timing::default(),
                 clock: clock.clone(),
                 logs: Default::default(),
+                history: Default::default(),
             },
             peer,
             http,
@@ -632,6 +634,7 @@ fn examples() -> Vec<Command> {
             name: n("demo"),
             description: "Example tenant".into(),
             log_retention_days: None,
+            history_retention_days: None,
         }),
         Command::CreateGrant(Grant {
             tenant: n("demo"),

@@ -2,7 +2,6 @@
 //! whose last piece is older than their tenant's `log_retention_days` (the plane's
 //! `[logs] retention_days` for tenants without one, and for tenants since deleted).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 
 use super::Logbook;
+use crate::model::query::tenants_retention;
 
 /// How often a sweeper looks.
 const EVERY: Duration = Duration::from_secs(600);
@@ -40,7 +40,7 @@ impl Sweeper {
 
     /// One sweep as of the clock's now; returns how many attempts' logs went.
     pub async fn sweep(&self) -> sqlx::Result<u64> {
-        let days = tenants_retention(&self.model).await?;
+        let days = tenants_retention(&self.model, "log_retention_days").await?;
         let default = self.logbook.config().retention_days;
         self.logbook
             .sweep(self.clock.now_ms(), |tenant| {
@@ -48,18 +48,4 @@ impl Sweeper {
             })
             .await
     }
-}
-
-/// Tenants with a `log_retention_days` of their own.
-pub(crate) async fn tenants_retention(model: &SqlitePool) -> sqlx::Result<BTreeMap<String, u32>> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT name, json_extract(doc, '$.doc.log_retention_days') AS days FROM tenants \
-         WHERE days IS NOT NULL",
-    )
-    .fetch_all(model)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(name, days)| (name, days.clamp(1, i64::from(u32::MAX)) as u32))
-        .collect())
 }

@@ -19,7 +19,6 @@ use meridian_domain::Clock;
 use tokio_util::sync::CancellationToken;
 
 use crate::logbook::object::Archive;
-use crate::logbook::sweep::tenants_retention;
 use crate::model::archive::{self, ArchivedLog, Due};
 use crate::model::{Command, Proposal};
 use crate::raft::node::{Core, PlaneNode};
@@ -83,7 +82,9 @@ impl Archiver {
     pub async fn round(&self) -> Result<bool, String> {
         let pool = self.core.state.pool();
         let now = self.clock.now_ms();
-        let days = tenants_retention(pool).await.map_err(|e| e.to_string())?;
+        let days = crate::model::query::tenants_retention(pool, "log_retention_days")
+            .await
+            .map_err(|e| e.to_string())?;
         let default = self.core.logbook.config().retention_days;
         let due = archive::due(pool, ROUND).await.map_err(|e| e.to_string())?;
         let full = due.len() == ROUND as usize;

@@ -122,6 +122,7 @@ pub fn doing(command: &Command) -> String {
         Command::AlertAttempts(a) => format!("recording {} alert attempts", a.len()),
         Command::CheckAlerts => "checking timed alerts".into(),
         Command::ArchiveLogs(l) => format!("recording {} task logs copied to the bucket", l.len()),
+        Command::RetireRuns(r) => format!("retiring runs finished before {} ms", r.before_ms),
         Command::ForgetArchivedLogs(l) => {
             format!("forgetting {} task logs deleted from the bucket", l.len())
         }
@@ -480,6 +481,10 @@ async fn needs(
         // The archiver's, proposed by the plane itself; never from a request.
         Command::ArchiveLogs(_) | Command::ForgetArchivedLogs(_) => {
             vec![Need::new(Change, Object::Plane, "logs", String::new())]
+        }
+        // The retirer's, proposed by the plane itself; never from a request.
+        Command::RetireRuns(_) => {
+            vec![Need::new(Change, Object::Plane, "history", String::new())]
         }
         // Agents' traffic is authorised by their certificates; a person or token never sends it.
         Command::AgentHeartbeat(_) | Command::AgentReport(_) => vec![Need::new(

@@ -66,6 +66,7 @@ impl Command {
             Self::CheckAlerts => "check_alerts",
             Self::ArchiveLogs(_) => "archive_logs",
             Self::ForgetArchivedLogs(_) => "forget_archived_logs",
+            Self::RetireRuns(_) => "retire_runs",
         }
     }
 
@@ -130,6 +131,7 @@ impl Command {
                 | Self::CheckAlerts
                 | Self::ArchiveLogs(_)
                 | Self::ForgetArchivedLogs(_)
+                | Self::RetireRuns(_)
         )
     }
 

@@ -174,6 +174,11 @@ async fn apply_entry(
                 let Some(partition) = partition else {
                     return Ok(Err(format!("run `{}`: partition is missing", event.run_id)));
                 };
+                if run.is_none()
+                    && super::retire::was_retired(tx, schedule.as_str(), fire_ms).await?
+                {
+                    return Ok(Err(super::retire::late_copy(&event.run_id)));
+                }
                 let mine = !given_back
                     && run
                         .as_ref()

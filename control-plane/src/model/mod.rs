@@ -48,6 +48,7 @@ pub use pauses::{Pause, PauseScope, Resume};
 pub mod processor;
 pub mod query;
 pub mod quotas;
+pub mod retire;
 mod tenancy;
 
 pub use crate::name::{Name, NameError};
@@ -227,6 +228,10 @@ pub struct Tenant {
     /// `[logs] retention_days`, 30 by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_retention_days: Option<u32>,
+    /// Days the tenant's runs are kept in the history store (none: the plane's
+    /// `[history] retention_days`, 90 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_retention_days: Option<u32>,
 }
 
 /// Lets a tenant run on an environment.
@@ -561,6 +566,8 @@ pub enum Command {
     ArchiveLogs(Vec<archive::ArchivedLog>),
     /// Retention deleted these attempts' objects from the bucket. The plane's own.
     ForgetArchivedLogs(Vec<archive::AttemptRef>),
+    /// The leader's retirer moves finished runs to the history store. The plane's own.
+    RetireRuns(retire::RetireRuns),
 }
 
 /// A run to run again.

@@ -211,6 +211,7 @@ async fn execute(
         Command::CheckAlerts => super::alerts::raise::check(tx, context).await,
         Command::ArchiveLogs(logs) => super::archive::record(tx, context, logs).await,
         Command::ForgetArchivedLogs(attempts) => super::archive::forget(tx, attempts).await,
+        Command::RetireRuns(retire) => super::retire::retire(tx, context, retire).await,
         Command::AgentHeartbeat(heartbeat) => {
             super::leasing::heartbeat(tx, context, heartbeat).await
         }

@@ -631,3 +631,21 @@ pub async fn agents(pool: &SqlitePool) -> sqlx::Result<Vec<AgentRecord>> {
     })
     .collect())
 }
+
+/// Tenants that set `field` (`log_retention_days`, `history_retention_days`) themselves.
+pub async fn tenants_retention(
+    model: &SqlitePool,
+    field: &str,
+) -> sqlx::Result<std::collections::BTreeMap<String, u32>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT name, json_extract(doc, '$.doc.' || ?) AS days FROM tenants \
+         WHERE days IS NOT NULL",
+    )
+    .bind(field)
+    .fetch_all(model)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, days)| (name, days.clamp(1, i64::from(u32::MAX)) as u32))
+        .collect())
+}

@@ -45,6 +45,13 @@ fn check_tenant(t: &Tenant, doing: &str) -> Result<(), ApplyError> {
     if t.log_retention_days == Some(0) {
         return Err(invalid(doing, "log_retention_days", "must be at least 1"));
     }
+    if t.history_retention_days == Some(0) {
+        return Err(invalid(
+            doing,
+            "history_retention_days",
+            "must be at least 1",
+        ));
+    }
     Ok(())
 }
 

@@ -10,6 +10,8 @@ use openraft::{ChangeMembers, TryAsRef};
 use serde::{Deserialize, Serialize};
 
 use super::{Node, NodeId, Outcome, Raft, Request};
+use crate::history_store::HistoryStore;
+use crate::history_store::gaps::Gap;
 use crate::logbook::{Logbook, PieceQuery, Pieces};
 
 /// What one node may ask another over `PlanePeer.Forward`.
@@ -31,6 +33,8 @@ pub enum Ask {
     LogAttempts(String),
     /// The log pieces this node holds of one attempt (any node).
     LogPieces(PieceQuery),
+    /// A page of the runs this node's history store holds in a range (a gap of the asker's).
+    HistoryPage { gap: Gap, limit: u32 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +45,9 @@ pub enum Answer {
     Status(NodeStatus),
     LogAttempts(Vec<(String, u32)>),
     LogPieces(Pieces),
+    /// A `history_store::gaps::Page`, as JSON (its runs' optional fields are left out when
+    /// empty, which a non-self-describing encoding cannot read back).
+    HistoryPage(String),
 }
 
 /// Why an ask was not done. `NotLeader` and `Stopped` mean it had no effect and may be sent
@@ -79,7 +86,15 @@ pub enum AskError {
 
 /// Does `ask` on this node's Raft (or reads its logbook). Leader-only asks on a follower come
 /// back `NotLeader` with the leader it knows of.
-pub async fn answer(raft: &Raft, logbook: &Logbook, ask: Ask) -> AskReply {
+/// What this node's stores answer from, besides its Raft.
+#[derive(Clone)]
+pub struct Stores {
+    pub logbook: Logbook,
+    pub history: HistoryStore,
+}
+
+pub async fn answer(raft: &Raft, stores: &Stores, ask: Ask) -> AskReply {
+    let logbook = &stores.logbook;
     match ask {
         Ask::Write(request) => raft
             .client_write(*request)
@@ -130,6 +145,12 @@ pub async fn answer(raft: &Raft, logbook: &Logbook, ask: Ask) -> AskReply {
             .await
             .map(Answer::LogPieces)
             .map_err(|e| AskRefusal::Failed(format!("reading the logbook: {e}"))),
+        Ask::HistoryPage { gap, limit } => stores
+            .history
+            .page(&gap, limit.min(1000))
+            .await
+            .map(|page| Answer::HistoryPage(serde_json::to_string(&page).expect("a page")))
+            .map_err(|e| AskRefusal::Failed(format!("reading the history store: {e}"))),
     }
 }
 

@@ -180,7 +180,12 @@ pub async fn export(data_dir: &Path, file: &Path) -> Result<Summary, BackupError
             .await;
         let _ = source.close().await;
         vacuum.map_err(|e| BackupError::io(&model, e))?;
-        let mut state = StateMachine::open(&work)
+        // Runs the entries retire go to the node's own history store (its default one: the
+        // export does not read `plane.toml`), where the node would have put them.
+        let history = crate::history_store::HistoryStore::open(data_dir, None)
+            .await
+            .map_err(|e| BackupError::io(data_dir, e))?;
+        let mut state = StateMachine::open(&work, history)
             .await
             .map_err(|e| BackupError::io(&copy, e))?;
         let (applied, _) = state

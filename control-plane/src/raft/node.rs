@@ -29,6 +29,7 @@ use super::network::{Links, MAX_MESSAGE_BYTES, Peers, Rpc};
 use super::peer_service::PeerService;
 use super::state_machine::StateMachine;
 use super::{Node, NodeId, Outcome, Raft, Request};
+use crate::history_store::{HistoryConfig, HistoryStore};
 use crate::logbook::sweep::Sweeper;
 use crate::logbook::{Logbook, LogsConfig};
 use crate::model::Proposal;
@@ -83,6 +84,8 @@ pub struct NodeConfig {
     pub clock: Arc<dyn Clock>,
     /// The cap and retention of the task logs this node keeps (`[logs]`).
     pub logs: LogsConfig,
+    /// Where finished runs go, when, and for how long (`[history]`).
+    pub history: HistoryConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +94,8 @@ pub enum NodeError {
     Log { path: PathBuf, source: redb::Error },
     #[error("opening the model database in {path}: {source}")]
     Model { path: PathBuf, source: sqlx::Error },
+    #[error("opening the history store {at}: {source}")]
+    History { at: String, source: sqlx::Error },
     #[error("opening the logbook in {path}: {source}")]
     Logbook { path: PathBuf, source: sqlx::Error },
     #[error(
@@ -175,10 +180,34 @@ impl PlaneNode {
             source,
         })?;
         let appended = log.appended();
-        let state = StateMachine::open(&config.data_dir)
+        let history = HistoryStore::open(&config.data_dir, config.history.url.as_deref())
+            .await
+            .map_err(|source| NodeError::History {
+                at: config.history.url.as_deref().map_or_else(
+                    || {
+                        config
+                            .data_dir
+                            .join(crate::history_store::HISTORY_FILE)
+                            .display()
+                            .to_string()
+                    },
+                    redacted,
+                ),
+                source,
+            })?;
+        let state = StateMachine::open(&config.data_dir, history)
             .await
             .map_err(|source| NodeError::Model {
                 path: config.data_dir.clone(),
+                source,
+            })?;
+        // Runs the model retired that the history store never got (a restore, a lost file)
+        // are copied in from the other members (`retirement::Filler`).
+        state
+            .mark_history_gap()
+            .await
+            .map_err(|source| NodeError::History {
+                at: "(its gaps)".into(),
                 source,
             })?;
         let logbook = Logbook::open(&config.data_dir, config.logs)
@@ -233,8 +262,19 @@ impl PlaneNode {
             clock: config.clock.clone(),
         };
         tokio::spawn(sweeper.run(stopping.clone()));
+        let history_sweeper = crate::history_store::sweep::Sweeper {
+            history: core.state.history().clone(),
+            model: core.state.pool().clone(),
+            clock: config.clock.clone(),
+            retention_days: config.history.retention_days,
+        };
+        tokio::spawn(history_sweeper.run(stopping.clone()));
         let tls = config.tls.server();
-        let peer = PlanePeerServer::new(PeerService::new(raft.clone(), logbook))
+        let stores = super::ask::Stores {
+            logbook,
+            history: core.state.history().clone(),
+        };
+        let peer = PlanePeerServer::new(PeerService::new(raft.clone(), stores))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let routes = match beside {
@@ -391,10 +431,19 @@ impl Core {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             // A leader cut off from its quorum keeps the ask until it learns it no longer
             // leads, which may be never; the caller's deadline bounds the wait.
-            let local =
-                tokio::time::timeout(remaining, answer(&self.raft, &self.logbook, ask.clone()))
-                    .await
-                    .map_err(|_| AskError::Timeout(timeout))?;
+            let local = tokio::time::timeout(
+                remaining,
+                answer(
+                    &self.raft,
+                    &super::ask::Stores {
+                        logbook: self.logbook.clone(),
+                        history: self.state.history().clone(),
+                    },
+                    ask.clone(),
+                ),
+            )
+            .await
+            .map_err(|_| AskError::Timeout(timeout))?;
             let leader = match local {
                 Ok(done) => return Ok(done),
                 Err(AskRefusal::NotLeader(leader)) => leader,
@@ -519,5 +568,17 @@ impl Connections {
         for socket in self.0.lock().expect("connections lock").drain(..) {
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
+    }
+}
+
+/// A database URL with its password (if any) left out, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &url[scheme + 3..at];
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
     }
 }

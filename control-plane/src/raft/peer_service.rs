@@ -13,19 +13,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
-use super::ask::{Ask, answer};
+use super::ask::{Ask, Stores, answer};
 use super::network::PAYLOAD_VERSION;
 use super::{NodeId, Raft, TypeConfig, decode, encode};
-use crate::logbook::Logbook;
 
 pub struct PeerService {
     raft: Raft,
-    logbook: Logbook,
+    stores: Stores,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft, logbook: Logbook) -> Self {
-        Self { raft, logbook }
+    pub fn new(raft: Raft, stores: Stores) -> Self {
+        Self { raft, stores }
     }
 }
 
@@ -83,6 +82,6 @@ impl PlanePeer for PeerService {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let ask: Ask = open(request)?;
-        reply(&answer(&self.raft, &self.logbook, ask).await)
+        reply(&answer(&self.raft, &self.stores, ask).await)
     }
 }

@@ -22,7 +22,10 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 
 use super::{Entry, LogId, Outcome, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::history_store::HistoryStore;
+use crate::history_store::reader::RunReader;
 use crate::model::processor::{self, ApplyError};
+use crate::model::{Command, retire};
 
 /// The model database's file in a node's data directory.
 pub const MODEL_FILE: &str = "model.db";
@@ -31,6 +34,8 @@ pub const MODEL_FILE: &str = "model.db";
 #[derive(Clone)]
 pub struct StateMachine {
     pool: SqlitePool,
+    /// Where finished runs go when they leave the model (`model::retire`).
+    history: HistoryStore,
     snapshots: PathBuf,
     /// Serialises snapshot building and installing with each other (not with applies).
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
@@ -41,8 +46,9 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Opens the model database in `dir` (`model.db`) and its snapshot directory.
-    pub async fn open(dir: &Path) -> Result<Self, sqlx::Error> {
+    /// Opens the model database in `dir` (`model.db`) and its snapshot directory, beside
+    /// `history`, the node's history store.
+    pub async fn open(dir: &Path, history: HistoryStore) -> Result<Self, sqlx::Error> {
         let snapshots = dir.join("snapshots");
         std::fs::create_dir_all(&snapshots)?;
         // Leftovers of a snapshot build or install cut short by a crash.
@@ -54,11 +60,51 @@ impl StateMachine {
         let pool = crate::model::open(&dir.join(MODEL_FILE)).await?;
         Ok(Self {
             pool,
+            history,
             snapshots,
             snapshot_lock: Arc::default(),
             counter: Arc::default(),
             access: Arc::default(),
         })
+    }
+
+    /// The runs, wherever they are: the model's and the history store's.
+    pub fn runs(&self) -> RunReader {
+        RunReader {
+            model: self.pool.clone(),
+            history: self.history.clone(),
+        }
+    }
+
+    pub fn history(&self) -> &HistoryStore {
+        &self.history
+    }
+
+    /// Records as a gap of the history store the runs the model has retired but the store
+    /// was never given (`history_store::gaps`); whether there was one.
+    pub async fn mark_history_gap(&self) -> Result<bool, sqlx::Error> {
+        let through = retire::retired_through(&mut *self.pool.acquire().await?).await?;
+        self.history.mark_gap(through).await
+    }
+
+    /// Writes what this transaction's retirements moved out of the model to the history
+    /// store, then forgets it in the model. Until the store takes it, the apply waits (as it
+    /// would for its disk), retrying: the model must not commit runs it has let go of.
+    async fn hand_over(&self, tx: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+        let leaving = retire::retiring(&mut *tx).await?;
+        if leaving.is_empty() {
+            return Ok(());
+        }
+        let mut wait = std::time::Duration::from_millis(100);
+        while let Err(e) = self.history.put(&leaving).await {
+            tracing::warn!(
+                "writing {} retired runs to the history store (retrying in {wait:?}): {e}",
+                leaving.len()
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_secs(5));
+        }
+        retire::retired(tx).await
     }
 
     /// How many commits have changed credentials or bindings since this process started.
@@ -265,6 +311,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (mut applied, mut membership) = Self::progress(&mut tx).await.map_err(sm_err)?;
         let mut outcomes = Vec::new();
         let mut access_changed = false;
+        let mut retiring = false;
         for entry in entries {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Internal,
@@ -272,6 +319,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     match processor::apply(&mut tx, entry.log_id.index, &request.0).await {
                         Ok(done) => {
                             access_changed |= request.0.command().changes_access();
+                            retiring |= matches!(request.0.command(), Command::RetireRuns(_));
                             Outcome::Applied(done)
                         }
                         Err(ApplyError::Refused(refusal)) => Outcome::Refused(refusal.into()),
@@ -287,6 +335,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             applied = Some(entry.log_id);
             outcomes.push(outcome);
+        }
+        if retiring {
+            self.hand_over(&mut tx).await.map_err(sm_err)?;
         }
         Self::save_progress(&mut tx, &applied, &membership)
             .await
@@ -338,7 +389,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             sqlx::query("PRAGMA defer_foreign_keys = ON")
                 .execute(&mut *tx)
                 .await?;
+            // Every table emptied before any is filled: a child row deleted after its parent
+            // is otherwise left counted against the deferred foreign keys, and the commit
+            // refused (once the model forgets runs, a node's runs are not a subset of the
+            // snapshot's).
             for table in &tables {
+                sqlx::query(&format!("DELETE FROM main.\"{table}\""))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for table in &tables {
+                // What triggers wrote into it as earlier tables were filled (the hourly run
+                // counts) goes too: the snapshot's rows say it all.
                 sqlx::query(&format!("DELETE FROM main.\"{table}\""))
                     .execute(&mut *tx)
                     .await?;
@@ -349,6 +411,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .await?;
             }
             Self::save_progress(&mut tx, &meta.last_log_id, &meta.last_membership).await?;
+            // The runs the snapshot's model retired past this node's are not in its history
+            // store: a gap, recorded before the model moves past them.
+            let through = retire::retired_through(&mut tx).await?;
+            self.history.mark_gap(through).await?;
             tx.commit().await
         }
         .await;

@@ -123,6 +123,7 @@ pub async fn show(State(api): State<Api>, viewer: Viewer) -> Response {
 
 async fn build(api: &Api, viewer: &Viewer) -> sqlx::Result<OverviewPage> {
     let pool = api.node.state.pool();
+    let runs = api.node.state.runs();
     let now = api.clock.now_ms();
     let since = now - DAY_MS;
     // The reads are independent: made at once, on the pool's connections, while the plane
@@ -133,8 +134,8 @@ async fn build(api: &Api, viewer: &Viewer) -> sqlx::Result<OverviewPage> {
         query::agents(pool),
         query::leases(pool),
         query::running_by_agent(pool),
-        query::run_activity(pool, since),
-        query::lateness_by_dc(pool, since),
+        runs.run_activity(since),
+        runs.lateness_by_dc(since),
         api.node.plane_status(NODE_TIMEOUT),
     );
     let (clusters, agents, leases, activity) = (clusters?, agents?, leases?, activity?);

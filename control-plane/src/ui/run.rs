@@ -58,7 +58,7 @@ async fn readable(api: &Api, viewer: &Viewer, run_id: &str) -> Result<RunRecord,
     if !viewer.may(Action::Read, &Object::Run(tenant)) {
         return Err(missing());
     }
-    match query::run(api.node.state.pool(), run_id).await {
+    match api.node.state.runs().run(run_id).await {
         Ok(Some(run)) => Ok(run),
         Ok(None) => Err(missing()),
         Err(e) => Err(page::error_page(
@@ -206,7 +206,7 @@ pub async fn show(State(api): State<Api>, viewer: Viewer, Path(run_id): Path<Str
 
 async fn build(api: &Api, viewer: &Viewer, run: RunRecord) -> sqlx::Result<RunPage> {
     let pool = api.node.state.pool();
-    let attempts = query::attempts(pool, &run.run_id).await?;
+    let attempts = api.node.state.runs().attempts(&run.run_id).await?;
     let tenant = Name::new(run.tenant.clone()).ok();
     let workflow = match (&tenant, Name::new(run.workflow.clone())) {
         (Some(t), Ok(w)) => query::workflow(pool, t, &w, Some(run.workflow_version)).await?,
@@ -531,7 +531,7 @@ impl Tail {
                 Ok(true) => {}
                 Ok(false) | Err(_) => return,
             }
-            let state = match query::run(self.api.node.state.pool(), &self.run_id).await {
+            let state = match self.api.node.state.runs().run(&self.run_id).await {
                 Ok(Some(run)) => run.state,
                 _ => return,
             };

@@ -286,7 +286,7 @@ async fn build(api: &Api, viewer: &Viewer, f: Filters) -> sqlx::Result<RunsPage>
     if let Scope::Tenants(ts) = &scope {
         filter.within = Some(ts.iter().map(Name::to_string).collect());
     }
-    let counts = query::run_counts(pool, &filter).await?;
+    let counts = api.node.state.runs().run_counts(&filter).await?;
     page.total = counts.iter().map(|(_, n)| n).sum();
     page.counts = counts
         .into_iter()
@@ -297,7 +297,7 @@ async fn build(api: &Api, viewer: &Viewer, f: Filters) -> sqlx::Result<RunsPage>
             n,
         })
         .collect();
-    let mut runs = query::runs(pool, &filter).await?;
+    let mut runs = api.node.state.runs().runs(&filter).await?;
     if runs.len() > PAGE as usize {
         runs.truncate(PAGE as usize);
         let cursor = runs.last().map(|r| r.cursor()).unwrap_or_default();

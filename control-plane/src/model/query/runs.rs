@@ -92,79 +92,149 @@ pub struct RunFilter {
 /// first; ties by id.
 const RUN_ORDER_KEY: &str = "COALESCE(fire_ms, requested_ms, updated_ms)";
 
-/// A `WHERE` clause and its binds, built from a filter.
-struct Where {
-    sql: String,
-    texts: Vec<String>,
-    numbers: Vec<i64>,
-    /// Texts bound after the numbers (the cursor's id).
-    late_texts: Vec<String>,
+/// Where a run query is run: the model's `runs` (SQLite, the listing key an expression over
+/// `runs_order`), or the history store's (SQLite or PostgreSQL, the key a column, only rows
+/// retired at or before a log index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Model,
+    History { through: u64 },
+}
+
+impl Dialect {
+    /// The listing key.
+    pub fn order_key(self) -> &'static str {
+        match self {
+            Self::Model => RUN_ORDER_KEY,
+            Self::History { .. } => "order_ms",
+        }
+    }
+
+    /// `column`, kept from its own index where the model's plan wants (SQLite's unary `+`).
+    fn unindexed(self, column: &str) -> String {
+        match self {
+            Self::Model => format!("+{column}"),
+            Self::History { .. } => column.to_owned(),
+        }
+    }
+}
+
+/// A value bound to a query, in the order its `$n` appears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    Text(String),
+    Number(i64),
+}
+
+/// A `WHERE` clause and its binds (`$1`, `$2`, … in order: both SQLite and PostgreSQL read
+/// them), built from a filter.
+#[derive(Debug, Clone, Default)]
+pub struct Where {
+    pub sql: String,
+    pub binds: Vec<Bind>,
+}
+
+impl Where {
+    /// The next placeholder, bound to `value`.
+    pub fn mark(&mut self, value: Bind) -> String {
+        self.binds.push(value);
+        format!("${}", self.binds.len())
+    }
 }
 
 impl RunFilter {
-    /// The filter as SQL over `runs`; `with_state`: whether the state filter applies (the
-    /// per-state counts leave it out).
-    fn clause(&self, with_state: bool) -> Where {
-        let mut sql = String::from(" WHERE 1 = 1");
-        let mut texts: Vec<String> = Vec::new();
+    /// The filter as SQL over `runs` in `dialect`; `with_state`: whether the state filter
+    /// applies (the per-state counts leave it out).
+    pub fn clause(&self, dialect: Dialect, with_state: bool) -> Where {
+        let mut w = Where {
+            sql: String::from(" WHERE 1 = 1"),
+            binds: Vec::new(),
+        };
+        if let Dialect::History { through } = dialect {
+            let m = w.mark(Bind::Number(through as i64));
+            w.sql.push_str(&format!(" AND retired_index <= {m}"));
+        }
         // `+tenant`, `+state`: compared without their own indexes, which SQLite would otherwise
         // pick (half the history is one tenant's, most of it one state) over walking
         // `runs_order` through the window, the cheap plan when a page wants the newest 50.
+        let (tenant, state) = (dialect.unindexed("tenant"), dialect.unindexed("state"));
         for (column, value) in [
             ("dc", &self.dc),
             ("cluster", &self.cluster),
-            ("+tenant", &self.tenant),
+            (tenant.as_str(), &self.tenant),
             ("environment", &self.environment),
             ("workflow", &self.workflow),
             ("schedule", &self.schedule),
             ("agent", &self.agent),
-            ("+state", if with_state { &self.state } else { &None }),
+            (state.as_str(), if with_state { &self.state } else { &None }),
         ] {
             if let Some(value) = value {
-                sql.push_str(&format!(" AND {column} = ?"));
-                texts.push(value.clone());
+                let m = w.mark(Bind::Text(value.clone()));
+                w.sql.push_str(&format!(" AND {column} = {m}"));
             }
         }
         if let Some(task) = &self.task {
-            sql.push_str(
+            let m = w.mark(Bind::Text(task.clone()));
+            w.sql.push_str(&format!(
                 " AND EXISTS (SELECT 1 FROM task_attempts a WHERE a.run_id = runs.run_id \
-                 AND a.task = ?)",
-            );
-            texts.push(task.clone());
+                 AND a.task = {m})"
+            ));
         }
         if let Some(within) = &self.within {
-            sql.push_str(&in_list(" AND +tenant", within.len()));
-            texts.extend(within.iter().cloned());
+            if within.is_empty() {
+                // An empty scope matches nothing (`IN ()` is SQLite's alone).
+                w.sql.push_str(" AND 1 = 0");
+            } else {
+                let marks: Vec<String> = within
+                    .iter()
+                    .map(|t| w.mark(Bind::Text(t.clone())))
+                    .collect();
+                w.sql
+                    .push_str(&format!(" AND {tenant} IN ({})", marks.join(", ")));
+            }
         }
         // Bound as numbers: an expression has no column affinity, so a text bound here would
         // compare as text (every integer is "less" than any text) and match nothing.
-        let mut numbers = Vec::new();
+        let key = dialect.order_key();
         if let Some(since) = self.since_ms {
-            sql.push_str(&format!(" AND {RUN_ORDER_KEY} >= ?"));
-            numbers.push(since);
+            let m = w.mark(Bind::Number(since));
+            w.sql.push_str(&format!(" AND {key} >= {m}"));
         }
         if let Some(until) = self.until_ms {
-            sql.push_str(&format!(" AND {RUN_ORDER_KEY} < ?"));
-            numbers.push(until);
+            let m = w.mark(Bind::Number(until));
+            w.sql.push_str(&format!(" AND {key} < {m}"));
         }
         if let Some(late) = self.lateness_min_ms {
-            sql.push_str(" AND started_ms - fire_ms >= ?");
-            numbers.push(late);
+            let m = w.mark(Bind::Number(late));
+            w.sql.push_str(&format!(" AND started_ms - fire_ms >= {m}"));
         }
-        let mut late_texts = Vec::new();
-        if let Some((key, id)) = self.after.as_deref().and_then(RunRecord::parse_cursor) {
+        if let Some((at, id)) = self.after.as_deref().and_then(RunRecord::parse_cursor) {
             // A row value, so the index walk starts at the cursor (an OR would not).
-            sql.push_str(&format!(" AND ({RUN_ORDER_KEY}, run_id) < (?, ?)"));
-            numbers.push(key);
-            late_texts.push(id);
+            let (a, b) = (w.mark(Bind::Number(at)), w.mark(Bind::Text(id)));
+            w.sql
+                .push_str(&format!(" AND ({key}, run_id) < ({a}, {b})"));
         }
-        Where {
-            sql,
-            texts,
-            numbers,
-            late_texts,
-        }
+        w
     }
+
+    /// At most how many runs a list gives.
+    pub fn page(&self) -> u32 {
+        self.limit.unwrap_or(100).clamp(1, 100_000)
+    }
+}
+
+/// `query` with `binds` bound in order.
+fn bound<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    binds: &'q [Bind],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for b in binds {
+        query = match b {
+            Bind::Text(t) => query.bind(t.as_str()),
+            Bind::Number(n) => query.bind(*n),
+        };
+    }
+    query
 }
 
 impl RunRecord {
@@ -224,65 +294,57 @@ fn run_record(row: &sqlx::sqlite::SqliteRow) -> RunRecord {
     }
 }
 
-/// Runs matching `filter`, newest first (by fire or request time).
-pub async fn runs(pool: &SqlitePool, filter: &RunFilter) -> sqlx::Result<Vec<RunRecord>> {
-    let w = filter.clause(true);
+/// The model's runs matching `filter`, newest first (by fire or request time).
+pub async fn runs(
+    conn: impl sqlx::SqliteExecutor<'_>,
+    filter: &RunFilter,
+) -> sqlx::Result<Vec<RunRecord>> {
+    let mut w = filter.clause(Dialect::Model, true);
+    let limit = w.mark(Bind::Number(i64::from(filter.page())));
     let sql = format!(
-        "SELECT {RUN_COLUMNS} FROM runs{} ORDER BY {RUN_ORDER_KEY} DESC, run_id DESC LIMIT ?",
+        "SELECT {RUN_COLUMNS} FROM runs{} ORDER BY {RUN_ORDER_KEY} DESC, run_id DESC LIMIT {limit}",
         w.sql
     );
-    let limit = filter.limit.unwrap_or(100).clamp(1, 100_000);
-    let mut query = sqlx::query(&sql);
-    for t in &w.texts {
-        query = query.bind(t);
-    }
-    for n in &w.numbers {
-        query = query.bind(n);
-    }
-    for t in &w.late_texts {
-        query = query.bind(t);
-    }
-    Ok(query
-        .bind(i64::from(limit))
-        .fetch_all(pool)
+    Ok(bound(sqlx::query(&sql), &w.binds)
+        .fetch_all(conn)
         .await?
         .iter()
         .map(run_record)
         .collect())
 }
 
-/// How many runs match `filter` in each state (the state filter itself left out, so the
-/// counts say what choosing another state would show; the cursor left out too).
-pub async fn run_counts(pool: &SqlitePool, filter: &RunFilter) -> sqlx::Result<Vec<(String, u64)>> {
+/// How many of the model's runs match `filter` in each state (the state filter itself left
+/// out, so the counts say what choosing another state would show; the cursor left out too).
+pub async fn run_counts(
+    conn: impl sqlx::SqliteExecutor<'_>,
+    filter: &RunFilter,
+) -> sqlx::Result<Vec<(String, u64)>> {
     let w = RunFilter {
         after: None,
         ..filter.clone()
     }
-    .clause(false);
+    .clause(Dialect::Model, false);
     let sql = format!(
         "SELECT state, COUNT(*) AS n FROM runs{} GROUP BY state ORDER BY state",
         w.sql
     );
-    let mut query = sqlx::query(&sql);
-    for t in &w.texts {
-        query = query.bind(t);
-    }
-    for n in &w.numbers {
-        query = query.bind(n);
-    }
-    Ok(query
-        .fetch_all(pool)
+    Ok(bound(sqlx::query(&sql), &w.binds)
+        .fetch_all(conn)
         .await?
         .iter()
         .map(|row| (row.get("state"), row.get::<i64, _>("n") as u64))
         .collect())
 }
 
-pub async fn run(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Option<RunRecord>> {
+/// One run of the model's.
+pub async fn run_in(
+    conn: impl sqlx::SqliteExecutor<'_>,
+    run_id: &str,
+) -> sqlx::Result<Option<RunRecord>> {
     Ok(
         sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"))
             .bind(run_id)
-            .fetch_optional(pool)
+            .fetch_optional(conn)
             .await?
             .as_ref()
             .map(run_record),
@@ -304,13 +366,17 @@ pub struct TaskAttempt {
     pub warning: String,
 }
 
-pub async fn attempts(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<TaskAttempt>> {
+/// One run's attempts, in the model.
+pub async fn attempts_in(
+    conn: impl sqlx::SqliteExecutor<'_>,
+    run_id: &str,
+) -> sqlx::Result<Vec<TaskAttempt>> {
     Ok(sqlx::query(
         "SELECT task, attempt, outcome, started_ms, finished_ms, exit_code, message, warning \
          FROM task_attempts WHERE run_id = ? ORDER BY COALESCE(started_ms, finished_ms), task, attempt",
     )
     .bind(run_id)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?
     .iter()
     .map(|row| TaskAttempt {
@@ -471,7 +537,7 @@ pub async fn log_after(
 /// come from `run_hours` (kept by triggers, migration 0012); the part of the first hour after
 /// `since_ms` is counted from `runs_order`, so the window is exact.
 pub async fn run_activity(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     since_ms: i64,
 ) -> sqlx::Result<Vec<(String, String, i64, u64)>> {
     const HOUR_MS: i64 = 3_600_000;
@@ -482,7 +548,7 @@ pub async fn run_activity(
     ))
     .bind(since_ms)
     .bind(first_whole)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?
     .iter()
     .map(|row| {
@@ -497,7 +563,7 @@ pub async fn run_activity(
     out.extend(
         sqlx::query("SELECT hour_ms, dc, state, n FROM run_hours WHERE hour_ms >= ? AND n > 0")
             .bind(first_whole)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?
             .iter()
             .map(|row| {
@@ -514,7 +580,10 @@ pub async fn run_activity(
 
 /// The lateness (start − fire time) of the scheduled runs since `since_ms` that started, with
 /// their data center (in no order: the caller sorts what it keeps).
-pub async fn lateness_by_dc(pool: &SqlitePool, since_ms: i64) -> sqlx::Result<Vec<(String, i64)>> {
+pub async fn lateness_by_dc(
+    conn: impl sqlx::SqliteExecutor<'_>,
+    since_ms: i64,
+) -> sqlx::Result<Vec<(String, i64)>> {
     // Windowed by the order key as well (the same as the fire time for a scheduled run), so it
     // is read from `runs_order` alone (`+fire_ms`: not through the fire-time index, which
     // would read each run from the table). Sent back as one text (`dc late,dc late,…`; a
@@ -526,7 +595,7 @@ pub async fn lateness_by_dc(pool: &SqlitePool, since_ms: i64) -> sqlx::Result<Ve
     ))
     .bind(since_ms)
     .bind(since_ms)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     Ok(text
         .unwrap_or_default()
@@ -630,7 +699,9 @@ mod tests {
             sqlx::query(sql).bind(every).execute(&pool).await.unwrap();
         }
         for since in [base - hour, base + 7 * hour + 1_234, base + 20 * hour] {
-            let mut got = run_activity(&pool, since).await.unwrap();
+            let mut got = run_activity(&mut pool.acquire().await.unwrap(), since)
+                .await
+                .unwrap();
             got.sort();
             assert_eq!(got, counted(&pool, since).await, "since {since}");
         }

@@ -1,0 +1,420 @@
+//! The history store: finished runs retired from the model (issue #21), on each plane node and
+//! never in a Raft snapshot — SQLite (`history.db` beside the model) by default, PostgreSQL
+//! (`[history] url = "postgres://…"`) when one file is not enough. Both run the same queries
+//! through sqlx's `Any` driver; nodes may share one PostgreSQL database (every write is an
+//! idempotent upsert of the same rows).
+//!
+//! The state machine writes a retirement's runs here before the apply that removed them from
+//! the model commits (`model::retire`), so a crash in between replays the retirement and
+//! writes the same rows again. Readers take the model's runs and the history rows retired at
+//! or before the model's `retired_through`, read in the same model transaction ([`reader`]):
+//! a run is in exactly one of the two as they see it.
+//!
+//! Retention: [`sweep`] deletes runs older than their tenant's `history_retention_days`, or
+//! `[history] retention_days` (90).
+
+pub mod gaps;
+pub mod reader;
+pub mod sweep;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Row};
+
+use crate::model::query::{Bind, Dialect, RunFilter, RunRecord, TaskAttempt};
+use crate::model::retire::Retired;
+
+static SQLITE: Migrator = sqlx::migrate!("migrations/history/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("migrations/history/postgres");
+
+/// The history store's file in a node's data directory, when no URL is configured.
+pub const HISTORY_FILE: &str = "history.db";
+
+/// `[history]` in `plane.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Where the history store is: `postgres://user:password@host/db`, or `sqlite://path`;
+    /// none: `history.db` in the node's data directory.
+    pub url: Option<String>,
+    /// Hours a finished run stays in the replicated model before it is retired.
+    pub keep_hours: u32,
+    /// Days a run is kept in the history store (from its fire, request or last change time),
+    /// for tenants without `history_retention_days`.
+    pub retention_days: u32,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            keep_hours: 24,
+            retention_days: 90,
+        }
+    }
+}
+
+impl HistoryConfig {
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if let Some(url) = &self.url
+            && !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+        {
+            return Err((
+                "url",
+                format!("`{url}` is neither postgres://… nor sqlite:…"),
+            ));
+        }
+        if self.keep_hours == 0 {
+            return Err(("keep_hours", "must be at least 1".into()));
+        }
+        if self.retention_days == 0 {
+            return Err(("retention_days", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Which database a history store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A node's history store; clones share the pool.
+#[derive(Clone)]
+pub struct HistoryStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// What a run row holds in the history store, in the order [`HistoryStore::put`] binds it.
+const COLUMNS: &str = "run_id, tenant, workflow, workflow_version, schedule, fire_ms, \
+     environment, cluster, dc, state, agent, epoch, requested_ms, queued_ms, started_ms, \
+     finished_ms, message, starts, updated_ms, order_ms, generation, rerun_of, kept, \
+     requested_by, retired_index";
+
+impl HistoryStore {
+    /// Opens (creating, and bringing its schema up to date) the store `url` names, or
+    /// `history.db` in `data_dir`.
+    pub async fn open(data_dir: &Path, url: Option<&str>) -> sqlx::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let url = match url {
+            Some(url) => url.to_owned(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join(HISTORY_FILE).display()
+            ),
+        };
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Durable before the model forgets the runs; readers beside the writer.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        match backend {
+            Backend::Sqlite => SQLITE.run(&pool).await?,
+            Backend::Postgres => POSTGRES.run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Writes retired runs and their attempts, each with the log index it was retired at,
+    /// as the state machine applies their retirement; writing the same again changes nothing.
+    pub async fn put(&self, retired: &[(u64, Retired)]) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        write(&mut tx, retired).await?;
+        if let Some(newest) = retired.iter().map(|(i, _)| *i).max() {
+            sqlx::query(
+                "INSERT INTO progress (name, value) VALUES ('applied_through', $1) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value \
+                 WHERE progress.value < excluded.value",
+            )
+            .bind(newest as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Runs matching `filter` retired at or before `through`, newest first.
+    pub async fn runs(&self, filter: &RunFilter, through: u64) -> sqlx::Result<Vec<RunRecord>> {
+        let mut w = filter.clause(Dialect::History { through }, true);
+        let limit = w.mark(Bind::Number(i64::from(filter.page())));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM runs{} ORDER BY order_ms DESC, run_id DESC LIMIT {limit}",
+            w.sql
+        );
+        Ok(bound(sqlx::query(&sql), &w.binds)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(record)
+            .collect())
+    }
+
+    /// How many runs matching `filter` (but its state and cursor) retired at or before
+    /// `through` are in each state.
+    pub async fn run_counts(
+        &self,
+        filter: &RunFilter,
+        through: u64,
+    ) -> sqlx::Result<Vec<(String, u64)>> {
+        let w = RunFilter {
+            after: None,
+            ..filter.clone()
+        }
+        .clause(Dialect::History { through }, false);
+        let sql = format!(
+            "SELECT state, COUNT(*) AS n FROM runs{} GROUP BY state ORDER BY state",
+            w.sql
+        );
+        Ok(bound(sqlx::query(&sql), &w.binds)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| (row.get("state"), row.get::<i64, _>("n") as u64))
+            .collect())
+    }
+
+    /// One run, if it was retired at or before `through`.
+    pub async fn run(&self, run_id: &str, through: u64) -> sqlx::Result<Option<RunRecord>> {
+        Ok(sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM runs WHERE run_id = $1 AND retired_index <= $2"
+        ))
+        .bind(run_id)
+        .bind(through as i64)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(record))
+    }
+
+    /// One retired run's attempts.
+    pub async fn attempts(&self, run_id: &str) -> sqlx::Result<Vec<TaskAttempt>> {
+        Ok(sqlx::query(
+            "SELECT task, attempt, outcome, started_ms, finished_ms, exit_code, message, \
+             warning FROM task_attempts WHERE run_id = $1 \
+             ORDER BY COALESCE(started_ms, finished_ms) NULLS FIRST, task, attempt",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| TaskAttempt {
+            task: row.get("task"),
+            attempt: row.get::<i64, _>("attempt") as u32,
+            outcome: row.get("outcome"),
+            started_ms: row.get("started_ms"),
+            finished_ms: row.get("finished_ms"),
+            exit_code: row.get::<Option<i64>, _>("exit_code").map(|c| c as i32),
+            message: row.get("message"),
+            warning: row.get("warning"),
+        })
+        .collect())
+    }
+
+    /// Runs retired at or before `through` listed in `[since_ms, until_ms)`, per data center
+    /// and state.
+    pub async fn activity(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        through: u64,
+    ) -> sqlx::Result<Vec<(String, String, u64)>> {
+        Ok(sqlx::query(
+            "SELECT dc, state, COUNT(*) AS n FROM runs WHERE retired_index <= $1 \
+             AND order_ms >= $2 AND order_ms < $3 GROUP BY dc, state",
+        )
+        .bind(through as i64)
+        .bind(since_ms)
+        .bind(until_ms)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            (
+                row.get("dc"),
+                row.get("state"),
+                row.get::<i64, _>("n") as u64,
+            )
+        })
+        .collect())
+    }
+
+    /// The lateness of the scheduled runs retired at or before `through` fired since
+    /// `since_ms` that started, with their data center.
+    pub async fn lateness(&self, since_ms: i64, through: u64) -> sqlx::Result<Vec<(String, i64)>> {
+        Ok(sqlx::query(
+            "SELECT dc, started_ms - fire_ms AS late FROM runs WHERE retired_index <= $1 \
+             AND order_ms >= $2 AND fire_ms >= $2 AND started_ms IS NOT NULL",
+        )
+        .bind(through as i64)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| (row.get("dc"), row.get("late")))
+        .collect())
+    }
+
+    /// How many runs the store holds.
+    pub async fn count(&self) -> sqlx::Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+}
+
+/// Writes `retired` in `tx`.
+async fn write(tx: &mut sqlx::AnyConnection, retired: &[(u64, Retired)]) -> sqlx::Result<()> {
+    let marks: Vec<String> = (1..=25).map(|i| format!("${i}")).collect();
+    let updates: Vec<String> = COLUMNS
+        .split(", ")
+        .skip(1)
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let upsert = format!(
+        "INSERT INTO runs ({COLUMNS}) VALUES ({}) ON CONFLICT (run_id) DO UPDATE SET {}",
+        marks.join(", "),
+        updates.join(", ")
+    );
+    for (index, Retired { run, attempts }) in retired {
+        let order_ms = run
+            .fire_ms
+            .or(run.requested_ms)
+            .or(run.order_ms)
+            .unwrap_or_default();
+        let kept = (!run.kept.is_empty())
+            .then(|| serde_json::to_string(&run.kept).expect("names serialise"));
+        sqlx::query(&upsert)
+            .bind(&run.run_id)
+            .bind(&run.tenant)
+            .bind(&run.workflow)
+            .bind(run.workflow_version as i64)
+            .bind(&run.schedule)
+            .bind(run.fire_ms)
+            .bind(&run.environment)
+            .bind(&run.cluster)
+            .bind(&run.dc)
+            .bind(&run.state)
+            .bind(&run.agent)
+            .bind(run.epoch as i64)
+            .bind(run.requested_ms)
+            .bind(run.queued_ms)
+            .bind(run.started_ms)
+            .bind(run.finished_ms)
+            .bind(&run.message)
+            .bind(i64::from(run.starts))
+            .bind(run.order_ms.unwrap_or_default())
+            .bind(order_ms)
+            .bind(i64::from(run.generation))
+            .bind(&run.rerun_of)
+            .bind(kept)
+            .bind(&run.requested_by)
+            .bind(*index as i64)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM task_attempts WHERE run_id = $1")
+            .bind(&run.run_id)
+            .execute(&mut *tx)
+            .await?;
+        for a in attempts {
+            sqlx::query(
+                "INSERT INTO task_attempts (run_id, task, attempt, outcome, started_ms, \
+                     finished_ms, exit_code, message, warning) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&run.run_id)
+            .bind(&a.task)
+            .bind(i64::from(a.attempt))
+            .bind(&a.outcome)
+            .bind(a.started_ms)
+            .bind(a.finished_ms)
+            .bind(a.exit_code.map(i64::from))
+            .bind(&a.message)
+            .bind(&a.warning)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// `query` with `binds` bound in order.
+fn bound<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    binds: &'q [Bind],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for b in binds {
+        query = match b {
+            Bind::Text(t) => query.bind(t.as_str()),
+            Bind::Number(n) => query.bind(*n),
+        };
+    }
+    query
+}
+
+fn record(row: &AnyRow) -> RunRecord {
+    let fire_ms: Option<i64> = row.get("fire_ms");
+    let started_ms: Option<i64> = row.get("started_ms");
+    RunRecord {
+        run_id: row.get("run_id"),
+        tenant: row.get("tenant"),
+        workflow: row.get("workflow"),
+        workflow_version: row.get::<i64, _>("workflow_version") as u64,
+        schedule: row.get("schedule"),
+        fire_ms,
+        environment: row.get("environment"),
+        cluster: row.get("cluster"),
+        dc: row.get("dc"),
+        state: row.get("state"),
+        agent: row.get("agent"),
+        epoch: row.get::<i64, _>("epoch") as u64,
+        requested_ms: row.get("requested_ms"),
+        queued_ms: row.get("queued_ms"),
+        started_ms,
+        finished_ms: row.get("finished_ms"),
+        lateness_ms: fire_ms.zip(started_ms).map(|(f, s)| s - f),
+        message: row.get("message"),
+        starts: row.get::<i64, _>("starts") as u32,
+        order_ms: Some(row.get("updated_ms")),
+        generation: row.get::<i64, _>("generation") as u32,
+        rerun_of: row.get("rerun_of"),
+        requested_by: row.get("requested_by"),
+        kept: row
+            .get::<Option<String>, _>("kept")
+            .and_then(|k| serde_json::from_str(&k).ok())
+            .unwrap_or_default(),
+    }
+}
