@@ -253,6 +253,36 @@ async fn retired_runs_are_read_exactly_once_before_during_and_after_a_retirement
         before.0.iter().map(|r| (r.run_id.as_str(), r)).collect();
     assert!(killed.iter().all(|r| by_id[r.run_id.as_str()] == r));
 
+    // A retired run is re-run from what the history store holds, one generation further; the
+    // model alone does not know it.
+    let old = killed.last().unwrap().run_id.clone();
+    let bare = Command::Rerun(meridian_plane::model::Rerun {
+        run_id: old.clone(),
+        recover: false,
+        retired: None,
+    });
+    let entry = p.entry(bare);
+    let refused = p.sm.apply([entry]).await.unwrap();
+    assert!(
+        matches!(&refused[0], Outcome::Refused(r) if r.message.contains("does not exist")),
+        "{refused:?}"
+    );
+    let rerun = p.sm.runs().rerun(&old, false).await.unwrap();
+    assert_eq!(rerun.retired.as_ref().unwrap().run.run_id, old);
+    let detail = p.apply(vec![Command::Rerun(rerun)]).await;
+    let detail: serde_json::Value = serde_json::from_str(detail[0].as_deref().unwrap()).unwrap();
+    let again = detail["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(again, format!("{old}~2"));
+    let again = p.sm.runs().run(&again).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            again.generation,
+            again.rerun_of.as_deref(),
+            again.state.as_str()
+        ),
+        (2, Some(old.as_str()), "requested")
+    );
+
     // Retention: the tenant keeps 30 days; a sweep as of 31 days on empties the store, the
     // open runs stay.
     let day = 86_400_000;
@@ -263,5 +293,5 @@ async fn retired_runs_are_read_exactly_once_before_during_and_after_a_retirement
             .unwrap();
     assert_eq!(gone, 90);
     assert_eq!(p.sm.history().count().await.unwrap(), 0);
-    assert_eq!(p.seen().await.0.len(), 30);
+    assert_eq!(p.seen().await.0.len(), 31);
 }

@@ -3424,6 +3424,7 @@ async fn a_finished_run_runs_again_one_generation_further() {
         Command::Rerun(Rerun {
             run_id: run_id.into(),
             recover,
+            retired: None,
         })
     };
     let refused = m.refused(rerun(&first, false)).await;

@@ -732,6 +732,7 @@ async fn a_failed_run_is_recovered_and_re_run_for_its_own_fire_time() {
         .write(Command::Rerun(Rerun {
             run_id: first.clone(),
             recover: true,
+            retired: None,
         }))
         .await;
     assert_eq!(
@@ -757,6 +758,7 @@ async fn a_failed_run_is_recovered_and_re_run_for_its_own_fire_time() {
     f.write(Command::Rerun(Rerun {
         run_id: format!("{first}~2"),
         recover: false,
+        retired: None,
     }))
     .await;
     let third = finished(&f, &format!("{first}~3")).await;

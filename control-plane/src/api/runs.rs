@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiError;
 use super::principal::Caller;
 use super::{Api, ApiResult, Params, ReadOptions, Reader, create, found, name};
+use crate::history_store::reader::RunReader;
 use crate::model::{Command, Name, query};
 use crate::policy::{Action, Kind, Object, Scope};
 
@@ -279,10 +280,7 @@ pub fn rerun(recover: bool) -> MethodRouter<Api> {
         async move |State(api): State<Api>,
                     Extension(c): Extension<Caller>,
                     Path(id): Path<String>| {
-            let rerun = crate::model::Rerun {
-                run_id: id,
-                recover,
-            };
+            let rerun = api.node.state.runs().rerun(&id, recover).await?;
             api.propose(&c, Command::Rerun(rerun)).await.map(Json)
         },
     )
@@ -353,16 +351,13 @@ impl Bulk {
         }
     }
 
-    fn command(self, run_id: &str) -> Command {
-        match self {
-            Bulk::Rerun { recover } => Command::Rerun(crate::model::Rerun {
-                run_id: run_id.to_owned(),
-                recover,
-            }),
+    async fn command(self, runs: &RunReader, run_id: &str) -> ApiResult<Command> {
+        Ok(match self {
+            Bulk::Rerun { recover } => Command::Rerun(runs.rerun(run_id, recover).await?),
             Bulk::Kill => Command::KillRun {
                 run_id: run_id.to_owned(),
             },
-        }
+        })
     }
 }
 
@@ -494,7 +489,10 @@ async fn bulk(
     if count == 0 {
         return Ok(Json(reply));
     }
-    let batch = reply.runs.iter().map(|id| of.command(id)).collect();
+    let mut batch = Vec::with_capacity(reply.runs.len());
+    for id in &reply.runs {
+        batch.push(of.command(&api.node.state.runs(), id).await?);
+    }
     let outcomes = api.propose_batch(c, batch).await?;
     for (id, item) in reply.runs.iter().zip(outcomes) {
         match (item, of) {

@@ -25,6 +25,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
 use crate::model::query::{Bind, Dialect, RunFilter, RunRecord, TaskAttempt};
+use crate::model::rerun::RetiredFamily;
 use crate::model::retire::Retired;
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/history/sqlite");
@@ -285,6 +286,37 @@ impl HistoryStore {
         .iter()
         .map(|row| (row.get("dc"), row.get("late")))
         .collect())
+    }
+
+    /// A retired run with what re-running it needs from its family (none: not here).
+    pub async fn family(&self, run_id: &str, through: u64) -> sqlx::Result<Option<RetiredFamily>> {
+        let Some(run) = self.run(run_id, through).await? else {
+            return Ok(None);
+        };
+        let first = run.rerun_of.clone().unwrap_or_else(|| run.run_id.clone());
+        let fire_ms: Option<i64> = sqlx::query_scalar("SELECT fire_ms FROM runs WHERE run_id = $1")
+            .bind(&first)
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten();
+        let generation: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(generation) FROM runs WHERE run_id = $1 OR rerun_of = $1",
+        )
+        .bind(&first)
+        .fetch_one(&self.pool)
+        .await?;
+        let succeeded: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT task FROM task_attempts WHERE run_id = $1 AND outcome = 'succeeded'",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(RetiredFamily {
+            run,
+            fire_ms,
+            generation: generation.unwrap_or(1) as u32,
+            succeeded,
+        }))
     }
 
     /// How many runs the store holds.

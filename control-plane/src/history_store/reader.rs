@@ -7,6 +7,7 @@
 use sqlx::SqlitePool;
 
 use super::HistoryStore;
+use crate::model::Rerun;
 use crate::model::query::{self, RunFilter, RunRecord, TaskAttempt};
 use crate::model::retire::retired_through;
 
@@ -126,6 +127,27 @@ impl RunReader {
         tx.commit().await?;
         out.extend(self.history.lateness(since_ms, through).await?);
         Ok(out)
+    }
+}
+
+impl RunReader {
+    /// `run_id` to run again: a `Rerun` carrying the run as the history store holds it when
+    /// it has left the model (the apply reads the model alone).
+    pub async fn rerun(&self, run_id: &str, recover: bool) -> sqlx::Result<Rerun> {
+        let mut tx = self.model.begin().await?;
+        let through = retired_through(&mut tx).await?;
+        let in_model = query::run_in(&mut *tx, run_id).await?.is_some();
+        tx.commit().await?;
+        let retired = if in_model {
+            None
+        } else {
+            self.history.family(run_id, through).await?.map(Box::new)
+        };
+        Ok(Rerun {
+            run_id: run_id.to_owned(),
+            recover,
+            retired,
+        })
     }
 }
 

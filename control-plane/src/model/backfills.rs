@@ -701,8 +701,9 @@ async fn hand(
             let rerun = super::Rerun {
                 run_id: run_id.clone(),
                 recover: false,
+                retired: None,
             };
-            match super::history::rerun(tx, context, &rerun).await {
+            match super::rerun::rerun(tx, context, &rerun).await {
                 Ok(applied) => {
                     let ordered: super::history::RequestedRun = applied
                         .detail

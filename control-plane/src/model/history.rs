@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection};
 
-use super::checks::{Table, invalid, json, must_be_granted, present, subject};
+use super::checks::{Table, json, must_be_granted, present, subject};
 use super::job::{job_for, latest_workflow};
 use super::outcome::{Applied, ApplyError, Context, Refusal};
 use super::{AgentReport, Name, RunRequest};
@@ -652,7 +652,7 @@ pub async fn request_run(
 
 /// A requested run's row and its order to the next agent of the environment's cluster that
 /// heartbeats; `rerun`: what it runs again (the first generation's id, and the tasks kept).
-async fn order_run(
+pub(super) async fn order_run(
     tx: &mut SqliteConnection,
     context: Context,
     run_id: &str,
@@ -715,123 +715,6 @@ async fn order_run(
 fn schedule_of_record(run_id: &str) -> Option<String> {
     let (schedule, at) = run_id.split_once('@')?;
     (!at.starts_with("manual-")).then(|| schedule.to_owned())
-}
-
-/// Runs a finished run again, one generation further, for its own fire time and with the
-/// workflow version and environment it ran with; a recovery keeps the tasks that succeeded.
-pub async fn rerun(
-    tx: &mut SqliteConnection,
-    context: Context,
-    r: &super::Rerun,
-) -> Result<Applied, ApplyError> {
-    let doing = if r.recover {
-        format!("recovering run `{}`", r.run_id)
-    } else {
-        format!("re-running run `{}`", r.run_id)
-    };
-    let Some(row) = sqlx::query(
-        "SELECT tenant, workflow, workflow_version, environment, state, rerun_of, kept \
-         FROM runs WHERE run_id = ?",
-    )
-    .bind(&r.run_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    else {
-        return Err(Refusal::Missing {
-            doing,
-            kind: "run",
-            name: r.run_id.clone(),
-        }
-        .into());
-    };
-    let state = RunState::parse(row.get::<String, _>("state").as_str()).unwrap_or(RunState::Failed);
-    if !state.is_final() {
-        return Err(invalid(
-            &doing,
-            "run_id",
-            &format!("the run is {state}: only a finished run is run again (kill it first)"),
-        ));
-    }
-    if r.recover && !matches!(state, RunState::Failed | RunState::Killed) {
-        return Err(invalid(
-            &doing,
-            "recover",
-            &format!(
-                "the run {state}: recovering runs a failed or killed run's tasks that did not \
-                 succeed; re-run it whole instead"
-            ),
-        ));
-    }
-    let (tenant, name): (String, String) = (row.get("tenant"), row.get("workflow"));
-    let version = row.get::<i64, _>("workflow_version") as u64;
-    let Some(workflow) = super::job::workflow_version(tx, &tenant, &name, version).await? else {
-        return Err(Refusal::Missing {
-            doing,
-            kind: "workflow version",
-            name: format!("{tenant}/{name} version {version}"),
-        }
-        .into());
-    };
-    let environment = Name::new(row.get::<String, _>("environment"))
-        .map_err(|e| invalid(&doing, "environment", &e.to_string()))?;
-    must_be_granted(tx, &workflow.tenant, &environment, &doing).await?;
-    // Generations count from the first run: `<first>~2`, `<first>~3`, …
-    let first: String = row
-        .get::<Option<String>, _>("rerun_of")
-        .unwrap_or_else(|| r.run_id.clone());
-    // One generation of a record at a time: a record's runs never overlap.
-    let going: Option<String> = sqlx::query_scalar(
-        "SELECT run_id FROM runs WHERE (run_id = ?1 OR rerun_of = ?1) \
-         AND state NOT IN ('succeeded', 'failed', 'killed', 'skipped') LIMIT 1",
-    )
-    .bind(&first)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(going) = going {
-        return Err(invalid(
-            &doing,
-            "run_id",
-            &format!(
-                "`{going}`, a generation of the same run, has not finished: wait for it or kill it first"
-            ),
-        ));
-    }
-    // The record's fire time is the first generation's (later ones have none of their own).
-    let fire_ms: Option<i64> = sqlx::query_scalar("SELECT fire_ms FROM runs WHERE run_id = ?")
-        .bind(&first)
-        .fetch_optional(&mut *tx)
-        .await?
-        .flatten();
-    let generation: i64 = sqlx::query_scalar::<_, Option<i64>>(
-        "SELECT MAX(generation) + 1 FROM runs WHERE run_id = ?1 OR rerun_of = ?1",
-    )
-    .bind(&first)
-    .fetch_one(&mut *tx)
-    .await?
-    .unwrap_or(2);
-    let mut done = std::collections::BTreeSet::new();
-    if r.recover {
-        let kept: Option<String> = row.get("kept");
-        if let Some(kept) = kept {
-            done.extend(serde_json::from_str::<Vec<String>>(&kept).unwrap_or_default());
-        }
-        let succeeded: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT task FROM task_attempts WHERE run_id = ? AND outcome = 'succeeded'",
-        )
-        .bind(&r.run_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        done.extend(succeeded);
-    }
-    let mut job = job_for(tx, &workflow, version, &environment).await?;
-    job.rerun = Some(meridian_domain::run::RerunOf {
-        fire_ms,
-        generation: u32::try_from(generation).unwrap_or(u32::MAX),
-        done: done.clone(),
-    });
-    let run_id = format!("{first}~{generation}");
-    let kept = serde_json::to_string(&done).expect("names print as JSON");
-    order_run(tx, context, &run_id, &job, Some((&first, &kept))).await
 }
 
 pub async fn kill_run(

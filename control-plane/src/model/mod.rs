@@ -48,6 +48,7 @@ pub use pauses::{Pause, PauseScope, Resume};
 pub mod processor;
 pub mod query;
 pub mod quotas;
+pub mod rerun;
 pub mod retire;
 mod tenancy;
 
@@ -579,6 +580,11 @@ pub struct Rerun {
     /// (a failed or killed run only).
     #[serde(default)]
     pub recover: bool,
+    /// The run as the history store holds it, when it has left the model (the proposer
+    /// reads it there: `RunReader::retired_family`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub retired: Option<Box<rerun::RetiredFamily>>,
 }
 
 /// A merge patch of one schedule's document: `{"spec": {"cron": "0 0 6 * * ?"}}`; `null`

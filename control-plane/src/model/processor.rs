@@ -196,7 +196,7 @@ async fn execute(
         Command::PatchSchedule(p) => super::definitions::patch_schedule(tx, p).await,
         Command::Pause(p) => super::pauses::pause(tx, context, p).await,
         Command::Resume(r) => super::pauses::resume(tx, context, r).await,
-        Command::Rerun(r) => super::history::rerun(tx, context, r).await,
+        Command::Rerun(r) => super::rerun::rerun(tx, context, r).await,
         Command::CreateBackfill(b) => super::backfills::create(tx, context, b).await,
         Command::ControlBackfill(c) => super::backfills::control(tx, context, c).await,
         Command::CreateAlertChannel(c) => super::alerts::create_channel(tx, c).await,

@@ -588,11 +588,11 @@ pub async fn rerun(
         Ok(r) => r,
         Err(response) => return response,
     };
-    let command = Command::Rerun(crate::model::Rerun {
-        run_id: run.run_id,
-        recover: f.recover,
-    });
-    to_new_run(&api, &viewer, command).await
+    let rerun = match api.node.state.runs().rerun(&run.run_id, f.recover).await {
+        Ok(rerun) => rerun,
+        Err(e) => return page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    to_new_run(&api, &viewer, Command::Rerun(rerun)).await
 }
 
 /// `POST /runs/again`: a new run of the same workflow in the same environment, now; then its

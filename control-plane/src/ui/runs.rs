@@ -392,11 +392,10 @@ pub async fn rerun_selected(
     let mut status = StatusCode::OK;
     let mut any = false;
     for run_id in fields.iter().filter(|(k, _)| k == "run").map(|(_, v)| v) {
-        let command = Command::Rerun(crate::model::Rerun {
-            run_id: run_id.clone(),
-            recover,
-        });
-        let outcome = api.propose(&viewer.caller, command).await;
+        let outcome = match api.node.state.runs().rerun(run_id, recover).await {
+            Ok(rerun) => api.propose(&viewer.caller, Command::Rerun(rerun)).await,
+            Err(e) => Err(e.into()),
+        };
         done.push(Killed {
             run_id: run_id.clone(),
             ok: outcome.is_ok(),
