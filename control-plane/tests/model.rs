@@ -3961,4 +3961,22 @@ async fn finished_runs_retire_and_a_late_report_of_one_is_refused() {
             .unwrap()
             .is_none()
     );
+    // Nor does a backfill hand the record again: it is left out, saying so.
+    use meridian_plane::model::backfills::{Backfill, BackfillOrder};
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    let refused = m
+        .refused(Command::CreateBackfill(Backfill {
+            tenant: n("ads"),
+            schedule: n("nightly"),
+            from: at(fire),
+            to: at(fire),
+            parallel: 1,
+            order: BackfillOrder::Asc,
+            all: true,
+        }))
+        .await;
+    assert!(
+        refused.contains("left the model for the history store (1"),
+        "{refused}"
+    );
 }

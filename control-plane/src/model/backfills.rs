@@ -128,6 +128,10 @@ pub struct LeftOut {
     pub ran: u64,
     /// Fire times in doubt after a takeover: settled with `meridian doubts`, not here.
     pub in_doubt: u64,
+    /// Fire times whose runs have left the model for the history store (older than
+    /// `[history] keep_hours`): re-run those with `meridian runs rerun`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retired: u64,
     /// The range ended here: later fire times are the schedule's own to fire (it has not
     /// reached them yet, or they are its catch-up's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -290,6 +294,18 @@ pub(super) async fn create(
     let before = fires.len();
     fires.retain(|f| !doubts.iter().any(|(a, t)| a < f && f <= t));
     left_out.in_doubt = (before - fires.len()) as u64;
+    // A record whose run has left the model cannot be handed again: its report would be
+    // taken for a late copy of the retired run.
+    let retired: Option<i64> =
+        sqlx::query_scalar("SELECT fire_ms FROM retired_fires WHERE schedule = ?")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(retired) = retired {
+        let before = fires.len();
+        fires.retain(|f| *f > retired);
+        left_out.retired = (before - fires.len()) as u64;
+    }
     if !b.all {
         // Only what never ran: no run, or skipped.
         let ran: std::collections::HashSet<i64> = sqlx::query_scalar(
@@ -312,12 +328,14 @@ pub(super) async fn create(
             &doing,
             "from",
             &format!(
-                "nothing to fill between {} and {}: every fire time already ran ({}) or is in \
-                 doubt ({}); `all` runs them again",
+                "nothing to fill between {} and {}: every fire time already ran ({}), is in \
+                 doubt ({}) or has left the model for the history store ({}: `runs rerun` \
+                 them); `all` runs the others again",
                 b.from,
                 DateTime::from_timestamp_millis(through_ms).unwrap_or_default(),
                 left_out.ran,
-                left_out.in_doubt
+                left_out.in_doubt,
+                left_out.retired
             ),
         ));
     }
@@ -834,4 +852,8 @@ pub async fn get(pool: &SqlitePool, id: &str) -> sqlx::Result<Option<BackfillRec
         finished_ms: row.get("finished_ms"),
         held_by_pause,
     }))
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
