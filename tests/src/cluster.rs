@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use meridian_domain::{Clock, SystemClock};
 use meridian_plane::certs::{self, Pem};
+use meridian_plane::history_store::HistoryConfig;
 use meridian_plane::raft::node::{NodeConfig, PlaneNode, Timing};
 use meridian_transport::{HostsMap, Role, TlsMaterial};
 use openraft::ServerState;
@@ -47,6 +48,24 @@ impl Cluster {
     /// Starts `n` nodes that stamp agents' heartbeats and reports with `clock` (share a
     /// `ManualClock` with the agents to drive leases and firing from the test).
     pub async fn start_on(n: usize, timing: Timing, clock: Arc<dyn Clock>) -> Self {
+        Self::start_full(n, timing, clock, |_| HistoryConfig::default()).await
+    }
+
+    /// Starts `n` nodes whose history stores `history` says (node `i`'s: `history(i)`).
+    pub async fn start_with_history(
+        n: usize,
+        timing: Timing,
+        history: impl Fn(usize) -> HistoryConfig,
+    ) -> Self {
+        Self::start_full(n, timing, Arc::new(SystemClock), history).await
+    }
+
+    async fn start_full(
+        n: usize,
+        timing: Timing,
+        clock: Arc<dyn Clock>,
+        history: impl Fn(usize) -> HistoryConfig,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = certs::new_ca("test federation CA").expect("CA");
         let mut listeners = Vec::new();
@@ -74,7 +93,7 @@ impl Cluster {
                 timing,
                 clock: clock.clone(),
                 logs: Default::default(),
-                history: Default::default(),
+                history: history(i),
             });
         }
         let mut nodes = Vec::new();

@@ -26,6 +26,7 @@ pub mod browser;
 pub mod cluster;
 pub mod federation;
 pub mod lab;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod receiver;

@@ -531,27 +531,57 @@ async fn an_older_follower_refuses_an_entry_it_cannot_read_and_changes_nothing()
 
 /// Issue #21: finished runs leave the replicated model for every node's history store; a node
 /// that catches up by a snapshot taken after they left copies them from a peer, and then every
-/// node lists the same runs.
+/// node lists the same runs. Each node with its own SQLite store here, all three sharing one
+/// PostgreSQL database below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retired_runs_leave_the_snapshot_and_a_node_that_missed_them_copies_them_in() {
+    let cluster = Cluster::start_with(3, retiring_timing()).await;
+    retired_runs_leave_the_snapshot(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retired_runs_go_to_one_postgresql_database_the_nodes_share() {
+    let pg = meridian_tests::postgres::Postgres::start().expect("PostgreSQL");
+    let url = pg.database("plane_history").await.unwrap();
+    let cluster = Cluster::start_with_history(3, retiring_timing(), |_| {
+        meridian_plane::history_store::HistoryConfig {
+            url: Some(url.clone()),
+            ..Default::default()
+        }
+    })
+    .await;
+    retired_runs_leave_the_snapshot(cluster).await;
+}
+
+fn retiring_timing() -> Timing {
+    Timing {
+        snapshot_every: 50,
+        keep_after_snapshot: 0,
+        ..Timing::default()
+    }
+}
+
+async fn retired_runs_leave_the_snapshot(mut cluster: Cluster) {
     use meridian_domain::workflow::WorkflowDefinition;
     use meridian_plane::model::query::RunFilter;
     use meridian_plane::model::{
         Cluster as PlaneCluster, ClusterRole, Environment, Grant, RunRequest, Tenant, Workflow,
     };
     use meridian_plane::retirement::Retirer;
-    let timing = Timing {
-        snapshot_every: 50,
-        keep_after_snapshot: 0,
-        ..Timing::default()
-    };
-    let mut cluster = Cluster::start_with(3, timing).await;
     let leader = cluster.leader().await;
     let n = |s: &str| Name::new(s).unwrap();
     let write = async |cluster: &Cluster, command: Command| {
         let outcome = cluster
             .node(leader)
-            .write(Proposal::new("test", 0, command), WRITE_TIMEOUT)
+            .write(
+                // Stamped now: the retention sweep of a node starting later keeps the runs.
+                Proposal::new(
+                    "test",
+                    meridian_domain::Clock::now_ms(&meridian_domain::SystemClock),
+                    command,
+                ),
+                WRITE_TIMEOUT,
+            )
             .await
             .unwrap();
         match outcome {
@@ -682,7 +712,12 @@ async fn retired_runs_leave_the_snapshot_and_a_node_that_missed_them_copies_them
         if history.gaps().await.unwrap().is_empty() && history.count().await.unwrap() == 270 {
             break;
         }
-        assert!(Instant::now() < deadline, "the gap was not filled in 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "the gap was not filled in 30 s: gaps {:?}, {} runs",
+            history.gaps().await.unwrap(),
+            history.count().await.unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for i in 0..3 {

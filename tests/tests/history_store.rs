@@ -1,8 +1,9 @@
 //! Finished runs leaving the replicated model for the history store (issue #21), through the
-//! real state machine: what readers see before, during and after a retirement — including the
+//! real state machine, with the store in SQLite and in a real PostgreSQL server (the same
+//! test for both): what readers see before, during and after a retirement — including the
 //! state a crash between the history store's write and the model's commit leaves — is every
-//! run exactly once, the same runs in the same order; the model keeps only what is open;
-//! retention empties the store.
+//! run exactly once, the same runs in the same order; the model keeps only what is open; a
+//! retired run is re-run from the store; retention empties it.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ use meridian_plane::model::{
 };
 use meridian_plane::raft::state_machine::StateMachine;
 use meridian_plane::raft::{Entry, Outcome, Request};
+use meridian_tests::postgres::Postgres;
 use openraft::EntryPayload;
 use openraft::storage::RaftStateMachine;
 use openraft::testing::log_id;
@@ -34,9 +36,10 @@ struct Plane {
 }
 
 impl Plane {
-    async fn new() -> Self {
+    /// A state machine whose history store is `url`'s (none: SQLite beside the model).
+    async fn new(url: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let history = HistoryStore::open(dir.path(), None).await.unwrap();
+        let history = HistoryStore::open(dir.path(), url).await.unwrap();
         let sm = StateMachine::open(dir.path(), history).await.unwrap();
         Self {
             _dir: dir,
@@ -155,8 +158,18 @@ impl Plane {
 }
 
 #[tokio::test]
-async fn retired_runs_are_read_exactly_once_before_during_and_after_a_retirement() {
-    let mut p = Plane::new().await;
+async fn sqlite_retired_runs_are_read_exactly_once_before_during_and_after_a_retirement() {
+    retired_runs_are_read_exactly_once(Plane::new(None).await).await;
+}
+
+#[tokio::test]
+async fn postgres_retired_runs_are_read_exactly_once_before_during_and_after_a_retirement() {
+    let pg = Postgres::start().expect("PostgreSQL");
+    let url = pg.database("history").await.unwrap();
+    retired_runs_are_read_exactly_once(Plane::new(Some(&url)).await).await;
+}
+
+async fn retired_runs_are_read_exactly_once(mut p: Plane) {
     p.federation().await;
     let ask = Command::RequestRun(RunRequest {
         tenant: n("ads"),
