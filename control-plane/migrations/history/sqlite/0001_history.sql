@@ -30,10 +30,18 @@ CREATE TABLE runs (
     requested_by     TEXT,
     retired_index    BIGINT NOT NULL
 );
-CREATE INDEX runs_order ON runs (order_ms, run_id);
-CREATE INDEX runs_tenant ON runs (tenant, order_ms);
-CREATE INDEX runs_schedule ON runs (schedule, fire_ms);
+-- The listing's walk, newest first from a cursor, carrying what every read filters on (the
+-- retirement index each read is bounded by) and what the analysis page counts and filters by
+-- most, so a window's page and per-state counts are read from the index alone (rows never
+-- change once written).
+CREATE INDEX runs_order ON runs (order_ms, run_id, retired_index, state, tenant, dc, cluster,
+    fire_ms, started_ms);
+-- A schedule's runs, newest first (sparse among many schedules: the walk above would not find
+-- them fast).
+CREATE INDEX runs_schedule ON runs (schedule, order_ms);
 CREATE INDEX runs_rerun ON runs (rerun_of);
+-- In retirement order: what a node fills a gap with, page by page.
+CREATE INDEX runs_retired ON runs (retired_index, run_id);
 
 CREATE TABLE task_attempts (
     run_id      TEXT NOT NULL,
@@ -47,7 +55,6 @@ CREATE TABLE task_attempts (
     warning     TEXT NOT NULL,
     PRIMARY KEY (run_id, task, attempt)
 );
-CREATE INDEX task_attempts_task ON task_attempts (task, run_id);
 
 -- `applied_through`: the newest retirement (log index) this store was written by or knows
 -- of. When the node's model has retired further (a snapshot installed, a plane restored, the
