@@ -3852,11 +3852,34 @@ async fn finished_runs_retire_and_a_late_report_of_one_is_refused() {
     let a = m.beat(T0, "a", "nj-main").await;
     let epoch = a.leases.iter().find(|l| l.partition == p).unwrap().epoch;
     let fire = fire_ms(0);
+    let attempt = |outcome: AttemptOutcome, at_ms: i64, exit_code: Option<i32>| {
+        about_run(
+            p,
+            epoch,
+            ReportItem::Attempt(AttemptEvent {
+                run_id: record("ads.nightly", fire),
+                task: "main".into(),
+                attempt: 1,
+                outcome,
+                at_ms,
+                exit_code,
+                message: "done".into(),
+                warning: String::new(),
+            }),
+        )
+    };
     let done = vec![
         event(p, epoch, fire, RunState::Started, fire + 1_000),
+        attempt(AttemptOutcome::Started, fire + 1_100, None),
+        attempt(AttemptOutcome::Succeeded, fire + 1_900, Some(0)),
         event(p, epoch, fire, RunState::Succeeded, fire + 2_000),
     ];
     m.report_ok("a", "nj-main", done.clone()).await;
+    let nightly_before = m.run(&record("ads.nightly", fire)).await;
+    let attempts_before = query::attempts_in(&m.pool, &record("ads.nightly", fire))
+        .await
+        .unwrap();
+    assert_eq!(attempts_before.len(), 1);
     // Another record still running: not final, so it stays.
     let going = fire_ms(1);
     m.report_ok(
@@ -3928,8 +3951,9 @@ async fn finished_runs_retire_and_a_late_report_of_one_is_refused() {
         .find(|(_, r)| r.run.run_id == record("ads.nightly", fire))
         .unwrap()
         .1;
-    assert_eq!(nightly.run.state, "succeeded");
-    assert_eq!(nightly.run.started_ms, Some(fire + 1_000));
+    // What leaves is what the model held: the row as read, the attempts as read.
+    assert_eq!(nightly.run, nightly_before);
+    assert_eq!(nightly.attempts, attempts_before);
     assert_eq!(
         retire::retired_through(&mut conn).await.unwrap(),
         index_before + 1
@@ -3950,7 +3974,7 @@ async fn finished_runs_retire_and_a_late_report_of_one_is_refused() {
     // The retired run's reports sent again (a lost acknowledgement, an old outbox): refused,
     // the run not made anew.
     let refused = m.report("a", "nj-main", done).await;
-    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused.len(), 4, "{refused:?}");
     assert!(
         refused[0].1.contains("already in the history store"),
         "{refused:?}"

@@ -19,3 +19,7 @@ CREATE TABLE retired_fires (
 -- `retired_through` (in `counters`): the log index of the last retirement. History rows
 -- retired at or before it are gone from the model; readers of both take only those.
 INSERT INTO counters (name, value) VALUES ('retired_through', 0) ON CONFLICT (name) DO NOTHING;
+
+-- A retirement deletes a batch of runs' commands, and each run's delete checks its commands'
+-- foreign key: by run, not by a scan of every command ever given.
+CREATE INDEX agent_commands_run ON agent_commands (run_id);

@@ -31,6 +31,10 @@ use crate::model::retire::Retired;
 static SQLITE: Migrator = sqlx::migrate!("migrations/history/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("migrations/history/postgres");
 
+/// Rows written per statement (25 and 9 values each: within both databases' bind limits).
+const RUNS_PER_STATEMENT: usize = 200;
+const ATTEMPTS_PER_STATEMENT: usize = 500;
+
 /// The history store's file in a node's data directory, when no URL is configured.
 pub const HISTORY_FILE: &str = "history.db";
 
@@ -330,74 +334,103 @@ impl HistoryStore {
 
 /// Writes `retired` in `tx`.
 async fn write(tx: &mut sqlx::AnyConnection, retired: &[(u64, Retired)]) -> sqlx::Result<()> {
-    let marks: Vec<String> = (1..=25).map(|i| format!("${i}")).collect();
     let updates: Vec<String> = COLUMNS
         .split(", ")
         .skip(1)
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
-    let upsert = format!(
-        "INSERT INTO runs ({COLUMNS}) VALUES ({}) ON CONFLICT (run_id) DO UPDATE SET {}",
-        marks.join(", "),
-        updates.join(", ")
-    );
-    for (index, Retired { run, attempts }) in retired {
-        let order_ms = run
-            .fire_ms
-            .or(run.requested_ms)
-            .or(run.order_ms)
-            .unwrap_or_default();
-        let kept = (!run.kept.is_empty())
-            .then(|| serde_json::to_string(&run.kept).expect("names serialise"));
-        sqlx::query(&upsert)
-            .bind(&run.run_id)
-            .bind(&run.tenant)
-            .bind(&run.workflow)
-            .bind(run.workflow_version as i64)
-            .bind(&run.schedule)
-            .bind(run.fire_ms)
-            .bind(&run.environment)
-            .bind(&run.cluster)
-            .bind(&run.dc)
-            .bind(&run.state)
-            .bind(&run.agent)
-            .bind(run.epoch as i64)
-            .bind(run.requested_ms)
-            .bind(run.queued_ms)
-            .bind(run.started_ms)
-            .bind(run.finished_ms)
-            .bind(&run.message)
-            .bind(i64::from(run.starts))
-            .bind(run.order_ms.unwrap_or_default())
-            .bind(order_ms)
-            .bind(i64::from(run.generation))
-            .bind(&run.rerun_of)
-            .bind(kept)
-            .bind(&run.requested_by)
-            .bind(*index as i64)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM task_attempts WHERE run_id = $1")
-            .bind(&run.run_id)
-            .execute(&mut *tx)
-            .await?;
-        for a in attempts {
-            sqlx::query(
+    // Many rows a statement: a statement per row is a round trip each to PostgreSQL.
+    for chunk in retired.chunks(RUNS_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|r| {
+                let marks: Vec<String> = (1..=25).map(|c| format!("${}", r * 25 + c)).collect();
+                format!("({})", marks.join(", "))
+            })
+            .collect();
+        let upsert = format!(
+            "INSERT INTO runs ({COLUMNS}) VALUES {} ON CONFLICT (run_id) DO UPDATE SET {}",
+            rows.join(", "),
+            updates.join(", ")
+        );
+        let mut query = sqlx::query(&upsert);
+        for (index, Retired { run, .. }) in chunk {
+            let order_ms = run
+                .fire_ms
+                .or(run.requested_ms)
+                .or(run.order_ms)
+                .unwrap_or_default();
+            let kept = (!run.kept.is_empty())
+                .then(|| serde_json::to_string(&run.kept).expect("names serialise"));
+            query = query
+                .bind(run.run_id.clone())
+                .bind(run.tenant.clone())
+                .bind(run.workflow.clone())
+                .bind(run.workflow_version as i64)
+                .bind(run.schedule.clone())
+                .bind(run.fire_ms)
+                .bind(run.environment.clone())
+                .bind(run.cluster.clone())
+                .bind(run.dc.clone())
+                .bind(run.state.clone())
+                .bind(run.agent.clone())
+                .bind(run.epoch as i64)
+                .bind(run.requested_ms)
+                .bind(run.queued_ms)
+                .bind(run.started_ms)
+                .bind(run.finished_ms)
+                .bind(run.message.clone())
+                .bind(i64::from(run.starts))
+                .bind(run.order_ms.unwrap_or_default())
+                .bind(order_ms)
+                .bind(i64::from(run.generation))
+                .bind(run.rerun_of.clone())
+                .bind(kept)
+                .bind(run.requested_by.clone())
+                .bind(*index as i64);
+        }
+        query.execute(&mut *tx).await?;
+        // A run written again (a replayed retirement, a gap filled twice) has the same
+        // attempts: the old rows go first.
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let delete = format!(
+            "DELETE FROM task_attempts WHERE run_id IN ({})",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query(&delete);
+        for (_, r) in chunk {
+            query = query.bind(r.run.run_id.clone());
+        }
+        query.execute(&mut *tx).await?;
+        let attempts: Vec<(&str, &TaskAttempt)> = chunk
+            .iter()
+            .flat_map(|(_, r)| r.attempts.iter().map(|a| (r.run.run_id.as_str(), a)))
+            .collect();
+        for some in attempts.chunks(ATTEMPTS_PER_STATEMENT) {
+            let rows: Vec<String> = (0..some.len())
+                .map(|r| {
+                    let marks: Vec<String> = (1..=9).map(|c| format!("${}", r * 9 + c)).collect();
+                    format!("({})", marks.join(", "))
+                })
+                .collect();
+            let insert = format!(
                 "INSERT INTO task_attempts (run_id, task, attempt, outcome, started_ms, \
-                     finished_ms, exit_code, message, warning) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(&run.run_id)
-            .bind(&a.task)
-            .bind(i64::from(a.attempt))
-            .bind(&a.outcome)
-            .bind(a.started_ms)
-            .bind(a.finished_ms)
-            .bind(a.exit_code.map(i64::from))
-            .bind(&a.message)
-            .bind(&a.warning)
-            .execute(&mut *tx)
-            .await?;
+                 finished_ms, exit_code, message, warning) VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&insert);
+            for (run_id, a) in some {
+                query = query
+                    .bind(run_id.to_string())
+                    .bind(a.task.clone())
+                    .bind(i64::from(a.attempt))
+                    .bind(a.outcome.clone())
+                    .bind(a.started_ms)
+                    .bind(a.finished_ms)
+                    .bind(a.exit_code.map(i64::from))
+                    .bind(a.message.clone())
+                    .bind(a.warning.clone());
+            }
+            query.execute(&mut *tx).await?;
         }
     }
     Ok(())
