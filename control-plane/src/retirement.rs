@@ -195,11 +195,7 @@ impl Filler {
             "runs retired after entry {} through {}: no member has them all ({})",
             gap.after_index,
             gap.through_index,
-            if why.is_empty() {
-                "no other member".to_owned()
-            } else {
-                why.join("; ")
-            }
+            why.join("; ")
         ))
     }
 }

@@ -40,7 +40,7 @@ fn main() {
 /// the backend's own way of counting rows.
 fn fill_sql(postgres: bool, runs: u64, now_ms: i64) -> [String; 2] {
     let rows = if postgres {
-        format!("generate_series(0, {}) AS s(i)", runs - 1)
+        format!("generate_series(0::bigint, {}) AS s(i)", runs - 1)
     } else {
         format!(
             "(WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {}) \
@@ -48,7 +48,9 @@ fn fill_sql(postgres: bool, runs: u64, now_ms: i64) -> [String; 2] {
             runs - 1
         )
     };
-    let fire = format!("({now_ms} - 2 * {DAY_MS} - ((i * 2654435761) % (88 * {DAY_MS})))");
+    // Constants computed here: PostgreSQL multiplies two literals as 32-bit integers.
+    let (end, span) = (now_ms - 2 * DAY_MS, 88 * DAY_MS);
+    let fire = format!("({end} - ((i * 2654435761) % {span}))");
     let late = "((i * 31) % 2000 + CASE WHEN (i * 7919) % 100 = 0 THEN 90000 ELSE 0 END)";
     let tenant = "CASE WHEN i % 2 = 0 THEN 'ads' ELSE 'bi' END";
     let id = format!("{tenant} || '.hourly@' || {fire} || '-' || i");
