@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use chrono::DateTime;
-use meridian_domain::run::{Assignment, Report, RunState};
+use meridian_domain::run::{Assignment, Jobs, Report, RunState};
 use meridian_domain::{FireRecord, ScheduleId, stored};
 use sqlx::{Row, SqlitePool};
 
@@ -69,13 +69,26 @@ impl Buffer {
     /// process wrote and did not finish expanding are expanded before this returns.
     pub async fn open(pool: SqlitePool, writer: Writer) -> Result<Self, StoreError> {
         let mut assignments = HashMap::new();
-        for row in sqlx::query("SELECT schedule_id, doc FROM assignments")
+        let mut jobs = Jobs::default();
+        // A page at a time, each job read once: 100,000 documents at once would be the
+        // largest thing the agent ever holds.
+        let mut after = String::new();
+        loop {
+            let rows = sqlx::query(
+                "SELECT schedule_id, doc FROM assignments WHERE schedule_id > ? \
+                 ORDER BY schedule_id LIMIT 5000",
+            )
+            .bind(&after)
             .fetch_all(&pool)
-            .await?
-        {
-            let a: Assignment = stored::read(&row.get::<String, _>("doc"))
-                .map_err(|e| StoreError::corrupt("assignment", e))?;
-            assignments.insert(row.get("schedule_id"), Arc::new(a));
+            .await?;
+            let Some(last) = rows.last() else { break };
+            after = last.get("schedule_id");
+            for row in rows {
+                let mut a: Assignment = stored::read(&row.get::<String, _>("doc"))
+                    .map_err(|e| StoreError::corrupt("assignment", e))?;
+                a.job = jobs.share(a.job);
+                assignments.insert(row.get("schedule_id"), Arc::new(a));
+            }
         }
         let mut unfinished = Vec::new();
         for row in sqlx::query("SELECT id, at_ms, items, expanded FROM takes ORDER BY id")
@@ -125,8 +138,8 @@ impl Buffer {
     /// Replaces the assignments with `assignments` (every schedule of every held partition).
     /// Says which new or changed ones this agent cannot read the calendar of (a newer plane's
     /// spec): they are kept, and fire nothing here until a version it can read arrives.
-    pub async fn sync(&self, assignments: &[Assignment]) -> Result<Synced, StoreError> {
-        let shared: Vec<Arc<Assignment>> = assignments.iter().cloned().map(Arc::new).collect();
+    pub async fn sync(&self, assignments: Vec<Assignment>) -> Result<Synced, StoreError> {
+        let shared: Vec<Arc<Assignment>> = assignments.into_iter().map(Arc::new).collect();
         let unreadable = {
             let held = self.assignments.read().expect("assignments");
             shared
@@ -415,7 +428,7 @@ mod tests {
             returned: Vec::new(),
             paused: false,
             backfill: Vec::new(),
-            job: Job {
+            job: std::sync::Arc::new(Job {
                 tenant: "ads".into(),
                 workflow: "w".into(),
                 workflow_version: 1,
@@ -427,7 +440,7 @@ mod tests {
                 allow_agent_user: false,
                 rerun: None,
                 backfill: false,
-            },
+            }),
         }
     }
 
@@ -502,11 +515,11 @@ mod tests {
         let good = assignment(1, "0/10 * * * * ?");
         let unreadable = assignment(2, "0 0 25 * * ?");
         assert_eq!(
-            buffer.sync(std::slice::from_ref(&good)).await.unwrap(),
+            buffer.sync(vec![good.clone()]).await.unwrap(),
             Synced::default()
         );
         let said = buffer
-            .sync(std::slice::from_ref(&unreadable))
+            .sync(vec![unreadable.clone()])
             .await
             .unwrap()
             .unreadable;
@@ -515,10 +528,7 @@ mod tests {
         assert!(said[0].why.contains("hour"), "{}", said[0].why);
         assert_eq!(buffer.count("ads.s").await.unwrap(), 0);
         assert_eq!(
-            buffer
-                .sync(std::slice::from_ref(&unreadable))
-                .await
-                .unwrap(),
+            buffer.sync(vec![unreadable.clone()]).await.unwrap(),
             Synced::default(),
             "the same version again is not news"
         );
@@ -531,7 +541,7 @@ mod tests {
         let writer = crate::store::Writer::start(pool.clone());
         let buffer = Buffer::open(pool, writer).await.unwrap();
         let a = assignment(1, "0/10 * * * * ?");
-        buffer.sync(std::slice::from_ref(&a)).await.unwrap();
+        buffer.sync(vec![a.clone()]).await.unwrap();
         assert_eq!(buffer.count("ads.s").await.unwrap(), WINDOW as u64);
         let first = buffer.records("ads.s").await.unwrap();
         assert_eq!(first[0], a.after_ms + 10_000);
@@ -556,7 +566,7 @@ mod tests {
 
         // A new version (every 20 s) takes effect after the last record taken.
         buffer
-            .sync(&[assignment(2, "0/20 * * * * ?")])
+            .sync(vec![assignment(2, "0/20 * * * * ?")])
             .await
             .unwrap();
         let changed = buffer.records("ads.s").await.unwrap();
@@ -585,7 +595,7 @@ mod tests {
         assert_eq!(topped[WINDOW - 1] - topped[WINDOW - 2], 20_000);
 
         // No longer assigned: gone, and a late refill does not bring it back.
-        buffer.sync(&[]).await.unwrap();
+        buffer.sync(vec![]).await.unwrap();
         assert_eq!(buffer.count("ads.s").await.unwrap(), 0);
         buffer.refill(vec![due[0].0.clone()]).await.unwrap();
         assert_eq!(buffer.count("ads.s").await.unwrap(), 0);
@@ -604,7 +614,7 @@ mod tests {
             returned: vec![back],
             ..plain.clone()
         };
-        buffer.sync(std::slice::from_ref(&handing)).await.unwrap();
+        buffer.sync(vec![handing.clone()]).await.unwrap();
         let records = buffer.records("ads.s").await.unwrap();
         assert_eq!(
             records[0], back,
@@ -614,7 +624,7 @@ mod tests {
         // Taken (and run); the plane has not heard yet and still lists it: not again.
         let taken = Arc::new(handing.clone());
         buffer.take(&taken, back, Took::Started, 0).await.unwrap();
-        buffer.sync(std::slice::from_ref(&handing)).await.unwrap();
+        buffer.sync(vec![handing.clone()]).await.unwrap();
         assert_eq!(
             buffer.records("ads.s").await.unwrap()[0],
             plain.after_ms + 10_000
@@ -634,15 +644,15 @@ mod tests {
             .await
             .unwrap();
         assert!(buffer.runs().await.unwrap().is_empty(), "forgotten");
-        buffer.sync(std::slice::from_ref(&handing)).await.unwrap();
+        buffer.sync(vec![handing.clone()]).await.unwrap();
         assert_eq!(buffer.records("ads.s").await.unwrap()[0], back);
         // Listed no more: forgotten, so a later hand-back is buffered again too.
-        buffer.sync(std::slice::from_ref(&plain)).await.unwrap();
+        buffer.sync(vec![plain.clone()]).await.unwrap();
         buffer
             .take(&Arc::new(plain.clone()), back, Took::Started, 0)
             .await
             .unwrap();
-        buffer.sync(std::slice::from_ref(&handing)).await.unwrap();
+        buffer.sync(vec![handing.clone()]).await.unwrap();
         assert_eq!(buffer.records("ads.s").await.unwrap()[0], back);
     }
 
@@ -668,7 +678,7 @@ mod tests {
         let t = |n: i64| a.after_ms + n * 10_000;
         {
             let (buffer, outbox, pool) = open(&path).await;
-            buffer.sync(std::slice::from_ref(&a)).await.unwrap();
+            buffer.sync(vec![a.clone()]).await.unwrap();
             // What a firing pass writes before its runs start, and then nothing more (the
             // process died): two takes, the second with its first item already expanded.
             let rows = [
@@ -739,7 +749,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (buffer, outbox, _pool) = open(&dir.path().join("a.db")).await;
         let a = Arc::new(assignment(1, "0/10 * * * * ?"));
-        buffer.sync(std::slice::from_ref(&*a)).await.unwrap();
+        buffer.sync(vec![(*a).clone()]).await.unwrap();
         // Enough items for several chunks: the end arrives while the take is being expanded.
         let n = 3 * crate::store::EXPAND_CHUNK as i64;
         let items: Vec<TakeItem> = (1..=n)

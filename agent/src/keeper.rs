@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meridian_domain::Clock;
-use meridian_domain::run::{Assignment, Job, RunState};
+use meridian_domain::run::{Job, Jobs, RunState};
 use meridian_proto::pb;
 use tokio::sync::Notify;
 
@@ -129,6 +129,10 @@ impl Default for KeeperState {
         }
     }
 }
+
+/// Schedules a fetch asks the plane for at once: a page of this many is a few megabytes on
+/// either side, however many the agent holds.
+const FETCH_PAGE: u32 = 5_000;
 
 impl LeaseKeeper {
     fn now(&self) -> i64 {
@@ -385,26 +389,40 @@ impl LeaseKeeper {
 
     /// Fetches the schedules of every held partition and syncs the buffer with them.
     async fn fetch(self: &Arc<Self>) -> Result<(), ExchangeError> {
-        let leases = self.held_leases();
-        let request = pb::FetchSchedulesRequest {
+        let mut request = pb::FetchSchedulesRequest {
             agent: self.hostname.clone(),
-            leases,
+            leases: self.held_leases(),
+            limit: FETCH_PAGE,
+            after: None,
         };
-        let reply = self
-            .link
-            .call(|mut c| {
-                let r = request.clone();
-                async move { c.fetch_schedules(r).await }
-            })
-            .await?;
-        let mut assignments = Vec::with_capacity(reply.schedules.len());
-        for s in reply.schedules {
-            match Assignment::try_from(&s) {
-                Ok(a) => assignments.push(a),
-                Err(e) => tracing::warn!("schedule {}: {e}", s.schedule_id),
+        let mut assignments = Vec::new();
+        let mut jobs = Jobs::default();
+        loop {
+            let reply = self
+                .link
+                .call(|mut c| {
+                    let r = request.clone();
+                    async move { c.fetch_schedules(r).await }
+                })
+                .await?;
+            if let Some(last) = reply.schedules.last() {
+                request.after = Some(pb::PageMark {
+                    cluster: last.cluster.clone(),
+                    partition: last.partition,
+                    schedule_id: last.schedule_id.clone(),
+                });
+            }
+            for s in &reply.schedules {
+                match meridian_proto::convert::assignment(s, &mut jobs) {
+                    Ok(a) => assignments.push(a),
+                    Err(e) => tracing::warn!("schedule {}: {e}", s.schedule_id),
+                }
+            }
+            if !reply.more || reply.schedules.is_empty() {
+                break;
             }
         }
-        let synced = self.buffer.sync(&assignments).await?;
+        let synced = self.buffer.sync(assignments).await?;
         for u in synced.unreadable {
             tracing::error!(
                 schedule = %u.schedule,

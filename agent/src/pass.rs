@@ -246,7 +246,7 @@ mod tests {
             returned: Vec::new(),
             paused: false,
             backfill: Vec::new(),
-            job: Job {
+            job: std::sync::Arc::new(Job {
                 tenant: "ads".into(),
                 workflow: "etl".into(),
                 workflow_version: 1,
@@ -258,7 +258,7 @@ mod tests {
                 allow_agent_user: false,
                 rerun: None,
                 backfill: false,
-            },
+            }),
         })
     }
 

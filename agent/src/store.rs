@@ -687,7 +687,7 @@ async fn refill(
         );
     }
     let at = positions(tx, &ids).await?;
-    let mut records = Vec::new();
+    let mut records = Records::default();
     for (id, a) in schedules {
         if current.get(id) != Some(&(a.version as i64)) {
             continue;
@@ -702,8 +702,30 @@ async fn refill(
             .max()
             .unwrap_or(a.after_ms);
         window(a, after, WINDOW - count as usize, &mut records)?;
+        records.insert_if_full(tx).await?;
     }
-    insert_records(tx, &records).await
+    records.insert(tx).await
+}
+
+/// Fire records on their way into the `records` table, at most a statement's worth held at
+/// once: the windows of 100,000 schedules (5,000,000 records) are written as they are made,
+/// never gathered in memory.
+#[derive(Default)]
+struct Records(Vec<serde_json::Value>);
+
+impl Records {
+    async fn insert_if_full(&mut self, tx: &mut SqliteConnection) -> Result<(), StoreError> {
+        if self.0.len() >= ROWS {
+            self.insert(tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert(&mut self, tx: &mut SqliteConnection) -> Result<(), StoreError> {
+        insert_records(tx, &self.0).await?;
+        self.0.clear();
+        Ok(())
+    }
 }
 
 /// Appends `n` fire records of `a` after `after_ms` to `out`.
@@ -711,7 +733,7 @@ fn window(
     a: &Assignment,
     after_ms: i64,
     n: usize,
-    out: &mut Vec<serde_json::Value>,
+    Records(out): &mut Records,
 ) -> Result<(), StoreError> {
     // The plane validated the spec; one this agent cannot read (a newer version's) fires
     // nothing rather than something wrong. `Buffer::sync` says so for each such version.
@@ -772,26 +794,28 @@ async fn sync(
             .await?;
         }
     }
-    let docs: Vec<serde_json::Value> = assignments
-        .iter()
-        .map(|a| {
-            json!([
-                a.schedule.as_str(),
-                a.cluster,
-                a.partition,
-                a.version as i64,
-                meridian_domain::stored::write(a.as_ref()),
-            ])
-        })
-        .collect();
-    for chunk in docs.chunks(ROWS) {
+    // A chunk at a time: the documents of 100,000 schedules at once would be the agent's
+    // largest allocation.
+    for chunk in assignments.chunks(ROWS / 10) {
+        let docs: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|a| {
+                json!([
+                    a.schedule.as_str(),
+                    a.cluster,
+                    a.partition,
+                    a.version as i64,
+                    meridian_domain::stored::write(a.as_ref()),
+                ])
+            })
+            .collect();
         sqlx::query(
             "INSERT INTO assignments (schedule_id, cluster, partition, version, doc) \
              SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?) \
              WHERE true ON CONFLICT (schedule_id) DO UPDATE SET cluster = excluded.cluster, \
              partition = excluded.partition, version = excluded.version, doc = excluded.doc",
         )
-        .bind(json!(chunk).to_string())
+        .bind(serde_json::Value::Array(docs).to_string())
         .execute(&mut *tx)
         .await?;
     }
@@ -811,13 +835,14 @@ async fn sync(
             .execute(&mut *tx)
             .await?;
         }
-        let mut records = Vec::new();
+        let mut records = Records::default();
         for a in changed {
             let fired = at.get(a.schedule.as_str()).and_then(|p| p.2);
             let after = fired.map_or(a.after_ms, |f| f.max(a.after_ms));
             window(a, after, WINDOW, &mut records)?;
+            records.insert_if_full(tx).await?;
         }
-        insert_records(tx, &records).await?;
+        records.insert(tx).await?;
     }
     hand_back(tx, assignments).await
 }

@@ -113,7 +113,7 @@ impl TakeItem {
             state: self.took.state(),
             job: Job {
                 backfill: matches!(self.took, Took::Backfill | Took::BackfillQueued),
-                ..a.job.clone()
+                ..(*a.job).clone()
             },
         }
     }

@@ -22,7 +22,7 @@ use meridian_domain::run::{Report, ReportItem};
 
 use crate::model::history::ReportOutcome;
 use crate::model::leasing::{AgentOrder, HeartbeatOutcome, HeldLease};
-use crate::model::query::{self, ClaimedLease};
+use crate::model::query::{self, ClaimedLease, PageMark};
 use crate::model::{
     AgentReport, Author, Command, Heartbeat, Name, PartitionRef, Proposal, Relinquished,
     ReportEntry,
@@ -243,8 +243,13 @@ impl AgentLink for AgentService {
             let r = request.get_ref();
             agent_of(&request, (&r.agent, None))?
         };
+        let request = request.into_inner();
+        let after = request.after.map(|m| PageMark {
+            cluster: m.cluster,
+            partition: m.partition,
+            schedule: m.schedule_id,
+        });
         let claims: Vec<ClaimedLease> = request
-            .into_inner()
             .leases
             .into_iter()
             .map(|l| ClaimedLease {
@@ -257,15 +262,22 @@ impl AgentLink for AgentService {
             .read_barrier(CALL_TIMEOUT)
             .await
             .map_err(unavailable)?;
-        let assignments =
-            query::assignments(self.core.state.pool(), &agent, cluster.as_str(), &claims)
-                .await
-                .map_err(|e| Status::internal(format!("reading schedules: {e}")))?;
+        let (assignments, more) = query::assignments(
+            self.core.state.pool(),
+            &agent,
+            cluster.as_str(),
+            &claims,
+            after.as_ref(),
+            request.limit as usize,
+        )
+        .await
+        .map_err(|e| Status::internal(format!("reading schedules: {e}")))?;
         Ok(Response::new(pb::FetchSchedulesReply {
             schedules: assignments
                 .iter()
                 .map(pb::ScheduleAssignment::from)
                 .collect(),
+            more,
         }))
     }
 

@@ -12,7 +12,7 @@ use meridian_plane::model::doubt::Resolution;
 use meridian_plane::model::history::ReportOutcome;
 use meridian_plane::model::leasing::{AgentOrder, HeartbeatOutcome, HeldLease};
 use meridian_plane::model::processor::{self, ApplyError, Refusal};
-use meridian_plane::model::query::{ClaimedLease, LeaseRecord, RunFilter};
+use meridian_plane::model::query::{ClaimedLease, LeaseRecord, PageMark, RunFilter};
 use meridian_plane::model::{
     AgentReport, Cluster, ClusterRole, Command, DataCenter, Environment, Grant, Heartbeat, Name,
     PartitionRef, Proposal, Relinquished, ReportEntry, ResolveDoubts, RunAs, RunRequest, Schedule,
@@ -1225,22 +1225,25 @@ async fn an_agent_gets_nothing_of_a_cluster_it_neither_belongs_to_nor_backs_up()
         })
         .collect();
     assert!(
-        query::assignments(&m.pool, "a", "nj-main", &claims)
+        query::assignments(&m.pool, "a", "nj-main", &claims, None, 0)
             .await
             .unwrap()
+            .0
             .is_empty()
     );
     assert!(
-        query::assignments(&m.pool, "a", "sg-main", &claims)
+        query::assignments(&m.pool, "a", "sg-main", &claims, None, 0)
             .await
             .unwrap()
+            .0
             .is_empty()
     );
     // The holder itself gets its schedule: the claims were good, just not `a`'s.
     assert_eq!(
-        query::assignments(&m.pool, "s1", "sg-main", &claims)
+        query::assignments(&m.pool, "s1", "sg-main", &claims, None, 0)
             .await
             .unwrap()
+            .0
             .len(),
         1
     );
@@ -1698,9 +1701,10 @@ async fn the_backup_cluster_takes_over_only_when_every_agent_is_gone() {
 
     // sg1 runs only the schedules of tenants granted an environment of its own cluster, in
     // that environment.
-    let assigned = query::assignments(&m.pool, "sg1", "sg-main", &taken)
+    let assigned = query::assignments(&m.pool, "sg1", "sg-main", &taken, None, 0)
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let assigned: Vec<(String, String)> = assigned
         .iter()
         .map(|a| (a.schedule.to_string(), a.job.environment.clone()))
@@ -1711,9 +1715,10 @@ async fn the_backup_cluster_takes_over_only_when_every_agent_is_gone() {
     );
     // nj2, with its old epochs, fetches nothing any more.
     assert!(
-        query::assignments(&m.pool, "nj2", "nj-main", &nj2_claims)
+        query::assignments(&m.pool, "nj2", "nj-main", &nj2_claims, None, 0)
             .await
             .unwrap()
+            .0
             .is_empty()
     );
     // A record fired by sg1 for nj's partition is accepted: it backs nj up.
@@ -2452,9 +2457,10 @@ async fn a_re_created_schedule_starts_afresh_with_a_new_version() {
     let assigned = |pool: SqlitePool| {
         let claims = claims.clone();
         async move {
-            let mut all = query::assignments(&pool, "a", "nj-main", &claims)
+            let mut all = query::assignments(&pool, "a", "nj-main", &claims, None, 0)
                 .await
-                .unwrap();
+                .unwrap()
+                .0;
             assert_eq!(all.len(), 1, "{all:?}");
             all.remove(0)
         }
@@ -2502,6 +2508,89 @@ async fn a_re_created_schedule_starts_afresh_with_a_new_version() {
     )
     .await;
     assert_eq!(assigned(m.pool.clone()).await.after_ms, created_ms);
+}
+
+/// Issue #21: an agent fetches its schedules a page at a time. Every schedule of every held
+/// partition comes exactly once, whatever the page size, in the order the marks say; the
+/// schedules of one workflow share one job.
+#[tokio::test]
+async fn an_agent_fetches_its_schedules_a_page_at_a_time() {
+    let mut m = Model::new().await;
+    m.scheduled().await;
+    for i in 0..60 {
+        m.ok(Command::CreateSchedule(schedule(
+            "ads",
+            &format!("s-{i}"),
+            "etl",
+            "prod-nj",
+            "0 0 * * * ?",
+        )))
+        .await;
+    }
+    let claims: Vec<ClaimedLease> = m
+        .beat(T0, "a", "nj-main")
+        .await
+        .leases
+        .iter()
+        .map(|l| ClaimedLease {
+            cluster: l.cluster.clone(),
+            partition: l.partition,
+            epoch: l.epoch,
+        })
+        .collect();
+    let (all, more) = query::assignments(&m.pool, "a", "nj-main", &claims, None, 0)
+        .await
+        .unwrap();
+    assert_eq!((all.len(), more), (61, false));
+    let mut marks: Vec<(u32, String)> = all
+        .iter()
+        .map(|a| (a.partition, a.schedule.to_string()))
+        .collect();
+    marks.sort();
+    for limit in [1, 7, 60, 61, 1000] {
+        let mut pages = Vec::new();
+        let mut after: Option<PageMark> = None;
+        loop {
+            let (page, more) =
+                query::assignments(&m.pool, "a", "nj-main", &claims, after.as_ref(), limit)
+                    .await
+                    .unwrap();
+            assert!(page.len() <= limit, "a page of {limit} held {}", page.len());
+            if let Some(last) = page.last() {
+                after = Some(PageMark {
+                    cluster: last.cluster.clone(),
+                    partition: last.partition,
+                    schedule: last.schedule.to_string(),
+                });
+            }
+            pages.extend(
+                page.into_iter()
+                    .map(|a| (a.partition, a.schedule.to_string())),
+            );
+            assert!(
+                pages.len() <= marks.len(),
+                "pages of {limit} repeat schedules"
+            );
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(pages, marks, "pages of {limit}");
+    }
+    let first = &all[0].job;
+    assert!(all.iter().all(|a| std::sync::Arc::ptr_eq(&a.job, first)));
+    // A partition claimed under another epoch gives nothing, on any page.
+    let stale: Vec<ClaimedLease> = claims
+        .iter()
+        .map(|c| ClaimedLease {
+            epoch: c.epoch + 1,
+            ..c.clone()
+        })
+        .collect();
+    let (none, more) = query::assignments(&m.pool, "a", "nj-main", &stale, None, 5)
+        .await
+        .unwrap();
+    assert_eq!((none.len(), more), (0, false));
 }
 
 /// Issue #18, defect 2: a workflow's versions never repeat, even across deleting its tenant
@@ -2652,9 +2741,10 @@ async fn entity_documents_stored_before_versions_still_read() {
             epoch: l.epoch,
         })
         .collect();
-    let assigned = query::assignments(&m.pool, "a", "nj-main", &claims)
+    let assigned = query::assignments(&m.pool, "a", "nj-main", &claims, None, 0)
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(assigned.len(), 1);
 
     // As a plane wrote them before versions.
@@ -2671,9 +2761,10 @@ async fn entity_documents_stored_before_versions_still_read() {
     }
     assert_eq!(read(&m).await, before);
     assert_eq!(
-        query::assignments(&m.pool, "a", "nj-main", &claims)
+        query::assignments(&m.pool, "a", "nj-main", &claims, None, 0)
             .await
-            .unwrap(),
+            .unwrap()
+            .0,
         assigned
     );
     m.ok(Command::UpdateCluster(Cluster {
@@ -2735,9 +2826,10 @@ async fn assignment_of(
             epoch: l.epoch,
         })
         .collect();
-    query::assignments(&m.pool, agent, "nj-main", &claims)
+    query::assignments(&m.pool, agent, "nj-main", &claims, None, 0)
         .await
         .unwrap()
+        .0
         .into_iter()
         .find(|a| a.schedule.as_str() == schedule)
 }
@@ -3252,9 +3344,10 @@ async fn a_pause_holds_a_schedule_still_and_a_resume_catches_up_by_its_policy() 
     let assigned = |pool: SqlitePool| {
         let claims = claims.clone();
         async move {
-            let mut all = query::assignments(&pool, "a", "nj-main", &claims)
+            let mut all = query::assignments(&pool, "a", "nj-main", &claims, None, 0)
                 .await
-                .unwrap();
+                .unwrap()
+                .0;
             all.remove(0)
         }
     };
@@ -3590,9 +3683,10 @@ async fn a_backfill_hands_its_records_at_most_parallel_at_a_time() {
     let assigned = |pool: SqlitePool| {
         let claims = claims.clone();
         async move {
-            let mut all = query::assignments(&pool, "a", "nj-main", &claims)
+            let mut all = query::assignments(&pool, "a", "nj-main", &claims, None, 0)
                 .await
-                .unwrap();
+                .unwrap()
+                .0;
             all.remove(0)
         }
     };

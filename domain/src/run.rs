@@ -6,8 +6,9 @@
 //! a command, so one shape is the contract from the agent's disk to the plane's history.
 //! Everything here carries a `v` tag so a rolling upgrade can read the previous shape.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -133,7 +134,9 @@ pub struct Assignment {
     pub overlap: OverlapPolicy,
     /// Generate records strictly after this instant (ms): the last acknowledged fire.
     pub after_ms: i64,
-    pub job: Job,
+    /// Shared by every schedule of the same workflow version in the same environment
+    /// ([`Jobs`]): an agent holding 100,000 schedules of a few workflows keeps a few jobs.
+    pub job: Arc<Job>,
     /// Fire records at or before `after_ms` the plane hands this holder to fire: a holder
     /// took them and gave them back unstarted (its lease lapsed first). Fired once each, under
     /// the catch-up policy.
@@ -152,6 +155,29 @@ pub struct Assignment {
 /// The message of a record skipped because its schedule was paused; the plane finds them by
 /// it when a resume catches up.
 pub const PAUSED: &str = "paused";
+
+/// Jobs read once and shared: assignments of the same job hold one copy of it, keyed by the
+/// job's text (as it travels, or as [`crate::stored::write`] writes it).
+#[derive(Debug, Default)]
+pub struct Jobs(HashMap<String, Arc<Job>>);
+
+impl Jobs {
+    /// The job `text` holds (bare, or in a stored envelope), read the first time it is seen.
+    pub fn read(&mut self, text: &str) -> Result<Arc<Job>, crate::stored::StoredError> {
+        if let Some(job) = self.0.get(text) {
+            return Ok(job.clone());
+        }
+        let job: Arc<Job> = Arc::new(crate::stored::read(text)?);
+        self.0.insert(text.to_owned(), job.clone());
+        Ok(job)
+    }
+
+    /// `job`, or the equal one already held.
+    pub fn share(&mut self, job: Arc<Job>) -> Arc<Job> {
+        let text = serde_json::to_string(job.as_ref()).expect("jobs serialise");
+        self.0.entry(text).or_insert(job).clone()
+    }
+}
 
 /// A run's state as the plane records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::pb;
-use meridian_domain::run::{Assignment, Job, Report};
+use meridian_domain::run::{Assignment, Job, Jobs, Report};
 use meridian_domain::{CatchUpPolicy, FireRecord, OverlapPolicy, ScheduleId, ScheduleSpec};
 
 /// A `pb` message that does not make a valid domain value.
@@ -185,26 +185,33 @@ impl From<&Assignment> for pb::ScheduleAssignment {
 impl TryFrom<&pb::ScheduleAssignment> for Assignment {
     type Error = ConvertError;
     fn try_from(s: &pb::ScheduleAssignment) -> Result<Self, ConvertError> {
-        Ok(Self {
-            schedule: ScheduleId::new(s.schedule_id.clone())
-                .map_err(|e| invalid("schedule_id", e.to_string()))?,
-            cluster: s.cluster.clone(),
-            partition: s.partition,
-            epoch: s.epoch,
-            version: s.version,
-            spec: s
-                .spec
-                .as_ref()
-                .ok_or_else(|| invalid("spec", "missing"))?
-                .try_into()?,
-            overlap: overlap("overlap", &s.overlap)?,
-            after_ms: s.after_ms,
-            job: job("job_json", &s.job_json)?,
-            returned: s.returned_ms.clone(),
-            paused: s.paused,
-            backfill: s.backfill_ms.clone(),
-        })
+        assignment(s, &mut Jobs::default())
     }
+}
+
+/// An assignment off the wire, its job shared with the others of `jobs` that carry the same.
+pub fn assignment(s: &pb::ScheduleAssignment, jobs: &mut Jobs) -> Result<Assignment, ConvertError> {
+    Ok(Assignment {
+        schedule: ScheduleId::new(s.schedule_id.clone())
+            .map_err(|e| invalid("schedule_id", e.to_string()))?,
+        cluster: s.cluster.clone(),
+        partition: s.partition,
+        epoch: s.epoch,
+        version: s.version,
+        spec: s
+            .spec
+            .as_ref()
+            .ok_or_else(|| invalid("spec", "missing"))?
+            .try_into()?,
+        overlap: overlap("overlap", &s.overlap)?,
+        after_ms: s.after_ms,
+        job: jobs
+            .read(&s.job_json)
+            .map_err(|e| invalid("job_json", e.to_string()))?,
+        returned: s.returned_ms.clone(),
+        paused: s.paused,
+        backfill: s.backfill_ms.clone(),
+    })
 }
 
 impl pb::RunNow {
@@ -281,7 +288,7 @@ mod tests {
             returned: vec![1_767_139_200_000],
             paused: true,
             backfill: vec![1_767_052_800_000],
-            job: Job {
+            job: std::sync::Arc::new(Job {
                 tenant: "ads".into(),
                 workflow: "etl".into(),
                 workflow_version: 4,
@@ -293,20 +300,20 @@ mod tests {
                 allow_agent_user: false,
                 rerun: None,
                 backfill: false,
-            },
+            }),
         };
         let wire = pb::ScheduleAssignment::from(&assignment);
         assert_eq!(wire.overlap, "buffer_one");
         assert_eq!(Assignment::try_from(&wire).unwrap(), assignment);
         let run_now = pb::RunNow::new("r-1", &assignment.job);
-        assert_eq!(run_now.job().unwrap(), assignment.job);
+        assert_eq!(run_now.job().unwrap(), *assignment.job);
         // The versioned envelope reads too (the plane's next release sends it), and a newer
         // shape is refused by name.
         let enveloped = pb::RunNow {
             job_json: meridian_domain::stored::write(&assignment.job),
             ..run_now.clone()
         };
-        assert_eq!(enveloped.job().unwrap(), assignment.job);
+        assert_eq!(enveloped.job().unwrap(), *assignment.job);
         let newer = pb::RunNow {
             job_json: r#"{"v":"9","doc":{}}"#.into(),
             ..run_now

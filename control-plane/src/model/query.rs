@@ -5,8 +5,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};
 
+mod assignments;
 mod runs;
 
+pub use assignments::{ClaimedLease, PageMark, assignments};
 use runs::in_list;
 pub use runs::*;
 
@@ -437,134 +439,6 @@ pub async fn session_by_hash(
         ))
     })
     .transpose()
-}
-
-/// A partition an agent says it holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimedLease {
-    pub cluster: String,
-    pub partition: u32,
-    pub epoch: u64,
-}
-
-/// The schedules of the partitions `agent` (of `agent_cluster`) holds, as it would run them.
-/// Claims that do not match the lease table (another holder, another epoch) are ignored, so
-/// an agent can never fetch its way into a partition it was not granted. A partition of a
-/// cluster the agent backs up runs each tenant's schedules in the first environment of the
-/// agent's own cluster granted to that tenant; tenants without one are left out.
-pub async fn assignments(
-    pool: &SqlitePool,
-    agent: &str,
-    agent_cluster: &str,
-    claims: &[ClaimedLease],
-) -> sqlx::Result<Vec<meridian_domain::run::Assignment>> {
-    let mut conn = pool.acquire().await?;
-    let mut out = Vec::new();
-    let pauses = super::pauses::all(&mut conn).await?;
-    for claim in claims {
-        let held: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM leases WHERE cluster = ? AND partition = ? \
-             AND holder = ? AND epoch = ?)",
-        )
-        .bind(&claim.cluster)
-        .bind(i64::from(claim.partition))
-        .bind(agent)
-        .bind(claim.epoch as i64)
-        .fetch_one(&mut *conn)
-        .await?;
-        if !held {
-            continue;
-        }
-        let rows = sqlx::query(
-            "SELECT s.doc, s.version, s.created_ms, c.fire_ms FROM schedules s \
-             LEFT JOIN schedule_cursors c ON c.schedule_id = s.tenant || '.' || s.name \
-             WHERE s.cluster = ? AND s.partition = ? ORDER BY s.tenant, s.name",
-        )
-        .bind(&claim.cluster)
-        .bind(i64::from(claim.partition))
-        .fetch_all(&mut *conn)
-        .await?;
-        for row in rows {
-            let schedule: Schedule = decode(row.get("doc"))?;
-            let environment = if claim.cluster == agent_cluster {
-                Some(schedule.environment.clone())
-            } else {
-                let env: Option<String> = sqlx::query_scalar(
-                    "SELECT e.name FROM environments e JOIN grants g ON g.environment = e.name \
-                     WHERE e.cluster = ? AND g.tenant = ? ORDER BY e.name LIMIT 1",
-                )
-                .bind(agent_cluster)
-                .bind(schedule.tenant.as_str())
-                .fetch_optional(&mut *conn)
-                .await?;
-                env.and_then(|e| Name::new(e).ok())
-            };
-            let Some(environment) = environment else {
-                continue;
-            };
-            let Some((version, definition)) = super::job::latest_workflow(
-                &mut conn,
-                schedule.tenant.as_str(),
-                schedule.workflow.as_str(),
-            )
-            .await?
-            else {
-                continue;
-            };
-            let job = super::job::job_for(&mut conn, &definition, version, &environment).await?;
-            let Ok(id) = meridian_domain::ScheduleId::new(schedule.id()) else {
-                continue;
-            };
-            let cursor: Option<i64> = row.get("fire_ms");
-            let created_ms: i64 = row.get("created_ms");
-            // Records handed to whoever holds the partition now (given back unstarted, or
-            // settled as never run out of a doubt).
-            // A backfill's run whatever the catch-up policy says.
-            let handed: Vec<(i64, bool)> = sqlx::query_as(
-                "SELECT fire_ms, backfill FROM handed WHERE schedule_id = ? ORDER BY fire_ms",
-            )
-            .bind(id.as_str())
-            .fetch_all(&mut *conn)
-            .await?;
-            let mut returned = Vec::new();
-            let mut backfill = Vec::new();
-            for (fire_ms, of_backfill) in handed {
-                if of_backfill {
-                    backfill.push(fire_ms);
-                } else {
-                    returned.push(fire_ms);
-                }
-            }
-            // Records in doubt are nobody's to fire: records start after them.
-            let doubted: Option<i64> =
-                sqlx::query_scalar("SELECT MAX(through_ms) FROM doubts WHERE schedule_id = ?")
-                    .bind(id.as_str())
-                    .fetch_one(&mut *conn)
-                    .await?;
-            let paused = !super::pauses::covering(&pauses, &schedule).is_empty();
-            out.push(meridian_domain::run::Assignment {
-                schedule: id,
-                cluster: claim.cluster.clone(),
-                partition: claim.partition,
-                epoch: claim.epoch,
-                // The workflow's version is part of what runs: a new workflow version is a new
-                // assignment version too.
-                version: (row.get::<i64, _>("version") as u64) << 32 | version,
-                spec: schedule.spec.clone(),
-                overlap: schedule.overlap,
-                // Never before its creation: a late report about a deleted schedule of the same
-                // name must not move one created again back into the old one's past.
-                after_ms: cursor
-                    .map_or(created_ms, |c| c.max(created_ms))
-                    .max(doubted.unwrap_or(i64::MIN)),
-                job,
-                returned,
-                paused,
-                backfill,
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// A run as the history holds it.

@@ -28,8 +28,6 @@ pub mod node;
 pub mod peer_service;
 pub mod state_machine;
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::model::Proposal;
@@ -166,7 +164,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Node,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
         Responder = openraft::impls::OneshotResponder<TypeConfig>,
 );

@@ -12,7 +12,6 @@
 //! Installing one copies every table of the received file into the live database in one
 //! transaction, so readers sharing the connection pool never see a half-installed state.
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +29,9 @@ use crate::model::{Command, retire};
 /// The model database's file in a node's data directory.
 pub const MODEL_FILE: &str = "model.db";
 
+/// How the name of a snapshot file being received starts.
+const RECEIVING: &str = "receiving-";
+
 /// The state machine; clones share the database and the snapshot directory.
 #[derive(Clone)]
 pub struct StateMachine {
@@ -40,6 +42,8 @@ pub struct StateMachine {
     /// Serialises snapshot building and installing with each other (not with applies).
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
     counter: Arc<AtomicU64>,
+    /// The file a snapshot from the leader is being received into (`receiving-<n>.tmp`).
+    receiving: Arc<std::sync::Mutex<Option<PathBuf>>>,
     /// Bumped after every commit that changed who may do what (a token, user, binding or
     /// session), so the API's cache of resolved principals knows when to look again.
     access: Arc<AtomicU64>,
@@ -64,6 +68,7 @@ impl StateMachine {
             snapshots,
             snapshot_lock: Arc::default(),
             counter: Arc::default(),
+            receiving: Arc::default(),
             access: Arc::default(),
         })
     }
@@ -197,6 +202,34 @@ impl StateMachine {
         Ok(())
     }
 
+    /// Puts the snapshot `data` holds at `db_path`: the file it was received into is moved
+    /// there; any other (a snapshot built here, handed back) is copied, from its start.
+    async fn keep_received(
+        &self,
+        mut data: tokio::fs::File,
+        db_path: &Path,
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        use tokio::io::AsyncSeekExt;
+        data.sync_all().await?;
+        let same =
+            |a: &std::fs::Metadata, b: &std::fs::Metadata| (a.dev(), a.ino()) == (b.dev(), b.ino());
+        let given = data.metadata().await?;
+        let receiving = self.receiving.lock().expect("receiving").clone();
+        if let Some(path) = receiving
+            && std::fs::metadata(&path).is_ok_and(|m| same(&m, &given))
+        {
+            self.receiving.lock().expect("receiving").take();
+            return std::fs::rename(&path, db_path);
+        }
+        let tmp = db_path.with_extension("db.tmp");
+        let mut copy = tokio::fs::File::create(&tmp).await?;
+        data.seek(std::io::SeekFrom::Start(0)).await?;
+        tokio::io::copy(&mut data, &mut copy).await?;
+        copy.sync_all().await?;
+        std::fs::rename(&tmp, db_path)
+    }
+
     fn paths(&self, id: &str) -> (PathBuf, PathBuf) {
         (
             self.snapshots.join(format!("{id}.db")),
@@ -217,7 +250,8 @@ impl StateMachine {
                 .file_stem()
                 .and_then(|s| s.to_str())
                 .unwrap_or_default();
-            if stem != id {
+            // A snapshot being received is the receiver's to keep or drop.
+            if stem != id && !stem.starts_with(RECEIVING) {
                 let _ = std::fs::remove_file(&path);
             }
         }
@@ -285,10 +319,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (db_path, _) = self.paths(&snapshot_id);
         std::fs::rename(&tmp, &db_path).map_err(snap_err)?;
         self.keep_only(&snapshot_id, &meta).map_err(snap_err)?;
-        let data = std::fs::read(&db_path).map_err(snap_err)?;
+        // Read from the file as it is sent, a chunk at a time: a plane of a million
+        // schedules has a snapshot of most of a gigabyte.
+        let data = tokio::fs::File::open(&db_path).await.map_err(snap_err)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(data),
         })
     }
 }
@@ -355,21 +391,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        // Received straight into a file, never into memory.
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let path = self.snapshots.join(format!("{RECEIVING}{n}.tmp"));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(snap_err)?;
+        let earlier = self.receiving.lock().expect("receiving").replace(path);
+        // One cut short (the leader moved on to a newer snapshot) is not coming back.
+        if let Some(earlier) = earlier {
+            let _ = std::fs::remove_file(earlier);
+        }
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         let _guard = self.snapshot_lock.lock().await;
         let id = file_stem(&meta.snapshot_id);
         let (db_path, _) = self.paths(&id);
-        let tmp = db_path.with_extension("db.tmp");
-        std::fs::write(&tmp, snapshot.into_inner()).map_err(snap_err)?;
-        std::fs::rename(&tmp, &db_path).map_err(snap_err)?;
+        self.keep_received(*snapshot, &db_path)
+            .await
+            .map_err(snap_err)?;
 
         // Replace every table's rows with the snapshot's, in one transaction.
         let mut conn = self.pool.acquire().await.map_err(snap_err)?;
@@ -434,10 +486,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some((meta, path)) = self.current().map_err(snap_err)? else {
             return Ok(None);
         };
-        let data = std::fs::read(&path).map_err(snap_err)?;
+        let data = tokio::fs::File::open(&path).await.map_err(snap_err)?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(data),
         }))
     }
 }
