@@ -12,7 +12,7 @@
 //! in line; a directory the agent does not own, or one anybody may write to (a shared `/tmp`
 //! named as a base), is left as it is and logged.
 
-use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -120,13 +120,21 @@ fn set_dir_mode(dir: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// Takes group and other permissions off a file of the agent's, if it exists.
+///
+/// By its path, never opened: closing a descriptor of a file drops every POSIX lock the
+/// process holds on it, SQLite's included, and the database is open by now. Another process
+/// opening it next (an operator's `sqlite3`) would then think itself alone, reset the `-shm`
+/// index under the agent's feet and crash it with SIGBUS on its next large write.
 fn set_file_mode(file: &Path, mode: u32) -> io::Result<()> {
-    let opened = match File::open(file) {
-        Ok(f) => f,
+    let found = match std::fs::symlink_metadata(file) {
+        Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let found = opened.metadata()?;
+    if !found.file_type().is_file() {
+        tracing::warn!("{} is not a plain file: left as it is", file.display());
+        return Ok(());
+    }
     if found.mode() & 0o077 == 0 {
         return Ok(());
     }
@@ -139,7 +147,7 @@ fn set_file_mode(file: &Path, mode: u32) -> io::Result<()> {
         );
         return Ok(());
     }
-    opened.set_permissions(Permissions::from_mode(mode))
+    std::fs::set_permissions(file, Permissions::from_mode(mode))
 }
 
 fn agent_uid() -> u32 {
@@ -179,6 +187,52 @@ mod tests {
         let e = make(&dir, None).unwrap_err();
         assert!(e.to_string().contains("is not a directory"), "{e}");
         assert_eq!(mode(&elsewhere), 0o755, "the symlink's target is untouched");
+    }
+
+    /// Whether some open file description holds a lock that conflicts with a write lock on
+    /// `byte` of `file` (OFD locks see this process's own POSIX locks as conflicting).
+    /// (`f` must stay open until this process is done with the database: closing it would
+    /// drop the locks too, the very thing tested.)
+    fn locked(f: &std::fs::File, byte: i64) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a zeroed flock is a valid value; fcntl only writes into it.
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_WRLCK as _;
+        lock.l_whence = libc::SEEK_SET as _;
+        lock.l_start = byte;
+        lock.l_len = 1;
+        // SAFETY: a valid descriptor and a pointer to a live flock.
+        let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        lock.l_type != libc::F_UNLCK as libc::c_short
+    }
+
+    /// Securing the files of an open database keeps SQLite's locks: the `-shm` index's
+    /// "somebody has it open" byte (128) stays locked, so another process opening the database
+    /// does not reset the index under the agent.
+    #[tokio::test]
+    async fn securing_an_open_database_keeps_its_locks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let pool = crate::store::open(&data.join("agent.db")).await.unwrap();
+        sqlx::query("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let shm = data.join("agent.db-shm");
+        std::fs::set_permissions(&shm, Permissions::from_mode(0o644)).unwrap();
+        let probe = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&shm)
+            .unwrap();
+        assert!(locked(&probe, 128), "SQLite holds the index");
+        secure(&data, &data.join("runs"), &tmp.path().join("no.key")).unwrap();
+        assert_eq!(mode(&shm), PRIVATE_FILE);
+        assert!(locked(&probe, 128), "securing dropped SQLite's locks");
+        pool.close().await;
+        drop(probe);
     }
 
     #[test]
