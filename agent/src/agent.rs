@@ -432,6 +432,11 @@ impl Scrape {
             outbox_oldest_seconds: oldest
                 .map_or(0.0, |at| (self.clock.now_ms() - at).max(0) as f64 / 1000.0),
             buffered_records: self.buffer.total().await.unwrap_or(0),
+            schedule_fetches: self
+                .keeper
+                .state
+                .fetches
+                .load(std::sync::atomic::Ordering::Relaxed),
         };
         self.registry
             .figures

@@ -78,6 +78,8 @@ pub struct Live {
     /// Age of the oldest outbox entry, in seconds (0: none).
     pub outbox_oldest_seconds: f64,
     pub buffered_records: u64,
+    /// Schedule fetches completed (a counter kept by the lease keeper).
+    pub schedule_fetches: u64,
 }
 
 /// Holds a run's wait in the `waiting` gauge until dropped.
@@ -170,6 +172,13 @@ impl Figures {
             g.set(value as i64);
             agent.register(name, help, g);
         }
+        let fetches = Counter::<u64>::default();
+        fetches.inc_by(live.schedule_fetches);
+        agent.register(
+            "schedule_fetches",
+            "Fetches of the held partitions' schedules from the plane, completed and applied",
+            fetches,
+        );
         let oldest = Gauge::<f64, AtomicU64>::default();
         oldest.set(live.outbox_oldest_seconds);
         agent.register(

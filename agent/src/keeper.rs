@@ -116,6 +116,8 @@ pub struct KeeperState {
     relinquished: Mutex<Vec<pb::Lease>>,
     /// The plane's definitions counter last seen (a move means fetch again).
     definitions: AtomicU64,
+    /// Fetches of the schedules completed and applied to the buffer (`/metrics`).
+    pub fetches: AtomicU64,
 }
 
 impl Default for KeeperState {
@@ -126,12 +128,13 @@ impl Default for KeeperState {
             relinquishing: Mutex::new(Vec::new()),
             relinquished: Mutex::new(Vec::new()),
             definitions: AtomicU64::new(u64::MAX),
+            fetches: AtomicU64::new(0),
         }
     }
 }
 
-/// Schedules a fetch asks the plane for at once: a page of this many is a few megabytes on
-/// either side, however many the agent holds.
+/// Schedules a fetch asks the plane for at once: a page's size on either side is this many
+/// assignments (each with its job's text), however many the agent holds.
 const FETCH_PAGE: u32 = 5_000;
 
 impl LeaseKeeper {
@@ -387,8 +390,17 @@ impl LeaseKeeper {
         }
     }
 
-    /// Fetches the schedules of every held partition and syncs the buffer with them.
+    /// Fetches the schedules of every held partition and syncs the buffer with them. One that
+    /// fails is tried again at the next heartbeat, whatever the plane's counter says by then.
     async fn fetch(self: &Arc<Self>) -> Result<(), ExchangeError> {
+        let fetched = self.fetch_pages().await;
+        if fetched.is_err() {
+            self.state.definitions.store(u64::MAX, Ordering::SeqCst);
+        }
+        fetched
+    }
+
+    async fn fetch_pages(self: &Arc<Self>) -> Result<(), ExchangeError> {
         let mut request = pb::FetchSchedulesRequest {
             agent: self.hostname.clone(),
             leases: self.held_leases(),
@@ -405,24 +417,26 @@ impl LeaseKeeper {
                     async move { c.fetch_schedules(r).await }
                 })
                 .await?;
-            if let Some(last) = reply.schedules.last() {
-                request.after = Some(pb::PageMark {
-                    cluster: last.cluster.clone(),
-                    partition: last.partition,
-                    schedule_id: last.schedule_id.clone(),
-                });
-            }
             for s in &reply.schedules {
                 match meridian_proto::convert::assignment(s, &mut jobs) {
                     Ok(a) => assignments.push(a),
                     Err(e) => tracing::warn!("schedule {}: {e}", s.schedule_id),
                 }
             }
-            if !reply.more || reply.schedules.is_empty() {
+            if !reply.more {
                 break;
             }
+            // A partial list must never reach the buffer: it would drop the rest's records.
+            let Some(next) = reply.next.filter(|n| request.after.as_ref() != Some(n)) else {
+                return Err(ExchangeError::Unreadable {
+                    what: "the plane's schedules",
+                    why: "a page said more follow but not after which".into(),
+                });
+            };
+            request.after = Some(next);
         }
         let synced = self.buffer.sync(assignments).await?;
+        self.state.fetches.fetch_add(1, Ordering::Relaxed);
         for u in synced.unreadable {
             tracing::error!(
                 schedule = %u.schedule,

@@ -121,12 +121,13 @@ fn set_dir_mode(dir: &Path, mode: u32) -> io::Result<()> {
 
 /// Takes group and other permissions off a file of the agent's, if it exists.
 ///
-/// By its path, never opened: closing a descriptor of a file drops every POSIX lock the
-/// process holds on it, SQLite's included, and the database is open by now. Another process
-/// opening it next (an operator's `sqlite3`) would then think itself alone, reset the `-shm`
-/// index under the agent's feet and crash it with SIGBUS on its next large write.
+/// By its path (through a symlink, as a key often is), never opened: closing a descriptor of
+/// a file drops every POSIX lock the process holds on it, SQLite's included, and the database
+/// is open by now. Another process opening it next (an operator's `sqlite3`) would then think
+/// itself alone, reset the `-shm` index under the agent's feet and crash it with SIGBUS on its
+/// next large write.
 fn set_file_mode(file: &Path, mode: u32) -> io::Result<()> {
-    let found = match std::fs::symlink_metadata(file) {
+    let found = match std::fs::metadata(file) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),

@@ -262,7 +262,7 @@ impl AgentLink for AgentService {
             .read_barrier(CALL_TIMEOUT)
             .await
             .map_err(unavailable)?;
-        let (assignments, more) = query::assignments(
+        let (assignments, next) = query::assignments(
             self.core.state.pool(),
             &agent,
             cluster.as_str(),
@@ -277,7 +277,12 @@ impl AgentLink for AgentService {
                 .iter()
                 .map(pb::ScheduleAssignment::from)
                 .collect(),
-            more,
+            more: next.is_some(),
+            next: next.map(|m| pb::PageMark {
+                cluster: m.cluster,
+                partition: m.partition,
+                schedule_id: m.schedule,
+            }),
         }))
     }
 

@@ -215,12 +215,13 @@ impl StateMachine {
         let same =
             |a: &std::fs::Metadata, b: &std::fs::Metadata| (a.dev(), a.ino()) == (b.dev(), b.ino());
         let given = data.metadata().await?;
-        let receiving = self.receiving.lock().expect("receiving").clone();
-        if let Some(path) = receiving
-            && std::fs::metadata(&path).is_ok_and(|m| same(&m, &given))
-        {
-            self.receiving.lock().expect("receiving").take();
-            return std::fs::rename(&path, db_path);
+        let receiving = self.receiving.lock().expect("receiving").take();
+        if let Some(path) = receiving {
+            if std::fs::metadata(&path).is_ok_and(|m| same(&m, &given)) {
+                return std::fs::rename(&path, db_path);
+            }
+            // A receive openraft gave up on (it had nothing newer): not coming back.
+            let _ = std::fs::remove_file(&path);
         }
         let tmp = db_path.with_extension("db.tmp");
         let mut copy = tokio::fs::File::create(&tmp).await?;

@@ -23,8 +23,9 @@ pub struct ClaimedLease {
     pub epoch: u64,
 }
 
-/// Where the previous page ended: its last schedule, in its partition. Pages go through the
-/// claimed partitions in (cluster, partition) order, and within one by schedule id.
+/// Where the previous page ended: the last schedule it looked at (sent or left out), in its
+/// partition. Pages go through the claimed partitions in (cluster, partition) order, and
+/// within one by tenant and name.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PageMark {
     pub cluster: String,
@@ -33,7 +34,8 @@ pub struct PageMark {
 }
 
 /// The schedules of the partitions `agent` (of `agent_cluster`) holds, as it would run them:
-/// at most `limit` (0: all) after `after`, and whether more follow. Claims that do not match
+/// at most `limit` (0: all) after `after`, and where the next page starts if more follow
+/// (a page may hold fewer, none even, when schedules it looked at are left out). Claims that do not match
 /// the lease table (another holder, another epoch) are ignored, so an agent can never fetch
 /// its way into a partition it was not granted. A partition of a cluster the agent backs up
 /// runs each tenant's schedules in the first environment of the agent's own cluster granted to
@@ -45,7 +47,7 @@ pub async fn assignments(
     claims: &[ClaimedLease],
     after: Option<&PageMark>,
     limit: usize,
-) -> sqlx::Result<(Vec<Assignment>, bool)> {
+) -> sqlx::Result<(Vec<Assignment>, Option<PageMark>)> {
     let mut conn = pool.acquire().await?;
     let mut claims: Vec<&ClaimedLease> = claims.iter().collect();
     claims.sort_by(|a, b| (&a.cluster, a.partition).cmp(&(&b.cluster, b.partition)));
@@ -57,13 +59,17 @@ pub async fn assignments(
     };
     let limit = if limit == 0 { usize::MAX } else { limit };
     let mut out = Vec::new();
+    let mut seen = 0;
+    let mut last: Option<PageMark> = None;
     for claim in claims {
+        // Ids are `tenant.name`, and neither holds a dot.
         let from = match after {
             Some(m) if (&claim.cluster, claim.partition) < (&m.cluster, m.partition) => continue,
-            Some(m) if (&claim.cluster, claim.partition) == (&m.cluster, m.partition) => {
-                m.schedule.as_str()
-            }
-            _ => "",
+            Some(m) if (&claim.cluster, claim.partition) == (&m.cluster, m.partition) => m
+                .schedule
+                .split_once('.')
+                .unwrap_or((m.schedule.as_str(), "")),
+            _ => ("", ""),
         };
         let held: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM leases WHERE cluster = ? AND partition = ? \
@@ -78,28 +84,42 @@ pub async fn assignments(
         if !held {
             continue;
         }
-        let room = limit - out.len();
+        // Rows looked at, not assignments made, fill a page: a run of schedules left out
+        // (a tenant without an environment here) still moves the mark on.
+        let room = limit - seen;
         let rows = sqlx::query(
-            "SELECT s.doc, s.version, s.created_ms, c.fire_ms, \
+            "SELECT s.id, s.doc, s.version, s.created_ms, c.fire_ms, \
              (SELECT MAX(through_ms) FROM doubts d WHERE d.schedule_id = s.id) AS doubted, \
              (SELECT json_group_array(json_array(h.fire_ms, h.backfill)) FROM \
               (SELECT fire_ms, backfill FROM handed WHERE schedule_id = s.id ORDER BY fire_ms) h) \
              AS handed \
-             FROM (SELECT *, tenant || '.' || name AS id FROM schedules \
-                   WHERE cluster = ?1 AND partition = ?2) s \
+             FROM (SELECT *, tenant || '.' || name AS id FROM schedules INDEXED BY schedules_page \
+                   WHERE cluster = ?1 AND partition = ?2 AND (tenant, name) > (?3, ?4) \
+                   ORDER BY tenant, name LIMIT ?5) s \
              LEFT JOIN schedule_cursors c ON c.schedule_id = s.id \
-             WHERE s.id > ?3 ORDER BY s.id LIMIT ?4",
+             ORDER BY s.tenant, s.name",
         )
         .bind(&claim.cluster)
         .bind(i64::from(claim.partition))
-        .bind(from)
+        .bind(from.0)
+        .bind(from.1)
         .bind(i64::try_from(room).unwrap_or(i64::MAX).saturating_add(1))
         .fetch_all(&mut *conn)
         .await?;
         for (i, row) in rows.iter().enumerate() {
             if i == room {
-                return Ok((out, true));
+                // The page ends on the row before, here or at the end of a partition before.
+                let next = match i.checked_sub(1) {
+                    Some(before) => PageMark {
+                        cluster: claim.cluster.clone(),
+                        partition: claim.partition,
+                        schedule: rows[before].get("id"),
+                    },
+                    None => last.expect("a full page looked at a schedule"),
+                };
+                return Ok((out, Some(next)));
             }
+            seen += 1;
             let schedule: Schedule = decode(row.get("doc"))?;
             let Some((version, job)) = jobs.job(&mut conn, claim, &schedule).await? else {
                 continue;
@@ -139,8 +159,15 @@ pub async fn assignments(
                 backfill: backfill.into_iter().map(|h| h.0).collect(),
             });
         }
+        if let Some(row) = rows.last() {
+            last = Some(PageMark {
+                cluster: claim.cluster.clone(),
+                partition: claim.partition,
+                schedule: row.get("id"),
+            });
+        }
     }
-    Ok((out, false))
+    Ok((out, None))
 }
 
 /// A workflow's latest version and the job that runs it.
