@@ -701,20 +701,38 @@ async fn refill(
             .flatten()
             .max()
             .unwrap_or(a.after_ms);
-        window(a, after, WINDOW - count as usize, &mut records)?;
-        records.insert_if_full(tx).await?;
+        records
+            .window(tx, a, after, WINDOW - count as usize)
+            .await?;
     }
     records.insert(tx).await
 }
 
 /// Fire records on their way into the `records` table, at most a statement's worth held at
-/// once: the windows of 100,000 schedules (5,000,000 records) are written as they are made,
-/// never gathered in memory.
+/// once: the windows of 100,000 schedules (5,000,000 records) are written as they are made.
 #[derive(Default)]
 struct Records(Vec<serde_json::Value>);
 
 impl Records {
-    async fn insert_if_full(&mut self, tx: &mut SqliteConnection) -> Result<(), StoreError> {
+    /// Adds `n` fire records of `a` after `after_ms`, writing what it holds once that is full.
+    async fn window(
+        &mut self,
+        tx: &mut SqliteConnection,
+        a: &Assignment,
+        after_ms: i64,
+        n: usize,
+    ) -> Result<(), StoreError> {
+        // The plane validated the spec; one this agent cannot read (a newer version's) fires
+        // nothing rather than something wrong. `Buffer::sync` says so for each such version.
+        let Ok(calendar) = a.spec.calendar() else {
+            return Ok(());
+        };
+        let after = DateTime::from_timestamp_millis(after_ms)
+            .ok_or_else(|| StoreError::corrupt("fire time", "out of range"))?;
+        for record in calendar.window(&a.schedule, after, n) {
+            let at = record.fire_at.timestamp_millis();
+            self.0.push(json!([a.schedule.as_str(), at]));
+        }
         if self.0.len() >= ROWS {
             self.insert(tx).await?;
         }
@@ -726,29 +744,6 @@ impl Records {
         self.0.clear();
         Ok(())
     }
-}
-
-/// Appends `n` fire records of `a` after `after_ms` to `out`.
-fn window(
-    a: &Assignment,
-    after_ms: i64,
-    n: usize,
-    Records(out): &mut Records,
-) -> Result<(), StoreError> {
-    // The plane validated the spec; one this agent cannot read (a newer version's) fires
-    // nothing rather than something wrong. `Buffer::sync` says so for each such version.
-    let Ok(calendar) = a.spec.calendar() else {
-        return Ok(());
-    };
-    let after = DateTime::from_timestamp_millis(after_ms)
-        .ok_or_else(|| StoreError::corrupt("fire time", "out of range"))?;
-    for record in calendar.window(&a.schedule, after, n) {
-        out.push(json!([
-            a.schedule.as_str(),
-            record.fire_at.timestamp_millis()
-        ]));
-    }
-    Ok(())
 }
 
 async fn insert_records(
@@ -839,8 +834,7 @@ async fn sync(
         for a in changed {
             let fired = at.get(a.schedule.as_str()).and_then(|p| p.2);
             let after = fired.map_or(a.after_ms, |f| f.max(a.after_ms));
-            window(a, after, WINDOW, &mut records)?;
-            records.insert_if_full(tx).await?;
+            records.window(tx, a, after, WINDOW).await?;
         }
         records.insert(tx).await?;
     }

@@ -903,6 +903,18 @@ fn released(agent: &str, cluster: &str, leases: &[HeldLease]) -> Heartbeat {
     }
 }
 
+/// What an agent holding `leases` claims when it fetches.
+fn claims_of(leases: &[HeldLease]) -> Vec<ClaimedLease> {
+    leases
+        .iter()
+        .map(|l| ClaimedLease {
+            cluster: l.cluster.clone(),
+            partition: l.partition,
+            epoch: l.epoch,
+        })
+        .collect()
+}
+
 fn partitions(leases: &[HeldLease]) -> Vec<u32> {
     leases.iter().map(|l| l.partition).collect()
 }
@@ -2543,17 +2555,7 @@ async fn an_agent_fetches_its_schedules_a_page_at_a_time() {
         .execute(&m.pool)
         .await
         .unwrap();
-    let claims: Vec<ClaimedLease> = m
-        .beat(T0, "a", "nj-main")
-        .await
-        .leases
-        .iter()
-        .map(|l| ClaimedLease {
-            cluster: l.cluster.clone(),
-            partition: l.partition,
-            epoch: l.epoch,
-        })
-        .collect();
+    let claims = claims_of(&m.beat(T0, "a", "nj-main").await.leases);
     let (all, next) = query::assignments(&m.pool, "a", "nj-main", &claims, None, 0)
         .await
         .unwrap();

@@ -27,16 +27,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Timelike;
 use meridian_domain::WINDOW;
-use meridian_tests::binary;
 use meridian_tests::process::free_port;
+use meridian_tests::{binary, knob};
 use serde_json::{Value, json};
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1263,7 +1263,10 @@ async fn the_agents_metrics_count_its_starts_ends_leases_buffer_and_outbox() {
     );
     assert_eq!(value(&text, "meridian_agent_runs_going"), 0.0);
     // It fetched its schedules at least once (the first heartbeat's grant).
-    assert!(value(&text, "meridian_agent_schedule_fetches_total") >= 1.0, "{text}");
+    assert!(
+        value(&text, "meridian_agent_schedule_fetches_total") >= 1.0,
+        "{text}"
+    );
     assert!(
         text.contains("meridian_resource_cache_objects 0\n"),
         "{text}"
