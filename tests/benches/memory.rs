@@ -21,14 +21,14 @@
 //! processes idle before a reading).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Timelike;
 use meridian_domain::WINDOW;
-use meridian_tests::process::free_port;
-use meridian_tests::{binary, knob};
+use meridian_tests::process::{Daemon, free_port};
+use meridian_tests::{binary, knob, metric};
 use serde_json::{Value, json};
 
 fn main() {
@@ -40,54 +40,26 @@ fn main() {
     runtime.block_on(run());
 }
 
-/// A process of ours, killed when dropped.
-struct Proc {
-    child: Child,
-    name: &'static str,
+/// A process of ours (killed when dropped), started in `dir`, logging to `dir/<name>.log`.
+fn start(program: &Path, args: &[&str], dir: &Path, name: &str) -> Daemon {
+    let mut command = Command::new(program);
+    command.args(args).current_dir(dir);
+    Daemon::spawn(command, &dir.join(format!("{name}.log")))
 }
 
-impl Proc {
-    fn start(name: &'static str, program: &Path, args: &[&str], dir: &Path) -> Self {
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(program)
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-        Self { child, name }
-    }
-
-    /// Resident and peak resident memory, MiB, from `/proc/<pid>/status`.
-    fn memory(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_else(|e| panic!("{} is gone: {e}", self.name));
-        let field = |key: &str| -> f64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-                .unwrap_or_else(|| panic!("no {key} in {status}"))
-                / 1024.0
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Resident and peak resident memory of `process`, MiB, from `/proc/<pid>/status`.
+fn memory(process: &Daemon) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", process.pid()))
+        .unwrap_or_else(|e| panic!("process {} is gone: {e}", process.pid()));
+    let field = |key: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {key} in {status}"))
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 fn meridian(dir: &Path, args: &[&str]) -> String {
@@ -202,11 +174,11 @@ async fn run() {
     .unwrap();
     let plane_dir = root.join("plane");
     meridian(&plane_dir, &["--config", "plane.toml", "plane", "init"]);
-    let plane = Proc::start(
-        "plane",
+    let mut plane = start(
         &binary("meridian"),
         &["--config", "plane.toml", "plane", "serve"],
         &plane_dir,
+        "plane",
     );
     let api = Arc::new(Api {
         base: format!("http://127.0.0.1:{http_port}/api/v1"),
@@ -268,12 +240,12 @@ async fn run() {
         schedules as f64 / filled.as_secs_f64()
     );
     tokio::time::sleep(settle).await;
-    let mut rows = vec![("plane, schedules made, no agent yet", plane.memory())];
+    let mut rows = vec![("plane, schedules made, no agent yet", memory(&plane))];
 
     // The agent: it holds every partition and buffers 50 records of each schedule.
     let agent_dir = root.join("agent");
     let agent_args = ["--config", "agent.toml"];
-    let agent = Proc::start("agent", &binary("meridian-agent"), &agent_args, &agent_dir);
+    let mut agent = start(&binary("meridian-agent"), &agent_args, &agent_dir, "agent");
     let began = Instant::now();
     let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
     let buffered = wait_for(
@@ -288,14 +260,14 @@ async fn run() {
         began.elapsed().as_secs_f64()
     );
     tokio::time::sleep(settle).await;
-    rows.push(("plane, the agent holding everything", plane.memory()));
-    rows.push(("agent, after its first sync", agent.memory()));
-    agent.stop();
-    let agent = Proc::start("agent", &binary("meridian-agent"), &agent_args, &agent_dir);
+    rows.push(("plane, the agent holding everything", memory(&plane)));
+    rows.push(("agent, after its first sync", memory(&agent)));
+    agent.signal("TERM");
+    let mut agent = start(&binary("meridian-agent"), &agent_args, &agent_dir, "agent");
     wait_for(&api.http, &metrics, "schedule_fetches_total", 1).await;
     tokio::time::sleep(settle).await;
-    rows.push(("agent, restarted, holding the same", agent.memory()));
-    rows.push(("plane, after the agent's restart", plane.memory()));
+    rows.push(("agent, restarted, holding the same", memory(&agent)));
+    rows.push(("plane, after the agent's restart", memory(&plane)));
     // The schedule list is not paged (yet): one listing of every schedule, as `meridian
     // schedule list` asks for it, and what it leaves the plane at.
     let began = Instant::now();
@@ -315,7 +287,7 @@ async fn run() {
         began.elapsed().as_secs_f64()
     );
     drop(listed);
-    rows.push(("plane, after listing every schedule once", plane.memory()));
+    rows.push(("plane, after listing every schedule once", memory(&plane)));
 
     println!("| process, moment | RSS (MiB) | peak RSS (MiB) |\n|---|---|---|");
     for (what, (rss, peak)) in &rows {
@@ -326,8 +298,8 @@ async fn run() {
         du(&plane_dir.join("data")),
         du(&agent_dir.join("data"))
     );
-    agent.stop();
-    plane.stop();
+    agent.signal("TERM");
+    plane.signal("TERM");
 }
 
 async fn wait_ready(api: &Api) {
@@ -350,18 +322,14 @@ async fn wait_ready(api: &Api) {
 /// Waits until the agent's `meridian_agent_<name>` reads at least `want`; what it reads.
 async fn wait_for(http: &reqwest::Client, metrics: &str, name: &str, want: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(3600);
-    let series = format!("meridian_agent_{name} ");
+    let series = format!("meridian_agent_{name}");
     let mut last = 0;
     loop {
         let text = match http.get(metrics).send().await {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        if let Some(n) = text
-            .lines()
-            .find_map(|l| l.strip_prefix(&series))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
+        if let Some(n) = metric::<u64>(&text, &series) {
             if n != last {
                 eprintln!("  {name} {n}");
                 last = n;

@@ -67,6 +67,15 @@ pub fn dashboard_metrics(of: impl Fn(&str) -> bool) -> Vec<String> {
     names
 }
 
+/// The value of the series `name` (with its labels, as written: `meridian_runs{state="killed"}`)
+/// in a Prometheus/OpenMetrics text exposition, if it is there.
+pub fn metric<T: std::str::FromStr>(text: &str, name: &str) -> Option<T> {
+    let series = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// A benchmark's knob: the environment variable `name` as a number, or `default`.
 pub fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -93,20 +93,32 @@ impl Daemon {
 
     /// Starts `meridian ARGS` with `env` added to its environment.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)], log: &Path) -> Self {
-        let err = std::fs::File::create(log).expect("log file");
-        let child = Command::new(binary("meridian"))
+        let mut command = Command::new(binary("meridian"));
+        command
             .args(args)
             .env_remove("MERIDIAN_TOKEN")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::spawn(command, log)
+    }
+
+    /// Starts `command` (any program: `meridian-agent` too), its stderr going to `log`.
+    pub fn spawn(mut command: Command, log: &Path) -> Self {
+        let err = std::fs::File::create(log).expect("log file");
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
-            .expect("starting meridian");
+            .unwrap_or_else(|e| panic!("starting {:?}: {e}", command.get_program()));
         Self {
             child: Some(child),
             log: log.to_owned(),
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("still running").id()
     }
 
     pub fn log(&self) -> String {

@@ -1198,11 +1198,7 @@ async fn the_agents_metrics_count_its_starts_ends_leases_buffer_and_outbox() {
         response.text().await.unwrap()
     };
     let value = |text: &str, name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} in {text}"))
-            .parse()
-            .unwrap()
+        meridian_tests::metric(text, name).unwrap_or_else(|| panic!("{name} in {text}"))
     };
     // The outbox drains once the plane has committed what the runs reported.
     let mut text = scrape().await;

@@ -573,11 +573,7 @@ async fn health_readiness_and_metrics_on_every_node() {
         );
         let text = metrics.body.as_str().unwrap().to_owned();
         let value = |name: &str| -> i64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name} ")))
-                .unwrap_or_else(|| panic!("{name} in {text}"))
-                .parse()
-                .unwrap()
+            meridian_tests::metric(&text, name).unwrap_or_else(|| panic!("{name} in {text}"))
         };
         leaders += value("meridian_raft_leader");
         assert!(value("meridian_raft_term") >= 1, "{text}");

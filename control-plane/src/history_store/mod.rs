@@ -332,6 +332,17 @@ impl HistoryStore {
     }
 }
 
+/// `rows` rows of `columns` placeholders for a multi-row `VALUES`: `($1, $2), ($3, $4)`.
+fn values(rows: usize, columns: usize) -> String {
+    let row = |r: usize| {
+        let marks: Vec<String> = (1..=columns)
+            .map(|c| format!("${}", r * columns + c))
+            .collect();
+        format!("({})", marks.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
+}
+
 /// Writes `retired` in `tx`.
 async fn write(tx: &mut sqlx::AnyConnection, retired: &[(u64, Retired)]) -> sqlx::Result<()> {
     let updates: Vec<String> = COLUMNS
@@ -341,15 +352,9 @@ async fn write(tx: &mut sqlx::AnyConnection, retired: &[(u64, Retired)]) -> sqlx
         .collect();
     // Many rows a statement: a statement per row is a round trip each to PostgreSQL.
     for chunk in retired.chunks(RUNS_PER_STATEMENT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|r| {
-                let marks: Vec<String> = (1..=25).map(|c| format!("${}", r * 25 + c)).collect();
-                format!("({})", marks.join(", "))
-            })
-            .collect();
         let upsert = format!(
             "INSERT INTO runs ({COLUMNS}) VALUES {} ON CONFLICT (run_id) DO UPDATE SET {}",
-            rows.join(", "),
+            values(chunk.len(), 25),
             updates.join(", ")
         );
         let mut query = sqlx::query(&upsert);
@@ -406,16 +411,10 @@ async fn write(tx: &mut sqlx::AnyConnection, retired: &[(u64, Retired)]) -> sqlx
             .flat_map(|(_, r)| r.attempts.iter().map(|a| (r.run.run_id.as_str(), a)))
             .collect();
         for some in attempts.chunks(ATTEMPTS_PER_STATEMENT) {
-            let rows: Vec<String> = (0..some.len())
-                .map(|r| {
-                    let marks: Vec<String> = (1..=9).map(|c| format!("${}", r * 9 + c)).collect();
-                    format!("({})", marks.join(", "))
-                })
-                .collect();
             let insert = format!(
                 "INSERT INTO task_attempts (run_id, task, attempt, outcome, started_ms, \
                  finished_ms, exit_code, message, warning) VALUES {}",
-                rows.join(", ")
+                values(some.len(), 9)
             );
             let mut query = sqlx::query(&insert);
             for (run_id, a) in some {

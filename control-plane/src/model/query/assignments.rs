@@ -24,7 +24,7 @@ pub struct ClaimedLease {
 }
 
 /// Where the previous page ended: the last schedule it looked at (sent or left out), in its
-/// partition. Pages go through the claimed partitions in (cluster, partition) order, and
+/// partition (an empty `schedule`: before the partition's first). Pages go through the claimed partitions in (cluster, partition) order, and
 /// within one by tenant and name.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PageMark {
@@ -60,7 +60,6 @@ pub async fn assignments(
     let limit = if limit == 0 { usize::MAX } else { limit };
     let mut out = Vec::new();
     let mut seen = 0;
-    let mut last: Option<PageMark> = None;
     for claim in claims {
         // Ids are `tenant.name`, and neither holds a dot.
         let from = match after {
@@ -108,14 +107,13 @@ pub async fn assignments(
         .await?;
         for (i, row) in rows.iter().enumerate() {
             if i == room {
-                // The page ends on the row before, here or at the end of a partition before.
-                let next = match i.checked_sub(1) {
-                    Some(before) => PageMark {
-                        cluster: claim.cluster.clone(),
-                        partition: claim.partition,
-                        schedule: rows[before].get("id"),
-                    },
-                    None => last.expect("a full page looked at a schedule"),
+                // The page ends on the row before; none here: before this partition's first.
+                let next = PageMark {
+                    cluster: claim.cluster.clone(),
+                    partition: claim.partition,
+                    schedule: i
+                        .checked_sub(1)
+                        .map_or_else(String::new, |b| rows[b].get("id")),
                 };
                 return Ok((out, Some(next)));
             }
@@ -157,13 +155,6 @@ pub async fn assignments(
                 returned: returned.into_iter().map(|h| h.0).collect(),
                 paused,
                 backfill: backfill.into_iter().map(|h| h.0).collect(),
-            });
-        }
-        if let Some(row) = rows.last() {
-            last = Some(PageMark {
-                cluster: claim.cluster.clone(),
-                partition: claim.partition,
-                schedule: row.get("id"),
             });
         }
     }
