@@ -135,7 +135,7 @@ impl Logbook {
         if chunks.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writing().await?;
         let mut added = 0u64;
         for chunk in chunks {
             added += store_one(&mut tx, self.config.cap_bytes, agent, chunk, now_ms).await?;
@@ -196,7 +196,7 @@ impl Logbook {
 
     /// Deletes what `agent` sent of `run_id`'s logs (its start was refused: not its run).
     pub async fn forget(&self, run_id: &str, agent: &str) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writing().await?;
         let attempts: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT task, attempt, bytes FROM log_attempts WHERE run_id = ? AND agent = ?",
         )
@@ -212,6 +212,13 @@ impl Logbook {
         tx.commit().await?;
         self.release(freed);
         Ok(())
+    }
+
+    /// A transaction that reads, then writes: it takes the write lock as it begins. Begun
+    /// deferred, two of them at once (reports arriving together) would both read, and the
+    /// second to write would fail at once with "database is locked" rather than wait.
+    async fn writing(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
     fn release(&self, freed: u64) {
@@ -234,7 +241,7 @@ impl Logbook {
             let cutoff = now_ms - i64::from(days_of(&tenant)) * 86_400_000;
             loop {
                 // In batches, so a large sweep never holds the database for long.
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writing().await?;
                 let old = sqlx::query(
                     "SELECT run_id, task, attempt, bytes FROM log_attempts \
                      WHERE tenant = ? AND last_ms < ? ORDER BY last_ms LIMIT 500",
@@ -476,6 +483,30 @@ mod tests {
             book.attempts("ads.x@1").await.unwrap(),
             [("t".to_owned(), 1)]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reports_storing_pieces_at_once_wait_for_each_other_rather_than_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = std::sync::Arc::new(open(dir.path(), 1 << 20).await);
+        let mut stores = tokio::task::JoinSet::new();
+        for agent in 0..8 {
+            let book = book.clone();
+            stores.spawn(async move {
+                for batch in 0..10 {
+                    let chunks: Vec<LogChunk> = (0..20)
+                        .map(|i| chunk(&format!("ads.a{agent}@{batch}{i}"), 0, "a line\n"))
+                        .collect();
+                    let refs: Vec<&LogChunk> = chunks.iter().collect();
+                    book.store(&format!("agent-{agent}"), &refs, 1_000).await?;
+                }
+                Ok::<_, sqlx::Error>(())
+            });
+        }
+        for stored in stores.join_all().await {
+            stored.expect("every store succeeds");
+        }
+        assert_eq!(book.stored_bytes(), 8 * 10 * 20 * 7);
     }
 
     #[tokio::test]
