@@ -1576,6 +1576,257 @@ async fn a_fire_record_is_taken_only_under_the_partitions_current_tenure() {
     );
 }
 
+/// What a sequence of agents' reports left: the history, the evidence, the hand-outs and the
+/// counts (`task_attempts.ended_index` left out: it is the entry's log index, which differs
+/// when the same entries come in more reports).
+async fn report_trace(m: &Model) -> Vec<String> {
+    let mut rows = m
+        .dump_tables(&[
+            "runs",
+            "run_logs",
+            "schedule_cursors",
+            "fenced_starts",
+            "handed",
+        ])
+        .await;
+    let attempts: Vec<String> = sqlx::query_scalar(
+        "SELECT json_array(run_id, task, attempt, outcome, started_ms, finished_ms, exit_code, \
+         message, warning) FROM task_attempts ORDER BY run_id, task, attempt",
+    )
+    .fetch_all(&m.pool)
+    .await
+    .unwrap();
+    rows.extend(attempts.into_iter().map(|a| format!("task_attempts: {a}")));
+    let hours: Vec<(i64, String, String, i64)> =
+        sqlx::query_as("SELECT hour_ms, dc, state, n FROM run_hours WHERE n != 0 ORDER BY 1, 2, 3")
+            .fetch_all(&m.pool)
+            .await
+            .unwrap();
+    rows.extend(hours.into_iter().map(|h| format!("run_hours: {h:?}")));
+    rows
+}
+
+#[tokio::test]
+async fn a_report_decides_each_entry_as_if_it_came_alone() {
+    // A report's ordinary entries are decided in memory and written together; the rest on the
+    // database one at a time. Sent as few reports or one entry a report, the same entries must
+    // leave the same history, the same evidence and the same refusals.
+    async fn setup() -> (Model, u32, u64, String, String) {
+        let mut m = Model::new().await;
+        let p = m.scheduled().await;
+        m.ok(Command::UpdateSchedule(Schedule {
+            takeover: meridian_domain::TakeoverPolicy::Rerun,
+            ..schedule("ads", "nightly", "etl", "prod-nj", "0 0 2 * * ?")
+        }))
+        .await;
+        m.balanced(T0, "a", "b", "nj-main").await;
+        let lease = m.lease("nj-main", p).await;
+        let holder = lease.holder.clone().unwrap();
+        let other = if holder == "a" { "b" } else { "a" }.to_owned();
+        (m, p, lease.epoch, holder, other)
+    }
+    let (mut one, p, epoch, holder, other) = setup().await;
+    let (mut each, ..) = setup().await;
+    let attempt = |fire: i64, attempt: u32, outcome: AttemptOutcome, warning: &str| {
+        about_run(
+            p,
+            epoch,
+            ReportItem::Attempt(AttemptEvent {
+                run_id: record("ads.nightly", fire),
+                task: "main".into(),
+                attempt,
+                outcome,
+                at_ms: fire + 2_000,
+                exit_code: (outcome != AttemptOutcome::Started).then_some(1),
+                message: format!("{outcome:?}"),
+                warning: warning.into(),
+            }),
+        )
+    };
+    let ended = |fire: i64, state: RunState, message: &str| {
+        let mut e = event(p, epoch, fire, state, fire + 3_000);
+        let Report::V1 {
+            item: ReportItem::Run(run),
+            ..
+        } = &mut e
+        else {
+            unreachable!()
+        };
+        run.message = message.into();
+        e
+    };
+    let mut misnamed = event(p, epoch, fire_ms(5), RunState::Started, fire_ms(5));
+    let Report::V1 {
+        item: ReportItem::Run(run),
+        ..
+    } = &mut misnamed
+    else {
+        unreachable!()
+    };
+    run.fire_ms = Some(fire_ms(6));
+    let (h, o) = (holder.as_str(), other.as_str());
+    let entries: Vec<(&str, Report)> = vec![
+        (h, event(p, epoch, fire_ms(0), RunState::Queued, fire_ms(0))),
+        (
+            h,
+            event(p, epoch, fire_ms(0), RunState::Started, fire_ms(0) + 1),
+        ),
+        (h, attempt(fire_ms(0), 1, AttemptOutcome::Started, "")),
+        (h, attempt(fire_ms(0), 1, AttemptOutcome::Succeeded, "")),
+        (h, attempt(fire_ms(0), 1, AttemptOutcome::Succeeded, "")),
+        (
+            h,
+            about_run(
+                p,
+                epoch,
+                ReportItem::Log(LogChunk {
+                    run_id: record("ads.nightly", fire_ms(0)),
+                    task: "main".into(),
+                    attempt: 1,
+                    offset: 0,
+                    data: "a line\n".into(),
+                }),
+            ),
+        ),
+        (h, ended(fire_ms(0), RunState::Succeeded, "done")),
+        (
+            h,
+            event(p, epoch, fire_ms(0), RunState::Started, fire_ms(0) + 9),
+        ),
+        // An attempt of a run nobody took: refused.
+        (h, attempt(fire_ms(1), 1, AttemptOutcome::Started, "")),
+        // Not the holder: refused, its start kept as evidence.
+        (
+            o,
+            event(p, epoch, fire_ms(1), RunState::Started, fire_ms(1)),
+        ),
+        // The holder under an older epoch: refused likewise.
+        (
+            h,
+            event(p, epoch - 1, fire_ms(1), RunState::Started, fire_ms(1)),
+        ),
+        (
+            h,
+            event(p, epoch, fire_ms(1), RunState::Started, fire_ms(1) + 5),
+        ),
+        (
+            h,
+            attempt(fire_ms(1), 1, AttemptOutcome::Started, "stale resource"),
+        ),
+        (h, attempt(fire_ms(1), 1, AttemptOutcome::Started, "")),
+        // Another agent's start of a run the holder has: counted, not applied.
+        (
+            o,
+            event(p, epoch, fire_ms(1), RunState::Started, fire_ms(1) + 6),
+        ),
+        (h, attempt(fire_ms(1), 1, AttemptOutcome::Failed, "")),
+        (h, attempt(fire_ms(1), 2, AttemptOutcome::Started, "")),
+        (h, ended(fire_ms(1), RunState::Failed, "it broke")),
+        // Taken, given back unstarted, taken again and run.
+        (h, event(p, epoch, fire_ms(2), RunState::Queued, fire_ms(2))),
+        (
+            h,
+            event(p, epoch, fire_ms(2), RunState::Returned, fire_ms(2) + 1),
+        ),
+        (
+            h,
+            event(p, epoch, fire_ms(2), RunState::Started, fire_ms(2) + 2),
+        ),
+        (h, ended(fire_ms(2), RunState::Succeeded, "")),
+        // Ended with no start seen, then its start late: the end stays.
+        (h, ended(fire_ms(3), RunState::Succeeded, "quick")),
+        (
+            h,
+            event(p, epoch, fire_ms(3), RunState::Started, fire_ms(3)),
+        ),
+        (h, attempt(fire_ms(3), 1, AttemptOutcome::Succeeded, "")),
+        (
+            h,
+            attempt(fire_ms(3), 1, AttemptOutcome::Started, "late warning"),
+        ),
+        // Skipped by policy.
+        (
+            h,
+            event(p, epoch, fire_ms(4), RunState::Skipped, fire_ms(4)),
+        ),
+        // Not the id of its schedule at its fire time: refused.
+        (h, misnamed),
+    ];
+
+    // As few reports as the agents' turns allow.
+    let mut refused_one = vec![None; entries.len()];
+    let mut i = 0;
+    while i < entries.len() {
+        let agent = entries[i].0;
+        let len = entries[i..].iter().take_while(|(a, _)| *a == agent).count();
+        let batch: Vec<Report> = entries[i..i + len].iter().map(|(_, r)| r.clone()).collect();
+        let applied = one
+            .apply_at(
+                T0 + 10,
+                Command::AgentReport(AgentReport {
+                    agent: agent.into(),
+                    cluster: n("nj-main"),
+                    entries: batch
+                        .into_iter()
+                        .zip(1..)
+                        .map(|(report, seq)| ReportEntry { seq, report })
+                        .collect(),
+                }),
+            )
+            .await
+            .unwrap();
+        let outcome: ReportOutcome = serde_json::from_str(&applied.detail.unwrap()).unwrap();
+        for (seq, reason) in outcome.refused {
+            refused_one[i + seq as usize - 1] = Some(reason);
+        }
+        i += len;
+    }
+    // One entry a report.
+    let mut refused_each = Vec::new();
+    for (agent, report) in &entries {
+        let applied = each
+            .apply_at(
+                T0 + 10,
+                Command::AgentReport(AgentReport {
+                    agent: (*agent).into(),
+                    cluster: n("nj-main"),
+                    entries: vec![ReportEntry {
+                        seq: 1,
+                        report: report.clone(),
+                    }],
+                }),
+            )
+            .await
+            .unwrap();
+        let outcome: ReportOutcome = serde_json::from_str(&applied.detail.unwrap()).unwrap();
+        refused_each.push(outcome.refused.into_iter().next().map(|(_, reason)| reason));
+    }
+    assert_eq!(refused_one, refused_each);
+    let refused = refused_one.iter().filter(|r| r.is_some()).count();
+    assert_eq!(
+        refused, 5,
+        "the scenario refuses what it means to: {refused_one:?}"
+    );
+    let trace = report_trace(&one).await;
+    assert_eq!(trace, report_trace(&each).await);
+    // And it is the history the scenario describes.
+    let runs = query::runs(&one.pool, &RunFilter::default()).await.unwrap();
+    let state_of = |fire: i64| {
+        runs.iter()
+            .find(|r| r.run_id == record("ads.nightly", fire))
+            .map(|r| (r.state.clone(), r.starts))
+    };
+    assert_eq!(state_of(fire_ms(0)), Some(("succeeded".into(), 1)));
+    assert_eq!(state_of(fire_ms(1)), Some(("failed".into(), 3)));
+    assert_eq!(state_of(fire_ms(2)), Some(("succeeded".into(), 1)));
+    assert_eq!(state_of(fire_ms(3)), Some(("succeeded".into(), 0)));
+    assert_eq!(state_of(fire_ms(4)), Some(("skipped".into(), 0)));
+    assert!(
+        trace.iter().any(|r| r.contains("stale resource")),
+        "{trace:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_second_agents_start_is_counted_once_however_often_it_is_sent() {
     let mut m = Model::new().await;

@@ -481,13 +481,25 @@ pub(super) async fn follow(
     use super::Command;
     match command {
         Command::AgentReport(report) => {
-            for entry in &report.entries {
-                let meridian_domain::run::Report::V1 { item, .. } = &entry.report;
-                if let meridian_domain::run::ReportItem::Run(event) = item
-                    && event.state.is_final()
-                {
-                    ended(tx, context, &event.run_id).await?;
-                }
+            let ends: Vec<&str> = report
+                .entries
+                .iter()
+                .filter_map(|entry| {
+                    let meridian_domain::run::Report::V1 { item, .. } = &entry.report;
+                    match item {
+                        meridian_domain::run::ReportItem::Run(event) if event.state.is_final() => {
+                            Some(event.run_id.as_str())
+                        }
+                        _ => None,
+                    }
+                })
+                .collect();
+            // Most reports end no backfill's run: one read says so for the whole report.
+            if ends.is_empty() || !any_handed(tx, &ends).await? {
+                return Ok(());
+            }
+            for run_id in ends {
+                ended(tx, context, run_id).await?;
             }
         }
         Command::KillRun { run_id } => ended(tx, context, run_id).await?,
@@ -500,6 +512,17 @@ pub(super) async fn follow(
         _ => {}
     }
     Ok(())
+}
+
+/// Whether any of `runs` fills a backfill's record handed out.
+async fn any_handed(tx: &mut SqliteConnection, runs: &[&str]) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM backfill_records WHERE state = 'handed' \
+         AND run_id IN (SELECT value FROM json_each(?)))",
+    )
+    .bind(serde_json::json!(runs).to_string())
+    .fetch_one(&mut *tx)
+    .await
 }
 
 /// A run ended (its report, or a kill before anyone took it): if it fills a backfill's record,

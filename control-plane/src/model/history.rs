@@ -48,19 +48,36 @@ pub async fn report(
         .bind(report.cluster.as_str())
         .fetch_optional(&mut *tx)
         .await?;
+    // Ordinary entries are decided in memory and written together; the rest one at a time
+    // on the database (`report_batch`).
+    let mut batch = match &dc {
+        Some(_) => Some(super::report_batch::ReportBatch::load(tx, report).await?),
+        None => None,
+    };
     for entry in &report.entries {
-        let decided = match &dc {
-            None => Err(format!(
+        let decided = match (&dc, batch.as_mut()) {
+            (Some(dc), Some(batch)) => match batch.decide(context, report, dc, &entry.report) {
+                Some(decided) => decided,
+                None => {
+                    batch.write(tx).await?;
+                    let decided =
+                        apply_entry(tx, context, report, dc, &entry.report, &mut outcome.others)
+                            .await?;
+                    batch.reread(tx, entry.report.item().run_id()).await?;
+                    decided
+                }
+            },
+            _ => Err(format!(
                 "agent `{}`: its cluster `{}` does not exist",
                 report.agent, report.cluster
             )),
-            Some(dc) => {
-                apply_entry(tx, context, report, dc, &entry.report, &mut outcome.others).await?
-            }
         };
         if let Err(reason) = decided {
             outcome.refused.push((entry.seq, reason));
         }
+    }
+    if let Some(batch) = batch.as_mut() {
+        batch.write(tx).await?;
     }
     // Runs that ended move their backfills on (`backfills::follow`, after this); the agent
     // fetches its schedules again at once when that moved the counter, not only at its next
@@ -315,22 +332,33 @@ async fn apply_entry(
     }
 }
 
-struct CurrentRun {
-    state: RunState,
-    agent: Option<String>,
-    starts: i64,
+pub(super) struct CurrentRun {
+    pub(super) state: RunState,
+    pub(super) agent: Option<String>,
+    pub(super) starts: i64,
 }
 
-async fn current_run(tx: &mut SqliteConnection, run_id: &str) -> sqlx::Result<Option<CurrentRun>> {
+impl CurrentRun {
+    /// From a row with the columns `state`, `agent` and `starts`.
+    pub(super) fn of(row: &sqlx::sqlite::SqliteRow) -> Self {
+        Self {
+            state: RunState::parse(row.get::<String, _>("state").as_str())
+                .unwrap_or(RunState::Failed),
+            agent: row.get("agent"),
+            starts: row.get("starts"),
+        }
+    }
+}
+
+pub(super) async fn current_run(
+    tx: &mut SqliteConnection,
+    run_id: &str,
+) -> sqlx::Result<Option<CurrentRun>> {
     let row = sqlx::query("SELECT state, agent, starts FROM runs WHERE run_id = ?")
         .bind(run_id)
         .fetch_optional(&mut *tx)
         .await?;
-    Ok(row.map(|row| CurrentRun {
-        state: RunState::parse(row.get::<String, _>("state").as_str()).unwrap_or(RunState::Failed),
-        agent: row.get("agent"),
-        starts: row.get("starts"),
-    }))
+    Ok(row.as_ref().map(CurrentRun::of))
 }
 
 async fn insert_run(
@@ -531,7 +559,7 @@ async fn give_back(
 }
 
 /// The order of states; a report can only move a run forward.
-fn rank(state: RunState) -> u8 {
+pub(super) fn rank(state: RunState) -> u8 {
     match state {
         RunState::Requested | RunState::Returned => 0,
         RunState::Queued => 1,

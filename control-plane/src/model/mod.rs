@@ -48,6 +48,7 @@ pub use pauses::{Pause, PauseScope, Resume};
 pub mod processor;
 pub mod query;
 pub mod quotas;
+mod report_batch;
 pub mod rerun;
 pub mod retire;
 mod tenancy;
