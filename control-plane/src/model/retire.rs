@@ -51,7 +51,10 @@ enum Stored {
 /// still refers to them. `?1`: the cut-off; `?2`: whether to wait for the archiver. (The
 /// family's two sides are two lookups, the re-runs' by their index even when statistics say
 /// `rerun_of` is mostly empty: otherwise SQLite scans every run for each candidate, and a
-/// 2,000-run retirement beside 100,000 runs took 14 s.)
+/// 2,000-run retirement beside 100,000 runs took 14 s.) The runs are read oldest change
+/// first through `runs_updated`, so a batch stops at its limit: through `runs_state` SQLite
+/// read and sorted every finished run for each batch (260 ms per batch beside 115,000 runs,
+/// against 13 ms), on every node.
 const RETIRABLE: &str = "state IN ('succeeded', 'failed', 'killed', 'skipped') \
      AND updated_ms < ?1 \
      AND NOT EXISTS (SELECT 1 FROM run_logs l WHERE l.run_id = runs.run_id) \
@@ -73,7 +76,8 @@ const RETIRABLE: &str = "state IN ('succeeded', 'failed', 'killed', 'skipped') \
 /// How many runs `retire` would take (at most its limit).
 pub async fn due(pool: &sqlx::SqlitePool, retire: &RetireRuns) -> sqlx::Result<u64> {
     let n: i64 = sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM runs WHERE {RETIRABLE} LIMIT ?3)"
+        "SELECT COUNT(*) FROM (SELECT 1 FROM runs INDEXED BY runs_updated WHERE {RETIRABLE} \
+         LIMIT ?3)"
     ))
     .bind(retire.before_ms)
     .bind(retire.await_archive)
@@ -112,7 +116,8 @@ pub(super) async fn retire(
     retire: &RetireRuns,
 ) -> Result<Applied, ApplyError> {
     let ids: Vec<String> = sqlx::query_scalar(&format!(
-        "SELECT run_id FROM runs WHERE {RETIRABLE} ORDER BY updated_ms, run_id LIMIT ?3"
+        "SELECT run_id FROM runs INDEXED BY runs_updated WHERE {RETIRABLE} \
+         ORDER BY updated_ms, run_id LIMIT ?3"
     ))
     .bind(retire.before_ms)
     .bind(retire.await_archive)
