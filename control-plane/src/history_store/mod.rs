@@ -332,15 +332,26 @@ impl HistoryStore {
     }
 }
 
-/// `rows` rows of `columns` placeholders for a multi-row `VALUES`: `($1, $2), ($3, $4)`.
-fn values(rows: usize, columns: usize) -> String {
-    let row = |r: usize| {
-        let marks: Vec<String> = (1..=columns)
-            .map(|c| format!("${}", r * columns + c))
-            .collect();
-        format!("({})", marks.join(", "))
-    };
-    (0..rows).map(row).collect::<Vec<_>>().join(", ")
+/// `rows` rows of `columns` placeholders for a multi-row `VALUES`: `($1, $2), ($3, $4)` for
+/// PostgreSQL, `(?, ?), (?, ?)` for SQLite. (SQLite takes `$1` for a *named* parameter, and
+/// sqlx looks each one's name up in a list as long as the statement's: binding a
+/// 5,000-parameter statement took longer than running it, a quarter of a busy plane's time.)
+fn values(conn: &sqlx::AnyConnection, rows: usize, columns: usize) -> String {
+    let marks = placeholders(conn, rows * columns);
+    marks
+        .chunks(columns)
+        .map(|row| format!("({})", row.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `n` placeholders as `conn`'s database wants them ([`values`]).
+fn placeholders(conn: &sqlx::AnyConnection, n: usize) -> Vec<String> {
+    if conn.backend_name() == "SQLite" {
+        vec!["?".to_owned(); n]
+    } else {
+        (1..=n).map(|i| format!("${i}")).collect()
+    }
 }
 
 /// Writes `retired` in `tx`.
@@ -354,7 +365,7 @@ async fn write(tx: &mut sqlx::AnyConnection, retired: &[(u64, Retired)]) -> sqlx
     for chunk in retired.chunks(RUNS_PER_STATEMENT) {
         let upsert = format!(
             "INSERT INTO runs ({COLUMNS}) VALUES {} ON CONFLICT (run_id) DO UPDATE SET {}",
-            values(chunk.len(), 25),
+            values(tx, chunk.len(), 25),
             updates.join(", ")
         );
         let mut query = sqlx::query(&upsert);
@@ -396,7 +407,7 @@ async fn write(tx: &mut sqlx::AnyConnection, retired: &[(u64, Retired)]) -> sqlx
         query.execute(&mut *tx).await?;
         // A run written again (a replayed retirement, a gap filled twice) has the same
         // attempts: the old rows go first.
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let marks = placeholders(tx, chunk.len());
         let delete = format!(
             "DELETE FROM task_attempts WHERE run_id IN ({})",
             marks.join(", ")
@@ -414,7 +425,7 @@ async fn write(tx: &mut sqlx::AnyConnection, retired: &[(u64, Retired)]) -> sqlx
             let insert = format!(
                 "INSERT INTO task_attempts (run_id, task, attempt, outcome, started_ms, \
                  finished_ms, exit_code, message, warning) VALUES {}",
-                values(some.len(), 9)
+                values(tx, some.len(), 9)
             );
             let mut query = sqlx::query(&insert);
             for (run_id, a) in some {
