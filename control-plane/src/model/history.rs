@@ -15,13 +15,14 @@
 //! - log chunks are keyed by their byte offset.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
 use super::checks::{Table, json, must_be_granted, present, subject};
 use super::job::{job_for, latest_workflow};
 use super::outcome::{Applied, ApplyError, Context, Refusal};
+pub use super::run_record::tenant_of_run;
+use super::run_record::{CurrentRun, checked, current_run, rank};
 use super::{AgentReport, Name, RunRequest};
-use meridian_domain::FireId;
 use meridian_domain::run::{
     AttemptEvent, AttemptOutcome, LogChunk, Report, ReportItem, RunEvent, RunState,
 };
@@ -163,33 +164,9 @@ async fn apply_entry(
             }
             let first_from_agent = given_back || run.as_ref().is_none_or(|r| r.agent.is_none());
             if let Some(schedule) = &event.schedule {
-                let Some(fire_ms) = event.fire_ms else {
-                    return Ok(Err(format!("run `{}`: fire_ms is missing", event.run_id)));
-                };
-                let Some(fire_at) = chrono::DateTime::from_timestamp_millis(fire_ms) else {
-                    return Ok(Err(format!(
-                        "run `{}`: fire_ms is out of range",
-                        event.run_id
-                    )));
-                };
-                if FireId::derive(schedule, fire_at).as_str() != event.run_id {
-                    return Ok(Err(format!(
-                        "run `{}`: not the id of schedule `{schedule}` at {fire_ms} ms",
-                        event.run_id
-                    )));
-                }
-                // The run's tenant is the one its id names (what `tenant_of_run` and so the
-                // access policy rely on).
-                if tenant_of_run(&event.run_id).as_ref().map(Name::as_str)
-                    != Some(event.tenant.as_str())
-                {
-                    return Ok(Err(format!(
-                        "run `{}`: of tenant `{}`, but its id names another",
-                        event.run_id, event.tenant
-                    )));
-                }
-                let Some(partition) = partition else {
-                    return Ok(Err(format!("run `{}`: partition is missing", event.run_id)));
+                let (fire_ms, partition) = match checked(event, schedule, *partition) {
+                    Ok(checked) => checked,
+                    Err(reason) => return Ok(Err(reason)),
                 };
                 if run.is_none()
                     && super::retire::was_retired(tx, schedule.as_str(), fire_ms).await?
@@ -216,7 +193,7 @@ async fn apply_entry(
                          WHERE cluster = ? AND partition = ?",
                     )
                     .bind(cluster)
-                    .bind(i64::from(*partition))
+                    .bind(i64::from(partition))
                     .fetch_optional(&mut *tx)
                     .await?;
                     let fenced = match &tenure {
@@ -231,7 +208,7 @@ async fn apply_entry(
                         && started_within_ended_tenure(
                             tx,
                             cluster,
-                            *partition,
+                            partition,
                             agent,
                             *epoch,
                             event.at_ms,
@@ -330,35 +307,6 @@ async fn apply_entry(
             Ok(Ok(()))
         }
     }
-}
-
-pub(super) struct CurrentRun {
-    pub(super) state: RunState,
-    pub(super) agent: Option<String>,
-    pub(super) starts: i64,
-}
-
-impl CurrentRun {
-    /// From a row with the columns `state`, `agent` and `starts`.
-    pub(super) fn of(row: &sqlx::sqlite::SqliteRow) -> Self {
-        Self {
-            state: RunState::parse(row.get::<String, _>("state").as_str())
-                .unwrap_or(RunState::Failed),
-            agent: row.get("agent"),
-            starts: row.get("starts"),
-        }
-    }
-}
-
-pub(super) async fn current_run(
-    tx: &mut SqliteConnection,
-    run_id: &str,
-) -> sqlx::Result<Option<CurrentRun>> {
-    let row = sqlx::query("SELECT state, agent, starts FROM runs WHERE run_id = ?")
-        .bind(run_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    Ok(row.as_ref().map(CurrentRun::of))
 }
 
 async fn insert_run(
@@ -558,16 +506,6 @@ async fn give_back(
     Ok(Ok(()))
 }
 
-/// The order of states; a report can only move a run forward.
-pub(super) fn rank(state: RunState) -> u8 {
-    match state {
-        RunState::Requested | RunState::Returned => 0,
-        RunState::Queued => 1,
-        RunState::Started => 2,
-        RunState::Succeeded | RunState::Failed | RunState::Killed | RunState::Skipped => 3,
-    }
-}
-
 async fn record_attempt(
     tx: &mut SqliteConnection,
     context: Context,
@@ -628,14 +566,6 @@ async fn record_log(tx: &mut SqliteConnection, chunk: &LogChunk) -> sqlx::Result
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestedRun {
     pub run_id: String,
-}
-
-/// The tenant a run belongs to, read from its id: every run id is `<tenant>.<schedule or
-/// workflow>@…` (a fire record's id, or a requested run's), names cannot hold a `.`, and a run
-/// whose tenant differs from its id's is never recorded. `None`: not a run id.
-pub fn tenant_of_run(run_id: &str) -> Option<Name> {
-    let (tenant, _) = run_id.split_once('.')?;
-    Name::new(tenant).ok()
 }
 
 pub async fn request_run(

@@ -51,6 +51,7 @@ pub mod quotas;
 mod report_batch;
 pub mod rerun;
 pub mod retire;
+mod run_record;
 mod tenancy;
 
 pub use crate::name::{Name, NameError};

@@ -20,9 +20,8 @@ use serde_json::json;
 use sqlx::{Row, SqliteConnection};
 
 use super::AgentReport;
-use super::history::{CurrentRun, rank};
 use super::outcome::Context;
-use meridian_domain::FireId;
+use super::run_record::{CurrentRun, checked, current_run, rank};
 use meridian_domain::run::{AttemptEvent, AttemptOutcome, Report, ReportItem, RunEvent, RunState};
 
 /// A run's row as the batch will leave it. For a run already in the model, `None` in a time
@@ -152,33 +151,9 @@ impl ReportBatch {
                 if event.state == RunState::Returned {
                     return None;
                 }
-                let Some(fire_ms) = event.fire_ms else {
-                    return Some(Err(format!("run `{}`: fire_ms is missing", event.run_id)));
-                };
-                let Some(fire_at) = chrono::DateTime::from_timestamp_millis(fire_ms) else {
-                    return Some(Err(format!(
-                        "run `{}`: fire_ms is out of range",
-                        event.run_id
-                    )));
-                };
-                if FireId::derive(schedule, fire_at).as_str() != event.run_id {
-                    return Some(Err(format!(
-                        "run `{}`: not the id of schedule `{schedule}` at {fire_ms} ms",
-                        event.run_id
-                    )));
-                }
-                if super::history::tenant_of_run(&event.run_id)
-                    .as_ref()
-                    .map(super::Name::as_str)
-                    != Some(event.tenant.as_str())
-                {
-                    return Some(Err(format!(
-                        "run `{}`: of tenant `{}`, but its id names another",
-                        event.run_id, event.tenant
-                    )));
-                }
-                let Some(partition) = partition else {
-                    return Some(Err(format!("run `{}`: partition is missing", event.run_id)));
+                let (fire_ms, partition) = match checked(event, schedule, *partition) {
+                    Ok(checked) => checked,
+                    Err(reason) => return Some(Err(reason)),
                 };
                 if run.is_none()
                     && self
@@ -195,7 +170,7 @@ impl ReportBatch {
                         .as_ref()
                         .is_none_or(|r| rank(r.state) < rank(RunState::Started));
                 if first_from_agent || starting {
-                    let fenced = match self.tenures.get(partition) {
+                    let fenced = match self.tenures.get(&partition) {
                         Some((Some(holder), since)) => holder != agent || (*epoch as i64) < *since,
                         _ => true,
                     };
@@ -471,7 +446,7 @@ impl ReportBatch {
         tx: &mut SqliteConnection,
         run_id: &str,
     ) -> sqlx::Result<()> {
-        let run = super::history::current_run(tx, run_id).await?;
+        let run = current_run(tx, run_id).await?;
         self.runs.insert(run_id.to_owned(), run);
         Ok(())
     }
