@@ -1664,6 +1664,16 @@ async fn a_report_decides_each_entry_as_if_it_came_alone() {
         unreachable!()
     };
     run.fire_ms = Some(fire_ms(6));
+    let mut early = event(p, epoch, -60_000, RunState::Queued, 0);
+    let Report::V1 {
+        item: ReportItem::Run(run),
+        ..
+    } = &mut early
+    else {
+        unreachable!()
+    };
+    run.schedule = Some(ScheduleId::new("ads.early").unwrap());
+    run.run_id = record("ads.early", -60_000);
     let (h, o) = (holder.as_str(), other.as_str());
     let entries: Vec<(&str, Report)> = vec![
         (h, event(p, epoch, fire_ms(0), RunState::Queued, fire_ms(0))),
@@ -1751,6 +1761,10 @@ async fn a_report_decides_each_entry_as_if_it_came_alone() {
         ),
         // Not the id of its schedule at its fire time: refused.
         (h, misnamed),
+        // A message with a NUL in it, kept whole.
+        (h, ended(fire_ms(7), RunState::Succeeded, "before\0after")),
+        // The first fire record ever taken of a schedule, before 1970: its cursor is there.
+        (h, early),
     ];
 
     // As few reports as the agents' turns allow.
@@ -1825,6 +1839,18 @@ async fn a_report_decides_each_entry_as_if_it_came_alone() {
         trace.iter().any(|r| r.contains("stale resource")),
         "{trace:#?}"
     );
+    let message: String = sqlx::query_scalar("SELECT message FROM runs WHERE run_id = ?")
+        .bind(record("ads.nightly", fire_ms(7)))
+        .fetch_one(&one.pool)
+        .await
+        .unwrap();
+    assert_eq!(message, "before\0after");
+    let cursor: i64 =
+        sqlx::query_scalar("SELECT fire_ms FROM schedule_cursors WHERE schedule_id = 'ads.early'")
+            .fetch_one(&one.pool)
+            .await
+            .unwrap();
+    assert_eq!(cursor, -60_000);
 }
 
 #[tokio::test]

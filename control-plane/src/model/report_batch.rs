@@ -180,11 +180,12 @@ impl ReportBatch {
                 }
                 self.run_event(context, report, dc, *epoch, event);
                 if event.state.takes_the_record() {
-                    let cursor = self
-                        .cursors
+                    // The newest taken fire time, as the upsert's MAX keeps it (a fire time
+                    // may be before 1970: no floor at 0).
+                    self.cursors
                         .entry(schedule.as_str().to_owned())
-                        .or_default();
-                    *cursor = (*cursor).max(fire_ms);
+                        .and_modify(|cursor| *cursor = (*cursor).max(fire_ms))
+                        .or_insert(fire_ms);
                     if first_from_agent {
                         self.taken.push((schedule.as_str().to_owned(), fire_ms));
                     }
