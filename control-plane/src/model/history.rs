@@ -21,7 +21,7 @@ use super::checks::{Table, json, must_be_granted, present, subject};
 use super::job::{job_for, latest_workflow};
 use super::outcome::{Applied, ApplyError, Context, Refusal};
 pub use super::run_record::tenant_of_run;
-use super::run_record::{CurrentRun, checked, current_run, rank};
+use super::run_record::{CurrentRun, checked, current_run, not_running_on, rank};
 use super::{AgentReport, Name, RunRequest};
 use meridian_domain::run::{
     AttemptEvent, AttemptOutcome, LogChunk, Report, ReportItem, RunEvent, RunState,
@@ -49,36 +49,42 @@ pub async fn report(
         .bind(report.cluster.as_str())
         .fetch_optional(&mut *tx)
         .await?;
-    // Ordinary entries are decided in memory and written together; the rest one at a time
-    // on the database (`report_batch`).
-    let mut batch = match &dc {
-        Some(_) => Some(super::report_batch::ReportBatch::load(tx, report).await?),
-        None => None,
-    };
-    for entry in &report.entries {
-        let decided = match (&dc, batch.as_mut()) {
-            (Some(dc), Some(batch)) => match batch.decide(context, report, dc, &entry.report) {
-                Some(decided) => decided,
-                None => {
-                    batch.write(tx).await?;
-                    let decided =
-                        apply_entry(tx, context, report, dc, &entry.report, &mut outcome.others)
-                            .await?;
-                    batch.reread(tx, entry.report.item().run_id()).await?;
-                    decided
-                }
-            },
-            _ => Err(format!(
+    match &dc {
+        None => outcome.refused.extend(report.entries.iter().map(|entry| {
+            let reason = format!(
                 "agent `{}`: its cluster `{}` does not exist",
                 report.agent, report.cluster
-            )),
-        };
-        if let Err(reason) = decided {
-            outcome.refused.push((entry.seq, reason));
+            );
+            (entry.seq, reason)
+        })),
+        Some(dc) => {
+            // Ordinary entries are decided in memory and written together; the rest one at
+            // a time on the database (`report_batch`).
+            let mut batch = super::report_batch::ReportBatch::load(tx, report).await?;
+            for entry in &report.entries {
+                let decided = match batch.decide(context, report, dc, &entry.report) {
+                    Some(decided) => decided,
+                    None => {
+                        batch.write(tx).await?;
+                        let decided = apply_entry(
+                            tx,
+                            context,
+                            report,
+                            dc,
+                            &entry.report,
+                            &mut outcome.others,
+                        )
+                        .await?;
+                        batch.reread(tx, entry.report.item().run_id()).await?;
+                        decided
+                    }
+                };
+                if let Err(reason) = decided {
+                    outcome.refused.push((entry.seq, reason));
+                }
+            }
+            batch.write(tx).await?;
         }
-    }
-    if let Some(batch) = batch.as_mut() {
-        batch.write(tx).await?;
     }
     // Runs that ended move their backfills on (`backfills::follow`, after this); the agent
     // fetches its schedules again at once when that moved the counter, not only at its next
@@ -290,14 +296,8 @@ async fn apply_entry(
         }
         ReportItem::Attempt(_) | ReportItem::Log(_) => {
             // Attempts and logs belong to a run this agent has already taken.
-            if run
-                .as_ref()
-                .is_none_or(|r| r.agent.as_deref() != Some(agent))
-            {
-                return Ok(Err(format!(
-                    "run `{}` is not running on agent `{agent}`",
-                    item.run_id()
-                )));
+            if let Some(refused) = not_running_on(run.as_ref(), item.run_id(), agent) {
+                return Ok(Err(refused));
             }
             match item {
                 ReportItem::Attempt(attempt) => record_attempt(tx, context, attempt).await?,

@@ -21,7 +21,7 @@ use sqlx::{Row, SqliteConnection};
 
 use super::AgentReport;
 use super::outcome::Context;
-use super::run_record::{CurrentRun, checked, current_run, rank};
+use super::run_record::{CurrentRun, checked, current_run, not_running_on, rank};
 use meridian_domain::run::{AttemptEvent, AttemptOutcome, Report, ReportItem, RunEvent, RunState};
 
 /// A run's row as the batch will leave it. For a run already in the model, `None` in a time
@@ -193,14 +193,8 @@ impl ReportBatch {
                 Some(Ok(()))
             }
             ReportItem::Attempt(attempt) => {
-                if run
-                    .as_ref()
-                    .is_none_or(|r| r.agent.as_deref() != Some(agent))
-                {
-                    return Some(Err(format!(
-                        "run `{}` is not running on agent `{agent}`",
-                        attempt.run_id
-                    )));
+                if let Some(refused) = not_running_on(run.as_ref(), &attempt.run_id, agent) {
+                    return Some(Err(refused));
                 }
                 self.attempts.push((attempt.clone(), context.index));
                 Some(Ok(()))

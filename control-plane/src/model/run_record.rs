@@ -88,3 +88,14 @@ pub(super) fn checked(
     };
     Ok((fire_ms, partition))
 }
+
+/// Why an attempt or a log piece of `run_id` from `agent` is refused: it belongs to a run the
+/// agent has taken. `None`: it has.
+pub(super) fn not_running_on(
+    run: Option<&CurrentRun>,
+    run_id: &str,
+    agent: &str,
+) -> Option<String> {
+    run.is_none_or(|r| r.agent.as_deref() != Some(agent))
+        .then(|| format!("run `{run_id}` is not running on agent `{agent}`"))
+}
