@@ -579,7 +579,13 @@ async fn applying_a_workflow_again_makes_a_new_version_and_old_ones_stay_readabl
         first.workflow.definition,
         WorkflowDefinition::shell("main", "echo one")
     );
-    assert_eq!(query::workflows(&m.pool, None).await.unwrap().len(), 1);
+    assert_eq!(
+        query::workflows(&m.pool, &query::Page::all())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Deleted and re-applied: versions keep counting up, never reused.
     m.ok(Command::DeleteWorkflow {
@@ -587,7 +593,12 @@ async fn applying_a_workflow_again_makes_a_new_version_and_old_ones_stay_readabl
         name: n("etl"),
     })
     .await;
-    assert!(query::workflows(&m.pool, None).await.unwrap().is_empty());
+    assert!(
+        query::workflows(&m.pool, &query::Page::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let v3 = m
         .ok(Command::ApplyWorkflow(workflow("ads", "etl", "echo three")))
         .await;
@@ -3014,8 +3025,8 @@ async fn entity_documents_stored_before_versions_still_read() {
             query::environments(p).await.unwrap(),
             query::tenants(p).await.unwrap(),
             query::grants(p, None).await.unwrap(),
-            query::workflows(p, None).await.unwrap(),
-            query::schedules(p, None).await.unwrap(),
+            query::workflows(p, &query::Page::all()).await.unwrap(),
+            query::schedules(p, &query::Page::all()).await.unwrap(),
             query::session_by_hash(p, &"ab".repeat(32), T0)
                 .await
                 .unwrap(),
@@ -3078,7 +3089,13 @@ async fn entity_documents_stored_before_versions_still_read() {
         .await
         .unwrap();
     assert!(clusters.starts_with(r#"{"v":"1","doc":"#), "{clusters}");
-    assert_eq!(query::schedules(&m.pool, None).await.unwrap().len(), 2);
+    assert_eq!(
+        query::schedules(&m.pool, &query::Page::all())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 /// A document a newer plane wrote (a shape version this build does not know) is refused by

@@ -640,3 +640,131 @@ async fn health_readiness_and_metrics_on_every_node() {
     assert_eq!(health.status, StatusCode::OK, "still serving");
     plane.cluster.shutdown().await;
 }
+
+/// Issue #21: workflows and schedules — lists that may hold a million items — are read a page
+/// at a time in (tenant, name) order. Walking the pages gives every item once; a caller who
+/// sees some tenants gets pages full of theirs (the scope is part of the query, so another
+/// tenant's items never make a page come up short and end the walk early); a bad cursor or
+/// size is refused naming the query parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_and_schedules_are_listed_a_page_at_a_time() {
+    let plane = Plane::start(ManualClock::at(t0())).await;
+    plane.inner.two_tenants().await;
+    for (tenant, env, names) in [
+        ("ads", "prod", ["a1", "a2", "a3", "a4", "a5"]),
+        ("bi", "bi-prod", ["b1", "b2", "b3", "b4", "b5"]),
+    ] {
+        for name in names {
+            plane
+                .inner
+                .must(
+                    Method::POST,
+                    "/workflows",
+                    json!({"tenant": tenant, "name": name, "environment": env,
+                           "definition": {"tasks": [{"name": "main", "kind": {"noop": {}}}]}}),
+                )
+                .await;
+            plane
+                .inner
+                .must(
+                    Method::POST,
+                    "/schedules",
+                    json!({"tenant": tenant, "name": name, "workflow": name,
+                           "environment": env, "spec": {"cron": "0 0 * * * ?"}}),
+                )
+                .await;
+        }
+    }
+    let bi_viewer = plane.inner.token("bi-viewer", &["viewer@bi"]).await;
+    let admin = &plane.inner.admin;
+    // Every page of `path` in turn, `limit` at a time: the items' `tenant/name`s, and each
+    // page's length.
+    let walk = async |who: &Cred, path: &str, limit: usize| {
+        let (mut seen, mut sizes, mut after) = (Vec::new(), Vec::new(), None::<String>);
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let mut url = format!("{path}{sep}limit={limit}");
+            if let Some(a) = &after {
+                url.push_str(&format!("&after={a}"));
+            }
+            let reply = plane.inner.call_as(who, 1, Method::GET, &url, None).await;
+            assert_eq!(reply.status, StatusCode::OK, "{url}: {}", reply.body);
+            let page = reply.body.as_array().unwrap().clone();
+            sizes.push(page.len());
+            let keys: Vec<String> = page
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{}/{}",
+                        i["tenant"].as_str().unwrap(),
+                        i["name"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            seen.extend(keys.iter().cloned());
+            if page.len() < limit {
+                return (seen, sizes);
+            }
+            after = keys.last().cloned();
+        }
+    };
+    let names = |tenant: &str, also: &str| {
+        let mut n: Vec<String> = ["a1", "a2", "a3", "a4", "a5", "b1", "b2", "b3", "b4", "b5"]
+            .iter()
+            .filter(|n| n.starts_with(&tenant[..1]))
+            .map(|n| format!("{tenant}/{n}"))
+            .collect();
+        n.push(format!("{tenant}/{also}"));
+        n.sort();
+        n
+    };
+    let ads_schedules = names("ads", "hourly");
+    let bi_schedules = names("bi", "hourly");
+    let every: Vec<String> = ads_schedules.iter().chain(&bi_schedules).cloned().collect();
+
+    let (seen, sizes) = walk(admin, "/schedules", 4).await;
+    assert_eq!(seen, every, "each schedule once, in (tenant, name) order");
+    assert_eq!(sizes, vec![4, 4, 4, 0]);
+    // Without a size, a page of up to 1,000: here all of them.
+    let (_, whole) = plane.call(1, Method::GET, "/schedules", None).await;
+    assert_eq!(whole.as_array().unwrap().len(), every.len());
+    // A viewer of `bi` walks only bi's, in full pages, though ads's come first in the order.
+    let (seen, sizes) = walk(&bi_viewer, "/schedules", 2).await;
+    assert_eq!(seen, bi_schedules);
+    assert_eq!(sizes, vec![2, 2, 2, 0]);
+    let (seen, _) = walk(&bi_viewer, "/workflows", 5).await;
+    assert_eq!(seen, names("bi", "etl"));
+    // One tenant's, asked for.
+    let (seen, sizes) = walk(admin, "/workflows?tenant=ads", 3).await;
+    assert_eq!(seen, names("ads", "etl"));
+    assert_eq!(sizes, vec![3, 3, 0]);
+    // Asking bi's viewer for ads's finds nothing to show.
+    let (seen, _) = walk(&bi_viewer, "/schedules?tenant=ads", 3).await;
+    assert!(seen.is_empty(), "{seen:?}");
+
+    for (query, says) in [
+        ("after=ads", "query `after`: `ads` is not `tenant/name`"),
+        (
+            "after=ads/No%20such",
+            "query `after`: `ads/No such` is not `tenant/name`",
+        ),
+        ("limit=0", "query `limit`: 0 is not between 1 and 10000"),
+        (
+            "limit=10001",
+            "query `limit`: 10001 is not between 1 and 10000",
+        ),
+        ("tenant=a.b", "query `tenant`"),
+    ] {
+        for list in ["/schedules", "/workflows"] {
+            let (status, reply) = plane
+                .call(1, Method::GET, &format!("{list}?{query}"), None)
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{list}?{query}: {reply}");
+            assert!(
+                reply.to_string().contains(says),
+                "{list}?{query}: {reply} lacks {says}"
+            );
+        }
+    }
+    plane.inner.cluster.shutdown().await;
+}

@@ -129,6 +129,31 @@ fn dev_serves_an_example_federation_and_keeps_state_across_restarts() {
         envs.contains("\"dev\"") && envs.contains("\"local\""),
         "{envs}"
     );
+    // Workflows and schedules are listed a page at a time: every page read in turn (here a
+    // workflow a request), or one page and then the one after it.
+    let list =
+        |args: &[&str]| -> Vec<serde_json::Value> { serde_json::from_str(&ok(cli(args))).unwrap() };
+    let all = list(&["workflow", "list"]);
+    assert!(all.len() >= 2, "{all:?}");
+    assert_eq!(list(&["workflow", "list", "--chunk-size", "1"]), all);
+    assert_eq!(list(&["workflow", "list", "--limit", "1"]), all[..1]);
+    let first = format!(
+        "{}/{}",
+        all[0]["tenant"].as_str().unwrap(),
+        all[0]["name"].as_str().unwrap()
+    );
+    assert_eq!(
+        list(&["workflow", "list", "--limit", "1", "--after", &first]),
+        all[1..2]
+    );
+    refused(
+        cli(&["dc", "list", "--limit", "1"]),
+        "--limit, --after and --chunk-size: only workflows and schedules",
+    );
+    refused(
+        cli(&["schedule", "list", "--after", "demo"]),
+        "query `after`: `demo` is not `tenant/name`",
+    );
     assert_eq!(
         ok(cli(&["grant", "list", "--tenant", "demo"]))
             .matches("\"dev\"")

@@ -2084,6 +2084,78 @@ async fn keyset_pages_walk_every_run_once_in_order() {
     plane.cluster.shutdown().await;
 }
 
+/// Issue #21: the schedules and workflows pages show a hundred at a time, each page full of
+/// what the viewer may see, with links to the next page and back to the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_and_workflows_pages_show_a_hundred_at_a_time() {
+    let plane = plane().await;
+    for i in 0..105 {
+        let name = format!("s{i:03}");
+        plane
+            .must(
+                Method::POST,
+                "/schedules",
+                json!({"tenant": "bi", "name": name, "workflow": "etl",
+                       "environment": "bi-prod", "spec": {"cron": "0 0 * * * ?"}}),
+            )
+            .await;
+    }
+    let root = &plane.roots[0];
+    let browser = Browser::start().await;
+    sign_in(&browser, root, "root").await;
+    browser.goto(&format!("{root}/schedules")).await;
+    let rows = async || {
+        let mut shown = Vec::new();
+        for row in browser.find_all("tr[data-schedule]").await {
+            shown.push(row.attr("data-schedule").await.unwrap().unwrap());
+        }
+        shown
+    };
+    let first = rows().await;
+    assert_eq!(first.len(), 100);
+    assert_eq!(first[..2], ["ads.hourly", "bi.hourly"]);
+    assert!(browser.find_all("#first-page").await.is_empty());
+    browser.click("#next-page").await;
+    browser.find("#first-page").await;
+    let second = rows().await;
+    assert_eq!(second.len(), 7, "{second:?}");
+    assert_eq!(second.last().unwrap(), "bi.s104");
+    assert!(
+        !first.iter().any(|s| second.contains(s)),
+        "a schedule on both pages"
+    );
+    assert!(browser.find_all("#next-page").await.is_empty());
+    browser.screenshot("schedules-second-page").await;
+    browser.click("#first-page").await;
+    browser.find("#next-page").await;
+    assert_eq!(rows().await, first);
+    // The workflows page pages alike: the one after ads's is bi's.
+    browser
+        .goto(&format!("{root}/workflows?after=ads%2Fetl"))
+        .await;
+    browser.find("#first-page").await;
+    let mut shown = Vec::new();
+    for row in browser.find_all("tr[data-workflow]").await {
+        shown.push(row.attr("data-workflow").await.unwrap().unwrap());
+    }
+    assert_eq!(shown, ["bi/etl"]);
+    // A developer of ads sees ads's one schedule, and no pages to walk.
+    browser.click("#signout").await;
+    sign_in(&browser, root, "dev").await;
+    browser.goto(&format!("{root}/schedules")).await;
+    browser.find("#schedules").await;
+    assert_eq!(rows().await, ["ads.hourly"]);
+    assert!(browser.find_all("#next-page").await.is_empty());
+    // A cursor that is not one is said to be wrong.
+    browser.goto(&format!("{root}/schedules?after=bi")).await;
+    let said = browser.find("#error").await.text().await.unwrap();
+    assert!(
+        said.contains("query `after`: `bi` is not `tenant/name`"),
+        "{said}"
+    );
+    plane.cluster.shutdown().await;
+}
+
 fn urlencoding(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

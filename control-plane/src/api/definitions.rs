@@ -13,8 +13,8 @@ use sqlx::SqlitePool;
 
 use super::principal::Caller;
 use super::{
-    Api, ApiError, ApiResult, Body, Params, ReadOptions, create, delete_one, delete_two, found,
-    name, tenant_filter, update_one,
+    Api, ApiError, ApiResult, Body, ListOptions, Params, ReadOptions, create, delete_one,
+    delete_two, found, name, tenant_filter, update_one,
 };
 use crate::model::authorize::{self, Infra};
 use crate::model::{Command, Name, query};
@@ -93,8 +93,8 @@ impl<T: Serialize + Send + Sync + 'static> InfraRoutes<T> {
     }
 }
 
-/// The routes of the tenant-owned definitions (workflows, schedules) and grants: lists filtered
-/// to the tenants the caller may see.
+/// The lists of tenants and grants (a few each): every item, filtered to the tenants the caller
+/// may see. Workflows and schedules are paged ([`paged_list`]).
 fn tenant_list<T: Serialize + Send + 'static>(
     kind: Kind,
     plural: &'static str,
@@ -116,6 +116,27 @@ fn tenant_list<T: Serialize + Send + 'static>(
                     .filter(|i| scope.contains(tenant_of(i)))
                     .collect(),
             ))
+        },
+    )
+}
+
+/// `GET /workflows`, `GET /schedules`: a page ([`ListOptions`]) of the items of the tenants
+/// the caller may see — the scope is part of the query, so every page is full but the last.
+fn paged_list<T: Serialize + Send + 'static>(
+    plural: &'static str,
+    list: for<'a> fn(&'a SqlitePool, &'a query::Page) -> futures_list::ListFuture<'a, T>,
+) -> MethodRouter<Api> {
+    get(
+        async move |State(api): State<Api>,
+                    Extension(c): Extension<Caller>,
+                    Params(o): Params<ListOptions>|
+                    -> ApiResult<Json<Vec<T>>> {
+            let mut page = o.page()?;
+            let read = api.reader(&c, o.stale).await?;
+            if let Scope::Tenants(tenants) = read.scope(Kind::Definition, plural)? {
+                page.within = Some(tenants.into_iter().collect());
+            }
+            Ok(Json(list(read.pool, &page).await?))
         },
     )
 }
@@ -285,13 +306,8 @@ pub fn routes() -> Router<Api> {
         )
         .route(
             "/workflows",
-            tenant_list(
-                Kind::Definition,
-                "workflows",
-                |p, t| Box::pin(query::workflows(p, t)),
-                |w: &crate::model::WorkflowVersion| &w.workflow.tenant,
-            )
-            .merge(create(Command::ApplyWorkflow)),
+            paged_list("workflows", |p, page| Box::pin(query::workflows(p, page)))
+                .merge(create(Command::ApplyWorkflow)),
         )
         .route(
             "/workflows/{tenant}/{name}",
@@ -320,13 +336,8 @@ pub fn routes() -> Router<Api> {
         )
         .route(
             "/schedules",
-            tenant_list(
-                Kind::Definition,
-                "schedules",
-                |p, t| Box::pin(query::schedules(p, t)),
-                |s: &crate::model::Schedule| &s.tenant,
-            )
-            .merge(create(Command::CreateSchedule)),
+            paged_list("schedules", |p, page| Box::pin(query::schedules(p, page)))
+                .merge(create(Command::CreateSchedule)),
         )
         .route(
             "/schedules/{tenant}/{name}",

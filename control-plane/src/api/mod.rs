@@ -140,6 +140,67 @@ pub struct ReadOptions {
     pub version: Option<u64>,
 }
 
+/// A page of `GET /workflows` or `GET /schedules`: in (tenant, name) order, `limit` at a
+/// time; the next page is the one `after` this page's last (`tenant/name`). A page shorter
+/// than `limit` is the last.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListOptions {
+    #[serde(default)]
+    pub stale: bool,
+    /// Only this tenant's.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The items after this one, `tenant/name`.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// At most this many (default [`PAGE`], at most [`PAGE_MAX`]).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// Items a page of a definitions' list holds unless asked otherwise.
+pub const PAGE: u32 = 1_000;
+/// … and at most.
+pub const PAGE_MAX: u32 = 10_000;
+
+impl ListOptions {
+    /// The page asked for, or what is wrong with the query.
+    pub fn page(&self) -> ApiResult<crate::model::query::Page> {
+        let tenant = self
+            .tenant
+            .clone()
+            .map(|t| Name::new(t).map_err(|e| ApiError::bad_input(format!("query `tenant`: {e}"))))
+            .transpose()?;
+        let after = match &self.after {
+            None => None,
+            Some(after) => {
+                let pair = after
+                    .split_once('/')
+                    .and_then(|(t, n)| Name::new(t).ok().zip(Name::new(n).ok()));
+                Some(pair.ok_or_else(|| {
+                    ApiError::bad_input(format!(
+                        "query `after`: `{after}` is not `tenant/name` (the last item of the \
+                         previous page)"
+                    ))
+                })?)
+            }
+        };
+        let limit = self.limit.unwrap_or(PAGE);
+        if !(1..=PAGE_MAX).contains(&limit) {
+            return Err(ApiError::bad_input(format!(
+                "query `limit`: {limit} is not between 1 and {PAGE_MAX}"
+            )));
+        }
+        Ok(crate::model::query::Page {
+            tenant,
+            within: None,
+            after,
+            limit: Some(limit),
+        })
+    }
+}
+
 /// The body of `PATCH /schedules/{tenant}/{name}`: any of a schedule's fields (a JSON merge
 /// patch; `null` removes one, so its default applies). Only describes the body for the API
 /// document; the plane merges the patch into the schedule as it is when the change is applied.

@@ -49,6 +49,18 @@ pub struct ListArgs {
     /// Read the node's local copy without asking the leader (may be slightly behind).
     #[arg(long)]
     pub stale: bool,
+    /// Workflows and schedules: one page of at most this many (default: every page, read a
+    /// thousand at a time).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Workflows and schedules: the page after this item, TENANT/NAME (the previous page's
+    /// last).
+    #[arg(long)]
+    pub after: Option<String>,
+    /// Workflows and schedules without `--limit`: items asked for per request as every page
+    /// is read in turn.
+    #[arg(long, default_value_t = crate::api::PAGE)]
+    pub chunk_size: u32,
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +229,8 @@ pub struct Noun {
     pub kept: &'static [&'static str],
     /// Another word a document's `kind` may use for it.
     pub alias: Option<&'static str>,
+    /// Whether the API lists it a page at a time (`after`, `limit`).
+    pub paged: bool,
 }
 
 pub const DC: Noun = Noun {
@@ -226,6 +240,7 @@ pub const DC: Noun = Noun {
     updatable: true,
     kept: &[],
     alias: None,
+    paged: false,
 };
 pub const CLUSTER: Noun = Noun {
     word: "cluster",
@@ -234,6 +249,7 @@ pub const CLUSTER: Noun = Noun {
     updatable: true,
     kept: &[],
     alias: None,
+    paged: false,
 };
 pub const ENV: Noun = Noun {
     word: "env",
@@ -242,6 +258,7 @@ pub const ENV: Noun = Noun {
     updatable: true,
     kept: &[],
     alias: Some("environment"),
+    paged: false,
 };
 pub const TENANT: Noun = Noun {
     word: "tenant",
@@ -250,6 +267,7 @@ pub const TENANT: Noun = Noun {
     updatable: true,
     kept: &[],
     alias: None,
+    paged: false,
 };
 pub const GRANT: Noun = Noun {
     word: "grant",
@@ -258,6 +276,7 @@ pub const GRANT: Noun = Noun {
     updatable: true,
     kept: &[],
     alias: None,
+    paged: false,
 };
 pub const WORKFLOW: Noun = Noun {
     word: "workflow",
@@ -266,6 +285,7 @@ pub const WORKFLOW: Noun = Noun {
     updatable: false,
     kept: &["version"],
     alias: None,
+    paged: true,
 };
 pub const SCHEDULE: Noun = Noun {
     word: "schedule",
@@ -274,6 +294,7 @@ pub const SCHEDULE: Noun = Noun {
     updatable: true,
     kept: &[],
     alias: None,
+    paged: true,
 };
 
 /// Builds the JSON document a `create` sends.
@@ -643,18 +664,7 @@ pub async fn run<C: Args + CreateBody>(
             }
             Ok(said)
         }
-        Verb::List(args) => {
-            let mut query = vec![];
-            if let Some(t) = &args.tenant {
-                query.push(format!("tenant={}", encode(t)));
-            }
-            if args.stale {
-                query.push("stale=true".into());
-            }
-            let path = with_query(noun.path, &query);
-            let list: Value = client.call(Method::GET, &path, None::<&()>).await?;
-            Ok(pretty(&list))
-        }
+        Verb::List(args) => list(client, noun, args).await,
         Verb::Get(args) => {
             let mut query = vec![];
             if let Some(v) = args.version {
@@ -727,6 +737,56 @@ pub fn key_path(noun: &Noun, keys: &[String]) -> Result<String, ClientError> {
         path.push_str(&encode(k));
     }
     Ok(path)
+}
+
+/// `list`: one answer; for the nouns listed a page at a time, the page asked for, or every
+/// page in turn.
+async fn list(client: &Client, noun: &Noun, args: &ListArgs) -> Result<String, ClientError> {
+    let mut query = vec![];
+    if let Some(t) = &args.tenant {
+        query.push(format!("tenant={}", encode(t)));
+    }
+    if args.stale {
+        query.push("stale=true".into());
+    }
+    if !noun.paged {
+        if args.limit.is_some() || args.after.is_some() || args.chunk_size != crate::api::PAGE {
+            return Err(ClientError::Refused(
+                "--limit, --after and --chunk-size: only workflows and schedules are listed a \
+                 page at a time"
+                    .into(),
+            ));
+        }
+        let list: Value = client
+            .call(Method::GET, &with_query(noun.path, &query), None::<&()>)
+            .await?;
+        return Ok(pretty(&list));
+    }
+    let size = args.limit.unwrap_or(args.chunk_size);
+    query.push(format!("limit={size}"));
+    let mut after = args.after.clone();
+    let mut items = Vec::new();
+    loop {
+        let mut asked = query.clone();
+        if let Some(a) = &after {
+            asked.push(format!("after={}", encode(a)));
+        }
+        let page: Vec<Value> = client
+            .call(Method::GET, &with_query(noun.path, &asked), None::<&()>)
+            .await?;
+        let full = page.len() == size as usize;
+        after = page.last().and_then(|last| {
+            Some(format!(
+                "{}/{}",
+                last["tenant"].as_str()?,
+                last["name"].as_str()?
+            ))
+        });
+        items.extend(page);
+        if args.limit.is_some() || !full || after.is_none() {
+            return Ok(pretty(&Value::Array(items)));
+        }
+    }
 }
 
 pub fn with_query(path: &str, query: &[String]) -> String {

@@ -159,22 +159,12 @@ async fn workflow_versions(
 const LATEST: &str = "SELECT version, doc FROM workflows w WHERE deleted = 0 AND version = \
      (SELECT MAX(version) FROM workflows v WHERE v.tenant = w.tenant AND v.name = w.name)";
 
-/// The newest version of every workflow, optionally of one tenant.
-pub async fn workflows(
-    pool: &SqlitePool,
-    tenant: Option<&Name>,
-) -> sqlx::Result<Vec<WorkflowVersion>> {
-    match tenant {
-        Some(t) => {
-            workflow_versions(
-                pool,
-                &format!("{LATEST} AND tenant = ? ORDER BY name"),
-                &[t.as_str()],
-            )
-            .await
-        }
-        None => workflow_versions(pool, &format!("{LATEST} ORDER BY tenant, name"), &[]).await,
-    }
+/// The newest version of each workflow on `page`.
+pub async fn workflows(pool: &SqlitePool, page: &Page) -> sqlx::Result<Vec<WorkflowVersion>> {
+    let (clause, binds) = page.clause();
+    let sql = format!("{LATEST}{clause} ORDER BY tenant, name{}", page.limit_sql());
+    let binds: Vec<&str> = binds.iter().map(String::as_str).collect();
+    workflow_versions(pool, &sql, &binds).await
 }
 
 /// One workflow: the given version, or the newest.
@@ -222,17 +212,69 @@ pub async fn workflow_version_numbers(
     Ok(versions.into_iter().map(|v| v as u64).collect())
 }
 
-pub async fn schedules(pool: &SqlitePool, tenant: Option<&Name>) -> sqlx::Result<Vec<Schedule>> {
-    match tenant {
-        Some(t) => {
-            docs(
-                pool,
-                "SELECT doc FROM schedules WHERE tenant = ? ORDER BY name",
-                &[t.as_str()],
-            )
-            .await
+/// The schedules on `page`.
+pub async fn schedules(pool: &SqlitePool, page: &Page) -> sqlx::Result<Vec<Schedule>> {
+    let (clause, binds) = page.clause();
+    let sql = format!(
+        "SELECT doc FROM schedules WHERE true{clause} ORDER BY tenant, name{}",
+        page.limit_sql()
+    );
+    let binds: Vec<&str> = binds.iter().map(String::as_str).collect();
+    docs(pool, &sql, &binds).await
+}
+
+/// Which of a list of tenants' items (workflows, schedules) to read, in (tenant, name) order:
+/// lists that may hold a million items are read a page at a time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Only this tenant's.
+    pub tenant: Option<Name>,
+    /// Only these tenants' (the reader's scope); none: any tenant's.
+    pub within: Option<Vec<Name>>,
+    /// The items after this one (tenant, name): the previous page's last.
+    pub after: Option<(Name, Name)>,
+    /// At most this many; none: all.
+    pub limit: Option<u32>,
+}
+
+impl Page {
+    /// Every item.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Every item of `tenant`.
+    pub fn of(tenant: &Name) -> Self {
+        Self {
+            tenant: Some(tenant.clone()),
+            ..Self::default()
         }
-        None => docs(pool, "SELECT doc FROM schedules ORDER BY tenant, name", &[]).await,
+    }
+
+    /// ` AND …` conditions for a `WHERE`, and what they bind, in order.
+    fn clause(&self) -> (String, Vec<String>) {
+        let mut sql = String::new();
+        let mut binds = Vec::new();
+        if let Some(t) = &self.tenant {
+            sql.push_str(" AND tenant = ?");
+            binds.push(t.to_string());
+        }
+        if let Some(within) = &self.within {
+            sql.push_str(" AND tenant IN (SELECT value FROM json_each(?))");
+            binds.push(serde_json::to_string(within).expect("names serialise"));
+        }
+        if let Some((t, n)) = &self.after {
+            sql.push_str(" AND (tenant, name) > (?, ?)");
+            binds.push(t.to_string());
+            binds.push(n.to_string());
+        }
+        (sql, binds)
+    }
+
+    fn limit_sql(&self) -> String {
+        self.limit
+            .map(|l| format!(" LIMIT {l}"))
+            .unwrap_or_default()
     }
 }
 

@@ -65,6 +65,9 @@ struct BackfillsPage {
     live: bool,
 }
 
+/// Schedules the form suggests at most.
+const OFFERED: u32 = 1_000;
+
 /// `GET /backfills?schedule=tenant/name&from=…&to=…`: the list, and the form prefilled.
 pub async fn list(State(api): State<Api>, viewer: Viewer, Query(form): Query<NewForm>) -> Response {
     show(&api, &viewer, form, String::new(), StatusCode::OK).await
@@ -81,7 +84,23 @@ async fn show(
     let pool = api.node.state.pool();
     let built = async {
         let all = backfills::list(pool, None).await?;
-        let schedules = query::schedules(pool, None).await?;
+        // The form offers (as suggestions) the first of the schedules the viewer may backfill.
+        let controlled: Vec<Name> = query::tenants(pool)
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .filter(|t| viewer.may(Action::Control, &Object::Run(t.clone())))
+            .collect();
+        let schedules = if controlled.is_empty() {
+            Vec::new()
+        } else {
+            let offered = query::Page {
+                within: Some(controlled),
+                limit: Some(OFFERED),
+                ..query::Page::all()
+            };
+            query::schedules(pool, &offered).await?
+        };
         Ok::<_, sqlx::Error>((all, schedules))
     }
     .await;
@@ -97,7 +116,6 @@ async fn show(
         .collect();
     let schedules: Vec<String> = schedules
         .into_iter()
-        .filter(|s| viewer.may(Action::Control, &Object::Run(s.tenant.clone())))
         .map(|s| format!("{}/{}", s.tenant, s.name))
         .collect();
     if form.parallel.is_empty() {

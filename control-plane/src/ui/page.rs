@@ -49,6 +49,66 @@ pub async fn writable_tenants(api: &Api, viewer: &Viewer) -> sqlx::Result<Vec<Na
         .collect())
 }
 
+/// `?tenant=&after=` of a list page read a page at a time (schedules, workflows): a million
+/// items are never read, nor shown, at once.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct Paging {
+    /// Only this tenant's.
+    pub tenant: String,
+    /// The items after this one, `tenant/name`.
+    pub after: String,
+}
+
+impl Paging {
+    /// The page asked for: `size` items of the tenants `viewer` may see definitions of; or
+    /// what is wrong with the query.
+    pub fn page(&self, viewer: &Viewer, size: u32) -> Result<query::Page, String> {
+        let asked = crate::api::ListOptions {
+            stale: false,
+            tenant: Some(self.tenant.clone()).filter(|t| !t.is_empty()),
+            after: Some(self.after.clone()).filter(|a| !a.is_empty()),
+            limit: Some(size),
+        };
+        let mut page = asked.page().map_err(|e| e.message)?;
+        page.within = match viewer.scope(Kind::Definition) {
+            Scope::All => None,
+            Scope::Tenants(tenants) => Some(tenants.into_iter().collect()),
+            Scope::Nothing => Some(Vec::new()),
+        };
+        Ok(page)
+    }
+
+    /// Links from a page of `path` showing `shown` of `size`, the last `tenant/name`: to the
+    /// first page (when this is not it) and to the next (when this one is full).
+    pub fn links(
+        &self,
+        path: &str,
+        shown: usize,
+        size: u32,
+        last: Option<String>,
+    ) -> (Option<String>, Option<String>) {
+        let href = |after: &str| {
+            let mut query: Vec<(&str, &str)> = Vec::new();
+            if !self.tenant.is_empty() {
+                query.push(("tenant", &self.tenant));
+            }
+            if !after.is_empty() {
+                query.push(("after", after));
+            }
+            match serde_urlencoded::to_string(&query).unwrap_or_default() {
+                q if q.is_empty() => path.to_owned(),
+                q => format!("{path}?{q}"),
+            }
+        };
+        let first = (!self.after.is_empty()).then(|| href(""));
+        let next = last
+            .filter(|_| shown == size as usize)
+            .map(|last| href(&last));
+        (first, next)
+    }
+}
+
 /// The viewer of a request for `uri`: its session resolved from the plane's model (current,
 /// after a read barrier, so a sign-out or revocation elsewhere counts), or a redirect to the
 /// sign-in page that comes back here.

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::page::{self, Layout, Signed, Viewer};
 use crate::api::Api;
 use crate::model::{Command, Name, Schedule, query};
-use crate::policy::{Action, Kind, Object};
+use crate::policy::{Action, Object};
 
 /// Fire times the list shows per schedule, and the preview shows.
 const NEXT_IN_LIST: usize = 3;
@@ -147,13 +147,25 @@ struct SchedulesPage {
     layout: Layout,
     schedules: Vec<Listed>,
     can_create: bool,
+    first_href: Option<String>,
+    next_href: Option<String>,
 }
 
-/// `GET /schedules`.
-pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
-    let scope = viewer.scope(Kind::Definition);
+/// Schedules a page of the list shows.
+const LIST_PAGE: u32 = 100;
+
+/// `GET /schedules?tenant=&after=`: a page of the schedules the viewer may see.
+pub async fn list(
+    State(api): State<Api>,
+    viewer: Viewer,
+    Query(paging): Query<page::Paging>,
+) -> Response {
+    let asked = match paging.page(&viewer, LIST_PAGE) {
+        Ok(asked) => asked,
+        Err(wrong) => return page::error_page(StatusCode::BAD_REQUEST, &wrong),
+    };
     let built = async {
-        let schedules = query::schedules(api.node.state.pool(), None).await?;
+        let schedules = query::schedules(api.node.state.pool(), &asked).await?;
         let can_create = !page::writable_tenants(&api, &viewer).await?.is_empty();
         let mut conn = api.node.state.pool().acquire().await?;
         let in_doubt = crate::model::doubt::list(&mut conn, None).await?;
@@ -165,9 +177,14 @@ pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
         Ok(b) => b,
         Err(e) => return page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
+    let (first_href, next_href) = paging.links(
+        "/schedules",
+        schedules.len(),
+        LIST_PAGE,
+        schedules.last().map(|s| format!("{}/{}", s.tenant, s.name)),
+    );
     let schedules = schedules
         .into_iter()
-        .filter(|s| scope.contains(&s.tenant))
         .map(|s| Listed {
             paused: crate::model::pauses::covering(&pauses, &s)
                 .iter()
@@ -203,6 +220,8 @@ pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
             layout: Layout::for_viewer(&viewer, "Schedules", "/schedules"),
             schedules,
             can_create,
+            first_href,
+            next_href,
         },
         StatusCode::OK,
     )
@@ -356,7 +375,7 @@ async fn form_page(
     f.tenant = tenant.as_ref().map(Name::to_string).unwrap_or_default();
     let (workflows, environments) = match &tenant {
         Some(t) => (
-            query::workflows(api.node.state.pool(), Some(t))
+            query::workflows(api.node.state.pool(), &query::Page::of(t))
                 .await?
                 .into_iter()
                 .map(|w| w.workflow.name.to_string())

@@ -16,7 +16,7 @@ use super::document::{self, Editor, Format};
 use super::page::{self, Layout, Signed, Viewer};
 use crate::api::Api;
 use crate::model::{Command, Name, Workflow, WorkflowVersion, query};
-use crate::policy::{Action, Kind, Object};
+use crate::policy::{Action, Object};
 
 /// A workflow in the list.
 pub struct Listed {
@@ -35,7 +35,12 @@ struct WorkflowsPage {
     layout: Layout,
     workflows: Vec<Listed>,
     can_create: bool,
+    first_href: Option<String>,
+    next_href: Option<String>,
 }
+
+/// Workflows a page of the list shows.
+const LIST_PAGE: u32 = 100;
 
 fn kinds(w: &Workflow) -> String {
     let mut counted: Vec<(&str, usize)> = Vec::new();
@@ -56,11 +61,19 @@ fn kinds(w: &Workflow) -> String {
         .join(", ")
 }
 
-/// `GET /workflows`: the newest version of every workflow the viewer may see.
-pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
-    let scope = viewer.scope(Kind::Definition);
+/// `GET /workflows?tenant=&after=`: a page of the workflows the viewer may see, each at its
+/// newest version.
+pub async fn list(
+    State(api): State<Api>,
+    viewer: Viewer,
+    Query(paging): Query<page::Paging>,
+) -> Response {
+    let asked = match paging.page(&viewer, LIST_PAGE) {
+        Ok(asked) => asked,
+        Err(wrong) => return page::error_page(StatusCode::BAD_REQUEST, &wrong),
+    };
     let built = async {
-        let workflows = query::workflows(api.node.state.pool(), None).await?;
+        let workflows = query::workflows(api.node.state.pool(), &asked).await?;
         let can_create = !page::writable_tenants(&api, &viewer).await?.is_empty();
         Ok::<_, sqlx::Error>((workflows, can_create))
     }
@@ -69,9 +82,16 @@ pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
         Ok(b) => b,
         Err(e) => return page::error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
+    let (first_href, next_href) = paging.links(
+        "/workflows",
+        workflows.len(),
+        LIST_PAGE,
+        workflows
+            .last()
+            .map(|w| format!("{}/{}", w.workflow.tenant, w.workflow.name)),
+    );
     let workflows = workflows
         .into_iter()
-        .filter(|w| scope.contains(&w.workflow.tenant))
         .map(|WorkflowVersion { version, workflow }| Listed {
             tenant: workflow.tenant.to_string(),
             name: workflow.name.to_string(),
@@ -90,6 +110,8 @@ pub async fn list(State(api): State<Api>, viewer: Viewer) -> Response {
             layout: Layout::for_viewer(&viewer, "Workflows", "/workflows"),
             workflows,
             can_create,
+            first_href,
+            next_href,
         },
         StatusCode::OK,
     )

@@ -50,6 +50,21 @@ const STALE: (&str, &str, &str) = (
     "Read this node's copy without a leader round trip (default: linearizable).",
 );
 const TENANT: (&str, &str, &str) = ("tenant", "string", "Only this tenant's.");
+/// The lists that may hold a million items, read a page at a time in (tenant, name) order.
+const PAGED: &[(&str, &str, &str)] = &[
+    STALE,
+    TENANT,
+    (
+        "after",
+        "string",
+        "The items after this one, `tenant/name`: the previous page's last.",
+    ),
+    (
+        "limit",
+        "integer",
+        "At most this many (default 1000, at most 10000); a shorter page is the last.",
+    ),
+];
 
 /// A `GET` of a list or of one item, answering `item`.
 const fn get(path: &'static str, summary: &'static str, item: &'static str) -> Route {
@@ -192,7 +207,7 @@ pub const ROUTES: &[Route] = &[
         "Grant",
     ),
     Route {
-        query: &[STALE, TENANT],
+        query: PAGED,
         ..get(
             "/workflows",
             "List workflows (newest versions)",
@@ -223,7 +238,7 @@ pub const ROUTES: &[Route] = &[
         ..delete("/workflows/{tenant}/{name}", "Delete a workflow")
     },
     Route {
-        query: &[STALE, TENANT],
+        query: PAGED,
         ..get("/schedules", "List schedules", "[Schedule]")
     },
     Route {
