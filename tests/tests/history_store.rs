@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use meridian_domain::workflow::WorkflowDefinition;
 use meridian_plane::history_store::HistoryStore;
-use meridian_plane::model::query::{RunFilter, RunRecord};
-use meridian_plane::model::retire::{self, RetireRuns};
+use meridian_plane::model::query::{RunFilter, RunRecord, TaskAttempt};
+use meridian_plane::model::retire::{self, RetireRuns, Retired};
 use meridian_plane::model::{
     Cluster, ClusterRole, Command, DataCenter, Environment, Grant, Name, Proposal, RunRequest,
     Tenant, Workflow, processor,
@@ -307,4 +307,260 @@ async fn retired_runs_are_read_exactly_once(mut p: Plane) {
     assert_eq!(gone, 90);
     assert_eq!(p.sm.history().count().await.unwrap(), 0);
     assert_eq!(p.seen().await.0.len(), 31);
+}
+
+#[tokio::test]
+async fn sqlite_store_writers_at_once_wait_for_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    writers_at_once(HistoryStore::open(dir.path(), None).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_store_writers_at_once_wait_for_each_other() {
+    let pg = Postgres::start().expect("PostgreSQL");
+    let url = pg.database("writers").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    writers_at_once(HistoryStore::open(dir.path(), Some(&url)).await.unwrap()).await;
+}
+
+/// The store's writers — the state machine's put, the sweeper, the gap marker — at work on
+/// the same store at once, round after round: every one of them succeeds (on SQLite, one
+/// that had read and then found another's write since would fail at once with "database is
+/// locked"), and what they leave is what they did.
+async fn writers_at_once(store: HistoryStore) {
+    let mut next = 0u64;
+    let mut gone = 0;
+    for _ in 0..25 {
+        let mut writers = tokio::task::JoinSet::new();
+        for _ in 0..3 {
+            let batch: Vec<(u64, Retired)> = (0..40)
+                .map(|_| {
+                    next += 1;
+                    (next, old_run(next))
+                })
+                .collect();
+            let s = store.clone();
+            writers.spawn(async move { s.put(&batch).await.map(|()| 0) });
+            let s = store.clone();
+            writers.spawn(async move { s.forget(None, &[], T0 + 1).await });
+        }
+        let s = store.clone();
+        let through = next + 5;
+        writers.spawn(async move { s.mark_gap(through).await.map(|_| 0) });
+        while let Some(done) = writers.join_next().await {
+            gone += done.unwrap().expect("a writer failed rather than waited");
+        }
+    }
+    gone += store.forget(None, &[], T0 + 1).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 0);
+    assert!(gone >= next, "{gone} of {next} runs forgotten");
+    assert_eq!(store.applied_through().await.unwrap(), next + 5);
+}
+
+/// A killed run fired at `T0`, numbered `i`.
+fn old_run(i: u64) -> Retired {
+    stored_run(&format!("ads.w{i}"), "ads", "prod-nj", "killed", T0)
+}
+
+/// A run of `tenant` in `environment` (on cluster and data center `nj`, or `sg` for an
+/// environment ending so) fired at `fire_ms`, in `state`.
+fn stored_run(id: &str, tenant: &str, environment: &str, state: &str, fire_ms: i64) -> Retired {
+    let dc = if environment.ends_with("sg") {
+        "sg"
+    } else {
+        "nj"
+    };
+    Retired {
+        run: RunRecord {
+            run_id: id.into(),
+            tenant: tenant.into(),
+            workflow: "etl".into(),
+            workflow_version: 1,
+            schedule: None,
+            fire_ms: Some(fire_ms),
+            environment: environment.into(),
+            cluster: dc.into(),
+            dc: dc.into(),
+            state: state.into(),
+            agent: None,
+            epoch: 0,
+            requested_ms: None,
+            queued_ms: None,
+            started_ms: None,
+            finished_ms: Some(fire_ms),
+            lateness_ms: None,
+            message: String::new(),
+            starts: 0,
+            order_ms: Some(fire_ms),
+            generation: 1,
+            rerun_of: None,
+            requested_by: None,
+            kept: Vec::new(),
+        },
+        attempts: vec![TaskAttempt {
+            task: "main".into(),
+            attempt: 1,
+            outcome: state.into(),
+            started_ms: None,
+            finished_ms: Some(fire_ms),
+            exit_code: None,
+            message: String::new(),
+            warning: String::new(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn sqlite_counts_from_hourly_totals_are_the_runs_counted_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    hourly_counts_are_exact(HistoryStore::open(dir.path(), None).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_counts_from_hourly_totals_are_the_runs_counted_one_by_one() {
+    let pg = Postgres::start().expect("PostgreSQL");
+    let url = pg.database("hours").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    hourly_counts_are_exact(HistoryStore::open(dir.path(), Some(&url)).await.unwrap()).await;
+}
+
+/// The per-state counts a long window reads from `run_hours` (whole hours) and the runs (its
+/// ends, and what was retired after the reader's index) are the runs the same filter lists,
+/// counted one by one: for windows aligned and not, open on either side, within one hour,
+/// before 1970; for every filter the counts carry and one they do not; as of the newest
+/// retirement and an older one; after a retirement written twice, a row rewritten in another
+/// state, and a sweep.
+async fn hourly_counts_are_exact(store: HistoryStore) {
+    const MINUTE: i64 = 60_000;
+    let envs = ["prod-nj", "test-nj", "prod-sg"];
+    let states = ["succeeded", "failed", "killed"];
+    let runs: Vec<Retired> = (0..600i64)
+        .map(|i| {
+            // 7 min 11 s apart over three days, the first twenty before 1970.
+            let at = if i < 20 {
+                -i * 7 * MINUTE - 1
+            } else {
+                T0 + i * 431_000
+            };
+            let tenant = if i % 2 == 0 { "ads" } else { "bi" };
+            stored_run(
+                &format!("{tenant}.r{i}"),
+                tenant,
+                envs[i as usize % 3],
+                states[i as usize / 3 % 3],
+                at,
+            )
+        })
+        .collect();
+    let batches: Vec<Vec<(u64, Retired)>> = runs
+        .chunks(50)
+        .enumerate()
+        .map(|(b, chunk)| chunk.iter().map(|r| (b as u64 + 1, r.clone())).collect())
+        .collect();
+    for batch in &batches {
+        store.put(batch).await.unwrap();
+    }
+    let hour = 3_600_000;
+    let day = 24 * hour;
+    let windows: Vec<(Option<i64>, Option<i64>)> = vec![
+        (None, None),
+        (Some(T0), None),
+        (None, Some(T0 + day + 17 * MINUTE)),
+        (Some(T0 + 5 * hour), Some(T0 + 2 * day)),
+        (Some(T0 + 5 * hour + 1), Some(T0 + 2 * day - 1)),
+        (
+            Some(T0 + 3 * hour + 10 * MINUTE),
+            Some(T0 + 3 * hour + 50 * MINUTE),
+        ),
+        (
+            Some(T0 + 3 * hour + 10 * MINUTE),
+            Some(T0 + 5 * hour + 50 * MINUTE),
+        ),
+        (Some(-2 * hour - 1), Some(T0 + 7 * hour)),
+        (Some(-hour / 2), Some(0)),
+        (Some(-3 * hour - 5 * MINUTE), Some(-hour + 5 * MINUTE)),
+    ];
+    let filters = |since_ms, until_ms| {
+        let base = RunFilter {
+            since_ms,
+            until_ms,
+            limit: Some(100_000),
+            ..RunFilter::default()
+        };
+        vec![
+            base.clone(),
+            RunFilter {
+                tenant: Some("bi".into()),
+                ..base.clone()
+            },
+            RunFilter {
+                dc: Some("sg".into()),
+                state: Some("failed".into()),
+                ..base.clone()
+            },
+            RunFilter {
+                environment: Some("test-nj".into()),
+                cluster: Some("nj".into()),
+                ..base.clone()
+            },
+            RunFilter {
+                within: Some(vec!["ads".into()]),
+                ..base.clone()
+            },
+            RunFilter {
+                within: Some(vec![]),
+                ..base.clone()
+            },
+            RunFilter {
+                workflow: Some("etl".into()),
+                tenant: Some("ads".into()),
+                ..base
+            },
+        ]
+    };
+    let check = async |through: u64, when: &str| {
+        for (since, until) in &windows {
+            for filter in filters(*since, *until) {
+                let listed = store
+                    .runs(
+                        &RunFilter {
+                            state: None,
+                            ..filter.clone()
+                        },
+                        through,
+                    )
+                    .await
+                    .unwrap();
+                let mut one_by_one: BTreeMap<String, u64> = BTreeMap::new();
+                for run in listed {
+                    *one_by_one.entry(run.state).or_default() += 1;
+                }
+                let counted: BTreeMap<String, u64> = store
+                    .run_counts(&filter, through)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .collect();
+                assert_eq!(counted, one_by_one, "{when}, through {through}: {filter:?}");
+            }
+        }
+    };
+    check(12, "all written").await;
+    check(7, "all written").await;
+    // A retirement written again, and a run written again in another state.
+    store.put(&batches[3]).await.unwrap();
+    let mut changed = batches[4][7].clone();
+    assert_eq!(changed.1.run.state, "succeeded");
+    changed.1.run.state = "failed".into();
+    // From the window's second day into its third.
+    changed.1.run.fire_ms = Some(changed.1.run.fire_ms.unwrap() + 30 * hour);
+    changed.1.run.order_ms = changed.1.run.fire_ms;
+    store.put(&[changed]).await.unwrap();
+    check(12, "rewritten").await;
+    check(4, "rewritten").await;
+    // bi's runs before the second day swept.
+    let gone = store.forget(Some("bi"), &[], T0 + day).await.unwrap();
+    assert_eq!(gone, 100);
+    check(12, "swept").await;
+    check(9, "swept").await;
 }

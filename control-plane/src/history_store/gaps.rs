@@ -42,7 +42,7 @@ impl HistoryStore {
     /// The model has retired runs up to `model_through`: what this store has not been written
     /// past becomes a gap. Returns whether there was one.
     pub async fn mark_gap(&self, model_through: u64) -> sqlx::Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writing().await?;
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT value FROM progress WHERE name = 'applied_through'")
                 .fetch_optional(&mut *tx)
@@ -126,7 +126,7 @@ impl HistoryStore {
     /// Writes a page copied from another store into `gap`, and moves the gap past it (or
     /// closes it, when `last` says nothing follows).
     pub async fn fill(&self, gap: &Gap, rows: &[(u64, Retired)], last: bool) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writing().await?;
         write(&mut tx, rows).await?;
         match rows.last() {
             _ if last => {

@@ -13,6 +13,7 @@
 //! Retention: [`sweep`] deletes runs older than their tenant's `history_retention_days`, or
 //! `[history] retention_days` (90).
 
+pub mod counts;
 pub mod gaps;
 pub mod reader;
 pub mod sweep;
@@ -153,10 +154,21 @@ impl HistoryStore {
         self.backend
     }
 
+    /// A transaction that may read before it writes. On SQLite it takes the write lock as it
+    /// begins: begun deferred, one that had read would fail at once with "database is
+    /// locked" when another (the state machine's put, the gap filler, the sweeper) had
+    /// written since, rather than wait. PostgreSQL locks rows, and waits.
+    async fn writing(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Writes retired runs and their attempts, each with the log index it was retired at,
     /// as the state machine applies their retirement; writing the same again changes nothing.
     pub async fn put(&self, retired: &[(u64, Retired)]) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writing().await?;
         write(&mut tx, retired).await?;
         if let Some(newest) = retired.iter().map(|(i, _)| *i).max() {
             sqlx::query(
@@ -184,30 +196,6 @@ impl HistoryStore {
             .await?
             .iter()
             .map(record)
-            .collect())
-    }
-
-    /// How many runs matching `filter` (but its state and cursor) retired at or before
-    /// `through` are in each state.
-    pub async fn run_counts(
-        &self,
-        filter: &RunFilter,
-        through: u64,
-    ) -> sqlx::Result<Vec<(String, u64)>> {
-        let w = RunFilter {
-            after: None,
-            ..filter.clone()
-        }
-        .clause(Dialect::History { through }, false);
-        let sql = format!(
-            "SELECT state, COUNT(*) AS n FROM runs{} GROUP BY state ORDER BY state",
-            w.sql
-        );
-        Ok(bound(sqlx::query(&sql), &w.binds)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| (row.get("state"), row.get::<i64, _>("n") as u64))
             .collect())
     }
 

@@ -95,7 +95,7 @@ impl HistoryStore {
         );
         let mut total = 0;
         loop {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writing().await?;
             let mut ids = sqlx::query_scalar::<_, String>(&oldest).bind(before_ms);
             for t in &texts {
                 ids = ids.bind(*t);
@@ -112,8 +112,18 @@ impl HistoryStore {
             tx.commit().await?;
             total += ids.len() as u64;
             if (ids.len() as i64) < BATCH {
-                return Ok(total);
+                break;
             }
         }
+        if total > 0 {
+            // The hours emptied: their counts are kept at zero by the triggers, and would
+            // pile up hour after hour.
+            let mut tx = self.writing().await?;
+            sqlx::query("DELETE FROM run_hours WHERE n = 0")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(total)
     }
 }
