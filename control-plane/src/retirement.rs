@@ -39,7 +39,7 @@ pub fn start(node: &PlaneNode, clock: Arc<dyn Clock>, keep_hours: u32, archiving
         archiving,
     };
     tokio::spawn(retirer.run(node.stopping()));
-    tokio::spawn(Filler { core: node.core() }.run(node.stopping()));
+    tokio::spawn(Filler::new(node.core()).run(node.stopping()));
 }
 
 pub struct Retirer {
@@ -100,16 +100,25 @@ impl Retirer {
 
 /// How often a filler looks for gaps, and waits after a round that could not finish.
 const FILL_POLL: Duration = Duration::from_secs(5);
-/// Runs copied per page.
-const PAGE: u32 = 500;
+/// Runs copied per page (a few MB of JSON).
+pub const PAGE: u32 = 5000;
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Fills this node's history store's gaps from other members.
 pub struct Filler {
     pub core: Arc<Core>,
+    /// The member the last page came from: asked first for the next.
+    source: std::sync::Mutex<Option<String>>,
 }
 
 impl Filler {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self {
+            core,
+            source: std::sync::Mutex::new(None),
+        }
+    }
+
     pub async fn run(self, stop: CancellationToken) {
         loop {
             let round = tokio::select! {
@@ -157,15 +166,15 @@ impl Filler {
         Ok(copied)
     }
 
-    /// The next page of `gap` from a member whose store has the whole range.
+    /// The next page of `gap` from a member whose store has the whole range, asking one
+    /// member at a time (the last page's first).
     async fn page(&self, gap: &Gap) -> Result<Page, String> {
         let ask = Ask::HistoryPage {
             gap: gap.clone(),
             limit: PAGE,
         };
-        let mut why = Vec::new();
-        let answers = self.core.ask_others(&ask, ASK_TIMEOUT).await;
-        if answers.is_empty() {
+        let mut members = self.core.others();
+        if members.is_empty() {
             // The only member (a plane restored from a snapshot file, which holds no
             // history store): nobody has these runs. Said once, and the gap closed, so the
             // node does not stay unready for good.
@@ -180,10 +189,16 @@ impl Filler {
                 whole: true,
             });
         }
-        for (member, answer) in answers {
-            match answer {
+        let last = self.source.lock().expect("not poisoned").clone();
+        members.sort_by_key(|m| Some(&m.hostname) != last.as_ref());
+        let mut why = Vec::new();
+        for member in members {
+            match self.core.ask_member(&member, &ask, ASK_TIMEOUT).await {
                 Ok(Answer::HistoryPage(json)) => match serde_json::from_str::<Page>(&json) {
-                    Ok(page) if page.whole => return Ok(page),
+                    Ok(page) if page.whole => {
+                        *self.source.lock().expect("not poisoned") = Some(member.hostname);
+                        return Ok(page);
+                    }
                     Ok(_) => why.push(format!("{}: has a gap there too", member.hostname)),
                     Err(e) => why.push(format!("{}: {e}", member.hostname)),
                 },

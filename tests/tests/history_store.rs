@@ -564,3 +564,88 @@ async fn hourly_counts_are_exact(store: HistoryStore) {
     check(12, "swept").await;
     check(9, "swept").await;
 }
+
+#[tokio::test]
+async fn sqlite_a_gap_is_copied_page_by_page_with_every_runs_attempts() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    gap_copied(
+        HistoryStore::open(a.path(), None).await.unwrap(),
+        HistoryStore::open(b.path(), None).await.unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_a_gap_is_copied_page_by_page_with_every_runs_attempts() {
+    let pg = Postgres::start().expect("PostgreSQL");
+    let (a, b) = (
+        pg.database("from").await.unwrap(),
+        pg.database("to").await.unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    gap_copied(
+        HistoryStore::open(dir.path(), Some(&a)).await.unwrap(),
+        HistoryStore::open(dir.path(), Some(&b)).await.unwrap(),
+    )
+    .await;
+}
+
+/// A store that missed retirements copies them from another a page at a time, as a node's
+/// filler does: every run, with all its attempts in their order, and nothing past the gap.
+async fn gap_copied(from: HistoryStore, to: HistoryStore) {
+    let mut rows = Vec::new();
+    for i in 0..60u64 {
+        let mut r = stored_run(
+            &format!("ads.g{i:02}"),
+            "ads",
+            "prod-nj",
+            "failed",
+            T0 + i as i64,
+        );
+        // Some runs have three attempts, one none.
+        if i % 4 == 0 {
+            for n in [2, 3] {
+                let mut again = r.attempts[0].clone();
+                again.attempt = n;
+                again.started_ms = Some(T0 + i as i64 + n as i64);
+                r.attempts.push(again);
+            }
+        }
+        if i == 5 {
+            r.attempts.clear();
+        }
+        rows.push((i / 10 + 1, r));
+    }
+    from.put(&rows).await.unwrap();
+    // Retired through index 5 as far as `to`'s model knows; index 6 is past it.
+    assert!(to.mark_gap(5).await.unwrap());
+    let gap = to.gaps().await.unwrap().remove(0);
+    let mut at = gap.clone();
+    let mut pages = 0;
+    loop {
+        let page = from.page(&at, 7).await.unwrap();
+        assert!(page.whole);
+        let last = page.rows.len() < 7;
+        to.fill(&gap, &page.rows, last).await.unwrap();
+        pages += 1;
+        match page.rows.last() {
+            Some((index, r)) if !last => {
+                at.after_index = *index;
+                at.after_run = r.run.run_id.clone();
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(pages, 8, "50 runs in pages of 7");
+    assert!(to.gaps().await.unwrap().is_empty());
+    assert_eq!(to.count().await.unwrap(), 50);
+    for (index, r) in &rows {
+        let copied = to.run(&r.run.run_id, 1_000).await.unwrap();
+        if *index > 5 {
+            assert_eq!(copied, None, "{} is past the gap", r.run.run_id);
+            continue;
+        }
+        assert_eq!(copied.as_ref(), Some(&r.run), "{}", r.run.run_id);
+        assert_eq!(to.attempts(&r.run.run_id).await.unwrap(), r.attempts);
+    }
+}

@@ -78,19 +78,6 @@ impl HistoryStore {
             .map(|(state, n)| (state, n as u64))
             .collect())
     }
-
-    /// A transaction whose reads all see one snapshot of the store (PostgreSQL's default
-    /// isolation would let each statement see what committed since the last).
-    async fn reading(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin().await,
-            Backend::Postgres => {
-                self.pool
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await
-            }
-        }
-    }
 }
 
 /// The whole hours of `filter`'s window, `[from, to)` (none: unbounded on that side), when its

@@ -6,10 +6,13 @@
 //! answered over the peer links, then [`HistoryStore::fill`]). A node with a gap is not ready
 //! (`/readyz`): its lists would miss those runs.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{HistoryStore, write};
+use super::{ATTEMPT_COLUMNS, ATTEMPT_ORDER, COLUMNS, HistoryStore, attempt, record, write};
+use crate::model::query::TaskAttempt;
 use crate::model::retire::Retired;
 
 /// Runs retired after `after_index` (and, within it, after `after_run`) up to
@@ -89,34 +92,51 @@ impl HistoryStore {
     /// Up to `limit` runs of the range `gap` names, in (retired index, run id) order, and
     /// whether this store has the whole range.
     pub async fn page(&self, gap: &Gap, limit: u32) -> sqlx::Result<Page> {
+        // One snapshot: the runs, their attempts and the store's own gaps agree.
+        let mut tx = self.reading().await?;
         let own_gaps: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM gaps WHERE after_index < $1 AND through_index > $2",
         )
         .bind(gap.through_index as i64)
         .bind(gap.after_index as i64)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        let ids = sqlx::query(
-            "SELECT run_id, retired_index FROM runs WHERE (retired_index, run_id) > ($1, $2) \
-             AND retired_index <= $3 ORDER BY retired_index, run_id LIMIT $4",
-        )
+        let range = "FROM runs WHERE (retired_index, run_id) > ($1, $2) AND retired_index <= $3 \
+             ORDER BY retired_index, run_id LIMIT $4";
+        let runs = sqlx::query(&format!("SELECT {COLUMNS} {range}"))
+            .bind(gap.after_index as i64)
+            .bind(&gap.after_run)
+            .bind(gap.through_index as i64)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut attempts: HashMap<String, Vec<TaskAttempt>> = HashMap::new();
+        for row in sqlx::query(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE run_id IN (SELECT run_id {range}) \
+             ORDER BY run_id, {ATTEMPT_ORDER}"
+        ))
         .bind(gap.after_index as i64)
         .bind(&gap.after_run)
         .bind(gap.through_index as i64)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut rows = Vec::with_capacity(ids.len());
-        for row in ids {
-            let run_id: String = row.get("run_id");
-            let index = row.get::<i64, _>("retired_index") as u64;
-            // Retired at or before the index itself: this very row.
-            let Some(run) = self.run(&run_id, index).await? else {
-                continue;
-            };
-            let attempts = self.attempts(&run_id).await?;
-            rows.push((index, Retired { run, attempts }));
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            attempts
+                .entry(row.get("run_id"))
+                .or_default()
+                .push(attempt(&row));
         }
+        tx.commit().await?;
+        let rows = runs
+            .iter()
+            .map(|row| {
+                let run = record(row);
+                let attempts = attempts.remove(&run.run_id).unwrap_or_default();
+                let index = row.get::<i64, _>("retired_index") as u64;
+                (index, Retired { run, attempts })
+            })
+            .collect();
         Ok(Page {
             rows,
             whole: own_gaps == 0,

@@ -154,6 +154,19 @@ impl HistoryStore {
         self.backend
     }
 
+    /// A transaction whose reads all see one snapshot of the store (PostgreSQL's default
+    /// isolation would let each statement see what committed since the last).
+    async fn reading(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin().await,
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await
+            }
+        }
+    }
+
     /// A transaction that may read before it writes. On SQLite it takes the write lock as it
     /// begins: begun deferred, one that had read would fail at once with "database is
     /// locked" when another (the state machine's put, the gap filler, the sweeper) had
@@ -214,25 +227,14 @@ impl HistoryStore {
 
     /// One retired run's attempts.
     pub async fn attempts(&self, run_id: &str) -> sqlx::Result<Vec<TaskAttempt>> {
-        Ok(sqlx::query(
-            "SELECT task, attempt, outcome, started_ms, finished_ms, exit_code, message, \
-             warning FROM task_attempts WHERE run_id = $1 \
-             ORDER BY COALESCE(started_ms, finished_ms) NULLS FIRST, task, attempt",
-        )
+        Ok(sqlx::query(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE run_id = $1 ORDER BY {ATTEMPT_ORDER}"
+        ))
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|row| TaskAttempt {
-            task: row.get("task"),
-            attempt: row.get::<i64, _>("attempt") as u32,
-            outcome: row.get("outcome"),
-            started_ms: row.get("started_ms"),
-            finished_ms: row.get("finished_ms"),
-            exit_code: row.get::<Option<i64>, _>("exit_code").map(|c| c as i32),
-            message: row.get("message"),
-            warning: row.get("warning"),
-        })
+        .map(attempt)
         .collect())
     }
 
@@ -446,6 +448,24 @@ fn bound<'q>(
         };
     }
     query
+}
+
+/// What an attempt row holds, as [`attempt`] reads it, and the order a run's are listed in.
+const ATTEMPT_COLUMNS: &str =
+    "run_id, task, attempt, outcome, started_ms, finished_ms, exit_code, message, warning";
+const ATTEMPT_ORDER: &str = "COALESCE(started_ms, finished_ms) NULLS FIRST, task, attempt";
+
+fn attempt(row: &AnyRow) -> TaskAttempt {
+    TaskAttempt {
+        task: row.get("task"),
+        attempt: row.get::<i64, _>("attempt") as u32,
+        outcome: row.get("outcome"),
+        started_ms: row.get("started_ms"),
+        finished_ms: row.get("finished_ms"),
+        exit_code: row.get::<Option<i64>, _>("exit_code").map(|c| c as i32),
+        message: row.get("message"),
+        warning: row.get("warning"),
+    }
 }
 
 fn record(row: &AnyRow) -> RunRecord {

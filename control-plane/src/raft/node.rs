@@ -484,32 +484,37 @@ impl Core {
         ask: &Ask,
         timeout: Duration,
     ) -> Vec<(Node, Result<Answer, String>)> {
-        let members: Vec<Node> = {
-            let m = self.raft.metrics().borrow().membership_config.clone();
-            m.membership().nodes().map(|(_, n)| n.clone()).collect()
-        };
         let mut calls = tokio::task::JoinSet::new();
-        for (i, member) in members
-            .into_iter()
-            .filter(|n| n.hostname != self.node.hostname)
-            .enumerate()
-        {
+        for (i, member) in self.others().into_iter().enumerate() {
             let (peers, ask) = (self.peers.clone(), ask.clone());
             calls.spawn(async move {
-                let asked = peers
-                    .call::<_, AskReply>(&member, Rpc::Forward, &ask, timeout)
-                    .await;
-                let answer = match asked {
-                    Ok(Ok(answer)) => Ok(answer),
-                    Ok(Err(refusal)) => Err(format!("{refusal:?}")),
-                    Err(e) => Err(e.to_string()),
-                };
+                let answer = ask_member(&peers, &member, &ask, timeout).await;
                 (i, member, answer)
             });
         }
         let mut all: Vec<_> = calls.join_all().await;
         all.sort_by_key(|(i, _, _)| *i);
         all.into_iter().map(|(_, m, a)| (m, a)).collect()
+    }
+
+    /// Asks one other member `ask`.
+    pub async fn ask_member(
+        &self,
+        member: &Node,
+        ask: &Ask,
+        timeout: Duration,
+    ) -> Result<Answer, String> {
+        ask_member(&self.peers, member, ask, timeout).await
+    }
+
+    /// The plane's other members, as this node's membership says.
+    pub fn others(&self) -> Vec<Node> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership()
+            .nodes()
+            .map(|(_, n)| n.clone())
+            .filter(|n| n.hostname != self.node.hostname)
+            .collect()
     }
 
     /// Cuts and heals this node's links to peers (fault injection for tests and drills).
@@ -580,5 +585,22 @@ fn redacted(url: &str) -> String {
             format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
         }
         _ => url.to_owned(),
+    }
+}
+
+/// `ask` of `member` over the peer links: its answer, or why there is none.
+async fn ask_member(
+    peers: &Peers,
+    member: &Node,
+    ask: &Ask,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    match peers
+        .call::<_, AskReply>(member, Rpc::Forward, ask, timeout)
+        .await
+    {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(refusal)) => Err(format!("{refusal:?}")),
+        Err(e) => Err(e.to_string()),
     }
 }
