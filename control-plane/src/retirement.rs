@@ -17,7 +17,7 @@ use std::time::Duration;
 use meridian_domain::Clock;
 use tokio_util::sync::CancellationToken;
 
-use crate::history_store::gaps::{Gap, Page};
+use crate::history_store::gaps::{Gap, PAGE, Page};
 use crate::model::retire::{self, RetireRuns};
 use crate::model::{Command, Proposal};
 use crate::raft::ask::{Answer, Ask};
@@ -100,8 +100,6 @@ impl Retirer {
 
 /// How often a filler looks for gaps, and waits after a round that could not finish.
 const FILL_POLL: Duration = Duration::from_secs(5);
-/// Runs copied per page (a few MB of JSON).
-pub const PAGE: u32 = 5000;
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Fills this node's history store's gaps from other members.

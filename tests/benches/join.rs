@@ -36,7 +36,7 @@ fn main() {
 /// Retired run `i` of a history ending at `end_ms`, fired a second before the next.
 fn run(i: u64, end_ms: i64) -> Retired {
     let fire = end_ms - i as i64 * 1000;
-    let tenant = if i % 2 == 0 { "ads" } else { "bi" };
+    let tenant = if i.is_multiple_of(2) { "ads" } else { "bi" };
     Retired {
         run: RunRecord {
             run_id: format!("{tenant}.hourly@{fire}-{i}"),

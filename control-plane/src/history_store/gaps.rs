@@ -15,6 +15,9 @@ use super::{ATTEMPT_COLUMNS, ATTEMPT_ORDER, COLUMNS, HistoryStore, attempt, reco
 use crate::model::query::TaskAttempt;
 use crate::model::retire::Retired;
 
+/// Runs a page of a gap's copy holds at most (a few MB of JSON over the peer links).
+pub const PAGE: u32 = 5000;
+
 /// Runs retired after `after_index` (and, within it, after `after_run`) up to
 /// `through_index` that this store lacks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

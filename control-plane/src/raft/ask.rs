@@ -147,7 +147,7 @@ pub async fn answer(raft: &Raft, stores: &Stores, ask: Ask) -> AskReply {
             .map_err(|e| AskRefusal::Failed(format!("reading the logbook: {e}"))),
         Ask::HistoryPage { gap, limit } => stores
             .history
-            .page(&gap, limit.min(crate::retirement::PAGE))
+            .page(&gap, limit.min(crate::history_store::gaps::PAGE))
             .await
             .map(|page| Answer::HistoryPage(serde_json::to_string(&page).expect("a page")))
             .map_err(|e| AskRefusal::Failed(format!("reading the history store: {e}"))),
