@@ -120,16 +120,7 @@ fn dimensions(filter: &RunFilter) -> Where {
         }
     }
     if let Some(within) = &filter.within {
-        if within.is_empty() {
-            w.sql.push_str(" AND 1 = 0");
-        } else {
-            let marks: Vec<String> = within
-                .iter()
-                .map(|t| w.mark(Bind::Text(t.clone())))
-                .collect();
-            w.sql
-                .push_str(&format!(" AND tenant IN ({})", marks.join(", ")));
-        }
+        w.one_of("tenant", within);
     }
     w
 }

@@ -140,6 +140,20 @@ impl Where {
         self.binds.push(value);
         format!("${}", self.binds.len())
     }
+
+    /// ` AND column IN (…)` of `values`; none matches nothing (`IN ()` is SQLite's alone).
+    pub fn one_of(&mut self, column: &str, values: &[String]) {
+        if values.is_empty() {
+            self.sql.push_str(" AND 1 = 0");
+        } else {
+            let marks: Vec<String> = values
+                .iter()
+                .map(|v| self.mark(Bind::Text(v.clone())))
+                .collect();
+            self.sql
+                .push_str(&format!(" AND {column} IN ({})", marks.join(", ")));
+        }
+    }
 }
 
 impl RunFilter {
@@ -181,17 +195,7 @@ impl RunFilter {
             ));
         }
         if let Some(within) = &self.within {
-            if within.is_empty() {
-                // An empty scope matches nothing (`IN ()` is SQLite's alone).
-                w.sql.push_str(" AND 1 = 0");
-            } else {
-                let marks: Vec<String> = within
-                    .iter()
-                    .map(|t| w.mark(Bind::Text(t.clone())))
-                    .collect();
-                w.sql
-                    .push_str(&format!(" AND {tenant} IN ({})", marks.join(", ")));
-            }
+            w.one_of(&tenant, within);
         }
         // Bound as numbers: an expression has no column affinity, so a text bound here would
         // compare as text (every integer is "less" than any text) and match nothing.
