@@ -190,13 +190,18 @@ pub async fn get(client: &Client, args: &GetArgs) -> Result<String, ClientError>
         if let Some(t) = &args.tenant {
             query.push(format!("tenant={}", model::encode(t)));
         }
-        client
-            .call(
-                Method::GET,
-                &model::with_query(noun.path, &query),
-                None::<&()>,
-            )
-            .await?
+        if noun.paged {
+            // Every page: a thousand a request.
+            model::pages(client, noun, query, crate::api::PAGE, None, true).await?
+        } else {
+            client
+                .call(
+                    Method::GET,
+                    &model::with_query(noun.path, &query),
+                    None::<&()>,
+                )
+                .await?
+        }
     } else {
         if let Some(v) = args.version {
             query.push(format!("version={v}"));

@@ -763,8 +763,29 @@ async fn list(client: &Client, noun: &Noun, args: &ListArgs) -> Result<String, C
         return Ok(pretty(&list));
     }
     let size = args.limit.unwrap_or(args.chunk_size);
+    let items = pages(
+        client,
+        noun,
+        query,
+        size,
+        args.after.clone(),
+        args.limit.is_none(),
+    )
+    .await?;
+    Ok(pretty(&Value::Array(items)))
+}
+
+/// A paged noun's items from the page after `after` (none: the first), `size` a request:
+/// that page alone, or with `every`, each page in turn to the last.
+pub async fn pages(
+    client: &Client,
+    noun: &Noun,
+    mut query: Vec<String>,
+    size: u32,
+    mut after: Option<String>,
+    every: bool,
+) -> Result<Vec<Value>, ClientError> {
     query.push(format!("limit={size}"));
-    let mut after = args.after.clone();
     let mut items = Vec::new();
     loop {
         let mut asked = query.clone();
@@ -783,8 +804,8 @@ async fn list(client: &Client, noun: &Noun, args: &ListArgs) -> Result<String, C
             ))
         });
         items.extend(page);
-        if args.limit.is_some() || !full || after.is_none() {
-            return Ok(pretty(&Value::Array(items)));
+        if !every || !full || after.is_none() {
+            return Ok(items);
         }
     }
 }
