@@ -12,7 +12,7 @@ use meridian_plane::cli::client::{Client, ClientError};
 use meridian_plane::cli::model::{self, CLUSTER, DC, ENV, GRANT, SCHEDULE, TENANT, WORKFLOW};
 use meridian_plane::cli::plane::{self, PlaneCommand, SnapshotCommand};
 use meridian_plane::cli::schedule::{self, ScheduleCommand};
-use meridian_plane::cli::{Cli, Command, certs};
+use meridian_plane::cli::{Cli, Command, audit, certs};
 
 /// Exit code for input the command refuses (clap uses the same for usage errors).
 const BAD_INPUT: u8 = 2;
@@ -126,7 +126,7 @@ async fn run(cli: &Cli) -> Result<String, ClientError> {
         Command::User(command) => meridian_plane::cli::users::user(&client()?, command).await,
         Command::Whoami => meridian_plane::cli::users::whoami(&client()?).await,
         Command::Resources(args) => meridian_plane::cli::resources::run(&client()?, args).await,
-        Command::Audit(args) => model::audit(&client()?, args).await,
+        Command::Audit(args) => audit::audit(&client()?, args).await,
         Command::Pause(args) => meridian_plane::cli::pauses::pause(&client()?, args).await,
         Command::Resume(args) => meridian_plane::cli::pauses::resume(&client()?, args).await,
         Command::Pauses(args) => meridian_plane::cli::pauses::list(&client()?, args).await,

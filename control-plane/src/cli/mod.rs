@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod alerts;
+pub mod audit;
 pub mod backfills;
 pub mod certs;
 pub mod client;
@@ -97,7 +98,7 @@ pub enum Command {
     /// TOML): one write per document that differs; `--dry-run` shows the diff only.
     Apply(document::ApplyArgs),
     /// The audit trail: every applied change, who and when.
-    Audit(model::AuditArgs),
+    Audit(audit::AuditArgs),
     /// Create the federation's CA and issue node certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
