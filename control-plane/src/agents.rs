@@ -15,7 +15,7 @@ use meridian_proto::pb::agent_link_server::{AgentLink, AgentLinkServer};
 use meridian_transport::{PeerIdentity, Role};
 use tonic::{Request, Response, Status};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use meridian_domain::run::{Report, ReportItem};
@@ -474,8 +474,24 @@ async fn admit_logs(
 ) -> Result<Vec<Result<(), String>>, Status> {
     let failed = |e: sqlx::Error| Status::internal(format!("reading the model: {e}"));
     let mut conn = core.state.pool().acquire().await.map_err(failed)?;
-    let mut runs: std::collections::HashMap<String, Option<(String, Option<String>)>> =
-        Default::default();
+    // Whether the agent may report for each cluster its entries name (its own, or one it
+    // backs up), then the runs of those it may: a statement each, not one per entry.
+    let mut may_report: HashMap<&str, bool> = HashMap::from([(cluster.as_str(), true)]);
+    for entry in logs {
+        let Report::V1 {
+            cluster: theirs, ..
+        } = &entry.report;
+        if !may_report.contains_key(theirs.as_str()) {
+            let backs = query::backs_up(&mut conn, cluster.as_str(), theirs)
+                .await
+                .map_err(failed)?;
+            may_report.insert(theirs.as_str(), backs);
+        }
+    }
+    let mut ids: Vec<&str> = logs.iter().map(|e| e.report.item().run_id()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let runs = query::run_holders(&mut conn, &ids).await.map_err(failed)?;
     let mut verdicts = Vec::with_capacity(logs.len());
     for entry in logs {
         let Report::V1 {
@@ -483,23 +499,15 @@ async fn admit_logs(
             item,
             ..
         } = &entry.report;
-        if theirs != cluster.as_str()
-            && !query::backs_up(&mut conn, cluster.as_str(), theirs)
-                .await
-                .map_err(failed)?
-        {
+        if !may_report[theirs.as_str()] {
             verdicts.push(Err(format!(
                 "agent `{agent}` of cluster `{cluster}` may not report for cluster `{theirs}`"
             )));
             continue;
         }
         let run_id = item.run_id();
-        if !runs.contains_key(run_id) {
-            let holder = query::run_holder(&mut conn, run_id).await.map_err(failed)?;
-            runs.insert(run_id.to_owned(), holder);
-        }
         // Its own run; or one this batch starts that nobody holds (new, or given back).
-        let admitted = match &runs[run_id] {
+        let admitted = match runs.get(run_id) {
             Some((_, Some(holder))) if holder == agent => true,
             Some((state, _)) if state == "returned" => starting.contains(run_id),
             Some((_, Some(_))) => false,

@@ -24,7 +24,8 @@
 //! Run by hand (figures go to BENCHMARKS.md):
 //!   cargo bench -p meridian-tests --bench ingest
 //! Knobs: BENCH_SCHEDULES (5000), BENCH_SECONDS (600), BENCH_AGENTS (4), BENCH_LOG_BYTES
-//! (1024), BENCH_KEEP_SECONDS (60), BENCH_BATCH (2000 entries a call).
+//! (1024), BENCH_KEEP_SECONDS (60), BENCH_BATCH (2000 entries a call), BENCH_NODES (3: the
+//! plane's size; 1 measures what one node does with the machine to itself).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -329,8 +330,9 @@ async fn bench() {
     let log_bytes = knob("BENCH_LOG_BYTES", 1024) as usize;
     let keep_seconds = knob("BENCH_KEEP_SECONDS", 60) as i64;
     let batch = knob("BENCH_BATCH", 2000) as usize;
-    let f = Federation::start_on_system_clock(3, 30).await;
-    for i in 0..3 {
+    let nodes = knob("BENCH_NODES", 3) as usize;
+    let f = Federation::start_on_system_clock(nodes, 30).await;
+    for i in 0..nodes {
         let node = f.plane.node(i);
         let retirer = Retirer {
             core: node.core(),
@@ -379,7 +381,7 @@ async fn bench() {
     );
 
     let counts = Arc::new(Counts::default());
-    let endpoints: Vec<String> = (0..3)
+    let endpoints: Vec<String> = (0..nodes)
         .map(|i| format!("{}:{}", hostname(i), f.plane.port(i)))
         .collect();
     let log: String = "x".repeat(log_bytes.saturating_sub(1)) + "\n";
@@ -546,7 +548,7 @@ async fn bench() {
         let late: u64 = backlogs[backlogs.len() - quarter..].iter().sum::<u64>() / quarter as u64;
         println!("backlog: {early} runs on average in the first quarter, {late} in the last");
     }
-    let appended: Vec<u64> = (0..3)
+    let appended: Vec<u64> = (0..nodes)
         .map(|i| {
             f.plane
                 .node(i)
@@ -558,7 +560,7 @@ async fn bench() {
     println!(
         "Raft bytes appended per node: {:?} ({:.0} per committed run)",
         appended,
-        appended.iter().sum::<u64>() as f64 / 3.0 / committed.max(1) as f64
+        appended.iter().sum::<u64>() as f64 / nodes as f64 / committed.max(1) as f64
     );
     f.shutdown().await;
 }

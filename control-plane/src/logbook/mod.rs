@@ -14,13 +14,14 @@
 pub mod object;
 pub mod sweep;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use meridian_domain::run::LogChunk;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqlitePool, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection};
@@ -136,10 +137,7 @@ impl Logbook {
             return Ok(());
         }
         let mut tx = self.writing().await?;
-        let mut added = 0u64;
-        for chunk in chunks {
-            added += store_one(&mut tx, self.config.cap_bytes, agent, chunk, now_ms).await?;
-        }
+        let added = store_all(&mut tx, self.config.cap_bytes, agent, chunks, now_ms).await?;
         tx.commit().await?;
         self.stored.fetch_add(added, Ordering::Relaxed);
         self.changed.send_modify(|n| *n += 1);
@@ -338,26 +336,26 @@ pub fn merge(sources: Vec<Pieces>, budget: u64, newest_first: bool) -> Pieces {
     Pieces { pieces: kept, more }
 }
 
-/// Stores one chunk; returns the bytes of text it added.
-async fn store_one(
-    tx: &mut SqliteConnection,
-    cap: u64,
-    agent: &str,
-    chunk: &LogChunk,
-    now_ms: i64,
-) -> sqlx::Result<u64> {
-    let held =
-        sqlx::query("SELECT cut FROM log_attempts WHERE run_id = ? AND task = ? AND attempt = ?")
-            .bind(&chunk.run_id)
-            .bind(&chunk.task)
-            .bind(i64::from(chunk.attempt))
-            .fetch_optional(&mut *tx)
-            .await?;
-    if held
-        .as_ref()
-        .is_some_and(|row| row.get::<i64, _>("cut") != 0)
-    {
-        return Ok(0);
+/// An attempt's log, as the logbook keys it: run, task, attempt.
+type AttemptKey = (String, String, u32);
+
+/// What one chunk does to its attempt's log.
+#[derive(Debug, PartialEq, Eq)]
+struct Kept {
+    /// The pieces to store (a marker after the cut), each where it starts.
+    pieces: Vec<(u64, String)>,
+    /// Where the attempt's output held here now ends, at most the cap.
+    end: u64,
+    /// Whether the attempt is now past the cap.
+    cut: bool,
+}
+
+/// What `chunk` keeps of its attempt's log under `cap`, given whether the logbook holds the
+/// attempt already and if so whether its log was cut (`held`); `None`: nothing at all (an
+/// attempt cut already, or a piece past a cut another node made).
+fn kept(chunk: &LogChunk, cap: u64, held: Option<bool>) -> Option<Kept> {
+    if held == Some(true) {
+        return None;
     }
     let offset = chunk.offset;
     let end = offset + chunk.data.len() as u64;
@@ -365,9 +363,7 @@ async fn store_one(
     let cut = end > cap;
     if offset >= cap {
         // Past a cut another node made (the agent moved): nothing more to keep here.
-        if held.is_none() {
-            return Ok(0);
-        }
+        held?;
     } else if cut {
         let mut keep = (cap - offset) as usize;
         while !chunk.data.is_char_boundary(keep) {
@@ -386,43 +382,109 @@ async fn store_one(
             ),
         ));
     }
-    let mut added = 0u64;
-    for (at, data) in &pieces {
-        let inserted = sqlx::query(
-            "INSERT INTO log_pieces (run_id, task, attempt, offset, data) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&chunk.run_id)
-        .bind(&chunk.task)
-        .bind(i64::from(chunk.attempt))
-        .bind(*at as i64)
-        .bind(data)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() > 0 {
-            added += data.len() as u64;
-        }
+    Some(Kept {
+        pieces,
+        end: end.min(cap),
+        cut,
+    })
+}
+
+/// Stores `chunks` in order, in three statements whatever their number (a report carries
+/// a piece for each of hundreds of runs; a statement per piece was the receiving node's
+/// largest cost after consensus): which attempts are held and cut, the new pieces (a piece
+/// held already is not stored again), the attempts' rows. Returns the bytes of text added.
+async fn store_all(
+    tx: &mut SqliteConnection,
+    cap: u64,
+    agent: &str,
+    chunks: &[&LogChunk],
+    now_ms: i64,
+) -> sqlx::Result<u64> {
+    let keys: Vec<_> = chunks
+        .iter()
+        .map(|c| json!([c.run_id, c.task, c.attempt]))
+        .collect();
+    let mut held: HashMap<AttemptKey, bool> = sqlx::query_as::<_, (String, String, i64, i64)>(
+        "SELECT l.run_id, l.task, l.attempt, l.cut FROM json_each(?) j \
+         JOIN log_attempts l ON l.run_id = j.value->>0 AND l.task = j.value->>1 \
+         AND l.attempt = j.value->>2",
+    )
+    .bind(serde_json::Value::Array(keys).to_string())
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(run_id, task, attempt, cut)| ((run_id, task, attempt as u32), cut != 0))
+    .collect();
+    // Each attempt's row as the chunks leave it: furthest end, whether cut.
+    let mut attempts: BTreeMap<AttemptKey, (u64, bool)> = BTreeMap::new();
+    let mut pieces: Vec<(AttemptKey, u64, String)> = Vec::new();
+    for chunk in chunks {
+        let key = (chunk.run_id.clone(), chunk.task.clone(), chunk.attempt);
+        let was = held.get(&key).copied();
+        let Some(kept) = kept(chunk, cap, was) else {
+            continue;
+        };
+        held.insert(key.clone(), was == Some(true) || kept.cut);
+        let row = attempts.entry(key.clone()).or_insert((0, false));
+        *row = (row.0.max(kept.end), row.1 || kept.cut);
+        pieces.extend(
+            kept.pieces
+                .into_iter()
+                .map(|(at, data)| (key.clone(), at, data)),
+        );
     }
-    let tenant = tenant_of_run(&chunk.run_id).map_or_else(String::new, |t| t.to_string());
+    if attempts.is_empty() {
+        return Ok(0);
+    }
+    // The pieces inserted (one already held, here or earlier in the batch, is not), and
+    // their sizes: the first sent of each offset is the one kept.
+    let mut sizes: HashMap<(&AttemptKey, u64), u64> = HashMap::new();
+    for (key, at, data) in &pieces {
+        sizes.entry((key, *at)).or_insert(data.len() as u64);
+    }
+    let rows: Vec<_> = pieces
+        .iter()
+        .map(|((run_id, task, attempt), at, data)| json!([run_id, task, attempt, at, data]))
+        .collect();
+    let inserted: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "INSERT INTO log_pieces (run_id, task, attempt, offset, data) \
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4 \
+         FROM json_each(?) WHERE true ORDER BY key \
+         ON CONFLICT DO NOTHING RETURNING run_id, task, attempt, offset",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut added_to: HashMap<AttemptKey, u64> = HashMap::new();
+    for (run_id, task, attempt, at) in inserted {
+        let key = (run_id, task, attempt as u32);
+        let size = sizes.get(&(&key, at as u64)).copied().unwrap_or(0);
+        *added_to.entry(key).or_insert(0) += size;
+    }
+    let rows: Vec<_> = attempts
+        .iter()
+        .map(|(key, (end, cut))| {
+            let (run_id, task, attempt) = key;
+            let tenant = tenant_of_run(run_id).map_or_else(String::new, |t| t.to_string());
+            let added = added_to.get(key).copied().unwrap_or(0);
+            json!([run_id, task, attempt, tenant, end, added, i64::from(*cut)])
+        })
+        .collect();
     sqlx::query(
         "INSERT INTO log_attempts (run_id, task, attempt, tenant, agent, end_offset, bytes, cut, \
-         first_ms, last_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) \
+         first_ms, last_ms) \
+         SELECT value->>0, value->>1, value->>2, value->>3, ?2, value->>4, value->>5, \
+         value->>6, ?3, ?3 FROM json_each(?1) WHERE true \
          ON CONFLICT (run_id, task, attempt) DO UPDATE SET \
-         end_offset = MAX(end_offset, ?6), bytes = bytes + ?7, cut = MAX(cut, ?8), \
-         last_ms = ?9, agent = ?5",
+         end_offset = MAX(end_offset, excluded.end_offset), bytes = bytes + excluded.bytes, \
+         cut = MAX(cut, excluded.cut), last_ms = excluded.last_ms, agent = excluded.agent",
     )
-    .bind(&chunk.run_id)
-    .bind(&chunk.task)
-    .bind(i64::from(chunk.attempt))
-    .bind(tenant)
+    .bind(serde_json::Value::Array(rows).to_string())
     .bind(agent)
-    .bind(end.min(cap) as i64)
-    .bind(added as i64)
-    .bind(i64::from(cut))
     .bind(now_ms)
     .execute(&mut *tx)
     .await?;
-    Ok(added)
+    Ok(added_to.values().sum())
 }
 
 #[cfg(test)]
@@ -507,6 +569,72 @@ mod tests {
             stored.expect("every store succeeds");
         }
         assert_eq!(book.stored_bytes(), 8 * 10 * 20 * 7);
+    }
+
+    #[tokio::test]
+    async fn one_batch_of_many_attempts_keeps_what_piece_by_piece_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = open(dir.path(), 1024).await;
+        let mut second = chunk("ads.x@2", 0, "second\n");
+        second.attempt = 2;
+        let batch = [
+            chunk("ads.x@1", 0, "one\n"),
+            chunk("ads.x@1", 0, "one\n"), // sent twice in one batch
+            second,
+            chunk("ads.x@1", 4, "two\n"),
+            chunk("web.y@1", 0, &"w".repeat(1000)),
+            chunk("web.y@1", 1000, &"w".repeat(100)), // crosses the cap
+            chunk("web.y@1", 1100, "after the cut\n"),
+            chunk("web.y@1", 500, "under the cap, but after the cut\n"),
+            chunk("ads.z@1", 2000, "past a cut made elsewhere\n"), // not held here
+        ];
+        let refs: Vec<&LogChunk> = batch.iter().collect();
+        book.store("agent-1", &refs, 1_000).await.unwrap();
+        assert_eq!(whole(&book, "ads.x@1").await, "one\ntwo\n");
+        let marker = kept(&batch[5], 1024, Some(false))
+            .unwrap()
+            .pieces
+            .remove(1)
+            .1;
+        assert_eq!(
+            whole(&book, "web.y@1").await,
+            format!("{}{marker}", "w".repeat(1024))
+        );
+        assert_eq!(whole(&book, "ads.z@1").await, "");
+        let marker = marker.len() as u64;
+        assert_eq!(book.stored_bytes(), 8 + 7 + 1024 + marker);
+        // Again, with more after the cut and a new piece: only the new piece is added.
+        let more = [
+            chunk("ads.x@1", 8, "three\n"),
+            chunk("web.y@1", 1200, "more\n"),
+        ];
+        let refs: Vec<&LogChunk> = more.iter().chain(batch.iter()).collect();
+        book.store("agent-2", &refs, 2_000).await.unwrap();
+        assert_eq!(whole(&book, "ads.x@1").await, "one\ntwo\nthree\n");
+        assert_eq!(book.stored_bytes(), 8 + 6 + 7 + 1024 + marker);
+        let rows: Vec<(String, i64, i64, i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT run_id, attempt, end_offset, bytes, cut, first_ms, agent FROM log_attempts \
+             ORDER BY run_id, attempt",
+        )
+        .fetch_all(&book.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("ads.x@1".into(), 1, 14, 14, 0, 1_000, "agent-2".into()),
+                ("ads.x@2".into(), 2, 7, 7, 0, 1_000, "agent-2".into()),
+                (
+                    "web.y@1".into(),
+                    1,
+                    1024,
+                    1024 + marker as i64,
+                    1,
+                    1_000,
+                    "agent-1".into()
+                ),
+            ]
+        );
     }
 
     #[tokio::test]

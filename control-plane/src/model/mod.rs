@@ -83,7 +83,12 @@ pub async fn open(path: &Path) -> sqlx::Result<SqlitePool> {
 
 /// Opens (creating if needed) one of a node's SQLite databases at `path` — WAL, foreign keys,
 /// four connections — syncing as `synchronous` says, its schema brought up to date by
-/// `migrator`.
+/// `migrator`. Each connection caches up to 32 MiB of pages and reads the file through a
+/// 256 MiB memory map: with SQLite's 2 MiB default, a model of a few hundred thousand runs
+/// re-read its index pages from the file at every report (`pread` was a tenth of the plane's
+/// time under the ingest benchmark, which commits about a quarter more runs a second with
+/// these; BENCHMARKS.md). The map's pages are the file's, shared and given back under
+/// memory pressure; they count in RSS.
 pub async fn open_with(
     path: &Path,
     synchronous: SqliteSynchronous,
@@ -95,7 +100,9 @@ pub async fn open_with(
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(synchronous)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
+        .busy_timeout(Duration::from_secs(5))
+        .pragma("cache_size", "-32768")
+        .pragma("mmap_size", "268435456");
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options)

@@ -2,6 +2,8 @@
 //! and UI: the cross-DC listing with its filters, counts and keyset pages, one run's attempts
 //! and logs, and the overview's day of activity. Re-exported by [`super`].
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
@@ -429,16 +431,22 @@ pub async fn logs(pool: &SqlitePool, run_id: &str) -> sqlx::Result<Vec<AttemptLo
     Ok(logs)
 }
 
-/// A run's state and the agent running it (or that last ran it); `None` when the run is not
-/// known.
-pub async fn run_holder(
+/// The state and agent of each of `run_ids` the model holds, in one statement (a report
+/// carries hundreds of runs' log pieces).
+pub async fn run_holders(
     conn: &mut SqliteConnection,
-    run_id: &str,
-) -> sqlx::Result<Option<(String, Option<String>)>> {
-    sqlx::query_as("SELECT state, agent FROM runs WHERE run_id = ?")
-        .bind(run_id)
-        .fetch_optional(&mut *conn)
-        .await
+    run_ids: &[&str],
+) -> sqlx::Result<HashMap<String, (String, Option<String>)>> {
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT run_id, state, agent FROM runs WHERE run_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(serde_json::to_string(run_ids).expect("ids print as JSON"))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(run_id, state, agent)| (run_id, (state, agent)))
+        .collect())
 }
 
 /// Whether cluster `backup` is the backup of cluster `of` (the state machine asks inside its
