@@ -167,11 +167,7 @@ pub const PAGE_MAX: u32 = 10_000;
 impl ListOptions {
     /// The page asked for, or what is wrong with the query.
     pub fn page(&self) -> ApiResult<crate::model::query::Page> {
-        let tenant = self
-            .tenant
-            .clone()
-            .map(|t| Name::new(t).map_err(|e| ApiError::bad_input(format!("query `tenant`: {e}"))))
-            .transpose()?;
+        let tenant = tenant_query(self.tenant.as_deref())?;
         let after = match &self.after {
             None => None,
             Some(after) => {
@@ -492,9 +488,12 @@ fn name(param: &str, value: String) -> ApiResult<Name> {
 }
 
 fn tenant_filter(options: &ReadOptions) -> ApiResult<Option<Name>> {
-    options
-        .tenant
-        .clone()
+    tenant_query(options.tenant.as_deref())
+}
+
+/// A list's `?tenant=`, if given, or what is wrong with it.
+fn tenant_query(tenant: Option<&str>) -> ApiResult<Option<Name>> {
+    tenant
         .map(|t| Name::new(t).map_err(|e| ApiError::bad_input(format!("query `tenant`: {e}"))))
         .transpose()
 }

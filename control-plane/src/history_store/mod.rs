@@ -127,23 +127,17 @@ impl HistoryStore {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // Durable before the model forgets the runs; readers beside the writer.
-                        sqlx::query("PRAGMA journal_mode = WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous = FULL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA busy_timeout = 5000")
-                            .execute(&mut *conn)
-                            .await?;
-                        // As the model's (`model::open_with`).
-                        sqlx::query("PRAGMA cache_size = -32768")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA mmap_size = 268435456")
-                            .execute(&mut *conn)
-                            .await?;
+                        // Durable before the model forgets the runs; readers beside the
+                        // writer; pages cached and mapped as the model's (`model::open_with`).
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = FULL",
+                            "PRAGMA busy_timeout = 5000",
+                            "PRAGMA cache_size = -32768",
+                            "PRAGMA mmap_size = 268435456",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
                     }
                     Ok(())
                 })

@@ -389,10 +389,10 @@ fn kept(chunk: &LogChunk, cap: u64, held: Option<bool>) -> Option<Kept> {
     })
 }
 
-/// Stores `chunks` in order, in three statements whatever their number (a report carries
-/// a piece for each of hundreds of runs; a statement per piece was the receiving node's
-/// largest cost after consensus): which attempts are held and cut, the new pieces (a piece
-/// held already is not stored again), the attempts' rows. Returns the bytes of text added.
+/// Stores `chunks` in order, in three statements whatever their number (a report carries a
+/// piece for each of hundreds of runs, and each statement is a round trip to SQLite's
+/// thread): which attempts are held and cut, the new pieces (a piece held already is not
+/// stored again), the attempts' rows. Returns the bytes of text added.
 async fn store_all(
     tx: &mut SqliteConnection,
     cap: u64,
