@@ -86,9 +86,9 @@ pub async fn open(path: &Path) -> sqlx::Result<SqlitePool> {
 /// `migrator`. Each connection caches up to 32 MiB of pages and reads the file through a
 /// 256 MiB memory map: with SQLite's 2 MiB default, a model of a few hundred thousand runs
 /// re-read its index pages from the file at every report (`pread` was a tenth of the plane's
-/// time under the ingest benchmark, which commits about a quarter more runs a second with
-/// these; BENCHMARKS.md). The map's pages are the file's, shared and given back under
-/// memory pressure; they count in RSS.
+/// time under the ingest benchmark; a 150 s run committed about a quarter more with these, a
+/// 10-minute run did not show it: BENCHMARKS.md). The map's pages are the file's, shared and
+/// given back under memory pressure; they count in RSS.
 pub async fn open_with(
     path: &Path,
     synchronous: SqliteSynchronous,
