@@ -12,7 +12,8 @@ use meridian_proto::pb::RaftPayload;
 use meridian_proto::pb::plane_peer_client::PlanePeerClient;
 use meridian_transport::{HostsMap, TlsMaterial, dial};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -101,6 +102,9 @@ pub enum PeerError {
     Version { endpoint: String, version: u32 },
     #[error("peer {endpoint}: the link is cut")]
     Cut { endpoint: String },
+    /// Encoded, the request is over [`MAX_MESSAGE_BYTES`]; nothing was sent.
+    #[error("peer {endpoint}: the request is {bytes} bytes, over the {MAX_MESSAGE_BYTES} limit")]
+    TooLarge { endpoint: String, bytes: usize },
 }
 
 impl PeerError {
@@ -178,6 +182,12 @@ impl Peers {
             endpoint: endpoint.clone(),
             source,
         })?;
+        if data.len() > MAX_MESSAGE_BYTES {
+            return Err(PeerError::TooLarge {
+                endpoint,
+                bytes: data.len(),
+            });
+        }
         let mut client = PlanePeerClient::new(self.channel(&endpoint)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -237,13 +247,38 @@ pub struct PeerLink {
     node: Node,
 }
 
+/// Why an RPC to a peer failed: too large to send (a [`PeerError::TooLarge`], its encoded
+/// size), or as openraft is told.
+enum Sent<E: std::error::Error> {
+    TooLarge(PeerError, usize),
+    Failed(RPCError<NodeId, Node, RaftError<NodeId, E>>),
+}
+
+impl<E: std::error::Error> Sent<E> {
+    fn into_rpc(self) -> RPCError<NodeId, Node, RaftError<NodeId, E>> {
+        match self {
+            Self::TooLarge(e, _) => RPCError::Network(NetworkError::new(&e)),
+            Self::Failed(e) => e,
+        }
+    }
+}
+
+/// How many of `entries` entries, `bytes` encoded together, to send at once so the next
+/// request fits the message limit: proportionally fewer, with room for uneven entries; at
+/// least one.
+pub fn entries_that_fit(entries: usize, bytes: usize) -> u64 {
+    let fit = entries as u128 * (MAX_MESSAGE_BYTES as u128 / 2) / bytes.max(1) as u128;
+    let fewer = (entries as u128).saturating_sub(1).max(1);
+    fit.clamp(1, fewer) as u64
+}
+
 impl PeerLink {
     async fn send<Req, Resp, E>(
         &self,
         rpc: Rpc,
         request: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
+    ) -> Result<Resp, Sent<E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -253,19 +288,19 @@ impl PeerLink {
             .peers
             .call(&self.node, rpc, request, option.hard_ttl())
             .await
-            .map_err(|e| {
-                if e.is_unreachable() {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                } else {
-                    RPCError::Network(NetworkError::new(&e))
+            .map_err(|e| match e {
+                PeerError::TooLarge { bytes, .. } => Sent::TooLarge(e, bytes),
+                e if e.is_unreachable() => {
+                    Sent::Failed(RPCError::Unreachable(Unreachable::new(&e)))
                 }
+                e => Sent::Failed(RPCError::Network(NetworkError::new(&e))),
             })?;
         reply.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(
+            Sent::Failed(RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
                 self.node.clone(),
                 e,
-            ))
+            )))
         })
     }
 }
@@ -276,7 +311,18 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.send(Rpc::AppendEntries, &rpc, &option).await
+        let entries = rpc.entries.len();
+        self.send(Rpc::AppendEntries, &rpc, &option)
+            .await
+            .map_err(|e| match e {
+                // A follower far behind is sent as many entries as openraft's batch holds;
+                // while reports are large that can be over the message limit, and the same
+                // batch would be refused forever. openraft sends fewer for the next few calls.
+                Sent::TooLarge(_, bytes) => RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(entries_that_fit(entries, bytes)),
+                ),
+                Sent::Failed(e) => e,
+            })
     }
 
     async fn install_snapshot(
@@ -287,7 +333,9 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.send(Rpc::InstallSnapshot, &rpc, &option).await
+        self.send(Rpc::InstallSnapshot, &rpc, &option)
+            .await
+            .map_err(Sent::into_rpc)
     }
 
     async fn vote(
@@ -295,6 +343,24 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.send(Rpc::Vote, &rpc, &option).await
+        self.send(Rpc::Vote, &rpc, &option)
+            .await
+            .map_err(Sent::into_rpc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_over_the_limit_is_cut_to_fewer_entries_that_fit() {
+        // 300 entries in 96 MiB: 100 of them would be 32 MiB, half the limit.
+        assert_eq!(entries_that_fit(300, 96 * 1024 * 1024), 100);
+        // Always fewer than were sent, so a retry is never the same batch.
+        assert_eq!(entries_that_fit(300, MAX_MESSAGE_BYTES + 1), 149);
+        // At least one, even when one entry alone is over.
+        assert_eq!(entries_that_fit(2, 10 * MAX_MESSAGE_BYTES), 1);
+        assert_eq!(entries_that_fit(1, 10 * MAX_MESSAGE_BYTES), 1);
     }
 }
