@@ -14,8 +14,13 @@ use crate::link::{ExchangeError, Link};
 use crate::outbox::Outbox;
 use crate::shutdown::Shutdown;
 
-/// Outbox entries per report.
+/// Outbox entries per report, at most.
 const REPORT_BATCH: u32 = 2_000;
+/// Bytes of entries (keys and payloads) per report, at most, but always one entry: a log
+/// piece is up to 32 KiB (`runner::CHUNK_BYTES`, more once escaped in JSON), so 2,000 of
+/// them could pass the plane's 64 MiB message limit, and a report refused for its size
+/// would be sent again, whole, for ever.
+const REPORT_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct Reporter {
     pub hostname: String,
@@ -71,10 +76,10 @@ impl Reporter {
     pub async fn run(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let sent = match self.report_once().await {
-                Ok(n) => {
+            let more = match self.report_once().await {
+                Ok(more) => {
                     backoff = Duration::from_millis(100);
-                    n
+                    more
                 }
                 Err(e) => {
                     tracing::warn!("reporting to {}: {e}", self.link.current());
@@ -86,7 +91,7 @@ impl Reporter {
                     continue;
                 }
             };
-            if sent < REPORT_BATCH as usize {
+            if !more {
                 tokio::select! {
                     _ = self.reported.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -96,12 +101,18 @@ impl Reporter {
         }
     }
 
-    /// Sends one batch; returns how many entries it held.
-    async fn report_once(&self) -> Result<usize, ExchangeError> {
-        let batch = self.outbox.pending(REPORT_BATCH).await?;
+    /// Sends one batch; returns whether more may be waiting (the batch was cut at a limit).
+    async fn report_once(&self) -> Result<bool, ExchangeError> {
+        let mut batch = self.outbox.pending(REPORT_BATCH).await?;
         if batch.is_empty() {
-            return Ok(0);
+            return Ok(false);
         }
+        let fetched = batch.len();
+        batch.truncate(within(
+            batch.iter().map(|e| e.key.len() + e.payload.len()),
+            REPORT_BYTES,
+        ));
+        let more = fetched == REPORT_BATCH as usize || batch.len() < fetched;
         let request = pb::ReportRequest {
             agent: self.hostname.clone(),
             entries: batch
@@ -138,6 +149,41 @@ impl Reporter {
                 reason: held.reason,
             });
         }
-        Ok(batch.len())
+        Ok(more)
+    }
+}
+
+/// How many of the entries, of `sizes` bytes each in order, one report takes: as many as fit
+/// in `budget` bytes, and the first whatever its size.
+fn within(sizes: impl Iterator<Item = usize>, budget: usize) -> usize {
+    let mut total = 0;
+    let mut taken = 0;
+    for size in sizes {
+        total += size;
+        if taken > 0 && total > budget {
+            break;
+        }
+        taken += 1;
+    }
+    taken
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+
+    #[test]
+    fn a_report_takes_the_entries_that_fit_its_bytes_and_always_the_first() {
+        assert_eq!(within([10, 10, 10].into_iter(), 25), 2);
+        assert_eq!(within([10, 10, 10].into_iter(), 30), 3);
+        assert_eq!(
+            within([100, 1].into_iter(), 25),
+            1,
+            "the first alone, though over"
+        );
+        assert_eq!(within(std::iter::empty(), 25), 0);
+        // 2,000 full log pieces are cut well under the plane's 64 MiB limit.
+        let pieces = within(std::iter::repeat_n(33_000, 2_000), super::REPORT_BYTES);
+        assert!(pieces < 2_000 && pieces * 33_000 <= super::REPORT_BYTES);
     }
 }
