@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 
 use meridian_domain::run::{Report, ReportItem};
 
+use crate::intake::Intake;
 use crate::model::history::ReportOutcome;
 use crate::model::leasing::{AgentOrder, HeartbeatOutcome, HeldLease};
 use crate::model::query::{self, ClaimedLease, PageMark};
@@ -49,11 +50,18 @@ pub fn beside(clock: Arc<dyn Clock>) -> crate::raft::node::Beside {
 pub struct AgentService {
     core: Arc<Core>,
     clock: Arc<dyn Clock>,
+    /// Where reports go to be proposed, together when several wait.
+    intake: Intake,
 }
 
 impl AgentService {
     pub fn new(core: Arc<Core>, clock: Arc<dyn Clock>) -> Self {
-        Self { core, clock }
+        let intake = Intake::start(core.clone(), clock.clone(), CALL_TIMEOUT);
+        Self {
+            core,
+            clock,
+            intake,
+        }
     }
 
     /// Proposes `command` as the agent its certificate names (the processor checks again that
@@ -69,12 +77,17 @@ impl AgentService {
             cluster: cluster.clone(),
         };
         let proposal = Proposal::by(author, self.clock.now_ms(), command);
-        match self.core.write(proposal, CALL_TIMEOUT).await {
-            Ok(Outcome::Applied(applied)) => Ok(applied),
-            Ok(Outcome::Refused(rejection)) => Err(Status::failed_precondition(rejection.message)),
-            Ok(Outcome::Internal) => Err(Status::internal("the write was not applied")),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(self.core.write(proposal, CALL_TIMEOUT).await)
+    }
+}
+
+/// What a caller hears of a write of its command.
+fn applied(written: Result<Outcome, AskError>) -> Result<crate::model::processor::Applied, Status> {
+    match written {
+        Ok(Outcome::Applied(applied)) => Ok(applied),
+        Ok(Outcome::Refused(rejection)) => Err(Status::failed_precondition(rejection.message)),
+        Ok(Outcome::Internal) => Err(Status::internal("the write was not applied")),
+        Err(e) => Err(unavailable(e)),
     }
 }
 
@@ -342,17 +355,14 @@ impl AgentLink for AgentService {
         let (stored, mut refused) = self.store_logs(&agent, &cluster, &logs, &events).await?;
         let mut outcome = ReportOutcome::default();
         if !events.is_empty() {
-            let applied = self
-                .write(
-                    &agent,
-                    &cluster.clone(),
-                    Command::AgentReport(AgentReport {
-                        agent: agent.clone(),
-                        cluster: cluster.clone(),
-                        entries: events.clone(),
-                    }),
-                )
-                .await?;
+            // Through the intake, with whatever other agents' reports wait beside it; the
+            // agent and cluster are the certificate's (`agent_of`), never the request's.
+            let report = AgentReport {
+                agent: agent.clone(),
+                cluster: cluster.clone(),
+                entries: events.clone(),
+            };
+            let applied = applied(self.intake.write(report).await)?;
             outcome = detail(applied.detail)?;
         }
         // Pieces stored for a run whose start this batch carried but the plane refused, or

@@ -15,6 +15,8 @@
 //! - [`agents`]: the server side of `AgentLink`, served beside `PlanePeer` on every node:
 //!   agents' heartbeats and reports become commands (their log pieces go to the node's
 //!   logbook instead); schedule fetches read the node's copy after a read barrier.
+//! - [`intake`]: the reports a node's agents send, proposed together when several wait (one
+//!   Raft entry and one transaction on every node for all of them).
 //! - [`logbook`]: task logs out of consensus — each node's `logbook.db` of the pieces agents
 //!   sent it, cut at a cap and swept after retention; an attempt's copy in the bucket
 //!   (`logbook::object`).
@@ -52,6 +54,7 @@ pub mod cli;
 pub mod config;
 pub mod courier;
 pub mod history_store;
+pub mod intake;
 pub mod lease;
 pub mod logbook;
 pub mod logs;

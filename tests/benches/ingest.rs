@@ -548,6 +548,16 @@ async fn bench() {
         let late: u64 = backlogs[backlogs.len() - quarter..].iter().sum::<u64>() / quarter as u64;
         println!("backlog: {early} runs on average in the first quarter, {late} in the last");
     }
+    let proposals: u64 = (0..nodes)
+        .map(|i| {
+            let tally = &f.plane.node(i).tally;
+            tally.report_proposals.load(Ordering::Relaxed)
+        })
+        .sum();
+    println!(
+        "report calls proposed as {proposals} Raft entries ({:.2} reports an entry)",
+        counts.calls.load(Ordering::Relaxed) as f64 / proposals.max(1) as f64
+    );
     let appended: Vec<u64> = (0..nodes)
         .map(|i| {
             f.plane

@@ -730,3 +730,88 @@ async fn retired_runs_leave_the_snapshot(mut cluster: Cluster) {
     }
     cluster.shutdown().await;
 }
+
+/// Issue #21: reports that wait together go to the plane as one entry (one transaction on
+/// every node instead of one each), and each caller still hears its own report's outcome.
+/// The intake is held while they queue, so they are gathered without any timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_waiting_together_are_one_entry_and_each_caller_hears_its_own_outcome() {
+    use meridian_domain::run::{Report, ReportItem, RunEvent, RunState};
+    use meridian_plane::intake::Intake;
+    use meridian_plane::model::{AgentReport, ReportEntry};
+
+    let cluster = Cluster::start(1).await;
+    let node = cluster.node(0);
+    let intake = std::sync::Arc::new(Intake::start(
+        node.core(),
+        std::sync::Arc::new(meridian_domain::SystemClock),
+        WRITE_TIMEOUT,
+    ));
+    // Each agent reports a run of a cluster that does not exist: refused, naming the agent,
+    // so an outcome handed to the wrong caller shows.
+    let report = |i: u64| AgentReport {
+        agent: format!("agent-{i}.test"),
+        cluster: Name::new(format!("gone-{i}")).unwrap(),
+        entries: vec![ReportEntry {
+            seq: 100 + i,
+            report: Report::V1 {
+                cluster: format!("gone-{i}"),
+                partition: None,
+                epoch: 0,
+                item: ReportItem::Run(RunEvent {
+                    run_id: format!("ads.etl@{i}"),
+                    schedule: None,
+                    fire_ms: None,
+                    tenant: "ads".into(),
+                    workflow: "etl".into(),
+                    workflow_version: 1,
+                    environment: "prod".into(),
+                    state: RunState::Started,
+                    at_ms: 0,
+                    message: String::new(),
+                }),
+            },
+        }],
+    };
+    const AGENTS: u64 = 8;
+    let held = intake.hold().await;
+    let calls: Vec<_> = (0..AGENTS)
+        .map(|i| {
+            let intake = intake.clone();
+            tokio::spawn(async move { intake.write(report(i)).await })
+        })
+        .collect();
+    let deadline = Instant::now() + WRITE_TIMEOUT;
+    while intake.waiting() < AGENTS as usize {
+        assert!(Instant::now() < deadline, "the reports never queued");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    drop(held);
+    for (i, call) in calls.into_iter().enumerate() {
+        let Ok(Outcome::Applied(applied)) = call.await.unwrap() else {
+            panic!("report {i} was not applied");
+        };
+        let outcome: meridian_plane::model::history::ReportOutcome =
+            serde_json::from_str(applied.detail.as_deref().unwrap()).unwrap();
+        assert_eq!(outcome.refused.len(), 1, "{outcome:?}");
+        let (seq, reason) = &outcome.refused[0];
+        assert_eq!(*seq, 100 + i as u64);
+        assert_eq!(
+            reason,
+            &format!("agent `agent-{i}.test`: its cluster `gone-{i}` does not exist")
+        );
+    }
+    let after = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    assert_eq!(
+        after - before,
+        1,
+        "{AGENTS} reports waiting together are one entry"
+    );
+    // Nothing waits for company: a lone report goes at once, as its agent's own command.
+    let Ok(Outcome::Applied(lone)) = intake.write(report(AGENTS)).await else {
+        panic!("the lone report was not applied");
+    };
+    assert!(lone.items.is_empty(), "not a batch: {lone:?}");
+    cluster.shutdown().await;
+}

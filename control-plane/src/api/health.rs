@@ -358,6 +358,13 @@ async fn scrape(api: &Api) -> ApiResult<String> {
     );
     counter(
         &mut registry,
+        "report_proposals",
+        "Raft entries this node proposed for agents' reports since it started (reports \
+         waiting together go as one)",
+        read(&tally.report_proposals),
+    );
+    counter(
+        &mut registry,
         "report_events_applied",
         "Run and attempt events from agents' reports this node committed since it started",
         read(&tally.events_applied),

@@ -121,8 +121,12 @@ impl Command {
     }
 
     /// Whether the audit trail records it. Agents' heartbeats and reports are machine traffic
-    /// many times a second; their effect is in the leases and the run history.
+    /// many times a second; their effect is in the leases and the run history. A batch is
+    /// when any of its commands is (the intake's batches of reports are not).
     pub fn audited(&self) -> bool {
+        if let Self::Batch(items) = self {
+            return items.iter().any(Command::audited);
+        }
         !matches!(
             self,
             Self::AgentHeartbeat(_)

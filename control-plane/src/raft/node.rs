@@ -117,6 +117,8 @@ pub enum NodeError {
 pub struct Tally {
     /// Report calls answered.
     pub reports: std::sync::atomic::AtomicU64,
+    /// Raft entries proposed for reports (`intake`: reports waiting together are one).
+    pub report_proposals: std::sync::atomic::AtomicU64,
     /// Run and attempt events committed through Raft.
     pub events_applied: std::sync::atomic::AtomicU64,
     /// Events and log pieces refused for good.
