@@ -105,6 +105,18 @@ const COLUMNS: &str = "run_id, tenant, workflow, workflow_version, schedule, fir
      finished_ms, message, starts, updated_ms, order_ms, generation, rerun_of, kept, \
      requested_by, retired_index";
 
+impl crate::model::wal::Checkpoint for HistoryStore {
+    /// PostgreSQL keeps its own log.
+    async fn checkpoint(&self) -> sqlx::Result<()> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 impl HistoryStore {
     /// Opens (creating, and bringing its schema up to date) the store `url` names, or
     /// `history.db` in `data_dir`.
@@ -135,6 +147,8 @@ impl HistoryStore {
                             "PRAGMA busy_timeout = 5000",
                             "PRAGMA cache_size = -32768",
                             "PRAGMA mmap_size = 268435456",
+                            // Checkpointed beside the writer (`model::wal`).
+                            "PRAGMA wal_autocheckpoint = 0",
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }

@@ -103,7 +103,13 @@ impl Logbook {
     pub async fn open(dir: &Path, config: LogsConfig) -> sqlx::Result<Self> {
         // What is acknowledged leaves the agent's outbox: it must be on disk.
         let path = dir.join(LOGBOOK_FILE);
-        let pool = crate::model::open_with(&path, SqliteSynchronous::Full, &MIGRATOR).await?;
+        let pool = crate::model::open_with(
+            &path,
+            SqliteSynchronous::Full,
+            crate::model::wal::Checkpoints::Inline,
+            &MIGRATOR,
+        )
+        .await?;
         let stored: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(bytes), 0) FROM log_attempts")
             .fetch_one(&pool)
             .await?;

@@ -53,6 +53,7 @@ pub mod rerun;
 pub mod retire;
 mod run_record;
 mod tenancy;
+pub mod wal;
 
 pub use crate::name::{Name, NameError};
 pub use crate::policy::{Binding, Role};
@@ -77,13 +78,23 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 ///
 /// WAL with `synchronous = NORMAL`: a crash may lose the last transactions but never leaves a
 /// half-applied one, and the Raft log (fsync'd) replays whatever the database lost.
+///
+/// Its log is checkpointed by a worker, not by the apply's commits ([`wal`]): whoever opens it
+/// for long runs a [`wal::Checkpointer`] beside it (a plane node does); a short-lived opener
+/// (a restore) leaves it to SQLite's checkpoint when the last connection closes.
 pub async fn open(path: &Path) -> sqlx::Result<SqlitePool> {
-    open_with(path, SqliteSynchronous::Normal, &MIGRATOR).await
+    open_with(
+        path,
+        SqliteSynchronous::Normal,
+        wal::Checkpoints::Worker,
+        &MIGRATOR,
+    )
+    .await
 }
 
 /// Opens (creating if needed) one of a node's SQLite databases at `path` — WAL, foreign keys,
 /// four connections — syncing as `synchronous` says, its schema brought up to date by
-/// `migrator`. Each connection caches up to 32 MiB of pages and reads the file through a
+/// `migrator`, its log checkpointed as `checkpoints` says. Each connection caches up to 32 MiB of pages and reads the file through a
 /// 256 MiB memory map: with SQLite's 2 MiB default, a model of a few hundred thousand runs
 /// re-read its index pages from the file at every report (`pread` was a tenth of the plane's
 /// time under the ingest benchmark; a 150 s run committed about a quarter more with these, a
@@ -92,6 +103,7 @@ pub async fn open(path: &Path) -> sqlx::Result<SqlitePool> {
 pub async fn open_with(
     path: &Path,
     synchronous: SqliteSynchronous,
+    checkpoints: wal::Checkpoints,
     migrator: &Migrator,
 ) -> sqlx::Result<SqlitePool> {
     let options = SqliteConnectOptions::new()
@@ -102,7 +114,8 @@ pub async fn open_with(
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5))
         .pragma("cache_size", "-32768")
-        .pragma("mmap_size", "268435456");
+        .pragma("mmap_size", "268435456")
+        .pragma("wal_autocheckpoint", checkpoints.pragma());
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options)

@@ -33,6 +33,7 @@ use crate::history_store::{HistoryConfig, HistoryStore};
 use crate::logbook::sweep::Sweeper;
 use crate::logbook::{Logbook, LogsConfig};
 use crate::model::Proposal;
+use crate::model::wal::Checkpointer;
 
 /// Raft timings. Defaults suit one data center or a fast WAN; raise them for slow links.
 ///
@@ -271,6 +272,17 @@ impl PlaneNode {
             retention_days: config.history.retention_days,
         };
         tokio::spawn(history_sweeper.run(stopping.clone()));
+        // The apply's commits never checkpoint (`model::wal`): these do, beside it.
+        let model_wal = Checkpointer {
+            name: "model",
+            database: core.state.pool().clone(),
+        };
+        tokio::spawn(model_wal.run(stopping.clone()));
+        let history_wal = Checkpointer {
+            name: "history store",
+            database: core.state.history().clone(),
+        };
+        tokio::spawn(history_wal.run(stopping.clone()));
         let tls = config.tls.server();
         let stores = super::ask::Stores {
             logbook,
