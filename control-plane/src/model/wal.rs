@@ -85,6 +85,13 @@ mod tests {
 
     static NO_SCHEMA: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
 
+    async fn open(file: &std::path::Path, checkpoints: Checkpoints) -> sqlx::SqlitePool {
+        let normal = SqliteSynchronous::Normal;
+        crate::model::open_with(file, normal, checkpoints, &NO_SCHEMA)
+            .await
+            .unwrap()
+    }
+
     /// Writes ~5 MiB (over 1,000 pages) in one commit; returns the database file's size then.
     async fn write_a_lot(pool: &sqlx::SqlitePool, file: &std::path::Path) -> u64 {
         sqlx::query("CREATE TABLE t (x BLOB)")
@@ -106,14 +113,7 @@ mod tests {
     async fn a_worker_checkpointed_database_copies_its_log_only_when_the_worker_does() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("worker.db");
-        let pool = crate::model::open_with(
-            &file,
-            SqliteSynchronous::Normal,
-            Checkpoints::Worker,
-            &NO_SCHEMA,
-        )
-        .await
-        .unwrap();
+        let pool = open(&file, Checkpoints::Worker).await;
         let after_commit = write_a_lot(&pool, &file).await;
         assert!(
             after_commit < 1 << 20,
@@ -124,14 +124,7 @@ mod tests {
         assert!(after_checkpoint > 4 << 20, "{after_checkpoint}");
         // The control: SQLite's own checkpoint copies it in the commit.
         let file = dir.path().join("inline.db");
-        let pool = crate::model::open_with(
-            &file,
-            SqliteSynchronous::Normal,
-            Checkpoints::Inline,
-            &NO_SCHEMA,
-        )
-        .await
-        .unwrap();
+        let pool = open(&file, Checkpoints::Inline).await;
         assert!(write_a_lot(&pool, &file).await > 4 << 20);
     }
 }
