@@ -25,12 +25,11 @@ use crate::raft::node::{Core, PlaneNode};
 
 /// How often the retirer looks when it has caught up.
 const POLL: Duration = Duration::from_secs(30);
-/// Runs retired per proposal at most (the most `RetireRuns` takes). Large, because a run's
-/// rows sit in indexes keyed by schedule: 2,000 runs due at once are mostly one each of 2,000
-/// schedules, a page each, while 10,000 share those pages five to one. One node at 5,000/s
-/// offered retired ~6,500 runs/s against ~3,000 with 2,000 (BENCHMARKS, session 26); the cost
-/// is an apply of ~1.5 s there, which heartbeats and reports wait behind.
-const BATCH: u32 = 10_000;
+/// Runs retired per proposal at most. 10,000 (session 26) retired more than twice as fast on
+/// one node (a run's rows are keyed by schedule, so more runs share pages) but took in no more
+/// on three nodes over 10 minutes, and each retirement became an apply of seconds that
+/// heartbeats and reports waited behind (BENCHMARKS, session 26): kept at 2,000.
+const BATCH: u32 = 2000;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts `node`'s retirer; it stops with the node. `archiving`: whether the plane copies
