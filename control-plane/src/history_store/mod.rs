@@ -185,11 +185,21 @@ impl HistoryStore {
     /// A transaction that may read before it writes. On SQLite it takes the write lock as it
     /// begins: begun deferred, one that had read would fail at once with "database is
     /// locked" when another (the state machine's put, the gap filler, the sweeper) had
-    /// written since, rather than wait. PostgreSQL locks rows, and waits.
+    /// written since, rather than wait. On PostgreSQL writers take turns on one advisory lock.
     async fn writing(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
         match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+            Backend::Postgres => {
+                // Writers take turns, as on SQLite: the hourly counts' triggers update
+                // `run_hours` rows in no set order, and two writers touching the same hours
+                // deadlocked (one failed) instead of waiting. One lock for the store, held to
+                // the transaction's end.
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7265783)")
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
         }
     }
 
