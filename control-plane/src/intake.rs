@@ -1,11 +1,12 @@
 //! The intake: the agents' reports a node accepts, proposed together.
 //!
 //! A report proposed on its own is one Raft entry, and every node applies an entry in one
-//! SQLite transaction whose commit writes each page it dirtied; a report's runs are keyed by
-//! `schedule@time`, so they dirty pages all over each index, and the commits, not the work,
-//! bound how many runs a node can take in (BENCHMARKS "Ingest again", session 25). openraft
-//! hands the state machine one entry per `apply` however many wait, so the only place to put
-//! reports together is before they are proposed: here.
+//! SQLite transaction; openraft hands the state machine one entry per `apply` however many
+//! wait, so the only place to put reports together is before they are proposed: here. (Built
+//! on session 25's reading that commits bound ingest; session 26 found most of a commit's cost
+//! was SQLite's inline checkpoint, now moved off the apply (`model::wal`), and with the ingest
+//! bench's four agents batching showed no gain: BENCHMARKS, session 26. It is for many agents
+//! reporting at once.)
 //!
 //! Each node runs one [`Intake`] for the reports its agents' calls bring. Its worker takes the
 //! first report waiting and everything else waiting at that moment (up to [`MAX_ENTRIES`]
