@@ -109,7 +109,7 @@ impl crate::model::wal::Checkpoint for HistoryStore {
     /// PostgreSQL keeps its own log.
     async fn checkpoint(&self) -> sqlx::Result<()> {
         if self.backend == Backend::Sqlite {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            sqlx::query(crate::model::wal::PASSIVE)
                 .execute(&self.pool)
                 .await?;
         }

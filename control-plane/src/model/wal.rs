@@ -5,7 +5,7 @@
 //! transactions are large (a report of hundreds of runs dirties ~1,500 pages), so nearly every
 //! one paid a checkpoint; and the state machine applies one entry at a time, so the plane's
 //! ingest waited on them (40 ms of a report's 90 ms; the history store's write in a
-//! retirement the same: BENCHMARKS "Ingest: the checkpoints", session 26). The databases the
+//! retirement the same: BENCHMARKS "Ingest, session 26"). The databases the
 //! apply writes open with `wal_autocheckpoint = 0` ([`Checkpoints::Worker`]) and a
 //! [`Checkpointer`] does the copying on its own connection: a passive checkpoint never blocks
 //! the writer or a reader, and the log is reused once one has copied it all.
@@ -36,6 +36,9 @@ impl Checkpoints {
     }
 }
 
+/// One passive checkpoint, in SQL.
+pub const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+
 /// A database whose log a [`Checkpointer`] can copy in.
 pub trait Checkpoint: Send + Sync + 'static {
     /// One passive checkpoint.
@@ -44,10 +47,7 @@ pub trait Checkpoint: Send + Sync + 'static {
 
 impl Checkpoint for sqlx::SqlitePool {
     async fn checkpoint(&self) -> sqlx::Result<()> {
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(self)
-            .await
-            .map(drop)
+        sqlx::query(PASSIVE).execute(self).await.map(drop)
     }
 }
 
