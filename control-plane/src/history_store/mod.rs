@@ -28,6 +28,7 @@ use sqlx::{AnyPool, Row};
 use crate::model::query::{Bind, Dialect, RunFilter, RunRecord, TaskAttempt};
 use crate::model::rerun::RetiredFamily;
 use crate::model::retire::Retired;
+use crate::model::wal::{self, Restart};
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/history/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("migrations/history/postgres");
@@ -95,8 +96,13 @@ pub enum Backend {
 /// A node's history store; clones share the pool.
 #[derive(Clone)]
 pub struct HistoryStore {
+    /// For reads.
     pool: AnyPool,
+    /// For writes: one connection ([`HistoryStore::writing`]).
+    writer: AnyPool,
     backend: Backend,
+    /// Shared with the checkpointer of its log (SQLite: `model::wal`).
+    restart: Restart,
 }
 
 /// What a run row holds in the history store, in the order [`HistoryStore::put`] binds it.
@@ -107,13 +113,12 @@ const COLUMNS: &str = "run_id, tenant, workflow, workflow_version, schedule, fir
 
 impl crate::model::wal::Checkpoint for HistoryStore {
     /// PostgreSQL keeps its own log.
-    async fn checkpoint(&self) -> sqlx::Result<()> {
-        if self.backend == Backend::Sqlite {
-            sqlx::query(crate::model::wal::PASSIVE)
-                .execute(&self.pool)
-                .await?;
+    async fn checkpoint(&self) -> sqlx::Result<i64> {
+        if self.backend == Backend::Postgres {
+            return Ok(0);
         }
-        Ok(())
+        let row = sqlx::query(wal::PASSIVE).fetch_one(&self.pool).await?;
+        row.try_get::<i64, _>(1)
     }
 }
 
@@ -134,8 +139,28 @@ impl HistoryStore {
         } else {
             Backend::Postgres
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(4)
+        // Four connections for readers; one more that every write takes (as the model's
+        // `model::writer`: its page cache stays warm, and writers wait their turn for it
+        // rather than for the database's lock).
+        let pool = Self::connect(&url, backend, 4).await?;
+        match backend {
+            Backend::Sqlite => SQLITE.run(&pool).await?,
+            Backend::Postgres => POSTGRES.run(&pool).await?,
+        }
+        let writer = Self::connect(&url, backend, 1).await?;
+        Ok(Self {
+            pool,
+            writer,
+            backend,
+            restart: Restart::default(),
+        })
+    }
+
+    async fn connect(url: &str, backend: Backend, connections: u32) -> sqlx::Result<AnyPool> {
+        AnyPoolOptions::new()
+            .max_connections(connections)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -152,21 +177,25 @@ impl HistoryStore {
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
+                        let keep = wal::KEEP_BYTES;
+                        sqlx::query(&format!("PRAGMA journal_size_limit = {keep}"))
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
             })
-            .connect(&url)
-            .await?;
-        match backend {
-            Backend::Sqlite => SQLITE.run(&pool).await?,
-            Backend::Postgres => POSTGRES.run(&pool).await?,
-        }
-        Ok(Self { pool, backend })
+            .connect(url)
+            .await
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// For its log's checkpointer (`model::wal`).
+    pub fn wal_restart(&self) -> Restart {
+        self.restart.clone()
     }
 
     /// A transaction whose reads all see one snapshot of the store (PostgreSQL's default
@@ -188,13 +217,18 @@ impl HistoryStore {
     /// written since, rather than wait. On PostgreSQL writers take turns on one advisory lock.
     async fn writing(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Sqlite => {
+                if self.restart.asked() {
+                    sqlx::query(wal::PASSIVE).execute(&self.writer).await?;
+                }
+                self.writer.begin_with("BEGIN IMMEDIATE").await
+            }
             Backend::Postgres => {
                 // Writers take turns, as on SQLite: the hourly counts' triggers update
                 // `run_hours` rows in no set order, and two writers touching the same hours
                 // deadlocked (one failed) instead of waiting. One lock for the store, held to
                 // the transaction's end.
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock(7265783)")
                     .execute(&mut *tx)
                     .await?;

@@ -115,13 +115,29 @@ pub async fn open_with(
         .busy_timeout(Duration::from_secs(5))
         .pragma("cache_size", "-32768")
         .pragma("mmap_size", "268435456")
-        .pragma("wal_autocheckpoint", checkpoints.pragma());
+        .pragma("wal_autocheckpoint", checkpoints.pragma())
+        .pragma("journal_size_limit", wal::KEEP_BYTES);
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options)
         .await?;
     migrator.run(&pool).await?;
     Ok(pool)
+}
+
+/// The one connection a database's writer keeps, beside `pool`'s (the same file and
+/// settings). SQLite drops a connection's page cache, and unmaps its file, whenever it finds
+/// that another connection wrote since its last transaction: a writer taking whichever of the
+/// pool's connections was free started most transactions with a cold cache. Never closed
+/// for idleness or age.
+pub async fn writer(pool: &SqlitePool) -> sqlx::Result<SqlitePool> {
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with((*pool.connect_options()).clone())
+        .await
 }
 
 /// A data center: a site with its own private network.

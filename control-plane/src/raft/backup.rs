@@ -236,7 +236,7 @@ pub async fn export(data_dir: &Path, file: &Path) -> Result<Summary, BackupError
             .map_err(|e| BackupError::io(&copy, e))?;
         let out = work.join("export.db");
         let written = vacuum_into(state.pool(), &out).await;
-        state.pool().close().await;
+        state.close().await;
         written.map_err(|e| BackupError::io(&copy, e))?;
         std::fs::rename(&out, file).map_err(|e| BackupError::io(file, e))
     }

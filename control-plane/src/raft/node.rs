@@ -273,15 +273,12 @@ impl PlaneNode {
         };
         tokio::spawn(history_sweeper.run(stopping.clone()));
         // The apply's commits never checkpoint (`model::wal`): these do, beside it.
-        let model_wal = Checkpointer {
-            name: "model",
-            database: core.state.pool().clone(),
-        };
+        let model_wal =
+            Checkpointer::new("model", core.state.pool().clone(), core.state.wal_restart());
         tokio::spawn(model_wal.run(stopping.clone()));
-        let history_wal = Checkpointer {
-            name: "history store",
-            database: core.state.history().clone(),
-        };
+        let history = core.state.history();
+        let history_wal =
+            Checkpointer::new("history store", history.clone(), history.wal_restart());
         tokio::spawn(history_wal.run(stopping.clone()));
         let tls = config.tls.server();
         let stores = super::ask::Stores {
@@ -562,7 +559,7 @@ impl PlaneNode {
         // server task; close their sockets so peers see the node gone, as after a crash.
         self.connections.cut_all();
         let _ = self.raft.shutdown().await;
-        self.state.pool().close().await;
+        self.state.close().await;
     }
 }
 

@@ -24,6 +24,7 @@ use super::{Entry, LogId, Outcome, SnapshotMeta, StorageError, StoredMembership,
 use crate::history_store::HistoryStore;
 use crate::history_store::reader::RunReader;
 use crate::model::processor::{self, ApplyError};
+use crate::model::wal::{self, Restart};
 use crate::model::{Command, retire};
 
 /// The model database's file in a node's data directory.
@@ -36,6 +37,8 @@ const RECEIVING: &str = "receiving-";
 #[derive(Clone)]
 pub struct StateMachine {
     pool: SqlitePool,
+    /// The apply's own connection (`model::writer`).
+    writer: SqlitePool,
     /// Where finished runs go when they leave the model (`model::retire`).
     history: HistoryStore,
     snapshots: PathBuf,
@@ -47,6 +50,8 @@ pub struct StateMachine {
     /// Bumped after every commit that changed who may do what (a token, user, binding or
     /// session), so the API's cache of resolved principals knows when to look again.
     access: Arc<AtomicU64>,
+    /// Shared with the checkpointer of the model's log (`model::wal`): the apply is its writer.
+    restart: Restart,
 }
 
 impl StateMachine {
@@ -62,15 +67,29 @@ impl StateMachine {
             }
         }
         let pool = crate::model::open(&dir.join(MODEL_FILE)).await?;
+        let writer = crate::model::writer(&pool).await?;
         Ok(Self {
             pool,
+            writer,
             history,
             snapshots,
             snapshot_lock: Arc::default(),
             counter: Arc::default(),
             receiving: Arc::default(),
             access: Arc::default(),
+            restart: Restart::default(),
         })
+    }
+
+    /// Closes the model's connections, the apply's among them.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
+    }
+
+    /// For the model's log's checkpointer.
+    pub fn wal_restart(&self) -> Restart {
+        self.restart.clone()
     }
 
     /// The runs, wherever they are: the model's and the history store's.
@@ -343,7 +362,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut conn = self.pool.acquire().await.map_err(sm_err)?;
+        let mut conn = self.writer.acquire().await.map_err(sm_err)?;
+        // The log has grown long: copied in once more here, this transaction starts it over.
+        if self.restart.asked() {
+            sqlx::query(wal::PASSIVE)
+                .execute(&mut *conn)
+                .await
+                .map_err(sm_err)?;
+        }
         let mut tx = conn.begin().await.map_err(sm_err)?;
         let (mut applied, mut membership) = Self::progress(&mut tx).await.map_err(sm_err)?;
         let mut outcomes = Vec::new();
