@@ -208,16 +208,19 @@ async fn plan_cluster(
     agent: &str,
     now: i64,
 ) -> Result<Vec<HeldLease>, ApplyError> {
-    for partition in 0..cluster.partitions {
-        sqlx::query(
-            "INSERT INTO leases (cluster, partition, holder, epoch, expires_ms) \
-             VALUES (?, ?, NULL, 0, 0) ON CONFLICT DO NOTHING",
-        )
-        .bind(cluster.name.as_str())
-        .bind(i64::from(partition))
-        .execute(&mut *tx)
-        .await?;
-    }
+    // Every partition has its row (the cluster may have grown), in one statement: a
+    // heartbeat is applied on every node several times a second, and each statement is a
+    // round trip to the connection's thread.
+    sqlx::query(
+        "WITH RECURSIVE p (n) AS (SELECT 0 WHERE ?2 > 0 UNION ALL SELECT n + 1 FROM p \
+         WHERE n + 1 < ?2) \
+         INSERT INTO leases (cluster, partition, holder, epoch, expires_ms) \
+         SELECT ?1, n, NULL, 0, 0 FROM p WHERE true ON CONFLICT DO NOTHING",
+    )
+    .bind(cluster.name.as_str())
+    .bind(i64::from(cluster.partitions))
+    .execute(&mut *tx)
+    .await?;
     let leases: Vec<lease::Lease> = sqlx::query(
         "SELECT partition, holder, epoch, expires_ms FROM leases WHERE cluster = ? \
          ORDER BY partition",
@@ -289,6 +292,8 @@ async fn plan_cluster(
     .await?;
     let reserved = now < resumed + lease_ms;
     let mut release = Vec::new();
+    // The agent's renewals, by the time they run to: written together below.
+    let mut renewed: std::collections::BTreeMap<i64, Vec<u32>> = Default::default();
     for change in lease::plan_reserving(&leases, &agents, now, lease_ms, reserved) {
         match change {
             LeaseChange::Renew {
@@ -296,16 +301,7 @@ async fn plan_cluster(
                 holder,
                 expires_ms,
             } if holder == agent => {
-                sqlx::query(
-                    "UPDATE leases SET expires_ms = ? WHERE cluster = ? AND partition = ? \
-                     AND holder = ?",
-                )
-                .bind(expires_ms)
-                .bind(cluster.name.as_str())
-                .bind(i64::from(partition))
-                .bind(&holder)
-                .execute(&mut *tx)
-                .await?;
+                renewed.entry(expires_ms).or_default().push(partition);
             }
             LeaseChange::Renew { .. } => {}
             LeaseChange::Grant {
@@ -346,6 +342,18 @@ async fn plan_cluster(
             }
             LeaseChange::AskRelease { .. } => {}
         }
+    }
+    for (expires_ms, partitions) in renewed {
+        sqlx::query(
+            "UPDATE leases SET expires_ms = ?1 WHERE cluster = ?2 AND holder = ?3 \
+             AND partition IN (SELECT value FROM json_each(?4))",
+        )
+        .bind(expires_ms)
+        .bind(cluster.name.as_str())
+        .bind(agent)
+        .bind(json(&partitions))
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(release)
 }
