@@ -25,6 +25,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
+use crate::model;
 use crate::model::query::{Bind, Dialect, RunFilter, RunRecord, TaskAttempt};
 use crate::model::rerun::RetiredFamily;
 use crate::model::retire::Retired;
@@ -142,12 +143,12 @@ impl HistoryStore {
         // Four connections for readers; one more that every write takes (as the model's
         // `model::writer`: its page cache stays warm, and writers wait their turn for it
         // rather than for the database's lock).
-        let pool = Self::connect(&url, backend, 4).await?;
+        let pool = Self::connect(&url, backend, 4, model::READER_CACHE).await?;
         match backend {
             Backend::Sqlite => SQLITE.run(&pool).await?,
             Backend::Postgres => POSTGRES.run(&pool).await?,
         }
-        let writer = Self::connect(&url, backend, 1).await?;
+        let writer = Self::connect(&url, backend, 1, model::WRITER_CACHE).await?;
         Ok(Self {
             pool,
             writer,
@@ -156,7 +157,12 @@ impl HistoryStore {
         })
     }
 
-    async fn connect(url: &str, backend: Backend, connections: u32) -> sqlx::Result<AnyPool> {
+    async fn connect(
+        url: &str,
+        backend: Backend,
+        connections: u32,
+        cache: &'static str,
+    ) -> sqlx::Result<AnyPool> {
         AnyPoolOptions::new()
             .max_connections(connections)
             .idle_timeout(None)
@@ -165,22 +171,23 @@ impl HistoryStore {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // Durable before the model forgets the runs; readers beside the
-                        // writer; pages cached and mapped as the model's (`model::open_with`).
+                        // writer; pages cached as the model's (`model::open_with`).
                         for pragma in [
                             "PRAGMA journal_mode = WAL",
                             "PRAGMA synchronous = FULL",
                             "PRAGMA busy_timeout = 5000",
-                            "PRAGMA cache_size = -32768",
-                            "PRAGMA mmap_size = 268435456",
                             // Checkpointed beside the writer (`model::wal`).
                             "PRAGMA wal_autocheckpoint = 0",
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
                         let keep = wal::KEEP_BYTES;
-                        sqlx::query(&format!("PRAGMA journal_size_limit = {keep}"))
-                            .execute(&mut *conn)
-                            .await?;
+                        for pragma in [
+                            format!("PRAGMA cache_size = {cache}"),
+                            format!("PRAGMA journal_size_limit = {keep}"),
+                        ] {
+                            sqlx::query(&pragma).execute(&mut *conn).await?;
+                        }
                     }
                     Ok(())
                 })

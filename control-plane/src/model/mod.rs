@@ -94,12 +94,12 @@ pub async fn open(path: &Path) -> sqlx::Result<SqlitePool> {
 
 /// Opens (creating if needed) one of a node's SQLite databases at `path` — WAL, foreign keys,
 /// four connections — syncing as `synchronous` says, its schema brought up to date by
-/// `migrator`, its log checkpointed as `checkpoints` says. Each connection caches up to 32 MiB of pages and reads the file through a
-/// 256 MiB memory map: with SQLite's 2 MiB default, a model of a few hundred thousand runs
-/// re-read its index pages from the file at every report (`pread` was a tenth of the plane's
-/// time under the ingest benchmark; a 150 s run committed about a quarter more with these, a
-/// 10-minute run did not show it: BENCHMARKS.md). The map's pages are the file's, shared and
-/// given back under memory pressure; they count in RSS.
+/// `migrator`, its log checkpointed as `checkpoints` says. Each connection caches up to
+/// 8 MiB of pages, the writer's 32 MiB ([`writer`]): with SQLite's 2 MiB default, a model of a
+/// few hundred thousand runs re-read its index pages from the file at every report (`pread` was
+/// a tenth of the plane's time under the ingest benchmark). No memory map: session 25 added a 256 MiB map per connection, each
+/// connection's mapped pages counted in the process's RSS, and a plane holding a million
+/// schedules sat at 1.9 GiB instead of ~110 MiB (BENCHMARKS.md, memory at scale).
 pub async fn open_with(
     path: &Path,
     synchronous: SqliteSynchronous,
@@ -113,8 +113,7 @@ pub async fn open_with(
         .synchronous(synchronous)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5))
-        .pragma("cache_size", "-32768")
-        .pragma("mmap_size", "268435456")
+        .pragma("cache_size", READER_CACHE)
         .pragma("wal_autocheckpoint", checkpoints.pragma())
         .pragma("journal_size_limit", wal::KEEP_BYTES);
     let pool = SqlitePoolOptions::new()
@@ -131,14 +130,22 @@ pub async fn open_with(
 /// pool's connections was free started most transactions with a cold cache. Never closed
 /// for idleness or age.
 pub async fn writer(pool: &SqlitePool) -> sqlx::Result<SqlitePool> {
+    let options = (*pool.connect_options())
+        .clone()
+        .pragma("cache_size", WRITER_CACHE);
     SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)
         .idle_timeout(None)
         .max_lifetime(None)
-        .connect_with((*pool.connect_options()).clone())
+        .connect_with(options)
         .await
 }
+
+/// Page caches (`cache_size`, negative: KiB): a reader's 8 MiB, a writer's 32 MiB. Every
+/// connection's cache is the process's memory once the database is bigger than it.
+pub const READER_CACHE: &str = "-8192";
+pub const WRITER_CACHE: &str = "-32768";
 
 /// A data center: a site with its own private network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
