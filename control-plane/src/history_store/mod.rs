@@ -106,6 +106,13 @@ pub struct HistoryStore {
     restart: Restart,
 }
 
+/// A history store's two pools: four connections for reads, one that every write takes.
+#[derive(Clone, Copy)]
+enum Connections {
+    Readers,
+    Writer,
+}
+
 /// What a run row holds in the history store, in the order [`HistoryStore::put`] binds it.
 const COLUMNS: &str = "run_id, tenant, workflow, workflow_version, schedule, fire_ms, \
      environment, cluster, dc, state, agent, epoch, requested_ms, queued_ms, started_ms, \
@@ -140,15 +147,15 @@ impl HistoryStore {
         } else {
             Backend::Postgres
         };
-        // Four connections for readers; one more that every write takes (as the model's
-        // `model::writer`: its page cache stays warm, and writers wait their turn for it
-        // rather than for the database's lock).
-        let pool = Self::connect(&url, backend, 4, model::READER_CACHE).await?;
+        // Readers, and one connection every write takes (as the model's `model::writer`: its
+        // page cache stays warm, and writers wait their turn for it rather than for the
+        // database's lock).
+        let pool = Self::connect(&url, backend, Connections::Readers).await?;
         match backend {
             Backend::Sqlite => SQLITE.run(&pool).await?,
             Backend::Postgres => POSTGRES.run(&pool).await?,
         }
-        let writer = Self::connect(&url, backend, 1, model::WRITER_CACHE).await?;
+        let writer = Self::connect(&url, backend, Connections::Writer).await?;
         Ok(Self {
             pool,
             writer,
@@ -157,34 +164,33 @@ impl HistoryStore {
         })
     }
 
-    async fn connect(
-        url: &str,
-        backend: Backend,
-        connections: u32,
-        cache: &'static str,
-    ) -> sqlx::Result<AnyPool> {
-        AnyPoolOptions::new()
-            .max_connections(connections)
-            .idle_timeout(None)
-            .max_lifetime(None)
+    async fn connect(url: &str, backend: Backend, role: Connections) -> sqlx::Result<AnyPool> {
+        let options = match role {
+            Connections::Readers => AnyPoolOptions::new().max_connections(4),
+            // Kept for good, as the model's (`model::writer`).
+            Connections::Writer => AnyPoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None),
+        };
+        let cache = match role {
+            Connections::Readers => model::READER_CACHE,
+            Connections::Writer => model::WRITER_CACHE,
+        };
+        options
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // Durable before the model forgets the runs; readers beside the
                         // writer; pages cached as the model's (`model::open_with`).
                         for pragma in [
-                            "PRAGMA journal_mode = WAL",
-                            "PRAGMA synchronous = FULL",
-                            "PRAGMA busy_timeout = 5000",
-                            // Checkpointed beside the writer (`model::wal`).
-                            "PRAGMA wal_autocheckpoint = 0",
-                        ] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
-                        }
-                        let keep = wal::KEEP_BYTES;
-                        for pragma in [
+                            "PRAGMA journal_mode = WAL".to_owned(),
+                            "PRAGMA synchronous = FULL".to_owned(),
+                            "PRAGMA busy_timeout = 5000".to_owned(),
                             format!("PRAGMA cache_size = {cache}"),
-                            format!("PRAGMA journal_size_limit = {keep}"),
+                            // Checkpointed beside the writer (`model::wal`).
+                            "PRAGMA wal_autocheckpoint = 0".to_owned(),
+                            format!("PRAGMA journal_size_limit = {}", wal::KEEP_BYTES),
                         ] {
                             sqlx::query(&pragma).execute(&mut *conn).await?;
                         }

@@ -97,9 +97,10 @@ pub async fn open(path: &Path) -> sqlx::Result<SqlitePool> {
 /// `migrator`, its log checkpointed as `checkpoints` says. Each connection caches up to
 /// 8 MiB of pages, the writer's 32 MiB ([`writer`]): with SQLite's 2 MiB default, a model of a
 /// few hundred thousand runs re-read its index pages from the file at every report (`pread` was
-/// a tenth of the plane's time under the ingest benchmark). No memory map: session 25 added a 256 MiB map per connection, each
-/// connection's mapped pages counted in the process's RSS, and a plane holding a million
-/// schedules sat at 1.9 GiB instead of ~110 MiB (BENCHMARKS.md, memory at scale).
+/// a tenth of the plane's time under the ingest benchmark). No memory map: session 25 added a
+/// 256 MiB map per connection, each connection's mapped pages counted in the process's RSS,
+/// and a plane holding a million schedules sat at 1.9 GiB instead of ~110 MiB (BENCHMARKS.md,
+/// memory at scale).
 pub async fn open_with(
     path: &Path,
     synchronous: SqliteSynchronous,
