@@ -588,6 +588,10 @@ async fn health_readiness_and_metrics_on_every_node() {
             "{text}"
         );
         assert!(value("meridian_lease_grants") >= 0, "{text}");
+        for database in ["model", "history"] {
+            let name = format!("meridian_database_wal_bytes{{database=\"{database}\"}}");
+            assert!(value(&name) >= 0, "{text}");
+        }
         // Every plane figure the Grafana dashboard shows is one this node exposes.
         let shown = meridian_tests::dashboard_metrics(|n| {
             !n.starts_with("meridian_agent_") && !n.starts_with("meridian_resource_")

@@ -336,6 +336,20 @@ async fn scrape(api: &Api) -> ApiResult<String> {
         "Bytes of this node's newest Raft snapshot",
         api.node.state.snapshot_bytes() as i64,
     );
+    let wal = |database: &str, restart: crate::model::wal::Restart| {
+        let labels = vec![("database".to_owned(), database.to_owned())];
+        (labels, restart.log_bytes())
+    };
+    family(
+        &mut registry,
+        "database_wal_bytes",
+        "Bytes in a database's SQLite write-ahead log at its last checkpoint, copied in or not; \
+         it starts over past 256 MiB (0 for a PostgreSQL history store, which keeps its own)",
+        &[
+            wal("model", api.node.state.wal_restart()),
+            wal("history", api.node.state.history().wal_restart()),
+        ],
+    );
     gauge(
         &mut registry,
         "log_stored_bytes",

@@ -24,7 +24,7 @@
 //! is the record until it has.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -73,13 +73,26 @@ impl Checkpoint for sqlx::SqlitePool {
     }
 }
 
-/// The checkpointer's request to a database's writer to start the log over; clones share it.
+/// SQLite's page size, which no database here changes: a log frame holds one page.
+pub const PAGE_BYTES: i64 = 4096;
+
+/// The checkpointer's request to a database's writer to start the log over, and the log's
+/// length at its last checkpoint (for `/metrics`); clones share both.
 #[derive(Debug, Clone, Default)]
-pub struct Restart(Arc<AtomicBool>);
+pub struct Restart {
+    asked: Arc<AtomicBool>,
+    frames: Arc<AtomicI64>,
+}
 
 impl Restart {
     fn ask(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.asked.store(true, Ordering::Relaxed);
+    }
+
+    /// Bytes of the write-ahead log at the checkpointer's last look (copied in or not): what
+    /// a writer that never lets it start over would show growing.
+    pub fn log_bytes(&self) -> i64 {
+        self.frames.load(Ordering::Relaxed) * PAGE_BYTES
     }
 
     /// For the writer, before it begins a transaction: whether it was asked since it last
@@ -87,7 +100,7 @@ impl Restart {
     /// connection: its transaction then begins with the log all copied (unless a reader
     /// older than that copy is still reading: asked again at the next tick).
     pub fn asked(&self) -> bool {
-        self.0.swap(false, Ordering::Relaxed)
+        self.asked.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -130,8 +143,12 @@ impl<D: Checkpoint> Checkpointer<D> {
     /// start it over.
     pub async fn once(&self) {
         match self.database.checkpoint().await {
-            Ok(frames) if frames > self.restart_frames => self.restart.ask(),
-            Ok(_) => {}
+            Ok(frames) => {
+                self.restart.frames.store(frames, Ordering::Relaxed);
+                if frames > self.restart_frames {
+                    self.restart.ask();
+                }
+            }
             // A failed one (the disk full, the pool closing) is tried again at the next
             // tick; the log only grows meanwhile.
             Err(e) => tracing::warn!("checkpointing the {} database's log: {e}", self.name),
@@ -207,8 +224,10 @@ mod tests {
         let mut writer = pool.acquire().await.unwrap();
         let log = dir.path().join("busy.db-wal");
         let mut longest = Vec::new();
+        let mut reported = Vec::new();
         for heeding in [false, true] {
             let mut bytes = 0;
+            let mut seen = 0;
             for _ in 0..12 {
                 if heeding && checkpointer.restart.asked() {
                     sqlx::query(PASSIVE).execute(&mut *writer).await.unwrap();
@@ -221,6 +240,7 @@ mod tests {
                 // The checkpointer copies everything committed so far, while the writer's
                 // transaction is open (as the next apply has begun by then under load).
                 checkpointer.once().await;
+                seen = seen.max(checkpointer.restart.log_bytes());
                 sqlx::query(
                     "INSERT INTO t SELECT randomblob(4096) FROM json_each(json_array(\
                      1,2,3,4,5,6,7,8,9,10)) a, json_each(json_array(1,2,3,4,5)) b",
@@ -232,6 +252,7 @@ mod tests {
                 bytes = bytes.max(std::fs::metadata(&log).unwrap().len());
             }
             longest.push(bytes);
+            reported.push(seen);
             // The second round starts from a log cut back to nothing.
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&mut *writer)
@@ -242,5 +263,9 @@ mod tests {
         // does not heed, a couple when it does.
         assert!(longest[0] > 12 * 200 * 1024, "{longest:?}");
         assert!(longest[1] < 4 * 200 * 1024, "{longest:?}");
+        // What `/metrics` shows: the log's length at each checkpoint (eleven transactions
+        // before the twelfth's, unheeded).
+        assert!(reported[0] >= 11 * 50 * PAGE_BYTES, "{reported:?}");
+        assert!(reported[1] < 4 * 50 * PAGE_BYTES, "{reported:?}");
     }
 }
