@@ -224,6 +224,35 @@ async fn a_node_that_missed_compacted_entries_catches_up() {
     cluster.shutdown().await;
 }
 
+/// Every node snapshots on its own once `snapshot_every` entries have been applied since its
+/// last (openraft's own policy is off: `raft::compaction` decides; when, its unit tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_snapshots_on_its_own_after_snapshot_every_entries() {
+    let timing = Timing {
+        snapshot_every: 30,
+        ..Timing::default()
+    };
+    let cluster = Cluster::start_with(3, timing).await;
+    let leader = cluster.leader().await;
+    for i in 0..40 {
+        cluster
+            .node(leader)
+            .write(create_dc(&format!("dc-{i:03}")), WRITE_TIMEOUT)
+            .await
+            .unwrap();
+    }
+    for i in cluster.running().collect::<Vec<_>>() {
+        let snapshotted = cluster
+            .node(i)
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= 30), "snapshot")
+            .await;
+        assert!(snapshotted.is_ok(), "{}: {snapshotted:?}", hostname(i));
+    }
+    cluster.shutdown().await;
+}
+
 async fn call_vote(
     cluster: &Cluster,
     tls: &TlsMaterial,

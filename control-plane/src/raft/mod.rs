@@ -11,6 +11,8 @@
 //! - [`peer_service`]: the server side of `PlanePeer`, open to plane certificates only, which
 //!   answers [`ask`]s: what one node asks another (a write, a membership change, a read
 //!   barrier, its status).
+//! - [`compaction`]: when a node snapshots and compacts its log (more entries between
+//!   snapshots as the model grows).
 //! - [`backup`]: snapshot files an operator keeps (save, export, inspect) and a new plane
 //!   seeded from one (restore).
 //! - [`node`]: one plane node: stores, Raft, the gRPC server (the peer service, beside what
@@ -22,6 +24,7 @@
 
 pub mod ask;
 pub mod backup;
+pub mod compaction;
 pub mod log_store;
 pub mod network;
 pub mod node;

@@ -51,7 +51,8 @@ pub struct Timing {
     /// A follower that hears nothing for a random time between these starts an election.
     pub election_min_ms: u64,
     pub election_max_ms: u64,
-    /// Build a snapshot after this many entries since the last one.
+    /// Build a snapshot after this many entries since the last one, times one more for each
+    /// 64 MiB the last snapshot took (`compaction`).
     pub snapshot_every: u64,
     /// Log entries kept after they are in a snapshot, so a briefly lagging peer can catch up
     /// from the log instead of a whole snapshot.
@@ -227,7 +228,9 @@ impl PlaneNode {
             election_timeout_max: t.election_max_ms,
             install_snapshot_timeout: 10_000,
             snapshot_max_chunk_size: 1024 * 1024,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+            // `compaction::Compactor` asks for snapshots instead (their cost grows with the
+            // model; its interval does too).
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: t.keep_after_snapshot,
             purge_batch_size: 256,
             ..Default::default()
@@ -259,6 +262,12 @@ impl PlaneNode {
             peers,
         });
         let stopping = tokio_util::sync::CancellationToken::new();
+        let compactor = super::compaction::Compactor {
+            raft: raft.clone(),
+            state: core.state.clone(),
+            snapshot_every: t.snapshot_every,
+        };
+        tokio::spawn(compactor.run(stopping.clone()));
         let sweeper = Sweeper {
             logbook: logbook.clone(),
             model: core.state.pool().clone(),
