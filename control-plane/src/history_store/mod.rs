@@ -165,17 +165,19 @@ impl HistoryStore {
     }
 
     async fn connect(url: &str, backend: Backend, role: Connections) -> sqlx::Result<AnyPool> {
-        let options = match role {
-            Connections::Readers => AnyPoolOptions::new().max_connections(4),
+        let (options, cache) = match role {
+            Connections::Readers => (
+                AnyPoolOptions::new().max_connections(4),
+                model::READER_CACHE,
+            ),
             // Kept for good, as the model's (`model::writer`).
-            Connections::Writer => AnyPoolOptions::new()
-                .max_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None),
-        };
-        let cache = match role {
-            Connections::Readers => model::READER_CACHE,
-            Connections::Writer => model::WRITER_CACHE,
+            Connections::Writer => (
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None),
+                model::WRITER_CACHE,
+            ),
         };
         options
             .after_connect(move |conn, _| {
