@@ -1115,6 +1115,17 @@ async fn an_overloaded_agent_is_passed_over_and_starts_nothing_new() {
     assert_eq!(f.agent("agent-1.test").held().len(), 16);
     f.advance(Duration::from_secs(10), Duration::from_secs(10))
         .await;
+    // The clock jumped 10 s: until agent-1 is heard again it looks gone to the plane, and an
+    // overloaded agent-2 heartbeating first would rightly take the run now itself.
+    let jumped = f.clock.now().timestamp_millis();
+    f.wait_until("agent-1 to be heard after the jump", || async {
+        query::agents(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.hostname == "agent-1.test" && a.last_seen_ms >= jumped)
+    })
+    .await;
     let asked = f
         .write(Command::RequestRun(meridian_plane::model::RunRequest {
             tenant: name("ads"),
