@@ -121,9 +121,10 @@ async fn a_cut_off_agent_fires_up_to_its_lease_horizon_then_pauses_and_catches_u
         (10, 10, 0, 0),
         "{runs:#?}"
     );
-    // Autonomy: the record at 0:30 fired on time while the link was cut.
+    // Autonomy: the record at 0:30 fired on time while the link was cut — within a few of the
+    // clock's 2 s steps (a loaded machine may miss one), not at the heal 50 s later.
     let at_30 = runs.iter().find(|r| r.fire_ms == Some(ms(30))).unwrap();
-    assert!(at_30.lateness_ms.unwrap() < 2_000, "{at_30:?}");
+    assert!(at_30.lateness_ms.unwrap() < 10_000, "{at_30:?}");
     // Past the horizon it paused: 0:50 to 1:20 ran only once the link was back (at 1:20).
     for r in runs
         .iter()

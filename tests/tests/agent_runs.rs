@@ -397,7 +397,9 @@ async fn a_killed_agents_partitions_move_after_the_lease_and_nothing_is_lost_or_
     f.schedule("moving", EVERY_10S, "echo ran", OverlapPolicy::AllowAll)
         .await;
     f.start_two_agents_holding_half().await;
-    f.advance(Duration::from_secs(10), Duration::from_secs(10))
+    // In 1 s steps: a single 10 s step would be the whole lease, and whichever agent
+    // heartbeated first after it would be given every partition for a moment.
+    f.advance(Duration::from_secs(10), Duration::from_secs(1))
         .await;
     let (owner, survivor) = f.runner_and_other("moving").await;
     let survivor = survivor.as_str();
