@@ -371,6 +371,31 @@ impl Federation {
         .await;
     }
 
+    /// Waits until the plane has heard `agent` at the clock's present time. Agents heartbeat
+    /// on real time, the plane stamps them with the injected clock: right after
+    /// [`Federation::advance`] an agent looks unheard since the jump until its next heartbeat,
+    /// and its lease still ends where its last renewal before the jump put it.
+    pub async fn wait_heard_now(&self, agent: &str) {
+        let now = self.clock.now().timestamp_millis();
+        let pool = self
+            .plane
+            .node(self.plane.leader().await)
+            .state
+            .pool()
+            .clone();
+        self.wait_until(
+            &format!("the plane to hear {agent} at {now} ms"),
+            || async {
+                query::agents(&pool)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|a| a.hostname == agent && a.last_seen_ms >= now)
+            },
+        )
+        .await;
+    }
+
     /// Starts `agent-1.test` and `agent-2.test` in `main` and waits until each holds half of
     /// its 16 partitions.
     pub async fn start_two_agents_holding_half(&mut self) {

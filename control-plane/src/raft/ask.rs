@@ -65,6 +65,14 @@ pub enum AskRefusal {
 
 pub type AskReply = Result<Answer, AskRefusal>;
 
+impl Ask {
+    /// Whether doing it twice could differ from doing it once (a write, a membership change):
+    /// one whose forwarding broke mid-call is not sent again.
+    pub fn changes_the_plane(&self) -> bool {
+        matches!(self, Self::Write(_) | Self::AddVoter(_) | Self::Remove(_))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AskError {
     #[error("no plane leader could be reached within {0:?}; check `meridian plane status`")]
@@ -75,6 +83,12 @@ pub enum AskError {
          (`meridian plane status` shows whether the plane has a leader)"
     )]
     Timeout(Duration),
+    /// Sent to the leader, but the link broke before it answered: it may yet take effect.
+    #[error(
+        "the link to the plane leader broke before it answered ({0}); it may still take \
+         effect, so check before retrying"
+    )]
+    Unconfirmed(String),
     /// What it names does not exist; the message says what.
     #[error("{0}")]
     Missing(String),

@@ -114,6 +114,25 @@ impl PeerError {
             if matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled))
     }
 
+    /// Whether the connection broke during the call (the transport failed, not the peer's
+    /// service): the request may or may not have been received and acted on.
+    pub fn is_broken(&self) -> bool {
+        let Self::Call { status, .. } = self else {
+            return false;
+        };
+        if self.is_unreachable() || self.is_timeout() {
+            return false;
+        }
+        let mut cause = std::error::Error::source(status);
+        while let Some(e) = cause {
+            if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+
     /// Whether the peer could not be reached at all (as opposed to a failed exchange).
     pub fn is_unreachable(&self) -> bool {
         match self {
@@ -362,5 +381,35 @@ mod tests {
         // At least one, even when one entry alone is over.
         assert_eq!(entries_that_fit(2, 10 * MAX_MESSAGE_BYTES), 1);
         assert_eq!(entries_that_fit(1, 10 * MAX_MESSAGE_BYTES), 1);
+    }
+
+    #[test]
+    fn a_call_whose_connection_broke_is_told_from_an_answer_and_an_absent_peer() {
+        let call = |status: tonic::Status| PeerError::Call {
+            endpoint: "plane-1.test:7000".into(),
+            status,
+        };
+        // What tonic gives when the leader dies mid-call: an unknown status over the I/O error.
+        let mut broke = tonic::Status::unknown("transport error");
+        broke.set_source(std::sync::Arc::new(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "stream closed because of a broken pipe",
+        )));
+        assert!(call(broke).is_broken());
+        // The peer's service answering an error is an answer, not a broken link.
+        assert!(!call(tonic::Status::internal("refused")).is_broken());
+        // Not reached at all, or no answer in time: told apart, each with its own handling.
+        let mut refused = tonic::Status::unavailable("connection refused");
+        refused.set_source(std::sync::Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(!call(refused).is_broken());
+        assert!(!call(tonic::Status::deadline_exceeded("no answer")).is_broken());
+        assert!(
+            !PeerError::Cut {
+                endpoint: "plane-1.test:7000".into()
+            }
+            .is_broken()
+        );
     }
 }

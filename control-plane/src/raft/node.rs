@@ -444,7 +444,8 @@ impl Core {
     /// Runs `ask` on the leader: here if this node leads, else forwarded to the leader.
     ///
     /// Retries only where the ask cannot have taken effect: while there is no leader, or when
-    /// the node it went to was not (or no longer) the leader and said so.
+    /// the node it went to was not (or no longer) the leader and said so — and a read
+    /// whose link broke mid-call. A write whose link broke is [`AskError::Unconfirmed`].
     pub async fn ask_leader(&self, ask: Ask, timeout: Duration) -> Result<Answer, AskError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -487,6 +488,10 @@ impl Core {
                     Ok(Err(AskRefusal::Missing(e))) => return Err(AskError::Missing(e)),
                     Err(e) if e.is_unreachable() => {}
                     Err(e) if e.is_timeout() => return Err(AskError::Timeout(timeout)),
+                    // The link broke mid-call (the leader killed, say): a read is asked
+                    // again, a write may have been taken and is not.
+                    Err(e) if e.is_broken() && !ask.changes_the_plane() => {}
+                    Err(e) if e.is_broken() => return Err(AskError::Unconfirmed(e.to_string())),
                     Err(e) => return Err(AskError::Failed(e.to_string())),
                 }
             }
