@@ -26,6 +26,17 @@ fn create_dc(name: &str) -> Proposal {
     )
 }
 
+/// Creates data centers `dc-000` … through node `i`, each write acknowledged.
+async fn write_dcs(cluster: &Cluster, i: usize, how_many: usize) {
+    for n in 0..how_many {
+        cluster
+            .node(i)
+            .write(create_dc(&format!("dc-{n:03}")), WRITE_TIMEOUT)
+            .await
+            .unwrap();
+    }
+}
+
 async fn dc_names(cluster: &Cluster, i: usize) -> Vec<String> {
     query::data_centers(cluster.node(i).state.pool())
         .await
@@ -180,13 +191,7 @@ async fn a_node_that_missed_compacted_entries_catches_up() {
     let leader = cluster.leader().await;
     let down = (leader + 1) % 3;
     cluster.kill(down).await;
-    for i in 0..80 {
-        cluster
-            .node(leader)
-            .write(create_dc(&format!("dc-{i:03}")), WRITE_TIMEOUT)
-            .await
-            .unwrap();
-    }
+    write_dcs(&cluster, leader, 80).await;
     // Make sure the leader compacted its log past what the down node has.
     cluster
         .node(leader)
@@ -261,13 +266,7 @@ async fn every_node_snapshots_on_its_own_after_snapshot_every_entries() {
     };
     let cluster = Cluster::start_with(3, timing).await;
     let leader = cluster.leader().await;
-    for i in 0..40 {
-        cluster
-            .node(leader)
-            .write(create_dc(&format!("dc-{i:03}")), WRITE_TIMEOUT)
-            .await
-            .unwrap();
-    }
+    write_dcs(&cluster, leader, 40).await;
     for i in cluster.running().collect::<Vec<_>>() {
         let snapshotted = cluster
             .node(i)
